@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Ballast on one machine: private PostgreSQL and Redis on loopback, data under .ballast/.
+#
+#   deploy/dev.sh up        install what is missing, start services, migrate, run `ballast serve`
+#   deploy/dev.sh test      the same services, then the whole test suite
+#   deploy/dev.sh services  start services only and print the environment to use them
+#   deploy/dev.sh stop      stop the private PostgreSQL and Redis
+#   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)")
+#
+# Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
+# (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DATA=${BALLAST_DATA:-$ROOT/.ballast}
+PG_PORT=${BALLAST_PG_PORT:-55432}
+REDIS_PORT=${BALLAST_REDIS_PORT:-56379}
+DB=ballast
+
+log() { printf 'dev.sh: %s\n' "$*" >&2; }
+die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# PostgreSQL refuses to run as root: as root we run it as Debian's `postgres` user,
+# otherwise as the invoking user.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install_packages() {
+  local need=()
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+  [ ${#need[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "missing ${need[*]}: install them (apt-get install ${need[*]}) or run as root"
+  log "installing ${need[*]} from Debian packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+pg_bin() {
+  local v
+  v=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  echo "/usr/lib/postgresql/$v/bin"
+}
+
+start_postgres() {
+  local bin; bin=$(pg_bin)
+  mkdir -p "$DATA"
+  if [ "$(id -u)" = 0 ]; then
+    install -d -o postgres -g postgres "$DATA/pg" "$DATA/pgsock"
+  else
+    mkdir -p "$DATA/pg" "$DATA/pgsock"
+  fi
+  if [ ! -s "$DATA/pg/PG_VERSION" ]; then
+    log "initialising PostgreSQL cluster in $DATA/pg"
+    as_pg "$bin/initdb" -D "$DATA/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  if as_pg "$bin/pg_ctl" -D "$DATA/pg" status >/dev/null 2>&1; then
+    return 0
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  as_pg "$bin/pg_ctl" -D "$DATA/pg" -l "$DATA/pg/server.log" -w -t 60 \
+    -o "-p $PG_PORT -k $DATA/pgsock -c listen_addresses=127.0.0.1 -c max_connections=500 -c shared_buffers=256MB" \
+    start >/dev/null || { tail -20 "$DATA/pg/server.log" >&2; die "PostgreSQL did not start"; }
+}
+
+start_redis() {
+  if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    return 0
+  fi
+  log "starting Redis on 127.0.0.1:$REDIS_PORT"
+  mkdir -p "$DATA"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize yes \
+    --databases 16 --pidfile "$DATA/redis.pid" --logfile "$DATA/redis.log" --dir "$DATA"
+  for _ in $(seq 1 100); do
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "Redis did not start (see $DATA/redis.log)"
+}
+
+psql_admin() {
+  psql -v ON_ERROR_STOP=1 -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"
+}
+
+# Roles are cluster-wide: the owner runs migrations, the app role is subject to row-level
+# security, the system role bypasses it for the named cross-tenant jobs.
+create_roles_and_db() {
+  psql_admin -d postgres <<'SQL' >/dev/null
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ballast_owner') THEN
+    CREATE ROLE ballast_owner LOGIN PASSWORD 'ballast_owner' CREATEDB;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ballast_app') THEN
+    CREATE ROLE ballast_app LOGIN PASSWORD 'ballast_app' NOBYPASSRLS;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ballast_system') THEN
+    CREATE ROLE ballast_system LOGIN PASSWORD 'ballast_system' BYPASSRLS;
+  END IF;
+END $$;
+SQL
+  if [ "$(psql_admin -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")" != 1 ]; then
+    psql_admin -d postgres -c "CREATE DATABASE $DB OWNER ballast_owner" >/dev/null
+  fi
+}
+
+print_env() {
+  cat <<ENV
+export DATABASE_URL=postgres://ballast_app:ballast_app@127.0.0.1:$PG_PORT/$DB
+export BALLAST_SYSTEM_DATABASE_URL=postgres://ballast_system:ballast_system@127.0.0.1:$PG_PORT/$DB
+export BALLAST_OWNER_DATABASE_URL=postgres://ballast_owner:ballast_owner@127.0.0.1:$PG_PORT/$DB
+export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+export BALLAST_TEST_PG_ADMIN_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+export BALLAST_TEST_PG_BASE_URL=postgres://%ROLE%:%ROLE%@127.0.0.1:$PG_PORT
+export BALLAST_TEST_REDIS_PORT=$REDIS_PORT
+ENV
+}
+
+services() {
+  install_packages
+  start_postgres
+  start_redis
+  create_roles_and_db
+}
+
+stop() {
+  local bin; bin=$(pg_bin 2>/dev/null || true)
+  if [ -n "$bin" ] && [ -s "$DATA/pg/PG_VERSION" ]; then
+    as_pg "$bin/pg_ctl" -D "$DATA/pg" -m fast -w stop >/dev/null 2>&1 && log "PostgreSQL stopped" || true
+  fi
+  if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    log "Redis stopped"
+  fi
+}
+
+cmd=${1:-}
+case "$cmd" in
+  up)
+    services
+    eval "$(print_env)"
+    cd "$ROOT"
+    cargo build --release --quiet
+    ./target/release/ballast migrate
+    export BALLAST_LISTEN=${BALLAST_LISTEN:-127.0.0.1:8080}
+    exec ./target/release/ballast serve --roles api,worker,scheduler
+    ;;
+  test)
+    services
+    eval "$(print_env)"
+    cd "$ROOT"
+    shift
+    exec cargo test --locked "$@"
+    ;;
+  services) services; print_env ;;
+  env) print_env ;;
+  stop) stop ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,69 @@
+//! `GET /healthz` (the process is alive) and `GET /readyz` (it can do its work: PostgreSQL
+//! and Redis reachable, migrations current). Authentication: none.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// Health routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let (postgres, redis) = tokio::join!(check_postgres(&state), check_redis(&state));
+    let mut problems = Vec::new();
+    if let Err(e) = &postgres {
+        problems.push(e.clone());
+    }
+    if let Err(e) = &redis {
+        problems.push(e.clone());
+    }
+    let checks = json!({
+        "postgres": postgres.err().unwrap_or_else(|| "ok".into()),
+        "redis": redis.err().unwrap_or_else(|| "ok".into()),
+    });
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready", "checks": checks})))
+    } else {
+        let body = json!({
+            "error": {"code": "not_ready", "message": problems.join("; ")},
+            "checks": checks,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    }
+}
+
+async fn check_postgres(state: &AppState) -> Result<(), String> {
+    // System pool: reading the migrations table is not tenant data.
+    let pool = &state.system_pool.0;
+    match tokio::time::timeout(CHECK_TIMEOUT, crate::db::migrations_current(pool)).await {
+        Err(_) => Err("postgres: no answer within 2s".into()),
+        Ok(Err(e)) => Err(format!("postgres: {e}")),
+        Ok(Ok(false)) => Err("postgres: migrations pending (run `ballast migrate`)".into()),
+        Ok(Ok(true)) => Ok(()),
+    }
+}
+
+async fn check_redis(state: &AppState) -> Result<(), String> {
+    let mut conn = state.redis.clone();
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut conn);
+    match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+        Err(_) => Err("redis: no answer within 2s".into()),
+        Ok(Err(e)) => Err(format!("redis: {e}")),
+        Ok(Ok(_)) => Ok(()),
+    }
+}

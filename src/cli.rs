@@ -1,0 +1,214 @@
+//! Command-line interface. Data output is a table for people or `--json` for machines.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use ballast::app::{self, AppState, Member};
+use ballast::bench::{self, BenchParams};
+use ballast::config::Settings;
+use ballast::domain::TenantId;
+use ballast::jobs::Registry;
+use ballast::queue::worker::WorkerOptions;
+use ballast::queue::{EnqueueRequest, dead};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ballast",
+    version,
+    about = "Ballast: the worker fleet behind a growing SaaS (Stripe webhooks, dunning, usage, caches, SLOs).",
+    long_about = "Ballast: the worker fleet behind a growing SaaS.\n\n\
+        Settings come from the environment (DATABASE_URL, BALLAST_SYSTEM_DATABASE_URL, REDIS_URL, \
+        BALLAST_*, OTEL_*), optionally from a TOML file named by BALLAST_CONFIG. \
+        See deploy/ballast.example.toml for every setting."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a fleet member with the given roles until SIGTERM or Ctrl-C.
+    Serve {
+        /// Comma-separated roles: api (intake HTTP), worker (job queues), scheduler (cron leader).
+        #[arg(long, default_value = "api,worker,scheduler")]
+        roles: String,
+        /// Listen address of the api role (overrides BALLAST_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply pending database migrations as the owner role (BALLAST_OWNER_DATABASE_URL).
+    Migrate,
+    /// Put one job on its queue.
+    Enqueue {
+        /// Job kind, as named in jobs/ (e.g. noop).
+        kind: String,
+        /// Tenant the job acts for.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// JSON arguments of the job.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// A second enqueue with the same key (within 7 days) does nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect queues and dead letters.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Measure no-op job throughput and pickup latency on the configured Redis (a private namespace).
+    Bench {
+        /// Jobs in the backlog phase.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        /// Enqueue rate of the pickup phase (jobs/s).
+        #[arg(long, default_value_t = 500)]
+        pickup_rate: u32,
+        /// Length of the pickup phase (s).
+        #[arg(long, default_value_t = 5)]
+        pickup_secs: u32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Queue depth per job kind: ready, scheduled (retries, delayed), running, oldest age.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open dead letters, newest first.
+    Dead {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a dead letter's job again with a fresh attempt count.
+    Retry {
+        /// The dead letter's id (from `ballast jobs dead`).
+        id: uuid::Uuid,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let mut settings = Settings::from_env()?;
+    ballast::telemetry::init_logs(&settings.log_filter, settings.log_format);
+    match cli.command {
+        Command::Serve { roles, listen } => {
+            if let Some(addr) = listen {
+                settings.listen = addr;
+            }
+            let roles = app::parse_roles(&roles)?;
+            let state = AppState::build(settings)?;
+            let member = Member::start(state, &roles, WorkerOptions::new(Registry::standard())).await?;
+            if let Some(addr) = member.api_addr {
+                tracing::info!(message = "Ballast is listening.", addr = %addr, roles = ?roles);
+                println!("ballast: listening on http://{addr} (roles: {roles:?})");
+                println!("try: curl -s http://{addr}/readyz");
+            }
+            member.run_until_signal().await;
+        }
+        Command::Migrate => {
+            if settings.owner_database_url.is_none() {
+                bail!("configuration error: BALLAST_OWNER_DATABASE_URL: missing (migrations run as the owner role)");
+            }
+            let applied = ballast::db::migrate(settings.migration_url()).await.context("migrate")?;
+            println!("migrations: {applied} applied, schema current");
+        }
+        Command::Enqueue { kind, tenant, payload, idempotency_key, json } => {
+            let payload: serde_json::Value =
+                serde_json::from_str(&payload).with_context(|| "--payload is not valid JSON")?;
+            let state = AppState::build(settings)?;
+            let mut req = EnqueueRequest::new(kind.as_str(), payload);
+            req.tenant = tenant;
+            req.idempotency_key = idempotency_key;
+            let done = state.queue.enqueue(req).await?;
+            if json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else if done.duplicate {
+                println!("not queued: idempotency key already used (job {})", done.id);
+            } else {
+                println!("queued {kind} job {}", done.id);
+            }
+        }
+        Command::Jobs { command } => {
+            let state = AppState::build(settings)?;
+            jobs(state, command).await?;
+        }
+        Command::Bench { n, concurrency, pickup_rate, pickup_secs, json } => {
+            let report = bench::run(settings, BenchParams { n, concurrency, pickup_rate, pickup_secs }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "noop x{n}, concurrency {concurrency}: enqueue {:.0} jobs/s, processed {:.0} jobs/s, pickup p50 {:.2} ms / p99 {:.2} ms ({} samples)",
+                    report.enqueue_per_sec, report.processed_per_sec, report.pickup_p50_ms, report.pickup_p99_ms, report.pickup_samples
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List { json } => {
+            let stats = state.queue.stats().await?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!("{:<24} {:>8} {:>10} {:>8} {:>12}", "KIND", "READY", "SCHEDULED", "RUNNING", "OLDEST (s)");
+                for s in stats {
+                    let age = s.oldest_ready_age_secs.map(|a| format!("{a:.1}")).unwrap_or_else(|| "-".into());
+                    println!("{:<24} {:>8} {:>10} {:>8} {:>12}", s.kind, s.ready, s.scheduled, s.running, age);
+                }
+            }
+        }
+        JobsCommand::Dead { kind, limit, json } => {
+            let rows = dead::list(&state.system_pool, kind.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no open dead letters");
+            } else {
+                println!("{:<36} {:<20} {:>8} {:<25} ERROR", "ID", "KIND", "ATTEMPTS", "FAILED AT");
+                for r in rows {
+                    println!("{:<36} {:<20} {:>8} {:<25} {}", r.id, r.kind, r.attempts, r.failed_at.to_rfc3339(), r.error);
+                }
+            }
+        }
+        JobsCommand::Retry { id, json } => {
+            let job = dead::retry(&state.system_pool, &state.queue, id).await?;
+            if json {
+                println!("{}", serde_json::json!({"dead_letter": id, "job_id": job}));
+            } else {
+                println!("re-queued job {job} from dead letter {id}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Typed settings: environment variables first, then an optional TOML file named by
+//! `BALLAST_CONFIG`. A missing or malformed setting stops start-up with one line that
+//! names the setting; secrets are wrapped so they never reach logs or Debug output.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A setting that could not be read. The message always starts with the setting's name.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {setting}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (or file key) at fault.
+    pub setting: String,
+    /// What was wrong with it, in words an operator can act on.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, problem: impl Into<String>) -> Self {
+        Self { setting: setting.to_owned(), problem: problem.into() }
+    }
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON when stdout is not a terminal, human-readable when it is.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Everything the binary needs to start. Built once, then passed down as typed values.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// PostgreSQL URL of the app role (no BYPASSRLS): the tenant pool.
+    pub database_url: SecretString,
+    /// PostgreSQL URL of the system role (BYPASSRLS): the few cross-tenant jobs.
+    pub system_database_url: SecretString,
+    /// PostgreSQL URL of the owner role; only `ballast migrate` needs it.
+    pub owner_database_url: Option<SecretString>,
+    /// Redis URL for queues, cache, leases and counters.
+    pub redis_url: SecretString,
+    /// Prefix of every Redis key and queue name, so several deployments (or tests) share a Redis.
+    pub redis_namespace: String,
+    /// Where the intake API listens.
+    pub listen: SocketAddr,
+    /// The job catalogue folder.
+    pub jobs_dir: PathBuf,
+    /// How long in-flight jobs get to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Size of each PostgreSQL pool.
+    pub db_pool_size: u32,
+    /// Scheduler lease TTL; a new leader takes over within this after the old one dies.
+    pub scheduler_lease: Duration,
+    /// Worker heartbeat; a dead worker's jobs are recovered after three missed beats.
+    pub worker_heartbeat: Duration,
+    /// Log filter (tracing EnvFilter syntax).
+    pub log_filter: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// OpenTelemetry service name (`OTEL_SERVICE_NAME`).
+    pub otel_service_name: String,
+    /// OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`), when traces are exported.
+    pub otel_endpoint: Option<String>,
+}
+
+/// A source of raw settings: the environment, overlaid on an optional file.
+struct Source {
+    values: HashMap<String, String>,
+}
+
+impl Source {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, key: &str, hint: &str) -> Result<&str, ConfigError> {
+        self.get(key).ok_or_else(|| ConfigError::new(key, format!("missing ({hint})")))
+    }
+
+    fn parse_or<T: std::str::FromStr>(&self, key: &str, default: T, what: &str) -> Result<T, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new(key, format!("{raw:?} is not {what}"))),
+        }
+    }
+
+    fn secs_or(&self, key: &str, default: u64) -> Result<Duration, ConfigError> {
+        let secs: f64 = self.parse_or(key, default as f64, "a number of seconds")?;
+        if !(secs > 0.0 && secs.is_finite()) {
+            return Err(ConfigError::new(key, "must be a positive number of seconds"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+fn url_setting(src: &Source, key: &str, schemes: &[&str], hint: &str) -> Result<SecretString, ConfigError> {
+    let raw = src.required(key, hint)?;
+    check_url(key, raw, schemes)?;
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+fn check_url(key: &str, raw: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = raw.split_once("://").map(|(s, _)| s).unwrap_or("");
+    if !schemes.contains(&scheme) || raw.len() <= scheme.len() + 3 {
+        // Never echo the value: it may hold a password.
+        return Err(ConfigError::new(key, format!("not a URL starting with {}://", schemes.join("://, "))));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Reads the process environment and, when `BALLAST_CONFIG` names one, a TOML file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(std::env::vars().collect())
+    }
+
+    /// Reads settings from a map of environment variables (tests pass their own).
+    pub fn from_map(env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut values = HashMap::new();
+        if let Some(path) = env.get("BALLAST_CONFIG").filter(|p| !p.is_empty()) {
+            values = read_file(path)?;
+        }
+        values.extend(env);
+        let src = Source { values };
+
+        let namespace = src.get("BALLAST_REDIS_NAMESPACE").unwrap_or("ballast").to_owned();
+        if namespace.is_empty()
+            || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::new(
+                "BALLAST_REDIS_NAMESPACE",
+                "use letters, digits, '_' or '-' only (it prefixes queue names, which may not hold ':' or '.')",
+            ));
+        }
+        let listen_raw = src.get("BALLAST_LISTEN").unwrap_or("127.0.0.1:8080");
+        let listen = listen_raw
+            .parse()
+            .map_err(|_| ConfigError::new("BALLAST_LISTEN", format!("{listen_raw:?} is not an address like 127.0.0.1:8080")))?;
+        let log_format = match src.get("BALLAST_LOG_FORMAT").unwrap_or("auto") {
+            "auto" => LogFormat::Auto,
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(ConfigError::new("BALLAST_LOG_FORMAT", format!("{other:?} is not one of auto, json, pretty")));
+            }
+        };
+        let otel_endpoint = src.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned);
+        if let Some(endpoint) = &otel_endpoint {
+            check_url("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, &["http", "https"])?;
+        }
+        let db_pool_size: u32 = src.parse_or("BALLAST_DB_POOL_SIZE", 10, "a whole number")?;
+        if db_pool_size == 0 {
+            return Err(ConfigError::new("BALLAST_DB_POOL_SIZE", "must be at least 1"));
+        }
+
+        Ok(Self {
+            database_url: url_setting(&src, "DATABASE_URL", &["postgres", "postgresql"], "the app role's PostgreSQL URL")?,
+            system_database_url: url_setting(
+                &src,
+                "BALLAST_SYSTEM_DATABASE_URL",
+                &["postgres", "postgresql"],
+                "the system role's PostgreSQL URL",
+            )?,
+            owner_database_url: match src.get("BALLAST_OWNER_DATABASE_URL") {
+                None => None,
+                Some(raw) => {
+                    check_url("BALLAST_OWNER_DATABASE_URL", raw, &["postgres", "postgresql"])?;
+                    Some(SecretString::from(raw.to_owned()))
+                }
+            },
+            redis_url: url_setting(&src, "REDIS_URL", &["redis", "rediss", "redis+unix"], "the Redis URL")?,
+            redis_namespace: namespace,
+            listen,
+            jobs_dir: PathBuf::from(src.get("BALLAST_JOBS_DIR").unwrap_or("jobs")),
+            shutdown_grace: src.secs_or("BALLAST_SHUTDOWN_GRACE_SECS", 30)?,
+            db_pool_size,
+            scheduler_lease: src.secs_or("BALLAST_SCHEDULER_LEASE_SECS", 10)?,
+            worker_heartbeat: src.secs_or("BALLAST_WORKER_HEARTBEAT_SECS", 5)?,
+            log_filter: src.get("BALLAST_LOG").or(src.get("RUST_LOG")).unwrap_or("info").to_owned(),
+            log_format,
+            otel_service_name: src.get("OTEL_SERVICE_NAME").unwrap_or("ballast").to_owned(),
+            otel_endpoint,
+        })
+    }
+
+    /// The owner URL for migrations, falling back to the app URL only when none is set.
+    pub fn migration_url(&self) -> &str {
+        self.owner_database_url.as_ref().unwrap_or(&self.database_url).expose_secret()
+    }
+}
+
+/// Reads `KEY = "value"` pairs from a TOML file; keys are the environment variable names.
+fn read_file(path: &str) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("BALLAST_CONFIG", format!("cannot read {path}: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::new("BALLAST_CONFIG", format!("{path} is not valid TOML: {}", e.message())))?;
+    let mut out = HashMap::new();
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(ConfigError::new(&key, format!("in {path}: use a string, number or boolean"))),
+        };
+        out.insert(key.to_uppercase(), value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<String, String> {
+        [
+            ("DATABASE_URL", "postgres://app:pw@127.0.0.1/db"),
+            ("BALLAST_SYSTEM_DATABASE_URL", "postgres://sys:pw@127.0.0.1/db"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = Settings::from_map(base()).expect("valid");
+        assert_eq!(s.redis_namespace, "ballast");
+        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn missing_setting_is_named() {
+        let mut env = base();
+        env.remove("REDIS_URL");
+        let err = Settings::from_map(env).unwrap_err().to_string();
+        assert!(err.starts_with("configuration error: REDIS_URL: missing"), "{err}");
+    }
+
+    #[test]
+    fn malformed_setting_is_named_without_its_value() {
+        let mut env = base();
+        env.insert("DATABASE_URL".into(), "mysql://secretpw@x".into());
+        let err = Settings::from_map(env).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        assert!(!err.contains("secretpw"), "{err}");
+        let mut env = base();
+        env.insert("BALLAST_SHUTDOWN_GRACE_SECS".into(), "soon".into());
+        let err = Settings::from_map(env).unwrap_err().to_string();
+        assert!(err.contains("BALLAST_SHUTDOWN_GRACE_SECS") && err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let s = Settings::from_map(base()).expect("valid");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("pw@"), "{shown}");
+    }
+}

@@ -1,0 +1,109 @@
+//! PostgreSQL access: the two pools, the one helper that opens a tenant-scoped transaction,
+//! and the embedded migrations.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::config::Settings;
+use crate::domain::TenantId;
+
+/// Errors at the database edge.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL could not be parsed (the URL itself is never shown: it may hold a password).
+    #[error("invalid PostgreSQL URL for {0}")]
+    BadUrl(&'static str),
+    /// PostgreSQL answered with an error or could not be reached.
+    #[error("postgres: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The embedded, forward-only migrations from migrations/.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Pool of the app role (no BYPASSRLS). Every query runs inside [`TenantPool::begin`].
+#[derive(Debug, Clone)]
+pub struct TenantPool(PgPool);
+
+/// Pool of the system role (BYPASSRLS). Each use says in a comment why it must see across tenants.
+#[derive(Debug, Clone)]
+pub struct SystemPool(pub PgPool);
+
+impl TenantPool {
+    /// Wraps a pool that connects as the app role.
+    pub fn new(pool: PgPool) -> Self {
+        Self(pool)
+    }
+
+    /// Opens a transaction that sees only `tenant`'s rows: the one place `app.tenant_id` is set.
+    /// `set_config(.., true)` is `SET LOCAL`, so the context ends with the transaction and a
+    /// pooled connection never carries one tenant's context into another's work.
+    pub async fn begin(&self, tenant: TenantId) -> Result<Transaction<'static, Postgres>, DbError> {
+        let mut tx = self.0.begin().await?;
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// The raw pool, for health checks that read no tenant data.
+    pub fn raw(&self) -> &PgPool {
+        &self.0
+    }
+}
+
+fn options(url: &str, which: &'static str, app_name: &str) -> Result<PgConnectOptions, DbError> {
+    let opts: PgConnectOptions = url.parse().map_err(|_| DbError::BadUrl(which))?;
+    Ok(opts.application_name(app_name))
+}
+
+/// Connects a pool lazily, so the process starts (and /readyz can say why) while PostgreSQL is down.
+pub fn lazy_pool(url: &str, which: &'static str, app_name: &str, size: u32) -> Result<PgPool, DbError> {
+    let opts = options(url, which, app_name)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(opts))
+}
+
+/// Both pools for a fleet member.
+pub fn pools(settings: &Settings) -> Result<(TenantPool, SystemPool), DbError> {
+    let tenant = lazy_pool(settings.database_url.expose_secret(), "DATABASE_URL", "ballast-app", settings.db_pool_size)?;
+    let system = lazy_pool(
+        settings.system_database_url.expose_secret(),
+        "BALLAST_SYSTEM_DATABASE_URL",
+        "ballast-system",
+        settings.db_pool_size,
+    )?;
+    Ok((TenantPool(tenant), SystemPool(system)))
+}
+
+/// Applies pending migrations as the owner role.
+pub async fn migrate(url: &str) -> Result<usize, DbError> {
+    let opts = options(url, "BALLAST_OWNER_DATABASE_URL", "ballast-migrate")?;
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
+    let before = applied_versions(&pool).await.unwrap_or_default();
+    MIGRATOR.run(&pool).await?;
+    let after = applied_versions(&pool).await?;
+    pool.close().await;
+    Ok(after.len().saturating_sub(before.len()))
+}
+
+async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await
+}
+
+/// Whether every embedded migration has been applied to the database behind `pool`.
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let applied = applied_versions(pool).await?;
+    Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).all(|m| applied.contains(&m.version)))
+}

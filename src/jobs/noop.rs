@@ -1,0 +1,23 @@
+//! `noop`: does nothing. Smoke tests and the job-engine benchmark run it.
+
+use serde::Deserialize;
+
+use super::{Job, JobContext, JobError, JobReport};
+
+/// The no-op job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Noop;
+
+/// Arguments: none are needed; unknown fields are refused so a typo is caught, not ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoopArgs {}
+
+impl Job for Noop {
+    const KIND: &'static str = "noop";
+    type Args = NoopArgs;
+
+    async fn run(&self, _args: NoopArgs, _ctx: JobContext) -> Result<JobReport, JobError> {
+        Ok(serde_json::Value::Null)
+    }
+}

@@ -1,0 +1,71 @@
+//! The one registry of Redis keys. Code builds keys only through [`Keys`]; each method's doc
+//! says what the key holds and how long it lives.
+//!
+//! apalis-redis owns the queue keys under `{ns}.{queue}:*` (`:active` list, `:scheduled`
+//! zset, `:data` hash, `:meta:{task}` hashes, `:done` set, `:inflight:{worker}` sets,
+//! `:workers` zset, `:idempotency:{key}`); [`Keys::queue`] names the queue they hang from.
+
+use std::time::Duration;
+
+/// Builds every Redis key from the deployment's namespace.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    /// Keys under `namespace` (validated by config: no ':' or '.').
+    pub fn new(namespace: &str) -> Self {
+        Self { ns: namespace.to_owned() }
+    }
+
+    /// The namespace itself.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// apalis queue name for a job queue: `{ns}.{queue}`. No ':' (apalis-redis splits its
+    /// pub/sub channel names on ':').
+    pub fn queue(&self, queue: &str) -> String {
+        format!("{}.{}", self.ns, queue)
+    }
+
+    /// Pub/sub pattern on which apalis-redis announces new work for any queue of ours.
+    pub fn queue_available_pattern(&self) -> String {
+        format!("tasks:{}.*:available", self.ns)
+    }
+
+    /// Pub/sub channel that wakes the workers of one apalis queue (apalis-redis's own name).
+    pub fn queue_available_channel(apalis_queue: &str) -> String {
+        format!("tasks:{apalis_queue}:active:available")
+    }
+
+    /// String: member id of the scheduler leader. TTL: the lease, renewed by the leader.
+    pub fn scheduler_leader(&self) -> String {
+        format!("{}:scheduler:leader", self.ns)
+    }
+
+    /// String: the last scheduled instant (unix ms) enqueued for a cron kind. TTL: 30 days,
+    /// refreshed by every tick; a kind that stops ticking forgets its place after that.
+    pub fn scheduler_last_tick(&self, kind: &str) -> String {
+        format!("{}:scheduler:last:{}", self.ns, kind)
+    }
+
+    /// TTL of [`Keys::scheduler_last_tick`].
+    pub const SCHEDULER_LAST_TICK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// How long apalis keeps an enqueue idempotency key (`{queue}:idempotency:{key}`).
+    pub const ENQUEUE_IDEMPOTENCY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+}
+
+/// Every key matching `pattern`, found with SCAN (never KEYS, which blocks Redis).
+pub async fn scan(conn: &redis::aio::ConnectionManager, pattern: &str) -> Result<Vec<String>, redis::RedisError> {
+    use redis::AsyncCommands;
+    let mut conn = conn.clone();
+    let mut iter = conn.scan_match::<_, String>(pattern).await?;
+    let mut found = Vec::new();
+    while let Some(key) = futures::StreamExt::next(&mut iter).await {
+        found.push(key?);
+    }
+    Ok(found)
+}

@@ -1,0 +1,31 @@
+//! Ballast: the worker fleet that keeps a growing SaaS boring.
+//!
+//! One binary, three roles (api, worker, scheduler); state in PostgreSQL with row-level
+//! security per tenant; queues, cache and leases in Redis.
+
+#![warn(unreachable_pub)]
+
+/// The intake API (axum).
+pub mod api;
+/// Application state and the fleet member that runs the roles.
+pub mod app;
+/// The no-op job-engine benchmark.
+pub mod bench;
+/// The job catalogue in jobs/.
+pub mod catalogue;
+/// Typed settings.
+pub mod config;
+/// PostgreSQL pools, the tenant transaction helper, migrations.
+pub mod db;
+/// Newtypes for ids.
+pub mod domain;
+/// Job kinds and their registry.
+pub mod jobs;
+/// The Redis key registry.
+pub mod keys;
+/// The job runtime on apalis.
+pub mod queue;
+/// The cron leader.
+pub mod scheduler;
+/// Logs.
+pub mod telemetry;

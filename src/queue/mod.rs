@@ -1,0 +1,353 @@
+//! The job runtime on apalis + apalis-redis. This module is the only place that touches
+//! apalis, so a version change stays here. Ballast enforces its own policy on top: the
+//! catalogue's attempts, backoff with jitter and timeouts (apalis-redis would retry 25 times
+//! with a linear delay), dead letters in PostgreSQL, and trimming of completed records
+//! (apalis-redis never trims its done set).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_core::task::builder::TaskBuilder;
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use crate::catalogue::{Catalogue, JobPolicy};
+use crate::domain::{JobId, JobKind, TenantId};
+use crate::keys::Keys;
+
+pub mod dead;
+pub mod envelope;
+pub mod wake;
+pub mod worker;
+
+pub use envelope::JobEnvelope;
+
+/// Errors at the queue edge.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The kind is not in the catalogue.
+    #[error("unknown job kind {0:?}: see jobs/ for the catalogue")]
+    UnknownKind(String),
+    /// Redis refused or could not be reached.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// The envelope could not be encoded.
+    #[error("encoding job: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// PostgreSQL refused or could not be reached (dead letters).
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// No such dead letter, or it was already retried.
+    #[error("no open dead letter with id {0}")]
+    NoDeadLetter(String),
+}
+
+impl From<redis::RedisError> for QueueError {
+    fn from(e: redis::RedisError) -> Self {
+        QueueError::Redis(e.to_string())
+    }
+}
+
+impl From<apalis_redis::Error> for QueueError {
+    fn from(e: apalis_redis::Error) -> Self {
+        QueueError::Redis(e.to_string())
+    }
+}
+
+/// A job to put on its queue.
+#[derive(Debug, Clone)]
+pub struct EnqueueRequest {
+    /// Which job.
+    pub kind: JobKind,
+    /// Its arguments.
+    pub payload: serde_json::Value,
+    /// The tenant it acts for.
+    pub tenant: Option<TenantId>,
+    /// An id to use instead of a fresh one.
+    pub id: Option<JobId>,
+    /// A second enqueue with the same key (within 7 days) is a no-op.
+    pub idempotency_key: Option<String>,
+    /// Run no earlier than this.
+    pub run_at: Option<DateTime<Utc>>,
+    /// W3C traceparent to carry into the worker.
+    pub traceparent: Option<String>,
+}
+
+impl EnqueueRequest {
+    /// A job of `kind` with `payload`, to run now.
+    pub fn new(kind: impl Into<JobKind>, payload: serde_json::Value) -> Self {
+        Self { kind: kind.into(), payload, tenant: None, id: None, idempotency_key: None, run_at: None, traceparent: None }
+    }
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Enqueued {
+    /// The job's id.
+    pub id: JobId,
+    /// True when the idempotency key had been used already and nothing was queued.
+    pub duplicate: bool,
+}
+
+/// apalis-redis 1.0 gives every push a run time, so its own "available" announcement (made
+/// only for pushes without one) never fires; Ballast announces immediate work itself so an
+/// idle worker picks it up at once instead of at its next poll.
+async fn wake_workers(conn: &mut ConnectionManager, config: &apalis_redis::Config) -> Result<(), QueueError> {
+    let _: i64 = conn.publish(Keys::queue_available_channel(config.queue.as_ref()), 1).await?;
+    Ok(())
+}
+
+/// Queue depth figures for one kind.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueStats {
+    /// The job kind.
+    pub kind: String,
+    /// Ready to run.
+    pub ready: u64,
+    /// Waiting for their run time (retries, delayed jobs).
+    pub scheduled: u64,
+    /// Fetched by a worker and not yet acknowledged.
+    pub running: u64,
+    /// Age of the oldest ready job, in seconds.
+    pub oldest_ready_age_secs: Option<f64>,
+}
+
+/// The producer side of the runtime: enqueue, inspect.
+#[derive(Clone)]
+pub struct JobQueue {
+    keys: Keys,
+    conn: ConnectionManager,
+    catalogue: Arc<Catalogue>,
+    heartbeat: Duration,
+}
+
+impl std::fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobQueue").field("namespace", &self.keys.namespace()).finish()
+    }
+}
+
+impl JobQueue {
+    /// A queue handle on `conn` for the kinds of `catalogue`.
+    pub fn new(keys: Keys, conn: ConnectionManager, catalogue: Arc<Catalogue>, heartbeat: Duration) -> Self {
+        Self { keys, conn, catalogue, heartbeat }
+    }
+
+    /// The catalogue this queue serves.
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
+    }
+
+    /// apalis-redis configuration of one kind's queue: our policy, not its defaults.
+    pub(crate) fn apalis_config(&self, policy: &JobPolicy) -> apalis_redis::Config {
+        apalis_redis::Config::default()
+            .queue(self.keys.queue(&policy.queue))
+            .batch_size(policy.concurrency.clamp(1, 500))
+            .heartbeat_interval(self.heartbeat)
+            .missed_heartbeats(3)
+            // Leases cost an O(queue length) LREM per task in apalis-redis 1.0; a dead
+            // worker's jobs are recovered through its heartbeat instead.
+            .lock_tasks(false)
+            .idempotency_ttl(Some(Keys::ENQUEUE_IDEMPOTENCY_TTL))
+    }
+
+    fn policy(&self, kind: &JobKind) -> Result<&JobPolicy, QueueError> {
+        self.catalogue.get(kind.as_str()).ok_or_else(|| QueueError::UnknownKind(kind.0.clone()))
+    }
+
+    /// Queues one job.
+    pub async fn enqueue(&self, req: EnqueueRequest) -> Result<Enqueued, QueueError> {
+        let id = req.id.clone().unwrap_or_default();
+        let envelope = JobEnvelope {
+            id: id.clone(),
+            kind: req.kind.clone(),
+            tenant: req.tenant,
+            payload: req.payload,
+            attempt: 1,
+            enqueued_at_us: envelope::now_us(),
+            traceparent: req.traceparent,
+        };
+        let pushed = self.push(&envelope, req.run_at, req.idempotency_key.as_deref()).await?;
+        Ok(Enqueued { id, duplicate: !pushed })
+    }
+
+    /// Queues many jobs of one kind in batches of up to 1,000 per Redis round trip.
+    pub async fn enqueue_many(&self, kind: &JobKind, payloads: Vec<serde_json::Value>) -> Result<Vec<JobId>, QueueError> {
+        let policy = self.policy(kind)?;
+        let config = self.apalis_config(policy);
+        let mut ids = Vec::with_capacity(payloads.len());
+        let mut conn = self.conn.clone();
+        let mut batch = Vec::with_capacity(1000);
+        for payload in payloads {
+            let envelope = JobEnvelope {
+                id: JobId::new(),
+                kind: kind.clone(),
+                tenant: None,
+                payload,
+                attempt: 1,
+                enqueued_at_us: envelope::now_us(),
+                traceparent: None,
+            };
+            ids.push(envelope.id.clone());
+            batch.push(TaskBuilder::new(serde_json::to_vec(&envelope)?).build());
+            if batch.len() == 1000 {
+                apalis_redis::queries::push_tasks(&mut conn, &config, &batch).await?;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            apalis_redis::queries::push_tasks(&mut conn, &config, &batch).await?;
+        }
+        wake_workers(&mut conn, &config).await?;
+        Ok(ids)
+    }
+
+    /// Pushes one run of a job; false when its idempotency key was already used.
+    pub(crate) async fn push(
+        &self,
+        envelope: &JobEnvelope,
+        run_at: Option<DateTime<Utc>>,
+        idempotency_key: Option<&str>,
+    ) -> Result<bool, QueueError> {
+        let policy = self.policy(&envelope.kind)?;
+        let config = self.apalis_config(policy);
+        let mut task = TaskBuilder::new(serde_json::to_vec(envelope)?);
+        if let Some(at) = run_at {
+            task = task.run_at_timestamp(at.timestamp().max(0) as u64);
+        }
+        if let Some(key) = idempotency_key {
+            task = task.idempotency_key(key);
+        }
+        let mut conn = self.conn.clone();
+        let (ready, scheduled) = apalis_redis::queries::push_tasks(&mut conn, &config, &[task.build()]).await?;
+        if run_at.is_none_or(|at| at <= Utc::now()) && ready + scheduled > 0 {
+            wake_workers(&mut conn, &config).await?;
+        }
+        Ok(ready + scheduled > 0)
+    }
+
+    /// Depth figures for every catalogued kind.
+    pub async fn stats(&self) -> Result<Vec<QueueStats>, QueueError> {
+        let mut out = Vec::new();
+        for policy in self.catalogue.iter() {
+            out.push(self.stats_of(policy).await?);
+        }
+        Ok(out)
+    }
+
+    async fn stats_of(&self, policy: &JobPolicy) -> Result<QueueStats, QueueError> {
+        let config = self.apalis_config(policy);
+        let mut conn = self.conn.clone();
+        // apalis-redis parks every push in the scheduled set (score: run time, in seconds) and
+        // promotes due entries on fetch, so "ready" counts the due part of that set too.
+        let now = Utc::now().timestamp();
+        let listed: u64 = conn.llen(config.active_jobs_list()).await?;
+        let due: u64 = conn.zcount(config.scheduled_jobs_set(), 0, now).await?;
+        let scheduled: u64 = conn.zcount(config.scheduled_jobs_set(), format!("({now}"), "+inf").await?;
+        let ready = listed + due;
+        let mut running = 0u64;
+        let pattern = format!("{}:*", config.inflight_jobs_set());
+        let sets = crate::keys::scan(&self.conn, &pattern).await?;
+        for set in sets {
+            let n: u64 = conn.scard(set).await?;
+            running += n;
+        }
+        let oldest: Option<String> = if listed > 0 {
+            conn.lindex(config.active_jobs_list(), 0).await?
+        } else {
+            let first: Vec<String> = conn.zrangebyscore_limit(config.scheduled_jobs_set(), 0, now, 0, 1).await?;
+            first.into_iter().next()
+        };
+        let mut oldest_ready_age_secs = None;
+        if let Some(task_id) = oldest {
+            let data: Option<Vec<u8>> = conn.hget(config.job_data_hash(), &task_id).await?;
+            if let Some(env) = data.and_then(|d| serde_json::from_slice::<JobEnvelope>(&d).ok()) {
+                oldest_ready_age_secs = Some((envelope::now_us() - env.enqueued_at_us).max(0) as f64 / 1_000_000.0);
+            }
+        }
+        Ok(QueueStats { kind: policy.kind.0.clone(), ready, scheduled, running, oldest_ready_age_secs })
+    }
+
+    /// Moves scheduled runs due by `horizon` to the ready list now: the queue's controllable
+    /// clock, for tests and for on-call who want a backoff skipped. Returns how many moved.
+    pub async fn promote_scheduled(&self, kind: &JobKind, horizon: DateTime<Utc>) -> Result<u64, QueueError> {
+        let config = self.apalis_config(self.policy(kind)?);
+        let script = redis::Script::new(
+            r"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+              if #ids > 0 then
+                redis.call('RPUSH', KEYS[2], unpack(ids))
+                redis.call('ZREM', KEYS[1], unpack(ids))
+                redis.call('PUBLISH', ARGV[2], ids[1])
+              end
+              return #ids",
+        );
+        let mut conn = self.conn.clone();
+        let moved: u64 = script
+            .key(config.scheduled_jobs_set())
+            .key(config.active_jobs_list())
+            .arg(horizon.timestamp())
+            .arg(Keys::queue_available_channel(config.queue.as_ref()))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved)
+    }
+
+    /// Deletes the records of completed runs (apalis-redis keeps them forever). Returns how
+    /// many were removed; call until it returns less than `batch`.
+    pub async fn trim_completed(&self, policy: &JobPolicy, batch: usize) -> Result<u64, QueueError> {
+        let config = self.apalis_config(policy);
+        let script = redis::Script::new(
+            r"local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
+              for _, id in ipairs(ids) do
+                redis.call('HDEL', KEYS[2], id)
+                redis.call('DEL', KEYS[3] .. ':' .. id)
+              end
+              return #ids",
+        );
+        let mut conn = self.conn.clone();
+        let removed: u64 = script
+            .key(config.done_jobs_set())
+            .key(config.job_data_hash())
+            .key(config.job_meta_hash())
+            .arg(batch)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(removed)
+    }
+
+    /// Number of completed records not yet trimmed.
+    pub async fn completed_records(&self, kind: &JobKind) -> Result<u64, QueueError> {
+        let config = self.apalis_config(self.policy(kind)?);
+        let mut conn = self.conn.clone();
+        Ok(conn.scard(config.done_jobs_set()).await?)
+    }
+
+    /// Runs waiting for their time (retries, delayed jobs) with the time each becomes due.
+    pub async fn scheduled(&self, kind: &JobKind) -> Result<Vec<(JobEnvelope, DateTime<Utc>)>, QueueError> {
+        let config = self.apalis_config(self.policy(kind)?);
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, i64)> = conn.zrange_withscores(config.scheduled_jobs_set(), 0, -1).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (task_id, due) in entries {
+            let data: Option<Vec<u8>> = conn.hget(config.job_data_hash(), &task_id).await?;
+            if let Some(env) = data.and_then(|d| serde_json::from_slice::<JobEnvelope>(&d).ok()) {
+                out.push((env, DateTime::from_timestamp(due, 0).unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every ready, scheduled and running envelope of `kind` (operators and tests; O(queue)).
+    pub async fn envelopes(&self, kind: &JobKind) -> Result<Vec<JobEnvelope>, QueueError> {
+        let config = self.apalis_config(self.policy(kind)?);
+        let mut conn = self.conn.clone();
+        let data: Vec<(String, Vec<u8>)> = conn.hgetall(config.job_data_hash()).await?;
+        let done: Vec<String> = conn.smembers(config.done_jobs_set()).await?;
+        Ok(data
+            .into_iter()
+            .filter(|(id, _)| !done.contains(id))
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .collect())
+    }
+}

@@ -1,0 +1,253 @@
+//! The consumer side: one apalis worker per job kind, supervised, running the handler under
+//! the catalogue's policy (timeout, attempts, backoff, dead letter).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::envelope::now_us;
+use super::wake::Wakeups;
+use super::{JobEnvelope, dead};
+use crate::app::AppState;
+use crate::catalogue::JobPolicy;
+use crate::jobs::{JobContext, JobError, Registry};
+
+/// How a run ended, as observers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Succeeded.
+    Completed,
+    /// Failed; queued again with backoff.
+    Retried,
+    /// Asked to run later without spending an attempt.
+    Snoozed,
+    /// Dead-lettered.
+    Dead,
+}
+
+/// Hooks into every run: benchmarks, tests and (later) metrics watch the runtime through this.
+pub trait JobObserver: Send + Sync {
+    /// A run started `pickup` after it was queued.
+    fn started(&self, _envelope: &JobEnvelope, _pickup: Duration) {}
+    /// A run ended.
+    fn finished(&self, _envelope: &JobEnvelope, _outcome: RunOutcome, _took: Duration) {}
+}
+
+struct NoObserver;
+impl JobObserver for NoObserver {}
+
+/// What the worker role needs besides the app state.
+#[derive(Clone)]
+pub struct WorkerOptions {
+    /// The handlers.
+    pub registry: Registry,
+    /// Run hooks.
+    pub observer: Arc<dyn JobObserver>,
+    /// How often idle workers look for due scheduled runs (retries, delayed jobs).
+    pub scheduled_poll: Duration,
+}
+
+impl WorkerOptions {
+    /// Standard options around `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry, observer: Arc::new(NoObserver), scheduled_poll: Duration::from_secs(1) }
+    }
+}
+
+/// Runs a worker for every catalogued kind until `stop` is cancelled, then lets in-flight
+/// jobs finish (the caller bounds how long it waits).
+pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: CancellationToken) {
+    let wakeups = Wakeups::default();
+    let listen_stop = CancellationToken::new();
+    let listener = tokio::spawn(wakeups.clone().listen(
+        state.redis_client.clone(),
+        state.keys.queue_available_pattern(),
+        listen_stop.clone(),
+    ));
+    let mut tasks = Vec::new();
+    for policy in state.queue.catalogue().iter() {
+        let exec = Arc::new(Executor { state: state.clone(), options: options.clone(), policy: policy.clone() });
+        tasks.push(tokio::spawn(supervise(exec, wakeups.clone(), format!("{member}-{}", policy.kind), stop.clone())));
+        tasks.push(tokio::spawn(trim_loop(state.clone(), policy.clone(), stop.clone())));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    listen_stop.cancel();
+    let _ = listener.await;
+}
+
+/// Keeps one kind's apalis worker running: a Redis outage stops apalis's worker, so it is
+/// rebuilt with backoff until shutdown.
+async fn supervise(exec: Arc<Executor>, wakeups: Wakeups, name: String, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    while !stop.is_cancelled() {
+        let config = exec.state.queue.apalis_config(&exec.policy);
+        let signal = wakeups.signal(config.queue.as_ref());
+        let storage: RedisStorage<serde_json::Value> = RedisStorage::new(exec.state.redis.clone()).with_config(config);
+        let backend = PollWith::new(storage, Strategy::new().stream(signal).interval(exec.options.scheduled_poll));
+        let handler_exec = exec.clone();
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(backend)
+            .concurrency(exec.policy.concurrency)
+            .parallelize(tokio::spawn)
+            .build(move |raw: serde_json::Value| {
+                let exec = handler_exec.clone();
+                async move { exec.execute(raw).await }
+            });
+        let stop_worker = stop.clone();
+        let started = Instant::now();
+        let result = worker
+            .run_with_ctx(move |ctx: WorkerContext| {
+                let stop_worker = stop_worker.clone();
+                async move {
+                    stop_worker.cancelled().await;
+                    ctx.stop()
+                }
+            })
+            .await;
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    delay = Duration::from_millis(200);
+                }
+                tracing::warn!(message = "Worker stopped; restarting.", kind = %exec.policy.kind, error = %e, retry_in_ms = delay.as_millis() as u64);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Deletes completed-run records every few seconds so Redis does not grow without bound.
+async fn trim_loop(state: AppState, policy: JobPolicy, stop: CancellationToken) {
+    loop {
+        loop {
+            match state.queue.trim_completed(&policy, 2000).await {
+                Ok(n) if n >= 2000 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(message = "Trimming completed jobs failed.", kind = %policy.kind, error = %e);
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+struct Executor {
+    state: AppState,
+    options: WorkerOptions,
+    policy: JobPolicy,
+}
+
+type ApalisResult = Result<(), BoxDynError>;
+
+impl Executor {
+    /// Runs one delivery. Returns Ok to apalis whenever Ballast has dealt with the outcome
+    /// (done, retry queued, dead-lettered); Err only when that bookkeeping itself failed, so
+    /// apalis delivers the run again rather than lose it.
+    async fn execute(&self, raw: serde_json::Value) -> ApalisResult {
+        let envelope: JobEnvelope = match serde_json::from_value(raw.clone()) {
+            Ok(env) => env,
+            Err(e) => {
+                let error = format!("malformed job envelope: {e}");
+                tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %error);
+                dead::record(&self.state.system_pool, "?", self.policy.kind.as_str(), None, &raw, 1, &error).await?;
+                return Ok(());
+            }
+        };
+        let pickup = Duration::from_micros((now_us() - envelope.enqueued_at_us).max(0) as u64);
+        self.options.observer.started(&envelope, pickup);
+        let started = Instant::now();
+        let span = tracing::info_span!("job", job_id = %envelope.id, kind = %envelope.kind, attempt = envelope.attempt);
+        let result = self.run_handler(&envelope).instrument(span.clone()).await;
+        let _guard = span.enter();
+        let outcome = match result {
+            Ok(report) => {
+                tracing::debug!(message = "Job completed.", report = %report, took_ms = started.elapsed().as_millis() as u64);
+                RunOutcome::Completed
+            }
+            Err(JobError::Snooze(delay)) => {
+                self.requeue(&envelope, envelope.attempt, delay).await?;
+                RunOutcome::Snoozed
+            }
+            Err(JobError::Retry(error)) if envelope.attempt < self.policy.max_attempts => {
+                let next = envelope.attempt + 1;
+                let delay = self.policy.backoff.delay(next);
+                tracing::warn!(message = "Job failed; retrying.", error = %error, next_attempt = next, retry_in_ms = delay.as_millis() as u64);
+                self.requeue(&envelope, next, delay).await?;
+                RunOutcome::Retried
+            }
+            Err(e) => {
+                let error = match &e {
+                    JobError::Retry(msg) => format!("attempts exhausted ({}): {msg}", envelope.attempt),
+                    other => other.to_string(),
+                };
+                tracing::error!(message = "Job dead-lettered.", error = %error);
+                let as_json = serde_json::to_value(&envelope)?;
+                dead::record(
+                    &self.state.system_pool,
+                    &envelope.id.0,
+                    envelope.kind.as_str(),
+                    envelope.tenant.map(|t| t.0),
+                    &as_json,
+                    envelope.attempt,
+                    &error,
+                )
+                .await?;
+                RunOutcome::Dead
+            }
+        };
+        self.options.observer.finished(&envelope, outcome, started.elapsed());
+        Ok(())
+    }
+
+    /// The handler under the kind's timeout, with panics turned into failed attempts.
+    async fn run_handler(&self, envelope: &JobEnvelope) -> Result<crate::jobs::JobReport, JobError> {
+        let Some(handler) = self.options.registry.get(envelope.kind.as_str()) else {
+            return Err(JobError::Cancel(format!("no handler for job kind {:?}", envelope.kind.as_str())));
+        };
+        if envelope.kind != self.policy.kind {
+            return Err(JobError::Cancel(format!("job of kind {:?} found on queue of {:?}", envelope.kind.as_str(), self.policy.kind.as_str())));
+        }
+        let ctx = JobContext { job_id: envelope.id.clone(), attempt: envelope.attempt, tenant: envelope.tenant, state: self.state.clone() };
+        let run = AssertUnwindSafe(handler.call(envelope.payload.clone(), ctx)).catch_unwind();
+        match tokio::time::timeout(self.policy.timeout, run).await {
+            Err(_) => Err(JobError::Retry(format!("timed out after {:?}", self.policy.timeout))),
+            Ok(Err(panic)) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Err(JobError::Retry(format!("handler panicked: {msg}")))
+            }
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    async fn requeue(&self, envelope: &JobEnvelope, attempt: u32, delay: Duration) -> Result<(), super::QueueError> {
+        let mut next = envelope.clone();
+        next.attempt = attempt;
+        next.enqueued_at_us = now_us();
+        let run_at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+        self.state.queue.push(&next, Some(run_at), None).await?;
+        Ok(())
+    }
+}
+

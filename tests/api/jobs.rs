@@ -1,0 +1,150 @@
+//! The job runtime: retries with backoff, dead letters, CLI retry, timeouts, malformed
+//! payloads, graceful shutdown, trimming of completed records.
+
+use std::time::Duration;
+
+use ballast::domain::JobKind;
+use ballast::queue::EnqueueRequest;
+use ballast::queue::dead;
+use ballast::queue::worker::RunOutcome;
+use chrono::Utc;
+use redis::AsyncCommands;
+use serde_json::json;
+
+use crate::support::TestApp;
+
+#[tokio::test]
+async fn failing_job_backs_off_then_dead_letters_then_cli_retry_runs_it() {
+    let app = TestApp::spawn().await;
+    let kind = JobKind::from("test.flaky");
+    let fail_key = format!("{}:test:fail", app.state.keys.namespace());
+    let mut redis = app.state.redis.clone();
+    let _: () = redis.set(&fail_key, 1).await.expect("set");
+
+    let job = app.state.queue.enqueue(EnqueueRequest::new(kind.clone(), json!({"fail_while_key": fail_key}))).await.expect("enqueue");
+    app.drain().await;
+
+    // Attempt 1 failed: attempt 2 waits base_secs = 30 s ± 20 %.
+    let scheduled = app.state.queue.scheduled(&kind).await.expect("scheduled");
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    let (env, due) = &scheduled[0];
+    assert_eq!((env.id.clone(), env.attempt), (job.id.clone(), 2));
+    let wait = (*due - Utc::now()).num_seconds();
+    assert!((22..=37).contains(&wait), "first retry due in {wait} s");
+
+    // Advance the queue's clock: attempt 2 fails, attempt 3 waits 60 s (capped) ± 20 %.
+    assert_eq!(app.state.queue.promote_scheduled(&kind, Utc::now() + chrono::Duration::hours(1)).await.expect("promote"), 1);
+    app.drain().await;
+    let scheduled = app.state.queue.scheduled(&kind).await.expect("scheduled");
+    assert_eq!(scheduled[0].0.attempt, 3);
+    let wait = (scheduled[0].1 - Utc::now()).num_seconds();
+    assert!((46..=73).contains(&wait), "second retry due in {wait} s");
+
+    // Attempt 3 is the last: dead letter, nothing left queued.
+    app.state.queue.promote_scheduled(&kind, Utc::now() + chrono::Duration::hours(1)).await.expect("promote");
+    app.drain().await;
+    assert!(app.state.queue.scheduled(&kind).await.expect("scheduled").is_empty());
+    let dead = dead::list(&app.state.system_pool, Some("test.flaky"), 10).await.expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job_id, job.id.0);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].error.contains("attempts exhausted"), "{}", dead[0].error);
+
+    // The CLI lists it and retries it; with the fault gone the job completes.
+    let out = app.cli(&["jobs", "dead", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&dead[0].id.to_string()));
+    let _: () = redis.del(&fail_key).await.expect("del");
+    let out = app.cli(&["jobs", "retry", &dead[0].id.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app.drain().await;
+    let finished = app.events.finished.lock().expect("lock").clone();
+    let last = finished.last().expect("a run");
+    assert_eq!((last.0.id.clone(), last.0.attempt, last.1), (job.id.clone(), 1, RunOutcome::Completed));
+    assert!(dead::list(&app.state.system_pool, None, 10).await.expect("dead").is_empty(), "retried letter is closed");
+    // A second retry of the same letter is refused.
+    let out = app.cli(&["jobs", "retry", &dead[0].id.to_string()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no open dead letter"));
+}
+
+#[tokio::test]
+async fn hung_job_times_out_and_is_retried_then_dead_lettered() {
+    let app = TestApp::spawn().await;
+    let kind = JobKind::from("test.hang");
+    let job = app.state.queue.enqueue(EnqueueRequest::new(kind.clone(), json!({}))).await.expect("enqueue");
+    app.drain().await;
+    let scheduled = app.state.queue.scheduled(&kind).await.expect("scheduled");
+    assert_eq!(scheduled.len(), 1, "timed-out run is retried");
+    app.state.queue.promote_scheduled(&kind, Utc::now() + chrono::Duration::minutes(5)).await.expect("promote");
+    app.drain().await;
+    let dead = dead::list(&app.state.system_pool, Some("test.hang"), 10).await.expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].job_id.clone(), dead[0].attempts), (job.id.0.clone(), 2));
+    assert!(dead[0].error.contains("timed out"), "{}", dead[0].error);
+}
+
+#[tokio::test]
+async fn malformed_payload_is_dead_lettered_at_once_with_the_parse_error() {
+    let app = TestApp::spawn().await;
+    app.state.queue.enqueue(EnqueueRequest::new("test.flaky", json!({"wrong_field": 1}))).await.expect("enqueue");
+    app.drain().await;
+    assert!(app.state.queue.scheduled(&JobKind::from("test.flaky")).await.expect("scheduled").is_empty(), "never retried");
+    let dead = dead::list(&app.state.system_pool, None, 10).await.expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1);
+    assert!(dead[0].error.starts_with("malformed payload") && dead[0].error.contains("wrong_field"), "{}", dead[0].error);
+}
+
+#[tokio::test]
+async fn unknown_kind_is_refused_at_enqueue() {
+    let app = TestApp::spawn().await;
+    let err = app.state.queue.enqueue(EnqueueRequest::new("no.such.kind", json!({}))).await.unwrap_err();
+    assert!(err.to_string().contains("unknown job kind \"no.such.kind\""), "{err}");
+    let out = app.cli(&["enqueue", "noop", "--payload", "{not json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--payload is not valid JSON"));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_in_flight_job_finish() {
+    let mut app = TestApp::spawn().await;
+    let job = app.state.queue.enqueue(EnqueueRequest::new("test.slow", json!({"ms": 300}))).await.expect("enqueue");
+    app.events.wait_until("job started", Duration::from_secs(10), |e| !e.started.lock().expect("lock").is_empty()).await;
+    app.shutdown().await;
+    let finished = app.events.finished.lock().expect("lock").clone();
+    assert_eq!(finished.len(), 1, "the in-flight job finished before shutdown returned");
+    assert_eq!((finished[0].0.id.clone(), finished[0].1), (job.id, RunOutcome::Completed));
+    let stats = app.state.queue.stats().await.expect("stats");
+    let slow = stats.iter().find(|s| s.kind == "test.slow").expect("kind");
+    assert_eq!((slow.ready, slow.running), (0, 0), "acknowledged, not left locked");
+}
+
+#[tokio::test]
+async fn enqueue_with_an_idempotency_key_queues_once() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let mut req = EnqueueRequest::new("noop", json!({}));
+    req.idempotency_key = Some("once".into());
+    let first = app.state.queue.enqueue(req.clone()).await.expect("enqueue");
+    let second = app.state.queue.enqueue(req).await.expect("enqueue");
+    assert!(!first.duplicate && second.duplicate);
+    assert_eq!(app.state.queue.envelopes(&JobKind::from("noop")).await.expect("envelopes").len(), 1);
+}
+
+#[tokio::test]
+async fn completed_job_records_are_trimmed() {
+    let app = TestApp::spawn().await;
+    let kind = JobKind::from("noop");
+    app.state.queue.enqueue_many(&kind, vec![json!({}); 200]).await.expect("enqueue");
+    app.drain().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = app.state.queue.completed_records(&kind).await.expect("count");
+        let data = app.state.queue.envelopes(&kind).await.expect("envelopes").len();
+        if left == 0 && data == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} completed records never trimmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

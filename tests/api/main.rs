@@ -1,0 +1,12 @@
+//! Integration tests: one binary, real PostgreSQL and Redis started by deploy/dev.sh.
+//! Each test gets its own database (cloned from a migrated template, dropped afterwards)
+//! and its own Redis namespace, so tests run in parallel.
+
+mod support;
+
+mod config_errors;
+mod health;
+mod jobs;
+mod rls;
+mod scheduler;
+mod schema;

@@ -1,0 +1,142 @@
+//! Row-level security over every table the PostgreSQL catalogue lists: no context → no rows;
+//! tenant A's context cannot read, update or insert tenant B's rows. A new table without
+//! RLS, or without seed rows here, fails this test.
+
+use ballast::db::TenantPool;
+use ballast::domain::TenantId;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::support::TestDb;
+
+/// Tables that hold no tenant data, each with the reason.
+const GLOBAL_TABLES: &[(&str, &str)] = &[("_sqlx_migrations", "schema history, no tenant data")];
+
+/// The column a table's policy keys on.
+fn tenant_column(table: &str) -> &'static str {
+    if table == "tenants" { "id" } else { "tenant_id" }
+}
+
+/// Inserts one row per tenant-scoped table for `tenant`, as the system role.
+async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
+    let sqls = [
+        "INSERT INTO tenants (id, name) VALUES ($1, 'Tenant ' || $2)",
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash) VALUES (gen_random_uuid(), $1, 'k', 'bk_' || $2, '\\x00')",
+        "INSERT INTO stripe_events (id, type, tenant_id, stripe_created, payload) VALUES ('evt_' || $2, 'invoice.paid', $1, now(), '{}')",
+        "INSERT INTO customers (id, tenant_id, email, stripe_updated_at) VALUES ('cus_' || $2, $1, $2 || '@example.com', now())",
+        "INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at) VALUES ('sub_' || $2, $1, 'cus_' || $2, 'active', now())",
+        "INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, status, currency, stripe_updated_at) VALUES ('in_' || $2, $1, 'cus_' || $2, 'sub_' || $2, 'open', 'usd', now())",
+        "INSERT INTO entitlements (tenant_id, feature, enabled, source) VALUES ($1, 'feature_' || $2, true, 'plan')",
+        "INSERT INTO audit_log (tenant_id, actor, action, outcome) VALUES ($1, 'test', 'seed', 'ok')",
+        "INSERT INTO job_dead_letters (id, job_id, kind, tenant_id, envelope, attempts, error) VALUES (gen_random_uuid(), 'job_' || $2, 'noop', $1, '{}', 1, 'x')",
+    ];
+    for sql in sqls {
+        sqlx::query(sql).bind(tenant).bind(tag).execute(system).await.unwrap_or_else(|e| panic!("seed {sql}: {e}"));
+    }
+}
+
+async fn pool(url: &str) -> PgPool {
+    PgPoolOptions::new().max_connections(2).connect(url).await.expect("connect")
+}
+
+#[tokio::test]
+async fn every_table_isolates_tenants() {
+    let db = TestDb::create().await;
+    let system = pool(&db.url("ballast_system")).await;
+    let app_pool = pool(&db.url("ballast_app")).await;
+    let tenant_pool = TenantPool::new(app_pool.clone());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    seed(&system, a, "a").await;
+    seed(&system, b, "b").await;
+
+    let tables: Vec<(String, bool, bool)> = sqlx::query(
+        "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .fetch_all(&system)
+    .await
+    .expect("catalogue")
+    .into_iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect();
+    assert!(tables.len() >= 9, "{tables:?}");
+
+    for (table, enabled, forced) in &tables {
+        if GLOBAL_TABLES.iter().any(|(t, _)| t == table) {
+            continue;
+        }
+        assert!(*enabled && *forced, "{table}: ENABLE and FORCE ROW LEVEL SECURITY required");
+        let col = tenant_column(table);
+        let has_col: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2)",
+        )
+        .bind(table)
+        .bind(col)
+        .fetch_one(&system)
+        .await
+        .expect("columns");
+        assert!(has_col, "{table}: no {col} column; give it one or list it in GLOBAL_TABLES with a reason");
+
+        // The seed must cover the table, so the checks below are not vacuous.
+        for t in [a, b] {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table} WHERE {col} = $1")))
+                .bind(t)
+                .fetch_one(&system)
+                .await
+                .expect("count");
+            assert!(n > 0, "{table}: add seed rows for it in tests/api/rls.rs");
+        }
+
+        // No context: no rows, even for the app role that has SELECT on everything.
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&app_pool).await.expect("count");
+        assert_eq!(n, 0, "{table}: rows visible without a tenant context");
+
+        // A's context: only A's rows; B's rows can be neither updated nor deleted.
+        let mut tx = tenant_pool.begin(TenantId(a)).await.expect("tx");
+        let seen: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {col} FROM {table}"))).fetch_all(&mut *tx).await.expect("select");
+        assert!(!seen.is_empty() && seen.iter().all(|t| *t == a), "{table}: A sees {seen:?}");
+        let updated = sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET {col} = {col} WHERE {col} = $1")))
+            .bind(b)
+            .execute(&mut *tx)
+            .await
+            .expect("update")
+            .rows_affected();
+        assert_eq!(updated, 0, "{table}: A updated B's rows");
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE {col} = $1"))).bind(b).execute(&mut *tx).await.expect("delete").rows_affected();
+        assert_eq!(deleted, 0, "{table}: A deleted B's rows");
+        tx.rollback().await.expect("rollback");
+
+        // A's context: inserting a row for B is refused by the policy's WITH CHECK.
+        let b_row: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT to_jsonb(t) FROM {table} t WHERE {col} = $1 LIMIT 1")))
+            .bind(b)
+            .fetch_one(&system)
+            .await
+            .expect("b row");
+        let mut tx = tenant_pool.begin(TenantId(a)).await.expect("tx");
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = $1 AND is_identity = 'NO' ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&system)
+        .await
+        .expect("columns");
+        let list = columns.join(", ");
+        let err = sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} ({list}) SELECT {list} FROM jsonb_populate_record(NULL::{table}, $1)")))
+            .bind(&b_row)
+            .execute(&mut *tx)
+            .await
+            .expect_err(&format!("{table}: A inserted a row for B"));
+        let code = err.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{table}: expected an RLS violation, got {err}");
+        tx.rollback().await.expect("rollback");
+    }
+
+    // After a tenant transaction ends, the pooled connection carries no context.
+    let tx = tenant_pool.begin(TenantId(a)).await.expect("tx");
+    tx.commit().await.expect("commit");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers").fetch_one(&app_pool).await.expect("count");
+    assert_eq!(n, 0);
+}

@@ -1,0 +1,210 @@
+//! The test harness: databases, app instances, test job kinds, and queue draining.
+
+pub mod db;
+pub mod test_jobs;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ballast::app::{AppState, Member, Role};
+use ballast::config::Settings;
+use ballast::queue::JobEnvelope;
+use ballast::queue::worker::{JobObserver, RunOutcome, WorkerOptions};
+use tokio::sync::Notify;
+
+pub use db::TestDb;
+
+/// Run events seen by the worker, so tests wait on facts instead of sleeping.
+#[derive(Default)]
+pub struct Events {
+    pub started: Mutex<Vec<JobEnvelope>>,
+    pub finished: Mutex<Vec<(JobEnvelope, RunOutcome)>>,
+    pub notify: Notify,
+}
+
+impl JobObserver for Events {
+    fn started(&self, envelope: &JobEnvelope, _pickup: Duration) {
+        self.started.lock().expect("lock").push(envelope.clone());
+        self.notify.notify_waiters();
+    }
+    fn finished(&self, envelope: &JobEnvelope, outcome: RunOutcome, _took: Duration) {
+        self.finished.lock().expect("lock").push((envelope.clone(), outcome));
+        self.notify.notify_waiters();
+    }
+}
+
+impl Events {
+    /// Waits until `cond` holds (checked on every event), failing after `limit`.
+    pub async fn wait_until(&self, what: &str, limit: Duration, cond: impl Fn(&Events) -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            if cond(self) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("timed out waiting for: {what}");
+            }
+        }
+    }
+}
+
+/// A Ballast instance under test.
+pub struct TestApp {
+    pub state: AppState,
+    pub addr: Option<SocketAddr>,
+    pub events: Arc<Events>,
+    pub env: HashMap<String, String>,
+    pub http: reqwest::Client,
+    member: Option<Member>,
+    pub db: TestDb,
+    _jobs_dir: tempfile::TempDir,
+}
+
+/// How to build a [`TestApp`].
+pub struct TestAppBuilder {
+    roles: BTreeSet<Role>,
+    extra_env: HashMap<String, String>,
+    extra_jobs: Vec<(String, String)>,
+}
+
+impl TestAppBuilder {
+    pub fn roles(mut self, roles: &[Role]) -> Self {
+        self.roles = roles.iter().copied().collect();
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.extra_env.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Replaces or adds a catalogue entry (file name without .toml, TOML text).
+    pub fn job_entry(mut self, kind: &str, toml: &str) -> Self {
+        self.extra_jobs.push((kind.to_owned(), toml.to_owned()));
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        init_crypto();
+        let db = TestDb::create().await;
+        let jobs_dir = tempfile::tempdir().expect("tempdir");
+        copy_catalogue(&repo_path("jobs"), jobs_dir.path());
+        for (kind, body) in test_jobs::ENTRIES.iter().map(|(k, b)| (k.to_string(), b.to_string())).chain(self.extra_jobs) {
+            std::fs::write(jobs_dir.path().join(format!("{kind}.toml")), body).expect("write entry");
+        }
+        let mut env = db.env();
+        env.insert("REDIS_URL".into(), std::env::var("REDIS_URL").expect("REDIS_URL: run tests with deploy/dev.sh test"));
+        env.insert("BALLAST_REDIS_NAMESPACE".into(), format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
+        env.insert("BALLAST_LISTEN".into(), "127.0.0.1:0".into());
+        env.insert("BALLAST_JOBS_DIR".into(), jobs_dir.path().display().to_string());
+        env.insert("BALLAST_SHUTDOWN_GRACE_SECS".into(), "10".into());
+        env.insert("BALLAST_LOG".into(), "warn".into());
+        env.extend(self.extra_env);
+        let settings = Settings::from_map(env.clone()).expect("test settings");
+        let registry = test_jobs::registry();
+        let state = AppState::build(settings).expect("app state");
+        let events = Arc::new(Events::default());
+        let mut options = WorkerOptions::new(registry);
+        options.observer = events.clone();
+        let member = Member::start(state.clone(), &self.roles, options).await.expect("member starts");
+        TestApp {
+            addr: member.api_addr,
+            state,
+            events,
+            env,
+            http: reqwest::Client::new(),
+            member: Some(member),
+            db,
+            _jobs_dir: jobs_dir,
+        }
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder { roles: [Role::Api, Role::Worker].into_iter().collect(), extra_env: HashMap::new(), extra_jobs: Vec::new() }
+    }
+
+    /// An app with the api and worker roles.
+    pub async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr.expect("api role"), path)
+    }
+
+    /// Runs queued jobs until no job is ready or running (jobs scheduled for later stay).
+    pub async fn drain(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = self.state.queue.stats().await.expect("queue stats");
+            if stats.iter().all(|s| s.ready == 0 && s.running == 0) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "queue did not drain: {stats:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Runs the `ballast` binary with this app's environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+            .args(args)
+            .env_clear()
+            .envs(&self.env)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .expect("run ballast")
+    }
+
+    /// Stops the member the way SIGTERM would.
+    pub async fn shutdown(&mut self) {
+        if let Some(m) = self.member.take() {
+            m.shutdown().await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(m) = self.member.take() {
+            // Stop background roles; the runtime is going away with the test anyway.
+            drop(m);
+        }
+        // A fresh connection on a fresh runtime: the test's runtime is blocked in this drop.
+        let url = self.env.get("REDIS_URL").cloned().unwrap_or_default();
+        let keys = self.state.keys.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let Ok(client) = redis::Client::open(url) else { return };
+                if let Ok(conn) = redis::aio::ConnectionManager::new(client).await {
+                    let _ = ballast::bench::delete_namespace(&conn, &keys).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn copy_catalogue(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("jobs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
