@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis_core::task::builder::TaskBuilder;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -90,12 +89,39 @@ pub struct Enqueued {
     pub duplicate: bool,
 }
 
-/// apalis-redis 1.0 gives every push a run time, so its own "available" announcement (made
-/// only for pushes without one) never fires; Ballast announces immediate work itself so an
-/// idle worker picks it up at once instead of at its next poll.
-async fn wake_workers(conn: &mut ConnectionManager, config: &apalis_redis::Config) -> Result<(), QueueError> {
-    let _: i64 = conn.publish(Keys::queue_available_channel(config.queue.as_ref()), 1).await?;
-    Ok(())
+/// Ballast's push script (see lua/push.lua for why it is not apalis-redis's own).
+static PUSH_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/push.lua")));
+
+/// One run to push: its envelope bytes, when it is due (None: now) and its idempotency key.
+struct PushItem {
+    data: Vec<u8>,
+    run_at: Option<i64>,
+    idempotency_key: Option<String>,
+}
+
+/// Pushes runs of one queue in one round trip; returns (ready, scheduled) counts. Runs due
+/// now land on the active list and wake idle workers through apalis-redis's pub/sub channel.
+async fn push_batch(conn: &mut ConnectionManager, config: &apalis_redis::Config, items: &[PushItem]) -> Result<(u64, u64), QueueError> {
+    let mut invocation = PUSH_SCRIPT.prepare_invoke();
+    invocation
+        .key(config.job_data_hash())
+        .key(config.active_jobs_list())
+        .key(config.signal_list())
+        .key(config.job_meta_hash())
+        .key(config.scheduled_jobs_set())
+        .key(config.idempotency_key_set())
+        .arg(Keys::ENQUEUE_IDEMPOTENCY_TTL.as_secs())
+        .arg(Utc::now().timestamp())
+        .arg(Keys::queue_available_channel(config.queue.as_ref()));
+    for item in items {
+        invocation
+            .arg(ulid::Ulid::new().to_string())
+            .arg(item.data.as_slice())
+            .arg(item.run_at.unwrap_or(0).max(0))
+            .arg(item.idempotency_key.as_deref().unwrap_or(""));
+    }
+    Ok(invocation.invoke_async(conn).await?)
 }
 
 /// Queue depth figures for one kind.
@@ -174,8 +200,7 @@ impl JobQueue {
 
     /// Queues many jobs of one kind in batches of up to 1,000 per Redis round trip.
     pub async fn enqueue_many(&self, kind: &JobKind, payloads: Vec<serde_json::Value>) -> Result<Vec<JobId>, QueueError> {
-        let policy = self.policy(kind)?;
-        let config = self.apalis_config(policy);
+        let config = self.apalis_config(self.policy(kind)?);
         let mut ids = Vec::with_capacity(payloads.len());
         let mut conn = self.conn.clone();
         let mut batch = Vec::with_capacity(1000);
@@ -189,17 +214,16 @@ impl JobQueue {
                 enqueued_at_us: envelope::now_us(),
                 traceparent: None,
             };
-            ids.push(envelope.id.clone());
-            batch.push(TaskBuilder::new(serde_json::to_vec(&envelope)?).build());
+            batch.push(PushItem { data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
+            ids.push(envelope.id);
             if batch.len() == 1000 {
-                apalis_redis::queries::push_tasks(&mut conn, &config, &batch).await?;
+                push_batch(&mut conn, &config, &batch).await?;
                 batch.clear();
             }
         }
         if !batch.is_empty() {
-            apalis_redis::queries::push_tasks(&mut conn, &config, &batch).await?;
+            push_batch(&mut conn, &config, &batch).await?;
         }
-        wake_workers(&mut conn, &config).await?;
         Ok(ids)
     }
 
@@ -210,20 +234,14 @@ impl JobQueue {
         run_at: Option<DateTime<Utc>>,
         idempotency_key: Option<&str>,
     ) -> Result<bool, QueueError> {
-        let policy = self.policy(&envelope.kind)?;
-        let config = self.apalis_config(policy);
-        let mut task = TaskBuilder::new(serde_json::to_vec(envelope)?);
-        if let Some(at) = run_at {
-            task = task.run_at_timestamp(at.timestamp().max(0) as u64);
-        }
-        if let Some(key) = idempotency_key {
-            task = task.idempotency_key(key);
-        }
+        let config = self.apalis_config(self.policy(&envelope.kind)?);
+        let item = PushItem {
+            data: serde_json::to_vec(envelope)?,
+            run_at: run_at.map(|at| at.timestamp()),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
         let mut conn = self.conn.clone();
-        let (ready, scheduled) = apalis_redis::queries::push_tasks(&mut conn, &config, &[task.build()]).await?;
-        if run_at.is_none_or(|at| at <= Utc::now()) && ready + scheduled > 0 {
-            wake_workers(&mut conn, &config).await?;
-        }
+        let (ready, scheduled) = push_batch(&mut conn, &config, &[item]).await?;
         Ok(ready + scheduled > 0)
     }
 
@@ -247,10 +265,11 @@ impl JobQueue {
         let scheduled: u64 = conn.zcount(config.scheduled_jobs_set(), format!("({now}"), "+inf").await?;
         let ready = listed + due;
         let mut running = 0u64;
-        let pattern = format!("{}:*", config.inflight_jobs_set());
-        let sets = crate::keys::scan(&self.conn, &pattern).await?;
-        for set in sets {
-            let n: u64 = conn.scard(set).await?;
+        // Every worker of the queue is in its workers set (a dead one stays until apalis-redis
+        // re-queues its runs), so this reads O(workers) keys instead of scanning the keyspace.
+        let workers: Vec<String> = conn.zrange(config.workers_set(), 0, -1).await?;
+        for worker in workers {
+            let n: u64 = conn.scard(format!("{}:{worker}", config.inflight_jobs_set())).await?;
             running += n;
         }
         let oldest: Option<String> = if listed > 0 {
@@ -274,7 +293,7 @@ impl JobQueue {
     pub async fn promote_scheduled(&self, kind: &JobKind, horizon: DateTime<Utc>) -> Result<u64, QueueError> {
         let config = self.apalis_config(self.policy(kind)?);
         let script = redis::Script::new(
-            r"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+            r"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 1000)
               if #ids > 0 then
                 redis.call('RPUSH', KEYS[2], unpack(ids))
                 redis.call('ZREM', KEYS[1], unpack(ids))
@@ -283,14 +302,21 @@ impl JobQueue {
               return #ids",
         );
         let mut conn = self.conn.clone();
-        let moved: u64 = script
-            .key(config.scheduled_jobs_set())
-            .key(config.active_jobs_list())
-            .arg(horizon.timestamp())
-            .arg(Keys::queue_available_channel(config.queue.as_ref()))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(moved)
+        // In batches of 1,000: Lua's `unpack` fails beyond ~8,000 values.
+        let mut moved = 0u64;
+        loop {
+            let n: u64 = script
+                .key(config.scheduled_jobs_set())
+                .key(config.active_jobs_list())
+                .arg(horizon.timestamp())
+                .arg(Keys::queue_available_channel(config.queue.as_ref()))
+                .invoke_async(&mut conn)
+                .await?;
+            moved += n;
+            if n < 1000 {
+                return Ok(moved);
+            }
+        }
     }
 
     /// Deletes the records of completed runs (apalis-redis keeps them forever). Returns how

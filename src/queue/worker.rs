@@ -74,7 +74,7 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
     for policy in state.queue.catalogue().iter() {
         let exec = Arc::new(Executor { state: state.clone(), options: options.clone(), policy: policy.clone() });
         tasks.push(tokio::spawn(supervise(exec, wakeups.clone(), format!("{member}-{}", policy.kind), stop.clone())));
-        tasks.push(tokio::spawn(trim_loop(state.clone(), policy.clone(), stop.clone())));
+        tasks.push(tokio::spawn(upkeep_loop(state.clone(), policy.clone(), stop.clone())));
     }
     for t in tasks {
         let _ = t.await;
@@ -129,9 +129,14 @@ async fn supervise(exec: Arc<Executor>, wakeups: Wakeups, name: String, stop: Ca
     }
 }
 
-/// Deletes completed-run records every few seconds so Redis does not grow without bound.
-async fn trim_loop(state: AppState, policy: JobPolicy, stop: CancellationToken) {
+/// Queue upkeep every second: moves due retries and delayed runs to the active list in
+/// bounded batches (apalis-redis's fetch promotes every due run with one Lua `unpack`, which
+/// fails past ~8,000), and deletes completed-run records so Redis does not grow without bound.
+async fn upkeep_loop(state: AppState, policy: JobPolicy, stop: CancellationToken) {
     loop {
+        if let Err(e) = state.queue.promote_scheduled(&policy.kind, chrono::Utc::now()).await {
+            tracing::debug!(message = "Promoting due runs failed.", kind = %policy.kind, error = %e);
+        }
         loop {
             match state.queue.trim_completed(&policy, 2000).await {
                 Ok(n) if n >= 2000 => continue,
@@ -144,7 +149,7 @@ async fn trim_loop(state: AppState, policy: JobPolicy, stop: CancellationToken) 
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

@@ -148,3 +148,16 @@ async fn completed_job_records_are_trimmed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_luas_unpack_limit_drains() {
+    // apalis-redis's own push parks every run in the scheduled set and its fetch promotes the
+    // whole due set with one Lua `unpack`, which fails past ~8,000 entries.
+    let app = TestApp::spawn().await;
+    let kind = JobKind::from("noop");
+    let ids = app.state.queue.enqueue_many(&kind, vec![json!({}); 12_000]).await.expect("enqueue");
+    assert_eq!(ids.len(), 12_000);
+    app.drain().await;
+    let finished = app.events.finished.lock().expect("lock").len();
+    assert_eq!(finished, 12_000);
+}

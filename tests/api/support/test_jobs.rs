@@ -25,7 +25,7 @@ description = "Never returns."
 concurrency = 4
 timeout_secs = 0.2
 max_attempts = 2
-backoff = { base_secs = 1, max_secs = 1, jitter = 0.0 }
+backoff = { base_secs = 60, max_secs = 60, jitter = 0.0 }
 "#,
     ),
     (
