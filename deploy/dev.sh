@@ -116,6 +116,7 @@ export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export BALLAST_TEST_PG_ADMIN_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 export BALLAST_TEST_PG_BASE_URL=postgres://%ROLE%:%ROLE%@127.0.0.1:$PG_PORT
 export BALLAST_TEST_REDIS_PORT=$REDIS_PORT
+export STRIPE_WEBHOOK_SECRET=\${STRIPE_WEBHOOK_SECRET:-whsec_ballast_dev_only}
 ENV
 }
 

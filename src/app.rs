@@ -31,6 +31,12 @@ pub enum StartError {
     /// The listen address.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The plan catalogue.
+    #[error(transparent)]
+    Plans(#[from] crate::billing::plans::PlansError),
+    /// The Stripe client.
+    #[error(transparent)]
+    Stripe(#[from] crate::stripe::client::StripeApiError),
     /// An unknown role name.
     #[error("unknown role {0:?}: use api, worker, scheduler")]
     UnknownRole(String),
@@ -53,6 +59,10 @@ pub struct AppState {
     pub keys: Keys,
     /// The job queue.
     pub queue: JobQueue,
+    /// The Stripe API.
+    pub stripe: crate::stripe::client::StripeApi,
+    /// The plan catalogue.
+    pub plans: Arc<crate::billing::plans::Plans>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,7 +88,9 @@ impl AppState {
         )?;
         let keys = Keys::new(&settings.redis_namespace);
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
-        Ok(Self { settings: Arc::new(settings), tenant_pool, system_pool, redis, redis_client, keys, queue })
+        let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
+        let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base)?;
+        Ok(Self { settings: Arc::new(settings), tenant_pool, system_pool, redis, redis_client, keys, queue, stripe, plans })
     }
 }
 

@@ -69,6 +69,20 @@ pub struct Settings {
     pub otel_service_name: String,
     /// OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`), when traces are exported.
     pub otel_endpoint: Option<String>,
+    /// Webhook signing secrets (`STRIPE_WEBHOOK_SECRET`, comma-separated: two during a rotation).
+    pub stripe_webhook_secrets: Vec<SecretString>,
+    /// Stripe API key (`STRIPE_SECRET_KEY`); without it objects cannot be re-fetched.
+    pub stripe_secret_key: Option<SecretString>,
+    /// Stripe API base URL (`STRIPE_API_BASE`): Stripe's, or the simulator's in tests.
+    pub stripe_api_base: String,
+    /// Largest webhook body accepted, in bytes.
+    pub webhook_max_bytes: usize,
+    /// Allowed skew of a webhook signature's timestamp, both directions.
+    pub webhook_tolerance_secs: i64,
+    /// The plan catalogue file.
+    pub plans_file: PathBuf,
+    /// How long a past_due subscription keeps its plan.
+    pub past_due_grace: chrono::Duration,
 }
 
 /// A source of raw settings: the environment, overlaid on an optional file.
@@ -164,7 +178,33 @@ impl Settings {
             return Err(ConfigError::new("BALLAST_DB_POOL_SIZE", "must be at least 1"));
         }
 
+        let webhook_max_bytes: usize = src.parse_or("BALLAST_WEBHOOK_MAX_BYTES", 256 * 1024, "a number of bytes")?;
+        if webhook_max_bytes < 1024 {
+            return Err(ConfigError::new("BALLAST_WEBHOOK_MAX_BYTES", "must be at least 1024"));
+        }
+        let webhook_tolerance_secs: i64 = src.parse_or("BALLAST_WEBHOOK_TOLERANCE_SECS", 300, "a whole number of seconds")?;
+        if webhook_tolerance_secs <= 0 {
+            return Err(ConfigError::new("BALLAST_WEBHOOK_TOLERANCE_SECS", "must be positive"));
+        }
+        let grace_days: i64 = src.parse_or("BALLAST_PAST_DUE_GRACE_DAYS", 14, "a whole number of days")?;
+        if !(0..=365).contains(&grace_days) {
+            return Err(ConfigError::new("BALLAST_PAST_DUE_GRACE_DAYS", "must be between 0 and 365"));
+        }
+        let stripe_api_base = src.get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com/").to_owned();
+        check_url("STRIPE_API_BASE", &stripe_api_base, &["http", "https"])?;
+        let stripe_webhook_secrets: Vec<SecretString> = src
+            .get("STRIPE_WEBHOOK_SECRET")
+            .map(|raw| raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_owned())).collect())
+            .unwrap_or_default();
+
         Ok(Self {
+            stripe_webhook_secrets,
+            stripe_secret_key: src.get("STRIPE_SECRET_KEY").map(|k| SecretString::from(k.to_owned())),
+            stripe_api_base,
+            webhook_max_bytes,
+            webhook_tolerance_secs,
+            plans_file: PathBuf::from(src.get("BALLAST_PLANS_FILE").unwrap_or("deploy/plans.toml")),
+            past_due_grace: chrono::Duration::days(grace_days),
             database_url: url_setting(&src, "DATABASE_URL", &["postgres", "postgresql"], "the app role's PostgreSQL URL")?,
             system_database_url: url_setting(
                 &src,

@@ -51,6 +51,12 @@ impl Keys {
         format!("{}:scheduler:last:{}", self.ns, kind)
     }
 
+    /// JSON: a tenant's entitlements, shape version 1. Deleted after every commit that changes
+    /// them (the cache layer adds its TTL).
+    pub fn tenant_entitlements(&self, tenant: crate::domain::TenantId) -> String {
+        format!("{}:ent:v1:{}", self.ns, tenant)
+    }
+
     /// TTL of [`Keys::scheduler_last_tick`].
     pub const SCHEDULER_LAST_TICK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 

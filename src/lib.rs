@@ -11,6 +11,8 @@ pub mod api;
 pub mod app;
 /// The no-op job-engine benchmark.
 pub mod bench;
+/// Plans and entitlements.
+pub mod billing;
 /// The job catalogue in jobs/.
 pub mod catalogue;
 /// Typed settings.
@@ -27,5 +29,7 @@ pub mod keys;
 pub mod queue;
 /// The cron leader.
 pub mod scheduler;
+/// Stripe: signatures, events, the inbox, the API client, event handlers.
+pub mod stripe;
 /// Logs.
 pub mod telemetry;

@@ -10,6 +10,7 @@ use tower_http::trace::TraceLayer;
 use crate::app::AppState;
 
 pub mod health;
+pub mod webhooks;
 
 /// The one error shape of the API: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug)]
@@ -42,6 +43,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(webhooks::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
         .layer(

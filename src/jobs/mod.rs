@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::domain::{JobId, TenantId};
 
 pub mod noop;
+pub mod stripe_event;
 
 /// What a job reports when it finishes: a small JSON summary operators can read.
 pub type JobReport = serde_json::Value;
@@ -113,7 +114,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// The production registry: one line per job kind.
     pub fn standard() -> Self {
-        Self::default().with(noop::Noop)
+        Self::default().with(noop::Noop).with(stripe_event::StripeEventJob)
     }
 
     /// Adds (or replaces) the handler for `J::KIND`.

@@ -17,6 +17,11 @@ use crate::app::AppState;
 use crate::catalogue::JobPolicy;
 use crate::queue::EnqueueRequest;
 
+/// How often the leader sweeps the webhook inbox.
+const INBOX_SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A received event not queued after this long was never queued (Redis was down at intake).
+const INBOX_SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 const LAST_TICK_TTL_SECS: u64 = crate::keys::Keys::SCHEDULER_LAST_TICK_TTL.as_secs();
 
 /// Runs the scheduler until `stop`, then releases the lease if held.
@@ -24,6 +29,7 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
     let lease = state.settings.scheduler_lease;
     let step = (lease / 3).min(Duration::from_millis(500)).max(Duration::from_millis(50));
     let mut leader = false;
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         match hold_lease(&state, &member, lease, leader).await {
             Ok(now_leader) => {
@@ -41,6 +47,16 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
                     tracing::warn!(message = "Scheduler lease could not be renewed; ticking stops.", error = %e);
                 }
                 leader = false;
+            }
+        }
+        if leader && last_sweep.is_none_or(|t| t.elapsed() >= INBOX_SWEEP_EVERY) {
+            last_sweep = Some(tokio::time::Instant::now());
+            match crate::stripe::inbox::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {
+                Ok(r) if r.requeued + r.released > 0 => {
+                    tracing::info!(message = "Inbox sweep queued events.", requeued = r.requeued, released = r.released)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "Inbox sweep failed; next sweep retries.", error = %e),
             }
         }
         if leader {

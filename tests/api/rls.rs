@@ -29,6 +29,9 @@ async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, status, currency, stripe_updated_at) VALUES ('in_' || $2, $1, 'cus_' || $2, 'sub_' || $2, 'open', 'usd', now())",
         "INSERT INTO entitlements (tenant_id, feature, enabled, source) VALUES ($1, 'feature_' || $2, true, 'plan')",
         "INSERT INTO audit_log (tenant_id, actor, action, outcome) VALUES ($1, 'test', 'seed', 'ok')",
+        "INSERT INTO charges (id, tenant_id, customer_id, currency, amount, stripe_updated_at) VALUES ('ch_' || $2, $1, 'cus_' || $2, 'usd', 100, now())",
+        "INSERT INTO disputes (id, tenant_id, charge_id, status, amount, currency, stripe_updated_at) VALUES ('dp_' || $2, $1, 'ch_' || $2, 'needs_response', 100, 'usd', now())",
+        "INSERT INTO billing_effects (tenant_id, effect_key, kind, subject_id, event_id) VALUES ($1, 'k_' || $2, 'email', 'x', 'evt_' || $2)",
         "INSERT INTO job_dead_letters (id, job_id, kind, tenant_id, envelope, attempts, error) VALUES (gen_random_uuid(), 'job_' || $2, 'noop', $1, '{}', 1, 'x')",
     ];
     for sql in sqls {

@@ -1,0 +1,169 @@
+//! Entitlements: what a tenant may do, recomputed from its mirrored subscriptions and the
+//! plan catalogue inside the transaction that changed them.
+//!
+//! Access per subscription status: trialing and active → the plan; past_due → the plan
+//! during the grace period; incomplete, incomplete_expired, unpaid → none; canceled → none,
+//! except that cancel_at_period_end keeps the plan until the period ends; paused → restricted.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgConnection;
+
+use super::plans::{Grant, Plans};
+use crate::domain::TenantId;
+
+/// What one subscription grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The plan's features, until a time or open-ended.
+    Plan {
+        /// Plan id in the catalogue.
+        plan_id: String,
+        /// When access ends by itself (grace period, cancel at period end).
+        until: Option<DateTime<Utc>>,
+    },
+    /// The restricted set.
+    Restricted,
+    /// Nothing.
+    None,
+}
+
+impl Access {
+    fn rank(&self) -> u8 {
+        match self {
+            Access::Plan { until: None, .. } => 3,
+            Access::Plan { .. } => 2,
+            Access::Restricted => 1,
+            Access::None => 0,
+        }
+    }
+}
+
+/// The mirrored facts of one subscription that access depends on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubscriptionFacts {
+    /// Stripe status.
+    pub status: String,
+    /// First item's price.
+    pub price_id: Option<String>,
+    /// First item's product.
+    pub product_id: Option<String>,
+    /// Cancels at period end.
+    pub cancel_at_period_end: bool,
+    /// End of the current period.
+    pub current_period_end: Option<DateTime<Utc>>,
+    /// When it became past_due.
+    pub past_due_since: Option<DateTime<Utc>>,
+    /// Stripe's time of the state we hold.
+    pub stripe_updated_at: DateTime<Utc>,
+}
+
+/// What `sub` grants at `as_of` (Stripe's clock, so the answer does not depend on when or in
+/// which order events were processed).
+pub fn access(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_of: DateTime<Utc>) -> Access {
+    let Some((plan_id, _)) = plans.plan_for(sub.price_id.as_deref(), sub.product_id.as_deref()) else {
+        return Access::None;
+    };
+    let plan = |until| Access::Plan { plan_id: plan_id.to_owned(), until };
+    match sub.status.as_str() {
+        "trialing" | "active" => plan(if sub.cancel_at_period_end { sub.current_period_end } else { None }),
+        "past_due" => {
+            let until = sub.past_due_since.unwrap_or(as_of) + grace;
+            if as_of < until { plan(Some(until)) } else { Access::None }
+        }
+        "canceled" => match sub.current_period_end {
+            Some(end) if sub.cancel_at_period_end && end > as_of => plan(Some(end)),
+            _ => Access::None,
+        },
+        "paused" => Access::Restricted,
+        _ => Access::None,
+    }
+}
+
+/// Recomputes and stores `tenant`'s entitlements in `tx`; returns the access granted.
+pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, grace: Duration) -> Result<Access, sqlx::Error> {
+    let subs: Vec<SubscriptionFacts> = sqlx::query_as(
+        "SELECT status, price_id, product_id, cancel_at_period_end, current_period_end, past_due_since, stripe_updated_at
+         FROM subscriptions WHERE tenant_id = $1",
+    )
+    .bind(tenant.0)
+    .fetch_all(&mut *tx)
+    .await?;
+    let as_of = subs.iter().map(|s| s.stripe_updated_at).max().unwrap_or_else(Utc::now);
+    let best = subs.iter().map(|s| access(s, plans, grace, as_of)).max_by_key(Access::rank).unwrap_or(Access::None);
+    let (source, plan_id, until, grants) = match &best {
+        Access::Plan { plan_id, until } => ("plan", Some(plan_id.as_str()), *until, plans.plans.get(plan_id).map(|p| &p.features)),
+        Access::Restricted => ("restricted", None, None, Some(&plans.restricted.features)),
+        Access::None => ("none", None, None, None),
+    };
+    sqlx::query("DELETE FROM entitlements WHERE tenant_id = $1").bind(tenant.0).execute(&mut *tx).await?;
+    for feature in plans.features.keys() {
+        let (enabled, limit) = match grants.and_then(|g| g.get(feature)) {
+            Some(Grant::Switch(on)) => (*on, None),
+            Some(Grant::Limit(n)) => (true, Some(*n)),
+            None => (false, None),
+        };
+        sqlx::query(
+            "INSERT INTO entitlements (tenant_id, feature, enabled, limit_value, source, plan_id, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant.0)
+        .bind(feature)
+        .bind(enabled)
+        .bind(limit)
+        .bind(source)
+        .bind(plan_id)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let status = if best == Access::Restricted { "restricted" } else { "active" };
+    sqlx::query("UPDATE tenants SET status = $2 WHERE id = $1 AND status <> 'closed'")
+        .bind(tenant.0)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plans() -> Plans {
+        Plans::parse("[features]\na = \"A\"\n[restricted]\nname = \"R\"\n[plans.p]\nname = \"P\"\nprices = [\"price_p\"]\nfeatures = { a = true }\n")
+            .expect("plans")
+    }
+
+    fn sub(status: &str, cancel: bool, end_in_days: i64, past_due_days_ago: Option<i64>) -> SubscriptionFacts {
+        let now = Utc::now();
+        SubscriptionFacts {
+            status: status.into(),
+            price_id: Some("price_p".into()),
+            product_id: None,
+            cancel_at_period_end: cancel,
+            current_period_end: Some(now + Duration::days(end_in_days)),
+            past_due_since: past_due_days_ago.map(|d| now - Duration::days(d)),
+            stripe_updated_at: now,
+        }
+    }
+
+    #[test]
+    fn access_follows_the_status_table() {
+        let (p, g, now) = (plans(), Duration::days(14), Utc::now());
+        let plan = |a: &Access| matches!(a, Access::Plan { .. });
+        assert!(plan(&access(&sub("trialing", false, 5, None), &p, g, now)));
+        assert_eq!(access(&sub("active", false, 5, None), &p, g, now), Access::Plan { plan_id: "p".into(), until: None });
+        assert!(plan(&access(&sub("past_due", false, 5, Some(3)), &p, g, now)));
+        assert_eq!(access(&sub("past_due", false, 5, Some(15)), &p, g, now), Access::None);
+        for s in ["incomplete", "incomplete_expired", "unpaid"] {
+            assert_eq!(access(&sub(s, false, 5, None), &p, g, now), Access::None, "{s}");
+        }
+        assert!(plan(&access(&sub("canceled", true, 5, None), &p, g, now)));
+        assert_eq!(access(&sub("canceled", true, -1, None), &p, g, now), Access::None);
+        assert_eq!(access(&sub("canceled", false, 5, None), &p, g, now), Access::None);
+        assert_eq!(access(&sub("paused", false, 5, None), &p, g, now), Access::Restricted);
+        let mut unknown = sub("active", false, 5, None);
+        unknown.price_id = Some("price_other".into());
+        assert_eq!(access(&unknown, &p, g, now), Access::None);
+    }
+}

@@ -1,0 +1,4 @@
+//! Billing: the plan catalogue and the entitlements derived from the Stripe mirror.
+
+pub mod entitlements;
+pub mod plans;

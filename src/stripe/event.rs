@@ -1,0 +1,322 @@
+//! Stripe events and the parts of their objects that Ballast mirrors, parsed leniently: the
+//! inbox must accept whatever fields an API version adds or drops, so only what the mirror
+//! needs is read, and everything else stays in the stored raw payload.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why a verified body is not a usable event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Not JSON.
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    /// JSON without the fields every event has.
+    #[error("not a Stripe event: {0}")]
+    NotAnEvent(&'static str),
+}
+
+/// One Stripe event: its envelope and its `data.object`.
+#[derive(Debug, Clone)]
+pub struct StripeEvent {
+    /// `evt_…`: the inbox's idempotency key.
+    pub id: String,
+    /// `invoice.paid`, …
+    pub event_type: String,
+    /// Stripe's clock when the event happened (unix seconds).
+    pub created: i64,
+    /// Live or test mode.
+    pub livemode: bool,
+    /// The API version the payload is rendered in.
+    pub api_version: Option<String>,
+    /// `data.object`.
+    pub object: serde_json::Value,
+}
+
+impl StripeEvent {
+    /// Parses a webhook body. `created` falls back to `fallback_created` when absent.
+    pub fn parse(body: &[u8], fallback_created: i64) -> Result<Self, EventError> {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?;
+        Self::from_value(&value, fallback_created)
+    }
+
+    /// Reads an event from its JSON.
+    pub fn from_value(value: &serde_json::Value, fallback_created: i64) -> Result<Self, EventError> {
+        let obj = value.as_object().ok_or(EventError::NotAnEvent("the body is not a JSON object"))?;
+        let id = obj.get("id").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).ok_or(EventError::NotAnEvent("no id"))?;
+        let event_type =
+            obj.get("type").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).ok_or(EventError::NotAnEvent("no type"))?;
+        if id.len() > 255 || event_type.len() > 255 {
+            return Err(EventError::NotAnEvent("id or type longer than 255 characters"));
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            event_type: event_type.to_owned(),
+            created: obj.get("created").and_then(|v| v.as_i64()).unwrap_or(fallback_created),
+            livemode: obj.get("livemode").and_then(|v| v.as_bool()).unwrap_or(false),
+            api_version: obj.get("api_version").and_then(|v| v.as_str()).map(str::to_owned),
+            object: value.pointer("/data/object").cloned().unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    /// The id of the object the event is about; `invoice.upcoming` has none.
+    pub fn object_id(&self) -> Option<&str> {
+        self.object.get("id").and_then(|v| v.as_str())
+    }
+
+    /// The Stripe customer the event concerns, when the payload names it.
+    pub fn customer_id(&self) -> Option<&str> {
+        if self.event_type.starts_with("customer.") && !self.event_type.starts_with("customer.subscription.") {
+            return self.object_id();
+        }
+        expandable_id(self.object.get("customer")?)
+    }
+}
+
+/// The id of a field that is either an id or an expanded object.
+pub fn expandable_id(v: &serde_json::Value) -> Option<&str> {
+    v.as_str().or_else(|| v.get("id").and_then(|i| i.as_str()))
+}
+
+fn de_expandable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.as_ref().and_then(expandable_id).map(str::to_owned))
+}
+
+fn de_null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Reads a typed view of an event's object.
+pub fn object<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(value.clone()).map_err(|e| format!("unexpected object shape: {e}"))
+}
+
+/// The parts of a customer that the mirror keeps.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomerObject {
+    /// `cus_…`.
+    pub id: String,
+    /// Billing email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `tenant_id` set at checkout maps the customer to a tenant.
+    #[serde(default, deserialize_with = "de_null_default")]
+    pub metadata: HashMap<String, String>,
+    /// True on a deleted customer.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// A subscription item's price.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PriceObject {
+    /// `price_…`.
+    pub id: String,
+    /// The product the price belongs to.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub product: Option<String>,
+}
+
+/// One subscription item.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionItemObject {
+    /// The price.
+    pub price: PriceObject,
+    /// Since API 2025-03-31 the period lives on items.
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+}
+
+/// A Stripe list.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListObject<T> {
+    /// The entries.
+    #[serde(default = "Vec::new")]
+    pub data: Vec<T>,
+}
+
+/// The parts of a subscription that the mirror keeps.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionObject {
+    /// `sub_…`.
+    pub id: String,
+    /// The customer.
+    #[serde(deserialize_with = "de_expandable")]
+    pub customer: Option<String>,
+    /// `trialing`, `active`, `past_due`, …
+    pub status: String,
+    /// The items (one price each).
+    pub items: ListObject<SubscriptionItemObject>,
+    /// Before API 2025-03-31 the period lived on the subscription.
+    #[serde(default)]
+    pub current_period_end: Option<i64>,
+    /// Cancels when the period ends.
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
+    /// End of the trial.
+    #[serde(default)]
+    pub trial_end: Option<i64>,
+    /// The default payment method, if any.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub default_payment_method: Option<String>,
+    /// Metadata (may carry `tenant_id`).
+    #[serde(default, deserialize_with = "de_null_default")]
+    pub metadata: HashMap<String, String>,
+}
+
+impl SubscriptionObject {
+    /// The first item's price.
+    pub fn price(&self) -> Option<&PriceObject> {
+        self.items.data.first().map(|i| &i.price)
+    }
+
+    /// End of the current period, wherever the API version puts it.
+    pub fn period_end(&self) -> Option<i64> {
+        self.current_period_end.or_else(|| self.items.data.iter().filter_map(|i| i.current_period_end).max())
+    }
+}
+
+/// The parts of an invoice that the mirror keeps.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceObject {
+    /// `in_…`; absent on `invoice.upcoming`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The customer.
+    #[serde(deserialize_with = "de_expandable")]
+    pub customer: Option<String>,
+    /// Before API 2025-03-31.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub subscription: Option<String>,
+    /// Since API 2025-03-31: `parent.subscription_details.subscription`.
+    #[serde(default)]
+    pub parent: Option<serde_json::Value>,
+    /// `draft`, `open`, `paid`, `uncollectible`, `void`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Minor units.
+    #[serde(default)]
+    pub amount_due: i64,
+    /// Minor units.
+    #[serde(default)]
+    pub amount_paid: i64,
+    /// ISO currency.
+    #[serde(default)]
+    pub currency: String,
+    /// Payment attempts so far.
+    #[serde(default)]
+    pub attempt_count: i32,
+    /// Stripe's next automatic attempt.
+    #[serde(default)]
+    pub next_payment_attempt: Option<i64>,
+    /// Why the invoice exists (`subscription_cycle`, `subscription_update`, …).
+    #[serde(default)]
+    pub billing_reason: Option<String>,
+    /// End of the invoiced period.
+    #[serde(default)]
+    pub period_end: Option<i64>,
+}
+
+impl InvoiceObject {
+    /// The subscription, wherever the API version puts it.
+    pub fn subscription_id(&self) -> Option<String> {
+        self.subscription.clone().or_else(|| {
+            let p = self.parent.as_ref()?.pointer("/subscription_details/subscription")?;
+            expandable_id(p).map(str::to_owned)
+        })
+    }
+}
+
+/// The parts of a charge that the mirror keeps.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChargeObject {
+    /// `ch_…`.
+    pub id: String,
+    /// The customer.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub customer: Option<String>,
+    /// The invoice it paid, if any.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub invoice: Option<String>,
+    /// Minor units.
+    pub amount: i64,
+    /// Minor units.
+    #[serde(default)]
+    pub amount_refunded: i64,
+    /// Fully refunded.
+    #[serde(default)]
+    pub refunded: bool,
+    /// Disputed.
+    #[serde(default)]
+    pub disputed: bool,
+    /// ISO currency.
+    pub currency: String,
+}
+
+/// The parts of a dispute that the mirror keeps.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DisputeObject {
+    /// `dp_…`.
+    pub id: String,
+    /// The disputed charge.
+    #[serde(deserialize_with = "de_expandable")]
+    pub charge: Option<String>,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO currency.
+    pub currency: String,
+    /// `needs_response`, `won`, `lost`, …
+    pub status: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The parts of a Checkout session that establish the tenant mapping.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutSessionObject {
+    /// `cs_…`.
+    pub id: String,
+    /// The customer created or used.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub customer: Option<String>,
+    /// Set by the app to the tenant id when it starts checkout.
+    #[serde(default)]
+    pub client_reference_id: Option<String>,
+    /// Metadata (may carry `tenant_id`).
+    #[serde(default, deserialize_with = "de_null_default")]
+    pub metadata: HashMap<String, String>,
+    /// The subscription created, in subscription mode.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub subscription: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_period_layouts_and_expanded_ids() {
+        let new_layout = serde_json::json!({"id": "sub_1", "customer": {"id": "cus_1"}, "status": "active",
+            "items": {"data": [{"price": {"id": "price_1", "product": "prod_1"}, "current_period_end": 200}]}});
+        let s: SubscriptionObject = object(&new_layout).expect("parses");
+        assert_eq!((s.customer.as_deref(), s.period_end()), (Some("cus_1"), Some(200)));
+        let inv: InvoiceObject = object(&serde_json::json!({"customer": "cus_1", "currency": "usd",
+            "parent": {"subscription_details": {"subscription": "sub_9"}}})).expect("parses");
+        assert_eq!((inv.id.clone(), inv.subscription_id()), (None, Some("sub_9".to_owned())));
+    }
+
+    #[test]
+    fn an_event_needs_id_and_type() {
+        assert!(matches!(StripeEvent::parse(b"{\"type\":\"x\"}", 0), Err(EventError::NotAnEvent("no id"))));
+        assert!(matches!(StripeEvent::parse(b"nope", 0), Err(EventError::NotJson(_))));
+        let e = StripeEvent::parse(br#"{"id":"evt_1","type":"customer.created","created":5,"data":{"object":{"id":"cus_1"}}}"#, 0)
+            .expect("event");
+        assert_eq!((e.customer_id(), e.created), (Some("cus_1"), 5));
+    }
+}

@@ -1,0 +1,35 @@
+//! charge.refunded: the charge row with its refunded amount; one refund effect per amount.
+
+use super::{EventCtx, HandlerError, Table, shape};
+use crate::stripe::client::ObjectKind;
+use crate::stripe::event::{ChargeObject, object};
+
+pub(super) async fn refunded(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
+    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("charge event without an object id".into()))?.to_owned();
+    if let Some(state) = ctx.state_to_apply(Table::Charges, ObjectKind::Charge, &id).await? {
+        let c: ChargeObject = shape(object(&state))?;
+        let customer = c.customer.clone().ok_or_else(|| HandlerError::Shape("charge without a customer".into()))?;
+        ctx.ensure_customer(&customer).await?;
+        sqlx::query(
+            "INSERT INTO charges (id, tenant_id, customer_id, invoice_id, currency, amount, amount_refunded, refunded, disputed, stripe_updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (id) DO UPDATE SET amount_refunded = EXCLUDED.amount_refunded, refunded = EXCLUDED.refunded,
+                 disputed = charges.disputed OR EXCLUDED.disputed, stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
+        )
+        .bind(&c.id)
+        .bind(ctx.tenant.0)
+        .bind(&customer)
+        .bind(&c.invoice)
+        .bind(&c.currency)
+        .bind(c.amount)
+        .bind(c.amount_refunded)
+        .bind(c.refunded)
+        .bind(c.disputed)
+        .bind(ctx.created())
+        .execute(&mut *ctx.tx)
+        .await?;
+    }
+    let announced: ChargeObject = shape(object(&ctx.event.object))?;
+    let payload = serde_json::json!({"amount_refunded": announced.amount_refunded, "refunded": announced.refunded, "currency": announced.currency});
+    ctx.effect(format!("refund.recorded:{id}:{}", announced.amount_refunded), "refund.recorded", &id, payload).await
+}

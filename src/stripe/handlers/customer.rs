@@ -1,0 +1,39 @@
+//! customer.created / updated / deleted: the customer row (a deleted customer stays as a
+//! tombstone, so a late customer.updated cannot bring it back).
+
+use super::{Applied, EventCtx, HandlerError, Table, shape};
+use crate::stripe::client::ObjectKind;
+use crate::stripe::event::{CustomerObject, object};
+
+pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
+    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("customer event without an object id".into()))?.to_owned();
+    let deleted_event = ctx.event.event_type == "customer.deleted";
+    let mut applied = Applied::default();
+    if let Some(state) = ctx.state_to_apply(Table::Customers, ObjectKind::Customer, &id).await? {
+        let c: CustomerObject = shape(object(&state))?;
+        // A re-fetched deleted customer answers {id, deleted: true}; the event says so by its type.
+        let deleted = c.deleted || deleted_event;
+        sqlx::query(
+            "INSERT INTO customers (id, tenant_id, email, name, deleted, stripe_updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email),
+                 name = COALESCE(EXCLUDED.name, customers.name), deleted = customers.deleted OR EXCLUDED.deleted,
+                 stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
+        )
+        .bind(&c.id)
+        .bind(ctx.tenant.0)
+        .bind(&c.email)
+        .bind(&c.name)
+        .bind(deleted)
+        .bind(ctx.created())
+        .execute(&mut *ctx.tx)
+        .await?;
+    }
+    if deleted_event {
+        // Deletion is final whatever order it arrives in.
+        sqlx::query("UPDATE customers SET deleted = true WHERE id = $1").bind(&id).execute(&mut *ctx.tx).await?;
+        ctx.effect(format!("customer.deleted:{id}"), "customer.deleted", &id, serde_json::json!({})).await?;
+    } else if ctx.map_customer(&id).await? {
+        applied.mapped_customer = Some(id);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,66 @@
+//! invoice.*: the invoice row, and the dunning and reminder side effects: a payment failure
+//! (one per attempt), an action required, a recovery, an upcoming renewal.
+
+use super::{EventCtx, HandlerError, Table, shape, ts};
+use crate::stripe::client::ObjectKind;
+use crate::stripe::event::{InvoiceObject, object};
+
+pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
+    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("invoice event without an object id".into()))?.to_owned();
+    if let Some(state) = ctx.state_to_apply(Table::Invoices, ObjectKind::Invoice, &id).await? {
+        let inv: InvoiceObject = shape(object(&state))?;
+        let customer = inv.customer.clone().ok_or_else(|| HandlerError::Shape("invoice without a customer".into()))?;
+        ctx.ensure_customer(&customer).await?;
+        sqlx::query(
+            "INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, status, amount_due, amount_paid, currency,
+                 attempt_count, next_payment_attempt, billing_reason, stripe_updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id, status = EXCLUDED.status,
+                 amount_due = EXCLUDED.amount_due, amount_paid = EXCLUDED.amount_paid, currency = EXCLUDED.currency,
+                 attempt_count = EXCLUDED.attempt_count, next_payment_attempt = EXCLUDED.next_payment_attempt,
+                 billing_reason = EXCLUDED.billing_reason, stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
+        )
+        .bind(&id)
+        .bind(ctx.tenant.0)
+        .bind(&customer)
+        .bind(inv.subscription_id())
+        .bind(inv.status.as_deref().unwrap_or("draft"))
+        .bind(inv.amount_due)
+        .bind(inv.amount_paid)
+        .bind(&inv.currency)
+        .bind(inv.attempt_count)
+        .bind(inv.next_payment_attempt.and_then(ts))
+        .bind(&inv.billing_reason)
+        .bind(ctx.created())
+        .execute(&mut *ctx.tx)
+        .await?;
+    }
+    let announced: InvoiceObject = shape(object(&ctx.event.object))?;
+    let payload = serde_json::json!({
+        "subscription": announced.subscription_id(), "attempt_count": announced.attempt_count,
+        "amount_due": announced.amount_due, "currency": announced.currency,
+    });
+    let attempt = announced.attempt_count;
+    match ctx.event.event_type.as_str() {
+        "invoice.payment_failed" => {
+            ctx.effect(format!("dunning.payment_failed:{id}:{attempt}"), "dunning.payment_failed", &id, payload).await?
+        }
+        "invoice.payment_action_required" => {
+            let key = format!("email.payment_action_required:{id}:{attempt}");
+            ctx.effect(key, "email.payment_action_required", &id, payload).await?
+        }
+        "invoice.paid" => ctx.effect(format!("dunning.invoice_paid:{id}"), "dunning.invoice_paid", &id, payload).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// invoice.upcoming has no invoice id (the invoice does not exist yet): nothing to mirror,
+/// one renewal reminder per subscription and period.
+pub(super) async fn upcoming(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
+    let inv: InvoiceObject = shape(object(&ctx.event.object))?;
+    let subject = inv.subscription_id().or(inv.customer.clone()).unwrap_or_default();
+    let period = inv.next_payment_attempt.or(inv.period_end).unwrap_or(ctx.event.created);
+    let payload = serde_json::json!({"amount_due": inv.amount_due, "currency": inv.currency, "renews_at": period});
+    ctx.effect(format!("email.upcoming_renewal:{subject}:{period}"), "email.upcoming_renewal", &subject, payload).await
+}

@@ -1,0 +1,59 @@
+//! customer.subscription.*: the subscription row; trial-ending, pause and cancellation
+//! side effects.
+
+use super::{EventCtx, HandlerError, Table, shape, ts};
+use crate::stripe::client::ObjectKind;
+use crate::stripe::event::{SubscriptionObject, object};
+
+pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
+    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("subscription event without an object id".into()))?.to_owned();
+    if let Some(state) = ctx.state_to_apply(Table::Subscriptions, ObjectKind::Subscription, &id).await? {
+        let s: SubscriptionObject = shape(object(&state))?;
+        let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
+        ctx.ensure_customer(&customer).await?;
+        let price = s.price();
+        sqlx::query(
+            "INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan_id, price_id, product_id, current_period_end,
+                 cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at)
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11)
+             ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,
+                 price_id = EXCLUDED.price_id, product_id = EXCLUDED.product_id,
+                 current_period_end = EXCLUDED.current_period_end, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+                 trial_end = EXCLUDED.trial_end, default_payment_method = EXCLUDED.default_payment_method,
+                 past_due_since = CASE WHEN EXCLUDED.status <> 'past_due' THEN NULL
+                                       ELSE COALESCE(subscriptions.past_due_since, EXCLUDED.past_due_since) END,
+                 stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
+        )
+        .bind(&s.id)
+        .bind(ctx.tenant.0)
+        .bind(&customer)
+        .bind(&s.status)
+        .bind(price.map(|p| p.id.as_str()))
+        .bind(price.and_then(|p| p.product.as_deref()))
+        .bind(s.period_end().and_then(ts))
+        .bind(s.cancel_at_period_end)
+        .bind(s.trial_end.and_then(ts))
+        .bind(&s.default_payment_method)
+        .bind(ctx.created())
+        .execute(&mut *ctx.tx)
+        .await?;
+    }
+    // Effects come from the event's own payload: what it announced happened, whatever we hold now.
+    let announced: SubscriptionObject = shape(object(&ctx.event.object))?;
+    match ctx.event.event_type.as_str() {
+        "customer.subscription.trial_will_end" => {
+            let trial_end = announced.trial_end.unwrap_or_default();
+            let payload = serde_json::json!({"trial_end": trial_end});
+            ctx.effect(format!("email.trial_will_end:{id}:{trial_end}"), "email.trial_will_end", &id, payload).await?;
+        }
+        "customer.subscription.deleted" => {
+            ctx.effect(format!("subscription.canceled:{id}"), "subscription.canceled", &id, serde_json::json!({})).await?;
+        }
+        "customer.subscription.paused" | "customer.subscription.resumed" => {
+            let kind = ctx.event.event_type.trim_start_matches("customer.");
+            ctx.effect(format!("{kind}:{id}:{}", ctx.event.id), kind, &id, serde_json::json!({})).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}

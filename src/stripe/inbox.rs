@@ -1,0 +1,121 @@
+//! The durable webhook inbox (stripe_events): the Stripe event id is the idempotency key.
+//! Intake inserts and queues; the scheduler's sweep queues what was never queued (Redis was
+//! down) and parked events whose customer is now mapped. All of it runs on the system pool:
+//! an event's tenant is not known until it is routed.
+
+use chrono::Utc;
+
+use super::event::StripeEvent;
+use super::handlers;
+use crate::db::SystemPool;
+use crate::domain::JobId;
+use crate::queue::{EnqueueRequest, JobQueue, QueueError};
+
+/// The job kind that handles one inbox row.
+pub const JOB_KIND: &str = "stripe.event";
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new row, to be queued.
+    New,
+    /// A new row of a type Ballast does not act on: stored as ignored, nothing to queue.
+    Ignored,
+    /// The event id was already in the inbox.
+    Duplicate,
+}
+
+/// Stores the raw event once.
+pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Value) -> Result<Inserted, sqlx::Error> {
+    let handled = handlers::handles(&event.event_type);
+    let status = if handled { "received" } else { "ignored" };
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO stripe_events (id, type, livemode, api_version, stripe_created, payload, status, customer_id, object_id, processed_at)
+         VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, CASE WHEN $7 = 'ignored' THEN now() END)
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .bind(event.livemode)
+    .bind(&event.api_version)
+    .bind(event.created as f64)
+    .bind(raw)
+    .bind(status)
+    .bind(event.customer_id())
+    .bind(event.object_id())
+    .fetch_optional(&pool.0)
+    .await?;
+    Ok(match (inserted, handled) {
+        (None, _) => Inserted::Duplicate,
+        (Some(_), true) => Inserted::New,
+        (Some(_), false) => Inserted::Ignored,
+    })
+}
+
+/// Queues the job for one event (idempotent per event id while Redis keeps the key) and
+/// marks the row queued.
+pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &str, traceparent: Option<String>) -> Result<(), QueueError> {
+    let mut req = EnqueueRequest::new(JOB_KIND, serde_json::json!({"event_id": event_id}));
+    req.id = Some(JobId(format!("stripe.event:{event_id}")));
+    req.idempotency_key = Some(format!("stripe.event:{event_id}"));
+    req.traceparent = traceparent;
+    queue.enqueue(req).await?;
+    sqlx::query("UPDATE stripe_events SET status = 'queued', queued_at = now() WHERE id = $1 AND status = 'received'")
+        .bind(event_id)
+        .execute(&pool.0)
+        .await?;
+    Ok(())
+}
+
+/// Queues parked events of `customer` again now that its tenant is known. The enqueue has no
+/// idempotency key: the event's first run used it, and the handler is idempotent.
+pub async fn release_unmatched(pool: &SystemPool, queue: &JobQueue, customer: &str) -> Result<usize, QueueError> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "UPDATE stripe_events SET status = 'queued', queued_at = now()
+         WHERE status = 'unmatched' AND customer_id = $1 RETURNING id",
+    )
+    .bind(customer)
+    .fetch_all(&pool.0)
+    .await?;
+    for id in &ids {
+        let req = EnqueueRequest::new(JOB_KIND, serde_json::json!({"event_id": id}));
+        queue.enqueue(req).await?;
+    }
+    Ok(ids.len())
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SweepReport {
+    /// Rows never queued (Redis was unavailable at intake), queued now.
+    pub requeued: usize,
+    /// Parked rows whose customer is now mapped, queued now.
+    pub released: usize,
+}
+
+/// Queues rows received more than `older_than` ago and never queued, and parked rows whose
+/// customer has a tenant now. Bounded per run so a large backlog drains over several sweeps.
+pub async fn sweep(pool: &SystemPool, queue: &JobQueue, older_than: chrono::Duration) -> Result<SweepReport, QueueError> {
+    let cutoff = Utc::now() - older_than;
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM stripe_events WHERE status = 'received' AND received_at < $1 ORDER BY received_at LIMIT 1000",
+    )
+    .bind(cutoff)
+    .fetch_all(&pool.0)
+    .await?;
+    let mut report = SweepReport::default();
+    for id in &stale {
+        enqueue(pool, queue, id, None).await?;
+        report.requeued += 1;
+    }
+    let customers: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT e.customer_id FROM stripe_events e JOIN tenants t ON t.stripe_customer_id = e.customer_id
+         WHERE e.status = 'unmatched' LIMIT 1000",
+    )
+    .fetch_all(&pool.0)
+    .await?;
+    for customer in &customers {
+        report.released += release_unmatched(pool, queue, customer).await?;
+    }
+    Ok(report)
+}

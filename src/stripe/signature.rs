@@ -1,0 +1,149 @@
+//! `Stripe-Signature` verification, done by us over the raw body: HMAC-SHA256 of
+//! `{t}.{payload}`, accepted when any `v1` matches any configured secret (two during a
+//! rotation), within a tolerance in both directions, compared in constant time.
+//! (async-stripe's verifier keeps only the last `v1` and hard-codes its tolerance.)
+
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+/// Why a signature was refused. The message is safe to return to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// No `Stripe-Signature` header.
+    #[error("missing Stripe-Signature header")]
+    Missing,
+    /// The header does not parse as `t=…,v1=…`.
+    #[error("malformed Stripe-Signature header: {0}")]
+    Malformed(&'static str),
+    /// The timestamp is outside the tolerance.
+    #[error("timestamp outside the tolerance of {tolerance_secs} s (off by {skew_secs} s)")]
+    OutsideTolerance {
+        /// How far the timestamp is from now, in seconds.
+        skew_secs: i64,
+        /// The allowed skew.
+        tolerance_secs: i64,
+    },
+    /// No `v1` matched any secret.
+    #[error("no signature matches")]
+    Mismatch,
+}
+
+/// A parsed `Stripe-Signature` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureHeader {
+    /// `t`: unix seconds when Stripe signed.
+    pub timestamp: i64,
+    /// Every `v1` signature (bytes), in header order.
+    pub v1: Vec<Vec<u8>>,
+}
+
+impl SignatureHeader {
+    /// Parses `t=…,v1=…[,v1=…][,v0=…]`. Unknown schemes are ignored, as Stripe asks.
+    pub fn parse(header: &str) -> Result<Self, SignatureError> {
+        let mut timestamp = None;
+        let mut v1 = Vec::new();
+        for part in header.split(',') {
+            let (key, value) = part.trim().split_once('=').ok_or(SignatureError::Malformed("expected key=value pairs"))?;
+            match key {
+                "t" => {
+                    let t = value.parse::<i64>().map_err(|_| SignatureError::Malformed("t is not a unix timestamp"))?;
+                    if timestamp.replace(t).is_some() {
+                        return Err(SignatureError::Malformed("more than one t"));
+                    }
+                }
+                "v1" => v1.push(hex::decode(value).map_err(|_| SignatureError::Malformed("v1 is not hex"))?),
+                _ => {}
+            }
+        }
+        let timestamp = timestamp.ok_or(SignatureError::Malformed("no t"))?;
+        if v1.is_empty() {
+            return Err(SignatureError::Malformed("no v1 signature"));
+        }
+        Ok(Self { timestamp, v1 })
+    }
+}
+
+/// Stripe's signature of `payload` at `timestamp` with `secret`, hex-encoded (what a
+/// `v1=` carries). Used by the verifier's tests and by the Stripe simulator.
+pub fn sign(secret: &str, timestamp: i64, payload: &[u8]) -> String {
+    hex::encode(mac(secret, timestamp, payload).finalize().into_bytes())
+}
+
+fn mac(secret: &str, timestamp: i64, payload: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(payload);
+    mac
+}
+
+/// Verifies `header` over the raw `payload` at `now` (unix seconds).
+pub fn verify(
+    header: Option<&str>,
+    payload: &[u8],
+    secrets: &[SecretString],
+    now: i64,
+    tolerance_secs: i64,
+) -> Result<SignatureHeader, SignatureError> {
+    let parsed = SignatureHeader::parse(header.ok_or(SignatureError::Missing)?)?;
+    let skew = now - parsed.timestamp;
+    if skew.abs() > tolerance_secs {
+        return Err(SignatureError::OutsideTolerance { skew_secs: skew, tolerance_secs });
+    }
+    for secret in secrets {
+        for candidate in &parsed.v1 {
+            // verify_slice compares in constant time.
+            if mac(secret.expose_secret(), parsed.timestamp, payload).verify_slice(candidate).is_ok() {
+                return Ok(parsed);
+            }
+        }
+    }
+    Err(SignatureError::Mismatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(list: &[&str]) -> Vec<SecretString> {
+        list.iter().map(|s| SecretString::from(s.to_string())).collect()
+    }
+
+    #[test]
+    fn any_v1_against_any_secret_is_accepted() {
+        let body = br#"{"id":"evt_1"}"#;
+        let good = sign("whsec_new", 1000, body);
+        let other = sign("whsec_unknown", 1000, body);
+        // The matching v1 first, then last: async-stripe would see only the last one.
+        for header in [format!("t=1000,v1={good},v1={other}"), format!("t=1000,v1={other},v1={good},v0=abc")] {
+            assert!(verify(Some(&header), body, &secrets(&["whsec_old", "whsec_new"]), 1000, 300).is_ok(), "{header}");
+        }
+        let header = format!("t=1000,v1={other}");
+        assert_eq!(verify(Some(&header), body, &secrets(&["whsec_new"]), 1000, 300), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
+    fn tolerance_applies_both_ways() {
+        let body = b"{}";
+        let header = format!("t=1000,v1={}", sign("s", 1000, body));
+        assert!(verify(Some(&header), body, &secrets(&["s"]), 1300, 300).is_ok());
+        assert!(matches!(verify(Some(&header), body, &secrets(&["s"]), 1301, 300), Err(SignatureError::OutsideTolerance { .. })));
+        assert!(matches!(verify(Some(&header), body, &secrets(&["s"]), 699, 300), Err(SignatureError::OutsideTolerance { .. })));
+    }
+
+    #[test]
+    fn malformed_headers_are_named() {
+        for (h, _) in [("", ()), ("t=abc,v1=00", ()), ("t=1,v1=zz", ()), ("v1=00", ()), ("t=1", ()), ("garbage", ())] {
+            assert!(matches!(SignatureHeader::parse(h), Err(SignatureError::Malformed(_))), "{h}");
+        }
+        assert_eq!(verify(None, b"", &secrets(&["s"]), 0, 300).unwrap_err(), SignatureError::Missing);
+    }
+
+    #[test]
+    fn a_changed_body_fails() {
+        let header = format!("t=5,v1={}", sign("s", 5, b"{\"a\":1}"));
+        assert_eq!(verify(Some(&header), b"{\"a\":2}", &secrets(&["s"]), 5, 300), Err(SignatureError::Mismatch));
+    }
+}
