@@ -10,3 +10,4 @@ mod jobs;
 mod rls;
 mod scheduler;
 mod schema;
+mod webhooks;

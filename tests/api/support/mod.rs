@@ -1,6 +1,7 @@
 //! The test harness: databases, app instances, test job kinds, and queue draining.
 
 pub mod db;
+pub mod stripe_sim;
 pub mod test_jobs;
 
 use std::collections::{BTreeSet, HashMap};
@@ -103,6 +104,8 @@ impl TestAppBuilder {
         env.insert("BALLAST_JOBS_DIR".into(), jobs_dir.path().display().to_string());
         env.insert("BALLAST_SHUTDOWN_GRACE_SECS".into(), "10".into());
         env.insert("BALLAST_LOG".into(), "warn".into());
+        env.insert("STRIPE_WEBHOOK_SECRET".into(), stripe_sim::SECRET.into());
+        env.insert("STRIPE_SECRET_KEY".into(), stripe_sim::API_KEY.into());
         env.extend(self.extra_env);
         let settings = Settings::from_map(env.clone()).expect("test settings");
         let registry = test_jobs::registry();
@@ -149,6 +152,22 @@ impl TestApp {
             assert!(tokio::time::Instant::now() < deadline, "queue did not drain: {stats:?}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Posts a webhook body with a Stripe-Signature header (or none).
+    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<String>) -> reqwest::Response {
+        let mut req = self.http.post(self.url("/webhooks/stripe")).header("content-type", "application/json").body(body);
+        if let Some(sig) = signature {
+            req = req.header("stripe-signature", sig);
+        }
+        req.send().await.expect("webhook request")
+    }
+
+    /// Delivers one event as Stripe would: signed now with the simulator's secret.
+    pub async fn deliver(&self, event: &serde_json::Value) -> reqwest::StatusCode {
+        let body = serde_json::to_vec(event).expect("event json");
+        let sig = stripe_sim::signature_header(stripe_sim::SECRET, chrono::Utc::now().timestamp(), &body);
+        self.post_webhook(body, Some(sig)).await.status()
     }
 
     /// Runs the `ballast` binary with this app's environment.

@@ -1,0 +1,385 @@
+//! A Stripe simulator: keeps customers, subscriptions, invoices and charges on a clock the
+//! test advances (like a Stripe test clock), serves the API endpoints Ballast calls, and
+//! emits the events Stripe emits for each step, signed exactly as Stripe signs them, for the
+//! test to deliver in order, duplicated, shuffled or concurrently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use ballast::stripe::signature;
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "whsec_test_simulator";
+pub const API_KEY: &str = "sk_test_simulator";
+const DAY: i64 = 86_400;
+const PERIOD: i64 = 30 * DAY;
+
+/// Prices the simulator sells: (price, product, amount in cents). They match deploy/plans.toml.
+pub const STARTER: (&str, &str, i64) = ("price_starter_monthly", "prod_starter", 2000);
+pub const PRO: (&str, &str, i64) = ("price_pro_monthly", "prod_pro", 5000);
+
+#[derive(Debug, Clone)]
+struct Sub {
+    id: String,
+    customer: String,
+    tenant: String,
+    price: (&'static str, &'static str, i64),
+    status: String,
+    period_end: i64,
+    trial_end: Option<i64>,
+    cancel_at_period_end: bool,
+    pending_price: Option<(&'static str, &'static str, i64)>,
+}
+
+#[derive(Default)]
+struct Sim {
+    clock: i64,
+    seq: u64,
+    customers: BTreeMap<String, Value>,
+    cards: BTreeSet<String>,
+    declining: BTreeSet<String>,
+    subs: BTreeMap<String, Sub>,
+    invoices: BTreeMap<String, Value>,
+    charges: BTreeMap<String, Value>,
+    events: Vec<Value>,
+}
+
+impl Sim {
+    fn id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}_sim{:06}{}", self.seq, &uuid::Uuid::new_v4().simple().to_string()[..8])
+    }
+
+    fn emit(&mut self, event_type: &str, object: Value) {
+        let id = self.id("evt");
+        self.events.push(json!({
+            "id": id, "object": "event", "api_version": "2025-03-31.basil", "created": self.clock,
+            "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
+            "request": {"id": null, "idempotency_key": null}, "type": event_type,
+        }));
+    }
+
+    fn sub_json(&self, s: &Sub) -> Value {
+        json!({
+            "id": s.id, "object": "subscription", "customer": s.customer, "status": s.status,
+            "cancel_at_period_end": s.cancel_at_period_end, "created": self.clock, "currency": "usd",
+            "trial_end": s.trial_end, "default_payment_method": if self.cards.contains(&s.customer) { json!(format!("pm_{}", s.customer)) } else { Value::Null },
+            "metadata": {"tenant_id": s.tenant}, "livemode": false,
+            "items": {"object": "list", "has_more": false, "data": [{
+                "id": format!("si_{}", s.id), "object": "subscription_item", "quantity": 1, "subscription": s.id,
+                "current_period_start": s.period_end - PERIOD, "current_period_end": s.period_end,
+                "price": {"id": s.price.0, "object": "price", "product": s.price.1, "unit_amount": s.price.2, "currency": "usd",
+                          "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}},
+            }]},
+        })
+    }
+
+    fn emit_sub(&mut self, event_type: &str, sub_id: &str) {
+        let obj = self.sub_json(&self.subs[sub_id].clone());
+        self.emit(event_type, obj);
+    }
+
+    /// Creates, finalizes and tries to pay an invoice for `amount`.
+    fn bill(&mut self, sub_id: &str, amount: i64, reason: &str) -> String {
+        let s = self.subs[sub_id].clone();
+        let id = self.id("in");
+        let inv = json!({
+            "id": id, "object": "invoice", "customer": s.customer, "status": "draft", "amount_due": amount, "amount_paid": 0,
+            "amount_remaining": amount, "currency": "usd", "attempt_count": 0, "attempted": false, "billing_reason": reason,
+            "next_payment_attempt": null, "period_end": s.period_end, "created": self.clock, "livemode": false,
+            "parent": {"type": "subscription_details", "subscription_details": {"subscription": s.id, "metadata": {}}},
+            "lines": {"object": "list", "has_more": false, "data": []},
+        });
+        self.invoices.insert(id.clone(), inv.clone());
+        self.emit("invoice.created", inv);
+        self.invoices.get_mut(&id).expect("invoice")["status"] = json!("open");
+        let inv = self.invoices[&id].clone();
+        self.emit("invoice.finalized", inv);
+        self.pay(&id);
+        id
+    }
+
+    fn pay(&mut self, invoice: &str) {
+        let customer = self.invoices[invoice]["customer"].as_str().expect("customer").to_owned();
+        let sub_id = self.invoices[invoice]["parent"]["subscription_details"]["subscription"].as_str().expect("sub").to_owned();
+        let inv = self.invoices.get_mut(invoice).expect("invoice");
+        let attempts = inv["attempt_count"].as_i64().unwrap_or(0) + 1;
+        inv["attempt_count"] = json!(attempts);
+        inv["attempted"] = json!(true);
+        let amount = inv["amount_due"].as_i64().unwrap_or(0);
+        let declines = !self.cards.contains(&customer) || self.declining.contains(&customer);
+        let charge = if declines { String::new() } else { format!("ch_{}", &invoice[3..]) };
+        if declines {
+            inv["next_payment_attempt"] = json!(self.clock + 3 * DAY);
+            let inv = inv.clone();
+            self.emit("invoice.payment_failed", inv);
+            let s = self.subs.get_mut(&sub_id).expect("sub");
+            if s.status != "past_due" {
+                s.status = "past_due".into();
+                self.emit_sub("customer.subscription.updated", &sub_id);
+            }
+        } else {
+            inv["status"] = json!("paid");
+            inv["amount_paid"] = json!(amount);
+            inv["amount_remaining"] = json!(0);
+            inv["next_payment_attempt"] = Value::Null;
+            let inv = inv.clone();
+            self.charges.insert(charge.clone(), json!({
+                "id": charge, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": 0,
+                "currency": "usd", "customer": customer, "invoice": invoice, "paid": true, "refunded": false,
+                "disputed": false, "status": "succeeded", "created": self.clock, "livemode": false,
+                "refunds": {"object": "list", "data": [], "has_more": false},
+            }));
+            self.emit("invoice.paid", inv);
+            let s = self.subs.get_mut(&sub_id).expect("sub");
+            if s.status == "past_due" {
+                s.status = "active".into();
+                self.emit_sub("customer.subscription.updated", &sub_id);
+            }
+        }
+    }
+}
+
+/// A running simulator.
+#[derive(Clone)]
+pub struct StripeSim {
+    sim: Arc<Mutex<Sim>>,
+    pub base_url: String,
+}
+
+impl StripeSim {
+    pub async fn start() -> StripeSim {
+        let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), ..Sim::default() }));
+        let app = Router::new()
+            .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")))
+            .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")))
+            .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
+            .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
+            .with_state(sim.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("simulator serves") });
+        StripeSim { sim, base_url: format!("http://{addr}/") }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Sim) -> T) -> T {
+        f(&mut self.sim.lock().expect("simulator lock"))
+    }
+
+    /// A customer for `tenant` (as the app creates it at checkout), with a working card or none.
+    pub fn customer(&self, tenant: uuid::Uuid, with_card: bool) -> String {
+        self.with(|s| {
+            let id = s.id("cus");
+            let c = json!({"id": id, "object": "customer", "email": format!("{id}@example.com"), "name": "Customer",
+                "metadata": {"tenant_id": tenant.to_string()}, "created": s.clock, "livemode": false, "delinquent": false});
+            s.customers.insert(id.clone(), c.clone());
+            if with_card {
+                s.cards.insert(id.clone());
+            }
+            s.emit("customer.created", c);
+            id
+        })
+    }
+
+    /// Checkout of a subscription to `price`, with an optional trial.
+    pub fn checkout(&self, tenant: uuid::Uuid, customer: &str, price: (&'static str, &'static str, i64), trial_days: Option<i64>) -> String {
+        self.with(|s| {
+            let sub_id = s.id("sub");
+            let session = s.id("cs");
+            let trial_end = trial_days.map(|d| s.clock + d * DAY);
+            let sub = Sub {
+                id: sub_id.clone(),
+                customer: customer.to_owned(),
+                tenant: tenant.to_string(),
+                price,
+                status: if trial_end.is_some() { "trialing".into() } else { "active".into() },
+                period_end: trial_end.unwrap_or(s.clock + PERIOD),
+                trial_end,
+                cancel_at_period_end: false,
+                pending_price: None,
+            };
+            s.subs.insert(sub_id.clone(), sub);
+            s.emit("checkout.session.completed", json!({"id": session, "object": "checkout.session", "mode": "subscription",
+                "customer": customer, "client_reference_id": tenant.to_string(), "metadata": {"tenant_id": tenant.to_string()},
+                "subscription": sub_id, "status": "complete", "payment_status": "paid"}));
+            s.emit_sub("customer.subscription.created", &sub_id);
+            if trial_end.is_none() {
+                s.bill(&sub_id, price.2, "subscription_create");
+            }
+            sub_id
+        })
+    }
+
+    /// Moves the clock forward, running trials, renewals and cancellations that fall due.
+    pub fn advance_days(&self, days: i64) {
+        self.with(|s| {
+            let before = s.clock;
+            s.clock += days * DAY;
+            let ids: Vec<String> = s.subs.keys().cloned().collect();
+            for id in ids {
+                let sub = s.subs[&id].clone();
+                match sub.status.as_str() {
+                    "trialing" => {
+                        let end = sub.trial_end.unwrap_or(before);
+                        if end - 3 * DAY > before && end - 3 * DAY <= s.clock {
+                            s.emit_sub("customer.subscription.trial_will_end", &id);
+                        }
+                        if end <= s.clock {
+                            if s.cards.contains(&sub.customer) {
+                                let x = s.subs.get_mut(&id).expect("sub");
+                                x.status = "active".into();
+                                x.period_end = end + PERIOD;
+                                s.emit_sub("customer.subscription.updated", &id);
+                                s.bill(&id, sub.price.2, "subscription_cycle");
+                            } else {
+                                s.subs.get_mut(&id).expect("sub").status = "paused".into();
+                                s.emit_sub("customer.subscription.updated", &id);
+                                s.emit_sub("customer.subscription.paused", &id);
+                            }
+                        }
+                    }
+                    "active" | "past_due" if sub.period_end <= s.clock => {
+                        if sub.cancel_at_period_end {
+                            s.subs.get_mut(&id).expect("sub").status = "canceled".into();
+                            s.emit_sub("customer.subscription.deleted", &id);
+                        } else {
+                            let x = s.subs.get_mut(&id).expect("sub");
+                            if let Some(p) = x.pending_price.take() {
+                                x.price = p;
+                            }
+                            x.period_end += PERIOD;
+                            let amount = x.price.2;
+                            s.emit_sub("customer.subscription.updated", &id);
+                            s.bill(&id, amount, "subscription_cycle");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+
+    pub fn set_declining(&self, customer: &str, declining: bool) {
+        self.with(|s| if declining { s.declining.insert(customer.to_owned()) } else { s.declining.remove(customer) });
+    }
+
+    /// Retries an open invoice (Smart Retries, or Ballast's dunning later).
+    pub fn retry_invoice(&self, invoice: &str) {
+        self.with(|s| s.pay(invoice));
+    }
+
+    /// Changes the price now, invoicing the prorated difference.
+    pub fn upgrade(&self, sub: &str, price: (&'static str, &'static str, i64)) {
+        self.with(|s| {
+            let x = s.subs.get_mut(sub).expect("sub");
+            let diff = price.2 - x.price.2;
+            x.price = price;
+            s.emit_sub("customer.subscription.updated", sub);
+            s.bill(sub, diff, "subscription_update");
+        })
+    }
+
+    /// Changes the price when the period ends.
+    pub fn downgrade_at_period_end(&self, sub: &str, price: (&'static str, &'static str, i64)) {
+        self.with(|s| s.subs.get_mut(sub).expect("sub").pending_price = Some(price));
+    }
+
+    pub fn cancel(&self, sub: &str, at_period_end: bool) {
+        self.with(|s| {
+            let x = s.subs.get_mut(sub).expect("sub");
+            if at_period_end {
+                x.cancel_at_period_end = true;
+                s.emit_sub("customer.subscription.updated", sub);
+            } else {
+                x.status = "canceled".into();
+                s.emit_sub("customer.subscription.deleted", sub);
+            }
+        })
+    }
+
+    pub fn refund(&self, charge: &str, amount: i64) {
+        self.with(|s| {
+            let c = s.charges.get_mut(charge).expect("charge");
+            let refunded = c["amount_refunded"].as_i64().unwrap_or(0) + amount;
+            c["amount_refunded"] = json!(refunded);
+            c["refunded"] = json!(refunded >= c["amount"].as_i64().unwrap_or(0));
+            let c = c.clone();
+            s.emit("charge.refunded", c);
+        })
+    }
+
+    /// Deletes a customer: Stripe cancels its subscriptions, then deletes it.
+    pub fn delete_customer(&self, customer: &str) {
+        self.with(|s| {
+            let ids: Vec<String> = s.subs.values().filter(|x| x.customer == customer && x.status != "canceled").map(|x| x.id.clone()).collect();
+            for id in ids {
+                s.subs.get_mut(&id).expect("sub").status = "canceled".into();
+                s.emit_sub("customer.subscription.deleted", &id);
+            }
+            let c = s.customers[customer].clone();
+            s.customers.insert(customer.to_owned(), json!({"id": customer, "object": "customer", "deleted": true}));
+            s.emit("customer.deleted", c);
+        })
+    }
+
+    /// The events emitted since the last call.
+    pub fn take_events(&self) -> Vec<Value> {
+        self.with(|s| std::mem::take(&mut s.events))
+    }
+
+    pub fn charges_of(&self, customer: &str) -> Vec<String> {
+        self.with(|s| s.charges.values().filter(|c| c["customer"] == customer).map(|c| c["id"].as_str().unwrap_or("").to_owned()).collect())
+    }
+
+    pub fn open_invoices_of(&self, customer: &str) -> Vec<String> {
+        self.with(|s| {
+            s.invoices.values().filter(|i| i["customer"] == customer && i["status"] == "open").map(|i| i["id"].as_str().unwrap_or("").to_owned()).collect()
+        })
+    }
+
+    /// Stripe's truth for one customer, in the shape [`crate::billing::mirror_of`] reads.
+    pub fn truth(&self, customer: &str) -> Value {
+        self.with(|s| {
+            let subs: BTreeMap<String, Value> = s
+                .subs
+                .values()
+                .filter(|x| x.customer == customer)
+                .map(|x| (x.id.clone(), json!([x.status, x.price.0, x.cancel_at_period_end, x.period_end])))
+                .collect();
+            let invoices: BTreeMap<String, Value> = s
+                .invoices
+                .values()
+                .filter(|i| i["customer"] == customer)
+                .map(|i| (i["id"].as_str().unwrap_or("").to_owned(), json!([i["status"], i["amount_paid"], i["attempt_count"]])))
+                .collect();
+            let deleted = s.customers.get(customer).is_some_and(|c| c["deleted"] == true);
+            json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices})
+        })
+    }
+}
+
+async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, collection: &'static str) -> (StatusCode, Json<Value>) {
+    let s = sim.lock().expect("simulator lock");
+    let found = match collection {
+        "customers" => s.customers.get(&id).cloned(),
+        "subscriptions" => s.subs.get(&id).map(|x| s.sub_json(x)),
+        "invoices" => s.invoices.get(&id).cloned(),
+        _ => s.charges.get(&id).cloned(),
+    };
+    match found {
+        Some(v) => (StatusCode::OK, Json(v)),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such object: '{id}'")}})),
+        ),
+    }
+}
+
+/// Signs `body` as Stripe does, at `timestamp`, with `secret`.
+pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    format!("t={timestamp},v1={}", signature::sign(secret, timestamp, body))
+}

@@ -1,0 +1,121 @@
+//! `POST /webhooks/stripe`: signatures, bad input, duplicates, concurrency, outages.
+
+use serde_json::json;
+
+use crate::support::TestApp;
+use crate::support::stripe_sim::{SECRET, signature_header};
+
+fn event(id: &str, event_type: &str) -> serde_json::Value {
+    json!({"id": id, "object": "event", "type": event_type, "created": chrono::Utc::now().timestamp(), "livemode": false,
+           "data": {"object": {"id": "cus_x", "object": "customer", "metadata": {}}}})
+}
+
+async fn inbox_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM stripe_events").fetch_one(&app.state.system_pool.0).await.expect("count")
+}
+
+async fn queued_jobs(app: &TestApp) -> usize {
+    app.state.queue.envelopes(&"stripe.event".into()).await.expect("envelopes").len()
+}
+
+async fn error_code(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("JSON error body");
+    (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_json_error_and_nothing_is_stored() {
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let body = serde_json::to_vec(&event("evt_bad", "customer.created")).expect("json");
+    let now = chrono::Utc::now().timestamp();
+    let cases: Vec<(&str, Vec<u8>, Option<String>, u16, &str)> = vec![
+        ("missing header", body.clone(), None, 400, "invalid_signature"),
+        ("malformed header", body.clone(), Some("t=abc,v1=zz".into()), 400, "invalid_signature"),
+        ("wrong secret", body.clone(), Some(signature_header("whsec_other", now, &body)), 400, "invalid_signature"),
+        ("stale", body.clone(), Some(signature_header(SECRET, now - 301, &body)), 400, "invalid_signature"),
+        ("future", body.clone(), Some(signature_header(SECRET, now + 301, &body)), 400, "invalid_signature"),
+        ("not JSON", b"not json".to_vec(), Some(signature_header(SECRET, now, b"not json")), 400, "invalid_json"),
+        ("no id", br#"{"type":"customer.created"}"#.to_vec(), Some(signature_header(SECRET, now, br#"{"type":"customer.created"}"#)), 400, "invalid_event"),
+        ("no type", br#"{"id":"evt_1"}"#.to_vec(), Some(signature_header(SECRET, now, br#"{"id":"evt_1"}"#)), 400, "invalid_event"),
+    ];
+    for (name, body, sig, status, code) in cases {
+        let got = error_code(app.post_webhook(body, sig).await).await;
+        assert_eq!(got, (status, code.to_owned()), "{name}");
+    }
+    let huge = vec![b' '; 300 * 1024];
+    let sig = signature_header(SECRET, now, &huge);
+    assert_eq!(error_code(app.post_webhook(huge, Some(sig)).await).await, (413, "body_too_large".to_owned()));
+    assert_eq!(inbox_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_rotated_secret_with_two_v1_values_is_accepted() {
+    let app = TestApp::builder().env("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new").spawn().await;
+    let body = serde_json::to_vec(&event("evt_rot", "some.unknown_type")).expect("json");
+    let now = chrono::Utc::now().timestamp();
+    let new = ballast::stripe::signature::sign("whsec_new", now, &body);
+    let unknown = ballast::stripe::signature::sign("whsec_gone", now, &body);
+    let resp = app.post_webhook(body, Some(format!("t={now},v1={new},v1={unknown}"))).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_types_are_stored_ignored_and_acknowledged_without_a_job() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.deliver(&event("evt_unknown", "plan.created")).await, 200);
+    let status: String = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = 'evt_unknown'")
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("row");
+    assert_eq!(status, "ignored");
+    assert_eq!(queued_jobs(&app).await, 0);
+}
+
+#[tokio::test]
+async fn the_same_event_from_eight_concurrent_requests_is_one_row_and_one_job() {
+    // Api role only: the job stays queued so the test can count it.
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let e = event("evt_dup", "customer.created");
+    let results = futures::future::join_all((0..8).map(|_| app.deliver(&e))).await;
+    assert!(results.iter().all(|s| *s == 200), "{results:?}");
+    assert_eq!(inbox_count(&app).await, 1);
+    assert_eq!(queued_jobs(&app).await, 1);
+    // And a later redelivery is acknowledged without a second job.
+    assert_eq!(app.deliver(&e).await, 200);
+    assert_eq!(queued_jobs(&app).await, 1);
+}
+
+#[tokio::test]
+async fn postgres_unavailable_is_a_503_for_stripe_to_retry() {
+    let app = TestApp::builder()
+        .env("BALLAST_SYSTEM_DATABASE_URL", "postgres://ballast_system:ballast_system@127.0.0.1:1/none")
+        .roles(&[ballast::app::Role::Api])
+        .spawn()
+        .await;
+    let resp = app.post_webhook(serde_json::to_vec(&event("evt_pg", "customer.created")).expect("json"), None).await;
+    assert_eq!(resp.status(), 400, "signature is checked first");
+    let body = serde_json::to_vec(&event("evt_pg", "customer.created")).expect("json");
+    let sig = signature_header(SECRET, chrono::Utc::now().timestamp(), &body);
+    assert_eq!(error_code(app.post_webhook(body, Some(sig)).await).await, (503, "storage_unavailable".to_owned()));
+}
+
+#[tokio::test]
+async fn redis_unavailable_after_the_insert_still_acknowledges_and_the_sweep_queues_it() {
+    let app = TestApp::builder().env("REDIS_URL", "redis://127.0.0.1:1/0").roles(&[ballast::app::Role::Api]).spawn().await;
+    assert_eq!(app.deliver(&event("evt_noredis", "customer.created")).await, 200);
+    let status: String = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = 'evt_noredis'")
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("row");
+    assert_eq!(status, "received", "stored, not queued");
+    // Redis is back: a member with a working Redis sweeps the inbox (age 0: the test's clock).
+    let healthy = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let report = ballast::stripe::inbox::sweep(&app.state.system_pool, &healthy.state.queue, chrono::Duration::zero())
+        .await
+        .expect("sweep");
+    assert_eq!(report.requeued, 1);
+    assert_eq!(queued_jobs(&healthy).await, 1);
+    let again = ballast::stripe::inbox::sweep(&app.state.system_pool, &healthy.state.queue, chrono::Duration::zero()).await.expect("sweep");
+    assert_eq!(again.requeued, 0, "queued rows are not swept twice");
+}
