@@ -17,6 +17,9 @@ ALTER TABLE subscriptions ADD COLUMN past_due_since timestamptz;
 ALTER TABLE subscriptions ADD COLUMN default_payment_method text;
 
 ALTER TABLE invoices ADD COLUMN billing_reason text;
+-- Stripe delivers an invoice's events before its subscription's as often as after: the mirror
+-- cannot require the subscription row to exist first (the column stays indexed for joins).
+ALTER TABLE invoices DROP CONSTRAINT invoices_subscription_id_fkey;
 
 CREATE TABLE charges (
     id                  text PRIMARY KEY,

@@ -52,6 +52,21 @@ impl Job for StripeEventJob {
     type Args = StripeEventArgs;
 
     async fn run(&self, args: StripeEventArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+        let result = apply_event(&args, &ctx).await;
+        if let Err(e) = &result {
+            // Kept on the inbox row for operators (top failure reasons); best effort.
+            let _ = sqlx::query("UPDATE stripe_events SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                .bind(&args.event_id)
+                .bind(e.to_string())
+                .execute(&ctx.state.system_pool.0)
+                .await;
+        }
+        result
+    }
+}
+
+async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobReport, JobError> {
+    {
         let state = &ctx.state;
         let system = &state.system_pool.0;
         // System pool: the event's tenant is not known until it is routed.
@@ -76,6 +91,19 @@ impl Job for StripeEventJob {
                         .execute(system)
                         .await?;
                     tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = ?row.customer_id);
+                    // The mapping may have committed (and released its parked events) between our
+                    // routing and the park: look again, so this event is not left waiting for a sweep.
+                    if let Some(customer) = row.customer_id.as_deref().or(event.customer_id()) {
+                        let mapped: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE stripe_customer_id = $1")
+                            .bind(customer)
+                            .fetch_optional(system)
+                            .await?;
+                        if mapped.is_some() {
+                            inbox::release_unmatched(&state.system_pool, &state.queue, customer)
+                                .await
+                                .map_err(|e| JobError::Retry(e.to_string()))?;
+                        }
+                    }
                     return Ok(serde_json::json!({"event": event.id, "outcome": "unmatched"}));
                 }
             },

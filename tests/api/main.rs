@@ -11,3 +11,4 @@ mod rls;
 mod scheduler;
 mod schema;
 mod webhooks;
+mod billing;

@@ -122,7 +122,7 @@ impl EventCtx<'_> {
     /// Makes sure a customer row exists (a placeholder older than any event) so objects that
     /// arrive before their customer can reference it.
     async fn ensure_customer(&mut self, customer: &str) -> Result<(), HandlerError> {
-        sqlx::query("INSERT INTO customers (id, tenant_id, stripe_updated_at) VALUES ($1, $2, '-infinity') ON CONFLICT (id) DO NOTHING")
+        sqlx::query("INSERT INTO customers (id, tenant_id, stripe_updated_at) VALUES ($1, $2, 'epoch') ON CONFLICT (id) DO NOTHING")
             .bind(customer)
             .bind(self.tenant.0)
             .execute(&mut *self.tx)

@@ -69,8 +69,14 @@ async fn ensure_template(admin: &mut PgConnection) {
     if exists.is_none() {
         admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE} OWNER ballast_owner"))).await.expect("create template");
     }
-    // Forward-only migrations: applying what is pending keeps the template current.
-    ballast::db::migrate(&role_url("ballast_owner", TEMPLATE)).await.expect("migrate template");
+    // Forward-only migrations: applying what is pending keeps the template current. A template
+    // built from an edited (never released) migration is rebuilt instead of failing every test.
+    if let Err(e) = ballast::db::migrate(&role_url("ballast_owner", TEMPLATE)).await {
+        eprintln!("test template is stale ({e}); rebuilding it");
+        admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))).await.expect("drop template");
+        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE} OWNER ballast_owner"))).await.expect("create template");
+        ballast::db::migrate(&role_url("ballast_owner", TEMPLATE)).await.expect("migrate template");
+    }
 }
 
 impl Drop for TestDb {

@@ -1,0 +1,358 @@
+//! The billing scenarios end to end: simulator → signed webhooks → inbox → queue → mirror and
+//! entitlements; and a property test that any order, duplication or replay converges.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::TestApp;
+use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
+
+async fn app_with(sim: &StripeSim) -> TestApp {
+    TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await
+}
+
+async fn tenant(app: &TestApp) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'T')").bind(id).execute(&app.state.system_pool.0).await.expect("tenant");
+    id
+}
+
+async fn deliver_all(app: &TestApp, events: &[Value]) {
+    for e in events {
+        assert_eq!(app.deliver(e).await, 200, "{e}");
+    }
+    app.drain().await;
+}
+
+/// The mirror for one customer, in the simulator's truth shape.
+async fn mirror(app: &TestApp, customer: &str) -> Value {
+    let pool = &app.state.system_pool.0;
+    let deleted: bool = sqlx::query_scalar("SELECT deleted FROM customers WHERE id = $1").bind(customer).fetch_optional(pool).await.expect("c").unwrap_or(false);
+    let subs: Vec<(String, String, Option<String>, bool, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as("SELECT id, status, price_id, cancel_at_period_end, current_period_end FROM subscriptions WHERE customer_id = $1")
+            .bind(customer)
+            .fetch_all(pool)
+            .await
+            .expect("subs");
+    let invoices: Vec<(String, String, i64, i32)> =
+        sqlx::query_as("SELECT id, status, amount_paid, attempt_count FROM invoices WHERE customer_id = $1").bind(customer).fetch_all(pool).await.expect("inv");
+    let subs: BTreeMap<String, Value> =
+        subs.into_iter().map(|(id, st, p, c, end)| (id, json!([st, p, c, end.map(|e| e.timestamp())]))).collect();
+    let invoices: BTreeMap<String, Value> = invoices.into_iter().map(|(id, st, paid, n)| (id, json!([st, paid, n]))).collect();
+    json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices})
+}
+
+/// Feature → (enabled, limit, expires) for a tenant.
+async fn entitlements(app: &TestApp, tenant: Uuid) -> BTreeMap<String, (bool, Option<i64>, bool)> {
+    let rows: Vec<(String, bool, Option<i64>, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as("SELECT feature, enabled, limit_value, expires_at FROM entitlements WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(&app.state.system_pool.0)
+            .await
+            .expect("entitlements");
+    rows.into_iter().map(|(f, e, l, x)| (f, (e, l, x.is_some()))).collect()
+}
+
+async fn effects(app: &TestApp, tenant: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT effect_key FROM billing_effects WHERE tenant_id = $1 ORDER BY 1")
+        .bind(tenant)
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("effects")
+}
+
+async fn tenant_status(app: &TestApp, tenant: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1").bind(tenant).fetch_one(&app.state.system_pool.0).await.expect("status")
+}
+
+fn on(e: &BTreeMap<String, (bool, Option<i64>, bool)>, feature: &str) -> bool {
+    e.get(feature).is_some_and(|x| x.0)
+}
+
+/// Each scenario drives the simulator for one tenant and returns its customer.
+type Scenario = fn(&StripeSim, Uuid) -> String;
+
+fn trial_to_active(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, Some(14));
+    sim.advance_days(15);
+    c
+}
+
+fn trial_to_paused(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, false);
+    sim.checkout(t, &c, STARTER, Some(14));
+    sim.advance_days(15);
+    c
+}
+
+fn decline_then_recovery(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.set_declining(&c, true);
+    sim.advance_days(30);
+    sim.set_declining(&c, false);
+    for inv in sim.open_invoices_of(&c) {
+        sim.retry_invoice(&inv);
+    }
+    c
+}
+
+fn upgrade(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(10);
+    sim.upgrade(&s, PRO);
+    c
+}
+
+fn downgrade_at_period_end(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, PRO, None);
+    sim.downgrade_at_period_end(&s, STARTER);
+    sim.advance_days(31);
+    c
+}
+
+fn cancel_immediately(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(3);
+    sim.cancel(&s, false);
+    c
+}
+
+fn refund_partial_then_full(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    let charge = sim.charges_of(&c).pop().expect("charge");
+    sim.advance_days(1);
+    sim.refund(&charge, 500);
+    sim.advance_days(1);
+    sim.refund(&charge, 1500);
+    c
+}
+
+fn customer_deletion(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(2);
+    sim.delete_customer(&c);
+    c
+}
+
+#[tokio::test]
+async fn the_billing_scenarios_reach_the_right_mirror_and_entitlements() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+
+    // Trial expiry with a card → active on the plan.
+    let t = tenant(&app).await;
+    let c = trial_to_active(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert!(on(&e, "api_access") && !on(&e, "sso") && e["projects"].1 == Some(3), "{e:?}");
+    assert!(effects(&app, t).await.iter().any(|k| k.starts_with("email.trial_will_end:")));
+
+    // Trial expiry without a payment method → paused → restricted.
+    let t = tenant(&app).await;
+    let c = trial_to_paused(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert!(!on(&e, "api_access") && on(&e, "read_only"), "{e:?}");
+    assert_eq!(tenant_status(&app, t).await, "restricted");
+
+    // Card decline: past_due keeps the plan for the grace period; recovery restores it for good.
+    let t = tenant(&app).await;
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.set_declining(&c, true);
+    sim.advance_days(30);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert!(on(&e, "api_access") && e["api_access"].2, "grace: on, with an end: {e:?}");
+    assert!(effects(&app, t).await.iter().any(|k| k.starts_with("dunning.payment_failed:")));
+    sim.set_declining(&c, false);
+    for inv in sim.open_invoices_of(&c) {
+        sim.retry_invoice(&inv);
+    }
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert!(on(&e, "api_access") && !e["api_access"].2, "{e:?}");
+
+    // Upgrade with proration → the bigger plan at once.
+    let t = tenant(&app).await;
+    let c = upgrade(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    assert!(on(&entitlements(&app, t).await, "sso"));
+
+    // Downgrade at period end: Pro until the period ends, Starter after.
+    let t = tenant(&app).await;
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, PRO, None);
+    sim.downgrade_at_period_end(&s, STARTER);
+    deliver_all(&app, &sim.take_events()).await;
+    assert!(on(&entitlements(&app, t).await, "sso"));
+    sim.advance_days(31);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert!(!on(&e, "sso") && on(&e, "api_access"), "{e:?}");
+
+    // Cancellation at period end: the plan until the period ends, then nothing.
+    let t = tenant(&app).await;
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.cancel(&s, true);
+    deliver_all(&app, &sim.take_events()).await;
+    let e = entitlements(&app, t).await;
+    assert!(on(&e, "api_access") && e["api_access"].2, "until period end: {e:?}");
+    sim.advance_days(31);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    assert!(!on(&entitlements(&app, t).await, "api_access"));
+
+    // Immediate cancellation: nothing at once.
+    let t = tenant(&app).await;
+    let c = cancel_immediately(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    assert!(!on(&entitlements(&app, t).await, "api_access"));
+
+    // Refunds, partial then full: the charge mirror follows; access is not a refund's business.
+    let t = tenant(&app).await;
+    let c = refund_partial_then_full(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    let charge: (i64, bool) = sqlx::query_as("SELECT amount_refunded, refunded FROM charges WHERE customer_id = $1")
+        .bind(&c)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("charge");
+    assert_eq!(charge, (2000, true));
+    let keys = effects(&app, t).await;
+    assert!(keys.iter().filter(|k| k.starts_with("refund.recorded:")).count() == 2, "{keys:?}");
+    assert!(on(&entitlements(&app, t).await, "api_access"));
+
+    // Customer deletion, its events in either order.
+    for reversed in [false, true] {
+        let t = tenant(&app).await;
+        let c = customer_deletion(&sim, t);
+        let mut events = sim.take_events();
+        if reversed {
+            events.reverse();
+        }
+        deliver_all(&app, &events).await;
+        assert_eq!(mirror(&app, &c).await, sim.truth(&c), "reversed: {reversed}");
+        assert!(!on(&entitlements(&app, t).await, "api_access"));
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_old_event_never_rolls_state_back() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let t = tenant(&app).await;
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    let first = sim.take_events();
+    deliver_all(&app, &first).await;
+    sim.advance_days(1);
+    sim.cancel(&s, false);
+    deliver_all(&app, &sim.take_events()).await;
+    // Re-signed replays of the old "active" events, a day older than what we hold.
+    deliver_all(&app, &first).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    assert!(!on(&entitlements(&app, t).await, "api_access"));
+}
+
+/// Any permutation of a scenario's events, with duplicates, converges on the simulator's truth,
+/// with the same entitlements and each side effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_order_duplication_or_replay_converges() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let scenarios: &[(&str, Scenario)] = &[
+        ("trial_to_active", trial_to_active),
+        ("trial_to_paused", trial_to_paused),
+        ("decline_then_recovery", decline_then_recovery),
+        ("upgrade", upgrade),
+        ("downgrade_at_period_end", downgrade_at_period_end),
+        ("cancel_immediately", cancel_immediately),
+        ("refund_partial_then_full", refund_partial_then_full),
+        ("customer_deletion", customer_deletion),
+    ];
+    let handle = tokio::runtime::Handle::current();
+    for (name, scenario) in scenarios {
+        // The reference: the same scenario delivered in order.
+        let t0 = tenant(&app).await;
+        let c0 = scenario(&sim, t0);
+        deliver_all(&app, &sim.take_events()).await;
+        let want_entitlements = entitlements(&app, t0).await;
+        let want_effects: Vec<String> = effects(&app, t0).await.iter().map(|k| strip_ids(k)).collect();
+        assert_eq!(mirror(&app, &c0).await, sim.truth(&c0), "{name} in order");
+
+        let mut runner = TestRunner::new(Config { cases: 4, failure_persistence: None, ..Config::default() });
+        let n = 40usize;
+        let strategy = (any::<u64>(), proptest::collection::vec(0..n, 0..6));
+        let result = runner.run(&strategy, |(seed, dups)| {
+            tokio::task::block_in_place(|| {
+                handle.block_on(async {
+                    let t = tenant(&app).await;
+                    let c = scenario(&sim, t);
+                    let mut events = sim.take_events();
+                    let len = events.len();
+                    for d in &dups {
+                        events.push(events[d % len].clone());
+                    }
+                    shuffle(&mut events, seed);
+                    // Half concurrently, half one by one.
+                    let (a, b) = events.split_at(events.len() / 2);
+                    let statuses = futures::future::join_all(a.iter().map(|e| app.deliver(e))).await;
+                    assert!(statuses.iter().all(|s| *s == 200));
+                    deliver_all(&app, b).await;
+                    let scheduled = app.state.queue.scheduled(&"stripe.event".into()).await.expect("scheduled");
+                    let dead = ballast::queue::dead::list(&app.state.system_pool, None, 5).await.expect("dead");
+                    let statuses: Vec<(String, String, Option<String>)> = sqlx::query_as("SELECT type, status, last_error FROM stripe_events WHERE customer_id = $1")
+                        .bind(&c).fetch_all(&app.state.system_pool.0).await.expect("statuses");
+                    prop_assert_eq!(mirror(&app, &c).await, sim.truth(&c), "{} retries {:?} dead {:?} inbox {:?}", name,
+                        scheduled.iter().map(|s| s.0.payload.clone()).collect::<Vec<_>>(), dead.iter().map(|d| d.error.clone()).collect::<Vec<_>>(), statuses);
+                    prop_assert_eq!(&entitlements(&app, t).await, &want_entitlements, "{}", name);
+                    let got: Vec<String> = effects(&app, t).await.iter().map(|k| strip_ids(k)).collect();
+                    prop_assert_eq!(&got, &want_effects, "{}: every effect once", name);
+                    Ok(())
+                })
+            })
+        });
+        if let Err(e) = result {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+/// Effect keys name simulator ids and clock times, which differ per run: keep their shape.
+fn strip_ids(key: &str) -> String {
+    key.split(':')
+        .map(|part| match part {
+            p if p.contains("_sim") => p.split('_').next().unwrap_or(""),
+            p if p.parse::<i64>().is_ok_and(|n| n > 1_000_000_000) => "t",
+            p => p,
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn shuffle(v: &mut [Value], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        v.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+}
