@@ -5,7 +5,7 @@ use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{ChargeObject, object};
 
 pub(super) async fn refunded(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
-    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("charge event without an object id".into()))?.to_owned();
+    let id = ctx.object_id()?;
     if let Some(state) = ctx.state_to_apply(Table::Charges, ObjectKind::Charge, &id).await? {
         let c: ChargeObject = shape(object(&state))?;
         let customer = c.customer.clone().ok_or_else(|| HandlerError::Shape("charge without a customer".into()))?;

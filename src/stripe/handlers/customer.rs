@@ -6,7 +6,7 @@ use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{CustomerObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
-    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("customer event without an object id".into()))?.to_owned();
+    let id = ctx.object_id()?;
     let deleted_event = ctx.event.event_type == "customer.deleted";
     let mut applied = Applied::default();
     if let Some(state) = ctx.state_to_apply(Table::Customers, ObjectKind::Customer, &id).await? {

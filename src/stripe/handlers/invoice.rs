@@ -6,7 +6,7 @@ use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{InvoiceObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
-    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("invoice event without an object id".into()))?.to_owned();
+    let id = ctx.object_id()?;
     if let Some(state) = ctx.state_to_apply(Table::Invoices, ObjectKind::Invoice, &id).await? {
         let inv: InvoiceObject = shape(object(&state))?;
         let customer = inv.customer.clone().ok_or_else(|| HandlerError::Shape("invoice without a customer".into()))?;

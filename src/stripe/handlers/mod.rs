@@ -90,6 +90,11 @@ impl EventCtx<'_> {
         ts(self.event.created).unwrap_or_else(Utc::now)
     }
 
+    /// The event's object id; an event of a family that always has one is malformed without it.
+    fn object_id(&self) -> Result<String, HandlerError> {
+        self.event.object_id().map(str::to_owned).ok_or_else(|| HandlerError::Shape(format!("{} without an object id", self.event.event_type)))
+    }
+
     /// The object state to apply, or None when the mirror holds something newer. Locks the
     /// row (when present) until the transaction ends.
     async fn state_to_apply(&mut self, table: Table, kind: ObjectKind, id: &str) -> Result<Option<serde_json::Value>, HandlerError> {

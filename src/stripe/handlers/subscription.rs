@@ -6,7 +6,7 @@ use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{SubscriptionObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
-    let id = ctx.event.object_id().ok_or_else(|| HandlerError::Shape("subscription event without an object id".into()))?.to_owned();
+    let id = ctx.object_id()?;
     if let Some(state) = ctx.state_to_apply(Table::Subscriptions, ObjectKind::Subscription, &id).await? {
         let s: SubscriptionObject = shape(object(&state))?;
         let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
