@@ -66,90 +66,84 @@ impl Job for StripeEventJob {
 }
 
 async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobReport, JobError> {
-    {
-        let state = &ctx.state;
-        let system = &state.system_pool.0;
-        // System pool: the event's tenant is not known until it is routed.
-        let row: Option<InboxRow> =
-            sqlx::query_as("SELECT payload, status, tenant_id, customer_id FROM stripe_events WHERE id = $1")
-                .bind(&args.event_id)
-                .fetch_optional(system)
-                .await?;
-        let Some(row) = row else { return Err(JobError::Cancel(format!("no inbox row for {}", args.event_id))) };
-        if matches!(row.status.as_str(), "processed" | "ignored") {
-            return Ok(serde_json::json!({"event": args.event_id, "outcome": "already done"}));
-        }
-        let event = StripeEvent::from_value(&row.payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
-        let tenant = match row.tenant_id {
-            Some(t) => TenantId(t),
-            None => match route(state, &event, row.customer_id.as_deref()).await? {
-                Some(t) => t,
-                None => {
-                    sqlx::query("UPDATE stripe_events SET status = 'unmatched', customer_id = COALESCE(customer_id, $2) WHERE id = $1 AND status <> 'processed'")
-                        .bind(&event.id)
-                        .bind(event.customer_id())
-                        .execute(system)
-                        .await?;
-                    tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = ?row.customer_id);
-                    // The mapping may have committed (and released its parked events) between our
-                    // routing and the park: look again, so this event is not left waiting for a sweep.
-                    if let Some(customer) = row.customer_id.as_deref().or(event.customer_id()) {
-                        let mapped: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE stripe_customer_id = $1")
-                            .bind(customer)
-                            .fetch_optional(system)
-                            .await?;
-                        if mapped.is_some() {
-                            inbox::release_unmatched(&state.system_pool, &state.queue, customer)
-                                .await
-                                .map_err(|e| JobError::Retry(e.to_string()))?;
-                        }
+    let state = &ctx.state;
+    let system = &state.system_pool.0;
+    // System pool: the event's tenant is not known until it is routed.
+    let row: Option<InboxRow> =
+        sqlx::query_as("SELECT payload, status, tenant_id, customer_id FROM stripe_events WHERE id = $1")
+            .bind(&args.event_id)
+            .fetch_optional(system)
+            .await?;
+    let Some(row) = row else { return Err(JobError::Cancel(format!("no inbox row for {}", args.event_id))) };
+    if matches!(row.status.as_str(), "processed" | "ignored") {
+        return Ok(serde_json::json!({"event": args.event_id, "outcome": "already done"}));
+    }
+    let event = StripeEvent::from_value(&row.payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
+    let tenant = match row.tenant_id {
+        Some(t) => TenantId(t),
+        None => match route(state, &event, row.customer_id.as_deref()).await? {
+            Some(t) => t,
+            None => {
+                sqlx::query("UPDATE stripe_events SET status = 'unmatched', customer_id = COALESCE(customer_id, $2) WHERE id = $1 AND status <> 'processed'")
+                    .bind(&event.id)
+                    .bind(event.customer_id())
+                    .execute(system)
+                    .await?;
+                tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = ?row.customer_id);
+                // The mapping may have committed (and released its parked events) between our
+                // routing and the park: look again, so this event is not left waiting for a sweep.
+                if let Some(customer) = row.customer_id.as_deref().or(event.customer_id()) {
+                    if mapped_tenant(system, customer).await?.is_some() {
+                        inbox::release_unmatched(&state.system_pool, &state.queue, customer)
+                            .await
+                            .map_err(|e| JobError::Retry(e.to_string()))?;
                     }
-                    return Ok(serde_json::json!({"event": event.id, "outcome": "unmatched"}));
                 }
-            },
-        };
-        // System pool: the row has no tenant yet, so the tenant role could not see it.
-        sqlx::query("UPDATE stripe_events SET tenant_id = $2 WHERE id = $1 AND tenant_id IS NULL")
-            .bind(&event.id)
-            .bind(tenant.0)
-            .execute(system)
-            .await?;
-
-        let mut tx = state.tenant_pool.begin(tenant).await?;
-        // One tenant's events apply one at a time, so entitlements see every committed change.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("tenant:{tenant}"))
-            .execute(&mut *tx)
-            .await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE")
-            .bind(&event.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if status.as_deref() == Some("processed") {
-            return Ok(serde_json::json!({"event": event.id, "outcome": "already processed"}));
-        }
-        let mut ectx = EventCtx { tx: &mut tx, tenant, event: &event, stripe: &state.stripe };
-        let applied = handlers::apply(&mut ectx).await?;
-        let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
-        sqlx::query(
-            "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
-        )
+                return Ok(serde_json::json!({"event": event.id, "outcome": "unmatched"}));
+            }
+        },
+    };
+    // System pool: the row has no tenant yet, so the tenant role could not see it.
+    sqlx::query("UPDATE stripe_events SET tenant_id = $2 WHERE id = $1 AND tenant_id IS NULL")
         .bind(&event.id)
+        .bind(tenant.0)
+        .execute(system)
+        .await?;
+
+    let mut tx = state.tenant_pool.begin(tenant).await?;
+    // One tenant's events apply one at a time, so entitlements see every committed change.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("tenant:{tenant}"))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-
-        // After commit: readers must not see the old entitlements past this point.
-        let mut redis = state.redis.clone();
-        if let Err(e) = redis.del::<_, ()>(state.keys.tenant_entitlements(tenant)).await {
-            // The key's short TTL bounds the staleness; the event itself is applied.
-            tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
-        }
-        if let Some(customer) = applied.mapped_customer {
-            inbox::release_unmatched(&state.system_pool, &state.queue, &customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
-        }
-        Ok(serde_json::json!({"event": event.id, "type": event.event_type, "tenant": tenant, "access": format!("{access:?}")}))
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE")
+        .bind(&event.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if status.as_deref() == Some("processed") {
+        return Ok(serde_json::json!({"event": event.id, "outcome": "already processed"}));
     }
+    let mut ectx = EventCtx { tx: &mut tx, tenant, event: &event, stripe: &state.stripe };
+    let applied = handlers::apply(&mut ectx).await?;
+    let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
+    sqlx::query(
+        "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
+    )
+    .bind(&event.id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    // After commit: readers must not see the old entitlements past this point.
+    let mut redis = state.redis.clone();
+    if let Err(e) = redis.del::<_, ()>(state.keys.tenant_entitlements(tenant)).await {
+        // The key's short TTL bounds the staleness; the event itself is applied.
+        tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
+    }
+    if let Some(customer) = applied.mapped_customer {
+        inbox::release_unmatched(&state.system_pool, &state.queue, &customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
+    }
+    Ok(serde_json::json!({"event": event.id, "type": event.event_type, "tenant": tenant, "access": format!("{access:?}")}))
 }
 
 /// Finds the tenant of an event: by the customer's mapping, or by the tenant id the app put
@@ -177,12 +171,8 @@ async fn route(state: &AppState, event: &StripeEvent, customer: Option<&str>) ->
         }
     }
     if let Some(c) = &customer {
-        let mapped: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE stripe_customer_id = $1")
-            .bind(c)
-            .fetch_optional(system)
-            .await?;
-        if let Some(t) = mapped {
-            return Ok(Some(TenantId(t)));
+        if let Some(t) = mapped_tenant(system, c).await? {
+            return Ok(Some(t));
         }
     }
     let claimed = event
@@ -201,4 +191,11 @@ async fn route(state: &AppState, event: &StripeEvent, customer: Option<&str>) ->
     .fetch_optional(system)
     .await?;
     Ok(ok.map(TenantId))
+}
+
+/// The tenant mapped to a Stripe customer, if any. System pool: routing precedes the tenant.
+async fn mapped_tenant(system: &sqlx::PgPool, customer: &str) -> Result<Option<TenantId>, sqlx::Error> {
+    let id: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE stripe_customer_id = $1").bind(customer).fetch_optional(system).await?;
+    Ok(id.map(TenantId))
 }
