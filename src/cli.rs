@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use ballast::app::{self, AppState, Member};
-use ballast::bench::{self, BenchParams};
+use ballast::bench::jobs::BenchParams;
+use ballast::bench::webhooks::WebhookBenchParams;
 use ballast::config::Settings;
 use ballast::domain::TenantId;
 use ballast::jobs::Registry;
@@ -63,8 +64,18 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
-    /// Measure no-op job throughput and pickup latency on the configured Redis (a private namespace).
+    /// Benchmarks (release build; figures for README, never a timed test).
     Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// No-op job throughput and pickup latency on the configured Redis (a private namespace),
+    /// following the BullMQ peer's protocol.
+    Jobs {
         /// Jobs in the backlog phase.
         #[arg(long, default_value_t = 100_000)]
         n: usize,
@@ -77,6 +88,29 @@ enum Command {
         /// Length of the pickup phase (s).
         #[arg(long, default_value_t = 5)]
         pickup_secs: u32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signed Stripe webhooks at a fixed arrival rate into an in-process api + worker member:
+    /// POST /webhooks/stripe latency and received-to-entitlements-updated latency. Uses the
+    /// configured PostgreSQL (its own tenants, deleted afterwards) and a private Redis namespace.
+    Webhooks {
+        /// Arrival rate (requests/s), open loop.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u32,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+        /// Seconds sent first and not counted (tables are analyzed one second in).
+        #[arg(long, default_value_t = 3)]
+        warmup_secs: u32,
+        /// Tenants the events are spread over.
+        #[arg(long, default_value_t = 200)]
+        tenants: usize,
+        /// Run the api role alone (no workers): intake latency by itself.
+        #[arg(long)]
+        ingest_only: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -159,17 +193,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             let state = AppState::build(settings)?;
             jobs(state, command).await?;
         }
-        Command::Bench { n, concurrency, pickup_rate, pickup_secs, json } => {
-            let report = bench::run(settings, BenchParams { n, concurrency, pickup_rate, pickup_secs }).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "noop x{n}, concurrency {concurrency}: enqueue {:.0} jobs/s, processed {:.0} jobs/s, pickup p50 {:.2} ms / p99 {:.2} ms ({} samples)",
-                    report.enqueue_per_sec, report.processed_per_sec, report.pickup_p50_ms, report.pickup_p99_ms, report.pickup_samples
-                );
-            }
-        }
+        Command::Bench { command } => bench(settings, command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -207,6 +231,41 @@ async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::json!({"dead_letter": id, "job_id": job}));
             } else {
                 println!("re-queued job {job} from dead letter {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Jobs { n, concurrency, pickup_rate, pickup_secs, json } => {
+            let report = ballast::bench::jobs::run(settings, BenchParams { n, concurrency, pickup_rate, pickup_secs }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "noop x{n}, concurrency {concurrency}: enqueue {:.0} jobs/s, processed {:.0} jobs/s, pickup p50 {:.2} ms / p99 {:.2} ms ({} samples)",
+                    report.enqueue_per_sec, report.processed_per_sec, report.pickup_p50_ms, report.pickup_p99_ms, report.pickup_samples
+                );
+            }
+        }
+        BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only, json } => {
+            let r = ballast::bench::webhooks::run(settings, WebhookBenchParams { rate, secs, warmup_secs, tenants, ingest_only }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let to_entitlements = match (r.to_entitlements_p50_ms, r.to_entitlements_p99_ms) {
+                    (Some(p50), Some(p99)) => format!("received -> entitlements p50 {p50:.2} ms / p99 {p99:.2} ms; {} inbox rows processed", r.processed),
+                    _ => "ingest only (no workers)".to_owned(),
+                };
+                println!(
+                    "webhooks at {rate}/s for {secs} s over {tenants} tenants: {} requests ({} accepted, {} failed), achieved {:.0}/s; \
+                     POST p50 {:.2} ms / p99 {:.2} ms / max {:.2} ms; {to_entitlements}{}{}",
+                    r.requests, r.accepted, r.failed, r.achieved_per_sec, r.ingest_p50_ms, r.ingest_p99_ms, r.ingest_max_ms,
+                    if r.analyzed { "" } else { " (tables not analyzed: set BALLAST_OWNER_DATABASE_URL)" },
+                    if r.refusals.is_empty() { String::new() } else { format!("; refused: {:?}", r.refusals) }
+                );
             }
         }
     }

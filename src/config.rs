@@ -173,7 +173,7 @@ impl Settings {
         if let Some(endpoint) = &otel_endpoint {
             check_url("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, &["http", "https"])?;
         }
-        let db_pool_size: u32 = src.parse_or("BALLAST_DB_POOL_SIZE", 10, "a whole number")?;
+        let db_pool_size: u32 = src.parse_or("BALLAST_DB_POOL_SIZE", 20, "a whole number")?;
         if db_pool_size == 0 {
             return Err(ConfigError::new("BALLAST_DB_POOL_SIZE", "must be at least 1"));
         }

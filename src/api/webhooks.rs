@@ -54,9 +54,22 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the event could not be stored; retry later")
     })?;
     if inserted == Inserted::New {
-        if let Err(e) = inbox::enqueue(&state.system_pool, &state.queue, &event.id, None).await {
+        match inbox::push(&state.queue, &event.id, None).await {
+            Ok(()) => {
+                // Marking the row queued is bookkeeping for the sweep, so it runs after the
+                // answer. If it never runs (crash, PostgreSQL gone), the sweep pushes the row
+                // again after 30 s, which the job's idempotency key turns into a no-op.
+                let (pool, id) = (state.system_pool.clone(), event.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = inbox::mark_queued(&pool, &id).await {
+                        tracing::debug!(message = "Inbox row not marked queued; the sweep will.", event_id = %id, error = %e);
+                    }
+                });
+            }
             // Durable already: the scheduler's inbox sweep queues it when Redis is back.
-            tracing::warn!(message = "Webhook stored but not queued; the inbox sweep will queue it.", event_id = %event.id, error = %e);
+            Err(e) => {
+                tracing::warn!(message = "Webhook stored but not queued; the inbox sweep will queue it.", event_id = %event.id, error = %e)
+            }
         }
     }
     let body = serde_json::json!({

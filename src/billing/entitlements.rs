@@ -95,33 +95,44 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, g
         Access::Restricted => ("restricted", None, None, Some(&plans.restricted.features)),
         Access::None => ("none", None, None, None),
     };
-    sqlx::query("DELETE FROM entitlements WHERE tenant_id = $1").bind(tenant.0).execute(&mut *tx).await?;
+    let mut features = Vec::with_capacity(plans.features.len());
+    let mut enabled = Vec::with_capacity(plans.features.len());
+    let mut limits = Vec::with_capacity(plans.features.len());
     for feature in plans.features.keys() {
-        let (enabled, limit) = match grants.and_then(|g| g.get(feature)) {
+        let (on, limit) = match grants.and_then(|g| g.get(feature)) {
             Some(Grant::Switch(on)) => (*on, None),
             Some(Grant::Limit(n)) => (true, Some(*n)),
             None => (false, None),
         };
-        sqlx::query(
-            "INSERT INTO entitlements (tenant_id, feature, enabled, limit_value, source, plan_id, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(tenant.0)
-        .bind(feature)
-        .bind(enabled)
-        .bind(limit)
-        .bind(source)
-        .bind(plan_id)
-        .bind(until)
-        .execute(&mut *tx)
-        .await?;
+        features.push(feature.as_str());
+        enabled.push(on);
+        limits.push(limit);
     }
     let status = if best == Access::Restricted { "restricted" } else { "active" };
-    sqlx::query("UPDATE tenants SET status = $2 WHERE id = $1 AND status <> 'closed'")
-        .bind(tenant.0)
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
+    // One statement (one round trip): upsert every catalogued feature, drop features the
+    // catalogue no longer has, set the tenant's status.
+    sqlx::query(
+        "WITH upserted AS (
+             INSERT INTO entitlements (tenant_id, feature, enabled, limit_value, source, plan_id, expires_at, updated_at)
+             SELECT $1, f.feature, f.enabled, f.limit_value, $5, $6, $7, now()
+             FROM UNNEST($2::text[], $3::bool[], $4::bigint[]) AS f (feature, enabled, limit_value)
+             ON CONFLICT (tenant_id, feature) DO UPDATE SET enabled = EXCLUDED.enabled, limit_value = EXCLUDED.limit_value,
+                 source = EXCLUDED.source, plan_id = EXCLUDED.plan_id, expires_at = EXCLUDED.expires_at, updated_at = now()
+         ), dropped AS (
+             DELETE FROM entitlements WHERE tenant_id = $1 AND NOT (feature = ANY ($2::text[]))
+         )
+         UPDATE tenants SET status = $8 WHERE id = $1 AND status <> 'closed'",
+    )
+    .bind(tenant.0)
+    .bind(&features)
+    .bind(&enabled)
+    .bind(&limits)
+    .bind(source)
+    .bind(plan_id)
+    .bind(until)
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
     Ok(best)
 }
 

@@ -45,6 +45,8 @@ struct InboxRow {
     status: String,
     tenant_id: Option<uuid::Uuid>,
     customer_id: Option<String>,
+    /// The tenant mapped to `customer_id`, read in the same round trip (the common route).
+    mapped_tenant: Option<uuid::Uuid>,
 }
 
 impl Job for StripeEventJob {
@@ -70,7 +72,11 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     let system = &state.system_pool.0;
     // System pool: the event's tenant is not known until it is routed.
     let row: Option<InboxRow> =
-        sqlx::query_as("SELECT payload, status, tenant_id, customer_id FROM stripe_events WHERE id = $1")
+        sqlx::query_as(
+            "SELECT e.payload, e.status, e.tenant_id, e.customer_id,
+                    (SELECT t.id FROM tenants t WHERE t.stripe_customer_id = e.customer_id) AS mapped_tenant
+             FROM stripe_events e WHERE e.id = $1",
+        )
             .bind(&args.event_id)
             .fetch_optional(system)
             .await?;
@@ -79,7 +85,7 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
         return Ok(serde_json::json!({"event": args.event_id, "outcome": "already done"}));
     }
     let event = StripeEvent::from_value(&row.payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
-    let tenant = match row.tenant_id {
+    let tenant = match row.tenant_id.or(row.mapped_tenant) {
         Some(t) => TenantId(t),
         None => match route(state, &event, row.customer_id.as_deref()).await? {
             Some(t) => t,
@@ -103,19 +109,17 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
             }
         },
     };
-    // System pool: the row has no tenant yet, so the tenant role could not see it.
-    sqlx::query("UPDATE stripe_events SET tenant_id = $2 WHERE id = $1 AND tenant_id IS NULL")
-        .bind(&event.id)
-        .bind(tenant.0)
-        .execute(system)
-        .await?;
+    if row.tenant_id.is_none() {
+        // System pool: the row has no tenant yet, so the tenant role could not see it.
+        sqlx::query("UPDATE stripe_events SET tenant_id = $2 WHERE id = $1 AND tenant_id IS NULL")
+            .bind(&event.id)
+            .bind(tenant.0)
+            .execute(system)
+            .await?;
+    }
 
-    let mut tx = state.tenant_pool.begin(tenant).await?;
     // One tenant's events apply one at a time, so entitlements see every committed change.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("tenant:{tenant}"))
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE")
         .bind(&event.id)
         .fetch_optional(&mut *tx)

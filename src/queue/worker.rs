@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::envelope::now_us;
-use super::wake::Wakeups;
+use super::wake::{SignalledConnection, Wakeups};
 use super::{JobEnvelope, dead};
 use crate::app::AppState;
 use crate::catalogue::JobPolicy;
@@ -90,7 +90,8 @@ async fn supervise(exec: Arc<Executor>, wakeups: Wakeups, name: String, stop: Ca
     while !stop.is_cancelled() {
         let config = exec.state.queue.apalis_config(&exec.policy);
         let signal = wakeups.signal(config.queue.as_ref());
-        let storage: RedisStorage<serde_json::Value> = RedisStorage::new(exec.state.redis.clone()).with_config(config);
+        let connection = SignalledConnection::new(exec.state.redis.clone(), signal.clone());
+        let storage: RedisStorage<serde_json::Value, SignalledConnection> = RedisStorage::new(connection).with_config(config);
         let backend = PollWith::new(storage, Strategy::new().stream(signal).interval(exec.options.scheduled_poll));
         let handler_exec = exec.clone();
         let worker = WorkerBuilder::new(name.as_str())

@@ -30,8 +30,11 @@ pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Va
     let handled = handlers::handles(&event.event_type);
     let status = if handled { "received" } else { "ignored" };
     let inserted: Option<String> = sqlx::query_scalar(
-        "INSERT INTO stripe_events (id, type, livemode, api_version, stripe_created, payload, status, customer_id, object_id, processed_at)
-         VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, CASE WHEN $7 = 'ignored' THEN now() END)
+        // The tenant is filled in here when the customer is already mapped (the common case),
+        // so the job need not write the row a second time to route it.
+        "INSERT INTO stripe_events (id, type, livemode, api_version, stripe_created, payload, status, customer_id, object_id, processed_at, tenant_id)
+         VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, CASE WHEN $7 = 'ignored' THEN now() END,
+                 (SELECT t.id FROM tenants t WHERE t.stripe_customer_id = $8))
          ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     .bind(&event.id)
@@ -55,11 +58,24 @@ pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Va
 /// Queues the job for one event (idempotent per event id while Redis keeps the key) and
 /// marks the row queued.
 pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &str, traceparent: Option<String>) -> Result<(), QueueError> {
+    push(queue, event_id, traceparent).await?;
+    mark_queued(pool, event_id).await?;
+    Ok(())
+}
+
+/// Queues the job for one event; idempotent per event id while Redis keeps the key.
+pub async fn push(queue: &JobQueue, event_id: &str, traceparent: Option<String>) -> Result<(), QueueError> {
     let mut req = EnqueueRequest::new(JOB_KIND, serde_json::json!({"event_id": event_id}));
     req.id = Some(JobId(format!("stripe.event:{event_id}")));
     req.idempotency_key = Some(format!("stripe.event:{event_id}"));
     req.traceparent = traceparent;
     queue.enqueue(req).await?;
+    Ok(())
+}
+
+/// Records that the row's job is queued, so the sweep leaves it alone. A no-op when the job
+/// has already processed it.
+pub async fn mark_queued(pool: &SystemPool, event_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET status = 'queued', queued_at = now() WHERE id = $1 AND status = 'received'")
         .bind(event_id)
         .execute(&pool.0)

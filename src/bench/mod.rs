@@ -1,0 +1,118 @@
+//! Benchmarks run from the CLI (never timed tests): `ballast bench jobs` (the job engine
+//! against the BullMQ peer's protocol) and `ballast bench webhooks` (Stripe webhook ingest at
+//! a fixed arrival rate). Each runs in a private Redis namespace and removes what it wrote.
+
+pub mod jobs;
+pub mod webhooks;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use redis::AsyncCommands;
+use tokio::sync::Notify;
+
+use crate::app::StartError;
+use crate::keys::Keys;
+use crate::queue::QueueError;
+
+/// Errors of a benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Could not build the app.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Queue failure.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Redis failure.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// PostgreSQL failure (setting up or removing the benchmark's rows).
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The run stalled; what was found where.
+    #[error("only {done} of {n} finished within {secs} s: {detail}")]
+    Incomplete {
+        /// Finished.
+        done: u64,
+        /// Expected.
+        n: u64,
+        /// The time allowed.
+        secs: u64,
+        /// Where the rest are.
+        detail: String,
+    },
+    /// The in-process API did not report its address.
+    #[error("the API role did not start listening")]
+    NotListening,
+    /// The work did not all finish in time.
+    #[error("only {done} of {n} finished within {secs} s")]
+    Stalled {
+        /// Finished.
+        done: u64,
+        /// Expected.
+        n: u64,
+        /// The time allowed.
+        secs: u64,
+    },
+}
+
+/// Counts finished units of work and wakes whoever waits for a count (no polling, no sleeps).
+#[derive(Default)]
+pub(crate) struct Progress {
+    done: AtomicU64,
+    notify: Notify,
+}
+
+impl Progress {
+    pub(crate) fn bump(&self) {
+        self.done.fetch_add(1, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn wait_for(&self, n: u64, limit: Duration) -> Result<(), BenchError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            let done = self.done();
+            if done >= n {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(BenchError::Stalled { done, n, secs: limit.as_secs() });
+            }
+        }
+    }
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s.
+pub(crate) fn latency_histogram() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).ok()
+}
+
+/// p50 and p99 of a microsecond histogram, in milliseconds.
+pub(crate) fn p50_p99_ms(h: &Histogram<u64>) -> (f64, f64) {
+    (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0)
+}
+
+/// Deletes every key under a namespace, in SCAN batches (never KEYS).
+pub async fn delete_namespace(conn: &redis::aio::ConnectionManager, keys: &Keys) -> Result<u64, redis::RedisError> {
+    let mut deleted = 0u64;
+    for pattern in [format!("{}.*", keys.namespace()), format!("{}:*", keys.namespace())] {
+        let found = crate::keys::scan(conn, &pattern).await?;
+        let mut del = conn.clone();
+        for chunk in found.chunks(500) {
+            let n: u64 = del.del(chunk).await?;
+            deleted += n;
+        }
+    }
+    Ok(deleted)
+}
