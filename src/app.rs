@@ -40,6 +40,9 @@ pub enum StartError {
     /// An unknown role name.
     #[error("unknown role {0:?}: use api, worker, scheduler")]
     UnknownRole(String),
+    /// The rate-limit policy file.
+    #[error("BALLAST_LIMITS_FILE: {0}")]
+    Limits(#[from] crate::ratelimit::policy::PolicyError),
 }
 
 /// Shared dependencies, cheap to clone.
@@ -63,6 +66,8 @@ pub struct AppState {
     pub stripe: crate::stripe::client::StripeApi,
     /// The plan catalogue.
     pub plans: Arc<crate::billing::plans::Plans>,
+    /// The intake's rate limiter (and the clock its decisions use).
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,7 +95,18 @@ impl AppState {
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
         let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base)?;
-        Ok(Self { settings: Arc::new(settings), tenant_pool, system_pool, redis, redis_client, keys, queue, stripe, plans })
+        let policies = match &settings.limits_file {
+            Some(path) if !path.exists() => {
+                return Err(StartError::Limits(crate::ratelimit::policy::PolicyError::Read {
+                    path: path.display().to_string(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                }));
+            }
+            Some(path) => crate::ratelimit::Policies::load(path)?,
+            None => crate::ratelimit::Policies::load(std::path::Path::new("deploy/limits.toml"))?,
+        };
+        let limiter = crate::ratelimit::Limiter::new(keys.clone(), redis.clone(), crate::clock::Clock::System, policies);
+        Ok(Self { settings: Arc::new(settings), tenant_pool, system_pool, redis, redis_client, keys, queue, stripe, plans, limiter })
     }
 }
 
@@ -150,7 +166,7 @@ impl Member {
             tasks.push((
                 "api",
                 tokio::spawn(async move {
-                    let serve = axum::serve(listener, router).with_graceful_shutdown(async move { api_stop2.cancelled().await });
+                    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { api_stop2.cancelled().await });
                     if let Err(e) = serve.await {
                         tracing::error!(message = "API server failed.", error = %e);
                     }

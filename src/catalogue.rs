@@ -75,6 +75,8 @@ struct EntryFile {
     #[serde(default)]
     schedule_payload: Option<toml::Table>,
     runbook: Option<String>,
+    #[serde(default)]
+    intake: bool,
 }
 
 /// The policy of one job kind, validated.
@@ -100,6 +102,8 @@ pub struct JobPolicy {
     pub schedule_payload: serde_json::Value,
     /// The runbook page this job backs, if it is an admin job.
     pub runbook: Option<String>,
+    /// App services may queue it through `POST /v1/jobs` (key scope jobs:write).
+    pub intake: bool,
     /// The file the entry came from.
     pub file: PathBuf,
 }
@@ -213,6 +217,7 @@ fn parse_entry(file: &Path) -> Result<JobPolicy, CatalogueError> {
         schedule,
         schedule_payload,
         runbook: entry.runbook,
+        intake: entry.intake,
         file: file.to_owned(),
     })
 }

@@ -64,10 +64,100 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// API keys for app services: create (printed once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Rate limits: temporary overrides (audited, expiring by themselves) and recent blocks.
+    Limits {
+        #[command(subcommand)]
+        command: LimitsCommand,
+    },
     /// Benchmarks (release build; figures for README, never a timed test).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        /// The tenant the key acts for; omit for a service-wide key (which names the tenant in
+        /// each request's Ballast-Tenant header).
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Comma-separated scopes: usage:write, jobs:write, entitlements:read, slo:write.
+        #[arg(long)]
+        scopes: String,
+        /// A name for people ("billing-service prod").
+        #[arg(long, default_value = "unnamed")]
+        name: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the keys themselves), newest first.
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id (from `ballast keys list`).
+        id: uuid::Uuid,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LimitsCommand {
+    /// Raise a limit (--limit N) or lift it (--allow) for one subject, for --ttl.
+    Override {
+        /// Policy: anonymous, key, tenant_writes.
+        #[arg(long)]
+        policy: String,
+        /// Subject: ip:ADDR, key:UUID or tenant:UUID.
+        #[arg(long)]
+        subject: String,
+        /// The limit to use instead of the policy's.
+        #[arg(long, conflicts_with = "allow", required_unless_present = "allow")]
+        limit: Option<u32>,
+        /// No limit at all.
+        #[arg(long)]
+        allow: bool,
+        /// How long, e.g. 30m, 2h (at most 7 days).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an override before it expires.
+    Revert {
+        /// Policy.
+        #[arg(long)]
+        policy: String,
+        /// Subject.
+        #[arg(long)]
+        subject: String,
+    },
+    /// Most blocked policy|subject pairs over the last --minutes.
+    Blocks {
+        /// Minutes to look back.
+        #[arg(long, default_value_t = 15)]
+        minutes: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -194,6 +284,8 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             jobs(state, command).await?;
         }
         Command::Bench { command } => bench(settings, command).await?,
+        Command::Keys { command } => keys(AppState::build(settings)?, command).await?,
+        Command::Limits { command } => limits(AppState::build(settings)?, command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -266,6 +358,122 @@ async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> 
                     if r.analyzed { "" } else { " (tables not analyzed: set BALLAST_OWNER_DATABASE_URL)" },
                     if r.refusals.is_empty() { String::new() } else { format!("; refused: {:?}", r.refusals) }
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who runs a command, for the audit log.
+fn actor() -> String {
+    std::env::var("BALLAST_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into())
+}
+
+async fn keys(state: AppState, command: KeysCommand) -> anyhow::Result<()> {
+    use ballast::auth::store;
+    match command {
+        KeysCommand::Create { tenant, scopes, name, json } => {
+            let scopes = ballast::auth::parse_scopes(&scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let created = store::create(&state.system_pool, tenant, &scopes, &name, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&created)?);
+            } else {
+                println!("{}", created.key);
+                eprintln!(
+                    "key {} ({}) for {}: scopes {}. Shown once; only its hash is stored.",
+                    created.info.id,
+                    created.info.name,
+                    created.info.tenant_id.map(|t| format!("tenant {t}")).unwrap_or_else(|| "all tenants (service-wide)".into()),
+                    created.info.scopes.join(",")
+                );
+            }
+        }
+        KeysCommand::List { tenant, json } => {
+            let rows = store::list(&state.system_pool, tenant).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("{:<36} {:<36} {:<16} {:<20} {:<8} SCOPES", "ID", "TENANT", "PREFIX", "NAME", "STATE");
+                for k in rows {
+                    let tenant = k.tenant_id.map(|t| t.to_string()).unwrap_or_else(|| "(service-wide)".into());
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    println!("{:<36} {:<36} {:<16} {:<20} {:<8} {}", k.id, tenant, k.prefix, k.name, state, k.scopes.join(","));
+                }
+            }
+        }
+        KeysCommand::Revoke { id, json } => {
+            let info = store::revoke(&state.system_pool, id, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else {
+                println!("revoked key {} ({})", info.id, info.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<std::time::Duration> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("--ttl {s:?}: expected a number and a unit, e.g. 30m or 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--ttl {s:?}: unit must be s, m, h or d"),
+    };
+    if secs == 0 || secs > 7 * 86_400 {
+        bail!("--ttl {s:?}: must be between 1 s and 7 days");
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+async fn limits(state: AppState, command: LimitsCommand) -> anyhow::Result<()> {
+    use ballast::ratelimit::{Override, PolicyName, Subject};
+    let parse = |policy: &str, subject: &str| -> anyhow::Result<(PolicyName, Subject)> {
+        let p = PolicyName::parse(policy)
+            .filter(|p| *p != PolicyName::AuthFailures)
+            .ok_or_else(|| anyhow::anyhow!("--policy {policy:?}: expected anonymous, key or tenant_writes"))?;
+        let s: Subject = subject.parse().map_err(|e: String| anyhow::anyhow!("--subject: {e}"))?;
+        Ok((p, s))
+    };
+    match command {
+        LimitsCommand::Override { policy, subject, limit, allow, ttl, json } => {
+            let (p, s) = parse(&policy, &subject)?;
+            let ttl = parse_ttl(&ttl)?;
+            let what = if allow { Override::Allow } else { Override::Limit(limit.unwrap_or(0)) };
+            let until = state.limiter.set_override(p, &s, what, ttl).await?;
+            let until = chrono::DateTime::from_timestamp_millis(until).unwrap_or_default();
+            let mut conn = state.system_pool.0.acquire().await?;
+            let params = serde_json::json!({"policy": p.as_str(), "subject": s.to_string(), "override": what, "until": until});
+            ballast::auth::store::audit(&mut conn, None, &actor(), "limits.override", params.clone()).await?;
+            if json {
+                println!("{params}");
+            } else {
+                println!("override set: {} for {} → {:?} until {} (expires by itself)", p.as_str(), s, what, until.to_rfc3339());
+            }
+        }
+        LimitsCommand::Revert { policy, subject } => {
+            let (p, s) = parse(&policy, &subject)?;
+            let existed = state.limiter.revert_override(p, &s).await?;
+            let mut conn = state.system_pool.0.acquire().await?;
+            let params = serde_json::json!({"policy": p.as_str(), "subject": s.to_string(), "existed": existed});
+            ballast::auth::store::audit(&mut conn, None, &actor(), "limits.revert", params).await?;
+            println!("{}", if existed { "override removed" } else { "no override was set" });
+        }
+        LimitsCommand::Blocks { minutes, json } => {
+            let top = state.limiter.top_blocked(minutes).await?;
+            if json {
+                let rows: Vec<_> = top.iter().map(|(k, n)| serde_json::json!({"policy_subject": k, "blocks": n})).collect();
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if top.is_empty() {
+                println!("no blocks in the last {minutes} min");
+            } else {
+                println!("{:<70} BLOCKS", "POLICY|SUBJECT");
+                for (k, n) in top.iter().take(50) {
+                    println!("{k:<70} {n}");
+                }
             }
         }
     }

@@ -81,6 +81,9 @@ pub struct Settings {
     pub webhook_tolerance_secs: i64,
     /// The plan catalogue file.
     pub plans_file: PathBuf,
+    /// The rate-limit policy file, when named explicitly (`BALLAST_LIMITS_FILE`); otherwise
+    /// deploy/limits.toml if present, else the built-in defaults.
+    pub limits_file: Option<PathBuf>,
     /// How long a past_due subscription keeps its plan.
     pub past_due_grace: chrono::Duration,
 }
@@ -204,6 +207,7 @@ impl Settings {
             webhook_max_bytes,
             webhook_tolerance_secs,
             plans_file: PathBuf::from(src.get("BALLAST_PLANS_FILE").unwrap_or("deploy/plans.toml")),
+            limits_file: src.get("BALLAST_LIMITS_FILE").map(PathBuf::from),
             past_due_grace: chrono::Duration::days(grace_days),
             database_url: url_setting(&src, "DATABASE_URL", &["postgres", "postgresql"], "the app role's PostgreSQL URL")?,
             system_database_url: url_setting(

@@ -57,6 +57,38 @@ impl Keys {
         format!("{}:ent:v1:{}", self.ns, tenant)
     }
 
+    /// Sorted set: the sliding-window log of one rate-limit policy and subject (one member per
+    /// admitted request, scored by its time in ms). TTL: the window, refreshed on admit.
+    pub fn ratelimit_window(&self, policy: &str, subject: &str) -> String {
+        format!("{}:rl:win:{}:{}", self.ns, policy, subject)
+    }
+
+    /// String `allow:{until_ms}` or `limit:{n}:{until_ms}`: a temporary override of one
+    /// policy for one subject. TTL: the override's length (its end is also in the value).
+    pub fn ratelimit_override(&self, policy: &str, subject: &str) -> String {
+        format!("{}:rl:ovr:{}:{}", self.ns, policy, subject)
+    }
+
+    /// Pattern of every override key (for listing with SCAN).
+    pub fn ratelimit_override_pattern(&self) -> String {
+        format!("{}:rl:ovr:*", self.ns)
+    }
+
+    /// String: unix ms until which a client IP is banned for failed credentials. TTL: the ban.
+    pub fn ratelimit_ban(&self, ip: &str) -> String {
+        format!("{}:rl:ban:{}", self.ns, ip)
+    }
+
+    /// Sorted set: a client IP's recent failed credential checks. TTL: the failure window.
+    pub fn ratelimit_failures(&self, ip: &str) -> String {
+        format!("{}:rl:fail:{}", self.ns, ip)
+    }
+
+    /// Hash `policy|subject` → blocks in one minute (unix minute). TTL: 2 days.
+    pub fn ratelimit_blocks(&self, minute: i64) -> String {
+        format!("{}:rl:blocks:{}", self.ns, minute)
+    }
+
     /// TTL of [`Keys::scheduler_last_tick`].
     pub const SCHEDULER_LAST_TICK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 

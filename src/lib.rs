@@ -9,12 +9,16 @@
 pub mod api;
 /// Application state and the fleet member that runs the roles.
 pub mod app;
-/// The no-op job-engine benchmark.
+/// API keys and scopes.
+pub mod auth;
+/// Benchmarks (job engine, webhook ingest, limiter overhead).
 pub mod bench;
 /// Plans and entitlements.
 pub mod billing;
 /// The job catalogue in jobs/.
 pub mod catalogue;
+/// The clock intake decisions use (manual in tests).
+pub mod clock;
 /// Typed settings.
 pub mod config;
 /// PostgreSQL pools, the tenant transaction helper, migrations.
@@ -27,6 +31,8 @@ pub mod jobs;
 pub mod keys;
 /// The job runtime on apalis.
 pub mod queue;
+/// Rate limits of the intake.
+pub mod ratelimit;
 /// The cron leader.
 pub mod scheduler;
 /// Stripe: signatures, events, the inbox, the API client, event handlers.

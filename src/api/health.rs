@@ -5,15 +5,21 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use axum::http::Method;
+use axum::routing::{MethodRouter, get};
 use serde_json::json;
 
+use super::{Auth, RouteSpec};
 use crate::app::AppState;
 
-/// Health routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+/// Health routes. Liveness is never limited (a throttled probe restarts a healthy member);
+/// readiness does real work (a PostgreSQL and a Redis round trip), so it is limited per IP.
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![
+        (RouteSpec::new(Method::GET, "/healthz", Auth::None), get(healthz)),
+        (RouteSpec::new(Method::GET, "/readyz", Auth::None).limited(), get(readyz)),
+    ]
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,16 +1,82 @@
-//! The intake API. Each module exposes `router()`; they are merged here with the layers
-//! every route shares (request ids, a body-size cap, request spans).
+//! The intake API. Each module lists its routes with [`RouteSpec`]s — method, path, how the
+//! route authenticates, whether it writes — and the router is built from those lists, so the
+//! declared authentication is what runs (the [`guard`] wraps every route) and tests can walk
+//! every route the router has.
 
 use axum::Router;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 
+pub mod entitlements;
+pub mod guard;
 pub mod health;
+pub mod jobs;
 pub mod webhooks;
+
+/// How a route authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// None (health).
+    None,
+    /// The `Stripe-Signature` header, checked by the handler over the raw body.
+    StripeSignature,
+    /// An API key with this scope.
+    Key(crate::auth::Scope),
+}
+
+/// One route of the API, as the router serves it.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Method.
+    pub method: Method,
+    /// Path, in axum's syntax (`/v1/entitlements/{feature}`).
+    pub path: &'static str,
+    /// Authentication.
+    pub auth: Auth,
+    /// Writes tenant data (the per-tenant write limit applies).
+    pub write: bool,
+    /// Anonymous route limited per client IP (key routes are limited per key instead).
+    pub limited: bool,
+}
+
+impl RouteSpec {
+    /// A route.
+    pub fn new(method: Method, path: &'static str, auth: Auth) -> Self {
+        Self { method, path, auth, write: false, limited: false }
+    }
+
+    /// Marks a write route.
+    pub fn write(mut self) -> Self {
+        self.write = true;
+        self
+    }
+
+    /// Marks an anonymous route limited per client IP.
+    pub fn limited(mut self) -> Self {
+        self.limited = true;
+        self
+    }
+}
+
+/// Every route with its handler, module by module.
+fn routes_with_handlers() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let mut all = Vec::new();
+    all.extend(health::routes());
+    all.extend(webhooks::routes());
+    all.extend(entitlements::routes());
+    all.extend(jobs::routes());
+    all
+}
+
+/// Every route of the API: the list the router is built from.
+pub fn routes() -> Vec<RouteSpec> {
+    routes_with_handlers().into_iter().map(|(spec, _)| spec).collect()
+}
 
 /// The one error shape of the API: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug)]
@@ -41,10 +107,17 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .merge(webhooks::router())
+    let mut router = Router::new();
+    for (spec, handler) in routes_with_handlers() {
+        let path = spec.path;
+        let guarded = handler.route_layer(axum::middleware::from_fn_with_state((state.clone(), spec), guard::guard));
+        router = router.route(path, guarded);
+    }
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
         .with_state(state)
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

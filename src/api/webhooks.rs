@@ -5,22 +5,22 @@
 //! down → 503 and Stripe retries; Redis down after the insert → still 200, because the row
 //! is durable and the scheduler's sweep queues it.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{MethodRouter, post};
 
-use super::ApiError;
+use super::{ApiError, Auth, RouteSpec};
 use crate::app::AppState;
 use crate::stripe::event::StripeEvent;
 use crate::stripe::inbox::{self, Inserted};
 use crate::stripe::signature;
 
-/// Webhook routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/webhooks/stripe", post(receive))
+/// Webhook routes. Exempt from rate limits: shedding a legitimate Stripe event is worse than
+/// answering a forged one 400, and the signature is checked before anything is stored.
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![(RouteSpec::new(Method::POST, "/webhooks/stripe", Auth::StripeSignature), post(receive))]
 }
 
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

@@ -6,6 +6,7 @@ mod support;
 
 mod config_errors;
 mod health;
+mod intake_security;
 mod jobs;
 mod rls;
 mod scheduler;

@@ -11,15 +11,15 @@ use uuid::Uuid;
 use crate::support::TestDb;
 
 /// Tables that hold no tenant data, each with the reason.
-const GLOBAL_TABLES: &[(&str, &str)] = &[("_sqlx_migrations", "schema history, no tenant data")];
+pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[("_sqlx_migrations", "schema history, no tenant data")];
 
 /// The column a table's policy keys on.
-fn tenant_column(table: &str) -> &'static str {
+pub(crate) fn tenant_column(table: &str) -> &'static str {
     if table == "tenants" { "id" } else { "tenant_id" }
 }
 
 /// Inserts one row per tenant-scoped table for `tenant`, as the system role.
-async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
+pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
     let sqls = [
         "INSERT INTO tenants (id, name) VALUES ($1, 'Tenant ' || $2)",
         "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash) VALUES (gen_random_uuid(), $1, 'k', 'bk_' || $2, '\\x00')",

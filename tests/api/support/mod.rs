@@ -67,6 +67,8 @@ pub struct TestApp {
 
 /// How to build a [`TestApp`].
 pub struct TestAppBuilder {
+    manual_clock: bool,
+    limits: Option<String>,
     roles: BTreeSet<Role>,
     extra_env: HashMap<String, String>,
     extra_jobs: Vec<(String, String)>,
@@ -75,6 +77,18 @@ pub struct TestAppBuilder {
 impl TestAppBuilder {
     pub fn roles(mut self, roles: &[Role]) -> Self {
         self.roles = roles.iter().copied().collect();
+        self
+    }
+
+    /// The limiter's clock moves only with `app.clock().advance(..)`.
+    pub fn manual_clock(mut self) -> Self {
+        self.manual_clock = true;
+        self
+    }
+
+    /// Rate-limit policies (TOML) instead of deploy/limits.toml.
+    pub fn limits(mut self, toml: &str) -> Self {
+        self.limits = Some(toml.to_owned());
         self
     }
 
@@ -106,10 +120,18 @@ impl TestAppBuilder {
         env.insert("BALLAST_LOG".into(), "warn".into());
         env.insert("STRIPE_WEBHOOK_SECRET".into(), stripe_sim::SECRET.into());
         env.insert("STRIPE_SECRET_KEY".into(), stripe_sim::API_KEY.into());
+        if let Some(limits) = &self.limits {
+            let path = jobs_dir.path().join("limits.toml.policy");
+            std::fs::write(&path, limits).expect("write limits");
+            env.insert("BALLAST_LIMITS_FILE".into(), path.display().to_string());
+        }
         env.extend(self.extra_env);
         let settings = Settings::from_map(env.clone()).expect("test settings");
         let registry = test_jobs::registry();
-        let state = AppState::build(settings).expect("app state");
+        let mut state = AppState::build(settings).expect("app state");
+        if self.manual_clock {
+            state.limiter.clock = ballast::clock::Clock::manual();
+        }
         let events = Arc::new(Events::default());
         let mut options = WorkerOptions::new(registry);
         options.observer = events.clone();
@@ -129,12 +151,38 @@ impl TestAppBuilder {
 
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
-        TestAppBuilder { roles: [Role::Api, Role::Worker].into_iter().collect(), extra_env: HashMap::new(), extra_jobs: Vec::new() }
+        TestAppBuilder {
+            manual_clock: false,
+            limits: None,
+            roles: [Role::Api, Role::Worker].into_iter().collect(),
+            extra_env: HashMap::new(),
+            extra_jobs: Vec::new(),
+        }
     }
 
     /// An app with the api and worker roles.
     pub async fn spawn() -> TestApp {
         Self::builder().spawn().await
+    }
+
+    /// The limiter's clock (manual with `.manual_clock()`).
+    pub fn clock(&self) -> &ballast::clock::Clock {
+        &self.state.limiter.clock
+    }
+
+    /// Creates a tenant (system role) and returns its id.
+    pub async fn tenant(&self, name: &str) -> uuid::Uuid {
+        let id = uuid::Uuid::new_v4();
+        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)").bind(id).bind(name).execute(&self.state.system_pool.0).await.expect("tenant");
+        id
+    }
+
+    /// Creates an API key; returns (key id, key).
+    pub async fn key(&self, tenant: Option<uuid::Uuid>, scopes: &[ballast::auth::Scope]) -> (uuid::Uuid, String) {
+        let created = ballast::auth::store::create(&self.state.system_pool, tenant.map(ballast::domain::TenantId), scopes, "test", "test")
+            .await
+            .expect("create key");
+        (created.info.id, created.key)
     }
 
     pub fn url(&self, path: &str) -> String {

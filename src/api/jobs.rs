@@ -1,0 +1,54 @@
+//! `POST /v1/jobs`: app services queue a job for their tenant. Authentication: API key with
+//! scope jobs:write. Only kinds whose catalogue entry says `intake = true` are accepted; the
+//! idempotency key is scoped to the tenant, so tenants cannot collide (or probe each other).
+
+use axum::extract::{Extension, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::{MethodRouter, post};
+use axum::Json;
+use serde::Deserialize;
+
+use super::guard::Caller;
+use super::{ApiError, Auth, RouteSpec};
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::queue::EnqueueRequest;
+
+/// Job intake routes.
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![(RouteSpec::new(Method::POST, "/v1/jobs", Auth::Key(Scope::JobsWrite)).write(), post(create))]
+}
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewJob {
+    kind: String,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(job) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let allowed = state.queue.catalogue().get(&job.kind).is_some_and(|p| p.intake);
+    if !allowed {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_kind", "no job kind of that name accepts intake"));
+    }
+    if job.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "idempotency_key must be 1 to 200 characters"));
+    }
+    let mut req = EnqueueRequest::new(job.kind.as_str(), job.payload.unwrap_or_else(|| serde_json::json!({})));
+    req.tenant = Some(caller.tenant);
+    req.idempotency_key = job.idempotency_key.map(|k| format!("tenant:{}:{k}", caller.tenant));
+    let done = state.queue.enqueue(req).await.map_err(|e| {
+        tracing::error!(message = "Job not queued.", error = %e);
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", "the job could not be queued; retry later")
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": job.kind, "duplicate": done.duplicate}))))
+}

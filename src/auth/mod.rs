@@ -1,0 +1,192 @@
+//! API keys for app services: what a key looks like, how a presented key is checked, and the
+//! scopes it can carry. Keys are stored only as SHA-256 hashes (a key is 190 random bits, so a
+//! fast hash is enough; nothing to brute-force) and compared in constant time.
+//!
+//! A key reads `bk_{prefix}_{secret}`: the prefix finds the row (it is stored in clear and
+//! shown by `ballast keys list`), the whole key is what is hashed.
+
+pub mod store;
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::db::SystemPool;
+use crate::domain::TenantId;
+
+/// What a key may do. Each route that takes a key names the one scope it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Scope {
+    /// `usage:write`: report usage.
+    UsageWrite,
+    /// `jobs:write`: queue jobs.
+    JobsWrite,
+    /// `entitlements:read`: read what a tenant may do.
+    EntitlementsRead,
+    /// `slo:write`: report SLI counts.
+    SloWrite,
+}
+
+impl Scope {
+    /// Every scope, in the order `--help` lists them.
+    pub const ALL: [Scope; 4] = [Scope::UsageWrite, Scope::JobsWrite, Scope::EntitlementsRead, Scope::SloWrite];
+
+    /// The scope's name, as keys and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::UsageWrite => "usage:write",
+            Scope::JobsWrite => "jobs:write",
+            Scope::EntitlementsRead => "entitlements:read",
+            Scope::SloWrite => "slo:write",
+        }
+    }
+
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses a comma-separated scope list; the error names the bad entry and the valid ones.
+pub fn parse_scopes(list: &str) -> Result<Vec<Scope>, String> {
+    let mut scopes = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let scope = Scope::parse(part).ok_or_else(|| {
+            let valid: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown scope {part:?} (valid: {})", valid.join(", "))
+        })?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    if scopes.is_empty() {
+        return Err("at least one scope is required".into());
+    }
+    Ok(scopes)
+}
+
+/// Who a request authenticated as.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key's id.
+    pub key_id: uuid::Uuid,
+    /// The key's tenant; `None` for a service-wide key (which names the tenant per request).
+    pub tenant: Option<TenantId>,
+    /// What the key may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// Why a presented key was refused. Messages are safe to return.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer …` header.
+    #[error("missing API key: send Authorization: Bearer bk_…")]
+    Missing,
+    /// The key is not one of ours (unknown, wrong secret, revoked or malformed: one answer).
+    #[error("unknown or revoked API key")]
+    Unknown,
+    /// The key store could not be read.
+    #[error("the key store is unavailable")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+const PREFIX_LEN: usize = 12;
+const SECRET_LEN: usize = 32;
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+fn random_text(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// A new key: (prefix, the whole key). The whole key is shown once and never stored.
+pub fn generate() -> (String, String) {
+    let prefix = random_text(PREFIX_LEN);
+    let key = format!("bk_{prefix}_{}", random_text(SECRET_LEN));
+    (prefix, key)
+}
+
+/// The stored form of a key.
+pub fn hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// The prefix of a well-formed key.
+fn prefix_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("bk_")?;
+    let (prefix, secret) = rest.split_once('_')?;
+    let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| ALPHABET.contains(&b));
+    (ok(prefix, PREFIX_LEN) && ok(secret, SECRET_LEN)).then_some(prefix)
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: uuid::Uuid,
+    tenant_id: Option<uuid::Uuid>,
+    key_hash: Vec<u8>,
+    scopes: Vec<String>,
+}
+
+/// The key in an `Authorization` header value, if the header is a bearer token.
+pub fn bearer(header: Option<&str>) -> Option<&str> {
+    let value = header?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Checks a presented key. System pool: the key decides the tenant, so it is read first.
+pub async fn authenticate(pool: &SystemPool, presented: Option<&str>) -> Result<Principal, AuthError> {
+    let key = presented.ok_or(AuthError::Missing)?;
+    let prefix = prefix_of(key).ok_or(AuthError::Unknown)?;
+    let row: Option<KeyRow> =
+        sqlx::query_as("SELECT id, tenant_id, key_hash, scopes FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL")
+            .bind(prefix)
+            .fetch_optional(&pool.0)
+            .await?;
+    let Some(row) = row else { return Err(AuthError::Unknown) };
+    if !bool::from(hash(key).ct_eq(&row.key_hash)) {
+        return Err(AuthError::Unknown);
+    }
+    Ok(Principal {
+        key_id: row.id,
+        tenant: row.tenant_id.map(TenantId),
+        scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_hash_differently() {
+        let (prefix, key) = generate();
+        assert_eq!(prefix_of(&key), Some(prefix.as_str()));
+        let (_, other) = generate();
+        assert_ne!(hash(&key), hash(&other));
+        assert_eq!(prefix_of("bk_short_x"), None);
+        assert_eq!(prefix_of(&key.replace("bk_", "xx_")), None);
+    }
+
+    #[test]
+    fn scopes_parse_with_a_clear_error() {
+        assert_eq!(parse_scopes("usage:write, jobs:write").expect("ok"), vec![Scope::UsageWrite, Scope::JobsWrite]);
+        let e = parse_scopes("usage:write,admin").expect_err("bad");
+        assert!(e.contains("\"admin\"") && e.contains("entitlements:read"), "{e}");
+        assert!(parse_scopes("").is_err());
+    }
+
+    #[test]
+    fn bearer_takes_the_token() {
+        assert_eq!(bearer(Some("Bearer bk_x")), Some("bk_x"));
+        assert_eq!(bearer(Some("bearer  bk_x ")), Some("bk_x"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(None), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! Rate-limit policies, from a reviewed TOML file (`BALLAST_LIMITS_FILE`, default
+//! deploy/limits.toml). Every field has a default, so a missing file means the defaults.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::TenantId;
+
+/// Errors reading the policy file.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("limits file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("limits file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One sliding window.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Requests admitted per window.
+    pub limit: u32,
+    /// Window length in seconds.
+    pub window_secs: u64,
+}
+
+impl Window {
+    /// The window length.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_secs)
+    }
+}
+
+/// Failed credential checks per client IP, then a ban.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ban {
+    /// Failures per window that trigger the ban.
+    pub limit: u32,
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Ban length in seconds.
+    pub ban_secs: u64,
+}
+
+/// Per-tenant limit on write routes, with per-tenant overrides.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantWrites {
+    /// Requests admitted per window.
+    pub limit: u32,
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Tenant id → its own limit.
+    #[serde(default)]
+    pub per_tenant: HashMap<uuid::Uuid, u32>,
+}
+
+/// Every policy.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policies {
+    /// Per client IP, for requests that present no valid credential.
+    pub anonymous: Window,
+    /// Per API key, every authenticated request.
+    pub key: Window,
+    /// Per tenant, write routes.
+    pub tenant_writes: TenantWrites,
+    /// Per client IP, failed credential checks.
+    pub auth_failures: Ban,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self {
+            anonymous: Window { limit: 60, window_secs: 60 },
+            // App services send batches: 20 requests/s per key, sustained, is a lot of batches.
+            key: Window { limit: 1200, window_secs: 60 },
+            tenant_writes: TenantWrites { limit: 600, window_secs: 60, per_tenant: HashMap::new() },
+            auth_failures: Ban { limit: 5, window_secs: 60, ban_secs: 900 },
+        }
+    }
+}
+
+impl Policies {
+    /// Parses policy TOML.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let p: Policies = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, limit, secs) in [
+            ("anonymous", p.anonymous.limit, p.anonymous.window_secs),
+            ("key", p.key.limit, p.key.window_secs),
+            ("tenant_writes", p.tenant_writes.limit, p.tenant_writes.window_secs),
+            ("auth_failures", p.auth_failures.limit, p.auth_failures.window_secs),
+        ] {
+            if limit == 0 || secs == 0 {
+                return Err(format!("[{name}]: limit and window_secs must be at least 1"));
+            }
+        }
+        if p.auth_failures.ban_secs == 0 {
+            return Err("[auth_failures]: ban_secs must be at least 1".into());
+        }
+        Ok(p)
+    }
+
+    /// Loads the file; a missing file means the defaults.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|message| PolicyError::Invalid { path: shown, message }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(PolicyError::Read { path: shown, source }),
+        }
+    }
+
+    /// The write window of `tenant`.
+    pub fn tenant_writes_for(&self, tenant: TenantId) -> Window {
+        let limit = self.tenant_writes.per_tenant.get(&tenant.0).copied().unwrap_or(self.tenant_writes.limit);
+        Window { limit, window_secs: self.tenant_writes.window_secs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_parses_and_defaults_fill_gaps() {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/limits.toml")).expect("deploy/limits.toml");
+        Policies::parse(&shipped).expect("shipped limits parse");
+        let p = Policies::parse("[key]\nlimit = 5\nwindow_secs = 1\n").expect("partial");
+        assert_eq!(p.key, Window { limit: 5, window_secs: 1 });
+        assert_eq!(p.anonymous, Policies::default().anonymous);
+        assert!(Policies::parse("[key]\nlimit = 0\nwindow_secs = 1\n").is_err());
+        assert!(Policies::parse("[nonsense]\n").is_err());
+    }
+}
