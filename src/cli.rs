@@ -182,6 +182,15 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The rate limiter's cost per request: the same key route with and without it, one run.
+    Limiter {
+        /// Requests per side (plus a tenth as warm-up).
+        #[arg(long, default_value_t = 5_000)]
+        n: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Signed Stripe webhooks at a fixed arrival rate into an in-process api + worker member:
     /// POST /webhooks/stripe latency and received-to-entitlements-updated latency. Uses the
     /// configured PostgreSQL (its own tenants, deleted afterwards) and a private Redis namespace.
@@ -339,6 +348,18 @@ async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> 
                 println!(
                     "noop x{n}, concurrency {concurrency}: enqueue {:.0} jobs/s, processed {:.0} jobs/s, pickup p50 {:.2} ms / p99 {:.2} ms ({} samples)",
                     report.enqueue_per_sec, report.processed_per_sec, report.pickup_p50_ms, report.pickup_p99_ms, report.pickup_samples
+                );
+            }
+        }
+        BenchCommand::Limiter { n, json } => {
+            let r = ballast::bench::limiter::run(settings, n).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "GET /v1/entitlements x{n} per side: with limiter p50 {:.3} ms / p99 {:.3} ms; without p50 {:.3} ms / p99 {:.3} ms; overhead p50 {:+.3} ms / p99 {:+.3} ms",
+                    r.limited_p50_ms, r.limited_p99_ms, r.unlimited_p50_ms, r.unlimited_p99_ms,
+                    r.limited_p50_ms - r.unlimited_p50_ms, r.limited_p99_ms - r.unlimited_p99_ms
                 );
             }
         }

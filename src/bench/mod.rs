@@ -1,8 +1,10 @@
 //! Benchmarks run from the CLI (never timed tests): `ballast bench jobs` (the job engine
 //! against the BullMQ peer's protocol) and `ballast bench webhooks` (Stripe webhook ingest at
-//! a fixed arrival rate). Each runs in a private Redis namespace and removes what it wrote.
+//! a fixed arrival rate) and `ballast bench limiter` (the rate limiter's cost per request).
+//! Each runs in a private Redis namespace and removes what it wrote.
 
 pub mod jobs;
+pub mod limiter;
 pub mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -168,6 +168,9 @@ pub struct Limiter {
     pub policies: Arc<Policies>,
     /// Counters.
     pub stats: Arc<LimiterStats>,
+    /// When false every request is admitted without asking Redis: only for measuring the
+    /// limiter's own cost (`ballast bench limiter`).
+    pub enabled: bool,
     script: Arc<redis::Script>,
 }
 
@@ -196,12 +199,16 @@ impl Limiter {
             clock,
             policies: Arc::new(policies),
             stats: Arc::new(LimiterStats::default()),
+            enabled: true,
             script: Arc::new(redis::Script::new(include_str!("lua/decide.lua"))),
         }
     }
 
     /// Decides one request in one Redis round trip.
     pub async fn decide(&self, req: &Request) -> Result<Verdict, redis::RedisError> {
+        if !self.enabled {
+            return Ok(Verdict::Admit(Vec::new()));
+        }
         let now = self.clock.now_ms();
         let ban_ip = req.ban_of.map(|ip| ip.to_string()).unwrap_or_default();
         let bans = &self.policies.auth_failures;
