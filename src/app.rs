@@ -43,6 +43,12 @@ pub enum StartError {
     /// The rate-limit policy file.
     #[error("BALLAST_LIMITS_FILE: {0}")]
     Limits(#[from] crate::ratelimit::policy::PolicyError),
+    /// The dunning policy file.
+    #[error("BALLAST_DUNNING_FILE: {0}")]
+    Dunning(#[from] crate::dunning::policy::PolicyError),
+    /// The SMTP settings.
+    #[error("BALLAST_SMTP_*: {0}")]
+    Smtp(String),
 }
 
 /// Shared dependencies, cheap to clone.
@@ -68,6 +74,10 @@ pub struct AppState {
     pub plans: Arc<crate::billing::plans::Plans>,
     /// The intake's rate limiter (and the clock its decisions use).
     pub limiter: crate::ratelimit::Limiter,
+    /// The dunning policy.
+    pub dunning: Arc<crate::dunning::Policy>,
+    /// The SMTP sender.
+    pub mailer: crate::email::smtp::Mailer,
 }
 
 impl std::fmt::Debug for AppState {
@@ -106,7 +116,22 @@ impl AppState {
             None => crate::ratelimit::Policies::load(std::path::Path::new("deploy/limits.toml"))?,
         };
         let limiter = crate::ratelimit::Limiter::new(keys.clone(), redis.clone(), crate::clock::Clock::System, policies);
-        Ok(Self { settings: Arc::new(settings), tenant_pool, system_pool, redis, redis_client, keys, queue, stripe, plans, limiter })
+        let dunning = Arc::new(crate::dunning::Policy::load(&settings.dunning_file)?);
+        let mailer = crate::email::smtp::Mailer::from_settings(&settings).map_err(|e| StartError::Smtp(e.to_string()))?;
+        Ok(Self {
+            settings: Arc::new(settings),
+            tenant_pool,
+            system_pool,
+            redis,
+            redis_client,
+            keys,
+            queue,
+            stripe,
+            plans,
+            limiter,
+            dunning,
+            mailer,
+        })
     }
 }
 

@@ -74,10 +74,66 @@ enum Command {
         #[command(subcommand)]
         command: LimitsCommand,
     },
+    /// Dunning: advance open cases by the policy (deploy/dunning.toml).
+    Dunning {
+        #[command(subcommand)]
+        command: DunningCommand,
+    },
+    /// The email outbox: what is pending, sent or dead; re-drive what is stuck.
+    Emails {
+        #[command(subcommand)]
+        command: EmailsCommand,
+    },
     /// Benchmarks (release build; figures for README, never a timed test).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DunningCommand {
+    /// Do every due step of every open case once (emails, invoice retries, restriction, final
+    /// action). Safe to repeat: each step is keyed by (case, stage).
+    Run {
+        /// Act as of this day or time (2026-12-01 or RFC 3339) instead of now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Only this tenant's cases.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Report what would be done; write and call nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EmailsCommand {
+    /// Outbox rows, newest first.
+    List {
+        /// Only pending, sent or dead rows.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue the send job of pending rows (and, with --dead, of dead rows set back to pending).
+    /// Without --execute it only counts.
+    Redrive {
+        /// Also retry dead rows (after fixing what made the relay refuse them).
+        #[arg(long)]
+        dead: bool,
+        /// Act; without it, report only.
+        #[arg(long)]
+        execute: bool,
     },
 }
 
@@ -293,6 +349,30 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             jobs(state, command).await?;
         }
         Command::Bench { command } => bench(settings, command).await?,
+        Command::Dunning { command: DunningCommand::Run { as_of, tenant, dry_run, json } } => {
+            let as_of = match as_of {
+                None => chrono::Utc::now(),
+                Some(raw) => parse_instant(&raw)?,
+            };
+            let state = AppState::build(settings)?;
+            let report = ballast::dunning::run(&state, as_of, tenant, dry_run).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "dunning as of {}{}: {} effects consumed, {} open cases, {} actions",
+                    as_of.to_rfc3339(),
+                    if dry_run { " (dry run)" } else { "" },
+                    report.effects_consumed,
+                    report.cases,
+                    report.actions.len()
+                );
+                for a in &report.actions {
+                    println!("  {} {} {:<12} {}", a.tenant, a.invoice, a.stage, a.outcome);
+                }
+            }
+        }
+        Command::Emails { command } => emails(AppState::build(settings)?, command).await?,
         Command::Keys { command } => keys(AppState::build(settings)?, command).await?,
         Command::Limits { command } => limits(AppState::build(settings)?, command).await?,
     }
@@ -496,6 +576,88 @@ async fn limits(state: AppState, command: LimitsCommand) -> anyhow::Result<()> {
                     println!("{k:<70} {n}");
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn parse_instant(raw: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| anyhow::anyhow!("--as-of {raw:?}: expected 2026-12-01 or an RFC 3339 time"))?;
+    Ok(day.and_hms_opt(23, 59, 59).map(|t| t.and_utc()).unwrap_or_default())
+}
+
+#[derive(serde::Serialize, sqlx::FromRow)]
+struct OutboxRow {
+    id: uuid::Uuid,
+    tenant_id: uuid::Uuid,
+    template: String,
+    to_address: String,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn emails(state: AppState, command: EmailsCommand) -> anyhow::Result<()> {
+    // System pool: the outbox is looked at across tenants by operators.
+    let pool = &state.system_pool.0;
+    match command {
+        EmailsCommand::List { status, limit, json } => {
+            if let Some(s) = &status
+                && !["pending", "sent", "dead"].contains(&s.as_str())
+            {
+                bail!("--status {s:?}: expected pending, sent or dead");
+            }
+            let rows: Vec<OutboxRow> = sqlx::query_as(
+                "SELECT id, tenant_id, template, to_address, status, attempts, last_error, created_at, sent_at FROM email_outbox
+                 WHERE $1::text IS NULL OR status = $1 ORDER BY created_at DESC LIMIT $2",
+            )
+            .bind(&status)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("{:<36} {:<18} {:<8} {:>8} {:<25} LAST ERROR", "ID", "TEMPLATE", "STATUS", "ATTEMPTS", "CREATED");
+                for r in rows {
+                    println!(
+                        "{:<36} {:<18} {:<8} {:>8} {:<25} {}",
+                        r.id,
+                        r.template,
+                        r.status,
+                        r.attempts,
+                        r.created_at.to_rfc3339(),
+                        r.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        EmailsCommand::Redrive { dead, execute } => {
+            let statuses: Vec<&str> = if dead { vec!["pending", "dead"] } else { vec!["pending"] };
+            let rows: Vec<(uuid::Uuid, uuid::Uuid)> =
+                sqlx::query_as("SELECT id, tenant_id FROM email_outbox WHERE status = ANY($1) ORDER BY created_at")
+                    .bind(&statuses)
+                    .fetch_all(pool)
+                    .await?;
+            if !execute {
+                println!("would re-drive {} emails ({}); run again with --execute", rows.len(), statuses.join(" + "));
+                return Ok(());
+            }
+            let mut conn = pool.acquire().await?;
+            ballast::auth::store::audit(&mut conn, None, &actor(), "emails.redrive", serde_json::json!({"dead": dead, "rows": rows.len()})).await?;
+            for (id, tenant) in &rows {
+                sqlx::query("UPDATE email_outbox SET status = 'pending' WHERE id = $1 AND status = 'dead'").bind(id).execute(pool).await?;
+                // A fresh job without the idempotency key: the first job for this row used it.
+                let mut req = ballast::queue::EnqueueRequest::new(ballast::email::JOB_KIND, serde_json::json!({"outbox_id": id}));
+                req.tenant = Some(TenantId(*tenant));
+                state.queue.enqueue(req).await?;
+            }
+            println!("re-drove {} emails", rows.len());
         }
     }
     Ok(())

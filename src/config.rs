@@ -25,6 +25,17 @@ impl ConfigError {
     }
 }
 
+/// Transport security toward the SMTP relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain SMTP (a relay on loopback).
+    None,
+    /// Upgrade with STARTTLS (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -81,6 +92,20 @@ pub struct Settings {
     pub webhook_tolerance_secs: i64,
     /// The plan catalogue file.
     pub plans_file: PathBuf,
+    /// SMTP relay host.
+    pub smtp_host: String,
+    /// SMTP port.
+    pub smtp_port: u16,
+    /// Transport security toward the relay.
+    pub smtp_security: SmtpSecurity,
+    /// SMTP user name, if the relay wants credentials.
+    pub smtp_username: Option<String>,
+    /// SMTP password.
+    pub smtp_password: Option<SecretString>,
+    /// The From of every email.
+    pub email_from: String,
+    /// The dunning policy file.
+    pub dunning_file: PathBuf,
     /// The rate-limit policy file, when named explicitly (`BALLAST_LIMITS_FILE`); otherwise
     /// deploy/limits.toml if present, else the built-in defaults.
     pub limits_file: Option<PathBuf>,
@@ -193,6 +218,24 @@ impl Settings {
         if !(0..=365).contains(&grace_days) {
             return Err(ConfigError::new("BALLAST_PAST_DUE_GRACE_DAYS", "must be between 0 and 365"));
         }
+        let smtp_security = match src.get("BALLAST_SMTP_SECURITY").unwrap_or("starttls") {
+            "none" => SmtpSecurity::None,
+            "starttls" => SmtpSecurity::StartTls,
+            "tls" => SmtpSecurity::Tls,
+            other => return Err(ConfigError::new("BALLAST_SMTP_SECURITY", format!("{other:?} is not one of none, starttls, tls"))),
+        };
+        let smtp_port: u16 = src.parse_or(
+            "BALLAST_SMTP_PORT",
+            match smtp_security {
+                SmtpSecurity::Tls => 465,
+                _ => 587,
+            },
+            "a port number",
+        )?;
+        let email_from = src.get("BALLAST_EMAIL_FROM").unwrap_or("Billing <billing@localhost>").to_owned();
+        if email_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::new("BALLAST_EMAIL_FROM", format!("{email_from:?} is not an address like Billing <billing@example.com>")));
+        }
         let stripe_api_base = src.get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com/").to_owned();
         check_url("STRIPE_API_BASE", &stripe_api_base, &["http", "https"])?;
         let stripe_webhook_secrets: Vec<SecretString> = src
@@ -208,6 +251,13 @@ impl Settings {
             webhook_tolerance_secs,
             plans_file: PathBuf::from(src.get("BALLAST_PLANS_FILE").unwrap_or("deploy/plans.toml")),
             limits_file: src.get("BALLAST_LIMITS_FILE").map(PathBuf::from),
+            smtp_host: src.get("BALLAST_SMTP_HOST").unwrap_or("127.0.0.1").to_owned(),
+            smtp_port,
+            smtp_security,
+            smtp_username: src.get("BALLAST_SMTP_USERNAME").map(str::to_owned),
+            smtp_password: src.get("BALLAST_SMTP_PASSWORD").map(|p| SecretString::from(p.to_owned())),
+            email_from,
+            dunning_file: PathBuf::from(src.get("BALLAST_DUNNING_FILE").unwrap_or("deploy/dunning.toml")),
             past_due_grace: chrono::Duration::days(grace_days),
             database_url: url_setting(&src, "DATABASE_URL", &["postgres", "postgresql"], "the app role's PostgreSQL URL")?,
             system_database_url: url_setting(

@@ -25,6 +25,10 @@ pub mod config;
 pub mod db;
 /// Newtypes for ids.
 pub mod domain;
+/// Dunning: the policy, cases and the daily run.
+pub mod dunning;
+/// Transactional email: outbox, templates, SMTP.
+pub mod email;
 /// Job kinds and their registry.
 pub mod jobs;
 /// The Redis key registry.

@@ -55,6 +55,9 @@ pub struct SubscriptionFacts {
     pub past_due_since: Option<DateTime<Utc>>,
     /// Stripe's time of the state we hold.
     pub stripe_updated_at: DateTime<Utc>,
+    /// The tenant has an open dunning case past its restriction day.
+    #[sqlx(default)]
+    pub dunning_restricted: bool,
 }
 
 /// What `sub` grants at `as_of` (Stripe's clock, so the answer does not depend on when or in
@@ -82,14 +85,19 @@ pub fn access(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_of: Da
 /// Recomputes and stores `tenant`'s entitlements in `tx`; returns the access granted.
 pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, grace: Duration) -> Result<Access, sqlx::Error> {
     let subs: Vec<SubscriptionFacts> = sqlx::query_as(
-        "SELECT status, price_id, product_id, cancel_at_period_end, current_period_end, past_due_since, stripe_updated_at
+        "SELECT status, price_id, product_id, cancel_at_period_end, current_period_end, past_due_since, stripe_updated_at,
+                EXISTS (SELECT 1 FROM dunning_cases d WHERE d.tenant_id = $1 AND d.status = 'open' AND d.restricted) AS dunning_restricted
          FROM subscriptions WHERE tenant_id = $1",
     )
     .bind(tenant.0)
     .fetch_all(&mut *tx)
     .await?;
     let as_of = subs.iter().map(|s| s.stripe_updated_at).max().unwrap_or_else(Utc::now);
-    let best = subs.iter().map(|s| access(s, plans, grace, as_of)).max_by_key(Access::rank).unwrap_or(Access::None);
+    let mut best = subs.iter().map(|s| access(s, plans, grace, as_of)).max_by_key(Access::rank).unwrap_or(Access::None);
+    // Dunning restricts whatever the plan would grant, until the invoice is paid.
+    if subs.iter().any(|s| s.dunning_restricted) && best.rank() > Access::Restricted.rank() {
+        best = Access::Restricted;
+    }
     let (source, plan_id, until, grants) = match &best {
         Access::Plan { plan_id, until } => ("plan", Some(plan_id.as_str()), *until, plans.plans.get(plan_id).map(|p| &p.features)),
         Access::Restricted => ("restricted", None, None, Some(&plans.restricted.features)),
@@ -155,6 +163,7 @@ mod tests {
             current_period_end: Some(now + Duration::days(end_in_days)),
             past_due_since: past_due_days_ago.map(|d| now - Duration::days(d)),
             stripe_updated_at: now,
+            dunning_restricted: false,
         }
     }
 

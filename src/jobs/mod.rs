@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::domain::{JobId, TenantId};
 
+pub mod dunning_run;
+pub mod email_send;
 pub mod noop;
 pub mod stripe_event;
 
@@ -114,7 +116,11 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// The production registry: one line per job kind.
     pub fn standard() -> Self {
-        Self::default().with(noop::Noop).with(stripe_event::StripeEventJob)
+        Self::default()
+            .with(noop::Noop)
+            .with(stripe_event::StripeEventJob)
+            .with(email_send::EmailSendJob)
+            .with(dunning_run::DunningRunJob)
     }
 
     /// Adds (or replaces) the handler for `J::KIND`.

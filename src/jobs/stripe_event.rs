@@ -144,6 +144,11 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
         // The key's short TTL bounds the staleness; the event itself is applied.
         tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
     }
+    // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email
+    // and a recovery do not wait for the daily run (which consumes whatever this misses).
+    if let Err(e) = crate::dunning::consume_effects(state, tenant).await {
+        tracing::warn!(message = "Billing effects not consumed yet; the dunning run will.", tenant = %tenant, error = %e);
+    }
     if let Some(customer) = applied.mapped_customer {
         inbox::release_unmatched(&state.system_pool, &state.queue, &customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
     }

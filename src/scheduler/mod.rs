@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::catalogue::JobPolicy;
 use crate::queue::EnqueueRequest;
 
-/// How often the leader sweeps the webhook inbox.
+/// How often the leader sweeps the webhook inbox and the email outbox.
 const INBOX_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// A received event not queued after this long was never queued (Redis was down at intake).
 const INBOX_SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
@@ -57,6 +57,12 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(message = "Inbox sweep failed; next sweep retries.", error = %e),
+            }
+            // Outbox rows whose send job was never queued (crash or Redis down after commit).
+            match crate::email::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {
+                Ok(n) if n > 0 => tracing::info!(message = "Outbox sweep queued emails.", queued = n),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "Outbox sweep failed; next sweep retries.", error = %e),
             }
         }
         if leader {

@@ -21,6 +21,32 @@ pub enum StripeApiError {
     /// The answer was not the JSON expected.
     #[error("Stripe API answer: {0}")]
     Decode(String),
+    /// Stripe refused the request (4xx): retrying the same request will not help.
+    #[error("Stripe refused ({status}): {code} {message}")]
+    Refused {
+        /// HTTP status (402 for a declined payment).
+        status: u16,
+        /// Stripe's error code (`card_declined`, …).
+        code: String,
+        /// The card's decline code, when a card was declined.
+        decline_code: Option<String>,
+        /// Stripe's message.
+        message: String,
+    },
+}
+
+impl StripeApiError {
+    fn from_call(e: stripe::StripeError) -> Self {
+        match e {
+            stripe::StripeError::Stripe(err, status) if (400..500).contains(&status) && status != 429 => StripeApiError::Refused {
+                status,
+                code: err.code.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                decline_code: err.decline_code.clone(),
+                message: err.message.clone().unwrap_or_default(),
+            },
+            other => StripeApiError::Call(other.to_string()),
+        }
+    }
 }
 
 /// Objects Ballast re-fetches when a webhook cannot tell which state is newer.
@@ -58,6 +84,35 @@ impl StripeApi {
             .build()
             .map_err(|e| StripeApiError::Config(e.to_string()))?;
         Ok(Self { client: Some(client) })
+    }
+
+    /// Attempts payment of an open invoice now. `idempotency_key` makes a repeated call (a job
+    /// retried after a crash) the same call at Stripe.
+    pub async fn pay_invoice(&self, id: &str, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        Self::send(client, &stripe_billing::invoice::PayInvoice::new(id), idempotency_key).await
+    }
+
+    /// Cancels a subscription now.
+    pub async fn cancel_subscription(&self, id: &str, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        Self::send(client, &stripe_billing::subscription::CancelSubscription::new(id), idempotency_key).await
+    }
+
+    async fn send(
+        client: &stripe::Client,
+        request: &impl StripeRequest,
+        idempotency_key: &str,
+    ) -> Result<serde_json::Value, StripeApiError> {
+        let key = stripe::IdempotencyKey::new(idempotency_key).map_err(|e| StripeApiError::Config(e.to_string()))?;
+        let raw: miniserde::json::Value = request
+            .build()
+            .customize()
+            .request_strategy(stripe::RequestStrategy::Idempotent(key))
+            .send(client)
+            .await
+            .map_err(StripeApiError::from_call)?;
+        serde_json::from_str(&miniserde::json::to_string(&raw)).map_err(|e| StripeApiError::Decode(e.to_string()))
     }
 
     /// The object's current state at Stripe, as JSON.

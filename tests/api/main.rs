@@ -5,6 +5,7 @@
 mod support;
 
 mod config_errors;
+mod dunning;
 mod health;
 mod intake_security;
 mod jobs;

@@ -32,6 +32,9 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO charges (id, tenant_id, customer_id, currency, amount, stripe_updated_at) VALUES ('ch_' || $2, $1, 'cus_' || $2, 'usd', 100, now())",
         "INSERT INTO disputes (id, tenant_id, charge_id, status, amount, currency, stripe_updated_at) VALUES ('dp_' || $2, $1, 'ch_' || $2, 'needs_response', 100, 'usd', now())",
         "INSERT INTO billing_effects (tenant_id, effect_key, kind, subject_id, event_id) VALUES ($1, 'k_' || $2, 'email', 'x', 'evt_' || $2)",
+        "INSERT INTO dunning_cases (id, tenant_id, invoice_id, customer_id, opened_at) VALUES (gen_random_uuid(), $1, 'in_' || $2, 'cus_' || $2, now())",
+        "INSERT INTO dunning_actions (tenant_id, case_id, stage, action, outcome) SELECT $1, id, 'email@0', 'email', 'queued' FROM dunning_cases WHERE invoice_id = 'in_' || $2",
+        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id) VALUES (gen_random_uuid(), $1, 'mail_' || $2, 't', $2 || '@example.com', 's', 'x', 'x', '<m_' || $2 || '@x>')",
         "INSERT INTO job_dead_letters (id, job_id, kind, tenant_id, envelope, attempts, error) VALUES (gen_random_uuid(), 'job_' || $2, 'noop', $1, '{}', 1, 'x')",
     ];
     for sql in sqls {

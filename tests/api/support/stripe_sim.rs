@@ -46,6 +46,12 @@ struct Sim {
     invoices: BTreeMap<String, Value>,
     charges: BTreeMap<String, Value>,
     events: Vec<Value>,
+    /// Decline code per declining customer (default insufficient_funds).
+    decline_codes: BTreeMap<String, String>,
+    /// API calls that change state: (what, id, day of the clock), once per idempotency key.
+    calls: Vec<(String, String, i64)>,
+    /// Idempotency key → the answer given.
+    idempotent: BTreeMap<String, (StatusCode, Value)>,
 }
 
 impl Sim {
@@ -156,7 +162,8 @@ impl StripeSim {
         let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), ..Sim::default() }));
         let app = Router::new()
             .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")))
-            .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")))
+            .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).delete(cancel_now))
+            .route("/v1/invoices/{id}/pay", axum::routing::post(pay_now))
             .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
             .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
             .with_state(sim.clone());
@@ -326,6 +333,21 @@ impl StripeSim {
         })
     }
 
+    /// The simulator's clock (unix seconds).
+    pub fn now(&self) -> i64 {
+        self.with(|s| s.clock)
+    }
+
+    /// Payments declined for `customer` carry this decline code.
+    pub fn set_decline_code(&self, customer: &str, code: &str) {
+        self.with(|s| s.decline_codes.insert(customer.to_owned(), code.to_owned()));
+    }
+
+    /// State-changing API calls Ballast made: (what, object id, clock in unix s).
+    pub fn api_calls(&self) -> Vec<(String, String, i64)> {
+        self.with(|s| s.calls.clone())
+    }
+
     /// The events emitted since the last call.
     pub fn take_events(&self) -> Vec<Value> {
         self.with(|s| std::mem::take(&mut s.events))
@@ -382,4 +404,60 @@ async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, colle
 /// Signs `body` as Stripe does, at `timestamp`, with `secret`.
 pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", signature::sign(secret, timestamp, body))
+}
+
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// `POST /v1/invoices/{id}/pay`: pays now, or answers 402 with the card's decline.
+async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
+    let mut s = sim.lock().expect("simulator lock");
+    let key = idempotency_key(&headers);
+    if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
+        return (done.0, Json(done.1.clone()));
+    }
+    let Some(inv) = s.invoices.get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such invoice"}})));
+    };
+    let clock = s.clock;
+    s.calls.push(("pay".into(), id.clone(), clock));
+    let answer = if inv["status"] == "open" {
+        s.pay(&id);
+        let inv = s.invoices[&id].clone();
+        if inv["status"] == "paid" {
+            (StatusCode::OK, inv)
+        } else {
+            let customer = inv["customer"].as_str().unwrap_or("").to_owned();
+            let code = s.decline_codes.get(&customer).cloned().unwrap_or_else(|| "insufficient_funds".into());
+            (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": code, "message": "Your card was declined."}}))
+        }
+    } else {
+        (StatusCode::BAD_REQUEST, json!({"error": {"type": "invalid_request_error", "code": "invoice_not_open", "message": "Invoice is not open"}}))
+    };
+    if let Some(k) = key {
+        s.idempotent.insert(k, answer.clone());
+    }
+    (answer.0, Json(answer.1))
+}
+
+/// `DELETE /v1/subscriptions/{id}`: cancels now.
+async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
+    let mut s = sim.lock().expect("simulator lock");
+    let key = idempotency_key(&headers);
+    if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
+        return (done.0, Json(done.1.clone()));
+    }
+    if !s.subs.contains_key(&id) {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription"}})));
+    }
+    let clock = s.clock;
+    s.calls.push(("cancel".into(), id.clone(), clock));
+    s.subs.get_mut(&id).expect("sub").status = "canceled".into();
+    s.emit_sub("customer.subscription.deleted", &id);
+    let answer = (StatusCode::OK, s.sub_json(&s.subs[&id].clone()));
+    if let Some(k) = key {
+        s.idempotent.insert(k, answer.clone());
+    }
+    (answer.0, Json(answer.1))
 }

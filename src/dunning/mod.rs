@@ -1,0 +1,409 @@
+//! Dunning: cases opened by failed invoice payments, advanced day by day by the policy, closed
+//! by invoice.paid; and the reminder emails that billing effects ask for.
+//!
+//! Two entry points, both idempotent:
+//! - [`consume_effects`] turns a tenant's unconsumed billing effects (written by the Stripe
+//!   handlers) into case openings and closings and reminder emails, in one tenant transaction.
+//!   The stripe.event job calls it after each commit, so the day-0 email and a recovery act at
+//!   once; the daily run calls it too, for anything left behind.
+//! - [`run`] advances every open case to `as_of`: each step due and not yet done is done once,
+//!   keyed (case, stage) in dunning_actions, under the tenant's transaction lock, so two runs
+//!   at once, or twice a day, do each action once.
+
+pub mod policy;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+pub use policy::{Action, FinalAction, Policy, Step};
+
+use crate::app::AppState;
+use crate::billing::entitlements;
+use crate::domain::TenantId;
+use crate::email::{self, NewEmail, Template};
+use crate::stripe::client::StripeApiError;
+
+/// Errors of a dunning run.
+#[derive(Debug, thiserror::Error)]
+pub enum DunningError {
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The tenant transaction could not start.
+    #[error(transparent)]
+    Tx(#[from] crate::db::DbError),
+    /// An email could not be written.
+    #[error(transparent)]
+    Email(#[from] email::EmailError),
+    /// Stripe could not be reached (retry later; nothing was recorded for the step).
+    #[error(transparent)]
+    Stripe(#[from] StripeApiError),
+    /// A queue push failed after commit (the outbox sweep re-pushes).
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+}
+
+/// Decline codes that retrying the same card cannot fix (Stripe's "hard declines").
+const HARD_DECLINES: &[&str] = &[
+    "card_not_supported", "currency_not_supported", "do_not_try_again", "fraudulent", "incorrect_number", "invalid_account",
+    "lost_card", "merchant_blacklist", "pickup_card", "restricted_card", "revocation_of_all_authorizations",
+    "revocation_of_authorization", "security_violation", "stolen_card", "stop_payment_order", "transaction_not_allowed",
+];
+
+/// One action taken (or, in a dry run, that would be).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionReport {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// The case's invoice.
+    pub invoice: String,
+    /// Stage (`retry@3`).
+    pub stage: String,
+    /// What happened.
+    pub outcome: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// The day it acted as of.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Dry run: nothing was written or called.
+    pub dry_run: bool,
+    /// Billing effects consumed.
+    pub effects_consumed: usize,
+    /// Open cases looked at.
+    pub cases: usize,
+    /// Actions.
+    pub actions: Vec<ActionReport>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Case {
+    id: uuid::Uuid,
+    tenant_id: uuid::Uuid,
+    invoice_id: String,
+    customer_id: String,
+    subscription_id: Option<String>,
+    opened_at: DateTime<Utc>,
+    hard_decline: bool,
+}
+
+/// What a transaction decided that must happen after it commits.
+#[derive(Default)]
+struct AfterCommit {
+    emails: Vec<uuid::Uuid>,
+    entitlements_changed: bool,
+}
+
+impl AfterCommit {
+    async fn run(self, state: &AppState, tenant: TenantId) -> Result<(), DunningError> {
+        email::push(&state.queue, tenant, &self.emails).await?;
+        if self.entitlements_changed {
+            let mut redis = state.redis.clone();
+            let key = state.keys.tenant_entitlements(tenant);
+            if let Err(e) = redis::AsyncCommands::del::<_, ()>(&mut redis, key).await {
+                tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Effect {
+    id: uuid::Uuid,
+    effect_key: String,
+    kind: String,
+    subject_id: String,
+    payload: serde_json::Value,
+    stripe_created: DateTime<Utc>,
+}
+
+const CONSUMED_KINDS: &[&str] = &["dunning.payment_failed", "dunning.invoice_paid", "email.upcoming_renewal", "email.trial_will_end"];
+
+/// Turns `tenant`'s unconsumed billing effects into cases, closings and emails.
+pub async fn consume_effects(state: &AppState, tenant: TenantId) -> Result<usize, DunningError> {
+    let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
+    let effects: Vec<Effect> = sqlx::query_as(
+        "SELECT e.id, e.effect_key, e.kind, e.subject_id, e.payload, s.stripe_created
+         FROM billing_effects e JOIN stripe_events s ON s.id = e.event_id
+         WHERE e.consumed_at IS NULL AND e.kind = ANY($1) ORDER BY s.stripe_created, e.created_at",
+    )
+    .bind(CONSUMED_KINDS)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut after = AfterCommit::default();
+    for e in &effects {
+        match e.kind.as_str() {
+            "dunning.payment_failed" => open_case(state, &mut tx, tenant, e, &mut after).await?,
+            "dunning.invoice_paid" => {
+                let closed = sqlx::query(
+                    "UPDATE dunning_cases SET status = 'recovered', restricted = false, closed_at = now(), updated_at = now()
+                     WHERE invoice_id = $1 AND status IN ('open', 'manual_review')",
+                )
+                .bind(&e.subject_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                after.entitlements_changed |= closed > 0;
+            }
+            "email.upcoming_renewal" => {
+                let renews = e.payload.get("renews_at").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
+                let vars = serde_json::json!({
+                    "amount": email::money(e.payload["amount_due"].as_i64().unwrap_or(0), e.payload["currency"].as_str().unwrap_or("usd")),
+                    "renews_on": renews.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+                });
+                let customer = customer_of_subscription(&mut tx, &e.subject_id).await?.unwrap_or_else(|| e.subject_id.clone());
+                remind(&mut tx, tenant, &customer, &e.effect_key, Template::UpcomingRenewal, vars, &mut after).await?;
+            }
+            "email.trial_will_end" => {
+                let ends = e.payload.get("trial_end").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
+                let has_pm: Option<bool> =
+                    sqlx::query_scalar("SELECT default_payment_method IS NOT NULL FROM subscriptions WHERE id = $1")
+                        .bind(&e.subject_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let vars = serde_json::json!({
+                    "ends_on": ends.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+                    "has_payment_method": has_pm.unwrap_or(false),
+                });
+                if let Some(customer) = customer_of_subscription(&mut tx, &e.subject_id).await? {
+                    remind(&mut tx, tenant, &customer, &e.effect_key, Template::TrialEnding, vars, &mut after).await?;
+                }
+            }
+            _ => {}
+        }
+        sqlx::query("UPDATE billing_effects SET consumed_at = now() WHERE id = $1").bind(e.id).execute(&mut *tx).await?;
+    }
+    if after.entitlements_changed {
+        entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
+    }
+    tx.commit().await?;
+    after.run(state, tenant).await?;
+    Ok(effects.len())
+}
+
+async fn customer_of_subscription(tx: &mut PgConnection, sub: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT customer_id FROM subscriptions WHERE id = $1").bind(sub).fetch_optional(tx).await
+}
+
+/// The customer's (email, name), when the mirror knows an email.
+async fn contact(tx: &mut PgConnection, customer: &str) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    let row: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT email, name FROM customers WHERE id = $1").bind(customer).fetch_optional(tx).await?;
+    Ok(row.and_then(|(email, name)| email.filter(|e| !e.is_empty()).map(|e| (e, name))))
+}
+
+/// Queues a reminder email to `customer`; false when there is no address to send to.
+async fn remind(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    customer: &str,
+    dedup_key: &str,
+    template: Template,
+    mut vars: serde_json::Value,
+    after: &mut AfterCommit,
+) -> Result<bool, DunningError> {
+    let Some((to, name)) = contact(tx, customer).await? else { return Ok(false) };
+    vars["name"] = serde_json::json!(name);
+    let new = NewEmail { dedup_key: dedup_key.to_owned(), template, to, vars };
+    if let Some(id) = email::queue(tx, tenant, &new).await? {
+        after.emails.push(id);
+    }
+    Ok(true)
+}
+
+async fn open_case(state: &AppState, tx: &mut PgConnection, tenant: TenantId, e: &Effect, after: &mut AfterCommit) -> Result<(), DunningError> {
+    let mirrored: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT customer_id, subscription_id FROM invoices WHERE id = $1").bind(&e.subject_id).fetch_optional(&mut *tx).await?;
+    let Some((customer, subscription)) = mirrored else {
+        tracing::warn!(message = "Payment failure for an invoice the mirror does not hold; no dunning case.", invoice = %e.subject_id);
+        return Ok(());
+    };
+    let subscription = subscription.or_else(|| e.payload.get("subscription").and_then(|v| v.as_str()).map(str::to_owned));
+    let case: Option<Case> = sqlx::query_as(
+        "INSERT INTO dunning_cases (tenant_id, invoice_id, customer_id, subscription_id, opened_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (invoice_id) DO NOTHING
+         RETURNING id, tenant_id, invoice_id, customer_id, subscription_id, opened_at, hard_decline",
+    )
+    .bind(tenant.0)
+    .bind(&e.subject_id)
+    .bind(&customer)
+    .bind(&subscription)
+    .bind(e.stripe_created)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(case) = case {
+        // The steps of the failure's own day (the day-0 email) happen now, not at the next run.
+        advance(state, tx, &case, case.opened_at, false, after).await?;
+    }
+    Ok(())
+}
+
+/// Advances every open case (of one tenant, or all) to `as_of`.
+pub async fn run(state: &AppState, as_of: DateTime<Utc>, tenant: Option<TenantId>, dry_run: bool) -> Result<RunReport, DunningError> {
+    let mut report = RunReport { as_of: Some(as_of), dry_run, ..RunReport::default() };
+    // System pool: the daily run looks across tenants for work, then acts in each tenant's own transaction.
+    if !dry_run {
+        let pending: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT tenant_id FROM billing_effects WHERE consumed_at IS NULL AND kind = ANY($1) AND ($2::uuid IS NULL OR tenant_id = $2)",
+        )
+        .bind(CONSUMED_KINDS)
+        .bind(tenant.map(|t| t.0))
+        .fetch_all(&state.system_pool.0)
+        .await?;
+        for t in pending {
+            report.effects_consumed += consume_effects(state, TenantId(t)).await?;
+        }
+    }
+    let cases: Vec<Case> = sqlx::query_as(
+        "SELECT id, tenant_id, invoice_id, customer_id, subscription_id, opened_at, hard_decline FROM dunning_cases
+         WHERE status = 'open' AND ($1::uuid IS NULL OR tenant_id = $1) ORDER BY opened_at",
+    )
+    .bind(tenant.map(|t| t.0))
+    .fetch_all(&state.system_pool.0)
+    .await?;
+    report.cases = cases.len();
+    for case in cases {
+        let t = TenantId(case.tenant_id);
+        let mut tx = state.tenant_pool.begin_serialised(t).await?;
+        // Under the tenant's lock: the case may have closed since the scan.
+        let still_open: Option<bool> =
+            sqlx::query_scalar("SELECT hard_decline FROM dunning_cases WHERE id = $1 AND status = 'open' FOR UPDATE")
+                .bind(case.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(hard_decline) = still_open else { continue };
+        let case = Case { hard_decline, ..case };
+        let mut after = AfterCommit::default();
+        let actions = advance(state, &mut tx, &case, as_of, dry_run, &mut after).await?;
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            if after.entitlements_changed {
+                entitlements::recompute(&mut tx, t, &state.plans, state.settings.past_due_grace).await?;
+            }
+            tx.commit().await?;
+            after.run(state, t).await?;
+        }
+        report.actions.extend(actions);
+    }
+    Ok(report)
+}
+
+/// Does the case's due steps that are not done yet, in the caller's tenant transaction.
+async fn advance(
+    state: &AppState,
+    tx: &mut PgConnection,
+    case: &Case,
+    as_of: DateTime<Utc>,
+    dry_run: bool,
+    after: &mut AfterCommit,
+) -> Result<Vec<ActionReport>, DunningError> {
+    let policy = &state.dunning;
+    let days = (as_of - case.opened_at).num_days().max(0);
+    let done: Vec<String> = sqlx::query_scalar("SELECT stage FROM dunning_actions WHERE case_id = $1").bind(case.id).fetch_all(&mut *tx).await?;
+    let due: Vec<&Step> = policy.steps.iter().filter(|s| i64::from(s.day) <= days && !done.contains(&s.stage())).collect();
+    let last_retry = due.iter().rev().find(|s| s.action == Action::Retry).map(|s| s.day);
+    let tenant = TenantId(case.tenant_id);
+    let mut reports = Vec::new();
+    let mut hard_decline = case.hard_decline;
+    for step in due {
+        let stage = step.stage();
+        let key = format!("dunning:{}:{stage}", case.id);
+        let outcome = if dry_run {
+            format!("would {stage}")
+        } else {
+            match step.action {
+                Action::Email => {
+                    let amount: Option<(i64, String)> = sqlx::query_as("SELECT amount_due, currency FROM invoices WHERE id = $1")
+                        .bind(&case.invoice_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let (amount, currency) = amount.unwrap_or((0, "usd".into()));
+                    let days_left = policy.restrict_day().map(|d| i64::from(d) - i64::from(step.day)).unwrap_or(0).max(0);
+                    let vars = serde_json::json!({"amount": email::money(amount, &currency), "invoice": case.invoice_id, "days_left": days_left});
+                    let template = step.template.unwrap_or(Template::PaymentFailed);
+                    if remind(tx, tenant, &case.customer_id, &key, template, vars, after).await? { "email queued".into() } else { "skipped: no email address".into() }
+                }
+                Action::Retry if Some(step.day) != last_retry => "skipped: superseded by a later retry".into(),
+                Action::Retry if hard_decline => "skipped: hard decline".into(),
+                Action::Retry => {
+                    let pm: Option<Option<String>> = match &case.subscription_id {
+                        Some(sub) => sqlx::query_scalar("SELECT default_payment_method FROM subscriptions WHERE id = $1")
+                            .bind(sub)
+                            .fetch_optional(&mut *tx)
+                            .await?,
+                        None => None,
+                    };
+                    if pm.flatten().is_none() {
+                        "skipped: no payment method".into()
+                    } else {
+                        match state.stripe.pay_invoice(&case.invoice_id, &key).await {
+                            Ok(inv) => format!("retried: invoice {}", inv.get("status").and_then(|s| s.as_str()).unwrap_or("unknown")),
+                            Err(StripeApiError::Refused { status, code, decline_code, .. }) => {
+                                let hard = decline_code.as_deref().is_some_and(|c| HARD_DECLINES.contains(&c));
+                                if hard {
+                                    hard_decline = true;
+                                    sqlx::query("UPDATE dunning_cases SET hard_decline = true, decline_code = $2, updated_at = now() WHERE id = $1")
+                                        .bind(case.id)
+                                        .bind(&decline_code)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                }
+                                format!("retried: refused ({status} {code} {})", decline_code.unwrap_or_default())
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Action::Restrict => {
+                    sqlx::query("UPDATE dunning_cases SET restricted = true, updated_at = now() WHERE id = $1").bind(case.id).execute(&mut *tx).await?;
+                    after.entitlements_changed = true;
+                    "entitlements restricted".into()
+                }
+                Action::Final => match (policy.final_action, &case.subscription_id) {
+                    (FinalAction::Cancel, Some(sub)) => {
+                        let result = state.stripe.cancel_subscription(sub, &key).await;
+                        let (status, outcome) = match result {
+                            Ok(_) => ("canceled", format!("subscription {sub} canceled")),
+                            Err(StripeApiError::Refused { message, .. }) => ("manual_review", format!("cancel refused ({message}); manual review")),
+                            Err(e) => return Err(e.into()),
+                        };
+                        sqlx::query("UPDATE dunning_cases SET status = $2, closed_at = now(), updated_at = now() WHERE id = $1")
+                            .bind(case.id)
+                            .bind(status)
+                            .execute(&mut *tx)
+                            .await?;
+                        outcome
+                    }
+                    _ => {
+                        sqlx::query("UPDATE dunning_cases SET status = 'manual_review', updated_at = now() WHERE id = $1")
+                            .bind(case.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        "marked for manual review".into()
+                    }
+                },
+            }
+        };
+        if !dry_run {
+            let action = stage.split('@').next().unwrap_or("").to_owned();
+            sqlx::query(
+                "INSERT INTO dunning_actions (tenant_id, case_id, stage, action, outcome) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (case_id, stage) DO NOTHING",
+            )
+            .bind(case.tenant_id)
+            .bind(case.id)
+            .bind(&stage)
+            .bind(action)
+            .bind(&outcome)
+            .execute(&mut *tx)
+            .await?;
+        }
+        reports.push(ActionReport { tenant, invoice: case.invoice_id.clone(), stage, outcome });
+    }
+    Ok(reports)
+}

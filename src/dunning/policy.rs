@@ -1,0 +1,139 @@
+//! The dunning policy file (`BALLAST_DUNNING_FILE`, default deploy/dunning.toml).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::email::Template;
+
+/// Errors reading the policy.
+#[derive(Debug, thiserror::Error)]
+#[error("dunning policy {path}: {message}")]
+pub struct PolicyError {
+    path: String,
+    message: String,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Send the step's email template.
+    Email,
+    /// Retry the invoice's payment through the Stripe API.
+    Retry,
+    /// Restrict the tenant's entitlements.
+    Restrict,
+    /// The final action (cancel or manual review).
+    Final,
+}
+
+/// The final action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalAction {
+    /// Cancel the subscription through the Stripe API.
+    Cancel,
+    /// Mark the case for a person to decide.
+    ManualReview,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    day: u32,
+    action: Action,
+    template: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    final_action: FinalAction,
+    steps: Vec<StepFile>,
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Days after the first failure.
+    pub day: u32,
+    /// What it does.
+    pub action: Action,
+    /// The email, for email steps.
+    pub template: Option<Template>,
+}
+
+impl Step {
+    /// The stage name, half of the action key: `retry@3`.
+    pub fn stage(&self) -> String {
+        let action = match self.action {
+            Action::Email => "email",
+            Action::Retry => "retry",
+            Action::Restrict => "restrict",
+            Action::Final => "final",
+        };
+        format!("{action}@{}", self.day)
+    }
+}
+
+/// The policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// What the final step does.
+    pub final_action: FinalAction,
+    /// Steps by day.
+    pub steps: Vec<Step>,
+}
+
+impl Policy {
+    /// Parses and validates policy TOML.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut steps = Vec::new();
+        for s in file.steps {
+            let template = match (s.action, &s.template) {
+                (Action::Email, Some(t)) => Some(Template::parse(t).ok_or_else(|| format!("day {}: no email template {t:?}", s.day))?),
+                (Action::Email, None) => return Err(format!("day {}: an email step needs a template", s.day)),
+                (_, Some(_)) => return Err(format!("day {}: only email steps take a template", s.day)),
+                (_, None) => None,
+            };
+            steps.push(Step { day: s.day, action: s.action, template });
+        }
+        steps.sort_by_key(|s| s.day);
+        let mut stages: Vec<String> = steps.iter().map(Step::stage).collect();
+        stages.dedup();
+        if stages.len() != steps.len() {
+            return Err("two steps with the same action on the same day".into());
+        }
+        Ok(Self { final_action: file.final_action, steps })
+    }
+
+    /// Loads the file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError { path: shown.clone(), message: e.to_string() })?;
+        Self::parse(&text).map_err(|message| PolicyError { path: shown, message })
+    }
+
+    /// The day access is restricted, if the policy restricts.
+    pub fn restrict_day(&self) -> Option<u32> {
+        self.steps.iter().find(|s| s.action == Action::Restrict).map(|s| s.day)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policy_is_the_documented_one() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/dunning.toml")).expect("deploy/dunning.toml");
+        let p = Policy::parse(&text).expect("parses");
+        let stages: Vec<String> = p.steps.iter().map(Step::stage).collect();
+        assert_eq!(stages, ["email@0", "retry@1", "retry@3", "retry@5", "retry@7", "email@10", "restrict@14", "final@21"]);
+        assert_eq!(p.final_action, FinalAction::Cancel);
+        assert!(Policy::parse("final_action = \"cancel\"\n[[steps]]\nday = 0\naction = \"email\"\n").is_err());
+        assert!(Policy::parse("final_action = \"cancel\"\n[[steps]]\nday = 0\naction = \"email\"\ntemplate = \"nope\"\n").is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! Transactional email: the outbox (rows written in the transaction that decided to send),
+//! the templates kept in templates/email/ (compiled in), and the SMTP sender (`smtp`).
+//!
+//! An email exists once per dedup key (a unique column), and its Message-ID is derived from
+//! that key, so even a resend after an ambiguous SMTP failure is recognisable downstream.
+
+pub mod smtp;
+
+use minijinja::Environment;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+
+use crate::domain::TenantId;
+
+/// The job kind that sends one outbox row.
+pub const JOB_KIND: &str = "email.send";
+
+/// Errors of the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    /// A template failed to render (a bug in a template or its variables).
+    #[error("template {0}: {1}")]
+    Template(&'static str, String),
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The templates there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// Dunning day 0.
+    PaymentFailed,
+    /// Dunning day 10.
+    PaymentWarning,
+    /// customer.subscription.trial_will_end.
+    TrialEnding,
+    /// invoice.upcoming.
+    UpcomingRenewal,
+}
+
+impl Template {
+    /// The template's name (its files in templates/email/).
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::PaymentFailed => "payment_failed",
+            Template::PaymentWarning => "payment_warning",
+            Template::TrialEnding => "trial_ending",
+            Template::UpcomingRenewal => "upcoming_renewal",
+        }
+    }
+
+    /// Parses a template name (the dunning policy names them).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Template::PaymentFailed, Template::PaymentWarning, Template::TrialEnding, Template::UpcomingRenewal]
+            .into_iter()
+            .find(|t| t.name() == s)
+    }
+
+    fn sources(self) -> [&'static str; 3] {
+        macro_rules! files {
+            ($n:literal) => {
+                [
+                    include_str!(concat!("../../templates/email/", $n, ".subject")),
+                    include_str!(concat!("../../templates/email/", $n, ".txt")),
+                    include_str!(concat!("../../templates/email/", $n, ".html")),
+                ]
+            };
+        }
+        match self {
+            Template::PaymentFailed => files!("payment_failed"),
+            Template::PaymentWarning => files!("payment_warning"),
+            Template::TrialEnding => files!("trial_ending"),
+            Template::UpcomingRenewal => files!("upcoming_renewal"),
+        }
+    }
+
+    /// Subject, text and HTML bodies for `vars`. HTML is auto-escaped; text is not.
+    pub fn render(self, vars: &serde_json::Value) -> Result<(String, String, String), EmailError> {
+        let [subject, text, html] = self.sources();
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+        });
+        let err = |e: minijinja::Error| EmailError::Template(self.name(), e.to_string());
+        let render = |name: &str, src: &str| env.render_named_str(name, src, vars).map_err(err);
+        Ok((render("subject.txt", subject)?.trim().to_owned(), render("body.txt", text)?, render("body.html", html)?))
+    }
+}
+
+/// The Message-ID of the email with `dedup_key`: stable, so a resend is the same message.
+pub fn message_id(dedup_key: &str) -> String {
+    let digest = hex::encode(Sha256::digest(dedup_key.as_bytes()));
+    format!("<{}@ballast>", &digest[..32])
+}
+
+/// Money for people: 2000 usd → "USD 20.00".
+pub fn money(amount_minor: i64, currency: &str) -> String {
+    format!("{} {}.{:02}", currency.to_uppercase(), amount_minor / 100, (amount_minor % 100).abs())
+}
+
+/// An email to queue.
+#[derive(Debug, Clone)]
+pub struct NewEmail {
+    /// Makes the email exist once.
+    pub dedup_key: String,
+    /// Which template.
+    pub template: Template,
+    /// Recipient.
+    pub to: String,
+    /// Template variables.
+    pub vars: serde_json::Value,
+}
+
+/// Writes an email into the outbox in the caller's transaction; `None` when the dedup key
+/// already exists. The caller queues [`JOB_KIND`] for the id after commit.
+pub async fn queue(conn: &mut PgConnection, tenant: TenantId, email: &NewEmail) -> Result<Option<uuid::Uuid>, EmailError> {
+    let (subject, text, html) = email.template.render(&email.vars)?;
+    let id: Option<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(tenant.0)
+    .bind(&email.dedup_key)
+    .bind(email.template.name())
+    .bind(&email.to)
+    .bind(&subject)
+    .bind(&text)
+    .bind(&html)
+    .bind(message_id(&email.dedup_key))
+    .fetch_optional(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Queues the send job of outbox rows (after their transaction committed). Idempotent per row.
+pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, ids: &[uuid::Uuid]) -> Result<(), crate::queue::QueueError> {
+    for id in ids {
+        let mut req = crate::queue::EnqueueRequest::new(JOB_KIND, serde_json::json!({"outbox_id": id}));
+        req.tenant = Some(tenant);
+        req.idempotency_key = Some(format!("email:{id}"));
+        queue.enqueue(req).await?;
+    }
+    Ok(())
+}
+
+/// Queues the send job of pending rows older than `older_than` (their push was lost: a crash
+/// or Redis down after commit). System pool: the sweep spans tenants. Bounded per run.
+pub async fn sweep(pool: &crate::db::SystemPool, queue: &crate::queue::JobQueue, older_than: chrono::Duration) -> Result<usize, crate::queue::QueueError> {
+    let rows: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT id, tenant_id FROM email_outbox WHERE status = 'pending' AND created_at < $1 ORDER BY created_at LIMIT 1000",
+    )
+    .bind(chrono::Utc::now() - older_than)
+    .fetch_all(&pool.0)
+    .await?;
+    for (id, tenant) in &rows {
+        push(queue, TenantId(*tenant), &[*id]).await?;
+    }
+    Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_and_html_is_escaped() {
+        let vars = serde_json::json!({"name": "<Ann>", "amount": "USD 20.00", "invoice": "in_1", "days_left": 4,
+            "ends_on": "2026-12-01", "renews_on": "2026-12-01", "has_payment_method": false});
+        for t in [Template::PaymentFailed, Template::PaymentWarning, Template::TrialEnding, Template::UpcomingRenewal] {
+            let (subject, text, html) = t.render(&vars).expect(t.name());
+            assert!(!subject.is_empty() && !subject.contains('\n'), "{subject}");
+            assert!(text.contains("<Ann>"), "{text}");
+            assert!(html.contains("&lt;Ann&gt;") && !html.contains("<Ann>"), "{html}");
+            assert_eq!(Template::parse(t.name()), Some(t));
+        }
+        assert_eq!(money(2005, "usd"), "USD 20.05");
+        assert_eq!(message_id("k"), message_id("k"));
+        assert_ne!(message_id("k"), message_id("l"));
+    }
+}

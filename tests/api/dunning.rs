@@ -1,0 +1,205 @@
+//! Dunning and email end to end: the Stripe simulator's clock drives a card decline through
+//! the policy (deploy/dunning.toml); emails travel over a real SMTP conversation to a server
+//! on loopback; retries and the final cancel go through the simulator's API.
+
+use std::time::Duration;
+
+use ballast::queue::worker::RunOutcome;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::support::TestApp;
+use crate::support::smtp::SmtpServer;
+use crate::support::stripe_sim::{STARTER, StripeSim};
+
+const DAY: i64 = 86_400;
+
+/// email.send retries every second in tests (run times have whole-second resolution), for
+/// long enough to outlast the test's outage (the catalogue's 10 s base and 12 attempts are
+/// for production).
+const FAST_EMAIL: &str = "kind = \"email.send\"\ndescription = \"test\"\nconcurrency = 4\ntimeout_secs = 10\nmax_attempts = 30\nbackoff = { base_secs = 1, max_secs = 1, jitter = 0.0 }\n";
+
+async fn app_with(sim: &StripeSim, smtp: &SmtpServer) -> TestApp {
+    TestApp::builder()
+        .env("STRIPE_API_BASE", &sim.base_url)
+        .env("BALLAST_SMTP_HOST", "127.0.0.1")
+        .env("BALLAST_SMTP_PORT", &smtp.port.to_string())
+        .env("BALLAST_SMTP_SECURITY", "none")
+        .env("BALLAST_EMAIL_FROM", "Billing <billing@example.com>")
+        .job_entry("email.send", FAST_EMAIL)
+        .spawn()
+        .await
+}
+
+async fn deliver_new(app: &TestApp, sim: &StripeSim) {
+    for e in sim.take_events() {
+        assert_eq!(app.deliver(&e).await, 200, "{e}");
+    }
+    app.drain().await;
+}
+
+/// A paying customer of a new tenant whose renewal then fails; returns (tenant, customer, invoice, failed at).
+async fn declined_renewal(app: &TestApp, sim: &StripeSim) -> (Uuid, String, String, i64) {
+    let tenant = app.tenant("T").await;
+    let customer = sim.customer(tenant, true);
+    sim.checkout(tenant, &customer, STARTER, None);
+    deliver_new(app, sim).await;
+    sim.set_declining(&customer, true);
+    sim.advance_days(30);
+    let failed_at = sim.now();
+    deliver_new(app, sim).await;
+    let open = sim.open_invoices_of(&customer);
+    assert_eq!(open.len(), 1, "{open:?}");
+    (tenant, customer, open[0].clone(), failed_at)
+}
+
+/// One day later on both clocks: deliver what Stripe emitted, run dunning (twice: a second
+/// run the same day must change nothing), deliver what the run caused.
+async fn next_day(app: &TestApp, sim: &StripeSim) {
+    sim.advance_days(1);
+    deliver_new(app, sim).await;
+    let as_of = chrono::DateTime::from_timestamp(sim.now(), 0).expect("time");
+    for _ in 0..2 {
+        ballast::dunning::run(&app.state, as_of, None, false).await.expect("dunning run");
+        deliver_new(app, sim).await;
+    }
+}
+
+fn pay_days(sim: &StripeSim, invoice: &str, failed_at: i64) -> Vec<i64> {
+    sim.api_calls().iter().filter(|(what, id, _)| what == "pay" && id == invoice).map(|(_, _, at)| (at - failed_at) / DAY).collect()
+}
+
+async fn case_status(app: &TestApp, invoice: &str) -> (String, bool) {
+    sqlx::query_as("SELECT status, restricted FROM dunning_cases WHERE invoice_id = $1")
+        .bind(invoice)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("case")
+}
+
+async fn enabled(app: &TestApp, tenant: Uuid, feature: &str) -> bool {
+    sqlx::query_scalar("SELECT enabled FROM entitlements WHERE tenant_id = $1 AND feature = $2")
+        .bind(tenant)
+        .bind(feature)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("entitlement")
+}
+
+fn subjects(smtp: &SmtpServer) -> Vec<String> {
+    smtp.messages().iter().map(|m| m.header("subject").unwrap_or_default()).collect()
+}
+
+#[tokio::test]
+async fn a_decline_recovered_on_day_9_gets_one_email_and_retries_on_days_1_3_5_7() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let (tenant, customer, invoice, failed_at) = declined_renewal(&app, &sim).await;
+
+    // Day 0: the email goes out at once, over SMTP, with a Message-ID from its dedup key.
+    let got = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert!(got[0].header("subject").unwrap_or_default().contains("did not go through"), "{:?}", got[0].data);
+    assert_eq!(got[0].to, vec![format!("{customer}@example.com")]);
+    assert!(got[0].header("message-id").unwrap_or_default().ends_with("@ballast>"));
+    assert_eq!(case_status(&app, &invoice).await, ("open".into(), false));
+
+    for _ in 1..=8 {
+        next_day(&app, &sim).await;
+    }
+    assert_eq!(pay_days(&sim, &invoice, failed_at), [1, 3, 5, 7], "retries on the policy's days, once each");
+
+    // Day 9: the customer fixes the card; Stripe collects; invoice.paid closes the case.
+    sim.set_declining(&customer, false);
+    sim.advance_days(1);
+    sim.retry_invoice(&invoice);
+    deliver_new(&app, &sim).await;
+    assert_eq!(case_status(&app, &invoice).await.0, "recovered");
+    for _ in 10..=22 {
+        next_day(&app, &sim).await;
+    }
+    app.drain().await;
+    assert_eq!(subjects(&smtp).len(), 1, "nothing more after recovery: {:?}", subjects(&smtp));
+    assert_eq!(pay_days(&sim, &invoice, failed_at), [1, 3, 5, 7]);
+    assert!(enabled(&app, tenant, "api_access").await, "never restricted");
+}
+
+#[tokio::test]
+async fn without_recovery_access_is_restricted_on_day_14_and_the_subscription_canceled_on_day_21() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let (tenant, _customer, invoice, failed_at) = declined_renewal(&app, &sim).await;
+    smtp.wait_for(1, Duration::from_secs(10)).await;
+    for day in 1..=13 {
+        next_day(&app, &sim).await;
+        assert!(enabled(&app, tenant, "api_access").await, "day {day}: not restricted yet");
+    }
+    next_day(&app, &sim).await; // day 14
+    assert_eq!(case_status(&app, &invoice).await, ("open".into(), true));
+    assert!(!enabled(&app, tenant, "api_access").await, "restricted on day 14");
+    assert!(enabled(&app, tenant, "read_only").await, "restricted keeps read-only");
+    for _ in 15..=20 {
+        next_day(&app, &sim).await;
+    }
+    assert!(sim.api_calls().iter().all(|(what, _, _)| what != "cancel"), "no final action before day 21");
+    next_day(&app, &sim).await; // day 21
+    let cancels: Vec<i64> =
+        sim.api_calls().iter().filter(|(what, _, _)| what == "cancel").map(|(_, _, at)| (at - failed_at) / DAY).collect();
+    assert_eq!(cancels, [21]);
+    assert_eq!(case_status(&app, &invoice).await.0, "canceled");
+    let sub_status: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("sub");
+    assert_eq!(sub_status, "canceled", "the cancel's webhook reached the mirror");
+    app.drain().await;
+    let subjects = subjects(&smtp);
+    assert_eq!(subjects.len(), 2, "day 0 and day 10: {subjects:?}");
+    assert!(subjects[1].contains("restricted in 4 days"), "{subjects:?}");
+    let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM dunning_actions").fetch_one(&app.state.system_pool.0).await.expect("actions");
+    assert_eq!(actions, 8, "every step once, twice-daily runs notwithstanding");
+}
+
+#[tokio::test]
+async fn emails_wait_out_an_smtp_outage_and_arrive_once_and_a_5xx_is_dead_lettered() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    smtp.down();
+    declined_renewal(&app, &sim).await;
+    let is_email_retry = |e: &crate::support::Events| {
+        e.finished.lock().expect("lock").iter().any(|(env, o)| env.kind.0 == "email.send" && *o == RunOutcome::Retried)
+    };
+    app.events.wait_until("a failed send attempt", Duration::from_secs(10), is_email_retry).await;
+    assert!(smtp.messages().is_empty());
+    smtp.up().await;
+    smtp.wait_for(1, Duration::from_secs(10)).await;
+    app.events
+        .wait_until("the send recorded", Duration::from_secs(10), |e| {
+            e.finished.lock().expect("lock").iter().any(|(env, o)| env.kind.0 == "email.send" && *o == RunOutcome::Completed)
+        })
+        .await;
+    // A trial reminder rejected for good: dead, visible, and not retried.
+    smtp.reject_with(Some("550 5.1.1 no such mailbox"));
+    let trial_tenant = app.tenant("Trial").await;
+    let trial_customer = sim.customer(trial_tenant, false);
+    sim.checkout(trial_tenant, &trial_customer, STARTER, Some(14));
+    sim.advance_days(12);
+    deliver_new(&app, &sim).await;
+    app.events
+        .wait_until("the 5xx dead-lettered", Duration::from_secs(10), |e| {
+            e.finished.lock().expect("lock").iter().any(|(env, o)| env.kind.0 == "email.send" && *o == RunOutcome::Dead)
+        })
+        .await;
+    assert_eq!(smtp.messages().len(), 1, "the outage email once, the rejected one never");
+    let rows: Vec<(String, String, i32)> = sqlx::query_as("SELECT template, status, attempts FROM email_outbox ORDER BY created_at")
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("outbox");
+    assert_eq!(rows[0].0, "payment_failed");
+    assert_eq!(rows[0].1, "sent");
+    assert!(rows[0].2 >= 2, "it was attempted during the outage: {rows:?}");
+    assert_eq!((rows[1].0.as_str(), rows[1].1.as_str(), rows[1].2), ("trial_ending", "dead", 1));
+    let out = app.cli(&["emails", "list", "--status", "dead", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
