@@ -146,7 +146,9 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     }
     // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email
     // and a recovery do not wait for the daily run (which consumes whatever this misses).
-    if let Err(e) = crate::dunning::consume_effects(state, tenant).await {
+    if crate::dunning::acts_on(&event.event_type)
+        && let Err(e) = crate::dunning::consume_effects(state, tenant).await
+    {
         tracing::warn!(message = "Billing effects not consumed yet; the dunning run will.", tenant = %tenant, error = %e);
     }
     if let Some(customer) = applied.mapped_customer {

@@ -53,16 +53,21 @@ async fn declined_renewal(app: &TestApp, sim: &StripeSim) -> (Uuid, String, Stri
     (tenant, customer, open[0].clone(), failed_at)
 }
 
-/// One day later on both clocks: deliver what Stripe emitted, run dunning (twice: a second
-/// run the same day must change nothing), deliver what the run caused.
+/// One day later on both clocks: deliver what Stripe emitted, run dunning as two members at
+/// once and then once more (neither may act twice), deliver what the runs caused.
 async fn next_day(app: &TestApp, sim: &StripeSim) {
     sim.advance_days(1);
     deliver_new(app, sim).await;
     let as_of = chrono::DateTime::from_timestamp(sim.now(), 0).expect("time");
-    for _ in 0..2 {
-        ballast::dunning::run(&app.state, as_of, None, false).await.expect("dunning run");
-        deliver_new(app, sim).await;
-    }
+    let (a, b) = tokio::join!(
+        ballast::dunning::run(&app.state, as_of, None, false),
+        ballast::dunning::run(&app.state, as_of, None, false)
+    );
+    a.expect("dunning run");
+    b.expect("dunning run");
+    deliver_new(app, sim).await;
+    ballast::dunning::run(&app.state, as_of, None, false).await.expect("dunning run");
+    deliver_new(app, sim).await;
 }
 
 fn pay_days(sim: &StripeSim, invoice: &str, failed_at: i64) -> Vec<i64> {
