@@ -48,6 +48,9 @@ pub enum BenchError {
         /// Where the rest are.
         detail: String,
     },
+    /// The database is not ready for the benchmark.
+    #[error("{0}")]
+    NotReady(String),
     /// The in-process API did not report its address.
     #[error("the API role did not start listening")]
     NotListening,

@@ -128,6 +128,9 @@ pub async fn run(mut settings: Settings, params: WebhookBenchParams) -> Result<W
     let secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
     settings.stripe_webhook_secrets = vec![SecretString::from(secret.clone())];
     let state = AppState::build(settings)?;
+    if !crate::db::migrations_current(&state.system_pool.0).await.unwrap_or(false) {
+        return Err(BenchError::NotReady("migrations pending or database unreachable: run `ballast migrate` first".into()));
+    }
     let tenants = create_tenants(&state, &run_id, params.tenants.max(1)).await?;
     let result = measure(&state, &run_id, &secret, &tenants, &params).await;
     let cleaned = remove_rows(&state, &run_id, &tenants).await;
