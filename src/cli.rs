@@ -84,10 +84,29 @@ enum Command {
         #[command(subcommand)]
         command: EmailsCommand,
     },
+    /// Usage metering.
+    Usage {
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
     /// Benchmarks (release build; figures for README, never a timed test).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsageCommand {
+    /// Move closed usage windows into the ledger (exactly once) and report pending ledger rows
+    /// to Stripe, now. The catalogue runs this every minute; it is safe to run at any time.
+    Flush {
+        /// Also flush the current minute's window (safe: later writes start a fresh one).
+        #[arg(long)]
+        all: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -370,6 +389,15 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
                 for a in &report.actions {
                     println!("  {} {} {:<12} {}", a.tenant, a.invoice, a.stage, a.outcome);
                 }
+            }
+        }
+        Command::Usage { command: UsageCommand::Flush { all, json } } => {
+            let state = AppState::build(settings)?;
+            let r = ballast::usage::flush::run(&state, chrono::Utc::now(), all).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("flushed {} windows into {} ledger rows; reported {} to Stripe, {} refused", r.windows, r.ledger_rows, r.reported, r.dead);
             }
         }
         Command::Emails { command } => emails(AppState::build(settings)?, command).await?,

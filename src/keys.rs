@@ -89,6 +89,50 @@ impl Keys {
         format!("{}:rl:blocks:{}", self.ns, minute)
     }
 
+    /// String: a usage item's idempotency key was counted. TTL: [`Keys::USAGE_DEDUP_TTL`].
+    pub fn usage_dedup(&self, tenant: crate::domain::TenantId, idempotency_key: &str) -> String {
+        format!("{}:usage:dedup:{}:{}", self.ns, tenant, idempotency_key)
+    }
+
+    /// Hash `{tenant}|{metric}|{usage unix minute}` → units that arrived in one minute (the
+    /// flush window). No TTL: the flush deletes it after the ledger commit.
+    pub fn usage_window(&self, arrival_minute: i64) -> String {
+        format!("{}:usage:win:{}", self.ns, arrival_minute)
+    }
+
+    /// Hash: a window's counts moved aside by a flush (`flush_id` names it) so late writes
+    /// start a fresh window. No TTL: deleted once the ledger commit is done.
+    pub fn usage_claimed(&self, flush_id: &str) -> String {
+        format!("{}:usage:claimed:{}", self.ns, flush_id)
+    }
+
+    /// Set of flush ids claimed and not yet finished (a crash leaves them here). No TTL.
+    pub fn usage_claims(&self) -> String {
+        format!("{}:usage:claims", self.ns)
+    }
+
+    /// Sorted set of arrival minutes with unflushed counts (score = the minute). No TTL.
+    pub fn usage_windows(&self) -> String {
+        format!("{}:usage:windows", self.ns)
+    }
+
+    /// String: a tenant's units of a metric in a calendar month (`YYYYMM`), flushed or not; the
+    /// limit check reads it. TTL: 40 days.
+    pub fn usage_period(&self, tenant: crate::domain::TenantId, metric: &str, month: &str) -> String {
+        format!("{}:usage:period:{}:{}:{}", self.ns, tenant, metric, month)
+    }
+
+    /// String: the 80 % warning of a tenant's metric went out this month. TTL: 40 days.
+    pub fn usage_warned(&self, tenant: crate::domain::TenantId, metric: &str, month: &str) -> String {
+        format!("{}:usage:warned:{}:{}:{}", self.ns, tenant, metric, month)
+    }
+
+    /// How long a usage idempotency key is remembered.
+    pub const USAGE_DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+
+    /// How long period counters and warning marks live.
+    pub const USAGE_PERIOD_TTL: Duration = Duration::from_secs(40 * 24 * 3600);
+
     /// TTL of [`Keys::scheduler_last_tick`].
     pub const SCHEDULER_LAST_TICK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 

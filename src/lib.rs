@@ -29,6 +29,8 @@ pub mod domain;
 pub mod dunning;
 /// Transactional email: outbox, templates, SMTP.
 pub mod email;
+/// Named crash points for fault drills.
+pub mod fault;
 /// Job kinds and their registry.
 pub mod jobs;
 /// The Redis key registry.
@@ -43,3 +45,5 @@ pub mod scheduler;
 pub mod stripe;
 /// Logs.
 pub mod telemetry;
+/// Usage metering: intake counters, the ledger flush, meter events.
+pub mod usage;

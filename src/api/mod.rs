@@ -16,6 +16,7 @@ pub mod entitlements;
 pub mod guard;
 pub mod health;
 pub mod jobs;
+pub mod usage;
 pub mod webhooks;
 
 /// How a route authenticates.
@@ -70,6 +71,7 @@ fn routes_with_handlers() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     all.extend(webhooks::routes());
     all.extend(entitlements::routes());
     all.extend(jobs::routes());
+    all.extend(usage::routes());
     all
 }
 

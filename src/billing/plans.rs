@@ -41,12 +41,38 @@ pub struct Plan {
     /// Feature → grant.
     #[serde(default)]
     pub features: BTreeMap<String, Grant>,
+    /// Metered usage: metric → its limit per calendar month.
+    #[serde(default)]
+    pub usage: BTreeMap<String, UsageLimit>,
+}
+
+/// A metric's limit in a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageLimit {
+    /// Units per calendar month (UTC).
+    pub limit: i64,
+    /// Past the limit, usage is billed as overage instead of refused.
+    #[serde(default)]
+    pub overage: bool,
+}
+
+/// A metered metric.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    /// What is counted.
+    pub description: String,
+    /// The `event_name` of the Stripe billing meter it is reported to.
+    pub stripe_event: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlansFile {
     features: BTreeMap<String, String>,
+    #[serde(default)]
+    metrics: BTreeMap<String, Metric>,
     plans: BTreeMap<String, Plan>,
     restricted: Plan,
 }
@@ -56,6 +82,8 @@ struct PlansFile {
 pub struct Plans {
     /// Every feature the product knows, with its meaning.
     pub features: BTreeMap<String, String>,
+    /// Every metered metric.
+    pub metrics: BTreeMap<String, Metric>,
     /// Plans by id.
     pub plans: BTreeMap<String, Plan>,
     /// What a restricted (paused, dunning-restricted) tenant keeps.
@@ -79,13 +107,19 @@ impl Plans {
             if let Some(f) = plan.features.keys().find(|f| !file.features.contains_key(*f)) {
                 return Err(format!("plan {id:?} grants undeclared feature {f:?} (add it under [features])"));
             }
+            if let Some(m) = plan.usage.keys().find(|m| !file.metrics.contains_key(*m)) {
+                return Err(format!("plan {id:?} meters undeclared metric {m:?} (add it under [metrics])"));
+            }
+            if let Some((m, _)) = plan.usage.iter().find(|(_, l)| l.limit <= 0) {
+                return Err(format!("plan {id:?}: the limit of {m:?} must be positive"));
+            }
             for stripe_id in plan.prices.iter().chain(&plan.products) {
                 if let Some(other) = owners.insert(stripe_id, id) {
                     return Err(format!("{stripe_id:?} belongs to both {other:?} and {id:?}"));
                 }
             }
         }
-        Ok(Self { features: file.features, plans: file.plans, restricted: file.restricted })
+        Ok(Self { features: file.features, metrics: file.metrics, plans: file.plans, restricted: file.restricted })
     }
 
     /// The plan a price (or its product) belongs to.

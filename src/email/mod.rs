@@ -37,9 +37,15 @@ pub enum Template {
     TrialEnding,
     /// invoice.upcoming.
     UpcomingRenewal,
+    /// 80 % of a metered limit.
+    UsageWarning,
 }
 
 impl Template {
+    /// Every template.
+    pub const ALL: [Template; 5] =
+        [Template::PaymentFailed, Template::PaymentWarning, Template::TrialEnding, Template::UpcomingRenewal, Template::UsageWarning];
+
     /// The template's name (its files in templates/email/).
     pub fn name(self) -> &'static str {
         match self {
@@ -47,13 +53,13 @@ impl Template {
             Template::PaymentWarning => "payment_warning",
             Template::TrialEnding => "trial_ending",
             Template::UpcomingRenewal => "upcoming_renewal",
+            Template::UsageWarning => "usage_warning",
         }
     }
 
     /// Parses a template name (the dunning policy names them).
     pub fn parse(s: &str) -> Option<Self> {
-        [Template::PaymentFailed, Template::PaymentWarning, Template::TrialEnding, Template::UpcomingRenewal]
-            .into_iter()
+        Self::ALL.into_iter()
             .find(|t| t.name() == s)
     }
 
@@ -72,6 +78,7 @@ impl Template {
             Template::PaymentWarning => files!("payment_warning"),
             Template::TrialEnding => files!("trial_ending"),
             Template::UpcomingRenewal => files!("upcoming_renewal"),
+            Template::UsageWarning => files!("usage_warning"),
         }
     }
 
@@ -167,8 +174,9 @@ mod tests {
     #[test]
     fn every_template_renders_and_html_is_escaped() {
         let vars = serde_json::json!({"name": "<Ann>", "amount": "USD 20.00", "invoice": "in_1", "days_left": 4,
-            "ends_on": "2026-12-01", "renews_on": "2026-12-01", "has_payment_method": false});
-        for t in [Template::PaymentFailed, Template::PaymentWarning, Template::TrialEnding, Template::UpcomingRenewal] {
+            "ends_on": "2026-12-01", "renews_on": "2026-12-01", "has_payment_method": false,
+            "percent": 80, "metric": "api_calls", "month": "2026-12", "used": 8, "limit": 10, "overage": false});
+        for t in Template::ALL {
             let (subject, text, html) = t.render(&vars).expect(t.name());
             assert!(!subject.is_empty() && !subject.contains('\n'), "{subject}");
             assert!(text.contains("<Ann>"), "{text}");

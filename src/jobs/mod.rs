@@ -19,6 +19,7 @@ pub mod dunning_run;
 pub mod email_send;
 pub mod noop;
 pub mod stripe_event;
+pub mod usage_flush;
 
 /// What a job reports when it finishes: a small JSON summary operators can read.
 pub type JobReport = serde_json::Value;
@@ -121,6 +122,7 @@ impl Registry {
             .with(stripe_event::StripeEventJob)
             .with(email_send::EmailSendJob)
             .with(dunning_run::DunningRunJob)
+            .with(usage_flush::UsageFlushJob)
     }
 
     /// Adds (or replaces) the handler for `J::KIND`.

@@ -93,6 +93,27 @@ impl StripeApi {
         Self::send(client, &stripe_billing::invoice::PayInvoice::new(id), idempotency_key).await
     }
 
+    /// Reports usage as a billing meter event. `identifier` (also the idempotency key) makes a
+    /// repeated report the same event at Stripe.
+    pub async fn meter_event(
+        &self,
+        event_name: &str,
+        customer: &str,
+        value: i64,
+        timestamp: i64,
+        identifier: &str,
+    ) -> Result<serde_json::Value, StripeApiError> {
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        let payload = std::collections::HashMap::from([
+            ("stripe_customer_id".to_owned(), customer.to_owned()),
+            ("value".to_owned(), value.to_string()),
+        ]);
+        let request = stripe_billing::billing_meter_event::CreateBillingMeterEvent::new(event_name, payload)
+            .identifier(identifier)
+            .timestamp(timestamp);
+        Self::send(client, &request, identifier).await
+    }
+
     /// Cancels a subscription now.
     pub async fn cancel_subscription(&self, id: &str, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;

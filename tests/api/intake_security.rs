@@ -121,6 +121,9 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("POST", "/webhooks/stripe") => Some((spec.path.to_owned(), Some(serde_json::json!({"id": "evt_x", "type": "invoice.paid"})))),
         ("GET", "/v1/entitlements") => Some((spec.path.to_owned(), None)),
         ("GET", "/v1/entitlements/{feature}") => Some(("/v1/entitlements/feature_b".to_owned(), None)),
+        ("POST", "/v1/usage") => Some((spec.path.to_owned(), Some(serde_json::json!({"items": [
+            {"metric": "api_calls", "quantity": 1, "timestamp": chrono::Utc::now().to_rfc3339(), "idempotency_key": "iso-1"}]})))),
+        ("GET", "/v1/usage") => Some((spec.path.to_owned(), None)),
         ("POST", "/v1/jobs") => Some((spec.path.to_owned(), Some(serde_json::json!({"kind": "noop", "payload": {"note": "from A"}})))),
         _ => None,
     }

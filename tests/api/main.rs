@@ -12,5 +12,6 @@ mod jobs;
 mod rls;
 mod scheduler;
 mod schema;
+mod usage;
 mod webhooks;
 mod billing;

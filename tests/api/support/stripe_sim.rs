@@ -52,6 +52,10 @@ struct Sim {
     calls: Vec<(String, String, i64)>,
     /// Idempotency key → the answer given.
     idempotent: BTreeMap<String, (StatusCode, Value)>,
+    /// Meter events accepted: identifier → (event name, customer, value).
+    meter_events: BTreeMap<String, (String, String, i64)>,
+    /// The next meter-event requests answer this status without recording (count, status).
+    meter_failures: (u32, u16),
 }
 
 impl Sim {
@@ -164,6 +168,7 @@ impl StripeSim {
             .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")))
             .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).delete(cancel_now))
             .route("/v1/invoices/{id}/pay", axum::routing::post(pay_now))
+            .route("/v1/billing/meter_events", axum::routing::post(meter_event))
             .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
             .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
             .with_state(sim.clone());
@@ -348,6 +353,16 @@ impl StripeSim {
         self.with(|s| s.calls.clone())
     }
 
+    /// Meter events Stripe holds: identifier → (event name, customer, value).
+    pub fn meter_events(&self) -> BTreeMap<String, (String, String, i64)> {
+        self.with(|s| s.meter_events.clone())
+    }
+
+    /// The next `n` meter-event requests fail with `status` (429, 500, 400, …).
+    pub fn fail_meter_events(&self, n: u32, status: u16) {
+        self.with(|s| s.meter_failures = (n, status));
+    }
+
     /// The events emitted since the last call.
     pub fn take_events(&self) -> Vec<Value> {
         self.with(|s| std::mem::take(&mut s.events))
@@ -456,6 +471,42 @@ async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, 
     s.subs.get_mut(&id).expect("sub").status = "canceled".into();
     s.emit_sub("customer.subscription.deleted", &id);
     let answer = (StatusCode::OK, s.sub_json(&s.subs[&id].clone()));
+    if let Some(k) = key {
+        s.idempotent.insert(k, answer.clone());
+    }
+    (answer.0, Json(answer.1))
+}
+
+/// `POST /v1/billing/meter_events`: identifier unique (as Stripe enforces over 24 h), answers
+/// repeated per idempotency key.
+async fn meter_event(
+    State(sim): State<Arc<Mutex<Sim>>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    let mut s = sim.lock().expect("simulator lock");
+    let key = idempotency_key(&headers);
+    if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
+        return (done.0, Json(done.1.clone()));
+    }
+    if s.meter_failures.0 > 0 {
+        s.meter_failures.0 -= 1;
+        let status = StatusCode::from_u16(s.meter_failures.1).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, Json(json!({"error": {"type": "api_error", "code": "simulated", "message": format!("simulated {status}")}})));
+    }
+    let identifier = form.get("identifier").cloned().unwrap_or_default();
+    let customer = form.get("payload[stripe_customer_id]").cloned().unwrap_or_default();
+    let value: i64 = form.get("payload[value]").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let answer = if s.meter_events.contains_key(&identifier) {
+        (StatusCode::BAD_REQUEST, json!({"error": {"type": "invalid_request_error", "code": "duplicate_meter_event",
+            "message": format!("An event with identifier {identifier} already exists")}}))
+    } else {
+        let name = form.get("event_name").cloned().unwrap_or_default();
+        s.meter_events.insert(identifier.clone(), (name.clone(), customer.clone(), value));
+        (StatusCode::OK, json!({"object": "billing.meter_event", "event_name": name, "identifier": identifier,
+            "payload": {"stripe_customer_id": customer, "value": value.to_string()}, "livemode": false, "created": s.clock,
+            "timestamp": form.get("timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(s.clock)}))
+    };
     if let Some(k) = key {
         s.idempotent.insert(k, answer.clone());
     }

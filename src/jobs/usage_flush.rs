@@ -1,0 +1,26 @@
+//! `usage.flush`: closed usage windows into the ledger, exactly once; ledger rows to Stripe.
+//! Stripe unavailable (429, 5xx) → retried with the kind's backoff; rows Stripe refuses are
+//! marked dead on the ledger with the reason.
+
+use serde::Deserialize;
+
+use super::{Job, JobContext, JobError, JobReport};
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageFlushJob;
+
+/// No arguments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageFlushArgs {}
+
+impl Job for UsageFlushJob {
+    const KIND: &'static str = "usage.flush";
+    type Args = UsageFlushArgs;
+
+    async fn run(&self, _args: UsageFlushArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+        let report = crate::usage::flush::run(&ctx.state, chrono::Utc::now(), false).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        Ok(serde_json::to_value(&report).unwrap_or_default())
+    }
+}
