@@ -257,6 +257,21 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Usage intake in batches of 100 (events/s, latency) and the flush of many counters.
+    Usage {
+        /// Seconds of posting.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Concurrent senders.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Counters to flush.
+        #[arg(long, default_value_t = 100_000)]
+        counters: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The rate limiter's cost per request: the same key route with and without it, one run.
     Limiter {
         /// Requests per side (plus a tenth as warm-up).
@@ -456,6 +471,17 @@ async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> 
                 println!(
                     "noop x{n}, concurrency {concurrency}: enqueue {:.0} jobs/s, processed {:.0} jobs/s, pickup p50 {:.2} ms / p99 {:.2} ms ({} samples)",
                     report.enqueue_per_sec, report.processed_per_sec, report.pickup_p50_ms, report.pickup_p99_ms, report.pickup_samples
+                );
+            }
+        }
+        BenchCommand::Usage { secs, clients, counters, json } => {
+            let r = ballast::bench::usage::run(settings, secs, clients, counters).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "usage: {} batches of 100 from {clients} senders: {:.0} events/s, POST p50 {:.2} ms / p99 {:.2} ms; flush of {} counters into the ledger: {:.2} s",
+                    r.batches, r.events_per_sec, r.post_p50_ms, r.post_p99_ms, r.counters, r.flush_secs
                 );
             }
         }
