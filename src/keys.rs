@@ -7,6 +7,63 @@
 
 use std::time::Duration;
 
+/// One family of keys, as [`REGISTRY`] declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// The [`Keys`] method that builds it.
+    pub name: &'static str,
+    /// Its shape, `{ns}` being the namespace.
+    pub pattern: &'static str,
+    /// How long it lives; `None`: until deleted by the code that owns it.
+    pub ttl: Option<Duration>,
+    /// How long a stale value may still be served while it is refreshed (cached values only).
+    pub stale: Option<Duration>,
+    /// The shape version of its value; bumped when the value's format changes.
+    pub shape: u32,
+    /// What it holds.
+    pub meaning: &'static str,
+}
+
+const fn spec(name: &'static str, pattern: &'static str, ttl: Option<Duration>, meaning: &'static str) -> KeySpec {
+    KeySpec { name, pattern, ttl, stale: None, shape: 1, meaning }
+}
+
+const DAY: u64 = 24 * 3600;
+
+/// Every key family Ballast uses (the queue's own layout under `{ns}.{queue}` belongs to
+/// apalis-redis; see the module docs). A test checks this list against [`Keys`]' methods and
+/// that no code outside this module builds a key.
+pub const REGISTRY: &[KeySpec] = &[
+    spec("queue", "{ns}.{queue}", None, "apalis-redis queue name; its keys hang from it"),
+    spec("queue_inflight", "{ns}.{queue}:inflight:{worker}", None, "set: a worker's runs in flight (apalis-redis)"),
+    spec("queue_available_pattern", "tasks:{ns}.*:available", None, "pub/sub pattern announcing new work"),
+    spec("queue_available_channel", "tasks:{ns}.{queue}:active:available", None, "pub/sub channel of one queue"),
+    spec("scheduler_leader", "{ns}:scheduler:leader", None, "string: the cron leader's member id; TTL = the lease"),
+    spec("scheduler_last_tick", "{ns}:scheduler:last:{kind}", Some(Duration::from_secs(30 * DAY)), "string: last tick enqueued (unix ms)"),
+    KeySpec {
+        name: "tenant_entitlements",
+        pattern: "{ns}:ent:v1:{tenant}",
+        ttl: None,
+        stale: None,
+        shape: 1,
+        meaning: "JSON: a tenant's entitlements; deleted after every commit that changes them",
+    },
+    spec("ratelimit_window", "{ns}:rl:win:{policy}:{subject}", None, "zset: sliding-window log; TTL = the window"),
+    spec("ratelimit_override", "{ns}:rl:ovr:{policy}:{subject}", None, "string: temporary override; TTL = its length"),
+    spec("ratelimit_override_pattern", "{ns}:rl:ovr:*", None, "SCAN pattern of every override"),
+    spec("ratelimit_ban", "{ns}:rl:ban:{ip}", None, "string: banned until (unix ms); TTL = the ban"),
+    spec("ratelimit_failures", "{ns}:rl:fail:{ip}", None, "zset: recent failed credentials; TTL = the window"),
+    spec("ratelimit_blocks", "{ns}:rl:blocks:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: blocks per policy|subject in a minute"),
+    spec("usage_dedup", "{ns}:usage:dedup:{tenant}:{key}", Some(Duration::from_secs(DAY)), "string: a usage idempotency key was counted"),
+    spec("usage_window", "{ns}:usage:win:{minute}", None, "hash: units arrived in a minute; deleted by the flush"),
+    spec("usage_claimed", "{ns}:usage:claimed:{flush_id}", None, "hash: a window claimed by a flush; deleted after the commit"),
+    spec("usage_claims", "{ns}:usage:claims", None, "set: unfinished flush claims"),
+    spec("usage_windows", "{ns}:usage:windows", None, "zset: arrival minutes with unflushed counts"),
+    spec("usage_period", "{ns}:usage:period:{tenant}:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
+    spec("usage_warned", "{ns}:usage:warned:{tenant}:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
+    spec("deployment_patterns", "{ns}.* and {ns}:*", None, "SCAN patterns of every key of a deployment (bench and test cleanup)"),
+];
+
 /// Builds every Redis key from the deployment's namespace.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -28,6 +85,17 @@ impl Keys {
     /// pub/sub channel names on ':').
     pub fn queue(&self, queue: &str) -> String {
         format!("{}.{}", self.ns, queue)
+    }
+
+    /// Set: runs in flight of one worker of a queue (apalis-redis's layout), from the queue's
+    /// inflight prefix.
+    pub fn queue_inflight(inflight_prefix: &str, worker: &str) -> String {
+        format!("{inflight_prefix}:{worker}")
+    }
+
+    /// SCAN patterns covering every key of this deployment.
+    pub fn deployment_patterns(&self) -> [String; 2] {
+        [format!("{}.*", self.ns), format!("{}:*", self.ns)]
     }
 
     /// Pub/sub pattern on which apalis-redis announces new work for any queue of ours.
@@ -150,4 +218,55 @@ pub async fn scan(conn: &redis::aio::ConnectionManager, pattern: &str) -> Result
         found.push(key?);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push((path.clone(), std::fs::read_to_string(&path).expect("read")));
+            }
+        }
+    }
+
+    #[test]
+    fn the_registry_lists_every_key_builder_and_nothing_else_builds_keys() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        let keys_rs = files.iter().find(|(p, _)| p.ends_with("keys.rs")).map(|(_, t)| t.clone()).expect("keys.rs");
+        // Every method of Keys that returns a key is in REGISTRY, and the other way round.
+        let impl_block = &keys_rs[keys_rs.find("impl Keys {").expect("impl")..keys_rs.find("/// Every key matching").expect("end")];
+        let builders: Vec<&str> = impl_block
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub fn "))
+            .filter(|l| l.contains("-> String") || l.contains("-> [String"))
+            .filter_map(|l| l.split('(').next())
+            .collect();
+        let registered: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
+        for b in &builders {
+            assert!(registered.contains(b), "Keys::{b} builds a key but is not in REGISTRY");
+        }
+        for r in &registered {
+            assert!(builders.contains(r), "REGISTRY lists {r}, which Keys does not build");
+        }
+        // Outside this module: no key built from the namespace, no KEYS (SCAN only).
+        for (path, text) in &files {
+            if path.ends_with("keys.rs") {
+                continue;
+            }
+            for (n, line) in text.lines().enumerate() {
+                let at = format!("{}:{}", path.display(), n + 1);
+                assert!(!line.contains("format!(\"{}:") && !line.contains("format!(\"{}."), "{at}: a Redis key built outside keys.rs: {line}");
+                assert!(!(line.contains("format!") && line.contains("namespace()")), "{at}: the namespace used outside keys.rs: {line}");
+                assert!(!line.contains("cmd(\"KEYS\")") && !line.contains(".keys::<"), "{at}: KEYS blocks Redis; use SCAN: {line}");
+            }
+        }
+    }
 }

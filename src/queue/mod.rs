@@ -269,7 +269,7 @@ impl JobQueue {
         // re-queues its runs), so this reads O(workers) keys instead of scanning the keyspace.
         let workers: Vec<String> = conn.zrange(config.workers_set(), 0, -1).await?;
         for worker in workers {
-            let n: u64 = conn.scard(format!("{}:{worker}", config.inflight_jobs_set())).await?;
+            let n: u64 = conn.scard(Keys::queue_inflight(&config.inflight_jobs_set(), &worker)).await?;
             running += n;
         }
         let oldest: Option<String> = if listed > 0 {
