@@ -129,14 +129,20 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
     }
 }
 
+/// An api-only app with tenants A and B seeded in every table; returns B and a key of A's
+/// with every scope.
+async fn two_seeded_tenants() -> (TestApp, Uuid, String) {
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    seed(&app.state.system_pool.0, a, "a").await;
+    seed(&app.state.system_pool.0, b, "b").await;
+    let (_, key_a) = app.key(Some(a), &ALL_SCOPES).await;
+    (app, b, key_a)
+}
+
 #[tokio::test]
 async fn no_route_shows_or_changes_another_tenants_data() {
-    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
-    let system = app.state.system_pool.0.clone();
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    seed(&system, a, "a").await;
-    seed(&system, b, "b").await;
-    let (_, key_a) = app.key(Some(a), &ALL_SCOPES).await;
+    let (app, b, key_a) = two_seeded_tenants().await;
     let b_before = snapshot(&app, b).await;
     assert!(b_before.values().all(|rows| !rows.is_empty()), "the seed must cover every table: {b_before:?}");
     let b_marks = [b.to_string(), "feature_b".to_owned(), "cus_b".to_owned(), "b@example.com".to_owned(), "evt_b".to_owned()];
@@ -165,12 +171,8 @@ async fn no_route_shows_or_changes_another_tenants_data() {
 
 #[tokio::test]
 async fn injection_shaped_inputs_get_4xx_never_500_never_a_leak() {
-    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let (app, b, key_a) = two_seeded_tenants().await;
     let system = app.state.system_pool.0.clone();
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    seed(&system, a, "a").await;
-    seed(&system, b, "b").await;
-    let (_, key_a) = app.key(Some(a), &ALL_SCOPES).await;
     let nasty = ["' OR '1'='1", "1; DROP TABLE tenants;--", "%27%20OR%201%3D1--", "../../etc/passwd", "\\x00", "feature_b' --"];
     for spec in ballast::api::routes() {
         let key = matches!(spec.auth, Auth::Key(_)).then_some(key_a.as_str());
