@@ -228,6 +228,8 @@ impl JobQueue {
     }
 
     /// Pushes one run of a job; false when its idempotency key was already used.
+    /// Run times have whole-second resolution (apalis-redis scores), so they are rounded up:
+    /// a retry 0.2 s away waits for the next second instead of running at once.
     pub(crate) async fn push(
         &self,
         envelope: &JobEnvelope,
@@ -237,7 +239,7 @@ impl JobQueue {
         let config = self.apalis_config(self.policy(&envelope.kind)?);
         let item = PushItem {
             data: serde_json::to_vec(envelope)?,
-            run_at: run_at.map(|at| at.timestamp()),
+            run_at: run_at.map(run_at_secs),
             idempotency_key: idempotency_key.map(str::to_owned),
         };
         let mut conn = self.conn.clone();
@@ -375,5 +377,23 @@ impl JobQueue {
             .filter(|(id, _)| !done.contains(id))
             .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
             .collect())
+    }
+}
+
+/// A run time in the queue's whole seconds, rounded up so it never moves earlier.
+fn run_at_secs(at: DateTime<Utc>) -> i64 {
+    at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_times_round_up_to_whole_seconds() {
+        let whole = DateTime::from_timestamp(1_000, 0).expect("t");
+        assert_eq!(run_at_secs(whole), 1_000);
+        assert_eq!(run_at_secs(whole + chrono::Duration::milliseconds(200)), 1_001);
     }
 }
