@@ -144,6 +144,16 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, g
     Ok(best)
 }
 
+/// Deletes the tenant's cached entitlements; call after the commit that changed them, so no
+/// reader sees the old ones past this point. A failure is logged: the key's TTL bounds the
+/// staleness, and the change itself is committed.
+pub async fn invalidate(redis: &redis::aio::ConnectionManager, keys: &crate::keys::Keys, tenant: TenantId) {
+    let mut conn = redis.clone();
+    if let Err(e) = redis::AsyncCommands::del::<_, ()>(&mut conn, keys.tenant_entitlements(tenant)).await {
+        tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

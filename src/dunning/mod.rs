@@ -101,11 +101,7 @@ impl AfterCommit {
     async fn run(self, state: &AppState, tenant: TenantId) -> Result<(), DunningError> {
         email::push(&state.queue, tenant, &self.emails).await?;
         if self.entitlements_changed {
-            let mut redis = state.redis.clone();
-            let key = state.keys.tenant_entitlements(tenant);
-            if let Err(e) = redis::AsyncCommands::del::<_, ()>(&mut redis, key).await {
-                tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
-            }
+            entitlements::invalidate(&state.redis, &state.keys, tenant).await;
         }
         Ok(())
     }

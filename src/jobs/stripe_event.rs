@@ -6,7 +6,6 @@
 //! the tenant's entitlement cache key is invalidated, and events parked for a customer whose
 //! mapping this event established are queued again.
 
-use redis::AsyncCommands;
 use serde::Deserialize;
 
 use super::{Job, JobContext, JobError, JobReport};
@@ -138,12 +137,7 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     .await?;
     tx.commit().await?;
 
-    // After commit: readers must not see the old entitlements past this point.
-    let mut redis = state.redis.clone();
-    if let Err(e) = redis.del::<_, ()>(state.keys.tenant_entitlements(tenant)).await {
-        // The key's short TTL bounds the staleness; the event itself is applied.
-        tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
-    }
+    entitlements::invalidate(&state.redis, &state.keys, tenant).await;
     // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email
     // and a recovery do not wait for the daily run (which consumes whatever this misses).
     if crate::dunning::acts_on(&event.event_type)
