@@ -117,13 +117,8 @@ struct Effect {
     stripe_created: DateTime<Utc>,
 }
 
-const CONSUMED_KINDS: &[&str] = &["dunning.payment_failed", "dunning.invoice_paid", "email.upcoming_renewal", "email.trial_will_end"];
-
-/// Whether events of this type write effects that [`consume_effects`] acts on (the others
-/// need no second transaction after their commit).
-pub fn acts_on(event_type: &str) -> bool {
-    matches!(event_type, "invoice.payment_failed" | "invoice.paid" | "invoice.upcoming" | "customer.subscription.trial_will_end")
-}
+/// The billing-effect kinds [`consume_effects`] acts on.
+pub const CONSUMED_KINDS: &[&str] = &["dunning.payment_failed", "dunning.invoice_paid", "email.upcoming_renewal", "email.trial_will_end"];
 
 /// Turns `tenant`'s unconsumed billing effects into cases, closings and emails.
 pub async fn consume_effects(state: &AppState, tenant: TenantId) -> Result<usize, DunningError> {

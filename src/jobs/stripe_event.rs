@@ -126,8 +126,9 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     if status.as_deref() == Some("processed") {
         return Ok(serde_json::json!({"event": event.id, "outcome": "already processed"}));
     }
-    let mut ectx = EventCtx { tx: &mut tx, tenant, event: &event, stripe: &state.stripe };
+    let mut ectx = EventCtx { tx: &mut tx, tenant, event: &event, stripe: &state.stripe, wrote_dunning_effect: false };
     let applied = handlers::apply(&mut ectx).await?;
+    let dunning_effects = ectx.wrote_dunning_effect;
     let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
     sqlx::query(
         "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
@@ -140,7 +141,7 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     entitlements::invalidate(&state.redis, &state.keys, tenant).await;
     // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email
     // and a recovery do not wait for the daily run (which consumes whatever this misses).
-    if crate::dunning::acts_on(&event.event_type)
+    if dunning_effects
         && let Err(e) = crate::dunning::consume_effects(state, tenant).await
     {
         tracing::warn!(message = "Billing effects not consumed yet; the dunning run will.", tenant = %tenant, error = %e);

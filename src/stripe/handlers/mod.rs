@@ -82,6 +82,8 @@ pub struct EventCtx<'a> {
     pub event: &'a StripeEvent,
     /// For re-fetching objects.
     pub stripe: &'a StripeApi,
+    /// Set when the event wrote an effect that dunning acts on (see [`crate::dunning::CONSUMED_KINDS`]).
+    pub wrote_dunning_effect: bool,
 }
 
 impl EventCtx<'_> {
@@ -109,6 +111,7 @@ impl EventCtx<'_> {
 
     /// Records a side effect once per key.
     async fn effect(&mut self, key: String, kind: &str, subject: &str, payload: serde_json::Value) -> Result<(), HandlerError> {
+        self.wrote_dunning_effect |= crate::dunning::CONSUMED_KINDS.contains(&kind);
         sqlx::query(
             "INSERT INTO billing_effects (tenant_id, effect_key, kind, subject_id, payload, event_id)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, effect_key) DO NOTHING",
