@@ -80,7 +80,7 @@ impl JobObserver for Recorder {
 
 /// Runs the benchmark in a private namespace of the configured Redis and removes its keys after.
 pub async fn run(mut settings: Settings, params: BenchParams) -> Result<BenchReport, BenchError> {
-    settings.redis_namespace = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    super::isolate(&mut settings);
     // Only the no-op kind runs: the catalogue below keeps only its entry.
     let registry = Registry::default().with(crate::jobs::noop::Noop);
     let mut state = AppState::build(settings)?;

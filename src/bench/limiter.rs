@@ -35,9 +35,7 @@ pub struct LimiterBenchReport {
 
 /// Runs `n` requests per side after `n / 10` unmeasured ones.
 pub async fn run(mut settings: Settings, n: u64) -> Result<LimiterBenchReport, BenchError> {
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    settings.redis_namespace = format!("bench{run_id}");
-    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let run_id = super::isolate(&mut settings);
     let mut limited = AppState::build(settings.clone())?;
     // Never blocks during the run: the cost measured is the decision, not a 429.
     let mut policies = (*limited.limiter.policies).clone();

@@ -68,6 +68,15 @@ pub enum BenchError {
     },
 }
 
+/// Points `settings` at a private Redis namespace and an ephemeral loopback port; returns the
+/// run's id (it names the namespace and the rows the run writes).
+pub(crate) fn isolate(settings: &mut crate::config::Settings) -> String {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    settings.redis_namespace = format!("bench{run_id}");
+    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    run_id
+}
+
 /// Counts finished units of work and wakes whoever waits for a count (no polling, no sleeps).
 #[derive(Default)]
 pub(crate) struct Progress {

@@ -35,9 +35,7 @@ pub struct UsageBenchReport {
 
 /// Posts for `secs` with `clients` senders, then flushes `counters` counters.
 pub async fn run(mut settings: Settings, secs: u64, clients: usize, counters: u64) -> Result<UsageBenchReport, BenchError> {
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    settings.redis_namespace = format!("bench{run_id}");
-    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let run_id = super::isolate(&mut settings);
     settings.stripe_secret_key = None; // the flush's ledger step is measured, not Stripe
     let mut state = AppState::build(settings)?;
     // Never throttled: the intake's own cost is measured.

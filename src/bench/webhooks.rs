@@ -121,9 +121,7 @@ struct Sent {
 
 /// Runs the benchmark against the configured PostgreSQL and a private Redis namespace.
 pub async fn run(mut settings: Settings, params: WebhookBenchParams) -> Result<WebhookBenchReport, BenchError> {
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    settings.redis_namespace = format!("bench{run_id}");
-    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let run_id = super::isolate(&mut settings);
     // The benchmark signs its own events, so it brings its own secret.
     let secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
     settings.stripe_webhook_secrets = vec![SecretString::from(secret.clone())];

@@ -49,6 +49,11 @@ impl StripeApiError {
     }
 }
 
+/// async-stripe answers in miniserde; the rest of Ballast reads serde_json.
+fn to_json(raw: &miniserde::json::Value) -> Result<serde_json::Value, StripeApiError> {
+    serde_json::from_str(&miniserde::json::to_string(raw)).map_err(|e| StripeApiError::Decode(e.to_string()))
+}
+
 /// Objects Ballast re-fetches when a webhook cannot tell which state is newer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
@@ -133,7 +138,7 @@ impl StripeApi {
             .send(client)
             .await
             .map_err(StripeApiError::from_call)?;
-        serde_json::from_str(&miniserde::json::to_string(&raw)).map_err(|e| StripeApiError::Decode(e.to_string()))
+        to_json(&raw)
     }
 
     /// The object's current state at Stripe, as JSON.
@@ -147,6 +152,6 @@ impl StripeApi {
         };
         let raw: miniserde::json::Value =
             request.customize().send(client).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
-        serde_json::from_str(&miniserde::json::to_string(&raw)).map_err(|e| StripeApiError::Decode(e.to_string()))
+        to_json(&raw)
     }
 }
