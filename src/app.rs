@@ -78,6 +78,8 @@ pub struct AppState {
     pub dunning: Arc<crate::dunning::Policy>,
     /// The SMTP sender.
     pub mailer: crate::email::smtp::Mailer,
+    /// The stale-while-revalidate reader of cached values.
+    pub cache: crate::cache::Cache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -118,6 +120,7 @@ impl AppState {
         let limiter = crate::ratelimit::Limiter::new(keys.clone(), redis.clone(), crate::clock::Clock::System, policies);
         let dunning = Arc::new(crate::dunning::Policy::load(&settings.dunning_file)?);
         let mailer = crate::email::smtp::Mailer::from_settings(&settings).map_err(|e| StartError::Smtp(e.to_string()))?;
+        let cache = crate::cache::Cache::new(redis.clone(), keys.clone(), crate::clock::Clock::System, Default::default());
         Ok(Self {
             settings: Arc::new(settings),
             tenant_pool,
@@ -131,6 +134,7 @@ impl AppState {
             limiter,
             dunning,
             mailer,
+            cache,
         })
     }
 }

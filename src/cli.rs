@@ -89,10 +89,71 @@ enum Command {
         #[command(subcommand)]
         command: UsageCommand,
     },
+    /// The cache: warm it now, or remove old key shapes after a deploy.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Feature flags: list them, or switch one (audited; every member sees it at once).
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
     /// Benchmarks (release build; figures for README, never a timed test).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Fill the plan catalogue, feature flags and every active tenant's entitlements now (the
+    /// cache.warm job, run here). Safe at any time.
+    Warm {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a deploy that bumped a cached family's shape version: count keys per version; with
+    /// --execute, warm the new shape and remove every old version (SCAN in batches, audited).
+    Reshape {
+        /// Act; without it, count only.
+        #[arg(long)]
+        execute: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FlagsCommand {
+    /// Every flag with its rollout.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or change a flag. Unset options keep their value (a new flag: off, 100 %).
+    Set {
+        /// Flag name: a-z, 0-9, '_', '.', '-'.
+        name: String,
+        /// Switch it on.
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        /// Switch it off for everyone.
+        #[arg(long)]
+        off: bool,
+        /// Share of tenants it is on for, 0 to 100 (stable per tenant; raising it only adds).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        rollout: Option<u8>,
+        /// What it switches.
+        #[arg(long)]
+        description: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -416,6 +477,8 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
             }
         }
         Command::Emails { command } => emails(AppState::build(settings)?, command).await?,
+        Command::Cache { command } => cache(AppState::build(settings)?, command).await?,
+        Command::Flags { command } => flags(AppState::build(settings)?, command).await?,
         Command::Keys { command } => keys(AppState::build(settings)?, command).await?,
         Command::Limits { command } => limits(AppState::build(settings)?, command).await?,
     }
@@ -712,6 +775,66 @@ async fn emails(state: AppState, command: EmailsCommand) -> anyhow::Result<()> {
                 state.queue.enqueue(req).await?;
             }
             println!("re-drove {} emails", rows.len());
+        }
+    }
+    Ok(())
+}
+
+async fn cache(state: AppState, command: CacheCommand) -> anyhow::Result<()> {
+    match command {
+        CacheCommand::Warm { json } => {
+            let r = ballast::cache::warm::run(&state).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "warmed: catalogue {}, flags {}, entitlements of {} tenants in {} batches: {} stored, {} busy elsewhere, {} invalidated meanwhile",
+                    r.catalogue.stored, r.flags.stored, r.tenants, r.batches, r.entitlements.stored, r.entitlements.busy, r.entitlements.lost
+                );
+            }
+        }
+        CacheCommand::Reshape { execute, json } => {
+            let r = ballast::cache::reshape::run(&state, execute, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{:<14} {:>6} {:>10} {:>10} {:>10}", "FAMILY", "SHAPE", "CURRENT", "OLD", "DELETED");
+                for f in &r.families {
+                    let family = serde_json::to_value(f.family)?;
+                    println!("{:<14} {:>6} {:>10} {:>10} {:>10}", family.as_str().unwrap_or("?"), f.shape, f.current, f.old, f.deleted);
+                }
+                if !execute {
+                    println!("dry run: nothing changed; run again with --execute to warm and remove the old versions");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn flags(state: AppState, command: FlagsCommand) -> anyhow::Result<()> {
+    match command {
+        FlagsCommand::List { json } => {
+            // System pool: operators see every flag (the table is global).
+            let all = ballast::flags::list(&state.system_pool.0).await?;
+            if json {
+                println!("{}", serde_json::to_string(&all)?);
+            } else {
+                println!("{:<32} {:<8} {:>8} {:<25} DESCRIPTION", "FLAG", "ENABLED", "ROLLOUT", "UPDATED");
+                for f in all {
+                    println!("{:<32} {:<8} {:>7}% {:<25} {}", f.name, f.enabled, f.rollout_percent, f.updated_at.to_rfc3339(), f.description);
+                }
+            }
+        }
+        FlagsCommand::Set { name, on, off, rollout, description, json } => {
+            let enabled = if on { Some(true) } else if off { Some(false) } else { None };
+            let change = ballast::flags::FlagChange { enabled, rollout_percent: rollout, description };
+            let f = ballast::flags::set(&state.system_pool, &state.cache, &name, change, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&f)?);
+            } else {
+                println!("{}: {} at {}% of tenants", f.name, if f.enabled { "on" } else { "off" }, f.rollout_percent);
+            }
         }
     }
     Ok(())

@@ -30,6 +30,71 @@ const fn spec(name: &'static str, pattern: &'static str, ttl: Option<Duration>, 
 
 const DAY: u64 = 24 * 3600;
 
+/// A tenant's entitlements (short TTL: every change also invalidates it explicitly).
+pub const TENANT_ENTITLEMENTS: KeySpec = KeySpec {
+    name: "tenant_entitlements",
+    pattern: "{ns}:ent:v{shape}:{tenant}",
+    ttl: Some(Duration::from_secs(300)),
+    stale: Some(Duration::from_secs(60)),
+    shape: 1,
+    meaning: "cached JSON: a tenant's entitlements; deleted after every commit that changes them",
+};
+
+/// The public plan catalogue with Stripe's prices (long TTL: it changes with a deploy).
+pub const PLAN_CATALOGUE: KeySpec = KeySpec {
+    name: "plan_catalogue",
+    pattern: "{ns}:plans:v{shape}",
+    ttl: Some(Duration::from_secs(3600)),
+    stale: Some(Duration::from_secs(DAY)),
+    shape: 1,
+    meaning: "cached JSON: plans, features, metrics and Stripe price amounts",
+};
+
+/// Every feature flag (long TTL: `ballast flags set` invalidates it).
+pub const FEATURE_FLAGS: KeySpec = KeySpec {
+    name: "feature_flags",
+    pattern: "{ns}:flags:v{shape}",
+    ttl: Some(Duration::from_secs(600)),
+    stale: Some(Duration::from_secs(3600)),
+    shape: 1,
+    meaning: "cached JSON: every feature flag and its rollout; deleted by every change",
+};
+
+/// The cached families: what `cache.reshape` scans and `cache.warm` fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CachedFamily {
+    /// [`TENANT_ENTITLEMENTS`]
+    Entitlements,
+    /// [`PLAN_CATALOGUE`]
+    Catalogue,
+    /// [`FEATURE_FLAGS`]
+    Flags,
+}
+
+impl CachedFamily {
+    /// Every family.
+    pub const ALL: [CachedFamily; 3] = [CachedFamily::Entitlements, CachedFamily::Catalogue, CachedFamily::Flags];
+
+    /// Its registry entry (TTL, stale window, shape version).
+    pub fn spec(self) -> &'static KeySpec {
+        match self {
+            CachedFamily::Entitlements => &TENANT_ENTITLEMENTS,
+            CachedFamily::Catalogue => &PLAN_CATALOGUE,
+            CachedFamily::Flags => &FEATURE_FLAGS,
+        }
+    }
+
+    /// The key segment before the version (`ent`, `plans`, `flags`).
+    fn segment(self) -> &'static str {
+        match self {
+            CachedFamily::Entitlements => "ent",
+            CachedFamily::Catalogue => "plans",
+            CachedFamily::Flags => "flags",
+        }
+    }
+}
+
 /// Every key family Ballast uses (the queue's own layout under `{ns}.{queue}` belongs to
 /// apalis-redis; see the module docs). A test checks this list against [`Keys`]' methods and
 /// that no code outside this module builds a key.
@@ -40,14 +105,11 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("queue_available_channel", "tasks:{ns}.{queue}:active:available", None, "pub/sub channel of one queue"),
     spec("scheduler_leader", "{ns}:scheduler:leader", None, "string: the cron leader's member id; TTL = the lease"),
     spec("scheduler_last_tick", "{ns}:scheduler:last:{kind}", Some(Duration::from_secs(30 * DAY)), "string: last tick enqueued (unix ms)"),
-    KeySpec {
-        name: "tenant_entitlements",
-        pattern: "{ns}:ent:v1:{tenant}",
-        ttl: None,
-        stale: None,
-        shape: 1,
-        meaning: "JSON: a tenant's entitlements; deleted after every commit that changes them",
-    },
+    TENANT_ENTITLEMENTS,
+    PLAN_CATALOGUE,
+    FEATURE_FLAGS,
+    spec("cache_lock", "{ns}:cachelock:{key without ns}", None, "string: token of the one member loading a cached value; TTL = the lock"),
+    spec("cache_versions", "{ns}:{family}:v*", None, "SCAN pattern of every shape version of a cached family"),
     spec("ratelimit_window", "{ns}:rl:win:{policy}:{subject}", None, "zset: sliding-window log; TTL = the window"),
     spec("ratelimit_override", "{ns}:rl:ovr:{policy}:{subject}", None, "string: temporary override; TTL = its length"),
     spec("ratelimit_override_pattern", "{ns}:rl:ovr:*", None, "SCAN pattern of every override"),
@@ -119,10 +181,37 @@ impl Keys {
         format!("{}:scheduler:last:{}", self.ns, kind)
     }
 
-    /// JSON: a tenant's entitlements, shape version 1. Deleted after every commit that changes
-    /// them (the cache layer adds its TTL).
+    /// Cached JSON: a tenant's entitlements at the current shape ([`TENANT_ENTITLEMENTS`]).
     pub fn tenant_entitlements(&self, tenant: crate::domain::TenantId) -> String {
-        format!("{}:ent:v1:{}", self.ns, tenant)
+        format!("{}:ent:v{}:{}", self.ns, TENANT_ENTITLEMENTS.shape, tenant)
+    }
+
+    /// Cached JSON: the public plan catalogue ([`PLAN_CATALOGUE`]).
+    pub fn plan_catalogue(&self) -> String {
+        format!("{}:plans:v{}", self.ns, PLAN_CATALOGUE.shape)
+    }
+
+    /// Cached JSON: every feature flag ([`FEATURE_FLAGS`]).
+    pub fn feature_flags(&self) -> String {
+        format!("{}:flags:v{}", self.ns, FEATURE_FLAGS.shape)
+    }
+
+    /// String: the token of the member loading cached `key` (single flight across the fleet).
+    /// Outside the families' own patterns, so a version SCAN never meets it. TTL: the lock.
+    pub fn cache_lock(&self, key: &str) -> String {
+        let rest = key.strip_prefix(self.ns.as_str()).and_then(|r| r.strip_prefix(':')).unwrap_or(key);
+        format!("{}:cachelock:{}", self.ns, rest)
+    }
+
+    /// SCAN pattern of every shape version of a cached family's keys.
+    pub fn cache_versions(&self, family: CachedFamily) -> String {
+        format!("{}:{}:v*", self.ns, family.segment())
+    }
+
+    /// The shape version of a key matched by [`Keys::cache_versions`], if it has one.
+    pub fn cache_version_of(&self, family: CachedFamily, key: &str) -> Option<u32> {
+        let rest = key.strip_prefix(self.ns.as_str())?.strip_prefix(':')?.strip_prefix(family.segment())?.strip_prefix(":v")?;
+        rest.split(':').next()?.parse().ok()
     }
 
     /// Sorted set: the sliding-window log of one rate-limit policy and subject (one member per
@@ -250,6 +339,12 @@ mod tests {
             .filter_map(|l| l.split('(').next())
             .collect();
         let registered: Vec<&str> = REGISTRY.iter().map(|s| s.name).collect();
+        for family in CachedFamily::ALL {
+            let spec = family.spec();
+            assert!(spec.ttl.is_some() && spec.stale.is_some(), "{}: a cached family declares its TTL and stale window", spec.name);
+            assert!(spec.pattern.contains("v{shape}"), "{}: a cached key carries its shape version", spec.name);
+            assert!(registered.contains(&spec.name), "{} is not in REGISTRY", spec.name);
+        }
         for b in &builders {
             assert!(registered.contains(b), "Keys::{b} builds a key but is not in REGISTRY");
         }

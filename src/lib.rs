@@ -15,6 +15,8 @@ pub mod auth;
 pub mod bench;
 /// Plans and entitlements.
 pub mod billing;
+/// The stale-while-revalidate cache reader, the warm job and the key reshape.
+pub mod cache;
 /// The job catalogue in jobs/.
 pub mod catalogue;
 /// The clock intake decisions use (manual in tests).
@@ -31,6 +33,8 @@ pub mod dunning;
 pub mod email;
 /// Named crash points for fault drills.
 pub mod fault;
+/// Feature flags and their per-tenant rollout.
+pub mod flags;
 /// Job kinds and their registry.
 pub mod jobs;
 /// The Redis key registry.

@@ -1,4 +1,4 @@
-//! Logs: JSON lines with request and job id fields, human-readable on a terminal.
+//! Logs: JSON lines on stderr with request and job id fields, human-readable on a terminal.
 
 use std::io::IsTerminal;
 
@@ -12,9 +12,10 @@ pub fn init_logs(filter: &str, format: LogFormat) {
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
-        LogFormat::Auto => !std::io::stdout().is_terminal(),
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // Logs go to stderr: a command's stdout is its answer (`--json` output must parse).
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
     } else {

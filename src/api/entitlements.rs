@@ -1,19 +1,20 @@
 //! `GET /v1/entitlements` and `GET /v1/entitlements/{feature}`: what the caller's tenant may
 //! do (`isFeatureEnabled(tenant, feature)` for app services). Authentication: API key with
-//! scope entitlements:read. Read inside the tenant's transaction, so row-level security is
-//! the last word on whose rows these are.
+//! scope entitlements:read. Answered from the cache (short TTL, invalidated after every
+//! change); a miss reads PostgreSQL inside the tenant's transaction.
 
+use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{Method, StatusCode};
 use axum::routing::{MethodRouter, get};
-use axum::Json;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
+use serde_json::json;
 
 use super::guard::Caller;
 use super::{ApiError, Auth, RouteSpec};
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::billing::entitlements::{self, Entitlement};
 
 /// Entitlement routes.
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -23,40 +24,25 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
-/// One feature as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct Entitlement {
-    feature: String,
-    enabled: bool,
-    #[sqlx(rename = "limit_value")]
-    limit: Option<i64>,
-    source: String,
-    plan_id: Option<String>,
-    expires_at: Option<DateTime<Utc>>,
+/// The answer's form of a feature: `enabled` already accounts for a grant that has ended.
+fn shown(e: &Entitlement, now: chrono::DateTime<Utc>) -> serde_json::Value {
+    json!({
+        "feature": e.feature, "enabled": e.enabled_at(now), "limit": e.limit, "source": e.source,
+        "plan_id": e.plan_id, "expires_at": e.expires_at,
+    })
 }
 
-fn storage_unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(message = "Entitlements unreadable.", error = %e);
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "entitlements cannot be read now; retry later")
-}
-
-async fn read(state: &AppState, caller: &Caller, feature: Option<&str>) -> Result<Vec<Entitlement>, ApiError> {
-    let mut tx = state.tenant_pool.begin(caller.tenant).await.map_err(storage_unavailable)?;
-    let rows: Vec<Entitlement> = sqlx::query_as(
-        "SELECT feature, enabled, limit_value, source, plan_id, expires_at FROM entitlements
-         WHERE ($1::text IS NULL OR feature = $1) ORDER BY feature",
-    )
-    .bind(feature)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(storage_unavailable)?;
-    tx.commit().await.map_err(storage_unavailable)?;
-    Ok(rows)
+async fn read(state: &AppState, caller: &Caller) -> Result<Vec<Entitlement>, ApiError> {
+    entitlements::cached(state, caller.tenant).await.map_err(|e| {
+        tracing::error!(message = "Entitlements unreadable.", error = %e);
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "entitlements cannot be read now; retry later")
+    })
 }
 
 async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rows = read(&state, &caller, None).await?;
-    Ok(Json(serde_json::json!({"tenant": caller.tenant, "entitlements": rows})))
+    let now = Utc::now();
+    let rows: Vec<_> = read(&state, &caller).await?.iter().map(|e| shown(e, now)).collect();
+    Ok(Json(json!({"tenant": caller.tenant, "entitlements": rows})))
 }
 
 async fn one(
@@ -67,11 +53,11 @@ async fn one(
     if !state.plans.features.contains_key(&feature) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_feature", "no such feature in the plan catalogue"));
     }
-    let row = read(&state, &caller, Some(&feature)).await?.into_iter().next();
+    let rows = read(&state, &caller).await?;
     // A catalogued feature the tenant has no row for (no subscription yet) is simply off.
-    let body = match row {
-        Some(e) => serde_json::to_value(e).unwrap_or_default(),
-        None => serde_json::json!({"feature": feature, "enabled": false, "limit": null, "source": "none", "plan_id": null, "expires_at": null}),
+    let body = match rows.iter().find(|e| e.feature == feature) {
+        Some(e) => shown(e, Utc::now()),
+        None => json!({"feature": feature, "enabled": false, "limit": null, "source": "none", "plan_id": null, "expires_at": null}),
     };
-    Ok(Json(serde_json::json!({"tenant": caller.tenant, "entitlement": body})))
+    Ok(Json(json!({"tenant": caller.tenant, "entitlement": body})))
 }

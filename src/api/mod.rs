@@ -12,6 +12,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 
+pub mod catalogue;
 pub mod entitlements;
 pub mod guard;
 pub mod health;
@@ -70,6 +71,7 @@ fn routes_with_handlers() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     all.extend(health::routes());
     all.extend(webhooks::routes());
     all.extend(entitlements::routes());
+    all.extend(catalogue::routes());
     all.extend(jobs::routes());
     all.extend(usage::routes());
     all

@@ -8,8 +8,14 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 
+use std::collections::HashMap;
+
 use super::plans::{Grant, Plans};
+use crate::app::AppState;
+use crate::cache::{Cache, CacheError};
+use crate::db::{DbError, SystemPool, TenantPool};
 use crate::domain::TenantId;
+use crate::keys::TENANT_ENTITLEMENTS;
 
 /// What one subscription grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,12 +150,81 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, g
     Ok(best)
 }
 
-/// Deletes the tenant's cached entitlements; call after the commit that changed them, so no
-/// reader sees the old ones past this point. A failure is logged: the key's TTL bounds the
-/// staleness, and the change itself is committed.
-pub async fn invalidate(redis: &redis::aio::ConnectionManager, keys: &crate::keys::Keys, tenant: TenantId) {
-    let mut conn = redis.clone();
-    if let Err(e) = redis::AsyncCommands::del::<_, ()>(&mut conn, keys.tenant_entitlements(tenant)).await {
+/// One feature of a tenant, as stored, cached and served.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct Entitlement {
+    /// Feature id from the catalogue.
+    pub feature: String,
+    /// Whether the tenant may use it (as stored; see [`Entitlement::enabled_at`]).
+    pub enabled: bool,
+    /// Its limit, for counted features.
+    #[sqlx(rename = "limit_value")]
+    pub limit: Option<i64>,
+    /// `plan`, `restricted` or `none`.
+    pub source: String,
+    /// The granting plan.
+    pub plan_id: Option<String>,
+    /// When the grant ends by itself (grace period, cancel at period end).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Entitlement {
+    /// Whether the feature is usable at `now`: a grant past its end is off even before the
+    /// next recompute writes so.
+    pub fn enabled_at(&self, now: DateTime<Utc>) -> bool {
+        self.enabled && self.expires_at.is_none_or(|end| end > now)
+    }
+}
+
+const ENTITLEMENT_COLUMNS: &str = "feature, enabled, limit_value, source, plan_id, expires_at";
+
+/// A tenant's entitlements from PostgreSQL, inside its own transaction (row-level security
+/// has the last word on whose rows these are).
+pub async fn load(pool: &TenantPool, tenant: TenantId) -> Result<Vec<Entitlement>, DbError> {
+    let mut tx = pool.begin(tenant).await?;
+    let rows: Vec<Entitlement> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ENTITLEMENT_COLUMNS} FROM entitlements ORDER BY feature")))
+            .fetch_all(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Many tenants' entitlements in one query, for the warm job. System pool: the job fills every
+/// active tenant's cache entry, so it reads across tenants by design.
+pub async fn load_many(system: &SystemPool, tenants: &[TenantId]) -> Result<HashMap<TenantId, Vec<Entitlement>>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tenant_id: uuid::Uuid,
+        #[sqlx(flatten)]
+        entitlement: Entitlement,
+    }
+    let ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT tenant_id, {ENTITLEMENT_COLUMNS} FROM entitlements WHERE tenant_id = ANY ($1) ORDER BY tenant_id, feature"
+    )))
+    .bind(&ids)
+    .fetch_all(&system.0)
+    .await?;
+    // A tenant with no rows (no subscription yet) is cached as empty, like a single read.
+    let mut out: HashMap<TenantId, Vec<Entitlement>> = tenants.iter().map(|t| (*t, Vec::new())).collect();
+    for row in rows {
+        out.entry(TenantId(row.tenant_id)).or_default().push(row.entitlement);
+    }
+    Ok(out)
+}
+
+/// A tenant's entitlements through the cache (short TTL; invalidated after every change).
+pub async fn cached(state: &AppState, tenant: TenantId) -> Result<Vec<Entitlement>, CacheError> {
+    let pool = state.tenant_pool.clone();
+    state.cache.get(&TENANT_ENTITLEMENTS, state.keys.tenant_entitlements(tenant), move || async move { load(&pool, tenant).await }).await
+}
+
+/// Drops the tenant's cached entitlements (and any load in flight); call after the commit that
+/// changed them, so the next read sees the change. A failure is logged: the key's TTL bounds
+/// the staleness, and the change itself is committed.
+pub async fn invalidate(cache: &Cache, tenant: TenantId) {
+    if let Err(e) = cache.invalidate(&[cache.keys().tenant_entitlements(tenant)]).await {
         tracing::warn!(message = "Entitlement cache invalidation failed.", tenant = %tenant, error = %e);
     }
 }

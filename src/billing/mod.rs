@@ -2,3 +2,4 @@
 
 pub mod entitlements;
 pub mod plans;
+pub mod public_catalogue;

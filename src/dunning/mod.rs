@@ -101,7 +101,7 @@ impl AfterCommit {
     async fn run(self, state: &AppState, tenant: TenantId) -> Result<(), DunningError> {
         email::push(&state.queue, tenant, &self.emails).await?;
         if self.entitlements_changed {
-            entitlements::invalidate(&state.redis, &state.keys, tenant).await;
+            entitlements::invalidate(&state.cache, tenant).await;
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::domain::{JobId, TenantId};
 
+pub mod cache_reshape;
+pub mod cache_warm;
 pub mod dunning_run;
 pub mod email_send;
 pub mod noop;
@@ -123,6 +125,8 @@ impl Registry {
             .with(email_send::EmailSendJob)
             .with(dunning_run::DunningRunJob)
             .with(usage_flush::UsageFlushJob)
+            .with(cache_warm::CacheWarmJob)
+            .with(cache_reshape::CacheReshapeJob)
     }
 
     /// Adds (or replaces) the handler for `J::KIND`.

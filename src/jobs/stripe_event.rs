@@ -138,7 +138,7 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     .await?;
     tx.commit().await?;
 
-    entitlements::invalidate(&state.redis, &state.keys, tenant).await;
+    entitlements::invalidate(&state.cache, tenant).await;
     // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email
     // and a recovery do not wait for the daily run (which consumes whatever this misses).
     if dunning_effects

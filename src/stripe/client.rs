@@ -65,6 +65,8 @@ pub enum ObjectKind {
     Invoice,
     /// `ch_…`
     Charge,
+    /// `price_…` (read for the public plan catalogue)
+    Price,
 }
 
 /// A Stripe API client, or the reason there is none.
@@ -149,9 +151,12 @@ impl StripeApi {
             ObjectKind::Subscription => stripe_billing::subscription::RetrieveSubscription::new(id).build(),
             ObjectKind::Invoice => stripe_billing::invoice::RetrieveInvoice::new(id).build(),
             ObjectKind::Charge => stripe_core::charge::RetrieveCharge::new(id).build(),
+            ObjectKind::Price => stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, format!("/prices/{id}")),
         };
+        // A price is read for a cache whose readers serve the last answer on failure: one try.
+        let strategy = if kind == ObjectKind::Price { stripe::RequestStrategy::Once } else { stripe::RequestStrategy::ExponentialBackoff(3) };
         let raw: miniserde::json::Value =
-            request.customize().send(client).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
+            request.customize().request_strategy(strategy).send(client).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
         to_json(&raw)
     }
 }

@@ -124,6 +124,7 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("POST", "/v1/usage") => Some((spec.path.to_owned(), Some(serde_json::json!({"items": [
             {"metric": "api_calls", "quantity": 1, "timestamp": chrono::Utc::now().to_rfc3339(), "idempotency_key": "iso-1"}]})))),
         ("GET", "/v1/usage") => Some((spec.path.to_owned(), None)),
+        ("GET", "/v1/plans") | ("GET", "/v1/flags") => Some((spec.path.to_owned(), None)),
         ("POST", "/v1/jobs") => Some((spec.path.to_owned(), Some(serde_json::json!({"kind": "noop", "payload": {"note": "from A"}})))),
         _ => None,
     }
@@ -132,7 +133,9 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
 /// An api-only app with tenants A and B seeded in every table; returns B and a key of A's
 /// with every scope.
 async fn two_seeded_tenants() -> (TestApp, Uuid, String) {
-    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    // The simulator answers the plan catalogue's price reads.
+    let sim = crate::support::stripe_sim::StripeSim::start().await;
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).env("STRIPE_API_BASE", &sim.base_url).spawn().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     seed(&app.state.system_pool.0, a, "a").await;
     seed(&app.state.system_pool.0, b, "b").await;

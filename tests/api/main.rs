@@ -4,6 +4,7 @@
 
 mod support;
 
+mod cache;
 mod config_errors;
 mod dunning;
 mod health;

@@ -14,6 +14,7 @@ use crate::support::TestDb;
 pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("_sqlx_migrations", "schema history, no tenant data"),
     ("usage_flushes", "which usage windows were flushed, fleet-wide; no tenant data"),
+    ("feature_flags", "product switches; a tenant's answer is a hash of (flag, tenant), no tenant named"),
 ];
 
 /// The column a table's policy keys on.

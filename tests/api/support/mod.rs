@@ -81,7 +81,7 @@ impl TestAppBuilder {
         self
     }
 
-    /// The limiter's clock moves only with `app.clock().advance(..)`.
+    /// The limiter's and the cache's clock moves only with `app.clock().advance(..)`.
     pub fn manual_clock(mut self) -> Self {
         self.manual_clock = true;
         self
@@ -121,6 +121,8 @@ impl TestAppBuilder {
         env.insert("BALLAST_LOG".into(), "warn".into());
         env.insert("STRIPE_WEBHOOK_SECRET".into(), stripe_sim::SECRET.into());
         env.insert("STRIPE_SECRET_KEY".into(), stripe_sim::API_KEY.into());
+        // Stripe itself is never called from tests: without a simulator, calls are refused at once.
+        env.insert("STRIPE_API_BASE".into(), "http://127.0.0.1:9/".into());
         if let Some(limits) = &self.limits {
             let path = jobs_dir.path().join("limits.toml.policy");
             std::fs::write(&path, limits).expect("write limits");
@@ -131,7 +133,9 @@ impl TestAppBuilder {
         let registry = test_jobs::registry();
         let mut state = AppState::build(settings).expect("app state");
         if self.manual_clock {
-            state.limiter.clock = ballast::clock::Clock::manual();
+            let clock = ballast::clock::Clock::manual();
+            state.limiter.clock = clock.clone();
+            state.cache.clock = clock;
         }
         let events = Arc::new(Events::default());
         let mut options = WorkerOptions::new(registry);

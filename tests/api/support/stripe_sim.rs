@@ -56,6 +56,10 @@ struct Sim {
     meter_events: BTreeMap<String, (String, String, i64)>,
     /// The next meter-event requests answer this status without recording (count, status).
     meter_failures: (u32, u16),
+    /// Price reads answer 500 while set (an outage of the catalogue's source).
+    prices_down: bool,
+    /// Price reads answered.
+    price_reads: u64,
 }
 
 impl Sim {
@@ -171,6 +175,7 @@ impl StripeSim {
             .route("/v1/billing/meter_events", axum::routing::post(meter_event))
             .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
             .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
+            .route("/v1/prices/{id}", get(price))
             .with_state(sim.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("addr");
@@ -363,6 +368,16 @@ impl StripeSim {
         self.with(|s| s.meter_failures = (n, status));
     }
 
+    /// Price reads fail with 500 while `down`.
+    pub fn set_prices_down(&self, down: bool) {
+        self.with(|s| s.prices_down = down);
+    }
+
+    /// Price reads answered so far (successful or not).
+    pub fn price_reads(&self) -> u64 {
+        self.with(|s| s.price_reads)
+    }
+
     /// The events emitted since the last call.
     pub fn take_events(&self) -> Vec<Value> {
         self.with(|s| std::mem::take(&mut s.events))
@@ -412,6 +427,31 @@ async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, colle
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such object: '{id}'")}})),
+        ),
+    }
+}
+
+/// A price the simulator sells, in the fixture shape (../shared/stripe `price`).
+async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
+    let mut s = sim.lock().expect("simulator lock");
+    s.price_reads += 1;
+    if s.prices_down {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"type": "api_error", "message": "simulated outage"}})));
+    }
+    match [STARTER, PRO].into_iter().find(|p| p.0 == id) {
+        Some((price, product, amount)) => (
+            StatusCode::OK,
+            Json(json!({
+                "id": price, "object": "price", "active": true, "billing_scheme": "per_unit", "created": s.clock, "currency": "usd",
+                "livemode": false, "lookup_key": null, "metadata": {}, "nickname": null, "product": product,
+                "recurring": {"interval": "month", "interval_count": 1, "meter": null, "usage_type": "licensed", "trial_period_days": null},
+                "tax_behavior": "unspecified", "tiers_mode": null, "transform_quantity": null, "type": "recurring",
+                "unit_amount": amount, "unit_amount_decimal": amount.to_string(),
+            })),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such price: '{id}'")}})),
         ),
     }
 }

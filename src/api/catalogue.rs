@@ -1,0 +1,39 @@
+//! `GET /v1/plans`: the public plan catalogue with Stripe's prices (no authentication, limited
+//! per client IP), and `GET /v1/flags`: every feature flag as it stands for the caller's tenant
+//! (API key, scope entitlements:read). Both answer from the cache.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::{MethodRouter, get};
+use serde_json::json;
+
+use super::guard::Caller;
+use super::{ApiError, Auth, RouteSpec};
+use crate::app::AppState;
+use crate::auth::Scope;
+
+/// Catalogue and flag routes.
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![
+        (RouteSpec::new(Method::GET, "/v1/plans", Auth::None).limited(), get(plans)),
+        (RouteSpec::new(Method::GET, "/v1/flags", Auth::Key(Scope::EntitlementsRead)), get(flags)),
+    ]
+}
+
+fn unavailable(what: &'static str, e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(message = "Cached value unavailable.", what, error = %e);
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} cannot be read now; retry later"))
+}
+
+async fn plans(State(state): State<AppState>) -> Result<Json<crate::billing::public_catalogue::PublicCatalogue>, ApiError> {
+    crate::billing::public_catalogue::cached(&state).await.map(Json).map_err(|e| unavailable("the plan catalogue", e))
+}
+
+async fn flags(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<serde_json::Value>, ApiError> {
+    let flags = crate::flags::cached(&state).await.map_err(|e| unavailable("feature flags", e))?;
+    let on: BTreeMap<&str, bool> = flags.iter().map(|f| (f.name.as_str(), f.is_on_for(caller.tenant))).collect();
+    Ok(Json(json!({"tenant": caller.tenant, "flags": on})))
+}

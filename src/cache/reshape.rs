@@ -1,0 +1,88 @@
+//! `cache.reshape`, the after-deploy key reshape. A change to a cached value's format bumps
+//! its `shape` in src/keys.rs, so new members read and write new keys while old members,
+//! during the rollout, still read theirs. Once every member runs the new code this job warms
+//! the new keys and then removes every other version with SCAN in batches (UNLINK, never
+//! KEYS). Without `execute` it only counts.
+
+use serde::Serialize;
+
+use super::warm::{self, WarmError, WarmReport};
+use crate::app::AppState;
+use crate::keys::CachedFamily;
+
+/// Keys per SCAN step and per UNLINK.
+const SCAN_BATCH: usize = 500;
+
+/// One family's keys by version.
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyCount {
+    /// The family.
+    pub family: CachedFamily,
+    /// The shape this build reads and writes.
+    pub shape: u32,
+    /// Keys at that shape.
+    pub current: u64,
+    /// Keys at any other shape.
+    pub old: u64,
+    /// Old keys removed (0 in a dry run).
+    pub deleted: u64,
+}
+
+/// What a reshape found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReshapeReport {
+    /// False: a dry run that only counted.
+    pub executed: bool,
+    /// The warm done first (execute only).
+    pub warm: Option<WarmReport>,
+    /// Per family.
+    pub families: Vec<FamilyCount>,
+}
+
+/// Counts (and with `execute`, warms then removes) the cached keys of other shape versions.
+pub async fn run(state: &AppState, execute: bool, actor: &str) -> Result<ReshapeReport, WarmError> {
+    let warm = if execute { Some(warm::run(state).await?) } else { None };
+    let mut conn = state.redis.clone();
+    let mut families = Vec::new();
+    for family in CachedFamily::ALL {
+        let shape = family.spec().shape;
+        let mut count = FamilyCount { family, shape, current: 0, old: 0, deleted: 0 };
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(state.keys.cache_versions(family))
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut conn)
+                .await?;
+            let old: Vec<String> =
+                found.into_iter().filter(|k| state.keys.cache_version_of(family, k).is_some_and(|v| v != shape)).collect();
+            count.old += old.len() as u64;
+            if execute && !old.is_empty() {
+                let removed: u64 = redis::cmd("UNLINK").arg(&old).query_async(&mut conn).await?;
+                count.deleted += removed;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        count.current = current_keys(state, family).await?;
+        families.push(count);
+    }
+    let report = ReshapeReport { executed: execute, warm, families };
+    if execute {
+        let mut conn = state.system_pool.0.acquire().await?;
+        let params = serde_json::to_value(&report).unwrap_or_default();
+        crate::auth::store::audit(&mut conn, None, actor, "cache.reshape", params).await?;
+    }
+    Ok(report)
+}
+
+/// Keys of the current shape (a second SCAN, so the count is after any deletion).
+async fn current_keys(state: &AppState, family: CachedFamily) -> Result<u64, redis::RedisError> {
+    let found = crate::keys::scan(&state.redis, &state.keys.cache_versions(family)).await?;
+    Ok(found.iter().filter(|k| state.keys.cache_version_of(family, k) == Some(family.spec().shape)).count() as u64)
+}

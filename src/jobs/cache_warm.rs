@@ -1,0 +1,32 @@
+//! `cache.warm`: fills the plan catalogue, feature flags and every active tenant's entitlements
+//! (cron, and on demand after a deploy or a Redis restart). Safe at any time: stores go through
+//! the load lock, so it never writes over a newer invalidation.
+
+use serde::Deserialize;
+
+use super::{Job, JobContext, JobError, JobReport};
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheWarmJob;
+
+/// No arguments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheWarmArgs {}
+
+impl From<crate::cache::warm::WarmError> for JobError {
+    fn from(e: crate::cache::warm::WarmError) -> Self {
+        JobError::Retry(e.to_string())
+    }
+}
+
+impl Job for CacheWarmJob {
+    const KIND: &'static str = "cache.warm";
+    type Args = CacheWarmArgs;
+
+    async fn run(&self, _args: CacheWarmArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+        let report = crate::cache::warm::run(&ctx.state).await?;
+        Ok(serde_json::to_value(&report).unwrap_or_default())
+    }
+}
