@@ -333,6 +333,26 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Entitlement reads (GET /v1/entitlements/{feature}) on a cache hit and on a miss, the
+    /// cache reader alone, and reads per second of one process. Uses the configured PostgreSQL
+    /// (its own tenants, deleted afterwards) and a private Redis namespace.
+    Entitlements {
+        /// Tenants, one key each.
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Requests per latency phase (hits get a tenth more, unmeasured, first).
+        #[arg(long, default_value_t = 5_000)]
+        n: u64,
+        /// Closed-loop clients of the throughput phase.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds of the throughput phase.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The rate limiter's cost per request: the same key route with and without it, one run.
     Limiter {
         /// Requests per side (plus a tenth as warm-up).
@@ -545,6 +565,17 @@ async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> 
                 println!(
                     "usage: {} batches of 100 from {clients} senders: {:.0} events/s, POST p50 {:.2} ms / p99 {:.2} ms; flush of {} counters into the ledger: {:.2} s",
                     r.batches, r.events_per_sec, r.post_p50_ms, r.post_p99_ms, r.counters, r.flush_secs
+                );
+            }
+        }
+        BenchCommand::Entitlements { tenants, n, concurrency, secs, json } => {
+            let r = ballast::bench::entitlements::run(settings, tenants, n, concurrency, secs).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "GET /v1/entitlements/projects x{n}, {tenants} tenants: hit p50 {:.3} ms / p99 {:.3} ms; miss p50 {:.3} ms / p99 {:.3} ms; reader alone (hit) p50 {:.3} ms / p99 {:.3} ms; {:.0} reads/s with {concurrency} clients",
+                    r.hit_p50_ms, r.hit_p99_ms, r.miss_p50_ms, r.miss_p99_ms, r.reader_hit_p50_ms, r.reader_hit_p99_ms, r.reads_per_sec
                 );
             }
         }

@@ -1,9 +1,11 @@
 //! Benchmarks run from the CLI (never timed tests): `ballast bench jobs` (the job engine
 //! against the BullMQ peer's protocol) and `ballast bench webhooks` (Stripe webhook ingest at
 //! a fixed arrival rate), `ballast bench limiter` (the rate limiter's cost per request) and
-//! `ballast bench usage` (usage intake and the ledger flush).
+//! `ballast bench usage` (usage intake and the ledger flush) and `ballast bench entitlements`
+//! (entitlement reads through the cache).
 //! Each runs in a private Redis namespace and removes what it wrote.
 
+pub mod entitlements;
 pub mod jobs;
 pub mod limiter;
 pub mod usage;
