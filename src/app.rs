@@ -49,6 +49,12 @@ pub enum StartError {
     /// The SMTP settings.
     #[error("BALLAST_SMTP_*: {0}")]
     Smtp(String),
+    /// The SLO definitions.
+    #[error("BALLAST_SLO_FILE: {0}")]
+    Slos(#[from] crate::slo::SloFileError),
+    /// The SLO notification settings.
+    #[error("{0}")]
+    SloNotify(String),
 }
 
 /// Shared dependencies, cheap to clone.
@@ -80,6 +86,10 @@ pub struct AppState {
     pub mailer: crate::email::smtp::Mailer,
     /// The stale-while-revalidate reader of cached values.
     pub cache: crate::cache::Cache,
+    /// The SLO definitions.
+    pub slos: Arc<crate::slo::Slos>,
+    /// This member's per-minute counts of the intake's SLIs.
+    pub slo_recorder: Arc<crate::slo::record::Recorder>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -121,6 +131,16 @@ impl AppState {
         let dunning = Arc::new(crate::dunning::Policy::load(&settings.dunning_file)?);
         let mailer = crate::email::smtp::Mailer::from_settings(&settings).map_err(|e| StartError::Smtp(e.to_string()))?;
         let cache = crate::cache::Cache::new(redis.clone(), keys.clone(), crate::clock::Clock::System, Default::default());
+        let slos = Arc::new(crate::slo::Slos::load(&settings.slo_file)?);
+        if slos.notify.format == crate::slo::NotifyFormat::Pagerduty
+            && settings.slo_webhook_url.is_some()
+            && settings.slo_pagerduty_routing_key.is_none()
+        {
+            return Err(StartError::SloNotify(
+                "BALLAST_SLO_PAGERDUTY_ROUTING_KEY: missing (the SLO file's notify format is pagerduty)".into(),
+            ));
+        }
+        let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
         Ok(Self {
             settings: Arc::new(settings),
             tenant_pool,
@@ -135,6 +155,8 @@ impl AppState {
             dunning,
             mailer,
             cache,
+            slos,
+            slo_recorder,
         })
     }
 }
@@ -201,6 +223,9 @@ impl Member {
                     }
                 }),
             ));
+            // The SLO counts are written while the API serves and once more after it closes.
+            let (recorder, pool, api_stop3) = (state.slo_recorder.clone(), state.tenant_pool.raw().clone(), api_stop.clone());
+            tasks.push(("api", tokio::spawn(recorder.run(pool, api_stop3))));
         }
         if roles.contains(&Role::Worker) {
             tasks.push(("worker", tokio::spawn(worker::run(state.clone(), options, member_id.clone(), stop.clone()))));

@@ -99,10 +99,29 @@ enum Command {
         #[command(subcommand)]
         command: FlagsCommand,
     },
+    /// Service level objectives: SLI, budget left, burn per window pair, alert state.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
     /// Benchmarks (release build; figures for README, never a timed test).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SloCommand {
+    /// Each SLO (deploy/slos.toml) over its window: SLI, error budget left, burn rate of every
+    /// window pair (scaled to the window) and the stored alert state. Reads only.
+    Status {
+        /// Evaluate as of this day or time (2026-12-01 or RFC 3339) instead of now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -498,6 +517,19 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Emails { command } => emails(AppState::build(settings)?, command).await?,
         Command::Cache { command } => cache(AppState::build(settings)?, command).await?,
+        Command::Slo { command: SloCommand::Status { as_of, json } } => {
+            let now = match as_of {
+                None => chrono::Utc::now(),
+                Some(raw) => parse_instant(&raw)?,
+            };
+            let state = AppState::build(settings)?;
+            let statuses = ballast::slo::evaluate::run(&state, now, false).await?;
+            if json {
+                println!("{}", serde_json::to_string(&statuses)?);
+            } else {
+                print_slo_status(&statuses);
+            }
+        }
         Command::Flags { command } => flags(AppState::build(settings)?, command).await?,
         Command::Keys { command } => keys(AppState::build(settings)?, command).await?,
         Command::Limits { command } => limits(AppState::build(settings)?, command).await?,
@@ -869,4 +901,35 @@ async fn flags(state: AppState, command: FlagsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_slo_status(statuses: &[ballast::slo::evaluate::SloStatus]) {
+    let minutes = |m: i64| if m % 1440 == 0 { format!("{}d", m / 1440) } else if m % 60 == 0 { format!("{}h", m / 60) } else { format!("{m}m") };
+    println!("{:<28} {:>8} {:>7} {:>10} {:>12} {:>10}  {:<10} {:<10}", "SLO", "TARGET", "WINDOW", "SLI", "BUDGET LEFT", "EVENTS", "PAGE", "TICKET");
+    for s in statuses {
+        let alert = |sev| s.alerts.iter().find(|a| a.severity == sev).map_or("-", |a| a.state.as_str());
+        println!(
+            "{:<28} {:>7.3}% {:>7} {:>9.3}% {:>11.1}% {:>10}  {:<10} {:<10}",
+            s.name,
+            s.target * 100.0,
+            minutes(s.window_minutes),
+            s.sli * 100.0,
+            s.budget_remaining * 100.0,
+            s.window.valid,
+            alert(ballast::slo::Severity::Page),
+            alert(ballast::slo::Severity::Ticket)
+        );
+        for r in &s.rules {
+            println!(
+                "    {:<6} {:>5.1}x over {:>4} and {:>4}: burn {:>7.2} / {:>7.2}{}",
+                r.rule.severity.as_str(),
+                r.rule.factor,
+                minutes(r.rule.long_minutes),
+                minutes(r.rule.short_minutes),
+                r.long_burn,
+                r.short_burn,
+                if r.firing { "  FIRING" } else { "" }
+            );
+        }
+    }
 }

@@ -111,6 +111,12 @@ pub struct Settings {
     pub limits_file: Option<PathBuf>,
     /// How long a past_due subscription keeps its plan.
     pub past_due_grace: chrono::Duration,
+    /// The SLO definitions (`BALLAST_SLO_FILE`).
+    pub slo_file: PathBuf,
+    /// Where SLO alert transitions are posted (`BALLAST_SLO_WEBHOOK_URL`); none: logged only.
+    pub slo_webhook_url: Option<SecretString>,
+    /// PagerDuty's routing key, for the pagerduty notification format.
+    pub slo_pagerduty_routing_key: Option<SecretString>,
 }
 
 /// A source of raw settings: the environment, overlaid on an optional file.
@@ -258,6 +264,15 @@ impl Settings {
             smtp_password: src.get("BALLAST_SMTP_PASSWORD").map(|p| SecretString::from(p.to_owned())),
             email_from,
             dunning_file: PathBuf::from(src.get("BALLAST_DUNNING_FILE").unwrap_or("deploy/dunning.toml")),
+            slo_file: PathBuf::from(src.get("BALLAST_SLO_FILE").unwrap_or("deploy/slos.toml")),
+            slo_webhook_url: match src.get("BALLAST_SLO_WEBHOOK_URL") {
+                None => None,
+                Some(raw) => {
+                    check_url("BALLAST_SLO_WEBHOOK_URL", raw, &["http", "https"])?;
+                    Some(SecretString::from(raw.to_owned()))
+                }
+            },
+            slo_pagerduty_routing_key: src.get("BALLAST_SLO_PAGERDUTY_ROUTING_KEY").map(|k| SecretString::from(k.to_owned())),
             past_due_grace: chrono::Duration::days(grace_days),
             database_url: url_setting(&src, "DATABASE_URL", &["postgres", "postgresql"], "the app role's PostgreSQL URL")?,
             system_database_url: url_setting(

@@ -45,6 +45,8 @@ pub mod queue;
 pub mod ratelimit;
 /// The cron leader.
 pub mod scheduler;
+/// Service level objectives: recording, burn-rate evaluation, alert notifications.
+pub mod slo;
 /// Stripe: signatures, events, the inbox, the API client, event handlers.
 pub mod stripe;
 /// Logs.

@@ -21,6 +21,13 @@ use crate::auth::{self, AuthError, Principal};
 use crate::domain::TenantId;
 use crate::ratelimit::{Limit, PolicyName, Request as LimitRequest, Subject, Verdict, WindowState};
 
+/// Who called a service-key route.
+#[derive(Debug, Clone)]
+pub struct ServiceCaller {
+    /// The service-wide key.
+    pub principal: Principal,
+}
+
 /// Names the tenant a service-wide key acts for (a tenant key may repeat its own tenant).
 pub const TENANT_HEADER: &str = "ballast-tenant";
 
@@ -55,20 +62,30 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, mut req: 
             }
         }
         Auth::None | Auth::StripeSignature => next.run(req).await,
-        Auth::Key(scope) => {
-            let presented = auth::bearer(req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-            let principal = match auth::authenticate(&state.system_pool, presented).await {
+        Auth::ServiceKey(scope) => {
+            let principal = match authenticated(&state, req.headers(), ip, scope).await {
                 Ok(p) => p,
-                Err(AuthError::Unavailable(e)) => {
-                    tracing::error!(message = "API key check failed: PostgreSQL unavailable.", error = %e);
-                    return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", "credentials cannot be checked now; retry later").into_response();
-                }
-                Err(e) => return failed_credential(&state, ip, &e).await,
+                Err(refusal) => return refusal,
             };
-            if !principal.scopes.contains(&scope) {
-                return ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this route needs an API key with scope {scope}"))
+            if principal.tenant.is_some() {
+                return ApiError::new(StatusCode::FORBIDDEN, "service_key_required", "this route takes a service-wide API key, not a tenant's")
                     .into_response();
             }
+            let limits = vec![Limit { policy: PolicyName::Key, subject: Subject::Key(principal.key_id), window: state.limiter.policies.key }];
+            match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
+                Ok(Verdict::Admit(windows)) => {
+                    req.extensions_mut().insert(ServiceCaller { principal });
+                    with_headers(next.run(req).await, &windows)
+                }
+                Ok(v) => refused(v),
+                Err(e) => fail_closed(&state, spec.path, &e),
+            }
+        }
+        Auth::Key(scope) => {
+            let principal = match authenticated(&state, req.headers(), ip, scope).await {
+                Ok(p) => p,
+                Err(refusal) => return refusal,
+            };
             let tenant = match resolve_tenant(&state, &principal, req.headers()).await {
                 Ok(t) => t,
                 Err(e) => return e.into_response(),
@@ -89,6 +106,24 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, mut req: 
             }
         }
     }
+}
+
+/// The request's key, checked and holding `scope`; otherwise the answer to give (401, 403,
+/// 503, or the limiter's refusal of a failing client).
+async fn authenticated(state: &AppState, headers: &HeaderMap, ip: IpAddr, scope: crate::auth::Scope) -> Result<Principal, Response> {
+    let presented = auth::bearer(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_owned);
+    let principal = match auth::authenticate(&state.system_pool, presented.as_deref()).await {
+        Ok(p) => p,
+        Err(AuthError::Unavailable(e)) => {
+            tracing::error!(message = "API key check failed: PostgreSQL unavailable.", error = %e);
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", "credentials cannot be checked now; retry later").into_response());
+        }
+        Err(e) => return Err(failed_credential(state, ip, &e).await),
+    };
+    if !principal.scopes.contains(&scope) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this route needs an API key with scope {scope}")).into_response());
+    }
+    Ok(principal)
 }
 
 /// A refused credential: count the failure (maybe starting a ban), limit the client per IP.

@@ -17,6 +17,7 @@ pub mod entitlements;
 pub mod guard;
 pub mod health;
 pub mod jobs;
+pub mod slo;
 pub mod usage;
 pub mod webhooks;
 
@@ -27,8 +28,11 @@ pub enum Auth {
     None,
     /// The `Stripe-Signature` header, checked by the handler over the raw body.
     StripeSignature,
-    /// An API key with this scope.
+    /// An API key with this scope, acting for a tenant.
     Key(crate::auth::Scope),
+    /// A service-wide API key (no tenant) with this scope: the route's data is the product's,
+    /// not any tenant's.
+    ServiceKey(crate::auth::Scope),
 }
 
 /// One route of the API, as the router serves it.
@@ -74,6 +78,7 @@ fn routes_with_handlers() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     all.extend(catalogue::routes());
     all.extend(jobs::routes());
     all.extend(usage::routes());
+    all.extend(slo::routes());
     all
 }
 
@@ -122,7 +127,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
         })
-        .with_state(state)
+        .with_state(state.clone())
+        // Every answer counts towards the intake's SLOs (probes excepted), 404s and 429s too.
+        .layer(axum::middleware::from_fn_with_state(state.slo_recorder.clone(), crate::slo::record::middleware))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

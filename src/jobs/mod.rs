@@ -20,6 +20,8 @@ pub mod cache_warm;
 pub mod dunning_run;
 pub mod email_send;
 pub mod noop;
+pub mod slo_evaluate;
+pub mod slo_notify;
 pub mod stripe_event;
 pub mod usage_flush;
 
@@ -127,6 +129,8 @@ impl Registry {
             .with(usage_flush::UsageFlushJob)
             .with(cache_warm::CacheWarmJob)
             .with(cache_reshape::CacheReshapeJob)
+            .with(slo_evaluate::SloEvaluateJob)
+            .with(slo_notify::SloNotifyJob)
     }
 
     /// Adds (or replaces) the handler for `J::KIND`.

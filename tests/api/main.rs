@@ -12,6 +12,7 @@ mod intake_security;
 mod jobs;
 mod rls;
 mod scheduler;
+mod slo;
 mod schema;
 mod usage;
 mod webhooks;

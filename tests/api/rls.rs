@@ -15,6 +15,9 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("_sqlx_migrations", "schema history, no tenant data"),
     ("usage_flushes", "which usage windows were flushed, fleet-wide; no tenant data"),
     ("feature_flags", "product switches; a tenant's answer is a hash of (flag, tenant), no tenant named"),
+    ("slo_minutes", "good/valid counts of the product's SLOs; no tenant named"),
+    ("slo_alerts", "alert state of the product's SLOs; no tenant named"),
+    ("slo_notifications", "alert notifications; no tenant named"),
 ];
 
 /// The column a table's policy keys on.

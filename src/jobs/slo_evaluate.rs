@@ -1,0 +1,31 @@
+//! `slo.evaluate` (every minute): burn rates of every SLO over its scaled window pairs, alert
+//! transitions stored and their notifications queued, old minute counts removed.
+
+use serde::Deserialize;
+
+use super::{Job, JobContext, JobError, JobReport};
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SloEvaluateJob;
+
+/// Arguments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloEvaluateArgs {
+    /// Evaluate as of this time instead of now.
+    #[serde(default)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Job for SloEvaluateJob {
+    const KIND: &'static str = "slo.evaluate";
+    type Args = SloEvaluateArgs;
+
+    async fn run(&self, args: SloEvaluateArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+        let now = args.as_of.unwrap_or_else(chrono::Utc::now);
+        let statuses = crate::slo::evaluate::run(&ctx.state, now, true).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        let changed: Vec<&str> = statuses.iter().flat_map(|s| s.alerts.iter()).filter(|a| a.changed).map(|a| a.alert_key.as_str()).collect();
+        Ok(serde_json::json!({"slos": statuses.len(), "changed": changed}))
+    }
+}

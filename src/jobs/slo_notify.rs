@@ -1,0 +1,33 @@
+//! `slo.notify`: delivers one alert transition to the configured webhook, once. Receiver
+//! failures are retried with backoff inside the run, then by the queue; a refusal (4xx) marks
+//! the notification dead.
+
+use serde::Deserialize;
+
+use super::{Job, JobContext, JobError, JobReport};
+use crate::slo::notify::NotifyError;
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SloNotifyJob;
+
+/// Arguments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloNotifyArgs {
+    /// The `slo_notifications` row.
+    pub notification_id: uuid::Uuid,
+}
+
+impl Job for SloNotifyJob {
+    const KIND: &'static str = crate::slo::notify::JOB_KIND;
+    type Args = SloNotifyArgs;
+
+    async fn run(&self, args: SloNotifyArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+        match crate::slo::notify::send(&ctx.state, args.notification_id).await {
+            Ok(sent) => Ok(serde_json::json!({"notification": args.notification_id, "outcome": sent})),
+            Err(e @ NotifyError::Refused(_)) => Err(JobError::Cancel(e.to_string())),
+            Err(e) => Err(JobError::Retry(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Recording the intake's own SLIs: a middleware compares each request's latency with each
+//! latency SLO's threshold (exactly, per request) and its status with the availability SLOs,
+//! and counts good and valid events per SLO per minute in memory. The api role writes each
+//! minute's totals so far to `slo_minutes` every few seconds and on shutdown; a row is keyed by
+//! (SLO, minute, this member), so writing the same totals again changes nothing. A crash loses
+//! at most the seconds since the last write.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+
+use super::{Indicator, Slos};
+use crate::clock::Clock;
+
+/// How often the api role writes its counts.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Paths that are not product traffic (probes).
+const NOT_COUNTED: [&str; 2] = ["/healthz", "/readyz"];
+
+/// Per-minute counts of the intake's SLOs in this process.
+#[derive(Debug)]
+pub struct Recorder {
+    /// (SLO name, indicator) of every intake SLO.
+    slos: Vec<(String, Indicator)>,
+    /// (index into `slos`, unix minute) → (good, valid), totals since this process started.
+    counts: Mutex<BTreeMap<(usize, i64), (i64, i64)>>,
+    /// This member's name in `slo_minutes.source`.
+    source: String,
+    clock: Clock,
+}
+
+impl Recorder {
+    /// A recorder for the intake SLOs of `slos`, writing as `source`.
+    pub fn new(slos: &Slos, source: String, clock: Clock) -> Self {
+        let slos = slos
+            .slos
+            .iter()
+            .filter(|s| matches!(s.indicator, Indicator::IntakeLatency { .. } | Indicator::IntakeAvailability))
+            .map(|s| (s.name.clone(), s.indicator))
+            .collect();
+        Self { slos, counts: Mutex::default(), source, clock }
+    }
+
+    /// Counts one request that took `elapsed` and was answered with `status`.
+    pub fn observe(&self, elapsed: Duration, status: StatusCode) {
+        let minute = self.clock.now_ms().div_euclid(60_000);
+        let Ok(mut counts) = self.counts.lock() else { return };
+        for (i, (_, indicator)) in self.slos.iter().enumerate() {
+            let good = match indicator {
+                Indicator::IntakeLatency { threshold_ms } => elapsed <= Duration::from_millis(*threshold_ms),
+                Indicator::IntakeAvailability => !status.is_server_error(),
+                Indicator::Reported => continue,
+            };
+            let entry = counts.entry((i, minute)).or_default();
+            entry.0 += i64::from(good);
+            entry.1 += 1;
+        }
+    }
+
+    /// Writes every minute's totals so far, then forgets minutes that are over (already
+    /// written in full). Returns the rows written.
+    pub async fn flush(&self, pool: &sqlx::PgPool) -> Result<usize, sqlx::Error> {
+        // Minutes before this one were complete when the snapshot was taken.
+        let current = self.clock.now_ms().div_euclid(60_000);
+        let snapshot: Vec<((usize, i64), (i64, i64))> = match self.counts.lock() {
+            Ok(c) => c.iter().map(|(k, v)| (*k, *v)).collect(),
+            Err(_) => return Ok(0),
+        };
+        if snapshot.is_empty() {
+            return Ok(0);
+        }
+        let mut names = Vec::with_capacity(snapshot.len());
+        let mut minutes: Vec<DateTime<Utc>> = Vec::with_capacity(snapshot.len());
+        let (mut good, mut valid) = (Vec::with_capacity(snapshot.len()), Vec::with_capacity(snapshot.len()));
+        for ((i, minute), (g, v)) in &snapshot {
+            names.push(self.slos[*i].0.as_str());
+            minutes.push(DateTime::from_timestamp(minute * 60, 0).unwrap_or_default());
+            good.push(*g);
+            valid.push(*v);
+        }
+        sqlx::query(
+            "INSERT INTO slo_minutes (slo, minute, source, good, valid)
+             SELECT s, m, $5, g, v FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[]) AS t (s, m, g, v)
+             ON CONFLICT (slo, minute, source) DO UPDATE SET good = EXCLUDED.good, valid = EXCLUDED.valid, updated_at = now()",
+        )
+        .bind(&names)
+        .bind(&minutes)
+        .bind(&good)
+        .bind(&valid)
+        .bind(&self.source)
+        .execute(pool)
+        .await?;
+        if let Ok(mut c) = self.counts.lock() {
+            c.retain(|(_, minute), _| *minute >= current);
+        }
+        Ok(snapshot.len())
+    }
+
+    /// Writes every [`FLUSH_EVERY`] until `stop`, then once more.
+    pub async fn run(self: Arc<Self>, pool: sqlx::PgPool, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(FLUSH_EVERY) => false,
+                () = stop.cancelled() => true,
+            };
+            if let Err(e) = self.flush(&pool).await {
+                tracing::warn!(message = "SLO counts not written; kept for the next try.", error = %e);
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+/// The middleware: times the request and counts it.
+pub async fn middleware(State(recorder): State<Arc<Recorder>>, req: Request, next: Next) -> Response {
+    if NOT_COUNTED.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let started = Instant::now();
+    let response = next.run(req).await;
+    recorder.observe(started.elapsed(), response.status());
+    response
+}
