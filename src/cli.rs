@@ -695,19 +695,11 @@ async fn keys(state: AppState, command: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<std::time::Duration> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
-    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("--ttl {s:?}: expected a number and a unit, e.g. 30m or 2h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" | "" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("--ttl {s:?}: unit must be s, m, h or d"),
-    };
-    if secs == 0 || secs > 7 * 86_400 {
+    let ttl = humantime::parse_duration(s.trim()).map_err(|e| anyhow::anyhow!("--ttl {s:?}: {e} (e.g. 30m, 2h)"))?;
+    if ttl < std::time::Duration::from_secs(1) || ttl > std::time::Duration::from_secs(7 * 86_400) {
         bail!("--ttl {s:?}: must be between 1 s and 7 days");
     }
-    Ok(std::time::Duration::from_secs(secs))
+    Ok(ttl)
 }
 
 async fn limits(state: AppState, command: LimitsCommand) -> anyhow::Result<()> {
