@@ -104,6 +104,9 @@ BEGIN
     CREATE ROLE ballast_system LOGIN PASSWORD 'ballast_system' BYPASSRLS;
   END IF;
 END $$;
+-- The operators' admin jobs (runbook db-pool-exhaustion) read every session's state and may
+-- end sessions stuck idle in a transaction; neither makes the role a superuser.
+GRANT pg_read_all_stats, pg_signal_backend TO ballast_system;
 SQL
   if [ "$(psql_admin -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")" != 1 ]; then
     psql_admin -d postgres -c "CREATE DATABASE $DB OWNER ballast_owner" >/dev/null

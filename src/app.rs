@@ -224,8 +224,8 @@ impl Member {
                 }),
             ));
             // The SLO counts are written while the API serves and once more after it closes.
-            let (recorder, pool, api_stop3) = (state.slo_recorder.clone(), state.tenant_pool.raw().clone(), api_stop.clone());
-            tasks.push(("api", tokio::spawn(recorder.run(pool, api_stop3))));
+            let (recorder, api_stop3) = (state.slo_recorder.clone(), api_stop.clone());
+            tasks.push(("api", tokio::spawn(recorder.run(state.clone(), api_stop3))));
         }
         if roles.contains(&Role::Worker) {
             tasks.push(("worker", tokio::spawn(worker::run(state.clone(), options, member_id.clone(), stop.clone()))));

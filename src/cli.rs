@@ -12,6 +12,7 @@ use ballast::domain::TenantId;
 use ballast::jobs::Registry;
 use ballast::queue::worker::WorkerOptions;
 use ballast::queue::{EnqueueRequest, dead};
+use ballast::runbook::Progress;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -99,6 +100,11 @@ enum Command {
         #[command(subcommand)]
         command: FlagsCommand,
     },
+    /// Runbooks: list and show the pages, run a page's admin job (a dry run unless --execute).
+    Runbook {
+        #[command(subcommand)]
+        command: RunbookCommand,
+    },
     /// Service level objectives: SLI, budget left, burn per window pair, alert state.
     Slo {
         #[command(subcommand)]
@@ -108,6 +114,40 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunbookCommand {
+    /// Every page: name, title, the admin job it runs.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One page, whole.
+    Show {
+        /// The page's name (its file name without .md).
+        name: String,
+    },
+    /// Run a page's admin job. Without --execute it reports what it finds and what it would
+    /// do; with --execute it shows that report, then acts. Every run is audited.
+    Run {
+        /// The page's name.
+        name: String,
+        /// Act (after reporting what will be touched).
+        #[arg(long)]
+        execute: bool,
+        /// A parameter of the admin job, KEY=VALUE (repeatable); values that parse as JSON
+        /// (numbers, true/false) are taken as such. The page lists them.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Queue the run on the fleet instead of running it in this shell.
+        #[arg(long)]
+        enqueue: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -517,6 +557,7 @@ pub(crate) async fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Emails { command } => emails(AppState::build(settings)?, command).await?,
         Command::Cache { command } => cache(AppState::build(settings)?, command).await?,
+        Command::Runbook { command } => runbook(settings, command).await?,
         Command::Slo { command: SloCommand::Status { as_of, json } } => {
             let now = match as_of {
                 None => chrono::Utc::now(),
@@ -849,14 +890,14 @@ async fn cache(state: AppState, command: CacheCommand) -> anyhow::Result<()> {
             }
         }
         CacheCommand::Reshape { execute, json } => {
-            let r = ballast::cache::reshape::run(&state, execute, &actor()).await?;
+            // The admin job behind runbooks/cache-reshape.md, run here and audited.
+            let r = ballast::runbook::run_here(&state, &Registry::standard(), "cache.reshape", execute, serde_json::json!({}), &actor(), Progress::terminal()).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!("{:<14} {:>6} {:>10} {:>10} {:>10}", "FAMILY", "SHAPE", "CURRENT", "OLD", "DELETED");
-                for f in &r.families {
-                    let family = serde_json::to_value(f.family)?;
-                    println!("{:<14} {:>6} {:>10} {:>10} {:>10}", family.as_str().unwrap_or("?"), f.shape, f.current, f.old, f.deleted);
+                for f in r["families"].as_array().into_iter().flatten() {
+                    println!("{:<14} {:>6} {:>10} {:>10} {:>10}", f["family"].as_str().unwrap_or("?"), f["shape"], f["current"], f["old"], f["deleted"]);
                 }
                 if !execute {
                     println!("dry run: nothing changed; run again with --execute to warm and remove the old versions");
@@ -924,4 +965,71 @@ fn print_slo_status(statuses: &[ballast::slo::evaluate::SloStatus]) {
             );
         }
     }
+}
+
+/// `--param k=v` pairs as a JSON object: values that parse as JSON stay typed.
+fn runbook_params(pairs: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--param {pair:?}: expected KEY=VALUE"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+        out.insert(k.trim().to_owned(), value);
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+async fn runbook(settings: Settings, command: RunbookCommand) -> anyhow::Result<()> {
+    let dir = settings.runbooks_dir.clone();
+    match command {
+        RunbookCommand::List { json } => {
+            let pages = ballast::runbook::pages(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string(&pages)?);
+            } else {
+                println!("{:<28} {:<20} TITLE", "NAME", "ADMIN JOB");
+                for p in pages {
+                    println!("{:<28} {:<20} {}", p.name, p.admin_job, p.title);
+                }
+            }
+        }
+        RunbookCommand::Show { name } => print!("{}", ballast::runbook::page(&dir, &name)?.text),
+        RunbookCommand::Run { name, execute, params, enqueue, json } => {
+            let page = ballast::runbook::page(&dir, &name)?;
+            let state = AppState::build(settings)?;
+            let policy = state
+                .queue
+                .catalogue()
+                .iter()
+                .find(|p| p.kind.as_str() == page.admin_job)
+                .ok_or_else(|| anyhow::anyhow!("{name}: its admin job {} is not in the catalogue (jobs/)", page.admin_job))?;
+            if policy.runbook.as_deref() != Some(name.as_str()) {
+                bail!("{name}: jobs/{}.toml does not name this runbook", page.admin_job);
+            }
+            let params = runbook_params(&params)?;
+            if enqueue {
+                let payload = serde_json::json!({"execute": execute, "actor": actor(), "params": params});
+                let done = state.queue.enqueue(ballast::queue::EnqueueRequest::new(page.admin_job.as_str(), payload)).await?;
+                println!("queued {} job {} on the fleet (ballast jobs show {} for its outcome)", page.admin_job, done.id, done.id);
+                return Ok(());
+            }
+            let registry = Registry::standard();
+            let print = |label: &str, report: &serde_json::Value| -> anyhow::Result<()> {
+                if json {
+                    println!("{}", serde_json::to_string(report)?);
+                } else {
+                    println!("== {label} ==\n{}", serde_json::to_string_pretty(report)?);
+                }
+                Ok(())
+            };
+            if execute && !json {
+                // What it will touch, then the act.
+                let dry = ballast::runbook::run_here(&state, &registry, &page.admin_job, false, params.clone(), &actor(), Progress::terminal()).await?;
+                print(&format!("{} (dry run: what --execute will touch)", page.admin_job), &dry)?;
+            }
+            let report = ballast::runbook::run_here(&state, &registry, &page.admin_job, execute, params, &actor(), Progress::terminal()).await?;
+            eprintln!();
+            print(&format!("{}{}", page.admin_job, if execute { " (executed)" } else { " (dry run; --execute to act)" }), &report)?;
+        }
+    }
+    Ok(())
 }

@@ -113,6 +113,8 @@ pub struct Settings {
     pub past_due_grace: chrono::Duration,
     /// The SLO definitions (`BALLAST_SLO_FILE`).
     pub slo_file: PathBuf,
+    /// The runbook pages (`BALLAST_RUNBOOKS_DIR`).
+    pub runbooks_dir: PathBuf,
     /// Where SLO alert transitions are posted (`BALLAST_SLO_WEBHOOK_URL`); none: logged only.
     pub slo_webhook_url: Option<SecretString>,
     /// PagerDuty's routing key, for the pagerduty notification format.
@@ -265,6 +267,7 @@ impl Settings {
             email_from,
             dunning_file: PathBuf::from(src.get("BALLAST_DUNNING_FILE").unwrap_or("deploy/dunning.toml")),
             slo_file: PathBuf::from(src.get("BALLAST_SLO_FILE").unwrap_or("deploy/slos.toml")),
+            runbooks_dir: PathBuf::from(src.get("BALLAST_RUNBOOKS_DIR").unwrap_or("runbooks")),
             slo_webhook_url: match src.get("BALLAST_SLO_WEBHOOK_URL") {
                 None => None,
                 Some(raw) => {

@@ -123,6 +123,9 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("usage_windows", "{ns}:usage:windows", None, "zset: arrival minutes with unflushed counts"),
     spec("usage_period", "{ns}:usage:period:{tenant}:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
     spec("usage_warned", "{ns}:usage:warned:{tenant}:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
+    spec("route_stats", "{ns}:routes:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: {route}|n, |us, |slow: requests, total µs, slow ones in a minute"),
+    spec("member_cache_stats", "{ns}:stats:cache:{member}", Some(Duration::from_secs(600)), "hash: one member's cache counters since it started"),
+    spec("member_cache_stats_pattern", "{ns}:stats:cache:*", None, "SCAN pattern of every member's cache counters"),
     spec("deployment_patterns", "{ns}.* and {ns}:*", None, "SCAN patterns of every key of a deployment (bench and test cleanup)"),
 ];
 
@@ -283,6 +286,29 @@ impl Keys {
     pub fn usage_warned(&self, tenant: crate::domain::TenantId, metric: &str, month: &str) -> String {
         format!("{}:usage:warned:{}:{}:{}", self.ns, tenant, metric, month)
     }
+
+    /// Hash `{route}|n`, `{route}|us`, `{route}|slow`: the fleet's requests per route in one
+    /// unix minute (count, total µs, over the latency threshold). TTL: 2 days.
+    pub fn route_stats(&self, minute: i64) -> String {
+        format!("{}:routes:{}", self.ns, minute)
+    }
+
+    /// Hash: one member's cache counters (totals since it started). TTL: 10 minutes, refreshed
+    /// every few seconds while it runs.
+    pub fn member_cache_stats(&self, member: &str) -> String {
+        format!("{}:stats:cache:{}", self.ns, member)
+    }
+
+    /// Pattern of every member's cache counters (for SCAN).
+    pub fn member_cache_stats_pattern(&self) -> String {
+        format!("{}:stats:cache:*", self.ns)
+    }
+
+    /// TTL of [`Keys::route_stats`].
+    pub const ROUTE_STATS_TTL: Duration = Duration::from_secs(2 * 24 * 3600);
+
+    /// TTL of [`Keys::member_cache_stats`].
+    pub const MEMBER_STATS_TTL: Duration = Duration::from_secs(600);
 
     /// How long a usage idempotency key is remembered.
     pub const USAGE_DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);

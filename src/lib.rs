@@ -44,6 +44,8 @@ pub mod queue;
 /// Rate limits of the intake.
 pub mod ratelimit;
 /// The cron leader.
+/// Runbook pages and the admin jobs behind them.
+pub mod runbook;
 pub mod scheduler;
 /// Service level objectives: recording, burn-rate evaluation, alert notifications.
 pub mod slo;

@@ -53,7 +53,10 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, mut req: 
             let limits = vec![Limit { policy: PolicyName::Anonymous, subject: Subject::Ip(ip), window }];
             match state.limiter.decide(&LimitRequest { limits, ..LimitRequest::default() }).await {
                 Ok(Verdict::Admit(windows)) => with_headers(next.run(req).await, &windows),
-                Ok(v) => refused(v),
+                Ok(v) => {
+                    state.limiter.count_route_block(spec.path).await;
+                    refused(v)
+                }
                 Err(e) => {
                     state.limiter.stats.failed_open.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(message = "Rate limiter unavailable; admitting (fail open).", route = spec.path, error = %e);
@@ -77,7 +80,10 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, mut req: 
                     req.extensions_mut().insert(ServiceCaller { principal });
                     with_headers(next.run(req).await, &windows)
                 }
-                Ok(v) => refused(v),
+                Ok(v) => {
+                    state.limiter.count_route_block(spec.path).await;
+                    refused(v)
+                }
                 Err(e) => fail_closed(&state, spec.path, &e),
             }
         }
@@ -101,7 +107,10 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, mut req: 
                     req.extensions_mut().insert(Caller { principal, tenant });
                     with_headers(next.run(req).await, &windows)
                 }
-                Ok(v) => refused(v),
+                Ok(v) => {
+                    state.limiter.count_route_block(spec.path).await;
+                    refused(v)
+                }
                 Err(e) => fail_closed(&state, spec.path, &e),
             }
         }

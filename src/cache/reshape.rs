@@ -40,7 +40,7 @@ pub struct ReshapeReport {
 }
 
 /// Counts (and with `execute`, warms then removes) the cached keys of other shape versions.
-pub async fn run(state: &AppState, execute: bool, actor: &str) -> Result<ReshapeReport, WarmError> {
+pub async fn run(state: &AppState, execute: bool) -> Result<ReshapeReport, WarmError> {
     let warm = if execute { Some(warm::run(state).await?) } else { None };
     let mut conn = state.redis.clone();
     let mut families = Vec::new();
@@ -72,13 +72,7 @@ pub async fn run(state: &AppState, execute: bool, actor: &str) -> Result<Reshape
         count.current = current_keys(state, family).await?;
         families.push(count);
     }
-    let report = ReshapeReport { executed: execute, warm, families };
-    if execute {
-        let mut conn = state.system_pool.0.acquire().await?;
-        let params = serde_json::to_value(&report).unwrap_or_default();
-        crate::auth::store::audit(&mut conn, None, actor, "cache.reshape", params).await?;
-    }
-    Ok(report)
+    Ok(ReshapeReport { executed: execute, warm, families })
 }
 
 /// Keys of the current shape (a second SCAN, so the count is after any deletion).

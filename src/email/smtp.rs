@@ -63,6 +63,12 @@ impl Mailer {
         Ok(Self { transport: builder.build(), from: s.email_from.clone() })
     }
 
+    /// Opens a connection to the relay and says hello (the site-down check); true when the
+    /// relay answered.
+    pub async fn check(&self) -> Result<bool, lettre::transport::smtp::Error> {
+        self.transport.test_connection().await
+    }
+
     /// Sends one message.
     pub async fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
         let permanent = |e: String| SendError::Permanent(e);

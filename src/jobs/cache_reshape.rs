@@ -2,33 +2,19 @@
 //! family's shape version, warms the new keys and removes the old versions with SCAN in
 //! batches. A dry run (the default) only counts.
 
-use serde::Deserialize;
-
-use super::{Job, JobContext, JobError, JobReport};
+use super::{JobContext, JobError, JobReport};
+use crate::runbook::AdminJob;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CacheReshapeJob;
 
-/// Arguments.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheReshapeArgs {
-    /// Warm and delete; without it, count only.
-    #[serde(default)]
-    pub execute: bool,
-    /// Who asked, for the audit log.
-    #[serde(default)]
-    pub actor: Option<String>,
-}
-
-impl Job for CacheReshapeJob {
+impl AdminJob for CacheReshapeJob {
     const KIND: &'static str = "cache.reshape";
-    type Args = CacheReshapeArgs;
+    type Params = crate::runbook::NoParams;
 
-    async fn run(&self, args: CacheReshapeArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        let actor = args.actor.unwrap_or_else(|| "queue".to_owned());
-        let report = crate::cache::reshape::run(&ctx.state, args.execute, &actor).await?;
+    async fn run(&self, _params: &crate::runbook::NoParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+        let report = crate::cache::reshape::run(&ctx.state, execute).await?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

@@ -1,28 +1,27 @@
-//! `dunning.run`: advances every open dunning case to today (daily, from the catalogue's
-//! cron), or to `as_of` when queued by hand. Each action happens once however often it runs.
+//! `dunning.run` (admin job, runbook dunning-or-email-backlog): advances every open dunning case
+//! to today. The daily schedule executes it; from a runbook it reports the due steps unless
+//! told to execute. Each action happens once however often it runs.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::{JobContext, JobError, JobReport};
 use crate::domain::TenantId;
+use crate::runbook::AdminJob;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DunningRunJob;
 
-/// Arguments, all optional.
-#[derive(Debug, Default, Deserialize)]
+/// Parameters, all optional.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct DunningRunArgs {
+pub struct DunningRunParams {
     /// Act as of this time instead of now.
     #[serde(default)]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
     /// Only this tenant.
     #[serde(default)]
     pub tenant: Option<TenantId>,
-    /// Report what would happen; change nothing.
-    #[serde(default)]
-    pub dry_run: bool,
 }
 
 impl From<crate::dunning::DunningError> for JobError {
@@ -31,13 +30,13 @@ impl From<crate::dunning::DunningError> for JobError {
     }
 }
 
-impl Job for DunningRunJob {
+impl AdminJob for DunningRunJob {
     const KIND: &'static str = "dunning.run";
-    type Args = DunningRunArgs;
+    type Params = DunningRunParams;
 
-    async fn run(&self, args: DunningRunArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        let as_of = args.as_of.unwrap_or_else(chrono::Utc::now);
-        let report = crate::dunning::run(&ctx.state, as_of, args.tenant, args.dry_run).await?;
+    async fn run(&self, params: &DunningRunParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+        let as_of = params.as_of.unwrap_or_else(chrono::Utc::now);
+        let report = crate::dunning::run(&ctx.state, as_of, params.tenant, !execute).await?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

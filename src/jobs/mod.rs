@@ -15,15 +15,22 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::domain::{JobId, TenantId};
 
+pub mod billing_drift;
 pub mod cache_reshape;
 pub mod cache_warm;
+pub mod db_sessions;
 pub mod dunning_run;
 pub mod email_send;
+pub mod limits_spike;
 pub mod noop;
+pub mod scheduler_inspect;
+pub mod site_down;
+pub mod site_slow;
 pub mod slo_evaluate;
 pub mod slo_notify;
 pub mod stripe_event;
 pub mod usage_flush;
+pub mod webhooks_backlog;
 
 /// What a job reports when it finishes: a small JSON summary operators can read.
 pub type JobReport = serde_json::Value;
@@ -74,6 +81,8 @@ pub struct JobContext {
     pub tenant: Option<TenantId>,
     /// Shared dependencies: pools, Redis, the queue, settings.
     pub state: AppState,
+    /// Where a long run reports how far it is (a terminal for `ballast runbook run`).
+    pub progress: crate::runbook::Progress,
 }
 
 /// A job kind: a stable name, typed arguments and an async handler.
@@ -125,12 +134,19 @@ impl Registry {
             .with(noop::Noop)
             .with(stripe_event::StripeEventJob)
             .with(email_send::EmailSendJob)
-            .with(dunning_run::DunningRunJob)
+            .with(crate::runbook::Admin(dunning_run::DunningRunJob))
             .with(usage_flush::UsageFlushJob)
             .with(cache_warm::CacheWarmJob)
-            .with(cache_reshape::CacheReshapeJob)
+            .with(crate::runbook::Admin(cache_reshape::CacheReshapeJob))
             .with(slo_evaluate::SloEvaluateJob)
             .with(slo_notify::SloNotifyJob)
+            .with(crate::runbook::Admin(webhooks_backlog::WebhooksBacklogJob))
+            .with(crate::runbook::Admin(scheduler_inspect::SchedulerInspectJob))
+            .with(crate::runbook::Admin(db_sessions::DbSessionsJob))
+            .with(crate::runbook::Admin(limits_spike::LimitsSpikeJob))
+            .with(crate::runbook::Admin(site_slow::SiteSlowJob))
+            .with(crate::runbook::Admin(site_down::SiteDownJob))
+            .with(crate::runbook::Admin(billing_drift::BillingDriftJob))
     }
 
     /// Adds (or replaces) the handler for `J::KIND`.

@@ -256,6 +256,27 @@ impl JobQueue {
         Ok(out)
     }
 
+    /// Every worker member of the fleet with the age of its latest heartbeat (seconds), read
+    /// from apalis-redis's workers sets (worker names are `{member}-{kind}`), freshest first.
+    pub async fn member_heartbeats(&self) -> Result<Vec<(String, f64)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let now = Utc::now().timestamp() as f64;
+        let mut newest: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+        for policy in self.catalogue.iter() {
+            let config = self.apalis_config(policy);
+            let workers: Vec<(String, f64)> = conn.zrange_withscores(config.workers_set(), 0, -1).await?;
+            let suffix = format!("-{}", policy.kind);
+            for (worker, seen) in workers {
+                let member = worker.strip_suffix(&suffix).unwrap_or(&worker).to_owned();
+                let age = (now - seen).max(0.0);
+                newest.entry(member).and_modify(|a| *a = a.min(age)).or_insert(age);
+            }
+        }
+        let mut out: Vec<(String, f64)> = newest.into_iter().collect();
+        out.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(out)
+    }
+
     async fn stats_of(&self, policy: &JobPolicy) -> Result<QueueStats, QueueError> {
         let config = self.apalis_config(policy);
         let mut conn = self.conn.clone();

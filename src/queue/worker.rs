@@ -231,7 +231,13 @@ impl Executor {
         if envelope.kind != self.policy.kind {
             return Err(JobError::Cancel(format!("job of kind {:?} found on queue of {:?}", envelope.kind.as_str(), self.policy.kind.as_str())));
         }
-        let ctx = JobContext { job_id: envelope.id.clone(), attempt: envelope.attempt, tenant: envelope.tenant, state: self.state.clone() };
+        let ctx = JobContext {
+            job_id: envelope.id.clone(),
+            attempt: envelope.attempt,
+            tenant: envelope.tenant,
+            state: self.state.clone(),
+            progress: crate::runbook::Progress::default(),
+        };
         let run = AssertUnwindSafe(handler.call(envelope.payload.clone(), ctx)).catch_unwind();
         match tokio::time::timeout(self.policy.timeout, run).await {
             Err(_) => Err(JobError::Retry(format!("timed out after {:?}", self.policy.timeout))),

@@ -290,7 +290,24 @@ impl Limiter {
         Ok(n > 0)
     }
 
-    /// Blocks per `policy|subject` over the last `minutes` minutes, most blocked first.
+    /// Counts a refused request against its route (`route|{path}` in the minute's blocks
+    /// hash), so the 429-spike runbook can name routes as well as subjects. Refusals only: it
+    /// costs nothing on admitted requests. A failure is logged; the refusal stands.
+    pub async fn count_route_block(&self, route: &str) {
+        let mut conn = self.redis.clone();
+        let counted: Result<(), _> = redis::cmd("HINCRBY")
+            .arg(self.keys.ratelimit_blocks(self.clock.now_ms() / 60_000))
+            .arg(format!("route|{route}"))
+            .arg(1)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = counted {
+            tracing::debug!(message = "Route block not counted.", route, error = %e);
+        }
+    }
+
+    /// Blocks per `policy|subject` (and `route|{path}`) over the last `minutes` minutes, most
+    /// blocked first.
     pub async fn top_blocked(&self, minutes: i64) -> Result<Vec<(String, u64)>, redis::RedisError> {
         let this_minute = self.clock.now_ms() / 60_000;
         let mut pipe = redis::pipe();

@@ -31,6 +31,11 @@ pub struct Recorder {
     slos: Vec<(String, Indicator)>,
     /// (index into `slos`, unix minute) → (good, valid), totals since this process started.
     counts: Mutex<BTreeMap<(usize, i64), (i64, i64)>>,
+    /// (route, unix minute) → (requests, total µs, slow ones) since the last write to Redis.
+    routes: Mutex<BTreeMap<(String, i64), (i64, i64, i64)>>,
+    /// A request slower than this is "slow" in the route statistics (the first latency SLO's
+    /// threshold, else 300 ms).
+    slow_after: Duration,
     /// This member's name in `slo_minutes.source`.
     source: String,
     clock: Clock,
@@ -44,8 +49,55 @@ impl Recorder {
             .iter()
             .filter(|s| matches!(s.indicator, Indicator::IntakeLatency { .. } | Indicator::IntakeAvailability))
             .map(|s| (s.name.clone(), s.indicator))
-            .collect();
-        Self { slos, counts: Mutex::default(), source, clock }
+            .collect::<Vec<_>>();
+        let slow_after = slos
+            .iter()
+            .find_map(|(_, i)| match i {
+                Indicator::IntakeLatency { threshold_ms } => Some(Duration::from_millis(*threshold_ms)),
+                _ => None,
+            })
+            .unwrap_or(Duration::from_millis(300));
+        Self { slos, counts: Mutex::default(), routes: Mutex::default(), slow_after, source, clock }
+    }
+
+    /// Counts one request of `route` (its path template) for the route statistics.
+    pub fn observe_route(&self, route: &str, elapsed: Duration) {
+        let minute = self.clock.now_ms().div_euclid(60_000);
+        let Ok(mut routes) = self.routes.lock() else { return };
+        let entry = routes.entry((route.to_owned(), minute)).or_default();
+        entry.0 += 1;
+        entry.1 += i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
+        entry.2 += i64::from(elapsed > self.slow_after);
+    }
+
+    /// Adds the route counts gathered since the last call to the fleet's per-minute hashes,
+    /// and publishes this member's cache counters. Diagnostics: a failed write drops them.
+    pub async fn publish(&self, redis: &redis::aio::ConnectionManager, keys: &crate::keys::Keys, cache: &crate::cache::CacheStats) -> Result<(), redis::RedisError> {
+        let routes = match self.routes.lock() {
+            Ok(mut r) => std::mem::take(&mut *r),
+            Err(_) => return Ok(()),
+        };
+        let mut pipe = redis::pipe();
+        let ttl = i64::try_from(crate::keys::Keys::ROUTE_STATS_TTL.as_secs()).unwrap_or(i64::MAX);
+        for ((route, minute), (n, us, slow)) in &routes {
+            let key = keys.route_stats(*minute);
+            pipe.hincr(&key, format!("{route}|n"), *n).ignore();
+            pipe.hincr(&key, format!("{route}|us"), *us).ignore();
+            pipe.hincr(&key, format!("{route}|slow"), *slow).ignore();
+            pipe.expire(&key, ttl).ignore();
+        }
+        let member = keys.member_cache_stats(&self.source);
+        let fields: Vec<(&str, u64)> = vec![
+            ("hits", cache.hits),
+            ("misses", cache.misses),
+            ("stale_served", cache.stale_served),
+            ("load_errors", cache.load_errors),
+            ("stale_if_error", cache.stale_if_error),
+        ];
+        pipe.hset_multiple(&member, &fields).ignore();
+        pipe.expire(&member, i64::try_from(crate::keys::Keys::MEMBER_STATS_TTL.as_secs()).unwrap_or(600)).ignore();
+        let mut conn = redis.clone();
+        pipe.query_async::<()>(&mut conn).await
     }
 
     /// Counts one request that took `elapsed` and was answered with `status`.
@@ -104,14 +156,17 @@ impl Recorder {
     }
 
     /// Writes every [`FLUSH_EVERY`] until `stop`, then once more.
-    pub async fn run(self: Arc<Self>, pool: sqlx::PgPool, stop: tokio_util::sync::CancellationToken) {
+    pub async fn run(self: Arc<Self>, state: crate::app::AppState, stop: tokio_util::sync::CancellationToken) {
         loop {
             let stopping = tokio::select! {
                 () = tokio::time::sleep(FLUSH_EVERY) => false,
                 () = stop.cancelled() => true,
             };
-            if let Err(e) = self.flush(&pool).await {
+            if let Err(e) = self.flush(state.tenant_pool.raw()).await {
                 tracing::warn!(message = "SLO counts not written; kept for the next try.", error = %e);
+            }
+            if let Err(e) = self.publish(&state.redis, &state.keys, &state.cache.stats()).await {
+                tracing::debug!(message = "Route and cache statistics not published.", error = %e);
             }
             if stopping {
                 return;
@@ -125,8 +180,11 @@ pub async fn middleware(State(recorder): State<Arc<Recorder>>, req: Request, nex
     if NOT_COUNTED.contains(&req.uri().path()) {
         return next.run(req).await;
     }
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "(unmatched)".to_owned(), |m| m.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(req).await;
-    recorder.observe(started.elapsed(), response.status());
+    let elapsed = started.elapsed();
+    recorder.observe(elapsed, response.status());
+    recorder.observe_route(&route, elapsed);
     response
 }

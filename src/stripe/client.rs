@@ -159,4 +159,56 @@ impl StripeApi {
             request.customize().request_strategy(strategy).send(client).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
         to_json(&raw)
     }
+
+    /// Events Stripe failed to deliver (`delivery_success=false`) created since `since`, oldest
+    /// first, every page. Stripe keeps events 30 days; the caller bounds `since`.
+    pub async fn undelivered_events(&self, since: i64) -> Result<Vec<serde_json::Value>, StripeApiError> {
+        #[derive(serde::Serialize)]
+        struct Created {
+            gte: i64,
+        }
+        #[derive(serde::Serialize)]
+        struct Params<'a> {
+            delivery_success: bool,
+            created: Created,
+            limit: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            starting_after: Option<&'a str>,
+        }
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        let mut out: Vec<serde_json::Value> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let params = Params { delivery_success: false, created: Created { gte: since }, limit: 100, starting_after: after.as_deref() };
+            let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&params);
+            let raw: miniserde::json::Value = request.customize().send(client).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
+            let page = to_json(&raw)?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            after = data.last().and_then(|e| e["id"].as_str()).map(str::to_owned);
+            out.extend(data);
+            if page["has_more"] != true || after.is_none() {
+                break;
+            }
+        }
+        // Stripe lists newest first; replay in the order things happened.
+        out.reverse();
+        Ok(out)
+    }
+
+    /// One cheap authenticated read (the newest event): is the API reachable with our key?
+    pub async fn ping(&self) -> Result<(), StripeApiError> {
+        #[derive(serde::Serialize)]
+        struct Params {
+            limit: u32,
+        }
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&Params { limit: 1 });
+        let _: miniserde::json::Value = request
+            .customize()
+            .request_strategy(stripe::RequestStrategy::Once)
+            .send(client)
+            .await
+            .map_err(|e| StripeApiError::Call(e.to_string()))?;
+        Ok(())
+    }
 }

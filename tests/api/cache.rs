@@ -304,11 +304,11 @@ async fn reshape_counts_in_a_dry_run_then_removes_old_shapes_in_batches() {
     assert_eq!(family(&done, "catalogue")["deleted"], 1);
     assert_eq!(family(&done, "entitlements")["current"], 2, "the current shape stays");
     assert!(ballast::keys::scan(&app.state.redis, &format!("{ns}:ent:v0:*")).await.expect("scan").is_empty());
-    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'cache.reshape'")
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'runbook.cache.reshape' AND params->>'execute' = 'true'")
         .fetch_one(&app.state.system_pool.0)
         .await
         .expect("audit");
-    assert_eq!(audited, 1, "only the executed run is audited");
+    assert_eq!(audited, 1, "the executed run is audited");
 }
 
 #[tokio::test]

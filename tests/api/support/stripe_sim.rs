@@ -58,6 +58,10 @@ struct Sim {
     meter_failures: (u32, u16),
     /// Price reads answer 500 while set (an outage of the catalogue's source).
     prices_down: bool,
+    /// Every event ever emitted (what the List Events API serves), oldest first.
+    log: Vec<Value>,
+    /// Events the test delivered to Ballast (`delivery_success=true` at Stripe).
+    delivered: BTreeSet<String>,
     /// Price reads answered.
     price_reads: u64,
 }
@@ -75,6 +79,8 @@ impl Sim {
             "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
             "request": {"id": null, "idempotency_key": null}, "type": event_type,
         }));
+        let emitted = self.events.last().cloned().unwrap_or_default();
+        self.log.push(emitted);
     }
 
     fn sub_json(&self, s: &Sub) -> Value {
@@ -176,6 +182,7 @@ impl StripeSim {
             .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
             .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
             .route("/v1/prices/{id}", get(price))
+            .route("/v1/events", get(list_events))
             .with_state(sim.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("addr");
@@ -368,6 +375,11 @@ impl StripeSim {
         self.with(|s| s.meter_failures = (n, status));
     }
 
+    /// Records `events` as delivered (Stripe's `delivery_success`).
+    pub fn mark_delivered(&self, events: &[Value]) {
+        self.with(|s| s.delivered.extend(events.iter().filter_map(|e| e["id"].as_str().map(str::to_owned))));
+    }
+
     /// Price reads fail with 500 while `down`.
     pub fn set_prices_down(&self, down: bool) {
         self.with(|s| s.prices_down = down);
@@ -429,6 +441,31 @@ async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, colle
             Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such object: '{id}'")}})),
         ),
     }
+}
+
+/// `GET /v1/events`: newest first, `delivery_success`, `created[gte]`, `limit`, `starting_after`.
+async fn list_events(
+    State(sim): State<Arc<Mutex<Sim>>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    let s = sim.lock().expect("simulator lock");
+    let gte: i64 = q.get("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 100);
+    let only_undelivered = q.get("delivery_success").map(String::as_str) == Some("false");
+    let matching: Vec<&Value> = s
+        .log
+        .iter()
+        .rev()
+        .filter(|e| e["created"].as_i64().unwrap_or(0) >= gte)
+        .filter(|e| !only_undelivered || !s.delivered.contains(e["id"].as_str().unwrap_or("")))
+        .collect();
+    let start = match q.get("starting_after") {
+        Some(after) => matching.iter().position(|e| e["id"] == after.as_str()).map_or(matching.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<Value> = matching.iter().skip(start).take(limit).map(|e| (*e).clone()).collect();
+    let has_more = start + page.len() < matching.len();
+    (StatusCode::OK, Json(json!({"object": "list", "url": "/v1/events", "has_more": has_more, "data": page})))
 }
 
 /// A price the simulator sells, in the fixture shape (../shared/stripe `price`).

@@ -1,0 +1,135 @@
+//! `billing.drift` (admin job, runbook billing-drift): compares the mirror with Stripe for one
+//! tenant or all — every mirrored subscription and invoice is re-read from the Stripe API and
+//! its status, price, cancellation and amounts compared. Executing re-syncs each drifted object
+//! by putting Stripe's current state into the inbox as a Ballast-made event
+//! (`evt_ballast_resync_…`), so it goes through the same handlers as a delivered event:
+//! mirror, entitlements, cache invalidation, dunning.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{JobContext, JobError, JobReport};
+use crate::runbook::AdminJob;
+use crate::stripe::client::ObjectKind;
+use crate::stripe::event::StripeEvent;
+use crate::stripe::inbox;
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BillingDriftJob;
+
+/// Parameters.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingDriftParams {
+    /// Only this tenant (default: every tenant).
+    #[serde(default)]
+    pub tenant: Option<uuid::Uuid>,
+    /// At most this many objects compared (default 1000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Mirrored {
+    kind: String,
+    id: String,
+    tenant_id: uuid::Uuid,
+    status: String,
+    price_id: Option<String>,
+    cancel_at_period_end: Option<bool>,
+    amount_paid: Option<i64>,
+}
+
+/// The fields that differ: (field, mirror, Stripe).
+fn differences(m: &Mirrored, s: &Value) -> Vec<(&'static str, Value, Value)> {
+    let mut out = Vec::new();
+    let mut check = |field: &'static str, mine: Value, theirs: Value| {
+        if mine != theirs {
+            out.push((field, mine, theirs));
+        }
+    };
+    check("status", json!(m.status), s["status"].clone());
+    if m.kind == "subscription" {
+        check("price", json!(m.price_id), s["items"]["data"][0]["price"]["id"].clone());
+        check("cancel_at_period_end", json!(m.cancel_at_period_end), s["cancel_at_period_end"].clone());
+    } else {
+        check("amount_paid", json!(m.amount_paid), s["amount_paid"].clone());
+    }
+    out
+}
+
+/// The event that carries Stripe's current state of `object` through the handlers.
+fn resync_event(kind: &str, object: &Value, now: DateTime<Utc>) -> Value {
+    let event_type = match (kind, object["status"].as_str()) {
+        ("subscription", _) => "customer.subscription.updated",
+        (_, Some("paid")) => "invoice.paid",
+        _ => "invoice.finalized",
+    };
+    let id = format!("evt_ballast_resync_{}_{}", object["id"].as_str().unwrap_or("unknown"), now.timestamp_millis());
+    json!({
+        "id": id, "object": "event", "type": event_type, "created": now.timestamp(), "livemode": object["livemode"],
+        "api_version": null, "data": {"object": object}, "request": {"id": null, "idempotency_key": null},
+    })
+}
+
+impl AdminJob for BillingDriftJob {
+    const KIND: &'static str = "billing.drift";
+    type Params = BillingDriftParams;
+
+    async fn run(&self, p: &BillingDriftParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+        // System pool: drift is checked across tenants (or for the one named).
+        let pool = &ctx.state.system_pool;
+        let mirrored: Vec<Mirrored> = sqlx::query_as(
+            "SELECT * FROM (
+                 SELECT 'subscription' AS kind, id, tenant_id, status, price_id, cancel_at_period_end, NULL::bigint AS amount_paid
+                 FROM subscriptions WHERE $1::uuid IS NULL OR tenant_id = $1
+                 UNION ALL
+                 SELECT 'invoice', id, tenant_id, status, NULL, NULL, amount_paid
+                 FROM invoices WHERE $1::uuid IS NULL OR tenant_id = $1) o
+             ORDER BY tenant_id, kind, id LIMIT $2",
+        )
+        .bind(p.tenant)
+        .bind(p.limit.unwrap_or(1000).max(1))
+        .fetch_all(&pool.0)
+        .await?;
+        let now = Utc::now();
+        let mut drifted = Vec::new();
+        let mut unreadable = Vec::new();
+        for (i, m) in mirrored.iter().enumerate() {
+            let kind = if m.kind == "subscription" { ObjectKind::Subscription } else { ObjectKind::Invoice };
+            match ctx.state.stripe.retrieve(kind, &m.id).await {
+                Ok(object) => {
+                    let diff = differences(m, &object);
+                    if !diff.is_empty() {
+                        drifted.push((m, object, diff));
+                    }
+                }
+                Err(e) => unreadable.push(json!({"object": m.id, "error": e.to_string()})),
+            }
+            ctx.progress.report("compare with Stripe", i as u64 + 1, Some(mirrored.len() as u64));
+        }
+        let mut resynced = 0;
+        if execute {
+            for (m, object, _) in &drifted {
+                let raw = resync_event(&m.kind, object, now);
+                let event = StripeEvent::from_value(&raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("re-sync event: {e}")))?;
+                if inbox::insert(pool, &event, &raw).await? == inbox::Inserted::New {
+                    inbox::enqueue(pool, &ctx.state.queue, &event.id, None).await?;
+                    resynced += 1;
+                }
+            }
+        }
+        Ok(json!({
+            "compared": mirrored.len(),
+            "drifted": drifted.iter().map(|(m, _, diff)| json!({
+                "tenant": m.tenant_id, "object": m.id, "kind": m.kind,
+                "fields": diff.iter().map(|(f, mine, theirs)| json!({"field": f, "mirror": mine, "stripe": theirs})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "unreadable": unreadable,
+            "executed": execute,
+            "resynced": resynced,
+        }))
+    }
+}

@@ -1,0 +1,96 @@
+//! `site.down` (admin job, runbook site-down): every dependency checked, each with its time —
+//! PostgreSQL (both roles), Redis, the Stripe API, the SMTP relay, the OTLP endpoint — and the
+//! fleet's members from their heartbeats, with the scheduler's leader. It only reports.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{JobContext, JobError, JobReport};
+use crate::runbook::{AdminJob, NoParams};
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SiteDownJob;
+
+/// Each check's limit.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs one check: `{"ok", "ms", "error"}`; `None` from the check means "not configured".
+async fn timed<F, E>(check: F) -> Value
+where
+    F: Future<Output = Result<Option<()>, E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Ok(Ok(Some(()))) => json!({"ok": true, "ms": ms}),
+        Ok(Ok(None)) => json!({"ok": null, "ms": ms, "error": "not configured"}),
+        Ok(Err(e)) => json!({"ok": false, "ms": ms, "error": e.to_string()}),
+        Err(_) => json!({"ok": false, "ms": ms, "error": format!("no answer within {} s", CHECK_TIMEOUT.as_secs())}),
+    }
+}
+
+/// `host:port` of an OTLP endpoint URL.
+fn otlp_addr(endpoint: &str) -> Option<String> {
+    let url = reqwest::Url::parse(endpoint).ok()?;
+    let (host, port) = (url.host_str()?, url.port_or_known_default()?);
+    Some(format!("{host}:{port}"))
+}
+
+impl AdminJob for SiteDownJob {
+    const KIND: &'static str = "site.down";
+    type Params = NoParams;
+
+    async fn run(&self, _p: &NoParams, _execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+        let state = &ctx.state;
+        let postgres_app = timed(async { sqlx::query("SELECT 1").execute(state.tenant_pool.raw()).await.map(|_| Some(())) }).await;
+        let postgres_system = timed(async { sqlx::query("SELECT 1").execute(&state.system_pool.0).await.map(|_| Some(())) }).await;
+        let redis = timed(async {
+            let mut conn = state.redis.clone();
+            redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| Some(()))
+        })
+        .await;
+        let stripe = timed(async {
+            match state.stripe.ping().await {
+                Ok(()) => Ok(Some(())),
+                Err(crate::stripe::client::StripeApiError::NotConfigured) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        let smtp = timed(async {
+            match state.mailer.check().await {
+                Ok(true) => Ok(Some(())),
+                Ok(false) => Err("the relay did not answer hello".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        let otlp = timed(async {
+            match state.settings.otel_endpoint.as_deref().and_then(otlp_addr) {
+                None => Ok(None),
+                Some(addr) => tokio::net::TcpStream::connect(addr).await.map(|_| Some(())),
+            }
+        })
+        .await;
+        let members = state.queue.member_heartbeats().await?;
+        let leader = crate::scheduler::current_leader(state).await?;
+        let stale_after = 3.0 * state.settings.worker_heartbeat.as_secs_f64();
+        let checks = json!({
+            "postgres_app": postgres_app, "postgres_system": postgres_system, "redis": redis,
+            "stripe_api": stripe, "smtp": smtp, "otlp": otlp,
+        });
+        let failing: Vec<&str> = checks.as_object().into_iter().flatten().filter(|(_, v)| v["ok"] == false).map(|(k, _)| k.as_str()).collect();
+        Ok(json!({
+            "checks": checks,
+            "failing": failing,
+            "members": members.iter().map(|(m, age)| json!({"member": m, "heartbeat_age_secs": age, "alive": *age < stale_after})).collect::<Vec<_>>(),
+            "scheduler_leader": leader,
+            "executed": false,
+        }))
+    }
+}

@@ -1,0 +1,141 @@
+//! `webhooks.backlog` (admin job, runbook stripe-webhook-backlog). Reports queue depth and
+//! oldest age per job kind, inbox rows by status, the top failure reasons, inbox rows that
+//! were never queued (or were queued long ago and not processed), the `stripe.event` dead
+//! letters matching the filter and, given `backfill_since`, events Stripe failed to deliver that
+//! the inbox does not hold. Executing queues the stuck rows, replays the matching dead letters
+//! and inserts the missing events into the inbox (then queues them). Every step is idempotent:
+//! the inbox is keyed by the event id and handlers converge on Stripe's state.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{JobContext, JobError, JobReport};
+use crate::runbook::AdminJob;
+use crate::stripe::event::StripeEvent;
+use crate::stripe::inbox;
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebhooksBacklogJob;
+
+/// Parameters.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksBacklogParams {
+    /// Replay `stripe.event` dead letters: `all`, or one event type (`invoice.paid`).
+    #[serde(default)]
+    pub replay_dead: Option<String>,
+    /// Only dead letters of this tenant.
+    #[serde(default)]
+    pub tenant: Option<uuid::Uuid>,
+    /// Backfill events Stripe failed to deliver, created since this time (at most 30 days ago).
+    #[serde(default)]
+    pub backfill_since: Option<DateTime<Utc>>,
+    /// A row queued this many seconds ago and still not processed counts as stuck (default 600).
+    #[serde(default)]
+    pub stuck_after_secs: Option<i64>,
+}
+
+/// How far back Stripe's List Events API reaches.
+const STRIPE_EVENT_RETENTION_DAYS: i64 = 30;
+
+impl From<crate::queue::QueueError> for JobError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        JobError::Retry(e.to_string())
+    }
+}
+
+impl AdminJob for WebhooksBacklogJob {
+    const KIND: &'static str = "webhooks.backlog";
+    type Params = WebhooksBacklogParams;
+
+    async fn run(&self, p: &WebhooksBacklogParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+        // System pool: the inbox and dead letters are looked at across tenants.
+        let (state, pool) = (&ctx.state, &ctx.state.system_pool);
+        let now = Utc::now();
+        let queues = state.queue.stats().await?;
+        let inbox_by_status: Vec<(String, i64, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT status, count(*), min(received_at) FROM stripe_events GROUP BY status ORDER BY status").fetch_all(&pool.0).await?;
+        let failures: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT reason, count(*) FROM (
+                 SELECT COALESCE(last_error, '(none)') AS reason FROM stripe_events WHERE status = 'failed'
+                 UNION ALL SELECT error FROM job_dead_letters WHERE kind = $1 AND retried_at IS NULL) r
+             GROUP BY reason ORDER BY count(*) DESC, reason LIMIT 5",
+        )
+        .bind(inbox::JOB_KIND)
+        .fetch_all(&pool.0)
+        .await?;
+        let stuck_after = Duration::seconds(p.stuck_after_secs.unwrap_or(600).max(0));
+        let stuck: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM stripe_events
+             WHERE (status = 'received' AND received_at < $1) OR (status = 'queued' AND received_at < $2)
+             ORDER BY received_at",
+        )
+        .bind(now - Duration::minutes(1))
+        .bind(now - stuck_after)
+        .fetch_all(&pool.0)
+        .await?;
+        let dead: Vec<uuid::Uuid> = match &p.replay_dead {
+            None => Vec::new(),
+            Some(filter) => {
+                sqlx::query_scalar(
+                    "SELECT d.id FROM job_dead_letters d LEFT JOIN stripe_events e ON e.id = d.envelope->'payload'->>'event_id'
+                     WHERE d.kind = $1 AND d.retried_at IS NULL AND ($2 = 'all' OR e.type = $2)
+                       AND ($3::uuid IS NULL OR d.tenant_id = $3 OR e.tenant_id = $3)
+                     ORDER BY d.failed_at",
+                )
+                .bind(inbox::JOB_KIND)
+                .bind(filter)
+                .bind(p.tenant)
+                .fetch_all(&pool.0)
+                .await?
+            }
+        };
+        let missing = match p.backfill_since {
+            None => Vec::new(),
+            Some(since) => {
+                if since < now - Duration::days(STRIPE_EVENT_RETENTION_DAYS) {
+                    return Err(JobError::Cancel(format!("backfill_since: Stripe keeps events {STRIPE_EVENT_RETENTION_DAYS} days; use a later time")));
+                }
+                let listed = state.stripe.undelivered_events(since.timestamp()).await.map_err(|e| JobError::Retry(e.to_string()))?;
+                let ids: Vec<String> = listed.iter().filter_map(|e| e["id"].as_str().map(str::to_owned)).collect();
+                let held: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events WHERE id = ANY ($1)").bind(&ids).fetch_all(&pool.0).await?;
+                listed.into_iter().filter(|e| e["id"].as_str().is_some_and(|id| !held.iter().any(|h| h == id))).collect()
+            }
+        };
+
+        let mut done = json!({"requeued": 0, "replayed": 0, "backfilled": 0});
+        if execute {
+            for (i, id) in stuck.iter().enumerate() {
+                inbox::enqueue(pool, &state.queue, id, None).await?;
+                ctx.progress.report("re-queue inbox rows", i as u64 + 1, Some(stuck.len() as u64));
+            }
+            for (i, id) in dead.iter().enumerate() {
+                crate::queue::dead::retry(pool, &state.queue, *id).await?;
+                ctx.progress.report("replay dead letters", i as u64 + 1, Some(dead.len() as u64));
+            }
+            let mut backfilled = 0;
+            for (i, raw) in missing.iter().enumerate() {
+                let event = StripeEvent::from_value(raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("a listed event does not parse: {e}")))?;
+                if inbox::insert(pool, &event, raw).await? == inbox::Inserted::New {
+                    inbox::enqueue(pool, &state.queue, &event.id, None).await?;
+                    backfilled += 1;
+                }
+                ctx.progress.report("backfill events", i as u64 + 1, Some(missing.len() as u64));
+            }
+            done = json!({"requeued": stuck.len(), "replayed": dead.len(), "backfilled": backfilled});
+        }
+        Ok(json!({
+            "queues": queues,
+            "inbox": inbox_by_status.iter().map(|(s, n, oldest)| json!({"status": s, "rows": n, "oldest": oldest})).collect::<Vec<_>>(),
+            "top_failures": failures.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
+            "stuck_rows": stuck.len(),
+            "stuck_sample": stuck.iter().take(10).collect::<Vec<_>>(),
+            "dead_letters_matching": dead.len(),
+            "undelivered_missing_from_inbox": missing.len(),
+            "executed": execute,
+            "done": done,
+        }))
+    }
+}

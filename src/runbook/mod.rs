@@ -1,0 +1,233 @@
+//! Runbooks: one page per incident in runbooks/, each backed by one admin job (its catalogue
+//! entry names the page in `runbook`). `ballast runbook list | show NAME` prints the pages;
+//! `ballast runbook run NAME` runs the page's admin job: a dry run that reports by default,
+//! `--execute` to act, in the CLI's own process or (`--enqueue`) on the fleet. Every run is
+//! audited with who, when, its parameters and its outcome.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::{Job, JobContext, JobError, JobReport};
+
+/// A runbook that cannot be read or is not what the layout says.
+#[derive(Debug, thiserror::Error)]
+pub enum RunbookError {
+    /// The folder or a page could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No page of that name.
+    #[error("no runbook named {0:?}; `ballast runbook list` shows them")]
+    Unknown(String),
+    /// A page without its admin-job line.
+    #[error("{0}: no \"**Admin job:** `kind`\" line")]
+    NoAdminJob(String),
+}
+
+/// One page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// File name without `.md`: what `ballast runbook run` takes.
+    pub name: String,
+    /// The first heading.
+    pub title: String,
+    /// The admin job the page runs.
+    pub admin_job: String,
+    /// The whole page.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// Sections every page has, in order of use at 3 AM.
+pub const SECTIONS: [&str; 5] = ["## Symptom", "## What to look at", "## The command", "## What it reports and does", "## Rollback"];
+
+/// Every page in `dir` (README.md excepted), by name.
+pub fn pages(dir: &Path) -> Result<Vec<Page>, RunbookError> {
+    let read_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RunbookError::Read { path, source }
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
+        let path: PathBuf = entry.map_err(read_err(dir))?.path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+        if path.extension().is_none_or(|e| e != "md") || name == "README" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(read_err(&path))?;
+        let title = text.lines().find_map(|l| l.strip_prefix("# ")).unwrap_or(&name).trim().to_owned();
+        let admin_job = text
+            .lines()
+            .find_map(|l| l.strip_prefix("**Admin job:** `"))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
+            .ok_or_else(|| RunbookError::NoAdminJob(path.display().to_string()))?;
+        out.push(Page { name, title, admin_job, text });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The page named `name`.
+pub fn page(dir: &Path, name: &str) -> Result<Page, RunbookError> {
+    pages(dir)?.into_iter().find(|p| p.name == name).ok_or_else(|| RunbookError::Unknown(name.to_owned()))
+}
+
+/// Reports how far a long run is, on a terminal (the fleet runs it silently).
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<dyn Fn(&str, u64, Option<u64>) + Send + Sync>>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Progress(terminal)" } else { "Progress(silent)" })
+    }
+}
+
+impl Progress {
+    /// Progress lines on stderr when it is a terminal; silent otherwise.
+    pub fn terminal() -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self::default();
+        }
+        Self(Some(Arc::new(|what: &str, done: u64, total: Option<u64>| match total {
+            Some(t) => eprint!("\r{what}: {done}/{t}   "),
+            None => eprint!("\r{what}: {done}   "),
+        })))
+    }
+
+    /// `done` of `total` units of `what`.
+    pub fn report(&self, what: &str, done: u64, total: Option<u64>) {
+        if let Some(f) = &self.0 {
+            f(what, done, total);
+        }
+    }
+}
+
+/// Parameters of an admin job that takes none.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// What every admin job takes: whether to act, who asked, and the job's own parameters.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "P: DeserializeOwned + Default"))]
+pub struct AdminArgs<P> {
+    /// Act; without it, report only.
+    #[serde(default)]
+    pub execute: bool,
+    /// Who asked (the CLI's user, or "schedule").
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The job's parameters (`--param k=v`).
+    #[serde(default)]
+    pub params: P,
+}
+
+/// An admin job: a dry run that reports unless told to execute.
+pub trait AdminJob: Send + Sync + 'static {
+    /// The kind's name in jobs/.
+    const KIND: &'static str;
+    /// Its parameters.
+    type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
+    /// Reports (and with `execute`, acts). The report says what it touched or would touch.
+    fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext) -> impl Future<Output = Result<JobReport, JobError>> + Send;
+}
+
+/// Runs an [`AdminJob`] as a job, writing every run to the audit log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admin<J>(pub J);
+
+impl<J: AdminJob> Job for Admin<J> {
+    const KIND: &'static str = J::KIND;
+    type Args = AdminArgs<J::Params>;
+
+    async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext) -> Result<JobReport, JobError> {
+        let outcome = self.0.run(&args.params, args.execute, &ctx).await;
+        let actor = args.actor.clone().unwrap_or_else(|| "fleet".to_owned());
+        let (result, error) = match &outcome {
+            Ok(_) => ("ok", None),
+            Err(e) => ("failed", Some(e.to_string())),
+        };
+        let params = serde_json::json!({"job": J::KIND, "execute": args.execute, "params": args.params, "error": error});
+        // System pool: the audit log is the operators' record across tenants.
+        let audited = sqlx::query("INSERT INTO audit_log (tenant_id, actor, action, params, outcome) VALUES (NULL, $1, $2, $3, $4)")
+            .bind(&actor)
+            .bind(format!("runbook.{}", J::KIND))
+            .bind(&params)
+            .bind(result)
+            .execute(&ctx.state.system_pool.0)
+            .await;
+        if let Err(e) = audited {
+            tracing::error!(message = "Admin job ran but its audit row was not written.", job = J::KIND, error = %e);
+        }
+        outcome
+    }
+}
+
+/// Runs admin job `kind` here (the on-call shell), as the fleet would, audited the same way.
+pub async fn run_here(
+    state: &crate::app::AppState,
+    registry: &crate::jobs::Registry,
+    kind: &str,
+    execute: bool,
+    params: serde_json::Value,
+    actor: &str,
+    progress: Progress,
+) -> Result<JobReport, JobError> {
+    let handler = registry.get(kind).ok_or_else(|| JobError::Cancel(format!("no handler for {kind}")))?;
+    let ctx = JobContext { job_id: crate::domain::JobId::new(), attempt: 1, tenant: None, state: state.clone(), progress };
+    handler.call(serde_json::json!({"execute": execute, "actor": actor, "params": params}), ctx).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    }
+
+    #[test]
+    fn pages_admin_jobs_and_handlers_hold_together() {
+        let pages = pages(&repo("runbooks")).expect("runbooks/");
+        let catalogue = crate::catalogue::Catalogue::load(&repo("jobs")).expect("jobs/");
+        let registry = crate::jobs::Registry::standard();
+        let required = [
+            "stripe-webhook-backlog",
+            "scheduler-no-leader",
+            "db-pool-exhaustion",
+            "rate-limit-spike",
+            "site-slow",
+            "site-down",
+            "billing-drift",
+        ];
+        for name in required {
+            assert!(pages.iter().any(|p| p.name == name), "runbooks/{name}.md is required");
+        }
+        for page in &pages {
+            for section in SECTIONS {
+                assert!(page.text.contains(section), "runbooks/{}.md lacks {section:?}", page.name);
+            }
+            assert!(page.text.contains(&format!("ballast runbook run {}", page.name)), "runbooks/{}.md: its command is `ballast runbook run {}`", page.name, page.name);
+            let entry = catalogue.iter().find(|p| p.kind.as_str() == page.admin_job);
+            let entry = entry.unwrap_or_else(|| panic!("runbooks/{}.md names {}, which jobs/ does not have", page.name, page.admin_job));
+            assert_eq!(entry.runbook.as_deref(), Some(page.name.as_str()), "jobs/{}.toml must name runbook {:?}", page.admin_job, page.name);
+            assert!(registry.get(&page.admin_job).is_some(), "{} has no handler in Registry::standard", page.admin_job);
+        }
+        for entry in catalogue.iter().filter(|p| p.runbook.is_some()) {
+            let named = entry.runbook.as_deref().unwrap_or_default();
+            let page = pages.iter().find(|p| p.name == named);
+            let page = page.unwrap_or_else(|| panic!("jobs/{}.toml names runbook {named:?}, which runbooks/ does not have", entry.kind));
+            assert_eq!(page.admin_job, entry.kind.as_str(), "runbooks/{named}.md must name {} as its admin job", entry.kind);
+        }
+    }
+}
