@@ -60,7 +60,7 @@ impl AdminJob for WebhooksBacklogJob {
         let failures: Vec<(String, i64)> = sqlx::query_as(
             "SELECT reason, count(*) FROM (
                  SELECT COALESCE(last_error, '(none)') AS reason FROM stripe_events WHERE status = 'failed'
-                 UNION ALL SELECT error FROM job_dead_letters WHERE kind = $1 AND retried_at IS NULL) r
+                 UNION ALL SELECT error FROM job_dead_letters WHERE kind = $1 AND retried_at IS NULL AND discarded_at IS NULL) r
              GROUP BY reason ORDER BY count(*) DESC, reason LIMIT 5",
         )
         .bind(inbox::JOB_KIND)
@@ -81,7 +81,7 @@ impl AdminJob for WebhooksBacklogJob {
             Some(filter) => {
                 sqlx::query_scalar(
                     "SELECT d.id FROM job_dead_letters d LEFT JOIN stripe_events e ON e.id = d.envelope->'payload'->>'event_id'
-                     WHERE d.kind = $1 AND d.retried_at IS NULL AND ($2 = 'all' OR e.type = $2)
+                     WHERE d.kind = $1 AND d.retried_at IS NULL AND d.discarded_at IS NULL AND ($2 = 'all' OR e.type = $2)
                        AND ($3::uuid IS NULL OR d.tenant_id = $3 OR e.tenant_id = $3)
                      ORDER BY d.failed_at",
                 )

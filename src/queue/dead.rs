@@ -59,18 +59,60 @@ pub async fn record(
     Ok(id)
 }
 
-/// Open (not yet retried) dead letters, newest first. System pool: an operator's view across tenants.
+/// Open (neither retried nor discarded) dead letters, newest first. System pool: an operator's
+/// view across tenants.
 pub async fn list(pool: &SystemPool, kind: Option<&str>, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    matching(pool, kind, None, limit).await
+}
+
+/// Open dead letters of `kind` whose error contains `error_contains`, newest first.
+pub async fn matching(pool: &SystemPool, kind: Option<&str>, error_contains: Option<&str>, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, job_id, kind, tenant_id, envelope, attempts, error, failed_at
          FROM job_dead_letters
-         WHERE retried_at IS NULL AND ($1::text IS NULL OR kind = $1)
-         ORDER BY failed_at DESC, id DESC LIMIT $2",
+         WHERE retried_at IS NULL AND discarded_at IS NULL AND ($1::text IS NULL OR kind = $1)
+           AND ($2::text IS NULL OR strpos(error, $2) > 0)
+         ORDER BY failed_at DESC, id DESC LIMIT $3",
     )
     .bind(kind)
+    .bind(error_contains)
     .bind(limit)
     .fetch_all(&pool.0)
     .await
+}
+
+/// The dead letter with this id, or the latest one of the job with this id.
+pub async fn find(pool: &SystemPool, id_or_job: &str) -> Result<Option<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, job_id, kind, tenant_id, envelope, attempts, error, failed_at FROM job_dead_letters
+         WHERE id::text = $1 OR job_id = $1 ORDER BY failed_at DESC LIMIT 1",
+    )
+    .bind(id_or_job)
+    .fetch_optional(&pool.0)
+    .await
+}
+
+/// Takes open dead letters out of the open list for good (kept for the record). Returns how
+/// many were open.
+pub async fn discard(pool: &SystemPool, ids: &[Uuid], actor: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE job_dead_letters SET discarded_at = now(), discarded_by = $2
+         WHERE id = ANY ($1) AND retried_at IS NULL AND discarded_at IS NULL",
+    )
+    .bind(ids)
+    .bind(actor)
+    .execute(&pool.0)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Open dead letters per kind.
+pub async fn open_counts(pool: &SystemPool) -> Result<std::collections::BTreeMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT kind, count(*) FROM job_dead_letters WHERE retried_at IS NULL AND discarded_at IS NULL GROUP BY kind")
+            .fetch_all(&pool.0)
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Queues a dead letter's job again with a fresh attempt count, and marks it retried in the
@@ -79,7 +121,7 @@ pub async fn retry(pool: &SystemPool, queue: &JobQueue, id: Uuid) -> Result<JobI
     let mut tx = pool.0.begin().await?;
     let row: Option<DeadLetter> = sqlx::query_as(
         "SELECT id, job_id, kind, tenant_id, envelope, attempts, error, failed_at
-         FROM job_dead_letters WHERE id = $1 AND retried_at IS NULL FOR UPDATE",
+         FROM job_dead_letters WHERE id = $1 AND retried_at IS NULL AND discarded_at IS NULL FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
@@ -88,6 +130,7 @@ pub async fn retry(pool: &SystemPool, queue: &JobQueue, id: Uuid) -> Result<JobI
     let mut envelope: JobEnvelope = serde_json::from_value(row.envelope.clone())
         .map_err(|e| QueueError::NoDeadLetter(format!("{id} (its envelope is malformed and cannot be re-run: {e})")))?;
     envelope.attempt = 1;
+    envelope.last_error = None;
     envelope.enqueued_at_us = super::envelope::now_us();
     queue.push(&envelope, None, None).await?;
     sqlx::query("UPDATE job_dead_letters SET retried_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;

@@ -26,6 +26,9 @@ pub struct JobEnvelope {
     /// W3C traceparent of the span that enqueued the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Why the previous attempt failed (a retry carries it, for `ballast jobs show`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Microseconds since the Unix epoch, now.

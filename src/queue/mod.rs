@@ -193,6 +193,7 @@ impl JobQueue {
             attempt: 1,
             enqueued_at_us: envelope::now_us(),
             traceparent: req.traceparent,
+            last_error: None,
         };
         let pushed = self.push(&envelope, req.run_at, req.idempotency_key.as_deref()).await?;
         Ok(Enqueued { id, duplicate: !pushed })
@@ -213,6 +214,7 @@ impl JobQueue {
                 attempt: 1,
                 enqueued_at_us: envelope::now_us(),
                 traceparent: None,
+                last_error: None,
             };
             batch.push(PushItem { data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
             ids.push(envelope.id);
@@ -398,6 +400,17 @@ impl JobQueue {
             .filter(|(id, _)| !done.contains(id))
             .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
             .collect())
+    }
+
+    /// The queued (ready, scheduled or running) run of job `id`, looked up in every kind's
+    /// task data. An operator's lookup: it reads each queue's data hash.
+    pub async fn find(&self, id: &str) -> Result<Option<JobEnvelope>, QueueError> {
+        for policy in self.catalogue.iter() {
+            if let Some(found) = self.envelopes(&policy.kind).await?.into_iter().filter(|e| e.id.0 == id).max_by_key(|e| e.attempt) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 }
 

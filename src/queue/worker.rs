@@ -189,14 +189,14 @@ impl Executor {
                 RunOutcome::Completed
             }
             Err(JobError::Snooze(delay)) => {
-                self.requeue(&envelope, envelope.attempt, delay).await?;
+                self.requeue(&envelope, envelope.attempt, delay, None).await?;
                 RunOutcome::Snoozed
             }
             Err(JobError::Retry(error)) if envelope.attempt < self.policy.max_attempts => {
                 let next = envelope.attempt + 1;
                 let delay = self.policy.backoff.delay(next);
                 tracing::warn!(message = "Job failed; retrying.", error = %error, next_attempt = next, retry_in_ms = delay.as_millis() as u64);
-                self.requeue(&envelope, next, delay).await?;
+                self.requeue(&envelope, next, delay, Some(&error)).await?;
                 RunOutcome::Retried
             }
             Err(e) => {
@@ -253,9 +253,12 @@ impl Executor {
         }
     }
 
-    async fn requeue(&self, envelope: &JobEnvelope, attempt: u32, delay: Duration) -> Result<(), super::QueueError> {
+    async fn requeue(&self, envelope: &JobEnvelope, attempt: u32, delay: Duration, error: Option<&str>) -> Result<(), super::QueueError> {
         let mut next = envelope.clone();
         next.attempt = attempt;
+        if let Some(e) = error {
+            next.last_error = Some(e.to_owned());
+        }
         next.enqueued_at_us = now_us();
         let run_at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
         self.state.queue.push(&next, Some(run_at), None).await?;

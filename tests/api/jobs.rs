@@ -161,3 +161,49 @@ async fn a_backlog_larger_than_luas_unpack_limit_drains() {
     let finished = app.events.finished.lock().expect("lock").len();
     assert_eq!(finished, 12_000);
 }
+
+#[tokio::test]
+async fn queue_inspection_shows_one_job_and_retries_or_discards_dead_letters_in_bulk() {
+    let app = TestApp::spawn().await;
+    let fail_key = format!("{}:test:fail", app.state.keys.namespace());
+    let mut redis = app.state.redis.clone();
+    let _: () = redis.set(&fail_key, 1).await.expect("set");
+    let job = app.state.queue.enqueue(EnqueueRequest::new("test.flaky", json!({"fail_while_key": fail_key}))).await.expect("enqueue");
+    app.drain().await;
+
+    // A job waiting for its retry: payload, attempt and the last error.
+    let out = app.cli(&["jobs", "show", &job.id.0, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((shown["where"].as_str(), shown["attempt"].as_u64()), (Some("queued"), Some(2)), "{shown}");
+    assert!(shown["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{shown}");
+    assert_eq!(shown["payload"]["fail_while_key"], fail_key.as_str());
+
+    // Dead letters of two kinds and two causes.
+    let pool = &app.state.system_pool;
+    for (i, (kind, error)) in [("test.flaky", "boom A"), ("test.flaky", "boom A"), ("test.flaky", "boom B"), ("test.hang", "timed out"), ("test.hang", "timed out")].iter().enumerate() {
+        let envelope = json!({"id": format!("dead-{i}"), "kind": kind, "payload": {"fail_while_key": "none"}, "attempt": 3, "enqueued_at_us": 0});
+        dead::record(pool, &format!("dead-{i}"), kind, None, &envelope, 3, error).await.expect("dead letter");
+    }
+    let out = app.cli(&["jobs", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let dead_of = |k: &str| listed.as_array().and_then(|a| a.iter().find(|x| x["kind"] == k)).map(|x| x["dead"].clone()).expect("kind");
+    assert_eq!((dead_of("test.flaky"), dead_of("test.hang")), (json!(3), json!(2)));
+    let out = app.cli(&["jobs", "show", "dead-3", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((shown["where"].as_str(), shown["last_error"].as_str()), (Some("dead"), Some("timed out")));
+
+    let refused = app.cli(&["jobs", "retry"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--all"));
+    let out = app.cli(&["jobs", "discard", "--kind", "test.hang", "--all", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["discarded"], 2);
+    let out = app.cli(&["jobs", "retry", "--kind", "test.flaky", "--error", "boom A", "--all", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let retried: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(retried["retried"].as_array().map(Vec::len), Some(2));
+    let open = dead::list(pool, None, 10).await.expect("open");
+    assert_eq!(open.iter().map(|d| d.error.as_str()).collect::<Vec<_>>(), vec!["boom B"], "only the unmatched letter stays open");
+    let audited: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE action LIKE 'jobs.%' ORDER BY id").fetch_all(&pool.0).await.expect("audit");
+    assert_eq!(audited, vec!["jobs.discard", "jobs.retry"]);
+}
