@@ -115,6 +115,10 @@ pub struct Settings {
     pub slo_file: PathBuf,
     /// The runbook pages (`BALLAST_RUNBOOKS_DIR`).
     pub runbooks_dir: PathBuf,
+    /// Load-test levels and the scheduled target (`BALLAST_LOADTEST_FILE`).
+    pub loadtest_file: PathBuf,
+    /// The API key load tests send on `auth = "key"` requests (`BALLAST_LOADTEST_KEY`).
+    pub loadtest_key: Option<SecretString>,
     /// Where SLO alert transitions are posted (`BALLAST_SLO_WEBHOOK_URL`); none: logged only.
     pub slo_webhook_url: Option<SecretString>,
     /// PagerDuty's routing key, for the pagerduty notification format.
@@ -268,6 +272,8 @@ impl Settings {
             dunning_file: PathBuf::from(src.get("BALLAST_DUNNING_FILE").unwrap_or("deploy/dunning.toml")),
             slo_file: PathBuf::from(src.get("BALLAST_SLO_FILE").unwrap_or("deploy/slos.toml")),
             runbooks_dir: PathBuf::from(src.get("BALLAST_RUNBOOKS_DIR").unwrap_or("runbooks")),
+            loadtest_file: PathBuf::from(src.get("BALLAST_LOADTEST_FILE").unwrap_or("deploy/loadtest.toml")),
+            loadtest_key: src.get("BALLAST_LOADTEST_KEY").map(|k| SecretString::from(k.to_owned())),
             slo_webhook_url: match src.get("BALLAST_SLO_WEBHOOK_URL") {
                 None => None,
                 Some(raw) => {
@@ -381,5 +387,22 @@ mod tests {
         let s = Settings::from_map(base()).expect("valid");
         let shown = format!("{s:?}");
         assert!(!shown.contains("pw@"), "{shown}");
+    }
+}
+
+/// Durations written as text in config files ("7d", "30s", "90m"), read with humantime.
+pub mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Reads "7d".
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let raw = String::deserialize(d)?;
+        humantime::parse_duration(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?}: {e} (e.g. \"30s\", \"7d\")")))
+    }
+
+    /// Writes "7days".
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
     }
 }

@@ -35,6 +35,8 @@ pub mod email;
 pub mod fault;
 /// Feature flags and their per-tenant rollout.
 pub mod flags;
+/// The capacity load test and its stored baselines.
+pub mod loadtest;
 /// Job kinds and their registry.
 pub mod jobs;
 /// The Redis key registry.

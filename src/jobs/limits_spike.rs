@@ -42,7 +42,10 @@ pub struct LimitsSpikeParams {
 }
 
 /// What `execute` would do, checked before anything is reported as planned.
-fn planned(p: &LimitsSpikeParams) -> Result<Option<(PolicyName, Subject, Option<(Override, std::time::Duration)>)>, JobError> {
+/// An override to set (what, for how long), or `None`: remove it.
+type Action = Option<(Override, std::time::Duration)>;
+
+fn planned(p: &LimitsSpikeParams) -> Result<Option<(PolicyName, Subject, Action)>, JobError> {
     let (Some(policy), Some(subject)) = (&p.policy, &p.subject) else {
         return if p.limit.is_some() || p.allow || p.revert {
             Err(JobError::Cancel("an override needs policy=… and subject=…".into()))

@@ -22,6 +22,7 @@ pub mod db_sessions;
 pub mod dunning_run;
 pub mod email_send;
 pub mod limits_spike;
+pub mod loadtest_run;
 pub mod noop;
 pub mod scheduler_inspect;
 pub mod site_down;
@@ -140,6 +141,7 @@ impl Registry {
             .with(crate::runbook::Admin(cache_reshape::CacheReshapeJob))
             .with(slo_evaluate::SloEvaluateJob)
             .with(slo_notify::SloNotifyJob)
+            .with(loadtest_run::LoadtestRunJob)
             .with(crate::runbook::Admin(webhooks_backlog::WebhooksBacklogJob))
             .with(crate::runbook::Admin(scheduler_inspect::SchedulerInspectJob))
             .with(crate::runbook::Admin(db_sessions::DbSessionsJob))

@@ -84,7 +84,10 @@ pub fn page(dir: &Path, name: &str) -> Result<Page, RunbookError> {
 
 /// Reports how far a long run is, on a terminal (the fleet runs it silently).
 #[derive(Clone, Default)]
-pub struct Progress(Option<Arc<dyn Fn(&str, u64, Option<u64>) + Send + Sync>>);
+pub struct Progress(Option<Arc<ProgressLine>>);
+
+/// Shows `done` of `total` units of `what`.
+type ProgressLine = dyn Fn(&str, u64, Option<u64>) + Send + Sync;
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

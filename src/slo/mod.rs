@@ -56,7 +56,7 @@ pub struct Slo {
     /// Target ratio of good to valid events, e.g. 0.995.
     pub target: f64,
     /// Rolling window, e.g. "7d".
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::config::duration_text")]
     pub window: Duration,
     /// Fewest valid events in a pair's long window for that pair to alert (a handful of
     /// requests never pages).
@@ -68,21 +68,6 @@ pub struct Slo {
 
 fn default_min_events() -> u64 {
     100
-}
-
-/// Deserialises "7d", "90m" with humantime.
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let raw = String::deserialize(d)?;
-        humantime::parse_duration(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?}: {e} (e.g. \"7d\", \"28d\")")))
-    }
-
-    pub(super) fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*v).to_string())
-    }
 }
 
 /// Notification formats.

@@ -24,6 +24,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Paths that are not product traffic (probes).
 const NOT_COUNTED: [&str; 2] = ["/healthz", "/readyz"];
 
+/// Requests, total µs and slow requests of one route in one minute.
+type RouteCounts = (i64, i64, i64);
+
 /// Per-minute counts of the intake's SLOs in this process.
 #[derive(Debug)]
 pub struct Recorder {
@@ -32,7 +35,7 @@ pub struct Recorder {
     /// (index into `slos`, unix minute) → (good, valid), totals since this process started.
     counts: Mutex<BTreeMap<(usize, i64), (i64, i64)>>,
     /// (route, unix minute) → (requests, total µs, slow ones) since the last write to Redis.
-    routes: Mutex<BTreeMap<(String, i64), (i64, i64, i64)>>,
+    routes: Mutex<BTreeMap<(String, i64), RouteCounts>>,
     /// A request slower than this is "slow" in the route statistics (the first latency SLO's
     /// threshold, else 300 ms).
     slow_after: Duration,

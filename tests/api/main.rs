@@ -10,6 +10,7 @@ mod dunning;
 mod health;
 mod intake_security;
 mod jobs;
+mod loadtest;
 mod rls;
 mod runbooks;
 mod scheduler;

@@ -18,6 +18,7 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("slo_minutes", "good/valid counts of the product's SLOs; no tenant named"),
     ("slo_alerts", "alert state of the product's SLOs; no tenant named"),
     ("slo_notifications", "alert notifications; no tenant named"),
+    ("loadtest_runs", "capacity baselines of the fleet; no tenant named"),
 ];
 
 /// The column a table's policy keys on.

@@ -225,10 +225,16 @@ impl TestApp {
 
     /// Runs the `ballast` binary with this app's environment.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_with(args, &[])
+    }
+
+    /// Runs the `ballast` binary with this app's environment plus `extra`.
+    pub fn cli_with(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
             .args(args)
             .env_clear()
             .envs(&self.env)
+            .envs(extra.iter().copied())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .output()
             .expect("run ballast")

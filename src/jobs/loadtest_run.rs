@@ -1,0 +1,36 @@
+//! `loadtest.run` (quarterly): the capacity baseline against the staging target named in
+//! deploy/loadtest.toml `[schedule]`, stored for `ballast loadtest history`. No target: skipped.
+
+use serde::Deserialize;
+
+use super::{Job, JobContext, JobError, JobReport};
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadtestRunJob;
+
+/// No arguments: the schedule is in the levels file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadtestRunArgs {}
+
+impl Job for LoadtestRunJob {
+    const KIND: &'static str = "loadtest.run";
+    type Args = LoadtestRunArgs;
+
+    async fn run(&self, _args: LoadtestRunArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+        let settings = &ctx.state.settings;
+        let config = crate::loadtest::LoadtestConfig::load(&settings.loadtest_file).map_err(|e| JobError::Cancel(e.to_string()))?;
+        if config.schedule.target.is_empty() {
+            return Ok(serde_json::json!({"skipped": "no [schedule] target in the load-test file"}));
+        }
+        let name = config.schedule.level.clone();
+        let level = config.levels.get(&name).ok_or_else(|| JobError::Cancel(format!("[schedule] level {name:?} is not defined")))?;
+        let report = crate::loadtest::run(&name, level, &config.schedule.target, settings.loadtest_key.as_ref())
+            .await
+            .map_err(|e| JobError::Cancel(e.to_string()))?;
+        // System pool: runs are the fleet's record.
+        let id = crate::loadtest::store(&ctx.state.system_pool.0, &report).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        Ok(serde_json::json!({"run": id, "level": name, "p99_ms": report.p99_ms, "throughput": report.throughput, "passed": report.passed}))
+    }
+}
