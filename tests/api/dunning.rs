@@ -208,3 +208,28 @@ async fn emails_wait_out_an_smtp_outage_and_arrive_once_and_a_5xx_is_dead_letter
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 }
+
+#[tokio::test]
+async fn the_runbook_reports_due_steps_in_a_dry_run_and_acts_only_with_execute() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let (tenant, _, invoice, failed_at) = declined_renewal(&app, &sim).await;
+    let as_of = chrono::DateTime::from_timestamp(failed_at + 3 * DAY + 60, 0).expect("as of");
+    let params = serde_json::json!({"tenant": tenant, "as_of": as_of});
+    let registry = ballast::jobs::Registry::standard();
+    let run = |execute| ballast::runbook::run_here(&app.state, &registry, "dunning.run", execute, params.clone(), "oncall", ballast::runbook::Progress::default());
+    let dry = run(false).await.expect("dry run");
+    let stages = |r: &Value| r["actions"].as_array().map(|a| a.iter().filter(|x| x["invoice"] == invoice.as_str()).count()).unwrap_or(0);
+    assert!(stages(&dry) > 0, "the due steps are reported: {dry}");
+    let calls_before = sim.api_calls().len();
+    let done = run(true).await.expect("execute");
+    assert!(stages(&done) > 0, "{done}");
+    assert!(sim.api_calls().len() > calls_before, "executing retried the invoice at Stripe");
+    let again = run(true).await.expect("again");
+    assert_eq!(stages(&again), 0, "each step once: {again}");
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'runbook.dunning.run' AND actor = 'oncall'")
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("audit");
+    assert_eq!(audited, 3);
+}
