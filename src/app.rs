@@ -55,6 +55,9 @@ pub enum StartError {
     /// The SLO notification settings.
     #[error("{0}")]
     SloNotify(String),
+    /// A metric defined wrongly.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Shared dependencies, cheap to clone.
@@ -90,6 +93,8 @@ pub struct AppState {
     pub slos: Arc<crate::slo::Slos>,
     /// This member's per-minute counts of the intake's SLIs.
     pub slo_recorder: Arc<crate::slo::record::Recorder>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -157,6 +162,7 @@ impl AppState {
             cache,
             slos,
             slo_recorder,
+            metrics: crate::metrics::Metrics::new()?,
         })
     }
 }

@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
         BALLAST_*, OTEL_*), optionally from a TOML file named by BALLAST_CONFIG. \
         See deploy/ballast.example.toml for every setting."
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -565,10 +565,12 @@ enum JobsCommand {
     },
 }
 
-pub(crate) async fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    let mut settings = Settings::from_env()?;
-    ballast::telemetry::init_logs(&settings.log_filter, settings.log_format);
+/// The command line, parsed (clap exits with its message on bad arguments and on --help).
+pub(crate) fn parse() -> Cli {
+    Cli::parse()
+}
+
+pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { roles, listen } => {
             if let Some(addr) = listen {

@@ -37,6 +37,8 @@ pub mod fault;
 pub mod flags;
 /// The capacity load test and its stored baselines.
 pub mod loadtest;
+/// Prometheus metrics: the golden signals.
+pub mod metrics;
 /// Job kinds and their registry.
 pub mod jobs;
 /// The Redis key registry.

@@ -5,6 +5,17 @@ mod cli;
 fn main() -> std::process::ExitCode {
     // reqwest is built without a default TLS provider; install ring once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let command = cli::parse();
+    let settings = match ballast::config::Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    // Outside the async runtime: the OTLP exporter's blocking HTTP client lives on its own
+    // thread and must be built and dropped outside any runtime.
+    let telemetry = ballast::telemetry::init(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -12,7 +23,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli::run()) {
+    let outcome = runtime.block_on(cli::run(command, settings));
+    drop(runtime);
+    // Spans still in the batch are exported before the process ends.
+    telemetry.shutdown();
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

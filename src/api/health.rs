@@ -19,7 +19,14 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![
         (RouteSpec::new(Method::GET, "/healthz", Auth::None), get(healthz)),
         (RouteSpec::new(Method::GET, "/readyz", Auth::None).limited(), get(readyz)),
+        // Scraped by Prometheus inside the network; the ingress does not route it.
+        (RouteSpec::new(Method::GET, "/metrics", Auth::None), get(metrics)),
     ]
+}
+
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let body = state.metrics.render(&state).await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

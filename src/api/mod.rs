@@ -129,12 +129,26 @@ pub fn router(state: AppState) -> Router {
         })
         .with_state(state.clone())
         // Every answer counts towards the intake's SLOs (probes excepted), 404s and 429s too.
-        .layer(axum::middleware::from_fn_with_state(state.slo_recorder.clone(), crate::slo::record::middleware))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::slo::record::middleware))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // The route template, never the raw path (ids) or any header (credentials).
+                    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("(unmatched)", |m| m.as_str());
+                    tracing::info_span!(
+                        "request",
+                        otel.name = %format!("{} {route}", req.method()),
+                        otel.kind = "server",
+                        http.request.method = %req.method(),
+                        http.route = %route,
+                        http.response.status_code = tracing::field::Empty,
+                        request_id = %request_id,
+                    )
+                })
+                .on_response(|res: &axum::http::Response<_>, _latency: std::time::Duration, span: &tracing::Span| {
+                    span.record("http.response.status_code", res.status().as_u16());
+                }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

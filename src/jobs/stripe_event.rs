@@ -7,6 +7,7 @@
 //! mapping this event established are queued again.
 
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::{Job, JobContext, JobError, JobReport};
 use crate::app::AppState;
@@ -108,6 +109,8 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
             }
         },
     };
+    // The job span learns its tenant here (a webhook's tenant is known only once routed).
+    tracing::Span::current().record("tenant.id", tenant.to_string());
     if row.tenant_id.is_none() {
         // System pool: the row has no tenant yet, so the tenant role could not see it.
         sqlx::query("UPDATE stripe_events SET tenant_id = $2 WHERE id = $1 AND tenant_id IS NULL")
@@ -118,25 +121,43 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     }
 
     // One tenant's events apply one at a time, so entitlements see every committed change.
-    let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE")
+    let db_span = tracing::info_span!(
+        "db transaction",
+        otel.name = "BEGIN apply stripe event",
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "apply stripe event",
+        tenant.id = %tenant,
+    );
+    let applied = async {
+        let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE")
+            .bind(&event.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if status.as_deref() == Some("processed") {
+            return Ok::<_, JobError>(None);
+        }
+        let mut ectx = EventCtx { tx: &mut tx, tenant, event: &event, stripe: &state.stripe, wrote_dunning_effect: false };
+        let applied = handlers::apply(&mut ectx).await?;
+        let dunning_effects = ectx.wrote_dunning_effect;
+        let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
+        sqlx::query(
+            "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
+        )
         .bind(&event.id)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
-    if status.as_deref() == Some("processed") {
-        return Ok(serde_json::json!({"event": event.id, "outcome": "already processed"}));
+        tx.commit().await?;
+        Ok(Some((applied, dunning_effects, access)))
     }
-    let mut ectx = EventCtx { tx: &mut tx, tenant, event: &event, stripe: &state.stripe, wrote_dunning_effect: false };
-    let applied = handlers::apply(&mut ectx).await?;
-    let dunning_effects = ectx.wrote_dunning_effect;
-    let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
-    sqlx::query(
-        "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
-    )
-    .bind(&event.id)
-    .execute(&mut *tx)
+    .instrument(db_span)
     .await?;
-    tx.commit().await?;
+    let Some((applied, dunning_effects, access)) = applied else {
+        return Ok(serde_json::json!({"event": event.id, "outcome": "already processed"}));
+    };
+    // Stripe's event time to processed: the webhook lag operators watch.
+    state.metrics.webhook_lag(event.created);
 
     entitlements::invalidate(&state.cache, tenant).await;
     // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email

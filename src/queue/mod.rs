@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tracing::Instrument;
 
 use crate::catalogue::{Catalogue, JobPolicy};
 use crate::domain::{JobId, JobKind, TenantId};
@@ -185,6 +186,26 @@ impl JobQueue {
     /// Queues one job.
     pub async fn enqueue(&self, req: EnqueueRequest) -> Result<Enqueued, QueueError> {
         let id = req.id.clone().unwrap_or_default();
+        // OpenTelemetry messaging conventions: a producer span per enqueue, whose context the
+        // job carries so the consumer span continues the same trace.
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("{} publish", req.kind),
+            otel.kind = "producer",
+            messaging.system = "redis",
+            messaging.operation.type = "send",
+            messaging.destination.name = %req.kind,
+            messaging.message.id = %id,
+            job.id = %id,
+            tenant.id = tracing::field::Empty,
+        );
+        if let Some(t) = req.tenant {
+            span.record("tenant.id", t.0.to_string());
+        }
+        if let Some(parent) = &req.traceparent {
+            crate::telemetry::continue_trace(&span, parent);
+        }
+        let traceparent = span.in_scope(crate::telemetry::current_traceparent).or(req.traceparent);
         let envelope = JobEnvelope {
             id: id.clone(),
             kind: req.kind.clone(),
@@ -192,10 +213,10 @@ impl JobQueue {
             payload: req.payload,
             attempt: 1,
             enqueued_at_us: envelope::now_us(),
-            traceparent: req.traceparent,
+            traceparent,
             last_error: None,
         };
-        let pushed = self.push(&envelope, req.run_at, req.idempotency_key.as_deref()).await?;
+        let pushed = self.push(&envelope, req.run_at, req.idempotency_key.as_deref()).instrument(span).await?;
         Ok(Enqueued { id, duplicate: !pushed })
     }
 

@@ -180,7 +180,25 @@ impl Executor {
         let pickup = Duration::from_micros((now_us() - envelope.enqueued_at_us).max(0) as u64);
         self.options.observer.started(&envelope, pickup);
         let started = Instant::now();
-        let span = tracing::info_span!("job", job_id = %envelope.id, kind = %envelope.kind, attempt = envelope.attempt);
+        let span = tracing::info_span!(
+            "job",
+            otel.name = %format!("{} process", envelope.kind),
+            otel.kind = "consumer",
+            messaging.system = "redis",
+            messaging.operation.type = "process",
+            messaging.destination.name = %envelope.kind,
+            messaging.message.id = %envelope.id,
+            job_id = %envelope.id,
+            kind = %envelope.kind,
+            attempt = envelope.attempt,
+            tenant.id = tracing::field::Empty,
+        );
+        if let Some(t) = envelope.tenant {
+            span.record("tenant.id", t.0.to_string());
+        }
+        if let Some(parent) = &envelope.traceparent {
+            crate::telemetry::continue_trace(&span, parent);
+        }
         let result = self.run_handler(&envelope).instrument(span.clone()).await;
         let _guard = span.enter();
         let outcome = match result {
@@ -219,6 +237,7 @@ impl Executor {
                 RunOutcome::Dead
             }
         };
+        self.state.metrics.job(envelope.kind.as_str(), outcome, started.elapsed());
         self.options.observer.finished(&envelope, outcome, started.elapsed());
         Ok(())
     }

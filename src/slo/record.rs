@@ -21,8 +21,8 @@ use crate::clock::Clock;
 /// How often the api role writes its counts.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// Paths that are not product traffic (probes).
-const NOT_COUNTED: [&str; 2] = ["/healthz", "/readyz"];
+/// Paths that are not product traffic (probes and scrapes).
+const NOT_COUNTED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Requests, total µs and slow requests of one route in one minute.
 type RouteCounts = (i64, i64, i64);
@@ -178,16 +178,19 @@ impl Recorder {
     }
 }
 
-/// The middleware: times the request and counts it.
-pub async fn middleware(State(recorder): State<Arc<Recorder>>, req: Request, next: Next) -> Response {
-    if NOT_COUNTED.contains(&req.uri().path()) {
-        return next.run(req).await;
-    }
+/// The middleware: times the request, counts it for the SLOs and the route statistics, and
+/// observes it in the request metrics (probes are in the metrics, not in the SLOs).
+pub async fn middleware(State(state): State<crate::app::AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "(unmatched)".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().clone();
+    let counted = !NOT_COUNTED.contains(&req.uri().path());
     let started = Instant::now();
     let response = next.run(req).await;
     let elapsed = started.elapsed();
-    recorder.observe(elapsed, response.status());
-    recorder.observe_route(&route, elapsed);
+    state.metrics.request(&route, method.as_str(), response.status().as_u16(), elapsed);
+    if counted {
+        state.slo_recorder.observe(elapsed, response.status());
+        state.slo_recorder.observe_route(&route, elapsed);
+    }
     response
 }

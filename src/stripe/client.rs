@@ -5,6 +5,7 @@
 
 use secrecy::ExposeSecret;
 use stripe::StripeRequest;
+use tracing::Instrument;
 
 /// A failed Stripe call.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,20 @@ impl StripeApiError {
             other => StripeApiError::Call(other.to_string()),
         }
     }
+}
+
+/// A client span per Stripe API call: method and path (object ids, never the key or body).
+fn api_span(request: &stripe_client_core::RequestBuilder) -> tracing::Span {
+    let method = format!("{:?}", request.method).to_uppercase();
+    let path = format!("/v1{}", request.path);
+    tracing::info_span!(
+        "stripe api",
+        otel.name = %format!("{method} {path}"),
+        otel.kind = "client",
+        http.request.method = %method,
+        url.path = %path,
+        server.address = "api.stripe.com",
+    )
 }
 
 /// async-stripe answers in miniserde; the rest of Ballast reads serde_json.
@@ -133,11 +148,13 @@ impl StripeApi {
         idempotency_key: &str,
     ) -> Result<serde_json::Value, StripeApiError> {
         let key = stripe::IdempotencyKey::new(idempotency_key).map_err(|e| StripeApiError::Config(e.to_string()))?;
-        let raw: miniserde::json::Value = request
-            .build()
+        let built = request.build();
+        let span = api_span(&built);
+        let raw: miniserde::json::Value = built
             .customize()
             .request_strategy(stripe::RequestStrategy::Idempotent(key))
             .send(client)
+            .instrument(span)
             .await
             .map_err(StripeApiError::from_call)?;
         to_json(&raw)
@@ -155,8 +172,14 @@ impl StripeApi {
         };
         // A price is read for a cache whose readers serve the last answer on failure: one try.
         let strategy = if kind == ObjectKind::Price { stripe::RequestStrategy::Once } else { stripe::RequestStrategy::ExponentialBackoff(3) };
-        let raw: miniserde::json::Value =
-            request.customize().request_strategy(strategy).send(client).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
+        let span = api_span(&request);
+        let raw: miniserde::json::Value = request
+            .customize()
+            .request_strategy(strategy)
+            .send(client)
+            .instrument(span)
+            .await
+            .map_err(|e| StripeApiError::Call(e.to_string()))?;
         to_json(&raw)
     }
 
@@ -181,7 +204,9 @@ impl StripeApi {
         loop {
             let params = Params { delivery_success: false, created: Created { gte: since }, limit: 100, starting_after: after.as_deref() };
             let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&params);
-            let raw: miniserde::json::Value = request.customize().send(client).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
+            let span = api_span(&request);
+            let raw: miniserde::json::Value =
+                request.customize().send(client).instrument(span).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
             let page = to_json(&raw)?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
             after = data.last().and_then(|e| e["id"].as_str()).map(str::to_owned);
@@ -203,10 +228,12 @@ impl StripeApi {
         }
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
         let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&Params { limit: 1 });
+        let span = api_span(&request);
         let _: miniserde::json::Value = request
             .customize()
             .request_strategy(stripe::RequestStrategy::Once)
             .send(client)
+            .instrument(span)
             .await
             .map_err(|e| StripeApiError::Call(e.to_string()))?;
         Ok(())

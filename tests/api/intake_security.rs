@@ -117,7 +117,7 @@ async fn snapshot(app: &TestApp, tenant: Uuid) -> BTreeMap<String, Vec<String>> 
 /// What the suite sends to one route with A's key. A route missing here fails the test.
 fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
     match (spec.method.as_str(), spec.path) {
-        ("GET", "/healthz") | ("GET", "/readyz") => Some((spec.path.to_owned(), None)),
+        ("GET", "/healthz") | ("GET", "/readyz") | ("GET", "/metrics") => Some((spec.path.to_owned(), None)),
         ("POST", "/webhooks/stripe") => Some((spec.path.to_owned(), Some(serde_json::json!({"id": "evt_x", "type": "invoice.paid"})))),
         ("GET", "/v1/entitlements") => Some((spec.path.to_owned(), None)),
         ("GET", "/v1/entitlements/{feature}") => Some(("/v1/entitlements/feature_b".to_owned(), None)),

@@ -11,6 +11,7 @@ mod health;
 mod intake_security;
 mod jobs;
 mod loadtest;
+mod observability;
 mod rls;
 mod runbooks;
 mod scheduler;

@@ -1,0 +1,172 @@
+//! `GET /metrics`: the four golden signals in Prometheus' text format.
+//! - latency: request duration by route, method and status (a bucket boundary at 0.3 s, the
+//!   latency SLO's threshold); job run time by kind; webhook lag (Stripe's event time →
+//!   processed);
+//! - traffic: requests by route, method and status; jobs by kind and outcome;
+//! - errors: 5xx by route; failed, retried and dead jobs by kind;
+//! - saturation: queue depth and oldest ready age per kind, pool connections in use and idle,
+//!   rate-limit blocks, cache hits and misses.
+//!
+//! Request and job figures are counted as they happen; queue, pool, limiter and cache figures
+//! are read when Prometheus scrapes.
+
+use std::time::Duration;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, GaugeVec, TextEncoder};
+
+use crate::app::AppState;
+use crate::queue::worker::RunOutcome;
+
+/// Request-duration buckets (seconds): 0.3 s is the latency SLO's threshold.
+const HTTP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Job run time buckets (seconds).
+const JOB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.3, 1.0, 5.0, 30.0, 120.0, 600.0];
+/// Webhook lag buckets (seconds): Stripe retries for days, so the tail is long.
+const LAG_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86_400.0];
+
+/// A metric the code defines wrongly (a programming error, caught by the unit test).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// The fleet member's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_duration: HistogramVec,
+    http_requests: IntCounterVec,
+    http_errors: IntCounterVec,
+    jobs: IntCounterVec,
+    job_run: HistogramVec,
+    webhook_lag: Histogram,
+    queue_depth: IntGaugeVec,
+    queue_oldest: GaugeVec,
+    pool: IntGaugeVec,
+    limiter: IntCounterVec,
+    cache: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    /// Every metric, registered.
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new_custom(Some("ballast".into()), None)?;
+        let hist = |name: &str, help: &str, buckets: &[f64]| HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        Ok(Self {
+            http_duration: register(&r, HistogramVec::new(hist("http_request_duration_seconds", "Intake request duration.", HTTP_BUCKETS), &["route", "method", "status"])?)?,
+            http_requests: register(&r, IntCounterVec::new(Opts::new("http_requests_total", "Intake requests answered."), &["route", "method", "status"])?)?,
+            http_errors: register(&r, IntCounterVec::new(Opts::new("http_errors_total", "Intake requests answered with a 5xx."), &["route", "method"])?)?,
+            jobs: register(&r, IntCounterVec::new(Opts::new("jobs_total", "Job runs by outcome: processed, failed (retried or dead), retried, dead, snoozed."), &["kind", "outcome"])?)?,
+            job_run: register(&r, HistogramVec::new(hist("job_run_seconds", "Job run time.", JOB_BUCKETS), &["kind"])?)?,
+            webhook_lag: register(&r, Histogram::with_opts(hist("webhook_lag_seconds", "Stripe event created → processed.", LAG_BUCKETS))?)?,
+            queue_depth: register(&r, IntGaugeVec::new(Opts::new("queue_jobs", "Jobs per kind and state (ready, scheduled, running)."), &["kind", "state"])?)?,
+            queue_oldest: register(&r, GaugeVec::new(Opts::new("queue_oldest_ready_age_seconds", "Age of the oldest ready job per kind."), &["kind"])?)?,
+            pool: register(&r, IntGaugeVec::new(Opts::new("db_pool_connections", "PostgreSQL pool connections by pool and state (in_use, idle)."), &["pool", "state"])?)?,
+            limiter: register(&r, IntCounterVec::new(Opts::new("ratelimit_decisions_total", "Rate-limit outcomes other than admit: blocked, failed_open, failed_closed."), &["outcome"])?)?,
+            cache: register(&r, IntCounterVec::new(Opts::new("cache_reads_total", "Cache reads by result: hit, miss, stale, load_error."), &["result"])?)?,
+            registry: r,
+        })
+    }
+
+    /// One answered request.
+    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let status_text = status.to_string();
+        let labels = [route, method, status_text.as_str()];
+        self.http_duration.with_label_values(&labels).observe(took.as_secs_f64());
+        self.http_requests.with_label_values(&labels).inc();
+        if status >= 500 {
+            self.http_errors.with_label_values(&[route, method]).inc();
+        }
+    }
+
+    /// One finished job run.
+    pub fn job(&self, kind: &str, outcome: RunOutcome, took: Duration) {
+        self.job_run.with_label_values(&[kind]).observe(took.as_secs_f64());
+        let outcomes: &[&str] = match outcome {
+            RunOutcome::Completed => &["processed"],
+            RunOutcome::Retried => &["failed", "retried"],
+            RunOutcome::Dead => &["failed", "dead"],
+            RunOutcome::Snoozed => &["snoozed"],
+        };
+        for o in outcomes {
+            self.jobs.with_label_values(&[kind, o]).inc();
+        }
+    }
+
+    /// A webhook processed; `created` is Stripe's event time (unix seconds).
+    pub fn webhook_lag(&self, created: i64) {
+        let lag = (chrono::Utc::now().timestamp_millis() - created * 1000).max(0) as f64 / 1000.0;
+        self.webhook_lag.observe(lag);
+    }
+
+    /// Reads the scrape-time figures and renders every metric.
+    pub async fn render(&self, state: &AppState) -> String {
+        if let Ok(stats) = state.queue.stats().await {
+            for s in stats {
+                for (label, v) in [("ready", s.ready), ("scheduled", s.scheduled), ("running", s.running)] {
+                    self.queue_depth.with_label_values(&[s.kind.as_str(), label]).set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+                self.queue_oldest.with_label_values(&[s.kind.as_str()]).set(s.oldest_ready_age_secs.unwrap_or(0.0));
+            }
+        }
+        for (name, pool) in [("app", state.tenant_pool.raw()), ("system", &state.system_pool.0)] {
+            let idle = i64::try_from(pool.num_idle()).unwrap_or(0);
+            self.pool.with_label_values(&[name, "idle"]).set(idle);
+            self.pool.with_label_values(&[name, "in_use"]).set(i64::from(pool.size()) - idle);
+        }
+        let l = &state.limiter.stats;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        catch_up(&self.limiter, "blocked", load(&l.blocked));
+        catch_up(&self.limiter, "failed_open", load(&l.failed_open));
+        catch_up(&self.limiter, "failed_closed", load(&l.failed_closed));
+        let c = state.cache.stats();
+        catch_up(&self.cache, "hit", c.hits);
+        catch_up(&self.cache, "miss", c.misses);
+        catch_up(&self.cache, "stale", c.stale_served);
+        catch_up(&self.cache, "load_error", c.load_errors);
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(message = "Metrics not rendered.", error = %e);
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Moves a counter up to a total kept elsewhere (the limiter's and cache's own atomics).
+fn catch_up(counter: &IntCounterVec, label: &str, total: u64) {
+    let c: IntCounter = counter.with_label_values(&[label]);
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_the_latency_buckets_hold_the_slo_threshold() {
+        let m = Metrics::new().expect("metrics");
+        m.request("/v1/entitlements", "GET", 200, Duration::from_millis(12));
+        m.request("/v1/entitlements", "GET", 503, Duration::from_millis(400));
+        m.job("stripe.event", RunOutcome::Retried, Duration::from_millis(3));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&m.registry.gather(), &mut out).expect("encode");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("ballast_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/entitlements\",status=\"200\",le=\"0.3\"} 1"), "{text}");
+        assert!(text.contains("ballast_http_errors_total{method=\"GET\",route=\"/v1/entitlements\"} 1"));
+        assert!(text.contains("ballast_jobs_total{kind=\"stripe.event\",outcome=\"retried\"} 1"));
+        assert!(text.contains("ballast_jobs_total{kind=\"stripe.event\",outcome=\"failed\"} 1"));
+    }
+}
