@@ -91,23 +91,7 @@ psql_admin() {
 # Roles are cluster-wide: the owner runs migrations, the app role is subject to row-level
 # security, the system role bypasses it for the named cross-tenant jobs.
 create_roles_and_db() {
-  psql_admin -d postgres <<'SQL' >/dev/null
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ballast_owner') THEN
-    CREATE ROLE ballast_owner LOGIN PASSWORD 'ballast_owner' CREATEDB;
-  END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ballast_app') THEN
-    CREATE ROLE ballast_app LOGIN PASSWORD 'ballast_app' NOBYPASSRLS;
-  END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ballast_system') THEN
-    CREATE ROLE ballast_system LOGIN PASSWORD 'ballast_system' BYPASSRLS;
-  END IF;
-END $$;
--- The operators' admin jobs (runbook db-pool-exhaustion) read every session's state and may
--- end sessions stuck idle in a transaction; neither makes the role a superuser.
-GRANT pg_read_all_stats, pg_signal_backend TO ballast_system;
-SQL
+  psql_admin -d postgres -f "$ROOT/deploy/postgres-roles.sql" >/dev/null
   if [ "$(psql_admin -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")" != 1 ]; then
     psql_admin -d postgres -c "CREATE DATABASE $DB OWNER ballast_owner" >/dev/null
   fi

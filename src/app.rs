@@ -196,6 +196,8 @@ pub fn parse_roles(list: &str) -> Result<BTreeSet<Role>, StartError> {
 pub struct Member {
     /// Where the API listens, when the api role runs.
     pub api_addr: Option<SocketAddr>,
+    /// Where a member without the api role serves /healthz, /readyz and /metrics.
+    pub ops_addr: Option<SocketAddr>,
     stop: CancellationToken,
     api_stop: CancellationToken,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
@@ -233,13 +235,31 @@ impl Member {
             let (recorder, api_stop3) = (state.slo_recorder.clone(), api_stop.clone());
             tasks.push(("api", tokio::spawn(recorder.run(state.clone(), api_stop3))));
         }
+        let mut ops_addr = None;
+        if !roles.contains(&Role::Api) && !roles.is_empty() {
+            // Probes and metrics for workers and the scheduler, on the same listen address.
+            let listen = state.settings.listen;
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError::Listen(listen, e))?;
+            ops_addr = listener.local_addr().ok();
+            let router = crate::api::ops_router(state.clone());
+            let ops_stop = api_stop.clone();
+            tasks.push((
+                "api",
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { ops_stop.cancelled().await });
+                    if let Err(e) = serve.await {
+                        tracing::error!(message = "Probe listener failed.", error = %e);
+                    }
+                }),
+            ));
+        }
         if roles.contains(&Role::Worker) {
             tasks.push(("worker", tokio::spawn(worker::run(state.clone(), options, member_id.clone(), stop.clone()))));
         }
         if roles.contains(&Role::Scheduler) {
             tasks.push(("scheduler", tokio::spawn(crate::scheduler::run(state.clone(), member_id.clone(), stop.clone()))));
         }
-        Ok(Self { api_addr, stop, api_stop, tasks, grace: state.settings.shutdown_grace })
+        Ok(Self { api_addr, ops_addr, stop, api_stop, tasks, grace: state.settings.shutdown_grace })
     }
 
     /// Stops fetching new jobs, lets in-flight jobs finish within the grace period, releases

@@ -41,6 +41,13 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Ask this member's own listener for a probe path (container health checks: the image
+    /// has no curl). Exit 0 when it answers 2xx.
+    Probe {
+        /// The path to GET on BALLAST_LISTEN.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
     /// Apply pending database migrations as the owner role (BALLAST_OWNER_DATABASE_URL).
     Migrate,
     /// Put one job on its queue.
@@ -585,6 +592,25 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
                 println!("try: curl -s http://{addr}/readyz");
             }
             member.run_until_signal().await;
+        }
+        Command::Probe { path } => {
+            let mut addr = settings.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let url = format!("http://{addr}{path}");
+            let answer = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?.get(&url).send().await;
+            return Ok(match answer {
+                Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+                Ok(r) => {
+                    eprintln!("{url}: {}", r.status());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::FAILURE
+                }
+            });
         }
         Command::Migrate => {
             if settings.owner_database_url.is_none() {

@@ -115,6 +115,20 @@ impl IntoResponse for ApiError {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API.
+/// The router of a member without the api role: /healthz, /readyz and /metrics only, so
+/// workers and the scheduler have probes and are scraped like the api.
+pub fn ops_router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (spec, handler) in health::routes() {
+        let path = spec.path;
+        router = router.route(path, handler.route_layer(axum::middleware::from_fn_with_state((state.clone(), spec), guard::guard)));
+    }
+    router
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "this member serves /healthz, /readyz and /metrics only") })
+        .with_state(state)
+}
+
+/// The full intake router.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for (spec, handler) in routes_with_handlers() {

@@ -166,6 +166,11 @@ impl JobQueue {
         &self.catalogue
     }
 
+    /// The Redis list of `queue`'s ready jobs (what KEDA's Redis scaler watches).
+    pub fn active_list_name(keys: &Keys, queue: &str) -> String {
+        apalis_redis::Config::default().queue(keys.queue(queue)).active_jobs_list()
+    }
+
     /// apalis-redis configuration of one kind's queue: our policy, not its defaults.
     pub(crate) fn apalis_config(&self, policy: &JobPolicy) -> apalis_redis::Config {
         apalis_redis::Config::default()

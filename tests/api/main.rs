@@ -6,6 +6,7 @@ mod support;
 
 mod cache;
 mod config_errors;
+mod deploy_files;
 mod dunning;
 mod health;
 mod intake_security;

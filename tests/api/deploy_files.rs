@@ -1,0 +1,196 @@
+//! deploy/ agrees with the binary: every manifest parses; images, ports, probes, env names and
+//! commands are the ones the real CLI, router and settings have. (No Docker or cluster here:
+//! the files are checked against the code, not run.)
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_yaml_ng::Value;
+
+use crate::support::repo_path;
+
+const IMAGE: &str = "ballast:latest";
+
+/// Every environment variable the settings read (string literals in src/config.rs), plus the
+/// standard OpenTelemetry ones the exporter reads itself.
+fn known_env() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo_path("src/config.rs")).expect("config.rs");
+    let mut names = BTreeSet::new();
+    for piece in text.split('"').skip(1).step_by(2) {
+        if piece.len() > 3 && piece.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') && piece.contains('_') {
+            names.insert(piece.to_owned());
+        }
+    }
+    names
+}
+
+fn env_ok(name: &str, known: &BTreeSet<String>) -> bool {
+    known.contains(name) || name.starts_with("OTEL_EXPORTER_OTLP_") || name.starts_with("OTEL_BSP_") || name == "OTEL_RESOURCE_ATTRIBUTES"
+}
+
+/// The CLI accepts `args` (clap checks them before printing --help).
+fn cli_accepts(args: &[String]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ballast")).args(args).arg("--help").env_clear().output().expect("ballast");
+    assert!(out.status.success(), "`ballast {}` is not a command of the binary: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// GET routes the router serves.
+fn get_routes() -> BTreeSet<String> {
+    ballast::api::routes().into_iter().filter(|r| r.method == axum::http::Method::GET).map(|r| r.path.to_owned()).collect()
+}
+
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).collect()
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+#[test]
+fn the_dockerfile_builds_in_stages_and_runs_the_binary_as_a_non_root_user() {
+    let text = std::fs::read_to_string(repo_path("deploy/Dockerfile")).expect("Dockerfile");
+    let froms = text.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(froms >= 2, "multi-stage");
+    let runtime = &text[text.rfind("\nFROM ").expect("a last stage")..];
+    let user = runtime.lines().find_map(|l| l.strip_prefix("USER ")).expect("a USER in the runtime stage");
+    assert!(!user.starts_with("root") && !user.starts_with('0'), "non-root: {user}");
+    assert!(runtime.contains("ENTRYPOINT [\"/usr/local/bin/ballast\"]"));
+    assert!(runtime.contains("BALLAST_LISTEN=0.0.0.0:8080") && runtime.contains("EXPOSE 8080"));
+    // Everything it copies from the repository exists.
+    for line in text.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(repo_path(src).exists(), "Dockerfile copies {src}, which the repository lacks");
+        }
+    }
+    let cmd = runtime.lines().find_map(|l| l.strip_prefix("CMD ")).expect("CMD");
+    let args: Vec<String> = serde_json::from_str(cmd).expect("CMD as a JSON array");
+    cli_accepts(&args);
+}
+
+#[test]
+fn the_compose_file_splits_the_fleet_by_role_with_real_commands_and_settings() {
+    let mut doc = yaml_docs(&repo_path("deploy/compose.yaml")).remove(0);
+    // Compose's `<<: *anchor` merge keys, as Docker Compose applies them.
+    doc.apply_merge().expect("merge keys");
+    for (_, svc) in doc["services"].as_mapping_mut().expect("services").iter_mut() {
+        svc.apply_merge().expect("merge keys");
+        if let Some(env) = svc.get_mut("environment") {
+            env.apply_merge().expect("merge keys");
+        }
+    }
+    let services = doc["services"].as_mapping().expect("services");
+    for needed in ["postgres", "redis", "otel-collector", "migrate", "api", "worker", "scheduler"] {
+        assert!(services.contains_key(needed), "compose lacks {needed}");
+    }
+    let known = known_env();
+    let mut roles = BTreeSet::new();
+    for (name, svc) in services {
+        if svc["image"].as_str() != Some(IMAGE) {
+            continue;
+        }
+        let command = strs(&svc["command"]);
+        cli_accepts(&command);
+        if command.first().map(String::as_str) == Some("serve") {
+            roles.insert(command[2].clone());
+        }
+        for (k, _) in svc["environment"].as_mapping().expect("environment") {
+            let k = k.as_str().unwrap_or_default();
+            assert!(env_ok(k, &known), "compose {name:?}: {k} is not a setting of the binary");
+        }
+        if let Some(test) = svc["healthcheck"]["test"].as_sequence() {
+            let args: Vec<String> = test.iter().skip(2).filter_map(|x| x.as_str().map(str::to_owned)).collect();
+            cli_accepts(&args);
+        }
+    }
+    assert_eq!(roles, ["api", "scheduler", "worker"].map(String::from).into_iter().collect());
+    assert_eq!(services[&Value::from("api")]["ports"][0].as_str(), Some("8080:8080"));
+    // The collector listens where the fleet exports.
+    let collector = yaml_docs(&repo_path("deploy/otel-collector.yaml")).remove(0);
+    assert_eq!(collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].as_str(), Some("0.0.0.0:4318"));
+    assert!(collector["service"]["pipelines"]["traces"]["receivers"].as_sequence().is_some_and(|r| r.iter().any(|x| x.as_str() == Some("otlp"))));
+    let env = &doc["x-ballast"]["environment"];
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str(), Some("http://otel-collector:4318"));
+    // The database and roles it initialises are the ones the URLs name.
+    let roles_sql = std::fs::read_to_string(repo_path("deploy/postgres-roles.sql")).expect("roles");
+    for role in ["ballast_app", "ballast_system", "ballast_owner"] {
+        assert!(roles_sql.contains(&format!("CREATE ROLE {role}")));
+    }
+}
+
+#[test]
+fn the_kubernetes_manifests_match_the_binary() {
+    let known = known_env();
+    let routes = get_routes();
+    let mut deployments = BTreeSet::new();
+    let mut scaled = None;
+    let mut config_namespace = None;
+    let mut pdb_components = BTreeSet::new();
+    let mut migrate_args = None;
+    for entry in std::fs::read_dir(repo_path("deploy/k8s")).expect("deploy/k8s") {
+        let path = entry.expect("entry").path();
+        for doc in yaml_docs(&path) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            match kind.as_str() {
+                "ConfigMap" => {
+                    for (k, _) in doc["data"].as_mapping().expect("data") {
+                        assert!(env_ok(k.as_str().unwrap_or_default(), &known), "ConfigMap: {k:?} is not a setting");
+                    }
+                    assert_eq!(doc["data"]["BALLAST_LISTEN"].as_str(), Some("0.0.0.0:8080"));
+                    config_namespace = doc["data"]["BALLAST_REDIS_NAMESPACE"].as_str().map(str::to_owned);
+                }
+                "Secret" => {
+                    for (k, _) in doc["stringData"].as_mapping().expect("stringData") {
+                        assert!(env_ok(k.as_str().unwrap_or_default(), &known), "Secret: {k:?} is not a setting");
+                    }
+                }
+                "Deployment" | "Job" => {
+                    let containers = if kind == "Job" { &doc["spec"]["template"]["spec"]["containers"] } else { &doc["spec"]["template"]["spec"]["containers"] };
+                    for c in containers.as_sequence().expect("containers") {
+                        assert_eq!(c["image"].as_str(), Some(IMAGE), "{}", path.display());
+                        let args = strs(&c["args"]);
+                        cli_accepts(&args);
+                        assert!(c["resources"]["requests"]["cpu"].as_str().is_some() && c["resources"]["requests"]["memory"].as_str().is_some(), "resource requests");
+                        for e in c["env"].as_sequence().into_iter().flatten() {
+                            assert!(env_ok(e["name"].as_str().unwrap_or_default(), &known), "{}: env {:?}", path.display(), e["name"]);
+                        }
+                        if kind == "Job" {
+                            migrate_args = Some(args);
+                            continue;
+                        }
+                        assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(8080));
+                        assert_eq!(args[..2], ["serve".to_owned(), "--roles".to_owned()]);
+                        deployments.insert((doc["metadata"]["name"].as_str().unwrap_or_default().to_owned(), args[2].clone()));
+                        for (probe, path_expected) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+                            let p = &c[probe]["httpGet"];
+                            assert_eq!(p["path"].as_str(), Some(path_expected), "{probe}");
+                            assert!(routes.contains(path_expected), "{path_expected} is served");
+                            assert_eq!(p["port"].as_str(), c["ports"][0]["name"].as_str(), "{probe} port");
+                        }
+                        assert_eq!(doc["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"].as_str(), Some("/metrics"));
+                        assert!(routes.contains("/metrics"));
+                    }
+                }
+                "ScaledObject" => scaled = Some(doc.clone()),
+                "PodDisruptionBudget" => {
+                    pdb_components.insert(doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"].as_str().unwrap_or_default().to_owned());
+                }
+                "Service" => assert_eq!(doc["spec"]["ports"][0]["targetPort"].as_str(), Some("http")),
+                other => panic!("{}: unexpected kind {other}", path.display()),
+            }
+        }
+    }
+    let roles: BTreeSet<String> = deployments.iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(roles, ["api", "scheduler", "worker"].map(String::from).into_iter().collect(), "a Deployment per role");
+    assert!(pdb_components.contains("api"));
+    assert_eq!(migrate_args, Some(vec!["migrate".to_owned()]));
+    // KEDA scales the worker Deployment on the ready list the binary really uses.
+    let scaled = scaled.expect("a KEDA ScaledObject");
+    assert!(deployments.iter().any(|(name, role)| role == "worker" && scaled["spec"]["scaleTargetRef"]["name"].as_str() == Some(name.as_str())));
+    let trigger = &scaled["spec"]["triggers"][0];
+    assert_eq!(trigger["type"].as_str(), Some("redis"));
+    let keys = ballast::keys::Keys::new(config_namespace.as_deref().expect("namespace in the ConfigMap"));
+    assert_eq!(trigger["metadata"]["listName"].as_str(), Some(ballast::queue::JobQueue::active_list_name(&keys, "stripe.event").as_str()));
+}
