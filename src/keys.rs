@@ -103,6 +103,7 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("queue_inflight", "{ns}.{queue}:inflight:{worker}", None, "set: a worker's runs in flight (apalis-redis)"),
     spec("queue_available_pattern", "tasks:{ns}.*:available", None, "pub/sub pattern announcing new work"),
     spec("queue_available_channel", "tasks:{ns}.{queue}:active:available", None, "pub/sub channel of one queue"),
+    spec("queue_epoch", "{ns}:queue:epoch", None, "string: set once Redis holds every queued job; missing = Redis lost its data"),
     spec("scheduler_leader", "{ns}:scheduler:leader", None, "string: the cron leader's member id; TTL = the lease"),
     spec("scheduler_last_tick", "{ns}:scheduler:last:{kind}", Some(Duration::from_secs(30 * DAY)), "string: last tick enqueued (unix ms)"),
     TENANT_ENTITLEMENTS,
@@ -171,6 +172,12 @@ impl Keys {
     /// Pub/sub channel that wakes the workers of one apalis queue (apalis-redis's own name).
     pub fn queue_available_channel(apalis_queue: &str) -> String {
         format!("tasks:{apalis_queue}:active:available")
+    }
+
+    /// String: present while Redis still holds every job the database says is queued. A
+    /// restart that lost Redis's data loses it too, which tells the sweep to queue them again.
+    pub fn queue_epoch(&self) -> String {
+        format!("{}:queue:epoch", self.ns)
     }
 
     /// String: member id of the scheduler leader. TTL: the lease, renewed by the leader.

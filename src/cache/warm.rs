@@ -154,6 +154,7 @@ pub async fn run(state: &AppState) -> Result<WarmReport, WarmError> {
         })
         .await;
     report.flags = report.settle(flags);
+    crate::fault::point("cache.warm.before_tenants");
     // Keyset pagination over tenants. System pool: warming is every tenant's, by design.
     let mut after = uuid::Uuid::nil();
     loop {

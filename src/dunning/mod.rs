@@ -283,6 +283,7 @@ pub async fn run(state: &AppState, as_of: DateTime<Utc>, tenant: Option<TenantId
                 entitlements::recompute(&mut tx, t, &state.plans, state.settings.past_due_grace).await?;
             }
             tx.commit().await?;
+            crate::fault::point("dunning.run.after_commit");
             after.run(state, t).await?;
         }
         report.actions.extend(actions);

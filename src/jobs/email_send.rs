@@ -49,6 +49,7 @@ impl Job for EmailSendJob {
             return Ok(serde_json::json!({"outbox_id": args.outbox_id, "outcome": format!("already {}", row.status)}));
         }
         let outgoing = Outgoing { to: &row.to_address, subject: &row.subject, text: &row.body_text, html: &row.body_html, message_id: &row.message_id };
+        crate::fault::point("email.send.before_send");
         let result = state.mailer.send(&outgoing).await;
         let (status, error) = match &result {
             Ok(()) => ("sent", None),
@@ -65,6 +66,7 @@ impl Job for EmailSendJob {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        crate::fault::point("email.send.after_commit");
         match result {
             Ok(()) => Ok(serde_json::json!({"outbox_id": args.outbox_id, "outcome": "sent", "message_id": row.message_id})),
             Err(SendError::Permanent(e)) => Err(JobError::Cancel(format!("permanent SMTP failure: {e}"))),

@@ -11,13 +11,20 @@ pub struct Noop;
 /// Arguments: none are needed; unknown fields are refused so a typo is caught, not ignored.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NoopArgs {}
+pub struct NoopArgs {
+    /// Sleep this long first: drills use it to have jobs in flight (shutdown) or hung (timeouts).
+    #[serde(default)]
+    pub sleep_ms: u64,
+}
 
 impl Job for Noop {
     const KIND: &'static str = "noop";
     type Args = NoopArgs;
 
-    async fn run(&self, _args: NoopArgs, _ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: NoopArgs, _ctx: JobContext) -> Result<JobReport, JobError> {
+        if args.sleep_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(args.sleep_ms)).await;
+        }
         Ok(serde_json::Value::Null)
     }
 }

@@ -82,6 +82,9 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
             .await?;
     let Some(row) = row else { return Err(JobError::Cancel(format!("no inbox row for {}", args.event_id))) };
     if matches!(row.status.as_str(), "processed" | "ignored") {
+        if let (Some(tenant), "processed") = (row.tenant_id.or(row.mapped_tenant), row.status.as_str()) {
+            finish_applied(state, TenantId(tenant), row.customer_id.as_deref()).await?;
+        }
         return Ok(serde_json::json!({"event": args.event_id, "outcome": "already done"}));
     }
     let event = StripeEvent::from_value(&row.payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
@@ -149,11 +152,13 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        crate::fault::point("stripe.event.after_commit");
         Ok(Some((applied, dunning_effects, access)))
     }
     .instrument(db_span)
     .await?;
     let Some((applied, dunning_effects, access)) = applied else {
+        finish_applied(state, tenant, event.customer_id()).await?;
         return Ok(serde_json::json!({"event": event.id, "outcome": "already processed"}));
     };
     // Stripe's event time to processed: the webhook lag operators watch.
@@ -171,6 +176,19 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
         inbox::release_unmatched(&state.system_pool, &state.queue, &customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
     }
     Ok(serde_json::json!({"event": event.id, "type": event.event_type, "tenant": tenant, "access": format!("{access:?}")}))
+}
+
+/// The after-commit steps of an event already applied, done again: a run that died between its
+/// commit and them (kill -9, a deploy) left them undone, and they are idempotent. Without this,
+/// events parked while this one mapped the customer would wait for the scheduler's sweep.
+async fn finish_applied(state: &AppState, tenant: TenantId, customer: Option<&str>) -> Result<(), JobError> {
+    entitlements::invalidate(&state.cache, tenant).await;
+    if let Some(customer) = customer
+        && mapped_tenant(&state.system_pool.0, customer).await? == Some(tenant)
+    {
+        inbox::release_unmatched(&state.system_pool, &state.queue, customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Finds the tenant of an event: by the customer's mapping, or by the tenant id the app put

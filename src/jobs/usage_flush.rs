@@ -13,14 +13,18 @@ pub struct UsageFlushJob;
 /// No arguments.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UsageFlushArgs {}
+pub struct UsageFlushArgs {
+    /// Also flush the minute still open (on-call's "flush now"; the schedule leaves it).
+    #[serde(default)]
+    pub include_open: bool,
+}
 
 impl Job for UsageFlushJob {
     const KIND: &'static str = "usage.flush";
     type Args = UsageFlushArgs;
 
-    async fn run(&self, _args: UsageFlushArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        let report = crate::usage::flush::run(&ctx.state, chrono::Utc::now(), false).await.map_err(|e| JobError::Retry(e.to_string()))?;
+    async fn run(&self, args: UsageFlushArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+        let report = crate::usage::flush::run(&ctx.state, chrono::Utc::now(), args.include_open).await.map_err(|e| JobError::Retry(e.to_string()))?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

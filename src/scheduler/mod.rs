@@ -24,6 +24,21 @@ const INBOX_SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 const LAST_TICK_TTL_SECS: u64 = crate::keys::Keys::SCHEDULER_LAST_TICK_TTL.as_secs();
 
+/// Redis restarted empty (or failed over to an empty replica) when the epoch key is gone:
+/// every job it held is lost, so the durable rows behind them (webhook inbox, email outbox)
+/// are queued again at once, and the epoch is set only after that succeeded.
+async fn recover_lost_queue(state: &AppState) -> Result<Option<usize>, crate::queue::QueueError> {
+    let mut conn = state.redis.clone();
+    let epoch = state.keys.queue_epoch();
+    if conn.exists::<_, bool>(&epoch).await? {
+        return Ok(None);
+    }
+    let events = crate::stripe::inbox::requeue_after_data_loss(&state.system_pool, &state.queue).await?;
+    let emails = crate::email::sweep(&state.system_pool, &state.queue, chrono::TimeDelta::zero()).await?;
+    let _: () = conn.set(&epoch, Utc::now().timestamp_millis()).await?;
+    Ok(Some(events + emails))
+}
+
 /// Runs the scheduler until `stop`, then releases the lease if held.
 pub async fn run(state: AppState, member: String, stop: CancellationToken) {
     let lease = state.settings.scheduler_lease;
@@ -51,6 +66,11 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
         }
         if leader && last_sweep.is_none_or(|t| t.elapsed() >= INBOX_SWEEP_EVERY) {
             last_sweep = Some(tokio::time::Instant::now());
+            match recover_lost_queue(&state).await {
+                Ok(Some(n)) => tracing::warn!(message = "Redis had lost its queue data; queued every unprocessed event and email again.", queued = n),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(message = "Queue data-loss check failed; next sweep retries.", error = %e),
+            }
             match crate::stripe::inbox::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {
                 Ok(r) if r.requeued + r.released > 0 => {
                     tracing::info!(message = "Inbox sweep queued events.", requeued = r.requeued, released = r.released)

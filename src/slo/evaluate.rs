@@ -193,6 +193,7 @@ async fn transition(state: &AppState, status: &SloStatus, severity: Severity, fi
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    crate::fault::point("slo.evaluate.after_commit");
     tracing::warn!(message = "SLO alert changed state.", alert = %key, state = new_state, sli = status.sli, budget_remaining = status.budget_remaining);
     if let Err(e) = super::notify::enqueue(state, id).await {
         // The row is durable; the next evaluation queues it again.

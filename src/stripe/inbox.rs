@@ -100,6 +100,29 @@ pub async fn release_unmatched(pool: &SystemPool, queue: &JobQueue, customer: &s
     Ok(ids.len())
 }
 
+/// Queues again every event the inbox holds as received or queued but not processed, after
+/// Redis lost its data (a restart without persistence, a failover to an empty replica): the
+/// jobs and their idempotency keys went with it, so each is pushed once more. Where Redis did
+/// keep a job, its idempotency key makes the push a no-op; the handler is idempotent anyway.
+pub async fn requeue_after_data_loss(pool: &SystemPool, queue: &JobQueue) -> Result<usize, QueueError> {
+    let mut after = String::new();
+    let mut pushed = 0;
+    loop {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM stripe_events WHERE status IN ('received', 'queued') AND id > $1 ORDER BY id LIMIT 1000",
+        )
+        .bind(&after)
+        .fetch_all(&pool.0)
+        .await?;
+        let Some(last) = ids.last() else { return Ok(pushed) };
+        after = last.clone();
+        for id in &ids {
+            enqueue(pool, queue, id, None).await?;
+        }
+        pushed += ids.len();
+    }
+}
+
 /// What one sweep did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct SweepReport {

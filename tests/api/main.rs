@@ -7,6 +7,7 @@ mod support;
 mod cache;
 mod config_errors;
 mod deploy_files;
+mod drills;
 mod dunning;
 mod health;
 mod intake_security;
