@@ -382,3 +382,150 @@ impl Drop for LogsOnPanic {
         }
     }
 }
+
+/// Events of types Ballast stores but does not act on.
+fn ignored(events: &[Value]) -> usize {
+    events.iter().filter(|e| !ballast::stripe::handlers::handles(e["type"].as_str().unwrap_or_default())).count()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Waits until a member answers /healthz.
+async fn until_listening(member: &mut Proc, base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        let early = member.child.try_wait().expect("wait");
+        assert!(early.is_none() && Instant::now() < deadline, "the member did not listen ({early:?}): {}", member.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Delivers one event the way Stripe does: signed, and sent again after any failure (Stripe
+/// retries for days) until it is acknowledged. Returns how many tries were refused.
+async fn deliver_until_accepted(http: &reqwest::Client, base: &str, event: &Value) -> u32 {
+    let body = serde_json::to_vec(event).expect("json");
+    let mut refused = 0;
+    loop {
+        let sig = crate::support::stripe_sim::signature_header(crate::support::stripe_sim::SECRET, chrono::Utc::now().timestamp(), &body);
+        let sent = http
+            .post(format!("{base}/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", sig)
+            .body(body.clone())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return refused,
+            Ok(r) => assert!(r.status().is_server_error(), "a refusal Stripe would not retry: {}", r.status()),
+            Err(_) => {}
+        }
+        refused += 1;
+        assert!(refused < 2_000, "never accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Redis server of the drill's own, without persistence: killing it loses everything.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    async fn start(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", ""])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by deploy/dev.sh)");
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).expect("url");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
+            {
+                return PrivateRedis { child, port };
+            }
+            assert!(Instant::now() < deadline, "private redis did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_while_webhooks_arrive_loses_no_event_and_applies_none_twice() {
+    let sim = StripeSim::start().await;
+    let mut redis = PrivateRedis::start(free_port()).await;
+    let app = TestApp::builder().roles(&[]).env("REDIS_URL", &redis.url()).env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let mut events = Vec::new();
+    for i in 0..150 {
+        let tenant = app.tenant(&format!("r{i}")).await;
+        let customer = sim.customer(tenant, true);
+        if i % 3 == 0 {
+            sim.checkout(tenant, &customer, STARTER, None);
+        }
+        events.extend(sim.take_events());
+    }
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // The intake and the scheduler first, no worker: the first third waits queued in Redis.
+    let mut member = Proc::start(&app, "api,scheduler", &[("BALLAST_LISTEN", &format!("127.0.0.1:{port}"))]);
+    until_listening(&mut member, &base).await;
+    let http = reqwest::Client::new();
+    let third = events.len() / 3;
+    for e in &events[..third] {
+        deliver_until_accepted(&http, &base, e).await;
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM stripe_events WHERE status = 'queued'").await as usize, third - ignored(&events[..third]));
+    // Everything Redis held — queued jobs, their idempotency keys, worker registrations, the
+    // scheduler's lease — is gone; webhooks keep arriving meanwhile.
+    redis.kill();
+    let mut refused = 0;
+    // A few during the outage: each waits out the Redis client's retries (~0.5 s).
+    let resumed = third + 20;
+    for e in &events[third..resumed] {
+        refused += deliver_until_accepted(&http, &base, e).await;
+    }
+    redis = PrivateRedis::start(redis.port).await;
+    let restarted = Instant::now();
+    let worker = Proc::start(&app, "worker", &[]);
+    let _logs = LogsOnPanic(vec![member.log.path().to_owned(), worker.log.path().to_owned()]);
+    for e in &events[resumed..] {
+        refused += deliver_until_accepted(&http, &base, e).await;
+    }
+    // 'queued' rows are never swept by age: only the epoch check re-queues them.
+    until("every accepted event processed", Duration::from_secs(30), || async {
+        count(&app, "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')").await == 0
+    })
+    .await;
+    eprintln!("drill redis restart: every event processed {:.1} s after Redis came back ({refused} deliveries refused meanwhile)", restarted.elapsed().as_secs_f64());
+    let stored = count(&app, "SELECT count(*) FROM stripe_events").await;
+    assert_eq!(stored as usize, events.len(), "every delivered event is in the inbox once");
+    let handled = count(&app, "SELECT count(*) FROM stripe_events WHERE status = 'processed'").await;
+    assert_eq!(count(&app, "SELECT count(*) FROM stripe_events WHERE status = 'processed' AND attempts = 1").await, handled, "none applied twice");
+    assert_eq!(count(&app, "SELECT count(*) FROM subscriptions").await, 50);
+    for m in [member, worker] {
+        let (status, log) = m.terminate().await;
+        assert!(status.success(), "{log}");
+    }
+    drop(redis);
+}
