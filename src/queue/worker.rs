@@ -70,15 +70,29 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
         state.keys.queue_available_pattern(),
         listen_stop.clone(),
     ));
+    // Three quarters into the grace period, handlers still running are interrupted and their
+    // jobs queued again, so every run ends and apalis flushes its acknowledgements before the
+    // member exits. Cut off at the deadline instead, runs that had finished meanwhile would
+    // lose their acks and run a second time elsewhere.
+    let abandon = CancellationToken::new();
+    let abandon_timer = tokio::spawn({
+        let (stop, abandon, grace) = (stop.clone(), abandon.clone(), state.settings.shutdown_grace);
+        async move {
+            stop.cancelled().await;
+            tokio::time::sleep(grace * 3 / 4).await;
+            abandon.cancel();
+        }
+    });
     let mut tasks = Vec::new();
     for policy in state.queue.catalogue().iter() {
-        let exec = Arc::new(Executor { state: state.clone(), options: options.clone(), policy: policy.clone() });
+        let exec = Arc::new(Executor { state: state.clone(), options: options.clone(), policy: policy.clone(), abandon: abandon.clone() });
         tasks.push(tokio::spawn(supervise(exec, wakeups.clone(), format!("{member}-{}", policy.kind), stop.clone())));
         tasks.push(tokio::spawn(upkeep_loop(state.clone(), policy.clone(), stop.clone())));
     }
     for t in tasks {
         let _ = t.await;
     }
+    abandon_timer.abort();
     listen_stop.cancel();
     let _ = listener.await;
 }
@@ -159,6 +173,8 @@ struct Executor {
     state: AppState,
     options: WorkerOptions,
     policy: JobPolicy,
+    /// Cancelled late in a graceful shutdown: running handlers stop and their jobs requeue.
+    abandon: CancellationToken,
 }
 
 type ApalisResult = Result<(), BoxDynError>;
@@ -258,7 +274,16 @@ impl Executor {
             progress: crate::runbook::Progress::default(),
         };
         let run = AssertUnwindSafe(handler.call(envelope.payload.clone(), ctx)).catch_unwind();
-        match tokio::time::timeout(self.policy.timeout, run).await {
+        let timed = tokio::select! {
+            timed = tokio::time::timeout(self.policy.timeout, run) => timed,
+            _ = self.abandon.cancelled() => {
+                // Dropping the handler is what a crash does: its transaction rolls back, and
+                // handlers are idempotent. The run costs no attempt.
+                tracing::warn!(message = "Job interrupted by shutdown; queued again.");
+                return Err(JobError::Snooze(Duration::ZERO));
+            }
+        };
+        match timed {
             Err(_) => Err(JobError::Retry(format!("timed out after {:?}", self.policy.timeout))),
             Ok(Err(panic)) => {
                 let msg = panic

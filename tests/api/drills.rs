@@ -529,3 +529,95 @@ async fn redis_restarted_empty_while_webhooks_arrive_loses_no_event_and_applies_
     }
     drop(redis);
 }
+
+/// Ids of the runs a member's JSON log says completed, in order.
+fn completed_ids(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "Job completed.")
+        .filter_map(|v| v["span"]["job_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The repo's catalogue with `noop` replaced by `entry`.
+fn catalogue_with_noop(entry: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in std::fs::read_dir(crate::support::repo_path("jobs")).expect("jobs/") {
+        let path = file.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    std::fs::write(dir.path().join("noop.toml"), entry).expect("write noop");
+    dir
+}
+
+#[tokio::test]
+async fn sigterm_under_load_loses_no_job_leaves_none_locked_and_runs_none_twice() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let mut ids = std::collections::BTreeSet::new();
+    // 400 short jobs, and 8 that outlast the one-second grace.
+    for i in 0..408 {
+        let sleep_ms = if i % 51 == 50 { 4_000 } else { 100 };
+        let e = app.state.queue.enqueue(EnqueueRequest::new("noop", json!({"sleep_ms": sleep_ms}))).await.expect("enqueue");
+        ids.insert(e.id.0);
+    }
+    let first = Proc::start(&app, "worker", &[("BALLAST_SHUTDOWN_GRACE_SECS", "1")]);
+    let _logs = LogsOnPanic(vec![first.log.path().to_owned()]);
+    until("some jobs completed", Duration::from_secs(30), || async { completed_ids(&first.log()).len() >= 100 }).await;
+    let (status, log) = first.terminate().await;
+    assert!(status.success(), "graceful exit: {log}");
+    let done_first = completed_ids(&log);
+    assert!(done_first.len() < ids.len(), "the load was still running at SIGTERM");
+    let running: u64 = app.state.queue.stats().await.expect("stats").iter().map(|s| s.running).sum();
+    assert_eq!(running, 0, "the stopped member left runs locked in its in-flight set");
+    let stopped = Instant::now();
+    let second = Proc::start(&app, "worker", &[]);
+    until("the rest completed", Duration::from_secs(30), || async { queue_drained(&app).await }).await;
+    eprintln!("drill sigterm: {} of {} done before the exit, the rest {:.1} s after it", done_first.len(), ids.len(), stopped.elapsed().as_secs_f64());
+    let (status, log) = second.terminate().await;
+    assert!(status.success(), "{log}");
+    let mut all = done_first.clone();
+    all.extend(completed_ids(&log));
+    let unique: std::collections::BTreeSet<String> = all.iter().cloned().collect();
+    assert_eq!(all.len(), unique.len(), "a job ran to completion twice");
+    assert_eq!(unique, ids, "every job completed");
+}
+
+#[tokio::test]
+async fn a_hung_job_is_timed_out_and_retried_without_holding_up_the_queue() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let jobs = catalogue_with_noop(
+        "kind = \"noop\"\ndescription = \"drill\"\nconcurrency = 10\ntimeout_secs = 1\nmax_attempts = 2\nbackoff = { base_secs = 1, max_secs = 1, jitter = 0.0 }\n",
+    );
+    let hung = app.state.queue.enqueue(EnqueueRequest::new("noop", json!({"sleep_ms": 3_600_000}))).await.expect("enqueue").id.0;
+    let mut quick = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        quick.insert(app.state.queue.enqueue(EnqueueRequest::new("noop", json!({"sleep_ms": 5}))).await.expect("enqueue").id.0);
+    }
+    let worker = Proc::start_in(&app, "worker", jobs.path().to_owned(), &[]);
+    let _logs = LogsOnPanic(vec![worker.log.path().to_owned()]);
+    until("the hung job dead-lettered", Duration::from_secs(30), || async {
+        count(&app, "SELECT count(*) FROM job_dead_letters").await == 1
+    })
+    .await;
+    let (error, attempts): (String, i32) = sqlx::query_as("SELECT error, attempts FROM job_dead_letters WHERE job_id = $1")
+        .bind(&hung)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("the hung job's dead letter");
+    assert!(error.contains("timed out"), "{error}");
+    assert_eq!(attempts, 2, "timed out, retried once, timed out again");
+    let log = worker.log();
+    let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let first_timeout = lines
+        .iter()
+        .position(|v| v["message"] == "Job failed; retrying." && v["span"]["job_id"] == hung.as_str())
+        .expect("the first timeout was logged");
+    let done_before: std::collections::BTreeSet<String> = completed_ids(
+        &lines[..first_timeout].iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"),
+    )
+    .into_iter()
+    .collect();
+    assert_eq!(done_before, quick, "every other job finished while the hung one still held its slot");
+    let (status, log) = worker.terminate().await;
+    assert!(status.success(), "{log}");
+}
