@@ -621,3 +621,181 @@ async fn a_hung_job_is_timed_out_and_retried_without_holding_up_the_queue() {
     let (status, log) = worker.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+/// A PostgreSQL cluster of the drill's own (stopping the shared one would break the tests
+/// running beside it), with Ballast's roles and a migrated database.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    /// Runs a PostgreSQL program as the `postgres` user when we are root (it refuses root).
+    fn as_pg(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let path = self.bin.join(program);
+        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut cmd = if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            std::process::Command::new(&path)
+        };
+        let out = cmd.args(args).output().expect(program);
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    async fn start() -> PrivatePostgres {
+        let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL (installed by deploy/dev.sh)");
+        let mut versions: Vec<PathBuf> = versions.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        versions.sort();
+        let bin = versions.pop().expect("a PostgreSQL version").join("bin");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (uid, gid) = id_of("postgres");
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown to postgres");
+        let pg = PrivatePostgres { dir, port: free_port(), bin };
+        let data = pg.data();
+        pg.as_pg("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+        pg.up();
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+        let roles = std::fs::read_to_string(crate::support::repo_path("deploy/postgres-roles.sql")).expect("roles");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(roles)).execute(&mut admin).await.expect("roles");
+        sqlx::raw_sql("CREATE DATABASE ballast OWNER ballast_owner").execute(&mut admin).await.expect("database");
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("pg").display().to_string()
+    }
+
+    fn up(&self) {
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.as_pg("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "-t", "60", "start"]);
+    }
+
+    fn down(&self) {
+        self.as_pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self, role: &str) -> String {
+        format!("postgres://{role}:{role}@127.0.0.1:{}/ballast", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn id_of(user: &str) -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let line = passwd.lines().find(|l| l.starts_with(&format!("{user}:"))).expect("the postgres user");
+    let f: Vec<&str> = line.split(':').collect();
+    (f[2].parse().expect("uid"), f[3].parse().expect("gid"))
+}
+
+#[tokio::test]
+async fn postgres_stopped_for_30_s_during_a_burst_is_a_503_loses_nothing_and_workers_catch_up() {
+    let sim = StripeSim::start().await;
+    let pg = PrivatePostgres::start().await;
+    let db_env = [
+        ("DATABASE_URL", pg.url("ballast_app")),
+        ("BALLAST_SYSTEM_DATABASE_URL", pg.url("ballast_system")),
+        ("BALLAST_OWNER_DATABASE_URL", pg.url("ballast_owner")),
+    ];
+    let mut builder = TestApp::builder().roles(&[]).env("STRIPE_API_BASE", &sim.base_url);
+    for (k, v) in &db_env {
+        builder = builder.env(k, v);
+    }
+    let app = builder.spawn().await;
+    let migrated = app.cli(&["migrate"]);
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let mut events = Vec::new();
+    for i in 0..60 {
+        let tenant = app.tenant(&format!("p{i}")).await;
+        let customer = sim.customer(tenant, true);
+        if i % 2 == 0 {
+            sim.checkout(tenant, &customer, STARTER, None);
+        }
+        events.extend(sim.take_events());
+    }
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut member = Proc::start(&app, "api,worker,scheduler", &[("BALLAST_LISTEN", &format!("127.0.0.1:{port}"))]);
+    until_listening(&mut member, &base).await;
+    let _logs = LogsOnPanic(vec![member.log.path().to_owned()]);
+    let http = reqwest::Client::new();
+    // The burst: the first half lands, then PostgreSQL stops with jobs queued and running.
+    let half = events.len() / 2;
+    let burst: Vec<_> = events[..half].iter().map(|e| deliver_until_accepted(&http, &base, e)).collect();
+    futures::future::join_all(burst).await;
+    pg.down();
+    let stopped = Instant::now();
+    // While it is down every webhook is refused with a 503 and a JSON error (Stripe retries).
+    let mut refusals = 0;
+    while stopped.elapsed() < Duration::from_secs(30) {
+        let e = &events[half + refusals % (events.len() - half)];
+        let body = serde_json::to_vec(e).expect("json");
+        let sig = crate::support::stripe_sim::signature_header(crate::support::stripe_sim::SECRET, chrono::Utc::now().timestamp(), &body);
+        let r = http.post(format!("{base}/webhooks/stripe")).header("stripe-signature", sig).body(body).send().await.expect("the intake answers");
+        assert_eq!(r.status(), 503, "while PostgreSQL is down");
+        let error: Value = r.json().await.expect("a JSON error");
+        assert!(error["error"]["code"].is_string(), "{error}");
+        refusals += 1;
+    }
+    pg.up();
+    let restarted = Instant::now();
+    // Stripe's retries of the refused half arrive now.
+    let rest: Vec<_> = events[half..].iter().map(|e| deliver_until_accepted(&http, &base, e)).collect();
+    futures::future::join_all(rest).await;
+    until("workers caught up", Duration::from_secs(90), || async {
+        count(&app, "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')").await == 0
+    })
+    .await;
+    eprintln!(
+        "drill postgres down 30 s: {refusals} deliveries refused with 503; caught up {:.1} s after PostgreSQL returned",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM stripe_events").await as usize, events.len(), "every event stored once");
+    // Runs that failed while PostgreSQL was down count as attempts; what matters is that one
+    // run applied each event.
+    let (status, log) = member.terminate().await;
+    assert!(status.success(), "{log}");
+    assert_applied_once(&app, &[log]).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM subscriptions").await, 30);
+    assert_eq!(count(&app, "SELECT count(*) FROM job_dead_letters").await, 0, "retries outlasted the outage");
+}
+
+/// Every processed event was applied by exactly one run, by the members' logs (a run that
+/// applies reports the event's type; repeats report "already ...").
+async fn assert_applied_once(app: &TestApp, logs: &[String]) {
+    let mut applied: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for line in logs.iter().flat_map(|l| l.lines()) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        if v["message"] != "Job completed." || v["span"]["kind"] != "stripe.event" {
+            continue;
+        }
+        let report: Value = serde_json::from_str(v["report"].as_str().unwrap_or("null")).unwrap_or_default();
+        if report.get("type").is_some() {
+            *applied.entry(report["event"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+    }
+    let processed: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events WHERE status = 'processed' ORDER BY id")
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("processed");
+    assert!(!processed.is_empty());
+    for id in &processed {
+        assert_eq!(applied.get(id), Some(&1), "event {id} applied once");
+    }
+    assert_eq!(applied.len(), processed.len());
+}
