@@ -148,6 +148,9 @@ case "$cmd" in
     eval "$(print_env)"
     cd "$ROOT"
     shift
+    # Most tests wait on servers and child processes rather than the CPU: four at a time
+    # (on two cores) halves the run without starving the timed drills.
+    export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
     exec cargo test --locked "$@"
     ;;
   services) services; print_env ;;
