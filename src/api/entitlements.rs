@@ -48,8 +48,11 @@ async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller
 async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(feature): Path<String>,
+    feature: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // axum's own rejection is plain text; the API answers in its one JSON shape (found by the
+    // arbitrary-input test: a feature segment that is not UTF-8).
+    let Path(feature) = feature.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
     if !state.plans.features.contains_key(&feature) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_feature", "no such feature in the plan catalogue"));
     }

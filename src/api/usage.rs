@@ -8,7 +8,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::Json;
-use serde::Deserialize;
 
 use super::guard::Caller;
 use super::{ApiError, Auth, RouteSpec};
@@ -16,7 +15,7 @@ use crate::app::AppState;
 use crate::auth::Scope;
 use crate::domain::TenantId;
 use crate::email::{self, NewEmail, Template};
-use crate::usage::{self, UsageError, UsageItem};
+use crate::usage::{self, UsageError};
 
 /// Usage routes.
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -24,12 +23,6 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (RouteSpec::new(Method::POST, "/v1/usage", Auth::Key(Scope::UsageWrite)).write(), post(record)),
         (RouteSpec::new(Method::GET, "/v1/usage", Auth::Key(Scope::UsageWrite)), get(current)),
     ]
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Batch {
-    items: Vec<UsageItem>,
 }
 
 fn error(e: UsageError) -> Response {
@@ -55,7 +48,7 @@ fn error(e: UsageError) -> Response {
 async fn record(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<Batch>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<usage::UsageBatch>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(batch) = match body {
         Ok(b) => b,

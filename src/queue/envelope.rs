@@ -31,7 +31,35 @@ pub struct JobEnvelope {
     pub last_error: Option<String>,
 }
 
+impl JobEnvelope {
+    /// Decodes a stored run (the worker dead-letters what does not decode, with this error).
+    pub fn decode(raw: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(raw)
+    }
+
+    /// How long this run waited between its enqueue and `now_us`; zero for a run stamped in the
+    /// future (clock skew between members), and no overflow on a corrupt stamp.
+    pub fn waited(&self, now_us: i64) -> std::time::Duration {
+        std::time::Duration::from_micros(now_us.saturating_sub(self.enqueued_at_us).max(0).unsigned_abs())
+    }
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_enqueue_stamp_waits_zero_or_saturates_instead_of_overflowing() {
+        let raw = br#"{"id":"j","kind":"noop","attempt":1,"enqueued_at_us":-9223372036854775808}"#;
+        let env = JobEnvelope::decode(raw).expect("decodes");
+        assert_eq!(env.waited(i64::MAX), std::time::Duration::from_micros(i64::MAX as u64));
+        let future = JobEnvelope { enqueued_at_us: i64::MAX, ..env };
+        assert_eq!(future.waited(0), std::time::Duration::ZERO);
+        assert!(JobEnvelope::decode(b"{\"id\":1}").is_err());
+    }
 }

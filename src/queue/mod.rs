@@ -333,7 +333,7 @@ impl JobQueue {
         if let Some(task_id) = oldest {
             let data: Option<Vec<u8>> = conn.hget(config.job_data_hash(), &task_id).await?;
             if let Some(env) = data.and_then(|d| serde_json::from_slice::<JobEnvelope>(&d).ok()) {
-                oldest_ready_age_secs = Some((envelope::now_us() - env.enqueued_at_us).max(0) as f64 / 1_000_000.0);
+                oldest_ready_age_secs = Some(env.waited(envelope::now_us()).as_secs_f64());
             }
         }
         Ok(QueueStats { kind: policy.kind.0.clone(), ready, scheduled, running, oldest_ready_age_secs })

@@ -193,7 +193,7 @@ impl Executor {
                 return Ok(());
             }
         };
-        let pickup = Duration::from_micros((now_us() - envelope.enqueued_at_us).max(0) as u64);
+        let pickup = envelope.waited(now_us());
         self.options.observer.started(&envelope, pickup);
         let started = Instant::now();
         let span = tracing::info_span!(

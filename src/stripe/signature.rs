@@ -88,8 +88,9 @@ pub fn verify(
     tolerance_secs: i64,
 ) -> Result<SignatureHeader, SignatureError> {
     let parsed = SignatureHeader::parse(header.ok_or(SignatureError::Missing)?)?;
-    let skew = now - parsed.timestamp;
-    if skew.abs() > tolerance_secs {
+    // Saturating: a hostile `t` near i64::MIN must not overflow (found by fuzzing).
+    let skew = now.saturating_sub(parsed.timestamp);
+    if skew.unsigned_abs() > tolerance_secs.unsigned_abs() {
         return Err(SignatureError::OutsideTolerance { skew_secs: skew, tolerance_secs });
     }
     for secret in secrets {
@@ -106,6 +107,15 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_timestamps_are_outside_tolerance_not_an_overflow() {
+        for t in [i64::MIN, i64::MAX, -1] {
+            let header = format!("t={t},v1={}", "00".repeat(32));
+            let err = verify(Some(&header), b"{}", &secrets(&["whsec_x"]), 1_700_000_000, 300).expect_err("refused");
+            assert!(matches!(err, SignatureError::OutsideTolerance { .. }), "{t}: {err:?}");
+        }
+    }
 
     fn secrets(list: &[&str]) -> Vec<SecretString> {
         list.iter().map(|s| SecretString::from(s.to_string())).collect()

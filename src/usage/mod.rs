@@ -41,6 +41,21 @@ pub struct UsageItem {
     pub idempotency_key: String,
 }
 
+/// The body of `POST /v1/usage`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    /// 1 to [`MAX_BATCH`] items, refused together if one is bad.
+    pub items: Vec<UsageItem>,
+}
+
+impl UsageBatch {
+    /// Parses a posted body (the API does the same through axum's JSON extractor).
+    pub fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
 /// A refused batch: which item and field, and why.
 #[derive(Debug, Clone, thiserror::Error, Serialize)]
 #[error("item {item}: {field}: {message}")]

@@ -21,4 +21,5 @@ mod slo;
 mod schema;
 mod usage;
 mod webhooks;
+mod arbitrary_input;
 mod billing;
