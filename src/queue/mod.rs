@@ -16,6 +16,7 @@ use crate::catalogue::{Catalogue, JobPolicy};
 use crate::domain::{JobId, JobKind, TenantId};
 use crate::keys::Keys;
 
+mod consumer;
 pub mod dead;
 pub mod envelope;
 pub mod wake;

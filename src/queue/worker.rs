@@ -1,18 +1,18 @@
-//! The consumer side: one apalis worker per job kind, supervised, running the handler under
-//! the catalogue's policy (timeout, attempts, backoff, dead letter).
+//! The consumer side: one [`Consumer`] per job kind (Ballast's fetch and ack on apalis-redis's
+//! layout), running the handler under the catalogue's policy (timeout, attempts, backoff,
+//! dead letter).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apalis::prelude::*;
-use apalis_redis::RedisStorage;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::envelope::now_us;
-use super::wake::{SignalledConnection, Wakeups};
+use super::consumer::Consumer;
+use super::wake::Wakeups;
 use super::{JobEnvelope, dead};
 use crate::app::AppState;
 use crate::catalogue::JobPolicy;
@@ -86,7 +86,18 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
     let mut tasks = Vec::new();
     for policy in state.queue.catalogue().iter() {
         let exec = Arc::new(Executor { state: state.clone(), options: options.clone(), policy: policy.clone(), abandon: abandon.clone() });
-        tasks.push(tokio::spawn(supervise(exec, wakeups.clone(), format!("{member}-{}", policy.kind), stop.clone())));
+        let config = state.queue.apalis_config(policy);
+        let consumer = Consumer {
+            exec,
+            conn: state.redis.clone(),
+            signal: wakeups.signal(config.queue.as_ref()),
+            poll: options.scheduled_poll,
+            heartbeat: state.settings.worker_heartbeat,
+            concurrency: policy.concurrency.max(1),
+            worker: format!("{member}-{}", policy.kind),
+            config,
+        };
+        tasks.push(tokio::spawn(consumer.run(stop.clone())));
         tasks.push(tokio::spawn(upkeep_loop(state.clone(), policy.clone(), stop.clone())));
     }
     for t in tasks {
@@ -95,53 +106,6 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
     abandon_timer.abort();
     listen_stop.cancel();
     let _ = listener.await;
-}
-
-/// Keeps one kind's apalis worker running: a Redis outage stops apalis's worker, so it is
-/// rebuilt with backoff until shutdown.
-async fn supervise(exec: Arc<Executor>, wakeups: Wakeups, name: String, stop: CancellationToken) {
-    let mut delay = Duration::from_millis(200);
-    while !stop.is_cancelled() {
-        let config = exec.state.queue.apalis_config(&exec.policy);
-        let signal = wakeups.signal(config.queue.as_ref());
-        let connection = SignalledConnection::new(exec.state.redis.clone(), signal.clone());
-        let storage: RedisStorage<serde_json::Value, SignalledConnection> = RedisStorage::new(connection).with_config(config);
-        let backend = PollWith::new(storage, Strategy::new().stream(signal).interval(exec.options.scheduled_poll));
-        let handler_exec = exec.clone();
-        let worker = WorkerBuilder::new(name.as_str())
-            .backend(backend)
-            .concurrency(exec.policy.concurrency)
-            .parallelize(tokio::spawn)
-            .build(move |raw: serde_json::Value| {
-                let exec = handler_exec.clone();
-                async move { exec.execute(raw).await }
-            });
-        let stop_worker = stop.clone();
-        let started = Instant::now();
-        let result = worker
-            .run_with_ctx(move |ctx: WorkerContext| {
-                let stop_worker = stop_worker.clone();
-                async move {
-                    stop_worker.cancelled().await;
-                    ctx.stop()
-                }
-            })
-            .await;
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    delay = Duration::from_millis(200);
-                }
-                tracing::warn!(message = "Worker stopped; restarting.", kind = %exec.policy.kind, error = %e, retry_in_ms = delay.as_millis() as u64);
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
 }
 
 /// Queue upkeep every second: moves due retries and delayed runs to the active list in
@@ -169,7 +133,7 @@ async fn upkeep_loop(state: AppState, policy: JobPolicy, stop: CancellationToken
     }
 }
 
-struct Executor {
+pub(super) struct Executor {
     state: AppState,
     options: WorkerOptions,
     policy: JobPolicy,
@@ -177,16 +141,19 @@ struct Executor {
     abandon: CancellationToken,
 }
 
-type ApalisResult = Result<(), BoxDynError>;
+/// Err only when Ballast could not record the outcome (see [`Executor::execute`]).
+type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 impl Executor {
-    /// Runs one delivery. Returns Ok to apalis whenever Ballast has dealt with the outcome
-    /// (done, retry queued, dead-lettered); Err only when that bookkeeping itself failed, so
-    /// apalis delivers the run again rather than lose it.
-    async fn execute(&self, raw: serde_json::Value) -> ApalisResult {
-        let envelope: JobEnvelope = match serde_json::from_value(raw.clone()) {
+    /// Runs one delivery. Returns Ok whenever Ballast has dealt with the outcome (done, retry
+    /// queued, dead-lettered); Err only when that bookkeeping itself failed, so the consumer
+    /// schedules the run again rather than lose it.
+    pub(super) async fn execute(&self, data: &[u8]) -> RunResult {
+        let envelope = match JobEnvelope::decode(data) {
             Ok(env) => env,
             Err(e) => {
+                let raw = serde_json::from_slice::<serde_json::Value>(data)
+                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(data).into_owned()));
                 let error = format!("malformed job envelope: {e}");
                 tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %error);
                 dead::record(&self.state.system_pool, "?", self.policy.kind.as_str(), None, &raw, 1, &error).await?;
