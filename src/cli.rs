@@ -476,6 +476,30 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A bounded steady load (webhooks, entitlement reads, no-op jobs) through an in-process
+    /// api + worker + scheduler member, sampling Redis memory and keys, table sizes and RSS into
+    /// a CSV and an SVG chart. Uses the configured PostgreSQL (its own tenants, deleted
+    /// afterwards) and a private Redis namespace. A script run, not CI: it takes `--minutes`.
+    Soak {
+        /// Length of the run.
+        #[arg(long, default_value_t = 20)]
+        minutes: u32,
+        /// Requests per second, all kinds together (open loop).
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Tenants the load spreads over.
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        sample_secs: u32,
+        /// Inbox retention during the run (seconds), so its steady state shows within the run.
+        #[arg(long, default_value_t = 120)]
+        retention_secs: u64,
+        /// Where the CSV and the chart go.
+        #[arg(long, default_value = "soak-reports")]
+        out: std::path::PathBuf,
+    },
     /// Signed Stripe webhooks at a fixed arrival rate into an in-process api + worker member:
     /// POST /webhooks/stripe latency and received-to-entitlements-updated latency. Uses the
     /// configured PostgreSQL (its own tenants, deleted afterwards) and a private Redis namespace.
@@ -842,6 +866,18 @@ async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> 
                     r.limited_p50_ms, r.limited_p99_ms, r.unlimited_p50_ms, r.unlimited_p99_ms,
                     r.limited_p50_ms - r.unlimited_p50_ms, r.limited_p99_ms - r.unlimited_p99_ms
                 );
+            }
+        }
+        BenchCommand::Soak { minutes, rate, tenants, sample_secs, retention_secs, out } => {
+            let params = ballast::bench::soak::SoakParams { minutes, rate, tenants, sample_secs, retention_secs, out };
+            let r = ballast::bench::soak::run(settings, params).await?;
+            println!("soak: {rate} req/s for {minutes} min; samples in {} and {}", r.csv.display(), r.chart.display());
+            println!("{:<24} {:>14} {:>14}", "series", "after warm-up", "at the end");
+            for (name, (warm, end)) in &r.growth {
+                println!("{name:<24} {warm:>14.2} {end:>14.2}");
+            }
+            if let Some(last) = r.samples.last() {
+                println!("requests: {} sent, {} without a 2xx", last.sent, last.failed);
             }
         }
         BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only, json } => {

@@ -68,6 +68,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Size of each PostgreSQL pool.
     pub db_pool_size: u32,
+    /// How long processed and ignored webhook inbox rows are kept (their ids deduplicate
+    /// Stripe's retries, which stop after 3 days); older ones are deleted by the sweep.
+    pub inbox_retention: Duration,
     /// Scheduler lease TTL; a new leader takes over within this after the old one dies.
     pub scheduler_lease: Duration,
     /// Worker heartbeat; a dead worker's jobs are recovered after three missed beats.
@@ -303,6 +306,7 @@ impl Settings {
             jobs_dir: PathBuf::from(src.get("BALLAST_JOBS_DIR").unwrap_or("jobs")),
             shutdown_grace: src.secs_or("BALLAST_SHUTDOWN_GRACE_SECS", 30)?,
             db_pool_size,
+            inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
             scheduler_lease: src.secs_or("BALLAST_SCHEDULER_LEASE_SECS", 10)?,
             worker_heartbeat: src.secs_or("BALLAST_WORKER_HEARTBEAT_SECS", 5)?,
             log_filter: src.get("BALLAST_LOG").or(src.get("RUST_LOG")).unwrap_or("info").to_owned(),

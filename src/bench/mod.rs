@@ -2,12 +2,14 @@
 //! against the BullMQ peer's protocol) and `ballast bench webhooks` (Stripe webhook ingest at
 //! a fixed arrival rate), `ballast bench limiter` (the rate limiter's cost per request) and
 //! `ballast bench usage` (usage intake and the ledger flush) and `ballast bench entitlements`
-//! (entitlement reads through the cache).
+//! (entitlement reads through the cache), and `ballast bench soak` (a bounded steady load through
+//! a whole member, sampling memory and table sizes).
 //! Each runs in a private Redis namespace and removes what it wrote.
 
 pub mod entitlements;
 pub mod jobs;
 pub mod limiter;
+pub mod soak;
 pub mod usage;
 pub mod webhooks;
 

@@ -322,7 +322,7 @@ fn customer_id(run_id: &str, tenant: usize) -> String {
 
 /// Event `i`: tenant `i mod n`, that tenant's `k`-th event (`created` one second after its
 /// previous one), alternating between the catalogue's two plans.
-fn event_body(run_id: &str, tenants: &[uuid::Uuid], i: u64, base_created: i64) -> String {
+pub(super) fn event_body(run_id: &str, tenants: &[uuid::Uuid], i: u64, base_created: i64) -> String {
     let n = tenants.len() as u64;
     let (tenant, k) = ((i % n) as usize, i / n);
     let (price, product) = if k % 2 == 0 { ("price_starter_monthly", "prod_starter") } else { ("price_pro_monthly", "prod_pro") };
@@ -350,7 +350,7 @@ fn event_body(run_id: &str, tenants: &[uuid::Uuid], i: u64, base_created: i64) -
 }
 
 /// The benchmark's tenants, mapped to their Stripe customers.
-async fn create_tenants(state: &AppState, run_id: &str, n: usize) -> Result<Vec<uuid::Uuid>, BenchError> {
+pub(super) async fn create_tenants(state: &AppState, run_id: &str, n: usize) -> Result<Vec<uuid::Uuid>, BenchError> {
     let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::new_v4()).collect();
     let names: Vec<String> = (0..n).map(|i| format!("bench {run_id} {i}")).collect();
     let customers: Vec<String> = (0..n).map(|i| customer_id(run_id, i)).collect();
@@ -365,7 +365,7 @@ async fn create_tenants(state: &AppState, run_id: &str, n: usize) -> Result<Vec<
 }
 
 /// Deletes every row the run wrote, children first (system pool: it spans the run's tenants).
-async fn remove_rows(state: &AppState, run_id: &str, tenants: &[uuid::Uuid]) -> Result<(), BenchError> {
+pub(super) async fn remove_rows(state: &AppState, run_id: &str, tenants: &[uuid::Uuid]) -> Result<(), BenchError> {
     let mut tx = state.system_pool.0.begin().await?;
     for table in ["billing_effects", "disputes", "charges", "invoices", "entitlements", "subscriptions", "customers", "job_dead_letters", "audit_log"] {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE tenant_id = ANY($1)"))).bind(tenants).execute(&mut *tx).await?;

@@ -78,6 +78,11 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(message = "Inbox sweep failed; next sweep retries.", error = %e),
             }
+            match crate::stripe::inbox::prune(&state.system_pool, state.settings.inbox_retention).await {
+                Ok(n) if n > 0 => tracing::debug!(message = "Inbox rows past retention deleted.", deleted = n),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "Inbox prune failed; next sweep retries.", error = %e),
+            }
             // Outbox rows whose send job was never queued (crash or Redis down after commit).
             match crate::email::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {
                 Ok(n) if n > 0 => tracing::info!(message = "Outbox sweep queued emails.", queued = n),

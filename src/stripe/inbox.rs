@@ -123,6 +123,21 @@ pub async fn requeue_after_data_loss(pool: &SystemPool, queue: &JobQueue) -> Res
     }
 }
 
+/// Deletes up to 5,000 processed or ignored rows received before `retention` ago; returns how
+/// many. Rows still to be handled are never touched, and Stripe stops retrying an event after 3
+/// days, so a retention of weeks keeps every id that could still arrive twice.
+pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
+    let deleted = sqlx::query(
+        "DELETE FROM stripe_events WHERE id IN (
+             SELECT id FROM stripe_events WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT 5000)",
+    )
+    .bind(cutoff)
+    .execute(&pool.0)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
 /// What one sweep did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct SweepReport {

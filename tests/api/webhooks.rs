@@ -119,3 +119,20 @@ async fn redis_unavailable_after_the_insert_still_acknowledges_and_the_sweep_que
     let again = ballast::stripe::inbox::sweep(&app.state.system_pool, &healthy.state.queue, chrono::Duration::zero()).await.expect("sweep");
     assert_eq!(again.requeued, 0, "queued rows are not swept twice");
 }
+
+#[tokio::test]
+async fn settled_inbox_rows_past_retention_are_pruned_and_unsettled_ones_are_kept() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    for (id, status) in [("evt_old_done", "processed"), ("evt_old_ignored", "ignored"), ("evt_old_pending", "queued"), ("evt_new_done", "processed")] {
+        sqlx::query("INSERT INTO stripe_events (id, type, livemode, stripe_created, payload, status, received_at) VALUES ($1, 'invoice.paid', false, now(), '{}', $2, now() - CASE WHEN $1 LIKE 'evt_old%' THEN interval '31 days' ELSE interval '1 day' END)")
+            .bind(id)
+            .bind(status)
+            .execute(&app.state.system_pool.0)
+            .await
+            .expect("row");
+    }
+    let deleted = ballast::stripe::inbox::prune(&app.state.system_pool, app.state.settings.inbox_retention).await.expect("prune");
+    assert_eq!(deleted, 2);
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events ORDER BY id").fetch_all(&app.state.system_pool.0).await.expect("ids");
+    assert_eq!(left, ["evt_new_done", "evt_old_pending"]);
+}
