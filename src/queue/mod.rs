@@ -109,8 +109,6 @@ async fn push_batch(conn: &mut ConnectionManager, config: &apalis_redis::Config,
     invocation
         .key(config.job_data_hash())
         .key(config.active_jobs_list())
-        .key(config.signal_list())
-        .key(config.job_meta_hash())
         .key(config.scheduled_jobs_set())
         .key(config.idempotency_key_set())
         .arg(Keys::ENQUEUE_IDEMPOTENCY_TTL.as_secs())

@@ -67,8 +67,8 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
         if leader && last_sweep.is_none_or(|t| t.elapsed() >= INBOX_SWEEP_EVERY) {
             last_sweep = Some(tokio::time::Instant::now());
             match recover_lost_queue(&state).await {
-                Ok(Some(n)) => tracing::warn!(message = "Redis had lost its queue data; queued every unprocessed event and email again.", queued = n),
-                Ok(None) => {}
+                Ok(Some(n)) if n > 0 => tracing::warn!(message = "Redis had lost its queue data; queued every unprocessed event and email again.", queued = n),
+                Ok(_) => {}
                 Err(e) => tracing::warn!(message = "Queue data-loss check failed; next sweep retries.", error = %e),
             }
             match crate::stripe::inbox::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {

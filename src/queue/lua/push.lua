@@ -1,10 +1,10 @@
--- Ballast's push: apalis-redis 1.0's batch_push layout (data hash, meta hashes, active list,
--- scheduled set, idempotency keys), except that a run due now goes straight to the active
--- list. apalis-redis gives every push a run time, so its fetch would promote the whole
--- backlog from the scheduled set with one `unpack`, which fails beyond ~8,000 entries.
+-- Ballast's push, on apalis-redis 1.0's layout (data hash, active list, scheduled set,
+-- idempotency keys). A run due now goes straight to the active list: apalis-redis gives every
+-- push a run time, so its fetch would promote the whole backlog from the scheduled set with one
+-- `unpack`, which fails beyond ~8,000 entries. No per-run meta hash and no signal list: only
+-- apalis-redis's own fetch read them, and Ballast's consumer (consumer.rs) does not.
 --
--- KEYS[1] data hash, KEYS[2] active list, KEYS[3] signal list, KEYS[4] meta prefix,
--- KEYS[5] scheduled set, KEYS[6] idempotency prefix
+-- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4] idempotency prefix
 -- ARGV[1] idempotency TTL (s), ARGV[2] now (unix s), ARGV[3] wake-up channel
 -- ARGV[4..] per task: id, data, run_at (unix s, 0 = now), idempotency key ('' = none)
 local ready, scheduled = 0, 0
@@ -13,16 +13,14 @@ for i = 4, #ARGV, 4 do
     local id, data, run_at, key = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
     local allowed = true
     if #key > 0 then
-        local idem = KEYS[6] .. ':' .. key
+        local idem = KEYS[4] .. ':' .. key
         if redis.call('SET', idem, id, 'NX', 'EX', ARGV[1]) == false then
             allowed = false
         end
     end
     if allowed and redis.call('HSETNX', KEYS[1], id, data) == 1 then
-        redis.call('HSET', KEYS[4] .. ':' .. id, 'attempts', 0, 'max_attempts', 25,
-            'status', 'Pending', 'idempotency_key', key)
         if run_at > now then
-            redis.call('ZADD', KEYS[5], run_at, id)
+            redis.call('ZADD', KEYS[3], run_at, id)
             scheduled = scheduled + 1
         else
             redis.call('RPUSH', KEYS[2], id)
@@ -31,8 +29,6 @@ for i = 4, #ARGV, 4 do
     end
 end
 if ready > 0 then
-    redis.call('DEL', KEYS[3])
-    redis.call('LPUSH', KEYS[3], 1)
     redis.call('PUBLISH', ARGV[3], 1)
 end
 return {ready, scheduled}
