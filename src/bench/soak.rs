@@ -240,6 +240,9 @@ fn write_csv(path: &Path, samples: &[SoakSample]) -> std::io::Result<()> {
     std::fs::write(path, out)
 }
 
+/// A chart panel: its title and its labelled lines of (minute, MB) points.
+type Panel<'a> = (&'a str, Vec<(&'a str, Vec<(f64, f64)>)>);
+
 /// Three panels over time: Redis memory, process RSS, watched table sizes (MB).
 fn draw(path: &Path, samples: &[SoakSample], params: &SoakParams) -> Result<(), String> {
     let text = |e: &dyn std::fmt::Display| e.to_string();
@@ -247,7 +250,7 @@ fn draw(path: &Path, samples: &[SoakSample], params: &SoakParams) -> Result<(), 
     root.fill(&WHITE).map_err(|e| text(&e))?;
     let panels = root.split_evenly((3, 1));
     let minutes = samples.last().map(|s| s.at_secs / 60.0).unwrap_or(1.0).max(1.0 / 60.0);
-    let series: [(&str, Vec<(&str, Vec<(f64, f64)>)>); 3] = [
+    let series: [Panel; 3] = [
         ("Redis used memory (MB)", vec![("used_memory", samples.iter().map(|s| (s.at_secs / 60.0, mb(s.redis_used_bytes as f64))).collect())]),
         ("Process RSS (MB)", vec![("rss", samples.iter().map(|s| (s.at_secs / 60.0, mb(s.rss_bytes as f64))).collect())]),
         (

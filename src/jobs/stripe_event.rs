@@ -101,12 +101,12 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
                 tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = ?row.customer_id);
                 // The mapping may have committed (and released its parked events) between our
                 // routing and the park: look again, so this event is not left waiting for a sweep.
-                if let Some(customer) = row.customer_id.as_deref().or(event.customer_id()) {
-                    if mapped_tenant(system, customer).await?.is_some() {
-                        inbox::release_unmatched(&state.system_pool, &state.queue, customer)
-                            .await
-                            .map_err(|e| JobError::Retry(e.to_string()))?;
-                    }
+                if let Some(customer) = row.customer_id.as_deref().or(event.customer_id())
+                    && mapped_tenant(system, customer).await?.is_some()
+                {
+                    inbox::release_unmatched(&state.system_pool, &state.queue, customer)
+                        .await
+                        .map_err(|e| JobError::Retry(e.to_string()))?;
                 }
                 return Ok(serde_json::json!({"event": event.id, "outcome": "unmatched"}));
             }
@@ -215,10 +215,10 @@ async fn route(state: &AppState, event: &StripeEvent, customer: Option<&str>) ->
             }
         }
     }
-    if let Some(c) = &customer {
-        if let Some(t) = mapped_tenant(system, c).await? {
-            return Ok(Some(t));
-        }
+    if let Some(c) = &customer
+        && let Some(t) = mapped_tenant(system, c).await?
+    {
+        return Ok(Some(t));
     }
     let claimed = event
         .object

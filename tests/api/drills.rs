@@ -392,6 +392,29 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// The events of `n` new customers of new tenants, every `checkout_every`-th subscribing.
+async fn signups(app: &TestApp, sim: &StripeSim, n: usize, checkout_every: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    for i in 0..n {
+        let tenant = app.tenant(&format!("t{i}")).await;
+        let customer = sim.customer(tenant, true);
+        if i % checkout_every == 0 {
+            sim.checkout(tenant, &customer, STARTER, None);
+        }
+        events.extend(sim.take_events());
+    }
+    events
+}
+
+/// A member with `roles` on a port of its own, once it answers; and its base URL.
+async fn listening_member(app: &TestApp, roles: &str) -> (Proc, String) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut member = Proc::start(app, roles, &[("BALLAST_LISTEN", &format!("127.0.0.1:{port}"))]);
+    until_listening(&mut member, &base).await;
+    (member, base)
+}
+
 /// Waits until a member answers /healthz.
 async fn until_listening(member: &mut Proc, base: &str) {
     let http = reqwest::Client::new();
@@ -476,20 +499,9 @@ async fn redis_restarted_empty_while_webhooks_arrive_loses_no_event_and_applies_
     let sim = StripeSim::start().await;
     let mut redis = PrivateRedis::start(free_port()).await;
     let app = TestApp::builder().roles(&[]).env("REDIS_URL", &redis.url()).env("STRIPE_API_BASE", &sim.base_url).spawn().await;
-    let mut events = Vec::new();
-    for i in 0..150 {
-        let tenant = app.tenant(&format!("r{i}")).await;
-        let customer = sim.customer(tenant, true);
-        if i % 3 == 0 {
-            sim.checkout(tenant, &customer, STARTER, None);
-        }
-        events.extend(sim.take_events());
-    }
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let events = signups(&app, &sim, 150, 3).await;
     // The intake and the scheduler first, no worker: the first third waits queued in Redis.
-    let mut member = Proc::start(&app, "api,scheduler", &[("BALLAST_LISTEN", &format!("127.0.0.1:{port}"))]);
-    until_listening(&mut member, &base).await;
+    let (member, base) = listening_member(&app, "api,scheduler").await;
     let http = reqwest::Client::new();
     let third = events.len() / 3;
     for e in &events[..third] {
@@ -719,19 +731,8 @@ async fn postgres_stopped_for_30_s_during_a_burst_is_a_503_loses_nothing_and_wor
     let app = builder.spawn().await;
     let migrated = app.cli(&["migrate"]);
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
-    let mut events = Vec::new();
-    for i in 0..60 {
-        let tenant = app.tenant(&format!("p{i}")).await;
-        let customer = sim.customer(tenant, true);
-        if i % 2 == 0 {
-            sim.checkout(tenant, &customer, STARTER, None);
-        }
-        events.extend(sim.take_events());
-    }
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut member = Proc::start(&app, "api,worker,scheduler", &[("BALLAST_LISTEN", &format!("127.0.0.1:{port}"))]);
-    until_listening(&mut member, &base).await;
+    let events = signups(&app, &sim, 60, 2).await;
+    let (member, base) = listening_member(&app, "api,worker,scheduler").await;
     let _logs = LogsOnPanic(vec![member.log.path().to_owned()]);
     let http = reqwest::Client::new();
     // The burst: the first half lands, then PostgreSQL stops with jobs queued and running.
