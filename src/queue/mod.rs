@@ -67,8 +67,11 @@ pub struct EnqueueRequest {
     pub tenant: Option<TenantId>,
     /// An id to use instead of a fresh one.
     pub id: Option<JobId>,
-    /// A second enqueue with the same key (within 7 days) is a no-op.
+    /// A second enqueue with the same key (within `idempotency_ttl`) is a no-op.
     pub idempotency_key: Option<String>,
+    /// How long the key is remembered; default [`Keys::ENQUEUE_IDEMPOTENCY_TTL`] (7 days).
+    /// High-volume internal keys use less: each is a Redis key for this long.
+    pub idempotency_ttl: Option<Duration>,
     /// Run no earlier than this.
     pub run_at: Option<DateTime<Utc>>,
     /// W3C traceparent to carry into the worker.
@@ -78,7 +81,7 @@ pub struct EnqueueRequest {
 impl EnqueueRequest {
     /// A job of `kind` with `payload`, to run now.
     pub fn new(kind: impl Into<JobKind>, payload: serde_json::Value) -> Self {
-        Self { kind: kind.into(), payload, tenant: None, id: None, idempotency_key: None, run_at: None, traceparent: None }
+        Self { kind: kind.into(), payload, tenant: None, id: None, idempotency_key: None, idempotency_ttl: None, run_at: None, traceparent: None }
     }
 }
 
@@ -99,7 +102,7 @@ static PUSH_SCRIPT: std::sync::LazyLock<redis::Script> =
 struct PushItem {
     data: Vec<u8>,
     run_at: Option<i64>,
-    idempotency_key: Option<String>,
+    idempotency_key: Option<(String, Duration)>,
 }
 
 /// Pushes runs of one queue in one round trip; returns (ready, scheduled) counts. Runs due
@@ -111,7 +114,7 @@ async fn push_batch(conn: &mut ConnectionManager, config: &apalis_redis::Config,
         .key(config.active_jobs_list())
         .key(config.scheduled_jobs_set())
         .key(config.idempotency_key_set())
-        .arg(Keys::ENQUEUE_IDEMPOTENCY_TTL.as_secs())
+        .arg(0)
         .arg(Utc::now().timestamp())
         .arg(Keys::queue_available_channel(config.queue.as_ref()));
     for item in items {
@@ -119,7 +122,8 @@ async fn push_batch(conn: &mut ConnectionManager, config: &apalis_redis::Config,
             .arg(ulid::Ulid::new().to_string())
             .arg(item.data.as_slice())
             .arg(item.run_at.unwrap_or(0).max(0))
-            .arg(item.idempotency_key.as_deref().unwrap_or(""));
+            .arg(item.idempotency_key.as_ref().map(|(k, _)| k.as_str()).unwrap_or(""))
+            .arg(item.idempotency_key.as_ref().map(|(_, ttl)| ttl.as_secs().max(1)).unwrap_or(1));
     }
     Ok(invocation.invoke_async(conn).await?)
 }
@@ -220,7 +224,8 @@ impl JobQueue {
             traceparent,
             last_error: None,
         };
-        let pushed = self.push(&envelope, req.run_at, req.idempotency_key.as_deref()).instrument(span).await?;
+        let key = req.idempotency_key.map(|k| (k, req.idempotency_ttl.unwrap_or(Keys::ENQUEUE_IDEMPOTENCY_TTL)));
+        let pushed = self.push(&envelope, req.run_at, key).instrument(span).await?;
         Ok(Enqueued { id, duplicate: !pushed })
     }
 
@@ -261,13 +266,13 @@ impl JobQueue {
         &self,
         envelope: &JobEnvelope,
         run_at: Option<DateTime<Utc>>,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<(String, Duration)>,
     ) -> Result<bool, QueueError> {
         let config = self.apalis_config(self.policy(&envelope.kind)?);
         let item = PushItem {
             data: serde_json::to_vec(envelope)?,
             run_at: run_at.map(run_at_secs),
-            idempotency_key: idempotency_key.map(str::to_owned),
+            idempotency_key,
         };
         let mut conn = self.conn.clone();
         let (ready, scheduled) = push_batch(&mut conn, &config, &[item]).await?;

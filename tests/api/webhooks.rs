@@ -136,3 +136,23 @@ async fn settled_inbox_rows_past_retention_are_pruned_and_unsettled_ones_are_kep
     let left: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events ORDER BY id").fetch_all(&app.state.system_pool.0).await.expect("ids");
     assert_eq!(left, ["evt_new_done", "evt_old_pending"]);
 }
+
+#[tokio::test]
+async fn an_accepted_event_is_deduplicated_in_redis_for_an_hour_not_for_days() {
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    assert_eq!(app.deliver(&event("evt_ttl_probe", "customer.created")).await, 200);
+    let mut redis = app.state.redis.clone();
+    let pattern = format!("{}*evt_ttl_probe*", app.state.keys.namespace());
+    let mut found: Vec<String> = Vec::new();
+    let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut redis, &pattern).await.expect("scan");
+    while let Some(k) = iter.next_item().await {
+        found.push(k.expect("key"));
+    }
+    drop(iter);
+    let key = found.iter().find(|k| k.contains("idempotency") || k.contains("stripe.event:evt_ttl_probe")).expect("the enqueue's idempotency key");
+    let ttl: i64 = redis::cmd("TTL").arg(key).query_async(&mut redis).await.expect("ttl");
+    assert!(ttl > 0 && ttl <= ballast::stripe::inbox::INBOX_ENQUEUE_TTL.as_secs() as i64, "{key}: {ttl} s");
+    // A repeat within the hour is still one job.
+    assert_eq!(app.deliver(&event("evt_ttl_probe", "customer.created")).await, 200);
+    assert_eq!(queued_jobs(&app).await, 1);
+}
