@@ -15,7 +15,7 @@ use crate::queue::{EnqueueRequest, JobQueue, QueueError};
 pub const JOB_KIND: &str = "stripe.event";
 
 /// How long the enqueue of an inbox row is deduplicated in Redis.
-pub const INBOX_ENQUEUE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const INBOX_ENQUEUE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What an insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +71,9 @@ pub async fn push(queue: &JobQueue, event_id: &str, traceparent: Option<String>)
     let mut req = EnqueueRequest::new(JOB_KIND, serde_json::json!({"event_id": event_id}));
     req.id = Some(JobId(format!("stripe.event:{event_id}")));
     req.idempotency_key = Some(format!("stripe.event:{event_id}"));
-    // An hour covers every re-push (the sweep's 30 s, a Redis data loss); beyond it a second
-    // push costs a no-op run. Seven days of one key per webhook was Redis's largest growth in
-    // the soak (80 events/s → 290,000 keys an hour).
+    // Ten minutes covers every re-push (the sweep's at 30 s; after a Redis data loss the keys
+    // are gone anyway); a later second push costs a no-op run. Seven days of one key per
+    // webhook was Redis's largest growth in the soak (80 events/s → 48,000 keys in 10 minutes).
     req.idempotency_ttl = Some(INBOX_ENQUEUE_TTL);
     req.traceparent = traceparent;
     queue.enqueue(req).await?;

@@ -138,7 +138,7 @@ async fn settled_inbox_rows_past_retention_are_pruned_and_unsettled_ones_are_kep
 }
 
 #[tokio::test]
-async fn an_accepted_event_is_deduplicated_in_redis_for_an_hour_not_for_days() {
+async fn an_accepted_event_is_deduplicated_in_redis_for_minutes_not_for_days() {
     let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
     assert_eq!(app.deliver(&event("evt_ttl_probe", "customer.created")).await, 200);
     let mut redis = app.state.redis.clone();
@@ -152,7 +152,7 @@ async fn an_accepted_event_is_deduplicated_in_redis_for_an_hour_not_for_days() {
     let key = found.iter().find(|k| k.contains("idempotency") || k.contains("stripe.event:evt_ttl_probe")).expect("the enqueue's idempotency key");
     let ttl: i64 = redis::cmd("TTL").arg(key).query_async(&mut redis).await.expect("ttl");
     assert!(ttl > 0 && ttl <= ballast::stripe::inbox::INBOX_ENQUEUE_TTL.as_secs() as i64, "{key}: {ttl} s");
-    // A repeat within the hour is still one job.
+    // A repeat meanwhile is still one job.
     assert_eq!(app.deliver(&event("evt_ttl_probe", "customer.created")).await, 200);
     assert_eq!(queued_jobs(&app).await, 1);
 }
