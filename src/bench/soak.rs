@@ -164,12 +164,12 @@ async fn soak(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uui
     samples.push(sample(state, started, &sent, &failed).await?);
     member.shutdown().await;
 
-    std::fs::create_dir_all(&params.out).map_err(|e| BenchError::NotReady(format!("{}: {e}", params.out.display())))?;
+    std::fs::create_dir_all(&params.out).map_err(|e| BenchError::NotReady(format!("writing to {} failed ({e})", params.out.display())))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let csv = params.out.join(format!("soak-{stamp}.csv"));
     let chart = params.out.join(format!("soak-{stamp}.svg"));
-    write_csv(&csv, &samples).map_err(|e| BenchError::NotReady(format!("{}: {e}", csv.display())))?;
-    draw(&chart, &samples, params).map_err(|e| BenchError::NotReady(format!("{}: {e}", chart.display())))?;
+    write_csv(&csv, &samples).map_err(|e| BenchError::NotReady(format!("writing {} failed ({e})", csv.display())))?;
+    draw(&chart, &samples, params).map_err(|e| BenchError::NotReady(format!("drawing {} failed ({e})", chart.display())))?;
     Ok(SoakReport { params: params.clone(), growth: growth(&samples), samples, csv, chart })
 }
 
