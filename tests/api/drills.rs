@@ -151,6 +151,14 @@ async fn intake_app(sim: &StripeSim, smtp: Option<&SmtpServer>) -> TestApp {
     b.spawn().await
 }
 
+/// A new tenant whose new customer (with a card) subscribed to `price` through checkout.
+async fn subscriber(app: &TestApp, sim: &StripeSim, price: (&'static str, &'static str, i64)) -> (uuid::Uuid, String) {
+    let tenant = app.tenant("drill").await;
+    let customer = sim.customer(tenant, true);
+    sim.checkout(tenant, &customer, price, None);
+    (tenant, customer)
+}
+
 /// Delivers what the simulator emitted and lets a plain worker process it.
 async fn deliver_and_process(app: &TestApp, sim: &StripeSim) {
     let worker = Proc::start(app, "worker", &[]);
@@ -170,9 +178,7 @@ async fn deliver_and_process(app: &TestApp, sim: &StripeSim) {
 async fn a_worker_killed_after_a_stripe_event_committed_is_recovered_and_the_event_applies_once() {
     let sim = StripeSim::start().await;
     let app = intake_app(&sim, None).await;
-    let tenant = app.tenant("drill").await;
-    let customer = sim.customer(tenant, true);
-    sim.checkout(tenant, &customer, STARTER, None);
+    let (tenant, _) = subscriber(&app, &sim, STARTER).await;
     let events = sim.take_events();
     for e in &events {
         assert_eq!(app.deliver(e).await, 200);
@@ -235,9 +241,7 @@ async fn a_worker_killed_after_a_dunning_step_committed_is_recovered_and_the_inv
     let sim = StripeSim::start().await;
     let smtp = SmtpServer::start().await;
     let app = intake_app(&sim, Some(&smtp)).await;
-    let tenant = app.tenant("drill").await;
-    let customer = sim.customer(tenant, true);
-    sim.checkout(tenant, &customer, STARTER, None);
+    let (_, customer) = subscriber(&app, &sim, STARTER).await;
     deliver_and_process(&app, &sim).await;
     sim.set_declining(&customer, true);
     sim.advance_days(30);
@@ -269,9 +273,7 @@ async fn a_worker_killed_after_a_dunning_step_committed_is_recovered_and_the_inv
 async fn a_worker_killed_after_a_usage_flush_committed_is_recovered_and_every_unit_is_billed_once() {
     let sim = StripeSim::start().await;
     let app = intake_app(&sim, None).await;
-    let tenant = app.tenant("drill").await;
-    let customer = sim.customer(tenant, true);
-    sim.checkout(tenant, &customer, PRO, None);
+    let (tenant, _) = subscriber(&app, &sim, PRO).await;
     deliver_and_process(&app, &sim).await;
     let (_, key) = app.key(Some(tenant), &[Scope::UsageWrite]).await;
     let items: Vec<Value> = (1..=6)
