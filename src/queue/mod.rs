@@ -114,7 +114,6 @@ async fn push_batch(conn: &mut ConnectionManager, config: &apalis_redis::Config,
         .key(config.active_jobs_list())
         .key(config.scheduled_jobs_set())
         .key(config.idempotency_key_set())
-        .arg(0)
         .arg(Utc::now().timestamp())
         .arg(Keys::queue_available_channel(config.queue.as_ref()));
     for item in items {
@@ -174,17 +173,10 @@ impl JobQueue {
         apalis_redis::Config::default().queue(keys.queue(queue)).active_jobs_list()
     }
 
-    /// apalis-redis configuration of one kind's queue: our policy, not its defaults.
+    /// apalis-redis's names for one kind's queue (its key layout is the queue's), and the
+    /// heartbeat after three misses of which a worker counts as dead.
     pub(crate) fn apalis_config(&self, policy: &JobPolicy) -> apalis_redis::Config {
-        apalis_redis::Config::default()
-            .queue(self.keys.queue(&policy.queue))
-            .batch_size(policy.concurrency.clamp(1, 500))
-            .heartbeat_interval(self.heartbeat)
-            .missed_heartbeats(3)
-            // Leases cost an O(queue length) LREM per task in apalis-redis 1.0; a dead
-            // worker's jobs are recovered through its heartbeat instead.
-            .lock_tasks(false)
-            .idempotency_ttl(Some(Keys::ENQUEUE_IDEMPOTENCY_TTL))
+        apalis_redis::Config::default().queue(self.keys.queue(&policy.queue)).heartbeat_interval(self.heartbeat).missed_heartbeats(3)
     }
 
     fn policy(&self, kind: &JobKind) -> Result<&JobPolicy, QueueError> {
@@ -374,36 +366,6 @@ impl JobQueue {
         }
     }
 
-    /// Deletes the records of completed runs (apalis-redis keeps them forever). Returns how
-    /// many were removed; call until it returns less than `batch`.
-    pub async fn trim_completed(&self, policy: &JobPolicy, batch: usize) -> Result<u64, QueueError> {
-        let config = self.apalis_config(policy);
-        let script = redis::Script::new(
-            r"local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
-              for _, id in ipairs(ids) do
-                redis.call('HDEL', KEYS[2], id)
-                redis.call('DEL', KEYS[3] .. ':' .. id)
-              end
-              return #ids",
-        );
-        let mut conn = self.conn.clone();
-        let removed: u64 = script
-            .key(config.done_jobs_set())
-            .key(config.job_data_hash())
-            .key(config.job_meta_hash())
-            .arg(batch)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(removed)
-    }
-
-    /// Number of completed records not yet trimmed.
-    pub async fn completed_records(&self, kind: &JobKind) -> Result<u64, QueueError> {
-        let config = self.apalis_config(self.policy(kind)?);
-        let mut conn = self.conn.clone();
-        Ok(conn.scard(config.done_jobs_set()).await?)
-    }
-
     /// Runs waiting for their time (retries, delayed jobs) with the time each becomes due.
     pub async fn scheduled(&self, kind: &JobKind) -> Result<Vec<(JobEnvelope, DateTime<Utc>)>, QueueError> {
         let config = self.apalis_config(self.policy(kind)?);
@@ -423,13 +385,9 @@ impl JobQueue {
     pub async fn envelopes(&self, kind: &JobKind) -> Result<Vec<JobEnvelope>, QueueError> {
         let config = self.apalis_config(self.policy(kind)?);
         let mut conn = self.conn.clone();
+        // Acknowledged runs are deleted at once, so the data hash holds only unfinished ones.
         let data: Vec<(String, Vec<u8>)> = conn.hgetall(config.job_data_hash()).await?;
-        let done: Vec<String> = conn.smembers(config.done_jobs_set()).await?;
-        Ok(data
-            .into_iter()
-            .filter(|(id, _)| !done.contains(id))
-            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
-            .collect())
+        Ok(data.into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect())
     }
 
     /// The queued (ready, scheduled or running) run of job `id`, looked up in every kind's

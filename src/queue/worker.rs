@@ -71,9 +71,8 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
         listen_stop.clone(),
     ));
     // Three quarters into the grace period, handlers still running are interrupted and their
-    // jobs queued again, so every run ends and apalis flushes its acknowledgements before the
-    // member exits. Cut off at the deadline instead, runs that had finished meanwhile would
-    // lose their acks and run a second time elsewhere.
+    // jobs queued again, so every run settles and its acknowledgement is written before the
+    // member exits; the rest of the grace is for those writes.
     let abandon = CancellationToken::new();
     let abandon_timer = tokio::spawn({
         let (stop, abandon, grace) = (stop.clone(), abandon.clone(), state.settings.shutdown_grace);
@@ -109,22 +108,12 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
 }
 
 /// Queue upkeep every second: moves due retries and delayed runs to the active list in
-/// bounded batches (apalis-redis's fetch promotes every due run with one Lua `unpack`, which
-/// fails past ~8,000), and deletes completed-run records so Redis does not grow without bound.
+/// bounded batches of 1,000. (Finished runs need no trimming: their acknowledgement deletes
+/// their records.)
 async fn upkeep_loop(state: AppState, policy: JobPolicy, stop: CancellationToken) {
     loop {
         if let Err(e) = state.queue.promote_scheduled(&policy.kind, chrono::Utc::now()).await {
             tracing::debug!(message = "Promoting due runs failed.", kind = %policy.kind, error = %e);
-        }
-        loop {
-            match state.queue.trim_completed(&policy, 2000).await {
-                Ok(n) if n >= 2000 => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::debug!(message = "Trimming completed jobs failed.", kind = %policy.kind, error = %e);
-                    break;
-                }
-            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -5,11 +5,11 @@
 -- apalis-redis's own fetch read them, and Ballast's consumer (consumer.rs) does not.
 --
 -- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4] idempotency prefix
--- ARGV[1] unused, ARGV[2] now (unix s), ARGV[3] wake-up channel
--- ARGV[4..] per task: id, data, run_at (unix s, 0 = now), idempotency key ('' = none), its TTL (s)
+-- ARGV[1] now (unix s), ARGV[2] wake-up channel
+-- ARGV[3..] per task: id, data, run_at (unix s, 0 = now), idempotency key ('' = none), its TTL (s)
 local ready, scheduled = 0, 0
-local now = tonumber(ARGV[2])
-for i = 4, #ARGV, 5 do
+local now = tonumber(ARGV[1])
+for i = 3, #ARGV, 5 do
     local id, data, run_at, key, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
     local allowed = true
     if #key > 0 then
@@ -29,6 +29,6 @@ for i = 4, #ARGV, 5 do
     end
 end
 if ready > 0 then
-    redis.call('PUBLISH', ARGV[3], 1)
+    redis.call('PUBLISH', ARGV[2], 1)
 end
 return {ready, scheduled}
