@@ -1,7 +1,14 @@
-//! `ballast bench soak`: a bounded steady-load run through a whole in-process fleet member
-//! (api, worker, scheduler) on the configured PostgreSQL and a private Redis namespace, sampling
-//! what must stay flat after warm-up: Redis memory and keys, the sizes of the queue-like tables,
-//! and the process's RSS. Writes a CSV and an SVG chart of the samples (a script run, not CI).
+//! `ballast bench soak`: a bounded steady-load run through a whole fleet member (api, worker,
+//! scheduler: `ballast serve` started as a child process) on the configured PostgreSQL and a
+//! private Redis namespace, sampling what must stay flat after warm-up: Redis memory and keys,
+//! the sizes of the queue-like tables, and the member's RSS (its own process, so the load
+//! generator's memory is not counted in it). Writes a CSV and an SVG chart of the samples (a
+//! script run, not CI).
+//!
+//! The sampler runs beside the load, never in its way: an earlier version sampled inside the
+//! send loop, so each sample (a SCAN of tens of thousands of keys) paused the load and the
+//! requests it owed went out at once afterwards — bursts that grew with the key count and showed
+//! up as RSS steps of the process that generated them.
 //!
 //! Load, open model at `rate` requests/s: 40 % signed Stripe webhooks (subscription updates of
 //! the run's tenants: inbox rows, stripe.event jobs, entitlement invalidations), 50 % entitlement
@@ -9,7 +16,7 @@
 //! left out: its idempotency keys live 24 hours by design, so in a 20-minute run they can only
 //! grow (README, "Soak", gives their bound).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,13 +27,14 @@ use redis::AsyncCommands;
 use secrecy::SecretString;
 use serde::Serialize;
 
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
 use super::BenchError;
-use crate::app::{AppState, Member, Role};
+use crate::app::AppState;
 use crate::auth::Scope;
 use crate::config::Settings;
 use crate::domain::TenantId;
-use crate::jobs::Registry;
-use crate::queue::worker::WorkerOptions;
 use crate::stripe::signature;
 
 /// Tables whose size a soak watches: the inbox and what jobs write per event or per minute.
@@ -58,8 +66,10 @@ pub struct SoakSample {
     pub redis_used_bytes: u64,
     /// Keys of the run's namespace.
     pub redis_keys: u64,
-    /// This process's resident set.
-    pub rss_bytes: u64,
+    /// The fleet member's resident set (the `ballast serve` child).
+    pub member_rss_bytes: u64,
+    /// The load generator's resident set (this process), for comparison.
+    pub loadgen_rss_bytes: u64,
     /// Total relation size per watched table.
     pub pg_bytes: BTreeMap<String, i64>,
     /// Requests sent so far.
@@ -89,12 +99,17 @@ pub async fn run(mut settings: Settings, params: SoakParams) -> Result<SoakRepor
     let secret = format!("whsec_soak_{}", uuid::Uuid::new_v4().simple());
     settings.stripe_webhook_secrets = vec![SecretString::from(secret.clone())];
     settings.inbox_retention = Duration::from_secs(params.retention_secs);
+    let member_env = [
+        ("BALLAST_REDIS_NAMESPACE", settings.redis_namespace.clone()),
+        ("STRIPE_WEBHOOK_SECRET", secret.clone()),
+        ("BALLAST_INBOX_RETENTION_SECS", params.retention_secs.to_string()),
+    ];
     let state = AppState::build(settings)?;
     if !crate::db::migrations_current(&state.system_pool.0).await.unwrap_or(false) {
         return Err(BenchError::NotReady("migrations pending or database unreachable: run `ballast migrate` first".into()));
     }
     let tenants = super::webhooks::create_tenants(&state, &run_id, params.tenants.max(1)).await?;
-    let result = soak(&state, &run_id, &secret, &tenants, &params).await;
+    let result = soak(&state, &member_env, &run_id, &secret, &tenants, &params).await;
     let keys_removed = sqlx::query("DELETE FROM api_keys WHERE tenant_id = ANY($1)").bind(&tenants).execute(&state.system_pool.0).await;
     let cleaned = super::webhooks::remove_rows(&state, &run_id, &tenants).await;
     super::delete_namespace(&state.redis, &state.keys).await?;
@@ -104,7 +119,64 @@ pub async fn run(mut settings: Settings, params: SoakParams) -> Result<SoakRepor
     Ok(report)
 }
 
-async fn soak(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uuid], params: &SoakParams) -> Result<SoakReport, BenchError> {
+/// The fleet member under test: `ballast serve` (this binary), all roles, on a free loopback
+/// port, its log in the report folder.
+struct ChildMember {
+    child: tokio::process::Child,
+    pid: u32,
+    base: String,
+}
+
+impl ChildMember {
+    async fn start(env: &[(&str, String)], log: &Path) -> Result<Self, BenchError> {
+        let not_ready = |what: String| BenchError::NotReady(format!("starting the soak's member: {what}"));
+        let exe = std::env::current_exe().map_err(|e| not_ready(format!("cannot find this binary ({e})")))?;
+        let log_file = std::fs::File::create(log).map_err(|e| not_ready(format!("cannot write {} ({e})", log.display())))?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["serve", "--roles", "api,worker,scheduler", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| not_ready(e.to_string()))?;
+        let pid = child.id().ok_or_else(|| not_ready("it exited at once".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| not_ready("no stdout".into()))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let listening = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("ballast: listening on ").and_then(|r| r.split_whitespace().next()) {
+                    return Some(addr.to_owned());
+                }
+            }
+            None
+        };
+        let base = match tokio::time::timeout(Duration::from_secs(60), listening).await {
+            Ok(Some(base)) => base,
+            _ => return Err(not_ready(format!("it did not report listening within 60 s (log: {})", log.display()))),
+        };
+        // Keep reading what it prints so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, pid, base })
+    }
+
+    /// SIGTERM, then waits for the graceful shutdown.
+    async fn stop(mut self) {
+        let _ = tokio::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status().await;
+        if tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+async fn soak(
+    state: &AppState,
+    member_env: &[(&str, String)],
+    run_id: &str,
+    secret: &str,
+    tenants: &[uuid::Uuid],
+    params: &SoakParams,
+) -> Result<SoakReport, BenchError> {
     let mut keys = Vec::with_capacity(tenants.len());
     for t in tenants {
         let created = crate::auth::store::create(&state.system_pool, Some(TenantId(*t)), &[Scope::EntitlementsRead, Scope::JobsWrite], "soak", "soak")
@@ -112,13 +184,10 @@ async fn soak(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uui
             .map_err(|e| BenchError::NotReady(format!("creating the soak's API keys: {e}")))?;
         keys.push(created.key);
     }
-    let roles = BTreeSet::from([Role::Api, Role::Worker, Role::Scheduler]);
-    let member = Member::start(state.clone(), &roles, WorkerOptions::new(Registry::standard())).await?;
-    let Some(addr) = member.api_addr else {
-        member.shutdown().await;
-        return Err(BenchError::NotListening);
-    };
-    let base = format!("http://{addr}");
+    std::fs::create_dir_all(&params.out).map_err(|e| BenchError::NotReady(format!("writing to {} failed ({e})", params.out.display())))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let member = ChildMember::start(member_env, &params.out.join(format!("soak-{stamp}-member.log"))).await?;
+    let base = member.base.clone();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(30)).build()?;
     let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let keys = Arc::new(keys);
@@ -127,16 +196,13 @@ async fn soak(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uui
     let every = Duration::from_secs(params.sample_secs.max(1) as u64);
     let started = tokio::time::Instant::now();
     let base_created = chrono::Utc::now().timestamp() - 86_400;
-    let mut samples = vec![sample(state, started, &sent, &failed).await?];
-    let mut next_sample = started + every;
+    let probe = Probe { state: state.clone(), member_pid: member.pid, started, sent: sent.clone(), failed: failed.clone() };
+    let first = probe.sample().await?;
+    let load_done = CancellationToken::new();
+    let sampler = tokio::spawn(probe.run(first, every, load_done.clone()));
     let mut webhooks = 0u64;
     for i in 0..total {
         let due = started + Duration::from_nanos(i * 1_000_000_000 / rate);
-        if due >= next_sample {
-            samples.push(sample(state, started, &sent, &failed).await?);
-            next_sample += every;
-            eprintln!("soak: {:.0} s, {} sent, {} failed", started.elapsed().as_secs_f64(), sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-        }
         tokio::time::sleep_until(due).await;
         let slot = i % 10;
         let request = if slot < 4 {
@@ -161,11 +227,11 @@ async fn soak(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uui
             }
         });
     }
-    samples.push(sample(state, started, &sent, &failed).await?);
-    member.shutdown().await;
+    load_done.cancel();
+    let sampled = sampler.await.map_err(|e| BenchError::NotReady(format!("the sampler failed ({e})")));
+    member.stop().await;
+    let samples = sampled??;
 
-    std::fs::create_dir_all(&params.out).map_err(|e| BenchError::NotReady(format!("writing to {} failed ({e})", params.out.display())))?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let csv = params.out.join(format!("soak-{stamp}.csv"));
     let chart = params.out.join(format!("soak-{stamp}.svg"));
     write_csv(&csv, &samples).map_err(|e| BenchError::NotReady(format!("writing {} failed ({e})", csv.display())))?;
@@ -180,7 +246,8 @@ fn growth(samples: &[SoakSample]) -> BTreeMap<String, (f64, f64)> {
     let warm = samples.iter().find(|s| s.at_secs >= last.at_secs / 4.0).unwrap_or(first);
     out.insert("redis_used_mb".into(), (mb(warm.redis_used_bytes as f64), mb(last.redis_used_bytes as f64)));
     out.insert("redis_keys".into(), (warm.redis_keys as f64, last.redis_keys as f64));
-    out.insert("rss_mb".into(), (mb(warm.rss_bytes as f64), mb(last.rss_bytes as f64)));
+    out.insert("member_rss_mb".into(), (mb(warm.member_rss_bytes as f64), mb(last.member_rss_bytes as f64)));
+    out.insert("loadgen_rss_mb".into(), (mb(warm.loadgen_rss_bytes as f64), mb(last.loadgen_rss_bytes as f64)));
     for t in TABLES {
         let at = |s: &SoakSample| mb(s.pg_bytes.get(t).copied().unwrap_or(0) as f64);
         out.insert(format!("{t}_mb"), (at(warm), at(last)));
@@ -192,46 +259,84 @@ fn mb(bytes: f64) -> f64 {
     (bytes / 1_048_576.0 * 100.0).round() / 100.0
 }
 
-async fn sample(state: &AppState, started: tokio::time::Instant, sent: &AtomicU64, failed: &AtomicU64) -> Result<SoakSample, BenchError> {
-    let mut conn = state.redis.clone();
-    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
-    let redis_used_bytes = info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    let mut redis_keys = 0u64;
-    for pattern in state.keys.deployment_patterns() {
-        let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
-        while iter.next_item().await.is_some() {
-            redis_keys += 1;
+/// What the sampler reads, on its own task.
+struct Probe {
+    state: AppState,
+    member_pid: u32,
+    started: tokio::time::Instant,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Probe {
+    /// Samples every `every` until the load is done, then once more.
+    async fn run(self, first: SoakSample, every: Duration, load_done: CancellationToken) -> Result<Vec<SoakSample>, BenchError> {
+        let mut samples = vec![first];
+        let mut next = self.started + every;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = load_done.cancelled() => break,
+            }
+            next += every;
+            let s = self.sample().await?;
+            eprintln!("soak: {:.0} s, {} sent, {} failed, member RSS {} MB", s.at_secs, s.sent, s.failed, mb(s.member_rss_bytes as f64));
+            samples.push(s);
         }
+        samples.push(self.sample().await?);
+        Ok(samples)
     }
-    let sizes: Vec<(String, i64)> =
-        sqlx::query_as("SELECT relname::text, pg_total_relation_size(oid) FROM pg_class WHERE relname = ANY($1) AND relkind = 'r'")
-            .bind(&TABLES[..])
-            .fetch_all(&state.system_pool.0)
-            .await?;
-    let rss_bytes = std::fs::read_to_string("/proc/self/status")
+
+    async fn sample(&self) -> Result<SoakSample, BenchError> {
+        let mut conn = self.state.redis.clone();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+        let redis_used_bytes = info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let mut redis_keys = 0u64;
+        for pattern in self.state.keys.deployment_patterns() {
+            // A thousand per SCAN call: the default ten made a sample thousands of round trips.
+            let mut iter: redis::AsyncIter<String> = conn.scan_options(redis::ScanOptions::default().with_pattern(pattern).with_count(1000)).await?;
+            while iter.next_item().await.is_some() {
+                redis_keys += 1;
+            }
+        }
+        let sizes: Vec<(String, i64)> =
+            sqlx::query_as("SELECT relname::text, pg_total_relation_size(oid) FROM pg_class WHERE relname = ANY($1) AND relkind = 'r'")
+                .bind(&TABLES[..])
+                .fetch_all(&self.state.system_pool.0)
+                .await?;
+        Ok(SoakSample {
+            at_secs: self.started.elapsed().as_secs_f64(),
+            redis_used_bytes,
+            redis_keys,
+            member_rss_bytes: rss_of(&self.member_pid.to_string()),
+            loadgen_rss_bytes: rss_of("self"),
+            pg_bytes: sizes.into_iter().collect(),
+            sent: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// VmRSS of /proc/{pid}/status in bytes (0 when unreadable).
+fn rss_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
         .unwrap_or(0)
-        * 1024;
-    Ok(SoakSample {
-        at_secs: started.elapsed().as_secs_f64(),
-        redis_used_bytes,
-        redis_keys,
-        rss_bytes,
-        pg_bytes: sizes.into_iter().collect(),
-        sent: sent.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-    })
+        * 1024
 }
 
 fn write_csv(path: &Path, samples: &[SoakSample]) -> std::io::Result<()> {
-    let mut out = String::from("at_secs,redis_used_bytes,redis_keys,rss_bytes,sent,failed");
+    let mut out = String::from("at_secs,redis_used_bytes,redis_keys,member_rss_bytes,loadgen_rss_bytes,sent,failed");
     for t in TABLES {
         out.push_str(&format!(",{t}_bytes"));
     }
     out.push('\n');
     for s in samples {
-        out.push_str(&format!("{:.0},{},{},{},{},{}", s.at_secs, s.redis_used_bytes, s.redis_keys, s.rss_bytes, s.sent, s.failed));
+        out.push_str(&format!(
+            "{:.0},{},{},{},{},{},{}",
+            s.at_secs, s.redis_used_bytes, s.redis_keys, s.member_rss_bytes, s.loadgen_rss_bytes, s.sent, s.failed
+        ));
         for t in TABLES {
             out.push_str(&format!(",{}", s.pg_bytes.get(t).copied().unwrap_or(0)));
         }
@@ -252,7 +357,13 @@ fn draw(path: &Path, samples: &[SoakSample], params: &SoakParams) -> Result<(), 
     let minutes = samples.last().map(|s| s.at_secs / 60.0).unwrap_or(1.0).max(1.0 / 60.0);
     let series: [Panel; 3] = [
         ("Redis used memory (MB)", vec![("used_memory", samples.iter().map(|s| (s.at_secs / 60.0, mb(s.redis_used_bytes as f64))).collect())]),
-        ("Process RSS (MB)", vec![("rss", samples.iter().map(|s| (s.at_secs / 60.0, mb(s.rss_bytes as f64))).collect())]),
+        (
+            "Process RSS (MB)",
+            vec![
+                ("fleet member", samples.iter().map(|s| (s.at_secs / 60.0, mb(s.member_rss_bytes as f64))).collect()),
+                ("load generator", samples.iter().map(|s| (s.at_secs / 60.0, mb(s.loadgen_rss_bytes as f64))).collect()),
+            ],
+        ),
         (
             "Table size (MB)",
             TABLES

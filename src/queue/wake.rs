@@ -29,12 +29,6 @@ impl QueueSignal {
     /// An announcement: new work on the queue.
     fn notify(&self) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
-        self.wake();
-    }
-
-    /// Wakes the worker for one more fetch without counting an announcement (so re-arms do
-    /// not trigger re-arms).
-    fn wake(&self) {
         self.0.set.store(true, Ordering::Release);
         self.0.waker.wake();
     }
@@ -50,8 +44,8 @@ impl Stream for QueueSignal {
     type Item = ();
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
         let inner = &self.0;
-        // Registered on every poll, also when yielding: a later announcement (or a re-arm by
-        // `SignalledConnection`) must find a waker even if this poll consumes the current one.
+        // Registered on every poll, also when yielding: a later announcement must find a waker
+        // even if this poll consumes the current one.
         inner.waker.register(cx.waker());
         if inner.set.swap(false, Ordering::AcqRel) { Poll::Ready(Some(())) } else { Poll::Pending }
     }
