@@ -166,6 +166,32 @@ async fn without_recovery_access_is_restricted_on_day_14_and_the_subscription_ca
 }
 
 #[tokio::test]
+async fn a_hard_decline_stops_the_retries_after_the_first_refusal() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let (_tenant, customer, invoice, failed_at) = declined_renewal(&app, &sim).await;
+    // Retrying a stolen card cannot succeed and looks like card testing to the issuer.
+    sim.set_decline_code(&customer, "stolen_card");
+    for _ in 1..=8 {
+        next_day(&app, &sim).await;
+    }
+    assert_eq!(pay_days(&sim, &invoice, failed_at), [1], "the day-1 refusal is the last retry");
+    let (hard, code): (bool, Option<String>) = sqlx::query_as("SELECT hard_decline, decline_code FROM dunning_cases WHERE invoice_id = $1")
+        .bind(&invoice)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("case");
+    assert!(hard);
+    assert_eq!(code.as_deref(), Some("stolen_card"));
+    let skipped: Vec<String> = sqlx::query_scalar("SELECT stage FROM dunning_actions WHERE outcome = 'skipped: hard decline' ORDER BY stage")
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("actions");
+    assert_eq!(skipped.len(), 3, "days 3, 5 and 7 recorded as skipped: {skipped:?}");
+    assert_eq!(case_status(&app, &invoice).await.0, "open", "the case goes on: emails, restriction, final action");
+}
+
+#[tokio::test]
 async fn emails_wait_out_an_smtp_outage_and_arrive_once_and_a_5xx_is_dead_lettered() {
     let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
     let app = app_with(&sim, &smtp).await;

@@ -62,7 +62,8 @@ pub struct TestApp {
     pub env: HashMap<String, String>,
     pub http: reqwest::Client,
     member: Option<Member>,
-    pub db: TestDb,
+    /// Held for its drop, which removes the test's database.
+    _db: TestDb,
     _jobs_dir: tempfile::TempDir,
 }
 
@@ -148,7 +149,7 @@ impl TestAppBuilder {
             env,
             http: reqwest::Client::new(),
             member: Some(member),
-            db,
+            _db: db,
             _jobs_dir: jobs_dir,
         }
     }
