@@ -177,7 +177,7 @@ mod tests {
             "ends_on": "2026-12-01", "renews_on": "2026-12-01", "has_payment_method": false,
             "percent": 80, "metric": "api_calls", "month": "2026-12", "used": 8, "limit": 10, "overage": false});
         for t in Template::ALL {
-            let (subject, text, html) = t.render(&vars).expect(t.name());
+            let (subject, text, html) = t.render(&vars).unwrap_or_else(|e| panic!("{}: {e}", t.name()));
             assert!(!subject.is_empty() && !subject.contains('\n'), "{subject}");
             assert!(text.contains("<Ann>"), "{text}");
             assert!(html.contains("&lt;Ann&gt;") && !html.contains("<Ann>"), "{html}");

@@ -32,7 +32,8 @@ async fn deliver_all(app: &TestApp, events: &[Value]) {
 async fn mirror(app: &TestApp, customer: &str) -> Value {
     let pool = &app.state.system_pool.0;
     let deleted: bool = sqlx::query_scalar("SELECT deleted FROM customers WHERE id = $1").bind(customer).fetch_optional(pool).await.expect("c").unwrap_or(false);
-    let subs: Vec<(String, String, Option<String>, bool, Option<chrono::DateTime<chrono::Utc>>)> =
+    type SubRow = (String, String, Option<String>, bool, Option<chrono::DateTime<chrono::Utc>>);
+    let subs: Vec<SubRow> =
         sqlx::query_as("SELECT id, status, price_id, cancel_at_period_end, current_period_end FROM subscriptions WHERE customer_id = $1")
             .bind(customer)
             .fetch_all(pool)
@@ -48,7 +49,8 @@ async fn mirror(app: &TestApp, customer: &str) -> Value {
 
 /// Feature → (enabled, limit, expires) for a tenant.
 async fn entitlements(app: &TestApp, tenant: Uuid) -> BTreeMap<String, (bool, Option<i64>, bool)> {
-    let rows: Vec<(String, bool, Option<i64>, Option<chrono::DateTime<chrono::Utc>>)> =
+    type EntitlementRow = (String, bool, Option<i64>, Option<chrono::DateTime<chrono::Utc>>);
+    let rows: Vec<EntitlementRow> =
         sqlx::query_as("SELECT feature, enabled, limit_value, expires_at FROM entitlements WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_all(&app.state.system_pool.0)

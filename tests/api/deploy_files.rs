@@ -147,7 +147,7 @@ fn the_kubernetes_manifests_match_the_binary() {
                     }
                 }
                 "Deployment" | "Job" => {
-                    let containers = if kind == "Job" { &doc["spec"]["template"]["spec"]["containers"] } else { &doc["spec"]["template"]["spec"]["containers"] };
+                    let containers = &doc["spec"]["template"]["spec"]["containers"];
                     for c in containers.as_sequence().expect("containers") {
                         assert_eq!(c["image"].as_str(), Some(IMAGE), "{}", path.display());
                         let args = strs(&c["args"]);

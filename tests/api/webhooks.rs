@@ -29,7 +29,9 @@ async fn bad_input_is_refused_with_a_json_error_and_nothing_is_stored() {
     let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
     let body = serde_json::to_vec(&event("evt_bad", "customer.created")).expect("json");
     let now = chrono::Utc::now().timestamp();
-    let cases: Vec<(&str, Vec<u8>, Option<String>, u16, &str)> = vec![
+    // (case, body, Stripe-Signature header, expected status, expected error code)
+    type Case<'a> = (&'a str, Vec<u8>, Option<String>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("missing header", body.clone(), None, 400, "invalid_signature"),
         ("malformed header", body.clone(), Some("t=abc,v1=zz".into()), 400, "invalid_signature"),
         ("wrong secret", body.clone(), Some(signature_header("whsec_other", now, &body)), 400, "invalid_signature"),
