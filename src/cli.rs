@@ -478,8 +478,9 @@ enum BenchCommand {
     },
     /// A bounded steady load (webhooks, entitlement reads, no-op jobs) through an api + worker +
     /// scheduler member (`ballast serve`, started as a child process), sampling Redis memory and
-    /// keys, table sizes and the member's RSS into a CSV and an SVG chart. Uses the configured PostgreSQL (its own tenants, deleted
-    /// afterwards) and a private Redis namespace. A script run, not CI: it takes `--minutes`.
+    /// keys, table sizes and the member's RSS into a CSV and an SVG chart. Uses the configured
+    /// PostgreSQL (its own tenants, deleted afterwards) and a private Redis namespace. A script
+    /// run, not CI: it takes `--minutes`.
     Soak {
         /// Length of the run.
         #[arg(long, default_value_t = 20)]

@@ -109,7 +109,6 @@ impl Consumer {
                 _ = stop.cancelled() => break,
             };
             let room = slots.available_permits() + 1;
-            let generation = self.signal.generation();
             let fetched: Result<Vec<Vec<u8>>, redis::RedisError> = FETCH
                 .key(&names.active)
                 .key(&names.inflight)
@@ -147,10 +146,8 @@ impl Consumer {
             };
             if items.is_empty() {
                 drop(first);
-                if self.signal.generation() != generation {
-                    // Work was announced while the fetch was in flight: look again.
-                    continue;
-                }
+                // An announcement made while the fetch was in flight is still set, so this
+                // returns at once and the loop looks again.
                 tokio::select! {
                     _ = signal.next() => {}
                     _ = tokio::time::sleep(self.poll) => {}

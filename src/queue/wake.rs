@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,8 +17,6 @@ use tokio_util::sync::CancellationToken;
 struct Inner {
     waker: AtomicWaker,
     set: AtomicBool,
-    /// Counts announcements, so a fetch can tell whether one arrived while it was in flight.
-    generation: AtomicU64,
 }
 
 /// A stream that yields once per wake-up of one queue (coalesced).
@@ -26,17 +24,12 @@ struct Inner {
 pub struct QueueSignal(Arc<Inner>);
 
 impl QueueSignal {
-    /// An announcement: new work on the queue.
+    /// An announcement: new work on the queue. It stays set until the consumer next waits, so
+    /// one that arrives while a fetch is in flight (and that fetch comes back empty) sends the
+    /// consumer to fetch again instead of to sleep: only the consumer's wait consumes it.
     fn notify(&self) {
-        self.0.generation.fetch_add(1, Ordering::AcqRel);
         self.0.set.store(true, Ordering::Release);
         self.0.waker.wake();
-    }
-
-    /// Announcements so far: a consumer compares it around a fetch, so an announcement that
-    /// arrived while an empty fetch was in flight makes it look again instead of sleeping.
-    pub(super) fn generation(&self) -> u64 {
-        self.0.generation.load(Ordering::Acquire)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The job runtime: retries with backoff, dead letters, CLI retry, timeouts, malformed
-//! payloads, graceful shutdown, trimming of completed records.
+//! payloads, graceful shutdown, finished runs leaving no record, wake-ups instead of polling.
 
 use std::time::Duration;
 
@@ -129,6 +129,24 @@ async fn enqueue_with_an_idempotency_key_queues_once() {
     let second = app.state.queue.enqueue(req).await.expect("enqueue");
     assert!(!first.duplicate && second.duplicate);
     assert_eq!(app.state.queue.envelopes(&JobKind::from("noop")).await.expect("envelopes").len(), 1);
+}
+
+#[tokio::test]
+async fn idle_workers_are_woken_by_each_enqueue_not_by_their_poll() {
+    // With an hour between polls, every run below must be picked up through its announcement,
+    // including one that arrives while the worker's previous fetch is still in flight and comes
+    // back empty: many rounds of a few producers racing the worker's fetches, each round waited
+    // out before the next, so a lost announcement leaves a run stranded and the test fails.
+    let app = TestApp::builder().poll(Duration::from_secs(3600)).spawn().await;
+    let mut expected = 0;
+    for round in 1..=100 {
+        let producers = (0..3).map(|_| app.state.queue.enqueue(EnqueueRequest::new("noop", json!({}))));
+        for enqueued in futures::future::join_all(producers).await {
+            enqueued.expect("enqueue");
+        }
+        expected += 3;
+        app.events.wait_until(&format!("round {round} picked up"), Duration::from_secs(10), |e| e.finished.lock().expect("lock").len() >= expected).await;
+    }
 }
 
 #[tokio::test]

@@ -74,9 +74,16 @@ pub struct TestAppBuilder {
     roles: BTreeSet<Role>,
     extra_env: HashMap<String, String>,
     extra_jobs: Vec<(String, String)>,
+    poll: Option<Duration>,
 }
 
 impl TestAppBuilder {
+    /// How often idle workers look for work on their own (the fallback to the wake-up).
+    pub fn poll(mut self, every: Duration) -> Self {
+        self.poll = Some(every);
+        self
+    }
+
     pub fn roles(mut self, roles: &[Role]) -> Self {
         self.roles = roles.iter().copied().collect();
         self
@@ -141,6 +148,9 @@ impl TestAppBuilder {
         let events = Arc::new(Events::default());
         let mut options = WorkerOptions::new(registry);
         options.observer = events.clone();
+        if let Some(every) = self.poll {
+            options.scheduled_poll = every;
+        }
         let member = Member::start(state.clone(), &self.roles, options).await.expect("member starts");
         TestApp {
             addr: member.api_addr,
@@ -163,6 +173,7 @@ impl TestApp {
             roles: [Role::Api, Role::Worker].into_iter().collect(),
             extra_env: HashMap::new(),
             extra_jobs: Vec::new(),
+            poll: None,
         }
     }
 
