@@ -220,17 +220,9 @@ impl Member {
             let listen = state.settings.listen;
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError::Listen(listen, e))?;
             api_addr = listener.local_addr().ok();
-            let router = crate::api::router(state.clone());
-            let api_stop2 = api_stop.clone();
-            tasks.push((
-                "api",
-                tokio::spawn(async move {
-                    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { api_stop2.cancelled().await });
-                    if let Err(e) = serve.await {
-                        tracing::error!(message = "API server failed.", error = %e);
-                    }
-                }),
-            ));
+            let router = crate::api::router(state.clone(), &options.registry);
+            let serve = crate::api::server::serve(listener, router, connection_limits(&state.settings), state.metrics.connections(), api_stop.clone());
+            tasks.push(("api", tokio::spawn(serve)));
             // The SLO counts are written while the API serves and once more after it closes.
             let (recorder, api_stop3) = (state.slo_recorder.clone(), api_stop.clone());
             tasks.push(("api", tokio::spawn(recorder.run(state.clone(), api_stop3))));
@@ -242,16 +234,8 @@ impl Member {
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError::Listen(listen, e))?;
             ops_addr = listener.local_addr().ok();
             let router = crate::api::ops_router(state.clone());
-            let ops_stop = api_stop.clone();
-            tasks.push((
-                "api",
-                tokio::spawn(async move {
-                    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { ops_stop.cancelled().await });
-                    if let Err(e) = serve.await {
-                        tracing::error!(message = "Probe listener failed.", error = %e);
-                    }
-                }),
-            ));
+            let serve = crate::api::server::serve(listener, router, connection_limits(&state.settings), state.metrics.connections(), api_stop.clone());
+            tasks.push(("api", tokio::spawn(serve)));
         }
         if roles.contains(&Role::Worker) {
             tasks.push(("worker", tokio::spawn(worker::run(state.clone(), options, member_id.clone(), stop.clone()))));
@@ -310,6 +294,10 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+fn connection_limits(settings: &Settings) -> crate::api::server::ConnectionLimits {
+    crate::api::server::ConnectionLimits { max_connections: settings.http.max_connections, header_timeout: settings.http.header_timeout }
 }
 
 /// This process's name in the fleet: host and pid, unique among live members.

@@ -77,6 +77,8 @@ struct EntryFile {
     runbook: Option<String>,
     #[serde(default)]
     intake: bool,
+    #[serde(default)]
+    max_payload_bytes: Option<usize>,
 }
 
 /// The policy of one job kind, validated.
@@ -104,9 +106,16 @@ pub struct JobPolicy {
     pub runbook: Option<String>,
     /// App services may queue it through `POST /v1/jobs` (key scope jobs:write).
     pub intake: bool,
+    /// Largest payload accepted at intake, as JSON text (`max_payload_bytes`, default
+    /// [`DEFAULT_MAX_PAYLOAD_BYTES`]).
+    pub max_payload_bytes: usize,
     /// The file the entry came from.
     pub file: PathBuf,
 }
+
+/// A job payload's size limit at intake when the entry names none: a job carries ids and
+/// small arguments, never documents (it is stored again with every retry and dead letter).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
 /// All job policies, by kind.
 #[derive(Debug, Clone, Default)]
@@ -198,6 +207,9 @@ fn parse_entry(file: &Path) -> Result<JobPolicy, CatalogueError> {
     if !(b.base_secs >= 0.0 && b.max_secs >= b.base_secs && (0.0..1.0).contains(&b.jitter)) {
         return Err(fail("backoff needs 0 <= base_secs <= max_secs and 0 <= jitter < 1".into()));
     }
+    if entry.max_payload_bytes.is_some_and(|n| n == 0 || n > 1024 * 1024) {
+        return Err(fail("max_payload_bytes must be between 1 and 1048576".into()));
+    }
     let schedule = match &entry.schedule {
         None => None,
         Some(expr) => Some(cron::Schedule::from_str(expr).map_err(|e| fail(format!("bad cron expression {expr:?}: {e}")))?),
@@ -218,6 +230,7 @@ fn parse_entry(file: &Path) -> Result<JobPolicy, CatalogueError> {
         schedule_payload,
         runbook: entry.runbook,
         intake: entry.intake,
+        max_payload_bytes: entry.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
         file: file.to_owned(),
     })
 }

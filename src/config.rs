@@ -47,6 +47,25 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// The intake's HTTP limits (README, "Limits and timeouts").
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Time a connection has to deliver a request's headers, from when it opened or its
+    /// previous response was sent (`BALLAST_HTTP_HEADER_TIMEOUT_SECS`, 10 s). It is also the
+    /// idle timeout of a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Time to deliver a request's whole body once its headers are in
+    /// (`BALLAST_HTTP_BODY_TIMEOUT_SECS`, 15 s); past it the answer is 408.
+    pub body_timeout: Duration,
+    /// Connections open at once (`BALLAST_HTTP_MAX_CONNECTIONS`, 1,024); more wait to be accepted.
+    pub max_connections: usize,
+    /// Largest body of an API route other than the webhook (`BALLAST_API_MAX_BODY_BYTES`, 64 KiB).
+    pub api_max_body_bytes: usize,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client (`BALLAST_TRUSTED_PROXIES`,
+    /// comma-separated CIDRs; none by default, so the peer address is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
 /// Everything the binary needs to start. Built once, then passed down as typed values.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -93,6 +112,8 @@ pub struct Settings {
     pub webhook_max_bytes: usize,
     /// Allowed skew of a webhook signature's timestamp, both directions.
     pub webhook_tolerance_secs: i64,
+    /// The intake's HTTP limits: timeouts, connections, body sizes, trusted proxies.
+    pub http: HttpLimits,
     /// The plan catalogue file.
     pub plans_file: PathBuf,
     /// SMTP relay host.
@@ -225,6 +246,32 @@ impl Settings {
         if webhook_max_bytes < 1024 {
             return Err(ConfigError::new("BALLAST_WEBHOOK_MAX_BYTES", "must be at least 1024"));
         }
+        let http = HttpLimits {
+            header_timeout: src.secs_or("BALLAST_HTTP_HEADER_TIMEOUT_SECS", 10)?,
+            body_timeout: src.secs_or("BALLAST_HTTP_BODY_TIMEOUT_SECS", 15)?,
+            max_connections: src.parse_or("BALLAST_HTTP_MAX_CONNECTIONS", 1024, "a whole number")?,
+            api_max_body_bytes: src.parse_or("BALLAST_API_MAX_BODY_BYTES", 64 * 1024, "a number of bytes")?,
+            trusted_proxies: match src.get("BALLAST_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(raw) => raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        // A bare address is a range of one.
+                        p.parse::<ipnet::IpNet>()
+                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| ConfigError::new("BALLAST_TRUSTED_PROXIES", format!("{p:?} is not a CIDR range like 10.0.0.0/8 or an address")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        };
+        if http.max_connections == 0 {
+            return Err(ConfigError::new("BALLAST_HTTP_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        if http.api_max_body_bytes < 1024 {
+            return Err(ConfigError::new("BALLAST_API_MAX_BODY_BYTES", "must be at least 1024"));
+        }
         let webhook_tolerance_secs: i64 = src.parse_or("BALLAST_WEBHOOK_TOLERANCE_SECS", 300, "a whole number of seconds")?;
         if webhook_tolerance_secs <= 0 {
             return Err(ConfigError::new("BALLAST_WEBHOOK_TOLERANCE_SECS", "must be positive"));
@@ -264,6 +311,7 @@ impl Settings {
             stripe_api_base,
             webhook_max_bytes,
             webhook_tolerance_secs,
+            http,
             plans_file: PathBuf::from(src.get("BALLAST_PLANS_FILE").unwrap_or("deploy/plans.toml")),
             limits_file: src.get("BALLAST_LIMITS_FILE").map(PathBuf::from),
             smtp_host: src.get("BALLAST_SMTP_HOST").unwrap_or("127.0.0.1").to_owned(),
@@ -384,6 +432,20 @@ mod tests {
         env.insert("BALLAST_SHUTDOWN_GRACE_SECS".into(), "soon".into());
         let err = Settings::from_map(env).unwrap_err().to_string();
         assert!(err.contains("BALLAST_SHUTDOWN_GRACE_SECS") && err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_ranges_and_addresses_and_name_a_bad_one() {
+        let mut env = base();
+        env.insert("BALLAST_TRUSTED_PROXIES".into(), "10.0.0.0/8, 192.168.1.7,::1".into());
+        let s = Settings::from_map(env.clone()).expect("valid");
+        assert_eq!(s.http.trusted_proxies.len(), 3);
+        assert!(s.http.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().expect("ip")));
+        env.insert("BALLAST_TRUSTED_PROXIES".into(), "10.0.0.0/33".into());
+        let err = Settings::from_map(env).unwrap_err().to_string();
+        assert!(err.contains("BALLAST_TRUSTED_PROXIES") && err.contains("10.0.0.0/33"), "{err}");
+        let s = Settings::from_map(base()).expect("valid");
+        assert_eq!((s.http.header_timeout, s.http.max_connections), (Duration::from_secs(10), 1024));
     }
 
     #[test]

@@ -84,3 +84,27 @@ impl From<&str> for JobKind {
         Self(s.to_owned())
     }
 }
+
+/// `text` cut to at most `max` bytes (at a character boundary), with a note of how long it
+/// was: for client input echoed in an error, and error text stored or logged, so a hostile
+/// input costs a bounded line, not its own size again.
+pub fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..end], text.len()))
+}
+
+#[cfg(test)]
+mod truncated_tests {
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary_and_says_so() {
+        assert_eq!(super::truncated("short", 10), "short");
+        let cut = super::truncated("ééééé", 3);
+        assert_eq!(cut, "é… (10 bytes in all)");
+    }
+}

@@ -23,6 +23,8 @@ pub mod catalogue;
 pub mod clock;
 /// Typed settings.
 pub mod config;
+/// CPU-bound work off the async runtime's threads.
+pub mod cpu;
 /// PostgreSQL pools, the tenant transaction helper, migrations.
 pub mod db;
 /// Newtypes for ids.

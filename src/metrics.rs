@@ -24,6 +24,42 @@ const JOB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.3, 1.0, 5.0, 30.0
 /// Webhook lag buckets (seconds): Stripe retries for days, so the tail is long.
 const LAG_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86_400.0];
 
+/// The method as a label: one of the standard methods, else `OTHER`. A client can send any
+/// token as a method; each distinct label value is a series kept until restart, so unknown
+/// ones must collapse into one.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// The route label of a request: its path template, or one fixed value for every request no
+/// route matched (raw paths would make a series per probe).
+pub const UNMATCHED_ROUTE: &str = "(unmatched)";
+
+/// Counters of an HTTP listener (the intake server counts, `/metrics` reads).
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connections open now.
+    pub open: std::sync::atomic::AtomicUsize,
+    /// Connections accepted since start.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Connections closed because their headers did not arrive in time.
+    pub header_timeouts: std::sync::atomic::AtomicU64,
+    /// Times the loop waited because `max_connections` were open.
+    pub at_capacity: std::sync::atomic::AtomicU64,
+}
+
 /// A metric the code defines wrongly (a programming error, caught by the unit test).
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
@@ -44,6 +80,9 @@ pub struct Metrics {
     pool: IntGaugeVec,
     limiter: IntCounterVec,
     cache: IntCounterVec,
+    connections_open: prometheus::IntGauge,
+    connection_events: IntCounterVec,
+    connection_stats: std::sync::Arc<ConnectionStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -74,8 +113,16 @@ impl Metrics {
             pool: register(&r, IntGaugeVec::new(Opts::new("db_pool_connections", "PostgreSQL pool connections by pool and state (in_use, idle)."), &["pool", "state"])?)?,
             limiter: register(&r, IntCounterVec::new(Opts::new("ratelimit_decisions_total", "Rate-limit outcomes other than admit: blocked, failed_open, failed_closed."), &["outcome"])?)?,
             cache: register(&r, IntCounterVec::new(Opts::new("cache_reads_total", "Cache reads by result: hit, miss, stale, load_error."), &["result"])?)?,
+            connections_open: register(&r, prometheus::IntGauge::new("http_connections_open", "Intake connections open now.")?)?,
+            connection_events: register(&r, IntCounterVec::new(Opts::new("http_connection_events_total", "Intake connections: accepted, header_timeout (closed: headers too slow), at_capacity (accepting paused at the cap)."), &["event"])?)?,
+            connection_stats: Default::default(),
             registry: r,
         })
+    }
+
+    /// The listener's connection counters, shared with the server that counts them.
+    pub fn connections(&self) -> std::sync::Arc<ConnectionStats> {
+        self.connection_stats.clone()
     }
 
     /// One answered request.
@@ -129,6 +176,11 @@ impl Metrics {
         catch_up(&self.limiter, "blocked", load(&l.blocked));
         catch_up(&self.limiter, "failed_open", load(&l.failed_open));
         catch_up(&self.limiter, "failed_closed", load(&l.failed_closed));
+        let conn = &self.connection_stats;
+        self.connections_open.set(i64::try_from(load_usize(&conn.open)).unwrap_or(i64::MAX));
+        catch_up(&self.connection_events, "accepted", load(&conn.accepted));
+        catch_up(&self.connection_events, "header_timeout", load(&conn.header_timeouts));
+        catch_up(&self.connection_events, "at_capacity", load(&conn.at_capacity));
         let c = state.cache.stats();
         catch_up(&self.cache, "hit", c.hits);
         catch_up(&self.cache, "miss", c.misses);
@@ -140,6 +192,10 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+fn load_usize(a: &std::sync::atomic::AtomicUsize) -> usize {
+    a.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Moves a counter up to a total kept elsewhere (the limiter's and cache's own atomics).
@@ -158,6 +214,7 @@ mod tests {
     #[test]
     fn every_metric_registers_and_the_latency_buckets_hold_the_slo_threshold() {
         let m = Metrics::new().expect("metrics");
+        assert_eq!(method_label(&axum::http::Method::from_bytes(&[b'X'; 1000]).expect("a token")), "OTHER");
         m.request("/v1/entitlements", "GET", 200, Duration::from_millis(12));
         m.request("/v1/entitlements", "GET", 503, Duration::from_millis(400));
         m.job("stripe.event", RunOutcome::Retried, Duration::from_millis(3));

@@ -96,3 +96,51 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     let context = TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(context);
 }
+
+/// A log line that may be provoked from outside (a rejected webhook) at most once per
+/// `every`: the other occurrences are counted and reported on the next line that is written,
+/// so a flood of bad requests costs a counter, not a line each.
+#[derive(Debug)]
+pub struct Sampled {
+    every_ms: i64,
+    next_ms: std::sync::atomic::AtomicI64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl Sampled {
+    /// At most one line per `every`.
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self {
+            every_ms: every.as_millis() as i64,
+            next_ms: std::sync::atomic::AtomicI64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(occurrences left out since the last line)` when this occurrence should be logged.
+    pub fn admit(&self, now_ms: i64) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now_ms >= next && self.next_ms.compare_exchange(next, now_ms + self.every_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod sampled_tests {
+    use super::Sampled;
+
+    #[test]
+    fn one_line_per_period_and_the_rest_counted() {
+        let s = Sampled::new(std::time::Duration::from_secs(10));
+        assert_eq!(s.admit(1_000), Some(0));
+        for t in 1_001..1_100 {
+            assert_eq!(s.admit(t), None);
+        }
+        assert_eq!(s.admit(11_000), Some(99));
+        assert_eq!(s.admit(11_001), None);
+    }
+}

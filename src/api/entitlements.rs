@@ -52,7 +52,7 @@ async fn one(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // axum's own rejection is plain text; the API answers in its one JSON shape (found by the
     // arbitrary-input test: a feature segment that is not UTF-8).
-    let Path(feature) = feature.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))?;
+    let Path(feature) = feature.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", super::errors::cleaned(&e.body_text())))?;
     if !state.plans.features.contains_key(&feature) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_feature", "no such feature in the plan catalogue"));
     }

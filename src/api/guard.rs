@@ -1,10 +1,11 @@
 //! The per-route guard: authenticates as the route declares, resolves the tenant, applies the
 //! rate limits, and puts the [`Caller`] in the request for the handler.
 //!
-//! Key routes: no valid key → the client's failure is counted (5/min → 15-minute ban) and the
-//! request is limited per IP, then 401; a valid key without the route's scope → 403; a tenant
-//! key naming another tenant → 404 (no existence leak); then per-key (and per-tenant for
-//! writes) windows. If Redis is down, key routes fail closed (503: a ban cannot be checked)
+//! Key routes: a wrong key → the client's failure is counted (5/min → 15-minute ban) and the
+//! request is limited per IP, then 401 (a missing key is limited the same way but not counted
+//! as a guess); a valid key → the ban and the per-key (and per-tenant for writes) windows
+//! first, then its scope (403), its tenant's state (403 when closed) and the tenant it names
+//! (404 for another's, no existence leak). The body is read last, within its limits. If Redis is down, key routes fail closed (503: a ban cannot be checked)
 //! and anonymous routes fail open; both are logged and counted.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -40,13 +41,14 @@ pub struct Caller {
     pub tenant: TenantId,
 }
 
-fn client_ip(req: &Request) -> IpAddr {
+fn peer_ip(req: &Request) -> IpAddr {
     req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// The guard of one route.
-pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, mut req: Request, next: Next) -> Response {
-    let ip = client_ip(&req);
+pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, req: Request, next: Next) -> Response {
+    let ip = super::client::client_ip(peer_ip(&req), req.headers(), &state.settings.http.trusted_proxies);
+    let http = &state.settings.http;
     match spec.auth {
         Auth::None if spec.limited => {
             let window = state.limiter.policies.anonymous;
@@ -64,82 +66,91 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, mut req: 
                 }
             }
         }
-        Auth::None | Auth::StripeSignature => next.run(req).await,
-        Auth::ServiceKey(scope) => {
-            let principal = match authenticated(&state, req.headers(), ip, scope).await {
-                Ok(p) => p,
-                Err(refusal) => return refusal,
-            };
-            if principal.tenant.is_some() {
-                return ApiError::new(StatusCode::FORBIDDEN, "service_key_required", "this route takes a service-wide API key, not a tenant's")
-                    .into_response();
-            }
-            let limits = vec![Limit { policy: PolicyName::Key, subject: Subject::Key(principal.key_id), window: state.limiter.policies.key }];
-            match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
-                Ok(Verdict::Admit(windows)) => {
-                    req.extensions_mut().insert(ServiceCaller { principal });
-                    with_headers(next.run(req).await, &windows)
-                }
-                Ok(v) => {
-                    state.limiter.count_route_block(spec.path).await;
-                    refused(v)
-                }
-                Err(e) => fail_closed(&state, spec.path, &e),
-            }
-        }
-        Auth::Key(scope) => {
-            let principal = match authenticated(&state, req.headers(), ip, scope).await {
-                Ok(p) => p,
-                Err(refusal) => return refusal,
-            };
-            let tenant = match resolve_tenant(&state, &principal, req.headers()).await {
-                Ok(t) => t,
-                Err(e) => return e.into_response(),
-            };
-            let mut limits = vec![Limit { policy: PolicyName::Key, subject: Subject::Key(principal.key_id), window: state.limiter.policies.key }];
-            if spec.write {
-                let window = state.limiter.policies.tenant_writes_for(tenant);
-                limits.push(Limit { policy: PolicyName::TenantWrites, subject: Subject::Tenant(tenant), window });
-            }
-            let decision = state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await;
-            match decision {
-                Ok(Verdict::Admit(windows)) => {
-                    req.extensions_mut().insert(Caller { principal, tenant });
-                    with_headers(next.run(req).await, &windows)
-                }
-                Ok(v) => {
-                    state.limiter.count_route_block(spec.path).await;
-                    refused(v)
-                }
-                Err(e) => fail_closed(&state, spec.path, &e),
-            }
-        }
+        Auth::None => next.run(req).await,
+        Auth::StripeSignature => match super::limits::buffered(req, state.settings.webhook_max_bytes, http.body_timeout).await {
+            Ok(req) => next.run(req).await,
+            Err(e) => e.into_response(),
+        },
+        Auth::ServiceKey(scope) | Auth::Key(scope) => keyed(&state, &spec, scope, ip, req, next).await,
     }
 }
 
-/// The request's key, checked and holding `scope`; otherwise the answer to give (401, 403,
-/// 503, or the limiter's refusal of a failing client).
-async fn authenticated(state: &AppState, headers: &HeaderMap, ip: IpAddr, scope: crate::auth::Scope) -> Result<Principal, Response> {
-    let presented = auth::bearer(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_owned);
-    let principal = match auth::authenticate(&state.system_pool, presented.as_deref()).await {
-        Ok(p) => p,
-        Err(AuthError::Unavailable(e)) => {
-            tracing::error!(message = "API key check failed: PostgreSQL unavailable.", error = %e);
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", "credentials cannot be checked now; retry later").into_response());
+/// A key route, in the order that leaks nothing to a banned client: the key is checked, then
+/// the ban and the windows, and only then what tells a valid key apart (its scope, its
+/// tenant's state, the tenant it names).
+async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip: IpAddr, req: Request, next: Next) -> Response {
+    for header in [axum::http::header::AUTHORIZATION.as_str(), TENANT_HEADER] {
+        if req.headers().get_all(header).iter().nth(1).is_some() {
+            return ApiError::new(StatusCode::BAD_REQUEST, "duplicate_header", format!("send one {header} header, not several")).into_response();
         }
-        Err(e) => return Err(failed_credential(state, ip, &e).await),
+    }
+    let principal = match authenticated(state, req.headers(), ip).await {
+        Ok(p) => p,
+        Err(refusal) => return refusal,
+    };
+    // The tenant the request would act for, as far as it can be known without the database:
+    // the write window is charged to it with the key's in the one decision.
+    let named = named_tenant(req.headers());
+    let candidate = principal.tenant.or(named.as_ref().ok().and_then(|t| *t));
+    let mut limits = vec![Limit { policy: PolicyName::Key, subject: Subject::Key(principal.key_id), window: state.limiter.policies.key }];
+    if let (true, Some(tenant)) = (spec.write, candidate) {
+        limits.push(Limit { policy: PolicyName::TenantWrites, subject: Subject::Tenant(tenant), window: state.limiter.policies.tenant_writes_for(tenant) });
+    }
+    let windows = match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
+        Ok(Verdict::Admit(windows)) => windows,
+        Ok(v) => {
+            state.limiter.count_route_block(spec.path).await;
+            return refused(v);
+        }
+        Err(e) => return fail_closed(state, spec.path, &e),
     };
     if !principal.scopes.contains(&scope) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this route needs an API key with scope {scope}")).into_response());
+        return ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this route needs an API key with scope {scope}")).into_response();
     }
-    Ok(principal)
+    if principal.tenant_closed {
+        return ApiError::new(StatusCode::FORBIDDEN, "tenant_closed", "the key's tenant is closed").into_response();
+    }
+    let mut req = req;
+    if let Auth::ServiceKey(_) = spec.auth {
+        if principal.tenant.is_some() {
+            return ApiError::new(StatusCode::FORBIDDEN, "service_key_required", "this route takes a service-wide API key, not a tenant's").into_response();
+        }
+        req.extensions_mut().insert(ServiceCaller { principal });
+    } else {
+        let tenant = match resolve_tenant(state, &principal, named).await {
+            Ok(t) => t,
+            Err(e) => return e.into_response(),
+        };
+        req.extensions_mut().insert(Caller { principal, tenant });
+    }
+    match super::limits::buffered(req, state.settings.http.api_max_body_bytes, state.settings.http.body_timeout).await {
+        Ok(req) => with_headers(next.run(req).await, &windows),
+        Err(e) => with_headers(e.into_response(), &windows),
+    }
 }
 
-/// A refused credential: count the failure (maybe starting a ban), limit the client per IP.
-async fn failed_credential(state: &AppState, ip: IpAddr, why: &AuthError) -> Response {
+/// The request's key, checked; otherwise the answer to give (401, 503, or the limiter's
+/// refusal of a failing client). A request without a key is limited per address like any
+/// anonymous one but is not a failed guess: only a wrong key counts towards a ban.
+async fn authenticated(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Principal, Response> {
+    let presented = auth::bearer(headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_owned);
+    match auth::authenticate(&state.system_pool, presented.as_deref()).await {
+        Ok(p) => Ok(p),
+        Err(AuthError::Unavailable(e)) => {
+            tracing::error!(message = "API key check failed: PostgreSQL unavailable.", error = %e);
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", "credentials cannot be checked now; retry later").into_response())
+        }
+        Err(e) => Err(refused_credential(state, ip, &e).await),
+    }
+}
+
+/// A refused credential: limit the client per IP and, for a wrong key (not a missing one),
+/// count the failure, maybe starting a ban.
+async fn refused_credential(state: &AppState, ip: IpAddr, why: &AuthError) -> Response {
     let window = state.limiter.policies.anonymous;
     let limits = vec![Limit { policy: PolicyName::Anonymous, subject: Subject::Ip(ip), window }];
-    match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: true, limits }).await {
+    let guessed = !matches!(why, AuthError::Missing);
+    match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: guessed, limits }).await {
         Ok(Verdict::Admit(_)) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string()).into_response(),
         Ok(v) => refused(v),
         Err(e) => fail_closed(state, "credential check", &e),
@@ -153,17 +164,25 @@ fn fail_closed(state: &AppState, what: &str, e: &redis::RedisError) -> Response 
         .into_response()
 }
 
+/// The tenant the `Ballast-Tenant` header names: none, a tenant id, or an error to answer
+/// (after the ban check).
+fn named_tenant(headers: &HeaderMap) -> Result<Option<TenantId>, ApiError> {
+    match headers.get(TENANT_HEADER) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<uuid::Uuid>().ok())
+            .map(|u| Some(TenantId(u)))
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_tenant", "Ballast-Tenant must be a tenant id (UUID)")),
+    }
+}
+
 /// The tenant a request acts for: the key's own, or (service-wide keys) the one the
 /// `Ballast-Tenant` header names. Another tenant's id from a tenant key → 404, as for an id
 /// that does not exist, so keys cannot probe which tenants exist.
-async fn resolve_tenant(state: &AppState, principal: &Principal, headers: &HeaderMap) -> Result<TenantId, ApiError> {
-    let named = match headers.get(TENANT_HEADER) {
-        None => None,
-        Some(v) => {
-            let parsed = v.to_str().ok().and_then(|s| s.trim().parse::<uuid::Uuid>().ok());
-            Some(parsed.map(TenantId).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_tenant", "Ballast-Tenant must be a tenant id (UUID)"))?)
-        }
-    };
+async fn resolve_tenant(state: &AppState, principal: &Principal, named: Result<Option<TenantId>, ApiError>) -> Result<TenantId, ApiError> {
+    let named = named?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "tenant_not_found", "no such tenant");
     match (principal.tenant, named) {
         (Some(own), None) => Ok(own),
@@ -171,13 +190,17 @@ async fn resolve_tenant(state: &AppState, principal: &Principal, headers: &Heade
         (Some(_), Some(_)) => Err(not_found()),
         (None, None) => Err(ApiError::new(StatusCode::BAD_REQUEST, "tenant_required", "a service-wide key must name the tenant in Ballast-Tenant")),
         (None, Some(t)) => {
-            // System pool: a service-wide key may act for any tenant; only existence is read.
-            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+            // System pool: a service-wide key may act for any tenant; only its state is read.
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1")
                 .bind(t.0)
                 .fetch_optional(&state.system_pool.0)
                 .await
                 .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "retry later"))?;
-            exists.map(|_| t).ok_or_else(not_found)
+            match status.as_deref() {
+                None => Err(not_found()),
+                Some("closed") => Err(ApiError::new(StatusCode::FORBIDDEN, "tenant_closed", "the tenant is closed")),
+                Some(_) => Ok(t),
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `POST /v1/jobs`: app services queue a job for their tenant. Authentication: API key with
 //! scope jobs:write. Only kinds whose catalogue entry says `intake = true` are accepted; the
+//! payload must fit the kind's `max_payload_bytes` (413) and parse into the kind's arguments
+//! (400), so a bad job is refused to its sender instead of dead-lettered later. The
 //! idempotency key is scoped to the tenant, so tenants cannot collide (or probe each other).
 
 use axum::extract::{Extension, State};
@@ -12,10 +14,15 @@ use super::guard::Caller;
 use super::{ApiError, Auth, RouteSpec};
 use crate::app::AppState;
 use crate::auth::Scope;
+use crate::jobs::Registry;
 use crate::queue::EnqueueRequest;
 
-/// Job intake routes.
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// Job intake routes; `registry` checks payloads against each kind's arguments.
+pub fn routes(registry: &Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let registry = registry.clone();
+    let create = move |state: State<AppState>, caller: Extension<Caller>, body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>| {
+        create(state, caller, body, registry.clone())
+    };
     vec![(RouteSpec::new(Method::POST, "/v1/jobs", Auth::Key(Scope::JobsWrite)).write(), post(create))]
 }
 
@@ -34,16 +41,33 @@ async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>,
+    registry: Registry,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(job) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
-    let allowed = state.queue.catalogue().get(&job.kind).is_some_and(|p| p.intake);
-    if !allowed {
+    let Json(job) = body.map_err(|e| super::errors::json_rejection(&e))?;
+    let policy = state.queue.catalogue().get(&job.kind).filter(|p| p.intake);
+    let (Some(policy), Some(handler)) = (policy, registry.get(&job.kind)) else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_kind", "no job kind of that name accepts intake"));
+    };
+    let payload = job.payload.unwrap_or_else(|| serde_json::json!({}));
+    let size = serde_json::to_vec(&payload).map_or(usize::MAX, |v| v.len());
+    if size > policy.max_payload_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{} payloads are limited to {} bytes of JSON; this one has {size}", job.kind, policy.max_payload_bytes),
+        ));
+    }
+    if let Err(e) = handler.check(&payload) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            format!("the payload does not fit the arguments of {}: {}", job.kind, super::errors::json_error_text(&e)),
+        ));
     }
     if job.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "idempotency_key must be 1 to 200 characters"));
     }
-    let mut req = EnqueueRequest::new(job.kind.as_str(), job.payload.unwrap_or_else(|| serde_json::json!({})));
+    let mut req = EnqueueRequest::new(job.kind.as_str(), payload);
     req.tenant = Some(caller.tenant);
     req.idempotency_key = job.idempotency_key.map(|k| format!("tenant:{}:{k}", caller.tenant));
     let done = state.queue.enqueue(req).await.map_err(|e| {

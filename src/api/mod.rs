@@ -13,8 +13,12 @@ use tower_http::trace::TraceLayer;
 use crate::app::AppState;
 
 pub mod catalogue;
+pub mod client;
 pub mod entitlements;
+pub mod errors;
 pub mod guard;
+pub mod limits;
+pub mod server;
 pub mod health;
 pub mod jobs;
 pub mod slo;
@@ -69,14 +73,14 @@ impl RouteSpec {
     }
 }
 
-/// Every route with its handler, module by module.
-fn routes_with_handlers() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+/// Every route with its handler, module by module; `registry` checks job payloads at intake.
+fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let mut all = Vec::new();
     all.extend(health::routes());
     all.extend(webhooks::routes());
     all.extend(entitlements::routes());
     all.extend(catalogue::routes());
-    all.extend(jobs::routes());
+    all.extend(jobs::routes(registry));
     all.extend(usage::routes());
     all.extend(slo::routes());
     all
@@ -84,7 +88,7 @@ fn routes_with_handlers() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 
 /// Every route of the API: the list the router is built from.
 pub fn routes() -> Vec<RouteSpec> {
-    routes_with_handlers().into_iter().map(|(spec, _)| spec).collect()
+    routes_with_handlers(&crate::jobs::Registry::default()).into_iter().map(|(spec, _)| spec).collect()
 }
 
 /// The one error shape of the API: `{"error": {"code": "...", "message": "..."}}`.
@@ -125,13 +129,17 @@ pub fn ops_router(state: AppState) -> Router {
     }
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "this member serves /healthz, /readyz and /metrics only") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
         .with_state(state)
+        .layer(axum::middleware::from_fn(limits::request_shape))
 }
 
-/// The full intake router.
-pub fn router(state: AppState) -> Router {
+/// The full intake router; `registry` checks job payloads at intake.
+pub fn router(state: AppState, registry: &crate::jobs::Registry) -> Router {
     let mut router = Router::new();
-    for (spec, handler) in routes_with_handlers() {
+    for (spec, handler) in routes_with_handlers(registry) {
         let path = spec.path;
         let guarded = handler.route_layer(axum::middleware::from_fn_with_state((state.clone(), spec), guard::guard));
         router = router.route(path, guarded);
@@ -149,12 +157,13 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(|req: &axum::http::Request<_>| {
                     let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
                     // The route template, never the raw path (ids) or any header (credentials).
-                    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("(unmatched)", |m| m.as_str());
+                    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str());
+                    let method = crate::metrics::method_label(req.method());
                     tracing::info_span!(
                         "request",
-                        otel.name = %format!("{} {route}", req.method()),
+                        otel.name = %format!("{method} {route}"),
                         otel.kind = "server",
-                        http.request.method = %req.method(),
+                        http.request.method = method,
                         http.route = %route,
                         http.response.status_code = tracing::field::Empty,
                         request_id = %request_id,
@@ -166,4 +175,5 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(limits::request_shape))
 }

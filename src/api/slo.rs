@@ -33,7 +33,7 @@ async fn events(
 ) -> Response {
     let Json(batch) = match body {
         Ok(b) => b,
-        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()).into_response(),
+        Err(e) => return super::errors::json_rejection(&e).into_response(),
     };
     if let Err(e) = report::validate(&batch.events, &state.slos, chrono::Utc::now()) {
         let body = serde_json::json!({"error": {"code": "invalid_item", "message": e.to_string(), "item": e.item, "field": e.field}});

@@ -33,9 +33,16 @@ fn error(e: UsageError) -> Response {
         }
         UsageError::NoPlan => ApiError::new(StatusCode::FORBIDDEN, "no_plan", "the tenant has no plan with metered usage").into_response(),
         UsageError::Limit { metric, limit, used } => {
-            let body = serde_json::json!({"error": {"code": "usage_limit", "message": format!("the monthly limit of {metric} ({limit}) is reached: {used} used"),
-                "metric": metric, "limit": limit, "used": used}});
-            (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+            // Not a rate limit: retrying sooner cannot succeed, so Retry-After names the
+            // next period and the code tells it apart from `rate_limited`.
+            let now = chrono::Utc::now();
+            let resets_at = usage::next_period(now);
+            let retry_secs = (resets_at - now).num_seconds().max(1);
+            let body = serde_json::json!({"error": {"code": "usage_limit", "message": format!("the monthly limit of {metric} ({limit}) is reached: {used} used; it resets at {}", resets_at.to_rfc3339()),
+                "metric": metric, "limit": limit, "used": used, "resets_at": resets_at, "retry_after_secs": retry_secs}});
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_secs));
+            response
         }
         other => {
             tracing::error!(message = "Usage not recorded.", error = %other);
@@ -52,7 +59,7 @@ async fn record(
 ) -> Response {
     let Json(batch) = match body {
         Ok(b) => b,
-        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()).into_response(),
+        Err(e) => return super::errors::json_rejection(&e).into_response(),
     };
     let now = chrono::Utc::now();
     let limits = match usage::limits_of(&state, caller.tenant).await {

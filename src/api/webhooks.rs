@@ -23,6 +23,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![(RouteSpec::new(Method::POST, "/webhooks/stripe", Auth::StripeSignature), post(receive))]
 }
 
+/// Rejected webhooks are logged at most once per this period, with the count left out.
+static REJECTED_LOG: crate::telemetry::Sampled = crate::telemetry::Sampled::new(std::time::Duration::from_secs(10));
+
+/// What checking a body found: the verified event and its JSON, or the answer to give.
+type Checked = Result<(StripeEvent, serde_json::Value), ApiError>;
+
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let cap = state.settings.webhook_max_bytes;
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("webhook bodies are limited to {cap} bytes"));
@@ -36,22 +42,41 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         tracing::error!(message = "Webhook refused: STRIPE_WEBHOOK_SECRET is not configured.");
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", "webhook signing secret is not configured"));
     }
-    let header = headers.get("stripe-signature").map(|v| v.to_str().unwrap_or(""));
-    let now = chrono::Utc::now().timestamp();
-    let verified = signature::verify(header, &bytes, &state.settings.stripe_webhook_secrets, now, state.settings.webhook_tolerance_secs)
-        .map_err(|e| {
-            tracing::warn!(message = "Webhook rejected.", reason = %e);
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", e.to_string())
-        })?;
-
-    let raw: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not JSON: {e}")))?;
-    let event = StripeEvent::from_value(&raw, verified.timestamp)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
+    let mut signatures = headers.get_all("stripe-signature").iter();
+    let header = match (signatures.next(), signatures.next()) {
+        (Some(v), None) => Some(v.to_str().unwrap_or("").to_owned()),
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(rejected(signature::SignatureError::Malformed("more than one Stripe-Signature header"))),
+    };
+    let len = bytes.len();
+    let secrets = state.settings.stripe_webhook_secrets.clone();
+    let tolerance = state.settings.webhook_tolerance_secs;
+    let check = move || -> Checked {
+        let now = chrono::Utc::now().timestamp();
+        let verified = signature::verify(header.as_deref(), &bytes, &secrets, now, tolerance).map_err(rejected)?;
+        parse_event(&bytes, verified.timestamp)
+    };
+    // Hashing and parsing a large body would hold a runtime thread: it runs on the blocking
+    // pool instead (typical events are a few KiB and are cheaper to check inline).
+    let (event, raw) = if crate::cpu::worth_offloading(len) {
+        crate::cpu::offload(check).await.map_err(|e| {
+            tracing::error!(message = "Webhook check did not run.", error = %e);
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the event could not be checked now; retry later")
+        })??
+    } else {
+        check()?
+    };
 
     let inserted = inbox::insert(&state.system_pool, &event, &raw).await.map_err(|e| {
-        tracing::error!(message = "Webhook not stored: PostgreSQL unavailable; Stripe will retry.", event_id = %event.id, error = %e);
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the event could not be stored; retry later")
+        if crate::db::is_unavailable(&e) {
+            tracing::error!(message = "Webhook not stored: PostgreSQL unavailable; Stripe will retry.", event_id = %event.id, error = %e);
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the event could not be stored; retry later")
+        } else {
+            // Not an outage: the database refused this event. Stripe retries a 500 too, and
+            // the error is logged for the fix.
+            tracing::error!(message = "Webhook not stored: PostgreSQL refused it.", event_id = %event.id, error = %e);
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "event_not_stored", "the event could not be stored")
+        }
     })?;
     if inserted == Inserted::New {
         match inbox::push(&state.queue, &event.id, None).await {
@@ -79,4 +104,56 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         "ignored": inserted == Inserted::Ignored,
     });
     Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// A refused signature: 400, logged at most once per period whatever the rate of forgeries.
+fn rejected(e: signature::SignatureError) -> ApiError {
+    if let Some(left_out) = REJECTED_LOG.admit(chrono::Utc::now().timestamp_millis()) {
+        tracing::warn!(message = "Webhook rejected.", reason = %e, rejected_since_last_line = left_out);
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", e.to_string())
+}
+
+/// The verified body as an event. NUL characters (`\u0000`) are legal JSON but PostgreSQL's
+/// jsonb and text refuse them, so they are replaced by U+FFFD before anything is stored: the
+/// event is kept and processed rather than refused on every one of Stripe's retries.
+fn parse_event(bytes: &[u8], signed_at: i64) -> Checked {
+    let mut raw: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not JSON: {}", crate::api::errors::json_error_text(&e))))?;
+    if bytes.windows(6).any(|w| w == br"\u0000") {
+        replace_nul(&mut raw);
+    }
+    let event = StripeEvent::from_value(&raw, signed_at).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?;
+    Ok((event, raw))
+}
+
+/// Replaces every NUL in the strings and keys of `value` with U+FFFD.
+fn replace_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                *map = entries.into_iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v)).collect();
+            }
+            map.values_mut().for_each(replace_nul);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_replaced_in_strings_and_keys() {
+        let body = br#"{"id":"evt_1","type":"customer.updated","data":{"object":{"id":"cus_1","name":"a\u0000b","metadata":{"k\u0000":"v"}}}}"#;
+        let (event, raw) = parse_event(body, 1).expect("parsed");
+        assert_eq!(event.id, "evt_1");
+        assert_eq!(raw.pointer("/data/object/name").and_then(|v| v.as_str()), Some("a\u{FFFD}b"));
+        assert!(raw.pointer("/data/object/metadata/k\u{FFFD}").is_some(), "{raw}");
+        assert!(!raw.to_string().contains("\\u0000"));
+    }
 }

@@ -80,6 +80,9 @@ pub struct Principal {
     pub tenant: Option<TenantId>,
     /// What the key may do.
     pub scopes: Vec<Scope>,
+    /// The key's tenant is closed: the key authenticates (so a ban still applies first) but
+    /// is refused 403 at every route.
+    pub tenant_closed: bool,
 }
 
 /// Why a presented key was refused. Messages are safe to return.
@@ -131,6 +134,7 @@ struct KeyRow {
     tenant_id: Option<uuid::Uuid>,
     key_hash: Vec<u8>,
     scopes: Vec<String>,
+    tenant_closed: bool,
 }
 
 /// The key in an `Authorization` header value, if the header is a bearer token.
@@ -145,7 +149,10 @@ pub async fn authenticate(pool: &SystemPool, presented: Option<&str>) -> Result<
     let key = presented.ok_or(AuthError::Missing)?;
     let prefix = prefix_of(key).ok_or(AuthError::Unknown)?;
     let row: Option<KeyRow> =
-        sqlx::query_as("SELECT id, tenant_id, key_hash, scopes FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL")
+        sqlx::query_as(
+            "SELECT k.id, k.tenant_id, k.key_hash, k.scopes, coalesce(t.status = 'closed', false) AS tenant_closed
+             FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.prefix = $1 AND k.revoked_at IS NULL",
+        )
             .bind(prefix)
             .fetch_optional(&pool.0)
             .await?;
@@ -157,6 +164,7 @@ pub async fn authenticate(pool: &SystemPool, presented: Option<&str>) -> Result<
         key_id: row.id,
         tenant: row.tenant_id.map(TenantId),
         scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+        tenant_closed: row.tenant_closed,
     })
 }
 

@@ -131,3 +131,20 @@ pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let applied = applied_versions(pool).await?;
     Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).all(|m| applied.contains(&m.version)))
 }
+
+/// Whether `e` means PostgreSQL cannot be used right now (unreachable, pool exhausted,
+/// shutting down, out of resources), as opposed to a refusal of this statement or its data.
+/// The first is an outage and worth a retry; the second is not, and says so.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            // SQLSTATE classes 08 (connection), 53 (insufficient resources), 57 (operator
+            // intervention: shutdown, cancel), 58 (system error).
+            let code = db.code();
+            let class = code.as_deref().map(|c| c.get(..2).unwrap_or(""));
+            matches!(class, Some("08" | "53" | "57" | "58"))
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}

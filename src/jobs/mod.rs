@@ -103,6 +103,9 @@ pub type JobFuture = Pin<Box<dyn Future<Output = Result<JobReport, JobError>> + 
 pub trait ErasedJob: Send + Sync {
     /// Parses the payload and runs the handler.
     fn call(self: Arc<Self>, payload: serde_json::Value, ctx: JobContext) -> JobFuture;
+    /// Whether `payload` parses into the kind's arguments (checked at intake, so a malformed
+    /// payload is a 400 to its sender, not a dead letter later); the error says why not.
+    fn check(&self, payload: &serde_json::Value) -> Result<(), serde_json::Error>;
 }
 
 struct Typed<J>(J);
@@ -113,6 +116,10 @@ impl<J: Job> ErasedJob for Typed<J> {
             let args: J::Args = serde_json::from_value(payload).map_err(|e| JobError::Malformed(e.to_string()))?;
             self.0.run(args, ctx).await
         })
+    }
+
+    fn check(&self, payload: &serde_json::Value) -> Result<(), serde_json::Error> {
+        <J::Args as serde::Deserialize>::deserialize(payload).map(drop)
     }
 }
 

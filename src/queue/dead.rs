@@ -30,6 +30,10 @@ pub struct DeadLetter {
     pub failed_at: DateTime<Utc>,
 }
 
+/// Longest error text stored with a dead letter (and logged with it): an error may quote its
+/// input, and the input is the sender's to choose.
+pub const MAX_ERROR_TEXT: usize = 2048;
+
 /// Records a dead letter. System pool: a dead letter may belong to any tenant or to none,
 /// and the worker that writes it holds no tenant context.
 pub async fn record(
@@ -53,7 +57,7 @@ pub async fn record(
     .bind(tenant)
     .bind(envelope)
     .bind(attempts as i32)
-    .bind(error)
+    .bind(crate::domain::truncated(error, MAX_ERROR_TEXT).as_ref())
     .execute(&pool.0)
     .await?;
     Ok(id)

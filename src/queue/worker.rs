@@ -144,7 +144,7 @@ impl Executor {
                 let raw = serde_json::from_slice::<serde_json::Value>(data)
                     .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(data).into_owned()));
                 let error = format!("malformed job envelope: {e}");
-                tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %error);
+                tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));
                 dead::record(&self.state.system_pool, "?", self.policy.kind.as_str(), None, &raw, 1, &error).await?;
                 return Ok(());
             }
@@ -185,7 +185,7 @@ impl Executor {
             Err(JobError::Retry(error)) if envelope.attempt < self.policy.max_attempts => {
                 let next = envelope.attempt + 1;
                 let delay = self.policy.backoff.delay(next);
-                tracing::warn!(message = "Job failed; retrying.", error = %error, next_attempt = next, retry_in_ms = delay.as_millis() as u64);
+                tracing::warn!(message = "Job failed; retrying.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
                 self.requeue(&envelope, next, delay, Some(&error)).await?;
                 RunOutcome::Retried
             }
@@ -194,7 +194,7 @@ impl Executor {
                     JobError::Retry(msg) => format!("attempts exhausted ({}): {msg}", envelope.attempt),
                     other => other.to_string(),
                 };
-                tracing::error!(message = "Job dead-lettered.", error = %error);
+                tracing::error!(message = "Job dead-lettered.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));
                 let as_json = serde_json::to_value(&envelope)?;
                 dead::record(
                     &self.state.system_pool,
@@ -257,7 +257,7 @@ impl Executor {
         let mut next = envelope.clone();
         next.attempt = attempt;
         if let Some(e) = error {
-            next.last_error = Some(e.to_owned());
+            next.last_error = Some(crate::domain::truncated(e, dead::MAX_ERROR_TEXT).into_owned());
         }
         next.enqueued_at_us = now_us();
         let run_at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());

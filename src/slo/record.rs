@@ -181,13 +181,13 @@ impl Recorder {
 /// The middleware: times the request, counts it for the SLOs and the route statistics, and
 /// observes it in the request metrics (probes are in the metrics, not in the SLOs).
 pub async fn middleware(State(state): State<crate::app::AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "(unmatched)".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| crate::metrics::UNMATCHED_ROUTE.to_owned(), |m| m.as_str().to_owned());
+    let method = crate::metrics::method_label(req.method());
     let counted = !NOT_COUNTED.contains(&req.uri().path());
     let started = Instant::now();
     let response = next.run(req).await;
     let elapsed = started.elapsed();
-    state.metrics.request(&route, method.as_str(), response.status().as_u16(), elapsed);
+    state.metrics.request(&route, method, response.status().as_u16(), elapsed);
     if counted {
         state.slo_recorder.observe(elapsed, response.status());
         state.slo_recorder.observe_route(&route, elapsed);

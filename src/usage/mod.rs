@@ -109,6 +109,13 @@ pub struct Recorded {
     pub warned: Vec<String>,
 }
 
+/// The start of the month after `t`'s (UTC): when monthly limits reset.
+pub fn next_period(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let (year, month) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().unwrap_or(t)
+}
+
 /// `YYYYMM` of a time.
 pub fn month(t: DateTime<Utc>) -> String {
     format!("{:04}{:02}", t.year(), t.month())
@@ -130,7 +137,7 @@ pub fn validate(items: &[UsageItem], limits: &std::collections::BTreeMap<String,
     }
     for (i, it) in items.iter().enumerate() {
         if !limits.contains_key(&it.metric) {
-            return Err(bad(i, "metric", format!("{:?} is not metered by the tenant's plan", it.metric)));
+            return Err(bad(i, "metric", format!("{:?} is not metered by the tenant's plan", crate::domain::truncated(&it.metric, 80))));
         }
         if it.quantity <= 0 || it.quantity > MAX_QUANTITY {
             return Err(bad(i, "quantity", format!("must be between 1 and {MAX_QUANTITY}")));

@@ -10,6 +10,8 @@ mod deploy_files;
 mod drills;
 mod dunning;
 mod health;
+mod intake_drills;
+mod intake_hardening;
 mod intake_security;
 mod jobs;
 mod loadtest;

@@ -138,8 +138,14 @@ async fn limits_warn_once_at_80_percent_and_refuse_at_100_exactly() {
     // At 10 of 10: one more unit is refused, naming the metric and the limit; a replay is not.
     let over = post(&s, vec![item(1, "k9")]).await;
     assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Not a rate limit: told apart by its code, and Retry-After is the next month, not seconds.
+    let retry_after: i64 = over.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
     let body: Value = over.json().await.expect("json");
     assert_eq!((body["error"]["metric"].as_str(), body["error"]["limit"].as_i64()), (Some("api_calls"), Some(10)));
+    assert_eq!(body["error"]["code"], "usage_limit");
+    let resets_at: chrono::DateTime<chrono::Utc> = body["error"]["resets_at"].as_str().expect("resets_at").parse().expect("time");
+    assert_eq!(resets_at, ballast::usage::next_period(chrono::Utc::now()));
+    assert!((retry_after - (resets_at - chrono::Utc::now()).num_seconds()).abs() <= 5, "{retry_after}");
     let replay = post(&s, vec![item(2, "k8")]).await;
     assert_eq!(replay.status(), StatusCode::OK);
     assert_eq!(used(&s).await["used"], 10);
