@@ -10,6 +10,7 @@ mod deploy_files;
 mod drills;
 mod dunning;
 mod health;
+mod import_cycles;
 mod intake_drills;
 mod intake_hardening;
 mod intake_security;

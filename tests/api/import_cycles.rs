@@ -1,0 +1,286 @@
+//! Import circles between the files of src/: every path a file names (`crate::…`, `super::…`,
+//! a child module's `name::…`, in `use` or inline) is an arrow to the deepest module file it
+//! reaches; strongly connected groups of more than two files are circles. A circle that is
+//! not in [`KNOWN`] fails the test, so the structure can only get better; when a known circle
+//! shrinks or goes, shrink or remove its entry (the test says so).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Circles that existed when the check was added, each as the files it held. A new circle, or
+/// a known one that grew, fails.
+/// Issue 18 dissolves it.
+const KNOWN: &[&[&str]] = &[&[
+        "src/api/catalogue.rs",
+        "src/api/client.rs",
+        "src/api/entitlements.rs",
+        "src/api/errors.rs",
+        "src/api/guard.rs",
+        "src/api/health.rs",
+        "src/api/jobs.rs",
+        "src/api/limits.rs",
+        "src/api/mod.rs",
+        "src/api/server.rs",
+        "src/api/slo.rs",
+        "src/api/usage.rs",
+        "src/api/webhooks.rs",
+        "src/app.rs",
+        "src/billing/entitlements.rs",
+        "src/billing/public_catalogue.rs",
+        "src/cache/reshape.rs",
+        "src/cache/warm.rs",
+        "src/dunning/mod.rs",
+        "src/dunning/policy.rs",
+        "src/flags.rs",
+        "src/jobs/billing_drift.rs",
+        "src/jobs/cache_reshape.rs",
+        "src/jobs/cache_warm.rs",
+        "src/jobs/db_sessions.rs",
+        "src/jobs/dunning_run.rs",
+        "src/jobs/email_send.rs",
+        "src/jobs/limits_spike.rs",
+        "src/jobs/loadtest_run.rs",
+        "src/jobs/mod.rs",
+        "src/jobs/noop.rs",
+        "src/jobs/scheduler_inspect.rs",
+        "src/jobs/site_down.rs",
+        "src/jobs/site_slow.rs",
+        "src/jobs/slo_evaluate.rs",
+        "src/jobs/slo_notify.rs",
+        "src/jobs/stripe_event.rs",
+        "src/jobs/usage_flush.rs",
+        "src/jobs/webhooks_backlog.rs",
+        "src/metrics.rs",
+        "src/queue/consumer.rs",
+        "src/queue/worker.rs",
+        "src/runbook/mod.rs",
+        "src/scheduler/mod.rs",
+        "src/slo/evaluate.rs",
+        "src/slo/notify.rs",
+        "src/slo/record.rs",
+        "src/stripe/handlers/charge.rs",
+        "src/stripe/handlers/checkout.rs",
+        "src/stripe/handlers/customer.rs",
+        "src/stripe/handlers/dispute.rs",
+        "src/stripe/handlers/invoice.rs",
+        "src/stripe/handlers/mod.rs",
+        "src/stripe/handlers/subscription.rs",
+        "src/stripe/inbox.rs",
+        "src/usage/flush.rs",
+        "src/usage/mod.rs",
+    ]];
+
+/// The module path of a file: src/api/guard.rs → ["api", "guard"]; src/api/mod.rs → ["api"].
+fn module_of(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).expect("under src");
+    let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let last = parts.pop().expect("file name");
+    let stem = last.trim_end_matches(".rs").to_owned();
+    if stem != "mod" && stem != "lib" && stem != "main" {
+        parts.push(stem);
+    }
+    parts
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The code without comments and string literals (a path in a doc comment is not an import).
+fn code_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let line = match line.find("//") {
+            Some(i) if !line[..i].contains('"') => &line[..i],
+            _ => line,
+        };
+        let mut in_string = false;
+        let mut prev = ' ';
+        for c in line.chars() {
+            if c == '"' && prev != '\\' {
+                in_string = !in_string;
+                out.push(' ');
+            } else if !in_string {
+                out.push(c);
+            }
+            prev = c;
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Expands the use-tree or path starting at `text` (just after `crate::`, `super::` …) into
+/// full paths of segments.
+fn expand(text: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut path = prefix;
+    loop {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'{' {
+            i += 1;
+            loop {
+                while i < bytes.len() && (bytes[i].is_ascii_whitespace() || bytes[i] == b',') {
+                    i += 1;
+                }
+                if i >= bytes.len() || bytes[i] == b'}' {
+                    return i + 1;
+                }
+                i += expand(&text[i..], path.clone(), out);
+            }
+        }
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        if i == start {
+            out.push(path);
+            return i;
+        }
+        path.push(text[start..i].to_owned());
+        if text[i..].starts_with("::") {
+            i += 2;
+        } else {
+            out.push(path);
+            return i;
+        }
+    }
+}
+
+fn arrows(src: &Path, files: &BTreeMap<Vec<String>, PathBuf>, file: &Path) -> BTreeSet<PathBuf> {
+    let module = module_of(src, file);
+    let code = code_only(&std::fs::read_to_string(file).expect("read"));
+    let children: BTreeSet<String> = code
+        .lines()
+        .filter_map(|l| l.trim().trim_start_matches("pub ").strip_prefix("mod ").map(|m| m.trim_end_matches(';').trim().to_owned()))
+        .collect();
+    let mut paths = Vec::new();
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut at = 0;
+    while at < code.len() {
+        let rest = &code[at..];
+        let boundary = at == 0 || !code[..at].ends_with(is_ident) && !code[..at].ends_with("::");
+        let mut consumed = 1;
+        if boundary {
+            if let Some(tail) = rest.strip_prefix("crate::") {
+                consumed = 7 + expand(tail, Vec::new(), &mut paths);
+            } else if rest.starts_with("super::") {
+                let mut base = module.clone();
+                let mut tail = rest;
+                // A file's module is its own scope; `super` is its parent.
+                while let Some(t) = tail.strip_prefix("super::") {
+                    base.pop();
+                    tail = t;
+                }
+                consumed = (rest.len() - tail.len()) + expand(tail, base, &mut paths);
+            } else if let Some(child) = children.iter().find(|c| rest.starts_with(&format!("{c}::"))) {
+                let mut base = module.clone();
+                base.push(child.clone());
+                consumed = child.len() + 2 + expand(&rest[child.len() + 2..], base, &mut paths);
+            }
+        }
+        at += consumed.max(1);
+        while at < code.len() && !code.is_char_boundary(at) {
+            at += 1;
+        }
+    }
+    let mut out = BTreeSet::new();
+    for mut path in paths {
+        while !path.is_empty() {
+            if let Some(target) = files.get(&path) {
+                if target != file {
+                    out.insert(target.clone());
+                }
+                break;
+            }
+            path.pop();
+        }
+    }
+    out
+}
+
+/// Strongly connected groups (Tarjan), as sets of files.
+fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf>> {
+    struct State<'a> {
+        graph: &'a BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+        index: BTreeMap<&'a PathBuf, usize>,
+        low: BTreeMap<&'a PathBuf, usize>,
+        stack: Vec<&'a PathBuf>,
+        on_stack: BTreeSet<&'a PathBuf>,
+        next: usize,
+        out: Vec<BTreeSet<PathBuf>>,
+    }
+    fn visit<'a>(s: &mut State<'a>, v: &'a PathBuf) {
+        s.index.insert(v, s.next);
+        s.low.insert(v, s.next);
+        s.next += 1;
+        s.stack.push(v);
+        s.on_stack.insert(v);
+        for w in s.graph.get(v).into_iter().flatten() {
+            let Some((w, _)) = s.graph.get_key_value(w) else { continue };
+            if !s.index.contains_key(w) {
+                visit(s, w);
+                let low = s.low[v].min(s.low[w]);
+                s.low.insert(v, low);
+            } else if s.on_stack.contains(w) {
+                let low = s.low[v].min(s.index[w]);
+                s.low.insert(v, low);
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut group = BTreeSet::new();
+            while let Some(w) = s.stack.pop() {
+                s.on_stack.remove(w);
+                group.insert(w.clone());
+                if w == v {
+                    break;
+                }
+            }
+            s.out.push(group);
+        }
+    }
+    let mut s = State { graph, index: BTreeMap::new(), low: BTreeMap::new(), stack: Vec::new(), on_stack: BTreeSet::new(), next: 0, out: Vec::new() };
+    for v in graph.keys() {
+        if !s.index.contains_key(v) {
+            visit(&mut s, v);
+        }
+    }
+    s.out
+}
+
+#[test]
+fn no_new_import_circle_in_src() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("src");
+    let mut list = Vec::new();
+    rust_files(&src, &mut list);
+    let files: BTreeMap<Vec<String>, PathBuf> = list.iter().map(|f| (module_of(&src, f), f.clone())).collect();
+    let graph: BTreeMap<PathBuf, BTreeSet<PathBuf>> = list.iter().map(|f| (f.clone(), arrows(&src, &files, f))).collect();
+    let rel = |p: &PathBuf| p.strip_prefix(root).expect("under root").display().to_string();
+    let found: Vec<BTreeSet<String>> =
+        circles(&graph).into_iter().filter(|c| c.len() > 2).map(|c| c.iter().map(rel).collect::<BTreeSet<String>>()).collect();
+    let known: Vec<BTreeSet<String>> = KNOWN.iter().map(|c| c.iter().map(|s| s.to_string()).collect()).collect();
+    for circle in &found {
+        assert!(
+            known.iter().any(|k| circle.is_subset(k)),
+            "a new import circle of {} files (or a known one grew): {circle:#?}\nBreak it: a lower module takes what it uses as arguments.",
+            circle.len()
+        );
+    }
+    for k in &known {
+        assert!(
+            found.iter().any(|c| c == k),
+            "the known circle {k:#?} shrank or is gone: update KNOWN in tests/api/import_cycles.rs to what remains: {found:#?}"
+        );
+    }
+}
