@@ -671,7 +671,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
                 Some(raw) => parse_instant(&raw)?,
             };
             let state = AppState::build(settings)?;
-            let report = ballast::dunning::run(&state, as_of, tenant, dry_run).await?;
+            let report = ballast::dunning::run(&state.dunning_deps(), as_of, tenant, dry_run).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -690,7 +690,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
         }
         Command::Usage { command: UsageCommand::Flush { all, json } } => {
             let state = AppState::build(settings)?;
-            let r = ballast::usage::flush::run(&state, chrono::Utc::now(), all).await?;
+            let r = ballast::usage::flush::run(&state.usage_deps(), chrono::Utc::now(), all).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -707,7 +707,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
                 Some(raw) => parse_instant(&raw)?,
             };
             let state = AppState::build(settings)?;
-            let statuses = ballast::slo::evaluate::run(&state, now, false).await?;
+            let statuses = ballast::slo::evaluate::run(&state.slo_deps(), now, false).await?;
             if json {
                 println!("{}", serde_json::to_string(&statuses)?);
             } else {
@@ -1096,7 +1096,7 @@ async fn emails(state: AppState, command: EmailsCommand) -> anyhow::Result<()> {
 async fn cache(state: AppState, command: CacheCommand) -> anyhow::Result<()> {
     match command {
         CacheCommand::Warm { json } => {
-            let r = ballast::cache::warm::run(&state).await?;
+            let r = ballast::cache::warm::run(state.warm_sources()).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

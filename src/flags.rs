@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::cache::{Cache, CacheError};
 use crate::db::SystemPool;
 use crate::domain::TenantId;
@@ -65,9 +64,9 @@ pub async fn list(pool: &sqlx::PgPool) -> Result<Vec<Flag>, sqlx::Error> {
 }
 
 /// Every flag through the cache. The app role reads the table: it is global, not tenant data.
-pub async fn cached(state: &AppState) -> Result<Vec<Flag>, CacheError> {
-    let pool = state.tenant_pool.raw().clone();
-    state.cache.get(&FEATURE_FLAGS, state.keys.feature_flags(), move || async move { list(&pool).await }).await
+pub async fn cached(cache: &Cache, pool: &sqlx::PgPool) -> Result<Vec<Flag>, CacheError> {
+    let pool = pool.clone();
+    cache.get(&FEATURE_FLAGS, cache.keys().feature_flags(), move || async move { list(&pool).await }).await
 }
 
 /// What `ballast flags set` changes; `None` keeps the current value (or the default for a new

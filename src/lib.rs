@@ -7,7 +7,7 @@
 
 /// The intake API (axum).
 pub mod api;
-/// Application state and the fleet member that runs the roles.
+/// The fleet member that runs the roles.
 pub mod app;
 /// API keys and scopes.
 pub mod auth;
@@ -57,6 +57,8 @@ pub mod scheduler;
 pub mod slo;
 /// Stripe: signatures, events, the inbox, the API client, event handlers.
 pub mod stripe;
+/// The application state every edge holds.
+pub mod state;
 /// Logs.
 pub mod telemetry;
 /// Usage metering: intake counters, the ledger flush, meter events.

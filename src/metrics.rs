@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, GaugeVec, TextEncoder};
 
-use crate::app::AppState;
-use crate::queue::worker::RunOutcome;
+use crate::queue::JobEnvelope;
+use crate::queue::worker::{JobObserver, RunOutcome};
 
 /// Request-duration buckets (seconds): 0.3 s is the latency SLO's threshold.
 const HTTP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -64,6 +64,21 @@ pub struct ConnectionStats {
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
+
+/// What a scrape reads besides the counters kept here.
+#[derive(Clone, Copy)]
+pub struct Scrape<'a> {
+    /// Queue depths and ages.
+    pub queue: &'a crate::queue::JobQueue,
+    /// The app role's pool.
+    pub app_pool: &'a sqlx::PgPool,
+    /// The system role's pool.
+    pub system_pool: &'a sqlx::PgPool,
+    /// The limiter's counters.
+    pub limiter: &'a crate::ratelimit::LimiterStats,
+    /// The cache's counters.
+    pub cache: crate::cache::CacheStats,
+}
 
 /// The fleet member's metrics.
 #[derive(Clone)]
@@ -156,9 +171,9 @@ impl Metrics {
         self.webhook_lag.observe(lag);
     }
 
-    /// Reads the scrape-time figures and renders every metric.
-    pub async fn render(&self, state: &AppState) -> String {
-        if let Ok(stats) = state.queue.stats().await {
+    /// Reads the scrape-time figures from `from` and renders every metric.
+    pub async fn render(&self, from: Scrape<'_>) -> String {
+        if let Ok(stats) = from.queue.stats().await {
             for s in stats {
                 for (label, v) in [("ready", s.ready), ("scheduled", s.scheduled), ("running", s.running)] {
                     self.queue_depth.with_label_values(&[s.kind.as_str(), label]).set(i64::try_from(v).unwrap_or(i64::MAX));
@@ -166,12 +181,12 @@ impl Metrics {
                 self.queue_oldest.with_label_values(&[s.kind.as_str()]).set(s.oldest_ready_age_secs.unwrap_or(0.0));
             }
         }
-        for (name, pool) in [("app", state.tenant_pool.raw()), ("system", &state.system_pool.0)] {
+        for (name, pool) in [("app", from.app_pool), ("system", from.system_pool)] {
             let idle = i64::try_from(pool.num_idle()).unwrap_or(0);
             self.pool.with_label_values(&[name, "idle"]).set(idle);
             self.pool.with_label_values(&[name, "in_use"]).set(i64::from(pool.size()) - idle);
         }
-        let l = &state.limiter.stats;
+        let l = from.limiter;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         catch_up(&self.limiter, "blocked", load(&l.blocked));
         catch_up(&self.limiter, "failed_open", load(&l.failed_open));
@@ -181,7 +196,7 @@ impl Metrics {
         catch_up(&self.connection_events, "accepted", load(&conn.accepted));
         catch_up(&self.connection_events, "header_timeout", load(&conn.header_timeouts));
         catch_up(&self.connection_events, "at_capacity", load(&conn.at_capacity));
-        let c = state.cache.stats();
+        let c = from.cache;
         catch_up(&self.cache, "hit", c.hits);
         catch_up(&self.cache, "miss", c.misses);
         catch_up(&self.cache, "stale", c.stale_served);
@@ -196,6 +211,12 @@ impl Metrics {
 
 fn load_usize(a: &std::sync::atomic::AtomicUsize) -> usize {
     a.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl JobObserver for Metrics {
+    fn finished(&self, envelope: &JobEnvelope, outcome: RunOutcome, took: Duration) {
+        self.job(envelope.kind.as_str(), outcome, took);
+    }
 }
 
 /// Moves a counter up to a total kept elsewhere (the limiter's and cache's own atomics).

@@ -11,8 +11,9 @@ use axum::routing::{MethodRouter, get};
 use serde_json::json;
 
 use super::guard::Caller;
-use super::{ApiError, Auth, RouteSpec};
-use crate::app::AppState;
+use super::errors::ApiError;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 use crate::auth::Scope;
 
 /// Catalogue and flag routes.
@@ -29,11 +30,11 @@ fn unavailable(what: &'static str, e: impl std::fmt::Display) -> ApiError {
 }
 
 async fn plans(State(state): State<AppState>) -> Result<Json<crate::billing::public_catalogue::PublicCatalogue>, ApiError> {
-    crate::billing::public_catalogue::cached(&state).await.map(Json).map_err(|e| unavailable("the plan catalogue", e))
+    crate::billing::public_catalogue::cached(&state.cache, &state.plans, &state.stripe).await.map(Json).map_err(|e| unavailable("the plan catalogue", e))
 }
 
 async fn flags(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<serde_json::Value>, ApiError> {
-    let flags = crate::flags::cached(&state).await.map_err(|e| unavailable("feature flags", e))?;
+    let flags = crate::flags::cached(&state.cache, state.tenant_pool.raw()).await.map_err(|e| unavailable("feature flags", e))?;
     let on: BTreeMap<&str, bool> = flags.iter().map(|f| (f.name.as_str(), f.is_on_for(caller.tenant))).collect();
     Ok(Json(json!({"tenant": caller.tenant, "flags": on})))
 }

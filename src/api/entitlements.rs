@@ -11,8 +11,9 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::guard::Caller;
-use super::{ApiError, Auth, RouteSpec};
-use crate::app::AppState;
+use super::errors::ApiError;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 use crate::auth::Scope;
 use crate::billing::entitlements::{self, Entitlement};
 
@@ -33,7 +34,7 @@ fn shown(e: &Entitlement, now: chrono::DateTime<Utc>) -> serde_json::Value {
 }
 
 async fn read(state: &AppState, caller: &Caller) -> Result<Vec<Entitlement>, ApiError> {
-    entitlements::cached(state, caller.tenant).await.map_err(|e| {
+    entitlements::cached(&state.cache, &state.tenant_pool, caller.tenant).await.map_err(|e| {
         tracing::error!(message = "Entitlements unreadable.", error = %e);
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "entitlements cannot be read now; retry later")
     })

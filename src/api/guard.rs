@@ -16,8 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, Auth, RouteSpec};
-use crate::app::AppState;
+use super::errors::ApiError;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 use crate::auth::{self, AuthError, Principal};
 use crate::domain::TenantId;
 use crate::ratelimit::{Limit, PolicyName, Request as LimitRequest, Subject, Verdict, WindowState};

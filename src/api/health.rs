@@ -10,8 +10,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, get};
 use serde_json::json;
 
-use super::{Auth, RouteSpec};
-use crate::app::AppState;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 
 /// Health routes. Liveness is never limited (a throttled probe restarts a healthy member);
 /// readiness does real work (a PostgreSQL and a Redis round trip), so it is limited per IP.
@@ -25,7 +25,14 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    let body = state.metrics.render(&state).await;
+    let scrape = crate::metrics::Scrape {
+        queue: &state.queue,
+        app_pool: state.tenant_pool.raw(),
+        system_pool: &state.system_pool.0,
+        limiter: &state.limiter.stats,
+        cache: state.cache.stats(),
+    };
+    let body = state.metrics.render(scrape).await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

@@ -11,8 +11,9 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::guard::Caller;
-use super::{ApiError, Auth, RouteSpec};
-use crate::app::AppState;
+use super::errors::ApiError;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 use crate::auth::Scope;
 use crate::jobs::Registry;
 use crate::queue::EnqueueRequest;

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::errors::ApiError;
 
 /// Longest request target (path and query), in bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;

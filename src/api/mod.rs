@@ -4,74 +4,30 @@
 //! every route the router has.
 
 use axum::Router;
-use axum::http::{HeaderName, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, StatusCode};
 use axum::routing::MethodRouter;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub mod catalogue;
 pub mod client;
 pub mod entitlements;
 pub mod errors;
 pub mod guard;
-pub mod limits;
-pub mod server;
 pub mod health;
 pub mod jobs;
+pub mod limits;
+pub mod observe;
+pub mod route;
+pub mod server;
 pub mod slo;
 pub mod usage;
 pub mod webhooks;
 
-/// How a route authenticates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    /// None (health).
-    None,
-    /// The `Stripe-Signature` header, checked by the handler over the raw body.
-    StripeSignature,
-    /// An API key with this scope, acting for a tenant.
-    Key(crate::auth::Scope),
-    /// A service-wide API key (no tenant) with this scope: the route's data is the product's,
-    /// not any tenant's.
-    ServiceKey(crate::auth::Scope),
-}
-
-/// One route of the API, as the router serves it.
-#[derive(Debug, Clone)]
-pub struct RouteSpec {
-    /// Method.
-    pub method: Method,
-    /// Path, in axum's syntax (`/v1/entitlements/{feature}`).
-    pub path: &'static str,
-    /// Authentication.
-    pub auth: Auth,
-    /// Writes tenant data (the per-tenant write limit applies).
-    pub write: bool,
-    /// Anonymous route limited per client IP (key routes are limited per key instead).
-    pub limited: bool,
-}
-
-impl RouteSpec {
-    /// A route.
-    pub fn new(method: Method, path: &'static str, auth: Auth) -> Self {
-        Self { method, path, auth, write: false, limited: false }
-    }
-
-    /// Marks a write route.
-    pub fn write(mut self) -> Self {
-        self.write = true;
-        self
-    }
-
-    /// Marks an anonymous route limited per client IP.
-    pub fn limited(mut self) -> Self {
-        self.limited = true;
-        self
-    }
-}
+pub use errors::ApiError;
+pub use route::{Auth, RouteSpec};
 
 /// Every route with its handler, module by module; `registry` checks job payloads at intake.
 fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -89,31 +45,6 @@ fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, Met
 /// Every route of the API: the list the router is built from.
 pub fn routes() -> Vec<RouteSpec> {
     routes_with_handlers(&crate::jobs::Registry::default()).into_iter().map(|(spec, _)| spec).collect()
-}
-
-/// The one error shape of the API: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable machine-readable code.
-    pub code: &'static str,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl ApiError {
-    /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
-    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -151,7 +82,7 @@ pub fn router(state: AppState, registry: &crate::jobs::Registry) -> Router {
         })
         .with_state(state.clone())
         // Every answer counts towards the intake's SLOs (probes excepted), 404s and 429s too.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::slo::record::middleware))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::middleware))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {

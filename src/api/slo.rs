@@ -10,8 +10,9 @@ use axum::routing::{MethodRouter, post};
 use serde::Deserialize;
 
 use super::guard::ServiceCaller;
-use super::{ApiError, Auth, RouteSpec};
-use crate::app::AppState;
+use super::errors::ApiError;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 use crate::auth::Scope;
 use crate::slo::report::{self, ReportedMinute};
 

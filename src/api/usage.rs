@@ -10,8 +10,9 @@ use axum::routing::{MethodRouter, get, post};
 use axum::Json;
 
 use super::guard::Caller;
-use super::{ApiError, Auth, RouteSpec};
-use crate::app::AppState;
+use super::errors::ApiError;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 use crate::auth::Scope;
 use crate::domain::TenantId;
 use crate::email::{self, NewEmail, Template};
@@ -62,7 +63,7 @@ async fn record(
         Err(e) => return super::errors::json_rejection(&e).into_response(),
     };
     let now = chrono::Utc::now();
-    let limits = match usage::limits_of(&state, caller.tenant).await {
+    let limits = match usage::limits_of(&state.usage_deps(), caller.tenant).await {
         Ok(Some(l)) => l,
         Ok(None) => return error(UsageError::NoPlan),
         Err(e) => return error(e),
@@ -116,7 +117,7 @@ async fn warn_once(state: &AppState, tenant: TenantId, metric: &str, limits: &st
 }
 
 async fn current(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
-    match usage::current(&state, caller.tenant, chrono::Utc::now()).await {
+    match usage::current(&state.usage_deps(), caller.tenant, chrono::Utc::now()).await {
         Ok(body) => (StatusCode::OK, Json(body)).into_response(),
         Err(e) => error(e),
     }

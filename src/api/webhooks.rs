@@ -11,8 +11,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 
-use super::{ApiError, Auth, RouteSpec};
-use crate::app::AppState;
+use super::errors::ApiError;
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
 use crate::stripe::event::StripeEvent;
 use crate::stripe::inbox::{self, Inserted};
 use crate::stripe::signature;

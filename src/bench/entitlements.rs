@@ -100,7 +100,7 @@ async fn measure(state: &AppState, tenants: &[TenantId], n: u64, concurrency: us
     let Some(addr) = member.api_addr else { return Err(BenchError::NotListening) };
     let url = format!("http://{addr}/v1/entitlements/projects");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    crate::cache::warm::run(state).await.map_err(|e| fail(e.to_string()))?;
+    crate::cache::warm::run(state.warm_sources()).await.map_err(|e| fail(e.to_string()))?;
 
     let get = |i: usize| client.get(&url).bearer_auth(&keys[i % keys.len()]).send();
     let outcome = async {
@@ -136,7 +136,7 @@ async fn measure(state: &AppState, tenants: &[TenantId], n: u64, concurrency: us
         let mut reader = super::latency_histogram();
         for i in 0..n as usize {
             let started = Instant::now();
-            crate::billing::entitlements::cached(state, tenants[i % tenants.len()]).await.map_err(|e| fail(e.to_string()))?;
+            crate::billing::entitlements::cached(&state.cache, &state.tenant_pool, tenants[i % tenants.len()]).await.map_err(|e| fail(e.to_string()))?;
             if let Some(h) = reader.as_mut() {
                 let _ = h.record(started.elapsed().as_micros().max(1) as u64);
             }

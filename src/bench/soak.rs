@@ -31,7 +31,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::auth::Scope;
 use crate::config::Settings;
 use crate::domain::TenantId;

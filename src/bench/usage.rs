@@ -129,7 +129,7 @@ async fn measure(state: &AppState, tenant: TenantId, metric: &str, secs: u64, cl
     let (p50, p99) = hist.lock().ok().and_then(|h| h.as_ref().map(super::p50_p99_ms)).unwrap_or((f64::NAN, f64::NAN));
 
     // Flush: the intake's windows plus `counters` distinct counters in one old window.
-    crate::usage::flush::run(state, chrono::Utc::now(), true).await.ok();
+    crate::usage::flush::run(&state.usage_deps(), chrono::Utc::now(), true).await.ok();
     let window = chrono::Utc::now().timestamp().div_euclid(60) - 10;
     let mut conn = state.redis.clone();
     let base_minute = chrono::Utc::now().timestamp().div_euclid(60) - 60;
@@ -143,7 +143,7 @@ async fn measure(state: &AppState, tenant: TenantId, metric: &str, secs: u64, cl
     }
     let t = Instant::now();
     // Stripe is not configured here, so the report step stops at its first row.
-    if let Err(e) = crate::usage::flush::run(state, chrono::Utc::now(), false).await {
+    if let Err(e) = crate::usage::flush::run(&state.usage_deps(), chrono::Utc::now(), false).await {
         tracing::debug!(message = "Flush ended with an error (expected: no Stripe here).", error = %e);
     }
     let flush_secs = t.elapsed().as_secs_f64();

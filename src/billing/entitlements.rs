@@ -11,7 +11,6 @@ use sqlx::PgConnection;
 use std::collections::HashMap;
 
 use super::plans::{Grant, Plans};
-use crate::app::AppState;
 use crate::cache::{Cache, CacheError};
 use crate::db::{DbError, SystemPool, TenantPool};
 use crate::domain::TenantId;
@@ -215,9 +214,9 @@ pub async fn load_many(system: &SystemPool, tenants: &[TenantId]) -> Result<Hash
 }
 
 /// A tenant's entitlements through the cache (short TTL; invalidated after every change).
-pub async fn cached(state: &AppState, tenant: TenantId) -> Result<Vec<Entitlement>, CacheError> {
-    let pool = state.tenant_pool.clone();
-    state.cache.get(&TENANT_ENTITLEMENTS, state.keys.tenant_entitlements(tenant), move || async move { load(&pool, tenant).await }).await
+pub async fn cached(cache: &Cache, pool: &TenantPool, tenant: TenantId) -> Result<Vec<Entitlement>, CacheError> {
+    let pool = pool.clone();
+    cache.get(&TENANT_ENTITLEMENTS, cache.keys().tenant_entitlements(tenant), move || async move { load(&pool, tenant).await }).await
 }
 
 /// Drops the tenant's cached entitlements (and any load in flight); call after the commit that

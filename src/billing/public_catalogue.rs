@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::plans::{Grant, Plans, UsageLimit};
-use crate::app::AppState;
-use crate::cache::CacheError;
+use crate::cache::{Cache, CacheError};
 use crate::keys::PLAN_CATALOGUE;
 use crate::stripe::client::{ObjectKind, StripeApi, StripeApiError};
 
@@ -91,7 +90,7 @@ pub async fn load(plans: &Plans, stripe: &StripeApi) -> Result<PublicCatalogue, 
 }
 
 /// The catalogue through the cache.
-pub async fn cached(state: &AppState) -> Result<PublicCatalogue, CacheError> {
-    let (plans, stripe) = (state.plans.clone(), state.stripe.clone());
-    state.cache.get(&PLAN_CATALOGUE, state.keys.plan_catalogue(), move || async move { load(&plans, &stripe).await }).await
+pub async fn cached(cache: &Cache, plans: &std::sync::Arc<Plans>, stripe: &StripeApi) -> Result<PublicCatalogue, CacheError> {
+    let (plans, stripe) = (plans.clone(), stripe.clone());
+    cache.get(&PLAN_CATALOGUE, cache.keys().plan_catalogue(), move || async move { load(&plans, &stripe).await }).await
 }

@@ -6,9 +6,8 @@
 
 use serde::Serialize;
 
-use super::warm::{self, WarmError, WarmReport};
-use crate::app::AppState;
-use crate::keys::CachedFamily;
+use super::warm::{self, WarmError, WarmReport, WarmSources};
+use crate::keys::{CachedFamily, Keys};
 
 /// Keys per SCAN step and per UNLINK.
 const SCAN_BATCH: usize = 500;
@@ -40,9 +39,10 @@ pub struct ReshapeReport {
 }
 
 /// Counts (and with `execute`, warms then removes) the cached keys of other shape versions.
-pub async fn run(state: &AppState, execute: bool) -> Result<ReshapeReport, WarmError> {
-    let warm = if execute { Some(warm::run(state).await?) } else { None };
-    let mut conn = state.redis.clone();
+pub async fn run(from: WarmSources<'_>, redis: &redis::aio::ConnectionManager, execute: bool) -> Result<ReshapeReport, WarmError> {
+    let warm = if execute { Some(warm::run(from).await?) } else { None };
+    let keys = from.cache.keys();
+    let mut conn = redis.clone();
     let mut families = Vec::new();
     for family in CachedFamily::ALL {
         let shape = family.spec().shape;
@@ -52,13 +52,13 @@ pub async fn run(state: &AppState, execute: bool) -> Result<ReshapeReport, WarmE
             let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(state.keys.cache_versions(family))
+                .arg(keys.cache_versions(family))
                 .arg("COUNT")
                 .arg(SCAN_BATCH)
                 .query_async(&mut conn)
                 .await?;
             let old: Vec<String> =
-                found.into_iter().filter(|k| state.keys.cache_version_of(family, k).is_some_and(|v| v != shape)).collect();
+                found.into_iter().filter(|k| keys.cache_version_of(family, k).is_some_and(|v| v != shape)).collect();
             count.old += old.len() as u64;
             if execute && !old.is_empty() {
                 let removed: u64 = redis::cmd("UNLINK").arg(&old).query_async(&mut conn).await?;
@@ -69,14 +69,14 @@ pub async fn run(state: &AppState, execute: bool) -> Result<ReshapeReport, WarmE
                 break;
             }
         }
-        count.current = current_keys(state, family).await?;
+        count.current = current_keys(redis, keys, family).await?;
         families.push(count);
     }
     Ok(ReshapeReport { executed: execute, warm, families })
 }
 
 /// Keys of the current shape (a second SCAN, so the count is after any deletion).
-async fn current_keys(state: &AppState, family: CachedFamily) -> Result<u64, redis::RedisError> {
-    let found = crate::keys::scan(&state.redis, &state.keys.cache_versions(family)).await?;
-    Ok(found.iter().filter(|k| state.keys.cache_version_of(family, k) == Some(family.spec().shape)).count() as u64)
+async fn current_keys(redis: &redis::aio::ConnectionManager, keys: &Keys, family: CachedFamily) -> Result<u64, redis::RedisError> {
+    let found = crate::keys::scan(redis, &keys.cache_versions(family)).await?;
+    Ok(found.iter().filter(|k| keys.cache_version_of(family, k) == Some(family.spec().shape)).count() as u64)
 }

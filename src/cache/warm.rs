@@ -10,8 +10,10 @@ use std::hash::Hash;
 use serde::Serialize;
 
 use super::Cache;
-use crate::app::AppState;
+use crate::billing::plans::Plans;
+use crate::db::SystemPool;
 use crate::domain::TenantId;
+use crate::stripe::client::StripeApi;
 use crate::keys::{FEATURE_FLAGS, KeySpec, PLAN_CATALOGUE, TENANT_ENTITLEMENTS};
 
 /// Tenants per batch: one entitlement query and two pipelines each.
@@ -135,21 +137,37 @@ impl Cache {
     }
 }
 
+/// Where a warm reads what it stores.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmSources<'a> {
+    /// The cache to fill.
+    pub cache: &'a Cache,
+    /// The plan catalogue.
+    pub plans: &'a std::sync::Arc<Plans>,
+    /// Stripe, for the catalogue's prices.
+    pub stripe: &'a StripeApi,
+    /// The app role's pool (feature flags are global, read as the app).
+    pub app_pool: &'a sqlx::PgPool,
+    /// The system pool: warming is every tenant's, by design.
+    pub system_pool: &'a SystemPool,
+}
+
 /// One warm: catalogue, flags, then every tenant that is not closed, in batches of [`BATCH`].
 /// A failed catalogue or flag load is reported in `errors`; a failed tenant batch stops the warm.
-pub async fn run(state: &AppState) -> Result<WarmReport, WarmError> {
-    let cache = &state.cache;
+pub async fn run(from: WarmSources<'_>) -> Result<WarmReport, WarmError> {
+    let cache = from.cache;
+    let keys = cache.keys();
     let mut report = WarmReport::default();
-    let (plans, stripe) = (state.plans.clone(), state.stripe.clone());
+    let (plans, stripe) = (from.plans.clone(), from.stripe.clone());
     let catalogue = cache
-        .fill_batch(&PLAN_CATALOGUE, vec![((), state.keys.plan_catalogue())], |_| async move {
+        .fill_batch(&PLAN_CATALOGUE, vec![((), keys.plan_catalogue())], |_| async move {
             crate::billing::public_catalogue::load(&plans, &stripe).await.map(|c| HashMap::from([((), c)]))
         })
         .await;
     report.catalogue = report.settle(catalogue);
-    let pool = state.tenant_pool.raw().clone();
+    let pool = from.app_pool.clone();
     let flags = cache
-        .fill_batch(&FEATURE_FLAGS, vec![((), state.keys.feature_flags())], |_| async move {
+        .fill_batch(&FEATURE_FLAGS, vec![((), keys.feature_flags())], |_| async move {
             crate::flags::list(&pool).await.map(|f| HashMap::from([((), f)]))
         })
         .await;
@@ -162,16 +180,16 @@ pub async fn run(state: &AppState) -> Result<WarmReport, WarmError> {
             sqlx::query_scalar("SELECT id FROM tenants WHERE status <> 'closed' AND id > $1 ORDER BY id LIMIT $2")
                 .bind(after)
                 .bind(BATCH as i64)
-                .fetch_all(&state.system_pool.0)
+                .fetch_all(&from.system_pool.0)
                 .await?;
         let Some(last) = ids.last() else { break };
         after = *last;
         report.tenants += ids.len() as u64;
         report.batches += 1;
-        let keys = ids.iter().map(|id| (TenantId(*id), state.keys.tenant_entitlements(TenantId(*id)))).collect();
-        let system = state.system_pool.clone();
+        let batch = ids.iter().map(|id| (TenantId(*id), keys.tenant_entitlements(TenantId(*id)))).collect();
+        let system = from.system_pool.clone();
         let filled = cache
-            .fill_batch(&TENANT_ENTITLEMENTS, keys, |tenants| async move {
+            .fill_batch(&TENANT_ENTITLEMENTS, batch, |tenants| async move {
                 crate::billing::entitlements::load_many(&system, &tenants).await
             })
             .await?;

@@ -18,7 +18,10 @@ use sqlx::PgConnection;
 
 pub use policy::{Action, FinalAction, Policy, Step};
 
-use crate::app::AppState;
+use crate::cache::Cache;
+use crate::db::{SystemPool, TenantPool};
+use crate::queue::JobQueue;
+use crate::stripe::client::StripeApi;
 use crate::billing::entitlements;
 use crate::domain::TenantId;
 use crate::email::{self, NewEmail, Template};
@@ -98,10 +101,10 @@ struct AfterCommit {
 }
 
 impl AfterCommit {
-    async fn run(self, state: &AppState, tenant: TenantId) -> Result<(), DunningError> {
-        email::push(&state.queue, tenant, &self.emails).await?;
+    async fn run(self, state: &Deps<'_>, tenant: TenantId) -> Result<(), DunningError> {
+        email::push(state.queue, tenant, &self.emails).await?;
         if self.entitlements_changed {
-            entitlements::invalidate(&state.cache, tenant).await;
+            entitlements::invalidate(state.cache, tenant).await;
         }
         Ok(())
     }
@@ -120,8 +123,31 @@ struct Effect {
 /// The billing-effect kinds [`consume_effects`] acts on.
 pub const CONSUMED_KINDS: &[&str] = &["dunning.payment_failed", "dunning.invoice_paid", "email.upcoming_renewal", "email.trial_will_end"];
 
+/// What dunning uses: the pools, the Stripe API it pays and cancels through, the plans and
+/// grace it recomputes entitlements with, its policy, and where it queues emails and drops
+/// cached entitlements after a commit.
+#[derive(Clone, Copy)]
+pub struct Deps<'a> {
+    /// Tenant transactions.
+    pub tenant_pool: &'a TenantPool,
+    /// The daily run's scan across tenants.
+    pub system_pool: &'a SystemPool,
+    /// Invoice payments and cancellations.
+    pub stripe: &'a StripeApi,
+    /// The plan catalogue.
+    pub plans: &'a crate::billing::plans::Plans,
+    /// How long a past_due subscription keeps its plan.
+    pub past_due_grace: chrono::Duration,
+    /// The dunning policy.
+    pub policy: &'a Policy,
+    /// Where emails are queued after the commit.
+    pub queue: &'a JobQueue,
+    /// Where entitlements are dropped after the commit.
+    pub cache: &'a Cache,
+}
+
 /// Turns `tenant`'s unconsumed billing effects into cases, closings and emails.
-pub async fn consume_effects(state: &AppState, tenant: TenantId) -> Result<usize, DunningError> {
+pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize, DunningError> {
     let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
     let effects: Vec<Effect> = sqlx::query_as(
         "SELECT e.id, e.effect_key, e.kind, e.subject_id, e.payload, s.stripe_created
@@ -175,7 +201,7 @@ pub async fn consume_effects(state: &AppState, tenant: TenantId) -> Result<usize
         sqlx::query("UPDATE billing_effects SET consumed_at = now() WHERE id = $1").bind(e.id).execute(&mut *tx).await?;
     }
     if after.entitlements_changed {
-        entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
+        entitlements::recompute(&mut tx, tenant, state.plans, state.past_due_grace).await?;
     }
     tx.commit().await?;
     after.run(state, tenant).await?;
@@ -212,7 +238,7 @@ async fn remind(
     Ok(true)
 }
 
-async fn open_case(state: &AppState, tx: &mut PgConnection, tenant: TenantId, e: &Effect, after: &mut AfterCommit) -> Result<(), DunningError> {
+async fn open_case(state: &Deps<'_>, tx: &mut PgConnection, tenant: TenantId, e: &Effect, after: &mut AfterCommit) -> Result<(), DunningError> {
     let mirrored: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT customer_id, subscription_id FROM invoices WHERE id = $1").bind(&e.subject_id).fetch_optional(&mut *tx).await?;
     let Some((customer, subscription)) = mirrored else {
@@ -240,7 +266,7 @@ async fn open_case(state: &AppState, tx: &mut PgConnection, tenant: TenantId, e:
 }
 
 /// Advances every open case (of one tenant, or all) to `as_of`.
-pub async fn run(state: &AppState, as_of: DateTime<Utc>, tenant: Option<TenantId>, dry_run: bool) -> Result<RunReport, DunningError> {
+pub async fn run(state: &Deps<'_>, as_of: DateTime<Utc>, tenant: Option<TenantId>, dry_run: bool) -> Result<RunReport, DunningError> {
     let mut report = RunReport { as_of: Some(as_of), dry_run, ..RunReport::default() };
     // System pool: the daily run looks across tenants for work, then acts in each tenant's own transaction.
     if !dry_run {
@@ -280,7 +306,7 @@ pub async fn run(state: &AppState, as_of: DateTime<Utc>, tenant: Option<TenantId
             tx.rollback().await?;
         } else {
             if after.entitlements_changed {
-                entitlements::recompute(&mut tx, t, &state.plans, state.settings.past_due_grace).await?;
+                entitlements::recompute(&mut tx, t, state.plans, state.past_due_grace).await?;
             }
             tx.commit().await?;
             crate::fault::point("dunning.run.after_commit");
@@ -293,14 +319,14 @@ pub async fn run(state: &AppState, as_of: DateTime<Utc>, tenant: Option<TenantId
 
 /// Does the case's due steps that are not done yet, in the caller's tenant transaction.
 async fn advance(
-    state: &AppState,
+    state: &Deps<'_>,
     tx: &mut PgConnection,
     case: &Case,
     as_of: DateTime<Utc>,
     dry_run: bool,
     after: &mut AfterCommit,
 ) -> Result<Vec<ActionReport>, DunningError> {
-    let policy = &state.dunning;
+    let policy = state.policy;
     let days = (as_of - case.opened_at).num_days().max(0);
     let done: Vec<String> = sqlx::query_scalar("SELECT stage FROM dunning_actions WHERE case_id = $1").bind(case.id).fetch_all(&mut *tx).await?;
     let due: Vec<&Step> = policy.steps.iter().filter(|s| i64::from(s.day) <= days && !done.contains(&s.stage())).collect();

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{JobContext, JobError, JobReport};
-use crate::runbook::AdminJob;
+use super::kind::{JobContext, JobError, JobReport};
+use super::admin::AdminJob;
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::StripeEvent;
 use crate::stripe::inbox;

@@ -2,8 +2,8 @@
 //! family's shape version, warms the new keys and removes the old versions with SCAN in
 //! batches. A dry run (the default) only counts.
 
-use super::{JobContext, JobError, JobReport};
-use crate::runbook::AdminJob;
+use super::kind::{JobContext, JobError, JobReport};
+use super::admin::AdminJob;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -11,10 +11,10 @@ pub struct CacheReshapeJob;
 
 impl AdminJob for CacheReshapeJob {
     const KIND: &'static str = "cache.reshape";
-    type Params = crate::runbook::NoParams;
+    type Params = super::admin::NoParams;
 
-    async fn run(&self, _params: &crate::runbook::NoParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
-        let report = crate::cache::reshape::run(&ctx.state, execute).await?;
+    async fn run(&self, _params: &super::admin::NoParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+        let report = crate::cache::reshape::run(ctx.state.warm_sources(), &ctx.state.redis, execute).await?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError, JobReport};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,7 +26,7 @@ impl Job for CacheWarmJob {
     type Args = CacheWarmArgs;
 
     async fn run(&self, _args: CacheWarmArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        let report = crate::cache::warm::run(&ctx.state).await?;
+        let report = crate::cache::warm::run(ctx.state.warm_sources()).await?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

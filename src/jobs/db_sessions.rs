@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, JobReport};
-use crate::runbook::AdminJob;
+use super::kind::{JobContext, JobError, JobReport};
+use super::admin::AdminJob;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError, JobReport};
 use crate::domain::TenantId;
-use crate::runbook::AdminJob;
+use super::admin::AdminJob;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,7 +36,7 @@ impl AdminJob for DunningRunJob {
 
     async fn run(&self, params: &DunningRunParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         let as_of = params.as_of.unwrap_or_else(chrono::Utc::now);
-        let report = crate::dunning::run(&ctx.state, as_of, params.tenant, !execute).await?;
+        let report = crate::dunning::run(&ctx.state.dunning_deps(), as_of, params.tenant, !execute).await?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError, JobReport};
 use crate::email::smtp::{Outgoing, SendError};
 
 /// The job.

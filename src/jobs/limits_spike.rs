@@ -6,9 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError, JobReport};
 use crate::ratelimit::{Override, PolicyName, Subject};
-use crate::runbook::AdminJob;
+use super::admin::AdminJob;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]

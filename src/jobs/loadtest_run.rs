@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError, JobReport};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError, JobReport};
 
 /// The no-op job.
 #[derive(Debug, Clone, Copy, Default)]

@@ -7,8 +7,8 @@ use chrono::{TimeZone, Utc};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use super::{JobContext, JobError, JobReport};
-use crate::runbook::{AdminJob, NoParams};
+use super::kind::{JobContext, JobError, JobReport};
+use super::admin::{AdminJob, NoParams};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{JobContext, JobError, JobReport};
-use crate::runbook::{AdminJob, NoParams};
+use super::kind::{JobContext, JobError, JobReport};
+use super::admin::{AdminJob, NoParams};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]

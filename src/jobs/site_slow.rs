@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, JobReport};
-use crate::runbook::AdminJob;
+use super::kind::{JobContext, JobError, JobReport};
+use super::admin::AdminJob;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,7 +76,7 @@ impl AdminJob for SiteSlowJob {
 
     async fn run(&self, p: &SiteSlowParams, _execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         let minutes = p.minutes.unwrap_or(15).clamp(1, 24 * 60);
-        let slos = crate::slo::evaluate::run(&ctx.state, chrono::Utc::now(), false).await?;
+        let slos = crate::slo::evaluate::run(&ctx.state.slo_deps(), chrono::Utc::now(), false).await?;
         let mut slowest: Vec<_> = routes(ctx, minutes)
             .await?
             .into_iter()

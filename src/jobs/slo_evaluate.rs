@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError, JobReport};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,7 +24,7 @@ impl Job for SloEvaluateJob {
 
     async fn run(&self, args: SloEvaluateArgs, ctx: JobContext) -> Result<JobReport, JobError> {
         let now = args.as_of.unwrap_or_else(chrono::Utc::now);
-        let statuses = crate::slo::evaluate::run(&ctx.state, now, true).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        let statuses = crate::slo::evaluate::run(&ctx.state.slo_deps(), now, true).await.map_err(|e| JobError::Retry(e.to_string()))?;
         let changed: Vec<&str> = statuses.iter().flat_map(|s| s.alerts.iter()).filter(|a| a.changed).map(|a| a.alert_key.as_str()).collect();
         Ok(serde_json::json!({"slos": statuses.len(), "changed": changed}))
     }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError, JobReport};
 use crate::slo::notify::NotifyError;
 
 /// The job.
@@ -24,7 +24,7 @@ impl Job for SloNotifyJob {
     type Args = SloNotifyArgs;
 
     async fn run(&self, args: SloNotifyArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        match crate::slo::notify::send(&ctx.state, args.notification_id).await {
+        match crate::slo::notify::send(&ctx.state.slo_deps(), args.notification_id).await {
             Ok(sent) => Ok(serde_json::json!({"notification": args.notification_id, "outcome": sent})),
             Err(e @ NotifyError::Refused(_)) => Err(JobError::Cancel(e.to_string())),
             Err(e) => Err(JobError::Retry(e.to_string())),

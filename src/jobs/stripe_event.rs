@@ -9,8 +9,8 @@
 use serde::Deserialize;
 use tracing::Instrument;
 
-use super::{Job, JobContext, JobError, JobReport};
-use crate::app::AppState;
+use super::kind::{Job, JobContext, JobError, JobReport};
+use crate::state::AppState;
 use crate::billing::entitlements;
 use crate::domain::TenantId;
 use crate::stripe::client::ObjectKind;
@@ -168,7 +168,7 @@ async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobRepo
     // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email
     // and a recovery do not wait for the daily run (which consumes whatever this misses).
     if dunning_effects
-        && let Err(e) = crate::dunning::consume_effects(state, tenant).await
+        && let Err(e) = crate::dunning::consume_effects(&state.dunning_deps(), tenant).await
     {
         tracing::warn!(message = "Billing effects not consumed yet; the dunning run will.", tenant = %tenant, error = %e);
     }

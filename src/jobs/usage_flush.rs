@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError, JobReport};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,7 +24,7 @@ impl Job for UsageFlushJob {
     type Args = UsageFlushArgs;
 
     async fn run(&self, args: UsageFlushArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        let report = crate::usage::flush::run(&ctx.state, chrono::Utc::now(), args.include_open).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        let report = crate::usage::flush::run(&ctx.state.usage_deps(), chrono::Utc::now(), args.include_open).await.map_err(|e| JobError::Retry(e.to_string()))?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

@@ -10,8 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{JobContext, JobError, JobReport};
-use crate::runbook::AdminJob;
+use super::kind::{JobContext, JobError, JobReport};
+use super::admin::AdminJob;
 use crate::stripe::event::StripeEvent;
 use crate::stripe::inbox;
 

@@ -21,7 +21,15 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::wake::QueueSignal;
-use super::worker::Executor;
+/// Err only when Ballast could not record a run's outcome: the consumer schedules the run
+/// again rather than lose it.
+pub(super) type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs one delivery: what a consumer hands each fetched job to (the worker's executor).
+pub(super) trait Execute: Send + Sync + 'static {
+    /// Runs the job in `data`; Err only when its outcome could not be recorded.
+    fn execute(&self, data: &[u8]) -> impl std::future::Future<Output = RunResult> + Send;
+}
 use crate::keys::Keys;
 
 static FETCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/fetch.lua")));
@@ -75,8 +83,8 @@ enum Settled {
 }
 
 /// One worker of one queue.
-pub(super) struct Consumer {
-    pub(super) exec: Arc<Executor>,
+pub(super) struct Consumer<E> {
+    pub(super) exec: Arc<E>,
     pub(super) conn: ConnectionManager,
     pub(super) config: apalis_redis::Config,
     pub(super) worker: String,
@@ -90,7 +98,7 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-impl Consumer {
+impl<E: Execute> Consumer<E> {
     /// Runs until `stop`, then waits for the runs in flight (the executor interrupts them late in
     /// the grace period), acknowledges them and leaves the workers set.
     pub(super) async fn run(self, stop: CancellationToken) {

@@ -19,6 +19,7 @@ use crate::keys::Keys;
 mod consumer;
 pub mod dead;
 pub mod envelope;
+pub mod job;
 pub mod wake;
 pub mod worker;
 
@@ -163,7 +164,12 @@ impl JobQueue {
         Self { keys, conn, catalogue, heartbeat }
     }
 
-    /// The catalogue this queue serves.
+    /// The key registry the queue's names come from.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The catalogue the queue enforces.
     pub fn catalogue(&self) -> &Arc<Catalogue> {
         &self.catalogue
     }

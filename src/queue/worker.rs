@@ -10,13 +10,13 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::consumer::{Consumer, Execute, RunResult};
 use super::envelope::now_us;
-use super::consumer::Consumer;
+use super::job::{JobContext, JobError, JobReport, Progress, Registry};
 use super::wake::Wakeups;
-use super::{JobEnvelope, dead};
-use crate::app::AppState;
+use super::{JobEnvelope, JobQueue, dead};
 use crate::catalogue::JobPolicy;
-use crate::jobs::{JobContext, JobError, Registry};
+use crate::db::SystemPool;
 
 /// How a run ended, as observers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,40 +42,60 @@ pub trait JobObserver: Send + Sync {
 struct NoObserver;
 impl JobObserver for NoObserver {}
 
-/// What the worker role needs besides the app state.
+/// What the runtime itself uses to run jobs (the handlers' own dependencies are theirs).
 #[derive(Clone)]
-pub struct WorkerOptions {
+pub struct WorkerDeps {
+    /// The queues.
+    pub queue: JobQueue,
+    /// Multiplexed Redis connection (fetch, ack, heartbeat).
+    pub redis: redis::aio::ConnectionManager,
+    /// Redis client, for the wake-up subscription.
+    pub redis_client: redis::Client,
+    /// Where dead letters are written.
+    pub system_pool: SystemPool,
+    /// How long in-flight jobs get to finish after a stop.
+    pub shutdown_grace: Duration,
+    /// Worker heartbeat.
+    pub heartbeat: Duration,
+    /// Told of every run, whatever the options' observer (metrics).
+    pub metrics: Arc<dyn JobObserver>,
+}
+
+/// What the worker role needs besides the runtime's dependencies: the handlers.
+pub struct WorkerOptions<D> {
     /// The handlers.
-    pub registry: Registry,
+    pub registry: Registry<D>,
     /// Run hooks.
     pub observer: Arc<dyn JobObserver>,
     /// How often idle workers look for due scheduled runs (retries, delayed jobs).
     pub scheduled_poll: Duration,
 }
 
-impl WorkerOptions {
+impl<D> Clone for WorkerOptions<D> {
+    fn clone(&self) -> Self {
+        Self { registry: self.registry.clone(), observer: self.observer.clone(), scheduled_poll: self.scheduled_poll }
+    }
+}
+
+impl<D> WorkerOptions<D> {
     /// Standard options around `registry`.
-    pub fn new(registry: Registry) -> Self {
+    pub fn new(registry: Registry<D>) -> Self {
         Self { registry, observer: Arc::new(NoObserver), scheduled_poll: Duration::from_secs(1) }
     }
 }
 
 /// Runs a worker for every catalogued kind until `stop` is cancelled, then lets in-flight
-/// jobs finish (the caller bounds how long it waits).
-pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: CancellationToken) {
+/// jobs finish (the caller bounds how long it waits). Each run's handler gets `state`.
+pub async fn run<D: Clone + Send + Sync + 'static>(deps: WorkerDeps, state: D, options: WorkerOptions<D>, member: String, stop: CancellationToken) {
     let wakeups = Wakeups::default();
     let listen_stop = CancellationToken::new();
-    let listener = tokio::spawn(wakeups.clone().listen(
-        state.redis_client.clone(),
-        state.keys.queue_available_pattern(),
-        listen_stop.clone(),
-    ));
+    let listener = tokio::spawn(wakeups.clone().listen(deps.redis_client.clone(), deps.queue.keys().queue_available_pattern(), listen_stop.clone()));
     // Three quarters into the grace period, handlers still running are interrupted and their
     // jobs queued again, so every run settles and its acknowledgement is written before the
     // member exits; the rest of the grace is for those writes.
     let abandon = CancellationToken::new();
     let abandon_timer = tokio::spawn({
-        let (stop, abandon, grace) = (stop.clone(), abandon.clone(), state.settings.shutdown_grace);
+        let (stop, abandon, grace) = (stop.clone(), abandon.clone(), deps.shutdown_grace);
         async move {
             stop.cancelled().await;
             tokio::time::sleep(grace * 3 / 4).await;
@@ -83,21 +103,27 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
         }
     });
     let mut tasks = Vec::new();
-    for policy in state.queue.catalogue().iter() {
-        let exec = Arc::new(Executor { state: state.clone(), options: options.clone(), policy: policy.clone(), abandon: abandon.clone() });
-        let config = state.queue.apalis_config(policy);
+    for policy in deps.queue.catalogue().iter() {
+        let exec = Arc::new(Executor {
+            deps: deps.clone(),
+            state: state.clone(),
+            options: options.clone(),
+            policy: policy.clone(),
+            abandon: abandon.clone(),
+        });
+        let config = deps.queue.apalis_config(policy);
         let consumer = Consumer {
             exec,
-            conn: state.redis.clone(),
+            conn: deps.redis.clone(),
             signal: wakeups.signal(config.queue.as_ref()),
             poll: options.scheduled_poll,
-            heartbeat: state.settings.worker_heartbeat,
+            heartbeat: deps.heartbeat,
             concurrency: policy.concurrency.max(1),
             worker: format!("{member}-{}", policy.kind),
             config,
         };
         tasks.push(tokio::spawn(consumer.run(stop.clone())));
-        tasks.push(tokio::spawn(upkeep_loop(state.clone(), policy.clone(), stop.clone())));
+        tasks.push(tokio::spawn(upkeep_loop(deps.queue.clone(), policy.clone(), stop.clone())));
     }
     for t in tasks {
         let _ = t.await;
@@ -110,9 +136,9 @@ pub async fn run(state: AppState, options: WorkerOptions, member: String, stop: 
 /// Queue upkeep every second: moves due retries and delayed runs to the active list in
 /// bounded batches of 1,000. (Finished runs need no trimming: their acknowledgement deletes
 /// their records.)
-async fn upkeep_loop(state: AppState, policy: JobPolicy, stop: CancellationToken) {
+async fn upkeep_loop(queue: JobQueue, policy: JobPolicy, stop: CancellationToken) {
     loop {
-        if let Err(e) = state.queue.promote_scheduled(&policy.kind, chrono::Utc::now()).await {
+        if let Err(e) = queue.promote_scheduled(&policy.kind, chrono::Utc::now()).await {
             tracing::debug!(message = "Promoting due runs failed.", kind = %policy.kind, error = %e);
         }
         tokio::select! {
@@ -122,22 +148,27 @@ async fn upkeep_loop(state: AppState, policy: JobPolicy, stop: CancellationToken
     }
 }
 
-pub(super) struct Executor {
-    state: AppState,
-    options: WorkerOptions,
+struct Executor<D> {
+    deps: WorkerDeps,
+    state: D,
+    options: WorkerOptions<D>,
     policy: JobPolicy,
     /// Cancelled late in a graceful shutdown: running handlers stop and their jobs requeue.
     abandon: CancellationToken,
 }
 
-/// Err only when Ballast could not record the outcome (see [`Executor::execute`]).
-type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-impl Executor {
+impl<D: Clone + Send + Sync + 'static> Execute for Executor<D> {
+    async fn execute(&self, data: &[u8]) -> RunResult {
+        Executor::execute(self, data).await
+    }
+}
+
+impl<D: Clone + Send + Sync + 'static> Executor<D> {
     /// Runs one delivery. Returns Ok whenever Ballast has dealt with the outcome (done, retry
     /// queued, dead-lettered); Err only when that bookkeeping itself failed, so the consumer
     /// schedules the run again rather than lose it.
-    pub(super) async fn execute(&self, data: &[u8]) -> RunResult {
+    async fn execute(&self, data: &[u8]) -> RunResult {
         let envelope = match JobEnvelope::decode(data) {
             Ok(env) => env,
             Err(e) => {
@@ -145,7 +176,7 @@ impl Executor {
                     .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(data).into_owned()));
                 let error = format!("malformed job envelope: {e}");
                 tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));
-                dead::record(&self.state.system_pool, "?", self.policy.kind.as_str(), None, &raw, 1, &error).await?;
+                dead::record(&self.deps.system_pool, "?", self.policy.kind.as_str(), None, &raw, 1, &error).await?;
                 return Ok(());
             }
         };
@@ -197,7 +228,7 @@ impl Executor {
                 tracing::error!(message = "Job dead-lettered.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));
                 let as_json = serde_json::to_value(&envelope)?;
                 dead::record(
-                    &self.state.system_pool,
+                    &self.deps.system_pool,
                     &envelope.id.0,
                     envelope.kind.as_str(),
                     envelope.tenant.map(|t| t.0),
@@ -209,13 +240,13 @@ impl Executor {
                 RunOutcome::Dead
             }
         };
-        self.state.metrics.job(envelope.kind.as_str(), outcome, started.elapsed());
+        self.deps.metrics.finished(&envelope, outcome, started.elapsed());
         self.options.observer.finished(&envelope, outcome, started.elapsed());
         Ok(())
     }
 
     /// The handler under the kind's timeout, with panics turned into failed attempts.
-    async fn run_handler(&self, envelope: &JobEnvelope) -> Result<crate::jobs::JobReport, JobError> {
+    async fn run_handler(&self, envelope: &JobEnvelope) -> Result<JobReport, JobError> {
         let Some(handler) = self.options.registry.get(envelope.kind.as_str()) else {
             return Err(JobError::Cancel(format!("no handler for job kind {:?}", envelope.kind.as_str())));
         };
@@ -227,7 +258,7 @@ impl Executor {
             attempt: envelope.attempt,
             tenant: envelope.tenant,
             state: self.state.clone(),
-            progress: crate::runbook::Progress::default(),
+            progress: Progress::default(),
         };
         let run = AssertUnwindSafe(handler.call(envelope.payload.clone(), ctx)).catch_unwind();
         let timed = tokio::select! {
@@ -261,7 +292,7 @@ impl Executor {
         }
         next.enqueued_at_us = now_us();
         let run_at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-        self.state.queue.push(&next, Some(run_at), None).await?;
+        self.deps.queue.push(&next, Some(run_at), None).await?;
         Ok(())
     }
 }

@@ -4,15 +4,13 @@
 //! `--execute` to act, in the CLI's own process or (`--enqueue`) on the fleet. Every run is
 //! audited with who, when, its parameters and its outcome.
 
-use std::future::Future;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::jobs::{Job, JobContext, JobError, JobReport};
+pub use crate::jobs::Progress;
+pub use crate::jobs::admin::{Admin, AdminArgs, AdminJob, NoParams};
+use crate::jobs::{JobContext, JobError, JobReport};
 
 /// A runbook that cannot be read or is not what the layout says.
 #[derive(Debug, thiserror::Error)]
@@ -82,103 +80,9 @@ pub fn page(dir: &Path, name: &str) -> Result<Page, RunbookError> {
     pages(dir)?.into_iter().find(|p| p.name == name).ok_or_else(|| RunbookError::Unknown(name.to_owned()))
 }
 
-/// Reports how far a long run is, on a terminal (the fleet runs it silently).
-#[derive(Clone, Default)]
-pub struct Progress(Option<Arc<ProgressLine>>);
-
-/// Shows `done` of `total` units of `what`.
-type ProgressLine = dyn Fn(&str, u64, Option<u64>) + Send + Sync;
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Progress(terminal)" } else { "Progress(silent)" })
-    }
-}
-
-impl Progress {
-    /// Progress lines on stderr when it is a terminal; silent otherwise.
-    pub fn terminal() -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Self::default();
-        }
-        Self(Some(Arc::new(|what: &str, done: u64, total: Option<u64>| match total {
-            Some(t) => eprint!("\r{what}: {done}/{t}   "),
-            None => eprint!("\r{what}: {done}   "),
-        })))
-    }
-
-    /// `done` of `total` units of `what`.
-    pub fn report(&self, what: &str, done: u64, total: Option<u64>) {
-        if let Some(f) = &self.0 {
-            f(what, done, total);
-        }
-    }
-}
-
-/// Parameters of an admin job that takes none.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoParams {}
-
-/// What every admin job takes: whether to act, who asked, and the job's own parameters.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, bound(deserialize = "P: DeserializeOwned + Default"))]
-pub struct AdminArgs<P> {
-    /// Act; without it, report only.
-    #[serde(default)]
-    pub execute: bool,
-    /// Who asked (the CLI's user, or "schedule").
-    #[serde(default)]
-    pub actor: Option<String>,
-    /// The job's parameters (`--param k=v`).
-    #[serde(default)]
-    pub params: P,
-}
-
-/// An admin job: a dry run that reports unless told to execute.
-pub trait AdminJob: Send + Sync + 'static {
-    /// The kind's name in jobs/.
-    const KIND: &'static str;
-    /// Its parameters.
-    type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
-    /// Reports (and with `execute`, acts). The report says what it touched or would touch.
-    fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext) -> impl Future<Output = Result<JobReport, JobError>> + Send;
-}
-
-/// Runs an [`AdminJob`] as a job, writing every run to the audit log.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Admin<J>(pub J);
-
-impl<J: AdminJob> Job for Admin<J> {
-    const KIND: &'static str = J::KIND;
-    type Args = AdminArgs<J::Params>;
-
-    async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext) -> Result<JobReport, JobError> {
-        let outcome = self.0.run(&args.params, args.execute, &ctx).await;
-        let actor = args.actor.clone().unwrap_or_else(|| "fleet".to_owned());
-        let (result, error) = match &outcome {
-            Ok(_) => ("ok", None),
-            Err(e) => ("failed", Some(e.to_string())),
-        };
-        let params = serde_json::json!({"job": J::KIND, "execute": args.execute, "params": args.params, "error": error});
-        // System pool: the audit log is the operators' record across tenants.
-        let audited = sqlx::query("INSERT INTO audit_log (tenant_id, actor, action, params, outcome) VALUES (NULL, $1, $2, $3, $4)")
-            .bind(&actor)
-            .bind(format!("runbook.{}", J::KIND))
-            .bind(&params)
-            .bind(result)
-            .execute(&ctx.state.system_pool.0)
-            .await;
-        if let Err(e) = audited {
-            tracing::error!(message = "Admin job ran but its audit row was not written.", job = J::KIND, error = %e);
-        }
-        outcome
-    }
-}
-
 /// Runs admin job `kind` here (the on-call shell), as the fleet would, audited the same way.
 pub async fn run_here(
-    state: &crate::app::AppState,
+    state: &crate::state::AppState,
     registry: &crate::jobs::Registry,
     kind: &str,
     execute: bool,

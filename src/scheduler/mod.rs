@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::catalogue::JobPolicy;
 use crate::queue::EnqueueRequest;
 

@@ -306,3 +306,16 @@ mod tests {
         assert!(shipped.get("intake-latency").is_some() && shipped.get("intake-availability").is_some());
     }
 }
+
+/// What evaluating SLOs and sending their notifications use.
+#[derive(Clone, Copy)]
+pub struct Deps<'a> {
+    /// Minutes, alerts and notifications are read and written as the system role.
+    pub system_pool: &'a crate::db::SystemPool,
+    /// The SLO definitions.
+    pub slos: &'a Slos,
+    /// Where notifications are queued.
+    pub queue: &'a crate::queue::JobQueue,
+    /// The notification target's settings.
+    pub settings: &'a crate::config::Settings,
+}

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::NotifyFormat;
-use crate::app::AppState;
+use super::Deps;
 
 /// The job kind that sends one notification.
 pub const JOB_KIND: &str = "slo.notify";
@@ -46,7 +46,7 @@ pub enum Sent {
 }
 
 /// Queues the send of notification `id` (idempotent per notification).
-pub async fn enqueue(state: &AppState, id: uuid::Uuid) -> Result<(), crate::queue::QueueError> {
+pub async fn enqueue(state: &Deps<'_>, id: uuid::Uuid) -> Result<(), crate::queue::QueueError> {
     let mut req = crate::queue::EnqueueRequest::new(JOB_KIND, json!({"notification_id": id}));
     req.idempotency_key = Some(format!("{JOB_KIND}:{id}"));
     state.queue.enqueue(req).await.map(|_| ())
@@ -96,7 +96,7 @@ pub fn body(format: NotifyFormat, routing_key: Option<&str>, alert_key: &str, st
 }
 
 /// Sends notification `id` once.
-pub async fn send(state: &AppState, id: uuid::Uuid) -> Result<Sent, NotifyError> {
+pub async fn send(state: &Deps<'_>, id: uuid::Uuid) -> Result<Sent, NotifyError> {
     // System pool: SLO tables are global.
     let pool = &state.system_pool.0;
     let row: Option<Row> = sqlx::query_as("SELECT alert_key, state, details, status, created_at FROM slo_notifications WHERE id = $1")

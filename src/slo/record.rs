@@ -7,12 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
 use chrono::{DateTime, Utc};
 
 use super::{Indicator, Slos};
@@ -20,9 +17,6 @@ use crate::clock::Clock;
 
 /// How often the api role writes its counts.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
-
-/// Paths that are not product traffic (probes and scrapes).
-const NOT_COUNTED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Requests, total µs and slow requests of one route in one minute.
 type RouteCounts = (i64, i64, i64);
@@ -158,17 +152,24 @@ impl Recorder {
         Ok(snapshot.len())
     }
 
-    /// Writes every [`FLUSH_EVERY`] until `stop`, then once more.
-    pub async fn run(self: Arc<Self>, state: crate::app::AppState, stop: tokio_util::sync::CancellationToken) {
+    /// Writes every [`FLUSH_EVERY`] until `stop`, then once more: the SLO counts to `pool`,
+    /// the route and cache statistics to `redis`.
+    pub async fn run(
+        self: Arc<Self>,
+        pool: sqlx::PgPool,
+        redis: redis::aio::ConnectionManager,
+        cache: crate::cache::Cache,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             let stopping = tokio::select! {
                 () = tokio::time::sleep(FLUSH_EVERY) => false,
                 () = stop.cancelled() => true,
             };
-            if let Err(e) = self.flush(state.tenant_pool.raw()).await {
+            if let Err(e) = self.flush(&pool).await {
                 tracing::warn!(message = "SLO counts not written; kept for the next try.", error = %e);
             }
-            if let Err(e) = self.publish(&state.redis, &state.keys, &state.cache.stats()).await {
+            if let Err(e) = self.publish(&redis, cache.keys(), &cache.stats()).await {
                 tracing::debug!(message = "Route and cache statistics not published.", error = %e);
             }
             if stopping {
@@ -176,21 +177,4 @@ impl Recorder {
             }
         }
     }
-}
-
-/// The middleware: times the request, counts it for the SLOs and the route statistics, and
-/// observes it in the request metrics (probes are in the metrics, not in the SLOs).
-pub async fn middleware(State(state): State<crate::app::AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| crate::metrics::UNMATCHED_ROUTE.to_owned(), |m| m.as_str().to_owned());
-    let method = crate::metrics::method_label(req.method());
-    let counted = !NOT_COUNTED.contains(&req.uri().path());
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let elapsed = started.elapsed();
-    state.metrics.request(&route, method, response.status().as_u16(), elapsed);
-    if counted {
-        state.slo_recorder.observe(elapsed, response.status());
-        state.slo_recorder.observe_route(&route, elapsed);
-    }
-    response
 }

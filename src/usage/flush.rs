@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::app::AppState;
+use super::Deps;
 use crate::fault;
 use crate::stripe::client::StripeApiError;
 
@@ -51,7 +51,7 @@ static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| r
 /// Flushes windows that closed before `now` (the current and previous minute stay open for
 /// requests still in flight; `include_open` flushes them too, which is safe because a claimed
 /// window's late writes start a fresh one), then reports pending ledger rows.
-pub async fn run(state: &AppState, now: DateTime<Utc>, include_open: bool) -> Result<FlushReport, FlushError> {
+pub async fn run(state: &Deps<'_>, now: DateTime<Utc>, include_open: bool) -> Result<FlushReport, FlushError> {
     let mut report = FlushReport::default();
     let closed_before = if include_open { i64::MAX } else { now.timestamp().div_euclid(60) - 1 };
     let mut conn = state.redis.clone();
@@ -87,7 +87,7 @@ pub async fn run(state: &AppState, now: DateTime<Utc>, include_open: bool) -> Re
 
 /// Moves one claimed window into the ledger, exactly once.
 async fn flush_claim(
-    state: &AppState,
+    state: &Deps<'_>,
     conn: &mut redis::aio::ConnectionManager,
     flush_id: &str,
     now: DateTime<Utc>,
@@ -149,7 +149,7 @@ struct Pending {
     customer: Option<String>,
 }
 
-async fn report_pending(state: &AppState, report: &mut FlushReport) -> Result<(), FlushError> {
+async fn report_pending(state: &Deps<'_>, report: &mut FlushReport) -> Result<(), FlushError> {
     let rows: Vec<Pending> = sqlx::query_as(
         "SELECT l.id, l.metric, l.usage_minute, l.quantity, t.stripe_customer_id AS customer
          FROM usage_ledger l JOIN tenants t ON t.id = l.tenant_id

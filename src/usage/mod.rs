@@ -11,7 +11,6 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::billing::plans::UsageLimit;
 use crate::domain::TenantId;
 use crate::keys::Keys;
@@ -122,7 +121,7 @@ pub fn month(t: DateTime<Utc>) -> String {
 }
 
 /// The tenant's plan's metered limits (from its entitlements' plan).
-pub async fn limits_of(state: &AppState, tenant: TenantId) -> Result<Option<std::collections::BTreeMap<String, UsageLimit>>, UsageError> {
+pub async fn limits_of(state: &Deps<'_>, tenant: TenantId) -> Result<Option<std::collections::BTreeMap<String, UsageLimit>>, UsageError> {
     let mut tx = state.tenant_pool.begin(tenant).await?;
     let plan: Option<String> = sqlx::query_scalar("SELECT plan_id FROM entitlements WHERE plan_id IS NOT NULL LIMIT 1").fetch_optional(&mut *tx).await?;
     tx.commit().await?;
@@ -207,7 +206,7 @@ pub async fn record(
 
 /// This month's units of every metered metric of the tenant: total (flushed or not, from
 /// Redis) and flushed (the ledger).
-pub async fn current(state: &AppState, tenant: TenantId, now: DateTime<Utc>) -> Result<serde_json::Value, UsageError> {
+pub async fn current(state: &Deps<'_>, tenant: TenantId, now: DateTime<Utc>) -> Result<serde_json::Value, UsageError> {
     let limits = limits_of(state, tenant).await?.ok_or(UsageError::NoPlan)?;
     let m = month(now);
     let start = now.date_naive().with_day(1).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc()).unwrap_or(now);
@@ -255,4 +254,21 @@ mod tests {
         }
         assert_eq!(month(DateTime::parse_from_rfc3339("2026-03-09T10:00:00Z").expect("t").with_timezone(&Utc)), "202603");
     }
+}
+
+/// What usage intake, reads and the flush use.
+#[derive(Clone, Copy)]
+pub struct Deps<'a> {
+    /// Tenant transactions (plan, reads).
+    pub tenant_pool: &'a crate::db::TenantPool,
+    /// The ledger, written by the flush across tenants.
+    pub system_pool: &'a crate::db::SystemPool,
+    /// The counters.
+    pub redis: &'a redis::aio::ConnectionManager,
+    /// The counters' key names.
+    pub keys: &'a crate::keys::Keys,
+    /// Metered limits and meter event names.
+    pub plans: &'a crate::billing::plans::Plans,
+    /// Meter events.
+    pub stripe: &'a crate::stripe::client::StripeApi,
 }

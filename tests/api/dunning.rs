@@ -59,14 +59,15 @@ async fn next_day(app: &TestApp, sim: &StripeSim) {
     sim.advance_days(1);
     deliver_new(app, sim).await;
     let as_of = chrono::DateTime::from_timestamp(sim.now(), 0).expect("time");
+    let deps = app.state.dunning_deps();
     let (a, b) = tokio::join!(
-        ballast::dunning::run(&app.state, as_of, None, false),
-        ballast::dunning::run(&app.state, as_of, None, false)
+        ballast::dunning::run(&deps, as_of, None, false),
+        ballast::dunning::run(&deps, as_of, None, false)
     );
     a.expect("dunning run");
     b.expect("dunning run");
     deliver_new(app, sim).await;
-    ballast::dunning::run(&app.state, as_of, None, false).await.expect("dunning run");
+    ballast::dunning::run(&app.state.dunning_deps(), as_of, None, false).await.expect("dunning run");
     deliver_new(app, sim).await;
 }
 

@@ -8,67 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Circles that existed when the check was added, each as the files it held. A new circle, or
-/// a known one that grew, fails.
-/// Issue 18 dissolves it.
-const KNOWN: &[&[&str]] = &[&[
-        "src/api/catalogue.rs",
-        "src/api/client.rs",
-        "src/api/entitlements.rs",
-        "src/api/errors.rs",
-        "src/api/guard.rs",
-        "src/api/health.rs",
-        "src/api/jobs.rs",
-        "src/api/limits.rs",
-        "src/api/mod.rs",
-        "src/api/server.rs",
-        "src/api/slo.rs",
-        "src/api/usage.rs",
-        "src/api/webhooks.rs",
-        "src/app.rs",
-        "src/billing/entitlements.rs",
-        "src/billing/public_catalogue.rs",
-        "src/cache/reshape.rs",
-        "src/cache/warm.rs",
-        "src/dunning/mod.rs",
-        "src/dunning/policy.rs",
-        "src/flags.rs",
-        "src/jobs/billing_drift.rs",
-        "src/jobs/cache_reshape.rs",
-        "src/jobs/cache_warm.rs",
-        "src/jobs/db_sessions.rs",
-        "src/jobs/dunning_run.rs",
-        "src/jobs/email_send.rs",
-        "src/jobs/limits_spike.rs",
-        "src/jobs/loadtest_run.rs",
-        "src/jobs/mod.rs",
-        "src/jobs/noop.rs",
-        "src/jobs/scheduler_inspect.rs",
-        "src/jobs/site_down.rs",
-        "src/jobs/site_slow.rs",
-        "src/jobs/slo_evaluate.rs",
-        "src/jobs/slo_notify.rs",
-        "src/jobs/stripe_event.rs",
-        "src/jobs/usage_flush.rs",
-        "src/jobs/webhooks_backlog.rs",
-        "src/metrics.rs",
-        "src/queue/consumer.rs",
-        "src/queue/worker.rs",
-        "src/runbook/mod.rs",
-        "src/scheduler/mod.rs",
-        "src/slo/evaluate.rs",
-        "src/slo/notify.rs",
-        "src/slo/record.rs",
-        "src/stripe/handlers/charge.rs",
-        "src/stripe/handlers/checkout.rs",
-        "src/stripe/handlers/customer.rs",
-        "src/stripe/handlers/dispute.rs",
-        "src/stripe/handlers/invoice.rs",
-        "src/stripe/handlers/mod.rs",
-        "src/stripe/handlers/subscription.rs",
-        "src/stripe/inbox.rs",
-        "src/usage/flush.rs",
-        "src/usage/mod.rs",
-    ]];
+/// a known one that grew, fails. `PRINT_IMPORT_CIRCLES=1 cargo test --test api import_cycles`
+/// prints what this list would be today.
+const KNOWN: &[&[&str]] = &[];
 
 /// The module path of a file: src/api/guard.rs → ["api", "guard"]; src/api/mod.rs → ["api"].
 fn module_of(src: &Path, file: &Path) -> Vec<String> {
@@ -93,10 +35,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The code without comments and string literals (a path in a doc comment is not an import).
+/// The code without comments, string literals (a path in a doc comment is not an import) and
+/// unit tests.
 fn code_only(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
+    // Unit tests sit at the end of a file, and their `super` is the file itself.
+    for line in text.lines().take_while(|l| l.trim() != "#[cfg(test)]") {
         let line = match line.find("//") {
             Some(i) if !line[..i].contains('"') => &line[..i],
             _ => line,
@@ -269,6 +213,19 @@ fn no_new_import_circle_in_src() {
     let rel = |p: &PathBuf| p.strip_prefix(root).expect("under root").display().to_string();
     let found: Vec<BTreeSet<String>> =
         circles(&graph).into_iter().filter(|c| c.len() > 2).map(|c| c.iter().map(rel).collect::<BTreeSet<String>>()).collect();
+    if std::env::var_os("PRINT_IMPORT_CIRCLES").is_some() {
+        // What KNOWN would be today, to paste after a circle shrank.
+        let mut text = String::from("const KNOWN: &[&[&str]] = &[\n");
+        for circle in &found {
+            text.push_str("    &[\n");
+            for file in circle {
+                text.push_str(&format!("        {file:?},\n"));
+            }
+            text.push_str("    ],\n");
+        }
+        text.push_str("];");
+        eprintln!("{text}");
+    }
     let known: Vec<BTreeSet<String>> = KNOWN.iter().map(|c| c.iter().map(|s| s.to_string()).collect()).collect();
     for circle in &found {
         assert!(

@@ -46,7 +46,7 @@ async fn healthy_day(app: &TestApp) {
 
 /// Evaluates (and applies) at t0 + `minute` minutes; returns (page, ticket) state of `slo`.
 async fn evaluate_at(app: &TestApp, minute: i64, slo: &str) -> (String, String) {
-    let statuses = ballast::slo::evaluate::run(&app.state, t0() + Duration::minutes(minute), true).await.expect("evaluate");
+    let statuses = ballast::slo::evaluate::run(&app.state.slo_deps(), t0() + Duration::minutes(minute), true).await.expect("evaluate");
     let s = statuses.iter().find(|s| s.name == slo).expect("slo");
     let state = |sev| s.alerts.iter().find(|a| a.severity == sev).map(|a| a.state.clone()).expect("alert");
     (state(ballast::slo::Severity::Page), state(ballast::slo::Severity::Ticket))

@@ -105,7 +105,7 @@ async fn fifty_concurrent_posts_with_one_idempotency_key_count_once() {
     };
     assert_eq!(counted, 1);
     assert_eq!(used(&s).await["used"], 3);
-    let report = ballast::usage::flush::run(&s.app.state, chrono::Utc::now(), true).await.expect("flush");
+    let report = ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
     assert_eq!(report.reported, 1);
     assert_eq!((ledger_total(&s).await, stripe_total(&s)), (3, 3));
     let after = used(&s).await;
@@ -164,19 +164,19 @@ async fn stripe_failing_then_accepting_reports_each_row_once_and_a_4xx_is_dead()
     let s = setup(PRO).await;
     assert_eq!(post(&s, vec![item(4, "a"), item(5, "b")]).await.status(), StatusCode::OK);
     s.sim.fail_meter_events(1, 500);
-    let err = ballast::usage::flush::run(&s.app.state, chrono::Utc::now(), true).await.expect_err("Stripe down: the job retries");
+    let err = ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect_err("Stripe down: the job retries");
     assert!(err.to_string().contains("Stripe"), "{err}");
     assert_eq!(ledger_total(&s).await, 9, "the ledger committed before reporting");
-    let report = ballast::usage::flush::run(&s.app.state, chrono::Utc::now(), true).await.expect("flush");
+    let report = ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
     assert_eq!(report.reported, 1);
     assert_eq!(stripe_total(&s), 9);
     // Flushing again changes nothing anywhere.
-    ballast::usage::flush::run(&s.app.state, chrono::Utc::now(), true).await.expect("flush");
+    ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
     assert_eq!((ledger_total(&s).await, stripe_total(&s)), (9, 9));
 
     assert_eq!(post(&s, vec![item(2, "c")]).await.status(), StatusCode::OK);
     s.sim.fail_meter_events(1, 400);
-    let report = ballast::usage::flush::run(&s.app.state, chrono::Utc::now(), true).await.expect("flush");
+    let report = ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
     assert_eq!(report.dead, 1);
     let (status, reason): (String, Option<String>) =
         sqlx::query_as("SELECT report_status, report_error FROM usage_ledger WHERE tenant_id = $1 AND quantity = 2")

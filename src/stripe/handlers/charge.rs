@@ -1,6 +1,6 @@
 //! charge.refunded: the charge row with its refunded amount; one refund effect per amount.
 
-use super::{EventCtx, HandlerError, Table, shape};
+use super::context::{EventCtx, HandlerError, Table, shape};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{ChargeObject, object};
 

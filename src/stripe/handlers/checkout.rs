@@ -1,7 +1,7 @@
 //! checkout.session.completed: maps the tenant to its Stripe customer (the session was
 //! started by the app with the tenant id as client_reference_id or metadata.tenant_id).
 
-use super::{Applied, EventCtx, HandlerError, shape};
+use super::context::{Applied, EventCtx, HandlerError, shape};
 use crate::stripe::event::{CheckoutSessionObject, object};
 
 pub(super) async fn completed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {

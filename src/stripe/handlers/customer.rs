@@ -1,7 +1,7 @@
 //! customer.created / updated / deleted: the customer row (a deleted customer stays as a
 //! tombstone, so a late customer.updated cannot bring it back).
 
-use super::{Applied, EventCtx, HandlerError, Table, shape};
+use super::context::{Applied, EventCtx, HandlerError, Table, shape};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{CustomerObject, object};
 

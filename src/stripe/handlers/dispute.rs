@@ -1,7 +1,7 @@
 //! charge.dispute.created / closed: the dispute row (status only moves forward by event
 //! time) and one effect per transition.
 
-use super::{EventCtx, HandlerError, shape};
+use super::context::{EventCtx, HandlerError, shape};
 use crate::stripe::event::{DisputeObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {

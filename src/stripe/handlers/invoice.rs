@@ -1,7 +1,7 @@
 //! invoice.*: the invoice row, and the dunning and reminder side effects: a payment failure
 //! (one per attempt), an action required, a recovery, an upcoming renewal.
 
-use super::{EventCtx, HandlerError, Table, shape, ts};
+use super::context::{EventCtx, HandlerError, Table, shape, ts};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{InvoiceObject, object};
 

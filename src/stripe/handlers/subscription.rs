@@ -1,7 +1,7 @@
 //! customer.subscription.*: the subscription row; trial-ending, pause and cancellation
 //! side effects.
 
-use super::{EventCtx, HandlerError, Table, shape, ts};
+use super::context::{EventCtx, HandlerError, Table, shape, ts};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{SubscriptionObject, object};
 

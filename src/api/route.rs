@@ -1,0 +1,51 @@
+//! How a route is declared: method, path, how it authenticates, whether it writes.
+
+use axum::http::Method;
+
+/// How a route authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// None (health).
+    None,
+    /// The `Stripe-Signature` header, checked by the handler over the raw body.
+    StripeSignature,
+    /// An API key with this scope, acting for a tenant.
+    Key(crate::auth::Scope),
+    /// A service-wide API key (no tenant) with this scope: the route's data is the product's,
+    /// not any tenant's.
+    ServiceKey(crate::auth::Scope),
+}
+
+/// One route of the API, as the router serves it.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Method.
+    pub method: Method,
+    /// Path, in axum's syntax (`/v1/entitlements/{feature}`).
+    pub path: &'static str,
+    /// Authentication.
+    pub auth: Auth,
+    /// Writes tenant data (the per-tenant write limit applies).
+    pub write: bool,
+    /// Anonymous route limited per client IP (key routes are limited per key instead).
+    pub limited: bool,
+}
+
+impl RouteSpec {
+    /// A route.
+    pub fn new(method: Method, path: &'static str, auth: Auth) -> Self {
+        Self { method, path, auth, write: false, limited: false }
+    }
+
+    /// Marks a write route.
+    pub fn write(mut self) -> Self {
+        self.write = true;
+        self
+    }
+
+    /// Marks an anonymous route limited per client IP.
+    pub fn limited(mut self) -> Self {
+        self.limited = true;
+        self
+    }
+}

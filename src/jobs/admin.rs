@@ -1,0 +1,72 @@
+//! Admin jobs: the jobs behind runbooks (runbooks/). Each is a dry run that reports unless
+//! told to execute, and every run — from the fleet or from `ballast runbook run` — is written
+//! to the audit log with who asked, its parameters and its outcome.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::kind::{Job, JobContext, JobError, JobReport};
+
+/// Parameters of an admin job that takes none.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// What every admin job takes: whether to act, who asked, and the job's own parameters.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "P: DeserializeOwned + Default"))]
+pub struct AdminArgs<P> {
+    /// Act; without it, report only.
+    #[serde(default)]
+    pub execute: bool,
+    /// Who asked (the CLI's user, or "schedule").
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The job's parameters (`--param k=v`).
+    #[serde(default)]
+    pub params: P,
+}
+
+/// An admin job: a dry run that reports unless told to execute.
+pub trait AdminJob: Send + Sync + 'static {
+    /// The kind's name in jobs/.
+    const KIND: &'static str;
+    /// Its parameters.
+    type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
+    /// Reports (and with `execute`, acts). The report says what it touched or would touch.
+    fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext) -> impl Future<Output = Result<JobReport, JobError>> + Send;
+}
+
+/// Runs an [`AdminJob`] as a job, writing every run to the audit log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admin<J>(pub J);
+
+impl<J: AdminJob> Job for Admin<J> {
+    const KIND: &'static str = J::KIND;
+    type Args = AdminArgs<J::Params>;
+
+    async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext) -> Result<JobReport, JobError> {
+        let outcome = self.0.run(&args.params, args.execute, &ctx).await;
+        let actor = args.actor.clone().unwrap_or_else(|| "fleet".to_owned());
+        let (result, error) = match &outcome {
+            Ok(_) => ("ok", None),
+            Err(e) => ("failed", Some(e.to_string())),
+        };
+        let params = serde_json::json!({"job": J::KIND, "execute": args.execute, "params": args.params, "error": error});
+        // System pool: the audit log is the operators' record across tenants.
+        let audited = sqlx::query("INSERT INTO audit_log (tenant_id, actor, action, params, outcome) VALUES (NULL, $1, $2, $3, $4)")
+            .bind(&actor)
+            .bind(format!("runbook.{}", J::KIND))
+            .bind(&params)
+            .bind(result)
+            .execute(&ctx.state.system_pool.0)
+            .await;
+        if let Err(e) = audited {
+            tracing::error!(message = "Admin job ran but its audit row was not written.", job = J::KIND, error = %e);
+        }
+        outcome
+    }
+}
+

@@ -1,0 +1,216 @@
+//! The application state: every shared dependency, built once from the settings and cheap to
+//! clone. Only the edges — the API, the job adapters, the scheduler, the CLI — hold it; lower
+//! modules take the parts they use (see the `*_deps` helpers).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+
+use crate::catalogue::{Catalogue, CatalogueError};
+use crate::config::Settings;
+use crate::db::{self, DbError, SystemPool, TenantPool};
+use crate::keys::Keys;
+use crate::queue::JobQueue;
+
+/// Errors while building or starting a fleet member.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// PostgreSQL settings.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The Redis URL.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The job catalogue.
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
+    /// The listen address.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
+    /// The plan catalogue.
+    #[error(transparent)]
+    Plans(#[from] crate::billing::plans::PlansError),
+    /// The Stripe client.
+    #[error(transparent)]
+    Stripe(#[from] crate::stripe::client::StripeApiError),
+    /// An unknown role name.
+    #[error("unknown role {0:?}: use api, worker, scheduler")]
+    UnknownRole(String),
+    /// The rate-limit policy file.
+    #[error("BALLAST_LIMITS_FILE: {0}")]
+    Limits(#[from] crate::ratelimit::policy::PolicyError),
+    /// The dunning policy file.
+    #[error("BALLAST_DUNNING_FILE: {0}")]
+    Dunning(#[from] crate::dunning::policy::PolicyError),
+    /// The SMTP settings.
+    #[error("BALLAST_SMTP_*: {0}")]
+    Smtp(String),
+    /// The SLO definitions.
+    #[error("BALLAST_SLO_FILE: {0}")]
+    Slos(#[from] crate::slo::SloFileError),
+    /// The SLO notification settings.
+    #[error("{0}")]
+    SloNotify(String),
+    /// A metric defined wrongly.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+}
+
+/// Shared dependencies, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings the member started with.
+    pub settings: Arc<Settings>,
+    /// App-role pool (row-level security applies).
+    pub tenant_pool: TenantPool,
+    /// System-role pool (BYPASSRLS), for the named cross-tenant jobs.
+    pub system_pool: SystemPool,
+    /// Multiplexed Redis connection that reconnects by itself.
+    pub redis: ConnectionManager,
+    /// Redis client, for dedicated connections (pub/sub).
+    pub redis_client: redis::Client,
+    /// The key registry.
+    pub keys: Keys,
+    /// The job queue.
+    pub queue: JobQueue,
+    /// The Stripe API.
+    pub stripe: crate::stripe::client::StripeApi,
+    /// The plan catalogue.
+    pub plans: Arc<crate::billing::plans::Plans>,
+    /// The intake's rate limiter (and the clock its decisions use).
+    pub limiter: crate::ratelimit::Limiter,
+    /// The dunning policy.
+    pub dunning: Arc<crate::dunning::Policy>,
+    /// The SMTP sender.
+    pub mailer: crate::email::smtp::Mailer,
+    /// The stale-while-revalidate reader of cached values.
+    pub cache: crate::cache::Cache,
+    /// The SLO definitions.
+    pub slos: Arc<crate::slo::Slos>,
+    /// This member's per-minute counts of the intake's SLIs.
+    pub slo_recorder: Arc<crate::slo::record::Recorder>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("namespace", &self.keys.namespace()).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Connects (lazily: a member starts while PostgreSQL or Redis is down, and /readyz says so)
+    /// and loads the catalogue. Handlers are checked against it where jobs run (the worker role).
+    pub fn build(settings: Settings) -> Result<Self, StartError> {
+        let catalogue = Catalogue::load(&settings.jobs_dir)?;
+        let (tenant_pool, system_pool) = db::pools(&settings)?;
+        let redis_client = redis::Client::open(settings.redis_url.expose_secret())?;
+        let redis = ConnectionManager::new_lazy_with_config(
+            redis_client.clone(),
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1)),
+        )?;
+        let keys = Keys::new(&settings.redis_namespace);
+        let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
+        let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
+        let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base)?;
+        let policies = match &settings.limits_file {
+            Some(path) if !path.exists() => {
+                return Err(StartError::Limits(crate::ratelimit::policy::PolicyError::Read {
+                    path: path.display().to_string(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                }));
+            }
+            Some(path) => crate::ratelimit::Policies::load(path)?,
+            None => crate::ratelimit::Policies::load(std::path::Path::new("deploy/limits.toml"))?,
+        };
+        let limiter = crate::ratelimit::Limiter::new(keys.clone(), redis.clone(), crate::clock::Clock::System, policies);
+        let dunning = Arc::new(crate::dunning::Policy::load(&settings.dunning_file)?);
+        let mailer = crate::email::smtp::Mailer::from_settings(&settings).map_err(|e| StartError::Smtp(e.to_string()))?;
+        let cache = crate::cache::Cache::new(redis.clone(), keys.clone(), crate::clock::Clock::System, Default::default());
+        let slos = Arc::new(crate::slo::Slos::load(&settings.slo_file)?);
+        if slos.notify.format == crate::slo::NotifyFormat::Pagerduty
+            && settings.slo_webhook_url.is_some()
+            && settings.slo_pagerduty_routing_key.is_none()
+        {
+            return Err(StartError::SloNotify(
+                "BALLAST_SLO_PAGERDUTY_ROUTING_KEY: missing (the SLO file's notify format is pagerduty)".into(),
+            ));
+        }
+        let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
+        Ok(Self {
+            settings: Arc::new(settings),
+            tenant_pool,
+            system_pool,
+            redis,
+            redis_client,
+            keys,
+            queue,
+            stripe,
+            plans,
+            limiter,
+            dunning,
+            mailer,
+            cache,
+            slos,
+            slo_recorder,
+            metrics: crate::metrics::Metrics::new()?,
+        })
+    }
+}
+
+impl AppState {
+    /// What SLO evaluation and notification use.
+    pub fn slo_deps(&self) -> crate::slo::Deps<'_> {
+        crate::slo::Deps { system_pool: &self.system_pool, slos: &self.slos, queue: &self.queue, settings: &self.settings }
+    }
+
+    /// What usage intake, reads and the flush use.
+    pub fn usage_deps(&self) -> crate::usage::Deps<'_> {
+        crate::usage::Deps {
+            tenant_pool: &self.tenant_pool,
+            system_pool: &self.system_pool,
+            redis: &self.redis,
+            keys: &self.keys,
+            plans: &self.plans,
+            stripe: &self.stripe,
+        }
+    }
+
+    /// What dunning uses.
+    pub fn dunning_deps(&self) -> crate::dunning::Deps<'_> {
+        crate::dunning::Deps {
+            tenant_pool: &self.tenant_pool,
+            system_pool: &self.system_pool,
+            stripe: &self.stripe,
+            plans: &self.plans,
+            past_due_grace: self.settings.past_due_grace,
+            policy: &self.dunning,
+            queue: &self.queue,
+            cache: &self.cache,
+        }
+    }
+
+    /// What a cache warm reads from and fills.
+    pub fn warm_sources(&self) -> crate::cache::warm::WarmSources<'_> {
+        crate::cache::warm::WarmSources {
+            cache: &self.cache,
+            plans: &self.plans,
+            stripe: &self.stripe,
+            app_pool: self.tenant_pool.raw(),
+            system_pool: &self.system_pool,
+        }
+    }
+}
+
+/// This process's name in the fleet: host and pid, unique among live members.
+pub fn member_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".to_owned());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
