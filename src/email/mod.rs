@@ -4,6 +4,7 @@
 //! An email exists once per dedup key (a unique column), and its Message-ID is derived from
 //! that key, so even a resend after an ambiguous SMTP failure is recognisable downstream.
 
+pub mod outbox;
 pub mod smtp;
 
 use minijinja::Environment;

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::kind::{Job, JobContext, JobError, JobReport};
+use crate::email::outbox::{self, OutboxStatus};
 use crate::email::smtp::{Outgoing, SendError};
 
 /// The job.
@@ -19,15 +20,6 @@ pub struct EmailSendArgs {
     pub outbox_id: uuid::Uuid,
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    status: String,
-    to_address: String,
-    subject: String,
-    body_text: String,
-    body_html: String,
-    message_id: String,
-}
 
 impl Job for EmailSendJob {
     const KIND: &'static str = crate::email::JOB_KIND;
@@ -37,34 +29,20 @@ impl Job for EmailSendJob {
         let tenant = ctx.tenant.ok_or_else(|| JobError::Cancel("email.send needs the tenant of its outbox row".into()))?;
         let state = &ctx.state;
         let mut tx = state.tenant_pool.begin(tenant).await?;
-        // Row lock for the send: a duplicate job waits, then finds the row sent.
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT status, to_address, subject, body_text, body_html, message_id FROM email_outbox WHERE id = $1 FOR UPDATE",
-        )
-        .bind(args.outbox_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = outbox::lock(&mut tx, args.outbox_id).await?;
         let Some(row) = row else { return Err(JobError::Cancel(format!("no outbox row {}", args.outbox_id))) };
-        if row.status != "pending" {
+        if row.status() != Some(OutboxStatus::Pending) {
             return Ok(serde_json::json!({"outbox_id": args.outbox_id, "outcome": format!("already {}", row.status)}));
         }
         let outgoing = Outgoing { to: &row.to_address, subject: &row.subject, text: &row.body_text, html: &row.body_html, message_id: &row.message_id };
         crate::fault::point("email.send.before_send");
         let result = state.mailer.send(&outgoing).await;
         let (status, error) = match &result {
-            Ok(()) => ("sent", None),
-            Err(SendError::Permanent(e)) => ("dead", Some(e.clone())),
-            Err(SendError::Transient(e)) => ("pending", Some(e.clone())),
+            Ok(()) => (OutboxStatus::Sent, None),
+            Err(SendError::Permanent(e)) => (OutboxStatus::Dead, Some(e.as_str())),
+            Err(SendError::Transient(e)) => (OutboxStatus::Pending, Some(e.as_str())),
         };
-        sqlx::query(
-            "UPDATE email_outbox SET status = $2, attempts = attempts + 1, last_error = $3,
-                 sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = $1",
-        )
-        .bind(args.outbox_id)
-        .bind(status)
-        .bind(&error)
-        .execute(&mut *tx)
-        .await?;
+        outbox::record_attempt(&mut tx, args.outbox_id, status, error).await?;
         tx.commit().await?;
         crate::fault::point("email.send.after_commit");
         match result {

@@ -8,7 +8,7 @@ use chrono::Utc;
 use super::event::StripeEvent;
 use super::handlers;
 use crate::db::SystemPool;
-use crate::domain::JobId;
+use crate::domain::{JobId, TenantId};
 use crate::queue::{EnqueueRequest, JobQueue, QueueError};
 
 /// The job kind that handles one inbox row.
@@ -16,6 +16,49 @@ pub const JOB_KIND: &str = "stripe.event";
 
 /// How long the enqueue of an inbox row is deduplicated in Redis.
 pub const INBOX_ENQUEUE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Where an inbox row is. (The table's CHECK also allows `failed`, which nothing writes: a
+/// failing event stays `received`/`queued` with its `last_error` and attempts.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxStatus {
+    /// Stored, not queued yet (Redis was down, or the queued mark is still to come).
+    Received,
+    /// Its job is queued.
+    Queued,
+    /// Applied to the mirror.
+    Processed,
+    /// A type Ballast does not act on.
+    Ignored,
+    /// Parked: no tenant for its customer yet; released when the mapping appears.
+    Unmatched,
+}
+
+impl InboxStatus {
+    /// Every status Ballast writes.
+    pub const ALL: [InboxStatus; 5] = [InboxStatus::Received, InboxStatus::Queued, InboxStatus::Processed, InboxStatus::Ignored, InboxStatus::Unmatched];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Received => "received",
+            InboxStatus::Queued => "queued",
+            InboxStatus::Processed => "processed",
+            InboxStatus::Ignored => "ignored",
+            InboxStatus::Unmatched => "unmatched",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Nothing more will happen to the row.
+    pub fn is_done(self) -> bool {
+        matches!(self, InboxStatus::Processed | InboxStatus::Ignored)
+    }
+}
 
 /// What an insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +74,7 @@ pub enum Inserted {
 /// Stores the raw event once.
 pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Value) -> Result<Inserted, sqlx::Error> {
     let handled = handlers::handles(&event.event_type);
-    let status = if handled { "received" } else { "ignored" };
+    let status = if handled { InboxStatus::Received } else { InboxStatus::Ignored }.as_str();
     let inserted: Option<String> = sqlx::query_scalar(
         // The tenant is filled in here when the customer is already mapped (the common case),
         // so the job need not write the row a second time to route it.
@@ -179,4 +222,85 @@ pub async fn sweep(pool: &SystemPool, queue: &JobQueue, older_than: chrono::Dura
         report.released += release_unmatched(pool, queue, customer).await?;
     }
     Ok(report)
+}
+
+/// An inbox row as the `stripe.event` job reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Row {
+    /// The event as Stripe sent it.
+    pub payload: serde_json::Value,
+    status: String,
+    /// The tenant, once routed.
+    pub tenant_id: Option<uuid::Uuid>,
+    /// The Stripe customer the event concerns, when known.
+    pub customer_id: Option<String>,
+    /// The tenant mapped to `customer_id`, read in the same round trip (the common route).
+    pub mapped_tenant: Option<uuid::Uuid>,
+}
+
+impl Row {
+    /// The row's status (an unknown spelling reads as received: the event is applied).
+    pub fn status(&self) -> InboxStatus {
+        InboxStatus::parse(&self.status).unwrap_or(InboxStatus::Received)
+    }
+}
+
+/// Reads row `id` with its customer's tenant. System pool: its tenant is not known yet.
+pub async fn load(pool: &SystemPool, id: &str) -> Result<Option<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.payload, e.status, e.tenant_id, e.customer_id,
+                (SELECT t.id FROM tenants t WHERE t.stripe_customer_id = e.customer_id) AS mapped_tenant
+         FROM stripe_events e WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&pool.0)
+    .await
+}
+
+/// Counts a failed attempt and keeps its error for operators (top failure reasons).
+pub async fn record_failure(pool: &SystemPool, id: &str, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stripe_events SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+        .bind(id)
+        .bind(crate::domain::truncated(error, 2048).as_ref())
+        .execute(&pool.0)
+        .await?;
+    Ok(())
+}
+
+/// Parks row `id` as unmatched (unless it was processed meanwhile), keeping its customer.
+pub async fn park_unmatched(pool: &SystemPool, id: &str, customer: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stripe_events SET status = 'unmatched', customer_id = COALESCE(customer_id, $2) WHERE id = $1 AND status <> 'processed'")
+        .bind(id)
+        .bind(customer)
+        .execute(&pool.0)
+        .await?;
+    Ok(())
+}
+
+/// Records the tenant row `id` was routed to. System pool: without a tenant the tenant role
+/// cannot see the row.
+pub async fn set_tenant(pool: &SystemPool, id: &str, tenant: TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stripe_events SET tenant_id = $2 WHERE id = $1 AND tenant_id IS NULL").bind(id).bind(tenant.0).execute(&pool.0).await?;
+    Ok(())
+}
+
+/// Records the customer found for row `id` (a dispute names its charge, not the customer).
+pub async fn set_customer(pool: &SystemPool, id: &str, customer: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stripe_events SET customer_id = $2 WHERE id = $1").bind(id).bind(customer).execute(&pool.0).await?;
+    Ok(())
+}
+
+/// Locks row `id` in the caller's tenant transaction and returns its status.
+pub async fn lock(tx: &mut sqlx::PgConnection, id: &str) -> Result<Option<InboxStatus>, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(tx).await?;
+    Ok(status.map(|s| InboxStatus::parse(&s).unwrap_or(InboxStatus::Received)))
+}
+
+/// Marks row `id` processed in the caller's tenant transaction (the apply's own).
+pub async fn mark_processed(tx: &mut sqlx::PgConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
 }

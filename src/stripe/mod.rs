@@ -5,4 +5,5 @@ pub mod client;
 pub mod event;
 pub mod handlers;
 pub mod inbox;
+pub mod routing;
 pub mod signature;

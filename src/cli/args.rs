@@ -1,0 +1,26 @@
+//! Helpers the command families share: who runs the command, and argument parsers.
+
+use anyhow::bail;
+
+/// Who runs a command, for the audit log.
+pub(super) fn actor() -> String {
+    std::env::var("BALLAST_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into())
+}
+
+/// `--ttl 30m`: between 1 s and 7 days.
+pub(super) fn parse_ttl(s: &str) -> anyhow::Result<std::time::Duration> {
+    let ttl = humantime::parse_duration(s.trim()).map_err(|e| anyhow::anyhow!("--ttl {s:?}: {e} (e.g. 30m, 2h)"))?;
+    if ttl < std::time::Duration::from_secs(1) || ttl > std::time::Duration::from_secs(7 * 86_400) {
+        bail!("--ttl {s:?}: must be between 1 s and 7 days");
+    }
+    Ok(ttl)
+}
+
+/// `--as-of`: an RFC 3339 time, or a day (its last second, UTC).
+pub(super) fn parse_instant(raw: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| anyhow::anyhow!("--as-of {raw:?}: expected 2026-12-01 or an RFC 3339 time"))?;
+    Ok(day.and_hms_opt(23, 59, 59).map(|t| t.and_utc()).unwrap_or_default())
+}

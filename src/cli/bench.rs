@@ -1,0 +1,203 @@
+//! `ballast bench`: benchmarks (release build; figures for README, never a timed test).
+
+use ballast::config::Settings;
+use clap::Subcommand;
+use ballast::bench::jobs::BenchParams;
+use ballast::bench::webhooks::WebhookBenchParams;
+
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BenchCommand {
+    /// No-op job throughput and pickup latency on the configured Redis (a private namespace),
+    /// following the BullMQ peer's protocol.
+    Jobs {
+        /// Jobs in the backlog phase.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        /// Enqueue rate of the pickup phase (jobs/s).
+        #[arg(long, default_value_t = 500)]
+        pickup_rate: u32,
+        /// Length of the pickup phase (s).
+        #[arg(long, default_value_t = 5)]
+        pickup_secs: u32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Usage intake in batches of 100 (events/s, latency) and the flush of many counters.
+    Usage {
+        /// Seconds of posting.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Concurrent senders.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Counters to flush.
+        #[arg(long, default_value_t = 100_000)]
+        counters: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Entitlement reads (GET /v1/entitlements/{feature}) on a cache hit and on a miss, the
+    /// cache reader alone, and reads per second of one process. Uses the configured PostgreSQL
+    /// (its own tenants, deleted afterwards) and a private Redis namespace.
+    Entitlements {
+        /// Tenants, one key each.
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Requests per latency phase (hits get a tenth more, unmeasured, first).
+        #[arg(long, default_value_t = 5_000)]
+        n: u64,
+        /// Closed-loop clients of the throughput phase.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds of the throughput phase.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The rate limiter's cost per request: the same key route with and without it, one run.
+    Limiter {
+        /// Requests per side (plus a tenth as warm-up).
+        #[arg(long, default_value_t = 5_000)]
+        n: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A bounded steady load (webhooks, entitlement reads, no-op jobs) through an api + worker +
+    /// scheduler member (`ballast serve`, started as a child process), sampling Redis memory and
+    /// keys, table sizes and the member's RSS into a CSV and an SVG chart. Uses the configured
+    /// PostgreSQL (its own tenants, deleted afterwards) and a private Redis namespace. A script
+    /// run, not CI: it takes `--minutes`.
+    Soak {
+        /// Length of the run.
+        #[arg(long, default_value_t = 20)]
+        minutes: u32,
+        /// Requests per second, all kinds together (open loop).
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Tenants the load spreads over.
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        sample_secs: u32,
+        /// Inbox retention during the run (seconds), so its steady state shows within the run.
+        #[arg(long, default_value_t = 120)]
+        retention_secs: u64,
+        /// Where the CSV and the chart go.
+        #[arg(long, default_value = "soak-reports")]
+        out: std::path::PathBuf,
+    },
+    /// Signed Stripe webhooks at a fixed arrival rate into an in-process api + worker member:
+    /// POST /webhooks/stripe latency and received-to-entitlements-updated latency. Uses the
+    /// configured PostgreSQL (its own tenants, deleted afterwards) and a private Redis namespace.
+    Webhooks {
+        /// Arrival rate (requests/s), open loop.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u32,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+        /// Seconds sent first and not counted (tables are analyzed one second in).
+        #[arg(long, default_value_t = 3)]
+        warmup_secs: u32,
+        /// Tenants the events are spread over.
+        #[arg(long, default_value_t = 200)]
+        tenants: usize,
+        /// Run the api role alone (no workers): intake latency by itself.
+        #[arg(long)]
+        ingest_only: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Jobs { n, concurrency, pickup_rate, pickup_secs, json } => {
+            let report = ballast::bench::jobs::run(settings, BenchParams { n, concurrency, pickup_rate, pickup_secs }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "noop x{n}, concurrency {concurrency}: enqueue {:.0} jobs/s, processed {:.0} jobs/s, pickup p50 {:.2} ms / p99 {:.2} ms ({} samples)",
+                    report.enqueue_per_sec, report.processed_per_sec, report.pickup_p50_ms, report.pickup_p99_ms, report.pickup_samples
+                );
+            }
+        }
+        BenchCommand::Usage { secs, clients, counters, json } => {
+            let r = ballast::bench::usage::run(settings, secs, clients, counters).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "usage: {} batches of 100 from {clients} senders: {:.0} events/s, POST p50 {:.2} ms / p99 {:.2} ms; flush of {} counters into the ledger: {:.2} s",
+                    r.batches, r.events_per_sec, r.post_p50_ms, r.post_p99_ms, r.counters, r.flush_secs
+                );
+            }
+        }
+        BenchCommand::Entitlements { tenants, n, concurrency, secs, json } => {
+            let r = ballast::bench::entitlements::run(settings, tenants, n, concurrency, secs).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "GET /v1/entitlements/projects x{n}, {tenants} tenants: hit p50 {:.3} ms / p99 {:.3} ms; miss p50 {:.3} ms / p99 {:.3} ms; reader alone (hit) p50 {:.3} ms / p99 {:.3} ms; {:.0} reads/s with {concurrency} clients",
+                    r.hit_p50_ms, r.hit_p99_ms, r.miss_p50_ms, r.miss_p99_ms, r.reader_hit_p50_ms, r.reader_hit_p99_ms, r.reads_per_sec
+                );
+            }
+        }
+        BenchCommand::Limiter { n, json } => {
+            let r = ballast::bench::limiter::run(settings, n).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "GET /v1/entitlements x{n} per side: with limiter p50 {:.3} ms / p99 {:.3} ms; without p50 {:.3} ms / p99 {:.3} ms; overhead p50 {:+.3} ms / p99 {:+.3} ms",
+                    r.limited_p50_ms, r.limited_p99_ms, r.unlimited_p50_ms, r.unlimited_p99_ms,
+                    r.limited_p50_ms - r.unlimited_p50_ms, r.limited_p99_ms - r.unlimited_p99_ms
+                );
+            }
+        }
+        BenchCommand::Soak { minutes, rate, tenants, sample_secs, retention_secs, out } => {
+            let params = ballast::bench::soak::SoakParams { minutes, rate, tenants, sample_secs, retention_secs, out };
+            let r = ballast::bench::soak::run(settings, params).await?;
+            println!("soak: {rate} req/s for {minutes} min; samples in {} and {}", r.csv.display(), r.chart.display());
+            println!("{:<24} {:>14} {:>14}", "series", "after warm-up", "at the end");
+            for (name, (warm, end)) in &r.growth {
+                println!("{name:<24} {warm:>14.2} {end:>14.2}");
+            }
+            if let Some(last) = r.samples.last() {
+                println!("requests: {} sent, {} without a 2xx", last.sent, last.failed);
+            }
+        }
+        BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only, json } => {
+            let r = ballast::bench::webhooks::run(settings, WebhookBenchParams { rate, secs, warmup_secs, tenants, ingest_only }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let to_entitlements = match (r.to_entitlements_p50_ms, r.to_entitlements_p99_ms) {
+                    (Some(p50), Some(p99)) => format!("received -> entitlements p50 {p50:.2} ms / p99 {p99:.2} ms; {} inbox rows processed", r.processed),
+                    _ => "ingest only (no workers)".to_owned(),
+                };
+                println!(
+                    "webhooks at {rate}/s for {secs} s over {tenants} tenants: {} requests ({} accepted, {} failed), achieved {:.0}/s; \
+                     POST p50 {:.2} ms / p99 {:.2} ms / max {:.2} ms; {to_entitlements}{}{}",
+                    r.requests, r.accepted, r.failed, r.achieved_per_sec, r.ingest_p50_ms, r.ingest_p99_ms, r.ingest_max_ms,
+                    if r.analyzed { "" } else { " (tables not analyzed: set BALLAST_OWNER_DATABASE_URL)" },
+                    if r.refusals.is_empty() { String::new() } else { format!("; refused: {:?}", r.refusals) }
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `ballast flags`: feature flags, listed and set; audited.
+
+use ballast::state::AppState;
+use clap::Subcommand;
+
+use super::args::actor;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum FlagsCommand {
+    /// Every flag with its rollout.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or change a flag. Unset options keep their value (a new flag: off, 100 %).
+    Set {
+        /// Flag name: a-z, 0-9, '_', '.', '-'.
+        name: String,
+        /// Switch it on.
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        /// Switch it off for everyone.
+        #[arg(long)]
+        off: bool,
+        /// Share of tenants it is on for, 0 to 100 (stable per tenant; raising it only adds).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        rollout: Option<u8>,
+        /// What it switches.
+        #[arg(long)]
+        description: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn flags(state: AppState, command: FlagsCommand) -> anyhow::Result<()> {
+    match command {
+        FlagsCommand::List { json } => {
+            // System pool: operators see every flag (the table is global).
+            let all = ballast::flags::list(&state.system_pool.0).await?;
+            if json {
+                println!("{}", serde_json::to_string(&all)?);
+            } else {
+                println!("{:<32} {:<8} {:>8} {:<25} DESCRIPTION", "FLAG", "ENABLED", "ROLLOUT", "UPDATED");
+                for f in all {
+                    println!("{:<32} {:<8} {:>7}% {:<25} {}", f.name, f.enabled, f.rollout_percent, f.updated_at.to_rfc3339(), f.description);
+                }
+            }
+        }
+        FlagsCommand::Set { name, on, off, rollout, description, json } => {
+            let enabled = if on { Some(true) } else if off { Some(false) } else { None };
+            let change = ballast::flags::FlagChange { enabled, rollout_percent: rollout, description };
+            let f = ballast::flags::set(&state.system_pool, &state.cache, &name, change, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&f)?);
+            } else {
+                println!("{}: {} at {}% of tenants", f.name, if f.enabled { "on" } else { "off" }, f.rollout_percent);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `ballast jobs`: queues, dead letters and their retry or discard.
+
+use anyhow::bail;
+use ballast::queue::dead;
+use ballast::runbook::Progress;
+use ballast::state::AppState;
+use clap::Subcommand;
+
+use super::args::actor;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum JobsCommand {
+    /// Per job kind: ready, scheduled (retries, delayed), running (in flight), open dead
+    /// letters, age of the oldest ready job.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: its payload, attempt, last error and where it is (queued or dead). Takes a
+    /// job id or a dead letter's id.
+    Show {
+        /// Job id, or dead letter id.
+        id: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open dead letters, newest first.
+    Dead {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only those whose error contains this text.
+        #[arg(long)]
+        error: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead letters' jobs again with a fresh attempt count: one by id, or every open one
+    /// matching --kind/--error with --all. Audited.
+    Retry {
+        /// The dead letter's id (from `ballast jobs dead`).
+        id: Option<uuid::Uuid>,
+        /// Bulk: only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Bulk: only those whose error contains this text.
+        #[arg(long)]
+        error: Option<String>,
+        /// Bulk: every open dead letter matching the filters (required without an id).
+        #[arg(long)]
+        all: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close dead letters without running them (kept for the record): one by id, or every open
+    /// one matching --kind/--error with --all. Audited.
+    Discard {
+        /// The dead letter's id.
+        id: Option<uuid::Uuid>,
+        /// Bulk: only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Bulk: only those whose error contains this text.
+        #[arg(long)]
+        error: Option<String>,
+        /// Bulk: every open dead letter matching the filters (required without an id).
+        #[arg(long)]
+        all: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The dead letters a retry or discard acts on: the one named, or (with --all) every open one
+/// matching the filters.
+pub(super) async fn dead_selection(
+    state: &AppState,
+    id: Option<uuid::Uuid>,
+    kind: Option<&str>,
+    error: Option<&str>,
+    all: bool,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
+    match (id, all) {
+        (Some(id), false) if kind.is_none() && error.is_none() => Ok(vec![id]),
+        (None, true) => Ok(dead::matching(&state.system_pool, kind, error, i64::MAX).await?.into_iter().map(|d| d.id).collect()),
+        _ => bail!("name one dead letter by id, or use --all (with --kind/--error to narrow it)"),
+    }
+}
+
+pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List { json } => {
+            let stats = state.queue.stats().await?;
+            let dead = dead::open_counts(&state.system_pool).await?;
+            if json {
+                let rows: Vec<_> = stats
+                    .iter()
+                    .map(|s| {
+                        let mut v = serde_json::to_value(s).unwrap_or_default();
+                        v["dead"] = serde_json::json!(dead.get(&s.kind).copied().unwrap_or(0));
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("{:<24} {:>8} {:>10} {:>8} {:>8} {:>12}", "KIND", "READY", "SCHEDULED", "RUNNING", "DEAD", "OLDEST (s)");
+                for s in stats {
+                    let age = s.oldest_ready_age_secs.map(|a| format!("{a:.1}")).unwrap_or_else(|| "-".into());
+                    let d = dead.get(&s.kind).copied().unwrap_or(0);
+                    println!("{:<24} {:>8} {:>10} {:>8} {:>8} {:>12}", s.kind, s.ready, s.scheduled, s.running, d, age);
+                }
+            }
+        }
+        JobsCommand::Show { id, json } => {
+            let shown = if let Some(queued) = state.queue.find(&id).await? {
+                serde_json::json!({"where": "queued", "job_id": queued.id, "kind": queued.kind, "tenant": queued.tenant, "attempt": queued.attempt,
+                    "last_error": queued.last_error, "payload": queued.payload, "enqueued_at_us": queued.enqueued_at_us})
+            } else if let Some(d) = dead::find(&state.system_pool, &id).await? {
+                serde_json::json!({"where": "dead", "dead_letter": d.id, "job_id": d.job_id, "kind": d.kind, "tenant": d.tenant_id, "attempt": d.attempts,
+                    "last_error": d.error, "payload": d.envelope.get("payload").cloned().unwrap_or(d.envelope.clone()), "failed_at": d.failed_at})
+            } else {
+                bail!("no job {id} queued or dead (completed jobs are not kept; `ballast jobs dead` lists dead letters)");
+            };
+            if json {
+                println!("{}", serde_json::to_string(&shown)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            }
+        }
+        JobsCommand::Dead { kind, error, limit, json } => {
+            let rows = dead::matching(&state.system_pool, kind.as_deref(), error.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no open dead letters");
+            } else {
+                println!("{:<36} {:<20} {:>8} {:<25} ERROR", "ID", "KIND", "ATTEMPTS", "FAILED AT");
+                for r in rows {
+                    println!("{:<36} {:<20} {:>8} {:<25} {}", r.id, r.kind, r.attempts, r.failed_at.to_rfc3339(), r.error);
+                }
+            }
+        }
+        JobsCommand::Retry { id, kind, error, all, json } => {
+            let ids = dead_selection(&state, id, kind.as_deref(), error.as_deref(), all).await?;
+            let mut jobs = Vec::with_capacity(ids.len());
+            for (i, d) in ids.iter().enumerate() {
+                jobs.push(dead::retry(&state.system_pool, &state.queue, *d).await?);
+                Progress::terminal().report("retry dead letters", i as u64 + 1, Some(ids.len() as u64));
+            }
+            let mut conn = state.system_pool.0.acquire().await?;
+            let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error});
+            ballast::auth::store::audit(&mut conn, None, &actor(), "jobs.retry", params).await?;
+            if json {
+                println!("{}", serde_json::json!({"retried": ids, "job_ids": jobs}));
+            } else {
+                println!("re-queued {} dead letters", ids.len());
+            }
+        }
+        JobsCommand::Discard { id, kind, error, all, json } => {
+            let ids = dead_selection(&state, id, kind.as_deref(), error.as_deref(), all).await?;
+            let n = dead::discard(&state.system_pool, &ids, &actor()).await?;
+            let mut conn = state.system_pool.0.acquire().await?;
+            let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error, "discarded": n});
+            ballast::auth::store::audit(&mut conn, None, &actor(), "jobs.discard", params).await?;
+            if json {
+                println!("{}", serde_json::json!({"discarded": n}));
+            } else {
+                println!("discarded {n} dead letters (kept for the record, no longer open)");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `ballast keys`: API keys, created (shown once), listed and revoked; audited.
+
+use ballast::domain::TenantId;
+use ballast::state::AppState;
+use clap::Subcommand;
+
+use super::args::actor;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum KeysCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        /// The tenant the key acts for; omit for a service-wide key (which names the tenant in
+        /// each request's Ballast-Tenant header).
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Comma-separated scopes: usage:write, jobs:write, entitlements:read, slo:write.
+        #[arg(long)]
+        scopes: String,
+        /// A name for people ("billing-service prod").
+        #[arg(long, default_value = "unnamed")]
+        name: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the keys themselves), newest first.
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id (from `ballast keys list`).
+        id: uuid::Uuid,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn keys(state: AppState, command: KeysCommand) -> anyhow::Result<()> {
+    use ballast::auth::store;
+    match command {
+        KeysCommand::Create { tenant, scopes, name, json } => {
+            let scopes = ballast::auth::parse_scopes(&scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let created = store::create(&state.system_pool, tenant, &scopes, &name, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&created)?);
+            } else {
+                println!("{}", created.key);
+                eprintln!(
+                    "key {} ({}) for {}: scopes {}. Shown once; only its hash is stored.",
+                    created.info.id,
+                    created.info.name,
+                    created.info.tenant_id.map(|t| format!("tenant {t}")).unwrap_or_else(|| "all tenants (service-wide)".into()),
+                    created.info.scopes.join(",")
+                );
+            }
+        }
+        KeysCommand::List { tenant, json } => {
+            let rows = store::list(&state.system_pool, tenant).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("{:<36} {:<36} {:<16} {:<20} {:<8} SCOPES", "ID", "TENANT", "PREFIX", "NAME", "STATE");
+                for k in rows {
+                    let tenant = k.tenant_id.map(|t| t.to_string()).unwrap_or_else(|| "(service-wide)".into());
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    println!("{:<36} {:<36} {:<16} {:<20} {:<8} {}", k.id, tenant, k.prefix, k.name, state, k.scopes.join(","));
+                }
+            }
+        }
+        KeysCommand::Revoke { id, json } => {
+            let info = store::revoke(&state.system_pool, id, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else {
+                println!("revoked key {} ({})", info.id, info.name);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `ballast loadtest`: capacity load tests and their stored baselines.
+
+use anyhow::{Context, bail};
+use ballast::config::Settings;
+use ballast::state::AppState;
+use clap::Subcommand;
+use std::process::ExitCode;
+
+
+#[derive(Debug, clap::Args)]
+pub(super) struct LoadtestArgs {
+    /// The level (deploy/loadtest.toml): steady, peak, abuse, …
+    #[arg(long)]
+    level: Option<String>,
+    /// Base URL of the target, e.g. https://staging.example.com
+    #[arg(long)]
+    target: Option<String>,
+    /// Override the level's duration (e.g. 30s, 5m).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Override the level's arrival rate (requests per second).
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Where the JSON report and SVG chart go.
+    #[arg(long, default_value = "loadtest-reports")]
+    out: std::path::PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum LoadtestCommand {
+    /// Stored runs, oldest first, and a chart of their p99 and throughput over time.
+    History {
+        /// Only this level.
+        #[arg(long)]
+        level: Option<String>,
+        /// Where the chart goes.
+        #[arg(long, default_value = "loadtest-reports/history.svg")]
+        chart: std::path::PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand>, args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+    use ballast::loadtest;
+    let state = AppState::build(settings)?;
+    if let Some(LoadtestCommand::History { level, chart, json }) = command {
+        // System pool: runs are the fleet's record.
+        let runs = loadtest::history(&state.system_pool.0, level.as_deref()).await?;
+        if let Some(dir) = chart.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        loadtest::chart::history_chart(&chart, &runs).map_err(|e| anyhow::anyhow!("writing {}: {e}", chart.display()))?;
+        if json {
+            println!("{}", serde_json::to_string(&runs)?);
+        } else {
+            println!("{:<26} {:<8} {:>7} {:>12} {:>9} {:>9} {:<6} TARGET", "STARTED", "LEVEL", "RATE", "ANSWERS/S", "P50 ms", "P99 ms", "PASS");
+            for r in &runs {
+                println!(
+                    "{:<26} {:<8} {:>7} {:>12.1} {:>9.2} {:>9.2} {:<6} {}",
+                    r.started_at.to_rfc3339(), r.level, r.rate, r.throughput, r.p50_ms, r.p99_ms, r.passed, r.target
+                );
+            }
+            println!("chart: {}", chart.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(name), Some(target)) = (args.level, args.target) else {
+        bail!("give --level and --target (or `ballast loadtest history`)");
+    };
+    let config = loadtest::LoadtestConfig::load(&state.settings.loadtest_file)?;
+    let mut level = config.levels.get(&name).cloned().ok_or_else(|| {
+        anyhow::anyhow!("no level {name:?} in {}; defined: {}", state.settings.loadtest_file.display(), config.levels.keys().cloned().collect::<Vec<_>>().join(", "))
+    })?;
+    if let Some(d) = args.duration {
+        level.duration = humantime::parse_duration(&d).map_err(|e| anyhow::anyhow!("--duration {d:?}: {e}"))?;
+    }
+    if let Some(r) = args.rate {
+        level.rate = r.max(1);
+    }
+    let report = loadtest::run(&name, &level, &target, state.settings.loadtest_key.as_ref()).await?;
+    let id = loadtest::store(&state.system_pool.0, &report).await?;
+    let (json_path, svg_path) = loadtest::write_report(&args.out, &report)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let s = report.statuses;
+        println!("load test {name} against {target}: {} requests at {}/s over {:.0} s (run {id})", report.sent, report.rate, report.duration_secs);
+        println!("  latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms (from each request's scheduled time)", report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms);
+        println!("  answers/s {:.1}; 2xx/3xx {}  429 {}  other 4xx {}  5xx {}  no answer {}  not sent (client full) {}", report.throughput, s.ok, s.limited, s.client_error, s.server_error, s.failed, report.dropped);
+        println!("  {}: {}", if report.passed { "PASS" } else { "FAIL" }, report.verdict);
+        println!("  report {}  chart {}", json_path.display(), svg_path.display());
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,255 @@
+//! Command-line interface. Data output is a table for people or `--json` for machines.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use ballast::app::{self, AppState, Member};
+use ballast::config::Settings;
+use ballast::domain::TenantId;
+use ballast::jobs::Registry;
+use ballast::queue::worker::WorkerOptions;
+use ballast::queue::EnqueueRequest;
+use clap::{Parser, Subcommand};
+
+mod args;
+mod bench;
+mod billing;
+mod cache;
+mod emails;
+mod flags;
+mod jobs;
+mod keys;
+mod limits;
+mod loadtest;
+mod runbook;
+mod slo;
+
+use args::parse_instant;
+use bench::BenchCommand;
+use billing::{UsageCommand, DunningCommand};
+use cache::CacheCommand;
+use emails::EmailsCommand;
+use flags::FlagsCommand;
+use jobs::JobsCommand;
+use keys::KeysCommand;
+use limits::LimitsCommand;
+use loadtest::{LoadtestArgs, LoadtestCommand};
+use runbook::RunbookCommand;
+use slo::SloCommand;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ballast",
+    version,
+    about = "Ballast: the worker fleet behind a growing SaaS (Stripe webhooks, dunning, usage, caches, SLOs).",
+    long_about = "Ballast: the worker fleet behind a growing SaaS.\n\n\
+        Settings come from the environment (DATABASE_URL, BALLAST_SYSTEM_DATABASE_URL, REDIS_URL, \
+        BALLAST_*, OTEL_*), optionally from a TOML file named by BALLAST_CONFIG. \
+        See deploy/ballast.example.toml for every setting."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a fleet member with the given roles until SIGTERM or Ctrl-C.
+    Serve {
+        /// Comma-separated roles: api (intake HTTP), worker (job queues), scheduler (cron leader).
+        #[arg(long, default_value = "api,worker,scheduler")]
+        roles: String,
+        /// Listen address of the api role (overrides BALLAST_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Ask this member's own listener for a probe path (container health checks: the image
+    /// has no curl). Exit 0 when it answers 2xx.
+    Probe {
+        /// The path to GET on BALLAST_LISTEN.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
+    /// Apply pending database migrations as the owner role (BALLAST_OWNER_DATABASE_URL).
+    Migrate,
+    /// Put one job on its queue.
+    Enqueue {
+        /// Job kind, as named in jobs/ (e.g. noop).
+        kind: String,
+        /// Tenant the job acts for.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// JSON arguments of the job.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// A second enqueue with the same key (within 7 days) does nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect queues and dead letters.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// API keys for app services: create (printed once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Rate limits: temporary overrides (audited, expiring by themselves) and recent blocks.
+    Limits {
+        #[command(subcommand)]
+        command: LimitsCommand,
+    },
+    /// Dunning: advance open cases by the policy (deploy/dunning.toml).
+    Dunning {
+        #[command(subcommand)]
+        command: DunningCommand,
+    },
+    /// The email outbox: what is pending, sent or dead; re-drive what is stuck.
+    Emails {
+        #[command(subcommand)]
+        command: EmailsCommand,
+    },
+    /// Usage metering.
+    Usage {
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
+    /// The cache: warm it now, or remove old key shapes after a deploy.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Feature flags: list them, or switch one (audited; every member sees it at once).
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
+    /// Capacity load test: `--level L --target URL` runs a level of deploy/loadtest.toml at its
+    /// open-model arrival rate and writes a report (table, JSON, SVG chart), stored as a
+    /// baseline; `history` lists and draws the baselines over time.
+    #[command(args_conflicts_with_subcommands = true)]
+    Loadtest {
+        #[command(subcommand)]
+        command: Option<LoadtestCommand>,
+        #[command(flatten)]
+        run: LoadtestArgs,
+    },
+    /// Runbooks: list and show the pages, run a page's admin job (a dry run unless --execute).
+    Runbook {
+        #[command(subcommand)]
+        command: RunbookCommand,
+    },
+    /// Service level objectives: SLI, budget left, burn per window pair, alert state.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
+    /// Benchmarks (release build; figures for README, never a timed test).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+/// The command line, parsed (clap exits with its message on bad arguments and on --help).
+pub(crate) fn parse() -> Cli {
+    Cli::parse()
+}
+
+pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { roles, listen } => {
+            if let Some(addr) = listen {
+                settings.listen = addr;
+            }
+            let roles = app::parse_roles(&roles)?;
+            let state = AppState::build(settings)?;
+            let member = Member::start(state, &roles, WorkerOptions::new(Registry::standard())).await?;
+            if let Some(addr) = member.api_addr {
+                tracing::info!(message = "Ballast is listening.", addr = %addr, roles = ?roles);
+                println!("ballast: listening on http://{addr} (roles: {roles:?})");
+                println!("try: curl -s http://{addr}/readyz");
+            }
+            member.run_until_signal().await;
+        }
+        Command::Probe { path } => {
+            let mut addr = settings.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let url = format!("http://{addr}{path}");
+            let answer = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?.get(&url).send().await;
+            return Ok(match answer {
+                Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+                Ok(r) => {
+                    eprintln!("{url}: {}", r.status());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::FAILURE
+                }
+            });
+        }
+        Command::Migrate => {
+            if settings.owner_database_url.is_none() {
+                bail!("configuration error: BALLAST_OWNER_DATABASE_URL: missing (migrations run as the owner role)");
+            }
+            let applied = ballast::db::migrate(settings.migration_url()).await.context("migrate")?;
+            println!("migrations: {applied} applied, schema current");
+        }
+        Command::Enqueue { kind, tenant, payload, idempotency_key, json } => {
+            let payload: serde_json::Value =
+                serde_json::from_str(&payload).with_context(|| "--payload is not valid JSON")?;
+            let state = AppState::build(settings)?;
+            let mut req = EnqueueRequest::new(kind.as_str(), payload);
+            req.tenant = tenant;
+            req.idempotency_key = idempotency_key;
+            let done = state.queue.enqueue(req).await?;
+            if json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else if done.duplicate {
+                println!("not queued: idempotency key already used (job {})", done.id);
+            } else {
+                println!("queued {kind} job {}", done.id);
+            }
+        }
+        Command::Jobs { command } => {
+            let state = AppState::build(settings)?;
+            jobs::jobs(state, command).await?;
+        }
+        Command::Bench { command } => bench::bench(settings, command).await?,
+        Command::Dunning { command: DunningCommand::Run { as_of, tenant, dry_run, json } } => billing::dunning(settings, as_of, tenant, dry_run, json).await?,
+        Command::Usage { command: UsageCommand::Flush { all, json } } => billing::usage_flush(settings, all, json).await?,
+        Command::Emails { command } => emails::emails(AppState::build(settings)?, command).await?,
+        Command::Cache { command } => cache::cache(AppState::build(settings)?, command).await?,
+        Command::Runbook { command } => runbook::runbook(settings, command).await?,
+        Command::Loadtest { command, run } => return loadtest::loadtest(settings, command, run).await,
+        Command::Slo { command: SloCommand::Status { as_of, json } } => {
+            let now = match as_of {
+                None => chrono::Utc::now(),
+                Some(raw) => parse_instant(&raw)?,
+            };
+            let state = AppState::build(settings)?;
+            let statuses = ballast::slo::evaluate::run(&state.slo_deps(), now, false).await?;
+            if json {
+                println!("{}", serde_json::to_string(&statuses)?);
+            } else {
+                slo::print_slo_status(&statuses);
+            }
+        }
+        Command::Flags { command } => flags::flags(AppState::build(settings)?, command).await?,
+        Command::Keys { command } => keys::keys(AppState::build(settings)?, command).await?,
+        Command::Limits { command } => limits::limits(AppState::build(settings)?, command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+
+

@@ -1,0 +1,146 @@
+//! The email outbox (`email_outbox`) after a row is written: its states, the send's lock and
+//! outcome, and the operators' list and re-drive. Nothing outside the email module writes
+//! SQL against the table.
+
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::db::SystemPool;
+use crate::domain::TenantId;
+use crate::queue::{EnqueueRequest, JobQueue, QueueError};
+
+/// Where an outbox row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    /// Written, not sent yet (or sending failed transiently).
+    Pending,
+    /// Accepted by the SMTP relay.
+    Sent,
+    /// Refused for good (5xx), or given up on.
+    Dead,
+}
+
+impl OutboxStatus {
+    /// Every status.
+    pub const ALL: [OutboxStatus; 3] = [OutboxStatus::Pending, OutboxStatus::Sent, OutboxStatus::Dead];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Dead => "dead",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A row as the send job reads it, locked.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Message {
+    /// The stored status (see [`OutboxStatus`]).
+    pub status: String,
+    /// Recipient.
+    pub to_address: String,
+    /// Rendered subject.
+    pub subject: String,
+    /// Rendered text part.
+    pub body_text: String,
+    /// Rendered HTML part.
+    pub body_html: String,
+    /// The Message-ID, stable per dedup key (a re-send is recognisably the same email).
+    pub message_id: String,
+}
+
+impl Message {
+    /// The row's status, if it is one Ballast writes.
+    pub fn status(&self) -> Option<OutboxStatus> {
+        OutboxStatus::parse(&self.status)
+    }
+}
+
+/// Locks row `id` for its send in the caller's tenant transaction: a duplicate job waits,
+/// then finds the row sent.
+pub async fn lock(tx: &mut PgConnection, id: uuid::Uuid) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as("SELECT status, to_address, subject, body_text, body_html, message_id FROM email_outbox WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(tx)
+        .await
+}
+
+/// Records one send attempt's outcome on row `id`.
+pub async fn record_attempt(tx: &mut PgConnection, id: uuid::Uuid, status: OutboxStatus, error: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE email_outbox SET status = $2, attempts = attempts + 1, last_error = $3,
+             sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(error)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// One row as operators see it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: uuid::Uuid,
+    /// Tenant.
+    pub tenant_id: uuid::Uuid,
+    /// Template name.
+    pub template: String,
+    /// Recipient.
+    pub to_address: String,
+    /// Status.
+    pub status: String,
+    /// Send attempts so far.
+    pub attempts: i32,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Written at.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Sent at.
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The newest rows, of one status or all. System pool: operators look across tenants.
+pub async fn list(pool: &SystemPool, status: Option<OutboxStatus>, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, template, to_address, status, attempts, last_error, created_at, sent_at FROM email_outbox
+         WHERE $1::text IS NULL OR status = $1 ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(status.map(OutboxStatus::as_str))
+    .bind(limit)
+    .fetch_all(&pool.0)
+    .await
+}
+
+/// Rows a re-drive would send again: pending ones, and dead ones with `include_dead`, oldest
+/// first, as (row, tenant).
+pub async fn redrivable(pool: &SystemPool, include_dead: bool) -> Result<Vec<(uuid::Uuid, TenantId)>, sqlx::Error> {
+    let statuses: Vec<&str> = if include_dead { vec!["pending", "dead"] } else { vec!["pending"] };
+    let rows: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as("SELECT id, tenant_id FROM email_outbox WHERE status = ANY($1) ORDER BY created_at")
+        .bind(&statuses)
+        .fetch_all(&pool.0)
+        .await?;
+    Ok(rows.into_iter().map(|(id, t)| (id, TenantId(t))).collect())
+}
+
+/// Sends rows again: a dead row becomes pending, and each gets a fresh send job (without the
+/// idempotency key: the first job for the row used it).
+pub async fn redrive(pool: &SystemPool, queue: &JobQueue, rows: &[(uuid::Uuid, TenantId)]) -> Result<(), QueueError> {
+    for (id, tenant) in rows {
+        sqlx::query("UPDATE email_outbox SET status = 'pending' WHERE id = $1 AND status = 'dead'").bind(id).execute(&pool.0).await?;
+        let mut req = EnqueueRequest::new(super::JOB_KIND, serde_json::json!({"outbox_id": id}));
+        req.tenant = Some(*tenant);
+        queue.enqueue(req).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Which tenant a Stripe event belongs to: the tenant mapped to its customer, or the tenant id
+//! the app put in the object's metadata (checkout, customer, subscription) when that tenant
+//! exists and is not mapped to another customer. System pool throughout: routing is what
+//! finds the tenant.
+
+use super::client::{ObjectKind, StripeApi, StripeApiError};
+use super::event::{StripeEvent, expandable_id};
+use super::inbox;
+use crate::db::SystemPool;
+use crate::domain::TenantId;
+
+/// Routing could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    /// PostgreSQL.
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The Stripe API (a dispute's charge).
+    #[error("stripe: {0}")]
+    Stripe(#[from] StripeApiError),
+}
+
+/// The tenant of `event`, whose known customer is `customer`; `None` when it has none yet.
+pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, customer: Option<&str>) -> Result<Option<TenantId>, RoutingError> {
+    let mut customer = customer.map(str::to_owned).or_else(|| event.customer_id().map(str::to_owned));
+    if customer.is_none() && event.event_type.starts_with("charge.dispute.") {
+        // A dispute names its charge, not the customer: ask our mirror, then Stripe.
+        if let Some(charge) = event.object.get("charge").and_then(expandable_id) {
+            let known: Option<String> = sqlx::query_scalar("SELECT customer_id FROM charges WHERE id = $1").bind(charge).fetch_optional(&pool.0).await?;
+            customer = match known {
+                Some(c) => Some(c),
+                None => {
+                    let fetched = stripe.retrieve(ObjectKind::Charge, charge).await?;
+                    fetched.get("customer").and_then(expandable_id).map(str::to_owned)
+                }
+            };
+            if let Some(c) = &customer {
+                inbox::set_customer(pool, &event.id, c).await?;
+            }
+        }
+    }
+    if let Some(c) = &customer
+        && let Some(t) = mapped_tenant(pool, c).await?
+    {
+        return Ok(Some(t));
+    }
+    let claimed = event
+        .object
+        .pointer("/metadata/tenant_id")
+        .and_then(|v| v.as_str())
+        .or_else(|| event.object.get("client_reference_id").and_then(|v| v.as_str()))
+        .and_then(|s| s.parse::<uuid::Uuid>().ok());
+    let Some(claimed) = claimed else { return Ok(None) };
+    // A claimed tenant counts only if it exists and is not mapped to another customer.
+    let ok: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 AND (stripe_customer_id IS NULL OR stripe_customer_id = $2)")
+        .bind(claimed)
+        .bind(customer.as_deref())
+        .fetch_optional(&pool.0)
+        .await?;
+    Ok(ok.map(TenantId))
+}
+
+/// The tenant mapped to a Stripe customer, if any.
+pub async fn mapped_tenant(pool: &SystemPool, customer: &str) -> Result<Option<TenantId>, sqlx::Error> {
+    let id: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE stripe_customer_id = $1").bind(customer).fetch_optional(&pool.0).await?;
+    Ok(id.map(TenantId))
+}
