@@ -13,6 +13,7 @@ use serde_json::json;
 use super::kind::{JobContext, JobError, JobReport};
 use super::admin::AdminJob;
 use crate::stripe::event::StripeEvent;
+use crate::queue::dead;
 use crate::stripe::inbox;
 
 /// The job.
@@ -57,15 +58,16 @@ impl AdminJob for WebhooksBacklogJob {
         let queues = state.queue.stats().await?;
         let inbox_by_status: Vec<(String, i64, Option<DateTime<Utc>>)> =
             sqlx::query_as("SELECT status, count(*), min(received_at) FROM stripe_events GROUP BY status ORDER BY status").fetch_all(&pool.0).await?;
-        let failures: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT reason, count(*) FROM (
-                 SELECT COALESCE(last_error, '(none)') AS reason FROM stripe_events WHERE status = 'failed'
-                 UNION ALL SELECT error FROM job_dead_letters WHERE kind = $1 AND retried_at IS NULL AND discarded_at IS NULL) r
-             GROUP BY reason ORDER BY count(*) DESC, reason LIMIT 5",
-        )
-        .bind(inbox::JOB_KIND)
-        .fetch_all(&pool.0)
-        .await?;
+        // Events still failing (their rows keep the last error while the job retries) and
+        // dead letters of the kind, merged. (This read `status = 'failed'`, which nothing
+        // writes: failing events never showed.)
+        let mut merged: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        for (reason, n) in inbox::failure_reasons(pool, 5).await?.into_iter().chain(dead::error_counts(pool, inbox::JOB_KIND, 5).await?) {
+            *merged.entry(reason).or_default() += n;
+        }
+        let mut failures: Vec<(String, i64)> = merged.into_iter().collect();
+        failures.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        failures.truncate(5);
         let stuck_after = Duration::seconds(p.stuck_after_secs.unwrap_or(600).max(0));
         let stuck: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM stripe_events

@@ -63,6 +63,19 @@ pub async fn record(
     Ok(id)
 }
 
+/// The most common errors of open dead letters of `kind`, as (error, letters), most common
+/// first.
+pub async fn error_counts(pool: &SystemPool, kind: &str, limit: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT error, count(*) FROM job_dead_letters WHERE kind = $1 AND retried_at IS NULL AND discarded_at IS NULL
+         GROUP BY error ORDER BY count(*) DESC, error LIMIT $2",
+    )
+    .bind(kind)
+    .bind(limit)
+    .fetch_all(&pool.0)
+    .await
+}
+
 /// Open (neither retried nor discarded) dead letters, newest first. System pool: an operator's
 /// view across tenants.
 pub async fn list(pool: &SystemPool, kind: Option<&str>, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {

@@ -304,3 +304,16 @@ pub async fn mark_processed(tx: &mut sqlx::PgConnection, id: &str) -> Result<(),
         .await?;
     Ok(())
 }
+
+/// The most common errors of events not yet applied (their rows keep the last error while
+/// their jobs retry), as (error, events), most common first.
+pub async fn failure_reasons(pool: &SystemPool, limit: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT last_error, count(*) FROM stripe_events
+         WHERE last_error IS NOT NULL AND status NOT IN ('processed', 'ignored')
+         GROUP BY last_error ORDER BY count(*) DESC, last_error LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&pool.0)
+    .await
+}

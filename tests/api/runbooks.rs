@@ -48,6 +48,11 @@ async fn webhook_backlog_requeues_stuck_rows_replays_dead_letters_and_backfills_
         .execute(system)
         .await
         .expect("stuck row");
+    // An event whose job keeps failing: its row keeps the last error while it retries.
+    sqlx::query("UPDATE stripe_events SET attempts = 2, last_error = 'stripe: re-fetch timed out' WHERE id = 'evt_stuck_1'")
+        .execute(system)
+        .await
+        .expect("failing row");
     // A dead letter of stripe.event.
     let envelope = json!({"id": "job-dead-1", "kind": "stripe.event", "payload": {"event_id": "evt_stuck_1"}, "attempt": 5, "enqueued_at_us": 0});
     ballast::queue::dead::record(&app.state.system_pool, "job-dead-1", "stripe.event", None, &envelope, 5, "postgres: connection refused").await.expect("dead");
@@ -59,6 +64,7 @@ async fn webhook_backlog_requeues_stuck_rows_replays_dead_letters_and_backfills_
     assert_eq!(dry["dead_letters_matching"], 1, "{dry}");
     assert_eq!(dry["undelivered_missing_from_inbox"].as_u64(), Some((events.len() - 2) as u64), "{dry}");
     assert!(dry["top_failures"].to_string().contains("connection refused"), "{dry}");
+    assert!(dry["top_failures"].to_string().contains("re-fetch timed out"), "a failing event is among the reasons: {dry}");
     let received: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE status = 'received'").fetch_one(system).await.expect("count");
     assert_eq!(received, 1, "a dry run changes nothing");
 
