@@ -112,7 +112,7 @@ pub async fn set(system: &SystemPool, cache: &Cache, name: &str, change: FlagCha
     .fetch_one(&mut *tx)
     .await?;
     let params = serde_json::json!({"flag": name, "enabled": flag.enabled, "rollout_percent": flag.rollout_percent});
-    crate::auth::store::audit(&mut tx, None, actor, "flags.set", params).await?;
+    crate::audit::record(&mut tx, None, actor, "flags.set", params, crate::audit::Outcome::Ok).await?;
     tx.commit().await?;
     if let Err(e) = cache.invalidate(&[cache.keys().feature_flags()]).await {
         tracing::warn!(message = "Flag cache invalidation failed; members see the change within the TTL.", error = %e);

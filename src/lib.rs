@@ -7,6 +7,8 @@
 
 /// The intake API (axum).
 pub mod api;
+/// The audit log.
+pub mod audit;
 /// The fleet member that runs the roles.
 pub mod app;
 /// API keys and scopes.

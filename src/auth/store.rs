@@ -80,7 +80,7 @@ pub async fn create(
     .bind(&scope_names)
     .fetch_one(&mut *tx)
     .await?;
-    audit(&mut tx, tenant, actor, "keys.create", serde_json::json!({"key_id": info.id, "name": name, "scopes": scope_names})).await?;
+    crate::audit::record(&mut tx, tenant, actor, "keys.create", serde_json::json!({"key_id": info.id, "name": name, "scopes": scope_names}), crate::audit::Outcome::Ok).await?;
     tx.commit().await?;
     Ok(CreatedKey { info, key })
 }
@@ -107,25 +107,7 @@ pub async fn revoke(pool: &SystemPool, id: uuid::Uuid, actor: &str) -> Result<Ke
     .fetch_optional(&mut *tx)
     .await?;
     let info = info.ok_or(KeyStoreError::NoKey(id))?;
-    audit(&mut tx, info.tenant_id.map(TenantId), actor, "keys.revoke", serde_json::json!({"key_id": id})).await?;
+    crate::audit::record(&mut tx, info.tenant_id.map(TenantId), actor, "keys.revoke", serde_json::json!({"key_id": id}), crate::audit::Outcome::Ok).await?;
     tx.commit().await?;
     Ok(info)
-}
-
-/// One audit row (who, what, parameters, outcome) in the caller's transaction.
-pub async fn audit(
-    conn: &mut sqlx::PgConnection,
-    tenant: Option<TenantId>,
-    actor: &str,
-    action: &str,
-    params: serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO audit_log (tenant_id, actor, action, params, outcome) VALUES ($1, $2, $3, $4, 'ok')")
-        .bind(tenant.map(|t| t.0))
-        .bind(actor)
-        .bind(action)
-        .bind(params)
-        .execute(conn)
-        .await?;
-    Ok(())
 }

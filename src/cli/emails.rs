@@ -67,7 +67,7 @@ pub(super) async fn emails(state: AppState, command: EmailsCommand) -> anyhow::R
                 return Ok(());
             }
             let mut conn = pool.0.acquire().await?;
-            ballast::auth::store::audit(&mut conn, None, &actor(), "emails.redrive", serde_json::json!({"dead": dead, "rows": rows.len()})).await?;
+            ballast::audit::record(&mut conn, None, &actor(), "emails.redrive", serde_json::json!({"dead": dead, "rows": rows.len()}), ballast::audit::Outcome::Ok).await?;
             outbox::redrive(pool, &state.queue, &rows).await?;
             println!("re-drove {} emails", rows.len());
         }

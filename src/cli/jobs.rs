@@ -157,7 +157,7 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Resul
             }
             let mut conn = state.system_pool.0.acquire().await?;
             let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error});
-            ballast::auth::store::audit(&mut conn, None, &actor(), "jobs.retry", params).await?;
+            ballast::audit::record(&mut conn, None, &actor(), "jobs.retry", params, ballast::audit::Outcome::Ok).await?;
             if json {
                 println!("{}", serde_json::json!({"retried": ids, "job_ids": jobs}));
             } else {
@@ -169,7 +169,7 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Resul
             let n = dead::discard(&state.system_pool, &ids, &actor()).await?;
             let mut conn = state.system_pool.0.acquire().await?;
             let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error, "discarded": n});
-            ballast::auth::store::audit(&mut conn, None, &actor(), "jobs.discard", params).await?;
+            ballast::audit::record(&mut conn, None, &actor(), "jobs.discard", params, ballast::audit::Outcome::Ok).await?;
             if json {
                 println!("{}", serde_json::json!({"discarded": n}));
             } else {

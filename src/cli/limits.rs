@@ -66,7 +66,7 @@ pub(super) async fn limits(state: AppState, command: LimitsCommand) -> anyhow::R
             let until = chrono::DateTime::from_timestamp_millis(until).unwrap_or_default();
             let mut conn = state.system_pool.0.acquire().await?;
             let params = serde_json::json!({"policy": p.as_str(), "subject": s.to_string(), "override": what, "until": until});
-            ballast::auth::store::audit(&mut conn, None, &actor(), "limits.override", params.clone()).await?;
+            ballast::audit::record(&mut conn, None, &actor(), "limits.override", params.clone(), ballast::audit::Outcome::Ok).await?;
             if json {
                 println!("{params}");
             } else {
@@ -78,7 +78,7 @@ pub(super) async fn limits(state: AppState, command: LimitsCommand) -> anyhow::R
             let existed = state.limiter.revert_override(p, &s).await?;
             let mut conn = state.system_pool.0.acquire().await?;
             let params = serde_json::json!({"policy": p.as_str(), "subject": s.to_string(), "existed": existed});
-            ballast::auth::store::audit(&mut conn, None, &actor(), "limits.revert", params).await?;
+            ballast::audit::record(&mut conn, None, &actor(), "limits.revert", params, ballast::audit::Outcome::Ok).await?;
             println!("{}", if existed { "override removed" } else { "no override was set" });
         }
         LimitsCommand::Blocks { minutes, json } => {

@@ -22,6 +22,7 @@ use crate::cache::Cache;
 use crate::db::{SystemPool, TenantPool};
 use crate::queue::JobQueue;
 use crate::stripe::client::StripeApi;
+use crate::billing::effects::{self, Effect, EffectKind};
 use crate::billing::entitlements;
 use crate::domain::TenantId;
 use crate::email::{self, NewEmail, Template};
@@ -110,18 +111,6 @@ impl AfterCommit {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Effect {
-    id: uuid::Uuid,
-    effect_key: String,
-    kind: String,
-    subject_id: String,
-    payload: serde_json::Value,
-    stripe_created: DateTime<Utc>,
-}
-
-/// The billing-effect kinds [`consume_effects`] acts on.
-pub const CONSUMED_KINDS: &[&str] = &["dunning.payment_failed", "dunning.invoice_paid", "email.upcoming_renewal", "email.trial_will_end"];
 
 /// What dunning uses: the pools, the Stripe API it pays and cancels through, the plans and
 /// grace it recomputes entitlements with, its policy, and where it queues emails and drops
@@ -149,19 +138,12 @@ pub struct Deps<'a> {
 /// Turns `tenant`'s unconsumed billing effects into cases, closings and emails.
 pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize, DunningError> {
     let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
-    let effects: Vec<Effect> = sqlx::query_as(
-        "SELECT e.id, e.effect_key, e.kind, e.subject_id, e.payload, s.stripe_created
-         FROM billing_effects e JOIN stripe_events s ON s.id = e.event_id
-         WHERE e.consumed_at IS NULL AND e.kind = ANY($1) ORDER BY s.stripe_created, e.created_at",
-    )
-    .bind(CONSUMED_KINDS)
-    .fetch_all(&mut *tx)
-    .await?;
+    let effects = effects::unconsumed(&mut tx, &EffectKind::DUNNING).await?;
     let mut after = AfterCommit::default();
     for e in &effects {
-        match e.kind.as_str() {
-            "dunning.payment_failed" => open_case(state, &mut tx, tenant, e, &mut after).await?,
-            "dunning.invoice_paid" => {
+        match e.kind() {
+            Some(EffectKind::PaymentFailed) => open_case(state, &mut tx, tenant, e, &mut after).await?,
+            Some(EffectKind::InvoicePaid) => {
                 let closed = sqlx::query(
                     "UPDATE dunning_cases SET status = 'recovered', restricted = false, closed_at = now(), updated_at = now()
                      WHERE invoice_id = $1 AND status IN ('open', 'manual_review')",
@@ -172,7 +154,7 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
                 .rows_affected();
                 after.entitlements_changed |= closed > 0;
             }
-            "email.upcoming_renewal" => {
+            Some(EffectKind::UpcomingRenewal) => {
                 let renews = e.payload.get("renews_at").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
                 let vars = serde_json::json!({
                     "amount": email::money(e.payload["amount_due"].as_i64().unwrap_or(0), e.payload["currency"].as_str().unwrap_or("usd")),
@@ -181,7 +163,7 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
                 let customer = customer_of_subscription(&mut tx, &e.subject_id).await?.unwrap_or_else(|| e.subject_id.clone());
                 remind(&mut tx, tenant, &customer, &e.effect_key, Template::UpcomingRenewal, vars, &mut after).await?;
             }
-            "email.trial_will_end" => {
+            Some(EffectKind::TrialWillEnd) => {
                 let ends = e.payload.get("trial_end").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
                 let has_pm: Option<bool> =
                     sqlx::query_scalar("SELECT default_payment_method IS NOT NULL FROM subscriptions WHERE id = $1")
@@ -198,7 +180,7 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
             }
             _ => {}
         }
-        sqlx::query("UPDATE billing_effects SET consumed_at = now() WHERE id = $1").bind(e.id).execute(&mut *tx).await?;
+        effects::mark_consumed(&mut tx, e.id).await?;
     }
     if after.entitlements_changed {
         entitlements::recompute(&mut tx, tenant, state.plans, state.past_due_grace).await?;
@@ -270,15 +252,8 @@ pub async fn run(state: &Deps<'_>, as_of: DateTime<Utc>, tenant: Option<TenantId
     let mut report = RunReport { as_of: Some(as_of), dry_run, ..RunReport::default() };
     // System pool: the daily run looks across tenants for work, then acts in each tenant's own transaction.
     if !dry_run {
-        let pending: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT tenant_id FROM billing_effects WHERE consumed_at IS NULL AND kind = ANY($1) AND ($2::uuid IS NULL OR tenant_id = $2)",
-        )
-        .bind(CONSUMED_KINDS)
-        .bind(tenant.map(|t| t.0))
-        .fetch_all(&state.system_pool.0)
-        .await?;
-        for t in pending {
-            report.effects_consumed += consume_effects(state, TenantId(t)).await?;
+        for t in effects::tenants_pending(state.system_pool, &EffectKind::DUNNING, tenant).await? {
+            report.effects_consumed += consume_effects(state, t).await?;
         }
     }
     let cases: Vec<Case> = sqlx::query_as(

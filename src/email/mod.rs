@@ -142,10 +142,22 @@ pub async fn queue(conn: &mut PgConnection, tenant: TenantId, email: &NewEmail) 
     Ok(id)
 }
 
+/// The `email.send` job's arguments: the outbox row to send.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendArgs {
+    /// email_outbox.id.
+    pub outbox_id: uuid::Uuid,
+}
+
+impl crate::queue::job::JobArgs for SendArgs {
+    const KIND: &'static str = JOB_KIND;
+}
+
 /// Queues the send job of outbox rows (after their transaction committed). Idempotent per row.
 pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, ids: &[uuid::Uuid]) -> Result<(), crate::queue::QueueError> {
     for id in ids {
-        let mut req = crate::queue::EnqueueRequest::new(JOB_KIND, serde_json::json!({"outbox_id": id}));
+        let mut req = crate::queue::EnqueueRequest::typed(&SendArgs { outbox_id: *id });
         req.tenant = Some(tenant);
         req.idempotency_key = Some(format!("email:{id}"));
         queue.enqueue(req).await?;

@@ -138,7 +138,7 @@ pub async fn redrivable(pool: &SystemPool, include_dead: bool) -> Result<Vec<(uu
 pub async fn redrive(pool: &SystemPool, queue: &JobQueue, rows: &[(uuid::Uuid, TenantId)]) -> Result<(), QueueError> {
     for (id, tenant) in rows {
         sqlx::query("UPDATE email_outbox SET status = 'pending' WHERE id = $1 AND status = 'dead'").bind(id).execute(&pool.0).await?;
-        let mut req = EnqueueRequest::new(super::JOB_KIND, serde_json::json!({"outbox_id": id}));
+        let mut req = EnqueueRequest::typed(&super::SendArgs { outbox_id: *id });
         req.tenant = Some(*tenant);
         queue.enqueue(req).await?;
     }

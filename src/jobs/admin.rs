@@ -51,18 +51,15 @@ impl<J: AdminJob> Job for Admin<J> {
         let outcome = self.0.run(&args.params, args.execute, &ctx).await;
         let actor = args.actor.clone().unwrap_or_else(|| "fleet".to_owned());
         let (result, error) = match &outcome {
-            Ok(_) => ("ok", None),
-            Err(e) => ("failed", Some(e.to_string())),
+            Ok(_) => (crate::audit::Outcome::Ok, None),
+            Err(e) => (crate::audit::Outcome::Failed, Some(e.to_string())),
         };
         let params = serde_json::json!({"job": J::KIND, "execute": args.execute, "params": args.params, "error": error});
         // System pool: the audit log is the operators' record across tenants.
-        let audited = sqlx::query("INSERT INTO audit_log (tenant_id, actor, action, params, outcome) VALUES (NULL, $1, $2, $3, $4)")
-            .bind(&actor)
-            .bind(format!("runbook.{}", J::KIND))
-            .bind(&params)
-            .bind(result)
-            .execute(&ctx.state.system_pool.0)
-            .await;
+        let audited = match ctx.state.system_pool.0.acquire().await {
+            Ok(mut conn) => crate::audit::record(&mut conn, None, &actor, &format!("runbook.{}", J::KIND), params, result).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = audited {
             tracing::error!(message = "Admin job ran but its audit row was not written.", job = J::KIND, error = %e);
         }

@@ -2,7 +2,6 @@
 //! duplicate job does nothing); a transient failure (4xx, connection refused) is retried with
 //! the kind's backoff; a permanent one (5xx) marks the row dead and dead-letters the job.
 
-use serde::Deserialize;
 
 use super::kind::{Job, JobContext, JobError, JobReport};
 use crate::email::outbox::{self, OutboxStatus};
@@ -12,20 +11,12 @@ use crate::email::smtp::{Outgoing, SendError};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmailSendJob;
 
-/// Arguments: the outbox row.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailSendArgs {
-    /// email_outbox.id.
-    pub outbox_id: uuid::Uuid,
-}
-
 
 impl Job for EmailSendJob {
-    const KIND: &'static str = crate::email::JOB_KIND;
-    type Args = EmailSendArgs;
+    const KIND: &'static str = <crate::email::SendArgs as crate::queue::job::JobArgs>::KIND;
+    type Args = crate::email::SendArgs;
 
-    async fn run(&self, args: EmailSendArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: crate::email::SendArgs, ctx: JobContext) -> Result<JobReport, JobError> {
         let tenant = ctx.tenant.ok_or_else(|| JobError::Cancel("email.send needs the tenant of its outbox row".into()))?;
         let state = &ctx.state;
         let mut tx = state.tenant_pool.begin(tenant).await?;

@@ -2,7 +2,6 @@
 //! failures are retried with backoff inside the run, then by the queue; a refusal (4xx) marks
 //! the notification dead.
 
-use serde::Deserialize;
 
 use super::kind::{Job, JobContext, JobError, JobReport};
 use crate::slo::notify::NotifyError;
@@ -11,19 +10,11 @@ use crate::slo::notify::NotifyError;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SloNotifyJob;
 
-/// Arguments.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SloNotifyArgs {
-    /// The `slo_notifications` row.
-    pub notification_id: uuid::Uuid,
-}
-
 impl Job for SloNotifyJob {
-    const KIND: &'static str = crate::slo::notify::JOB_KIND;
-    type Args = SloNotifyArgs;
+    const KIND: &'static str = <crate::slo::notify::NotifyArgs as crate::queue::job::JobArgs>::KIND;
+    type Args = crate::slo::notify::NotifyArgs;
 
-    async fn run(&self, args: SloNotifyArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: crate::slo::notify::NotifyArgs, ctx: JobContext) -> Result<JobReport, JobError> {
         match crate::slo::notify::send(&ctx.state.slo_deps(), args.notification_id).await {
             Ok(sent) => Ok(serde_json::json!({"notification": args.notification_id, "outcome": sent})),
             Err(e @ NotifyError::Refused(_)) => Err(JobError::Cancel(e.to_string())),

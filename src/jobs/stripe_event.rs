@@ -6,7 +6,6 @@
 //! the tenant's entitlement cache key is invalidated, and events parked for a customer whose
 //! mapping this event established are queued again.
 
-use serde::Deserialize;
 use tracing::Instrument;
 
 use super::kind::{Job, JobContext, JobError, JobReport};
@@ -22,14 +21,6 @@ use crate::stripe::routing;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StripeEventJob;
 
-/// Arguments: the inbox row to apply.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StripeEventArgs {
-    /// `evt_…`.
-    pub event_id: String,
-}
-
 impl From<HandlerError> for JobError {
     fn from(e: HandlerError) -> Self {
         match e {
@@ -40,10 +31,10 @@ impl From<HandlerError> for JobError {
 }
 
 impl Job for StripeEventJob {
-    const KIND: &'static str = inbox::JOB_KIND;
-    type Args = StripeEventArgs;
+    const KIND: &'static str = <inbox::ApplyEvent as crate::queue::job::JobArgs>::KIND;
+    type Args = inbox::ApplyEvent;
 
-    async fn run(&self, args: StripeEventArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<JobReport, JobError> {
         let result = apply_event(&args, &ctx).await;
         if let Err(e) = &result {
             // Kept on the inbox row for operators (top failure reasons); best effort.
@@ -53,7 +44,7 @@ impl Job for StripeEventJob {
     }
 }
 
-async fn apply_event(args: &StripeEventArgs, ctx: &JobContext) -> Result<JobReport, JobError> {
+async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<JobReport, JobError> {
     let state = &ctx.state;
     let system = &state.system_pool;
     // System pool: the event's tenant is not known until it is routed.

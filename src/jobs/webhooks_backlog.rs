@@ -56,8 +56,7 @@ impl AdminJob for WebhooksBacklogJob {
         let (state, pool) = (&ctx.state, &ctx.state.system_pool);
         let now = Utc::now();
         let queues = state.queue.stats().await?;
-        let inbox_by_status: Vec<(String, i64, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT status, count(*), min(received_at) FROM stripe_events GROUP BY status ORDER BY status").fetch_all(&pool.0).await?;
+        let inbox_by_status = inbox::counts_by_status(pool).await?;
         // Events still failing (their rows keep the last error while the job retries) and
         // dead letters of the kind, merged. (This read `status = 'failed'`, which nothing
         // writes: failing events never showed.)
@@ -69,30 +68,10 @@ impl AdminJob for WebhooksBacklogJob {
         failures.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         failures.truncate(5);
         let stuck_after = Duration::seconds(p.stuck_after_secs.unwrap_or(600).max(0));
-        let stuck: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM stripe_events
-             WHERE (status = 'received' AND received_at < $1) OR (status = 'queued' AND received_at < $2)
-             ORDER BY received_at",
-        )
-        .bind(now - Duration::minutes(1))
-        .bind(now - stuck_after)
-        .fetch_all(&pool.0)
-        .await?;
+        let stuck = inbox::stuck(pool, now - Duration::minutes(1), now - stuck_after).await?;
         let dead: Vec<uuid::Uuid> = match &p.replay_dead {
             None => Vec::new(),
-            Some(filter) => {
-                sqlx::query_scalar(
-                    "SELECT d.id FROM job_dead_letters d LEFT JOIN stripe_events e ON e.id = d.envelope->'payload'->>'event_id'
-                     WHERE d.kind = $1 AND d.retried_at IS NULL AND d.discarded_at IS NULL AND ($2 = 'all' OR e.type = $2)
-                       AND ($3::uuid IS NULL OR d.tenant_id = $3 OR e.tenant_id = $3)
-                     ORDER BY d.failed_at",
-                )
-                .bind(inbox::JOB_KIND)
-                .bind(filter)
-                .bind(p.tenant)
-                .fetch_all(&pool.0)
-                .await?
-            }
+            Some(filter) => inbox::dead_letters(pool, filter, p.tenant).await?,
         };
         let missing = match p.backfill_since {
             None => Vec::new(),
@@ -102,7 +81,7 @@ impl AdminJob for WebhooksBacklogJob {
                 }
                 let listed = state.stripe.undelivered_events(since.timestamp()).await.map_err(|e| JobError::Retry(e.to_string()))?;
                 let ids: Vec<String> = listed.iter().filter_map(|e| e["id"].as_str().map(str::to_owned)).collect();
-                let held: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events WHERE id = ANY ($1)").bind(&ids).fetch_all(&pool.0).await?;
+                let held = inbox::held(pool, &ids).await?;
                 listed.into_iter().filter(|e| e["id"].as_str().is_some_and(|id| !held.iter().any(|h| h == id))).collect()
             }
         };

@@ -88,6 +88,14 @@ impl Progress {
     }
 }
 
+/// The arguments of a job kind that code queues: the producer builds them and the handler
+/// takes them as its `Args`, so the two cannot disagree on the payload without a compile
+/// error. Queue one with [`crate::queue::EnqueueRequest::typed`].
+pub trait JobArgs: serde::Serialize + DeserializeOwned + Send + 'static {
+    /// The kind these arguments are for.
+    const KIND: &'static str;
+}
+
 /// What a handler knows about the run it is in.
 #[derive(Debug, Clone)]
 pub struct JobContext<D> {

@@ -84,6 +84,13 @@ impl EnqueueRequest {
     pub fn new(kind: impl Into<JobKind>, payload: serde_json::Value) -> Self {
         Self { kind: kind.into(), payload, tenant: None, id: None, idempotency_key: None, idempotency_ttl: None, run_at: None, traceparent: None }
     }
+
+    /// The job whose arguments are `args`, to run now: the kind and payload come from the
+    /// arguments' type, the one its handler takes.
+    pub fn typed<A: job::JobArgs>(args: &A) -> Self {
+        // Arguments are plain structs of ids and numbers: serialising them cannot fail.
+        Self::new(A::KIND, serde_json::to_value(args).unwrap_or_default())
+    }
 }
 
 /// What an enqueue did.

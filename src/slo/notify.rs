@@ -45,9 +45,21 @@ pub enum Sent {
     Unconfigured,
 }
 
+/// The `slo.notify` job's arguments: the notification row to deliver.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyArgs {
+    /// The `slo_notifications` row.
+    pub notification_id: uuid::Uuid,
+}
+
+impl crate::queue::job::JobArgs for NotifyArgs {
+    const KIND: &'static str = JOB_KIND;
+}
+
 /// Queues the send of notification `id` (idempotent per notification).
 pub async fn enqueue(state: &Deps<'_>, id: uuid::Uuid) -> Result<(), crate::queue::QueueError> {
-    let mut req = crate::queue::EnqueueRequest::new(JOB_KIND, json!({"notification_id": id}));
+    let mut req = crate::queue::EnqueueRequest::typed(&NotifyArgs { notification_id: id });
     req.idempotency_key = Some(format!("{JOB_KIND}:{id}"));
     state.queue.enqueue(req).await.map(|_| ())
 }

@@ -109,9 +109,21 @@ pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &str, tracep
     Ok(())
 }
 
+/// The `stripe.event` job's arguments: the inbox row to apply.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyEvent {
+    /// `evt_…`.
+    pub event_id: String,
+}
+
+impl crate::queue::job::JobArgs for ApplyEvent {
+    const KIND: &'static str = JOB_KIND;
+}
+
 /// Queues the job for one event; idempotent per event id while Redis keeps the key.
 pub async fn push(queue: &JobQueue, event_id: &str, traceparent: Option<String>) -> Result<(), QueueError> {
-    let mut req = EnqueueRequest::new(JOB_KIND, serde_json::json!({"event_id": event_id}));
+    let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.to_owned() });
     req.id = Some(JobId(format!("stripe.event:{event_id}")));
     req.idempotency_key = Some(format!("stripe.event:{event_id}"));
     // Ten minutes covers every re-push (the sweep's at 30 s; after a Redis data loss the keys
@@ -316,4 +328,45 @@ pub async fn failure_reasons(pool: &SystemPool, limit: i64) -> Result<Vec<(Strin
     .bind(limit)
     .fetch_all(&pool.0)
     .await
+}
+
+/// Rows per status with the oldest's arrival, for the backlog report.
+pub async fn counts_by_status(pool: &SystemPool) -> Result<Vec<(String, i64, Option<chrono::DateTime<Utc>>)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, count(*), min(received_at) FROM stripe_events GROUP BY status ORDER BY status").fetch_all(&pool.0).await
+}
+
+/// Rows that should have been applied by now: received before `received_before` and never
+/// queued, or queued before `queued_before`; oldest first.
+pub async fn stuck(pool: &SystemPool, received_before: chrono::DateTime<Utc>, queued_before: chrono::DateTime<Utc>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM stripe_events
+         WHERE (status = 'received' AND received_at < $1) OR (status = 'queued' AND received_at < $2)
+         ORDER BY received_at",
+    )
+    .bind(received_before)
+    .bind(queued_before)
+    .fetch_all(&pool.0)
+    .await
+}
+
+/// Open dead letters of the `stripe.event` job whose event has type `event_type` (or any, for
+/// `all`) and belongs to `tenant` (or any), oldest first. (The dead letters are the queue's;
+/// the filter is the inbox's, hence the join here.)
+pub async fn dead_letters(pool: &SystemPool, event_type: &str, tenant: Option<uuid::Uuid>) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT d.id FROM job_dead_letters d LEFT JOIN stripe_events e ON e.id = d.envelope->'payload'->>'event_id'
+         WHERE d.kind = $1 AND d.retried_at IS NULL AND d.discarded_at IS NULL AND ($2 = 'all' OR e.type = $2)
+           AND ($3::uuid IS NULL OR d.tenant_id = $3 OR e.tenant_id = $3)
+         ORDER BY d.failed_at",
+    )
+    .bind(JOB_KIND)
+    .bind(event_type)
+    .bind(tenant)
+    .fetch_all(&pool.0)
+    .await
+}
+
+/// Which of `ids` the inbox holds.
+pub async fn held(pool: &SystemPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM stripe_events WHERE id = ANY ($1)").bind(ids).fetch_all(&pool.0).await
 }

@@ -1,5 +1,6 @@
 //! charge.refunded: the charge row with its refunded amount; one refund effect per amount.
 
+use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{ChargeObject, object};
@@ -31,5 +32,5 @@ pub(super) async fn refunded(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError>
     }
     let announced: ChargeObject = shape(object(&ctx.event.object))?;
     let payload = serde_json::json!({"amount_refunded": announced.amount_refunded, "refunded": announced.refunded, "currency": announced.currency});
-    ctx.effect(format!("refund.recorded:{id}:{}", announced.amount_refunded), "refund.recorded", &id, payload).await
+    ctx.effect(format!("refund.recorded:{id}:{}", announced.amount_refunded), EffectKind::RefundRecorded, &id, payload).await
 }

@@ -1,6 +1,7 @@
 //! checkout.session.completed: maps the tenant to its Stripe customer (the session was
 //! started by the app with the tenant id as client_reference_id or metadata.tenant_id).
 
+use crate::billing::effects::EffectKind;
 use super::context::{Applied, EventCtx, HandlerError, shape};
 use crate::stripe::event::{CheckoutSessionObject, object};
 
@@ -14,6 +15,6 @@ pub(super) async fn completed(ctx: &mut EventCtx<'_>) -> Result<Applied, Handler
         }
     }
     let payload = serde_json::json!({"subscription": session.subscription, "customer": session.customer});
-    ctx.effect(format!("checkout.completed:{}", session.id), "checkout.completed", &session.id, payload).await?;
+    ctx.effect(format!("checkout.completed:{}", session.id), EffectKind::CheckoutCompleted, &session.id, payload).await?;
     Ok(applied)
 }

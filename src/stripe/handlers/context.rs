@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 
 use super::super::client::{ObjectKind, StripeApi, StripeApiError};
 use super::super::event::StripeEvent;
+use crate::billing::effects::{self, EffectKind, NewEffect};
 use crate::domain::TenantId;
 
 /// Why an event could not be applied.
@@ -40,7 +41,7 @@ pub struct EventCtx<'a> {
     pub event: &'a StripeEvent,
     /// For re-fetching objects.
     pub stripe: &'a StripeApi,
-    /// Set when the event wrote an effect that dunning acts on (see [`crate::dunning::CONSUMED_KINDS`]).
+    /// Set when the event wrote an effect that dunning acts on (see [`EffectKind::is_for_dunning`]).
     pub wrote_dunning_effect: bool,
 }
 
@@ -68,20 +69,10 @@ impl EventCtx<'_> {
     }
 
     /// Records a side effect once per key.
-    pub(super) async fn effect(&mut self, key: String, kind: &str, subject: &str, payload: serde_json::Value) -> Result<(), HandlerError> {
-        self.wrote_dunning_effect |= crate::dunning::CONSUMED_KINDS.contains(&kind);
-        sqlx::query(
-            "INSERT INTO billing_effects (tenant_id, effect_key, kind, subject_id, payload, event_id)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, effect_key) DO NOTHING",
-        )
-        .bind(self.tenant.0)
-        .bind(key)
-        .bind(kind)
-        .bind(subject)
-        .bind(payload)
-        .bind(&self.event.id)
-        .execute(&mut *self.tx)
-        .await?;
+    pub(super) async fn effect(&mut self, key: String, kind: EffectKind, subject: &str, payload: serde_json::Value) -> Result<(), HandlerError> {
+        self.wrote_dunning_effect |= kind.is_for_dunning();
+        let effect = NewEffect { key, kind, subject, payload, event_id: &self.event.id };
+        effects::record(self.tx, self.tenant, effect).await?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! customer.created / updated / deleted: the customer row (a deleted customer stays as a
 //! tombstone, so a late customer.updated cannot bring it back).
 
+use crate::billing::effects::EffectKind;
 use super::context::{Applied, EventCtx, HandlerError, Table, shape};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{CustomerObject, object};
@@ -31,7 +32,7 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerEr
     if deleted_event {
         // Deletion is final whatever order it arrives in.
         sqlx::query("UPDATE customers SET deleted = true WHERE id = $1").bind(&id).execute(&mut *ctx.tx).await?;
-        ctx.effect(format!("customer.deleted:{id}"), "customer.deleted", &id, serde_json::json!({})).await?;
+        ctx.effect(format!("customer.deleted:{id}"), EffectKind::CustomerDeleted, &id, serde_json::json!({})).await?;
     } else if ctx.map_customer(&id).await? {
         applied.mapped_customer = Some(id);
     }

@@ -1,6 +1,7 @@
 //! charge.dispute.created / closed: the dispute row (status only moves forward by event
 //! time) and one effect per transition.
 
+use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, shape};
 use crate::stripe::event::{DisputeObject, object};
 
@@ -27,6 +28,10 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
     .execute(&mut *ctx.tx)
     .await?;
     sqlx::query("UPDATE charges SET disputed = true WHERE id = $1").bind(&charge).execute(&mut *ctx.tx).await?;
-    let kind = ctx.event.event_type.trim_start_matches("charge.");
-    ctx.effect(format!("{kind}:{}", d.id), kind, &d.id, serde_json::json!({"charge": charge, "status": d.status})).await
+    let kind = match ctx.event.event_type.as_str() {
+        "charge.dispute.closed" => EffectKind::DisputeClosed,
+        _ => EffectKind::DisputeCreated,
+    };
+    let (name, dispute) = (kind.as_str(), &d.id);
+    ctx.effect(format!("{name}:{dispute}"), kind, &d.id, serde_json::json!({"charge": charge, "status": d.status})).await
 }

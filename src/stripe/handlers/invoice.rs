@@ -1,6 +1,7 @@
 //! invoice.*: the invoice row, and the dunning and reminder side effects: a payment failure
 //! (one per attempt), an action required, a recovery, an upcoming renewal.
 
+use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape, ts};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{InvoiceObject, object};
@@ -43,13 +44,13 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
     let attempt = announced.attempt_count;
     match ctx.event.event_type.as_str() {
         "invoice.payment_failed" => {
-            ctx.effect(format!("dunning.payment_failed:{id}:{attempt}"), "dunning.payment_failed", &id, payload).await?
+            ctx.effect(format!("dunning.payment_failed:{id}:{attempt}"), EffectKind::PaymentFailed, &id, payload).await?
         }
         "invoice.payment_action_required" => {
             let key = format!("email.payment_action_required:{id}:{attempt}");
-            ctx.effect(key, "email.payment_action_required", &id, payload).await?
+            ctx.effect(key, EffectKind::PaymentActionRequired, &id, payload).await?
         }
-        "invoice.paid" => ctx.effect(format!("dunning.invoice_paid:{id}"), "dunning.invoice_paid", &id, payload).await?,
+        "invoice.paid" => ctx.effect(format!("dunning.invoice_paid:{id}"), EffectKind::InvoicePaid, &id, payload).await?,
         _ => {}
     }
     Ok(())
@@ -62,5 +63,5 @@ pub(super) async fn upcoming(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError>
     let subject = inv.subscription_id().or(inv.customer.clone()).unwrap_or_default();
     let period = inv.next_payment_attempt.or(inv.period_end).unwrap_or(ctx.event.created);
     let payload = serde_json::json!({"amount_due": inv.amount_due, "currency": inv.currency, "renews_at": period});
-    ctx.effect(format!("email.upcoming_renewal:{subject}:{period}"), "email.upcoming_renewal", &subject, payload).await
+    ctx.effect(format!("email.upcoming_renewal:{subject}:{period}"), EffectKind::UpcomingRenewal, &subject, payload).await
 }

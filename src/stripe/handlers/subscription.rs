@@ -1,6 +1,7 @@
 //! customer.subscription.*: the subscription row; trial-ending, pause and cancellation
 //! side effects.
 
+use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape, ts};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{SubscriptionObject, object};
@@ -44,14 +45,15 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         "customer.subscription.trial_will_end" => {
             let trial_end = announced.trial_end.unwrap_or_default();
             let payload = serde_json::json!({"trial_end": trial_end});
-            ctx.effect(format!("email.trial_will_end:{id}:{trial_end}"), "email.trial_will_end", &id, payload).await?;
+            ctx.effect(format!("email.trial_will_end:{id}:{trial_end}"), EffectKind::TrialWillEnd, &id, payload).await?;
         }
         "customer.subscription.deleted" => {
-            ctx.effect(format!("subscription.canceled:{id}"), "subscription.canceled", &id, serde_json::json!({})).await?;
+            ctx.effect(format!("subscription.canceled:{id}"), EffectKind::SubscriptionCanceled, &id, serde_json::json!({})).await?;
         }
         "customer.subscription.paused" | "customer.subscription.resumed" => {
-            let kind = ctx.event.event_type.trim_start_matches("customer.");
-            ctx.effect(format!("{kind}:{id}:{}", ctx.event.id), kind, &id, serde_json::json!({})).await?;
+            let kind = if ctx.event.event_type.ends_with(".paused") { EffectKind::SubscriptionPaused } else { EffectKind::SubscriptionResumed };
+            let (name, event) = (kind.as_str(), &ctx.event.id);
+            ctx.effect(format!("{name}:{id}:{event}"), kind, &id, serde_json::json!({})).await?;
         }
         _ => {}
     }
