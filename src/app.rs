@@ -62,7 +62,7 @@ impl Member {
         let mut api_addr = None;
         if roles.contains(&Role::Api) {
             let listen = state.settings.listen;
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError::Listen(listen, e))?;
+            let listener = bind(listen, state.settings.http.max_connections).map_err(|e| StartError::Listen(listen, e))?;
             api_addr = listener.local_addr().ok();
             let router = crate::api::router(state.clone(), &options.registry);
             let serve = crate::api::server::serve(listener, router, connection_limits(&state.settings), state.metrics.connections(), api_stop.clone());
@@ -76,7 +76,7 @@ impl Member {
         if !roles.contains(&Role::Api) && !roles.is_empty() {
             // Probes and metrics for workers and the scheduler, on the same listen address.
             let listen = state.settings.listen;
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| StartError::Listen(listen, e))?;
+            let listener = bind(listen, state.settings.http.max_connections).map_err(|e| StartError::Listen(listen, e))?;
             ops_addr = listener.local_addr().ok();
             let router = crate::api::ops_router(state.clone());
             let serve = crate::api::server::serve(listener, router, connection_limits(&state.settings), state.metrics.connections(), api_stop.clone());
@@ -148,6 +148,17 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// A listener on `addr` whose accept queue holds `backlog` connections (the kernel caps it
+/// at net.core.somaxconn). `TcpListener::bind` uses 128, as the standard library does: a
+/// burst of connections past that was dropped by the kernel, and a client that sends
+/// nothing after connecting never learns it (found by the slowloris drill).
+fn bind(addr: SocketAddr, backlog: usize) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX).max(128))
 }
 
 fn connection_limits(settings: &Settings) -> crate::api::server::ConnectionLimits {
