@@ -8,6 +8,25 @@ use clap::Subcommand;
 
 use super::args::actor;
 
+/// Which dead letters `retry` and `discard` act on.
+#[derive(Debug, clap::Args)]
+pub(super) struct DeadLetters {
+    /// The dead letter's id (from `ballast jobs dead`).
+    id: Option<uuid::Uuid>,
+    /// Bulk: only this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Bulk: only those whose error contains this text.
+    #[arg(long)]
+    error: Option<String>,
+    /// Bulk: every open dead letter matching the filters (required without an id).
+    #[arg(long)]
+    all: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(super) enum JobsCommand {
     /// Per job kind: ready, scheduled (retries, delayed), running (in flight), open dead
@@ -43,40 +62,10 @@ pub(super) enum JobsCommand {
     },
     /// Queue dead letters' jobs again with a fresh attempt count: one by id, or every open one
     /// matching --kind/--error with --all. Audited.
-    Retry {
-        /// The dead letter's id (from `ballast jobs dead`).
-        id: Option<uuid::Uuid>,
-        /// Bulk: only this kind.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Bulk: only those whose error contains this text.
-        #[arg(long)]
-        error: Option<String>,
-        /// Bulk: every open dead letter matching the filters (required without an id).
-        #[arg(long)]
-        all: bool,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Retry(DeadLetters),
     /// Close dead letters without running them (kept for the record): one by id, or every open
     /// one matching --kind/--error with --all. Audited.
-    Discard {
-        /// The dead letter's id.
-        id: Option<uuid::Uuid>,
-        /// Bulk: only this kind.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Bulk: only those whose error contains this text.
-        #[arg(long)]
-        error: Option<String>,
-        /// Bulk: every open dead letter matching the filters (required without an id).
-        #[arg(long)]
-        all: bool,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Discard(DeadLetters),
 }
 
 /// The dead letters a retry or discard acts on: the one named, or (with --all) every open one
@@ -148,7 +137,7 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Resul
                 }
             }
         }
-        JobsCommand::Retry { id, kind, error, all, json } => {
+        JobsCommand::Retry(DeadLetters { id, kind, error, all, json }) => {
             let ids = dead_selection(&state, id, kind.as_deref(), error.as_deref(), all).await?;
             let mut jobs = Vec::with_capacity(ids.len());
             for (i, d) in ids.iter().enumerate() {
@@ -164,7 +153,7 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Resul
                 println!("re-queued {} dead letters", ids.len());
             }
         }
-        JobsCommand::Discard { id, kind, error, all, json } => {
+        JobsCommand::Discard(DeadLetters { id, kind, error, all, json }) => {
             let ids = dead_selection(&state, id, kind.as_deref(), error.as_deref(), all).await?;
             let n = dead::discard(&state.system_pool, &ids, &actor()).await?;
             let mut conn = state.system_pool.0.acquire().await?;

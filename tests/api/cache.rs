@@ -32,11 +32,7 @@ fn namespace() -> String {
 
 /// Waits (polling, bounded) until `cond` holds.
 async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    crate::support::procs::until(what, LIMIT, || std::future::ready(cond())).await;
 }
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {

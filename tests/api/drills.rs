@@ -4,95 +4,17 @@
 //! recover the job once the first one's heartbeat lapses, with the job's effect exactly once.
 //! Each drill prints its recovery time (README, "Fault drills").
 
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast::app::Role;
 use ballast::auth::Scope;
 use ballast::queue::EnqueueRequest;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 use crate::support::TestApp;
+use crate::support::procs::{LogsOnPanic, PrivatePostgres, PrivateRedis, Proc, RECOVERY_BOUND, free_port, until};
 use crate::support::smtp::SmtpServer;
 use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
-
-/// Drill workers beat every second, so a dead one's jobs are orphaned after three seconds.
-pub const HEARTBEAT_SECS: &str = "1";
-/// What a drill promises: a killed worker's job runs again within this long of the death.
-pub const RECOVERY_BOUND: Duration = Duration::from_secs(15);
-
-/// A `ballast serve` process of the test app's deployment, logging JSON into a file.
-pub struct Proc {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Proc {
-    /// Starts a member with `roles` on the real catalogue (jobs/), plus `extra` settings.
-    pub fn start(app: &TestApp, roles: &str, extra: &[(&str, &str)]) -> Proc {
-        Self::start_in(app, roles, crate::support::repo_path("jobs"), extra)
-    }
-
-    /// Like [`Proc::start`], with the catalogue read from `jobs_dir`.
-    pub fn start_in(app: &TestApp, roles: &str, jobs_dir: PathBuf, extra: &[(&str, &str)]) -> Proc {
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ballast"))
-            .args(["serve", "--roles", roles])
-            .env_clear()
-            .envs(&app.env)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            // The test app's catalogue has test kinds the binary has no handler for.
-            .env("BALLAST_JOBS_DIR", jobs_dir)
-            .env("BALLAST_WORKER_HEARTBEAT_SECS", HEARTBEAT_SECS)
-            .env("BALLAST_LOG_FORMAT", "json")
-            .env("BALLAST_LOG", "info,ballast::queue::worker=debug")
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().expect("log handle"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ballast serve");
-        Proc { child, log }
-    }
-
-    /// What the process logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// Waits for the process to end on its own.
-    pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.expect("wait"),
-            Err(_) => panic!("the process did not exit within {limit:?}: {}", self.log()),
-        }
-    }
-
-    /// Sends a signal (TERM, KILL).
-    pub fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill").args([&format!("-{sig}"), &pid]).status().expect("kill");
-        assert!(status.success(), "kill -{sig} {pid}");
-    }
-
-    /// SIGTERM, then waits for the graceful exit.
-    pub async fn terminate(mut self) -> (ExitStatus, String) {
-        self.signal("TERM");
-        let status = self.exited(Duration::from_secs(30)).await;
-        (status, self.log())
-    }
-}
-
-/// Polls a fact until it holds (checked every 20 ms), failing after `limit`.
-pub async fn until<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn count(app: &TestApp, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&app.state.system_pool.0).await.expect(sql)
@@ -114,7 +36,7 @@ async fn kill_and_recover<F: std::future::Future<Output = bool>>(
     assert!(doomed.log().contains(fault), "{fault}: died elsewhere: {}", doomed.log());
     let died = Instant::now();
     let rescuer = Proc::start(app, "worker", extra);
-    let _logs = LogsOnPanic(vec![doomed.log.path().to_owned(), rescuer.log.path().to_owned()]);
+    let _logs = LogsOnPanic(vec![doomed.log_path(), rescuer.log_path()]);
     let mut done = done;
     until(&format!("{fault}: the job recovered"), RECOVERY_BOUND, || {
         let effect = done();
@@ -372,26 +294,9 @@ async fn a_worker_killed_after_an_slo_alert_committed_is_recovered_and_notifies_
     assert_eq!(notes.len() as i64, firing, "{notes:?}");
 }
 
-/// Prints the members' logs when a drill fails, so a failure in CI says what the fleet did.
-struct LogsOnPanic(Vec<PathBuf>);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for path in &self.0 {
-                eprintln!("--- {}:\n{}", path.display(), std::fs::read_to_string(path).unwrap_or_default());
-            }
-        }
-    }
-}
-
 /// Events of types Ballast stores but does not act on.
 fn ignored(events: &[Value]) -> usize {
     events.iter().filter(|e| !ballast::stripe::handlers::handles(e["type"].as_str().unwrap_or_default())).count()
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// The events of `n` new customers of new tenants, every `checkout_every`-th subscribing.
@@ -422,7 +327,7 @@ async fn until_listening(member: &mut Proc, base: &str) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-        let early = member.child.try_wait().expect("wait");
+        let early = member.try_exited();
         assert!(early.is_none() && Instant::now() < deadline, "the member did not listen ({early:?}): {}", member.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -451,52 +356,6 @@ async fn deliver_until_accepted(http: &reqwest::Client, base: &str, event: &Valu
         refused += 1;
         assert!(refused < 2_000, "never accepted");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A Redis server of the drill's own, without persistence: killing it loses everything.
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    async fn start(port: u16) -> PrivateRedis {
-        // Owned by the struct at once, so a failed start (the panic below) still kills it.
-        let redis = PrivateRedis {
-            child: std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", ""])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server (installed by deploy/dev.sh)"),
-            port,
-        };
-        let client = redis::Client::open(redis.url()).expect("url");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
-            {
-                return redis;
-            }
-            assert!(Instant::now() < deadline, "private redis did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -531,7 +390,7 @@ async fn redis_restarted_empty_while_webhooks_arrive_loses_no_event_and_applies_
     redis = PrivateRedis::start(redis.port).await;
     let restarted = Instant::now();
     let worker = Proc::start(&app, "worker", &[]);
-    let _logs = LogsOnPanic(vec![member.log.path().to_owned(), worker.log.path().to_owned()]);
+    let _logs = LogsOnPanic(vec![member.log_path(), worker.log_path()]);
     for e in &events[resumed..] {
         refused += deliver_until_accepted(&http, &base, e).await;
     }
@@ -584,7 +443,7 @@ async fn sigterm_under_load_loses_no_job_leaves_none_locked_and_runs_none_twice(
         ids.insert(e.id.0);
     }
     let first = Proc::start(&app, "worker", &[("BALLAST_SHUTDOWN_GRACE_SECS", "1")]);
-    let _logs = LogsOnPanic(vec![first.log.path().to_owned()]);
+    let _logs = LogsOnPanic(vec![first.log_path()]);
     until("some jobs completed", Duration::from_secs(30), || async { completed_ids(&first.log()).len() >= 100 }).await;
     let (status, log) = first.terminate().await;
     assert!(status.success(), "graceful exit: {log}");
@@ -617,7 +476,7 @@ async fn a_hung_job_is_timed_out_and_retried_without_holding_up_the_queue() {
         quick.insert(app.state.queue.enqueue(EnqueueRequest::new("noop", json!({"sleep_ms": 5}))).await.expect("enqueue").id.0);
     }
     let worker = Proc::start_in(&app, "worker", jobs.path().to_owned(), &[]);
-    let _logs = LogsOnPanic(vec![worker.log.path().to_owned()]);
+    let _logs = LogsOnPanic(vec![worker.log_path()]);
     until("the hung job dead-lettered", Duration::from_secs(30), || async {
         count(&app, "SELECT count(*) FROM job_dead_letters").await == 1
     })
@@ -645,87 +504,6 @@ async fn a_hung_job_is_timed_out_and_retried_without_holding_up_the_queue() {
     assert!(status.success(), "{log}");
 }
 
-/// A PostgreSQL cluster of the drill's own (stopping the shared one would break the tests
-/// running beside it), with Ballast's roles and a migrated database.
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: PathBuf,
-}
-
-impl PrivatePostgres {
-    /// Runs a PostgreSQL program as the `postgres` user when we are root (it refuses root).
-    fn as_pg(&self, program: &str, args: &[&str]) -> std::process::Output {
-        let path = self.bin.join(program);
-        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let mut cmd = if root {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
-        } else {
-            std::process::Command::new(&path)
-        };
-        let out = cmd.args(args).output().expect(program);
-        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out
-    }
-
-    async fn start() -> PrivatePostgres {
-        let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL (installed by deploy/dev.sh)");
-        let mut versions: Vec<PathBuf> = versions.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        versions.sort();
-        let bin = versions.pop().expect("a PostgreSQL version").join("bin");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (uid, gid) = id_of("postgres");
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown to postgres");
-        let pg = PrivatePostgres { dir, port: free_port(), bin };
-        let data = pg.data();
-        pg.as_pg("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
-        pg.up();
-        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
-        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
-        let roles = std::fs::read_to_string(crate::support::repo_path("deploy/postgres-roles.sql")).expect("roles");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(roles)).execute(&mut admin).await.expect("roles");
-        sqlx::raw_sql("CREATE DATABASE ballast OWNER ballast_owner").execute(&mut admin).await.expect("database");
-        pg
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("pg").display().to_string()
-    }
-
-    fn up(&self) {
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
-        let log = self.dir.path().join("server.log").display().to_string();
-        self.as_pg("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "-t", "60", "start"]);
-    }
-
-    fn down(&self) {
-        self.as_pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
-    }
-
-    fn url(&self, role: &str) -> String {
-        format!("postgres://{role}:{role}@127.0.0.1:{}/ballast", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", &self.data(), "-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-fn id_of(user: &str) -> (u32, u32) {
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
-    let line = passwd.lines().find(|l| l.starts_with(&format!("{user}:"))).expect("the postgres user");
-    let f: Vec<&str> = line.split(':').collect();
-    (f[2].parse().expect("uid"), f[3].parse().expect("gid"))
-}
-
 #[tokio::test]
 async fn postgres_stopped_for_30_s_during_a_burst_is_a_503_loses_nothing_and_workers_catch_up() {
     let sim = StripeSim::start().await;
@@ -744,7 +522,7 @@ async fn postgres_stopped_for_30_s_during_a_burst_is_a_503_loses_nothing_and_wor
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
     let events = signups(&app, &sim, 60, 2).await;
     let (member, base) = listening_member(&app, "api,worker,scheduler").await;
-    let _logs = LogsOnPanic(vec![member.log.path().to_owned()]);
+    let _logs = LogsOnPanic(vec![member.log_path()]);
     let http = reqwest::Client::new();
     // The burst: the first half lands, then PostgreSQL stops with jobs queued and running.
     let half = events.len() / 2;

@@ -61,17 +61,7 @@ async fn export(State(r): State<Receiver>, body: Bytes) -> (axum::http::StatusCo
     (axum::http::StatusCode::OK, [("content-type", "application/x-protobuf")])
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::support::procs::{free_port, until};
 
 const SMTP_PASSWORD: &str = "smtp-pass-R3dact3d";
 const CARD_NUMBER: &str = "4242424242424242";
@@ -136,7 +126,7 @@ async fn one_trace_runs_from_the_webhook_to_the_stripe_call_metrics_cover_the_go
         signatures.push(signature);
     }
     let system = app.state.system_pool.0.clone();
-    until("every event processed", || {
+    until("every event processed", Duration::from_secs(30), || {
         let system = system.clone();
         async move {
             let left: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')").fetch_one(&system).await.unwrap_or(1);
