@@ -203,21 +203,32 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
             crate::telemetry::continue_trace(&span, parent);
         }
         let result = self.run_handler(&envelope).instrument(span.clone()).await;
-        let _guard = span.enter();
+        // The outcome is settled inside the job's span as a future of its own: an entered
+        // guard held across these awaits could resume on another thread and leave that
+        // thread's span stack wrong (tracing-subscriber then panicked with "tried to clone a
+        // span that already closed", killing the consumer task; found by the PostgreSQL drill).
+        let outcome = self.settle(&envelope, result, started.elapsed()).instrument(span).await?;
+        self.deps.metrics.finished(&envelope, outcome, started.elapsed());
+        self.options.observer.finished(&envelope, outcome, started.elapsed());
+        Ok(())
+    }
+
+    /// Acts on a run's result: requeue (snooze, retry) or dead-letter, and says which.
+    async fn settle(&self, envelope: &JobEnvelope, result: Result<JobReport, JobError>, took: Duration) -> Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>> {
         let outcome = match result {
             Ok(report) => {
-                tracing::debug!(message = "Job completed.", report = %report, took_ms = started.elapsed().as_millis() as u64);
+                tracing::debug!(message = "Job completed.", report = %report, took_ms = took.as_millis() as u64);
                 RunOutcome::Completed
             }
             Err(JobError::Snooze(delay)) => {
-                self.requeue(&envelope, envelope.attempt, delay, None).await?;
+                self.requeue(envelope, envelope.attempt, delay, None).await?;
                 RunOutcome::Snoozed
             }
             Err(JobError::Retry(error)) if envelope.attempt < self.policy.max_attempts => {
                 let next = envelope.attempt + 1;
                 let delay = self.policy.backoff.delay(next);
                 tracing::warn!(message = "Job failed; retrying.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
-                self.requeue(&envelope, next, delay, Some(&error)).await?;
+                self.requeue(envelope, next, delay, Some(&error)).await?;
                 RunOutcome::Retried
             }
             Err(e) => {
@@ -226,7 +237,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                     other => other.to_string(),
                 };
                 tracing::error!(message = "Job dead-lettered.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));
-                let as_json = serde_json::to_value(&envelope)?;
+                let as_json = serde_json::to_value(envelope)?;
                 dead::record(
                     &self.deps.system_pool,
                     &envelope.id.0,
@@ -240,9 +251,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                 RunOutcome::Dead
             }
         };
-        self.deps.metrics.finished(&envelope, outcome, started.elapsed());
-        self.options.observer.finished(&envelope, outcome, started.elapsed());
-        Ok(())
+        Ok(outcome)
     }
 
     /// The handler under the kind's timeout, with panics turned into failed attempts.
