@@ -8,7 +8,7 @@ use chrono::Utc;
 use super::event::StripeEvent;
 use super::handlers;
 use crate::db::SystemPool;
-use crate::domain::{JobId, TenantId};
+use crate::domain::{EventId, JobId, TenantId};
 use crate::queue::{EnqueueRequest, JobQueue, QueueError};
 
 /// The job kind that handles one inbox row.
@@ -103,7 +103,7 @@ pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Va
 
 /// Queues the job for one event (idempotent per event id while Redis keeps the key) and
 /// marks the row queued.
-pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &str, traceparent: Option<String>) -> Result<(), QueueError> {
+pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &EventId, traceparent: Option<String>) -> Result<(), QueueError> {
     push(queue, event_id, traceparent).await?;
     mark_queued(pool, event_id).await?;
     Ok(())
@@ -114,7 +114,7 @@ pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &str, tracep
 #[serde(deny_unknown_fields)]
 pub struct ApplyEvent {
     /// `evt_…`.
-    pub event_id: String,
+    pub event_id: EventId,
 }
 
 impl crate::queue::job::JobArgs for ApplyEvent {
@@ -122,8 +122,8 @@ impl crate::queue::job::JobArgs for ApplyEvent {
 }
 
 /// Queues the job for one event; idempotent per event id while Redis keeps the key.
-pub async fn push(queue: &JobQueue, event_id: &str, traceparent: Option<String>) -> Result<(), QueueError> {
-    let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.to_owned() });
+pub async fn push(queue: &JobQueue, event_id: &EventId, traceparent: Option<String>) -> Result<(), QueueError> {
+    let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.clone() });
     req.id = Some(JobId(format!("stripe.event:{event_id}")));
     req.idempotency_key = Some(format!("stripe.event:{event_id}"));
     // Ten minutes covers every re-push (the sweep's at 30 s; after a Redis data loss the keys
@@ -137,7 +137,7 @@ pub async fn push(queue: &JobQueue, event_id: &str, traceparent: Option<String>)
 
 /// Records that the row's job is queued, so the sweep leaves it alone. A no-op when the job
 /// has already processed it.
-pub async fn mark_queued(pool: &SystemPool, event_id: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_queued(pool: &SystemPool, event_id: &EventId) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET status = 'queued', queued_at = now() WHERE id = $1 AND status = 'received'")
         .bind(event_id)
         .execute(&pool.0)
@@ -170,14 +170,14 @@ pub async fn requeue_after_data_loss(pool: &SystemPool, queue: &JobQueue) -> Res
     let mut after = String::new();
     let mut pushed = 0;
     loop {
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<EventId> = sqlx::query_scalar(
             "SELECT id FROM stripe_events WHERE status IN ('received', 'queued') AND id > $1 ORDER BY id LIMIT 1000",
         )
         .bind(&after)
         .fetch_all(&pool.0)
         .await?;
         let Some(last) = ids.last() else { return Ok(pushed) };
-        after = last.clone();
+        after = last.0.clone();
         for id in &ids {
             enqueue(pool, queue, id, None).await?;
         }
@@ -213,7 +213,7 @@ pub struct SweepReport {
 /// customer has a tenant now. Bounded per run so a large backlog drains over several sweeps.
 pub async fn sweep(pool: &SystemPool, queue: &JobQueue, older_than: chrono::Duration) -> Result<SweepReport, QueueError> {
     let cutoff = Utc::now() - older_than;
-    let stale: Vec<String> = sqlx::query_scalar(
+    let stale: Vec<EventId> = sqlx::query_scalar(
         "SELECT id FROM stripe_events WHERE status = 'received' AND received_at < $1 ORDER BY received_at LIMIT 1000",
     )
     .bind(cutoff)
@@ -258,7 +258,7 @@ impl Row {
 }
 
 /// Reads row `id` with its customer's tenant. System pool: its tenant is not known yet.
-pub async fn load(pool: &SystemPool, id: &str) -> Result<Option<Row>, sqlx::Error> {
+pub async fn load(pool: &SystemPool, id: &EventId) -> Result<Option<Row>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.payload, e.status, e.tenant_id, e.customer_id,
                 (SELECT t.id FROM tenants t WHERE t.stripe_customer_id = e.customer_id) AS mapped_tenant
@@ -270,7 +270,7 @@ pub async fn load(pool: &SystemPool, id: &str) -> Result<Option<Row>, sqlx::Erro
 }
 
 /// Counts a failed attempt and keeps its error for operators (top failure reasons).
-pub async fn record_failure(pool: &SystemPool, id: &str, error: &str) -> Result<(), sqlx::Error> {
+pub async fn record_failure(pool: &SystemPool, id: &EventId, error: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
         .bind(id)
         .bind(crate::domain::truncated(error, 2048).as_ref())
@@ -280,7 +280,7 @@ pub async fn record_failure(pool: &SystemPool, id: &str, error: &str) -> Result<
 }
 
 /// Parks row `id` as unmatched (unless it was processed meanwhile), keeping its customer.
-pub async fn park_unmatched(pool: &SystemPool, id: &str, customer: Option<&str>) -> Result<(), sqlx::Error> {
+pub async fn park_unmatched(pool: &SystemPool, id: &EventId, customer: Option<&str>) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET status = 'unmatched', customer_id = COALESCE(customer_id, $2) WHERE id = $1 AND status <> 'processed'")
         .bind(id)
         .bind(customer)
@@ -291,25 +291,25 @@ pub async fn park_unmatched(pool: &SystemPool, id: &str, customer: Option<&str>)
 
 /// Records the tenant row `id` was routed to. System pool: without a tenant the tenant role
 /// cannot see the row.
-pub async fn set_tenant(pool: &SystemPool, id: &str, tenant: TenantId) -> Result<(), sqlx::Error> {
+pub async fn set_tenant(pool: &SystemPool, id: &EventId, tenant: TenantId) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET tenant_id = $2 WHERE id = $1 AND tenant_id IS NULL").bind(id).bind(tenant.0).execute(&pool.0).await?;
     Ok(())
 }
 
 /// Records the customer found for row `id` (a dispute names its charge, not the customer).
-pub async fn set_customer(pool: &SystemPool, id: &str, customer: &str) -> Result<(), sqlx::Error> {
+pub async fn set_customer(pool: &SystemPool, id: &EventId, customer: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET customer_id = $2 WHERE id = $1").bind(id).bind(customer).execute(&pool.0).await?;
     Ok(())
 }
 
 /// Locks row `id` in the caller's tenant transaction and returns its status.
-pub async fn lock(tx: &mut sqlx::PgConnection, id: &str) -> Result<Option<InboxStatus>, sqlx::Error> {
+pub async fn lock(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<InboxStatus>, sqlx::Error> {
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(tx).await?;
     Ok(status.map(|s| InboxStatus::parse(&s).unwrap_or(InboxStatus::Received)))
 }
 
 /// Marks row `id` processed in the caller's tenant transaction (the apply's own).
-pub async fn mark_processed(tx: &mut sqlx::PgConnection, id: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_processed(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
         .bind(id)
         .execute(tx)
@@ -337,7 +337,7 @@ pub async fn counts_by_status(pool: &SystemPool) -> Result<Vec<(String, i64, Opt
 
 /// Rows that should have been applied by now: received before `received_before` and never
 /// queued, or queued before `queued_before`; oldest first.
-pub async fn stuck(pool: &SystemPool, received_before: chrono::DateTime<Utc>, queued_before: chrono::DateTime<Utc>) -> Result<Vec<String>, sqlx::Error> {
+pub async fn stuck(pool: &SystemPool, received_before: chrono::DateTime<Utc>, queued_before: chrono::DateTime<Utc>) -> Result<Vec<EventId>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM stripe_events
          WHERE (status = 'received' AND received_at < $1) OR (status = 'queued' AND received_at < $2)

@@ -71,7 +71,7 @@ impl EventCtx<'_> {
     /// Records a side effect once per key.
     pub(super) async fn effect(&mut self, key: String, kind: EffectKind, subject: &str, payload: serde_json::Value) -> Result<(), HandlerError> {
         self.wrote_dunning_effect |= kind.is_for_dunning();
-        let effect = NewEffect { key, kind, subject, payload, event_id: &self.event.id };
+        let effect = NewEffect { key, kind, subject, payload, event_id: self.event.id.as_str() };
         effects::record(self.tx, self.tenant, effect).await?;
         Ok(())
     }
