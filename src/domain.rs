@@ -122,6 +122,56 @@ impl From<&str> for JobKind {
     }
 }
 
+/// An amount of money as Stripe states it: an integer in the currency's smallest unit
+/// (cents; yen; fils), and the ISO currency code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    /// Amount in the currency's smallest unit.
+    pub minor: i64,
+    /// ISO 4217 code, as Stripe writes it (lowercase).
+    pub currency: String,
+}
+
+/// Currencies Stripe states in whole units (no minor unit): an amount of 500 is ¥500.
+const ZERO_DECIMAL: [&str; 16] = ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"];
+/// Currencies Stripe states in thousandths.
+const THREE_DECIMAL: [&str; 5] = ["bhd", "jod", "kwd", "omr", "tnd"];
+
+impl Money {
+    /// `minor` units of `currency`.
+    pub fn new(minor: i64, currency: &str) -> Self {
+        Self { minor, currency: currency.to_lowercase() }
+    }
+
+    /// Digits after the decimal point for this currency.
+    pub fn decimals(&self) -> u32 {
+        let c = self.currency.as_str();
+        if ZERO_DECIMAL.contains(&c) {
+            0
+        } else if THREE_DECIMAL.contains(&c) {
+            3
+        } else {
+            2
+        }
+    }
+}
+
+impl fmt::Display for Money {
+    /// `USD 20.05`, `JPY 500`, `USD -0.05`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = self.currency.to_uppercase();
+        let sign = if self.minor < 0 { "-" } else { "" };
+        let abs = self.minor.unsigned_abs();
+        match self.decimals() {
+            0 => write!(f, "{code} {sign}{abs}"),
+            d => {
+                let unit = 10u64.pow(d);
+                write!(f, "{code} {sign}{}.{:0width$}", abs / unit, abs % unit, width = d as usize)
+            }
+        }
+    }
+}
+
 /// `text` cut to at most `max` bytes (at a character boundary), with a note of how long it
 /// was: for client input echoed in an error, and error text stored or logged, so a hostile
 /// input costs a bounded line, not its own size again.
@@ -143,5 +193,20 @@ mod truncated_tests {
         assert_eq!(super::truncated("short", 10), "short");
         let cut = super::truncated("ééééé", 3);
         assert_eq!(cut, "é… (10 bytes in all)");
+    }
+}
+
+#[cfg(test)]
+mod money_tests {
+    use super::Money;
+
+    #[test]
+    fn amounts_are_shown_in_each_currencys_own_units() {
+        assert_eq!(Money::new(2005, "usd").to_string(), "USD 20.05");
+        // Zero-decimal: Stripe's 500 JPY is ¥500, not ¥5.00.
+        assert_eq!(Money::new(500, "jpy").to_string(), "JPY 500");
+        assert_eq!(Money::new(1234, "bhd").to_string(), "BHD 1.234");
+        // A credit keeps its sign, also under one unit.
+        assert_eq!(Money::new(-5, "eur").to_string(), "EUR -0.05");
     }
 }

@@ -24,7 +24,7 @@ use crate::queue::JobQueue;
 use crate::stripe::client::StripeApi;
 use crate::billing::effects::{self, Effect, EffectKind};
 use crate::billing::entitlements;
-use crate::domain::TenantId;
+use crate::domain::{Money, TenantId};
 use crate::email::{self, NewEmail, Template};
 use crate::stripe::client::StripeApiError;
 
@@ -157,7 +157,7 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
             Some(EffectKind::UpcomingRenewal) => {
                 let renews = e.payload.get("renews_at").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
                 let vars = serde_json::json!({
-                    "amount": email::money(e.payload["amount_due"].as_i64().unwrap_or(0), e.payload["currency"].as_str().unwrap_or("usd")),
+                    "amount": email::money(&Money::new(e.payload["amount_due"].as_i64().unwrap_or(0), e.payload["currency"].as_str().unwrap_or("usd"))),
                     "renews_on": renews.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
                 });
                 let customer = customer_of_subscription(&mut tx, &e.subject_id).await?.unwrap_or_else(|| e.subject_id.clone());
@@ -321,9 +321,9 @@ async fn advance(
                         .bind(&case.invoice_id)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    let (amount, currency) = amount.unwrap_or((0, "usd".into()));
+                    let amount = amount.map_or_else(|| Money::new(0, "usd"), |(minor, currency)| Money::new(minor, &currency));
                     let days_left = policy.restrict_day().map(|d| i64::from(d) - i64::from(step.day)).unwrap_or(0).max(0);
-                    let vars = serde_json::json!({"amount": email::money(amount, &currency), "invoice": case.invoice_id, "days_left": days_left});
+                    let vars = serde_json::json!({"amount": email::money(&amount), "invoice": case.invoice_id, "days_left": days_left});
                     let template = step.template.unwrap_or(Template::PaymentFailed);
                     if remind(tx, tenant, &case.customer_id, &key, template, vars, after).await? { "email queued".into() } else { "skipped: no email address".into() }
                 }

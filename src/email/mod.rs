@@ -102,9 +102,9 @@ pub fn message_id(dedup_key: &str) -> String {
     format!("<{}@ballast>", &digest[..32])
 }
 
-/// Money for people: 2000 usd → "USD 20.00".
-pub fn money(amount_minor: i64, currency: &str) -> String {
-    format!("{} {}.{:02}", currency.to_uppercase(), amount_minor / 100, (amount_minor % 100).abs())
+/// Money for people: 2000 usd → "USD 20.00", 500 jpy → "JPY 500".
+pub fn money(amount: &crate::domain::Money) -> String {
+    amount.to_string()
 }
 
 /// An email to queue.
@@ -196,7 +196,7 @@ mod tests {
             assert!(html.contains("&lt;Ann&gt;") && !html.contains("<Ann>"), "{html}");
             assert_eq!(Template::parse(t.name()), Some(t));
         }
-        assert_eq!(money(2005, "usd"), "USD 20.05");
+        assert_eq!(money(&crate::domain::Money::new(2005, "usd")), "USD 20.05");
         assert_eq!(message_id("k"), message_id("k"));
         assert_ne!(message_id("k"), message_id("l"));
     }
