@@ -198,8 +198,8 @@ impl AppState {
     }
 
     /// What a cache warm reads from and fills.
-    pub fn warm_sources(&self) -> crate::cache::warm::WarmSources<'_> {
-        crate::cache::warm::WarmSources {
+    pub fn warm_sources(&self) -> crate::billing::warm::WarmSources<'_> {
+        crate::billing::warm::WarmSources {
             cache: &self.cache,
             plans: &self.plans,
             stripe: &self.stripe,

@@ -4,3 +4,4 @@ pub mod effects;
 pub mod entitlements;
 pub mod plans;
 pub mod public_catalogue;
+pub mod warm;

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::warm::{self, WarmError, WarmReport, WarmSources};
+use super::Cache;
 use crate::keys::{CachedFamily, Keys};
 
 /// Keys per SCAN step and per UNLINK.
@@ -27,21 +27,19 @@ pub struct FamilyCount {
     pub deleted: u64,
 }
 
-/// What a reshape found and did.
+/// What a reshape found and did (the job adds the warm it did first).
 #[derive(Debug, Clone, Serialize)]
 pub struct ReshapeReport {
     /// False: a dry run that only counted.
     pub executed: bool,
-    /// The warm done first (execute only).
-    pub warm: Option<WarmReport>,
     /// Per family.
     pub families: Vec<FamilyCount>,
 }
 
 /// Counts (and with `execute`, warms then removes) the cached keys of other shape versions.
-pub async fn run(from: WarmSources<'_>, redis: &redis::aio::ConnectionManager, execute: bool) -> Result<ReshapeReport, WarmError> {
-    let warm = if execute { Some(warm::run(from).await?) } else { None };
-    let keys = from.cache.keys();
+/// The caller warms the new keys first (execute only), so readers find them.
+pub async fn run(cache: &Cache, redis: &redis::aio::ConnectionManager, execute: bool) -> Result<ReshapeReport, redis::RedisError> {
+    let keys = cache.keys();
     let mut conn = redis.clone();
     let mut families = Vec::new();
     for family in CachedFamily::ALL {
@@ -72,7 +70,7 @@ pub async fn run(from: WarmSources<'_>, redis: &redis::aio::ConnectionManager, e
         count.current = current_keys(redis, keys, family).await?;
         families.push(count);
     }
-    Ok(ReshapeReport { executed: execute, warm, families })
+    Ok(ReshapeReport { executed: execute, families })
 }
 
 /// Keys of the current shape (a second SCAN, so the count is after any deletion).

@@ -31,7 +31,7 @@ pub(super) enum CacheCommand {
 pub(super) async fn cache(state: AppState, command: CacheCommand) -> anyhow::Result<()> {
     match command {
         CacheCommand::Warm { json } => {
-            let r = ballast::cache::warm::run(state.warm_sources()).await?;
+            let r = ballast::billing::warm::run(state.warm_sources()).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

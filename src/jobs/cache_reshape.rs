@@ -14,7 +14,11 @@ impl AdminJob for CacheReshapeJob {
     type Params = super::admin::NoParams;
 
     async fn run(&self, _params: &super::admin::NoParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
-        let report = crate::cache::reshape::run(ctx.state.warm_sources(), &ctx.state.redis, execute).await?;
-        Ok(serde_json::to_value(&report).unwrap_or_default())
+        // The new keys are warmed first, so readers find them once the old ones are gone.
+        let warm = if execute { Some(crate::billing::warm::run(ctx.state.warm_sources()).await?) } else { None };
+        let report = crate::cache::reshape::run(&ctx.state.cache, &ctx.state.redis, execute).await?;
+        let mut out = serde_json::to_value(&report).unwrap_or_default();
+        out["warm"] = serde_json::to_value(&warm).unwrap_or_default();
+        Ok(out)
     }
 }

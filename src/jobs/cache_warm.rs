@@ -26,7 +26,7 @@ impl Job for CacheWarmJob {
     type Args = CacheWarmArgs;
 
     async fn run(&self, _args: CacheWarmArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        let report = crate::cache::warm::run(ctx.state.warm_sources()).await?;
+        let report = crate::billing::warm::run(ctx.state.warm_sources()).await?;
         Ok(serde_json::to_value(&report).unwrap_or_default())
     }
 }

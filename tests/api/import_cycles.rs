@@ -1,4 +1,5 @@
-//! Import circles between the files of src/: every path a file names (`crate::…`, `super::…`,
+//! The direction of imports between the files of src/: none runs up the layers, and no
+//! circle of more than two files. Every path a file names (`crate::…`, `super::…`,
 //! a child module's `name::…`, in `use` or inline) is an arrow to the deepest module file it
 //! reaches; strongly connected groups of more than two files are circles. A circle that is
 //! not in [`KNOWN`] fails the test, so the structure can only get better; when a known circle
@@ -200,6 +201,47 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf
         }
     }
     s.out
+}
+
+/// The layers, bottom first, by module path prefix (README, "Layers"). A file may import its
+/// own layer and those below, never one above.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("ground", &["config", "domain", "keys", "catalogue", "clock", "telemetry", "fault"]),
+    ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu"]),
+    ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest"]),
+    ("jobs", &["jobs", "runbook", "scheduler", "state"]),
+    ("edges", &["api", "cli", "bench", "app"]),
+];
+
+fn layer_of(module: &[String]) -> Option<usize> {
+    let top = module.first()?;
+    LAYERS.iter().position(|(_, prefixes)| prefixes.contains(&top.as_str()))
+}
+
+#[test]
+fn no_import_runs_up_the_layers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("src");
+    let mut list = Vec::new();
+    rust_files(&src, &mut list);
+    let files: BTreeMap<Vec<String>, PathBuf> = list.iter().map(|f| (module_of(&src, f), f.clone())).collect();
+    let mut upward = Vec::new();
+    for file in &list {
+        let module = module_of(&src, file);
+        if module.is_empty() {
+            continue; // lib.rs and main.rs declare the modules
+        }
+        let from = layer_of(&module).unwrap_or_else(|| panic!("{}: module {:?} is in no layer; add it to LAYERS", file.display(), module[0]));
+        for target in arrows(&src, &files, file) {
+            let to_module = module_of(&src, &target);
+            if let Some(to) = layer_of(&to_module)
+                && to > from
+            {
+                upward.push(format!("{} ({}) -> {} ({})", file.display(), LAYERS[from].0, target.display(), LAYERS[to].0));
+            }
+        }
+    }
+    assert!(upward.is_empty(), "imports that run up the layers:\n{}", upward.join("\n"));
 }
 
 #[test]
