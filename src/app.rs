@@ -54,6 +54,10 @@ impl Member {
         if roles.contains(&Role::Worker) {
             // Every kind this member consumes needs a handler; checked before anything binds.
             state.queue.catalogue().check_against(&options.registry.kinds())?;
+            state.queue.catalogue().check_schedule_payloads(|kind, payload| match options.registry.get(kind) {
+                Some(handler) => handler.check(payload).map_err(|e| e.to_string()),
+                None => Ok(()),
+            })?;
         }
         let stop = CancellationToken::new();
         let api_stop = CancellationToken::new();

@@ -163,6 +163,17 @@ impl Catalogue {
         Ok(())
     }
 
+    /// Checks each scheduled kind's `schedule_payload` with `parses` (the kind's handler's
+    /// argument check), so a cron tick the handler cannot read stops start-up, naming the file,
+    /// instead of dead-lettering at every tick.
+    pub fn check_schedule_payloads(&self, parses: impl Fn(&str, &serde_json::Value) -> Result<(), String>) -> Result<(), CatalogueError> {
+        for policy in self.entries.values().filter(|p| p.schedule.is_some()) {
+            parses(policy.kind.as_str(), &policy.schedule_payload)
+                .map_err(|e| CatalogueError::File(policy.file.clone(), format!("schedule_payload does not fit the handler's arguments: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The policy of `kind`, if catalogued.
     pub fn get(&self, kind: &str) -> Option<&JobPolicy> {
         self.entries.get(&JobKind::from(kind))

@@ -83,7 +83,7 @@ pub(super) async fn runbook(settings: Settings, command: RunbookCommand) -> anyh
             }
             let params = runbook_params(&params)?;
             if enqueue {
-                let payload = serde_json::json!({"execute": execute, "actor": actor(), "params": params});
+                let payload = ballast::jobs::admin::AdminArgs::payload(execute, &actor(), params);
                 let done = state.queue.enqueue(ballast::queue::EnqueueRequest::new(page.admin_job.as_str(), payload)).await?;
                 println!("queued {} job {} on the fleet (ballast jobs show {} for its outcome)", page.admin_job, done.id, done.id);
                 return Ok(());

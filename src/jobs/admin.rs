@@ -29,6 +29,16 @@ pub struct AdminArgs<P> {
     pub params: P,
 }
 
+impl AdminArgs<serde_json::Value> {
+    /// The payload of a run of any admin job: whether to act, who asked, and its parameters
+    /// (checked against the job's own parameter type when the run starts).
+    pub fn payload(execute: bool, actor: &str, params: serde_json::Value) -> serde_json::Value {
+        let args = AdminArgs { execute, actor: Some(actor.to_owned()), params };
+        // Booleans, strings and a JSON value: serialising them cannot fail.
+        serde_json::to_value(&args).unwrap_or_default()
+    }
+}
+
 /// An admin job: a dry run that reports unless told to execute.
 pub trait AdminJob: Send + Sync + 'static {
     /// The kind's name in jobs/.

@@ -51,3 +51,24 @@ impl crate::queue::job::Registry<AppState> {
             .with(admin::Admin(billing_drift::BillingDriftJob))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scheduled_payload_in_jobs_fits_its_handler() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let catalogue = crate::catalogue::Catalogue::load(&dir).expect("jobs/");
+        let registry = Registry::standard();
+        catalogue
+            .check_schedule_payloads(|kind, payload| registry.get(kind).map_or(Ok(()), |h| h.check(payload).map_err(|e| e.to_string())))
+            .expect("schedule payloads");
+        // A payload the handler cannot read is refused, naming the file.
+        let bad = crate::catalogue::Catalogue::load(&dir).expect("jobs/");
+        let err = bad
+            .check_schedule_payloads(|kind, _| if kind == "slo.evaluate" { Err("unknown field `x`".into()) } else { Ok(()) })
+            .expect_err("refused");
+        assert!(err.to_string().contains("slo.evaluate.toml"), "{err}");
+    }
+}

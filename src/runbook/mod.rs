@@ -92,7 +92,7 @@ pub async fn run_here(
 ) -> Result<JobReport, JobError> {
     let handler = registry.get(kind).ok_or_else(|| JobError::Cancel(format!("no handler for {kind}")))?;
     let ctx = JobContext { job_id: crate::domain::JobId::new(), attempt: 1, tenant: None, state: state.clone(), progress };
-    handler.call(serde_json::json!({"execute": execute, "actor": actor, "params": params}), ctx).await
+    handler.call(AdminArgs::payload(execute, actor, params), ctx).await
 }
 
 #[cfg(test)]
