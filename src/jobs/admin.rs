@@ -56,6 +56,7 @@ pub struct Admin<J>(pub J);
 impl<J: AdminJob> Job for Admin<J> {
     const KIND: &'static str = J::KIND;
     type Args = AdminArgs<J::Params>;
+    type Report = JobReport;
 
     async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext) -> Result<JobReport, JobError> {
         let outcome = self.0.run(&args.params, args.execute, &ctx).await;

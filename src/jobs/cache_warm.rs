@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 
-use super::kind::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError};
+use crate::billing::warm::WarmReport;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,9 +25,9 @@ impl From<crate::cache::warm::WarmError> for JobError {
 impl Job for CacheWarmJob {
     const KIND: &'static str = "cache.warm";
     type Args = CacheWarmArgs;
+    type Report = WarmReport;
 
-    async fn run(&self, _args: CacheWarmArgs, ctx: JobContext) -> Result<JobReport, JobError> {
-        let report = crate::billing::warm::run(ctx.state.warm_sources()).await?;
-        Ok(serde_json::to_value(&report).unwrap_or_default())
+    async fn run(&self, _args: CacheWarmArgs, ctx: JobContext) -> Result<WarmReport, JobError> {
+        Ok(crate::billing::warm::run(ctx.state.warm_sources()).await?)
     }
 }

@@ -23,8 +23,10 @@ pub trait Job: Send + Sync + 'static {
     const KIND: &'static str;
     /// Arguments, parsed from the job's JSON payload.
     type Args: DeserializeOwned + Send + 'static;
+    /// What a run reports (for operators, and `--json`): a type of the kind's own.
+    type Report: serde::Serialize + Send + 'static;
     /// Does the work once. Must be safe to run again with the same arguments.
-    fn run(&self, args: Self::Args, ctx: JobContext) -> impl Future<Output = Result<JobReport, JobError>> + Send;
+    fn run(&self, args: Self::Args, ctx: JobContext) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
 }
 
 impl<J: Job> crate::queue::job::Job<AppState> for J {
@@ -32,6 +34,8 @@ impl<J: Job> crate::queue::job::Job<AppState> for J {
     type Args = <J as Job>::Args;
 
     fn run(&self, args: Self::Args, ctx: JobContext) -> impl Future<Output = Result<JobReport, JobError>> + Send {
-        <J as Job>::run(self, args, ctx)
+        let run = <J as Job>::run(self, args, ctx);
+        // A report is plain data (ids, counts, text): serialising it cannot fail.
+        async move { run.await.map(|report| serde_json::to_value(report).unwrap_or_default()) }
     }
 }

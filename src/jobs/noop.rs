@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::kind::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError};
 
 /// The no-op job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,11 +20,12 @@ pub struct NoopArgs {
 impl Job for Noop {
     const KIND: &'static str = "noop";
     type Args = NoopArgs;
+    type Report = ();
 
-    async fn run(&self, args: NoopArgs, _ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: NoopArgs, _ctx: JobContext) -> Result<(), JobError> {
         if args.sleep_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(args.sleep_ms)).await;
         }
-        Ok(serde_json::Value::Null)
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::kind::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,14 +18,24 @@ pub struct SloEvaluateArgs {
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What an evaluation did.
+#[derive(Debug, serde::Serialize)]
+pub struct SloEvaluateReport {
+    /// SLOs evaluated.
+    pub slos: usize,
+    /// Alerts that changed state (each queued a notification).
+    pub changed: Vec<String>,
+}
+
 impl Job for SloEvaluateJob {
     const KIND: &'static str = "slo.evaluate";
     type Args = SloEvaluateArgs;
+    type Report = SloEvaluateReport;
 
-    async fn run(&self, args: SloEvaluateArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: SloEvaluateArgs, ctx: JobContext) -> Result<SloEvaluateReport, JobError> {
         let now = args.as_of.unwrap_or_else(chrono::Utc::now);
         let statuses = crate::slo::evaluate::run(&ctx.state.slo_deps(), now, true).await.map_err(|e| JobError::Retry(e.to_string()))?;
-        let changed: Vec<&str> = statuses.iter().flat_map(|s| s.alerts.iter()).filter(|a| a.changed).map(|a| a.alert_key.as_str()).collect();
-        Ok(serde_json::json!({"slos": statuses.len(), "changed": changed}))
+        let changed = statuses.iter().flat_map(|s| s.alerts.iter()).filter(|a| a.changed).map(|a| a.alert_key.clone()).collect();
+        Ok(SloEvaluateReport { slos: statuses.len(), changed })
     }
 }

@@ -8,7 +8,7 @@
 
 use tracing::Instrument;
 
-use super::kind::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError};
 use crate::state::AppState;
 use crate::billing::entitlements;
 use crate::domain::TenantId;
@@ -30,11 +30,38 @@ impl From<HandlerError> for JobError {
     }
 }
 
+/// What applying an inbox row did.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum StripeEventReport {
+    /// Applied to the tenant's mirror.
+    Applied {
+        /// The event.
+        event: crate::domain::EventId,
+        /// Its type.
+        #[serde(rename = "type")]
+        event_type: String,
+        /// The tenant it was routed to.
+        tenant: TenantId,
+        /// The tenant's access afterwards.
+        access: String,
+    },
+    /// Nothing applied: already done, already processed, or parked unmatched.
+    Skipped {
+        /// The event.
+        event: crate::domain::EventId,
+        /// Why.
+        outcome: &'static str,
+    },
+}
+
 impl Job for StripeEventJob {
     const KIND: &'static str = <inbox::ApplyEvent as crate::queue::job::JobArgs>::KIND;
     type Args = inbox::ApplyEvent;
 
-    async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<JobReport, JobError> {
+    type Report = StripeEventReport;
+
+    async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
         let result = apply_event(&args, &ctx).await;
         if let Err(e) = &result {
             // Kept on the inbox row for operators (top failure reasons); best effort.
@@ -44,7 +71,7 @@ impl Job for StripeEventJob {
     }
 }
 
-async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<JobReport, JobError> {
+async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
     let state = &ctx.state;
     let system = &state.system_pool;
     // System pool: the event's tenant is not known until it is routed.
@@ -54,7 +81,7 @@ async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<JobRe
         if let (Some(tenant), InboxStatus::Processed) = (row.tenant_id.or(row.mapped_tenant), row.status()) {
             finish_applied(state, TenantId(tenant), row.customer_id.as_deref()).await?;
         }
-        return Ok(serde_json::json!({"event": args.event_id, "outcome": "already done"}));
+        return Ok(StripeEventReport::Skipped { event: args.event_id.clone(), outcome: "already done" });
     }
     let event = StripeEvent::from_value(&row.payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
     let tenant = match row.tenant_id.or(row.mapped_tenant) {
@@ -73,7 +100,7 @@ async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<JobRe
                         .await
                         .map_err(|e| JobError::Retry(e.to_string()))?;
                 }
-                return Ok(serde_json::json!({"event": event.id, "outcome": "unmatched"}));
+                return Ok(StripeEventReport::Skipped { event: event.id, outcome: "unmatched" });
             }
         },
     };
@@ -110,7 +137,7 @@ async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<JobRe
     .await?;
     let Some((applied, dunning_effects, access)) = applied else {
         finish_applied(state, tenant, event.customer_id()).await?;
-        return Ok(serde_json::json!({"event": event.id, "outcome": "already processed"}));
+        return Ok(StripeEventReport::Skipped { event: event.id, outcome: "already processed" });
     };
     // Stripe's event time to processed: the webhook lag operators watch.
     state.metrics.webhook_lag(event.created);
@@ -126,7 +153,7 @@ async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<JobRe
     if let Some(customer) = applied.mapped_customer {
         inbox::release_unmatched(&state.system_pool, &state.queue, &customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
     }
-    Ok(serde_json::json!({"event": event.id, "type": event.event_type, "tenant": tenant, "access": format!("{access:?}")}))
+    Ok(StripeEventReport::Applied { event: event.id, event_type: event.event_type, tenant, access: format!("{access:?}") })
 }
 
 /// The after-commit steps of an event already applied, done again: a run that died between its

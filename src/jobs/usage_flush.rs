@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::kind::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,9 +22,10 @@ pub struct UsageFlushArgs {
 impl Job for UsageFlushJob {
     const KIND: &'static str = "usage.flush";
     type Args = UsageFlushArgs;
+    type Report = crate::usage::flush::FlushReport;
 
-    async fn run(&self, args: UsageFlushArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: UsageFlushArgs, ctx: JobContext) -> Result<crate::usage::flush::FlushReport, JobError> {
         let report = crate::usage::flush::run(&ctx.state.usage_deps(), chrono::Utc::now(), args.include_open).await.map_err(|e| JobError::Retry(e.to_string()))?;
-        Ok(serde_json::to_value(&report).unwrap_or_default())
+        Ok(report)
     }
 }

@@ -57,6 +57,7 @@ pub struct FlakyArgs {
 impl Job for Flaky {
     const KIND: &'static str = "test.flaky";
     type Args = FlakyArgs;
+    type Report = JobReport;
     async fn run(&self, args: FlakyArgs, ctx: JobContext) -> Result<JobReport, JobError> {
         let mut conn = ctx.state.redis.clone();
         let exists: bool = conn.exists(&args.fail_while_key).await?;
@@ -72,6 +73,7 @@ pub struct Hang;
 impl Job for Hang {
     const KIND: &'static str = "test.hang";
     type Args = serde_json::Value;
+    type Report = JobReport;
     async fn run(&self, _args: serde_json::Value, _ctx: JobContext) -> Result<JobReport, JobError> {
         std::future::pending::<()>().await;
         Ok(serde_json::Value::Null)
@@ -88,6 +90,7 @@ pub struct SlowArgs {
 impl Job for Slow {
     const KIND: &'static str = "test.slow";
     type Args = SlowArgs;
+    type Report = JobReport;
     async fn run(&self, args: SlowArgs, _ctx: JobContext) -> Result<JobReport, JobError> {
         // Simulated work, not synchronisation: the test waits on run events.
         tokio::time::sleep(Duration::from_millis(args.ms)).await;
