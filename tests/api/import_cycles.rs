@@ -218,22 +218,28 @@ fn layer_of(module: &[String]) -> Option<usize> {
     LAYERS.iter().position(|(_, prefixes)| prefixes.contains(&top.as_str()))
 }
 
-#[test]
-fn no_import_runs_up_the_layers() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = root.join("src");
+/// src/, and every file of it with the arrows it draws.
+fn import_graph() -> (PathBuf, BTreeMap<PathBuf, BTreeSet<PathBuf>>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut list = Vec::new();
     rust_files(&src, &mut list);
     let files: BTreeMap<Vec<String>, PathBuf> = list.iter().map(|f| (module_of(&src, f), f.clone())).collect();
+    let graph = list.iter().map(|f| (f.clone(), arrows(&src, &files, f))).collect();
+    (src, graph)
+}
+
+#[test]
+fn no_import_runs_up_the_layers() {
+    let (src, graph) = import_graph();
     let mut upward = Vec::new();
-    for file in &list {
+    for (file, targets) in &graph {
         let module = module_of(&src, file);
         if module.is_empty() {
             continue; // lib.rs and main.rs declare the modules
         }
         let from = layer_of(&module).unwrap_or_else(|| panic!("{}: module {:?} is in no layer; add it to LAYERS", file.display(), module[0]));
-        for target in arrows(&src, &files, file) {
-            let to_module = module_of(&src, &target);
+        for target in targets {
+            let to_module = module_of(&src, target);
             if let Some(to) = layer_of(&to_module)
                 && to > from
             {
@@ -246,12 +252,8 @@ fn no_import_runs_up_the_layers() {
 
 #[test]
 fn no_new_import_circle_in_src() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = root.join("src");
-    let mut list = Vec::new();
-    rust_files(&src, &mut list);
-    let files: BTreeMap<Vec<String>, PathBuf> = list.iter().map(|f| (module_of(&src, f), f.clone())).collect();
-    let graph: BTreeMap<PathBuf, BTreeSet<PathBuf>> = list.iter().map(|f| (f.clone(), arrows(&src, &files, f))).collect();
+    let (src, graph) = import_graph();
+    let root = src.parent().expect("the repository");
     let rel = |p: &PathBuf| p.strip_prefix(root).expect("under root").display().to_string();
     let found: Vec<BTreeSet<String>> =
         circles(&graph).into_iter().filter(|c| c.len() > 2).map(|c| c.iter().map(rel).collect::<BTreeSet<String>>()).collect();
