@@ -7,7 +7,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Job, JobContext, JobError, JobReport};
+use super::kind::{Job, JobContext, JobError};
 
 /// Parameters of an admin job that takes none.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -45,8 +45,11 @@ pub trait AdminJob: Send + Sync + 'static {
     const KIND: &'static str;
     /// Its parameters.
     type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
+    /// What a run reports: a type of the job's own, or `JobReport` (JSON) for reports not
+    /// yet given one.
+    type Report: Serialize + Send + 'static;
     /// Reports (and with `execute`, acts). The report says what it touched or would touch.
-    fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext) -> impl Future<Output = Result<JobReport, JobError>> + Send;
+    fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
 }
 
 /// Runs an [`AdminJob`] as a job, writing every run to the audit log.
@@ -56,9 +59,9 @@ pub struct Admin<J>(pub J);
 impl<J: AdminJob> Job for Admin<J> {
     const KIND: &'static str = J::KIND;
     type Args = AdminArgs<J::Params>;
-    type Report = JobReport;
+    type Report = J::Report;
 
-    async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext) -> Result<J::Report, JobError> {
         let outcome = self.0.run(&args.params, args.execute, &ctx).await;
         let actor = args.actor.clone().unwrap_or_else(|| "fleet".to_owned());
         let (result, error) = match &outcome {

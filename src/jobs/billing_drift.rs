@@ -77,6 +77,7 @@ fn resync_event(kind: &str, object: &Value, now: DateTime<Utc>) -> Value {
 impl AdminJob for BillingDriftJob {
     const KIND: &'static str = "billing.drift";
     type Params = BillingDriftParams;
+    type Report = JobReport;
 
     async fn run(&self, p: &BillingDriftParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         // System pool: drift is checked across tenants (or for the one named).

@@ -45,6 +45,7 @@ struct Stuck {
 impl AdminJob for DbSessionsJob {
     const KIND: &'static str = "db.sessions";
     type Params = DbSessionsParams;
+    type Report = JobReport;
 
     async fn run(&self, p: &DbSessionsParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         // System pool: sessions of every role are the subject.

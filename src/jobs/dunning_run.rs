@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use crate::domain::TenantId;
 use super::admin::AdminJob;
 
@@ -33,10 +33,10 @@ impl From<crate::dunning::DunningError> for JobError {
 impl AdminJob for DunningRunJob {
     const KIND: &'static str = "dunning.run";
     type Params = DunningRunParams;
+    type Report = crate::dunning::RunReport;
 
-    async fn run(&self, params: &DunningRunParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, params: &DunningRunParams, execute: bool, ctx: &JobContext) -> Result<crate::dunning::RunReport, JobError> {
         let as_of = params.as_of.unwrap_or_else(chrono::Utc::now);
-        let report = crate::dunning::run(&ctx.state.dunning_deps(), as_of, params.tenant, !execute).await?;
-        Ok(serde_json::to_value(&report).unwrap_or_default())
+        Ok(crate::dunning::run(&ctx.state.dunning_deps(), as_of, params.tenant, !execute).await?)
     }
 }

@@ -75,6 +75,7 @@ fn planned(p: &LimitsSpikeParams) -> Result<Option<(PolicyName, Subject, Action)
 impl AdminJob for LimitsSpikeJob {
     const KIND: &'static str = "limits.spike";
     type Params = LimitsSpikeParams;
+    type Report = JobReport;
 
     async fn run(&self, p: &LimitsSpikeParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         let limiter = &ctx.state.limiter;

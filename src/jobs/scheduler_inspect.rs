@@ -17,6 +17,7 @@ pub struct SchedulerInspectJob;
 impl AdminJob for SchedulerInspectJob {
     const KIND: &'static str = "scheduler.inspect";
     type Params = NoParams;
+    type Report = JobReport;
 
     async fn run(&self, _p: &NoParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         let state = &ctx.state;

@@ -44,6 +44,7 @@ fn otlp_addr(endpoint: &str) -> Option<String> {
 impl AdminJob for SiteDownJob {
     const KIND: &'static str = "site.down";
     type Params = NoParams;
+    type Report = JobReport;
 
     async fn run(&self, _p: &NoParams, _execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         let state = &ctx.state;

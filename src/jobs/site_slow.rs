@@ -73,6 +73,7 @@ async fn cache_totals(ctx: &JobContext) -> Result<BTreeMap<String, u64>, redis::
 impl AdminJob for SiteSlowJob {
     const KIND: &'static str = "site.slow";
     type Params = SiteSlowParams;
+    type Report = JobReport;
 
     async fn run(&self, p: &SiteSlowParams, _execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         let minutes = p.minutes.unwrap_or(15).clamp(1, 24 * 60);

@@ -50,6 +50,7 @@ impl From<crate::queue::QueueError> for JobError {
 impl AdminJob for WebhooksBacklogJob {
     const KIND: &'static str = "webhooks.backlog";
     type Params = WebhooksBacklogParams;
+    type Report = JobReport;
 
     async fn run(&self, p: &WebhooksBacklogParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
         // System pool: the inbox and dead letters are looked at across tenants.
