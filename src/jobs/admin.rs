@@ -45,8 +45,7 @@ pub trait AdminJob: Send + Sync + 'static {
     const KIND: &'static str;
     /// Its parameters.
     type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
-    /// What a run reports: a type of the job's own, or `JobReport` (JSON) for reports not
-    /// yet given one.
+    /// What a run reports, a type of the job's own (its top level; nested rows may be JSON).
     type Report: Serialize + Send + 'static;
     /// Reports (and with `execute`, acts). The report says what it touched or would touch.
     fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext) -> impl Future<Output = Result<Self::Report, JobError>> + Send;

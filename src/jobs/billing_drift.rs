@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use super::admin::AdminJob;
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::StripeEvent;
@@ -74,12 +74,27 @@ fn resync_event(kind: &str, object: &Value, now: DateTime<Utc>) -> Value {
     })
 }
 
+/// Where the mirror and Stripe disagree (and what was re-synced).
+#[derive(Debug, serde::Serialize)]
+pub struct BillingDriftReport {
+    /// Objects compared.
+    pub compared: usize,
+    /// Objects that differ, with the fields.
+    pub drifted: Vec<serde_json::Value>,
+    /// Objects Stripe did not return.
+    pub unreadable: Vec<serde_json::Value>,
+    /// Whether re-sync events were stored.
+    pub executed: bool,
+    /// Re-sync events stored and queued.
+    pub resynced: usize,
+}
+
 impl AdminJob for BillingDriftJob {
     const KIND: &'static str = "billing.drift";
     type Params = BillingDriftParams;
-    type Report = JobReport;
+    type Report = BillingDriftReport;
 
-    async fn run(&self, p: &BillingDriftParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, p: &BillingDriftParams, execute: bool, ctx: &JobContext) -> Result<BillingDriftReport, JobError> {
         // System pool: drift is checked across tenants (or for the one named).
         let pool = &ctx.state.system_pool;
         let mirrored: Vec<Mirrored> = sqlx::query_as(
@@ -122,15 +137,15 @@ impl AdminJob for BillingDriftJob {
                 }
             }
         }
-        Ok(json!({
-            "compared": mirrored.len(),
-            "drifted": drifted.iter().map(|(m, _, diff)| json!({
+        Ok(BillingDriftReport {
+            compared: mirrored.len(),
+            drifted: drifted.iter().map(|(m, _, diff)| json!({
                 "tenant": m.tenant_id, "object": m.id, "kind": m.kind,
                 "fields": diff.iter().map(|(f, mine, theirs)| json!({"field": f, "mirror": mine, "stripe": theirs})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "unreadable": unreadable,
-            "executed": execute,
-            "resynced": resynced,
-        }))
+            unreadable,
+            executed: execute,
+            resynced,
+        })
     }
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use super::admin::AdminJob;
 
 /// The job.
@@ -25,16 +25,18 @@ pub struct DbSessionsParams {
     pub idle_in_transaction_secs: Option<u64>,
 }
 
-#[derive(sqlx::FromRow, Serialize)]
-struct Group {
+/// Sessions of one application in one state.
+#[derive(Debug, sqlx::FromRow, Serialize)]
+pub struct Group {
     application: String,
     state: String,
     sessions: i64,
     oldest_secs: Option<f64>,
 }
 
-#[derive(sqlx::FromRow, Serialize)]
-struct Stuck {
+/// A session idle in a transaction.
+#[derive(Debug, sqlx::FromRow, Serialize)]
+pub struct Stuck {
     pid: i32,
     application: String,
     role: Option<String>,
@@ -42,12 +44,33 @@ struct Stuck {
     query: Option<String>,
 }
 
+/// PostgreSQL sessions by application and state, and the ones stuck in a transaction.
+#[derive(Debug, serde::Serialize)]
+pub struct DbSessionsReport {
+    /// The server's limit.
+    pub max_connections: Option<i64>,
+    /// Client sessions now.
+    pub client_sessions: i64,
+    /// Sessions by application and state.
+    pub by_application_and_state: Vec<Group>,
+    /// This process's two pools.
+    pub this_process_pools: serde_json::Value,
+    /// The threshold used.
+    pub idle_in_transaction_threshold_secs: f64,
+    /// Sessions idle in a transaction past it.
+    pub idle_in_transaction: Vec<Stuck>,
+    /// Whether they were terminated.
+    pub executed: bool,
+    /// Sessions terminated.
+    pub terminated: usize,
+}
+
 impl AdminJob for DbSessionsJob {
     const KIND: &'static str = "db.sessions";
     type Params = DbSessionsParams;
-    type Report = JobReport;
+    type Report = DbSessionsReport;
 
-    async fn run(&self, p: &DbSessionsParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, p: &DbSessionsParams, execute: bool, ctx: &JobContext) -> Result<DbSessionsReport, JobError> {
         // System pool: sessions of every role are the subject.
         let pool = &ctx.state.system_pool.0;
         let threshold = p.idle_in_transaction_secs.unwrap_or(60) as f64;
@@ -80,15 +103,15 @@ impl AdminJob for DbSessionsJob {
             }
         }
         let pool_of = |p: &sqlx::PgPool| json!({"open": p.size(), "idle": p.num_idle()});
-        Ok(json!({
-            "max_connections": max_connections.parse::<i64>().ok(),
-            "client_sessions": total,
-            "by_application_and_state": groups,
-            "this_process_pools": {"app": pool_of(ctx.state.tenant_pool.raw()), "system": pool_of(pool), "size_each": ctx.state.settings.db_pool_size},
-            "idle_in_transaction_threshold_secs": threshold,
-            "idle_in_transaction": stuck,
-            "executed": execute,
-            "terminated": terminated,
-        }))
+        Ok(DbSessionsReport {
+            max_connections: max_connections.parse::<i64>().ok(),
+            client_sessions: total,
+            by_application_and_state: groups,
+            this_process_pools: json!({"app": pool_of(ctx.state.tenant_pool.raw()), "system": pool_of(pool), "size_each": ctx.state.settings.db_pool_size}),
+            idle_in_transaction_threshold_secs: threshold,
+            idle_in_transaction: stuck,
+            executed: execute,
+            terminated,
+        })
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use crate::ratelimit::{Override, PolicyName, Subject};
 use super::admin::AdminJob;
 
@@ -72,12 +72,29 @@ fn planned(p: &LimitsSpikeParams) -> Result<Option<(PolicyName, Subject, Action)
     Ok(Some((policy, subject, Some((what, ttl)))))
 }
 
+/// Where the 429s come from (and the override set or reverted).
+#[derive(Debug, serde::Serialize)]
+pub struct LimitsSpikeReport {
+    /// The window looked at.
+    pub minutes: i64,
+    /// The most-blocked subjects.
+    pub top_subjects: Vec<serde_json::Value>,
+    /// The most-blocked routes.
+    pub top_routes: Vec<serde_json::Value>,
+    /// The override the parameters ask for.
+    pub planned: Option<serde_json::Value>,
+    /// Whether it was applied.
+    pub executed: bool,
+    /// What applying it did.
+    pub done: serde_json::Value,
+}
+
 impl AdminJob for LimitsSpikeJob {
     const KIND: &'static str = "limits.spike";
     type Params = LimitsSpikeParams;
-    type Report = JobReport;
+    type Report = LimitsSpikeReport;
 
-    async fn run(&self, p: &LimitsSpikeParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, p: &LimitsSpikeParams, execute: bool, ctx: &JobContext) -> Result<LimitsSpikeReport, JobError> {
         let limiter = &ctx.state.limiter;
         let minutes = p.minutes.unwrap_or(15).clamp(1, 24 * 60);
         let plan = planned(p)?;
@@ -97,16 +114,16 @@ impl AdminJob for LimitsSpikeJob {
                 }
             };
         }
-        Ok(json!({
-            "minutes": minutes,
-            "top_subjects": subjects.iter().take(10).map(row).collect::<Vec<_>>(),
-            "top_routes": routes.iter().take(10).map(|(k, n)| json!({"route": k.trim_start_matches("route|"), "blocks": n})).collect::<Vec<_>>(),
-            "planned": plan.as_ref().map(|(policy, subject, what)| json!({
+        Ok(LimitsSpikeReport {
+            minutes,
+            top_subjects: subjects.iter().take(10).map(row).collect::<Vec<_>>(),
+            top_routes: routes.iter().take(10).map(|(k, n)| json!({"route": k.trim_start_matches("route|"), "blocks": n})).collect::<Vec<_>>(),
+            planned: plan.as_ref().map(|(policy, subject, what)| json!({
                 "policy": policy.as_str(), "subject": subject.to_string(),
                 "action": match what { None => json!("revert"), Some((w, ttl)) => json!({"override": w, "ttl_secs": ttl.as_secs()}) },
             })),
-            "executed": execute,
-            "done": done,
-        }))
+            executed: execute,
+            done,
+        })
     }
 }

@@ -7,19 +7,46 @@ use chrono::{TimeZone, Utc};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use super::admin::{AdminJob, NoParams};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SchedulerInspectJob;
 
+/// What the scheduler inspection found (and did).
+#[derive(Debug, serde::Serialize)]
+pub struct SchedulerInspectReport {
+    /// The member holding the lease.
+    pub leader: Option<String>,
+    /// The lease TTL.
+    pub lease_ms: i64,
+    /// What is left of it.
+    pub lease_remaining_ms: Option<i64>,
+    /// Since its last renewal.
+    pub since_renewal_ms: Option<i64>,
+    /// The leader's worker heartbeat age.
+    pub leader_heartbeat_age_secs: Option<f64>,
+    /// Whether that heartbeat is fresh.
+    pub leader_alive: bool,
+    /// Every member with its heartbeat age.
+    pub members: Vec<serde_json::Value>,
+    /// Each scheduled kind: last and next tick, missed ticks.
+    pub entries: Vec<serde_json::Value>,
+    /// Missed ticks over all kinds.
+    pub missed_ticks: usize,
+    /// Whether the lease was released.
+    pub executed: bool,
+    /// The lease was held and is released.
+    pub released_lease: bool,
+}
+
 impl AdminJob for SchedulerInspectJob {
     const KIND: &'static str = "scheduler.inspect";
     type Params = NoParams;
-    type Report = JobReport;
+    type Report = SchedulerInspectReport;
 
-    async fn run(&self, _p: &NoParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, _p: &NoParams, execute: bool, ctx: &JobContext) -> Result<SchedulerInspectReport, JobError> {
         let state = &ctx.state;
         let mut conn = state.redis.clone();
         let now = Utc::now();
@@ -46,18 +73,18 @@ impl AdminJob for SchedulerInspectJob {
             let removed: i64 = conn.del(state.keys.scheduler_leader()).await?;
             released = removed == 1;
         }
-        Ok(json!({
-            "leader": leader,
-            "lease_ms": lease_ms,
-            "lease_remaining_ms": (ttl_ms >= 0).then_some(ttl_ms),
-            "since_renewal_ms": (ttl_ms >= 0).then_some(lease_ms - ttl_ms),
-            "leader_heartbeat_age_secs": leader_heartbeat_age,
-            "leader_alive": leader_heartbeat_age.is_some_and(|a| a < 3.0 * state.settings.worker_heartbeat.as_secs_f64()),
-            "members": heartbeats.iter().map(|(m, age)| json!({"member": m, "heartbeat_age_secs": age})).collect::<Vec<_>>(),
-            "entries": entries,
-            "missed_ticks": missed_total,
-            "executed": execute,
-            "released_lease": released,
-        }))
+        Ok(SchedulerInspectReport {
+            leader,
+            lease_ms,
+            lease_remaining_ms: (ttl_ms >= 0).then_some(ttl_ms),
+            since_renewal_ms: (ttl_ms >= 0).then_some(lease_ms - ttl_ms),
+            leader_heartbeat_age_secs: leader_heartbeat_age,
+            leader_alive: leader_heartbeat_age.is_some_and(|a| a < 3.0 * state.settings.worker_heartbeat.as_secs_f64()),
+            members: heartbeats.iter().map(|(m, age)| json!({"member": m, "heartbeat_age_secs": age})).collect::<Vec<_>>(),
+            entries,
+            missed_ticks: missed_total,
+            executed: execute,
+            released_lease: released,
+        })
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use super::admin::{AdminJob, NoParams};
 
 /// The job.
@@ -41,12 +41,27 @@ fn otlp_addr(endpoint: &str) -> Option<String> {
     Some(format!("{host}:{port}"))
 }
 
+/// Every dependency checked, and the fleet's members.
+#[derive(Debug, serde::Serialize)]
+pub struct SiteDownReport {
+    /// Each dependency: ok, time, error.
+    pub checks: serde_json::Value,
+    /// The dependencies that failed.
+    pub failing: Vec<String>,
+    /// Members with their heartbeat age.
+    pub members: Vec<serde_json::Value>,
+    /// The scheduler's leader.
+    pub scheduler_leader: Option<String>,
+    /// Always false: the job only looks.
+    pub executed: bool,
+}
+
 impl AdminJob for SiteDownJob {
     const KIND: &'static str = "site.down";
     type Params = NoParams;
-    type Report = JobReport;
+    type Report = SiteDownReport;
 
-    async fn run(&self, _p: &NoParams, _execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, _p: &NoParams, _execute: bool, ctx: &JobContext) -> Result<SiteDownReport, JobError> {
         let state = &ctx.state;
         let postgres_app = timed(async { sqlx::query("SELECT 1").execute(state.tenant_pool.raw()).await.map(|_| Some(())) }).await;
         let postgres_system = timed(async { sqlx::query("SELECT 1").execute(&state.system_pool.0).await.map(|_| Some(())) }).await;
@@ -85,13 +100,13 @@ impl AdminJob for SiteDownJob {
             "postgres_app": postgres_app, "postgres_system": postgres_system, "redis": redis,
             "stripe_api": stripe, "smtp": smtp, "otlp": otlp,
         });
-        let failing: Vec<&str> = checks.as_object().into_iter().flatten().filter(|(_, v)| v["ok"] == false).map(|(k, _)| k.as_str()).collect();
-        Ok(json!({
-            "checks": checks,
-            "failing": failing,
-            "members": members.iter().map(|(m, age)| json!({"member": m, "heartbeat_age_secs": age, "alive": *age < stale_after})).collect::<Vec<_>>(),
-            "scheduler_leader": leader,
-            "executed": false,
-        }))
+        let failing: Vec<String> = checks.as_object().into_iter().flatten().filter(|(_, v)| v["ok"] == false).map(|(k, _)| k.clone()).collect();
+        Ok(SiteDownReport {
+            checks,
+            failing,
+            members: members.iter().map(|(m, age)| json!({"member": m, "heartbeat_age_secs": age, "alive": *age < stale_after})).collect::<Vec<_>>(),
+            scheduler_leader: leader,
+            executed: false,
+        })
     }
 }

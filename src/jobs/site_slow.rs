@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use super::admin::AdminJob;
 
 /// The job.
@@ -70,12 +70,31 @@ async fn cache_totals(ctx: &JobContext) -> Result<BTreeMap<String, u64>, redis::
     Ok(totals)
 }
 
+/// Where the time goes: SLO burn, slow routes, queue lag, cache, statements.
+#[derive(Debug, serde::Serialize)]
+pub struct SiteSlowReport {
+    /// Each SLO with its burn rates.
+    pub slos: Vec<serde_json::Value>,
+    /// The window looked at.
+    pub minutes: i64,
+    /// The slowest routes.
+    pub slowest_routes: Vec<serde_json::Value>,
+    /// Ready jobs and the oldest one's age per kind.
+    pub queue_lag: Vec<serde_json::Value>,
+    /// Cache reads and hit ratio.
+    pub cache: serde_json::Value,
+    /// The slowest statements, when pg_stat_statements is installed.
+    pub slowest_statements: serde_json::Value,
+    /// Always false: the job only looks.
+    pub executed: bool,
+}
+
 impl AdminJob for SiteSlowJob {
     const KIND: &'static str = "site.slow";
     type Params = SiteSlowParams;
-    type Report = JobReport;
+    type Report = SiteSlowReport;
 
-    async fn run(&self, p: &SiteSlowParams, _execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, p: &SiteSlowParams, _execute: bool, ctx: &JobContext) -> Result<SiteSlowReport, JobError> {
         let minutes = p.minutes.unwrap_or(15).clamp(1, 24 * 60);
         let slos = crate::slo::evaluate::run(&ctx.state.slo_deps(), chrono::Utc::now(), false).await?;
         let mut slowest: Vec<_> = routes(ctx, minutes)
@@ -102,17 +121,17 @@ impl AdminJob for SiteSlowJob {
         } else {
             json!("pg_stat_statements is not installed (CREATE EXTENSION pg_stat_statements, with it in shared_preload_libraries)")
         };
-        Ok(json!({
-            "slos": slos.iter().map(|s| json!({
+        Ok(SiteSlowReport {
+            slos: slos.iter().map(|s| json!({
                 "slo": s.name, "sli": s.sli, "budget_remaining": s.budget_remaining,
                 "burn": s.rules.iter().map(|r| json!({"severity": r.rule.severity, "long": r.long_burn, "short": r.short_burn, "firing": r.firing})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-            "minutes": minutes,
-            "slowest_routes": slowest.iter().take(10).map(|(route, n, mean_ms, slow)| json!({"route": route, "requests": n, "mean_ms": mean_ms, "slow_share": slow})).collect::<Vec<_>>(),
-            "queue_lag": queues.iter().map(|q| json!({"kind": q.kind, "ready": q.ready, "oldest_ready_age_secs": q.oldest_ready_age_secs})).collect::<Vec<_>>(),
-            "cache": {"reads": reads, "hit_ratio": if reads == 0 { None } else { Some(hits as f64 / reads as f64) }, "counters": cache},
-            "slowest_statements": statements,
-            "executed": false,
-        }))
+            minutes,
+            slowest_routes: slowest.iter().take(10).map(|(route, n, mean_ms, slow)| json!({"route": route, "requests": n, "mean_ms": mean_ms, "slow_share": slow})).collect::<Vec<_>>(),
+            queue_lag: queues.iter().map(|q| json!({"kind": q.kind, "ready": q.ready, "oldest_ready_age_secs": q.oldest_ready_age_secs})).collect::<Vec<_>>(),
+            cache: json!({"reads": reads, "hit_ratio": if reads == 0 { None } else { Some(hits as f64 / reads as f64) }, "counters": cache}),
+            slowest_statements: statements,
+            executed: false,
+        })
     }
 }

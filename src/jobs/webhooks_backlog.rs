@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::kind::{JobContext, JobError, JobReport};
+use super::kind::{JobContext, JobError};
 use super::admin::AdminJob;
 use crate::stripe::event::StripeEvent;
 use crate::queue::dead;
@@ -47,12 +47,35 @@ impl From<crate::queue::QueueError> for JobError {
     }
 }
 
+/// Where the webhook backlog stands (and what was re-queued, replayed, backfilled).
+#[derive(Debug, serde::Serialize)]
+pub struct WebhooksBacklogReport {
+    /// Every queue's depth.
+    pub queues: Vec<crate::queue::QueueStats>,
+    /// Inbox rows per status, with the oldest.
+    pub inbox: Vec<serde_json::Value>,
+    /// The most common errors.
+    pub top_failures: Vec<serde_json::Value>,
+    /// Rows that should have been applied.
+    pub stuck_rows: usize,
+    /// Some of them.
+    pub stuck_sample: Vec<crate::domain::EventId>,
+    /// Dead letters matching the filter.
+    pub dead_letters_matching: usize,
+    /// Events Stripe has that the inbox lacks.
+    pub undelivered_missing_from_inbox: usize,
+    /// Whether the fixes were applied.
+    pub executed: bool,
+    /// What applying them did.
+    pub done: serde_json::Value,
+}
+
 impl AdminJob for WebhooksBacklogJob {
     const KIND: &'static str = "webhooks.backlog";
     type Params = WebhooksBacklogParams;
-    type Report = JobReport;
+    type Report = WebhooksBacklogReport;
 
-    async fn run(&self, p: &WebhooksBacklogParams, execute: bool, ctx: &JobContext) -> Result<JobReport, JobError> {
+    async fn run(&self, p: &WebhooksBacklogParams, execute: bool, ctx: &JobContext) -> Result<WebhooksBacklogReport, JobError> {
         // System pool: the inbox and dead letters are looked at across tenants.
         let (state, pool) = (&ctx.state, &ctx.state.system_pool);
         let now = Utc::now();
@@ -108,16 +131,16 @@ impl AdminJob for WebhooksBacklogJob {
             }
             done = json!({"requeued": stuck.len(), "replayed": dead.len(), "backfilled": backfilled});
         }
-        Ok(json!({
-            "queues": queues,
-            "inbox": inbox_by_status.iter().map(|(s, n, oldest)| json!({"status": s, "rows": n, "oldest": oldest})).collect::<Vec<_>>(),
-            "top_failures": failures.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
-            "stuck_rows": stuck.len(),
-            "stuck_sample": stuck.iter().take(10).collect::<Vec<_>>(),
-            "dead_letters_matching": dead.len(),
-            "undelivered_missing_from_inbox": missing.len(),
-            "executed": execute,
-            "done": done,
-        }))
+        Ok(WebhooksBacklogReport {
+            queues,
+            inbox: inbox_by_status.iter().map(|(s, n, oldest)| json!({"status": s, "rows": n, "oldest": oldest})).collect::<Vec<_>>(),
+            top_failures: failures.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
+            stuck_rows: stuck.len(),
+            stuck_sample: stuck.iter().take(10).cloned().collect::<Vec<_>>(),
+            dead_letters_matching: dead.len(),
+            undelivered_missing_from_inbox: missing.len(),
+            executed: execute,
+            done,
+        })
     }
 }
