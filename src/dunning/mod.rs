@@ -112,6 +112,31 @@ impl AfterCommit {
 }
 
 
+/// Where a dunning case is (`dunning_cases.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseStatus {
+    /// Steps are still due.
+    Open,
+    /// The invoice was paid.
+    Recovered,
+    /// The final step canceled the subscription.
+    Canceled,
+    /// A person must look (a cancel refused, or no final action).
+    ManualReview,
+}
+
+impl CaseStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Open => "open",
+            CaseStatus::Recovered => "recovered",
+            CaseStatus::Canceled => "canceled",
+            CaseStatus::ManualReview => "manual_review",
+        }
+    }
+}
+
 /// What dunning uses: the pools, the Stripe API it pays and cancels through, the plans and
 /// grace it recomputes entitlements with, its policy, and where it queues emails and drops
 /// cached entitlements after a commit.
@@ -367,13 +392,13 @@ async fn advance(
                     (FinalAction::Cancel, Some(sub)) => {
                         let result = state.stripe.cancel_subscription(sub, &key).await;
                         let (status, outcome) = match result {
-                            Ok(_) => ("canceled", format!("subscription {sub} canceled")),
-                            Err(StripeApiError::Refused { message, .. }) => ("manual_review", format!("cancel refused ({message}); manual review")),
+                            Ok(_) => (CaseStatus::Canceled, format!("subscription {sub} canceled")),
+                            Err(StripeApiError::Refused { message, .. }) => (CaseStatus::ManualReview, format!("cancel refused ({message}); manual review")),
                             Err(e) => return Err(e.into()),
                         };
                         sqlx::query("UPDATE dunning_cases SET status = $2, closed_at = now(), updated_at = now() WHERE id = $1")
                             .bind(case.id)
-                            .bind(status)
+                            .bind(status.as_str())
                             .execute(&mut *tx)
                             .await?;
                         outcome

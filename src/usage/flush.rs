@@ -48,6 +48,28 @@ const LEDGER_NS: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_3c2e_9b7d_4e11_8f0a_5
 
 static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/claim.lua")));
 
+/// Where a ledger row's report to Stripe is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportStatus {
+    /// Not reported yet (the next flush reports it).
+    Pending,
+    /// Stripe accepted the meter event.
+    Reported,
+    /// Stripe refused it for good (or it cannot be sent): kept for operators, never billed.
+    Dead,
+}
+
+impl ReportStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Pending => "pending",
+            ReportStatus::Reported => "reported",
+            ReportStatus::Dead => "dead",
+        }
+    }
+}
+
 /// Flushes windows that closed before `now` (the current and previous minute stay open for
 /// requests still in flight; `include_open` flushes them too, which is safe because a claimed
 /// window's late writes start a fresh one), then reports pending ledger rows.
@@ -173,12 +195,12 @@ async fn report_pending(state: &Deps<'_>, report: &mut FlushReport) -> Result<()
         };
         fault::point("usage.flush.after_report");
         let (status, error) = match &outcome {
-            Ok(()) => ("reported", None),
-            Err(reason) => ("dead", Some(reason.as_str())),
+            Ok(()) => (ReportStatus::Reported, None),
+            Err(reason) => (ReportStatus::Dead, Some(reason.as_str())),
         };
         sqlx::query("UPDATE usage_ledger SET report_status = $2, report_error = $3, reported_at = CASE WHEN $2 = 'reported' THEN now() END WHERE id = $1")
             .bind(row.id)
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .execute(&state.system_pool.0)
             .await?;
