@@ -32,10 +32,9 @@ pub trait Job: Send + Sync + 'static {
 impl<J: Job> crate::queue::job::Job<AppState> for J {
     const KIND: &'static str = <J as Job>::KIND;
     type Args = <J as Job>::Args;
+    type Report = <J as Job>::Report;
 
-    fn run(&self, args: Self::Args, ctx: JobContext) -> impl Future<Output = Result<JobReport, JobError>> + Send {
-        let run = <J as Job>::run(self, args, ctx);
-        // A report is plain data (ids, counts, text): serialising it cannot fail.
-        async move { run.await.map(|report| serde_json::to_value(report).unwrap_or_default()) }
+    fn run(&self, args: Self::Args, ctx: JobContext) -> impl Future<Output = Result<Self::Report, JobError>> + Send {
+        <J as Job>::run(self, args, ctx)
     }
 }

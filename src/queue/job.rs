@@ -117,8 +117,10 @@ pub trait Job<D>: Send + Sync + 'static {
     const KIND: &'static str;
     /// Arguments, parsed from the job's JSON payload.
     type Args: DeserializeOwned + Send + 'static;
+    /// What a run reports (for operators, and `--json`).
+    type Report: serde::Serialize + Send + 'static;
     /// Does the work once. Must be safe to run again with the same arguments.
-    fn run(&self, args: Self::Args, ctx: JobContext<D>) -> impl Future<Output = Result<JobReport, JobError>> + Send;
+    fn run(&self, args: Self::Args, ctx: JobContext<D>) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
 }
 
 /// The boxed future a type-erased handler returns.
@@ -139,7 +141,9 @@ impl<D: Send + 'static, J: Job<D>> ErasedJob<D> for Typed<J> {
     fn call(self: Arc<Self>, payload: serde_json::Value, ctx: JobContext<D>) -> JobFuture {
         Box::pin(async move {
             let args: J::Args = serde_json::from_value(payload).map_err(|e| JobError::Malformed(e.to_string()))?;
-            self.0.run(args, ctx).await
+            let report = self.0.run(args, ctx).await?;
+            // A report is plain data (ids, counts, text): serialising it cannot fail.
+            Ok(serde_json::to_value(report).unwrap_or_default())
         })
     }
 

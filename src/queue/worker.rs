@@ -207,31 +207,35 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
         // guard held across these awaits could resume on another thread and leave that
         // thread's span stack wrong (tracing-subscriber then panicked with "tried to clone a
         // span that already closed", killing the consumer task; found by the PostgreSQL drill).
-        let outcome = self.settle(&envelope, result, started.elapsed()).instrument(span).await?;
+        let outcome = match result {
+            // The common case settles without awaiting anything.
+            Ok(report) => {
+                let took_ms = started.elapsed().as_millis() as u64;
+                span.in_scope(|| tracing::debug!(message = "Job completed.", report = %report, took_ms));
+                RunOutcome::Completed
+            }
+            Err(e) => self.settle(&envelope, e).instrument(span).await?,
+        };
         self.deps.metrics.finished(&envelope, outcome, started.elapsed());
         self.options.observer.finished(&envelope, outcome, started.elapsed());
         Ok(())
     }
 
-    /// Acts on a run's result: requeue (snooze, retry) or dead-letter, and says which.
-    async fn settle(&self, envelope: &JobEnvelope, result: Result<JobReport, JobError>, took: Duration) -> Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>> {
-        let outcome = match result {
-            Ok(report) => {
-                tracing::debug!(message = "Job completed.", report = %report, took_ms = took.as_millis() as u64);
-                RunOutcome::Completed
-            }
-            Err(JobError::Snooze(delay)) => {
+    /// Acts on a failed run: requeue (snooze, retry) or dead-letter, and says which.
+    async fn settle(&self, envelope: &JobEnvelope, error: JobError) -> Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>> {
+        let outcome = match error {
+            JobError::Snooze(delay) => {
                 self.requeue(envelope, envelope.attempt, delay, None).await?;
                 RunOutcome::Snoozed
             }
-            Err(JobError::Retry(error)) if envelope.attempt < self.policy.max_attempts => {
+            JobError::Retry(error) if envelope.attempt < self.policy.max_attempts => {
                 let next = envelope.attempt + 1;
                 let delay = self.policy.backoff.delay(next);
                 tracing::warn!(message = "Job failed; retrying.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
                 self.requeue(envelope, next, delay, Some(&error)).await?;
                 RunOutcome::Retried
             }
-            Err(e) => {
+            e => {
                 let error = match &e {
                     JobError::Retry(msg) => format!("attempts exhausted ({}): {msg}", envelope.attempt),
                     other => other.to_string(),
