@@ -63,27 +63,29 @@ impl Member {
         let api_stop = CancellationToken::new();
         let member_id = member_id();
         let mut tasks = Vec::new();
-        let mut api_addr = None;
-        if roles.contains(&Role::Api) {
-            let listen = state.settings.listen;
-            let listener = bind(listen, state.settings.http.max_connections).map_err(|e| StartError::Listen(listen, e))?;
-            api_addr = listener.local_addr().ok();
-            let router = crate::api::router(state.clone(), &options.registry);
-            let serve = crate::api::server::serve(listener, router, connection_limits(&state.settings), state.metrics.connections(), api_stop.clone());
-            tasks.push(("api", tokio::spawn(serve)));
-            // The SLO counts are written while the API serves and once more after it closes.
-            let (recorder, api_stop3) = (state.slo_recorder.clone(), api_stop.clone());
-            let flush = recorder.run(state.tenant_pool.raw().clone(), state.redis.clone(), state.cache.clone(), api_stop3);
-            tasks.push(("api", tokio::spawn(flush)));
-        }
-        let mut ops_addr = None;
-        if !roles.contains(&Role::Api) && !roles.is_empty() {
-            // Probes and metrics for workers and the scheduler, on the same listen address.
-            let listen = state.settings.listen;
-            let listener = bind(listen, state.settings.http.max_connections).map_err(|e| StartError::Listen(listen, e))?;
-            ops_addr = listener.local_addr().ok();
-            let router = crate::api::ops_router(state.clone());
-            let serve = crate::api::server::serve(listener, router, connection_limits(&state.settings), state.metrics.connections(), api_stop.clone());
+        let (mut api_addr, mut ops_addr) = (None, None);
+        // The api role serves the intake; a member without it still serves /healthz, /readyz
+        // and /metrics on the same address, so every role has probes and is scraped.
+        let router = if roles.contains(&Role::Api) {
+            Some(crate::api::router(state.clone(), &options.registry))
+        } else if !roles.is_empty() {
+            Some(crate::api::ops_router(state.clone()))
+        } else {
+            None
+        };
+        if let Some(router) = router {
+            let (listen, limits) = (state.settings.listen, connection_limits(&state.settings));
+            let listener = crate::api::server::bind(listen, limits.max_connections).map_err(|e| StartError::Listen(listen, e))?;
+            let addr = listener.local_addr().ok();
+            if roles.contains(&Role::Api) {
+                api_addr = addr;
+                // The SLO counts are written while the API serves and once more after it closes.
+                let flush = state.slo_recorder.clone().run(state.tenant_pool.raw().clone(), state.redis.clone(), state.cache.clone(), api_stop.clone());
+                tasks.push(("api", tokio::spawn(flush)));
+            } else {
+                ops_addr = addr;
+            }
+            let serve = crate::api::server::serve(listener, router, limits, state.metrics.connections(), api_stop.clone());
             tasks.push(("api", tokio::spawn(serve)));
         }
         if roles.contains(&Role::Worker) {
@@ -152,17 +154,6 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// A listener on `addr` whose accept queue holds `backlog` connections (the kernel caps it
-/// at net.core.somaxconn). `TcpListener::bind` uses 128, as the standard library does: a
-/// burst of connections past that was dropped by the kernel, and a client that sends
-/// nothing after connecting never learns it (found by the slowloris drill).
-fn bind(addr: SocketAddr, backlog: usize) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX).max(128))
 }
 
 fn connection_limits(settings: &Settings) -> crate::api::server::ConnectionLimits {

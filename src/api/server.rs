@@ -45,6 +45,17 @@ const HYPER_MAX_HEADER_BYTES: usize = 128 * 1024;
 /// hyper's header count limit; the guard's is lower, for the same reason.
 const HYPER_MAX_HEADERS: usize = 256;
 
+/// A listener on `addr` whose accept queue holds `backlog` connections (the kernel caps it
+/// at net.core.somaxconn). `TcpListener::bind` uses 128, as the standard library does: a
+/// burst of connections past that was dropped by the kernel, and a client that sends
+/// nothing after connecting never learns it (found by the slowloris drill).
+pub fn bind(addr: SocketAddr, backlog: usize) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX).max(128))
+}
+
 /// Serves `router` on `listener` until `stop`, then lets open requests finish.
 pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimits, stats: Arc<ConnectionStats>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
