@@ -129,8 +129,8 @@ impl AdminJob for BillingDriftJob {
         let mut resynced = 0;
         if execute {
             for (m, object, _) in &drifted {
-                let raw = resync_event(&m.kind, object, now);
-                let event = StripeEvent::from_value(&raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("re-sync event: {e}")))?;
+                let mut raw = resync_event(&m.kind, object, now);
+                let event = StripeEvent::from_stripe(&mut raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("re-sync event: {e}")))?;
                 if inbox::insert(pool, &event, &raw).await? == inbox::Inserted::New {
                     inbox::enqueue(pool, &ctx.state.queue, &event.id, None).await?;
                     resynced += 1;

@@ -122,8 +122,9 @@ impl AdminJob for WebhooksBacklogJob {
             }
             let mut backfilled = 0;
             for (i, raw) in missing.iter().enumerate() {
-                let event = StripeEvent::from_value(raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("a listed event does not parse: {e}")))?;
-                if inbox::insert(pool, &event, raw).await? == inbox::Inserted::New {
+                let mut raw = raw.clone();
+                let event = StripeEvent::from_stripe(&mut raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("a listed event does not parse: {e}")))?;
+                if inbox::insert(pool, &event, &raw).await? == inbox::Inserted::New {
                     inbox::enqueue(pool, &state.queue, &event.id, None).await?;
                     backfilled += 1;
                 }

@@ -41,6 +41,15 @@ impl StripeEvent {
         Self::from_value(&value, fallback_created)
     }
 
+    /// Reads an event as Stripe sent it (a webhook, the events list) and makes `raw` storable:
+    /// NUL characters (`\u0000`) are legal JSON but PostgreSQL's jsonb and text refuse them,
+    /// so they become U+FFFD. Every way an event enters the inbox goes through here, so one
+    /// with a NUL is kept and processed rather than refused on each of Stripe's retries.
+    pub fn from_stripe(raw: &mut serde_json::Value, fallback_created: i64) -> Result<Self, EventError> {
+        replace_nul(raw);
+        Self::from_value(raw, fallback_created)
+    }
+
     /// Reads an event from its JSON.
     pub fn from_value(value: &serde_json::Value, fallback_created: i64) -> Result<Self, EventError> {
         let obj = value.as_object().ok_or(EventError::NotAnEvent("the body is not a JSON object"))?;
@@ -296,9 +305,39 @@ pub struct CheckoutSessionObject {
     pub subscription: Option<String>,
 }
 
+/// Replaces every NUL in the strings and keys of `value` with U+FFFD (allocating only where
+/// one is found).
+fn replace_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                *map = entries.into_iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v)).collect();
+            }
+            map.values_mut().for_each(replace_nul);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_become_replacement_characters_in_strings_and_keys() {
+        let mut raw: serde_json::Value = serde_json::from_str(
+            r#"{"id":"evt_1","type":"customer.updated","data":{"object":{"id":"cus_1","name":"a\u0000b","metadata":{"k\u0000":"v"}}}}"#,
+        )
+        .expect("json");
+        let event = StripeEvent::from_stripe(&mut raw, 1).expect("event");
+        assert_eq!(event.id.as_str(), "evt_1");
+        assert_eq!(raw.pointer("/data/object/name").and_then(|v| v.as_str()), Some("a\u{FFFD}b"));
+        assert!(raw.pointer("/data/object/metadata/k\u{FFFD}").is_some(), "{raw}");
+        assert_eq!(event.object.pointer("/name").and_then(|v| v.as_str()), Some("a\u{FFFD}b"));
+    }
 
     #[test]
     fn reads_both_period_layouts_and_expanded_ids() {
