@@ -69,13 +69,24 @@ start_postgres() {
     start >/dev/null || { tail -20 "$DATA/pg/server.log" >&2; die "PostgreSQL did not start"; }
 }
 
+# Redis keeps an append-only file, written before each reply and fsynced every second: what
+# Ballast acknowledged from Redis (a queued job) survives a crash of Redis; a loss of the host
+# can take the last second (README, Reliability). No RDB snapshots: the AOF is the copy.
+REDIS_PERSISTENCE=(--appendonly yes --appendfsync everysec --save '')
+
 start_redis() {
   if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    # A Redis an older dev.sh started without persistence is switched over in place.
+    if [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get appendonly | tail -1)" != yes ]; then
+      log "turning on Redis persistence (appendonly) on 127.0.0.1:$REDIS_PORT"
+      redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendfsync everysec >/dev/null
+      redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendonly yes >/dev/null
+    fi
     return 0
   fi
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
   mkdir -p "$DATA"
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize yes \
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" "${REDIS_PERSISTENCE[@]}" --daemonize yes \
     --databases 16 --pidfile "$DATA/redis.pid" --logfile "$DATA/redis.log" --dir "$DATA"
   for _ in $(seq 1 100); do
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
@@ -127,7 +138,7 @@ stop() {
     as_pg "$bin/pg_ctl" -D "$DATA/pg" -m fast -w stop >/dev/null 2>&1 && log "PostgreSQL stopped" || true
   fi
   if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
-    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
     log "Redis stopped"
   fi
 }

@@ -73,6 +73,11 @@ impl Member {
         } else {
             None
         };
+        if roles.contains(&Role::Api) && crate::queue::redis_keeps_writes(&state.redis).await == Some(false) {
+            tracing::warn!(
+                message = "Redis runs without an append-only file: jobs this member acknowledges live only in Redis and a Redis crash loses them. Start Redis with --appendonly yes (deploy/dev.sh and deploy/compose.yaml do).",
+            );
+        }
         if let Some(router) = router {
             let (listen, limits) = (state.settings.listen, connection_limits(&state.settings));
             let listener = crate::api::server::bind(listen, limits.max_connections).map_err(|e| StartError::Listen(listen, e))?;

@@ -117,13 +117,13 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("ratelimit_ban", "{ns}:rl:ban:{ip}", None, "string: banned until (unix ms); TTL = the ban"),
     spec("ratelimit_failures", "{ns}:rl:fail:{ip}", None, "zset: recent failed credentials; TTL = the window"),
     spec("ratelimit_blocks", "{ns}:rl:blocks:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: blocks per policy|subject in a minute"),
-    spec("usage_dedup", "{ns}:usage:dedup:{tenant}:{key}", Some(Duration::from_secs(DAY)), "string: a usage idempotency key was counted"),
-    spec("usage_window", "{ns}:usage:win:{minute}", None, "hash: units arrived in a minute; deleted by the flush"),
+    spec("usage_dedup", "{ns}:usage:{{tenant}}:dedup:{key}", Some(Duration::from_secs(DAY)), "string: a usage idempotency key was counted"),
+    spec("usage_window", "{ns}:usage:win:{minute}", None, "hash: units arrived in a minute (before usage_items; drained by the flush)"),
     spec("usage_claimed", "{ns}:usage:claimed:{flush_id}", None, "hash: a window claimed by a flush; deleted after the commit"),
     spec("usage_claims", "{ns}:usage:claims", None, "set: unfinished flush claims"),
-    spec("usage_windows", "{ns}:usage:windows", None, "zset: arrival minutes with unflushed counts"),
-    spec("usage_period", "{ns}:usage:period:{tenant}:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
-    spec("usage_warned", "{ns}:usage:warned:{tenant}:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
+    spec("usage_windows", "{ns}:usage:windows", None, "zset: arrival minutes with unflushed counts (before usage_items)"),
+    spec("usage_period", "{ns}:usage:{{tenant}}:period:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
+    spec("usage_warned", "{ns}:usage:{{tenant}}:warned:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
     spec("route_stats", "{ns}:routes:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: {route}|n, |us, |slow: requests, total µs, slow ones in a minute"),
     spec("member_cache_stats", "{ns}:stats:cache:{member}", Some(Duration::from_secs(600)), "hash: one member's cache counters since it started"),
     spec("member_cache_stats_pattern", "{ns}:stats:cache:*", None, "SCAN pattern of every member's cache counters"),
@@ -256,13 +256,16 @@ impl Keys {
         format!("{}:rl:blocks:{}", self.ns, minute)
     }
 
-    /// String: a usage item's idempotency key was counted. TTL: [`Keys::USAGE_DEDUP_TTL`].
+    /// String: a usage item's idempotency key was counted into the limit counters (PostgreSQL's
+    /// `usage_items` is what bills it once). TTL: [`Keys::USAGE_DEDUP_TTL`]. The tenant in
+    /// braces is the hash tag: a tenant's usage keys share one Redis Cluster slot, so one
+    /// script can touch them together, and tenants spread over the shards.
     pub fn usage_dedup(&self, tenant: crate::domain::TenantId, idempotency_key: &str) -> String {
-        format!("{}:usage:dedup:{}:{}", self.ns, tenant, idempotency_key)
+        format!("{}:usage:{{{}}}:dedup:{}", self.ns, tenant, idempotency_key)
     }
 
-    /// Hash `{tenant}|{metric}|{usage unix minute}` → units that arrived in one minute (the
-    /// flush window). No TTL: the flush deletes it after the ledger commit.
+    /// Hash `{tenant}|{metric}|{usage unix minute}` → units that arrived in one minute, as
+    /// builds before `usage_items` counted them; the flush drains what is left. No TTL.
     pub fn usage_window(&self, arrival_minute: i64) -> String {
         format!("{}:usage:win:{}", self.ns, arrival_minute)
     }
@@ -284,14 +287,15 @@ impl Keys {
     }
 
     /// String: a tenant's units of a metric in a calendar month (`YYYYMM`), flushed or not; the
-    /// limit check reads it. TTL: 40 days.
+    /// limit check reads it. Missing (a new month, or Redis lost it) it is seeded from
+    /// PostgreSQL before it is used. TTL: 40 days.
     pub fn usage_period(&self, tenant: crate::domain::TenantId, metric: &str, month: &str) -> String {
-        format!("{}:usage:period:{}:{}:{}", self.ns, tenant, metric, month)
+        format!("{}:usage:{{{}}}:period:{}:{}", self.ns, tenant, metric, month)
     }
 
     /// String: the 80 % warning of a tenant's metric went out this month. TTL: 40 days.
     pub fn usage_warned(&self, tenant: crate::domain::TenantId, metric: &str, month: &str) -> String {
-        format!("{}:usage:warned:{}:{}:{}", self.ns, tenant, metric, month)
+        format!("{}:usage:{{{}}}:warned:{}:{}", self.ns, tenant, metric, month)
     }
 
     /// Hash `{route}|n`, `{route}|us`, `{route}|slow`: the fleet's requests per route in one

@@ -71,7 +71,7 @@ async fn record(
     if let Err(e) = usage::validate(&batch.items, &limits, now) {
         return error(e.into());
     }
-    match usage::record(&state.keys, &state.redis, caller.tenant, &batch.items, &limits, now).await {
+    match usage::record(&state.usage_deps(), caller.tenant, &batch.items, &limits, now).await {
         Ok(done) => {
             for metric in &done.warned {
                 warn_once(&state, caller.tenant, metric, &limits, now).await;

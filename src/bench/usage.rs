@@ -1,6 +1,6 @@
 //! `ballast bench usage`: usage intake in batches of 100 (events/s and latency of
 //! `POST /v1/usage` with `clients` concurrent senders, closed loop) and the flush of 100,000
-//! counters from Redis into the ledger. Its own tenant and Redis namespace, removed afterwards.
+//! stored items into the ledger. Its own tenant and Redis namespace, removed afterwards.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -66,6 +66,7 @@ pub async fn run(mut settings: Settings, secs: u64, clients: usize, counters: u6
     for sql in [
         "DELETE FROM usage_flushes WHERE flush_id IN (SELECT DISTINCT flush_id FROM usage_ledger WHERE tenant_id = $1)",
         "DELETE FROM usage_ledger WHERE tenant_id = $1",
+        "DELETE FROM usage_items WHERE tenant_id = $1",
         "DELETE FROM email_outbox WHERE tenant_id = $1",
         "DELETE FROM entitlements WHERE tenant_id = $1",
         "DELETE FROM audit_log WHERE tenant_id = $1",
@@ -128,28 +129,29 @@ async fn measure(state: &AppState, tenant: TenantId, metric: &str, secs: u64, cl
     }
     let (p50, p99) = hist.lock().ok().and_then(|h| h.as_ref().map(super::p50_p99_ms)).unwrap_or((f64::NAN, f64::NAN));
 
-    // Flush: the intake's windows plus `counters` distinct counters in one old window.
+    // Flush: the intake's items, then `counters` stored items of distinct minutes (each its
+    // own ledger row), as a backlog the flush meets after an outage.
     crate::usage::flush::run(&state.usage_deps(), chrono::Utc::now(), true).await.ok();
-    let window = chrono::Utc::now().timestamp().div_euclid(60) - 10;
-    let mut conn = state.redis.clone();
-    let base_minute = chrono::Utc::now().timestamp().div_euclid(60) - 60;
-    for chunk in (0..counters).collect::<Vec<_>>().chunks(10_000) {
-        let mut pipe = redis::pipe();
-        for i in chunk {
-            pipe.hset(state.keys.usage_window(window), format!("{tenant}|{metric}|{}", base_minute - *i as i64), 1).ignore();
-        }
-        pipe.zadd(state.keys.usage_windows(), window, window).ignore();
-        let _: () = pipe.query_async(&mut conn).await?;
-    }
+    let received = chrono::Utc::now() - chrono::Duration::minutes(10);
+    sqlx::query(
+        "INSERT INTO usage_items (tenant_id, idempotency_key, metric, quantity, usage_minute, received_at)
+         SELECT $1, 'backlog-' || i, $2, 1, date_trunc('minute', $3::timestamptz) - make_interval(mins => i::int), $3
+         FROM generate_series(1, $4::bigint) AS i",
+    )
+    .bind(tenant.0)
+    .bind(metric)
+    .bind(received)
+    .bind(counters as i64)
+    .execute(&state.system_pool.0)
+    .await?;
     let t = Instant::now();
     // Stripe is not configured here, so the report step stops at its first row.
     if let Err(e) = crate::usage::flush::run(&state.usage_deps(), chrono::Utc::now(), false).await {
         tracing::debug!(message = "Flush ended with an error (expected: no Stripe here).", error = %e);
     }
     let flush_secs = t.elapsed().as_secs_f64();
-    let flushed: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_ledger WHERE tenant_id = $1 AND flush_id LIKE $2")
+    let flushed: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_items WHERE tenant_id = $1 AND idempotency_key LIKE 'backlog-%' AND flush_id IS NOT NULL")
         .bind(tenant.0)
-        .bind(format!("{window}-%"))
         .fetch_one(&state.system_pool.0)
         .await?;
     if flushed as u64 != counters {

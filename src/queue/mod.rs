@@ -432,3 +432,13 @@ mod tests {
         assert_eq!(run_at_secs(whole + chrono::Duration::milliseconds(200)), 1_001);
     }
 }
+
+/// Whether Redis keeps what it acknowledged across its own restart: `Some(true)` with an
+/// append-only file, `Some(false)` without one, `None` when Redis does not say (managed
+/// services often refuse `CONFIG`; their persistence is set in the provider's console).
+/// Jobs queued through the intake live only in Redis, so without it a Redis crash loses them.
+pub async fn redis_keeps_writes(conn: &redis::aio::ConnectionManager) -> Option<bool> {
+    let mut conn = conn.clone();
+    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut conn).await;
+    reply.ok().and_then(|kv| kv.get(1).map(|v| v == "yes"))
+}

@@ -1,13 +1,14 @@
-//! The usage flush: closed arrival windows move from Redis into the ledger exactly once, then
-//! ledger rows are reported to Stripe.
+//! The usage flush: items stored by the intake move into the ledger exactly once, then ledger
+//! rows are reported to Stripe.
 //!
-//! Exactly once, across crashes at any step: a window is first claimed (its hash moved aside in
-//! Redis under a fresh flush id, atomically), then the claim's ledger rows and its
-//! `usage_flushes` row commit together, and only then is the claimed hash deleted. A crash
-//! before the commit leaves the claim in Redis (finished next run); a crash after it finds the
-//! flush row and only deletes the claim. Ledger ids are derived from (tenant, metric, usage minute, window), and each is
-//! sent as the meter event's identifier and idempotency key, so a report repeated after a crash
-//! is the same event at Stripe. System pool: the flush spans every tenant.
+//! Exactly once, across crashes at any step: one transaction marks a batch of unflushed
+//! `usage_items` with a fresh flush id, writes their sums per (tenant, metric, minute) as
+//! ledger rows and records the flush; a crash before the commit leaves the items unflushed for
+//! the next run, a crash after it leaves nothing to redo. Ledger ids are derived from (tenant,
+//! metric, usage minute, flush), and each is sent as the meter event's identifier and
+//! idempotency key, so a report repeated after a crash is the same event at Stripe. Stripe is
+//! called after the commit, never inside a transaction. System pool: the flush spans every
+//! tenant.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -33,7 +34,7 @@ pub enum FlushError {
 /// What one flush did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlushReport {
-    /// Windows (claims) moved into the ledger.
+    /// Batches of items (and windows left by an older build) moved into the ledger.
     pub windows: usize,
     /// Ledger rows written.
     pub ledger_rows: usize,
@@ -41,12 +42,12 @@ pub struct FlushReport {
     pub reported: usize,
     /// Rows Stripe refused for good (4xx), with the reason on the row.
     pub dead: usize,
+    /// Flushed items past their two days, deleted.
+    pub pruned: usize,
 }
 
 /// Namespace of ledger ids (UUID v5).
 const LEDGER_NS: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_3c2e_9b7d_4e11_8f0a_5d2c_7b3e_9a41);
-
-static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/claim.lua")));
 
 /// Where a ledger row's report to Stripe is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,96 +71,106 @@ impl ReportStatus {
     }
 }
 
-/// Flushes windows that closed before `now` (the current and previous minute stay open for
-/// requests still in flight; `include_open` flushes them too, which is safe because a claimed
-/// window's late writes start a fresh one), then reports pending ledger rows.
+/// Items flushed per transaction.
+const BATCH: i64 = 20_000;
+
+/// How long flushed items are kept (for deduplication: the idempotency window is 24 hours).
+const KEEP_FLUSHED: chrono::Duration = chrono::Duration::hours(48);
+
+/// Flushes items received before the current minute began (`include_open`: every item),
+/// windows an older build left in Redis, then reports pending ledger rows and prunes items
+/// flushed more than two days ago.
 pub async fn run(state: &Deps<'_>, now: DateTime<Utc>, include_open: bool) -> Result<FlushReport, FlushError> {
     let mut report = FlushReport::default();
-    let closed_before = if include_open { i64::MAX } else { now.timestamp().div_euclid(60) - 1 };
-    let mut conn = state.redis.clone();
-    let windows: Vec<i64> = redis::cmd("ZRANGEBYSCORE")
-        .arg(state.keys.usage_windows())
-        .arg("-inf")
-        .arg(format!("({closed_before}"))
-        .arg("LIMIT")
-        .arg(0)
-        .arg(1000)
-        .query_async(&mut conn)
-        .await?;
-    for window in windows {
-        let flush_id = format!("{window}-{}", uuid::Uuid::now_v7().simple());
-        let _: i64 = CLAIM
-            .key(state.keys.usage_window(window))
-            .key(state.keys.usage_claimed(&flush_id))
-            .key(state.keys.usage_windows())
-            .key(state.keys.usage_claims())
-            .arg(window)
-            .arg(&flush_id)
-            .invoke_async(&mut conn)
-            .await?;
-    }
-    // Every claim not yet finished: this run's, and any a crashed run left behind.
-    let claims: Vec<String> = redis::cmd("SMEMBERS").arg(state.keys.usage_claims()).query_async(&mut conn).await?;
-    for flush_id in claims {
-        flush_claim(state, &mut conn, &flush_id, now, &mut report).await?;
-    }
+    let cutoff = if include_open { now + chrono::Duration::days(1) } else { DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0).unwrap_or(now) };
+    super::legacy::drain(state, now, &mut report).await?;
+    while flush_batch(state, cutoff, &mut report).await? {}
     report_pending(state, &mut report).await?;
+    let pruned = sqlx::query(
+        "DELETE FROM usage_items WHERE ctid IN (SELECT ctid FROM usage_items WHERE flush_id IS NOT NULL AND received_at < $1 LIMIT 50000)",
+    )
+    .bind(now - KEEP_FLUSHED)
+    .execute(&state.system_pool.0)
+    .await?;
+    report.pruned = pruned.rows_affected() as usize;
     Ok(report)
 }
 
-/// Moves one claimed window into the ledger, exactly once.
-async fn flush_claim(
-    state: &Deps<'_>,
-    conn: &mut redis::aio::ConnectionManager,
-    flush_id: &str,
-    now: DateTime<Utc>,
-    report: &mut FlushReport,
-) -> Result<(), FlushError> {
-    let key = state.keys.usage_claimed(flush_id);
-    let window: i64 = flush_id.split('-').next().and_then(|w| w.parse().ok()).unwrap_or_default();
-    let counts: Vec<(String, i64)> = redis::cmd("HGETALL").arg(&key).query_async(conn).await?;
-    fault::point("usage.flush.after_read");
-    let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (field, qty) in counts.iter().filter(|(_, q)| *q > 0) {
-        let mut parts = field.splitn(3, '|');
-        let (Some(tenant), Some(metric), Some(minute)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let (Ok(tenant), Ok(minute)) = (tenant.parse::<uuid::Uuid>(), minute.parse::<i64>()) else { continue };
-        rows.0.push(uuid::Uuid::new_v5(&LEDGER_NS, format!("{tenant}|{metric}|{minute}|{flush_id}").as_bytes()));
-        rows.1.push(tenant);
-        rows.2.push(metric.to_owned());
-        rows.3.push(DateTime::from_timestamp(minute * 60, 0).unwrap_or(now));
-        rows.4.push(*qty);
-    }
+/// Moves one batch of unflushed items into the ledger in one transaction; false when none.
+async fn flush_batch(state: &Deps<'_>, cutoff: DateTime<Utc>, report: &mut FlushReport) -> Result<bool, FlushError> {
+    let flush_id = format!("i-{}", uuid::Uuid::now_v7().simple());
     let mut tx = state.system_pool.0.begin().await?;
+    // SKIP LOCKED: two flushes at once take different items instead of waiting.
+    let sums: Vec<(uuid::Uuid, String, DateTime<Utc>, i64)> = sqlx::query_as(
+        "WITH claimed AS (
+             UPDATE usage_items SET flush_id = $1
+             WHERE (tenant_id, idempotency_key) IN (
+                 SELECT tenant_id, idempotency_key FROM usage_items
+                 WHERE flush_id IS NULL AND received_at < $2 ORDER BY received_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING tenant_id, metric, usage_minute, quantity)
+         SELECT tenant_id, metric, usage_minute, sum(quantity)::bigint FROM claimed GROUP BY 1, 2, 3",
+    )
+    .bind(&flush_id)
+    .bind(cutoff)
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if sums.is_empty() {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    fault::point("usage.flush.after_read");
+    let rows: Vec<LedgerRow> = sums.into_iter().map(|(tenant, metric, minute, quantity)| LedgerRow { tenant, metric, minute, quantity }).collect();
+    let written = write_ledger(&mut tx, &flush_id, cutoff.timestamp().div_euclid(60), &rows).await?;
+    tx.commit().await?;
+    fault::point("usage.flush.after_commit");
+    report.ledger_rows += written;
+    report.windows += 1;
+    Ok(true)
+}
+
+/// One ledger row to write: a tenant's units of a metric in a minute.
+pub(super) struct LedgerRow {
+    pub tenant: uuid::Uuid,
+    pub metric: String,
+    pub minute: DateTime<Utc>,
+    pub quantity: i64,
+}
+
+/// Records a flush and its ledger rows in the caller's transaction; returns the rows written.
+/// A flush id seen before writes nothing (its rows are already there).
+pub(super) async fn write_ledger(tx: &mut sqlx::PgConnection, flush_id: &str, window: i64, rows: &[LedgerRow]) -> Result<usize, FlushError> {
     let first: Option<String> = sqlx::query_scalar(
         "INSERT INTO usage_flushes (flush_id, arrival_window, rows) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING flush_id",
     )
     .bind(flush_id)
     .bind(window)
-    .bind(rows.0.len() as i32)
+    .bind(rows.len() as i32)
     .fetch_optional(&mut *tx)
     .await?;
-    if first.is_some() {
-        let written = sqlx::query(
-            "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity)
-             SELECT id, t, m, u, $6, q FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bigint[]) AS r (id, t, m, u, q)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&rows.0)
-        .bind(&rows.1)
-        .bind(&rows.2)
-        .bind(&rows.3)
-        .bind(&rows.4)
-        .bind(flush_id)
-        .execute(&mut *tx)
-        .await?;
-        report.ledger_rows += written.rows_affected() as usize;
-        report.windows += 1;
+    if first.is_none() {
+        return Ok(0);
     }
-    tx.commit().await?;
-    fault::point("usage.flush.after_commit");
-    let _: () = redis::pipe().del(&key).srem(state.keys.usage_claims(), flush_id).query_async(conn).await?;
-    Ok(())
+    let ids: Vec<uuid::Uuid> =
+        rows.iter().map(|r| uuid::Uuid::new_v5(&LEDGER_NS, format!("{}|{}|{}|{flush_id}", r.tenant, r.metric, r.minute.timestamp().div_euclid(60)).as_bytes())).collect();
+    let tenants: Vec<uuid::Uuid> = rows.iter().map(|r| r.tenant).collect();
+    let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+    let minutes: Vec<DateTime<Utc>> = rows.iter().map(|r| r.minute).collect();
+    let quantities: Vec<i64> = rows.iter().map(|r| r.quantity).collect();
+    let written = sqlx::query(
+        "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity)
+         SELECT id, t, m, u, $6, q FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bigint[]) AS r (id, t, m, u, q)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&metrics)
+    .bind(&minutes)
+    .bind(&quantities)
+    .bind(flush_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(written.rows_affected() as usize)
 }
 
 #[derive(sqlx::FromRow)]

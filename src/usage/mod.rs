@@ -1,11 +1,13 @@
-//! Usage metering. App services post batches of usage; each item is counted once per
-//! idempotency key (24 h) into Redis — the minute it arrived (the flush window) and its
-//! calendar month (the limit check) — in one Lua call per batch. The flush (`flush`) moves
-//! closed windows into the PostgreSQL ledger exactly once and reports ledger rows to Stripe
-//! as billing meter events.
+//! Usage metering. App services post batches of usage. Each item is counted once per
+//! idempotency key (24 h) into its calendar month's counter in Redis (the limit check, one Lua
+//! call per batch), then stored in PostgreSQL's `usage_items` before the answer: PostgreSQL,
+//! not Redis, is the copy of money. The flush (`flush`) moves stored items into the ledger
+//! exactly once and reports ledger rows to Stripe as billing meter events.
 
 pub mod flush;
+mod legacy;
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Datelike, Duration, Utc};
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::billing::plans::UsageLimit;
 use crate::domain::TenantId;
+use crate::fault;
 use crate::keys::Keys;
 
 /// Largest quantity of one item.
@@ -154,36 +157,48 @@ pub fn validate(items: &[UsageItem], limits: &std::collections::BTreeMap<String,
     Ok(())
 }
 
-/// Records a validated batch in one Redis round trip.
-pub async fn record(
-    keys: &Keys,
-    redis: &redis::aio::ConnectionManager,
-    tenant: TenantId,
-    items: &[UsageItem],
-    limits: &std::collections::BTreeMap<String, UsageLimit>,
-    now: DateTime<Utc>,
-) -> Result<Recorded, UsageError> {
-    let arrival = now.timestamp().div_euclid(60);
+/// Records a validated batch: its units are counted against the month's limits in Redis (one
+/// script call, atomic), then every item is written to PostgreSQL's `usage_items` before the
+/// caller answers — the durable copy the flush bills from, so a Redis crash loses no unit.
+/// An item already stored (the same idempotency key) is not stored again; `counted` and
+/// `duplicates` are what PostgreSQL found. If the write fails the caller answers 503 and the
+/// client's retry stores what is missing (Redis then skips the items it already counted).
+pub async fn record(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], limits: &BTreeMap<String, UsageLimit>, now: DateTime<Utc>) -> Result<Recorded, UsageError> {
+    let warned = match count(deps, tenant, items, limits, false).await? {
+        Counted::Seed(missing) => {
+            seed_counters(deps, tenant, missing.iter().filter_map(|i| items.get(*i))).await?;
+            match count(deps, tenant, items, limits, true).await? {
+                Counted::Ok(warned) => warned,
+                Counted::Seed(_) => Vec::new(),
+            }
+        }
+        Counted::Ok(warned) => warned,
+    };
+    fault::point("usage.record.after_count");
+    let stored = store(deps, tenant, items, now).await?;
+    Ok(Recorded { counted: stored as i64, duplicates: (items.len() - stored) as i64, warned })
+}
+
+enum Counted {
+    /// Counted; the metrics that crossed 80 % with it.
+    Ok(Vec<String>),
+    /// Month counters are missing for these items (indexes): seed them and count again.
+    Seed(Vec<usize>),
+}
+
+/// The limit counters' script: one round trip, every key the tenant's (one Cluster slot).
+async fn count(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], limits: &BTreeMap<String, UsageLimit>, seeded: bool) -> Result<Counted, UsageError> {
     let mut inv = RECORD.prepare_invoke();
-    inv.key(keys.usage_windows())
-        .key(keys.usage_window(arrival))
-        .arg(arrival)
-        .arg(Keys::USAGE_DEDUP_TTL.as_secs())
-        .arg(Keys::USAGE_PERIOD_TTL.as_secs())
-        .arg(items.len());
+    inv.arg(Keys::USAGE_DEDUP_TTL.as_secs()).arg(Keys::USAGE_PERIOD_TTL.as_secs()).arg(items.len()).arg(if seeded { "1" } else { "0" });
     for it in items {
         let m = month(it.timestamp);
         let limit = limits.get(&it.metric).copied().unwrap_or(UsageLimit { limit: -1, overage: true });
-        inv.arg(keys.usage_dedup(tenant, &it.idempotency_key))
-            .arg(format!("{tenant}|{}|{}", it.metric, it.timestamp.timestamp().div_euclid(60)))
-            .arg(keys.usage_period(tenant, &it.metric, &m))
-            .arg(it.quantity)
-            .arg(limit.limit)
-            .arg(if limit.overage { "1" } else { "0" })
-            .arg(keys.usage_warned(tenant, &it.metric, &m))
-            .arg(&it.metric);
+        inv.key(deps.keys.usage_dedup(tenant, &it.idempotency_key))
+            .key(deps.keys.usage_period(tenant, &it.metric, &m))
+            .key(deps.keys.usage_warned(tenant, &it.metric, &m));
+        inv.arg(it.quantity).arg(limit.limit).arg(if limit.overage { "1" } else { "0" }).arg(&it.metric);
     }
-    let mut conn = redis.clone();
+    let mut conn = deps.redis.clone();
     let out: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
     let text = |v: Option<&redis::Value>| -> String {
         match v {
@@ -198,35 +213,103 @@ pub async fn record(
             _ => 0,
         }
     };
-    if text(out.first()) == "limit" {
-        return Err(UsageError::Limit { metric: text(out.get(1)), limit: int(out.get(2)), used: int(out.get(3)) });
+    match text(out.first()).as_str() {
+        "limit" => Err(UsageError::Limit { metric: text(out.get(1)), limit: int(out.get(2)), used: int(out.get(3)) }),
+        "seed" => Ok(Counted::Seed(out.iter().skip(1).map(|v| int(Some(v)) as usize - 1).collect())),
+        _ => Ok(Counted::Ok(out.iter().skip(3).map(|v| text(Some(v))).collect())),
     }
-    Ok(Recorded { counted: int(out.get(1)), duplicates: int(out.get(2)), warned: out.iter().skip(3).map(|v| text(Some(v))).collect() })
 }
 
-/// This month's units of every metered metric of the tenant: total (flushed or not, from
-/// Redis) and flushed (the ledger).
+/// Sets missing month counters from PostgreSQL (the ledger plus items not flushed yet), so a
+/// new month starts at what is stored and a Redis that lost its data counts on from the truth.
+/// `SET NX`: a counter another request seeded meanwhile is kept.
+async fn seed_counters<'i>(deps: &Deps<'_>, tenant: TenantId, items: impl Iterator<Item = &'i UsageItem>) -> Result<(), UsageError> {
+    let mut tx = deps.tenant_pool.begin(tenant).await?;
+    let mut seeds = Vec::new();
+    for it in items {
+        let start = month_start(it.timestamp);
+        let used: i64 = sqlx::query_scalar(
+            "SELECT ((SELECT coalesce(sum(quantity), 0) FROM usage_ledger WHERE metric = $1 AND usage_minute >= $2 AND usage_minute < $3)
+                  + (SELECT coalesce(sum(quantity), 0) FROM usage_items WHERE flush_id IS NULL AND metric = $1 AND usage_minute >= $2 AND usage_minute < $3))::bigint",
+        )
+        .bind(&it.metric)
+        .bind(start)
+        .bind(next_period(it.timestamp))
+        .fetch_one(&mut *tx)
+        .await?;
+        seeds.push((deps.keys.usage_period(tenant, &it.metric, &month(it.timestamp)), used));
+    }
+    tx.commit().await?;
+    let mut conn = deps.redis.clone();
+    for (key, used) in seeds {
+        // One key per command: each may live on a different shard only if tenants differ,
+        // and these are one tenant's, but the command stays single-key anyway.
+        let _: Option<String> = redis::cmd("SET").arg(&key).arg(used).arg("NX").arg("EX").arg(Keys::USAGE_PERIOD_TTL.as_secs()).query_async(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes the batch to `usage_items` (one statement); returns how many were new.
+async fn store(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], now: DateTime<Utc>) -> Result<usize, UsageError> {
+    let keys: Vec<&str> = items.iter().map(|i| i.idempotency_key.as_str()).collect();
+    let metrics: Vec<&str> = items.iter().map(|i| i.metric.as_str()).collect();
+    let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
+    let minutes: Vec<DateTime<Utc>> = items.iter().map(|i| minute_of(i.timestamp)).collect();
+    let mut tx = deps.tenant_pool.begin(tenant).await?;
+    let stored = sqlx::query(
+        "INSERT INTO usage_items (tenant_id, idempotency_key, metric, quantity, usage_minute, received_at)
+         SELECT $1, k, m, q, u, $6 FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) AS r (k, m, q, u)
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+    )
+    .bind(tenant.0)
+    .bind(&keys)
+    .bind(&metrics)
+    .bind(&quantities)
+    .bind(&minutes)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(stored as usize)
+}
+
+/// The minute a usage item is billed in (Stripe aggregates meter events; the ledger keeps
+/// one row per minute).
+fn minute_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).unwrap_or(t)
+}
+
+/// The start of `t`'s month (UTC).
+fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.date_naive().with_day(1).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc()).unwrap_or(t)
+}
+
+/// This month's units of every metered metric of the tenant, from PostgreSQL: flushed (the
+/// ledger) and stored but not flushed yet (`usage_items`).
 pub async fn current(state: &Deps<'_>, tenant: TenantId, now: DateTime<Utc>) -> Result<serde_json::Value, UsageError> {
     let limits = limits_of(state, tenant).await?.ok_or(UsageError::NoPlan)?;
     let m = month(now);
-    let start = now.date_naive().with_day(1).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc()).unwrap_or(now);
+    let (start, end) = (month_start(now), next_period(now));
     let mut tx = state.tenant_pool.begin(tenant).await?;
-    let flushed: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT metric, sum(quantity)::bigint FROM usage_ledger WHERE usage_minute >= $1 GROUP BY metric",
+    let sums: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT metric, sum(flushed)::bigint, sum(unflushed)::bigint FROM (
+             SELECT metric, quantity AS flushed, 0 AS unflushed FROM usage_ledger WHERE usage_minute >= $1 AND usage_minute < $2
+             UNION ALL
+             SELECT metric, 0, quantity FROM usage_items WHERE flush_id IS NULL AND usage_minute >= $1 AND usage_minute < $2
+         ) u GROUP BY metric",
     )
     .bind(start)
+    .bind(end)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut conn = state.redis.clone();
     let mut out = serde_json::Map::new();
     for (metric, limit) in &limits {
-        let total: Option<i64> = redis::cmd("GET").arg(state.keys.usage_period(tenant, metric, &m)).query_async(&mut conn).await?;
-        let flushed = flushed.iter().find(|(x, _)| x == metric).map(|(_, n)| *n).unwrap_or(0);
-        let total = total.unwrap_or(0).max(flushed);
+        let (flushed, unflushed) = sums.iter().find(|(x, _, _)| x == metric).map(|(_, f, u)| (*f, *u)).unwrap_or((0, 0));
         out.insert(
             metric.clone(),
-            serde_json::json!({"used": total, "flushed": flushed, "unflushed": total - flushed, "limit": limit.limit, "overage": limit.overage}),
+            serde_json::json!({"used": flushed + unflushed, "flushed": flushed, "unflushed": unflushed, "limit": limit.limit, "overage": limit.overage}),
         );
     }
     Ok(serde_json::json!({"tenant": tenant, "month": format!("{}-{}", &m[..4], &m[4..]), "metrics": out}))

@@ -85,6 +85,10 @@ fn the_compose_file_splits_the_fleet_by_role_with_real_commands_and_settings() {
     for needed in ["postgres", "redis", "otel-collector", "migrate", "api", "worker", "scheduler"] {
         assert!(services.contains_key(needed), "compose lacks {needed}");
     }
+    // Jobs the intake acknowledges live only in Redis: it keeps an append-only file on a volume.
+    let redis = strs(&services["redis"]["command"]).join(" ");
+    assert!(redis.contains("--appendonly yes"), "compose's Redis must persist: {redis}");
+    assert!(!strs(&services["redis"]["volumes"]).is_empty(), "compose's Redis keeps its files on a volume");
     let known = known_env();
     let mut roles = BTreeSet::new();
     for (name, svc) in services {

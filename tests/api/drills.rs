@@ -12,13 +12,10 @@ use ballast::queue::EnqueueRequest;
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
-use crate::support::procs::{LogsOnPanic, PrivatePostgres, PrivateRedis, Proc, RECOVERY_BOUND, free_port, until};
+use crate::support::fleet::{completed_ids, count, queue_drained};
+use crate::support::procs::{LogsOnPanic, Proc, RECOVERY_BOUND, until};
 use crate::support::smtp::SmtpServer;
 use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
-
-async fn count(app: &TestApp, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&app.state.system_pool.0).await.expect(sql)
-}
 
 /// Runs the drill: a worker with `fault` set must die at it; a second worker must then finish
 /// the work (`done` holds) within [`RECOVERY_BOUND`]. Returns the recovery time.
@@ -48,12 +45,6 @@ async fn kill_and_recover<F: std::future::Future<Output = bool>>(
     let (status, log) = rescuer.terminate().await;
     assert!(status.success(), "{fault}: the rescuer's exit: {log}");
     recovered
-}
-
-/// Nothing ready, scheduled soon or in flight (a dead worker's runs count as in flight until
-/// they are recovered).
-async fn queue_drained(app: &TestApp) -> bool {
-    app.state.queue.stats().await.expect("queue stats").iter().all(|s| s.ready == 0 && s.running == 0)
 }
 
 async fn enqueue(app: &TestApp, kind: &str, payload: Value) {
@@ -294,133 +285,6 @@ async fn a_worker_killed_after_an_slo_alert_committed_is_recovered_and_notifies_
     assert_eq!(notes.len() as i64, firing, "{notes:?}");
 }
 
-/// Events of types Ballast stores but does not act on.
-fn ignored(events: &[Value]) -> usize {
-    events.iter().filter(|e| !ballast::stripe::handlers::handles(e["type"].as_str().unwrap_or_default())).count()
-}
-
-/// The events of `n` new customers of new tenants, every `checkout_every`-th subscribing.
-async fn signups(app: &TestApp, sim: &StripeSim, n: usize, checkout_every: usize) -> Vec<Value> {
-    let mut events = Vec::new();
-    for i in 0..n {
-        let tenant = app.tenant(&format!("t{i}")).await;
-        let customer = sim.customer(tenant, true);
-        if i % checkout_every == 0 {
-            sim.checkout(tenant, &customer, STARTER, None);
-        }
-        events.extend(sim.take_events());
-    }
-    events
-}
-
-/// A member with `roles` on a port of its own, once it answers; and its base URL.
-async fn listening_member(app: &TestApp, roles: &str) -> (Proc, String) {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut member = Proc::start(app, roles, &[("BALLAST_LISTEN", &format!("127.0.0.1:{port}"))]);
-    until_listening(&mut member, &base).await;
-    (member, base)
-}
-
-/// Waits until a member answers /healthz.
-async fn until_listening(member: &mut Proc, base: &str) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-        let early = member.try_exited();
-        assert!(early.is_none() && Instant::now() < deadline, "the member did not listen ({early:?}): {}", member.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Delivers one event the way Stripe does: signed, and sent again after any failure (Stripe
-/// retries for days) until it is acknowledged. Returns how many tries were refused.
-async fn deliver_until_accepted(http: &reqwest::Client, base: &str, event: &Value) -> u32 {
-    let body = serde_json::to_vec(event).expect("json");
-    let mut refused = 0;
-    loop {
-        let sig = crate::support::stripe_sim::signature_header(crate::support::stripe_sim::SECRET, chrono::Utc::now().timestamp(), &body);
-        let sent = http
-            .post(format!("{base}/webhooks/stripe"))
-            .header("content-type", "application/json")
-            .header("stripe-signature", sig)
-            .body(body.clone())
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => return refused,
-            Ok(r) => assert!(r.status().is_server_error(), "a refusal Stripe would not retry: {}", r.status()),
-            Err(_) => {}
-        }
-        refused += 1;
-        assert!(refused < 2_000, "never accepted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test]
-async fn redis_restarted_empty_while_webhooks_arrive_loses_no_event_and_applies_none_twice() {
-    let sim = StripeSim::start().await;
-    let mut redis = PrivateRedis::start(free_port()).await;
-    let app = TestApp::builder().roles(&[]).env("REDIS_URL", &redis.url()).env("STRIPE_API_BASE", &sim.base_url).spawn().await;
-    let events = signups(&app, &sim, 150, 3).await;
-    // The intake and the scheduler first, no worker: the first third waits queued in Redis.
-    let (member, base) = listening_member(&app, "api,scheduler").await;
-    let http = reqwest::Client::new();
-    let third = events.len() / 3;
-    for e in &events[..third] {
-        deliver_until_accepted(&http, &base, e).await;
-    }
-    // The queued mark is written after the answer, so it is waited for, not assumed.
-    let queued = third - ignored(&events[..third]);
-    until("the first third marked queued", Duration::from_secs(10), || async {
-        count(&app, "SELECT count(*) FROM stripe_events WHERE status = 'queued'").await as usize == queued
-    })
-    .await;
-    // Everything Redis held — queued jobs, their idempotency keys, worker registrations, the
-    // scheduler's lease — is gone; webhooks keep arriving meanwhile.
-    redis.kill();
-    let mut refused = 0;
-    // A few during the outage: each waits out the Redis client's retries (~0.5 s).
-    let resumed = third + 20;
-    for e in &events[third..resumed] {
-        refused += deliver_until_accepted(&http, &base, e).await;
-    }
-    redis = PrivateRedis::start(redis.port).await;
-    let restarted = Instant::now();
-    let worker = Proc::start(&app, "worker", &[]);
-    let _logs = LogsOnPanic(vec![member.log_path(), worker.log_path()]);
-    for e in &events[resumed..] {
-        refused += deliver_until_accepted(&http, &base, e).await;
-    }
-    // 'queued' rows are never swept by age: only the epoch check re-queues them.
-    until("every accepted event processed", Duration::from_secs(30), || async {
-        count(&app, "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')").await == 0
-    })
-    .await;
-    eprintln!("drill redis restart: every event processed {:.1} s after Redis came back ({refused} deliveries refused meanwhile)", restarted.elapsed().as_secs_f64());
-    let stored = count(&app, "SELECT count(*) FROM stripe_events").await;
-    assert_eq!(stored as usize, events.len(), "every delivered event is in the inbox once");
-    let handled = count(&app, "SELECT count(*) FROM stripe_events WHERE status = 'processed'").await;
-    assert_eq!(count(&app, "SELECT count(*) FROM stripe_events WHERE status = 'processed' AND attempts = 1").await, handled, "none applied twice");
-    assert_eq!(count(&app, "SELECT count(*) FROM subscriptions").await, 50);
-    for m in [member, worker] {
-        let (status, log) = m.terminate().await;
-        assert!(status.success(), "{log}");
-    }
-    drop(redis);
-}
-
-/// Ids of the runs a member's JSON log says completed, in order.
-fn completed_ids(log: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "Job completed.")
-        .filter_map(|v| v["span"]["job_id"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// The repo's catalogue with `noop` replaced by `entry`.
 fn catalogue_with_noop(entry: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -504,99 +368,3 @@ async fn a_hung_job_is_timed_out_and_retried_without_holding_up_the_queue() {
     assert!(status.success(), "{log}");
 }
 
-#[tokio::test]
-async fn postgres_stopped_for_30_s_during_a_burst_is_a_503_loses_nothing_and_workers_catch_up() {
-    let sim = StripeSim::start().await;
-    let pg = PrivatePostgres::start().await;
-    let db_env = [
-        ("DATABASE_URL", pg.url("ballast_app")),
-        ("BALLAST_SYSTEM_DATABASE_URL", pg.url("ballast_system")),
-        ("BALLAST_OWNER_DATABASE_URL", pg.url("ballast_owner")),
-    ];
-    let mut builder = TestApp::builder().roles(&[]).env("STRIPE_API_BASE", &sim.base_url);
-    for (k, v) in &db_env {
-        builder = builder.env(k, v);
-    }
-    let app = builder.spawn().await;
-    let migrated = app.cli(&["migrate"]);
-    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
-    let events = signups(&app, &sim, 60, 2).await;
-    let (member, base) = listening_member(&app, "api,worker,scheduler").await;
-    let _logs = LogsOnPanic(vec![member.log_path()]);
-    let http = reqwest::Client::new();
-    // The burst: the first half lands, then PostgreSQL stops with jobs queued and running.
-    let half = events.len() / 2;
-    let burst: Vec<_> = events[..half].iter().map(|e| deliver_until_accepted(&http, &base, e)).collect();
-    futures::future::join_all(burst).await;
-    pg.down();
-    let stopped = Instant::now();
-    // While it is down every webhook is refused with a 503 and a JSON error (Stripe retries).
-    let mut refusals = 0;
-    while stopped.elapsed() < Duration::from_secs(30) {
-        let e = &events[half + refusals % (events.len() - half)];
-        let body = serde_json::to_vec(e).expect("json");
-        let sig = crate::support::stripe_sim::signature_header(crate::support::stripe_sim::SECRET, chrono::Utc::now().timestamp(), &body);
-        let r = http.post(format!("{base}/webhooks/stripe")).header("stripe-signature", sig).body(body).send().await.expect("the intake answers");
-        assert_eq!(r.status(), 503, "while PostgreSQL is down");
-        let error: Value = r.json().await.expect("a JSON error");
-        assert!(error["error"]["code"].is_string(), "{error}");
-        refusals += 1;
-    }
-    pg.up();
-    let restarted = Instant::now();
-    // Stripe's retries of the refused half arrive now.
-    let rest: Vec<_> = events[half..].iter().map(|e| deliver_until_accepted(&http, &base, e)).collect();
-    futures::future::join_all(rest).await;
-    until("workers caught up", Duration::from_secs(90), || async {
-        count(&app, "SELECT count(*) FROM stripe_events WHERE status NOT IN ('processed', 'ignored')").await == 0
-    })
-    .await;
-    eprintln!(
-        "drill postgres down 30 s: {refusals} deliveries refused with 503; caught up {:.1} s after PostgreSQL returned",
-        restarted.elapsed().as_secs_f64()
-    );
-    assert_eq!(count(&app, "SELECT count(*) FROM stripe_events").await as usize, events.len(), "every event stored once");
-    // Runs that failed while PostgreSQL was down count as attempts; what matters is that one
-    // run applied each event.
-    let (status, log) = member.terminate().await;
-    assert!(status.success(), "{log}");
-    assert_applied_once(&app, &[log]).await;
-    assert_eq!(count(&app, "SELECT count(*) FROM subscriptions").await, 30);
-    // The burst's work outlasts the outage on its retries. (A minutely scheduled job such as
-    // slo.evaluate, two attempts, may be dead-lettered if its minute falls in the outage; the
-    // next minute's run supersedes it, so it is reported, not failed on.)
-    let dead: Vec<(String, i32, String)> = sqlx::query_as("SELECT kind, attempts, error FROM job_dead_letters")
-        .fetch_all(&app.state.system_pool.0)
-        .await
-        .expect("dead letters");
-    let (burst, scheduled): (Vec<_>, Vec<_>) = dead.into_iter().partition(|(kind, _, _)| matches!(kind.as_str(), "stripe.event" | "email.send"));
-    assert!(burst.is_empty(), "retries outlasted the outage: {burst:?}");
-    if !scheduled.is_empty() {
-        eprintln!("drill postgres down 30 s: scheduled runs dead-lettered during the outage: {scheduled:?}");
-    }
-}
-
-/// Every processed event was applied by exactly one run, by the members' logs (a run that
-/// applies reports the event's type; repeats report "already ...").
-async fn assert_applied_once(app: &TestApp, logs: &[String]) {
-    let mut applied: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-    for line in logs.iter().flat_map(|l| l.lines()) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        if v["message"] != "Job completed." || v["span"]["kind"] != "stripe.event" {
-            continue;
-        }
-        let report: Value = serde_json::from_str(v["report"].as_str().unwrap_or("null")).unwrap_or_default();
-        if report.get("type").is_some() {
-            *applied.entry(report["event"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
-        }
-    }
-    let processed: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events WHERE status = 'processed' ORDER BY id")
-        .fetch_all(&app.state.system_pool.0)
-        .await
-        .expect("processed");
-    assert!(!processed.is_empty());
-    for id in &processed {
-        assert_eq!(applied.get(id), Some(&1), "event {id} applied once");
-    }
-    assert_eq!(applied.len(), processed.len());
-}

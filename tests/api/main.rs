@@ -17,6 +17,7 @@ mod intake_security;
 mod jobs;
 mod loadtest;
 mod observability;
+mod outage_drills;
 mod rls;
 mod runbooks;
 mod scheduler;

@@ -221,3 +221,45 @@ async fn a_crash_at_each_flush_step_neither_loses_nor_doubles_a_unit() {
         .expect("pending");
     assert_eq!(pending, 0);
 }
+
+/// Redis losing every key (a crash without persistence, a failover to a lagging replica) loses
+/// no acknowledged unit: each is in PostgreSQL before the 200, the flush bills from there, and
+/// the month's counter is rebuilt from it, so the limit still holds at exactly 10.
+#[tokio::test]
+async fn redis_losing_its_data_loses_no_acknowledged_unit_and_the_limit_still_holds() {
+    let s = setup(STARTER).await;
+    assert_eq!(post(&s, (0..7).map(|i| item(1, &format!("before-{i}"))).collect()).await.status(), StatusCode::OK);
+    let lost = ballast::bench::delete_namespace(&s.app.state.redis, &s.app.state.keys).await.expect("wipe");
+    assert!(lost > 0, "the namespace held the counters");
+    assert_eq!(used(&s).await["used"], 7, "read from PostgreSQL");
+
+    // A client retrying a batch it already sent (say its answer was lost with the crash) is not
+    // billed twice; new units count on from 7 and the 11th is refused.
+    let r: Value = post(&s, vec![item(1, "before-0")]).await.json().await.expect("json");
+    assert_eq!((r["counted"].as_i64(), r["duplicates"].as_i64()), (Some(0), Some(1)));
+    assert_eq!(post(&s, vec![item(2, "after-0")]).await.status(), StatusCode::OK);
+    assert_eq!(post(&s, vec![item(2, "after-1")]).await.status(), StatusCode::TOO_MANY_REQUESTS, "7 + 2 + 2 > 10");
+
+    ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
+    assert_eq!((ledger_total(&s).await, stripe_total(&s)), (9, 9), "every acknowledged unit billed once");
+}
+
+/// Counts an older build left in Redis during a rolling upgrade are billed once too.
+#[tokio::test]
+async fn windows_left_in_redis_by_an_older_build_are_drained_once() {
+    let s = setup(PRO).await;
+    let keys = &s.app.state.keys;
+    let minute = chrono::Utc::now().timestamp().div_euclid(60) - 5;
+    let mut conn = s.app.state.redis.clone();
+    let _: () = redis::pipe()
+        .hset(keys.usage_window(minute), format!("{}|api_calls|{minute}", s.tenant), 6)
+        .zadd(keys.usage_windows(), minute, minute)
+        .query_async(&mut conn)
+        .await
+        .expect("old window");
+    assert_eq!(post(&s, vec![item(4, "new")]).await.status(), StatusCode::OK);
+    for _ in 0..2 {
+        ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
+    }
+    assert_eq!((ledger_total(&s).await, stripe_total(&s)), (10, 10));
+}

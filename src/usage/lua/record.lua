@@ -1,28 +1,48 @@
--- Records one batch of usage for one tenant, atomically: items already counted (their
--- idempotency key is remembered) are skipped; if any month's limit would be passed by the new
--- units (and the metric is not billed as overage), nothing is recorded; otherwise every new
--- item is remembered, added to this arrival minute's window and to its month's counter.
+-- Counts one batch of usage for one tenant into its limit counters, atomically: items already
+-- counted (their idempotency key is remembered) are skipped; if any month's limit would be
+-- passed by the new units (and the metric is not billed as overage), nothing is counted;
+-- otherwise every new item is remembered and added to its month's counter. Billing does not
+-- rest on this: the caller writes every item to PostgreSQL before it answers.
 --
--- KEYS[1] sorted set of open windows, KEYS[2] this arrival minute's window hash.
--- ARGV[1] arrival minute, ARGV[2] dedup TTL (s), ARGV[3] period TTL (s), ARGV[4] item count,
--- then per item (8 each): dedup key, window field, period key, quantity, limit (-1: none),
--- overage ('1'/'0'), warned key, metric.
--- Returns {'limit', metric, limit, used} or {'ok', counted, duplicates, warned metric...}.
-local n = tonumber(ARGV[4])
-local function arg(i, k) return ARGV[4 + (i - 1) * 8 + k] end
+-- Every key is the tenant's (one hash tag, one Redis Cluster slot) and is given in KEYS, three
+-- per item: KEYS[3i-2] dedup key, KEYS[3i-1] month counter, KEYS[3i] warned mark.
+-- ARGV[1] dedup TTL (s), ARGV[2] period TTL (s), ARGV[3] item count, ARGV[4] '1' when missing
+-- month counters were just seeded (count from zero), then per item (4 each): quantity,
+-- limit (-1: none), overage ('1'/'0'), metric.
+-- Returns {'seed', item index...} when a counter the batch needs is missing (a new month, or
+-- Redis lost it: the caller seeds it from PostgreSQL and calls again), {'limit', metric,
+-- limit, used}, or {'ok', counted, duplicates, warned metric...}.
+local n = tonumber(ARGV[3])
+local function arg(i, k) return ARGV[4 + (i - 1) * 4 + k] end
+local function key(i, k) return KEYS[(i - 1) * 3 + k] end
 
 local seen, new, add, meta = {}, {}, {}, {}
 local duplicates = 0
 for i = 1, n do
-    local dedup = arg(i, 1)
+    local dedup = key(i, 1)
     if seen[dedup] or redis.call('EXISTS', dedup) == 1 then
         duplicates = duplicates + 1
     else
         seen[dedup] = true
         table.insert(new, i)
-        local period = arg(i, 3)
-        add[period] = (add[period] or 0) + tonumber(arg(i, 4))
-        meta[period] = {tonumber(arg(i, 5)), arg(i, 6), arg(i, 7), arg(i, 8)}
+        local period = key(i, 2)
+        if not add[period] then
+            add[period] = 0
+            meta[period] = {tonumber(arg(i, 2)), arg(i, 3), key(i, 3), arg(i, 4), i}
+        end
+        add[period] = add[period] + tonumber(arg(i, 1))
+    end
+end
+
+if ARGV[4] ~= '1' then
+    local missing = {'seed'}
+    for period, _ in pairs(add) do
+        if redis.call('EXISTS', period) == 0 then
+            table.insert(missing, meta[period][5])
+        end
+    end
+    if #missing > 1 then
+        return missing
     end
 end
 
@@ -37,14 +57,10 @@ for period, units in pairs(add) do
 end
 
 for _, i in ipairs(new) do
-    local q = tonumber(arg(i, 4))
-    redis.call('SET', arg(i, 1), 1, 'EX', ARGV[2])
-    redis.call('HINCRBY', KEYS[2], arg(i, 2), q)
-    redis.call('INCRBY', arg(i, 3), q)
-    redis.call('EXPIRE', arg(i, 3), ARGV[3])
-end
-if #new > 0 then
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1])
+    local q = tonumber(arg(i, 1))
+    redis.call('SET', key(i, 1), 1, 'EX', ARGV[1])
+    redis.call('INCRBY', key(i, 2), q)
+    redis.call('EXPIRE', key(i, 2), ARGV[2])
 end
 
 local result = {'ok', #new, duplicates}
@@ -52,7 +68,7 @@ for period, units in pairs(add) do
     local limit, _, warned, metric = unpack(meta[period])
     local threshold = limit * 0.8
     if limit > 0 and before[period] < threshold and before[period] + units >= threshold then
-        if redis.call('SET', warned, 1, 'NX', 'EX', ARGV[3]) then
+        if redis.call('SET', warned, 1, 'NX', 'EX', ARGV[2]) then
             table.insert(result, metric)
         end
     end

@@ -1,6 +1,7 @@
 //! The test harness: databases, app instances, test job kinds, and queue draining.
 
 pub mod db;
+pub mod fleet;
 pub mod procs;
 pub mod smtp;
 pub mod stripe_sim;

@@ -120,11 +120,27 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
+    /// A Redis that keeps nothing across a restart.
     pub async fn start(port: u16) -> PrivateRedis {
+        Self::start_with(port, &["--save", "", "--appendonly", "no"].map(String::from)).await
+    }
+
+    /// A Redis with the persistence deploy/dev.sh gives it (its `REDIS_PERSISTENCE` line, read
+    /// here so the drill tests what is deployed), keeping its files in `dir`.
+    pub async fn start_as_deployed(port: u16, dir: &std::path::Path) -> PrivateRedis {
+        let script = std::fs::read_to_string(super::repo_path("deploy/dev.sh")).expect("deploy/dev.sh");
+        let line = script.lines().find_map(|l| l.strip_prefix("REDIS_PERSISTENCE=(")).expect("dev.sh declares REDIS_PERSISTENCE=(...)");
+        let mut args: Vec<String> = line.trim_end_matches(')').split_whitespace().map(|a| a.trim_matches('\'').to_owned()).collect();
+        args.extend(["--dir".to_owned(), dir.display().to_string()]);
+        Self::start_with(port, &args).await
+    }
+
+    async fn start_with(port: u16, persistence: &[String]) -> PrivateRedis {
         // Owned by the struct at once, so a failed start (the panic below) still kills it.
         let redis = PrivateRedis {
             child: std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", ""])
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--logfile", ""])
+                .args(persistence)
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("redis-server (installed by deploy/dev.sh)"),
@@ -143,6 +159,7 @@ impl PrivateRedis {
         }
     }
 
+    /// SIGKILL: no shutdown save, no goodbye to clients.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
