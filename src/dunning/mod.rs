@@ -8,9 +8,13 @@
 //!   once; the daily run calls it too, for anything left behind.
 //! - [`run`] advances every open case to `as_of`: each step due and not yet done is done once,
 //!   keyed (case, stage) in dunning_actions, under the tenant's transaction lock, so two runs
-//!   at once, or twice a day, do each action once.
+//!   at once, or twice a day, do each action once. A step that calls Stripe (an invoice
+//!   retry, the final cancel) is decided in the transaction, called after it commits with the
+//!   step's idempotency key, and recorded in a second one (`steps`): no pooled connection or
+//!   tenant lock is held while Stripe answers.
 
 pub mod policy;
+mod steps;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -99,6 +103,8 @@ struct Case {
 struct AfterCommit {
     emails: Vec<uuid::Uuid>,
     entitlements_changed: bool,
+    /// Stripe calls of cases opened in the transaction (the caller makes them).
+    calls: Vec<(Case, steps::StripeCall)>,
 }
 
 impl AfterCommit {
@@ -211,7 +217,13 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
         entitlements::recompute(&mut tx, tenant, state.plans, state.past_due_grace).await?;
     }
     tx.commit().await?;
+    let calls = std::mem::take(&mut after.calls);
     after.run(state, tenant).await?;
+    for (case, call) in calls {
+        let opened = case.opened_at;
+        steps::settle(state, &case, call).await?;
+        steps::advance_case(state, case, opened, false).await?;
+    }
     Ok(effects.len())
 }
 
@@ -266,8 +278,10 @@ async fn open_case(state: &Deps<'_>, tx: &mut PgConnection, tenant: TenantId, e:
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(case) = case {
-        // The steps of the failure's own day (the day-0 email) happen now, not at the next run.
-        advance(state, tx, &case, case.opened_at, false, after).await?;
+        // The steps of the failure's own day (the day-0 email) happen now, not at the next run;
+        // a step that calls Stripe waits for the commit (see `steps`).
+        let (_, call) = steps::advance(state, tx, &case, case.opened_at, false, after).await?;
+        after.calls.extend(call.map(|c| (case, c)));
     }
     Ok(())
 }
@@ -290,144 +304,8 @@ pub async fn run(state: &Deps<'_>, as_of: DateTime<Utc>, tenant: Option<TenantId
     .await?;
     report.cases = cases.len();
     for case in cases {
-        let t = TenantId(case.tenant_id);
-        let mut tx = state.tenant_pool.begin_serialised(t).await?;
-        // Under the tenant's lock: the case may have closed since the scan.
-        let still_open: Option<bool> =
-            sqlx::query_scalar("SELECT hard_decline FROM dunning_cases WHERE id = $1 AND status = 'open' FOR UPDATE")
-                .bind(case.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(hard_decline) = still_open else { continue };
-        let case = Case { hard_decline, ..case };
-        let mut after = AfterCommit::default();
-        let actions = advance(state, &mut tx, &case, as_of, dry_run, &mut after).await?;
-        if dry_run {
-            tx.rollback().await?;
-        } else {
-            if after.entitlements_changed {
-                entitlements::recompute(&mut tx, t, state.plans, state.past_due_grace).await?;
-            }
-            tx.commit().await?;
-            crate::fault::point("dunning.run.after_commit");
-            after.run(state, t).await?;
-        }
-        report.actions.extend(actions);
+        report.actions.extend(steps::advance_case(state, case, as_of, dry_run).await?);
     }
     Ok(report)
 }
 
-/// Does the case's due steps that are not done yet, in the caller's tenant transaction.
-async fn advance(
-    state: &Deps<'_>,
-    tx: &mut PgConnection,
-    case: &Case,
-    as_of: DateTime<Utc>,
-    dry_run: bool,
-    after: &mut AfterCommit,
-) -> Result<Vec<ActionReport>, DunningError> {
-    let policy = state.policy;
-    let days = (as_of - case.opened_at).num_days().max(0);
-    let done: Vec<String> = sqlx::query_scalar("SELECT stage FROM dunning_actions WHERE case_id = $1").bind(case.id).fetch_all(&mut *tx).await?;
-    let due: Vec<&Step> = policy.steps.iter().filter(|s| i64::from(s.day) <= days && !done.contains(&s.stage())).collect();
-    let last_retry = due.iter().rev().find(|s| s.action == Action::Retry).map(|s| s.day);
-    let tenant = TenantId(case.tenant_id);
-    let mut reports = Vec::new();
-    let mut hard_decline = case.hard_decline;
-    for step in due {
-        let stage = step.stage();
-        let key = format!("dunning:{}:{stage}", case.id);
-        let outcome = if dry_run {
-            format!("would {stage}")
-        } else {
-            match step.action {
-                Action::Email => {
-                    let amount: Option<(i64, String)> = sqlx::query_as("SELECT amount_due, currency FROM invoices WHERE id = $1")
-                        .bind(&case.invoice_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let amount = amount.map_or_else(|| Money::new(0, "usd"), |(minor, currency)| Money::new(minor, &currency));
-                    let days_left = policy.restrict_day().map(|d| i64::from(d) - i64::from(step.day)).unwrap_or(0).max(0);
-                    let vars = serde_json::json!({"amount": email::money(&amount), "invoice": case.invoice_id, "days_left": days_left});
-                    let template = step.template.unwrap_or(Template::PaymentFailed);
-                    if remind(tx, tenant, &case.customer_id, &key, template, vars, after).await? { "email queued".into() } else { "skipped: no email address".into() }
-                }
-                Action::Retry if Some(step.day) != last_retry => "skipped: superseded by a later retry".into(),
-                Action::Retry if hard_decline => "skipped: hard decline".into(),
-                Action::Retry => {
-                    let pm: Option<Option<String>> = match &case.subscription_id {
-                        Some(sub) => sqlx::query_scalar("SELECT default_payment_method FROM subscriptions WHERE id = $1")
-                            .bind(sub)
-                            .fetch_optional(&mut *tx)
-                            .await?,
-                        None => None,
-                    };
-                    if pm.flatten().is_none() {
-                        "skipped: no payment method".into()
-                    } else {
-                        match state.stripe.pay_invoice(&case.invoice_id, &key).await {
-                            Ok(inv) => format!("retried: invoice {}", inv.get("status").and_then(|s| s.as_str()).unwrap_or("unknown")),
-                            Err(StripeApiError::Refused { status, code, decline_code, .. }) => {
-                                let hard = decline_code.as_deref().is_some_and(|c| HARD_DECLINES.contains(&c));
-                                if hard {
-                                    hard_decline = true;
-                                    sqlx::query("UPDATE dunning_cases SET hard_decline = true, decline_code = $2, updated_at = now() WHERE id = $1")
-                                        .bind(case.id)
-                                        .bind(&decline_code)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                }
-                                format!("retried: refused ({status} {code} {})", decline_code.unwrap_or_default())
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-                Action::Restrict => {
-                    sqlx::query("UPDATE dunning_cases SET restricted = true, updated_at = now() WHERE id = $1").bind(case.id).execute(&mut *tx).await?;
-                    after.entitlements_changed = true;
-                    "entitlements restricted".into()
-                }
-                Action::Final => match (policy.final_action, &case.subscription_id) {
-                    (FinalAction::Cancel, Some(sub)) => {
-                        let result = state.stripe.cancel_subscription(sub, &key).await;
-                        let (status, outcome) = match result {
-                            Ok(_) => (CaseStatus::Canceled, format!("subscription {sub} canceled")),
-                            Err(StripeApiError::Refused { message, .. }) => (CaseStatus::ManualReview, format!("cancel refused ({message}); manual review")),
-                            Err(e) => return Err(e.into()),
-                        };
-                        sqlx::query("UPDATE dunning_cases SET status = $2, closed_at = now(), updated_at = now() WHERE id = $1")
-                            .bind(case.id)
-                            .bind(status.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                        outcome
-                    }
-                    _ => {
-                        sqlx::query("UPDATE dunning_cases SET status = 'manual_review', updated_at = now() WHERE id = $1")
-                            .bind(case.id)
-                            .execute(&mut *tx)
-                            .await?;
-                        "marked for manual review".into()
-                    }
-                },
-            }
-        };
-        if !dry_run {
-            let action = stage.split('@').next().unwrap_or("").to_owned();
-            sqlx::query(
-                "INSERT INTO dunning_actions (tenant_id, case_id, stage, action, outcome) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (case_id, stage) DO NOTHING",
-            )
-            .bind(case.tenant_id)
-            .bind(case.id)
-            .bind(&stage)
-            .bind(action)
-            .bind(&outcome)
-            .execute(&mut *tx)
-            .await?;
-        }
-        reports.push(ActionReport { tenant, invoice: case.invoice_id.clone(), stage, outcome });
-    }
-    Ok(reports)
-}

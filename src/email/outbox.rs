@@ -1,4 +1,4 @@
-//! The email outbox (`email_outbox`) after a row is written: its states, the send's lock and
+//! The email outbox (`email_outbox`) after a row is written: its states, the send's claim and
 //! outcome, and the operators' list and re-drive. Nothing outside the email module writes
 //! SQL against the table.
 
@@ -40,7 +40,7 @@ impl OutboxStatus {
     }
 }
 
-/// A row as the send job reads it, locked.
+/// A row as the send job reads it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Message {
     /// The stored status (see [`OutboxStatus`]).
@@ -64,19 +64,64 @@ impl Message {
     }
 }
 
-/// Locks row `id` for its send in the caller's tenant transaction: a duplicate job waits,
-/// then finds the row sent.
-pub async fn lock(tx: &mut PgConnection, id: uuid::Uuid) -> Result<Option<Message>, sqlx::Error> {
-    sqlx::query_as("SELECT status, to_address, subject, body_text, body_html, message_id FROM email_outbox WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(tx)
-        .await
+/// What a send found when it claimed its row.
+#[derive(Debug)]
+pub enum Claim {
+    /// Claimed until the lease ends: send it.
+    Send(Message),
+    /// Already sent or dead: nothing to do.
+    Done(OutboxStatus),
+    /// Another run claimed it and its lease runs until then.
+    Busy(chrono::DateTime<chrono::Utc>),
+    /// No such row.
+    Missing,
 }
 
-/// Records one send attempt's outcome on row `id`.
+/// Claims row `id` for one send by job `job` for `lease`, in the caller's tenant
+/// transaction, which the caller commits before sending: no lock is held while the relay
+/// answers. Another job finds the row busy until the lease ends; the same job run again (the
+/// queue re-runs a job only once its previous run is dead) takes the claim over at once and
+/// sends again, with the same Message-ID, so the recipient's client can tell it is one email.
+pub async fn claim(tx: &mut PgConnection, id: uuid::Uuid, job: &str, lease: std::time::Duration) -> Result<Claim, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        message: Message,
+        send_lease_until: Option<chrono::DateTime<chrono::Utc>>,
+        send_claimed_by: Option<String>,
+        now: chrono::DateTime<chrono::Utc>,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT status, to_address, subject, body_text, body_html, message_id, send_lease_until, send_claimed_by, now() AS now
+         FROM email_outbox WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else { return Ok(Claim::Missing) };
+    match row.message.status() {
+        Some(OutboxStatus::Pending) => {}
+        Some(other) => return Ok(Claim::Done(other)),
+        None => return Ok(Claim::Done(OutboxStatus::Dead)),
+    }
+    if let Some(until) = row.send_lease_until.filter(|u| *u > row.now)
+        && row.send_claimed_by.as_deref() != Some(job)
+    {
+        return Ok(Claim::Busy(until));
+    }
+    sqlx::query("UPDATE email_outbox SET send_lease_until = now() + $2, send_claimed_by = $3 WHERE id = $1")
+        .bind(id)
+        .bind(lease)
+        .bind(job)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Claim::Send(row.message))
+}
+
+/// Records one send attempt's outcome on row `id` and ends its claim.
 pub async fn record_attempt(tx: &mut PgConnection, id: uuid::Uuid, status: OutboxStatus, error: Option<&str>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE email_outbox SET status = $2, attempts = attempts + 1, last_error = $3,
+        "UPDATE email_outbox SET status = $2, attempts = attempts + 1, last_error = $3, send_lease_until = NULL, send_claimed_by = NULL,
              sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = $1",
     )
     .bind(id)

@@ -1,15 +1,21 @@
 //! `email.send`: sends one outbox row over SMTP, once. A sent or dead row is left alone (a
 //! duplicate job does nothing); a transient failure (4xx, connection refused) is retried with
-//! the kind's backoff; a permanent one (5xx) marks the row dead and dead-letters the job.
+//! the kind's backoff; a permanent one (5xx) marks the row dead and dead-letters the job. The
+//! row is claimed in one short transaction and the outcome recorded in another: the relay is
+//! never waited on with a connection or a lock held.
 
 
 use super::kind::{Job, JobContext, JobError};
-use crate::email::outbox::{self, OutboxStatus};
+use crate::email::outbox::{self, Claim, OutboxStatus};
 use crate::email::smtp::{Outgoing, SendError};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmailSendJob;
+
+/// How long a run owns a row it is sending: past the kind's 60 s timeout, so a live run is
+/// never doubled, and short enough that a dead run's row is sent again soon.
+const SEND_LEASE: std::time::Duration = std::time::Duration::from_secs(90);
 
 
 /// What a send did.
@@ -33,19 +39,25 @@ impl Job for EmailSendJob {
         let tenant = ctx.tenant.ok_or_else(|| JobError::Cancel("email.send needs the tenant of its outbox row".into()))?;
         let state = &ctx.state;
         let mut tx = state.tenant_pool.begin(tenant).await?;
-        let row = outbox::lock(&mut tx, args.outbox_id).await?;
-        let Some(row) = row else { return Err(JobError::Cancel(format!("no outbox row {}", args.outbox_id))) };
-        if row.status() != Some(OutboxStatus::Pending) {
-            return Ok(EmailSendReport { outbox_id: args.outbox_id, outcome: format!("already {}", row.status), message_id: None });
-        }
+        let claim = outbox::claim(&mut tx, args.outbox_id, &ctx.job_id.to_string(), SEND_LEASE).await?;
+        tx.commit().await?;
+        let row = match claim {
+            Claim::Send(row) => row,
+            Claim::Done(status) => return Ok(EmailSendReport { outbox_id: args.outbox_id, outcome: format!("already {}", status.as_str()), message_id: None }),
+            // Another run is sending it: look again when its claim ends (it may die mid-send).
+            Claim::Busy(until) => return Err(JobError::Snooze((until - chrono::Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_secs(1))),
+            Claim::Missing => return Err(JobError::Cancel(format!("no outbox row {}", args.outbox_id))),
+        };
         let outgoing = Outgoing { to: &row.to_address, subject: &row.subject, text: &row.body_text, html: &row.body_html, message_id: &row.message_id };
         crate::fault::point("email.send.before_send");
+        // No transaction is open and no lock held while the relay answers.
         let result = state.mailer.send(&outgoing).await;
         let (status, error) = match &result {
             Ok(()) => (OutboxStatus::Sent, None),
             Err(SendError::Permanent(e)) => (OutboxStatus::Dead, Some(e.as_str())),
             Err(SendError::Transient(e)) => (OutboxStatus::Pending, Some(e.as_str())),
         };
+        let mut tx = state.tenant_pool.begin(tenant).await?;
         outbox::record_attempt(&mut tx, args.outbox_id, status, error).await?;
         tx.commit().await?;
         crate::fault::point("email.send.after_commit");

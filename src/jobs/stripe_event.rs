@@ -119,22 +119,21 @@ async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<Strip
         db.operation.name = "apply stripe event",
         tenant.id = %tenant,
     );
-    let applied = async {
-        let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
-        if inbox::lock(&mut tx, &event.id).await? == Some(InboxStatus::Processed) {
-            return Ok::<_, JobError>(None);
+    // A same-second tie needs Stripe's current object: the transaction is abandoned, the
+    // object fetched with no connection held, and the event applied again with it. Once is
+    // enough; a second tie in a row (another event of that second committed meanwhile) is
+    // left to the job's retry.
+    let mut fetched = None;
+    let applied = loop {
+        let attempt = apply_in_transaction(state, tenant, &event, fetched.take()).instrument(db_span.clone()).await;
+        match attempt {
+            Err(HandlerError::NeedsFetch(kind, id)) if fetched.is_none() => {
+                let object = state.stripe.retrieve(kind, &id).await.map_err(HandlerError::from)?;
+                fetched = Some((id, object));
+            }
+            other => break other?,
         }
-        let mut ectx = EventCtx { tx: &mut tx, tenant, event: &event, stripe: &state.stripe, wrote_dunning_effect: false };
-        let applied = handlers::apply(&mut ectx).await?;
-        let dunning_effects = ectx.wrote_dunning_effect;
-        let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
-        inbox::mark_processed(&mut tx, &event.id).await?;
-        tx.commit().await?;
-        crate::fault::point("stripe.event.after_commit");
-        Ok(Some((applied, dunning_effects, access)))
-    }
-    .instrument(db_span)
-    .await?;
+    };
     let Some((applied, dunning_effects, access)) = applied else {
         finish_applied(state, tenant, event.customer_id()).await?;
         return Ok(StripeEventReport::Skipped { event: event.id, outcome: "already processed" });
@@ -154,6 +153,27 @@ async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<Strip
         inbox::release_unmatched(&state.system_pool, &state.queue, &customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
     }
     Ok(StripeEventReport::Applied { event: event.id, event_type: event.event_type, tenant, access: format!("{access:?}") })
+}
+
+/// What an applied event tells the steps after its commit.
+type AppliedInTx = Option<(handlers::Applied, bool, entitlements::Access)>;
+
+/// The tenant transaction of one event: serialised with the tenant's other events, it locks
+/// the inbox row and the object, applies, recomputes entitlements and marks the row
+/// processed. `None` when another run processed it first. No network call happens in it.
+async fn apply_in_transaction(state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<AppliedInTx, HandlerError> {
+    let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
+    if inbox::lock(&mut tx, &event.id).await? == Some(InboxStatus::Processed) {
+        return Ok(None);
+    }
+    let mut ectx = EventCtx { tx: &mut tx, tenant, event, fetched, wrote_dunning_effect: false };
+    let applied = handlers::apply(&mut ectx).await?;
+    let dunning_effects = ectx.wrote_dunning_effect;
+    let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
+    inbox::mark_processed(&mut tx, &event.id).await?;
+    tx.commit().await?;
+    crate::fault::point("stripe.event.after_commit");
+    Ok(Some((applied, dunning_effects, access)))
 }
 
 /// The after-commit steps of an event already applied, done again: a run that died between its

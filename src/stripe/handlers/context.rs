@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::super::client::{ObjectKind, StripeApi, StripeApiError};
+use super::super::client::{ObjectKind, StripeApiError};
 use super::super::event::StripeEvent;
 use crate::billing::effects::{self, EffectKind, NewEffect};
 use crate::domain::TenantId;
@@ -16,12 +16,20 @@ pub enum HandlerError {
     /// PostgreSQL: transient, retried.
     #[error("postgres: {0}")]
     Sql(#[from] sqlx::Error),
+    /// The tenant transaction could not start: transient, retried.
+    #[error(transparent)]
+    Tx(#[from] crate::db::DbError),
     /// The Stripe API: transient, retried.
     #[error(transparent)]
     Stripe(#[from] StripeApiError),
     /// The payload does not have the shape the handler needs: never succeeds.
     #[error("{0}")]
     Shape(String),
+    /// The event cannot tell whether it is newer than the mirror (same second): the object
+    /// must be re-fetched from Stripe, which is done outside the transaction, and the event
+    /// applied again with it ([`EventCtx::fetched`]).
+    #[error("{0:?} {1} must be re-fetched from Stripe")]
+    NeedsFetch(ObjectKind, String),
 }
 
 /// What the caller needs to know after an event was applied.
@@ -39,8 +47,9 @@ pub struct EventCtx<'a> {
     pub tenant: TenantId,
     /// The event.
     pub event: &'a StripeEvent,
-    /// For re-fetching objects.
-    pub stripe: &'a StripeApi,
+    /// An object re-fetched from Stripe before this transaction began (its id and state), for
+    /// an event that tied with the mirror on the previous try. Never fetched inside it.
+    pub fetched: Option<(String, serde_json::Value)>,
     /// Set when the event wrote an effect that dunning acts on (see [`EffectKind::is_for_dunning`]).
     pub wrote_dunning_effect: bool,
 }
@@ -57,13 +66,18 @@ impl EventCtx<'_> {
     }
 
     /// The object state to apply, or None when the mirror holds something newer. Locks the
-    /// row (when present) until the transaction ends.
+    /// row (when present) until the transaction ends. On a same-second tie the event cannot
+    /// say which is newer: Stripe's current object decides, re-fetched outside the
+    /// transaction ([`HandlerError::NeedsFetch`]) and handed back in [`EventCtx::fetched`].
     pub(super) async fn state_to_apply(&mut self, table: Table, kind: ObjectKind, id: &str) -> Result<Option<serde_json::Value>, HandlerError> {
         let held: Option<DateTime<Utc>> = sqlx::query_scalar(table.lock_sql()).bind(id).fetch_optional(&mut *self.tx).await?;
         let created = self.created();
         match held {
             Some(h) if h > created => Ok(None),
-            Some(h) if h == created => Ok(Some(self.stripe.retrieve(kind, id).await?)),
+            Some(h) if h == created => match self.fetched.take() {
+                Some((fetched_id, object)) if fetched_id == id => Ok(Some(object)),
+                _ => Err(HandlerError::NeedsFetch(kind, id.to_owned())),
+            },
             _ => Ok(Some(self.event.object.clone())),
         }
     }

@@ -1,0 +1,202 @@
+//! A case's steps: decided in a tenant transaction, with Stripe called only after it commits.
+//!
+//! [`advance`] does the due steps that need no network call (emails, restriction, manual
+//! review) in the caller's transaction and stops at the first that calls Stripe (an invoice
+//! retry, the final cancel), returning it as a [`StripeCall`] without recording it. After the
+//! commit [`settle`] calls Stripe with the step's idempotency key, then records the outcome in
+//! a new transaction. A crash between the call and the record leaves the step unrecorded: the
+//! next run decides it again and calls again with the same key, which Stripe answers with the
+//! first call's result, so the step happens once. [`advance_case`] repeats this until the
+//! case has nothing due.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::{AfterCommit, Case, CaseStatus, Deps, DunningError, HARD_DECLINES, remind};
+use super::{ActionReport, Action, FinalAction, Step};
+use crate::billing::entitlements;
+use crate::domain::{Money, TenantId};
+use crate::email::{self, Template};
+use crate::stripe::client::StripeApiError;
+
+/// A Stripe call a step decided on.
+#[derive(Debug, Clone)]
+pub(super) struct StripeCall {
+    /// The step (`retry@3`, `final@21`).
+    stage: String,
+    /// What to ask Stripe.
+    request: Request,
+}
+
+#[derive(Debug, Clone)]
+enum Request {
+    /// Pay the case's invoice with the payment method on file.
+    Pay,
+    /// Cancel the subscription (the policy's final action).
+    Cancel(String),
+}
+
+impl StripeCall {
+    /// The idempotency key: the same step of the same case is the same request at Stripe.
+    fn key(&self, case: &Case) -> String {
+        format!("dunning:{}:{}", case.id, self.stage)
+    }
+}
+
+/// Advances one case to `as_of`: each round does what needs no network in one transaction
+/// under the tenant's lock, then makes the one Stripe call it stopped at, outside it.
+pub(super) async fn advance_case(state: &Deps<'_>, case: Case, as_of: DateTime<Utc>, dry_run: bool) -> Result<Vec<ActionReport>, DunningError> {
+    let t = TenantId(case.tenant_id);
+    let mut reports = Vec::new();
+    // Each round records at least one step, so the policy's length bounds the rounds.
+    for _ in 0..=state.policy.steps.len() {
+        let mut tx = state.tenant_pool.begin_serialised(t).await?;
+        // Under the tenant's lock: the case may have closed since the scan.
+        let still_open: Option<bool> = sqlx::query_scalar("SELECT hard_decline FROM dunning_cases WHERE id = $1 AND status = 'open' FOR UPDATE")
+            .bind(case.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(hard_decline) = still_open else { break };
+        let case = Case { hard_decline, ..case.clone() };
+        let mut after = AfterCommit::default();
+        let (actions, call) = advance(state, &mut tx, &case, as_of, dry_run, &mut after).await?;
+        reports.extend(actions);
+        if dry_run {
+            tx.rollback().await?;
+            break;
+        }
+        if after.entitlements_changed {
+            entitlements::recompute(&mut tx, t, state.plans, state.past_due_grace).await?;
+        }
+        tx.commit().await?;
+        crate::fault::point("dunning.run.after_commit");
+        after.run(state, t).await?;
+        let Some(call) = call else { break };
+        reports.push(settle(state, &case, call).await?);
+    }
+    Ok(reports)
+}
+
+/// Does the case's due steps that are not done yet and need no network call, in the caller's
+/// tenant transaction; returns them and the first step that calls Stripe, if one is due.
+pub(super) async fn advance(
+    state: &Deps<'_>,
+    tx: &mut PgConnection,
+    case: &Case,
+    as_of: DateTime<Utc>,
+    dry_run: bool,
+    after: &mut AfterCommit,
+) -> Result<(Vec<ActionReport>, Option<StripeCall>), DunningError> {
+    let policy = state.policy;
+    let days = (as_of - case.opened_at).num_days().max(0);
+    let done: Vec<String> = sqlx::query_scalar("SELECT stage FROM dunning_actions WHERE case_id = $1").bind(case.id).fetch_all(&mut *tx).await?;
+    let due: Vec<&Step> = policy.steps.iter().filter(|s| i64::from(s.day) <= days && !done.contains(&s.stage())).collect();
+    let last_retry = due.iter().rev().find(|s| s.action == Action::Retry).map(|s| s.day);
+    let tenant = TenantId(case.tenant_id);
+    let mut reports = Vec::new();
+    for step in due {
+        let stage = step.stage();
+        let outcome = if dry_run {
+            format!("would {stage}")
+        } else {
+            match step.action {
+                Action::Email => {
+                    let amount: Option<(i64, String)> =
+                        sqlx::query_as("SELECT amount_due, currency FROM invoices WHERE id = $1").bind(&case.invoice_id).fetch_optional(&mut *tx).await?;
+                    let amount = amount.map_or_else(|| Money::new(0, "usd"), |(minor, currency)| Money::new(minor, &currency));
+                    let days_left = policy.restrict_day().map(|d| i64::from(d) - i64::from(step.day)).unwrap_or(0).max(0);
+                    let vars = serde_json::json!({"amount": email::money(&amount), "invoice": case.invoice_id, "days_left": days_left});
+                    let template = step.template.unwrap_or(Template::PaymentFailed);
+                    let key = format!("dunning:{}:{stage}", case.id);
+                    if remind(tx, tenant, &case.customer_id, &key, template, vars, after).await? { "email queued".into() } else { "skipped: no email address".into() }
+                }
+                Action::Retry if Some(step.day) != last_retry => "skipped: superseded by a later retry".into(),
+                Action::Retry if case.hard_decline => "skipped: hard decline".into(),
+                Action::Retry => {
+                    let pm: Option<Option<String>> = match &case.subscription_id {
+                        Some(sub) => sqlx::query_scalar("SELECT default_payment_method FROM subscriptions WHERE id = $1").bind(sub).fetch_optional(&mut *tx).await?,
+                        None => None,
+                    };
+                    if pm.flatten().is_none() {
+                        "skipped: no payment method".into()
+                    } else {
+                        return Ok((reports, Some(StripeCall { stage, request: Request::Pay })));
+                    }
+                }
+                Action::Restrict => {
+                    sqlx::query("UPDATE dunning_cases SET restricted = true, updated_at = now() WHERE id = $1").bind(case.id).execute(&mut *tx).await?;
+                    after.entitlements_changed = true;
+                    "entitlements restricted".into()
+                }
+                Action::Final => match (policy.final_action, &case.subscription_id) {
+                    (FinalAction::Cancel, Some(sub)) => return Ok((reports, Some(StripeCall { stage, request: Request::Cancel(sub.clone()) }))),
+                    _ => {
+                        sqlx::query("UPDATE dunning_cases SET status = 'manual_review', updated_at = now() WHERE id = $1").bind(case.id).execute(&mut *tx).await?;
+                        "marked for manual review".into()
+                    }
+                },
+            }
+        };
+        if !dry_run {
+            record_action(tx, case, &stage, &outcome).await?;
+        }
+        reports.push(ActionReport { tenant, invoice: case.invoice_id.clone(), stage, outcome });
+    }
+    Ok((reports, None))
+}
+
+/// Makes a step's Stripe call (no transaction open, no lock held), then records its outcome.
+/// A transient failure (429, 5xx, unreachable) records nothing and is returned: the job
+/// retries and the same key asks again.
+pub(super) async fn settle(state: &Deps<'_>, case: &Case, call: StripeCall) -> Result<ActionReport, DunningError> {
+    let key = call.key(case);
+    let result = match &call.request {
+        Request::Pay => state.stripe.pay_invoice(&case.invoice_id, &key).await,
+        Request::Cancel(sub) => state.stripe.cancel_subscription(sub, &key).await,
+    };
+    crate::fault::point("dunning.step.after_stripe");
+    let (outcome, hard_decline, status) = match (&call.request, result) {
+        (Request::Pay, Ok(inv)) => (format!("retried: invoice {}", inv.get("status").and_then(|s| s.as_str()).unwrap_or("unknown")), None, None),
+        (Request::Pay, Err(StripeApiError::Refused { status, code, decline_code, .. })) => {
+            let hard = decline_code.as_deref().is_some_and(|c| HARD_DECLINES.contains(&c));
+            let outcome = format!("retried: refused ({status} {code} {})", decline_code.clone().unwrap_or_default());
+            (outcome, hard.then_some(decline_code), None)
+        }
+        (Request::Cancel(sub), Ok(_)) => (format!("subscription {sub} canceled"), None, Some(CaseStatus::Canceled)),
+        (Request::Cancel(_), Err(StripeApiError::Refused { message, .. })) => (format!("cancel refused ({message}); manual review"), None, Some(CaseStatus::ManualReview)),
+        (_, Err(e)) => return Err(e.into()),
+    };
+    let mut tx = state.tenant_pool.begin_serialised(TenantId(case.tenant_id)).await?;
+    if let Some(decline_code) = hard_decline {
+        sqlx::query("UPDATE dunning_cases SET hard_decline = true, decline_code = $2, updated_at = now() WHERE id = $1")
+            .bind(case.id)
+            .bind(&decline_code)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(status) = status {
+        // Only an open case: one recovered while Stripe answered stays recovered.
+        sqlx::query("UPDATE dunning_cases SET status = $2, closed_at = now(), updated_at = now() WHERE id = $1 AND status = 'open'")
+            .bind(case.id)
+            .bind(status.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    record_action(&mut tx, case, &call.stage, &outcome).await?;
+    tx.commit().await?;
+    Ok(ActionReport { tenant: TenantId(case.tenant_id), invoice: case.invoice_id.clone(), stage: call.stage, outcome })
+}
+
+/// Marks a step done (once: a second record of the same stage is ignored).
+async fn record_action(tx: &mut PgConnection, case: &Case, stage: &str, outcome: &str) -> Result<(), sqlx::Error> {
+    let action = stage.split('@').next().unwrap_or("");
+    sqlx::query("INSERT INTO dunning_actions (tenant_id, case_id, stage, action, outcome) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_id, stage) DO NOTHING")
+        .bind(case.tenant_id)
+        .bind(case.id)
+        .bind(stage)
+        .bind(action)
+        .bind(outcome)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
