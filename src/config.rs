@@ -108,6 +108,10 @@ pub struct Settings {
     pub stripe_secret_key: Option<SecretString>,
     /// Stripe API base URL (`STRIPE_API_BASE`): Stripe's, or the simulator's in tests.
     pub stripe_api_base: String,
+    /// How long one Stripe API call may take, retries included (`BALLAST_STRIPE_TIMEOUT_SECS`,
+    /// 30 s): a Stripe that never answers fails the call, and the job retries with the same
+    /// idempotency key, instead of holding a worker slot until the job's own timeout.
+    pub stripe_timeout: std::time::Duration,
     /// Largest webhook body accepted, in bytes.
     pub webhook_max_bytes: usize,
     /// Allowed skew of a webhook signature's timestamp, both directions.
@@ -309,6 +313,7 @@ impl Settings {
             stripe_webhook_secrets,
             stripe_secret_key: src.get("STRIPE_SECRET_KEY").map(|k| SecretString::from(k.to_owned())),
             stripe_api_base,
+            stripe_timeout: src.secs_or("BALLAST_STRIPE_TIMEOUT_SECS", 30)?,
             webhook_max_bytes,
             webhook_tolerance_secs,
             http,

@@ -119,7 +119,7 @@ impl AppState {
         let keys = Keys::new(&settings.redis_namespace);
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
-        let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base)?;
+        let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?;
         let policies = match &settings.limits_file {
             Some(path) if !path.exists() => {
                 return Err(StartError::Limits(crate::ratelimit::policy::PolicyError::Read {

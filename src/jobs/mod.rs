@@ -23,6 +23,7 @@ pub mod site_slow;
 pub mod slo_evaluate;
 pub mod slo_notify;
 pub mod stripe_event;
+pub mod stripe_refetch;
 pub mod usage_flush;
 pub mod webhooks_backlog;
 
@@ -34,6 +35,7 @@ impl crate::queue::job::Registry<AppState> {
         Self::default()
             .with(noop::Noop)
             .with(stripe_event::StripeEventJob)
+            .with(stripe_refetch::StripeRefetchJob)
             .with(email_send::EmailSendJob)
             .with(admin::Admin(dunning_run::DunningRunJob))
             .with(usage_flush::UsageFlushJob)

@@ -62,7 +62,7 @@ impl Job for StripeEventJob {
     type Report = StripeEventReport;
 
     async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
-        let result = apply_event(&args, &ctx).await;
+        let result = apply_event(&args.event_id, None, &ctx).await;
         if let Err(e) = &result {
             // Kept on the inbox row for operators (top failure reasons); best effort.
             let _ = inbox::record_failure(&ctx.state.system_pool, &args.event_id, &e.to_string()).await;
@@ -71,17 +71,19 @@ impl Job for StripeEventJob {
     }
 }
 
-async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
+/// Applies inbox row `event_id`; `fetched` is the object `stripe.refetch` read for it when
+/// the event tied with the mirror.
+pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Option<(String, serde_json::Value)>, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
     let state = &ctx.state;
     let system = &state.system_pool;
     // System pool: the event's tenant is not known until it is routed.
-    let row = inbox::load(system, &args.event_id).await?;
-    let Some(row) = row else { return Err(JobError::Cancel(format!("no inbox row for {}", args.event_id))) };
+    let row = inbox::load(system, event_id).await?;
+    let Some(row) = row else { return Err(JobError::Cancel(format!("no inbox row for {event_id}"))) };
     if row.status().is_done() {
         if let (Some(tenant), InboxStatus::Processed) = (row.tenant_id.or(row.mapped_tenant), row.status()) {
             finish_applied(state, TenantId(tenant), row.customer_id.as_deref()).await?;
         }
-        return Ok(StripeEventReport::Skipped { event: args.event_id.clone(), outcome: "already done" });
+        return Ok(StripeEventReport::Skipped { event: event_id.clone(), outcome: "already done" });
     }
     let event = StripeEvent::from_value(&row.payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
     let tenant = match row.tenant_id.or(row.mapped_tenant) {
@@ -119,20 +121,17 @@ async fn apply_event(args: &inbox::ApplyEvent, ctx: &JobContext) -> Result<Strip
         db.operation.name = "apply stripe event",
         tenant.id = %tenant,
     );
-    // A same-second tie needs Stripe's current object: the transaction is abandoned, the
-    // object fetched with no connection held, and the event applied again with it. Once is
-    // enough; a second tie in a row (another event of that second committed meanwhile) is
-    // left to the job's retry.
-    let mut fetched = None;
-    let applied = loop {
-        let attempt = apply_in_transaction(state, tenant, &event, fetched.take()).instrument(db_span.clone()).await;
-        match attempt {
-            Err(HandlerError::NeedsFetch(kind, id)) if fetched.is_none() => {
-                let object = state.stripe.retrieve(kind, &id).await.map_err(HandlerError::from)?;
-                fetched = Some((id, object));
-            }
-            other => break other?,
+    // A same-second tie needs Stripe's current object: the transaction is abandoned and the
+    // event handed to `stripe.refetch`, which reads the object with no connection held, in
+    // slots of its own (a slow Stripe then holds up only the events that need it), and
+    // applies the event with it. A second tie after the fetch is left to that job's retry.
+    let applied = match apply_in_transaction(state, tenant, &event, fetched.clone()).instrument(db_span).await {
+        Err(HandlerError::NeedsFetch(kind, object_id)) if fetched.is_none() => {
+            let args = inbox::RefetchEvent { event_id: event.id.clone(), kind, object_id };
+            inbox::push_refetch(&state.queue, &args).await.map_err(|e| JobError::Retry(e.to_string()))?;
+            return Ok(StripeEventReport::Skipped { event: event.id, outcome: "re-fetching from Stripe" });
         }
+        other => other?,
     };
     let Some((applied, dunning_effects, access)) = applied else {
         finish_applied(state, tenant, event.customer_id()).await?;

@@ -70,7 +70,8 @@ fn to_json(raw: &miniserde::json::Value) -> Result<serde_json::Value, StripeApiE
 }
 
 /// Objects Ballast re-fetches when a webhook cannot tell which state is newer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ObjectKind {
     /// `cus_…`
     Customer,
@@ -88,6 +89,8 @@ pub enum ObjectKind {
 #[derive(Clone)]
 pub struct StripeApi {
     client: Option<stripe::Client>,
+    /// One call's limit, its retries included.
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for StripeApi {
@@ -98,21 +101,21 @@ impl std::fmt::Debug for StripeApi {
 
 impl StripeApi {
     /// A client for `base_url` (Stripe's, or the simulator's in tests) with `secret_key`.
-    pub fn new(secret_key: Option<&secrecy::SecretString>, base_url: &str) -> Result<Self, StripeApiError> {
-        let Some(key) = secret_key else { return Ok(Self { client: None }) };
+    pub fn new(secret_key: Option<&secrecy::SecretString>, base_url: &str, timeout: std::time::Duration) -> Result<Self, StripeApiError> {
+        let Some(key) = secret_key else { return Ok(Self { client: None, timeout }) };
         let client = stripe::ClientBuilder::new(key.expose_secret())
             .url(base_url)
             .request_strategy(stripe::RequestStrategy::ExponentialBackoff(3))
             .build()
             .map_err(|e| StripeApiError::Config(e.to_string()))?;
-        Ok(Self { client: Some(client) })
+        Ok(Self { client: Some(client), timeout })
     }
 
     /// Attempts payment of an open invoice now. `idempotency_key` makes a repeated call (a job
     /// retried after a crash) the same call at Stripe.
     pub async fn pay_invoice(&self, id: &str, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
-        Self::send(client, &stripe_billing::invoice::PayInvoice::new(id), idempotency_key).await
+        self.send(client, &stripe_billing::invoice::PayInvoice::new(id), idempotency_key).await
     }
 
     /// Reports usage as a billing meter event. `identifier` (also the idempotency key) makes a
@@ -133,16 +136,17 @@ impl StripeApi {
         let request = stripe_billing::billing_meter_event::CreateBillingMeterEvent::new(event_name, payload)
             .identifier(identifier)
             .timestamp(timestamp);
-        Self::send(client, &request, identifier).await
+        self.send(client, &request, identifier).await
     }
 
     /// Cancels a subscription now.
     pub async fn cancel_subscription(&self, id: &str, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
-        Self::send(client, &stripe_billing::subscription::CancelSubscription::new(id), idempotency_key).await
+        self.send(client, &stripe_billing::subscription::CancelSubscription::new(id), idempotency_key).await
     }
 
     async fn send(
+        &self,
         client: &stripe::Client,
         request: &impl StripeRequest,
         idempotency_key: &str,
@@ -150,14 +154,16 @@ impl StripeApi {
         let key = stripe::IdempotencyKey::new(idempotency_key).map_err(|e| StripeApiError::Config(e.to_string()))?;
         let built = request.build();
         let span = api_span(&built);
-        let raw: miniserde::json::Value = built
-            .customize()
-            .request_strategy(stripe::RequestStrategy::Idempotent(key))
-            .send(client)
-            .instrument(span)
-            .await
-            .map_err(StripeApiError::from_call)?;
+        let call = built.customize().request_strategy(stripe::RequestStrategy::Idempotent(key)).send(client).instrument(span);
+        let raw: miniserde::json::Value = self.limited(call).await?.map_err(StripeApiError::from_call)?;
         to_json(&raw)
+    }
+
+    /// Runs one call within the configured limit; past it the call is a transient failure.
+    async fn limited<T>(&self, call: impl std::future::Future<Output = T>) -> Result<T, StripeApiError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StripeApiError::Call(format!("no answer from Stripe within {} s", self.timeout.as_secs())))
     }
 
     /// The object's current state at Stripe, as JSON.
@@ -173,13 +179,8 @@ impl StripeApi {
         // A price is read for a cache whose readers serve the last answer on failure: one try.
         let strategy = if kind == ObjectKind::Price { stripe::RequestStrategy::Once } else { stripe::RequestStrategy::ExponentialBackoff(3) };
         let span = api_span(&request);
-        let raw: miniserde::json::Value = request
-            .customize()
-            .request_strategy(strategy)
-            .send(client)
-            .instrument(span)
-            .await
-            .map_err(|e| StripeApiError::Call(e.to_string()))?;
+        let call = request.customize().request_strategy(strategy).send(client).instrument(span);
+        let raw: miniserde::json::Value = self.limited(call).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
         to_json(&raw)
     }
 
@@ -206,7 +207,7 @@ impl StripeApi {
             let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&params);
             let span = api_span(&request);
             let raw: miniserde::json::Value =
-                request.customize().send(client).instrument(span).await.map_err(|e| StripeApiError::Call(e.to_string()))?;
+                self.limited(request.customize().send(client).instrument(span)).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
             let page = to_json(&raw)?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
             after = data.last().and_then(|e| e["id"].as_str()).map(str::to_owned);
@@ -229,13 +230,8 @@ impl StripeApi {
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
         let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&Params { limit: 1 });
         let span = api_span(&request);
-        let _: miniserde::json::Value = request
-            .customize()
-            .request_strategy(stripe::RequestStrategy::Once)
-            .send(client)
-            .instrument(span)
-            .await
-            .map_err(|e| StripeApiError::Call(e.to_string()))?;
+        let call = request.customize().request_strategy(stripe::RequestStrategy::Once).send(client).instrument(span);
+        let _: miniserde::json::Value = self.limited(call).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
         Ok(())
     }
 }

@@ -121,6 +121,33 @@ impl crate::queue::job::JobArgs for ApplyEvent {
     const KIND: &'static str = JOB_KIND;
 }
 
+/// The `stripe.refetch` job's arguments: an event that tied with the mirror, and the object
+/// to read from Stripe before it is applied.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefetchEvent {
+    /// `evt_…`.
+    pub event_id: EventId,
+    /// What to read.
+    pub kind: crate::stripe::client::ObjectKind,
+    /// Its id.
+    pub object_id: String,
+}
+
+impl crate::queue::job::JobArgs for RefetchEvent {
+    const KIND: &'static str = "stripe.refetch";
+}
+
+/// Hands an event to `stripe.refetch` (its own queue and concurrency, so a slow Stripe
+/// occupies those slots, not the ones that apply other events); once per event and object.
+pub async fn push_refetch(queue: &JobQueue, args: &RefetchEvent) -> Result<(), QueueError> {
+    let mut req = EnqueueRequest::typed(args);
+    req.idempotency_key = Some(format!("stripe.refetch:{}:{}", args.event_id, args.object_id));
+    req.idempotency_ttl = Some(INBOX_ENQUEUE_TTL);
+    queue.enqueue(req).await?;
+    Ok(())
+}
+
 /// Queues the job for one event; idempotent per event id while Redis keeps the key.
 pub async fn push(queue: &JobQueue, event_id: &EventId, traceparent: Option<String>) -> Result<(), QueueError> {
     let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.clone() });

@@ -23,6 +23,7 @@ mod runbooks;
 mod scheduler;
 mod slo;
 mod schema;
+mod slow_stripe_drill;
 mod usage;
 mod webhooks;
 mod arbitrary_input;

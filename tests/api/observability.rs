@@ -187,16 +187,17 @@ async fn one_trace_runs_from_the_webhook_to_the_stripe_call_metrics_cover_the_go
         at = p;
     }
     let chain: Vec<String> = ancestry.iter().map(|s| s.name.clone()).collect();
-    // The call's job — not its database transaction: Stripe is called with no transaction
-    // open — the enqueue of that job … back to the webhook request (an event parked for its
-    // customer and released by a later job adds a hop).
-    assert_eq!(chain[1..3], ["stripe.event process", "stripe.event publish"].map(String::from), "{chain:?}");
+    // The call's job — stripe.refetch, with no database transaction open: the event tied
+    // with the mirror and stripe.event handed it over — the enqueue of that job, the
+    // stripe.event run … back to the webhook request (an event parked for its customer and
+    // released by a later job adds a hop).
+    assert_eq!(chain[1..4], ["stripe.refetch process", "stripe.refetch publish", "stripe.event process"].map(String::from), "{chain:?}");
     assert_eq!(chain.last().map(String::as_str), Some("POST /webhooks/stripe"), "{chain:?}");
     // The run that made the call (a parked run of the same event, in the same trace, has no
     // tenant: it never found one).
     let consumer = ancestry[1];
     assert_eq!(consumer.attributes.get("messaging.system").map(String::as_str), Some("redis"));
-    assert_eq!(consumer.attributes.get("messaging.destination.name").map(String::as_str), Some("stripe.event"));
+    assert_eq!(consumer.attributes.get("messaging.destination.name").map(String::as_str), Some("stripe.refetch"));
     assert!(consumer.attributes.get("messaging.message.id").is_some_and(|v| !v.is_empty()));
     assert_eq!(consumer.attributes.get("tenant.id").map(String::as_str), Some(tenant.to_string().as_str()));
     let producer = parent_of(consumer).expect("producer");

@@ -37,6 +37,12 @@ struct Sub {
 
 #[derive(Default)]
 struct Sim {
+    /// Every API answer waits this long (a slow Stripe).
+    latency: std::time::Duration,
+    /// Every n-th API request is never answered (0: all are); it has no effect either.
+    hang_every: u64,
+    /// API requests seen.
+    requests: u64,
     clock: i64,
     seq: u64,
     customers: BTreeMap<String, Value>,
@@ -183,11 +189,21 @@ impl StripeSim {
             .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
             .route("/v1/prices/{id}", get(price))
             .route("/v1/events", get(list_events))
+            .layer(axum::middleware::from_fn_with_state(sim.clone(), slow))
             .with_state(sim.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("simulator serves") });
         StripeSim { sim, base_url: format!("http://{addr}/") }
+    }
+
+    /// A slow Stripe: each answer waits `latency`, and every `hang_every`-th request (0: none)
+    /// is never answered and does nothing.
+    pub fn set_slow(&self, latency: std::time::Duration, hang_every: u64) {
+        self.with(|s| {
+            s.latency = latency;
+            s.hang_every = hang_every;
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Sim) -> T) -> T {
@@ -588,4 +604,21 @@ async fn meter_event(
         s.idempotent.insert(k, answer.clone());
     }
     (answer.0, Json(answer.1))
+}
+
+/// Delays every API request by the simulator's latency; drops every n-th unanswered.
+async fn slow(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let (latency, hang) = {
+        let mut s = sim.lock().expect("simulator lock");
+        s.requests += 1;
+        (s.latency, s.hang_every > 0 && s.requests % s.hang_every == 0)
+    };
+    if hang {
+        // Longer than any client waits; the client gives up and the request never runs.
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    next.run(request).await
 }
