@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Deps;
+use super::ledger::{LedgerRow, write_ledger};
 use crate::fault;
 use crate::stripe::client::StripeApiError;
 
@@ -45,9 +46,6 @@ pub struct FlushReport {
     /// Flushed items past their two days, deleted.
     pub pruned: usize,
 }
-
-/// Namespace of ledger ids (UUID v5).
-const LEDGER_NS: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_3c2e_9b7d_4e11_8f0a_5d2c_7b3e_9a41);
 
 /// Where a ledger row's report to Stripe is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +81,12 @@ const KEEP_FLUSHED: chrono::Duration = chrono::Duration::hours(48);
 pub async fn run(state: &Deps<'_>, now: DateTime<Utc>, include_open: bool) -> Result<FlushReport, FlushError> {
     let mut report = FlushReport::default();
     let cutoff = if include_open { now + chrono::Duration::days(1) } else { DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0).unwrap_or(now) };
-    super::legacy::drain(state, now, &mut report).await?;
+    let drained = super::legacy::drain(state, now).await.map_err(|e| match e {
+        super::legacy::DrainError::Redis(e) => FlushError::Redis(e),
+        super::legacy::DrainError::Db(e) => FlushError::Db(e),
+    })?;
+    report.windows += drained.windows;
+    report.ledger_rows += drained.ledger_rows;
     while flush_batch(state, cutoff, &mut report).await? {}
     report_pending(state, &mut report).await?;
     let pruned = sqlx::query(
@@ -127,50 +130,6 @@ async fn flush_batch(state: &Deps<'_>, cutoff: DateTime<Utc>, report: &mut Flush
     report.ledger_rows += written;
     report.windows += 1;
     Ok(true)
-}
-
-/// One ledger row to write: a tenant's units of a metric in a minute.
-pub(super) struct LedgerRow {
-    pub tenant: uuid::Uuid,
-    pub metric: String,
-    pub minute: DateTime<Utc>,
-    pub quantity: i64,
-}
-
-/// Records a flush and its ledger rows in the caller's transaction; returns the rows written.
-/// A flush id seen before writes nothing (its rows are already there).
-pub(super) async fn write_ledger(tx: &mut sqlx::PgConnection, flush_id: &str, window: i64, rows: &[LedgerRow]) -> Result<usize, FlushError> {
-    let first: Option<String> = sqlx::query_scalar(
-        "INSERT INTO usage_flushes (flush_id, arrival_window, rows) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING flush_id",
-    )
-    .bind(flush_id)
-    .bind(window)
-    .bind(rows.len() as i32)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if first.is_none() {
-        return Ok(0);
-    }
-    let ids: Vec<uuid::Uuid> =
-        rows.iter().map(|r| uuid::Uuid::new_v5(&LEDGER_NS, format!("{}|{}|{}|{flush_id}", r.tenant, r.metric, r.minute.timestamp().div_euclid(60)).as_bytes())).collect();
-    let tenants: Vec<uuid::Uuid> = rows.iter().map(|r| r.tenant).collect();
-    let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
-    let minutes: Vec<DateTime<Utc>> = rows.iter().map(|r| r.minute).collect();
-    let quantities: Vec<i64> = rows.iter().map(|r| r.quantity).collect();
-    let written = sqlx::query(
-        "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity)
-         SELECT id, t, m, u, $6, q FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bigint[]) AS r (id, t, m, u, q)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&tenants)
-    .bind(&metrics)
-    .bind(&minutes)
-    .bind(&quantities)
-    .bind(flush_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(written.rows_affected() as usize)
 }
 
 #[derive(sqlx::FromRow)]

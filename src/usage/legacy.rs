@@ -7,13 +7,34 @@
 use chrono::{DateTime, Utc};
 
 use super::Deps;
-use super::flush::{FlushError, FlushReport, LedgerRow, write_ledger};
+use super::ledger::{LedgerRow, write_ledger};
 use crate::fault;
 
 static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/claim.lua")));
 
+/// What a drain moved.
+#[derive(Debug, Default)]
+pub(super) struct Drained {
+    /// Windows moved into the ledger.
+    pub windows: usize,
+    /// Ledger rows written.
+    pub ledger_rows: usize,
+}
+
+/// Why a drain stopped (the flush retries).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DrainError {
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
 /// Claims every window left in Redis and moves each into the ledger.
-pub(super) async fn drain(state: &Deps<'_>, now: DateTime<Utc>, report: &mut FlushReport) -> Result<(), FlushError> {
+pub(super) async fn drain(state: &Deps<'_>, now: DateTime<Utc>) -> Result<Drained, DrainError> {
+    let mut report = Drained::default();
     let mut conn = state.redis.clone();
     let windows: Vec<i64> = redis::cmd("ZRANGE").arg(state.keys.usage_windows()).arg(0).arg(999).query_async(&mut conn).await?;
     for window in windows {
@@ -51,5 +72,5 @@ pub(super) async fn drain(state: &Deps<'_>, now: DateTime<Utc>, report: &mut Flu
         report.windows += usize::from(written > 0);
         let _: () = redis::pipe().del(&key).srem(state.keys.usage_claims(), &flush_id).query_async(&mut conn).await?;
     }
-    Ok(())
+    Ok(report)
 }

@@ -5,6 +5,7 @@
 //! exactly once and reports ledger rows to Stripe as billing meter events.
 
 pub mod flush;
+mod ledger;
 mod legacy;
 
 use std::collections::BTreeMap;
