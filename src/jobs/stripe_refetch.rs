@@ -17,7 +17,14 @@ impl Job for StripeRefetchJob {
     type Report = StripeEventReport;
 
     async fn run(&self, args: RefetchEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
-        let object = ctx.state.stripe.retrieve(args.kind, &args.object_id).await.map_err(|e| JobError::Retry(e.to_string()))?;
-        apply_event(&args.event_id, Some((args.object_id, object)), &ctx).await
+        let result = match ctx.state.stripe.retrieve(args.kind, &args.object_id).await {
+            Ok(object) => apply_event(&args.event_id, Some((args.object_id, object)), &ctx).await,
+            Err(e) => Err(JobError::Retry(format!("re-fetch of {}: {e}", args.object_id))),
+        };
+        if let Err(e) = &result {
+            // Kept on the inbox row for operators, as stripe.event does; best effort.
+            let _ = crate::stripe::inbox::record_failure(&ctx.state.system_pool, &args.event_id, &e.to_string()).await;
+        }
+        result
     }
 }
