@@ -180,6 +180,7 @@ impl AppState {
             keys: &self.keys,
             plans: &self.plans,
             stripe: &self.stripe,
+            cache: &self.cache,
         }
     }
 
