@@ -180,7 +180,6 @@ impl AppState {
             keys: &self.keys,
             plans: &self.plans,
             stripe: &self.stripe,
-            cache: &self.cache,
         }
     }
 

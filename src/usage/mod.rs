@@ -99,9 +99,6 @@ pub enum UsageError {
     /// The tenant transaction could not start.
     #[error(transparent)]
     Tx(#[from] crate::db::DbError),
-    /// The tenant's plan could not be read.
-    #[error(transparent)]
-    Plan(#[from] crate::cache::CacheError),
 }
 
 /// What a batch did.
@@ -127,12 +124,12 @@ pub fn month(t: DateTime<Utc>) -> String {
     format!("{:04}{:02}", t.year(), t.month())
 }
 
-/// The tenant's plan's metered limits (from its entitlements' plan, through the cache the
-/// entitlement reads use: dropped after every commit that changes them).
+/// The tenant's plan's metered limits (from its entitlements' plan).
 pub async fn limits_of(state: &Deps<'_>, tenant: TenantId) -> Result<Option<std::collections::BTreeMap<String, UsageLimit>>, UsageError> {
-    let entitlements = crate::billing::entitlements::cached(state.cache, state.tenant_pool, tenant).await?;
-    let plan = entitlements.iter().find_map(|e| e.plan_id.as_deref());
-    Ok(plan.and_then(|p| state.plans.plans.get(p)).map(|p| p.usage.clone()))
+    let mut tx = state.tenant_pool.begin(tenant).await?;
+    let plan: Option<String> = sqlx::query_scalar("SELECT plan_id FROM entitlements WHERE plan_id IS NOT NULL LIMIT 1").fetch_optional(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(plan.and_then(|p| state.plans.plans.get(&p)).map(|p| p.usage.clone()))
 }
 
 /// Checks a batch against the plan and the time window; the first bad item refuses it all.
@@ -358,6 +355,4 @@ pub struct Deps<'a> {
     pub plans: &'a crate::billing::plans::Plans,
     /// Meter events.
     pub stripe: &'a crate::stripe::client::StripeApi,
-    /// The tenant's entitlements (its plan), cached.
-    pub cache: &'a crate::cache::Cache,
 }
