@@ -125,8 +125,9 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
     // event handed to `stripe.refetch`, which reads the object with no connection held, in
     // slots of its own (a slow Stripe then holds up only the events that need it), and
     // applies the event with it. A second tie after the fetch is left to that job's retry.
-    let applied = match apply_in_transaction(state, tenant, &event, fetched.clone()).instrument(db_span).await {
-        Err(HandlerError::NeedsFetch(kind, object_id)) if fetched.is_none() => {
+    let refetched = fetched.is_some();
+    let applied = match apply_in_transaction(state, tenant, &event, fetched).instrument(db_span).await {
+        Err(HandlerError::NeedsFetch(kind, object_id)) if !refetched => {
             let args = inbox::RefetchEvent { event_id: event.id.clone(), kind, object_id };
             inbox::push_refetch(&state.queue, &args).await.map_err(|e| JobError::Retry(e.to_string()))?;
             return Ok(StripeEventReport::Skipped { event: event.id, outcome: "re-fetching from Stripe" });

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::billing::plans::UsageLimit;
 use crate::domain::TenantId;
-use crate::fault;
 use crate::keys::Keys;
 
 /// Largest quantity of one item.
@@ -175,7 +174,6 @@ pub async fn record(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], limi
         }
         Counted::Ok(warned) => warned,
     };
-    fault::point("usage.record.after_count");
     let stored = store(deps, tenant, items, now).await?;
     Ok(Recorded { counted: stored as i64, duplicates: (items.len() - stored) as i64, warned })
 }
