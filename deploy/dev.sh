@@ -2,19 +2,23 @@
 # Ballast on one machine: private PostgreSQL and Redis on loopback, data under .ballast/.
 #
 #   deploy/dev.sh up        install what is missing, start services, migrate, run `ballast serve`
-#   deploy/dev.sh test      the same services, then the whole test suite
+#   deploy/dev.sh test      the same services, then the whole test suite (then the Redis
+#                           suites again on a local Redis Cluster; BALLAST_TEST_CLUSTER=0 skips)
 #   deploy/dev.sh services  start services only and print the environment to use them
+#   deploy/dev.sh cluster   start a local three-master Redis Cluster and print its environment
 #   deploy/dev.sh stop      stop the private PostgreSQL and Redis
 #   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)")
 #
 # Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
-# (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT).
+# (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the cluster's masters 47001-47003
+# (BALLAST_REDIS_CLUSTER_PORT, the first of three; their bus ports are 10000 higher).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${BALLAST_DATA:-$ROOT/.ballast}
 PG_PORT=${BALLAST_PG_PORT:-55432}
 REDIS_PORT=${BALLAST_REDIS_PORT:-56379}
+CLUSTER_PORT=${BALLAST_REDIS_CLUSTER_PORT:-47001}
 DB=ballast
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
@@ -108,6 +112,60 @@ create_roles_and_db() {
   fi
 }
 
+# A local Redis Cluster of three masters (no replicas: a drill kills nodes on purpose), with
+# the same persistence as the single Redis. Idempotent: a running, healthy cluster is reused.
+cluster_ports() { echo "$CLUSTER_PORT" $((CLUSTER_PORT + 1)) $((CLUSTER_PORT + 2)); }
+
+start_redis_cluster() {
+  local port nodes=()
+  if [ "$(redis-cli -p "$CLUSTER_PORT" cluster info 2>/dev/null | tr -d '\r' | grep cluster_state)" = cluster_state:ok ]; then
+    return 0
+  fi
+  for port in $(cluster_ports); do
+    mkdir -p "$DATA/cluster/$port"
+    if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+      log "starting Redis Cluster node on 127.0.0.1:$port"
+      redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
+        --cluster-node-timeout 2000 "${REDIS_PERSISTENCE[@]}" --daemonize yes \
+        --pidfile "$DATA/cluster/$port/redis.pid" --logfile "$DATA/cluster/$port/redis.log" --dir "$DATA/cluster/$port"
+    fi
+    nodes+=("127.0.0.1:$port")
+  done
+  for _ in $(seq 1 100); do
+    local up=0
+    for port in $(cluster_ports); do redis-cli -p "$port" ping >/dev/null 2>&1 && up=$((up + 1)); done
+    [ "$up" = 3 ] && break
+    sleep 0.1
+  done
+  if [ "$(redis-cli -p "$CLUSTER_PORT" cluster info | tr -d '\r' | grep cluster_known_nodes)" != cluster_known_nodes:3 ]; then
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  fi
+  for _ in $(seq 1 200); do
+    [ "$(redis-cli -p "$CLUSTER_PORT" cluster info | tr -d '\r' | grep cluster_state)" = cluster_state:ok ] && return 0
+    sleep 0.1
+  done
+  die "Redis Cluster did not come up (see $DATA/cluster/*/redis.log)"
+}
+
+cluster_env() {
+  local urls=() port
+  for port in $(cluster_ports); do urls+=("redis://127.0.0.1:$port"); done
+  local joined; joined=$(IFS=,; echo "${urls[*]}")
+  echo "export REDIS_URL=$joined"
+  echo "export BALLAST_REDIS_CLUSTER=true"
+}
+
+stop_redis_cluster() {
+  local port
+  for port in $(cluster_ports); do
+    redis-cli -p "$port" shutdown >/dev/null 2>&1 && log "Redis Cluster node $port stopped" || true
+  done
+}
+
+# The test modules that exercise Redis (queue, limiter, usage, cache, scheduler, drills), run
+# a second time against the cluster.
+CLUSTER_SUITES=(jobs:: intake_hardening:: intake_security:: cache:: usage:: scheduler:: drills:: intake_drills:: webhooks::)
+
 # The fleet reaches its co-located PostgreSQL through the Unix socket: per round trip it costs
 # far less CPU than loopback TCP, which on two cores decides whether the webhook path keeps up
 # at 1,000 events/s (README, Performance). Tests connect over TCP (BALLAST_TEST_PG_*).
@@ -141,6 +199,7 @@ stop() {
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
     log "Redis stopped"
   fi
+  stop_redis_cluster
 }
 
 cmd=${1:-}
@@ -162,8 +221,17 @@ case "$cmd" in
     # Most tests wait on servers and child processes rather than the CPU: four at a time
     # (on two cores) halves the run without starving the timed drills.
     export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
-    exec cargo test --locked "$@"
+    cargo test --locked "$@"
+    # The whole suite ran on one Redis; with no filter given, the Redis suites run again on a
+    # Redis Cluster (every key a command or script touches together in one slot).
+    if [ $# = 0 ] && [ "${BALLAST_TEST_CLUSTER:-1}" != 0 ]; then
+      start_redis_cluster
+      eval "$(cluster_env)"
+      log "the Redis suites again, on the Redis Cluster at $REDIS_URL"
+      cargo test --locked --test api -- "${CLUSTER_SUITES[@]}"
+    fi
     ;;
+  cluster) install_packages; start_redis_cluster; print_env; cluster_env ;;
   services) services; print_env ;;
   env) print_env ;;
   stop) stop ;;

@@ -75,8 +75,10 @@ pub struct Settings {
     pub system_database_url: SecretString,
     /// PostgreSQL URL of the owner role; only `ballast migrate` needs it.
     pub owner_database_url: Option<SecretString>,
-    /// Redis URL for queues, cache, leases and counters.
+    /// Redis URL for queues, cache, leases and counters; on a cluster, seed nodes, comma-separated.
     pub redis_url: SecretString,
+    /// Redis Cluster instead of one Redis (`BALLAST_REDIS_CLUSTER=true`): keys carry hash tags.
+    pub redis_cluster: bool,
     /// Prefix of every Redis key and queue name, so several deployments (or tests) share a Redis.
     pub redis_namespace: String,
     /// Where the intake API listens.
@@ -189,6 +191,13 @@ impl Source {
 fn url_setting(src: &Source, key: &str, schemes: &[&str], hint: &str) -> Result<SecretString, ConfigError> {
     let raw = src.required(key, hint)?;
     check_url(key, raw, schemes)?;
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+/// `REDIS_URL`: one URL, or a cluster's seed nodes separated by commas, each checked.
+fn redis_urls(src: &Source) -> Result<SecretString, ConfigError> {
+    let raw = src.required("REDIS_URL", "the Redis URL (a cluster's seed nodes, comma-separated)")?;
+    raw.split(',').try_for_each(|url| check_url("REDIS_URL", url.trim(), &["redis", "rediss", "redis+unix"]))?;
     Ok(SecretString::from(raw.to_owned()))
 }
 
@@ -353,7 +362,8 @@ impl Settings {
                     Some(SecretString::from(raw.to_owned()))
                 }
             },
-            redis_url: url_setting(&src, "REDIS_URL", &["redis", "rediss", "redis+unix"], "the Redis URL")?,
+            redis_url: redis_urls(&src)?,
+            redis_cluster: src.parse_or("BALLAST_REDIS_CLUSTER", false, "true or false")?,
             redis_namespace: namespace,
             listen,
             jobs_dir: PathBuf::from(src.get("BALLAST_JOBS_DIR").unwrap_or("jobs")),

@@ -4,6 +4,13 @@
 //! apalis-redis owns the queue keys under `{ns}.{queue}:*` (`:active` list, `:scheduled`
 //! zset, `:data` hash, `:meta:{task}` hashes, `:done` set, `:inflight:{worker}` sets,
 //! `:workers` zset, `:idempotency:{key}`); [`Keys::queue`] names the queue they hang from.
+//!
+//! On a Redis Cluster every key that one command or script touches together must share a hash
+//! slot, so there the names carry hash tags (the part in braces is what is hashed): a queue's
+//! keys hash by the queue (`{ns}.{{queue}}:*`, so kinds spread over the shards), a tenant's
+//! usage and entitlements by the tenant, the limiter's keys by one tag (one decision touches
+//! the ban, the key's and the tenant's windows at once). On one Redis the names stay as earlier
+//! builds wrote them, so an upgrade finds its queued jobs where they were.
 
 use std::time::Duration;
 
@@ -33,7 +40,7 @@ const DAY: u64 = 24 * 3600;
 /// A tenant's entitlements (short TTL: every change also invalidates it explicitly).
 pub const TENANT_ENTITLEMENTS: KeySpec = KeySpec {
     name: "tenant_entitlements",
-    pattern: "{ns}:ent:v{shape}:{tenant}",
+    pattern: "{ns}:ent:v{shape}:{tenant} ({tenant} a hash tag on a cluster)",
     ttl: Some(Duration::from_secs(300)),
     stale: Some(Duration::from_secs(60)),
     shape: 1,
@@ -43,7 +50,7 @@ pub const TENANT_ENTITLEMENTS: KeySpec = KeySpec {
 /// The public plan catalogue with Stripe's prices (long TTL: it changes with a deploy).
 pub const PLAN_CATALOGUE: KeySpec = KeySpec {
     name: "plan_catalogue",
-    pattern: "{ns}:plans:v{shape}",
+    pattern: "{ns}:plans:v{shape} (+ :{plans} on a cluster)",
     ttl: Some(Duration::from_secs(3600)),
     stale: Some(Duration::from_secs(DAY)),
     shape: 1,
@@ -53,7 +60,7 @@ pub const PLAN_CATALOGUE: KeySpec = KeySpec {
 /// Every feature flag (long TTL: `ballast flags set` invalidates it).
 pub const FEATURE_FLAGS: KeySpec = KeySpec {
     name: "feature_flags",
-    pattern: "{ns}:flags:v{shape}",
+    pattern: "{ns}:flags:v{shape} (+ :{flags} on a cluster)",
     ttl: Some(Duration::from_secs(600)),
     stale: Some(Duration::from_secs(3600)),
     shape: 1,
@@ -99,11 +106,11 @@ impl CachedFamily {
 /// apalis-redis; see the module docs). A test checks this list against [`Keys`]' methods and
 /// that no code outside this module builds a key.
 pub const REGISTRY: &[KeySpec] = &[
-    spec("queue", "{ns}.{queue}", None, "apalis-redis queue name; its keys hang from it"),
+    spec("queue", "{ns}.{queue} ({ns}.{{queue}} on a cluster)", None, "apalis-redis queue name; its keys hang from it"),
     spec("queue_inflight", "{ns}.{queue}:inflight:{worker}", None, "set: a worker's runs in flight (apalis-redis)"),
     spec("queue_available_pattern", "tasks:{ns}.*:available", None, "pub/sub pattern announcing new work"),
     spec("queue_available_channel", "tasks:{ns}.{queue}:active:available", None, "pub/sub channel of one queue"),
-    spec("queue_epoch", "{ns}:queue:epoch", None, "string: set once Redis holds every queued job; missing = Redis lost its data"),
+    spec("queue_epoch", "{ns}.{queue}:epoch", None, "string: set once the queue's shard holds every queued job; missing = it lost its data"),
     spec("scheduler_leader", "{ns}:scheduler:leader", None, "string: the cron leader's member id; TTL = the lease"),
     spec("scheduler_last_tick", "{ns}:scheduler:last:{kind}", Some(Duration::from_secs(30 * DAY)), "string: last tick enqueued (unix ms)"),
     TENANT_ENTITLEMENTS,
@@ -111,7 +118,7 @@ pub const REGISTRY: &[KeySpec] = &[
     FEATURE_FLAGS,
     spec("cache_lock", "{ns}:cachelock:{key without ns}", None, "string: token of the one member loading a cached value; TTL = the lock"),
     spec("cache_versions", "{ns}:{family}:v*", None, "SCAN pattern of every shape version of a cached family"),
-    spec("ratelimit_window", "{ns}:rl:win:{policy}:{subject}", None, "zset: sliding-window log; TTL = the window"),
+    spec("ratelimit_window", "{ns}:rl:win:{policy}:{subject} (every rl key gets {rl}: after its family on a cluster)", None, "zset: sliding-window log; TTL = the window"),
     spec("ratelimit_override", "{ns}:rl:ovr:{policy}:{subject}", None, "string: temporary override; TTL = its length"),
     spec("ratelimit_override_pattern", "{ns}:rl:ovr:*", None, "SCAN pattern of every override"),
     spec("ratelimit_ban", "{ns}:rl:ban:{ip}", None, "string: banned until (unix ms); TTL = the ban"),
@@ -134,12 +141,35 @@ pub const REGISTRY: &[KeySpec] = &[
 #[derive(Debug, Clone)]
 pub struct Keys {
     ns: String,
+    cluster: bool,
 }
 
 impl Keys {
-    /// Keys under `namespace` (validated by config: no ':' or '.').
-    pub fn new(namespace: &str) -> Self {
-        Self { ns: namespace.to_owned() }
+    /// Keys under `namespace` (validated by config: no ':' or '.'); with hash tags when
+    /// `cluster` (a Redis Cluster).
+    pub fn new(namespace: &str, cluster: bool) -> Self {
+        Self { ns: namespace.to_owned(), cluster }
+    }
+
+    /// `part` as a hash tag on a cluster, as itself on one Redis.
+    fn tag(&self, part: &str) -> String {
+        if self.cluster { format!("{{{part}}}") } else { part.to_owned() }
+    }
+
+    /// `:{part}` appended on a cluster (the tag of a key that has no id of its own), nothing
+    /// on one Redis.
+    fn tag_suffix(&self, part: &str) -> String {
+        if self.cluster { format!(":{{{part}}}") } else { String::new() }
+    }
+
+    /// The limiter's tag segment: every limiter key shares one slot on a cluster.
+    fn rl(&self) -> &'static str {
+        if self.cluster { "{rl}:" } else { "" }
+    }
+
+    /// Whether names carry Redis Cluster hash tags.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// The namespace itself.
@@ -150,7 +180,7 @@ impl Keys {
     /// apalis queue name for a job queue: `{ns}.{queue}`. No ':' (apalis-redis splits its
     /// pub/sub channel names on ':').
     pub fn queue(&self, queue: &str) -> String {
-        format!("{}.{}", self.ns, queue)
+        format!("{}.{}", self.ns, self.tag(queue))
     }
 
     /// Set: runs in flight of one worker of a queue (apalis-redis's layout), from the queue's
@@ -174,10 +204,11 @@ impl Keys {
         format!("tasks:{apalis_queue}:active:available")
     }
 
-    /// String: present while Redis still holds every job the database says is queued. A
-    /// restart that lost Redis's data loses it too, which tells the sweep to queue them again.
-    pub fn queue_epoch(&self) -> String {
-        format!("{}:queue:epoch", self.ns)
+    /// String: present while the queue's Redis (its shard, on a cluster) still holds every job
+    /// the database says is queued. A restart that lost the data loses it too, which tells the
+    /// sweep to queue them again. It hashes with the queue, so it is lost together with it.
+    pub fn queue_epoch(&self, queue: &str) -> String {
+        format!("{}:epoch", self.queue(queue))
     }
 
     /// String: member id of the scheduler leader. TTL: the lease, renewed by the leader.
@@ -193,21 +224,23 @@ impl Keys {
 
     /// Cached JSON: a tenant's entitlements at the current shape ([`TENANT_ENTITLEMENTS`]).
     pub fn tenant_entitlements(&self, tenant: crate::domain::TenantId) -> String {
-        format!("{}:ent:v{}:{}", self.ns, TENANT_ENTITLEMENTS.shape, tenant)
+        format!("{}:ent:v{}:{}", self.ns, TENANT_ENTITLEMENTS.shape, self.tag(&tenant.to_string()))
     }
 
     /// Cached JSON: the public plan catalogue ([`PLAN_CATALOGUE`]).
     pub fn plan_catalogue(&self) -> String {
-        format!("{}:plans:v{}", self.ns, PLAN_CATALOGUE.shape)
+        format!("{}:plans:v{}{}", self.ns, PLAN_CATALOGUE.shape, self.tag_suffix("plans"))
     }
 
     /// Cached JSON: every feature flag ([`FEATURE_FLAGS`]).
     pub fn feature_flags(&self) -> String {
-        format!("{}:flags:v{}", self.ns, FEATURE_FLAGS.shape)
+        format!("{}:flags:v{}{}", self.ns, FEATURE_FLAGS.shape, self.tag_suffix("flags"))
     }
 
     /// String: the token of the member loading cached `key` (single flight across the fleet).
-    /// Outside the families' own patterns, so a version SCAN never meets it. TTL: the lock.
+    /// Outside the families' own patterns, so a version SCAN never meets it; it keeps the
+    /// value key's hash tag, so the store script can check it and write the value at once.
+    /// TTL: the lock.
     pub fn cache_lock(&self, key: &str) -> String {
         let rest = key.strip_prefix(self.ns.as_str()).and_then(|r| r.strip_prefix(':')).unwrap_or(key);
         format!("{}:cachelock:{}", self.ns, rest)
@@ -227,13 +260,13 @@ impl Keys {
     /// Sorted set: the sliding-window log of one rate-limit policy and subject (one member per
     /// admitted request, scored by its time in ms). TTL: the window, refreshed on admit.
     pub fn ratelimit_window(&self, policy: &str, subject: &str) -> String {
-        format!("{}:rl:win:{}:{}", self.ns, policy, subject)
+        format!("{}:rl:win:{}{}:{}", self.ns, self.rl(), policy, subject)
     }
 
     /// String `allow:{until_ms}` or `limit:{n}:{until_ms}`: a temporary override of one
     /// policy for one subject. TTL: the override's length (its end is also in the value).
     pub fn ratelimit_override(&self, policy: &str, subject: &str) -> String {
-        format!("{}:rl:ovr:{}:{}", self.ns, policy, subject)
+        format!("{}:rl:ovr:{}{}:{}", self.ns, self.rl(), policy, subject)
     }
 
     /// Pattern of every override key (for listing with SCAN).
@@ -243,17 +276,17 @@ impl Keys {
 
     /// String: unix ms until which a client IP is banned for failed credentials. TTL: the ban.
     pub fn ratelimit_ban(&self, ip: &str) -> String {
-        format!("{}:rl:ban:{}", self.ns, ip)
+        format!("{}:rl:ban:{}{}", self.ns, self.rl(), ip)
     }
 
     /// Sorted set: a client IP's recent failed credential checks. TTL: the failure window.
     pub fn ratelimit_failures(&self, ip: &str) -> String {
-        format!("{}:rl:fail:{}", self.ns, ip)
+        format!("{}:rl:fail:{}{}", self.ns, self.rl(), ip)
     }
 
     /// Hash `policy|subject` → blocks in one minute (unix minute). TTL: 2 days.
     pub fn ratelimit_blocks(&self, minute: i64) -> String {
-        format!("{}:rl:blocks:{}", self.ns, minute)
+        format!("{}:rl:blocks:{}{}", self.ns, self.rl(), minute)
     }
 
     /// String: a usage item's idempotency key was counted into the limit counters (PostgreSQL's
@@ -334,18 +367,6 @@ impl Keys {
     pub const ENQUEUE_IDEMPOTENCY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 }
 
-/// Every key matching `pattern`, found with SCAN (never KEYS, which blocks Redis).
-pub async fn scan(conn: &redis::aio::ConnectionManager, pattern: &str) -> Result<Vec<String>, redis::RedisError> {
-    use redis::AsyncCommands;
-    let mut conn = conn.clone();
-    let mut iter = conn.scan_match::<_, String>(pattern).await?;
-    let mut found = Vec::new();
-    while let Some(key) = futures::StreamExt::next(&mut iter).await {
-        found.push(key?);
-    }
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,7 +389,7 @@ mod tests {
         sources(&root, &mut files);
         let keys_rs = files.iter().find(|(p, _)| p.ends_with("keys.rs")).map(|(_, t)| t.clone()).expect("keys.rs");
         // Every method of Keys that returns a key is in REGISTRY, and the other way round.
-        let impl_block = &keys_rs[keys_rs.find("impl Keys {").expect("impl")..keys_rs.find("/// Every key matching").expect("end")];
+        let impl_block = &keys_rs[keys_rs.find("impl Keys {").expect("impl")..keys_rs.find("#[cfg(test)]").expect("end")];
         let builders: Vec<&str> = impl_block
             .lines()
             .filter_map(|l| l.trim().strip_prefix("pub fn "))

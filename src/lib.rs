@@ -51,9 +51,11 @@ pub mod keys;
 pub mod queue;
 /// Rate limits of the intake.
 pub mod ratelimit;
-/// The cron leader.
+/// One Redis or a Redis Cluster behind one connection type.
+pub mod redis_conn;
 /// Runbook pages and the admin jobs behind them.
 pub mod runbook;
+/// The cron leader.
 pub mod scheduler;
 /// Service level objectives: recording, burn-rate evaluation, alert notifications.
 pub mod slo;

@@ -3,9 +3,8 @@
 //! modules take the parts they use (see the `*_deps` helpers).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::redis_conn::RedisConn;
 use secrecy::ExposeSecret;
 
 use crate::catalogue::{Catalogue, CatalogueError};
@@ -67,8 +66,8 @@ pub struct AppState {
     pub tenant_pool: TenantPool,
     /// System-role pool (BYPASSRLS), for the named cross-tenant jobs.
     pub system_pool: SystemPool,
-    /// Multiplexed Redis connection that reconnects by itself.
-    pub redis: ConnectionManager,
+    /// Multiplexed Redis (or Redis Cluster) connection that reconnects by itself.
+    pub redis: RedisConn,
     /// Redis client, for dedicated connections (pub/sub).
     pub redis_client: redis::Client,
     /// The key registry.
@@ -107,16 +106,8 @@ impl AppState {
     pub fn build(settings: Settings) -> Result<Self, StartError> {
         let catalogue = Catalogue::load(&settings.jobs_dir)?;
         let (tenant_pool, system_pool) = db::pools(&settings)?;
-        let redis_client = redis::Client::open(settings.redis_url.expose_secret())?;
-        let redis = ConnectionManager::new_lazy_with_config(
-            redis_client.clone(),
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_secs(1)),
-        )?;
-        let keys = Keys::new(&settings.redis_namespace);
+        let (redis, redis_client) = RedisConn::open(settings.redis_url.expose_secret(), settings.redis_cluster)?;
+        let keys = Keys::new(&settings.redis_namespace, settings.redis_cluster);
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
         let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?;

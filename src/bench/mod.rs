@@ -124,10 +124,10 @@ pub(crate) fn p50_p99_ms(h: &Histogram<u64>) -> (f64, f64) {
 }
 
 /// Deletes every key under a namespace, in SCAN batches (never KEYS).
-pub async fn delete_namespace(conn: &redis::aio::ConnectionManager, keys: &Keys) -> Result<u64, redis::RedisError> {
+pub async fn delete_namespace(conn: &crate::redis_conn::RedisConn, keys: &Keys) -> Result<u64, redis::RedisError> {
     let mut deleted = 0u64;
     for pattern in keys.deployment_patterns() {
-        let found = crate::keys::scan(conn, &pattern).await?;
+        let found = conn.scan(&pattern).await?;
         let mut del = conn.clone();
         for chunk in found.chunks(500) {
             let n: u64 = del.del(chunk).await?;

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +118,7 @@ struct Envelope<T> {
 /// The cache reader. Cheap to clone; clones share counters and the in-process refresh set.
 #[derive(Clone)]
 pub struct Cache {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: Keys,
     /// The clock deadlines are read on (manual in tests).
     pub clock: Clock,
@@ -144,7 +144,7 @@ fn ms(d: Option<Duration>) -> i64 {
 
 impl Cache {
     /// A reader over `redis`.
-    pub fn new(redis: ConnectionManager, keys: Keys, clock: Clock, options: CacheOptions) -> Self {
+    pub fn new(redis: RedisConn, keys: Keys, clock: Clock, options: CacheOptions) -> Self {
         Self {
             redis,
             keys,

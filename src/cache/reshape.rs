@@ -38,33 +38,21 @@ pub struct ReshapeReport {
 
 /// Counts (and with `execute`, warms then removes) the cached keys of other shape versions.
 /// The caller warms the new keys first (execute only), so readers find them.
-pub async fn run(cache: &Cache, redis: &redis::aio::ConnectionManager, execute: bool) -> Result<ReshapeReport, redis::RedisError> {
+pub async fn run(cache: &Cache, redis: &crate::redis_conn::RedisConn, execute: bool) -> Result<ReshapeReport, redis::RedisError> {
     let keys = cache.keys();
     let mut conn = redis.clone();
     let mut families = Vec::new();
     for family in CachedFamily::ALL {
         let shape = family.spec().shape;
         let mut count = FamilyCount { family, shape, current: 0, old: 0, deleted: 0 };
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(keys.cache_versions(family))
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut conn)
-                .await?;
+        let mut pages = redis.scan_pages(&keys.cache_versions(family), SCAN_BATCH).await?;
+        while let Some(found) = pages.next_page().await? {
             let old: Vec<String> =
                 found.into_iter().filter(|k| keys.cache_version_of(family, k).is_some_and(|v| v != shape)).collect();
             count.old += old.len() as u64;
             if execute && !old.is_empty() {
                 let removed: u64 = redis::cmd("UNLINK").arg(&old).query_async(&mut conn).await?;
                 count.deleted += removed;
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
             }
         }
         count.current = current_keys(redis, keys, family).await?;
@@ -74,7 +62,7 @@ pub async fn run(cache: &Cache, redis: &redis::aio::ConnectionManager, execute: 
 }
 
 /// Keys of the current shape (a second SCAN, so the count is after any deletion).
-async fn current_keys(redis: &redis::aio::ConnectionManager, keys: &Keys, family: CachedFamily) -> Result<u64, redis::RedisError> {
-    let found = crate::keys::scan(redis, &keys.cache_versions(family)).await?;
+async fn current_keys(redis: &crate::redis_conn::RedisConn, keys: &Keys, family: CachedFamily) -> Result<u64, redis::RedisError> {
+    let found = redis.scan(&keys.cache_versions(family)).await?;
     Ok(found.iter().filter(|k| keys.cache_version_of(family, k) == Some(family.spec().shape)).count() as u64)
 }

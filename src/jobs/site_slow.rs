@@ -58,7 +58,7 @@ async fn routes(ctx: &JobContext, minutes: i64) -> Result<BTreeMap<String, (i64,
 
 /// The fleet's cache counters, summed over every member that published in the last minutes.
 async fn cache_totals(ctx: &JobContext) -> Result<BTreeMap<String, u64>, redis::RedisError> {
-    let members = crate::keys::scan(&ctx.state.redis, &ctx.state.keys.member_cache_stats_pattern()).await?;
+    let members = ctx.state.redis.scan(&ctx.state.keys.member_cache_stats_pattern()).await?;
     let mut conn = ctx.state.redis.clone();
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     for key in members {

@@ -8,7 +8,7 @@
 //!
 //! Per batch: one script moves up to the free concurrency from the active list into this
 //! worker's in-flight set and returns the data; every run is spawned under a semaphore; finished
-//! runs are acknowledged in batches by one script (in-flight entry, data and meta deleted). A
+//! runs are acknowledged in batches by one script (in-flight entry and data deleted). A
 //! heartbeat task keeps the worker's score fresh and returns the runs of workers silent for
 //! three heartbeats to the active list.
 
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,7 @@ static FETCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| r
 static ACK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/ack.lua")));
 static LATER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/later.lua")));
 static BEAT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/beat.lua")));
+static RECLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/reclaim.lua")));
 static LEAVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/leave.lua")));
 
 /// Most runs acknowledged by one script call.
@@ -48,7 +49,6 @@ const RETRY_UNRECORDED: Duration = Duration::from_secs(5);
 struct Names {
     active: String,
     data: String,
-    meta: String,
     scheduled: String,
     workers: String,
     inflight_prefix: String,
@@ -63,7 +63,6 @@ impl Names {
         Self {
             active: config.active_jobs_list(),
             data: config.job_data_hash(),
-            meta: config.job_meta_hash(),
             scheduled: config.scheduled_jobs_set(),
             workers: config.workers_set(),
             inflight: Keys::queue_inflight(&inflight_prefix, worker),
@@ -85,7 +84,7 @@ enum Settled {
 /// One worker of one queue.
 pub(super) struct Consumer<E> {
     pub(super) exec: Arc<E>,
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     pub(super) config: apalis_redis::Config,
     pub(super) worker: String,
     pub(super) signal: QueueSignal,
@@ -203,21 +202,29 @@ impl<E: Execute> Consumer<E> {
     }
 }
 
-/// One heartbeat: this worker's score, and the recovery of dead workers' runs.
-async fn beat_once(conn: &mut ConnectionManager, names: &Names, dead_after: Duration) -> Result<u64, redis::RedisError> {
+/// One heartbeat: this worker's score, and the recovery of dead workers' runs (a script per
+/// dead worker, given its in-flight set: a script touches only the keys it is given).
+async fn beat_once(conn: &mut RedisConn, names: &Names, dead_after: Duration) -> Result<u64, redis::RedisError> {
     let now = unix_now();
-    BEAT.key(&names.workers)
-        .key(&names.active)
-        .key(&names.inflight_prefix)
-        .arg(now)
-        .arg(now - dead_after.as_secs() as i64)
-        .arg(&names.worker)
-        .arg(&names.channel)
-        .invoke_async(conn)
-        .await
+    let dead_before = now - dead_after.as_secs() as i64;
+    let dead: Vec<String> = BEAT.key(&names.workers).arg(now).arg(dead_before).arg(&names.worker).invoke_async(conn).await?;
+    let mut moved = 0;
+    for worker in dead {
+        let n: u64 = RECLAIM
+            .key(&names.workers)
+            .key(&names.active)
+            .key(Keys::queue_inflight(&names.inflight_prefix, &worker))
+            .arg(&worker)
+            .arg(dead_before)
+            .arg(&names.channel)
+            .invoke_async(conn)
+            .await?;
+        moved += n;
+    }
+    Ok(moved)
 }
 
-async fn heartbeat(mut conn: ConnectionManager, names: Names, every: Duration, dead_after: Duration, stop: CancellationToken) {
+async fn heartbeat(mut conn: RedisConn, names: Names, every: Duration, dead_after: Duration, stop: CancellationToken) {
     loop {
         match beat_once(&mut conn, &names, dead_after).await {
             Ok(0) => {}
@@ -233,7 +240,7 @@ async fn heartbeat(mut conn: ConnectionManager, names: Names, every: Duration, d
 
 /// Acknowledges settled runs in batches until the channel closes and everything is written.
 /// A failed write keeps its runs and tries again: they stay in flight meanwhile, never lost.
-async fn acknowledge(mut conn: ConnectionManager, names: Names, mut settled: mpsc::UnboundedReceiver<Settled>) {
+async fn acknowledge(mut conn: RedisConn, names: Names, mut settled: mpsc::UnboundedReceiver<Settled>) {
     let mut done: Vec<String> = Vec::new();
     let mut later: Vec<String> = Vec::new();
     let mut open = true;
@@ -259,7 +266,7 @@ async fn acknowledge(mut conn: ConnectionManager, names: Names, mut settled: mps
         if !done.is_empty() {
             let n = done.len().min(ACK_BATCH);
             let mut call = ACK.key(&names.inflight);
-            call.key(&names.data).key(&names.meta);
+            call.key(&names.data);
             for id in &done[..n] {
                 call.arg(id);
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use tracing::Instrument;
 
 use crate::catalogue::{Catalogue, JobPolicy};
@@ -115,21 +115,32 @@ struct PushItem {
 
 /// Pushes runs of one queue in one round trip; returns (ready, scheduled) counts. Runs due
 /// now land on the active list and wake idle workers through apalis-redis's pub/sub channel.
-async fn push_batch(conn: &mut ConnectionManager, config: &apalis_redis::Config, items: &[PushItem]) -> Result<(u64, u64), QueueError> {
+async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: &[PushItem]) -> Result<(u64, u64), QueueError> {
     let mut invocation = PUSH_SCRIPT.prepare_invoke();
     invocation
         .key(config.job_data_hash())
         .key(config.active_jobs_list())
         .key(config.scheduled_jobs_set())
-        .key(config.idempotency_key_set())
         .arg(Utc::now().timestamp())
         .arg(Keys::queue_available_channel(config.queue.as_ref()));
+    // Each idempotency key is passed as a key (a script touches only what it is given): it
+    // hangs from the queue's name, so it shares the queue's hash slot on a cluster.
+    let prefix = config.idempotency_key_set();
+    let mut next_key = 4;
     for item in items {
+        let key_index = match &item.idempotency_key {
+            Some((key, _)) => {
+                invocation.key(format!("{prefix}:{key}"));
+                next_key += 1;
+                next_key - 1
+            }
+            None => 0,
+        };
         invocation
             .arg(ulid::Ulid::new().to_string())
             .arg(item.data.as_slice())
             .arg(item.run_at.unwrap_or(0).max(0))
-            .arg(item.idempotency_key.as_ref().map(|(k, _)| k.as_str()).unwrap_or(""))
+            .arg(key_index)
             .arg(item.idempotency_key.as_ref().map(|(_, ttl)| ttl.as_secs().max(1)).unwrap_or(1));
     }
     Ok(invocation.invoke_async(conn).await?)
@@ -154,7 +165,7 @@ pub struct QueueStats {
 #[derive(Clone)]
 pub struct JobQueue {
     keys: Keys,
-    conn: ConnectionManager,
+    conn: RedisConn,
     catalogue: Arc<Catalogue>,
     heartbeat: Duration,
 }
@@ -167,7 +178,7 @@ impl std::fmt::Debug for JobQueue {
 
 impl JobQueue {
     /// A queue handle on `conn` for the kinds of `catalogue`.
-    pub fn new(keys: Keys, conn: ConnectionManager, catalogue: Arc<Catalogue>, heartbeat: Duration) -> Self {
+    pub fn new(keys: Keys, conn: RedisConn, catalogue: Arc<Catalogue>, heartbeat: Duration) -> Self {
         Self { keys, conn, catalogue, heartbeat }
     }
 
@@ -437,7 +448,7 @@ mod tests {
 /// append-only file, `Some(false)` without one, `None` when Redis does not say (managed
 /// services often refuse `CONFIG`; their persistence is set in the provider's console).
 /// Jobs queued through the intake live only in Redis, so without it a Redis crash loses them.
-pub async fn redis_keeps_writes(conn: &redis::aio::ConnectionManager) -> Option<bool> {
+pub async fn redis_keeps_writes(conn: &crate::redis_conn::RedisConn) -> Option<bool> {
     let mut conn = conn.clone();
     let reply: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut conn).await;
     reply.ok().and_then(|kv| kv.get(1).map(|v| v == "yes"))

@@ -48,7 +48,7 @@ pub struct WorkerDeps {
     /// The queues.
     pub queue: JobQueue,
     /// Multiplexed Redis connection (fetch, ack, heartbeat).
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::redis_conn::RedisConn,
     /// Redis client, for the wake-up subscription.
     pub redis_client: redis::Client,
     /// Where dead letters are written.

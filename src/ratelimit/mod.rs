@@ -161,7 +161,7 @@ pub struct LimiterStats {
 #[derive(Clone)]
 pub struct Limiter {
     keys: Keys,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::redis_conn::RedisConn,
     /// The clock windows, bans and overrides are measured on.
     pub clock: Clock,
     /// The policies.
@@ -192,7 +192,7 @@ pub enum Override {
 
 impl Limiter {
     /// A limiter on `redis` with `policies`.
-    pub fn new(keys: Keys, redis: redis::aio::ConnectionManager, clock: Clock, policies: Policies) -> Self {
+    pub fn new(keys: Keys, redis: crate::redis_conn::RedisConn, clock: Clock, policies: Policies) -> Self {
         Self {
             keys,
             redis,

@@ -24,18 +24,30 @@ const INBOX_SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 const LAST_TICK_TTL_SECS: u64 = crate::keys::Keys::SCHEDULER_LAST_TICK_TTL.as_secs();
 
-/// Redis restarted empty (or failed over to an empty replica) when the epoch key is gone:
-/// every job it held is lost, so the durable rows behind them (webhook inbox, email outbox)
-/// are queued again at once, and the epoch is set only after that succeeded.
+/// Redis restarted empty (or failed over to an empty replica) when a queue's epoch key is
+/// gone: every job that queue held is lost, so the durable rows behind the queued work (webhook
+/// inbox, email outbox) are queued again at once, and the epochs are set only after that
+/// succeeded. Each epoch hashes with its queue: on a cluster, one shard losing its data is
+/// noticed by the epochs on that shard.
 async fn recover_lost_queue(state: &AppState) -> Result<Option<usize>, crate::queue::QueueError> {
     let mut conn = state.redis.clone();
-    let epoch = state.keys.queue_epoch();
-    if conn.exists::<_, bool>(&epoch).await? {
+    let queues: std::collections::BTreeSet<&str> = state.queue.catalogue().iter().map(|p| p.queue.as_str()).collect();
+    let mut missing = Vec::new();
+    for queue in queues {
+        let epoch = state.keys.queue_epoch(queue);
+        if !conn.exists::<_, bool>(&epoch).await? {
+            missing.push(epoch);
+        }
+    }
+    if missing.is_empty() {
         return Ok(None);
     }
     let events = crate::stripe::inbox::requeue_after_data_loss(&state.system_pool, &state.queue).await?;
     let emails = crate::email::sweep(&state.system_pool, &state.queue, chrono::TimeDelta::zero()).await?;
-    let _: () = conn.set(&epoch, Utc::now().timestamp_millis()).await?;
+    let now = Utc::now().timestamp_millis();
+    for epoch in missing {
+        let _: () = conn.set(&epoch, now).await?;
+    }
     Ok(Some(events + emails))
 }
 

@@ -69,7 +69,7 @@ impl Recorder {
 
     /// Adds the route counts gathered since the last call to the fleet's per-minute hashes,
     /// and publishes this member's cache counters. Diagnostics: a failed write drops them.
-    pub async fn publish(&self, redis: &redis::aio::ConnectionManager, keys: &crate::keys::Keys, cache: &crate::cache::CacheStats) -> Result<(), redis::RedisError> {
+    pub async fn publish(&self, redis: &crate::redis_conn::RedisConn, keys: &crate::keys::Keys, cache: &crate::cache::CacheStats) -> Result<(), redis::RedisError> {
         let routes = match self.routes.lock() {
             Ok(mut r) => std::mem::take(&mut *r),
             Err(_) => return Ok(()),
@@ -157,7 +157,7 @@ impl Recorder {
     pub async fn run(
         self: Arc<Self>,
         pool: sqlx::PgPool,
-        redis: redis::aio::ConnectionManager,
+        redis: crate::redis_conn::RedisConn,
         cache: crate::cache::Cache,
         stop: tokio_util::sync::CancellationToken,
     ) {

@@ -346,7 +346,7 @@ pub struct Deps<'a> {
     /// The ledger, written by the flush across tenants.
     pub system_pool: &'a crate::db::SystemPool,
     /// The counters.
-    pub redis: &'a redis::aio::ConnectionManager,
+    pub redis: &'a crate::redis_conn::RedisConn,
     /// The counters' key names.
     pub keys: &'a crate::keys::Keys,
     /// Metered limits and meter event names.

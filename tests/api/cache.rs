@@ -20,10 +20,9 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// A cache over its own Redis connection in namespace `ns`, as one fleet member holds it.
 async fn member_cache(ns: &str, clock: &Clock) -> Cache {
-    let client = redis::Client::open(std::env::var("REDIS_URL").expect("REDIS_URL: run tests with deploy/dev.sh test")).expect("client");
-    let conn = redis::aio::ConnectionManager::new(client).await.expect("redis");
+    let (conn, cluster) = crate::support::shared_redis();
     let options = CacheOptions { wait: Duration::from_secs(10), ..CacheOptions::default() };
-    Cache::new(conn, Keys::new(ns), clock.clone(), options)
+    Cache::new(conn, Keys::new(ns, cluster), clock.clone(), options)
 }
 
 fn namespace() -> String {
@@ -290,7 +289,7 @@ async fn reshape_counts_in_a_dry_run_then_removes_old_shapes_in_batches() {
     assert_eq!(dry["executed"], false);
     assert_eq!((family(&dry, "entitlements")["old"].as_u64(), family(&dry, "entitlements")["current"].as_u64()), (Some(600), Some(2)));
     assert_eq!(family(&dry, "catalogue")["old"], 1);
-    let planted: usize = ballast::keys::scan(&app.state.redis, &format!("{ns}:ent:v0:*")).await.expect("scan").len();
+    let planted: usize = app.state.redis.scan(&format!("{ns}:ent:v0:*")).await.expect("scan").len();
     assert_eq!(planted, 600, "a dry run deletes nothing");
 
     let out = app.cli(&["cache", "reshape", "--execute", "--json"]);
@@ -299,7 +298,7 @@ async fn reshape_counts_in_a_dry_run_then_removes_old_shapes_in_batches() {
     assert_eq!(family(&done, "entitlements")["deleted"], 600);
     assert_eq!(family(&done, "catalogue")["deleted"], 1);
     assert_eq!(family(&done, "entitlements")["current"], 2, "the current shape stays");
-    assert!(ballast::keys::scan(&app.state.redis, &format!("{ns}:ent:v0:*")).await.expect("scan").is_empty());
+    assert!(app.state.redis.scan(&format!("{ns}:ent:v0:*")).await.expect("scan").is_empty());
     let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'runbook.cache.reshape' AND params->>'execute' = 'true'")
         .fetch_one(&app.state.system_pool.0)
         .await

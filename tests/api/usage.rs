@@ -249,6 +249,10 @@ async fn redis_losing_its_data_loses_no_acknowledged_unit_and_the_limit_still_ho
 async fn windows_left_in_redis_by_an_older_build_are_drained_once() {
     let s = setup(PRO).await;
     let keys = &s.app.state.keys;
+    if keys.is_cluster() {
+        // Those builds never ran on a cluster: the flush does not look for their windows there.
+        return;
+    }
     let minute = chrono::Utc::now().timestamp().div_euclid(60) - 5;
     let mut conn = s.app.state.redis.clone();
     let _: () = redis::pipe()

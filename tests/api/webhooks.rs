@@ -147,12 +147,7 @@ async fn an_accepted_event_is_deduplicated_in_redis_for_minutes_not_for_days() {
     assert_eq!(app.deliver(&event("evt_ttl_probe", "customer.created")).await, 200);
     let mut redis = app.state.redis.clone();
     let pattern = format!("{}*evt_ttl_probe*", app.state.keys.namespace());
-    let mut found: Vec<String> = Vec::new();
-    let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut redis, &pattern).await.expect("scan");
-    while let Some(k) = iter.next_item().await {
-        found.push(k.expect("key"));
-    }
-    drop(iter);
+    let found = redis.scan(&pattern).await.expect("scan");
     let key = found.iter().find(|k| k.contains("idempotency") || k.contains("stripe.event:evt_ttl_probe")).expect("the enqueue's idempotency key");
     let ttl: i64 = redis::cmd("TTL").arg(key).query_async(&mut redis).await.expect("ttl");
     assert!(ttl > 0 && ttl <= ballast::stripe::inbox::INBOX_ENQUEUE_TTL.as_secs() as i64, "{key}: {ttl} s");

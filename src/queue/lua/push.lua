@@ -4,17 +4,17 @@
 -- `unpack`, which fails beyond ~8,000 entries. No per-run meta hash and no signal list: only
 -- apalis-redis's own fetch read them, and Ballast's consumer (consumer.rs) does not.
 --
--- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4] idempotency prefix
+-- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4..] idempotency keys
 -- ARGV[1] now (unix s), ARGV[2] wake-up channel
--- ARGV[3..] per task: id, data, run_at (unix s, 0 = now), idempotency key ('' = none), its TTL (s)
+-- ARGV[3..] per task: id, data, run_at (unix s, 0 = now), index of its idempotency key in KEYS
+-- (0 = none), its TTL (s)
 local ready, scheduled = 0, 0
 local now = tonumber(ARGV[1])
 for i = 3, #ARGV, 5 do
-    local id, data, run_at, key, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+    local id, data, run_at, key, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]
     local allowed = true
-    if #key > 0 then
-        local idem = KEYS[4] .. ':' .. key
-        if redis.call('SET', idem, id, 'NX', 'EX', ttl) == false then
+    if key > 0 then
+        if redis.call('SET', KEYS[key], id, 'NX', 'EX', ttl) == false then
             allowed = false
         end
     end

@@ -124,6 +124,9 @@ impl TestAppBuilder {
         }
         let mut env = db.env();
         env.insert("REDIS_URL".into(), std::env::var("REDIS_URL").expect("REDIS_URL: run tests with deploy/dev.sh test"));
+        if let Some(cluster) = redis_cluster() {
+            env.insert("BALLAST_REDIS_CLUSTER".into(), cluster.into());
+        }
         env.insert("BALLAST_REDIS_NAMESPACE".into(), format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
         env.insert("BALLAST_LISTEN".into(), "127.0.0.1:0".into());
         env.insert("BALLAST_JOBS_DIR".into(), jobs_dir.path().display().to_string());
@@ -137,6 +140,10 @@ impl TestAppBuilder {
             let path = jobs_dir.path().join("limits.toml.policy");
             std::fs::write(&path, limits).expect("write limits");
             env.insert("BALLAST_LIMITS_FILE".into(), path.display().to_string());
+        }
+        // A test that brings its own Redis (a private server, a closed port) brings one Redis.
+        if self.extra_env.contains_key("REDIS_URL") {
+            env.insert("BALLAST_REDIS_CLUSTER".into(), "false".into());
         }
         env.extend(self.extra_env);
         let settings = Settings::from_map(env.clone()).expect("test settings");
@@ -269,19 +276,28 @@ impl Drop for TestApp {
             drop(m);
         }
         // A fresh connection on a fresh runtime: the test's runtime is blocked in this drop.
-        let url = self.env.get("REDIS_URL").cloned().unwrap_or_default();
         let keys = self.state.keys.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                let Ok(client) = redis::Client::open(url) else { return };
-                if let Ok(conn) = redis::aio::ConnectionManager::new(client).await {
-                    let _ = ballast::bench::delete_namespace(&conn, &keys).await;
-                }
+                let _ = ballast::bench::delete_namespace(&shared_redis().0, &keys).await;
             });
         })
         .join();
     }
+}
+
+/// `BALLAST_REDIS_CLUSTER` as the test run was given it: `deploy/dev.sh test` runs the Redis
+/// suites a second time against a local Redis Cluster.
+pub fn redis_cluster() -> Option<String> {
+    std::env::var("BALLAST_REDIS_CLUSTER").ok().filter(|v| !v.is_empty())
+}
+
+/// A fresh handle on the run's Redis (or Redis Cluster), and its key registry's mode.
+pub fn shared_redis() -> (ballast::redis_conn::RedisConn, bool) {
+    let cluster = redis_cluster().is_some_and(|v| v == "true");
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL: run tests with deploy/dev.sh test");
+    (ballast::redis_conn::RedisConn::open(&url, cluster).expect("redis url").0, cluster)
 }
 
 pub fn init_crypto() {
