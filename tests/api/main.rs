@@ -19,6 +19,7 @@ mod loadtest;
 mod observability;
 mod outage_drills;
 mod rls;
+mod rolling_restart_drills;
 mod runbooks;
 mod scheduler;
 mod slo;
