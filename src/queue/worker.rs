@@ -84,12 +84,33 @@ impl<D> WorkerOptions<D> {
     }
 }
 
+/// The wake-up subscription: on one Redis, one; on a cluster, one per master (found once the
+/// cluster answers), so each announcement is heard from the master that published it.
+async fn listen_everywhere(wakeups: Wakeups, deps: WorkerDeps, stop: CancellationToken) {
+    let pattern = deps.queue.keys().queue_available_pattern();
+    let mut delay = Duration::from_millis(100);
+    let clients = loop {
+        match deps.redis.master_clients(&deps.redis_client).await {
+            Ok(clients) if !clients.is_empty() => break clients,
+            Ok(_) => tracing::debug!(message = "No Redis Cluster master known yet; retrying."),
+            Err(e) => tracing::debug!(message = "Redis Cluster masters not found yet; retrying.", error = %e),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    };
+    let each = clients.into_iter().map(|client| wakeups.clone().listen(client, pattern.clone(), stop.clone()));
+    futures::future::join_all(each).await;
+}
+
 /// Runs a worker for every catalogued kind until `stop` is cancelled, then lets in-flight
 /// jobs finish (the caller bounds how long it waits). Each run's handler gets `state`.
 pub async fn run<D: Clone + Send + Sync + 'static>(deps: WorkerDeps, state: D, options: WorkerOptions<D>, member: String, stop: CancellationToken) {
     let wakeups = Wakeups::default();
     let listen_stop = CancellationToken::new();
-    let listener = tokio::spawn(wakeups.clone().listen(deps.redis_client.clone(), deps.queue.keys().queue_available_pattern(), listen_stop.clone()));
+    let listener = tokio::spawn(listen_everywhere(wakeups.clone(), deps.clone(), listen_stop.clone()));
     // Three quarters into the grace period, handlers still running are interrupted and their
     // jobs queued again, so every run settles and its acknowledgement is written before the
     // member exits; the rest of the grace is for those writes.
