@@ -114,6 +114,9 @@ pub struct Settings {
     /// 30 s): a Stripe that never answers fails the call, and the job retries with the same
     /// idempotency key, instead of holding a worker slot until the job's own timeout.
     pub stripe_timeout: std::time::Duration,
+    /// The Stripe API version Ballast speaks (`BALLAST_STRIPE_API_VERSION`): sent on every call;
+    /// the webhook endpoint must be set to it. Only the version this build's client pins.
+    pub stripe_api_version: String,
     /// Largest webhook body accepted, in bytes.
     pub webhook_max_bytes: usize,
     /// Allowed skew of a webhook signature's timestamp, both directions.
@@ -323,6 +326,7 @@ impl Settings {
             stripe_secret_key: src.get("STRIPE_SECRET_KEY").map(|k| SecretString::from(k.to_owned())),
             stripe_api_base,
             stripe_timeout: src.secs_or("BALLAST_STRIPE_TIMEOUT_SECS", 30)?,
+            stripe_api_version: src.get("BALLAST_STRIPE_API_VERSION").unwrap_or(stripe_client_core::VERSION.as_str()).to_owned(),
             webhook_max_bytes,
             webhook_tolerance_secs,
             http,

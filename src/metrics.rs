@@ -98,6 +98,7 @@ pub struct Metrics {
     connections_open: prometheus::IntGauge,
     connection_events: IntCounterVec,
     connection_stats: std::sync::Arc<ConnectionStats>,
+    other_api_version: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +132,7 @@ impl Metrics {
             connections_open: register(&r, prometheus::IntGauge::new("http_connections_open", "Intake connections open now.")?)?,
             connection_events: register(&r, IntCounterVec::new(Opts::new("http_connection_events_total", "Intake connections: accepted, header_timeout (closed: headers too slow), at_capacity (accepting paused at the cap)."), &["event"])?)?,
             connection_stats: Default::default(),
+            other_api_version: register(&r, IntCounterVec::new(Opts::new("stripe_events_other_api_version_total", "Webhook events rendered in an API version other than the pinned one (stored and applied where their shape allows)."), &["api_version"])?)?,
             registry: r,
         })
     }
@@ -163,6 +165,11 @@ impl Metrics {
         for o in outcomes {
             self.jobs.with_label_values(&[kind, o]).inc();
         }
+    }
+
+    /// A webhook rendered in an API version other than the pinned one.
+    pub fn other_api_version(&self, version: &str) {
+        self.other_api_version.with_label_values(&[version]).inc();
     }
 
     /// A webhook processed; `created` is Stripe's event time (unix seconds).

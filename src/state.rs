@@ -110,6 +110,7 @@ impl AppState {
         let keys = Keys::new(&settings.redis_namespace, settings.redis_cluster);
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
+        crate::stripe::client::StripeApi::check_version(&settings.stripe_api_version)?;
         let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?;
         let policies = match &settings.limits_file {
             Some(path) if !path.exists() => {

@@ -27,6 +27,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 
 /// Rejected webhooks are logged at most once per this period, with the count left out.
 static REJECTED_LOG: crate::telemetry::Sampled = crate::telemetry::Sampled::new(std::time::Duration::from_secs(10));
+/// Events in another API version: logged at most once per period, each counted.
+static OTHER_VERSION_LOG: crate::telemetry::Sampled = crate::telemetry::Sampled::new(std::time::Duration::from_secs(60));
 
 /// What checking a body found: the verified event and its JSON, or the answer to give.
 type Checked = Result<(StripeEvent, serde_json::Value), ApiError>;
@@ -63,6 +65,15 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
         check()?
     };
 
+    if let Some(version) = event.api_version.as_deref().filter(|v| *v != state.settings.stripe_api_version) {
+        // Stored and applied where the shape allows; the endpoint should be set to the pinned
+        // version so that every object arrives in the shape the handlers read.
+        state.metrics.other_api_version(version);
+        if let Some(left_out) = OTHER_VERSION_LOG.admit(chrono::Utc::now().timestamp_millis()) {
+            tracing::warn!(message = "Webhook event in another Stripe API version; set the endpoint's version to the pinned one.",
+                api_version = version, pinned = %state.settings.stripe_api_version, event_id = %event.id, others_since_last_line = left_out);
+        }
+    }
     let inserted = inbox::insert(&state.system_pool, &event, &raw).await.map_err(|e| {
         if crate::db::is_unavailable(&e) {
             tracing::error!(message = "Webhook not stored: PostgreSQL unavailable; Stripe will retry.", event_id = %event.id, error = %e);

@@ -25,6 +25,8 @@ pub enum EffectKind {
     PaymentFailed,
     /// An invoice was paid: dunning closes its case.
     InvoicePaid,
+    /// Stripe gave up on an invoice (voided, marked uncollectible): dunning writes its case off.
+    InvoiceClosed,
     /// The customer must confirm a payment (3-D Secure).
     PaymentActionRequired,
     /// A renewal is coming: reminder email.
@@ -41,7 +43,7 @@ pub enum EffectKind {
 
 impl EffectKind {
     /// Every kind.
-    pub const ALL: [EffectKind; 13] = [
+    pub const ALL: [EffectKind; 14] = [
         EffectKind::CheckoutCompleted,
         EffectKind::CustomerDeleted,
         EffectKind::RefundRecorded,
@@ -49,6 +51,7 @@ impl EffectKind {
         EffectKind::DisputeClosed,
         EffectKind::PaymentFailed,
         EffectKind::InvoicePaid,
+        EffectKind::InvoiceClosed,
         EffectKind::PaymentActionRequired,
         EffectKind::UpcomingRenewal,
         EffectKind::TrialWillEnd,
@@ -58,7 +61,8 @@ impl EffectKind {
     ];
 
     /// The kinds dunning consumes.
-    pub const DUNNING: [EffectKind; 4] = [EffectKind::PaymentFailed, EffectKind::InvoicePaid, EffectKind::UpcomingRenewal, EffectKind::TrialWillEnd];
+    pub const DUNNING: [EffectKind; 5] =
+        [EffectKind::PaymentFailed, EffectKind::InvoicePaid, EffectKind::InvoiceClosed, EffectKind::UpcomingRenewal, EffectKind::TrialWillEnd];
 
     /// The stored spelling (also the prefix of the effect's key).
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl EffectKind {
             EffectKind::DisputeClosed => "dispute.closed",
             EffectKind::PaymentFailed => "dunning.payment_failed",
             EffectKind::InvoicePaid => "dunning.invoice_paid",
+            EffectKind::InvoiceClosed => "dunning.invoice_closed",
             EffectKind::PaymentActionRequired => "email.payment_action_required",
             EffectKind::UpcomingRenewal => "email.upcoming_renewal",
             EffectKind::TrialWillEnd => "email.trial_will_end",

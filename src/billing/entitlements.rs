@@ -52,8 +52,11 @@ pub struct SubscriptionFacts {
     pub price_id: Option<String>,
     /// First item's product.
     pub product_id: Option<String>,
-    /// Cancels at period end.
+    /// Cancels at period end (classic billing mode).
     pub cancel_at_period_end: bool,
+    /// Cancels at this time (flexible billing mode; also set by `cancel_at`).
+    #[sqlx(default)]
+    pub cancel_at: Option<DateTime<Utc>>,
     /// End of the current period.
     pub current_period_end: Option<DateTime<Utc>>,
     /// When it became past_due.
@@ -73,13 +76,13 @@ pub fn access(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_of: Da
     };
     let plan = |until| Access::Plan { plan_id: plan_id.to_owned(), until };
     match sub.status.as_str() {
-        "trialing" | "active" => plan(if sub.cancel_at_period_end { sub.current_period_end } else { None }),
+        "trialing" | "active" => plan(ends(sub)),
         "past_due" => {
             let until = sub.past_due_since.unwrap_or(as_of) + grace;
             if as_of < until { plan(Some(until)) } else { Access::None }
         }
-        "canceled" => match sub.current_period_end {
-            Some(end) if sub.cancel_at_period_end && end > as_of => plan(Some(end)),
+        "canceled" => match ends(sub) {
+            Some(end) if end > as_of => plan(Some(end)),
             _ => Access::None,
         },
         "paused" => Access::Restricted,
@@ -87,10 +90,17 @@ pub fn access(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_of: Da
     }
 }
 
+/// When a cancelling subscription's access ends: the period end for a classic cancel,
+/// `cancel_at` for a flexible one, the earlier when both are set; `None` when not cancelling.
+fn ends(sub: &SubscriptionFacts) -> Option<DateTime<Utc>> {
+    let at_period_end = if sub.cancel_at_period_end { sub.current_period_end } else { None };
+    [at_period_end, sub.cancel_at].into_iter().flatten().min()
+}
+
 /// Recomputes and stores `tenant`'s entitlements in `tx`; returns the access granted.
 pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, grace: Duration) -> Result<Access, sqlx::Error> {
     let subs: Vec<SubscriptionFacts> = sqlx::query_as(
-        "SELECT status, price_id, product_id, cancel_at_period_end, current_period_end, past_due_since, stripe_updated_at,
+        "SELECT status, price_id, product_id, cancel_at_period_end, cancel_at, current_period_end, past_due_since, stripe_updated_at,
                 EXISTS (SELECT 1 FROM dunning_cases d WHERE d.tenant_id = $1 AND d.status = 'open' AND d.restricted) AS dunning_restricted
          FROM subscriptions WHERE tenant_id = $1",
     )
@@ -244,11 +254,29 @@ mod tests {
             price_id: Some("price_p".into()),
             product_id: None,
             cancel_at_period_end: cancel,
+            cancel_at: None,
             current_period_end: Some(now + Duration::days(end_in_days)),
             past_due_since: past_due_days_ago.map(|d| now - Duration::days(d)),
             stripe_updated_at: now,
             dunning_restricted: false,
         }
+    }
+
+    #[test]
+    fn a_flexible_cancel_ends_access_at_cancel_at_though_cancel_at_period_end_is_false() {
+        let (p, g, now) = (plans(), Duration::days(14), Utc::now());
+        let mut flexible = sub("active", false, 30, None);
+        flexible.cancel_at = Some(now + Duration::days(10));
+        assert_eq!(access(&flexible, &p, g, now), Access::Plan { plan_id: "p".into(), until: flexible.cancel_at });
+        // Both set: the earlier wins.
+        let mut both = sub("active", true, 5, None);
+        both.cancel_at = Some(now + Duration::days(10));
+        assert_eq!(access(&both, &p, g, now), Access::Plan { plan_id: "p".into(), until: both.current_period_end });
+        // Canceled before cancel_at came (Stripe cancels at it): access until then, not after.
+        flexible.status = "canceled".into();
+        assert!(matches!(access(&flexible, &p, g, now), Access::Plan { .. }));
+        flexible.cancel_at = Some(now - Duration::seconds(1));
+        assert_eq!(access(&flexible, &p, g, now), Access::None);
     }
 
     #[test]

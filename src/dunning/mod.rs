@@ -129,6 +129,8 @@ pub enum CaseStatus {
     Canceled,
     /// A person must look (a cancel refused, or no final action).
     ManualReview,
+    /// Stripe gave up: the invoice was voided or marked uncollectible.
+    WrittenOff,
 }
 
 impl CaseStatus {
@@ -139,6 +141,7 @@ impl CaseStatus {
             CaseStatus::Recovered => "recovered",
             CaseStatus::Canceled => "canceled",
             CaseStatus::ManualReview => "manual_review",
+            CaseStatus::WrittenOff => "written_off",
         }
     }
 }
@@ -185,6 +188,18 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
                 .rows_affected();
                 after.entitlements_changed |= closed > 0;
             }
+            Some(EffectKind::InvoiceClosed) => {
+                // Stripe gave up on the invoice: nothing left to retry or restrict for.
+                let closed = sqlx::query(
+                    "UPDATE dunning_cases SET status = 'written_off', restricted = false, closed_at = now(), updated_at = now()
+                     WHERE invoice_id = $1 AND status IN ('open', 'manual_review')",
+                )
+                .bind(&e.subject_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                after.entitlements_changed |= closed > 0;
+            }
             Some(EffectKind::UpcomingRenewal) => {
                 let renews = e.payload.get("renews_at").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
                 let vars = serde_json::json!({
@@ -196,16 +211,22 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
             }
             Some(EffectKind::TrialWillEnd) => {
                 let ends = e.payload.get("trial_end").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
-                let has_pm: Option<bool> =
-                    sqlx::query_scalar("SELECT default_payment_method IS NOT NULL FROM subscriptions WHERE id = $1")
-                        .bind(&e.subject_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                // Stripe advises checking that the subscription is still trialing: a customer who
+                // subscribed early or cancelled since gets no "trial ending" email.
+                let mirrored: Option<(String, bool)> = sqlx::query_as(
+                    "SELECT s.status, COALESCE(s.default_payment_method, c.default_payment_method) IS NOT NULL
+                     FROM subscriptions s LEFT JOIN customers c ON c.id = s.customer_id WHERE s.id = $1",
+                )
+                .bind(&e.subject_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (status, has_pm) = mirrored.unwrap_or_default();
                 let vars = serde_json::json!({
                     "ends_on": ends.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
-                    "has_payment_method": has_pm.unwrap_or(false),
+                    "has_payment_method": has_pm,
                 });
-                if let Some(customer) = customer_of_subscription(&mut tx, &e.subject_id).await? {
+                let customer = if status == "trialing" { customer_of_subscription(&mut tx, &e.subject_id).await? } else { None };
+                if let Some(customer) = customer {
                     remind(&mut tx, tenant, &customer, &e.effect_key, Template::TrialEnding, vars, &mut after).await?;
                 }
             }

@@ -112,23 +112,40 @@ pub(super) async fn advance(
                 }
                 Action::Retry if Some(step.day) != last_retry => "skipped: superseded by a later retry".into(),
                 Action::Retry if case.hard_decline => "skipped: hard decline".into(),
-                Action::Retry => {
-                    let pm: Option<Option<String>> = match &case.subscription_id {
-                        Some(sub) => sqlx::query_scalar("SELECT default_payment_method FROM subscriptions WHERE id = $1").bind(sub).fetch_optional(&mut *tx).await?,
-                        None => None,
-                    };
-                    if pm.flatten().is_none() {
-                        "skipped: no payment method".into()
-                    } else {
-                        return Ok((reports, Some(StripeCall { stage, request: Request::Pay })));
+                Action::Retry => match invoice_closed(tx, &case.invoice_id).await? {
+                    Some(status) => format!("skipped: Stripe holds the invoice as {status}"),
+                    None => {
+                        // Stripe charges the subscription's default payment method, else the
+                        // customer's (invoice_settings.default_payment_method).
+                        let pm: Option<Option<String>> = sqlx::query_scalar(
+                            "SELECT COALESCE((SELECT default_payment_method FROM subscriptions WHERE id = $1), default_payment_method)
+                             FROM customers WHERE id = $2",
+                        )
+                        .bind(&case.subscription_id)
+                        .bind(&case.customer_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if pm.flatten().is_none() {
+                            "skipped: no payment method".into()
+                        } else {
+                            return Ok((reports, Some(StripeCall { stage, request: Request::Pay })));
+                        }
                     }
-                }
+                },
                 Action::Restrict => {
                     sqlx::query("UPDATE dunning_cases SET restricted = true, updated_at = now() WHERE id = $1").bind(case.id).execute(&mut *tx).await?;
                     after.entitlements_changed = true;
                     "entitlements restricted".into()
                 }
                 Action::Final => match (policy.final_action, &case.subscription_id) {
+                    (FinalAction::Cancel, Some(sub)) if subscription_canceled(tx, sub).await? => {
+                        // Stripe canceled it already (its own retries ran out): nothing to call.
+                        sqlx::query("UPDATE dunning_cases SET status = 'canceled', closed_at = now(), updated_at = now() WHERE id = $1 AND status = 'open'")
+                            .bind(case.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        format!("subscription {sub} already canceled by Stripe")
+                    }
                     (FinalAction::Cancel, Some(sub)) => return Ok((reports, Some(StripeCall { stage, request: Request::Cancel(sub.clone()) }))),
                     _ => {
                         sqlx::query("UPDATE dunning_cases SET status = 'manual_review', updated_at = now() WHERE id = $1").bind(case.id).execute(&mut *tx).await?;
@@ -158,7 +175,12 @@ pub(super) async fn settle(state: &Deps<'_>, case: &Case, call: StripeCall) -> R
     let (outcome, hard_decline, status) = match (&call.request, result) {
         (Request::Pay, Ok(inv)) => (format!("retried: invoice {}", inv.get("status").and_then(|s| s.as_str()).unwrap_or("unknown")), None, None),
         (Request::Pay, Err(StripeApiError::Refused { status, code, decline_code, .. })) => {
-            let hard = decline_code.as_deref().is_some_and(|c| HARD_DECLINES.contains(&c));
+            // A payment that needs the customer (3-D Secure: `authentication_required`) cannot
+            // succeed off-session: like a hard decline, it stops the retries; the customer was
+            // sent the hosted invoice link to confirm it.
+            let needs_customer = code == "authentication_required" || decline_code.as_deref() == Some("authentication_required");
+            let hard = needs_customer || decline_code.as_deref().is_some_and(|c| HARD_DECLINES.contains(&c));
+            let decline_code = decline_code.or_else(|| needs_customer.then(|| code.clone()));
             let outcome = format!("retried: refused ({status} {code} {})", decline_code.clone().unwrap_or_default());
             (outcome, hard.then_some(decline_code), None)
         }
@@ -185,6 +207,19 @@ pub(super) async fn settle(state: &Deps<'_>, case: &Case, call: StripeCall) -> R
     record_action(&mut tx, case, &call.stage, &outcome).await?;
     tx.commit().await?;
     Ok(ActionReport { tenant: TenantId(case.tenant_id), invoice: case.invoice_id.clone(), stage: call.stage, outcome })
+}
+
+/// The mirrored invoice's status when Stripe no longer collects it (`void`, `uncollectible`,
+/// or `paid` by another route), else `None`.
+async fn invoice_closed(tx: &mut PgConnection, invoice: &str) -> Result<Option<String>, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1").bind(invoice).fetch_optional(&mut *tx).await?;
+    Ok(status.filter(|s| matches!(s.as_str(), "void" | "uncollectible" | "paid")))
+}
+
+/// Whether the mirrored subscription is canceled already.
+async fn subscription_canceled(tx: &mut PgConnection, sub: &str) -> Result<bool, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1").bind(sub).fetch_optional(&mut *tx).await?;
+    Ok(status.as_deref() == Some("canceled"))
 }
 
 /// Marks a step done (once: a second record of the same stage is ignored).

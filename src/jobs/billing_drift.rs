@@ -39,6 +39,7 @@ struct Mirrored {
     status: String,
     price_id: Option<String>,
     cancel_at_period_end: Option<bool>,
+    cancel_at: Option<i64>,
     amount_paid: Option<i64>,
 }
 
@@ -52,8 +53,12 @@ fn differences(m: &Mirrored, s: &Value) -> Vec<(&'static str, Value, Value)> {
     };
     check("status", json!(m.status), s["status"].clone());
     if m.kind == "subscription" {
-        check("price", json!(m.price_id), s["items"]["data"][0]["price"]["id"].clone());
+        // The plan's price, read as the handler reads it (a metered item may be listed first).
+        let plan_price = crate::stripe::event::object::<crate::stripe::event::SubscriptionObject>(s).ok().and_then(|o| o.price().map(|p| p.id.clone()));
+        check("price", json!(m.price_id), json!(plan_price));
         check("cancel_at_period_end", json!(m.cancel_at_period_end), s["cancel_at_period_end"].clone());
+        // A flexible-mode cancel shows only here (cancel_at_period_end stays false).
+        check("cancel_at", json!(m.cancel_at), s["cancel_at"].clone());
     } else {
         check("amount_paid", json!(m.amount_paid), s["amount_paid"].clone());
     }
@@ -99,10 +104,11 @@ impl AdminJob for BillingDriftJob {
         let pool = &ctx.state.system_pool;
         let mirrored: Vec<Mirrored> = sqlx::query_as(
             "SELECT * FROM (
-                 SELECT 'subscription' AS kind, id, tenant_id, status, price_id, cancel_at_period_end, NULL::bigint AS amount_paid
+                 SELECT 'subscription' AS kind, id, tenant_id, status, price_id, cancel_at_period_end,
+                        extract(epoch FROM cancel_at)::bigint AS cancel_at, NULL::bigint AS amount_paid
                  FROM subscriptions WHERE $1::uuid IS NULL OR tenant_id = $1
                  UNION ALL
-                 SELECT 'invoice', id, tenant_id, status, NULL, NULL, amount_paid
+                 SELECT 'invoice', id, tenant_id, status, NULL, NULL, NULL, amount_paid
                  FROM invoices WHERE $1::uuid IS NULL OR tenant_id = $1) o
              ORDER BY tenant_id, kind, id LIMIT $2",
         )

@@ -100,6 +100,23 @@ impl std::fmt::Debug for StripeApi {
 }
 
 impl StripeApi {
+    /// The API version every call is made in (the client pins it; `Stripe-Version` header).
+    pub fn api_version() -> &'static str {
+        stripe_client_core::VERSION.as_str()
+    }
+
+    /// Refuses a configured version other than the one the client speaks: objects would come
+    /// back in shapes the handlers were not written for.
+    pub fn check_version(configured: &str) -> Result<(), StripeApiError> {
+        if configured == Self::api_version() {
+            return Ok(());
+        }
+        Err(StripeApiError::Config(format!(
+            "BALLAST_STRIPE_API_VERSION: {configured:?} is not the version this build speaks ({}); set the webhook endpoint to that version",
+            Self::api_version()
+        )))
+    }
+
     /// A client for `base_url` (Stripe's, or the simulator's in tests) with `secret_key`.
     pub fn new(secret_key: Option<&secrecy::SecretString>, base_url: &str, timeout: std::time::Duration) -> Result<Self, StripeApiError> {
         let Some(key) = secret_key else { return Ok(Self { client: None, timeout }) };

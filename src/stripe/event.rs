@@ -119,6 +119,18 @@ pub struct CustomerObject {
     /// True on a deleted customer.
     #[serde(default)]
     pub deleted: bool,
+    /// Invoice settings: the customer's default payment method, which Stripe charges when the
+    /// subscription names none.
+    #[serde(default)]
+    pub invoice_settings: Option<InvoiceSettingsObject>,
+}
+
+/// A customer's invoice settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoiceSettingsObject {
+    /// `pm_…`, if set.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub default_payment_method: Option<String>,
 }
 
 /// A subscription item's price.
@@ -129,6 +141,24 @@ pub struct PriceObject {
     /// The product the price belongs to.
     #[serde(default, deserialize_with = "de_expandable")]
     pub product: Option<String>,
+    /// How a recurring price bills (`usage_type`: `licensed` or `metered`).
+    #[serde(default)]
+    pub recurring: Option<RecurringObject>,
+}
+
+/// A recurring price's billing terms.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecurringObject {
+    /// `licensed` (a quantity, the plan) or `metered` (usage reported to a meter).
+    #[serde(default)]
+    pub usage_type: Option<String>,
+}
+
+impl PriceObject {
+    /// A metered price bills usage; it never names the plan.
+    pub fn is_metered(&self) -> bool {
+        self.recurring.as_ref().and_then(|r| r.usage_type.as_deref()) == Some("metered")
+    }
 }
 
 /// One subscription item.
@@ -164,9 +194,13 @@ pub struct SubscriptionObject {
     /// Before API 2025-03-31 the period lived on the subscription.
     #[serde(default)]
     pub current_period_end: Option<i64>,
-    /// Cancels when the period ends.
+    /// Cancels when the period ends (classic billing mode).
     #[serde(default)]
     pub cancel_at_period_end: bool,
+    /// When it is set to cancel: in flexible billing mode (the API default since 2025-09-30) a
+    /// cancellation from the customer portal sets this with `cancel_at_period_end = false`.
+    #[serde(default)]
+    pub cancel_at: Option<i64>,
     /// End of the trial.
     #[serde(default)]
     pub trial_end: Option<i64>,
@@ -179,14 +213,23 @@ pub struct SubscriptionObject {
 }
 
 impl SubscriptionObject {
-    /// The first item's price.
+    /// The price that names the plan: the first licensed item's (a metered item, which may be
+    /// listed first, bills usage on top of a plan), else the first item's.
     pub fn price(&self) -> Option<&PriceObject> {
-        self.items.data.first().map(|i| &i.price)
+        self.items.data.iter().map(|i| &i.price).find(|p| !p.is_metered()).or_else(|| self.items.data.first().map(|i| &i.price))
     }
 
-    /// End of the current period, wherever the API version puts it.
+    /// End of the current period, wherever the API version puts it. With items of mixed
+    /// intervals, access is paid up to the earliest item's period end.
     pub fn period_end(&self) -> Option<i64> {
-        self.current_period_end.or_else(|| self.items.data.iter().filter_map(|i| i.current_period_end).max())
+        self.current_period_end.or_else(|| self.items.data.iter().filter_map(|i| i.current_period_end).min())
+    }
+
+    /// When access ends if nothing changes: the period end for a classic cancel, `cancel_at`
+    /// for a flexible one (the earlier when both are set).
+    pub fn cancels_at(&self) -> Option<i64> {
+        let at_period_end = if self.cancel_at_period_end { self.period_end() } else { None };
+        [at_period_end, self.cancel_at].into_iter().flatten().min()
     }
 }
 
@@ -348,6 +391,27 @@ mod tests {
         let inv: InvoiceObject = object(&serde_json::json!({"customer": "cus_1", "currency": "usd",
             "parent": {"subscription_details": {"subscription": "sub_9"}}})).expect("parses");
         assert_eq!((inv.id.clone(), inv.subscription_id()), (None, Some("sub_9".to_owned())));
+    }
+
+    #[test]
+    fn mixed_items_the_plan_is_the_licensed_item_and_access_ends_at_the_earliest_period() {
+        // A metered item listed first, then the monthly plan, then a yearly add-on.
+        let sub = serde_json::json!({"id": "sub_1", "customer": "cus_1", "status": "active", "items": {"data": [
+            {"price": {"id": "price_meter", "product": "prod_api", "recurring": {"interval": "month", "usage_type": "metered"}}, "current_period_end": 300},
+            {"price": {"id": "price_pro", "product": "prod_pro", "recurring": {"interval": "month", "usage_type": "licensed"}}, "current_period_end": 300},
+            {"price": {"id": "price_addon", "product": "prod_addon", "recurring": {"interval": "year", "usage_type": "licensed"}}, "current_period_end": 9000}]}});
+        let s: SubscriptionObject = object(&sub).expect("parses");
+        assert_eq!(s.price().map(|p| p.id.as_str()), Some("price_pro"));
+        assert_eq!(s.period_end(), Some(300));
+        assert_eq!(s.cancels_at(), None);
+    }
+
+    #[test]
+    fn a_flexible_cancel_is_read_from_cancel_at() {
+        let sub = serde_json::json!({"id": "sub_1", "customer": "cus_1", "status": "active", "cancel_at_period_end": false, "cancel_at": 250,
+            "items": {"data": [{"price": {"id": "price_pro"}, "current_period_end": 300}]}});
+        let s: SubscriptionObject = object(&sub).expect("parses");
+        assert_eq!((s.cancel_at, s.cancels_at()), (Some(250), Some(250)));
     }
 
     #[test]

@@ -19,7 +19,7 @@ const DAY: i64 = 86_400;
 /// for production).
 const FAST_EMAIL: &str = "kind = \"email.send\"\ndescription = \"test\"\nconcurrency = 4\ntimeout_secs = 10\nmax_attempts = 30\nbackoff = { base_secs = 1, max_secs = 1, jitter = 0.0 }\n";
 
-async fn app_with(sim: &StripeSim, smtp: &SmtpServer) -> TestApp {
+pub(crate) async fn app_with(sim: &StripeSim, smtp: &SmtpServer) -> TestApp {
     TestApp::builder()
         .env("STRIPE_API_BASE", &sim.base_url)
         .env("BALLAST_SMTP_HOST", "127.0.0.1")
@@ -31,7 +31,7 @@ async fn app_with(sim: &StripeSim, smtp: &SmtpServer) -> TestApp {
         .await
 }
 
-async fn deliver_new(app: &TestApp, sim: &StripeSim) {
+pub(crate) async fn deliver_new(app: &TestApp, sim: &StripeSim) {
     for e in sim.take_events() {
         assert_eq!(app.deliver(&e).await, 200, "{e}");
     }
@@ -39,7 +39,7 @@ async fn deliver_new(app: &TestApp, sim: &StripeSim) {
 }
 
 /// A paying customer of a new tenant whose renewal then fails; returns (tenant, customer, invoice, failed at).
-async fn declined_renewal(app: &TestApp, sim: &StripeSim) -> (Uuid, String, String, i64) {
+pub(crate) async fn declined_renewal(app: &TestApp, sim: &StripeSim) -> (Uuid, String, String, i64) {
     let tenant = app.tenant("T").await;
     let customer = sim.customer(tenant, true);
     sim.checkout(tenant, &customer, STARTER, None);
@@ -55,7 +55,7 @@ async fn declined_renewal(app: &TestApp, sim: &StripeSim) -> (Uuid, String, Stri
 
 /// One day later on both clocks: deliver what Stripe emitted, run dunning as two members at
 /// once and then once more (neither may act twice), deliver what the runs caused.
-async fn next_day(app: &TestApp, sim: &StripeSim) {
+pub(crate) async fn next_day(app: &TestApp, sim: &StripeSim) {
     sim.advance_days(1);
     deliver_new(app, sim).await;
     let as_of = chrono::DateTime::from_timestamp(sim.now(), 0).expect("time");
@@ -71,11 +71,11 @@ async fn next_day(app: &TestApp, sim: &StripeSim) {
     deliver_new(app, sim).await;
 }
 
-fn pay_days(sim: &StripeSim, invoice: &str, failed_at: i64) -> Vec<i64> {
+pub(crate) fn pay_days(sim: &StripeSim, invoice: &str, failed_at: i64) -> Vec<i64> {
     sim.api_calls().iter().filter(|(what, id, _)| what == "pay" && id == invoice).map(|(_, _, at)| (at - failed_at) / DAY).collect()
 }
 
-async fn case_status(app: &TestApp, invoice: &str) -> (String, bool) {
+pub(crate) async fn case_status(app: &TestApp, invoice: &str) -> (String, bool) {
     sqlx::query_as("SELECT status, restricted FROM dunning_cases WHERE invoice_id = $1")
         .bind(invoice)
         .fetch_one(&app.state.system_pool.0)

@@ -29,3 +29,4 @@ mod usage;
 mod webhooks;
 mod arbitrary_input;
 mod billing;
+mod billing_lifecycle;

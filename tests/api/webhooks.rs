@@ -155,3 +155,30 @@ async fn an_accepted_event_is_deduplicated_in_redis_for_minutes_not_for_days() {
     assert_eq!(app.deliver(&event("evt_ttl_probe", "customer.created")).await, 200);
     assert_eq!(queued_jobs(&app).await, 1);
 }
+
+/// An event rendered in another API version than the pinned one is still stored and applied,
+/// and is counted so that a misconfigured endpoint shows; a member configured for another
+/// version than its client speaks refuses to start, naming the setting.
+#[tokio::test]
+async fn an_event_of_another_api_version_is_applied_and_counted_and_the_pinned_version_is_enforced() {
+    let app = TestApp::spawn().await;
+    let mut old = event("evt_old_version", "customer.created");
+    old["api_version"] = json!("2020-08-27");
+    assert_eq!(app.deliver(&old).await, 200);
+    let mut pinned = event("evt_pinned_version", "customer.updated");
+    pinned["api_version"] = json!(ballast::stripe::client::StripeApi::api_version());
+    assert_eq!(app.deliver(&pinned).await, 200);
+    app.drain().await;
+    let stored: Option<String> = sqlx::query_scalar("SELECT api_version FROM stripe_events WHERE id = 'evt_old_version'")
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("row");
+    assert_eq!(stored.as_deref(), Some("2020-08-27"));
+    let metrics = app.http.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("ballast_stripe_events_other_api_version_total{api_version=\"2020-08-27\"} 1"), "{metrics}");
+    assert!(!metrics.contains(&format!("api_version=\"{}\"", ballast::stripe::client::StripeApi::api_version())));
+
+    let out = app.cli_with(&["cache", "reshape", "--json"], &[("BALLAST_STRIPE_API_VERSION", "2020-08-27")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("BALLAST_STRIPE_API_VERSION"), "{stderr}");
+}

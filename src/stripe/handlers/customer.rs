@@ -15,9 +15,11 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerEr
         // A re-fetched deleted customer answers {id, deleted: true}; the event says so by its type.
         let deleted = c.deleted || deleted_event;
         sqlx::query(
-            "INSERT INTO customers (id, tenant_id, email, name, deleted, stripe_updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO customers (id, tenant_id, email, name, deleted, stripe_updated_at, default_payment_method)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email),
                  name = COALESCE(EXCLUDED.name, customers.name), deleted = customers.deleted OR EXCLUDED.deleted,
+                 default_payment_method = EXCLUDED.default_payment_method,
                  stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
         )
         .bind(&c.id)
@@ -26,6 +28,7 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerEr
         .bind(&c.name)
         .bind(deleted)
         .bind(ctx.created())
+        .bind(c.invoice_settings.as_ref().and_then(|s| s.default_payment_method.as_deref()))
         .execute(&mut *ctx.tx)
         .await?;
     }

@@ -1,5 +1,6 @@
 //! invoice.*: the invoice row, and the dunning and reminder side effects: a payment failure
-//! (one per attempt), an action required, a recovery, an upcoming renewal.
+//! (one per attempt), an action required, a recovery, Stripe giving up (voided, uncollectible),
+//! an upcoming renewal.
 
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape, ts};
@@ -51,6 +52,10 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
             ctx.effect(key, EffectKind::PaymentActionRequired, &id, payload).await?
         }
         "invoice.paid" => ctx.effect(format!("dunning.invoice_paid:{id}"), EffectKind::InvoicePaid, &id, payload).await?,
+        // Stripe gave up (its retries ran out, or someone voided the invoice).
+        "invoice.voided" | "invoice.marked_uncollectible" => {
+            ctx.effect(format!("dunning.invoice_closed:{id}"), EffectKind::InvoiceClosed, &id, payload).await?
+        }
         _ => {}
     }
     Ok(())

@@ -15,15 +15,15 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         let price = s.price();
         sqlx::query(
             "INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan_id, price_id, product_id, current_period_end,
-                 cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at)
-             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11)
+                 cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at, cancel_at)
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11, $12)
              ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,
                  price_id = EXCLUDED.price_id, product_id = EXCLUDED.product_id,
                  current_period_end = EXCLUDED.current_period_end, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
                  trial_end = EXCLUDED.trial_end, default_payment_method = EXCLUDED.default_payment_method,
                  past_due_since = CASE WHEN EXCLUDED.status <> 'past_due' THEN NULL
                                        ELSE COALESCE(subscriptions.past_due_since, EXCLUDED.past_due_since) END,
-                 stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
+                 stripe_updated_at = EXCLUDED.stripe_updated_at, cancel_at = EXCLUDED.cancel_at, updated_at = now()",
         )
         .bind(&s.id)
         .bind(ctx.tenant.0)
@@ -36,6 +36,7 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         .bind(s.trial_end.and_then(ts))
         .bind(&s.default_payment_method)
         .bind(ctx.created())
+        .bind(s.cancel_at.and_then(ts))
         .execute(&mut *ctx.tx)
         .await?;
     }

@@ -13,6 +13,8 @@ use axum::{Json, Router};
 use ballast::stripe::signature;
 use serde_json::{Value, json};
 
+pub mod lifecycle;
+
 pub const SECRET: &str = "whsec_test_simulator";
 pub const API_KEY: &str = "sk_test_simulator";
 const DAY: i64 = 86_400;
@@ -32,6 +34,12 @@ struct Sub {
     period_end: i64,
     trial_end: Option<i64>,
     cancel_at_period_end: bool,
+    /// Flexible billing mode's cancel time (`cancel_at_period_end` stays false).
+    cancel_at: Option<i64>,
+    /// When it was canceled, and why (`cancellation_details.reason`).
+    canceled: Option<(i64, &'static str)>,
+    /// A metered usage item listed before the plan's licensed item.
+    metered_first: bool,
     pending_price: Option<(&'static str, &'static str, i64)>,
 }
 
@@ -47,6 +55,11 @@ struct Sim {
     seq: u64,
     customers: BTreeMap<String, Value>,
     cards: BTreeSet<String>,
+    /// Customers whose card is their own default (`invoice_settings.default_payment_method`),
+    /// not the subscription's.
+    customer_cards: BTreeSet<String>,
+    /// Customers whose bank asks for 3-D Secure on every payment (`requires_action`).
+    needs_action: BTreeSet<String>,
     declining: BTreeSet<String>,
     subs: BTreeMap<String, Sub>,
     invoices: BTreeMap<String, Value>,
@@ -81,7 +94,7 @@ impl Sim {
     fn emit(&mut self, event_type: &str, object: Value) {
         let id = self.id("evt");
         self.events.push(json!({
-            "id": id, "object": "event", "api_version": "2025-03-31.basil", "created": self.clock,
+            "id": id, "object": "event", "api_version": ballast::stripe::client::StripeApi::api_version(), "created": self.clock,
             "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
             "request": {"id": null, "idempotency_key": null}, "type": event_type,
         }));
@@ -92,15 +105,14 @@ impl Sim {
     fn sub_json(&self, s: &Sub) -> Value {
         json!({
             "id": s.id, "object": "subscription", "customer": s.customer, "status": s.status,
-            "cancel_at_period_end": s.cancel_at_period_end, "created": self.clock, "currency": "usd",
-            "trial_end": s.trial_end, "default_payment_method": if self.cards.contains(&s.customer) { json!(format!("pm_{}", s.customer)) } else { Value::Null },
+            "cancel_at_period_end": s.cancel_at_period_end, "cancel_at": s.cancel_at, "created": self.clock, "currency": "usd",
+            "canceled_at": s.canceled.map(|c| c.0), "ended_at": s.canceled.map(|c| c.0),
+            "cancellation_details": {"comment": null, "feedback": null, "reason": s.canceled.map(|c| c.1)},
+            "billing_mode": {"type": if s.cancel_at.is_some() { "flexible" } else { "classic" }},
+            "trial_end": s.trial_end,
+            "default_payment_method": if self.cards.contains(&s.customer) && !self.customer_cards.contains(&s.customer) { json!(format!("pm_{}", s.customer)) } else { Value::Null },
             "metadata": {"tenant_id": s.tenant}, "livemode": false,
-            "items": {"object": "list", "has_more": false, "data": [{
-                "id": format!("si_{}", s.id), "object": "subscription_item", "quantity": 1, "subscription": s.id,
-                "current_period_start": s.period_end - PERIOD, "current_period_end": s.period_end,
-                "price": {"id": s.price.0, "object": "price", "product": s.price.1, "unit_amount": s.price.2, "currency": "usd",
-                          "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}},
-            }]},
+            "items": {"object": "list", "has_more": false, "data": self.items_json(s)},
         })
     }
 
@@ -137,14 +149,20 @@ impl Sim {
         inv["attempt_count"] = json!(attempts);
         inv["attempted"] = json!(true);
         let amount = inv["amount_due"].as_i64().unwrap_or(0);
-        let declines = !self.cards.contains(&customer) || self.declining.contains(&customer);
+        let needs_action = self.needs_action.contains(&customer);
+        let declines = !self.cards.contains(&customer) || self.declining.contains(&customer) || needs_action;
         let charge = if declines { String::new() } else { format!("ch_{}", &invoice[3..]) };
         if declines {
             inv["next_payment_attempt"] = json!(self.clock + 3 * DAY);
+            inv["hosted_invoice_url"] = json!(format!("https://invoice.stripe.com/i/acct_sim/{invoice}"));
             let inv = inv.clone();
+            if needs_action {
+                // The payment intent is `requires_action`: only the customer can confirm it.
+                self.emit("invoice.payment_action_required", inv.clone());
+            }
             self.emit("invoice.payment_failed", inv);
             let s = self.subs.get_mut(&sub_id).expect("sub");
-            if s.status != "past_due" {
+            if matches!(s.status.as_str(), "active" | "trialing") {
                 s.status = "past_due".into();
                 self.emit_sub("customer.subscription.updated", &sub_id);
             }
@@ -240,6 +258,9 @@ impl StripeSim {
                 period_end: trial_end.unwrap_or(s.clock + PERIOD),
                 trial_end,
                 cancel_at_period_end: false,
+                cancel_at: None,
+                canceled: None,
+                metered_first: false,
                 pending_price: None,
             };
             s.subs.insert(sub_id.clone(), sub);
@@ -262,6 +283,13 @@ impl StripeSim {
             let ids: Vec<String> = s.subs.keys().cloned().collect();
             for id in ids {
                 let sub = s.subs[&id].clone();
+                if let Some(at) = sub.cancel_at.filter(|at| *at <= s.clock && sub.status != "canceled") {
+                    // Flexible mode: it ends at cancel_at, not at a period end.
+                    s.subs.get_mut(&id).expect("sub").period_end = at;
+                    s.end_sub(&id, "cancellation_requested");
+                    s.emit_sub("customer.subscription.deleted", &id);
+                    continue;
+                }
                 match sub.status.as_str() {
                     "trialing" => {
                         let end = sub.trial_end.unwrap_or(before);
@@ -284,7 +312,7 @@ impl StripeSim {
                     }
                     "active" | "past_due" if sub.period_end <= s.clock => {
                         if sub.cancel_at_period_end {
-                            s.subs.get_mut(&id).expect("sub").status = "canceled".into();
+                            s.end_sub(&id, "cancellation_requested");
                             s.emit_sub("customer.subscription.deleted", &id);
                         } else {
                             let x = s.subs.get_mut(&id).expect("sub");
@@ -330,11 +358,13 @@ impl StripeSim {
 
     pub fn cancel(&self, sub: &str, at_period_end: bool) {
         self.with(|s| {
+            let now = s.clock;
             let x = s.subs.get_mut(sub).expect("sub");
             if at_period_end {
                 x.cancel_at_period_end = true;
                 s.emit_sub("customer.subscription.updated", sub);
             } else {
+                x.canceled = Some((now, "cancellation_requested"));
                 x.status = "canceled".into();
                 s.emit_sub("customer.subscription.deleted", sub);
             }
@@ -357,7 +387,7 @@ impl StripeSim {
         self.with(|s| {
             let ids: Vec<String> = s.subs.values().filter(|x| x.customer == customer && x.status != "canceled").map(|x| x.id.clone()).collect();
             for id in ids {
-                s.subs.get_mut(&id).expect("sub").status = "canceled".into();
+                s.end_sub(&id, "cancellation_requested");
                 s.emit_sub("customer.subscription.deleted", &id);
             }
             let c = s.customers[customer].clone();
@@ -537,8 +567,13 @@ async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, hea
             (StatusCode::OK, inv)
         } else {
             let customer = inv["customer"].as_str().unwrap_or("").to_owned();
-            let code = s.decline_codes.get(&customer).cloned().unwrap_or_else(|| "insufficient_funds".into());
-            (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": code, "message": "Your card was declined."}}))
+            if s.needs_action.contains(&customer) {
+                (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "authentication_required",
+                    "decline_code": "authentication_required", "message": "Your card was declined. This transaction requires authentication."}}))
+            } else {
+                let code = s.decline_codes.get(&customer).cloned().unwrap_or_else(|| "insufficient_funds".into());
+                (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": code, "message": "Your card was declined."}}))
+            }
         }
     } else {
         (StatusCode::BAD_REQUEST, json!({"error": {"type": "invalid_request_error", "code": "invoice_not_open", "message": "Invoice is not open"}}))
@@ -561,7 +596,7 @@ async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, 
     }
     let clock = s.clock;
     s.calls.push(("cancel".into(), id.clone(), clock));
-    s.subs.get_mut(&id).expect("sub").status = "canceled".into();
+    s.end_sub(&id, "cancellation_requested");
     s.emit_sub("customer.subscription.deleted", &id);
     let answer = (StatusCode::OK, s.sub_json(&s.subs[&id].clone()));
     if let Some(k) = key {

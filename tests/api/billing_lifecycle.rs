@@ -1,0 +1,172 @@
+//! What the Stripe of today sends that Ballast once mis-read: flexible-mode cancels
+//! (`cancel_at`), a metered item listed before the plan, the customer's own default card,
+//! Stripe giving up on an invoice after its retries, 3-D Secure, and a trial-ending notice for
+//! a subscription that is no longer trialing. Each test fails without its fix.
+
+use uuid::Uuid;
+
+use crate::dunning::{app_with, case_status, declined_renewal, deliver_new, next_day, pay_days};
+use crate::support::TestApp;
+use crate::support::smtp::SmtpServer;
+use crate::support::stripe_sim::lifecycle::GiveUp;
+use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
+
+const DAY: i64 = 86_400;
+
+async fn plan_of(app: &TestApp, tenant: Uuid) -> (Option<String>, Option<chrono::DateTime<chrono::Utc>>) {
+    sqlx::query_as("SELECT plan_id, expires_at FROM entitlements WHERE tenant_id = $1 AND feature = 'api_access'")
+        .bind(tenant)
+        .fetch_optional(&app.state.system_pool.0)
+        .await
+        .expect("entitlement")
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_flexible_cancel_from_the_portal_ends_access_at_cancel_at() {
+    let sim = StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let tenant = app.tenant("flexible").await;
+    let customer = sim.customer(tenant, true);
+    let sub = sim.checkout(tenant, &customer, STARTER, None);
+    deliver_new(&app, &sim).await;
+    assert_eq!(plan_of(&app, tenant).await, (Some("starter".into()), None), "paid, not cancelling");
+    // The portal in flexible mode: cancel_at in 10 days, cancel_at_period_end false.
+    let at = sim.now() + 10 * DAY;
+    sim.cancel_at(&sub, at);
+    deliver_new(&app, &sim).await;
+    let (plan, expires) = plan_of(&app, tenant).await;
+    assert_eq!(plan.as_deref(), Some("starter"));
+    assert_eq!(expires.map(|e| e.timestamp()), Some(at), "access expires when the subscription will cancel");
+    let mirrored: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT cancel_at FROM subscriptions WHERE id = $1").bind(&sub).fetch_one(&app.state.system_pool.0).await.expect("sub");
+    assert_eq!(mirrored.map(|m| m.timestamp()), Some(at));
+    sim.advance_days(11);
+    deliver_new(&app, &sim).await;
+    assert_eq!(plan_of(&app, tenant).await.0, None, "ended at cancel_at");
+}
+
+#[tokio::test]
+async fn a_metered_item_listed_first_does_not_hide_the_plan() {
+    let sim = StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let tenant = app.tenant("metered").await;
+    let customer = sim.customer(tenant, true);
+    let sub = sim.checkout(tenant, &customer, PRO, None);
+    sim.add_metered_item(&sub);
+    deliver_new(&app, &sim).await;
+    assert_eq!(plan_of(&app, tenant).await.0.as_deref(), Some("pro"));
+    let price: Option<String> =
+        sqlx::query_scalar("SELECT price_id FROM subscriptions WHERE id = $1").bind(&sub).fetch_one(&app.state.system_pool.0).await.expect("sub");
+    assert_eq!(price.as_deref(), Some(PRO.0), "the licensed item's price is the plan's");
+}
+
+#[tokio::test]
+async fn dunning_retries_with_the_customers_own_default_card() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let tenant = app.tenant("customer-card").await;
+    let customer = sim.customer(tenant, false);
+    sim.card_on_customer(&customer);
+    sim.checkout(tenant, &customer, STARTER, None);
+    deliver_new(&app, &sim).await;
+    sim.set_declining(&customer, true);
+    sim.advance_days(30);
+    let failed_at = sim.now();
+    deliver_new(&app, &sim).await;
+    let invoice = sim.open_invoices_of(&customer).pop().expect("the declined renewal");
+    next_day(&app, &sim).await;
+    assert_eq!(pay_days(&sim, &invoice, failed_at), [1], "the day-1 retry reached Stripe (the card is the customer's)");
+}
+
+#[tokio::test]
+async fn when_stripe_gives_up_the_case_is_written_off_and_dunning_stops_calling_stripe() {
+    for how in [GiveUp::Cancel, GiveUp::Unpaid, GiveUp::StayPastDueVoid] {
+        let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+        let app = app_with(&sim, &smtp).await;
+        let (_tenant, _customer, invoice, failed_at) = declined_renewal(&app, &sim).await;
+        next_day(&app, &sim).await;
+        assert_eq!(pay_days(&sim, &invoice, failed_at), [1]);
+        // Stripe's own retries run out: the invoice uncollectible or void, the subscription
+        // canceled, unpaid or left past_due as the account is set.
+        sim.give_up(&invoice, how);
+        deliver_new(&app, &sim).await;
+        ballast::dunning::run(&app.state.dunning_deps(), chrono::DateTime::from_timestamp(sim.now(), 0).expect("t"), None, false)
+            .await
+            .expect("dunning");
+        assert_eq!(case_status(&app, &invoice).await, ("written_off".into(), false), "{how:?}");
+        for _ in 2..=22 {
+            next_day(&app, &sim).await;
+        }
+        assert_eq!(pay_days(&sim, &invoice, failed_at), [1], "{how:?}: no retry of an invoice Stripe gave up on");
+        assert!(sim.api_calls().iter().all(|(what, _, _)| what != "cancel"), "{how:?}: no cancel of what Stripe ended");
+    }
+}
+
+#[tokio::test]
+async fn the_final_cancel_of_a_subscription_stripe_already_canceled_is_not_a_manual_review() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let (_tenant, _customer, invoice, _failed_at) = declined_renewal(&app, &sim).await;
+    let sub: String = sqlx::query_scalar("SELECT subscription_id FROM invoices WHERE id = $1").bind(&invoice).fetch_one(&app.state.system_pool.0).await.expect("sub");
+    // Someone canceled it in the Dashboard meanwhile; the invoice stays open.
+    sim.cancel(&sub, false);
+    deliver_new(&app, &sim).await;
+    for _ in 1..=22 {
+        next_day(&app, &sim).await;
+    }
+    assert_eq!(case_status(&app, &invoice).await.0, "canceled");
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1").bind(&sub).fetch_one(&app.state.system_pool.0).await.expect("s");
+    assert!(sim.api_calls().iter().all(|(what, _, _)| what != "cancel"), "nothing to cancel at Stripe: {:?} {status}", sim.api_calls());
+}
+
+#[tokio::test]
+async fn a_payment_that_needs_3d_secure_is_not_retried_off_session() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let tenant = app.tenant("sca").await;
+    let customer = sim.customer(tenant, true);
+    sim.checkout(tenant, &customer, STARTER, None);
+    deliver_new(&app, &sim).await;
+    sim.require_action(&customer, true);
+    sim.advance_days(30);
+    let failed_at = sim.now();
+    deliver_new(&app, &sim).await;
+    let invoice = sim.open_invoices_of(&customer).pop().expect("the renewal awaiting confirmation");
+    for _ in 1..=8 {
+        next_day(&app, &sim).await;
+    }
+    // Day 1's retry answers authentication_required: only the customer can pay it now.
+    assert_eq!(pay_days(&sim, &invoice, failed_at), [1], "no further off-session retries");
+    let decline: Option<String> =
+        sqlx::query_scalar("SELECT decline_code FROM dunning_cases WHERE invoice_id = $1").bind(&invoice).fetch_one(&app.state.system_pool.0).await.expect("case");
+    assert_eq!(decline.as_deref(), Some("authentication_required"));
+}
+
+#[tokio::test]
+async fn no_trial_ending_email_for_a_subscription_no_longer_trialing() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let tenant = app.tenant("trial").await;
+    let customer = sim.customer(tenant, true);
+    let sub = sim.checkout(tenant, &customer, STARTER, Some(14));
+    deliver_new(&app, &sim).await;
+    sim.advance_days(11);
+    let notice = sim.take_events();
+    assert!(notice.iter().any(|e| e["type"] == "customer.subscription.trial_will_end"), "Stripe sends it 3 days before");
+    // The customer cancels before the notice is delivered (Stripe does not order deliveries).
+    sim.cancel(&sub, false);
+    deliver_new(&app, &sim).await;
+    for e in &notice {
+        assert_eq!(app.deliver(e).await, 200);
+    }
+    app.drain().await;
+    ballast::dunning::run(&app.state.dunning_deps(), chrono::DateTime::from_timestamp(sim.now(), 0).expect("t"), None, false).await.expect("dunning");
+    app.drain().await;
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE template = 'trial_ending'")
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("outbox");
+    assert_eq!(queued, 0, "Stripe advises checking the status first");
+    assert!(smtp.messages().is_empty());
+}

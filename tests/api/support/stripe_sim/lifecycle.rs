@@ -1,0 +1,110 @@
+//! What the simulator does that Stripe does when things go wrong or change shape: flexible
+//! cancels (`cancel_at`), Smart Retries running out and Stripe giving up (the subscription
+//! canceled or `unpaid`, the invoice `uncollectible` or `void`), 3-D Secure, a card held on
+//! the customer rather than the subscription, and a metered item listed before the plan.
+
+use serde_json::{Value, json};
+
+use super::{PERIOD, Sim, StripeSim, Sub};
+
+/// What Stripe does with a subscription when its retries run out (Billing settings,
+/// "Manage failed payments").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Cancel the subscription; the invoice is marked uncollectible.
+    Cancel,
+    /// Leave the subscription `unpaid`; the invoice is marked uncollectible.
+    Unpaid,
+    /// Leave it `past_due`; the invoice is voided.
+    StayPastDueVoid,
+}
+
+impl Sim {
+    /// Ends a subscription now, as Stripe records it (`canceled_at`, `ended_at`, the reason).
+    pub(super) fn end_sub(&mut self, id: &str, reason: &'static str) {
+        let now = self.clock;
+        let s = self.subs.get_mut(id).expect("sub");
+        s.status = "canceled".into();
+        s.canceled = Some((now, reason));
+    }
+
+    /// The items: the plan's licensed price, after a metered usage price when asked.
+    pub(super) fn items_json(&self, s: &Sub) -> Value {
+        let item = |suffix: &str, price: Value| {
+            json!({"id": format!("si_{}{suffix}", s.id), "object": "subscription_item", "quantity": 1, "subscription": s.id,
+                   "current_period_start": s.period_end - PERIOD, "current_period_end": s.period_end, "price": price})
+        };
+        let plan = item("", json!({"id": s.price.0, "object": "price", "product": s.price.1, "unit_amount": s.price.2, "currency": "usd",
+            "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}}));
+        if !s.metered_first {
+            return json!([plan]);
+        }
+        let metered = item("_usage", json!({"id": "price_api_calls_metered", "object": "price", "product": "prod_api_calls",
+            "unit_amount": 1, "currency": "usd", "recurring": {"interval": "month", "interval_count": 1, "usage_type": "metered", "meter": "mtr_api_calls"}}));
+        json!([metered, plan])
+    }
+}
+
+impl StripeSim {
+    /// A flexible-mode cancel (the customer portal's, since 2025-09-30): `cancel_at` set to
+    /// `at`, `cancel_at_period_end` false; the subscription ends when the clock reaches it.
+    pub fn cancel_at(&self, sub: &str, at: i64) {
+        self.with(|s| {
+            let x = s.subs.get_mut(sub).expect("sub");
+            x.cancel_at = Some(at);
+            x.cancel_at_period_end = false;
+            s.emit_sub("customer.subscription.updated", sub);
+        })
+    }
+
+    /// Smart Retries ran out on `invoice`: Stripe applies the account's setting.
+    pub fn give_up(&self, invoice: &str, how: GiveUp) {
+        self.with(|s| {
+            let sub = s.invoices[invoice]["parent"]["subscription_details"]["subscription"].as_str().expect("sub").to_owned();
+            let inv = s.invoices.get_mut(invoice).expect("invoice");
+            inv["next_payment_attempt"] = Value::Null;
+            let (status, event) = if how == GiveUp::StayPastDueVoid { ("void", "invoice.voided") } else { ("uncollectible", "invoice.marked_uncollectible") };
+            inv["status"] = json!(status);
+            let inv = inv.clone();
+            s.emit("invoice.updated", inv.clone());
+            s.emit(event, inv);
+            match how {
+                GiveUp::Cancel => {
+                    s.end_sub(&sub, "payment_failed");
+                    s.emit_sub("customer.subscription.deleted", &sub);
+                }
+                GiveUp::Unpaid => {
+                    s.subs.get_mut(&sub).expect("sub").status = "unpaid".into();
+                    s.emit_sub("customer.subscription.updated", &sub);
+                }
+                GiveUp::StayPastDueVoid => {}
+            }
+        })
+    }
+
+    /// The customer's bank asks for 3-D Secure on every payment from now on.
+    pub fn require_action(&self, customer: &str, required: bool) {
+        self.with(|s| if required { s.needs_action.insert(customer.to_owned()) } else { s.needs_action.remove(customer) });
+    }
+
+    /// The card is the customer's default (`invoice_settings.default_payment_method`), and
+    /// subscriptions name none: Stripe charges the customer's.
+    pub fn card_on_customer(&self, customer: &str) {
+        self.with(|s| {
+            s.cards.insert(customer.to_owned());
+            s.customer_cards.insert(customer.to_owned());
+            let c = s.customers.get_mut(customer).expect("customer");
+            c["invoice_settings"] = json!({"default_payment_method": format!("pm_{customer}"), "custom_fields": null, "footer": null});
+            let c = c.clone();
+            s.emit("customer.updated", c);
+        })
+    }
+
+    /// Adds a metered usage item, listed before the plan's item (Stripe keeps no order).
+    pub fn add_metered_item(&self, sub: &str) {
+        self.with(|s| {
+            s.subs.get_mut(sub).expect("sub").metered_first = true;
+            s.emit_sub("customer.subscription.updated", sub);
+        })
+    }
+}
