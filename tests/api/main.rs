@@ -25,6 +25,7 @@ mod scheduler;
 mod slo;
 mod schema;
 mod slow_stripe_drill;
+mod stripe_shapes;
 mod usage;
 mod webhooks;
 mod arbitrary_input;
