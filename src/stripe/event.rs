@@ -292,9 +292,12 @@ pub struct ChargeObject {
     /// The customer.
     #[serde(default, deserialize_with = "de_expandable")]
     pub customer: Option<String>,
-    /// The invoice it paid, if any.
+    /// The invoice it paid: only before API 2025-03-31 (since then see [`InvoicePaymentObject`]).
     #[serde(default, deserialize_with = "de_expandable")]
     pub invoice: Option<String>,
+    /// The payment intent it belongs to (what an invoice payment names).
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub payment_intent: Option<String>,
     /// Minor units.
     pub amount: i64,
     /// Minor units.
@@ -308,6 +311,33 @@ pub struct ChargeObject {
     pub disputed: bool,
     /// ISO currency.
     pub currency: String,
+}
+
+/// An invoice payment (`invoice_payment.paid`): which payment paid which invoice.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InvoicePaymentObject {
+    /// `inpay_…`.
+    pub id: String,
+    /// The invoice paid.
+    #[serde(deserialize_with = "de_expandable")]
+    pub invoice: Option<String>,
+    /// `paid`, `open`, `canceled`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The payment: a payment intent or a charge.
+    #[serde(default)]
+    pub payment: Option<PaymentReference>,
+}
+
+/// What paid an invoice.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentReference {
+    /// The payment intent, when `type` is `payment_intent`.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub payment_intent: Option<String>,
+    /// The charge, when `type` is `charge`.
+    #[serde(default, deserialize_with = "de_expandable")]
+    pub charge: Option<String>,
 }
 
 /// The parts of a dispute that the mirror keeps.

@@ -23,20 +23,26 @@ pub enum RoutingError {
 /// The tenant of `event`, whose known customer is `customer`; `None` when it has none yet.
 pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, customer: Option<&str>) -> Result<Option<TenantId>, RoutingError> {
     let mut customer = customer.map(str::to_owned).or_else(|| event.customer_id().map(str::to_owned));
-    if customer.is_none() && event.event_type.starts_with("charge.dispute.") {
-        // A dispute names its charge, not the customer: ask our mirror, then Stripe.
-        if let Some(charge) = event.object.get("charge").and_then(expandable_id) {
-            let known: Option<String> = sqlx::query_scalar("SELECT customer_id FROM charges WHERE id = $1").bind(charge).fetch_optional(&pool.0).await?;
-            customer = match known {
-                Some(c) => Some(c),
-                None => {
-                    let fetched = stripe.retrieve(ObjectKind::Charge, charge).await?;
-                    fetched.get("customer").and_then(expandable_id).map(str::to_owned)
-                }
-            };
-            if let Some(c) = &customer {
-                inbox::set_customer(pool, &event.id, c).await?;
-            }
+    // A dispute names its charge and an invoice payment its invoice, not the customer: ask our
+    // mirror, then Stripe.
+    let named_by = if event.event_type.starts_with("charge.dispute.") {
+        Some(("charge", "SELECT customer_id FROM charges WHERE id = $1", ObjectKind::Charge))
+    } else if event.event_type.starts_with("invoice_payment.") {
+        Some(("invoice", "SELECT customer_id FROM invoices WHERE id = $1", ObjectKind::Invoice))
+    } else {
+        None
+    };
+    if customer.is_none()
+        && let Some((field, mirrored, kind)) = named_by
+        && let Some(id) = event.object.get(field).and_then(expandable_id)
+    {
+        let known: Option<String> = sqlx::query_scalar(mirrored).bind(id).fetch_optional(&pool.0).await?;
+        customer = match known {
+            Some(c) => Some(c),
+            None => stripe.retrieve(kind, id).await?.get("customer").and_then(expandable_id).map(str::to_owned),
+        };
+        if let Some(c) = &customer {
+            inbox::set_customer(pool, &event.id, c).await?;
         }
     }
     if let Some(c) = &customer

@@ -170,3 +170,34 @@ async fn no_trial_ending_email_for_a_subscription_no_longer_trialing() {
     assert_eq!(queued, 0, "Stripe advises checking the status first");
     assert!(smtp.messages().is_empty());
 }
+
+/// Since API 2025-03-31 a charge names no invoice: the link comes from `invoice_payment.paid`,
+/// whichever of the two events is delivered first.
+#[tokio::test]
+async fn a_refunded_charge_is_linked_to_its_invoice_through_the_invoice_payment_in_either_order() {
+    for payment_first in [true, false] {
+        let sim = StripeSim::start().await;
+        let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+        let tenant = app.tenant("refund").await;
+        let customer = sim.customer(tenant, true);
+        sim.checkout(tenant, &customer, STARTER, None);
+        let mut events = sim.take_events();
+        let (payments, others): (Vec<_>, Vec<_>) = events.drain(..).partition(|e| e["type"] == "invoice_payment.paid");
+        for e in &others {
+            assert_eq!(app.deliver(e).await, 200);
+        }
+        app.drain().await;
+        let charge = sim.charges_of(&customer).pop().expect("the first payment's charge");
+        sim.refund(&charge, 500);
+        let refund = sim.take_events();
+        let (first, second) = if payment_first { (&payments, &refund) } else { (&refund, &payments) };
+        for e in first.iter().chain(second.iter()) {
+            assert_eq!(app.deliver(e).await, 200);
+            app.drain().await;
+        }
+        let invoice = payments[0]["data"]["object"]["invoice"].as_str().expect("invoice").to_owned();
+        let linked: Option<String> =
+            sqlx::query_scalar("SELECT invoice_id FROM charges WHERE id = $1").bind(&charge).fetch_one(&app.state.system_pool.0).await.expect("charge");
+        assert_eq!(linked, Some(invoice), "payment delivered first: {payment_first}");
+    }
+}

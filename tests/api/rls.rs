@@ -38,6 +38,7 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO entitlements (tenant_id, feature, enabled, source) VALUES ($1, 'feature_' || $2, true, 'plan')",
         "INSERT INTO audit_log (tenant_id, actor, action, outcome) VALUES ($1, 'test', 'seed', 'ok')",
         "INSERT INTO charges (id, tenant_id, customer_id, currency, amount, stripe_updated_at) VALUES ('ch_' || $2, $1, 'cus_' || $2, 'usd', 100, now())",
+        "INSERT INTO invoice_payments (id, tenant_id, invoice_id, payment_intent, status, stripe_updated_at) VALUES ('inpay_' || $2, $1, 'in_' || $2, 'pi_' || $2, 'paid', now())",
         "INSERT INTO disputes (id, tenant_id, charge_id, status, amount, currency, stripe_updated_at) VALUES ('dp_' || $2, $1, 'ch_' || $2, 'needs_response', 100, 'usd', now())",
         "INSERT INTO billing_effects (tenant_id, effect_key, kind, subject_id, event_id) VALUES ($1, 'k_' || $2, 'email', 'x', 'evt_' || $2)",
         "INSERT INTO dunning_cases (id, tenant_id, invoice_id, customer_id, opened_at) VALUES (gen_random_uuid(), $1, 'in_' || $2, 'cus_' || $2, now())",

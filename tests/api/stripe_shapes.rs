@@ -54,6 +54,12 @@ fn object_for(p: &Value, event_type: &str) -> Value {
         "charge.refunded" => p["charge"].clone(),
         t if t.starts_with("charge.dispute.") => p["dispute"].clone(),
         "checkout.session.completed" => p["checkout.session"].clone(),
+        "invoice_payment.paid" => {
+            // The published one names a placeholder invoice; ours, the invoice just applied.
+            let mut payment = p["invoice_payment"].clone();
+            payment["invoice"] = p["invoice"]["id"].clone();
+            payment
+        }
         other => panic!("no published object for {other}"),
     };
     // The published charge has no customer (a guest payment); ours are a subscriber's.

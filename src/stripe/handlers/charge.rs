@@ -1,4 +1,6 @@
-//! charge.refunded: the charge row with its refunded amount; one refund effect per amount.
+//! charge.refunded: the charge row with its refunded amount and its invoice (named by the
+//! charge before API 2025-03-31, since then found through the invoice payments); one refund
+//! effect per amount.
 
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape};
@@ -12,9 +14,11 @@ pub(super) async fn refunded(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError>
         let customer = c.customer.clone().ok_or_else(|| HandlerError::Shape("charge without a customer".into()))?;
         ctx.ensure_customer(&customer).await?;
         sqlx::query(
-            "INSERT INTO charges (id, tenant_id, customer_id, invoice_id, currency, amount, amount_refunded, refunded, disputed, stripe_updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            "INSERT INTO charges (id, tenant_id, customer_id, invoice_id, currency, amount, amount_refunded, refunded, disputed, stripe_updated_at, payment_intent)
+             VALUES ($1, $2, $3, COALESCE($4, (SELECT invoice_id FROM invoice_payments WHERE payment_intent = $11 OR charge_id = $1 LIMIT 1)),
+                     $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (id) DO UPDATE SET amount_refunded = EXCLUDED.amount_refunded, refunded = EXCLUDED.refunded,
+                 invoice_id = COALESCE(charges.invoice_id, EXCLUDED.invoice_id), payment_intent = EXCLUDED.payment_intent,
                  disputed = charges.disputed OR EXCLUDED.disputed, stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
         )
         .bind(&c.id)
@@ -27,6 +31,7 @@ pub(super) async fn refunded(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError>
         .bind(c.refunded)
         .bind(c.disputed)
         .bind(ctx.created())
+        .bind(&c.payment_intent)
         .execute(&mut *ctx.tx)
         .await?;
     }

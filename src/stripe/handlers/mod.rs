@@ -16,6 +16,7 @@ mod checkout;
 mod customer;
 mod dispute;
 mod invoice;
+mod invoice_payment;
 mod subscription;
 
 pub use context::{Applied, EventCtx, HandlerError, ts};
@@ -41,6 +42,7 @@ pub const HANDLED: &[&str] = &[
     "invoice.payment_failed",
     "invoice.payment_action_required",
     "invoice.upcoming",
+    "invoice_payment.paid",
     "charge.refunded",
     "charge.dispute.created",
     "charge.dispute.closed",
@@ -59,6 +61,7 @@ pub async fn apply(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
         "customer.created" | "customer.updated" | "customer.deleted" => customer::changed(ctx).await,
         s if s.starts_with("customer.subscription.") => subscription::changed(ctx).await.map(|()| Applied::default()),
         "invoice.upcoming" => invoice::upcoming(ctx).await.map(|()| Applied::default()),
+        "invoice_payment.paid" => invoice_payment::paid(ctx).await.map(|()| Applied::default()),
         s if s.starts_with("invoice.") => invoice::changed(ctx).await.map(|()| Applied::default()),
         "charge.refunded" => charge::refunded(ctx).await.map(|()| Applied::default()),
         s if s.starts_with("charge.dispute.") => dispute::changed(ctx).await.map(|()| Applied::default()),

@@ -172,12 +172,20 @@ impl Sim {
             inv["amount_remaining"] = json!(0);
             inv["next_payment_attempt"] = Value::Null;
             let inv = inv.clone();
+            // Since API 2025-03-31 the charge names its payment intent, not the invoice; the
+            // invoice payment links the two.
+            let intent = format!("pi_{}", &invoice[3..]);
             self.charges.insert(charge.clone(), json!({
                 "id": charge, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": 0,
-                "currency": "usd", "customer": customer, "invoice": invoice, "paid": true, "refunded": false,
+                "currency": "usd", "customer": customer, "payment_intent": intent, "paid": true, "refunded": false,
                 "disputed": false, "status": "succeeded", "created": self.clock, "livemode": false,
                 "refunds": {"object": "list", "data": [], "has_more": false},
             }));
+            let payment = json!({"id": format!("inpay_{}", &invoice[3..]), "object": "invoice_payment", "invoice": invoice,
+                "amount_paid": amount, "amount_requested": amount, "currency": "usd", "is_default": true, "livemode": false,
+                "created": self.clock, "status": "paid", "payment": {"type": "payment_intent", "payment_intent": intent},
+                "status_transitions": {"canceled_at": null, "paid_at": self.clock}});
+            self.emit("invoice_payment.paid", payment);
             self.emit("invoice.paid", inv);
             let s = self.subs.get_mut(&sub_id).expect("sub");
             if s.status == "past_due" {
