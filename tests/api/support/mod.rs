@@ -166,7 +166,10 @@ impl TestAppBuilder {
             state,
             events,
             env,
-            http: reqwest::Client::new(),
+            // The intake closes a kept-alive connection idle for its header timeout (10 s); a
+            // client pooling it longer can send on a socket being closed (hyper's
+            // IncompleteMessage, seen in the permutation test after a long drain).
+            http: reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5)).build().expect("http client"),
             member: Some(member),
             _db: db,
             _jobs_dir: jobs_dir,
