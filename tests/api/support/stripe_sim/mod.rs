@@ -293,7 +293,7 @@ impl StripeSim {
                 let sub = s.subs[&id].clone();
                 if let Some(at) = sub.cancel_at.filter(|at| *at <= s.clock && sub.status != "canceled") {
                     // Flexible mode: it ends at cancel_at, not at a period end.
-                    s.subs.get_mut(&id).expect("sub").period_end = at;
+                    let _ = at;
                     s.end_sub(&id, "cancellation_requested");
                     s.emit_sub("customer.subscription.deleted", &id);
                     continue;
@@ -466,7 +466,7 @@ impl StripeSim {
                 .subs
                 .values()
                 .filter(|x| x.customer == customer)
-                .map(|x| (x.id.clone(), json!([x.status, x.price.0, x.cancel_at_period_end, x.period_end])))
+                .map(|x| (x.id.clone(), json!([x.status, x.price.0, x.cancel_at_period_end, x.period_end, x.cancel_at])))
                 .collect();
             let invoices: BTreeMap<String, Value> = s
                 .invoices
