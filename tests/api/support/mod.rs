@@ -303,6 +303,10 @@ pub fn shared_redis() -> (ballast::redis_conn::RedisConn, bool) {
     (ballast::redis_conn::RedisConn::open(&url, cluster).expect("redis url").0, cluster)
 }
 
+/// Held by the drills that load the machine (a fleet of processes) and by those that time an
+/// answer under attack, so that one never runs beside the other on CI's two cores.
+pub static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
