@@ -146,6 +146,21 @@ impl CaseStatus {
     }
 }
 
+/// Closes the open (or in review) case of `invoice` as `status`, lifting its restriction;
+/// whether one was closed.
+async fn close_cases(tx: &mut sqlx::PgConnection, invoice: &str, status: CaseStatus) -> Result<bool, sqlx::Error> {
+    let closed = sqlx::query(
+        "UPDATE dunning_cases SET status = $2, restricted = false, closed_at = now(), updated_at = now()
+         WHERE invoice_id = $1 AND status IN ('open', 'manual_review')",
+    )
+    .bind(invoice)
+    .bind(status.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(closed > 0)
+}
+
 /// What dunning uses: the pools, the Stripe API it pays and cancels through, the plans and
 /// grace it recomputes entitlements with, its policy, and where it queues emails and drops
 /// cached entitlements after a commit.
@@ -177,29 +192,9 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
     for e in &effects {
         match e.kind() {
             Some(EffectKind::PaymentFailed) => open_case(state, &mut tx, tenant, e, &mut after).await?,
-            Some(EffectKind::InvoicePaid) => {
-                let closed = sqlx::query(
-                    "UPDATE dunning_cases SET status = 'recovered', restricted = false, closed_at = now(), updated_at = now()
-                     WHERE invoice_id = $1 AND status IN ('open', 'manual_review')",
-                )
-                .bind(&e.subject_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                after.entitlements_changed |= closed > 0;
-            }
-            Some(EffectKind::InvoiceClosed) => {
-                // Stripe gave up on the invoice: nothing left to retry or restrict for.
-                let closed = sqlx::query(
-                    "UPDATE dunning_cases SET status = 'written_off', restricted = false, closed_at = now(), updated_at = now()
-                     WHERE invoice_id = $1 AND status IN ('open', 'manual_review')",
-                )
-                .bind(&e.subject_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                after.entitlements_changed |= closed > 0;
-            }
+            Some(EffectKind::InvoicePaid) => after.entitlements_changed |= close_cases(&mut tx, &e.subject_id, CaseStatus::Recovered).await?,
+            // Stripe gave up on the invoice: nothing left to retry or restrict for.
+            Some(EffectKind::InvoiceClosed) => after.entitlements_changed |= close_cases(&mut tx, &e.subject_id, CaseStatus::WrittenOff).await?,
             Some(EffectKind::UpcomingRenewal) => {
                 let renews = e.payload.get("renews_at").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
                 let vars = serde_json::json!({

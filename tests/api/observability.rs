@@ -178,7 +178,12 @@ async fn one_trace_runs_from_the_webhook_to_the_stripe_call_metrics_cover_the_go
     let by_id: HashMap<Vec<u8>, &Received> = spans.iter().map(|s| (s.id.clone(), s)).collect();
     let parent_of = |s: &Received| by_id.get(&s.parent).copied();
     // The Stripe API call inside a job, and its ancestry back to the webhook request.
-    let call = spans.iter().find(|s| s.name.starts_with("GET /v1/invoices/")).expect("a Stripe API span");
+    // (An invoice payment delivered before its invoice is routed by reading the invoice from
+    // Stripe inside its stripe.event run; that call is not the one followed here.)
+    let call = spans
+        .iter()
+        .find(|s| s.name.starts_with("GET /v1/invoices/") && parent_of(s).is_some_and(|p| p.name == "stripe.refetch process"))
+        .expect("a Stripe API span in a stripe.refetch run");
     let mut ancestry = vec![call];
     let mut at = call;
     while let Some(p) = parent_of(at) {

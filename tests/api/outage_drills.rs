@@ -247,16 +247,7 @@ async fn redis_killed_mid_intake_loses_no_acknowledged_unit_or_job() {
         client.jobs.is_subset(&done)
     })
     .await;
-    // Its own process, awaited: the simulator it reports to runs on this test's runtime.
-    let flushed = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["usage", "flush", "--all"])
-        .env_clear()
-        .envs(&app.env)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .await
-        .expect("ballast usage flush");
-    assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
+    crate::support::fleet::flush_all_usage(&app).await;
     eprintln!(
         "drill redis SIGKILL: {} units and {} jobs acknowledged before the kill, {} and {} in all; {} requests refused (503) or unanswered; all run {:.1} s after Redis came back",
         before.0,
@@ -266,11 +257,7 @@ async fn redis_killed_mid_intake_loses_no_acknowledged_unit_or_job() {
         client.refused,
         restarted.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default()
     );
-    let ledger: i64 = sqlx::query_scalar("SELECT coalesce(sum(quantity), 0)::bigint FROM usage_ledger WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_one(&app.state.system_pool.0)
-        .await
-        .expect("ledger");
+    let ledger = crate::support::fleet::ledger_units(&app, tenant).await;
     assert_eq!(ledger, client.units, "every acknowledged unit in the ledger once");
     let billed: i64 = sim.meter_events().values().map(|(_, _, v)| v).sum();
     assert_eq!(billed, client.units, "and at Stripe once");

@@ -277,15 +277,7 @@ async fn three_members_per_role_restarted_one_at_a_time_under_load_lose_nothing_
             && crate::support::fleet::queue_drained(&app).await
     })
     .await;
-    let flushed = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["usage", "flush", "--all"])
-        .env_clear()
-        .envs(&app.env)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .await
-        .expect("ballast usage flush");
-    assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
+    crate::support::fleet::flush_all_usage(&app).await;
 
     for (p, _) in api {
         let (status, log) = p.terminate().await;
@@ -316,11 +308,7 @@ async fn three_members_per_role_restarted_one_at_a_time_under_load_lose_nothing_
     assert_eq!(count(&app, "SELECT count(*) FROM stripe_events").await as usize, load.delivered.len());
     assert_applied_once(&app, &worker_logs).await;
     // Usage: every acknowledged unit in the ledger and at Stripe, once.
-    let ledger: i64 = sqlx::query_scalar("SELECT coalesce(sum(quantity), 0)::bigint FROM usage_ledger WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_one(&app.state.system_pool.0)
-        .await
-        .expect("ledger");
+    let ledger = crate::support::fleet::ledger_units(&app, tenant).await;
     assert_eq!(ledger, load.units, "every acknowledged unit in the ledger once");
     assert_eq!(sim.meter_events().values().map(|(_, _, v)| v).sum::<i64>(), load.units, "and at Stripe once");
     // Jobs: one run per idempotency key, whichever member answered.

@@ -85,6 +85,29 @@ pub async fn deliver_until_accepted(http: &reqwest::Client, base: &str, event: &
     }
 }
 
+/// Runs `ballast usage flush --all` as its own process, awaited (the simulator it reports to
+/// runs on the test's runtime), and fails the test if it fails.
+pub async fn flush_all_usage(app: &TestApp) {
+    let flushed = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["usage", "flush", "--all"])
+        .env_clear()
+        .envs(&app.env)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .expect("ballast usage flush");
+    assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
+}
+
+/// The units of `tenant` in the ledger.
+pub async fn ledger_units(app: &TestApp, tenant: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(quantity), 0)::bigint FROM usage_ledger WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("ledger")
+}
+
 /// Ids of the runs a member's JSON log says completed, in order.
 pub fn completed_ids(log: &str) -> Vec<String> {
     log.lines()
