@@ -202,16 +202,7 @@ async fn redis_killed_mid_intake_loses_no_acknowledged_unit_or_job() {
     let dir = tempfile::tempdir().expect("redis dir");
     let mut redis = PrivateRedis::start_as_deployed(free_port(), dir.path()).await;
     let app = TestApp::builder().roles(&[]).env("REDIS_URL", &redis.url()).env("STRIPE_API_BASE", &sim.base_url).spawn().await;
-    // A tenant on the plan with metered usage billed as overage, bound to a Stripe customer.
-    let tenant = app.tenant("usage").await;
-    let customer = sim.customer(tenant, true);
-    sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1").bind(tenant).bind(&customer).execute(&app.state.system_pool.0).await.expect("bind");
-    sqlx::query("INSERT INTO entitlements (tenant_id, feature, enabled, source, plan_id) VALUES ($1, 'api_access', true, 'plan', 'pro')")
-        .bind(tenant)
-        .execute(&app.state.system_pool.0)
-        .await
-        .expect("plan");
-    let (_, key) = app.key(Some(tenant), &[ballast::auth::Scope::UsageWrite, ballast::auth::Scope::JobsWrite]).await;
+    let (tenant, key) = crate::support::fleet::usage_tenant(&app, &sim).await;
     let (member, base) = listening_member(&app, "api").await;
     let mut client = Client { http: reqwest::Client::new(), base, key, units: 0, jobs: Default::default(), refused: 0 };
     for n in 0..40 {

@@ -126,18 +126,7 @@ async fn three_members_per_role_restarted_one_at_a_time_under_load_lose_nothing_
         .env("BALLAST_SCHEDULER_LEASE_SECS", "2")
         .spawn()
         .await;
-    // The usage tenant, on the plan with overage billing, bound to a Stripe customer.
-    let tenant = app.tenant("usage").await;
-    let customer = sim.customer(tenant, true);
-    // Its plan is set here, not by a subscription: its own events would take the plan away.
-    sim.take_events();
-    sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1").bind(tenant).bind(&customer).execute(&app.state.system_pool.0).await.expect("bind");
-    sqlx::query("INSERT INTO entitlements (tenant_id, feature, enabled, source, plan_id) VALUES ($1, 'api_access', true, 'plan', 'pro')")
-        .bind(tenant)
-        .execute(&app.state.system_pool.0)
-        .await
-        .expect("plan");
-    let (_, key) = app.key(Some(tenant), &[ballast::auth::Scope::UsageWrite, ballast::auth::Scope::JobsWrite]).await;
+    let (tenant, key) = crate::support::fleet::usage_tenant(&app, &sim).await;
     // Webhooks: 60 sign-ups (half subscribing), three customers whose renewal is declined, and
     // the month's renewals of everyone else.
     let mut events = signups(&app, &sim, 60, 2).await;

@@ -85,6 +85,23 @@ pub async fn deliver_until_accepted(http: &reqwest::Client, base: &str, event: &
     }
 }
 
+/// A tenant on the plan with metered usage billed as overage, bound to a Stripe customer of
+/// the simulator (its plan set here, not by a subscription: the customer's own events are
+/// taken from the simulator, undelivered); returns it and an API key for usage and jobs.
+pub async fn usage_tenant(app: &TestApp, sim: &StripeSim) -> (uuid::Uuid, String) {
+    let tenant = app.tenant("usage").await;
+    let customer = sim.customer(tenant, true);
+    sim.take_events();
+    sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1").bind(tenant).bind(&customer).execute(&app.state.system_pool.0).await.expect("bind");
+    sqlx::query("INSERT INTO entitlements (tenant_id, feature, enabled, source, plan_id) VALUES ($1, 'api_access', true, 'plan', 'pro')")
+        .bind(tenant)
+        .execute(&app.state.system_pool.0)
+        .await
+        .expect("plan");
+    let (_, key) = app.key(Some(tenant), &[ballast::auth::Scope::UsageWrite, ballast::auth::Scope::JobsWrite]).await;
+    (tenant, key)
+}
+
 /// Runs `ballast usage flush --all` as its own process, awaited (the simulator it reports to
 /// runs on the test's runtime), and fails the test if it fails.
 pub async fn flush_all_usage(app: &TestApp) {
