@@ -67,7 +67,9 @@ pub(crate) async fn next_day(app: &TestApp, sim: &StripeSim) {
     a.expect("dunning run");
     b.expect("dunning run");
     deliver_new(app, sim).await;
-    ballast::dunning::run(&app.state.dunning_deps(), as_of, None, false).await.expect("dunning run");
+    // Once more the same day: whatever the two did, nothing is left to do.
+    let again = ballast::dunning::run(&app.state.dunning_deps(), as_of, None, false).await.expect("dunning run");
+    assert!(again.actions.is_empty(), "a repeated run acted: {:?}", again.actions);
     deliver_new(app, sim).await;
 }
 
@@ -259,4 +261,27 @@ async fn the_runbook_reports_due_steps_in_a_dry_run_and_acts_only_with_execute()
         .await
         .expect("audit");
     assert_eq!(audited, 3);
+}
+
+/// The outbox itself makes an email exist once per dedup key, whatever its callers check
+/// first: a second write of the same key is refused, and a different key is a new email.
+#[tokio::test]
+async fn the_outbox_keeps_one_email_per_dedup_key() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let tenant = ballast::domain::TenantId(app.tenant("mail").await);
+    let email = |key: &str| ballast::email::NewEmail {
+        dedup_key: key.to_owned(),
+        template: ballast::email::Template::PaymentFailed,
+        to: "billing@example.com".into(),
+        vars: serde_json::json!({"amount": "USD 20.00", "invoice": "in_1", "days_left": 3}),
+    };
+    let mut tx = app.state.tenant_pool.begin(tenant).await.expect("tx");
+    let first = ballast::email::queue(&mut tx, tenant, &email("dunning:case:email@0")).await.expect("queue");
+    let again = ballast::email::queue(&mut tx, tenant, &email("dunning:case:email@0")).await.expect("queue");
+    let other = ballast::email::queue(&mut tx, tenant, &email("dunning:case:email@10")).await.expect("queue");
+    tx.commit().await.expect("commit");
+    assert!(first.is_some() && other.is_some());
+    assert_eq!(again, None, "the same key is the same email");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE tenant_id = $1").bind(tenant.0).fetch_one(&app.state.system_pool.0).await.expect("count");
+    assert_eq!(rows, 2);
 }

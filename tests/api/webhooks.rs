@@ -182,3 +182,28 @@ async fn an_event_of_another_api_version_is_applied_and_counted_and_the_pinned_v
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("BALLAST_STRIPE_API_VERSION"), "{stderr}");
 }
+
+/// The answer says whether the event was new, and a redelivery after the queue's own
+/// idempotency key is gone (it lives minutes, Stripe retries for days) is still one event:
+/// the inbox, not Redis, is what makes it so.
+#[tokio::test]
+async fn a_redelivery_after_the_enqueue_key_expired_is_a_duplicate_and_queues_nothing() {
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let e = event("evt_late_redelivery", "customer.created");
+    let answer = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.expect("json") };
+    let body = serde_json::to_vec(&e).expect("json");
+    let sign = || Some(signature_header(SECRET, chrono::Utc::now().timestamp(), &body));
+    let first = answer(app.post_webhook(body.clone(), sign()).await).await;
+    assert_eq!((first["received"].as_bool(), first["duplicate"].as_bool()), (Some(true), Some(false)), "{first}");
+    let again = answer(app.post_webhook(body.clone(), sign()).await).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    // Days later: the job ran long ago and its enqueue key expired.
+    let keys = app.state.redis.scan(&format!("{}*", app.state.keys.namespace())).await.expect("scan");
+    let mut conn = app.state.redis.clone();
+    let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("del");
+    assert_eq!(queued_jobs(&app).await, 0);
+    let late = answer(app.post_webhook(body.clone(), sign()).await).await;
+    assert_eq!(late["duplicate"], true, "{late}");
+    assert_eq!(queued_jobs(&app).await, 0, "a duplicate is not queued again");
+    assert_eq!(inbox_count(&app).await, 1);
+}
