@@ -44,7 +44,15 @@ async fn mirror(app: &TestApp, customer: &str) -> Value {
     let subs: BTreeMap<String, Value> =
         subs.into_iter().map(|(id, st, p, c, end, at)| (id, json!([st, p, c, end.map(|e| e.timestamp()), at.map(|a| a.timestamp())]))).collect();
     let invoices: BTreeMap<String, Value> = invoices.into_iter().map(|(id, st, paid, n)| (id, json!([st, paid, n]))).collect();
-    json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices})
+    let disputes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT d.id, d.status FROM disputes d JOIN charges c ON c.id = d.charge_id WHERE c.customer_id = $1",
+    )
+    .bind(customer)
+    .fetch_all(pool)
+    .await
+    .expect("disputes");
+    let disputes: BTreeMap<String, Value> = disputes.into_iter().map(|(id, st)| (id, json!(st))).collect();
+    json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes})
 }
 
 /// Feature → (enabled, limit, expires) for a tenant.
@@ -152,6 +160,24 @@ fn sca_then_confirmed(sim: &StripeSim, t: Uuid) -> String {
         sim.retry_invoice(&inv);
     }
     c
+}
+
+fn disputed(sim: &StripeSim, t: Uuid, outcome: crate::support::stripe_sim::lifecycle::DisputeOutcome) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    let charge = sim.charges_of(&c).pop().expect("charge");
+    // The charge is mirrored by its refund of 1 cent, then disputed.
+    sim.refund(&charge, 1);
+    sim.dispute(&charge, outcome);
+    c
+}
+
+fn dispute_lost(sim: &StripeSim, t: Uuid) -> String {
+    disputed(sim, t, crate::support::stripe_sim::lifecycle::DisputeOutcome::Lost)
+}
+
+fn dispute_won(sim: &StripeSim, t: Uuid) -> String {
+    disputed(sim, t, crate::support::stripe_sim::lifecycle::DisputeOutcome::Won)
 }
 
 fn metered_item_first(sim: &StripeSim, t: Uuid) -> String {
@@ -350,6 +376,8 @@ async fn any_order_duplication_or_replay_converges() {
         ("stripe_gives_up", stripe_gives_up),
         ("sca_then_confirmed", sca_then_confirmed),
         ("metered_item_first", metered_item_first),
+        ("dispute_lost", dispute_lost),
+        ("dispute_won", dispute_won),
     ];
     let handle = tokio::runtime::Handle::current();
     for (name, scenario) in scenarios {

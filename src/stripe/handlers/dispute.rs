@@ -1,5 +1,6 @@
-//! charge.dispute.created / closed: the dispute row (status only moves forward by event
-//! time) and one effect per transition.
+//! charge.dispute.*: the dispute row (status only moves forward by event time: created,
+//! funds withdrawn, updated, funds reinstated, closed as won, lost or warning_closed) and one
+//! effect when it opens and one when it closes.
 
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, shape};
@@ -30,7 +31,8 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
     sqlx::query("UPDATE charges SET disputed = true WHERE id = $1").bind(&charge).execute(&mut *ctx.tx).await?;
     let kind = match ctx.event.event_type.as_str() {
         "charge.dispute.closed" => EffectKind::DisputeClosed,
-        _ => EffectKind::DisputeCreated,
+        "charge.dispute.created" => EffectKind::DisputeCreated,
+        _ => return Ok(()),
     };
     let (name, dispute) = (kind.as_str(), &d.id);
     ctx.effect(format!("{name}:{dispute}"), kind, &d.id, serde_json::json!({"charge": charge, "status": d.status})).await

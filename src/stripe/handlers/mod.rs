@@ -45,6 +45,9 @@ pub const HANDLED: &[&str] = &[
     "invoice_payment.paid",
     "charge.refunded",
     "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
     "charge.dispute.closed",
 ];
 

@@ -19,7 +19,26 @@ pub enum GiveUp {
     StayPastDueVoid,
 }
 
+/// How a dispute ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeOutcome {
+    /// The evidence convinced the bank: funds reinstated.
+    Won,
+    /// The cardholder keeps the money.
+    Lost,
+}
+
 impl Sim {
+    /// One step of a dispute, a few seconds after the last (Stripe's steps are not
+    /// simultaneous, and the mirror orders them by time).
+    fn dispute_step(&mut self, id: &str, event: &str, status: &str) {
+        self.clock += 5;
+        let d = self.disputes.get_mut(id).expect("dispute");
+        d["status"] = json!(status);
+        let d = d.clone();
+        self.emit(event, d);
+    }
+
     /// Ends a subscription now, as Stripe records it (`canceled_at`, `ended_at`, the reason).
     pub(super) fn end_sub(&mut self, id: &str, reason: &'static str) {
         let now = self.clock;
@@ -79,6 +98,27 @@ impl StripeSim {
                 }
                 GiveUp::StayPastDueVoid => {}
             }
+        })
+    }
+
+    /// A cardholder disputes `charge`; Stripe withdraws the funds, the merchant answers, and the
+    /// bank decides. The clock moves a few seconds per step. Returns the dispute id.
+    pub fn dispute(&self, charge: &str, outcome: DisputeOutcome) -> String {
+        self.with(|s| {
+            let id = s.id("dp");
+            let amount = s.charges[charge]["amount"].clone();
+            s.charges.get_mut(charge).expect("charge")["disputed"] = json!(true);
+            s.disputes.insert(id.clone(), json!({"id": id, "object": "dispute", "charge": charge, "amount": amount, "currency": "usd",
+                "status": "warning_needs_response", "reason": "fraudulent", "created": s.clock, "livemode": false, "is_charge_refundable": false,
+                "evidence_details": {"due_by": s.clock + 7 * 86_400, "has_evidence": false, "past_due": false, "submission_count": 0}}));
+            s.dispute_step(&id, "charge.dispute.created", "needs_response");
+            s.dispute_step(&id, "charge.dispute.funds_withdrawn", "needs_response");
+            s.dispute_step(&id, "charge.dispute.updated", "under_review");
+            if outcome == DisputeOutcome::Won {
+                s.dispute_step(&id, "charge.dispute.funds_reinstated", "under_review");
+            }
+            s.dispute_step(&id, "charge.dispute.closed", if outcome == DisputeOutcome::Won { "won" } else { "lost" });
+            id
         })
     }
 

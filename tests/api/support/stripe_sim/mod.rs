@@ -64,6 +64,8 @@ struct Sim {
     subs: BTreeMap<String, Sub>,
     invoices: BTreeMap<String, Value>,
     charges: BTreeMap<String, Value>,
+    /// Disputes by id.
+    disputes: BTreeMap<String, Value>,
     events: Vec<Value>,
     /// Decline code per declining customer (default insufficient_funds).
     decline_codes: BTreeMap<String, String>,
@@ -475,7 +477,13 @@ impl StripeSim {
                 .map(|i| (i["id"].as_str().unwrap_or("").to_owned(), json!([i["status"], i["amount_paid"], i["attempt_count"]])))
                 .collect();
             let deleted = s.customers.get(customer).is_some_and(|c| c["deleted"] == true);
-            json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices})
+            let disputes: BTreeMap<String, Value> = s
+                .disputes
+                .values()
+                .filter(|d| s.charges.get(d["charge"].as_str().unwrap_or("")).is_some_and(|c| c["customer"] == customer))
+                .map(|d| (d["id"].as_str().unwrap_or("").to_owned(), d["status"].clone()))
+                .collect();
+            json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes})
         })
     }
 }
