@@ -90,6 +90,12 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
         Some(t) => TenantId(t),
         None => match routing::route(system, &state.stripe, &event, row.customer_id.as_deref()).await.map_err(|e| JobError::Retry(e.to_string()))? {
             Some(t) => t,
+            // A guest payment's charge (no customer) belongs to no tenant and never will:
+            // nothing to park it for. (A dispute names its charge; it is routed through it.)
+            None if event.event_type.starts_with("charge.") && !event.event_type.starts_with("charge.dispute.") && event.customer_id().is_none() => {
+                inbox::mark_ignored(system, &event.id).await?;
+                return Ok(StripeEventReport::Skipped { event: event.id, outcome: "ignored: no customer (a guest payment)" });
+            }
             None => {
                 inbox::park_unmatched(system, &event.id, event.customer_id()).await?;
                 tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = ?row.customer_id);

@@ -316,6 +316,13 @@ pub async fn park_unmatched(pool: &SystemPool, id: &EventId, customer: Option<&s
     Ok(())
 }
 
+/// Marks row `id` ignored: an event about nobody's tenant (a guest payment's charge has no
+/// customer), so it is neither applied nor parked waiting for a customer that will never come.
+pub async fn mark_ignored(pool: &SystemPool, id: &EventId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stripe_events SET status = 'ignored', processed_at = now() WHERE id = $1 AND status <> 'processed'").bind(id).execute(&pool.0).await?;
+    Ok(())
+}
+
 /// Records the tenant row `id` was routed to. System pool: without a tenant the tenant role
 /// cannot see the row.
 pub async fn set_tenant(pool: &SystemPool, id: &EventId, tenant: TenantId) -> Result<(), sqlx::Error> {

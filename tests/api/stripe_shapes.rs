@@ -112,3 +112,21 @@ async fn every_handled_event_type_built_from_the_published_objects_is_applied() 
     let not_applied: Vec<_> = rows.iter().filter(|(_, _, status)| status != "processed").collect();
     assert!(not_applied.is_empty(), "events Stripe could send that Ballast did not apply: {not_applied:?}");
 }
+
+/// The published charge as it is: a guest payment, with no customer. Its refund belongs to no
+/// tenant: acknowledged and ignored, not parked for a customer that will never be bound.
+#[tokio::test]
+async fn a_guest_payments_refund_is_ignored_not_parked() {
+    let app = TestApp::spawn().await;
+    let p = published();
+    let event = json!({"id": "evt_guest_refund", "object": "event", "type": "charge.refunded", "created": chrono::Utc::now().timestamp(),
+        "livemode": false, "api_version": ballast::stripe::client::StripeApi::api_version(), "data": {"object": p["charge"]},
+        "request": {"id": null, "idempotency_key": null}});
+    assert_eq!(app.deliver(&event).await, 200);
+    app.drain().await;
+    let status: String = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = 'evt_guest_refund'")
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("row");
+    assert_eq!(status, "ignored");
+}
