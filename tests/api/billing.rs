@@ -361,6 +361,7 @@ async fn a_replayed_old_event_never_rolls_state_back() {
 /// with the same entitlements and each side effect once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_order_duplication_or_replay_converges() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let app = app_with(&sim).await;
     let scenarios: &[(&str, Scenario)] = &[

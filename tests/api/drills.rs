@@ -89,6 +89,7 @@ async fn deliver_and_process(app: &TestApp, sim: &StripeSim) {
 
 #[tokio::test]
 async fn a_worker_killed_after_a_stripe_event_committed_is_recovered_and_the_event_applies_once() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let app = intake_app(&sim, None).await;
     let (tenant, _) = subscriber(&app, &sim, STARTER).await;
@@ -115,6 +116,7 @@ async fn a_worker_killed_after_a_stripe_event_committed_is_recovered_and_the_eve
 
 #[tokio::test]
 async fn a_worker_killed_around_an_email_send_is_recovered_and_each_email_goes_out_once() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let smtp = SmtpServer::start().await;
     let app = intake_app(&sim, Some(&smtp)).await;
@@ -150,6 +152,7 @@ async fn a_worker_killed_around_an_email_send_is_recovered_and_each_email_goes_o
 
 #[tokio::test]
 async fn a_worker_killed_after_a_dunning_step_committed_is_recovered_and_the_invoice_is_retried_once() {
+    let _machine = crate::support::MACHINE.read().await;
     const DAY: i64 = 86_400;
     let sim = StripeSim::start().await;
     let smtp = SmtpServer::start().await;
@@ -184,6 +187,7 @@ async fn a_worker_killed_after_a_dunning_step_committed_is_recovered_and_the_inv
 
 #[tokio::test]
 async fn a_worker_killed_after_a_usage_flush_committed_is_recovered_and_every_unit_is_billed_once() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let app = intake_app(&sim, None).await;
     let (tenant, _) = subscriber(&app, &sim, PRO).await;
@@ -204,6 +208,7 @@ async fn a_worker_killed_after_a_usage_flush_committed_is_recovered_and_every_un
 
 #[tokio::test]
 async fn a_worker_killed_in_the_middle_of_a_cache_warm_is_recovered_and_every_tenant_is_warm() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let app = intake_app(&sim, None).await;
     let mut tenants = Vec::new();
@@ -238,6 +243,7 @@ async fn a_worker_killed_in_the_middle_of_a_cache_warm_is_recovered_and_every_te
 
 #[tokio::test]
 async fn a_worker_killed_after_an_slo_alert_committed_is_recovered_and_notifies_once() {
+    let _machine = crate::support::MACHINE.read().await;
     use axum::extract::State;
     use std::sync::{Arc, Mutex};
     let received: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -298,6 +304,7 @@ fn catalogue_with_noop(entry: &str) -> tempfile::TempDir {
 
 #[tokio::test]
 async fn sigterm_under_load_loses_no_job_leaves_none_locked_and_runs_none_twice() {
+    let _machine = crate::support::MACHINE.read().await;
     let app = TestApp::builder().roles(&[]).spawn().await;
     let mut ids = std::collections::BTreeSet::new();
     // 400 short jobs, and 8 that outlast the one-second grace.

@@ -35,7 +35,7 @@ async fn probe(app: &TestApp, event_id: &str) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_drill_healthz_answers_and_slow_connections_are_closed() {
-    let _machine = crate::support::MACHINE.lock().await;
+    let _machine = crate::support::MACHINE.write().await;
     let app = TestApp::builder().roles(&[ballast::app::Role::Api]).env("BALLAST_HTTP_HEADER_TIMEOUT_SECS", "2").spawn().await;
     let addr = app.addr.expect("api");
     let stop = CancellationToken::new();
@@ -97,7 +97,7 @@ async fn slowloris_drill_healthz_answers_and_slow_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_flood_drill_healthz_answers_and_valid_webhooks_are_accepted() {
-    let _machine = crate::support::MACHINE.lock().await;
+    let _machine = crate::support::MACHINE.write().await;
     let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
     let stop = CancellationToken::new();
     let refused = Arc::new(AtomicU64::new(0));

@@ -13,6 +13,7 @@ use crate::support::stripe_sim::StripeSim;
 
 #[tokio::test]
 async fn redis_restarted_empty_while_webhooks_arrive_loses_no_event_and_applies_none_twice() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let mut redis = PrivateRedis::start(free_port()).await;
     let app = TestApp::builder().roles(&[]).env("REDIS_URL", &redis.url()).env("STRIPE_API_BASE", &sim.base_url).spawn().await;
@@ -66,6 +67,7 @@ async fn redis_restarted_empty_while_webhooks_arrive_loses_no_event_and_applies_
 
 #[tokio::test]
 async fn postgres_stopped_for_30_s_during_a_burst_is_a_503_loses_nothing_and_workers_catch_up() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let pg = PrivatePostgres::start().await;
     let db_env = [
@@ -198,6 +200,7 @@ impl Client {
 /// acknowledged job (queued while no worker ran, so it sat in Redis at the kill) runs once.
 #[tokio::test]
 async fn redis_killed_mid_intake_loses_no_acknowledged_unit_or_job() {
+    let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let dir = tempfile::tempdir().expect("redis dir");
     let mut redis = PrivateRedis::start_as_deployed(free_port(), dir.path()).await;

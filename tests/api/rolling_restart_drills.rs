@@ -113,7 +113,7 @@ async fn more_rounds(rounds: &AtomicU64, n: u64) {
 
 #[tokio::test]
 async fn three_members_per_role_restarted_one_at_a_time_under_load_lose_nothing_and_do_nothing_twice() {
-    let _machine = crate::support::MACHINE.lock().await;
+    let _machine = crate::support::MACHINE.read().await;
     let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
     let app = TestApp::builder()
         .roles(&[])

@@ -39,7 +39,7 @@ async fn settled(app: &TestApp) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_stripe_holds_no_connection_the_intake_keeps_its_latency_and_effects_happen_once() {
-    let _machine = crate::support::MACHINE.lock().await;
+    let _machine = crate::support::MACHINE.write().await;
     const DAY: i64 = 86_400;
     let sim = StripeSim::start().await;
     let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).env("BALLAST_STRIPE_TIMEOUT_SECS", "8").spawn().await;

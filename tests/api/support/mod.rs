@@ -303,9 +303,11 @@ pub fn shared_redis() -> (ballast::redis_conn::RedisConn, bool) {
     (ballast::redis_conn::RedisConn::open(&url, cluster).expect("redis url").0, cluster)
 }
 
-/// Held by the drills that load the machine (a fleet of processes) and by those that time an
-/// answer under attack, so that one never runs beside the other on CI's two cores.
-pub static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// CI's two cores, as the timed drills need them: a drill that compares latencies (under
+/// attack, with a slow Stripe) takes it exclusively (`write`); the tests that load the machine
+/// (fleets of processes, the permutation property test) share it (`read`), so they run beside
+/// each other but never beside a timed drill.
+pub static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
