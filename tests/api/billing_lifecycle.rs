@@ -201,3 +201,32 @@ async fn a_refunded_charge_is_linked_to_its_invoice_through_the_invoice_payment_
         assert_eq!(linked, Some(invoice), "payment delivered first: {payment_first}");
     }
 }
+
+/// The simulator against Stripe's documentation: a trial opens with a $0 invoice
+/// (`billing_reason = subscription_create`, never attempted), and a trial of 3 days or less
+/// gets `customer.subscription.trial_will_end` at once rather than 3 days before its end.
+#[tokio::test]
+async fn the_simulator_opens_trials_as_stripe_does() {
+    let sim = StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let tenant = app.tenant("short-trial").await;
+    let customer = sim.customer(tenant, true);
+    sim.checkout(tenant, &customer, STARTER, Some(2));
+    let events = sim.take_events();
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(types.contains(&"customer.subscription.trial_will_end"), "{types:?}");
+    let paid = events.iter().find(|e| e["type"] == "invoice.paid").expect("the trial's invoice");
+    let inv = &paid["data"]["object"];
+    assert_eq!((inv["amount_due"].as_i64(), inv["attempt_count"].as_i64(), inv["billing_reason"].as_str()), (Some(0), Some(0), Some("subscription_create")));
+    for e in &events {
+        assert_eq!(app.deliver(e).await, 200);
+    }
+    app.drain().await;
+    assert_eq!(plan_of(&app, tenant).await.0.as_deref(), Some("starter"), "trialing grants the plan");
+    let invoices: i64 = sqlx::query_scalar("SELECT count(*) FROM invoices WHERE customer_id = $1 AND amount_due = 0 AND status = 'paid'")
+        .bind(&customer)
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("invoices");
+    assert_eq!(invoices, 1);
+}

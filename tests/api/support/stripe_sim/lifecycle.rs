@@ -47,6 +47,26 @@ impl Sim {
         s.canceled = Some((now, reason));
     }
 
+    /// The $0 invoice that opens a trial: created, finalized and paid at once, never attempted.
+    pub(super) fn zero_invoice(&mut self, sub_id: &str) -> String {
+        let s = self.subs[sub_id].clone();
+        let id = self.id("in");
+        let mut inv = json!({
+            "id": id, "object": "invoice", "customer": s.customer, "status": "draft", "amount_due": 0, "amount_paid": 0,
+            "amount_remaining": 0, "currency": "usd", "attempt_count": 0, "attempted": false, "billing_reason": "subscription_create",
+            "next_payment_attempt": null, "period_end": self.clock, "created": self.clock, "livemode": false,
+            "parent": {"type": "subscription_details", "subscription_details": {"subscription": s.id, "metadata": {}}},
+            "lines": {"object": "list", "has_more": false, "data": []},
+        });
+        self.emit("invoice.created", inv.clone());
+        inv["status"] = json!("open");
+        self.emit("invoice.finalized", inv.clone());
+        inv["status"] = json!("paid");
+        self.invoices.insert(id.clone(), inv.clone());
+        self.emit("invoice.paid", inv);
+        id
+    }
+
     /// The items: the plan's licensed price, after a metered usage price when asked.
     pub(super) fn items_json(&self, s: &Sub) -> Value {
         let item = |suffix: &str, price: Value| {

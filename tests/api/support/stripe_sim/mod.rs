@@ -278,8 +278,18 @@ impl StripeSim {
                 "customer": customer, "client_reference_id": tenant.to_string(), "metadata": {"tenant_id": tenant.to_string()},
                 "subscription": sub_id, "status": "complete", "payment_status": "paid"}));
             s.emit_sub("customer.subscription.created", &sub_id);
-            if trial_end.is_none() {
-                s.bill(&sub_id, price.2, "subscription_create");
+            match trial_days {
+                None => {
+                    s.bill(&sub_id, price.2, "subscription_create");
+                }
+                Some(days) => {
+                    // A trial starts with a $0 invoice, paid with no payment attempt; a trial of
+                    // 3 days or less gets its trial_will_end at once.
+                    s.zero_invoice(&sub_id);
+                    if days <= 3 {
+                        s.emit_sub("customer.subscription.trial_will_end", &sub_id);
+                    }
+                }
             }
             sub_id
         })
