@@ -101,7 +101,10 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
                 tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = ?row.customer_id);
                 // The mapping may have committed (and released its parked events) between our
                 // routing and the park: look again, so this event is not left waiting for a sweep.
-                if let Some(customer) = row.customer_id.as_deref().or(event.customer_id())
+                // The customer is the row's as routing left it: a dispute or an invoice payment
+                // learns it there (from its charge or invoice), not from its own payload.
+                let routed = inbox::load(system, &event.id).await?.and_then(|r| r.customer_id);
+                if let Some(customer) = routed.as_deref().or(event.customer_id())
                     && routing::mapped_tenant(system, customer).await?.is_some()
                 {
                     inbox::release_unmatched(&state.system_pool, &state.queue, customer)
