@@ -15,7 +15,7 @@ use crate::domain::TenantId;
 use crate::stripe::event::StripeEvent;
 use crate::stripe::handlers::{self, EventCtx, HandlerError};
 use crate::stripe::inbox::{self, InboxStatus};
-use crate::stripe::routing;
+use crate::stripe::routing::{self, Routed};
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,25 +89,19 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
     let tenant = match row.tenant_id.or(row.mapped_tenant) {
         Some(t) => TenantId(t),
         None => match routing::route(system, &state.stripe, &event, row.customer_id.as_deref()).await.map_err(|e| JobError::Retry(e.to_string()))? {
-            Some(t) => t,
-            // A guest payment's charge (no customer) belongs to no tenant and never will:
-            // nothing to park it for. (A dispute names its charge; it is routed through it.)
-            None if event.event_type.starts_with("charge.") && !event.event_type.starts_with("charge.dispute.") && event.customer_id().is_none() => {
+            Routed::Tenant(t) => t,
+            // A guest payment (no customer) naming no tenant: parked, it would wait forever.
+            Routed::Nobody => {
                 inbox::mark_ignored(system, &event.id).await?;
-                return Ok(StripeEventReport::Skipped { event: event.id, outcome: "ignored: no customer (a guest payment)" });
+                return Ok(StripeEventReport::Skipped { event: event.id, outcome: "ignored: no customer and no tenant" });
             }
-            None => {
-                inbox::park_unmatched(system, &event.id, event.customer_id()).await?;
-                tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = ?row.customer_id);
+            Routed::Unmapped(customer) => {
+                inbox::park_unmatched(system, &event.id, Some(&customer)).await?;
+                tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = %customer);
                 // The mapping may have committed (and released its parked events) between our
                 // routing and the park: look again, so this event is not left waiting for a sweep.
-                // The customer is the row's as routing left it: a dispute or an invoice payment
-                // learns it there (from its charge or invoice), not from its own payload.
-                let routed = inbox::load(system, &event.id).await?.and_then(|r| r.customer_id);
-                if let Some(customer) = routed.as_deref().or(event.customer_id())
-                    && routing::mapped_tenant(system, customer).await?.is_some()
-                {
-                    inbox::release_unmatched(&state.system_pool, &state.queue, customer)
+                if routing::mapped_tenant(system, &customer).await?.is_some() {
+                    inbox::release_unmatched(&state.system_pool, &state.queue, &customer)
                         .await
                         .map_err(|e| JobError::Retry(e.to_string()))?;
                 }

@@ -20,8 +20,19 @@ pub enum RoutingError {
     Stripe(#[from] StripeApiError),
 }
 
-/// The tenant of `event`, whose known customer is `customer`; `None` when it has none yet.
-pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, customer: Option<&str>) -> Result<Option<TenantId>, RoutingError> {
+/// Where an event belongs, as far as routing could tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// The tenant it belongs to.
+    Tenant(TenantId),
+    /// Its customer, whose tenant is not known yet: the event waits for the mapping.
+    Unmapped(String),
+    /// No customer at all (a guest payment) and no tenant named: nothing will ever bind it.
+    Nobody,
+}
+
+/// The tenant of `event`, whose known customer is `customer`.
+pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, customer: Option<&str>) -> Result<Routed, RoutingError> {
     let mut customer = customer.map(str::to_owned).or_else(|| event.customer_id().map(str::to_owned));
     // A dispute names its charge and an invoice payment its invoice, not the customer: ask our
     // mirror, then Stripe.
@@ -48,22 +59,23 @@ pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, c
     if let Some(c) = &customer
         && let Some(t) = mapped_tenant(pool, c).await?
     {
-        return Ok(Some(t));
+        return Ok(Routed::Tenant(t));
     }
+    let unmatched = || customer.clone().map_or(Routed::Nobody, Routed::Unmapped);
     let claimed = event
         .object
         .pointer("/metadata/tenant_id")
         .and_then(|v| v.as_str())
         .or_else(|| event.object.get("client_reference_id").and_then(|v| v.as_str()))
         .and_then(|s| s.parse::<uuid::Uuid>().ok());
-    let Some(claimed) = claimed else { return Ok(None) };
+    let Some(claimed) = claimed else { return Ok(unmatched()) };
     // A claimed tenant counts only if it exists and is not mapped to another customer.
     let ok: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 AND (stripe_customer_id IS NULL OR stripe_customer_id = $2)")
         .bind(claimed)
         .bind(customer.as_deref())
         .fetch_optional(&pool.0)
         .await?;
-    Ok(ok.map(TenantId))
+    Ok(ok.map_or_else(unmatched, |t| Routed::Tenant(TenantId(t))))
 }
 
 /// The tenant mapped to a Stripe customer, if any.
