@@ -140,10 +140,7 @@ pub(super) async fn advance(
                 Action::Final => match (policy.final_action, &case.subscription_id) {
                     (FinalAction::Cancel, Some(sub)) if subscription_canceled(tx, sub).await? => {
                         // Stripe canceled it already (its own retries ran out): nothing to call.
-                        sqlx::query("UPDATE dunning_cases SET status = 'canceled', closed_at = now(), updated_at = now() WHERE id = $1 AND status = 'open'")
-                            .bind(case.id)
-                            .execute(&mut *tx)
-                            .await?;
+                        close_open_case(tx, case.id, CaseStatus::Canceled).await?;
                         format!("subscription {sub} already canceled by Stripe")
                     }
                     (FinalAction::Cancel, Some(sub)) => return Ok((reports, Some(StripeCall { stage, request: Request::Cancel(sub.clone()) }))),
@@ -197,16 +194,22 @@ pub(super) async fn settle(state: &Deps<'_>, case: &Case, call: StripeCall) -> R
             .await?;
     }
     if let Some(status) = status {
-        // Only an open case: one recovered while Stripe answered stays recovered.
-        sqlx::query("UPDATE dunning_cases SET status = $2, closed_at = now(), updated_at = now() WHERE id = $1 AND status = 'open'")
-            .bind(case.id)
-            .bind(status.as_str())
-            .execute(&mut *tx)
-            .await?;
+        close_open_case(&mut tx, case.id, status).await?;
     }
     record_action(&mut tx, case, &call.stage, &outcome).await?;
     tx.commit().await?;
     Ok(ActionReport { tenant: TenantId(case.tenant_id), invoice: case.invoice_id.clone(), stage: call.stage, outcome })
+}
+
+/// Ends case `id` as `status` if it is still open (one recovered while Stripe answered stays
+/// recovered).
+async fn close_open_case(tx: &mut PgConnection, id: uuid::Uuid, status: CaseStatus) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE dunning_cases SET status = $2, closed_at = now(), updated_at = now() WHERE id = $1 AND status = 'open'")
+        .bind(id)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// The mirrored invoice's status when Stripe no longer collects it (`void`, `uncollectible`,
