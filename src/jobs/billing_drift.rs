@@ -41,6 +41,8 @@ struct Mirrored {
     cancel_at_period_end: Option<bool>,
     cancel_at: Option<i64>,
     amount_paid: Option<i64>,
+    /// When the mirror's state was Stripe's (`stripe_updated_at`, unix seconds).
+    held_at: i64,
 }
 
 /// The fields that differ: (field, mirror, Stripe).
@@ -65,8 +67,12 @@ fn differences(m: &Mirrored, s: &Value) -> Vec<(&'static str, Value, Value)> {
     out
 }
 
-/// The event that carries Stripe's current state of `object` through the handlers.
-fn resync_event(kind: &str, object: &Value, now: DateTime<Utc>) -> Value {
+/// The event that carries Stripe's current state of `object` through the handlers. It is
+/// stamped with the time the mirror already holds, not with Ballast's clock: Ballast's clock
+/// can be behind Stripe's (an event seconds old would then look newer than the re-sync, and the
+/// re-sync would be dropped as stale). The tie sends it through `stripe.refetch`, which applies
+/// the object Stripe holds when the event is applied, unless a newer event got there first.
+fn resync_event(kind: &str, object: &Value, held_at: i64, now: DateTime<Utc>) -> Value {
     let event_type = match (kind, object["status"].as_str()) {
         ("subscription", _) => "customer.subscription.updated",
         (_, Some("paid")) => "invoice.paid",
@@ -74,7 +80,7 @@ fn resync_event(kind: &str, object: &Value, now: DateTime<Utc>) -> Value {
     };
     let id = format!("evt_ballast_resync_{}_{}", object["id"].as_str().unwrap_or("unknown"), now.timestamp_millis());
     json!({
-        "id": id, "object": "event", "type": event_type, "created": now.timestamp(), "livemode": object["livemode"],
+        "id": id, "object": "event", "type": event_type, "created": held_at, "livemode": object["livemode"],
         "api_version": null, "data": {"object": object}, "request": {"id": null, "idempotency_key": null},
     })
 }
@@ -105,10 +111,11 @@ impl AdminJob for BillingDriftJob {
         let mirrored: Vec<Mirrored> = sqlx::query_as(
             "SELECT * FROM (
                  SELECT 'subscription' AS kind, id, tenant_id, status, price_id, cancel_at_period_end,
-                        extract(epoch FROM cancel_at)::bigint AS cancel_at, NULL::bigint AS amount_paid
+                        extract(epoch FROM cancel_at)::bigint AS cancel_at, NULL::bigint AS amount_paid,
+                        extract(epoch FROM stripe_updated_at)::bigint AS held_at
                  FROM subscriptions WHERE $1::uuid IS NULL OR tenant_id = $1
                  UNION ALL
-                 SELECT 'invoice', id, tenant_id, status, NULL, NULL, NULL, amount_paid
+                 SELECT 'invoice', id, tenant_id, status, NULL, NULL, NULL, amount_paid, extract(epoch FROM stripe_updated_at)::bigint
                  FROM invoices WHERE $1::uuid IS NULL OR tenant_id = $1) o
              ORDER BY tenant_id, kind, id LIMIT $2",
         )
@@ -135,7 +142,7 @@ impl AdminJob for BillingDriftJob {
         let mut resynced = 0;
         if execute {
             for (m, object, _) in &drifted {
-                let mut raw = resync_event(&m.kind, object, now);
+                let mut raw = resync_event(&m.kind, object, m.held_at, now);
                 let event = StripeEvent::from_stripe(&mut raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("re-sync event: {e}")))?;
                 if inbox::insert(pool, &event, &raw).await? == inbox::Inserted::New {
                     inbox::enqueue(pool, &ctx.state.queue, &event.id, None).await?;
