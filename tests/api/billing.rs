@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::support::TestApp;
+use crate::support::stripe_sim::schedule::TrialEnd;
 use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
 
 async fn app_with(sim: &StripeSim) -> TestApp {
@@ -95,7 +96,8 @@ fn trial_to_active(sim: &StripeSim, t: Uuid) -> String {
 
 fn trial_to_paused(sim: &StripeSim, t: Uuid) -> String {
     let c = sim.customer(t, false);
-    sim.checkout(t, &c, STARTER, Some(14));
+    let s = sim.checkout(t, &c, STARTER, Some(14));
+    sim.set_trial_end(&s, TrialEnd::Pause);
     sim.advance_days(15);
     c
 }
@@ -105,6 +107,8 @@ fn decline_then_recovery(sim: &StripeSim, t: Uuid) -> String {
     sim.checkout(t, &c, STARTER, None);
     sim.set_declining(&c, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     sim.set_declining(&c, false);
     for inv in sim.open_invoices_of(&c) {
         sim.retry_invoice(&inv);
@@ -116,7 +120,7 @@ fn upgrade(sim: &StripeSim, t: Uuid) -> String {
     let c = sim.customer(t, true);
     let s = sim.checkout(t, &c, STARTER, None);
     sim.advance_days(10);
-    sim.upgrade(&s, PRO);
+    sim.change_price(&s, PRO, crate::support::stripe_sim::schedule::Proration::AlwaysInvoice);
     c
 }
 
@@ -142,6 +146,8 @@ fn stripe_gives_up(sim: &StripeSim, t: Uuid) -> String {
     sim.checkout(t, &c, STARTER, None);
     sim.set_declining(&c, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     for inv in sim.open_invoices_of(&c) {
         sim.give_up(&inv, crate::support::stripe_sim::lifecycle::GiveUp::Cancel);
     }
@@ -153,6 +159,8 @@ fn sca_then_confirmed(sim: &StripeSim, t: Uuid) -> String {
     sim.checkout(t, &c, PRO, None);
     sim.require_action(&c, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     // The customer confirms on the hosted invoice page.
     sim.require_action(&c, false);
     sim.advance_days(1);
@@ -243,6 +251,8 @@ async fn the_billing_scenarios_reach_the_right_mirror_and_entitlements() {
     sim.checkout(t, &c, STARTER, None);
     sim.set_declining(&c, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     deliver_all(&app, &sim.take_events()).await;
     assert_eq!(mirror(&app, &c).await, sim.truth(&c));
     let e = entitlements(&app, t).await;

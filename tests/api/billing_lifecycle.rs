@@ -72,6 +72,8 @@ async fn dunning_retries_with_the_customers_own_default_card() {
     deliver_new(&app, &sim).await;
     sim.set_declining(&customer, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     let failed_at = sim.now();
     deliver_new(&app, &sim).await;
     let invoice = sim.open_invoices_of(&customer).pop().expect("the declined renewal");
@@ -130,6 +132,8 @@ async fn a_payment_that_needs_3d_secure_is_not_retried_off_session() {
     deliver_new(&app, &sim).await;
     sim.require_action(&customer, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     let failed_at = sim.now();
     deliver_new(&app, &sim).await;
     let invoice = sim.open_invoices_of(&customer).pop().expect("the renewal awaiting confirmation");

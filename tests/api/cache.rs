@@ -211,7 +211,7 @@ async fn entitlement_reads_come_from_the_cache_and_a_webhook_change_is_visible_t
     let after = app.state.cache.stats();
     assert_eq!((after.hits - before.hits, after.loads - before.loads), (1, 0), "the second read is a cache hit");
 
-    sim.upgrade(&sub, PRO);
+    sim.change_price(&sub, PRO, crate::support::stripe_sim::schedule::Proration::AlwaysInvoice);
     for e in sim.take_events() {
         assert_eq!(app.deliver(&e).await, 200);
     }

@@ -161,6 +161,8 @@ async fn a_worker_killed_after_a_dunning_step_committed_is_recovered_and_the_inv
     deliver_and_process(&app, &sim).await;
     sim.set_declining(&customer, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     let failed_at = sim.now();
     deliver_and_process(&app, &sim).await;
     let invoice = sim.open_invoices_of(&customer).pop().expect("the declined invoice");

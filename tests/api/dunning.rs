@@ -40,12 +40,16 @@ pub(crate) async fn deliver_new(app: &TestApp, sim: &StripeSim) {
 
 /// A paying customer of a new tenant whose renewal then fails; returns (tenant, customer, invoice, failed at).
 pub(crate) async fn declined_renewal(app: &TestApp, sim: &StripeSim) -> (Uuid, String, String, i64) {
+    // These tests count dunning's emails; the renewal notice a week before has its own test.
+    sim.set_upcoming_days(0);
     let tenant = app.tenant("T").await;
     let customer = sim.customer(tenant, true);
     sim.checkout(tenant, &customer, STARTER, None);
     deliver_new(app, sim).await;
     sim.set_declining(&customer, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     let failed_at = sim.now();
     deliver_new(app, sim).await;
     let open = sim.open_invoices_of(&customer);

@@ -142,6 +142,8 @@ async fn three_members_per_role_restarted_one_at_a_time_under_load_lose_nothing_
         sim.set_declining(c, true);
     }
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     events.extend(sim.take_events());
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     for e in &events {

@@ -51,6 +51,8 @@ async fn a_slow_stripe_holds_no_connection_the_intake_keeps_its_latency_and_effe
     deliver_all(&app, &sim.take_events()).await;
     sim.set_declining(&customer, true);
     sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
     let failed_at = sim.now();
     deliver_all(&app, &sim.take_events()).await;
     until("the case opened", Duration::from_secs(30), || async { settled(&app).await && count(&app, "SELECT count(*) FROM dunning_cases WHERE status = 'open'").await == 1 }).await;

@@ -1,6 +1,6 @@
 //! What the simulator does that Stripe does when things go wrong or change shape: flexible
 //! cancels (`cancel_at`), Smart Retries running out and Stripe giving up (the subscription
-//! canceled or `unpaid`, the invoice `uncollectible` or `void`), 3-D Secure, a card held on
+//! canceled or `unpaid`, the invoice `uncollectible` or `void`), disputes and inquiries, 3-D Secure, a card held on
 //! the customer rather than the subscription, and a metered item listed before the plan.
 
 use serde_json::{Value, json};
@@ -26,6 +26,9 @@ pub enum DisputeOutcome {
     Won,
     /// The cardholder keeps the money.
     Lost,
+    /// An inquiry (`warning_needs_response`): no funds move, and it closes as `warning_closed`
+    /// without becoming a chargeback.
+    InquiryClosed,
 }
 
 impl Sim {
@@ -39,32 +42,37 @@ impl Sim {
         self.emit(event, d);
     }
 
+    /// What Stripe does when retries run out on `invoice` (Billing settings, "Manage failed
+    /// payments"): the invoice marked uncollectible or voided, the subscription canceled,
+    /// `unpaid`, or left `past_due`.
+    pub(super) fn give_up_on(&mut self, invoice: &str, how: GiveUp) {
+        let sub = self.invoices[invoice]["parent"]["subscription_details"]["subscription"].as_str().expect("sub").to_owned();
+        let inv = self.invoices.get_mut(invoice).expect("invoice");
+        inv["next_payment_attempt"] = Value::Null;
+        let (status, event) = if how == GiveUp::StayPastDueVoid { ("void", "invoice.voided") } else { ("uncollectible", "invoice.marked_uncollectible") };
+        inv["status"] = json!(status);
+        let inv = inv.clone();
+        self.emit("invoice.updated", inv.clone());
+        self.emit(event, inv);
+        match how {
+            GiveUp::Cancel => {
+                self.end_sub(&sub, "payment_failed");
+                self.emit_sub("customer.subscription.deleted", &sub);
+            }
+            GiveUp::Unpaid => {
+                self.subs.get_mut(&sub).expect("sub").status = "unpaid".into();
+                self.emit_sub("customer.subscription.updated", &sub);
+            }
+            GiveUp::StayPastDueVoid => {}
+        }
+    }
+
     /// Ends a subscription now, as Stripe records it (`canceled_at`, `ended_at`, the reason).
     pub(super) fn end_sub(&mut self, id: &str, reason: &'static str) {
         let now = self.clock;
         let s = self.subs.get_mut(id).expect("sub");
         s.status = "canceled".into();
         s.canceled = Some((now, reason));
-    }
-
-    /// The $0 invoice that opens a trial: created, finalized and paid at once, never attempted.
-    pub(super) fn zero_invoice(&mut self, sub_id: &str) -> String {
-        let s = self.subs[sub_id].clone();
-        let id = self.id("in");
-        let mut inv = json!({
-            "id": id, "object": "invoice", "customer": s.customer, "status": "draft", "amount_due": 0, "amount_paid": 0,
-            "amount_remaining": 0, "currency": "usd", "attempt_count": 0, "attempted": false, "billing_reason": "subscription_create",
-            "next_payment_attempt": null, "period_end": self.clock, "created": self.clock, "livemode": false,
-            "parent": {"type": "subscription_details", "subscription_details": {"subscription": s.id, "metadata": {}}},
-            "lines": {"object": "list", "has_more": false, "data": []},
-        });
-        self.emit("invoice.created", inv.clone());
-        inv["status"] = json!("open");
-        self.emit("invoice.finalized", inv.clone());
-        inv["status"] = json!("paid");
-        self.invoices.insert(id.clone(), inv.clone());
-        self.emit("invoice.paid", inv);
-        id
     }
 
     /// The items: the plan's licensed price, after a metered usage price when asked.
@@ -98,27 +106,7 @@ impl StripeSim {
 
     /// Smart Retries ran out on `invoice`: Stripe applies the account's setting.
     pub fn give_up(&self, invoice: &str, how: GiveUp) {
-        self.with(|s| {
-            let sub = s.invoices[invoice]["parent"]["subscription_details"]["subscription"].as_str().expect("sub").to_owned();
-            let inv = s.invoices.get_mut(invoice).expect("invoice");
-            inv["next_payment_attempt"] = Value::Null;
-            let (status, event) = if how == GiveUp::StayPastDueVoid { ("void", "invoice.voided") } else { ("uncollectible", "invoice.marked_uncollectible") };
-            inv["status"] = json!(status);
-            let inv = inv.clone();
-            s.emit("invoice.updated", inv.clone());
-            s.emit(event, inv);
-            match how {
-                GiveUp::Cancel => {
-                    s.end_sub(&sub, "payment_failed");
-                    s.emit_sub("customer.subscription.deleted", &sub);
-                }
-                GiveUp::Unpaid => {
-                    s.subs.get_mut(&sub).expect("sub").status = "unpaid".into();
-                    s.emit_sub("customer.subscription.updated", &sub);
-                }
-                GiveUp::StayPastDueVoid => {}
-            }
-        })
+        self.with(|s| s.give_up_on(invoice, how))
     }
 
     /// A cardholder disputes `charge`; Stripe withdraws the funds, the merchant answers, and the
@@ -126,18 +114,29 @@ impl StripeSim {
     pub fn dispute(&self, charge: &str, outcome: DisputeOutcome) -> String {
         self.with(|s| {
             let id = s.id("dp");
+            let inquiry = outcome == DisputeOutcome::InquiryClosed;
             let amount = s.charges[charge]["amount"].clone();
             s.charges.get_mut(charge).expect("charge")["disputed"] = json!(true);
             s.disputes.insert(id.clone(), json!({"id": id, "object": "dispute", "charge": charge, "amount": amount, "currency": "usd",
-                "status": "warning_needs_response", "reason": "fraudulent", "created": s.clock, "livemode": false, "is_charge_refundable": false,
+                "status": "warning_needs_response", "reason": "fraudulent", "created": s.clock, "livemode": false, "is_charge_refundable": inquiry,
                 "evidence_details": {"due_by": s.clock + 7 * 86_400, "has_evidence": false, "past_due": false, "submission_count": 0}}));
-            s.dispute_step(&id, "charge.dispute.created", "needs_response");
-            s.dispute_step(&id, "charge.dispute.funds_withdrawn", "needs_response");
-            s.dispute_step(&id, "charge.dispute.updated", "under_review");
-            if outcome == DisputeOutcome::Won {
-                s.dispute_step(&id, "charge.dispute.funds_reinstated", "under_review");
+            match outcome {
+                DisputeOutcome::InquiryClosed => {
+                    // An inquiry: the bank asks, the merchant answers, no funds move.
+                    s.dispute_step(&id, "charge.dispute.created", "warning_needs_response");
+                    s.dispute_step(&id, "charge.dispute.updated", "warning_under_review");
+                    s.dispute_step(&id, "charge.dispute.closed", "warning_closed");
+                }
+                DisputeOutcome::Won | DisputeOutcome::Lost => {
+                    s.dispute_step(&id, "charge.dispute.created", "needs_response");
+                    s.dispute_step(&id, "charge.dispute.funds_withdrawn", "needs_response");
+                    s.dispute_step(&id, "charge.dispute.updated", "under_review");
+                    if outcome == DisputeOutcome::Won {
+                        s.dispute_step(&id, "charge.dispute.funds_reinstated", "under_review");
+                    }
+                    s.dispute_step(&id, "charge.dispute.closed", if outcome == DisputeOutcome::Won { "won" } else { "lost" });
+                }
             }
-            s.dispute_step(&id, "charge.dispute.closed", if outcome == DisputeOutcome::Won { "won" } else { "lost" });
             id
         })
     }

@@ -6,19 +6,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
-use ballast::stripe::signature;
+use axum::Router;
 use serde_json::{Value, json};
 
 pub mod lifecycle;
+pub mod schedule;
+mod server;
+
+use server::{cancel_now, fetch, gate, list_events, meter_event, pay_now, price};
+pub use server::signature_header;
 
 pub const SECRET: &str = "whsec_test_simulator";
 pub const API_KEY: &str = "sk_test_simulator";
-const DAY: i64 = 86_400;
-const PERIOD: i64 = 30 * DAY;
+pub(crate) const DAY: i64 = 86_400;
+pub(crate) const PERIOD: i64 = 30 * DAY;
 
 /// Prices the simulator sells: (price, product, amount in cents). They match deploy/plans.toml.
 pub const STARTER: (&str, &str, i64) = ("price_starter_monthly", "prod_starter", 2000);
@@ -41,6 +44,15 @@ struct Sub {
     /// A metered usage item listed before the plan's licensed item.
     metered_first: bool,
     pending_price: Option<(&'static str, &'static str, i64)>,
+    /// What the trial's end does without a payment method
+    /// (`trial_settings.end_behavior.missing_payment_method`).
+    trial_end_behavior: schedule::TrialEnd,
+    /// `customer.subscription.trial_will_end` sent.
+    trial_warned: bool,
+    /// The period end whose `invoice.upcoming` was sent.
+    upcoming_sent: Option<i64>,
+    /// Proration items (`create_prorations`) waiting for the next renewal invoice, in cents.
+    pending_proration: i64,
 }
 
 #[derive(Default)]
@@ -85,6 +97,18 @@ struct Sim {
     delivered: BTreeSet<String>,
     /// Price reads answered.
     price_reads: u64,
+    /// Smart Retries per customer (the account's setting, held per customer so tests sharing
+    /// one simulator do not interfere); none: Stripe does not retry, Ballast's dunning does.
+    smart_retries: BTreeMap<String, schedule::SmartRetries>,
+    /// Draft invoices and when Stripe finalizes them (an hour after a renewal creates them).
+    drafts: BTreeMap<String, i64>,
+    /// Customer balances in cents (negative: credit, applied to the next invoice).
+    balances: BTreeMap<String, i64>,
+    /// Days before a renewal that `invoice.upcoming` is sent (the account's "upcoming renewal
+    /// events" setting; 0: not sent).
+    upcoming_days: i64,
+    /// `Stripe-Version` headers that were not the pinned version (or absent).
+    wrong_versions: Vec<String>,
 }
 
 impl Sim {
@@ -93,6 +117,8 @@ impl Sim {
         format!("{prefix}_sim{:06}{}", self.seq, &uuid::Uuid::new_v4().simple().to_string()[..8])
     }
 
+    /// Records an event at the clock's second, then moves the clock on a second: the events of
+    /// one step are spread over seconds as Stripe's are, so no ordering bug hides behind a tie.
     fn emit(&mut self, event_type: &str, object: Value) {
         let id = self.id("evt");
         self.events.push(json!({
@@ -102,6 +128,7 @@ impl Sim {
         }));
         let emitted = self.events.last().cloned().unwrap_or_default();
         self.log.push(emitted);
+        self.clock += 1;
     }
 
     fn sub_json(&self, s: &Sub) -> Value {
@@ -123,24 +150,51 @@ impl Sim {
         self.emit(event_type, obj);
     }
 
-    /// Creates, finalizes and tries to pay an invoice for `amount`.
-    fn bill(&mut self, sub_id: &str, amount: i64, reason: &str) -> String {
+    /// Creates an invoice for `total` (the customer's balance applied) and finalizes it: at once
+    /// for a new subscription or a change, an hour later for a renewal (Stripe's draft window,
+    /// when the invoice can still be edited). A finalized invoice with nothing due is paid
+    /// without a payment attempt; any other is charged.
+    fn bill(&mut self, sub_id: &str, total: i64, reason: &str) -> String {
         let s = self.subs[sub_id].clone();
         let id = self.id("in");
+        let balance = self.balances.get(&s.customer).copied().unwrap_or(0);
+        let due = (total + balance).max(0);
         let inv = json!({
-            "id": id, "object": "invoice", "customer": s.customer, "status": "draft", "amount_due": amount, "amount_paid": 0,
-            "amount_remaining": amount, "currency": "usd", "attempt_count": 0, "attempted": false, "billing_reason": reason,
+            "id": id, "object": "invoice", "customer": s.customer, "status": "draft", "amount_due": due, "amount_paid": 0,
+            "amount_remaining": due, "total": total, "starting_balance": balance, "ending_balance": (total + balance).min(0),
+            "currency": "usd", "attempt_count": 0, "attempted": false, "billing_reason": reason, "auto_advance": true,
             "next_payment_attempt": null, "period_end": s.period_end, "created": self.clock, "livemode": false,
             "parent": {"type": "subscription_details", "subscription_details": {"subscription": s.id, "metadata": {}}},
             "lines": {"object": "list", "has_more": false, "data": []},
         });
         self.invoices.insert(id.clone(), inv.clone());
         self.emit("invoice.created", inv);
-        self.invoices.get_mut(&id).expect("invoice")["status"] = json!("open");
-        let inv = self.invoices[&id].clone();
-        self.emit("invoice.finalized", inv);
-        self.pay(&id);
+        if reason == "subscription_cycle" {
+            self.drafts.insert(id.clone(), self.clock + schedule::DRAFT_WINDOW);
+        } else {
+            self.finalize(&id);
+        }
         id
+    }
+
+    /// Finalizes a draft: open, the balance taken, then paid (nothing due) or charged.
+    fn finalize(&mut self, invoice: &str) {
+        self.drafts.remove(invoice);
+        let inv = self.invoices.get_mut(invoice).expect("invoice");
+        inv["status"] = json!("open");
+        let customer = inv["customer"].as_str().unwrap_or("").to_owned();
+        let (ending, due) = (inv["ending_balance"].as_i64().unwrap_or(0), inv["amount_due"].as_i64().unwrap_or(0));
+        let inv = inv.clone();
+        self.balances.insert(customer, ending);
+        self.emit("invoice.finalized", inv);
+        if due > 0 {
+            self.pay(invoice);
+        } else {
+            let inv = self.invoices.get_mut(invoice).expect("invoice");
+            inv["status"] = json!("paid");
+            let inv = inv.clone();
+            self.emit("invoice.paid", inv);
+        }
     }
 
     fn pay(&mut self, invoice: &str) {
@@ -155,7 +209,10 @@ impl Sim {
         let declines = !self.cards.contains(&customer) || self.declining.contains(&customer) || needs_action;
         let charge = if declines { String::new() } else { format!("ch_{}", &invoice[3..]) };
         if declines {
-            inv["next_payment_attempt"] = json!(self.clock + 3 * DAY);
+            // The next Smart Retry, if the account retries and has tries left.
+            let retry = self.smart_retries.get(&customer).cloned();
+            let next = retry.as_ref().and_then(|r| r.after_attempt(attempts)).map(|days| self.clock + days * DAY);
+            inv["next_payment_attempt"] = json!(next);
             inv["hosted_invoice_url"] = json!(format!("https://invoice.stripe.com/i/acct_sim/{invoice}"));
             let inv = inv.clone();
             if needs_action {
@@ -167,6 +224,10 @@ impl Sim {
             if matches!(s.status.as_str(), "active" | "trialing") {
                 s.status = "past_due".into();
                 self.emit_sub("customer.subscription.updated", &sub_id);
+            }
+            if let Some(r) = retry.filter(|_| next.is_none()) {
+                // The last try failed: Stripe applies the account's setting.
+                self.give_up_on(invoice, r.then);
             }
         } else {
             inv["status"] = json!("paid");
@@ -207,7 +268,7 @@ pub struct StripeSim {
 
 impl StripeSim {
     pub async fn start() -> StripeSim {
-        let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), ..Sim::default() }));
+        let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), upcoming_days: 7, ..Sim::default() }));
         let app = Router::new()
             .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")))
             .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).delete(cancel_now))
@@ -217,7 +278,7 @@ impl StripeSim {
             .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
             .route("/v1/prices/{id}", get(price))
             .route("/v1/events", get(list_events))
-            .layer(axum::middleware::from_fn_with_state(sim.clone(), slow))
+            .layer(axum::middleware::from_fn_with_state(sim.clone(), gate))
             .with_state(sim.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("addr");
@@ -272,6 +333,11 @@ impl StripeSim {
                 canceled: None,
                 metered_first: false,
                 pending_price: None,
+                trial_end_behavior: schedule::TrialEnd::CreateInvoice,
+                // A trial of 3 days or less is warned at once (below).
+                trial_warned: trial_days.is_some_and(|d| d <= 3),
+                upcoming_sent: None,
+                pending_proration: 0,
             };
             s.subs.insert(sub_id.clone(), sub);
             s.emit("checkout.session.completed", json!({"id": session, "object": "checkout.session", "mode": "subscription",
@@ -285,69 +351,13 @@ impl StripeSim {
                 Some(days) => {
                     // A trial starts with a $0 invoice, paid with no payment attempt; a trial of
                     // 3 days or less gets its trial_will_end at once.
-                    s.zero_invoice(&sub_id);
+                    s.bill(&sub_id, 0, "subscription_create");
                     if days <= 3 {
                         s.emit_sub("customer.subscription.trial_will_end", &sub_id);
                     }
                 }
             }
             sub_id
-        })
-    }
-
-    /// Moves the clock forward, running trials, renewals and cancellations that fall due.
-    pub fn advance_days(&self, days: i64) {
-        self.with(|s| {
-            let before = s.clock;
-            s.clock += days * DAY;
-            let ids: Vec<String> = s.subs.keys().cloned().collect();
-            for id in ids {
-                let sub = s.subs[&id].clone();
-                if let Some(at) = sub.cancel_at.filter(|at| *at <= s.clock && sub.status != "canceled") {
-                    // Flexible mode: it ends at cancel_at, not at a period end.
-                    let _ = at;
-                    s.end_sub(&id, "cancellation_requested");
-                    s.emit_sub("customer.subscription.deleted", &id);
-                    continue;
-                }
-                match sub.status.as_str() {
-                    "trialing" => {
-                        let end = sub.trial_end.unwrap_or(before);
-                        if end - 3 * DAY > before && end - 3 * DAY <= s.clock {
-                            s.emit_sub("customer.subscription.trial_will_end", &id);
-                        }
-                        if end <= s.clock {
-                            if s.cards.contains(&sub.customer) {
-                                let x = s.subs.get_mut(&id).expect("sub");
-                                x.status = "active".into();
-                                x.period_end = end + PERIOD;
-                                s.emit_sub("customer.subscription.updated", &id);
-                                s.bill(&id, sub.price.2, "subscription_cycle");
-                            } else {
-                                s.subs.get_mut(&id).expect("sub").status = "paused".into();
-                                s.emit_sub("customer.subscription.updated", &id);
-                                s.emit_sub("customer.subscription.paused", &id);
-                            }
-                        }
-                    }
-                    "active" | "past_due" if sub.period_end <= s.clock => {
-                        if sub.cancel_at_period_end {
-                            s.end_sub(&id, "cancellation_requested");
-                            s.emit_sub("customer.subscription.deleted", &id);
-                        } else {
-                            let x = s.subs.get_mut(&id).expect("sub");
-                            if let Some(p) = x.pending_price.take() {
-                                x.price = p;
-                            }
-                            x.period_end += PERIOD;
-                            let amount = x.price.2;
-                            s.emit_sub("customer.subscription.updated", &id);
-                            s.bill(&id, amount, "subscription_cycle");
-                        }
-                    }
-                    _ => {}
-                }
-            }
         })
     }
 
@@ -358,17 +368,6 @@ impl StripeSim {
     /// Retries an open invoice (Smart Retries, or Ballast's dunning later).
     pub fn retry_invoice(&self, invoice: &str) {
         self.with(|s| s.pay(invoice));
-    }
-
-    /// Changes the price now, invoicing the prorated difference.
-    pub fn upgrade(&self, sub: &str, price: (&'static str, &'static str, i64)) {
-        self.with(|s| {
-            let x = s.subs.get_mut(sub).expect("sub");
-            let diff = price.2 - x.price.2;
-            x.price = price;
-            s.emit_sub("customer.subscription.updated", sub);
-            s.bill(sub, diff, "subscription_update");
-        })
     }
 
     /// Changes the price when the period ends.
@@ -498,188 +497,3 @@ impl StripeSim {
     }
 }
 
-async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, collection: &'static str) -> (StatusCode, Json<Value>) {
-    let s = sim.lock().expect("simulator lock");
-    let found = match collection {
-        "customers" => s.customers.get(&id).cloned(),
-        "subscriptions" => s.subs.get(&id).map(|x| s.sub_json(x)),
-        "invoices" => s.invoices.get(&id).cloned(),
-        _ => s.charges.get(&id).cloned(),
-    };
-    match found {
-        Some(v) => (StatusCode::OK, Json(v)),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such object: '{id}'")}})),
-        ),
-    }
-}
-
-/// `GET /v1/events`: newest first, `delivery_success`, `created[gte]`, `limit`, `starting_after`.
-async fn list_events(
-    State(sim): State<Arc<Mutex<Sim>>>,
-    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
-) -> (StatusCode, Json<Value>) {
-    let s = sim.lock().expect("simulator lock");
-    let gte: i64 = q.get("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 100);
-    let only_undelivered = q.get("delivery_success").map(String::as_str) == Some("false");
-    let matching: Vec<&Value> = s
-        .log
-        .iter()
-        .rev()
-        .filter(|e| e["created"].as_i64().unwrap_or(0) >= gte)
-        .filter(|e| !only_undelivered || !s.delivered.contains(e["id"].as_str().unwrap_or("")))
-        .collect();
-    let start = match q.get("starting_after") {
-        Some(after) => matching.iter().position(|e| e["id"] == after.as_str()).map_or(matching.len(), |i| i + 1),
-        None => 0,
-    };
-    let page: Vec<Value> = matching.iter().skip(start).take(limit).map(|e| (*e).clone()).collect();
-    let has_more = start + page.len() < matching.len();
-    (StatusCode::OK, Json(json!({"object": "list", "url": "/v1/events", "has_more": has_more, "data": page})))
-}
-
-/// A price the simulator sells, in the fixture shape (../shared/stripe `price`).
-async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
-    s.price_reads += 1;
-    if s.prices_down {
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"type": "api_error", "message": "simulated outage"}})));
-    }
-    match [STARTER, PRO].into_iter().find(|p| p.0 == id) {
-        Some((price, product, amount)) => (
-            StatusCode::OK,
-            Json(json!({
-                "id": price, "object": "price", "active": true, "billing_scheme": "per_unit", "created": s.clock, "currency": "usd",
-                "livemode": false, "lookup_key": null, "metadata": {}, "nickname": null, "product": product,
-                "recurring": {"interval": "month", "interval_count": 1, "meter": null, "usage_type": "licensed", "trial_period_days": null},
-                "tax_behavior": "unspecified", "tiers_mode": null, "transform_quantity": null, "type": "recurring",
-                "unit_amount": amount, "unit_amount_decimal": amount.to_string(),
-            })),
-        ),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such price: '{id}'")}})),
-        ),
-    }
-}
-
-/// Signs `body` as Stripe does, at `timestamp`, with `secret`.
-pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    format!("t={timestamp},v1={}", signature::sign(secret, timestamp, body))
-}
-
-fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-/// `POST /v1/invoices/{id}/pay`: pays now, or answers 402 with the card's decline.
-async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
-    let key = idempotency_key(&headers);
-    if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
-        return (done.0, Json(done.1.clone()));
-    }
-    let Some(inv) = s.invoices.get(&id).cloned() else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such invoice"}})));
-    };
-    let clock = s.clock;
-    s.calls.push(("pay".into(), id.clone(), clock));
-    let answer = if inv["status"] == "open" {
-        s.pay(&id);
-        let inv = s.invoices[&id].clone();
-        if inv["status"] == "paid" {
-            (StatusCode::OK, inv)
-        } else {
-            let customer = inv["customer"].as_str().unwrap_or("").to_owned();
-            if s.needs_action.contains(&customer) {
-                (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "authentication_required",
-                    "decline_code": "authentication_required", "message": "Your card was declined. This transaction requires authentication."}}))
-            } else {
-                let code = s.decline_codes.get(&customer).cloned().unwrap_or_else(|| "insufficient_funds".into());
-                (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": code, "message": "Your card was declined."}}))
-            }
-        }
-    } else {
-        (StatusCode::BAD_REQUEST, json!({"error": {"type": "invalid_request_error", "code": "invoice_not_open", "message": "Invoice is not open"}}))
-    };
-    if let Some(k) = key {
-        s.idempotent.insert(k, answer.clone());
-    }
-    (answer.0, Json(answer.1))
-}
-
-/// `DELETE /v1/subscriptions/{id}`: cancels now.
-async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
-    let key = idempotency_key(&headers);
-    if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
-        return (done.0, Json(done.1.clone()));
-    }
-    if !s.subs.contains_key(&id) {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription"}})));
-    }
-    let clock = s.clock;
-    s.calls.push(("cancel".into(), id.clone(), clock));
-    s.end_sub(&id, "cancellation_requested");
-    s.emit_sub("customer.subscription.deleted", &id);
-    let answer = (StatusCode::OK, s.sub_json(&s.subs[&id].clone()));
-    if let Some(k) = key {
-        s.idempotent.insert(k, answer.clone());
-    }
-    (answer.0, Json(answer.1))
-}
-
-/// `POST /v1/billing/meter_events`: identifier unique (as Stripe enforces over 24 h), answers
-/// repeated per idempotency key.
-async fn meter_event(
-    State(sim): State<Arc<Mutex<Sim>>>,
-    headers: axum::http::HeaderMap,
-    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
-) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
-    let key = idempotency_key(&headers);
-    if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
-        return (done.0, Json(done.1.clone()));
-    }
-    if s.meter_failures.0 > 0 {
-        s.meter_failures.0 -= 1;
-        let status = StatusCode::from_u16(s.meter_failures.1).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, Json(json!({"error": {"type": "api_error", "code": "simulated", "message": format!("simulated {status}")}})));
-    }
-    let identifier = form.get("identifier").cloned().unwrap_or_default();
-    let customer = form.get("payload[stripe_customer_id]").cloned().unwrap_or_default();
-    let value: i64 = form.get("payload[value]").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let answer = if s.meter_events.contains_key(&identifier) {
-        (StatusCode::BAD_REQUEST, json!({"error": {"type": "invalid_request_error", "code": "duplicate_meter_event",
-            "message": format!("An event with identifier {identifier} already exists")}}))
-    } else {
-        let name = form.get("event_name").cloned().unwrap_or_default();
-        s.meter_events.insert(identifier.clone(), (name.clone(), customer.clone(), value));
-        (StatusCode::OK, json!({"object": "billing.meter_event", "event_name": name, "identifier": identifier,
-            "payload": {"stripe_customer_id": customer, "value": value.to_string()}, "livemode": false, "created": s.clock,
-            "timestamp": form.get("timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(s.clock)}))
-    };
-    if let Some(k) = key {
-        s.idempotent.insert(k, answer.clone());
-    }
-    (answer.0, Json(answer.1))
-}
-
-/// Delays every API request by the simulator's latency; drops every n-th unanswered.
-async fn slow(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let (latency, hang) = {
-        let mut s = sim.lock().expect("simulator lock");
-        s.requests += 1;
-        (s.latency, s.hang_every > 0 && s.requests % s.hang_every == 0)
-    };
-    if hang {
-        // Longer than any client waits; the client gives up and the request never runs.
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    }
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    next.run(request).await
-}
