@@ -112,9 +112,12 @@ pub(super) async fn advance(
                 }
                 Action::Retry if Some(step.day) != last_retry => "skipped: superseded by a later retry".into(),
                 Action::Retry if case.hard_decline => "skipped: hard decline".into(),
-                Action::Retry => match invoice_closed(tx, &case.invoice_id).await? {
-                    Some(status) => format!("skipped: Stripe holds the invoice as {status}"),
-                    None => {
+                Action::Retry => match invoice_standing(tx, &case.invoice_id).await? {
+                    Standing::Closed(status) => format!("skipped: Stripe holds the invoice as {status}"),
+                    // Stripe's own Smart Retries have the next try: a second charge attempt of
+                    // ours would only add a decline to the card's record.
+                    Standing::StripeRetries(at) => format!("skipped: Stripe retries it at {}", at.to_rfc3339()),
+                    Standing::Open => {
                         // Stripe charges the subscription's default payment method, else the
                         // customer's (invoice_settings.default_payment_method).
                         let pm: Option<Option<String>> = sqlx::query_scalar(
@@ -212,11 +215,24 @@ async fn close_open_case(tx: &mut PgConnection, id: uuid::Uuid, status: CaseStat
     Ok(())
 }
 
-/// The mirrored invoice's status when Stripe no longer collects it (`void`, `uncollectible`,
-/// or `paid` by another route), else `None`.
-async fn invoice_closed(tx: &mut PgConnection, invoice: &str) -> Result<Option<String>, sqlx::Error> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1").bind(invoice).fetch_optional(&mut *tx).await?;
-    Ok(status.filter(|s| matches!(s.as_str(), "void" | "uncollectible" | "paid")))
+/// Where a case's invoice stands for a retry of ours.
+enum Standing {
+    /// Stripe no longer collects it (`void`, `uncollectible`, or `paid` by another route).
+    Closed(String),
+    /// Stripe has its own retry scheduled (`next_payment_attempt`).
+    StripeRetries(DateTime<Utc>),
+    /// Open, and nobody retries it but us.
+    Open,
+}
+
+async fn invoice_standing(tx: &mut PgConnection, invoice: &str) -> Result<Standing, sqlx::Error> {
+    let row: Option<(String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT status, next_payment_attempt FROM invoices WHERE id = $1").bind(invoice).fetch_optional(&mut *tx).await?;
+    Ok(match row {
+        Some((status, _)) if matches!(status.as_str(), "void" | "uncollectible" | "paid") => Standing::Closed(status),
+        Some((_, Some(at))) => Standing::StripeRetries(at),
+        _ => Standing::Open,
+    })
 }
 
 /// Whether the mirrored subscription is canceled already.

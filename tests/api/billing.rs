@@ -9,11 +9,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::support::TestApp;
-use crate::support::stripe_sim::schedule::TrialEnd;
+use crate::billing_scenarios::*;
 use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
 
+/// The app, its lifecycle emails (renewal notices, trial endings) sent to a real SMTP server
+/// so that the queues drain.
 async fn app_with(sim: &StripeSim) -> TestApp {
-    TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await
+    crate::dunning::app_with(sim, &crate::support::smtp::SmtpServer::start().await).await
 }
 
 async fn tenant(app: &TestApp) -> Uuid {
@@ -82,144 +84,6 @@ async fn tenant_status(app: &TestApp, tenant: Uuid) -> String {
 
 fn on(e: &BTreeMap<String, (bool, Option<i64>, bool)>, feature: &str) -> bool {
     e.get(feature).is_some_and(|x| x.0)
-}
-
-/// Each scenario drives the simulator for one tenant and returns its customer.
-type Scenario = fn(&StripeSim, Uuid) -> String;
-
-fn trial_to_active(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    sim.checkout(t, &c, STARTER, Some(14));
-    sim.advance_days(15);
-    c
-}
-
-fn trial_to_paused(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, false);
-    let s = sim.checkout(t, &c, STARTER, Some(14));
-    sim.set_trial_end(&s, TrialEnd::Pause);
-    sim.advance_days(15);
-    c
-}
-
-fn decline_then_recovery(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    sim.checkout(t, &c, STARTER, None);
-    sim.set_declining(&c, true);
-    sim.advance_days(30);
-    // The renewal invoice is a draft for an hour, then finalized and charged.
-    sim.advance_hours(1);
-    sim.set_declining(&c, false);
-    for inv in sim.open_invoices_of(&c) {
-        sim.retry_invoice(&inv);
-    }
-    c
-}
-
-fn upgrade(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    let s = sim.checkout(t, &c, STARTER, None);
-    sim.advance_days(10);
-    sim.change_price(&s, PRO, crate::support::stripe_sim::schedule::Proration::AlwaysInvoice);
-    c
-}
-
-fn downgrade_at_period_end(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    let s = sim.checkout(t, &c, PRO, None);
-    sim.downgrade_at_period_end(&s, STARTER);
-    sim.advance_days(31);
-    c
-}
-
-fn flexible_cancel(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    let s = sim.checkout(t, &c, STARTER, None);
-    sim.advance_days(3);
-    sim.cancel_at(&s, sim.now() + 10 * 86_400);
-    sim.advance_days(12);
-    c
-}
-
-fn stripe_gives_up(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    sim.checkout(t, &c, STARTER, None);
-    sim.set_declining(&c, true);
-    sim.advance_days(30);
-    // The renewal invoice is a draft for an hour, then finalized and charged.
-    sim.advance_hours(1);
-    for inv in sim.open_invoices_of(&c) {
-        sim.give_up(&inv, crate::support::stripe_sim::lifecycle::GiveUp::Cancel);
-    }
-    c
-}
-
-fn sca_then_confirmed(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    sim.checkout(t, &c, PRO, None);
-    sim.require_action(&c, true);
-    sim.advance_days(30);
-    // The renewal invoice is a draft for an hour, then finalized and charged.
-    sim.advance_hours(1);
-    // The customer confirms on the hosted invoice page.
-    sim.require_action(&c, false);
-    sim.advance_days(1);
-    for inv in sim.open_invoices_of(&c) {
-        sim.retry_invoice(&inv);
-    }
-    c
-}
-
-fn disputed(sim: &StripeSim, t: Uuid, outcome: crate::support::stripe_sim::lifecycle::DisputeOutcome) -> String {
-    let c = sim.customer(t, true);
-    sim.checkout(t, &c, STARTER, None);
-    let charge = sim.charges_of(&c).pop().expect("charge");
-    // The charge is mirrored by its refund of 1 cent, then disputed.
-    sim.refund(&charge, 1);
-    sim.dispute(&charge, outcome);
-    c
-}
-
-fn dispute_lost(sim: &StripeSim, t: Uuid) -> String {
-    disputed(sim, t, crate::support::stripe_sim::lifecycle::DisputeOutcome::Lost)
-}
-
-fn dispute_won(sim: &StripeSim, t: Uuid) -> String {
-    disputed(sim, t, crate::support::stripe_sim::lifecycle::DisputeOutcome::Won)
-}
-
-fn metered_item_first(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    let s = sim.checkout(t, &c, PRO, None);
-    sim.add_metered_item(&s);
-    c
-}
-
-fn cancel_immediately(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    let s = sim.checkout(t, &c, STARTER, None);
-    sim.advance_days(3);
-    sim.cancel(&s, false);
-    c
-}
-
-fn refund_partial_then_full(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    sim.checkout(t, &c, STARTER, None);
-    let charge = sim.charges_of(&c).pop().expect("charge");
-    sim.advance_days(1);
-    sim.refund(&charge, 500);
-    sim.advance_days(1);
-    sim.refund(&charge, 1500);
-    c
-}
-
-fn customer_deletion(sim: &StripeSim, t: Uuid) -> String {
-    let c = sim.customer(t, true);
-    sim.checkout(t, &c, STARTER, None);
-    sim.advance_days(2);
-    sim.delete_customer(&c);
-    c
 }
 
 #[tokio::test]
@@ -389,6 +253,15 @@ async fn any_order_duplication_or_replay_converges() {
         ("metered_item_first", metered_item_first),
         ("dispute_lost", dispute_lost),
         ("dispute_won", dispute_won),
+        ("inquiry_closed", inquiry_closed),
+        ("trial_without_card_invoices", trial_without_card_invoices),
+        ("trial_canceled_without_card", trial_canceled_without_card),
+        ("smart_retries_then_cancel", smart_retries_then_cancel),
+        ("smart_retries_then_unpaid", smart_retries_then_unpaid),
+        ("smart_retry_recovers", smart_retry_recovers),
+        ("upgrade_prorated_at_renewal", upgrade_prorated_at_renewal),
+        ("downgrade_credited", downgrade_credited),
+        ("change_without_proration", change_without_proration),
     ];
     let handle = tokio::runtime::Handle::current();
     for (name, scenario) in scenarios {

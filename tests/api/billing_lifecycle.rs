@@ -9,6 +9,7 @@ use crate::dunning::{app_with, case_status, declined_renewal, deliver_new, next_
 use crate::support::TestApp;
 use crate::support::smtp::SmtpServer;
 use crate::support::stripe_sim::lifecycle::GiveUp;
+use crate::support::stripe_sim::schedule::SmartRetries;
 use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
 
 const DAY: i64 = 86_400;
@@ -103,6 +104,40 @@ async fn when_stripe_gives_up_the_case_is_written_off_and_dunning_stops_calling_
         assert_eq!(pay_days(&sim, &invoice, failed_at), [1], "{how:?}: no retry of an invoice Stripe gave up on");
         assert!(sim.api_calls().iter().all(|(what, _, _)| what != "cancel"), "{how:?}: no cancel of what Stripe ended");
     }
+}
+
+#[tokio::test]
+async fn with_stripes_smart_retries_on_dunning_leaves_the_retries_to_stripe_and_ends_when_stripe_gives_up() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    sim.set_upcoming_days(0);
+    let tenant = app.tenant("smart").await;
+    let customer = sim.customer(tenant, true);
+    sim.smart_retries(&customer, SmartRetries { days: vec![3, 5, 7], then: GiveUp::Cancel });
+    let sub = sim.checkout(tenant, &customer, STARTER, None);
+    deliver_new(&app, &sim).await;
+    sim.set_declining(&customer, true);
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    let failed_at = sim.now();
+    deliver_new(&app, &sim).await;
+    let invoice = sim.open_invoices_of(&customer).pop().expect("open invoice");
+    for _ in 1..=22 {
+        next_day(&app, &sim).await;
+    }
+    // Stripe tried on days 0, 3, 8 and 15 and then canceled; Ballast never charged the card.
+    assert_eq!(sim.truth(&customer)["invoices"][&invoice], serde_json::json!(["uncollectible", 0, 4]));
+    assert_eq!(pay_days(&sim, &invoice, failed_at), Vec::<i64>::new(), "no retry of ours while Stripe has one scheduled");
+    let outcomes: Vec<String> = sqlx::query_scalar("SELECT outcome FROM dunning_actions a JOIN dunning_cases c ON c.id = a.case_id WHERE c.invoice_id = $1 AND a.action = 'retry'")
+        .bind(&invoice)
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("outcomes");
+    assert!(!outcomes.is_empty() && outcomes.iter().all(|o| o.starts_with("skipped: Stripe retries it at")), "{outcomes:?}");
+    assert_eq!(case_status(&app, &invoice).await.0, "written_off");
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1").bind(&sub).fetch_one(&app.state.system_pool.0).await.expect("s");
+    assert_eq!(status, "canceled");
+    assert!(sim.api_calls().iter().all(|(what, _, _)| what != "cancel"), "Stripe canceled it; dunning called nothing");
 }
 
 #[tokio::test]

@@ -31,3 +31,4 @@ mod webhooks;
 mod arbitrary_input;
 mod billing;
 mod billing_lifecycle;
+mod billing_scenarios;

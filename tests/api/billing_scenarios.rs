@@ -1,0 +1,222 @@
+//! The billing scenarios the end-to-end and permutation tests drive: each runs the simulator
+//! through one story of a tenant's subscription, as Stripe would tell it, and returns the
+//! customer. The permutation test delivers each one's events in every order.
+
+use uuid::Uuid;
+
+use crate::support::stripe_sim::lifecycle::{DisputeOutcome, GiveUp};
+use crate::support::stripe_sim::schedule::{Proration, SmartRetries, TrialEnd};
+use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
+
+/// Each scenario drives the simulator for one tenant and returns its customer.
+pub(crate) type Scenario = fn(&StripeSim, Uuid) -> String;
+
+pub(crate) fn trial_to_active(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, Some(14));
+    sim.advance_days(15);
+    c
+}
+
+pub(crate) fn trial_to_paused(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, false);
+    let s = sim.checkout(t, &c, STARTER, Some(14));
+    sim.set_trial_end(&s, TrialEnd::Pause);
+    sim.advance_days(15);
+    c
+}
+
+pub(crate) fn decline_then_recovery(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.set_declining(&c, true);
+    sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
+    sim.set_declining(&c, false);
+    for inv in sim.open_invoices_of(&c) {
+        sim.retry_invoice(&inv);
+    }
+    c
+}
+
+pub(crate) fn upgrade(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(10);
+    sim.change_price(&s, PRO, crate::support::stripe_sim::schedule::Proration::AlwaysInvoice);
+    c
+}
+
+pub(crate) fn downgrade_at_period_end(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, PRO, None);
+    sim.downgrade_at_period_end(&s, STARTER);
+    sim.advance_days(31);
+    c
+}
+
+pub(crate) fn flexible_cancel(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(3);
+    sim.cancel_at(&s, sim.now() + 10 * 86_400);
+    sim.advance_days(12);
+    c
+}
+
+pub(crate) fn stripe_gives_up(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.set_declining(&c, true);
+    sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
+    for inv in sim.open_invoices_of(&c) {
+        sim.give_up(&inv, GiveUp::Cancel);
+    }
+    c
+}
+
+pub(crate) fn sca_then_confirmed(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, PRO, None);
+    sim.require_action(&c, true);
+    sim.advance_days(30);
+    // The renewal invoice is a draft for an hour, then finalized and charged.
+    sim.advance_hours(1);
+    // The customer confirms on the hosted invoice page.
+    sim.require_action(&c, false);
+    sim.advance_days(1);
+    for inv in sim.open_invoices_of(&c) {
+        sim.retry_invoice(&inv);
+    }
+    c
+}
+
+pub(crate) fn disputed(sim: &StripeSim, t: Uuid, outcome: DisputeOutcome) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    let charge = sim.charges_of(&c).pop().expect("charge");
+    // The charge is mirrored by its refund of 1 cent, then disputed.
+    sim.refund(&charge, 1);
+    sim.dispute(&charge, outcome);
+    c
+}
+
+pub(crate) fn dispute_lost(sim: &StripeSim, t: Uuid) -> String {
+    disputed(sim, t, DisputeOutcome::Lost)
+}
+
+pub(crate) fn dispute_won(sim: &StripeSim, t: Uuid) -> String {
+    disputed(sim, t, DisputeOutcome::Won)
+}
+
+pub(crate) fn metered_item_first(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, PRO, None);
+    sim.add_metered_item(&s);
+    c
+}
+
+pub(crate) fn cancel_immediately(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(3);
+    sim.cancel(&s, false);
+    c
+}
+
+pub(crate) fn refund_partial_then_full(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    let charge = sim.charges_of(&c).pop().expect("charge");
+    sim.advance_days(1);
+    sim.refund(&charge, 500);
+    sim.advance_days(1);
+    sim.refund(&charge, 1500);
+    c
+}
+
+pub(crate) fn customer_deletion(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(2);
+    sim.delete_customer(&c);
+    c
+}
+
+pub(crate) fn trial_without_card_invoices(sim: &StripeSim, t: Uuid) -> String {
+    // Stripe's default (missing_payment_method = create_invoice): active, invoiced, past_due.
+    let c = sim.customer(t, false);
+    sim.checkout(t, &c, STARTER, Some(14));
+    sim.advance_days(15);
+    c
+}
+
+fn retries_run_out(sim: &StripeSim, t: Uuid, then: GiveUp) -> String {
+    let c = sim.customer(t, true);
+    sim.smart_retries(&c, SmartRetries { days: vec![3, 5, 7], then });
+    sim.checkout(t, &c, STARTER, None);
+    sim.set_declining(&c, true);
+    // The renewal fails, then Stripe retries on days 3, 8 and 15 and gives up.
+    sim.advance_days(46);
+    c
+}
+
+pub(crate) fn smart_retries_then_cancel(sim: &StripeSim, t: Uuid) -> String {
+    retries_run_out(sim, t, GiveUp::Cancel)
+}
+
+pub(crate) fn smart_retries_then_unpaid(sim: &StripeSim, t: Uuid) -> String {
+    retries_run_out(sim, t, GiveUp::Unpaid)
+}
+
+pub(crate) fn smart_retry_recovers(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.smart_retries(&c, SmartRetries { days: vec![3, 5, 7], then: GiveUp::Cancel });
+    sim.checkout(t, &c, STARTER, None);
+    sim.set_declining(&c, true);
+    sim.advance_days(32);
+    sim.set_declining(&c, false);
+    sim.advance_days(5);
+    c
+}
+
+pub(crate) fn upgrade_prorated_at_renewal(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(10);
+    sim.change_price(&s, PRO, Proration::CreateProrations);
+    sim.advance_days(21);
+    c
+}
+
+pub(crate) fn downgrade_credited(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, PRO, None);
+    sim.advance_days(10);
+    sim.change_price(&s, STARTER, Proration::AlwaysInvoice);
+    sim.advance_days(21);
+    c
+}
+
+pub(crate) fn change_without_proration(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(10);
+    sim.change_price(&s, PRO, Proration::None);
+    c
+}
+
+pub(crate) fn inquiry_closed(sim: &StripeSim, t: Uuid) -> String {
+    disputed(sim, t, DisputeOutcome::InquiryClosed)
+}
+
+pub(crate) fn trial_canceled_without_card(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, false);
+    let s = sim.checkout(t, &c, STARTER, Some(7));
+    sim.set_trial_end(&s, TrialEnd::Cancel);
+    sim.advance_days(8);
+    c
+}
