@@ -26,6 +26,7 @@ mod slo;
 mod schema;
 mod slow_stripe_drill;
 mod stripe_shapes;
+mod stripe_sim_conformance;
 mod usage;
 mod webhooks;
 mod arbitrary_input;

@@ -1,0 +1,321 @@
+//! The simulator held to Stripe's documentation: for each scenario the billing tests use, the
+//! events it emits, in their order and with the fields Stripe documents. Every billing test
+//! rests on the simulator; these make sure it does what Stripe does, not what Ballast expects.
+//! Each test names the page it follows.
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::stripe_sim::lifecycle::{DisputeOutcome, GiveUp};
+use crate::support::stripe_sim::schedule::{Proration, SmartRetries, TrialEnd};
+use crate::support::stripe_sim::{DAY, PERIOD, PRO, STARTER, StripeSim};
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap_or("")).collect()
+}
+
+fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == t).map(|e| &e["data"]["object"]).collect()
+}
+
+/// When each event of type `t` was created.
+fn event_time(events: &[Value], t: &str) -> Vec<i64> {
+    events.iter().filter(|e| e["type"] == t).map(|e| e["created"].as_i64().unwrap_or(0)).collect()
+}
+
+fn one<'a>(events: &'a [Value], t: &str) -> &'a Value {
+    let found = of_type(events, t);
+    assert_eq!(found.len(), 1, "one {t} in {:?}", types(events));
+    found[0]
+}
+
+/// A paying subscriber (events taken), and its subscription.
+async fn subscriber(sim: &StripeSim) -> (String, String) {
+    let c = sim.customer(Uuid::new_v4(), true);
+    let s = sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+    sim.take_events();
+    (c, s)
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/webhooks> ("Subscription events"): a new
+/// subscription's first invoice (`subscription_create`) is finalized and paid at once; every
+/// event's `created` moves forward, one step after another.
+#[tokio::test]
+async fn a_new_subscription_is_invoiced_and_paid_at_once_in_order() {
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+    let events = sim.take_events();
+    assert_eq!(types(&events), [
+        "customer.created", "checkout.session.completed", "customer.subscription.created", "invoice.created",
+        "invoice.finalized", "invoice_payment.paid", "invoice.paid",
+    ]);
+    assert_eq!(one(&events, "invoice.created")["status"], "draft");
+    assert_eq!(one(&events, "invoice.paid")["billing_reason"], "subscription_create");
+    let times: Vec<i64> = events.iter().map(|e| e["created"].as_i64().unwrap_or(0)).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "a step's events are spread over seconds: {times:?}");
+    assert!(events.iter().all(|e| e["api_version"] == ballast::stripe::client::StripeApi::api_version()));
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/trials>: a trial opens with a $0 invoice,
+/// paid without a payment attempt; `trial_will_end` comes three days before the end, or at
+/// once for a trial of three days or less.
+#[tokio::test]
+async fn trials_open_with_a_zero_invoice_and_are_warned_three_days_before_they_end() {
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    let sub = sim.checkout(Uuid::new_v4(), &c, STARTER, Some(14));
+    let events = sim.take_events();
+    let paid = one(&events, "invoice.paid");
+    assert_eq!((&paid["amount_due"], &paid["attempt_count"], &paid["billing_reason"]), (&json!(0), &json!(0), &json!("subscription_create")));
+    assert!(of_type(&events, "customer.subscription.trial_will_end").is_empty());
+    sim.advance_days(10);
+    assert!(sim.take_events().is_empty(), "four days before the end: nothing yet");
+    sim.advance_days(1);
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["customer.subscription.trial_will_end"]);
+    assert_eq!(one(&events, "customer.subscription.trial_will_end")["id"], sub.as_str());
+    sim.advance_days(4);
+    let events = sim.take_events();
+    assert_eq!(one(&events, "customer.subscription.updated")["status"], "active");
+    assert_eq!(one(&events, "invoice.paid")["billing_reason"], "subscription_cycle");
+
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    sim.checkout(Uuid::new_v4(), &c, STARTER, Some(2));
+    assert_eq!(of_type(&sim.take_events(), "customer.subscription.trial_will_end").len(), 1, "a 2-day trial is warned at once");
+    sim.advance_days(3);
+    assert!(of_type(&sim.take_events(), "customer.subscription.trial_will_end").is_empty(), "and only once");
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/trials#create-free-trials-without-payment>:
+/// `trial_settings.end_behavior.missing_payment_method` is `create_invoice` unless set — the
+/// subscription invoices, the payment fails and it goes `past_due` — or `pause`, or `cancel`.
+#[tokio::test]
+async fn a_trial_ending_without_a_card_invoices_pauses_or_cancels_as_set() {
+    let mut outcomes = Vec::new();
+    for behavior in [None, Some(TrialEnd::Pause), Some(TrialEnd::Cancel)] {
+        let sim = StripeSim::start().await;
+        let c = sim.customer(Uuid::new_v4(), false);
+        let s = sim.checkout(Uuid::new_v4(), &c, STARTER, Some(7));
+        if let Some(b) = behavior {
+            sim.set_trial_end(&s, b);
+        }
+        sim.take_events();
+        sim.advance_days(8);
+        let events = sim.take_events();
+        outcomes.push((types(&events).into_iter().filter(|t| t.starts_with("customer.subscription")).map(str::to_owned).collect::<Vec<_>>(),
+            sim.truth(&c)["subscriptions"][&s][0].clone()));
+    }
+    assert_eq!(outcomes[0].1, "past_due", "{outcomes:?}");
+    let warned = "customer.subscription.trial_will_end".to_owned();
+    assert_eq!(outcomes[1], (vec![warned.clone(), "customer.subscription.updated".into(), "customer.subscription.paused".into()], json!("paused")));
+    assert_eq!(outcomes[2], (vec![warned, "customer.subscription.deleted".into()], json!("canceled")));
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/overview#subscription-renewal>: `invoice.upcoming`
+/// (no invoice id) the configured days before; at the period end a draft `subscription_cycle`
+/// invoice, finalized and charged about an hour later.
+#[tokio::test]
+async fn a_renewal_is_announced_then_drafted_and_finalized_an_hour_later() {
+    let sim = StripeSim::start().await;
+    let (_c, s) = subscriber(&sim).await;
+    sim.advance_days(23);
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["invoice.upcoming"]);
+    let upcoming = one(&events, "invoice.upcoming");
+    assert!(upcoming.get("id").is_none(), "an upcoming invoice has no id");
+    assert_eq!(upcoming["amount_due"], STARTER.2);
+    sim.advance_days(7);
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["customer.subscription.updated", "invoice.created"], "a draft, not yet charged");
+    assert_eq!(one(&events, "invoice.created")["status"], "draft");
+    let drafted = events[1]["created"].as_i64().unwrap_or(0);
+    sim.advance_hours(1);
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["invoice.finalized", "invoice_payment.paid", "invoice.paid"]);
+    assert!(events[0]["created"].as_i64().unwrap_or(0) - drafted >= 3600, "finalized an hour after the draft");
+    assert_eq!(one(&events, "invoice.paid")["parent"]["subscription_details"]["subscription"], s.as_str());
+}
+
+/// <https://docs.stripe.com/billing/revenue-recovery/smart-retries>: each failed attempt sets
+/// `next_payment_attempt` by the schedule and counts `attempt_count`; after the last, Stripe
+/// applies the account's setting (cancel the subscription or mark it unpaid, the invoice
+/// uncollectible; or leave it past_due with the invoice voided).
+#[tokio::test]
+async fn smart_retries_follow_the_schedule_and_end_as_the_account_says() {
+    for (then, sub_status, invoice_status, last) in [
+        (GiveUp::Cancel, "canceled", "uncollectible", "customer.subscription.deleted"),
+        (GiveUp::Unpaid, "unpaid", "uncollectible", "customer.subscription.updated"),
+        (GiveUp::StayPastDueVoid, "past_due", "void", "invoice.voided"),
+    ] {
+        let sim = StripeSim::start().await;
+        let c = sim.customer(Uuid::new_v4(), true);
+        sim.smart_retries(&c, SmartRetries { days: vec![3, 5, 7], then });
+        let s = sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+        sim.set_declining(&c, true);
+        sim.take_events();
+        sim.advance_days(30);
+        sim.advance_hours(1);
+        let events = sim.take_events();
+        let failed = one(&events, "invoice.payment_failed");
+        let first = event_time(&events, "invoice.payment_failed")[0];
+        assert_eq!(failed["next_payment_attempt"].as_i64().map(|t| (t - first + 60) / DAY), Some(3));
+        sim.advance_days(16);
+        let events = sim.take_events();
+        let failures = of_type(&events, "invoice.payment_failed");
+        let attempts: Vec<&Value> = failures.iter().map(|f| &f["attempt_count"]).collect();
+        assert_eq!(attempts, [&json!(2), &json!(3), &json!(4)], "{then:?}");
+        let gaps: Vec<i64> = event_time(&events, "invoice.payment_failed").iter().map(|t| (t - first + 60) / DAY).collect();
+        assert_eq!(gaps, [3, 8, 15], "retries 3, 5 and 7 days after each failure");
+        assert!(failures[2]["next_payment_attempt"].is_null(), "the last try schedules none");
+        assert_eq!(types(&events).last().copied(), Some(last), "{then:?}");
+        let truth = sim.truth(&c);
+        assert_eq!(truth["subscriptions"][&s][0], sub_status);
+        assert!(truth["invoices"].as_object().expect("invoices").values().any(|i| i[0] == invoice_status), "{truth}");
+    }
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/prorations>: `create_prorations` (the
+/// default) adds the prorated difference to the next invoice; `always_invoice` invoices it now
+/// (a downgrade's credit goes to the customer's balance and pays down the next invoice);
+/// `none` changes the price from the next period.
+#[tokio::test]
+async fn price_changes_prorate_as_the_mode_says() {
+    let expected = |days_left: i64, from: i64, to: i64| ((to - from) as f64 * (days_left * DAY) as f64 / PERIOD as f64).round() as i64;
+    let renewal = |sim: &StripeSim| {
+        sim.advance_days(21);
+        let events = sim.take_events();
+        one(&events, "invoice.paid")["amount_paid"].as_i64().unwrap_or(-1)
+    };
+
+    let sim = StripeSim::start().await;
+    let (_c, s) = subscriber(&sim).await;
+    sim.advance_days(10);
+    let prorated = sim.change_price(&s, PRO, Proration::CreateProrations);
+    assert!((prorated - expected(20, STARTER.2, PRO.2)).abs() <= 1, "{prorated}");
+    assert_eq!(types(&sim.take_events()), ["customer.subscription.updated"], "nothing invoiced now");
+    assert_eq!(renewal(&sim), PRO.2 + prorated, "the proration rides on the renewal");
+
+    let sim = StripeSim::start().await;
+    let (_c, s) = subscriber(&sim).await;
+    sim.advance_days(10);
+    let prorated = sim.change_price(&s, PRO, Proration::AlwaysInvoice);
+    let events = sim.take_events();
+    let paid = one(&events, "invoice.paid");
+    assert_eq!((&paid["billing_reason"], &paid["amount_paid"]), (&json!("subscription_update"), &json!(prorated)));
+
+    let sim = StripeSim::start().await;
+    let (c, s) = subscriber(&sim).await;
+    sim.advance_days(10);
+    let credit = sim.change_price(&s, PRO, Proration::None);
+    assert_eq!(types(&sim.take_events()), ["customer.subscription.updated"]);
+    assert!(credit > 0 && sim.balance(&c) == 0);
+    assert_eq!(renewal(&sim), PRO.2, "no proration: the new price from the renewal");
+
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    let s = sim.checkout(Uuid::new_v4(), &c, PRO, None);
+    sim.advance_days(10);
+    sim.take_events();
+    let credit = sim.change_price(&s, STARTER, Proration::AlwaysInvoice);
+    let events = sim.take_events();
+    assert_eq!(one(&events, "invoice.paid")["amount_due"], 0, "a downgrade invoices nothing");
+    assert_eq!(sim.balance(&c), credit, "its credit waits on the balance");
+    assert_eq!(renewal(&sim), STARTER.2 + credit, "and pays down the renewal");
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/cancel>: in flexible billing mode a cancel
+/// sets `cancel_at` with `cancel_at_period_end` false; at that time the subscription ends with
+/// `canceled_at`, `ended_at` and `cancellation_details`. A classic cancel at period end ends
+/// it at the period's end.
+#[tokio::test]
+async fn cancels_end_the_subscription_when_and_as_stripe_records() {
+    let sim = StripeSim::start().await;
+    let (_c, s) = subscriber(&sim).await;
+    let at = sim.now() + 10 * DAY;
+    sim.cancel_at(&s, at);
+    let events = sim.take_events();
+    let updated = one(&events, "customer.subscription.updated");
+    assert_eq!((&updated["cancel_at"], &updated["cancel_at_period_end"], &updated["billing_mode"]["type"]), (&json!(at), &json!(false), &json!("flexible")));
+    sim.advance_days(11);
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["customer.subscription.deleted"], "no renewal notice for a cancelling subscription");
+    let deleted = one(&events, "customer.subscription.deleted");
+    assert_eq!((&deleted["canceled_at"], &deleted["ended_at"]), (&json!(at), &json!(at)));
+    assert_eq!(deleted["cancellation_details"]["reason"], "cancellation_requested");
+
+    let (_c, s) = subscriber(&sim).await;
+    sim.cancel(&s, true);
+    assert_eq!(one(&sim.take_events(), "customer.subscription.updated")["cancel_at_period_end"], true);
+    sim.advance_days(31);
+    assert_eq!(types(&sim.take_events()), ["customer.subscription.deleted"]);
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/overview#requires-action>: a payment that
+/// needs 3-D Secure sends `invoice.payment_action_required` (with the hosted invoice page),
+/// and paying off-session is refused with `authentication_required`.
+#[tokio::test]
+async fn a_payment_needing_3d_secure_asks_for_action_and_refuses_off_session_payment() {
+    let sim = StripeSim::start().await;
+    let (c, _s) = subscriber(&sim).await;
+    sim.require_action(&c, true);
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    let events = sim.take_events();
+    let action = one(&events, "invoice.payment_action_required");
+    assert!(action["hosted_invoice_url"].as_str().is_some_and(|u| u.starts_with("https://invoice.stripe.com/")));
+    let invoice = action["id"].as_str().expect("id");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let pay = |version: Option<&str>| {
+        let mut request = http.post(format!("{}v1/invoices/{invoice}/pay", sim.base_url)).bearer_auth("sk_test_simulator");
+        if let Some(v) = version {
+            request = request.header("Stripe-Version", v);
+        }
+        request.send()
+    };
+    let answer = pay(Some(ballast::stripe::client::StripeApi::api_version())).await.expect("pay");
+    assert_eq!(answer.status(), 402);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "authentication_required");
+    let unversioned = pay(None).await.expect("pay");
+    assert_eq!(unversioned.status(), 400, "the simulator speaks only the pinned version");
+    assert_eq!(sim.wrong_versions(), ["(none)"]);
+}
+
+/// <https://docs.stripe.com/disputes/how-disputes-work>: a chargeback withdraws the funds,
+/// reinstates them if won, and closes `won` or `lost`; an inquiry moves no funds and closes
+/// `warning_closed`.
+#[tokio::test]
+async fn disputes_and_inquiries_move_through_stripes_statuses() {
+    let mut seen = Vec::new();
+    for outcome in [DisputeOutcome::Lost, DisputeOutcome::Won, DisputeOutcome::InquiryClosed] {
+        let sim = StripeSim::start().await;
+        let (c, _s) = subscriber(&sim).await;
+        let charge = sim.charges_of(&c).pop().expect("charge");
+        sim.dispute(&charge, outcome);
+        let events = sim.take_events();
+        seen.push(events.iter().map(|e| format!("{}:{}", e["type"].as_str().unwrap_or(""), e["data"]["object"]["status"].as_str().unwrap_or(""))).collect::<Vec<_>>());
+    }
+    assert_eq!(seen[0], ["charge.dispute.created:needs_response", "charge.dispute.funds_withdrawn:needs_response", "charge.dispute.updated:under_review", "charge.dispute.closed:lost"]);
+    assert_eq!(seen[1], ["charge.dispute.created:needs_response", "charge.dispute.funds_withdrawn:needs_response", "charge.dispute.updated:under_review",
+        "charge.dispute.funds_reinstated:under_review", "charge.dispute.closed:won"]);
+    assert_eq!(seen[2], ["charge.dispute.created:warning_needs_response", "charge.dispute.updated:warning_under_review", "charge.dispute.closed:warning_closed"]);
+}
+
+/// <https://docs.stripe.com/refunds>: each refund sends `charge.refunded` with the running
+/// `amount_refunded`; `refunded` turns true only when the whole charge is refunded. A deleted
+/// customer's subscriptions end first, then the customer.
+#[tokio::test]
+async fn partial_refunds_add_up_and_a_deleted_customer_ends_its_subscriptions_first() {
+    let sim = StripeSim::start().await;
+    let (c, _s) = subscriber(&sim).await;
+    let charge = sim.charges_of(&c).pop().expect("charge");
+    sim.refund(&charge, 500);
+    sim.refund(&charge, 1500);
+    let refunds: Vec<(Value, Value)> = of_type(&sim.take_events(), "charge.refunded").iter().map(|o| (o["amount_refunded"].clone(), o["refunded"].clone())).collect();
+    assert_eq!(refunds, [(json!(500), json!(false)), (json!(2000), json!(true))]);
+    sim.delete_customer(&c);
+    assert_eq!(types(&sim.take_events()), ["customer.subscription.deleted", "customer.deleted"]);
+}
