@@ -65,5 +65,7 @@ pub mod stripe;
 pub mod state;
 /// Logs.
 pub mod telemetry;
+/// Tenants as the product provisions them: external id, billing email, Stripe customer.
+pub mod tenants;
 /// Usage metering: intake counters, the ledger flush, meter events.
 pub mod usage;

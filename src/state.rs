@@ -175,6 +175,11 @@ impl AppState {
         }
     }
 
+    /// What provisioning and changing tenants use.
+    pub fn tenant_deps(&self) -> crate::tenants::provision::Deps<'_> {
+        crate::tenants::provision::Deps { system: &self.system_pool, stripe: &self.stripe, queue: &self.queue }
+    }
+
     /// What dunning uses.
     pub fn dunning_deps(&self) -> crate::dunning::Deps<'_> {
         crate::dunning::Deps {

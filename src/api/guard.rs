@@ -105,7 +105,7 @@ async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip
         }
         Err(e) => return fail_closed(state, spec.path, &e),
     };
-    if !principal.scopes.contains(&scope) {
+    if !principal.scopes.iter().any(|held| held.grants(scope)) {
         return ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this route needs an API key with scope {scope}")).into_response();
     }
     if principal.tenant_closed {

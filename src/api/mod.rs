@@ -23,6 +23,7 @@ pub mod observe;
 pub mod route;
 pub mod server;
 pub mod slo;
+pub mod tenants;
 pub mod usage;
 pub mod webhooks;
 
@@ -39,6 +40,7 @@ fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, Met
     all.extend(jobs::routes(registry));
     all.extend(usage::routes());
     all.extend(slo::routes());
+    all.extend(tenants::routes());
     all
 }
 

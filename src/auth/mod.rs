@@ -25,11 +25,16 @@ pub enum Scope {
     EntitlementsRead,
     /// `slo:write`: report SLI counts.
     SloWrite,
+    /// `tenants:read`: read tenants (service-wide keys only).
+    TenantsRead,
+    /// `tenants:write`: provision and change tenants (service-wide keys only; reads too).
+    TenantsWrite,
 }
 
 impl Scope {
     /// Every scope, in the order `--help` lists them.
-    pub const ALL: [Scope; 4] = [Scope::UsageWrite, Scope::JobsWrite, Scope::EntitlementsRead, Scope::SloWrite];
+    pub const ALL: [Scope; 6] =
+        [Scope::UsageWrite, Scope::JobsWrite, Scope::EntitlementsRead, Scope::SloWrite, Scope::TenantsRead, Scope::TenantsWrite];
 
     /// The scope's name, as keys and the CLI spell it.
     pub fn as_str(self) -> &'static str {
@@ -38,7 +43,15 @@ impl Scope {
             Scope::JobsWrite => "jobs:write",
             Scope::EntitlementsRead => "entitlements:read",
             Scope::SloWrite => "slo:write",
+            Scope::TenantsRead => "tenants:read",
+            Scope::TenantsWrite => "tenants:write",
         }
+    }
+
+    /// Whether a key holding this scope may use a route that needs `needed` (a write scope
+    /// includes its read).
+    pub fn grants(self, needed: Scope) -> bool {
+        self == needed || (self == Scope::TenantsWrite && needed == Scope::TenantsRead)
     }
 
     /// Parses a scope name.

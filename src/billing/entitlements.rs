@@ -299,3 +299,38 @@ mod tests {
         assert_eq!(access(&unknown, &p, g, now), Access::None);
     }
 }
+
+/// The subscription that speaks for a tenant: a live one (active, trialing, past due) before a
+/// paused one before an ended one, the latest on Stripe's clock first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct SubscriptionSummary {
+    /// `sub_…`
+    pub id: String,
+    /// Stripe's status.
+    pub status: String,
+    /// The plan's price.
+    pub price_id: Option<String>,
+    /// End of the current period (the earliest item's).
+    pub current_period_end: Option<DateTime<Utc>>,
+    /// A classic cancel at the period end.
+    pub cancel_at_period_end: bool,
+    /// A flexible cancel's time.
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// When the trial ends.
+    pub trial_end: Option<DateTime<Utc>>,
+}
+
+/// The tenant's subscription, as [`SubscriptionSummary`] orders them. System pool: an
+/// operator's and a provisioning service's read, by tenant id.
+pub async fn current_subscription(system: &SystemPool, tenant: TenantId) -> Result<Option<SubscriptionSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, status, price_id, current_period_end, cancel_at_period_end, cancel_at, trial_end FROM subscriptions
+         WHERE tenant_id = $1
+         ORDER BY CASE WHEN status IN ('active', 'trialing', 'past_due') THEN 0 WHEN status = 'paused' THEN 1 ELSE 2 END,
+                  stripe_updated_at DESC, id
+         LIMIT 1",
+    )
+    .bind(tenant.0)
+    .fetch_optional(&system.0)
+    .await
+}

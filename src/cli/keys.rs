@@ -14,7 +14,8 @@ pub(super) enum KeysCommand {
         /// each request's Ballast-Tenant header).
         #[arg(long)]
         tenant: Option<TenantId>,
-        /// Comma-separated scopes: usage:write, jobs:write, entitlements:read, slo:write.
+        /// Comma-separated scopes: usage:write, jobs:write, entitlements:read, slo:write, tenants:read,
+        /// tenants:write (the last three for service-wide keys).
         #[arg(long)]
         scopes: String,
         /// A name for people ("billing-service prod").

@@ -24,6 +24,7 @@ mod limits;
 mod loadtest;
 mod runbook;
 mod slo;
+mod tenants;
 
 use args::parse_instant;
 use bench::BenchCommand;
@@ -37,6 +38,7 @@ use limits::LimitsCommand;
 use loadtest::{LoadtestArgs, LoadtestCommand};
 use runbook::RunbookCommand;
 use slo::SloCommand;
+use tenants::TenantsCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +101,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Tenants: create one with its Stripe customer (as POST /v1/tenants does), list, show.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
     },
     /// Rate limits: temporary overrides (audited, expiring by themselves) and recent blocks.
     Limits {
@@ -246,6 +253,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
         }
         Command::Flags { command } => flags::flags(AppState::build(settings)?, command).await?,
         Command::Keys { command } => keys::keys(AppState::build(settings)?, command).await?,
+        Command::Tenants { command } => tenants::tenants(AppState::build(settings)?, command).await?,
         Command::Limits { command } => limits::limits(AppState::build(settings)?, command).await?,
     }
     Ok(ExitCode::SUCCESS)

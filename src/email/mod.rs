@@ -40,12 +40,20 @@ pub enum Template {
     UpcomingRenewal,
     /// 80 % of a metered limit.
     UsageWarning,
+    /// A tenant provisioned (POST /v1/tenants).
+    Welcome,
 }
 
 impl Template {
     /// Every template.
-    pub const ALL: [Template; 5] =
-        [Template::PaymentFailed, Template::PaymentWarning, Template::TrialEnding, Template::UpcomingRenewal, Template::UsageWarning];
+    pub const ALL: [Template; 6] = [
+        Template::PaymentFailed,
+        Template::PaymentWarning,
+        Template::TrialEnding,
+        Template::UpcomingRenewal,
+        Template::UsageWarning,
+        Template::Welcome,
+    ];
 
     /// The template's name (its files in templates/email/).
     pub fn name(self) -> &'static str {
@@ -55,6 +63,7 @@ impl Template {
             Template::TrialEnding => "trial_ending",
             Template::UpcomingRenewal => "upcoming_renewal",
             Template::UsageWarning => "usage_warning",
+            Template::Welcome => "welcome",
         }
     }
 
@@ -80,6 +89,7 @@ impl Template {
             Template::TrialEnding => files!("trial_ending"),
             Template::UpcomingRenewal => files!("upcoming_renewal"),
             Template::UsageWarning => files!("usage_warning"),
+            Template::Welcome => files!("welcome"),
         }
     }
 

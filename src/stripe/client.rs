@@ -85,6 +85,17 @@ pub enum ObjectKind {
     Price,
 }
 
+/// A customer to create for a tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCustomer<'a> {
+    /// The tenant, written into the customer's metadata.
+    pub tenant_id: uuid::Uuid,
+    /// The customer's name (the tenant's).
+    pub name: &'a str,
+    /// Where Stripe sends receipts and invoices.
+    pub email: Option<&'a str>,
+}
+
 /// A Stripe API client, or the reason there is none.
 #[derive(Clone)]
 pub struct StripeApi {
@@ -157,6 +168,29 @@ impl StripeApi {
     }
 
     /// Cancels a subscription now.
+    /// Creates the customer of a new tenant: `tenant_id` in its metadata (so its events name
+    /// the tenant), `idempotency_key` derived from the tenant's external id (so a repeated
+    /// provisioning gets the same customer back within Stripe's 24 h key lifetime).
+    pub async fn create_customer(&self, customer: &NewCustomer<'_>, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        let metadata = std::collections::HashMap::from([("tenant_id".to_owned(), customer.tenant_id.to_string())]);
+        let mut request = stripe_core::customer::CreateCustomer::new().name(customer.name).metadata(metadata);
+        if let Some(email) = customer.email {
+            request = request.email(email);
+        }
+        self.send(client, &request, idempotency_key).await
+    }
+
+    /// Changes a customer's name and billing email (what the tenant's own record changed).
+    pub async fn update_customer(&self, id: &str, name: &str, email: Option<&str>, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        let mut request = stripe_core::customer::UpdateCustomer::new(id).name(name);
+        if let Some(email) = email {
+            request = request.email(email);
+        }
+        self.send(client, &request, idempotency_key).await
+    }
+
     pub async fn cancel_subscription(&self, id: &str, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
         self.send(client, &stripe_billing::subscription::CancelSubscription::new(id), idempotency_key).await

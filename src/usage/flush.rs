@@ -43,6 +43,9 @@ pub struct FlushReport {
     pub reported: usize,
     /// Rows Stripe refused for good (4xx), with the reason on the row.
     pub dead: usize,
+    /// Rows held back, still pending, because their tenant has no Stripe customer yet: they
+    /// are reported once one is bound (provisioning, a checkout or an event naming the tenant).
+    pub held: usize,
     /// Flushed items past their two days, deleted.
     pub pruned: usize,
 }
@@ -145,14 +148,22 @@ async fn report_pending(state: &Deps<'_>, report: &mut FlushReport) -> Result<()
     let rows: Vec<Pending> = sqlx::query_as(
         "SELECT l.id, l.metric, l.usage_minute, l.quantity, t.stripe_customer_id AS customer
          FROM usage_ledger l JOIN tenants t ON t.id = l.tenant_id
-         WHERE l.report_status = 'pending' ORDER BY l.created_at LIMIT 5000",
+         WHERE l.report_status = 'pending' AND t.stripe_customer_id IS NOT NULL ORDER BY l.created_at LIMIT 5000",
     )
     .fetch_all(&state.system_pool.0)
     .await?;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM usage_ledger l JOIN tenants t ON t.id = l.tenant_id
+         WHERE l.report_status = 'pending' AND t.stripe_customer_id IS NULL",
+    )
+    .fetch_one(&state.system_pool.0)
+    .await?;
+    report.held = usize::try_from(held).unwrap_or(usize::MAX);
     for row in rows {
         let event_name = state.plans.metrics.get(&row.metric).map(|m| m.stripe_event.clone());
         let outcome = match (&row.customer, event_name) {
-            (None, _) => Err("the tenant has no Stripe customer".to_owned()),
+            // Selected with a customer; a row whose tenant lost it meanwhile waits its turn.
+            (None, _) => continue,
             (_, None) => Err(format!("metric {:?} is not in the plan catalogue", row.metric)),
             (Some(customer), Some(event)) => {
                 let id = row.id.to_string();

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::rls::{GLOBAL_TABLES, seed, tenant_column};
 use crate::support::TestApp;
 
-const ALL_SCOPES: [Scope; 4] = Scope::ALL;
+const ALL_SCOPES: [Scope; 6] = Scope::ALL;
 
 async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>, tenant_header: Option<&str>, body: Option<serde_json::Value>) -> reqwest::Response {
     let mut req = app.http.request(method, app.url(path));
@@ -127,6 +127,10 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("GET", "/v1/plans") | ("GET", "/v1/flags") => Some((spec.path.to_owned(), None)),
         ("POST", "/v1/slo/events") => Some((spec.path.to_owned(), Some(serde_json::json!({"events": []})))),
         ("POST", "/v1/jobs") => Some((spec.path.to_owned(), Some(serde_json::json!({"kind": "noop", "payload": {"sleep_ms": 0}})))),
+        // Service-wide routes: a tenant's key is refused, naming B or not.
+        ("POST", "/v1/tenants") => Some((spec.path.to_owned(), Some(serde_json::json!({"name": "x", "external_id": "iso-x"})))),
+        ("GET", "/v1/tenants") => Some(("/v1/tenants?external_id=b".to_owned(), None)),
+        ("GET", "/v1/tenants/{id}") | ("PATCH", "/v1/tenants/{id}") => Some(("/v1/tenants/%B%".to_owned(), Some(serde_json::json!({"name": "taken"})))),
         _ => None,
     }
 }
@@ -155,7 +159,9 @@ async fn no_route_shows_or_changes_another_tenants_data() {
     assert!(routes.len() >= 5, "{routes:?}");
     for spec in &routes {
         let (path, body) = probe(spec).unwrap_or_else(|| panic!("route {} {} is not in the isolation suite: add a probe", spec.method, spec.path));
-        let key = matches!(spec.auth, Auth::Key(_)).then_some(key_a.as_str());
+        let path = path.replace("%B%", &b.to_string());
+        // A service-wide route is tried with A's key too: it must refuse a tenant's key.
+        let key = matches!(spec.auth, Auth::Key(_) | Auth::ServiceKey(_)).then_some(key_a.as_str());
         // As A, and as A trying to name B.
         for naming_b in [None, Some(b.to_string())] {
             let resp = call(&app, spec.method.clone(), &path, key, naming_b.as_deref(), body.clone()).await;
@@ -165,8 +171,11 @@ async fn no_route_shows_or_changes_another_tenants_data() {
             for mark in &b_marks {
                 assert!(!text.contains(mark.as_str()), "{} {path} (naming B: {naming_b:?}) leaked {mark}: {text}", spec.method);
             }
-            if naming_b.is_some() && key.is_some() {
+            if naming_b.is_some() && matches!(spec.auth, Auth::Key(_)) {
                 assert_eq!(status, StatusCode::NOT_FOUND, "{} {path}: a tenant key naming B must get 404", spec.method);
+            }
+            if matches!(spec.auth, Auth::ServiceKey(_)) {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{} {path}: a tenant's key on a service-wide route", spec.method);
             }
         }
     }

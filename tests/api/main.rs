@@ -27,6 +27,7 @@ mod schema;
 mod slow_stripe_drill;
 mod stripe_shapes;
 mod stripe_sim_conformance;
+mod tenants;
 mod usage;
 mod webhooks;
 mod arbitrary_input;

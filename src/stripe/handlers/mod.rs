@@ -56,8 +56,31 @@ pub fn handles(event_type: &str) -> bool {
     HANDLED.contains(&event_type)
 }
 
-/// Applies `ctx.event` (a handled type) to the mirror.
+/// Applies `ctx.event` (a handled type) to the mirror. An event whose object names this
+/// tenant (`metadata.tenant_id`, a checkout's `client_reference_id`) binds its customer to the
+/// tenant when the tenant has none yet, whatever the event type.
 pub async fn apply(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
+    let mut applied = apply_by_type(ctx).await?;
+    if applied.mapped_customer.is_none()
+        && ctx.event.event_type != "customer.deleted"
+        && names_tenant(&ctx.event.object, ctx.tenant)
+        && let Some(customer) = ctx.event.customer_id().map(str::to_owned)
+    {
+        ctx.ensure_customer(&customer).await?;
+        if ctx.map_customer(&customer).await? {
+            applied.mapped_customer = Some(customer);
+        }
+    }
+    Ok(applied)
+}
+
+/// Whether the object says it belongs to `tenant`.
+fn names_tenant(object: &serde_json::Value, tenant: crate::domain::TenantId) -> bool {
+    let named = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).and_then(|s| s.parse::<uuid::Uuid>().ok()) == Some(tenant.0);
+    named(object.pointer("/metadata/tenant_id")) || named(object.get("client_reference_id"))
+}
+
+async fn apply_by_type(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
     let t = ctx.event.event_type.clone();
     match t.as_str() {
         "checkout.session.completed" => checkout::completed(ctx).await,

@@ -93,6 +93,11 @@ impl Sim {
 }
 
 impl StripeSim {
+    /// The customer as Stripe holds it now.
+    pub fn customer_json(&self, customer: &str) -> Option<Value> {
+        self.with(|s| s.customers.get(customer).cloned())
+    }
+
     /// A flexible-mode cancel (the customer portal's, since 2025-09-30): `cancel_at` set to
     /// `at`, `cancel_at_period_end` false; the subscription ends when the clock reaches it.
     pub fn cancel_at(&self, sub: &str, at: i64) {

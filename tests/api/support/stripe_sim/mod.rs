@@ -270,7 +270,8 @@ impl StripeSim {
     pub async fn start() -> StripeSim {
         let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), upcoming_days: 7, ..Sim::default() }));
         let app = Router::new()
-            .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")))
+            .route("/v1/customers", axum::routing::post(server::create_customer))
+            .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")).post(server::update_customer))
             .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).delete(cancel_now))
             .route("/v1/invoices/{id}/pay", axum::routing::post(pay_now))
             .route("/v1/billing/meter_events", axum::routing::post(meter_event))

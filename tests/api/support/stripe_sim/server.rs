@@ -205,3 +205,65 @@ pub(super) async fn gate(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extr
     }
     next.run(request).await
 }
+
+/// `POST /v1/customers` (create) and `POST /v1/customers/{id}` (update): name, email and
+/// metadata from the form, idempotent per key, each emitting its event as Stripe does.
+pub(super) async fn create_customer(
+    State(sim): State<Arc<Mutex<Sim>>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    save_customer(&sim, None, &headers, &form)
+}
+
+pub(super) async fn update_customer(
+    State(sim): State<Arc<Mutex<Sim>>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    save_customer(&sim, Some(id), &headers, &form)
+}
+
+fn save_customer(sim: &Mutex<Sim>, id: Option<String>, headers: &axum::http::HeaderMap, form: &std::collections::HashMap<String, String>) -> (StatusCode, Json<Value>) {
+    let mut s = sim.lock().expect("simulator lock");
+    let key = idempotency_key(headers);
+    if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
+        return (done.0, Json(done.1.clone()));
+    }
+    let (id, mut customer, event) = match id {
+        Some(id) => match s.customers.get(&id) {
+            Some(c) if c["deleted"] != true => (id, c.clone(), "customer.updated"),
+            _ => {
+                let error = json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such customer: '{id}'")}});
+                return (StatusCode::NOT_FOUND, Json(error));
+            }
+        },
+        None => {
+            let id = s.id("cus");
+            let customer = json!({"id": id, "object": "customer", "email": null, "name": null, "metadata": {}, "created": s.clock,
+                "livemode": false, "delinquent": false, "balance": 0, "invoice_settings": {"default_payment_method": null}});
+            (id, customer, "customer.created")
+        }
+    };
+    if let Some(name) = form.get("name") {
+        customer["name"] = json!(name);
+    }
+    if let Some(email) = form.get("email") {
+        customer["email"] = json!(email);
+    }
+    for (field, value) in form {
+        if let Some(k) = field.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+            customer["metadata"][k] = json!(value);
+        }
+    }
+    let clock = s.clock;
+    s.calls.push((if event == "customer.created" { "create_customer" } else { "update_customer" }.into(), id.clone(), clock));
+    s.customers.insert(id.clone(), customer.clone());
+    s.emit(event, customer.clone());
+    let answer = (StatusCode::OK, customer);
+    if let Some(k) = key {
+        s.idempotent.insert(k, answer.clone());
+    }
+    (answer.0, Json(answer.1))
+}

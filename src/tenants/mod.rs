@@ -1,0 +1,191 @@
+//! Tenants: the `tenants` table's records as the product provisions them — the app's own id
+//! for the tenant (`external_id`, unique, so a repeated request finds the same tenant), its
+//! name and billing email, its status and its Stripe customer. Provisioning (the row, then
+//! the Stripe customer, then the binding and the welcome email) is in [`provision`]; what a
+//! caller sees of a tenant (with its subscription and entitlements) in [`view`].
+//!
+//! System pool throughout: tenants are the product's records, found by id or external id
+//! before any tenant context exists.
+
+pub mod provision;
+pub mod view;
+
+use chrono::{DateTime, Utc};
+
+use crate::db::SystemPool;
+use crate::domain::TenantId;
+use crate::stripe::client::StripeApiError;
+
+/// A tenant's standing, as `tenants.status` stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    /// Normal.
+    Active,
+    /// Limited to the restricted plan (dunning, a dispute).
+    Restricted,
+    /// Closed: its keys are refused.
+    Closed,
+}
+
+impl TenantStatus {
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "restricted" => Some(Self::Restricted),
+            "closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// Why a tenant operation failed. Messages are safe to show to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// A field is missing or malformed.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No such tenant.
+    #[error("no such tenant")]
+    NotFound,
+    /// Stripe refused or could not be reached; the tenant row is kept and a repeat finishes.
+    #[error("{0}")]
+    Stripe(#[from] StripeApiError),
+    /// The welcome email could not be rendered or queued.
+    #[error("email: {0}")]
+    Email(#[from] crate::email::EmailError),
+    /// The queue (the welcome email's send job) failed after the commit; the sweep sends it.
+    #[error("queue: {0}")]
+    Queue(#[from] crate::queue::QueueError),
+    /// PostgreSQL.
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// One tenant, as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tenant {
+    /// Ballast's id for it.
+    pub id: TenantId,
+    /// The app's own id for it (unique).
+    pub external_id: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Where billing email goes.
+    pub billing_email: Option<String>,
+    /// Its standing.
+    pub status: TenantStatus,
+    /// Its Stripe customer, once bound.
+    pub stripe_customer_id: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: uuid::Uuid,
+    external_id: Option<String>,
+    name: String,
+    billing_email: Option<String>,
+    status: String,
+    stripe_customer_id: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Row> for Tenant {
+    fn from(r: Row) -> Self {
+        Tenant {
+            id: TenantId(r.id),
+            external_id: r.external_id,
+            name: r.name,
+            billing_email: r.billing_email,
+            // The column's CHECK admits only the three; a stranger would be a schema change.
+            status: TenantStatus::parse(&r.status).unwrap_or(TenantStatus::Closed),
+            stripe_customer_id: r.stripe_customer_id,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, external_id, name, billing_email, status, stripe_customer_id, created_at";
+
+/// The tenant with `id`.
+pub async fn get(pool: &SystemPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE id = $1")))
+        .bind(id.0)
+        .fetch_optional(&pool.0)
+        .await?;
+    Ok(row.map(Tenant::from))
+}
+
+/// The tenant the app knows as `external_id`.
+pub async fn by_external_id(pool: &SystemPool, external_id: &str) -> Result<Option<Tenant>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE external_id = $1")))
+        .bind(external_id)
+        .fetch_optional(&pool.0)
+        .await?;
+    Ok(row.map(Tenant::from))
+}
+
+/// Tenants, oldest first, after `after` (a page's last id), at most `limit`.
+pub async fn list(pool: &SystemPool, after: Option<TenantId>, limit: i64) -> Result<Vec<Tenant>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants
+         WHERE $1::uuid IS NULL OR (created_at, id) > (SELECT created_at, id FROM tenants WHERE id = $1)
+         ORDER BY created_at, id LIMIT $2"
+    )))
+    .bind(after.map(|t| t.0))
+    .bind(limit)
+    .fetch_all(&pool.0)
+    .await?;
+    Ok(rows.into_iter().map(Tenant::from).collect())
+}
+
+/// A new tenant's row, or the one already holding `external_id` (`false`: it existed).
+async fn insert_or_find(conn: &mut sqlx::PgConnection, new: &provision::NewTenant) -> Result<(Tenant, bool), sqlx::Error> {
+    let inserted: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants (id, external_id, name, billing_email) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (external_id) DO NOTHING RETURNING {COLUMNS}"
+    )))
+    .bind(uuid::Uuid::new_v4())
+    .bind(&new.external_id)
+    .bind(&new.name)
+    .bind(&new.billing_email)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok((row.into(), true));
+    }
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE external_id = $1")))
+        .bind(&new.external_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((row.into(), false))
+}
+
+/// Binds `customer` to the tenant when it has none; true when this bound it.
+async fn bind_customer(conn: &mut sqlx::PgConnection, tenant: TenantId, customer: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE tenants SET stripe_customer_id = $2, updated_at = now() WHERE id = $1 AND stripe_customer_id IS NULL")
+        .bind(tenant.0)
+        .bind(customer)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets name and billing email.
+async fn set_details(conn: &mut sqlx::PgConnection, tenant: TenantId, name: &str, billing_email: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET name = $2, billing_email = $3, updated_at = now() WHERE id = $1")
+        .bind(tenant.0)
+        .bind(name)
+        .bind(billing_email)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
