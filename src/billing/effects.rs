@@ -61,8 +61,14 @@ impl EffectKind {
     ];
 
     /// The kinds dunning consumes.
-    pub const DUNNING: [EffectKind; 5] =
-        [EffectKind::PaymentFailed, EffectKind::InvoicePaid, EffectKind::InvoiceClosed, EffectKind::UpcomingRenewal, EffectKind::TrialWillEnd];
+    pub const DUNNING: [EffectKind; 6] = [
+        EffectKind::PaymentFailed,
+        EffectKind::InvoicePaid,
+        EffectKind::InvoiceClosed,
+        EffectKind::PaymentActionRequired,
+        EffectKind::UpcomingRenewal,
+        EffectKind::TrialWillEnd,
+    ];
 
     /// The stored spelling (also the prefix of the effect's key).
     pub fn as_str(self) -> &'static str {

@@ -192,7 +192,18 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
     for e in &effects {
         match e.kind() {
             Some(EffectKind::PaymentFailed) => open_case(state, &mut tx, tenant, e, &mut after).await?,
-            Some(EffectKind::InvoicePaid) => after.entitlements_changed |= close_cases(&mut tx, &e.subject_id, CaseStatus::Recovered).await?,
+            Some(EffectKind::InvoicePaid) => {
+                let recovered = close_cases(&mut tx, &e.subject_id, CaseStatus::Recovered).await?;
+                after.entitlements_changed |= recovered;
+                // Only a payment that ended a case is news to the customer.
+                if recovered {
+                    let key = format!("email.payment_recovered:{}", e.subject_id);
+                    invoice_email(&mut tx, tenant, e, &key, Template::PaymentRecovered, &mut after).await?;
+                }
+            }
+            Some(EffectKind::PaymentActionRequired) => {
+                invoice_email(&mut tx, tenant, e, &e.effect_key, Template::PaymentActionRequired, &mut after).await?;
+            }
             // Stripe gave up on the invoice: nothing left to retry or restrict for.
             Some(EffectKind::InvoiceClosed) => after.entitlements_changed |= close_cases(&mut tx, &e.subject_id, CaseStatus::WrittenOff).await?,
             Some(EffectKind::UpcomingRenewal) => {
@@ -241,6 +252,20 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
         steps::advance_case(state, case, opened, false).await?;
     }
     Ok(effects.len())
+}
+
+/// Queues an email about invoice effect `e` to its customer: amount, invoice and, where Stripe
+/// gave one, the hosted invoice page (where a payment is confirmed).
+async fn invoice_email(tx: &mut PgConnection, tenant: TenantId, e: &Effect, key: &str, template: Template, after: &mut AfterCommit) -> Result<(), DunningError> {
+    let mirrored: Option<String> = sqlx::query_scalar("SELECT customer_id FROM invoices WHERE id = $1").bind(&e.subject_id).fetch_optional(&mut *tx).await?;
+    let Some(customer) = mirrored.or_else(|| e.payload["customer"].as_str().map(str::to_owned)) else { return Ok(()) };
+    let vars = serde_json::json!({
+        "amount": email::money(&Money::new(e.payload["amount_due"].as_i64().unwrap_or(0), e.payload["currency"].as_str().unwrap_or("usd"))),
+        "invoice": e.subject_id,
+        "url": e.payload["hosted_invoice_url"].as_str().unwrap_or_default(),
+    });
+    remind(tx, tenant, &customer, key, template, vars, after).await?;
+    Ok(())
 }
 
 async fn customer_of_subscription(tx: &mut PgConnection, sub: &str) -> Result<Option<String>, sqlx::Error> {

@@ -42,17 +42,23 @@ pub enum Template {
     UsageWarning,
     /// A tenant provisioned (POST /v1/tenants).
     Welcome,
+    /// invoice.payment_action_required: the customer must confirm (3-D Secure).
+    PaymentActionRequired,
+    /// A dunning case closed by the invoice's payment.
+    PaymentRecovered,
 }
 
 impl Template {
     /// Every template.
-    pub const ALL: [Template; 6] = [
+    pub const ALL: [Template; 8] = [
         Template::PaymentFailed,
         Template::PaymentWarning,
         Template::TrialEnding,
         Template::UpcomingRenewal,
         Template::UsageWarning,
         Template::Welcome,
+        Template::PaymentActionRequired,
+        Template::PaymentRecovered,
     ];
 
     /// The template's name (its files in templates/email/).
@@ -64,6 +70,8 @@ impl Template {
             Template::UpcomingRenewal => "upcoming_renewal",
             Template::UsageWarning => "usage_warning",
             Template::Welcome => "welcome",
+            Template::PaymentActionRequired => "payment_action_required",
+            Template::PaymentRecovered => "payment_recovered",
         }
     }
 
@@ -90,6 +98,8 @@ impl Template {
             Template::UpcomingRenewal => files!("upcoming_renewal"),
             Template::UsageWarning => files!("usage_warning"),
             Template::Welcome => files!("welcome"),
+            Template::PaymentActionRequired => files!("payment_action_required"),
+            Template::PaymentRecovered => files!("payment_recovered"),
         }
     }
 

@@ -15,6 +15,7 @@ mod intake_drills;
 mod intake_hardening;
 mod intake_security;
 mod jobs;
+mod lifecycle_emails;
 mod loadtest;
 mod observability;
 mod outage_drills;

@@ -59,7 +59,11 @@ async fn a_new_subscription_is_invoiced_and_paid_at_once_in_order() {
 
 /// <https://docs.stripe.com/billing/subscriptions/trials>: a trial opens with a $0 invoice,
 /// paid without a payment attempt; `trial_will_end` comes three days before the end, or at
-/// once for a trial of three days or less.
+/// once for a trial of three days or less. The trial's end creates an invoice charged
+/// automatically, so `invoice.upcoming` announces it as it does a renewal
+/// (<https://docs.stripe.com/api/events/types#event_types-invoice.upcoming>: "X number of
+/// days before a subscription is scheduled to create an invoice that is automatically
+/// charged", 7 by default).
 #[tokio::test]
 async fn trials_open_with_a_zero_invoice_and_are_warned_three_days_before_they_end() {
     let sim = StripeSim::start().await;
@@ -68,9 +72,12 @@ async fn trials_open_with_a_zero_invoice_and_are_warned_three_days_before_they_e
     let events = sim.take_events();
     let paid = one(&events, "invoice.paid");
     assert_eq!((&paid["amount_due"], &paid["attempt_count"], &paid["billing_reason"]), (&json!(0), &json!(0), &json!("subscription_create")));
+    let trial_end = one(&events, "customer.subscription.created")["trial_end"].clone();
     assert!(of_type(&events, "customer.subscription.trial_will_end").is_empty());
     sim.advance_days(10);
-    assert!(sim.take_events().is_empty(), "four days before the end: nothing yet");
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["invoice.upcoming"], "a week before the end: the invoice announced; four days before: no warning yet");
+    assert_eq!(one(&events, "invoice.upcoming")["next_payment_attempt"], trial_end);
     sim.advance_days(1);
     let events = sim.take_events();
     assert_eq!(types(&events), ["customer.subscription.trial_will_end"]);

@@ -40,7 +40,9 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
     let announced: InvoiceObject = shape(object(&ctx.event.object))?;
     let payload = serde_json::json!({
         "subscription": announced.subscription_id(), "attempt_count": announced.attempt_count,
-        "amount_due": announced.amount_due, "currency": announced.currency,
+        "amount_due": announced.amount_due, "currency": announced.currency, "customer": announced.customer,
+        // Where the customer confirms a payment (3-D Secure) or pays by hand.
+        "hosted_invoice_url": ctx.event.object.get("hosted_invoice_url"),
     });
     let attempt = announced.attempt_count;
     match ctx.event.event_type.as_str() {

@@ -82,6 +82,14 @@ impl Sim {
                     if !s.trial_warned {
                         due.push((end - 3 * DAY, Due::TrialWarning(s.id.clone())));
                     }
+                    // The trial's end creates an invoice charged automatically (unless it
+                    // pauses or cancels for want of a card): announced like a renewal.
+                    let invoices = self.cards.contains(&s.customer) || s.trial_end_behavior == TrialEnd::CreateInvoice;
+                    let announce = end - self.upcoming_days * DAY;
+                    // A trial shorter than the notice gets none.
+                    if invoices && self.upcoming_days > 0 && s.upcoming_sent != Some(end) && announce >= self.clock {
+                        due.push((announce, Due::Upcoming(s.id.clone())));
+                    }
                     due.push((end, Due::TrialEnd(s.id.clone())));
                 }
                 "active" | "past_due" => {
