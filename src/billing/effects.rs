@@ -61,7 +61,9 @@ impl EffectKind {
     ];
 
     /// The kinds dunning consumes.
-    pub const DUNNING: [EffectKind; 6] = [
+    pub const DUNNING: [EffectKind; 8] = [
+        EffectKind::DisputeCreated,
+        EffectKind::DisputeClosed,
         EffectKind::PaymentFailed,
         EffectKind::InvoicePaid,
         EffectKind::InvoiceClosed,
@@ -201,6 +203,7 @@ mod tests {
         for k in EffectKind::ALL {
             assert_eq!(EffectKind::parse(k.as_str()), Some(k));
         }
-        assert!(EffectKind::PaymentFailed.is_for_dunning() && !EffectKind::DisputeCreated.is_for_dunning());
+        assert!(EffectKind::PaymentFailed.is_for_dunning() && EffectKind::DisputeCreated.is_for_dunning());
+        assert!(!EffectKind::RefundRecorded.is_for_dunning());
     }
 }

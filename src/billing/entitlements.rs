@@ -63,9 +63,10 @@ pub struct SubscriptionFacts {
     pub past_due_since: Option<DateTime<Utc>>,
     /// Stripe's time of the state we hold.
     pub stripe_updated_at: DateTime<Utc>,
-    /// The tenant has an open dunning case past its restriction day.
+    /// The tenant has an open dunning case past its restriction day, or an open dispute the
+    /// dispute policy restricts for.
     #[sqlx(default)]
-    pub dunning_restricted: bool,
+    pub restricted: bool,
 }
 
 /// What `sub` grants at `as_of` (Stripe's clock, so the answer does not depend on when or in
@@ -101,7 +102,9 @@ fn ends(sub: &SubscriptionFacts) -> Option<DateTime<Utc>> {
 pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, grace: Duration) -> Result<Access, sqlx::Error> {
     let subs: Vec<SubscriptionFacts> = sqlx::query_as(
         "SELECT status, price_id, product_id, cancel_at_period_end, cancel_at, current_period_end, past_due_since, stripe_updated_at,
-                EXISTS (SELECT 1 FROM dunning_cases d WHERE d.tenant_id = $1 AND d.status = 'open' AND d.restricted) AS dunning_restricted
+                EXISTS (SELECT 1 FROM dunning_cases d WHERE d.tenant_id = $1 AND d.status = 'open' AND d.restricted)
+                OR EXISTS (SELECT 1 FROM disputes p WHERE p.tenant_id = $1 AND p.restricts
+                           AND p.status NOT IN ('won', 'lost', 'warning_closed', 'prevented')) AS restricted
          FROM subscriptions WHERE tenant_id = $1",
     )
     .bind(tenant.0)
@@ -109,8 +112,9 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, g
     .await?;
     let as_of = subs.iter().map(|s| s.stripe_updated_at).max().unwrap_or_else(Utc::now);
     let mut best = subs.iter().map(|s| access(s, plans, grace, as_of)).max_by_key(Access::rank).unwrap_or(Access::None);
-    // Dunning restricts whatever the plan would grant, until the invoice is paid.
-    if subs.iter().any(|s| s.dunning_restricted) && best.rank() > Access::Restricted.rank() {
+    // Dunning restricts whatever the plan would grant, until the invoice is paid; so does a
+    // dispute the policy restricts for, until it closes.
+    if subs.iter().any(|s| s.restricted) && best.rank() > Access::Restricted.rank() {
         best = Access::Restricted;
     }
     let (source, plan_id, until, grants) = match &best {
@@ -258,7 +262,7 @@ mod tests {
             current_period_end: Some(now + Duration::days(end_in_days)),
             past_due_since: past_due_days_ago.map(|d| now - Duration::days(d)),
             stripe_updated_at: now,
-            dunning_restricted: false,
+            restricted: false,
         }
     }
 

@@ -13,6 +13,7 @@
 //!   step's idempotency key, and recorded in a second one (`steps`): no pooled connection or
 //!   tenant lock is held while Stripe answers.
 
+mod disputes;
 pub mod policy;
 mod steps;
 
@@ -102,14 +103,27 @@ struct Case {
 #[derive(Default)]
 struct AfterCommit {
     emails: Vec<uuid::Uuid>,
+    /// Operator notices (disputes) to send.
+    notices: Vec<uuid::Uuid>,
     entitlements_changed: bool,
     /// Stripe calls of cases opened in the transaction (the caller makes them).
     calls: Vec<(Case, steps::StripeCall)>,
 }
 
 impl AfterCommit {
+    fn dispute(&mut self, consumed: disputes::Consumed) {
+        self.notices.extend(consumed.notice);
+        self.entitlements_changed |= consumed.entitlements_changed;
+    }
+
     async fn run(self, state: &Deps<'_>, tenant: TenantId) -> Result<(), DunningError> {
         email::push(state.queue, tenant, &self.emails).await?;
+        for id in self.notices {
+            // The row is durable: the SLO evaluation re-queues pending notices every minute.
+            if let Err(e) = crate::slo::notify::push(state.queue, id).await {
+                tracing::warn!(message = "Operator notice recorded; its send not queued yet.", notice = %id, error = %e);
+            }
+        }
         if self.entitlements_changed {
             entitlements::invalidate(state.cache, tenant).await;
         }
@@ -201,6 +215,8 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
                     invoice_email(&mut tx, tenant, e, &key, Template::PaymentRecovered, &mut after).await?;
                 }
             }
+            Some(EffectKind::DisputeCreated) => after.dispute(disputes::opened(&mut tx, tenant, e, state.policy.disputes).await?),
+            Some(EffectKind::DisputeClosed) => after.dispute(disputes::closed(&mut tx, tenant, e).await?),
             Some(EffectKind::PaymentActionRequired) => {
                 invoice_email(&mut tx, tenant, e, &e.effect_key, Template::PaymentActionRequired, &mut after).await?;
             }

@@ -51,6 +51,18 @@ struct StepFile {
 struct PolicyFile {
     final_action: FinalAction,
     steps: Vec<StepFile>,
+    #[serde(default)]
+    disputes: DisputePolicy,
+}
+
+/// What a dispute (a chargeback) does besides notifying operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputePolicy {
+    /// Restrict the tenant while a dispute is open (an inquiry, `warning_*`, never restricts);
+    /// access comes back when it closes, won or lost.
+    #[serde(default)]
+    pub restrict: bool,
 }
 
 /// One step.
@@ -84,6 +96,8 @@ pub struct Policy {
     pub final_action: FinalAction,
     /// Steps by day.
     pub steps: Vec<Step>,
+    /// What disputes do.
+    pub disputes: DisputePolicy,
 }
 
 impl Policy {
@@ -106,7 +120,7 @@ impl Policy {
         if stages.len() != steps.len() {
             return Err("two steps with the same action on the same day".into());
         }
-        Ok(Self { final_action: file.final_action, steps })
+        Ok(Self { final_action: file.final_action, steps, disputes: file.disputes })
     }
 
     /// Loads the file.
@@ -133,6 +147,7 @@ mod tests {
         let stages: Vec<String> = p.steps.iter().map(Step::stage).collect();
         assert_eq!(stages, ["email@0", "retry@1", "retry@3", "retry@5", "retry@7", "email@10", "restrict@14", "final@21"]);
         assert_eq!(p.final_action, FinalAction::Cancel);
+        assert_eq!(p.disputes, DisputePolicy { restrict: false }, "disputes notify operators and restrict only when asked");
         assert!(Policy::parse("final_action = \"cancel\"\n[[steps]]\nday = 0\naction = \"email\"\n").is_err());
         assert!(Policy::parse("final_action = \"cancel\"\n[[steps]]\nday = 0\naction = \"email\"\ntemplate = \"nope\"\n").is_err());
     }

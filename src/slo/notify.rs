@@ -59,9 +59,53 @@ impl crate::queue::job::JobArgs for NotifyArgs {
 
 /// Queues the send of notification `id` (idempotent per notification).
 pub async fn enqueue(state: &Deps<'_>, id: uuid::Uuid) -> Result<(), crate::queue::QueueError> {
+    push(state.queue, id).await
+}
+
+/// Queues the send of notification `id` on `queue` (idempotent per notification).
+pub async fn push(queue: &crate::queue::JobQueue, id: uuid::Uuid) -> Result<(), crate::queue::QueueError> {
     let mut req = crate::queue::EnqueueRequest::typed(&NotifyArgs { notification_id: id });
     req.idempotency_key = Some(format!("{JOB_KIND}:{id}"));
-    state.queue.enqueue(req).await.map(|_| ())
+    queue.enqueue(req).await.map(|_| ())
+}
+
+/// A notice for operators that is not an SLO's (a dispute opening and closing), sent through
+/// the same webhook: `summary` is what people read, `alert_key` pairs a firing notice with its
+/// resolution (PagerDuty's `dedup_key`).
+#[derive(Debug, Clone)]
+pub struct OperatorNotice {
+    /// Pairs a firing notice with its resolution: `dispute:{id}`.
+    pub alert_key: String,
+    /// 1 for the first notice of the key, 2 for the next: each is recorded once.
+    pub transition: i64,
+    /// Firing or resolved.
+    pub firing: bool,
+    /// Where it comes from (`dispute`): the group receivers see.
+    pub source: &'static str,
+    /// What happened, for people.
+    pub summary: String,
+    /// The rest, for the receiver's details.
+    pub details: Value,
+}
+
+/// Records `notice` once (per alert key and transition) in the caller's transaction; the id to
+/// [`push`] after the commit, or `None` when it was recorded before.
+pub async fn record(conn: &mut sqlx::PgConnection, notice: &OperatorNotice) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+    let mut details = notice.details.clone();
+    details["source"] = json!(notice.source);
+    details["summary"] = json!(notice.summary);
+    details["severity"] = json!("warning");
+    sqlx::query_scalar(
+        "INSERT INTO slo_notifications (id, alert_key, transition, state, details) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (alert_key, transition) DO NOTHING RETURNING id",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(&notice.alert_key)
+    .bind(notice.transition)
+    .bind(if notice.firing { "firing" } else { "resolved" })
+    .bind(details)
+    .fetch_optional(conn)
+    .await
 }
 
 #[derive(sqlx::FromRow)]
@@ -83,20 +127,24 @@ pub fn body(format: NotifyFormat, routing_key: Option<&str>, alert_key: &str, st
         .as_array()
         .and_then(|rules| rules.iter().filter_map(|r| r["long_burn"].as_f64().map(|b| (b, r["rule"]["long_minutes"].as_i64().unwrap_or(0)))).max_by(|a, b| a.0.total_cmp(&b.0)))
         .unwrap_or((0.0, 0));
-    let summary = if state == "firing" {
+    // An operator notice carries its own summary and source; an SLO's is computed.
+    let group = details["source"].as_str().unwrap_or("slo");
+    let summary = if let Some(own) = details["summary"].as_str() {
+        own.to_owned()
+    } else if state == "firing" {
         format!("SLO {slo}: {} — burning {:.1}x its error budget over {} min (SLI {sli:.3} %, budget left {budget:.1} %)", severity.to_uppercase(), worst.0, worst.1)
     } else {
         format!("SLO {slo}: {} resolved (SLI {sli:.3} %, budget left {budget:.1} %)", severity.to_uppercase())
     };
     match format {
         NotifyFormat::Generic => json!({
-            "alert_key": alert_key, "slo": slo, "severity": severity, "state": state, "at": at, "summary": summary, "details": details,
+            "alert_key": alert_key, "source": group, "slo": slo, "severity": severity, "state": state, "at": at, "summary": summary, "details": details,
         }),
         NotifyFormat::Pagerduty if state == "firing" => json!({
             "routing_key": routing_key, "event_action": "trigger", "dedup_key": alert_key,
             "payload": {
                 "summary": summary, "source": "ballast", "severity": if severity == "page" { "critical" } else { "warning" },
-                "timestamp": at, "component": slo, "group": "slo", "class": severity, "custom_details": details,
+                "timestamp": at, "component": slo, "group": group, "class": severity, "custom_details": details,
             },
         }),
         NotifyFormat::Pagerduty => json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": alert_key}),

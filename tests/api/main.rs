@@ -8,6 +8,7 @@ mod cache;
 mod config_errors;
 mod deploy_files;
 mod drills;
+mod disputes;
 mod dunning;
 mod health;
 mod import_cycles;

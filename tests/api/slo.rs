@@ -124,7 +124,7 @@ async fn low_traffic_never_pages() {
 
 /// A webhook receiver that refuses the first `fail_first` requests with 500.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     inner: Arc<Mutex<ReceiverState>>,
 }
 
@@ -136,7 +136,7 @@ struct ReceiverState {
 }
 
 impl Receiver {
-    async fn start(fail_first: u32) -> (Receiver, String) {
+    pub(crate) async fn start(fail_first: u32) -> (Receiver, String) {
         let receiver = Receiver::default();
         receiver.inner.lock().expect("lock").fail_first = fail_first;
         let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(receiver.clone());
@@ -146,7 +146,7 @@ impl Receiver {
         (receiver, format!("http://{addr}/hook"))
     }
 
-    fn accepted(&self) -> Vec<(String, Value)> {
+    pub(crate) fn accepted(&self) -> Vec<(String, Value)> {
         self.inner.lock().expect("lock").accepted.clone()
     }
 }
