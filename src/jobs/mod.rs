@@ -8,6 +8,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod billing_drift;
+pub mod billing_reconcile;
 pub mod cache_reshape;
 pub mod cache_warm;
 pub mod db_sessions;
@@ -51,6 +52,7 @@ impl crate::queue::job::Registry<AppState> {
             .with(admin::Admin(site_slow::SiteSlowJob))
             .with(admin::Admin(site_down::SiteDownJob))
             .with(admin::Admin(billing_drift::BillingDriftJob))
+            .with(admin::Admin(billing_reconcile::BillingReconcileJob))
     }
 }
 

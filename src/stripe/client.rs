@@ -272,6 +272,36 @@ impl StripeApi {
         Ok(out)
     }
 
+    /// Every subscription of `customer`, cancelled ones included (`status=all`), every page.
+    pub async fn customer_subscriptions(&self, customer: &str) -> Result<Vec<serde_json::Value>, StripeApiError> {
+        #[derive(serde::Serialize)]
+        struct Params<'a> {
+            customer: &'a str,
+            status: &'static str,
+            limit: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            starting_after: Option<&'a str>,
+        }
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        let mut out: Vec<serde_json::Value> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let params = Params { customer, status: "all", limit: 100, starting_after: after.as_deref() };
+            let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/subscriptions").query(&params);
+            let span = api_span(&request);
+            let raw: miniserde::json::Value =
+                self.limited(request.customize().send(client).instrument(span)).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
+            let page = to_json(&raw)?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            after = data.last().and_then(|s| s["id"].as_str()).map(str::to_owned);
+            out.extend(data);
+            if page["has_more"] != true || after.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// One cheap authenticated read (the newest event): is the API reachable with our key?
     pub async fn ping(&self) -> Result<(), StripeApiError> {
         #[derive(serde::Serialize)]

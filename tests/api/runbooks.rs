@@ -222,6 +222,53 @@ async fn billing_drift_finds_a_change_stripe_never_told_us_and_resyncs_it() {
 }
 
 #[tokio::test]
+async fn billing_reconcile_brings_in_subscriptions_whose_events_never_arrived_cancelled_ones_included() {
+    let sim = StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let tenant = app.tenant("reconciled").await;
+    let customer = sim.customer(tenant, true);
+    // Only the customer's own event arrives; a first subscription (cancelled since) and the
+    // current one exist only at Stripe.
+    for e in sim.take_events() {
+        assert_eq!(app.deliver(&e).await, 200);
+    }
+    app.drain().await;
+    let first = sim.checkout(tenant, &customer, STARTER, None);
+    sim.cancel(&first, false);
+    let current = sim.checkout(tenant, &customer, STARTER, None);
+    sim.take_events();
+    let access = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM subscriptions WHERE id = $1").bind(&current).fetch_optional(&app.state.system_pool.0).await.expect("status")
+    };
+    assert_eq!(access().await, None);
+
+    let params = json!({"tenant": tenant});
+    let dry = run(&app, "billing.reconcile", false, params.clone()).await;
+    assert_eq!((dry["customers"].as_i64(), dry["listed"].as_i64()), (Some(1), Some(2)), "status=all lists the cancelled one: {dry}");
+    let missing: Vec<&str> = dry["missing"].as_array().expect("missing").iter().filter_map(|m| m["subscription"].as_str()).collect();
+    assert_eq!(missing.len(), 2, "{dry}");
+    assert!(missing.contains(&first.as_str()) && missing.contains(&current.as_str()));
+    app.drain().await;
+    assert_eq!(access().await, None, "a dry run changes nothing");
+
+    let done = run(&app, "billing.reconcile", true, params.clone()).await;
+    assert_eq!(done["brought_in"], 2, "{done}");
+    app.drain().await;
+    assert_eq!(access().await.as_deref(), Some("active"));
+    let cancelled: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1").bind(&first).fetch_one(&app.state.system_pool.0).await.expect("status");
+    assert_eq!(cancelled, "canceled");
+    let plan: Option<String> = sqlx::query_scalar("SELECT plan_id FROM entitlements WHERE tenant_id = $1 AND source = 'plan' LIMIT 1")
+        .bind(tenant)
+        .fetch_optional(&app.state.system_pool.0)
+        .await
+        .expect("entitlements");
+    assert_eq!(plan.as_deref(), Some("starter"), "the same handlers granted the plan");
+    let again = run(&app, "billing.reconcile", false, params).await;
+    assert_eq!(again["missing"], json!([]), "nothing missing after the run");
+    assert_eq!(audited(&app, "billing.reconcile").await.len(), 3, "every run audited");
+}
+
+#[tokio::test]
 async fn the_cli_lists_shows_and_runs_pages_and_refuses_unknown_ones() {
     let app = TestApp::builder().roles(&[]).spawn().await;
     let out = app.cli(&["runbook", "list", "--json"]);

@@ -7,15 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use serde_json::{Value, json};
 
 pub mod lifecycle;
 pub mod schedule;
 mod server;
 
-use server::{cancel_now, fetch, gate, list_events, meter_event, pay_now, price};
 pub use server::signature_header;
 
 pub const SECRET: &str = "whsec_test_simulator";
@@ -269,18 +266,7 @@ pub struct StripeSim {
 impl StripeSim {
     pub async fn start() -> StripeSim {
         let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), upcoming_days: 7, ..Sim::default() }));
-        let app = Router::new()
-            .route("/v1/customers", axum::routing::post(server::create_customer))
-            .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")).post(server::update_customer))
-            .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).delete(cancel_now))
-            .route("/v1/invoices/{id}/pay", axum::routing::post(pay_now))
-            .route("/v1/billing/meter_events", axum::routing::post(meter_event))
-            .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
-            .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
-            .route("/v1/prices/{id}", get(price))
-            .route("/v1/events", get(list_events))
-            .layer(axum::middleware::from_fn_with_state(sim.clone(), gate))
-            .with_state(sim.clone());
+        let app = server::router(sim.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("simulator serves") });

@@ -12,7 +12,54 @@ use serde_json::{Value, json};
 
 use super::{PRO, STARTER, Sim};
 
-pub(super) async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, collection: &'static str) -> (StatusCode, Json<Value>) {
+/// The API endpoints Ballast calls, behind the version gate.
+pub(super) fn router(sim: Arc<Mutex<Sim>>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/customers", post(create_customer))
+        .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")).post(update_customer))
+        .route("/v1/subscriptions", get(list_subscriptions))
+        .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).delete(cancel_now))
+        .route("/v1/invoices/{id}/pay", post(pay_now))
+        .route("/v1/billing/meter_events", post(meter_event))
+        .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
+        .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
+        .route("/v1/prices/{id}", get(price))
+        .route("/v1/events", get(list_events))
+        .layer(axum::middleware::from_fn_with_state(sim.clone(), gate))
+        .with_state(sim)
+}
+
+/// `GET /v1/subscriptions`: a customer's, oldest first by id, `status` (`all` includes
+/// cancelled ones; the default leaves them out, as Stripe does), `limit`, `starting_after`.
+async fn list_subscriptions(
+    State(sim): State<Arc<Mutex<Sim>>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    let s = sim.lock().expect("simulator lock");
+    let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 100);
+    let status = q.get("status").map(String::as_str);
+    let matching: Vec<Value> = s
+        .subs
+        .values()
+        .filter(|x| q.get("customer").is_none_or(|c| *c == x.customer))
+        .filter(|x| match status {
+            Some("all") => true,
+            Some(st) => x.status == st,
+            None => x.status != "canceled",
+        })
+        .map(|x| s.sub_json(x))
+        .collect();
+    let start = match q.get("starting_after") {
+        Some(after) => matching.iter().position(|x| x["id"] == after.as_str()).map_or(matching.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<Value> = matching.iter().skip(start).take(limit).cloned().collect();
+    let has_more = start + page.len() < matching.len();
+    (StatusCode::OK, Json(json!({"object": "list", "url": "/v1/subscriptions", "has_more": has_more, "data": page})))
+}
+
+async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, collection: &'static str) -> (StatusCode, Json<Value>) {
     let s = sim.lock().expect("simulator lock");
     let found = match collection {
         "customers" => s.customers.get(&id).cloned(),
@@ -30,7 +77,7 @@ pub(super) async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<Str
 }
 
 /// `GET /v1/events`: newest first, `delivery_success`, `created[gte]`, `limit`, `starting_after`.
-pub(super) async fn list_events(
+async fn list_events(
     State(sim): State<Arc<Mutex<Sim>>>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> (StatusCode, Json<Value>) {
@@ -55,7 +102,7 @@ pub(super) async fn list_events(
 }
 
 /// A price the simulator sells, in the fixture shape (../shared/stripe `price`).
-pub(super) async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
+async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
     let mut s = sim.lock().expect("simulator lock");
     s.price_reads += 1;
     if s.prices_down {
@@ -89,7 +136,7 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 /// `POST /v1/invoices/{id}/pay`: pays now, or answers 402 with the card's decline.
-pub(super) async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
+async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
     let mut s = sim.lock().expect("simulator lock");
     let key = idempotency_key(&headers);
     if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
@@ -125,7 +172,7 @@ pub(super) async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<S
 }
 
 /// `DELETE /v1/subscriptions/{id}`: cancels now.
-pub(super) async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
+async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
     let mut s = sim.lock().expect("simulator lock");
     let key = idempotency_key(&headers);
     if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
@@ -147,7 +194,7 @@ pub(super) async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Pat
 
 /// `POST /v1/billing/meter_events`: identifier unique (as Stripe enforces over 24 h), answers
 /// repeated per idempotency key.
-pub(super) async fn meter_event(
+async fn meter_event(
     State(sim): State<Arc<Mutex<Sim>>>,
     headers: axum::http::HeaderMap,
     axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
@@ -184,7 +231,7 @@ pub(super) async fn meter_event(
 /// Refuses a request without the pinned `Stripe-Version` (the simulator answers only in
 /// that version's shapes), delays every API request by the simulator's latency, and drops
 /// every n-th unanswered.
-pub(super) async fn gate(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn gate(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let version = request.headers().get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or("(none)").to_owned();
     let (latency, hang) = {
         let mut s = sim.lock().expect("simulator lock");
@@ -208,7 +255,7 @@ pub(super) async fn gate(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extr
 
 /// `POST /v1/customers` (create) and `POST /v1/customers/{id}` (update): name, email and
 /// metadata from the form, idempotent per key, each emitting its event as Stripe does.
-pub(super) async fn create_customer(
+async fn create_customer(
     State(sim): State<Arc<Mutex<Sim>>>,
     headers: axum::http::HeaderMap,
     axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
@@ -216,7 +263,7 @@ pub(super) async fn create_customer(
     save_customer(&sim, None, &headers, &form)
 }
 
-pub(super) async fn update_customer(
+async fn update_customer(
     State(sim): State<Arc<Mutex<Sim>>>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
