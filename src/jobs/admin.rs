@@ -8,6 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::kind::{Job, JobContext, JobError};
+use crate::stripe::event::StripeEvent;
+use crate::stripe::inbox;
 
 /// Parameters of an admin job that takes none.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -37,6 +39,18 @@ impl AdminArgs<serde_json::Value> {
         // Booleans, strings and a JSON value: serialising them cannot fail.
         serde_json::to_value(&args).unwrap_or_default()
     }
+}
+
+/// Puts a Ballast-made event (Stripe's state of an object, as `raw`) into the inbox and queues
+/// it, so the same handlers as a delivered webhook apply it; false when it was stored before.
+pub(super) async fn inject_event(ctx: &JobContext, mut raw: serde_json::Value, received_at: i64) -> Result<bool, JobError> {
+    let pool = &ctx.state.system_pool;
+    let event = StripeEvent::from_stripe(&mut raw, received_at).map_err(|e| JobError::Cancel(format!("Ballast-made event: {e}")))?;
+    if inbox::insert(pool, &event, &raw).await? != inbox::Inserted::New {
+        return Ok(false);
+    }
+    inbox::enqueue(pool, &ctx.state.queue, &event.id, None).await?;
+    Ok(true)
 }
 
 /// An admin job: a dry run that reports unless told to execute.

@@ -12,8 +12,6 @@ use serde_json::{Value, json};
 use super::kind::{JobContext, JobError};
 use super::admin::AdminJob;
 use crate::stripe::client::ObjectKind;
-use crate::stripe::event::StripeEvent;
-use crate::stripe::inbox;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,10 +140,7 @@ impl AdminJob for BillingDriftJob {
         let mut resynced = 0;
         if execute {
             for (m, object, _) in &drifted {
-                let mut raw = resync_event(&m.kind, object, m.held_at, now);
-                let event = StripeEvent::from_stripe(&mut raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("re-sync event: {e}")))?;
-                if inbox::insert(pool, &event, &raw).await? == inbox::Inserted::New {
-                    inbox::enqueue(pool, &ctx.state.queue, &event.id, None).await?;
+                if super::admin::inject_event(ctx, resync_event(&m.kind, object, m.held_at, now), now.timestamp()).await? {
                     resynced += 1;
                 }
             }

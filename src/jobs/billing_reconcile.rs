@@ -11,8 +11,6 @@ use serde_json::{Value, json};
 
 use super::admin::AdminJob;
 use super::kind::{JobContext, JobError};
-use crate::stripe::event::StripeEvent;
-use crate::stripe::inbox;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,10 +92,7 @@ impl AdminJob for BillingReconcileJob {
         if execute {
             let now = chrono::Utc::now();
             for (_, _, subscription) in &missing {
-                let mut raw = reconcile_event(subscription, now.timestamp_millis());
-                let event = StripeEvent::from_stripe(&mut raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("reconcile event: {e}")))?;
-                if inbox::insert(pool, &event, &raw).await? == inbox::Inserted::New {
-                    inbox::enqueue(pool, &ctx.state.queue, &event.id, None).await?;
+                if super::admin::inject_event(ctx, reconcile_event(subscription, now.timestamp_millis()), now.timestamp()).await? {
                     brought_in += 1;
                 }
             }

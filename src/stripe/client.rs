@@ -243,30 +243,16 @@ impl StripeApi {
             gte: i64,
         }
         #[derive(serde::Serialize)]
-        struct Params<'a> {
+        struct Params {
             delivery_success: bool,
             created: Created,
             limit: u32,
             #[serde(skip_serializing_if = "Option::is_none")]
-            starting_after: Option<&'a str>,
+            starting_after: Option<String>,
         }
-        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
-        let mut out: Vec<serde_json::Value> = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let params = Params { delivery_success: false, created: Created { gte: since }, limit: 100, starting_after: after.as_deref() };
-            let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&params);
-            let span = api_span(&request);
-            let raw: miniserde::json::Value =
-                self.limited(request.customize().send(client).instrument(span)).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
-            let page = to_json(&raw)?;
-            let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data.last().and_then(|e| e["id"].as_str()).map(str::to_owned);
-            out.extend(data);
-            if page["has_more"] != true || after.is_none() {
-                break;
-            }
-        }
+        let mut out = self
+            .every_page("/events", |after| Params { delivery_success: false, created: Created { gte: since }, limit: 100, starting_after: after.map(str::to_owned) })
+            .await?;
         // Stripe lists newest first; replay in the order things happened.
         out.reverse();
         Ok(out)
@@ -280,26 +266,30 @@ impl StripeApi {
             status: &'static str,
             limit: u32,
             #[serde(skip_serializing_if = "Option::is_none")]
-            starting_after: Option<&'a str>,
+            starting_after: Option<String>,
         }
+        self.every_page("/subscriptions", |after| Params { customer, status: "all", limit: 100, starting_after: after.map(str::to_owned) }).await
+    }
+
+    /// Every page of a list endpoint, following `starting_after` while Stripe says `has_more`;
+    /// `params` builds a page's query from the last id of the page before.
+    async fn every_page<P: serde::Serialize>(&self, path: &str, params: impl Fn(Option<&str>) -> P) -> Result<Vec<serde_json::Value>, StripeApiError> {
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
         let mut out: Vec<serde_json::Value> = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let params = Params { customer, status: "all", limit: 100, starting_after: after.as_deref() };
-            let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/subscriptions").query(&params);
+            let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, path).query(&params(after.as_deref()));
             let span = api_span(&request);
             let raw: miniserde::json::Value =
                 self.limited(request.customize().send(client).instrument(span)).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
             let page = to_json(&raw)?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data.last().and_then(|s| s["id"].as_str()).map(str::to_owned);
+            after = data.last().and_then(|o| o["id"].as_str()).map(str::to_owned);
             out.extend(data);
             if page["has_more"] != true || after.is_none() {
-                break;
+                return Ok(out);
             }
         }
-        Ok(out)
     }
 
     /// One cheap authenticated read (the newest event): is the API reachable with our key?

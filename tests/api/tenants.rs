@@ -160,6 +160,20 @@ async fn a_crash_at_each_provisioning_step_neither_makes_a_second_customer_nor_l
         assert_eq!(sim.customer_json(&customer).expect("at Stripe")["metadata"]["tenant_id"].as_str(), Some(tenant.to_string().as_str()));
     }
     assert_eq!(customers_created(&sim).len(), 2, "one Stripe customer per tenant, crash or not");
+    // Operators find them by external id, and in the list.
+    let cli = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"));
+        cmd.args(args).env_clear().envs(&app.env).env("PATH", std::env::var("PATH").unwrap_or_default());
+        async move { cmd.output().await.expect("run ballast") }
+    };
+    let shown = cli(&["tenants", "show", "initech-1"]).await;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success() && text.contains("initech-1") && text.contains("plan: none"), "{text}");
+    let listed = cli(&["tenants", "list", "--json"]).await;
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed.as_array().map(|l| l.iter().filter(|t| t["stripe_customer_id"].is_string()).count()), Some(2));
+    let unknown = cli(&["tenants", "show", "nobody"]).await;
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no tenant"), "{unknown:?}");
     app.drain().await;
     let welcomes = smtp.messages().iter().filter(|m| m.data.contains("Welcome")).count();
     assert_eq!(welcomes, 2, "one welcome email per tenant");
