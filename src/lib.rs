@@ -29,6 +29,8 @@ pub mod config;
 pub mod cpu;
 /// PostgreSQL pools, the tenant transaction helper, migrations.
 pub mod db;
+/// A Stripe simulator for tests and for trying Ballast without Stripe (`ballast dev stripe`).
+pub mod devstripe;
 /// Newtypes for ids.
 pub mod domain;
 /// Dunning: the policy, cases and the daily run.

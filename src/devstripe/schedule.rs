@@ -6,52 +6,11 @@
 
 use serde_json::json;
 
-use super::lifecycle::GiveUp;
-use super::{DAY, PERIOD, Sim, StripeSim};
+pub use super::terms::{DRAFT_WINDOW, Proration, SmartRetries, TrialEnd};
 
-/// How long a renewal's invoice stays a draft before Stripe finalizes it (one hour).
-pub(super) const DRAFT_WINDOW: i64 = 3600;
-
-/// `trial_settings.end_behavior.missing_payment_method`: what the trial's end does when the
-/// customer has no payment method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrialEnd {
-    /// Stripe's default: the subscription goes active and invoices; the payment fails and it
-    /// goes `past_due`.
-    CreateInvoice,
-    /// The subscription is `paused` until a payment method arrives.
-    Pause,
-    /// The subscription is canceled.
-    Cancel,
-}
-
-/// The account's Smart Retries: retry a failed invoice `days` after each failed attempt, and
-/// when the last retry fails, give up as `then` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SmartRetries {
-    /// Days from each failed attempt to the next (Stripe's custom schedule: up to 4 retries).
-    pub days: Vec<i64>,
-    pub then: GiveUp,
-}
-
-impl SmartRetries {
-    /// Days until the next try after attempt number `attempts` (1 = the first) failed, or none
-    /// when the schedule is spent.
-    pub(super) fn after_attempt(&self, attempts: i64) -> Option<i64> {
-        usize::try_from(attempts - 1).ok().and_then(|i| self.days.get(i)).copied()
-    }
-}
-
-/// `proration_behavior` on a price change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proration {
-    /// Stripe's default: proration items wait for the next renewal invoice.
-    CreateProrations,
-    /// An invoice for the prorated difference now (a credit to the balance on a downgrade).
-    AlwaysInvoice,
-    /// No proration: the new price from the next renewal.
-    None,
-}
+use super::handle::StripeSim;
+use super::state::Sim;
+use super::terms::{DAY, PERIOD};
 
 /// What falls due, and for which object.
 #[derive(Debug, Clone)]

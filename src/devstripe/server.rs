@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ballast::stripe::signature;
+use crate::stripe::signature;
 use serde_json::{Value, json};
 
-use super::{PRO, STARTER, Sim};
+use super::state::Sim;
+use super::terms::{PRO, STARTER};
 
 /// The API endpoints Ballast calls, behind the version gate.
 pub(super) fn router(sim: Arc<Mutex<Sim>>) -> axum::Router {
@@ -236,7 +237,7 @@ async fn gate(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extract::Reques
     let (latency, hang) = {
         let mut s = sim.lock().expect("simulator lock");
         s.requests += 1;
-        if version != ballast::stripe::client::StripeApi::api_version() {
+        if version != crate::stripe::client::StripeApi::api_version() {
             s.wrong_versions.push(version.clone());
             let error = json!({"error": {"type": "invalid_request_error", "message": format!("Invalid Stripe API version: {version}")}});
             return axum::response::IntoResponse::into_response((StatusCode::BAD_REQUEST, Json(error)));

@@ -5,31 +5,11 @@
 
 use serde_json::{Value, json};
 
-use super::{PERIOD, Sim, StripeSim, Sub};
+pub use super::terms::{DisputeOutcome, GiveUp};
 
-/// What Stripe does with a subscription when its retries run out (Billing settings,
-/// "Manage failed payments").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUp {
-    /// Cancel the subscription; the invoice is marked uncollectible.
-    Cancel,
-    /// Leave the subscription `unpaid`; the invoice is marked uncollectible.
-    Unpaid,
-    /// Leave it `past_due`; the invoice is voided.
-    StayPastDueVoid,
-}
-
-/// How a dispute ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisputeOutcome {
-    /// The evidence convinced the bank: funds reinstated.
-    Won,
-    /// The cardholder keeps the money.
-    Lost,
-    /// An inquiry (`warning_needs_response`): no funds move, and it closes as `warning_closed`
-    /// without becoming a chargeback.
-    InquiryClosed,
-}
+use super::handle::StripeSim;
+use super::state::{Sim, Sub};
+use super::terms::PERIOD;
 
 impl Sim {
     /// One step of a dispute, a few seconds after the last (Stripe's steps are not

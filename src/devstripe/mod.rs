@@ -1,0 +1,22 @@
+//! A Stripe simulator: keeps customers, subscriptions, invoices and charges on a clock its
+//! caller advances (like a Stripe test clock), serves the API endpoints Ballast calls, and
+//! emits the events Stripe emits for each step, signed exactly as Stripe signs them. The
+//! tests deliver those events themselves (in order, duplicated, shuffled or concurrently);
+//! `ballast dev stripe` runs the same simulator beside a local fleet. One implementation, held
+//! to Stripe's documentation by tests/api/stripe_sim_conformance.rs.
+//!
+//! Files: `terms` (constants and the settings a caller picks), `state` (the account and the
+//! steps every scenario shares), `handle` (the running simulator and what a caller does to
+//! it), `schedule` (the test clock), `lifecycle` (what Stripe does when things go wrong),
+//! `server` (the HTTP API).
+
+mod handle;
+pub mod lifecycle;
+pub mod schedule;
+mod server;
+mod state;
+mod terms;
+
+pub use handle::StripeSim;
+pub use server::signature_header;
+pub use terms::{API_KEY, DAY, PERIOD, PRO, SECRET, STARTER};
