@@ -2,6 +2,7 @@
 # Ballast on one machine: private PostgreSQL and Redis on loopback, data under .ballast/.
 #
 #   deploy/dev.sh up        install what is missing, start services, migrate, run `ballast serve`
+#                           (and, with no STRIPE_SECRET_KEY, a local Stripe on 127.0.0.1:12111)
 #   deploy/dev.sh test      the same services, then the whole test suite (then the Redis
 #                           suites again on a local Redis Cluster; BALLAST_TEST_CLUSTER=0 skips)
 #   deploy/dev.sh services  start services only and print the environment to use them
@@ -18,6 +19,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${BALLAST_DATA:-$ROOT/.ballast}
 PG_PORT=${BALLAST_PG_PORT:-55432}
 REDIS_PORT=${BALLAST_REDIS_PORT:-56379}
+# The local Stripe `up` starts when no STRIPE_SECRET_KEY is set.
+DEV_STRIPE=${BALLAST_DEV_STRIPE_LISTEN:-127.0.0.1:12111}
 CLUSTER_PORT=${BALLAST_REDIS_CLUSTER_PORT:-47001}
 DB=ballast
 
@@ -211,7 +214,17 @@ case "$cmd" in
     cargo build --release --quiet
     ./target/release/ballast migrate
     export BALLAST_LISTEN=${BALLAST_LISTEN:-127.0.0.1:8080}
-    exec ./target/release/ballast serve --roles api,worker,scheduler
+    if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+      # No Stripe key: a local Stripe (the simulator the tests use) answers the API and sends
+      # signed webhooks to this fleet; `ballast dev stripe checkout|card|advance` drive it.
+      export STRIPE_API_BASE=http://$DEV_STRIPE/ STRIPE_SECRET_KEY=sk_test_local_stripe
+      ./target/release/ballast dev stripe serve --listen "$DEV_STRIPE" --webhook-url "http://$BALLAST_LISTEN/webhooks/stripe" \
+        >"$DATA/dev-stripe.log" 2>&1 &
+      stripe_pid=$!
+      trap 'kill "$stripe_pid" 2>/dev/null || true' EXIT
+      log "no STRIPE_SECRET_KEY: a local Stripe on $STRIPE_API_BASE (log: $DATA/dev-stripe.log)"
+    fi
+    ./target/release/ballast serve --roles api,worker,scheduler
     ;;
   test)
     services
@@ -233,7 +246,11 @@ case "$cmd" in
     ;;
   cluster) install_packages; start_redis_cluster; print_env; cluster_env ;;
   services) services; print_env ;;
-  env) print_env ;;
+  env)
+    print_env
+    # For `ballast dev stripe …` and the fleet's Stripe calls, when there is no real Stripe.
+    [ -n "${STRIPE_SECRET_KEY:-}" ] || echo "export STRIPE_API_BASE=http://$DEV_STRIPE/ STRIPE_SECRET_KEY=sk_test_local_stripe"
+    ;;
   stop) stop ;;
   *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

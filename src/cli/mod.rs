@@ -16,6 +16,7 @@ mod args;
 mod bench;
 mod billing;
 mod cache;
+mod dev;
 mod emails;
 mod flags;
 mod jobs;
@@ -30,6 +31,7 @@ use args::parse_instant;
 use bench::BenchCommand;
 use billing::{UsageCommand, DunningCommand};
 use cache::CacheCommand;
+use dev::DevCommand;
 use emails::EmailsCommand;
 use flags::FlagsCommand;
 use jobs::JobsCommand;
@@ -162,6 +164,11 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Trying Ballast on one machine: a local Stripe (`dev stripe serve`) and its test clock.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
 }
 
 /// The command line, parsed (clap exits with its message on bad arguments and on --help).
@@ -254,6 +261,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
         Command::Flags { command } => flags::flags(AppState::build(settings)?, command).await?,
         Command::Keys { command } => keys::keys(AppState::build(settings)?, command).await?,
         Command::Tenants { command } => tenants::tenants(AppState::build(settings)?, command).await?,
+        Command::Dev { command } => dev::dev(settings, command).await?,
         Command::Limits { command } => limits::limits(AppState::build(settings)?, command).await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -18,13 +18,37 @@ pub struct StripeSim {
 }
 
 impl StripeSim {
+    /// A simulator on a free loopback port, for a test.
     pub async fn start() -> StripeSim {
-        let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), upcoming_days: 7, ..Sim::default() }));
-        let app = server::router(sim.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("simulator serves") });
+        let sim = Self::unstarted(addr);
+        sim.spawn(listener, axum::Router::new());
+        sim
+    }
+
+    /// A fresh account whose API will answer at `addr`.
+    pub(super) fn unstarted(addr: std::net::SocketAddr) -> StripeSim {
+        let sim = Arc::new(Mutex::new(Sim { clock: chrono::Utc::now().timestamp(), upcoming_days: 7, ..Sim::default() }));
         StripeSim { sim, base_url: format!("http://{addr}/") }
+    }
+
+    /// Serves the API (and `extra` routes, outside the version gate) on `listener`.
+    pub(super) fn spawn(&self, listener: tokio::net::TcpListener, extra: axum::Router) {
+        let app = server::router(self.sim.clone()).merge(extra);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(message = "Stripe simulator stopped serving.", error = %e);
+            }
+        });
+    }
+
+    /// The tenant a customer was created for (`metadata.tenant_id`), if it exists.
+    pub fn tenant_of(&self, customer: &str) -> Option<uuid::Uuid> {
+        self.with(|s| {
+            let c = s.customers.get(customer).filter(|c| c["deleted"] != true)?;
+            c["metadata"]["tenant_id"].as_str().and_then(|t| t.parse().ok())
+        })
     }
 
     /// A slow Stripe: each answer waits `latency`, and every `hang_every`-th request (0: none)
@@ -37,7 +61,7 @@ impl StripeSim {
     }
 
     pub(super) fn with<T>(&self, f: impl FnOnce(&mut Sim) -> T) -> T {
-        f(&mut self.sim.lock().expect("simulator lock"))
+        f(&mut self.sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// A customer for `tenant` (as the app creates it at checkout), with a working card or none.

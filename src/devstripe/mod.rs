@@ -8,8 +8,9 @@
 //! Files: `terms` (constants and the settings a caller picks), `state` (the account and the
 //! steps every scenario shares), `handle` (the running simulator and what a caller does to
 //! it), `schedule` (the test clock), `lifecycle` (what Stripe does when things go wrong),
-//! `server` (the HTTP API).
+//! `server` (the HTTP API), `dev` (the local Stripe: deliveries and the `/_dev/` commands).
 
+mod dev;
 mod handle;
 pub mod lifecycle;
 pub mod schedule;
@@ -17,6 +18,7 @@ mod server;
 mod state;
 mod terms;
 
+pub use dev::{DevOptions, DevStripeError};
 pub use handle::StripeSim;
 pub use server::signature_header;
 pub use terms::{API_KEY, DAY, PERIOD, PRO, SECRET, STARTER};

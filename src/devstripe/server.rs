@@ -37,7 +37,7 @@ async fn list_subscriptions(
     State(sim): State<Arc<Mutex<Sim>>>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> (StatusCode, Json<Value>) {
-    let s = sim.lock().expect("simulator lock");
+    let s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 100);
     let status = q.get("status").map(String::as_str);
     let matching: Vec<Value> = s
@@ -61,7 +61,7 @@ async fn list_subscriptions(
 }
 
 async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, collection: &'static str) -> (StatusCode, Json<Value>) {
-    let s = sim.lock().expect("simulator lock");
+    let s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let found = match collection {
         "customers" => s.customers.get(&id).cloned(),
         "subscriptions" => s.subs.get(&id).map(|x| s.sub_json(x)),
@@ -82,7 +82,7 @@ async fn list_events(
     State(sim): State<Arc<Mutex<Sim>>>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> (StatusCode, Json<Value>) {
-    let s = sim.lock().expect("simulator lock");
+    let s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let gte: i64 = q.get("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 100);
     let only_undelivered = q.get("delivery_success").map(String::as_str) == Some("false");
@@ -104,7 +104,7 @@ async fn list_events(
 
 /// A price the simulator sells, in the fixture shape (../shared/stripe `price`).
 async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
+    let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     s.price_reads += 1;
     if s.prices_down {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"type": "api_error", "message": "simulated outage"}})));
@@ -138,7 +138,7 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
 
 /// `POST /v1/invoices/{id}/pay`: pays now, or answers 402 with the card's decline.
 async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
+    let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = idempotency_key(&headers);
     if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
         return (done.0, Json(done.1.clone()));
@@ -174,7 +174,7 @@ async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, hea
 
 /// `DELETE /v1/subscriptions/{id}`: cancels now.
 async fn cancel_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
+    let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = idempotency_key(&headers);
     if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
         return (done.0, Json(done.1.clone()));
@@ -200,7 +200,7 @@ async fn meter_event(
     headers: axum::http::HeaderMap,
     axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
 ) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
+    let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = idempotency_key(&headers);
     if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
         return (done.0, Json(done.1.clone()));
@@ -235,7 +235,7 @@ async fn meter_event(
 async fn gate(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let version = request.headers().get("stripe-version").and_then(|v| v.to_str().ok()).unwrap_or("(none)").to_owned();
     let (latency, hang) = {
-        let mut s = sim.lock().expect("simulator lock");
+        let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.requests += 1;
         if version != crate::stripe::client::StripeApi::api_version() {
             s.wrong_versions.push(version.clone());
@@ -274,7 +274,7 @@ async fn update_customer(
 }
 
 fn save_customer(sim: &Mutex<Sim>, id: Option<String>, headers: &axum::http::HeaderMap, form: &std::collections::HashMap<String, String>) -> (StatusCode, Json<Value>) {
-    let mut s = sim.lock().expect("simulator lock");
+    let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = idempotency_key(headers);
     if let Some(done) = key.as_ref().and_then(|k| s.idempotent.get(k)) {
         return (done.0, Json(done.1.clone()));

@@ -7,6 +7,7 @@ mod support;
 mod cache;
 mod config_errors;
 mod deploy_files;
+mod dev_stripe;
 mod drills;
 mod disputes;
 mod dunning;

@@ -1,0 +1,100 @@
+//! The local Stripe as a newcomer uses it: `ballast dev stripe serve` beside a fleet, a tenant
+//! provisioned through the API (its customer made at the local Stripe), a checkout and the
+//! test clock driven from the command line, and the webhooks delivered — signed — by the local
+//! Stripe itself, with nobody handing events over.
+
+use std::time::Duration;
+
+use ballast::auth::Scope;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+use crate::support::procs::{free_port, until};
+
+async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(args)
+        .env_clear()
+        .envs(&app.env)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .expect("run ballast");
+    assert!(out.status.success(), "ballast {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+async fn tenant(app: &TestApp, key: &str, id: &str) -> Value {
+    let resp = app.http.get(app.url(&format!("/v1/tenants/{id}"))).bearer_auth(key).send().await.expect("get");
+    resp.json().await.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_when_its_trial_ends() {
+    let port = free_port();
+    let stripe = format!("http://127.0.0.1:{port}/");
+    let app = TestApp::builder().env("STRIPE_API_BASE", &stripe).spawn().await;
+    let mut local_stripe = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["dev", "stripe", "serve", "--listen", &format!("127.0.0.1:{port}"), "--webhook-url", &app.url("/webhooks/stripe")])
+        .env_clear()
+        .envs(&app.env)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ballast dev stripe serve");
+    let http = reqwest::Client::new();
+    until("the local Stripe answers", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{stripe}_dev/clock"));
+        async move { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+
+    // Provisioning creates the customer at the local Stripe.
+    let (_, key) = app.key(None, &[Scope::TenantsWrite]).await;
+    let body = json!({"name": "Newcomer", "external_id": "newcomer-1", "billing_email": "owner@newcomer.test"});
+    let resp = app.http.post(app.url("/v1/tenants")).bearer_auth(&key).json(&body).send().await.expect("provision");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let created: Value = resp.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let customer = created["stripe_customer_id"].as_str().expect("customer at the local Stripe").to_owned();
+
+    // A checkout with a 14-day trial, from the command line; its events arrive by themselves.
+    cli(&app, &["dev", "stripe", "card", "--customer", &customer]).await;
+    let out = cli(&app, &["dev", "stripe", "checkout", "--customer", &customer, "--trial-days", "14"]).await;
+    let subscription = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(subscription.starts_with("sub_"), "{subscription}");
+    until("the trial mirrored", Duration::from_secs(30), || async {
+        let t = tenant(&app, &key, &id).await;
+        t["subscription"]["status"] == "trialing" && t["plan"] == "starter"
+    })
+    .await;
+
+    // Past the trial: the first invoice is drafted, finalized an hour later and paid.
+    cli(&app, &["dev", "stripe", "advance", "--days", "14"]).await;
+    cli(&app, &["dev", "stripe", "advance", "--hours", "1"]).await;
+    until("the trial converted and its invoice paid", Duration::from_secs(30), || async {
+        let t = tenant(&app, &key, &id).await;
+        let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM invoices WHERE customer_id = $1 AND status = 'paid' AND amount_paid > 0")
+            .bind(&customer)
+            .fetch_one(&app.state.system_pool.0)
+            .await
+            .unwrap_or(0);
+        t["subscription"]["status"] == "active" && t["subscription"]["id"] == subscription.as_str() && paid == 1
+    })
+    .await;
+    let t = tenant(&app, &key, &id).await;
+    assert!(t["entitlements"].as_array().is_some_and(|e| e.iter().any(|f| f["feature"] == "api_access" && f["enabled"] == true)), "{t}");
+
+    // A bad command gets a clear refusal, not a crash of the local Stripe.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["dev", "stripe", "checkout", "--customer", "cus_nobody"])
+        .env_clear()
+        .envs(&app.env)
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no customer"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(local_stripe.try_wait().expect("wait").is_none(), "the local Stripe still runs");
+    local_stripe.kill().await.expect("stop");
+}
