@@ -2,7 +2,8 @@
 # Ballast on one machine: private PostgreSQL and Redis on loopback, data under .ballast/.
 #
 #   deploy/dev.sh up        install what is missing, start services, migrate, run `ballast serve`
-#                           (and, with no STRIPE_SECRET_KEY, a local Stripe on 127.0.0.1:12111)
+#                           (and, with no STRIPE_SECRET_KEY, a local Stripe on 127.0.0.1:12111;
+#                           with no BALLAST_SMTP_HOST, a mail catcher on 127.0.0.1:2525)
 #   deploy/dev.sh test      the same services, then the whole test suite (then the Redis
 #                           suites again on a local Redis Cluster; BALLAST_TEST_CLUSTER=0 skips)
 #   deploy/dev.sh services  start services only and print the environment to use them
@@ -19,8 +20,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${BALLAST_DATA:-$ROOT/.ballast}
 PG_PORT=${BALLAST_PG_PORT:-55432}
 REDIS_PORT=${BALLAST_REDIS_PORT:-56379}
-# The local Stripe `up` starts when no STRIPE_SECRET_KEY is set.
+# The local Stripe `up` starts when no STRIPE_SECRET_KEY is set, and the mail catcher when no
+# BALLAST_SMTP_HOST is.
 DEV_STRIPE=${BALLAST_DEV_STRIPE_LISTEN:-127.0.0.1:12111}
+DEV_MAIL=${BALLAST_DEV_MAIL_LISTEN:-127.0.0.1:2525}
 CLUSTER_PORT=${BALLAST_REDIS_CLUSTER_PORT:-47001}
 DB=ballast
 
@@ -223,6 +226,14 @@ case "$cmd" in
       stripe_pid=$!
       trap 'kill "$stripe_pid" 2>/dev/null || true' EXIT
       log "no STRIPE_SECRET_KEY: a local Stripe on $STRIPE_API_BASE (log: $DATA/dev-stripe.log)"
+    fi
+    if [ -z "${BALLAST_SMTP_HOST:-}" ]; then
+      # No mail server: a local catcher keeps every email as a file (and prints who it is for).
+      export BALLAST_SMTP_HOST=127.0.0.1 BALLAST_SMTP_PORT=${DEV_MAIL##*:} BALLAST_SMTP_SECURITY=none
+      ./target/release/ballast dev mail serve --listen "$DEV_MAIL" --dir "$DATA/mail" >"$DATA/dev-mail.log" 2>&1 &
+      mail_pid=$!
+      trap 'kill ${stripe_pid:-} "$mail_pid" 2>/dev/null || true' EXIT
+      log "no BALLAST_SMTP_HOST: email is caught into $DATA/mail (log: $DATA/dev-mail.log)"
     fi
     ./target/release/ballast serve --roles api,worker,scheduler
     ;;

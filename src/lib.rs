@@ -31,6 +31,8 @@ pub mod cpu;
 pub mod db;
 /// A Stripe simulator for tests and for trying Ballast without Stripe (`ballast dev stripe`).
 pub mod devstripe;
+/// A mail catcher for tests and for trying Ballast without a mail server (`ballast dev mail`).
+pub mod devmail;
 /// Newtypes for ids.
 pub mod domain;
 /// Dunning: the policy, cases and the daily run.

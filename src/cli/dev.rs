@@ -1,7 +1,8 @@
 //! `ballast dev`: trying Ballast on one machine. `ballast dev stripe serve` runs the Stripe
 //! simulator the tests use as a local Stripe (`./deploy/dev.sh up` starts it when no Stripe
 //! key is configured); the other `dev stripe` commands act on it as a customer or the
-//! Dashboard would: a checkout, a saved or declining card, the test clock.
+//! Dashboard would: a checkout, a saved or declining card, the test clock. `ballast dev mail
+//! serve` catches the fleet's email (started by `up` when no mail server is configured).
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,26 @@ pub(super) enum DevCommand {
     Stripe {
         #[command(subcommand)]
         command: DevStripeCommand,
+    },
+    /// A local mail catcher (the SMTP server the tests use).
+    Mail {
+        #[command(subcommand)]
+        command: DevMailCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DevMailCommand {
+    /// Catch every email the fleet sends until Ctrl-C: each is printed (recipient, subject) and
+    /// kept as a .eml file. Point the fleet at it with BALLAST_SMTP_HOST=127.0.0.1,
+    /// BALLAST_SMTP_PORT and BALLAST_SMTP_SECURITY=none.
+    Serve {
+        /// Where it listens.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: SocketAddr,
+        /// Where each message is written.
+        #[arg(long, default_value = ".ballast/mail")]
+        dir: std::path::PathBuf,
     },
 }
 
@@ -84,8 +105,27 @@ async fn dev_command(settings: &Settings, path: &str, body: Value) -> anyhow::Re
     Ok(answer)
 }
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
 pub(super) async fn dev(settings: Settings, command: DevCommand) -> anyhow::Result<()> {
-    let DevCommand::Stripe { command: stripe } = command;
+    let stripe = match command {
+        DevCommand::Stripe { command } => command,
+        DevCommand::Mail { command: DevMailCommand::Serve { listen, dir } } => {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
+            let _catcher = ballast::devmail::SmtpServer::on(listener, Some(dir.clone()))?;
+            println!("ballast: catching mail on {listen} into {}", dir.display());
+            println!("set BALLAST_SMTP_HOST={} BALLAST_SMTP_PORT={} BALLAST_SMTP_SECURITY=none for the fleet", listen.ip(), listen.port());
+            stop_signal().await;
+            return Ok(());
+        }
+    };
     match stripe {
         DevStripeCommand::Serve { listen, webhook_url } => {
             let Some(secret) = settings.stripe_webhook_secrets.first().cloned() else {
@@ -94,11 +134,7 @@ pub(super) async fn dev(settings: Settings, command: DevCommand) -> anyhow::Resu
             let shutdown = tokio_util::sync::CancellationToken::new();
             let on_signal = shutdown.clone();
             tokio::spawn(async move {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-                }
+                stop_signal().await;
                 on_signal.cancel();
             });
             println!("ballast: local Stripe on http://{listen}/ delivering to {webhook_url}");

@@ -1,7 +1,8 @@
-//! The local Stripe as a newcomer uses it: `ballast dev stripe serve` beside a fleet, a tenant
-//! provisioned through the API (its customer made at the local Stripe), a checkout and the
-//! test clock driven from the command line, and the webhooks delivered — signed — by the local
-//! Stripe itself, with nobody handing events over.
+//! The local Stripe and mail catcher as a newcomer uses them: `ballast dev stripe serve` and
+//! `ballast dev mail serve` beside a fleet, a tenant provisioned through the API (its customer
+//! made at the local Stripe, its welcome email caught as a file), a checkout and the test clock
+//! driven from the command line, and the webhooks delivered — signed — by the local Stripe
+//! itself, with nobody handing events over.
 
 use std::time::Duration;
 
@@ -32,9 +33,23 @@ async fn tenant(app: &TestApp, key: &str, id: &str) -> Value {
 
 #[tokio::test]
 async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_when_its_trial_ends() {
-    let port = free_port();
+    let (port, mail_port) = (free_port(), free_port());
     let stripe = format!("http://127.0.0.1:{port}/");
-    let app = TestApp::builder().env("STRIPE_API_BASE", &stripe).spawn().await;
+    let app = TestApp::builder()
+        .env("STRIPE_API_BASE", &stripe)
+        .env("BALLAST_SMTP_HOST", "127.0.0.1")
+        .env("BALLAST_SMTP_PORT", &mail_port.to_string())
+        .env("BALLAST_SMTP_SECURITY", "none")
+        .spawn()
+        .await;
+    let mail = tempfile::tempdir().expect("mail folder");
+    let mut catcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["dev", "mail", "serve", "--listen", &format!("127.0.0.1:{mail_port}"), "--dir", &mail.path().display().to_string()])
+        .env_clear()
+        .envs(&app.env)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ballast dev mail serve");
     let mut local_stripe = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
         .args(["dev", "stripe", "serve", "--listen", &format!("127.0.0.1:{port}"), "--webhook-url", &app.url("/webhooks/stripe")])
         .env_clear()
@@ -50,6 +65,11 @@ async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_
     })
     .await;
 
+    until("the mail catcher listens", Duration::from_secs(30), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", mail_port)).await.is_ok()
+    })
+    .await;
+
     // Provisioning creates the customer at the local Stripe.
     let (_, key) = app.key(None, &[Scope::TenantsWrite]).await;
     let body = json!({"name": "Newcomer", "external_id": "newcomer-1", "billing_email": "owner@newcomer.test"});
@@ -58,6 +78,17 @@ async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_
     let created: Value = resp.json().await.expect("json");
     let id = created["id"].as_str().expect("id").to_owned();
     let customer = created["stripe_customer_id"].as_str().expect("customer at the local Stripe").to_owned();
+
+    // The welcome email, caught as a file.
+    until("the welcome email caught", Duration::from_secs(30), || {
+        let dir = mail.path().to_owned();
+        async move {
+            std::fs::read_dir(&dir).into_iter().flatten().flatten().any(|f| {
+                std::fs::read_to_string(f.path()).is_ok_and(|m| m.contains("owner@newcomer.test") && m.contains("Welcome to your account, Newcomer"))
+            })
+        }
+    })
+    .await;
 
     // A checkout with a 14-day trial, from the command line; its events arrive by themselves.
     cli(&app, &["dev", "stripe", "card", "--customer", &customer]).await;
@@ -97,4 +128,5 @@ async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no customer"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(local_stripe.try_wait().expect("wait").is_none(), "the local Stripe still runs");
     local_stripe.kill().await.expect("stop");
+    catcher.kill().await.expect("stop");
 }

@@ -210,7 +210,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu"]),
     ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest", "tenants"]),
     ("jobs", &["jobs", "runbook", "scheduler", "state"]),
-    ("edges", &["api", "cli", "bench", "app", "devstripe"]),
+    ("edges", &["api", "cli", "bench", "app", "devstripe", "devmail"]),
 ];
 
 fn layer_of(module: &[String]) -> Option<usize> {

@@ -1,0 +1,193 @@
+//! A mail catcher: a real SMTP server on loopback that speaks the protocol lettre speaks
+//! (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and keeps every message it accepts — in memory,
+//! and, for `ballast dev mail serve`, as one `.eml` file each in a folder. The tests use it
+//! too: it can answer with a chosen failure, and be taken down and brought back on its port.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// A message as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The envelope's recipients.
+    pub to: Vec<String>,
+    /// Headers and body, as sent.
+    pub data: String,
+}
+
+impl Received {
+    /// The first header `name` (any case), unfolded no further than its line.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.data.lines().find(|l| l.to_ascii_lowercase().starts_with(&prefix)).map(|l| l[prefix.len()..].trim().to_owned())
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    messages: Vec<Received>,
+    /// Where each accepted message is also written, as `{n}.eml`.
+    folder: Option<std::path::PathBuf>,
+    /// Answer to DATA's end instead of 250 (e.g. "451 try later", "550 no such user").
+    reject_with: Option<String>,
+}
+
+/// The server.
+#[derive(Clone)]
+pub struct SmtpServer {
+    inner: Arc<Mutex<Inner>>,
+    arrived: Arc<Notify>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SmtpServer {
+    /// A catcher on a free loopback port, for a test.
+    pub async fn start() -> SmtpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        Self::on(listener, None).expect("addr")
+    }
+
+    /// A catcher on `listener`, writing each message into `folder` when given.
+    pub fn on(listener: TcpListener, folder: Option<std::path::PathBuf>) -> std::io::Result<SmtpServer> {
+        let port = listener.local_addr()?.port();
+        let server = SmtpServer { inner: Arc::default(), arrived: Arc::default(), port, stop: Arc::default(), alive: Arc::default() };
+        lock(&server.inner).folder = folder;
+        server.serve(listener);
+        Ok(server)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        *self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        self.alive.store(true, std::sync::atomic::Ordering::SeqCst);
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut rx => return,
+                    accepted = listener.accept() => {
+                        let Ok((socket, _)) = accepted else { return };
+                        let me = me.clone();
+                        tokio::spawn(async move { me.session(socket).await });
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops listening (connection refused until `up`).
+    pub fn down(&self) {
+        self.alive.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(tx) = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn up(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("rebind smtp");
+        self.serve(listener);
+    }
+
+    /// Answers the end of DATA with `reply` ("451 try later", "550 no such user") instead of
+    /// accepting; `None` accepts again.
+    pub fn reject_with(&self, reply: Option<&str>) {
+        lock(&self.inner).reject_with = reply.map(str::to_owned);
+    }
+
+    /// Every message accepted so far.
+    pub fn messages(&self) -> Vec<Received> {
+        lock(&self.inner).messages.clone()
+    }
+
+    /// Waits (event-driven, bounded) until at least `n` messages arrived.
+    pub async fn wait_for(&self, n: usize, limit: std::time::Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.arrived.notified();
+            let got = self.messages();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("only {} of {n} emails arrived: {:?}", got.len(), got.iter().map(|m| m.header("subject")).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// Keeps an accepted message; in the folder too, and says so on stdout (the catcher's
+    /// log for a person running it).
+    fn keep(&self, message: Received) {
+        let mut inner = lock(&self.inner);
+        if let Some(folder) = inner.folder.clone() {
+            let path = folder.join(format!("{:04}.eml", inner.messages.len() + 1));
+            match std::fs::create_dir_all(&folder).and_then(|()| std::fs::write(&path, &message.data)) {
+                Ok(()) => println!("mail to {} — {} — {}", message.to.join(", "), message.header("subject").unwrap_or_default(), path.display()),
+                Err(e) => eprintln!("mail to {} not written to {}: {e}", message.to.join(", "), path.display()),
+            }
+        }
+        inner.messages.push(message);
+    }
+
+    async fn session(&self, socket: tokio::net::TcpStream) {
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let _ = write.write_all(b"220 ballast ESMTP\r\n").await;
+        let mut to = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if !self.alive.load(std::sync::atomic::Ordering::SeqCst) {
+                return; // taken down: drop open connections too
+            }
+            let upper = line.to_ascii_uppercase();
+            let reply: String = if upper.starts_with("EHLO") {
+                "250-ballast\r\n250 8BITMIME".into()
+            } else if upper.starts_with("HELO") || upper.starts_with("MAIL FROM") || upper.starts_with("NOOP") {
+                "250 OK".into()
+            } else if upper.starts_with("RSET") {
+                to.clear();
+                "250 OK".into()
+            } else if upper.starts_with("RCPT TO") {
+                to.push(line[8..].trim().trim_start_matches(':').trim().trim_matches(['<', '>']).to_owned());
+                "250 OK".into()
+            } else if upper == "DATA" {
+                let _ = write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await;
+                let mut data = String::new();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if l == "." {
+                        break;
+                    }
+                    data.push_str(l.strip_prefix('.').filter(|_| l.starts_with("..")).unwrap_or(&l));
+                    data.push('\n');
+                }
+                let reject = lock(&self.inner).reject_with.clone();
+                match reject {
+                    Some(r) => r,
+                    None => {
+                        let message = Received { to: std::mem::take(&mut to), data };
+                        self.keep(message);
+                        self.arrived.notify_waiters();
+                        "250 OK queued".into()
+                    }
+                }
+            } else if upper.starts_with("QUIT") {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            } else {
+                "502 command not implemented".into()
+            };
+            if write.write_all(format!("{reply}\r\n").as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
