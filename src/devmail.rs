@@ -21,7 +21,7 @@ pub struct Received {
 impl Received {
     /// The first header `name` (any case), unfolded no further than its line.
     pub fn header(&self, name: &str) -> Option<String> {
-        let prefix = format!("{}:", name.to_ascii_lowercase());
+        let prefix = name.to_ascii_lowercase() + ":";
         self.data.lines().find(|l| l.to_ascii_lowercase().starts_with(&prefix)).map(|l| l[prefix.len()..].trim().to_owned())
     }
 }

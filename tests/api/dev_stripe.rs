@@ -79,6 +79,14 @@ async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_
     let id = created["id"].as_str().expect("id").to_owned();
     let customer = created["stripe_customer_id"].as_str().expect("customer at the local Stripe").to_owned();
 
+    // README's way of picking the customer out of `ballast tenants show --json`.
+    let pick = format!(
+        "{} tenants show newcomer-1 --json | sed -n 's/.*\"stripe_customer_id\":\"\\([^\"]*\\)\".*/\\1/p'",
+        env!("CARGO_BIN_EXE_ballast")
+    );
+    let picked = tokio::process::Command::new("sh").args(["-c", &pick]).env_clear().envs(&app.env).env("PATH", std::env::var("PATH").unwrap_or_default()).output().await.expect("sh");
+    assert_eq!(String::from_utf8_lossy(&picked.stdout).trim(), customer, "{}", String::from_utf8_lossy(&picked.stderr));
+
     // The welcome email, caught as a file.
     until("the welcome email caught", Duration::from_secs(30), || {
         let dir = mail.path().to_owned();
