@@ -23,6 +23,17 @@ async fn plan_of(app: &TestApp, tenant: Uuid) -> (Option<String>, Option<chrono:
         .unwrap_or_default()
 }
 
+/// Runs the clock through the renewal (its invoice a draft for an hour, then finalized and
+/// charged) and delivers what Stripe sent; returns when the charge failed and the invoice it
+/// left open.
+async fn failed_renewal(app: &TestApp, sim: &StripeSim, customer: &str) -> (i64, String) {
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    let failed_at = sim.now();
+    deliver_new(app, sim).await;
+    (failed_at, sim.open_invoices_of(customer).pop().expect("the renewal left open"))
+}
+
 #[tokio::test]
 async fn a_flexible_cancel_from_the_portal_ends_access_at_cancel_at() {
     let sim = StripeSim::start().await;
@@ -117,11 +128,7 @@ async fn with_stripes_smart_retries_on_dunning_leaves_the_retries_to_stripe_and_
     let sub = sim.checkout(tenant, &customer, STARTER, None);
     deliver_new(&app, &sim).await;
     sim.set_declining(&customer, true);
-    sim.advance_days(30);
-    sim.advance_hours(1);
-    let failed_at = sim.now();
-    deliver_new(&app, &sim).await;
-    let invoice = sim.open_invoices_of(&customer).pop().expect("open invoice");
+    let (failed_at, invoice) = failed_renewal(&app, &sim, &customer).await;
     for _ in 1..=22 {
         next_day(&app, &sim).await;
     }
@@ -166,12 +173,7 @@ async fn a_payment_that_needs_3d_secure_is_not_retried_off_session() {
     sim.checkout(tenant, &customer, STARTER, None);
     deliver_new(&app, &sim).await;
     sim.require_action(&customer, true);
-    sim.advance_days(30);
-    // The renewal invoice is a draft for an hour, then finalized and charged.
-    sim.advance_hours(1);
-    let failed_at = sim.now();
-    deliver_new(&app, &sim).await;
-    let invoice = sim.open_invoices_of(&customer).pop().expect("the renewal awaiting confirmation");
+    let (failed_at, invoice) = failed_renewal(&app, &sim, &customer).await;
     for _ in 1..=8 {
         next_day(&app, &sim).await;
     }
