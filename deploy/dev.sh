@@ -12,7 +12,7 @@
 #   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)")
 #
 # Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
-# (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the cluster's masters 47001-47003
+# (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the cluster's masters 17001-17003
 # (BALLAST_REDIS_CLUSTER_PORT, the first of three; their bus ports are 10000 higher).
 set -euo pipefail
 
@@ -24,7 +24,10 @@ REDIS_PORT=${BALLAST_REDIS_PORT:-56379}
 # BALLAST_SMTP_HOST is.
 DEV_STRIPE=${BALLAST_DEV_STRIPE_LISTEN:-127.0.0.1:12111}
 DEV_MAIL=${BALLAST_DEV_MAIL_LISTEN:-127.0.0.1:2525}
-CLUSTER_PORT=${BALLAST_REDIS_CLUSTER_PORT:-47001}
+# Below the kernel's ephemeral range (32768-60999 here), bus ports included: the cluster
+# starts after the suite has opened thousands of connections, and a client socket holding
+# a bus port once kept a node from starting.
+CLUSTER_PORT=${BALLAST_REDIS_CLUSTER_PORT:-17001}
 DB=ballast
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
