@@ -255,7 +255,9 @@ case "$cmd" in
       start_redis_cluster
       eval "$(cluster_env)"
       log "the Redis suites again, on the Redis Cluster at $REDIS_URL"
-      cargo test --locked --test api -- "${CLUSTER_SUITES[@]}"
+      # (The outage drills that kill Redis bring a private single Redis of their own: on the
+      # cluster pass they would only repeat the first pass's run.)
+      cargo test --locked --test api -- "${CLUSTER_SUITES[@]}" --skip outage_drills::redis_
     fi
     ;;
   cluster) install_packages; start_redis_cluster; print_env; cluster_env ;;
