@@ -9,7 +9,6 @@ use crate::stripe::event::{CustomerObject, object};
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
     let id = ctx.object_id()?;
     let deleted_event = ctx.event.event_type == "customer.deleted";
-    let mut applied = Applied::default();
     if let Some(state) = ctx.state_to_apply(Table::Customers, ObjectKind::Customer, &id).await? {
         let c: CustomerObject = shape(object(&state))?;
         // A re-fetched deleted customer answers {id, deleted: true}; the event says so by its type.
@@ -36,8 +35,7 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerEr
         // Deletion is final whatever order it arrives in.
         sqlx::query("UPDATE customers SET deleted = true WHERE id = $1").bind(&id).execute(&mut *ctx.tx).await?;
         ctx.effect(format!("customer.deleted:{id}"), EffectKind::CustomerDeleted, &id, serde_json::json!({})).await?;
-    } else if ctx.map_customer(&id).await? {
-        applied.mapped_customer = Some(id);
     }
-    Ok(applied)
+    // A customer naming its tenant is bound to it by `handlers::apply`.
+    Ok(Applied::default())
 }
