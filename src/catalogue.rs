@@ -1,6 +1,7 @@
 //! The job catalogue: jobs/*.toml, one file per job kind, with the policy the runtime
 //! enforces (queue, concurrency, timeout, attempts, backoff, schedule, runbook).
 
+use crate::assets::ConfigDir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -126,17 +127,12 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// Loads and validates every `*.toml` file of `dir`.
-    pub fn load(dir: &Path) -> Result<Self, CatalogueError> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| CatalogueError::Folder(dir.to_owned(), e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
+    pub fn load(dir: &ConfigDir) -> Result<Self, CatalogueError> {
+        let files = dir.files("toml").map_err(|(path, e)| CatalogueError::Folder(path, e))?;
         let mut entries = BTreeMap::new();
         let mut queues = BTreeMap::new();
-        for file in files {
-            let policy = parse_entry(&file)?;
+        for (file, text) in files {
+            let policy = parse_entry(&file, &text)?;
             if let Some(other) = queues.insert(policy.queue.clone(), policy.file.clone()) {
                 return Err(CatalogueError::File(file, format!("queue {:?} is already used by {}", policy.queue, other.display())));
             }
@@ -145,7 +141,7 @@ impl Catalogue {
             }
             entries.insert(policy.kind.clone(), policy);
         }
-        Ok(Self { dir: dir.to_owned(), entries })
+        Ok(Self { dir: PathBuf::from(dir.shown()), entries })
     }
 
     /// Checks that the catalogue and the registered handlers name the same kinds.
@@ -194,10 +190,9 @@ impl Catalogue {
     }
 }
 
-fn parse_entry(file: &Path) -> Result<JobPolicy, CatalogueError> {
+fn parse_entry(file: &Path, text: &str) -> Result<JobPolicy, CatalogueError> {
     let fail = |msg: String| CatalogueError::File(file.to_owned(), msg);
-    let text = std::fs::read_to_string(file).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let entry: EntryFile = toml::from_str(&text).map_err(|e| fail(e.message().to_owned()))?;
+    let entry: EntryFile = toml::from_str(text).map_err(|e| fail(e.message().to_owned()))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     if stem != entry.kind {
         return Err(fail(format!("file name must be the kind: {:?}.toml", entry.kind)));
@@ -267,7 +262,7 @@ backoff = { base_secs = 1, max_secs = 60 }
     fn loads_and_checks_handlers() {
         let dir = tempfile::tempdir().expect("tmp");
         write(dir.path(), "noop.toml", GOOD);
-        let cat = Catalogue::load(dir.path()).expect("valid");
+        let cat = Catalogue::load(&ConfigDir::Path(dir.path().to_owned())).expect("valid");
         assert_eq!(cat.get("noop").map(|p| p.max_attempts), Some(3));
         cat.check_against(&["noop"]).expect("matches");
         let err = cat.check_against(&["noop", "email.send"]).unwrap_err().to_string();
@@ -280,7 +275,7 @@ backoff = { base_secs = 1, max_secs = 60 }
     fn bad_cron_names_the_file() {
         let dir = tempfile::tempdir().expect("tmp");
         write(dir.path(), "noop.toml", &format!("{GOOD}schedule = \"every tuesday\"\n"));
-        let err = Catalogue::load(dir.path()).unwrap_err().to_string();
+        let err = Catalogue::load(&ConfigDir::Path(dir.path().to_owned())).unwrap_err().to_string();
         assert!(err.contains("noop.toml") && err.contains("bad cron expression"), "{err}");
     }
 

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use crate::assets::{self, ConfigDir, ConfigFile};
 
 /// A setting that could not be read. The message always starts with the setting's name.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ pub struct Settings {
     /// Where the intake API listens.
     pub listen: SocketAddr,
     /// The job catalogue folder.
-    pub jobs_dir: PathBuf,
+    pub jobs_dir: crate::assets::ConfigDir,
     /// How long in-flight jobs get to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Size of each PostgreSQL pool.
@@ -92,6 +92,8 @@ pub struct Settings {
     /// How long processed and ignored webhook inbox rows are kept (their ids deduplicate
     /// Stripe's retries, which stop after 3 days); older ones are deleted by the sweep.
     pub inbox_retention: Duration,
+    /// How long admin job runs and their reports are kept (`BALLAST_ADMIN_RUN_RETENTION_DAYS`, 30).
+    pub admin_run_retention: Duration,
     /// Scheduler lease TTL; a new leader takes over within this after the old one dies.
     pub scheduler_lease: Duration,
     /// Worker heartbeat; a dead worker's jobs are recovered after three missed beats.
@@ -124,7 +126,7 @@ pub struct Settings {
     /// The intake's HTTP limits: timeouts, connections, body sizes, trusted proxies.
     pub http: HttpLimits,
     /// The plan catalogue file.
-    pub plans_file: PathBuf,
+    pub plans_file: crate::assets::ConfigFile,
     /// SMTP relay host.
     pub smtp_host: String,
     /// SMTP port.
@@ -138,18 +140,17 @@ pub struct Settings {
     /// The From of every email.
     pub email_from: String,
     /// The dunning policy file.
-    pub dunning_file: PathBuf,
-    /// The rate-limit policy file, when named explicitly (`BALLAST_LIMITS_FILE`); otherwise
-    /// deploy/limits.toml if present, else the built-in defaults.
-    pub limits_file: Option<PathBuf>,
+    pub dunning_file: crate::assets::ConfigFile,
+    /// The rate-limit policy file (`BALLAST_LIMITS_FILE`), else the compiled-in deploy/limits.toml.
+    pub limits_file: crate::assets::ConfigFile,
     /// How long a past_due subscription keeps its plan.
     pub past_due_grace: chrono::Duration,
     /// The SLO definitions (`BALLAST_SLO_FILE`).
-    pub slo_file: PathBuf,
+    pub slo_file: crate::assets::ConfigFile,
     /// The runbook pages (`BALLAST_RUNBOOKS_DIR`).
-    pub runbooks_dir: PathBuf,
+    pub runbooks_dir: crate::assets::ConfigDir,
     /// Load-test levels and the scheduled target (`BALLAST_LOADTEST_FILE`).
-    pub loadtest_file: PathBuf,
+    pub loadtest_file: crate::assets::ConfigFile,
     /// The API key load tests send on `auth = "key"` requests (`BALLAST_LOADTEST_KEY`).
     pub loadtest_key: Option<SecretString>,
     /// Where SLO alert transitions are posted (`BALLAST_SLO_WEBHOOK_URL`); none: logged only.
@@ -330,18 +331,18 @@ impl Settings {
             webhook_max_bytes,
             webhook_tolerance_secs,
             http,
-            plans_file: PathBuf::from(src.get("BALLAST_PLANS_FILE").unwrap_or("deploy/plans.toml")),
-            limits_file: src.get("BALLAST_LIMITS_FILE").map(PathBuf::from),
+            plans_file: ConfigFile::or_builtin(src.get("BALLAST_PLANS_FILE"), assets::PLANS),
+            limits_file: ConfigFile::or_builtin(src.get("BALLAST_LIMITS_FILE"), assets::LIMITS),
             smtp_host: src.get("BALLAST_SMTP_HOST").unwrap_or("127.0.0.1").to_owned(),
             smtp_port,
             smtp_security,
             smtp_username: src.get("BALLAST_SMTP_USERNAME").map(str::to_owned),
             smtp_password: src.get("BALLAST_SMTP_PASSWORD").map(|p| SecretString::from(p.to_owned())),
             email_from,
-            dunning_file: PathBuf::from(src.get("BALLAST_DUNNING_FILE").unwrap_or("deploy/dunning.toml")),
-            slo_file: PathBuf::from(src.get("BALLAST_SLO_FILE").unwrap_or("deploy/slos.toml")),
-            runbooks_dir: PathBuf::from(src.get("BALLAST_RUNBOOKS_DIR").unwrap_or("runbooks")),
-            loadtest_file: PathBuf::from(src.get("BALLAST_LOADTEST_FILE").unwrap_or("deploy/loadtest.toml")),
+            dunning_file: ConfigFile::or_builtin(src.get("BALLAST_DUNNING_FILE"), assets::DUNNING),
+            slo_file: ConfigFile::or_builtin(src.get("BALLAST_SLO_FILE"), assets::SLOS),
+            runbooks_dir: ConfigDir::or_builtin(src.get("BALLAST_RUNBOOKS_DIR"), assets::runbooks()),
+            loadtest_file: ConfigFile::or_builtin(src.get("BALLAST_LOADTEST_FILE"), assets::LOADTEST),
             loadtest_key: src.get("BALLAST_LOADTEST_KEY").map(|k| SecretString::from(k.to_owned())),
             slo_webhook_url: match src.get("BALLAST_SLO_WEBHOOK_URL") {
                 None => None,
@@ -370,10 +371,11 @@ impl Settings {
             redis_cluster: src.parse_or("BALLAST_REDIS_CLUSTER", false, "true or false")?,
             redis_namespace: namespace,
             listen,
-            jobs_dir: PathBuf::from(src.get("BALLAST_JOBS_DIR").unwrap_or("jobs")),
+            jobs_dir: ConfigDir::or_builtin(src.get("BALLAST_JOBS_DIR"), assets::jobs()),
             shutdown_grace: src.secs_or("BALLAST_SHUTDOWN_GRACE_SECS", 30)?,
             db_pool_size,
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
+            admin_run_retention: Duration::from_secs(86_400 * src.parse_or("BALLAST_ADMIN_RUN_RETENTION_DAYS", 30u64, "a number of days")?),
             scheduler_lease: src.secs_or("BALLAST_SCHEDULER_LEASE_SECS", 10)?,
             worker_heartbeat: src.secs_or("BALLAST_WORKER_HEARTBEAT_SECS", 5)?,
             log_filter: src.get("BALLAST_LOG").or(src.get("RUST_LOG")).unwrap_or("info").to_owned(),

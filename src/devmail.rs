@@ -26,6 +26,21 @@ impl Received {
     }
 }
 
+/// The messages a catcher kept in `dir` (`.eml` files), oldest first, with their file names.
+pub fn read_folder(dir: &std::path::Path) -> std::io::Result<Vec<(std::path::PathBuf, Received)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "eml") {
+            let data = std::fs::read_to_string(&path)?;
+            let to = Received { to: Vec::new(), data: data.clone() }.header("To").into_iter().collect();
+            out.push((path, Received { to, data }));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 #[derive(Default)]
 struct Inner {
     messages: Vec<Received>,

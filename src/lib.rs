@@ -25,6 +25,7 @@ pub mod catalogue;
 pub mod clock;
 /// Typed settings.
 pub mod config;
+pub mod assets;
 /// CPU-bound work off the async runtime's threads.
 pub mod cpu;
 /// PostgreSQL pools, the tenant transaction helper, migrations.

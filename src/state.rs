@@ -112,16 +112,7 @@ impl AppState {
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
         crate::stripe::client::StripeApi::check_version(&settings.stripe_api_version)?;
         let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?;
-        let policies = match &settings.limits_file {
-            Some(path) if !path.exists() => {
-                return Err(StartError::Limits(crate::ratelimit::policy::PolicyError::Read {
-                    path: path.display().to_string(),
-                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                }));
-            }
-            Some(path) => crate::ratelimit::Policies::load(path)?,
-            None => crate::ratelimit::Policies::load(std::path::Path::new("deploy/limits.toml"))?,
-        };
+        let policies = crate::ratelimit::Policies::load(&settings.limits_file)?;
         let limiter = crate::ratelimit::Limiter::new(keys.clone(), redis.clone(), crate::clock::Clock::System, policies);
         let dunning = Arc::new(crate::dunning::Policy::load(&settings.dunning_file)?);
         let mailer = crate::email::smtp::Mailer::from_settings(&settings).map_err(|e| StartError::Smtp(e.to_string()))?;

@@ -2,7 +2,7 @@
 //! plan, and what each plan grants — a feature switched on, or on with a limit.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use crate::assets::ConfigFile;
 
 use serde::Deserialize;
 
@@ -93,9 +93,9 @@ pub struct Plans {
 impl Plans {
     /// Reads and validates the file: every granted feature is declared, and a price or
     /// product belongs to one plan only.
-    pub fn load(path: &Path) -> Result<Self, PlansError> {
-        let err = |problem: String| PlansError { path: path.display().to_string(), problem };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    pub fn load(file: &ConfigFile) -> Result<Self, PlansError> {
+        let err = |problem: String| PlansError { path: file.shown(), problem };
+        let text = file.read().map_err(|e| err(format!("cannot read: {e}")))?;
         Self::parse(&text).map_err(err)
     }
 
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn the_shipped_catalogue_is_valid() {
-        let plans = Plans::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/plans.toml"))).expect("valid");
+        let plans = Plans::load(&crate::assets::PLANS).expect("valid");
         assert!(!plans.plans.is_empty());
     }
 

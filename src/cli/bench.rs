@@ -23,9 +23,6 @@ pub(super) enum BenchCommand {
         /// Length of the pickup phase (s).
         #[arg(long, default_value_t = 5)]
         pickup_secs: u32,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Usage intake in batches of 100 (events/s, latency) and the flush of many counters.
     Usage {
@@ -38,9 +35,6 @@ pub(super) enum BenchCommand {
         /// Counters to flush.
         #[arg(long, default_value_t = 100_000)]
         counters: u64,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Entitlement reads (GET /v1/entitlements/{feature}) on a cache hit and on a miss, the
     /// cache reader alone, and reads per second of one process. Uses the configured PostgreSQL
@@ -58,18 +52,12 @@ pub(super) enum BenchCommand {
         /// Seconds of the throughput phase.
         #[arg(long, default_value_t = 10)]
         secs: u64,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// The rate limiter's cost per request: the same key route with and without it, one run.
     Limiter {
         /// Requests per side (plus a tenth as warm-up).
         #[arg(long, default_value_t = 5_000)]
         n: u64,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// A bounded steady load (webhooks, entitlement reads, no-op jobs) through an api + worker +
     /// scheduler member (`ballast serve`, started as a child process), sampling Redis memory and
@@ -115,15 +103,12 @@ pub(super) enum BenchCommand {
         /// Run the api role alone (no workers): intake latency by itself.
         #[arg(long)]
         ingest_only: bool,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub(super) async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
+pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Jobs { n, concurrency, pickup_rate, pickup_secs, json } => {
+        BenchCommand::Jobs { n, concurrency, pickup_rate, pickup_secs } => {
             let report = ballast::bench::jobs::run(settings, BenchParams { n, concurrency, pickup_rate, pickup_secs }).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -134,7 +119,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand) -> anyhow::
                 );
             }
         }
-        BenchCommand::Usage { secs, clients, counters, json } => {
+        BenchCommand::Usage { secs, clients, counters } => {
             let r = ballast::bench::usage::run(settings, secs, clients, counters).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -145,7 +130,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand) -> anyhow::
                 );
             }
         }
-        BenchCommand::Entitlements { tenants, n, concurrency, secs, json } => {
+        BenchCommand::Entitlements { tenants, n, concurrency, secs } => {
             let r = ballast::bench::entitlements::run(settings, tenants, n, concurrency, secs).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -156,7 +141,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand) -> anyhow::
                 );
             }
         }
-        BenchCommand::Limiter { n, json } => {
+        BenchCommand::Limiter { n } => {
             let r = ballast::bench::limiter::run(settings, n).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -180,7 +165,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand) -> anyhow::
                 println!("requests: {} sent, {} without a 2xx", last.sent, last.failed);
             }
         }
-        BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only, json } => {
+        BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only } => {
             let r = ballast::bench::webhooks::run(settings, WebhookBenchParams { rate, secs, warmup_secs, tenants, ingest_only }).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

@@ -15,16 +15,14 @@ pub(super) enum UsageCommand {
         /// Also flush the current minute's window (safe: later writes start a fresh one).
         #[arg(long)]
         all: bool,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub(super) enum DunningCommand {
-    /// Do every due step of every open case once (emails, invoice retries, restriction, final
-    /// action). Safe to repeat: each step is keyed by (case, stage).
+    /// Every due step of every open case (emails, invoice retries, restriction, final action):
+    /// a dry run that lists them unless --execute, which does each once. Safe to repeat: each
+    /// step is keyed by (case, stage).
     Run {
         /// Act as of this day or time (2026-12-01 or RFC 3339) instead of now.
         #[arg(long)]
@@ -32,36 +30,34 @@ pub(super) enum DunningCommand {
         /// Only this tenant's cases.
         #[arg(long)]
         tenant: Option<TenantId>,
-        /// Report what would be done; write and call nothing.
+        /// Act; without it, report what would be done and write and call nothing.
         #[arg(long)]
-        dry_run: bool,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
+        execute: bool,
     },
 }
 
 /// `ballast dunning run`.
-pub(super) async fn dunning(settings: Settings, as_of: Option<String>, tenant: Option<TenantId>, dry_run: bool, json: bool) -> anyhow::Result<()> {
+pub(super) async fn dunning(settings: Settings, as_of: Option<String>, tenant: Option<TenantId>, execute: bool, json: bool) -> anyhow::Result<()> {
     let as_of = match as_of {
         None => chrono::Utc::now(),
         Some(raw) => parse_instant(&raw)?,
     };
     let state = AppState::build(settings)?;
-    let report = ballast::dunning::run(&state.dunning_deps(), as_of, tenant, dry_run).await?;
+    let report = ballast::dunning::run(&state.dunning_deps(), as_of, tenant, !execute).await?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
             "dunning as of {}{}: {} effects consumed, {} open cases, {} actions",
             as_of.to_rfc3339(),
-            if dry_run { " (dry run)" } else { "" },
+            if execute { "" } else { " (dry run; --execute to act)" },
             report.effects_consumed,
             report.cases,
             report.actions.len()
         );
-        for a in &report.actions {
-            println!("  {} {} {:<12} {}", a.tenant, a.invoice, a.stage, a.outcome);
+        let rows = report.actions.iter().map(|a| vec![a.tenant.to_string(), a.invoice.clone(), a.stage.to_string(), a.outcome.to_string()]);
+        if !report.actions.is_empty() {
+            println!("{}", super::render::table(&["tenant", "invoice", "stage", "outcome"], rows));
         }
     }
     Ok(())

@@ -12,9 +12,6 @@ pub(super) enum CacheCommand {
     /// Fill the plan catalogue, feature flags and every active tenant's entitlements now (the
     /// cache.warm job, run here). Safe at any time.
     Warm {
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// After a deploy that bumped a cached family's shape version: count keys per version; with
     /// --execute, warm the new shape and remove every old version (SCAN in batches, audited).
@@ -22,15 +19,12 @@ pub(super) enum CacheCommand {
         /// Act; without it, count only.
         #[arg(long)]
         execute: bool,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub(super) async fn cache(state: AppState, command: CacheCommand) -> anyhow::Result<()> {
+pub(super) async fn cache(state: AppState, command: CacheCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        CacheCommand::Warm { json } => {
+        CacheCommand::Warm {} => {
             let r = ballast::billing::warm::run(state.warm_sources()).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -41,16 +35,16 @@ pub(super) async fn cache(state: AppState, command: CacheCommand) -> anyhow::Res
                 );
             }
         }
-        CacheCommand::Reshape { execute, json } => {
+        CacheCommand::Reshape { execute } => {
             // The admin job behind runbooks/cache-reshape.md, run here and audited.
             let r = ballast::runbook::run_here(&state, &Registry::standard(), "cache.reshape", execute, serde_json::json!({}), &actor(), Progress::terminal()).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("{:<14} {:>6} {:>10} {:>10} {:>10}", "FAMILY", "SHAPE", "CURRENT", "OLD", "DELETED");
-                for f in r["families"].as_array().into_iter().flatten() {
-                    println!("{:<14} {:>6} {:>10} {:>10} {:>10}", f["family"].as_str().unwrap_or("?"), f["shape"], f["current"], f["old"], f["deleted"]);
-                }
+                let rows = r["families"].as_array().into_iter().flatten().map(|f| {
+                    vec![f["family"].as_str().unwrap_or("?").to_owned(), f["shape"].to_string(), f["current"].to_string(), f["old"].to_string(), f["deleted"].to_string()]
+                });
+                println!("{}", super::render::table(&["family", "shape", "current", "old", "deleted"], rows));
                 if !execute {
                     println!("dry run: nothing changed; run again with --execute to warm and remove the old versions");
                 }

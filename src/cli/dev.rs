@@ -36,8 +36,17 @@ pub(super) enum DevMailCommand {
         #[arg(long, default_value = "127.0.0.1:2525")]
         listen: SocketAddr,
         /// Where each message is written.
-        #[arg(long, default_value = ".ballast/mail")]
+        #[arg(long, env = "BALLAST_DEV_MAIL_DIR", default_value = ".ballast/mail")]
         dir: std::path::PathBuf,
+    },
+    /// The messages caught so far, newest first: file, recipient, subject.
+    List {
+        /// The catcher's folder.
+        #[arg(long, env = "BALLAST_DEV_MAIL_DIR", default_value = ".ballast/mail")]
+        dir: std::path::PathBuf,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
 }
 
@@ -56,6 +65,7 @@ pub(super) enum DevStripeCommand {
     },
     /// Complete a Checkout for a customer (made by POST /v1/tenants or `ballast tenants
     /// create`): a subscription starts, with a trial if asked, and its events reach the fleet.
+    /// Prints the subscription's id once the fleet has taken the events in (see --no-wait).
     Checkout {
         /// The customer (`stripe_customer_id` of the tenant).
         #[arg(long)]
@@ -66,6 +76,9 @@ pub(super) enum DevStripeCommand {
         /// A free trial of this many days (1 to 730).
         #[arg(long)]
         trial_days: Option<i64>,
+        /// Return at once instead of waiting until the fleet has taken in the events this causes.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Move the test clock: trial ends, renewals, retries and cancels happen on the way, each
     /// at its own time, and their events reach the fleet.
@@ -76,6 +89,9 @@ pub(super) enum DevStripeCommand {
         /// Hours to move (a renewal's invoice is finalized and charged an hour after it is made).
         #[arg(long, default_value_t = 0)]
         hours: i64,
+        /// Return at once instead of waiting until the fleet has taken in the events this causes.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Save a working card as the customer's default, or make their card decline from now on
     /// (--declining) or pay again (--paying).
@@ -89,6 +105,9 @@ pub(super) enum DevStripeCommand {
         /// Payments succeed again.
         #[arg(long)]
         paying: bool,
+        /// Return at once instead of waiting until the fleet has taken in the events this causes.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -114,7 +133,7 @@ async fn stop_signal() {
     }
 }
 
-pub(super) async fn dev(settings: Settings, command: DevCommand) -> anyhow::Result<()> {
+pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> anyhow::Result<()> {
     let stripe = match command {
         DevCommand::Stripe { command } => command,
         DevCommand::Mail { command: DevMailCommand::Serve { listen, dir } } => {
@@ -123,6 +142,26 @@ pub(super) async fn dev(settings: Settings, command: DevCommand) -> anyhow::Resu
             println!("ballast: catching mail on {listen} into {}", dir.display());
             println!("set BALLAST_SMTP_HOST={} BALLAST_SMTP_PORT={} BALLAST_SMTP_SECURITY=none for the fleet", listen.ip(), listen.port());
             stop_signal().await;
+            return Ok(());
+        }
+        DevCommand::Mail { command: DevMailCommand::List { dir, limit } } => {
+            let mut caught = ballast::devmail::read_folder(&dir).with_context(|| format!("reading {} (BALLAST_DEV_MAIL_DIR)", dir.display()))?;
+            caught.reverse();
+            let total = caught.len();
+            let rows: Vec<Value> = caught
+                .iter()
+                .take(limit)
+                .map(|(path, m)| json!({"file": path.display().to_string(), "to": m.header("To"), "subject": m.header("Subject"), "date": m.header("Date")}))
+                .collect();
+            if json {
+                println!("{}", Value::Array(rows));
+            } else {
+                let cells = rows.iter().map(|r| ["file", "to", "subject"].iter().map(|k| r[*k].as_str().unwrap_or("-").to_owned()).collect());
+                println!("{}", super::render::table(&["file", "to", "subject"], cells));
+                if let Some(note) = super::render::more(rows.len(), total) {
+                    println!("{note}");
+                }
+            }
             return Ok(());
         }
     };
@@ -141,19 +180,77 @@ pub(super) async fn dev(settings: Settings, command: DevCommand) -> anyhow::Resu
             println!("set STRIPE_API_BASE=http://{listen}/ and any STRIPE_SECRET_KEY for the fleet");
             StripeSim::serve(DevOptions { listen, webhook_url, webhook_secret: secret }, shutdown).await?;
         }
-        DevStripeCommand::Checkout { customer, price, trial_days } => {
+        DevStripeCommand::Checkout { customer, price, trial_days, no_wait } => {
             let answer = dev_command(&settings, "checkout", json!({"customer": customer, "price": price, "trial_days": trial_days})).await?;
-            println!("{}", answer["subscription"].as_str().unwrap_or_default());
+            let taken = taken_in(&settings, &answer, no_wait).await?;
+            if json {
+                println!("{}", json!({"subscription": answer["subscription"], "events": answer["events"], "taken_in": taken}));
+            } else {
+                println!("{}", answer["subscription"].as_str().unwrap_or_default());
+            }
         }
-        DevStripeCommand::Advance { days, hours } => {
+        DevStripeCommand::Advance { days, hours, no_wait } => {
             let answer = dev_command(&settings, "advance", json!({"days": days, "hours": hours})).await?;
+            let taken = taken_in(&settings, &answer, no_wait).await?;
             let now = answer["now"].as_i64().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()).unwrap_or_default();
-            println!("the local Stripe's clock is at {now}");
+            if json {
+                println!("{}", json!({"now": now, "events": answer["events"], "taken_in": taken}));
+            } else {
+                println!("the local Stripe's clock is at {now}");
+            }
         }
-        DevStripeCommand::Card { customer, declining, paying } => {
+        DevStripeCommand::Card { customer, declining, paying, no_wait } => {
             let change = if declining { Some(true) } else if paying { Some(false) } else { None };
-            dev_command(&settings, "card", json!({"customer": customer, "declining": change})).await?;
+            let answer = dev_command(&settings, "card", json!({"customer": customer, "declining": change})).await?;
+            let taken = taken_in(&settings, &answer, no_wait).await?;
+            if json {
+                println!("{}", json!({"customer": customer, "events": answer["events"], "taken_in": taken}));
+            } else {
+                let what = match change { Some(true) => "declines every payment from now on", Some(false) => "pays again", None => "has a working card as its default" };
+                println!("{customer} {what}");
+            }
         }
     }
     Ok(())
+}
+
+/// How long `dev stripe` commands wait for the fleet.
+const TAKE_IN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until the fleet has accepted every event a `/_dev/` command caused and applied (or
+/// ignored) each; true when it did. A newcomer's next command then sees their effect.
+async fn taken_in(settings: &Settings, answer: &Value, no_wait: bool) -> anyhow::Result<bool> {
+    let ids: Vec<String> = answer["events"].as_array().into_iter().flatten().filter_map(|e| e.as_str().map(str::to_owned)).collect();
+    if no_wait || ids.is_empty() {
+        return Ok(false);
+    }
+    let deadline = tokio::time::Instant::now() + TAKE_IN_WAIT;
+    let pause = std::time::Duration::from_millis(100);
+    loop {
+        let left = dev_command(settings, "undelivered", json!({"ids": ids})).await?;
+        if left["undelivered"].as_array().is_none_or(Vec::is_empty) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the fleet has not accepted {} of {} events in {} s: is `ballast serve` running at the local Stripe's --webhook-url? (--no-wait to not wait)", left["undelivered"].as_array().map_or(0, Vec::len), ids.len(), TAKE_IN_WAIT.as_secs());
+        }
+        tokio::time::sleep(pause).await;
+    }
+    let (_, system) = ballast::db::pools(settings)?;
+    loop {
+        let mut pending = 0;
+        for id in &ids {
+            let row = ballast::stripe::inbox::load(&system, &ballast::domain::EventId(id.clone())).await?;
+            if !row.is_some_and(|r| r.status().is_done()) {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{pending} of {} events are not applied after {} s: `ballast webhooks list --status failed` shows why", ids.len(), TAKE_IN_WAIT.as_secs());
+        }
+        tokio::time::sleep(pause).await;
+    }
 }

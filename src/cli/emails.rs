@@ -16,9 +16,6 @@ pub(super) enum EmailsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Queue the send job of pending rows (and, with --dead, of dead rows set back to pending).
     /// Without --execute it only counts.
@@ -32,11 +29,11 @@ pub(super) enum EmailsCommand {
     },
 }
 
-pub(super) async fn emails(state: AppState, command: EmailsCommand) -> anyhow::Result<()> {
+pub(super) async fn emails(state: AppState, command: EmailsCommand, json: bool) -> anyhow::Result<()> {
     // System pool: the outbox is looked at across tenants by operators.
     let pool = &state.system_pool;
     match command {
-        EmailsCommand::List { status, limit, json } => {
+        EmailsCommand::List { status, limit } => {
             let status = match &status {
                 None => None,
                 Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| anyhow::anyhow!("--status {s:?}: expected pending, sent or dead"))?),
@@ -45,31 +42,31 @@ pub(super) async fn emails(state: AppState, command: EmailsCommand) -> anyhow::R
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
-                println!("{:<36} {:<18} {:<8} {:>8} {:<25} LAST ERROR", "ID", "TEMPLATE", "STATUS", "ATTEMPTS", "CREATED");
-                for r in rows {
-                    println!(
-                        "{:<36} {:<18} {:<8} {:>8} {:<25} {}",
-                        r.id,
-                        r.template,
-                        r.status,
-                        r.attempts,
-                        r.created_at.to_rfc3339(),
-                        r.last_error.unwrap_or_default()
-                    );
-                }
+                let cells = rows.into_iter().map(|r| {
+                    vec![r.id.to_string(), r.template.to_string(), r.status.to_string(), r.attempts.to_string(), r.created_at.to_rfc3339(), r.last_error.unwrap_or_default()]
+                });
+                println!("{}", super::render::table(&["id", "template", "status", "attempts", "created", "last error"], cells));
             }
         }
         EmailsCommand::Redrive { dead, execute } => {
             let rows = outbox::redrivable(pool, dead).await?;
             let which = if dead { "pending + dead" } else { "pending" };
             if !execute {
-                println!("would re-drive {} emails ({which}); run again with --execute", rows.len());
+                if json {
+                    println!("{}", serde_json::json!({"executed": false, "emails": rows.len(), "dead_included": dead}));
+                } else {
+                    println!("dry run: would re-drive {} emails ({which}); run again with --execute", rows.len());
+                }
                 return Ok(());
             }
             let mut conn = pool.0.acquire().await?;
             ballast::audit::record(&mut conn, None, &actor(), "emails.redrive", serde_json::json!({"dead": dead, "rows": rows.len()}), ballast::audit::Outcome::Ok).await?;
             outbox::redrive(pool, &state.queue, &rows).await?;
-            println!("re-drove {} emails", rows.len());
+            if json {
+                println!("{}", serde_json::json!({"executed": true, "emails": rows.len(), "dead_included": dead}));
+            } else {
+                println!("re-drove {} emails", rows.len());
+            }
         }
     }
     Ok(())

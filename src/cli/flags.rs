@@ -9,9 +9,6 @@ use super::args::actor;
 pub(super) enum FlagsCommand {
     /// Every flag with its rollout.
     List {
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Create or change a flag. Unset options keep their value (a new flag: off, 100 %).
     Set {
@@ -29,15 +26,12 @@ pub(super) enum FlagsCommand {
         /// What it switches.
         #[arg(long)]
         description: Option<String>,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub(super) async fn flags(state: AppState, command: FlagsCommand) -> anyhow::Result<()> {
+pub(super) async fn flags(state: AppState, command: FlagsCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        FlagsCommand::List { json } => {
+        FlagsCommand::List {} => {
             // System pool: operators see every flag (the table is global).
             let all = ballast::flags::list(&state.system_pool.0).await?;
             if json {
@@ -49,7 +43,7 @@ pub(super) async fn flags(state: AppState, command: FlagsCommand) -> anyhow::Res
                 }
             }
         }
-        FlagsCommand::Set { name, on, off, rollout, description, json } => {
+        FlagsCommand::Set { name, on, off, rollout, description } => {
             let enabled = if on { Some(true) } else if off { Some(false) } else { None };
             let change = ballast::flags::FlagChange { enabled, rollout_percent: rollout, description };
             let f = ballast::flags::set(&state.system_pool, &state.cache, &name, change, &actor()).await?;

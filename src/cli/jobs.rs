@@ -19,12 +19,13 @@ pub(super) struct DeadLetters {
     /// Bulk: only those whose error contains this text.
     #[arg(long)]
     error: Option<String>,
-    /// Bulk: every open dead letter matching the filters (required without an id).
+    /// Bulk: every open dead letter matching the filters (required without an id); a dry run
+    /// that lists them unless --execute.
     #[arg(long)]
     all: bool,
-    /// Print as JSON.
+    /// With --all: act (without it, list what would be touched). One id acts at once.
     #[arg(long)]
-    json: bool,
+    execute: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,18 +33,12 @@ pub(super) enum JobsCommand {
     /// Per job kind: ready, scheduled (retries, delayed), running (in flight), open dead
     /// letters, age of the oldest ready job.
     List {
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// One job: its payload, attempt, last error and where it is (queued or dead). Takes a
     /// job id or a dead letter's id.
     Show {
         /// Job id, or dead letter id.
         id: String,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Open dead letters, newest first.
     Dead {
@@ -56,9 +51,6 @@ pub(super) enum JobsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Queue dead letters' jobs again with a fresh attempt count: one by id, or every open one
     /// matching --kind/--error with --all. Audited.
@@ -84,9 +76,19 @@ pub(super) async fn dead_selection(
     }
 }
 
-pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Result<()> {
+/// A bulk retry or discard without --execute: what it would touch.
+fn would_touch(verb: &str, ids: &[uuid::Uuid], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::json!({"executed": false, "would": verb, "dead_letters": ids}));
+    } else {
+        println!("dry run: would {verb} {} dead letters; run again with --execute to act", ids.len());
+    }
+    Ok(())
+}
+
+pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        JobsCommand::List { json } => {
+        JobsCommand::List {} => {
             let stats = state.queue.stats().await?;
             let dead = dead::open_counts(&state.system_pool).await?;
             if json {
@@ -100,15 +102,15 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Resul
                     .collect();
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
-                println!("{:<24} {:>8} {:>10} {:>8} {:>8} {:>12}", "KIND", "READY", "SCHEDULED", "RUNNING", "DEAD", "OLDEST (s)");
-                for s in stats {
+                let rows = stats.iter().map(|s| {
                     let age = s.oldest_ready_age_secs.map(|a| format!("{a:.1}")).unwrap_or_else(|| "-".into());
                     let d = dead.get(&s.kind).copied().unwrap_or(0);
-                    println!("{:<24} {:>8} {:>10} {:>8} {:>8} {:>12}", s.kind, s.ready, s.scheduled, s.running, d, age);
-                }
+                    vec![s.kind.to_string(), s.ready.to_string(), s.scheduled.to_string(), s.running.to_string(), d.to_string(), age]
+                });
+                println!("{}", super::render::table(&["kind", "ready", "scheduled", "running", "dead", "oldest (s)"], rows));
             }
         }
-        JobsCommand::Show { id, json } => {
+        JobsCommand::Show { id } => {
             let shown = if let Some(queued) = state.queue.find(&id).await? {
                 serde_json::json!({"where": "queued", "job_id": queued.id, "kind": queued.kind, "tenant": queued.tenant, "attempt": queued.attempt,
                     "last_error": queued.last_error, "payload": queued.payload, "enqueued_at_us": queued.enqueued_at_us})
@@ -121,24 +123,25 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Resul
             if json {
                 println!("{}", serde_json::to_string(&shown)?);
             } else {
-                println!("{}", serde_json::to_string_pretty(&shown)?);
+                println!("{}", super::render::report(&shown, 50));
             }
         }
-        JobsCommand::Dead { kind, error, limit, json } => {
+        JobsCommand::Dead { kind, error, limit } => {
             let rows = dead::matching(&state.system_pool, kind.as_deref(), error.as_deref(), limit).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else if rows.is_empty() {
                 println!("no open dead letters");
             } else {
-                println!("{:<36} {:<20} {:>8} {:<25} ERROR", "ID", "KIND", "ATTEMPTS", "FAILED AT");
-                for r in rows {
-                    println!("{:<36} {:<20} {:>8} {:<25} {}", r.id, r.kind, r.attempts, r.failed_at.to_rfc3339(), r.error);
-                }
+                let cells = rows.iter().map(|r| vec![r.id.to_string(), r.kind.clone(), r.attempts.to_string(), r.failed_at.to_rfc3339(), r.error.clone()]);
+                println!("{}", super::render::table(&["id", "kind", "attempts", "failed at", "error"], cells));
             }
         }
-        JobsCommand::Retry(DeadLetters { id, kind, error, all, json }) => {
+        JobsCommand::Retry(DeadLetters { id, kind, error, all, execute }) => {
             let ids = dead_selection(&state, id, kind.as_deref(), error.as_deref(), all).await?;
+            if all && !execute {
+                return would_touch("retry", &ids, json);
+            }
             let mut jobs = Vec::with_capacity(ids.len());
             for (i, d) in ids.iter().enumerate() {
                 jobs.push(dead::retry(&state.system_pool, &state.queue, *d).await?);
@@ -148,19 +151,22 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand) -> anyhow::Resul
             let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error});
             ballast::audit::record(&mut conn, None, &actor(), "jobs.retry", params, ballast::audit::Outcome::Ok).await?;
             if json {
-                println!("{}", serde_json::json!({"retried": ids, "job_ids": jobs}));
+                println!("{}", serde_json::json!({"executed": true, "retried": ids, "job_ids": jobs}));
             } else {
                 println!("re-queued {} dead letters", ids.len());
             }
         }
-        JobsCommand::Discard(DeadLetters { id, kind, error, all, json }) => {
+        JobsCommand::Discard(DeadLetters { id, kind, error, all, execute }) => {
             let ids = dead_selection(&state, id, kind.as_deref(), error.as_deref(), all).await?;
+            if all && !execute {
+                return would_touch("discard", &ids, json);
+            }
             let n = dead::discard(&state.system_pool, &ids, &actor()).await?;
             let mut conn = state.system_pool.0.acquire().await?;
             let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error, "discarded": n});
             ballast::audit::record(&mut conn, None, &actor(), "jobs.discard", params, ballast::audit::Outcome::Ok).await?;
             if json {
-                println!("{}", serde_json::json!({"discarded": n}));
+                println!("{}", serde_json::json!({"executed": true, "discarded": n}));
             } else {
                 println!("discarded {n} dead letters (kept for the record, no longer open)");
             }

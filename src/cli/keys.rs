@@ -21,33 +21,24 @@ pub(super) enum KeysCommand {
         /// A name for people ("billing-service prod").
         #[arg(long, default_value = "unnamed")]
         name: String,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// List keys (never the keys themselves), newest first.
     List {
         /// Only this tenant's keys.
         #[arg(long)]
         tenant: Option<TenantId>,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Revoke a key at once.
     Revoke {
         /// The key's id (from `ballast keys list`).
         id: uuid::Uuid,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub(super) async fn keys(state: AppState, command: KeysCommand) -> anyhow::Result<()> {
+pub(super) async fn keys(state: AppState, command: KeysCommand, json: bool) -> anyhow::Result<()> {
     use ballast::auth::store;
     match command {
-        KeysCommand::Create { tenant, scopes, name, json } => {
+        KeysCommand::Create { tenant, scopes, name } => {
             let scopes = ballast::auth::parse_scopes(&scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
             let created = store::create(&state.system_pool, tenant, &scopes, &name, &actor()).await?;
             if json {
@@ -63,7 +54,7 @@ pub(super) async fn keys(state: AppState, command: KeysCommand) -> anyhow::Resul
                 );
             }
         }
-        KeysCommand::List { tenant, json } => {
+        KeysCommand::List { tenant } => {
             let rows = store::list(&state.system_pool, tenant).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
@@ -76,7 +67,7 @@ pub(super) async fn keys(state: AppState, command: KeysCommand) -> anyhow::Resul
                 }
             }
         }
-        KeysCommand::Revoke { id, json } => {
+        KeysCommand::Revoke { id } => {
             let info = store::revoke(&state.system_pool, id, &actor()).await?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);

@@ -24,9 +24,6 @@ pub(super) enum LimitsCommand {
         /// How long, e.g. 30m, 2h (at most 7 days).
         #[arg(long, default_value = "1h")]
         ttl: String,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Remove an override before it expires.
     Revert {
@@ -42,13 +39,10 @@ pub(super) enum LimitsCommand {
         /// Minutes to look back.
         #[arg(long, default_value_t = 15)]
         minutes: i64,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub(super) async fn limits(state: AppState, command: LimitsCommand) -> anyhow::Result<()> {
+pub(super) async fn limits(state: AppState, command: LimitsCommand, json: bool) -> anyhow::Result<()> {
     use ballast::ratelimit::{Override, PolicyName, Subject};
     let parse = |policy: &str, subject: &str| -> anyhow::Result<(PolicyName, Subject)> {
         let p = PolicyName::parse(policy)
@@ -58,7 +52,7 @@ pub(super) async fn limits(state: AppState, command: LimitsCommand) -> anyhow::R
         Ok((p, s))
     };
     match command {
-        LimitsCommand::Override { policy, subject, limit, allow, ttl, json } => {
+        LimitsCommand::Override { policy, subject, limit, allow, ttl } => {
             let (p, s) = parse(&policy, &subject)?;
             let ttl = parse_ttl(&ttl)?;
             let what = if allow { Override::Allow } else { Override::Limit(limit.unwrap_or(0)) };
@@ -81,7 +75,7 @@ pub(super) async fn limits(state: AppState, command: LimitsCommand) -> anyhow::R
             ballast::audit::record(&mut conn, None, &actor(), "limits.revert", params, ballast::audit::Outcome::Ok).await?;
             println!("{}", if existed { "override removed" } else { "no override was set" });
         }
-        LimitsCommand::Blocks { minutes, json } => {
+        LimitsCommand::Blocks { minutes } => {
             let top = state.limiter.top_blocked(minutes).await?;
             if json {
                 let rows: Vec<_> = top.iter().map(|(k, n)| serde_json::json!({"policy_subject": k, "blocks": n})).collect();

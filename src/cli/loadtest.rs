@@ -21,12 +21,10 @@ pub(super) struct LoadtestArgs {
     /// Override the level's arrival rate (requests per second).
     #[arg(long)]
     rate: Option<u32>,
-    /// Where the JSON report and SVG chart go.
-    #[arg(long, default_value = "loadtest-reports")]
-    out: std::path::PathBuf,
-    /// Print the report as JSON.
+    /// Also write the JSON report and SVG chart into this folder (the run is stored as a
+    /// baseline in the database either way).
     #[arg(long)]
-    json: bool,
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,36 +34,34 @@ pub(super) enum LoadtestCommand {
         /// Only this level.
         #[arg(long)]
         level: Option<String>,
-        /// Where the chart goes.
-        #[arg(long, default_value = "loadtest-reports/history.svg")]
-        chart: std::path::PathBuf,
-        /// Print as JSON.
+        /// Also draw the runs' p99 and throughput over time into this SVG file.
         #[arg(long)]
-        json: bool,
+        chart: Option<std::path::PathBuf>,
     },
 }
 
-pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand>, args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand>, args: LoadtestArgs, json: bool) -> anyhow::Result<ExitCode> {
     use ballast::loadtest;
     let state = AppState::build(settings)?;
-    if let Some(LoadtestCommand::History { level, chart, json }) = command {
+    if let Some(LoadtestCommand::History { level, chart }) = command {
         // System pool: runs are the fleet's record.
         let runs = loadtest::history(&state.system_pool.0, level.as_deref()).await?;
-        if let Some(dir) = chart.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(chart) = &chart {
+            if let Some(dir) = chart.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            loadtest::chart::history_chart(chart, &runs).map_err(|e| anyhow::anyhow!("writing {}: {e}", chart.display()))?;
         }
-        loadtest::chart::history_chart(&chart, &runs).map_err(|e| anyhow::anyhow!("writing {}: {e}", chart.display()))?;
         if json {
             println!("{}", serde_json::to_string(&runs)?);
         } else {
-            println!("{:<26} {:<8} {:>7} {:>12} {:>9} {:>9} {:<6} TARGET", "STARTED", "LEVEL", "RATE", "ANSWERS/S", "P50 ms", "P99 ms", "PASS");
-            for r in &runs {
-                println!(
-                    "{:<26} {:<8} {:>7} {:>12.1} {:>9.2} {:>9.2} {:<6} {}",
-                    r.started_at.to_rfc3339(), r.level, r.rate, r.throughput, r.p50_ms, r.p99_ms, r.passed, r.target
-                );
+            let rows = runs.iter().map(|r| {
+                vec![r.started_at.to_rfc3339(), r.level.clone(), r.rate.to_string(), format!("{:.1}", r.throughput), format!("{:.2}", r.p50_ms), format!("{:.2}", r.p99_ms), if r.passed { "pass" } else { "FAIL" }.into(), r.target.clone()]
+            });
+            println!("{}", super::render::table(&["started", "level", "rate", "answers/s", "p50 ms", "p99 ms", "result", "target"], rows));
+            if let Some(chart) = &chart {
+                println!("chart: {}", chart.display());
             }
-            println!("chart: {}", chart.display());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -74,7 +70,7 @@ pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand
     };
     let config = loadtest::LoadtestConfig::load(&state.settings.loadtest_file)?;
     let mut level = config.levels.get(&name).cloned().ok_or_else(|| {
-        anyhow::anyhow!("no level {name:?} in {}; defined: {}", state.settings.loadtest_file.display(), config.levels.keys().cloned().collect::<Vec<_>>().join(", "))
+        anyhow::anyhow!("no level {name:?} in {}; defined: {}", state.settings.loadtest_file.shown(), config.levels.keys().cloned().collect::<Vec<_>>().join(", "))
     })?;
     if let Some(d) = args.duration {
         level.duration = humantime::parse_duration(&d).map_err(|e| anyhow::anyhow!("--duration {d:?}: {e}"))?;
@@ -84,8 +80,11 @@ pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand
     }
     let report = loadtest::run(&name, &level, &target, state.settings.loadtest_key.as_ref()).await?;
     let id = loadtest::store(&state.system_pool.0, &report).await?;
-    let (json_path, svg_path) = loadtest::write_report(&args.out, &report)?;
-    if args.json {
+    let written = match &args.out {
+        Some(dir) => Some(loadtest::write_report(dir, &report)?),
+        None => None,
+    };
+    if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         let s = report.statuses;
@@ -93,7 +92,9 @@ pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand
         println!("  latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms (from each request's scheduled time)", report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms);
         println!("  answers/s {:.1}; 2xx/3xx {}  429 {}  other 4xx {}  5xx {}  no answer {}  not sent (client full) {}", report.throughput, s.ok, s.limited, s.client_error, s.server_error, s.failed, report.dropped);
         println!("  {}: {}", if report.passed { "PASS" } else { "FAIL" }, report.verdict);
-        println!("  report {}  chart {}", json_path.display(), svg_path.display());
+        if let Some((json_path, svg_path)) = written {
+            println!("  report {}  chart {}", json_path.display(), svg_path.display());
+        }
     }
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -23,9 +23,11 @@ mod jobs;
 mod keys;
 mod limits;
 mod loadtest;
+mod render;
 mod runbook;
 mod slo;
 mod tenants;
+mod webhooks;
 
 use args::parse_instant;
 use bench::BenchCommand;
@@ -41,6 +43,7 @@ use loadtest::{LoadtestArgs, LoadtestCommand};
 use runbook::RunbookCommand;
 use slo::SloCommand;
 use tenants::TenantsCommand;
+use webhooks::WebhooksCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,12 +53,24 @@ use tenants::TenantsCommand;
     long_about = "Ballast: the worker fleet behind a growing SaaS.\n\n\
         Settings come from the environment (DATABASE_URL, BALLAST_SYSTEM_DATABASE_URL, REDIS_URL, \
         BALLAST_*, OTEL_*), optionally from a TOML file named by BALLAST_CONFIG. \
-        See deploy/ballast.example.toml for every setting."
+        The job catalogue, runbooks and configuration files are built in; settings naming files \
+        or folders (BALLAST_JOBS_DIR, BALLAST_PLANS_FILE, ...) replace them. \
+        See deploy/ballast.example.toml for every setting.\n\n\
+        Conventions: every command takes --json; commands that run an admin job or act in bulk \
+        are a dry run unless --execute; lists show 50 rows unless --limit; exit status 0 when \
+        all is well, 1 on an error, 3 when a report finds something failing."
 )]
 pub(crate) struct Cli {
+    /// Print JSON (one document on standard output) instead of tables and summaries for people.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
+
+/// Exit status of a report that ran and found something failing (a dependency down, an object
+/// Stripe would not return, an alert firing), so a script or cron notices. 1 is an error.
+pub(crate) const FOUND_FAILING: u8 = 3;
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -69,7 +84,7 @@ enum Command {
         listen: Option<SocketAddr>,
     },
     /// Ask this member's own listener for a probe path (container health checks: the image
-    /// has no curl). Exit 0 when it answers 2xx.
+    /// has no curl) and print its status and answer. Exit 0 when it answers 2xx, 3 otherwise.
     Probe {
         /// The path to GET on BALLAST_LISTEN.
         #[arg(long, default_value = "/readyz")]
@@ -90,14 +105,11 @@ enum Command {
         /// A second enqueue with the same key (within 7 days) does nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
     },
-    /// Inspect queues and dead letters.
+    /// Inspect queues and dead letters (alone: the queue overview, as `jobs list`).
     Jobs {
         #[command(subcommand)]
-        command: JobsCommand,
+        command: Option<JobsCommand>,
     },
     /// API keys for app services: create (printed once), list, revoke.
     Keys {
@@ -108,6 +120,11 @@ enum Command {
     Tenants {
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Stripe webhooks received: list them by status, type or tenant; show what one did.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
     },
     /// Rate limits: temporary overrides (audited, expiring by themselves) and recent blocks.
     Limits {
@@ -177,6 +194,7 @@ pub(crate) fn parse() -> Cli {
 }
 
 pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
     match cli.command {
         Command::Serve { roles, listen } => {
             if let Some(addr) = listen {
@@ -187,38 +205,28 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             let member = Member::start(state, &roles, WorkerOptions::new(Registry::standard())).await?;
             if let Some(addr) = member.api_addr {
                 tracing::info!(message = "Ballast is listening.", addr = %addr, roles = ?roles);
-                println!("ballast: listening on http://{addr} (roles: {roles:?})");
-                println!("try: curl -s http://{addr}/readyz");
+                if json {
+                    println!("{}", serde_json::json!({"listening": format!("http://{addr}"), "roles": format!("{roles:?}")}));
+                } else {
+                    println!("ballast: listening on http://{addr} (roles: {roles:?})");
+                    println!("try: curl -s http://{addr}/readyz");
+                }
             }
             member.run_until_signal().await;
         }
-        Command::Probe { path } => {
-            let mut addr = settings.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let url = format!("http://{addr}{path}");
-            let answer = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?.get(&url).send().await;
-            return Ok(match answer {
-                Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
-                Ok(r) => {
-                    eprintln!("{url}: {}", r.status());
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("{url}: {e}");
-                    ExitCode::FAILURE
-                }
-            });
-        }
+        Command::Probe { path } => return probe(&settings, &path, json).await,
         Command::Migrate => {
             if settings.owner_database_url.is_none() {
                 bail!("configuration error: BALLAST_OWNER_DATABASE_URL: missing (migrations run as the owner role)");
             }
             let applied = ballast::db::migrate(settings.migration_url()).await.context("migrate")?;
-            println!("migrations: {applied} applied, schema current");
+            if json {
+                println!("{}", serde_json::json!({"applied": applied}));
+            } else {
+                println!("migrations: {applied} applied, schema current");
+            }
         }
-        Command::Enqueue { kind, tenant, payload, idempotency_key, json } => {
+        Command::Enqueue { kind, tenant, payload, idempotency_key } => {
             let payload: serde_json::Value =
                 serde_json::from_str(&payload).with_context(|| "--payload is not valid JSON")?;
             let state = AppState::build(settings)?;
@@ -229,23 +237,23 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             if json {
                 println!("{}", serde_json::to_string(&done)?);
             } else if done.duplicate {
-                println!("not queued: idempotency key already used (job {})", done.id);
+                println!("not queued: idempotency key already used by job {}", done.id);
             } else {
                 println!("queued {kind} job {}", done.id);
             }
         }
         Command::Jobs { command } => {
             let state = AppState::build(settings)?;
-            jobs::jobs(state, command).await?;
+            jobs::jobs(state, command.unwrap_or(JobsCommand::List {}), json).await?;
         }
-        Command::Bench { command } => bench::bench(settings, command).await?,
-        Command::Dunning { command: DunningCommand::Run { as_of, tenant, dry_run, json } } => billing::dunning(settings, as_of, tenant, dry_run, json).await?,
-        Command::Usage { command: UsageCommand::Flush { all, json } } => billing::usage_flush(settings, all, json).await?,
-        Command::Emails { command } => emails::emails(AppState::build(settings)?, command).await?,
-        Command::Cache { command } => cache::cache(AppState::build(settings)?, command).await?,
-        Command::Runbook { command } => runbook::runbook(settings, command).await?,
-        Command::Loadtest { command, run } => return loadtest::loadtest(settings, command, run).await,
-        Command::Slo { command: SloCommand::Status { as_of, json } } => {
+        Command::Bench { command } => bench::bench(settings, command, json).await?,
+        Command::Dunning { command: DunningCommand::Run { as_of, tenant, execute } } => billing::dunning(settings, as_of, tenant, execute, json).await?,
+        Command::Usage { command: UsageCommand::Flush { all } } => billing::usage_flush(settings, all, json).await?,
+        Command::Emails { command } => emails::emails(AppState::build(settings)?, command, json).await?,
+        Command::Cache { command } => cache::cache(AppState::build(settings)?, command, json).await?,
+        Command::Runbook { command } => return runbook::runbook(settings, command, json).await,
+        Command::Loadtest { command, run } => return loadtest::loadtest(settings, command, run, json).await,
+        Command::Slo { command: SloCommand::Status { as_of } } => {
             let now = match as_of {
                 None => chrono::Utc::now(),
                 Some(raw) => parse_instant(&raw)?,
@@ -257,15 +265,41 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             } else {
                 slo::print_slo_status(&statuses);
             }
+            if statuses.iter().any(|s| s.rules.iter().any(|r| r.firing)) {
+                return Ok(ExitCode::from(FOUND_FAILING));
+            }
         }
-        Command::Flags { command } => flags::flags(AppState::build(settings)?, command).await?,
-        Command::Keys { command } => keys::keys(AppState::build(settings)?, command).await?,
-        Command::Tenants { command } => tenants::tenants(AppState::build(settings)?, command).await?,
-        Command::Dev { command } => dev::dev(settings, command).await?,
-        Command::Limits { command } => limits::limits(AppState::build(settings)?, command).await?,
+        Command::Flags { command } => flags::flags(AppState::build(settings)?, command, json).await?,
+        Command::Keys { command } => keys::keys(AppState::build(settings)?, command, json).await?,
+        Command::Tenants { command } => tenants::tenants(AppState::build(settings)?, command, json).await?,
+        Command::Dev { command } => dev::dev(settings, command, json).await?,
+        Command::Webhooks { command } => webhooks::webhooks(AppState::build(settings)?, command, json).await?,
+        Command::Limits { command } => limits::limits(AppState::build(settings)?, command, json).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-
-
+/// `ballast probe`: GET a path of this member's own listener and say what came back.
+async fn probe(settings: &Settings, path: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}{path}");
+    let answer = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?.get(&url).send().await;
+    let (ok, status, body) = match answer {
+        Ok(r) => {
+            let status = r.status();
+            (status.is_success(), Some(status.as_u16()), r.text().await.unwrap_or_default())
+        }
+        Err(e) => (false, None, e.to_string()),
+    };
+    if json {
+        let body = serde_json::from_str::<serde_json::Value>(&body).unwrap_or(serde_json::Value::String(body));
+        println!("{}", serde_json::json!({"url": url, "ok": ok, "status": status, "answer": body}));
+    } else {
+        let status = status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+        println!("{url}: {status} {}", render::truncate(body.trim(), render::CELL_CHARS * 4));
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(FOUND_FAILING) })
+}

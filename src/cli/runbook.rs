@@ -4,18 +4,19 @@ use anyhow::bail;
 use ballast::config::Settings;
 use ballast::jobs::Registry;
 use ballast::runbook::Progress;
+use std::process::ExitCode;
+
+use ballast::runbook::runs;
 use ballast::state::AppState;
 use clap::Subcommand;
 
 use super::args::actor;
+use super::render;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum RunbookCommand {
     /// Every page: name, title, the admin job it runs.
     List {
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// One page, whole.
     Show {
@@ -23,7 +24,8 @@ pub(super) enum RunbookCommand {
         name: String,
     },
     /// Run a page's admin job. Without --execute it reports what it finds and what it would
-    /// do; with --execute it shows that report, then acts. Every run is audited.
+    /// do; with --execute it shows that report, then acts. Every run is audited and kept
+    /// (`runbook runs`). Exit status 3 when the report finds something failing.
     Run {
         /// The page's name.
         name: String,
@@ -34,12 +36,36 @@ pub(super) enum RunbookCommand {
         /// (numbers, true/false) are taken as such. The page lists them.
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
-        /// Queue the run on the fleet instead of running it in this shell.
+        /// Queue the run on the fleet instead of running it in this shell; read its report
+        /// later with `ballast runbook runs show ID`.
         #[arg(long)]
         enqueue: bool,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
+        /// At most this many rows of each list in the report (--json has them all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Admin job runs kept (BALLAST_ADMIN_RUN_RETENTION_DAYS), newest first; `runs show ID`
+    /// prints one run's report.
+    Runs {
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
+        /// Only the runs of this page's admin job.
+        name: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum RunsCommand {
+    /// One run: who, when, whether it acted, and its report (or its error).
+    Show {
+        /// The run's id (the job id `runbook run --enqueue` printed).
+        id: String,
+        /// At most this many rows of each list in the report.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
 }
 
@@ -54,22 +80,65 @@ pub(super) fn runbook_params(pairs: &[String]) -> anyhow::Result<serde_json::Val
     Ok(serde_json::Value::Object(out))
 }
 
-pub(super) async fn runbook(settings: Settings, command: RunbookCommand) -> anyhow::Result<()> {
+/// The exit status of a report: 3 when it found something failing.
+fn status_of(report: &serde_json::Value) -> ExitCode {
+    if runs::failing_of(report) > 0 { ExitCode::from(super::FOUND_FAILING) } else { ExitCode::SUCCESS }
+}
+
+pub(super) async fn runbook(settings: Settings, command: RunbookCommand, json: bool) -> anyhow::Result<ExitCode> {
     let dir = settings.runbooks_dir.clone();
     match command {
-        RunbookCommand::List { json } => {
+        RunbookCommand::List {} => {
             let pages = ballast::runbook::pages(&dir)?;
             if json {
                 println!("{}", serde_json::to_string(&pages)?);
             } else {
-                println!("{:<28} {:<20} TITLE", "NAME", "ADMIN JOB");
-                for p in pages {
-                    println!("{:<28} {:<20} {}", p.name, p.admin_job, p.title);
-                }
+                let rows = pages.iter().map(|p| vec![p.name.clone(), p.admin_job.clone(), p.title.clone()]);
+                println!("{}", render::table(&["name", "admin job", "title"], rows));
             }
         }
-        RunbookCommand::Show { name } => print!("{}", ballast::runbook::page(&dir, &name)?.text),
-        RunbookCommand::Run { name, execute, params, enqueue, json } => {
+        RunbookCommand::Show { name } => {
+            let page = ballast::runbook::page(&dir, &name)?;
+            if json {
+                println!("{}", serde_json::json!({"name": page.name, "title": page.title, "admin_job": page.admin_job, "text": page.text}));
+            } else {
+                print!("{}", page.text);
+            }
+        }
+        RunbookCommand::Runs { command: Some(RunsCommand::Show { id, limit }), .. } => {
+            let state = AppState::build(settings)?;
+            let run = runs::find(&state.system_pool, &id).await?.ok_or_else(|| anyhow::anyhow!("no admin job run {id} (runs are kept {} days; `ballast runbook runs` lists them)", state.settings.admin_run_retention.as_secs() / 86_400))?;
+            if json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                println!("{} {} by {}: {}{}", run.kind, run.id, run.actor, state_word(&run), if run.executed { ", executed" } else { ", dry run" });
+                println!("queued {}{}", run.queued_at.to_rfc3339(), run.finished_at.map(|t| format!(", finished {}", t.to_rfc3339())).unwrap_or_default());
+                if let Some(e) = &run.error {
+                    println!("error: {}", render::truncate(e, render::CELL_CHARS * 4));
+                }
+                if let Some(report) = &run.report {
+                    println!("{}", render::report(report, limit));
+                }
+            }
+            return Ok(run.report.as_ref().map_or(ExitCode::SUCCESS, status_of));
+        }
+        RunbookCommand::Runs { command: None, name, limit } => {
+            let state = AppState::build(settings)?;
+            let kind = match &name {
+                Some(n) => Some(ballast::runbook::page(&dir, n)?.admin_job),
+                None => None,
+            };
+            let rows = runs::list(&state.system_pool, kind.as_deref(), limit.clamp(1, 1000)).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no admin job runs kept");
+            } else {
+                let table = rows.iter().map(|r| vec![r.id.clone(), r.kind.clone(), state_word(r), r.executed.to_string(), r.actor.clone(), r.queued_at.to_rfc3339()]);
+                println!("{}", render::table(&["id", "admin job", "state", "executed", "actor", "queued at"], table));
+            }
+        }
+        RunbookCommand::Run { name, execute, params, enqueue, limit } => {
             let page = ballast::runbook::page(&dir, &name)?;
             let state = AppState::build(settings)?;
             let policy = state
@@ -85,27 +154,43 @@ pub(super) async fn runbook(settings: Settings, command: RunbookCommand) -> anyh
             if enqueue {
                 let payload = ballast::jobs::admin::AdminArgs::payload(execute, &actor(), params);
                 let done = state.queue.enqueue(ballast::queue::EnqueueRequest::new(page.admin_job.as_str(), payload)).await?;
-                println!("queued {} job {} on the fleet (ballast jobs show {} for its outcome)", page.admin_job, done.id, done.id);
-                return Ok(());
+                runs::queued(&state.system_pool, &done.id.0, &page.admin_job, &actor(), execute).await?;
+                if json {
+                    println!("{}", serde_json::json!({"queued": done.id, "kind": page.admin_job, "executed": false, "will_execute": execute}));
+                } else {
+                    println!("queued {} job {} on the fleet; its report: ballast runbook runs show {}", page.admin_job, done.id, done.id);
+                }
+                return Ok(ExitCode::SUCCESS);
             }
             let registry = Registry::standard();
-            let print = |label: &str, report: &serde_json::Value| -> anyhow::Result<()> {
-                if json {
-                    println!("{}", serde_json::to_string(report)?);
-                } else {
-                    println!("== {label} ==\n{}", serde_json::to_string_pretty(report)?);
-                }
-                Ok(())
-            };
             if execute && !json {
                 // What it will touch, then the act.
                 let dry = ballast::runbook::run_here(&state, &registry, &page.admin_job, false, params.clone(), &actor(), Progress::terminal()).await?;
-                print(&format!("{} (dry run: what --execute will touch)", page.admin_job), &dry)?;
+                println!("== {} (dry run: what --execute will touch) ==\n{}", page.admin_job, render::report(&dry, limit));
             }
             let report = ballast::runbook::run_here(&state, &registry, &page.admin_job, execute, params, &actor(), Progress::terminal()).await?;
-            eprintln!();
-            print(&format!("{}{}", page.admin_job, if execute { " (executed)" } else { " (dry run; --execute to act)" }), &report)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                eprintln!();
+                let label = if execute { "executed" } else { "dry run; --execute to act" };
+                println!("== {} ({label}) ==\n{}", page.admin_job, render::report(&report, limit));
+                let failing = runs::failing_of(&report);
+                if failing > 0 {
+                    println!("FAILING: {failing} finding(s) above need attention (exit status 3)");
+                }
+            }
+            return Ok(status_of(&report));
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_word(run: &runs::AdminRun) -> String {
+    match run.state {
+        runs::RunState::Done if run.failing > 0 => format!("done, {} failing", run.failing),
+        runs::RunState::Done => "done".into(),
+        runs::RunState::Failed => "failed".into(),
+        runs::RunState::Queued => "queued".into(),
+    }
 }

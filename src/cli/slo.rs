@@ -11,9 +11,6 @@ pub(super) enum SloCommand {
         /// Evaluate as of this day or time (2026-12-01 or RFC 3339) instead of now.
         #[arg(long)]
         as_of: Option<String>,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 

@@ -23,26 +23,17 @@ pub(super) enum TenantsCommand {
         /// Where billing email goes (also the Stripe customer's email).
         #[arg(long)]
         email: Option<String>,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// List tenants, oldest first.
     List {
         /// How many (at most 1000).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 50)]
         limit: i64,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Show a tenant, by its id or your app's external id, with its billing standing.
     Show {
         /// A tenant id (UUID) or an external id.
         tenant: String,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -57,9 +48,9 @@ fn print_row(t: &Tenant) {
     );
 }
 
-pub(super) async fn tenants(state: AppState, command: TenantsCommand) -> anyhow::Result<()> {
+pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        TenantsCommand::Create { name, external_id, email, json } => {
+        TenantsCommand::Create { name, external_id, email } => {
             let new = NewTenant { name, external_id, billing_email: email };
             let done = provision::provision(state.tenant_deps(), &new, &actor()).await?;
             let shown = view::view(&state.system_pool, done.tenant).await?;
@@ -77,7 +68,7 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand) -> anyhow:
                 );
             }
         }
-        TenantsCommand::List { limit, json } => {
+        TenantsCommand::List { limit } => {
             let rows = tenants::list(&state.system_pool, None, limit.clamp(1, 1000)).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
@@ -86,7 +77,7 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand) -> anyhow:
                 rows.iter().for_each(print_row);
             }
         }
-        TenantsCommand::Show { tenant, json } => {
+        TenantsCommand::Show { tenant } => {
             let found = match tenant.parse::<uuid::Uuid>() {
                 Ok(id) => tenants::get(&state.system_pool, ballast::domain::TenantId(id)).await?,
                 Err(_) => None,

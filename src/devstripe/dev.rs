@@ -73,8 +73,9 @@ async fn checkout(State(sim): State<StripeSim>, body: Result<Json<Checkout>, axu
     let Some(tenant) = sim.tenant_of(&c.customer) else {
         return refused(StatusCode::NOT_FOUND, format!("no customer {:?} with metadata.tenant_id (create it through POST /v1/tenants)", c.customer));
     };
+    let from = sim.event_log_len();
     let subscription = sim.checkout(tenant, &c.customer, price, c.trial_days);
-    Json(json!({"subscription": subscription})).into_response()
+    Json(json!({"subscription": subscription, "events": sim.event_ids_since(from)})).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -92,9 +93,10 @@ async fn advance(State(sim): State<StripeSim>, body: Result<Json<Advance>, axum:
     if !(0..=400).contains(&a.days) || !(0..=24 * 400).contains(&a.hours) || a.days + a.hours == 0 {
         return refused(StatusCode::BAD_REQUEST, "days 0 to 400, hours 0 to 9600, not both 0");
     }
+    let from = sim.event_log_len();
     sim.advance_days(a.days);
     sim.advance_hours(a.hours);
-    Json(json!({"now": sim.now()})).into_response()
+    Json(json!({"now": sim.now(), "events": sim.event_ids_since(from)})).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -113,11 +115,24 @@ async fn card(State(sim): State<StripeSim>, body: Result<Json<CardChange>, axum:
     if sim.tenant_of(&c.customer).is_none() {
         return refused(StatusCode::NOT_FOUND, format!("no customer {:?}", c.customer));
     }
+    let from = sim.event_log_len();
     match c.declining {
         Some(d) => sim.set_declining(&c.customer, d),
         None => sim.card_on_customer(&c.customer),
     }
-    Json(json!({"customer": c.customer})).into_response()
+    Json(json!({"customer": c.customer, "events": sim.event_ids_since(from)})).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Undelivered {
+    ids: Vec<String>,
+}
+
+/// `POST /_dev/undelivered`: which of these events the fleet has not accepted yet.
+async fn undelivered(State(sim): State<StripeSim>, body: Result<Json<Undelivered>, axum::extract::rejection::JsonRejection>) -> Response {
+    let Ok(Json(u)) = body else { return refused(StatusCode::BAD_REQUEST, "send {\"ids\": [\"evt_…\"]}") };
+    Json(json!({"undelivered": sim.undelivered(&u.ids)})).into_response()
 }
 
 /// `GET /_dev/clock`: the test clock.
@@ -156,6 +171,7 @@ impl StripeSim {
             .route("/_dev/advance", post(advance))
             .route("/_dev/card", post(card))
             .route("/_dev/clock", get(clock))
+            .route("/_dev/undelivered", post(undelivered))
             .with_state(sim.clone());
         sim.spawn(listener, control);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| DevStripeError::Client(e.to_string()))?;

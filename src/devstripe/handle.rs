@@ -220,6 +220,21 @@ impl StripeSim {
         self.with(|s| s.price_reads)
     }
 
+    /// How many events have been emitted so far.
+    pub fn event_log_len(&self) -> usize {
+        self.with(|s| s.log.len())
+    }
+
+    /// The ids of the events emitted after the first `from`.
+    pub fn event_ids_since(&self, from: usize) -> Vec<String> {
+        self.with(|s| s.log.iter().skip(from).filter_map(|e| e["id"].as_str().map(str::to_owned)).collect())
+    }
+
+    /// Those of `ids` not delivered yet.
+    pub fn undelivered(&self, ids: &[String]) -> Vec<String> {
+        self.with(|s| ids.iter().filter(|id| !s.delivered.contains(*id)).cloned().collect())
+    }
+
     /// The events emitted since the last call.
     pub fn take_events(&self) -> Vec<Value> {
         self.with(|s| std::mem::take(&mut s.events))

@@ -78,8 +78,8 @@ pub struct ActionReport {
 pub struct RunReport {
     /// The day it acted as of.
     pub as_of: Option<DateTime<Utc>>,
-    /// Dry run: nothing was written or called.
-    pub dry_run: bool,
+    /// Acted; false for a dry run, which wrote and called nothing.
+    pub executed: bool,
     /// Billing effects consumed.
     pub effects_consumed: usize,
     /// Open cases looked at.
@@ -345,7 +345,7 @@ async fn open_case(state: &Deps<'_>, tx: &mut PgConnection, tenant: TenantId, e:
 
 /// Advances every open case (of one tenant, or all) to `as_of`.
 pub async fn run(state: &Deps<'_>, as_of: DateTime<Utc>, tenant: Option<TenantId>, dry_run: bool) -> Result<RunReport, DunningError> {
-    let mut report = RunReport { as_of: Some(as_of), dry_run, ..RunReport::default() };
+    let mut report = RunReport { as_of: Some(as_of), executed: !dry_run, ..RunReport::default() };
     // System pool: the daily run looks across tenants for work, then acts in each tenant's own transaction.
     if !dry_run {
         for t in effects::tenants_pending(state.system_pool, &EffectKind::DUNNING, tenant).await? {

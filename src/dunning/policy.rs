@@ -1,6 +1,6 @@
 //! The dunning policy file (`BALLAST_DUNNING_FILE`, default deploy/dunning.toml).
 
-use std::path::Path;
+use crate::assets::ConfigFile;
 
 use serde::Deserialize;
 
@@ -124,9 +124,9 @@ impl Policy {
     }
 
     /// Loads the file.
-    pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError { path: shown.clone(), message: e.to_string() })?;
+    pub fn load(file: &ConfigFile) -> Result<Self, PolicyError> {
+        let shown = file.shown();
+        let text = file.read().map_err(|e| PolicyError { path: shown.clone(), message: e.to_string() })?;
         Self::parse(&text).map_err(|message| PolicyError { path: shown, message })
     }
 

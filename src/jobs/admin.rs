@@ -90,6 +90,16 @@ impl<J: AdminJob> Job for Admin<J> {
         if let Err(e) = audited {
             tracing::error!(message = "Admin job ran but its audit row was not written.", job = J::KIND, error = %e);
         }
+        // Kept for `ballast runbook runs`: the report of a run queued on the fleet is read there.
+        let report = outcome.as_ref().ok().and_then(|r| serde_json::to_value(r).ok());
+        let ended = match (&report, &error) {
+            (Some(r), _) => Ok(r),
+            (None, e) => Err(e.as_deref().unwrap_or("report not serialisable")),
+        };
+        let retention = ctx.state.settings.admin_run_retention;
+        if let Err(e) = crate::runbook::runs::finished(&ctx.state.system_pool, &ctx.job_id.0, J::KIND, &actor, args.execute, ended, retention).await {
+            tracing::error!(message = "Admin job ran but its run was not kept.", job = J::KIND, error = %e);
+        }
         outcome
     }
 }

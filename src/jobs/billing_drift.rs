@@ -92,6 +92,9 @@ pub struct BillingDriftReport {
     pub drifted: Vec<serde_json::Value>,
     /// Objects Stripe did not return.
     pub unreadable: Vec<serde_json::Value>,
+    /// What needs an operator: objects Stripe did not return, and (in a dry run) objects that
+    /// differ. Non-empty makes `ballast runbook run` exit with status 3.
+    pub failing: Vec<String>,
     /// Whether re-sync events were stored.
     pub executed: bool,
     /// Re-sync events stored and queued.
@@ -145,7 +148,14 @@ impl AdminJob for BillingDriftJob {
                 }
             }
         }
+        let mut failing: Vec<String> = unreadable.iter().map(|u| format!("{}: Stripe did not return it: {}", u["object"].as_str().unwrap_or("?"), u["error"].as_str().unwrap_or("?"))).collect();
+        if !execute {
+            failing.extend(drifted.iter().map(|(m, _, diff)| {
+                format!("{}: differs from Stripe in {} (--execute re-syncs it)", m.id, diff.iter().map(|d| d.0).collect::<Vec<_>>().join(", "))
+            }));
+        }
         Ok(BillingDriftReport {
+            failing,
             compared: mirrored.len(),
             drifted: drifted.iter().map(|(m, _, diff)| json!({
                 "tenant": m.tenant_id, "object": m.id, "kind": m.kind,

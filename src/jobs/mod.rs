@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn every_scheduled_payload_in_jobs_fits_its_handler() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let dir = crate::assets::jobs();
         let catalogue = crate::catalogue::Catalogue::load(&dir).expect("jobs/");
         let registry = Registry::standard();
         catalogue

@@ -6,6 +6,7 @@
 pub mod chart;
 
 use std::collections::BTreeMap;
+use crate::assets::ConfigFile;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,9 +128,9 @@ pub struct LoadtestConfig {
 
 impl LoadtestConfig {
     /// Reads and validates the file.
-    pub fn load(path: &Path) -> Result<Self, LoadtestError> {
-        let err = |problem: String| LoadtestError::Config { path: path.display().to_string(), problem };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    pub fn load(file: &ConfigFile) -> Result<Self, LoadtestError> {
+        let err = |problem: String| LoadtestError::Config { path: file.shown(), problem };
+        let text = file.read().map_err(|e| err(format!("cannot read: {e}")))?;
         let config: Self = toml::from_str(&text).map_err(|e| err(e.message().to_owned()))?;
         for (name, level) in &config.levels {
             if level.rate == 0 || level.rate > 100_000 {

@@ -2,7 +2,7 @@
 //! deploy/limits.toml). Every field has a default, so a missing file means the defaults.
 
 use std::collections::HashMap;
-use std::path::Path;
+use crate::assets::ConfigFile;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -118,12 +118,11 @@ impl Policies {
         Ok(p)
     }
 
-    /// Loads the file; a missing file means the defaults.
-    pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let shown = path.display().to_string();
-        match std::fs::read_to_string(path) {
+    /// Loads the file (a file a setting names must exist).
+    pub fn load(file: &ConfigFile) -> Result<Self, PolicyError> {
+        let shown = file.shown();
+        match file.read() {
             Ok(text) => Self::parse(&text).map_err(|message| PolicyError::Invalid { path: shown, message }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(source) => Err(PolicyError::Read { path: shown, source }),
         }
     }

@@ -4,7 +4,9 @@
 //! `--execute` to act, in the CLI's own process or (`--enqueue`) on the fleet. Every run is
 //! audited with who, when, its parameters and its outcome.
 
-use std::path::{Path, PathBuf};
+pub mod runs;
+
+use crate::assets::ConfigDir;
 
 use serde::Serialize;
 
@@ -49,19 +51,14 @@ pub struct Page {
 pub const SECTIONS: [&str; 5] = ["## Symptom", "## What to look at", "## The command", "## What it reports and does", "## Rollback"];
 
 /// Every page in `dir` (README.md excepted), by name.
-pub fn pages(dir: &Path) -> Result<Vec<Page>, RunbookError> {
-    let read_err = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| RunbookError::Read { path, source }
-    };
+pub fn pages(dir: &ConfigDir) -> Result<Vec<Page>, RunbookError> {
+    let files = dir.files("md").map_err(|(path, source)| RunbookError::Read { path: path.display().to_string(), source })?;
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
-        let path: PathBuf = entry.map_err(read_err(dir))?.path();
+    for (path, text) in files {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
-        if path.extension().is_none_or(|e| e != "md") || name == "README" {
+        if name == "README" {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(read_err(&path))?;
         let title = text.lines().find_map(|l| l.strip_prefix("# ")).unwrap_or(&name).trim().to_owned();
         let admin_job = text
             .lines()
@@ -76,7 +73,7 @@ pub fn pages(dir: &Path) -> Result<Vec<Page>, RunbookError> {
 }
 
 /// The page named `name`.
-pub fn page(dir: &Path, name: &str) -> Result<Page, RunbookError> {
+pub fn page(dir: &ConfigDir, name: &str) -> Result<Page, RunbookError> {
     pages(dir)?.into_iter().find(|p| p.name == name).ok_or_else(|| RunbookError::Unknown(name.to_owned()))
 }
 
@@ -99,8 +96,8 @@ pub async fn run_here(
 mod tests {
     use super::*;
 
-    fn repo(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    fn repo(rel: &str) -> ConfigDir {
+        ConfigDir::Path(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
     }
 
     #[test]

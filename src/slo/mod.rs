@@ -14,7 +14,7 @@ pub mod notify;
 pub mod record;
 pub mod report;
 
-use std::path::Path;
+use crate::assets::ConfigFile;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -112,9 +112,9 @@ pub struct Slos {
 
 impl Slos {
     /// Reads and validates the file.
-    pub fn load(path: &Path) -> Result<Self, SloFileError> {
-        let err = |problem: String| SloFileError { path: path.display().to_string(), problem };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    pub fn load(file: &ConfigFile) -> Result<Self, SloFileError> {
+        let err = |problem: String| SloFileError { path: file.shown(), problem };
+        let text = file.read().map_err(|e| err(format!("cannot read: {e}")))?;
         Self::parse(&text).map_err(err)
     }
 
@@ -302,7 +302,7 @@ mod tests {
         assert!(bad.contains("target"), "{bad}");
         let bad = Slos::parse("[[slo]]\nname = \"a\"\ntarget = 0.9\nwindow = \"7 fortnights\"\nindicator = { kind = \"reported\" }\n").expect_err("window");
         assert!(bad.contains("7 fortnights"), "{bad}");
-        let shipped = Slos::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/slos.toml")).expect("deploy/slos.toml");
+        let shipped = Slos::load(&crate::assets::SLOS).expect("deploy/slos.toml");
         assert!(shipped.get("intake-latency").is_some() && shipped.get("intake-availability").is_some());
     }
 }

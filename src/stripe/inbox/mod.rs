@@ -3,6 +3,8 @@
 //! down) and parked events whose customer is now mapped. All of it runs on the system pool:
 //! an event's tenant is not known until it is routed.
 
+pub mod view;
+
 use chrono::Utc;
 
 use super::event::StripeEvent;
