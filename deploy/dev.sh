@@ -9,7 +9,9 @@
 #   deploy/dev.sh services  start services only and print the environment to use them
 #   deploy/dev.sh cluster   start a local three-master Redis Cluster and print its environment
 #   deploy/dev.sh stop      stop the private PostgreSQL and Redis
-#   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)")
+#   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)"): the settings,
+#                           `ballast` (target/release) on PATH, BALLAST_URL for curl
+#   deploy/dev.sh --help    this text
 #
 # Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
 # (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the cluster's masters 17001-17003
@@ -28,7 +30,10 @@ DEV_MAIL=${BALLAST_DEV_MAIL_LISTEN:-127.0.0.1:2525}
 # starts after the suite has opened thousands of connections, and a client socket holding
 # a bus port once kept a node from starting.
 CLUSTER_PORT=${BALLAST_REDIS_CLUSTER_PORT:-17001}
-DB=ballast
+DB=${BALLAST_DB:-ballast}
+# Where `up` serves, and the binary `env` puts on PATH (what `up` built).
+LISTEN=${BALLAST_LISTEN:-127.0.0.1:8080}
+BIN_DIR=${BALLAST_BIN_DIR:-$ROOT/target/release}
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -192,6 +197,15 @@ export STRIPE_WEBHOOK_SECRET=\${STRIPE_WEBHOOK_SECRET:-whsec_ballast_dev_only}
 ENV
 }
 
+# What a shell beside `up` needs on top: the binary, the fleet's URL, the mail catcher's folder.
+print_shell_env() {
+  cat <<ENV
+export PATH="$BIN_DIR:\$PATH"
+export BALLAST_URL=http://$LISTEN
+export BALLAST_DEV_MAIL_DIR=\${BALLAST_DEV_MAIL_DIR:-$DATA/mail}
+ENV
+}
+
 services() {
   install_packages
   start_postgres
@@ -219,7 +233,7 @@ case "$cmd" in
     cd "$ROOT"
     cargo build --release --quiet
     ./target/release/ballast migrate
-    export BALLAST_LISTEN=${BALLAST_LISTEN:-127.0.0.1:8080}
+    export BALLAST_LISTEN=$LISTEN
     if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
       # No Stripe key: a local Stripe (the simulator the tests use) answers the API and sends
       # signed webhooks to this fleet; `ballast dev stripe checkout|card|advance` drive it.
@@ -264,9 +278,11 @@ case "$cmd" in
   services) services; print_env ;;
   env)
     print_env
+    print_shell_env
     # For `ballast dev stripe …` and the fleet's Stripe calls, when there is no real Stripe.
     [ -n "${STRIPE_SECRET_KEY:-}" ] || echo "export STRIPE_API_BASE=http://$DEV_STRIPE/ STRIPE_SECRET_KEY=sk_test_local_stripe"
     ;;
   stop) stop ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  -h|--help|help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -22,7 +22,7 @@ use crate::usage::{self, UsageError};
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![
         (RouteSpec::new(Method::POST, "/v1/usage", Auth::Key(Scope::UsageWrite)).write(), post(record)),
-        (RouteSpec::new(Method::GET, "/v1/usage", Auth::Key(Scope::UsageWrite)), get(current)),
+        (RouteSpec::new(Method::GET, "/v1/usage", Auth::Key(Scope::UsageRead)), get(current)),
     ]
 }
 

@@ -17,8 +17,10 @@ use crate::domain::TenantId;
 /// What a key may do. Each route that takes a key names the one scope it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Scope {
-    /// `usage:write`: report usage.
+    /// `usage:write`: report usage (and read it).
     UsageWrite,
+    /// `usage:read`: read the current period's usage.
+    UsageRead,
     /// `jobs:write`: queue jobs.
     JobsWrite,
     /// `entitlements:read`: read what a tenant may do.
@@ -33,13 +35,14 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in the order `--help` lists them.
-    pub const ALL: [Scope; 6] =
-        [Scope::UsageWrite, Scope::JobsWrite, Scope::EntitlementsRead, Scope::SloWrite, Scope::TenantsRead, Scope::TenantsWrite];
+    pub const ALL: [Scope; 7] =
+        [Scope::UsageWrite, Scope::UsageRead, Scope::JobsWrite, Scope::EntitlementsRead, Scope::SloWrite, Scope::TenantsRead, Scope::TenantsWrite];
 
     /// The scope's name, as keys and the CLI spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::UsageWrite => "usage:write",
+            Scope::UsageRead => "usage:read",
             Scope::JobsWrite => "jobs:write",
             Scope::EntitlementsRead => "entitlements:read",
             Scope::SloWrite => "slo:write",
@@ -51,7 +54,9 @@ impl Scope {
     /// Whether a key holding this scope may use a route that needs `needed` (a write scope
     /// includes its read).
     pub fn grants(self, needed: Scope) -> bool {
-        self == needed || (self == Scope::TenantsWrite && needed == Scope::TenantsRead)
+        self == needed
+            || (self == Scope::TenantsWrite && needed == Scope::TenantsRead)
+            || (self == Scope::UsageWrite && needed == Scope::UsageRead)
     }
 
     /// Parses a scope name.

@@ -50,6 +50,13 @@ pub struct PublicPrice {
     pub interval: Option<String>,
     /// Whether new subscriptions can use it.
     pub active: Option<bool>,
+    /// Where the amount comes from: `stripe` (the price as Stripe holds it, cached) or
+    /// `unavailable`. Amounts live at Stripe only; deploy/plans.toml names prices, not amounts.
+    #[serde(default)]
+    pub amount_source: String,
+    /// Why `unit_amount` is null, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_missing: Option<String>,
 }
 
 /// Builds the catalogue, reading every plan price from Stripe. Without a Stripe key the prices
@@ -66,10 +73,20 @@ pub async fn load(plans: &Plans, stripe: &StripeApi) -> Result<PublicCatalogue, 
                     currency: p["currency"].as_str().map(str::to_owned),
                     interval: p["recurring"]["interval"].as_str().map(str::to_owned),
                     active: p["active"].as_bool(),
+                    amount_source: "stripe".into(),
+                    amount_missing: p["unit_amount"].as_i64().is_none().then(|| {
+                        format!("Stripe's price has no unit amount (billing scheme {}): its tiers are at Stripe", p["billing_scheme"].as_str().unwrap_or("unknown"))
+                    }),
                 },
-                Err(StripeApiError::NotConfigured) => {
-                    PublicPrice { id: price_id.clone(), unit_amount: None, currency: None, interval: None, active: None }
-                }
+                Err(StripeApiError::NotConfigured) => PublicPrice {
+                    id: price_id.clone(),
+                    unit_amount: None,
+                    currency: None,
+                    interval: None,
+                    active: None,
+                    amount_source: "unavailable".into(),
+                    amount_missing: Some("no STRIPE_SECRET_KEY is set: amounts are read from Stripe, and this fleet cannot reach it".into()),
+                },
                 Err(e) => return Err(e),
             };
             prices.push(price);

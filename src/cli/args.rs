@@ -24,3 +24,16 @@ pub(super) fn parse_instant(raw: &str) -> anyhow::Result<chrono::DateTime<chrono
     let day = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| anyhow::anyhow!("--as-of {raw:?}: expected 2026-12-01 or an RFC 3339 time"))?;
     Ok(day.and_hms_opt(23, 59, 59).map(|t| t.and_utc()).unwrap_or_default())
 }
+
+/// A tenant named by its id or by your app's external id.
+pub(super) async fn resolve_tenant(pool: &ballast::db::SystemPool, named: &str) -> anyhow::Result<ballast::tenants::Tenant> {
+    let by_id = match named.parse::<uuid::Uuid>() {
+        Ok(id) => ballast::tenants::get(pool, ballast::domain::TenantId(id)).await?,
+        Err(_) => None,
+    };
+    let found = match by_id {
+        Some(t) => Some(t),
+        None => ballast::tenants::by_external_id(pool, named).await?,
+    };
+    found.ok_or_else(|| anyhow::anyhow!("no tenant with id or external id {named:?} (see `ballast tenants list`)"))
+}

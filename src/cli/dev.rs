@@ -47,6 +47,10 @@ pub(super) enum DevMailCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Wait (up to 60 s) until at least this many messages are caught: the fleet sends
+        /// email from its queue, a moment after what caused it.
+        #[arg(long, default_value_t = 0)]
+        at_least: usize,
     },
 }
 
@@ -67,7 +71,7 @@ pub(super) enum DevStripeCommand {
     /// create`): a subscription starts, with a trial if asked, and its events reach the fleet.
     /// Prints the subscription's id once the fleet has taken the events in (see --no-wait).
     Checkout {
-        /// The customer (`stripe_customer_id` of the tenant).
+        /// The customer: its id (cus_…), or its tenant's id or external id.
         #[arg(long)]
         customer: String,
         /// The price: price_starter_monthly or price_pro_monthly (deploy/plans.toml).
@@ -96,7 +100,7 @@ pub(super) enum DevStripeCommand {
     /// Save a working card as the customer's default, or make their card decline from now on
     /// (--declining) or pay again (--paying).
     Card {
-        /// The customer.
+        /// The customer: its id (cus_…), or its tenant's id or external id.
         #[arg(long)]
         customer: String,
         /// Every payment from now on is declined.
@@ -144,8 +148,17 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
             stop_signal().await;
             return Ok(());
         }
-        DevCommand::Mail { command: DevMailCommand::List { dir, limit } } => {
-            let mut caught = ballast::devmail::read_folder(&dir).with_context(|| format!("reading {} (BALLAST_DEV_MAIL_DIR)", dir.display()))?;
+        DevCommand::Mail { command: DevMailCommand::List { dir, limit, at_least } } => {
+            let deadline = tokio::time::Instant::now() + TAKE_IN_WAIT;
+            let read = || ballast::devmail::read_folder(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) });
+            let mut caught = read().with_context(|| format!("reading {} (BALLAST_DEV_MAIL_DIR)", dir.display()))?;
+            while caught.len() < at_least {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("{} messages caught in {} after {} s, not {at_least}: is the fleet's BALLAST_SMTP_HOST this catcher? (`ballast emails list` shows the outbox)", caught.len(), dir.display(), TAKE_IN_WAIT.as_secs());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                caught = read()?;
+            }
             caught.reverse();
             let total = caught.len();
             let rows: Vec<Value> = caught
@@ -181,6 +194,7 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
             StripeSim::serve(DevOptions { listen, webhook_url, webhook_secret: secret }, shutdown).await?;
         }
         DevStripeCommand::Checkout { customer, price, trial_days, no_wait } => {
+            let customer = customer_of(&settings, &customer).await?;
             let answer = dev_command(&settings, "checkout", json!({"customer": customer, "price": price, "trial_days": trial_days})).await?;
             let taken = taken_in(&settings, &answer, no_wait).await?;
             if json {
@@ -200,6 +214,7 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
             }
         }
         DevStripeCommand::Card { customer, declining, paying, no_wait } => {
+            let customer = customer_of(&settings, &customer).await?;
             let change = if declining { Some(true) } else if paying { Some(false) } else { None };
             let answer = dev_command(&settings, "card", json!({"customer": customer, "declining": change})).await?;
             let taken = taken_in(&settings, &answer, no_wait).await?;
@@ -212,6 +227,16 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
         }
     }
     Ok(())
+}
+
+/// A customer id as given, or the customer of the tenant named.
+async fn customer_of(settings: &Settings, named: &str) -> anyhow::Result<String> {
+    if named.starts_with("cus_") {
+        return Ok(named.to_owned());
+    }
+    let (_, system) = ballast::db::pools(settings)?;
+    let tenant = super::args::resolve_tenant(&system, named).await?;
+    tenant.stripe_customer_id.ok_or_else(|| anyhow::anyhow!("tenant {named:?} has no Stripe customer yet (POST /v1/tenants makes it)"))
 }
 
 /// How long `dev stripe` commands wait for the fleet.

@@ -10,12 +10,13 @@ use super::args::actor;
 pub(super) enum KeysCommand {
     /// Create a key and print it once (only its hash is stored).
     Create {
-        /// The tenant the key acts for; omit for a service-wide key (which names the tenant in
-        /// each request's Ballast-Tenant header).
+        /// The tenant the key acts for (its id or your app's external id); omit for a
+        /// service-wide key (which names the tenant in each request's Ballast-Tenant header).
         #[arg(long)]
-        tenant: Option<TenantId>,
-        /// Comma-separated scopes: usage:write, jobs:write, entitlements:read, slo:write, tenants:read,
-        /// tenants:write (the last three for service-wide keys).
+        tenant: Option<String>,
+        /// Comma-separated scopes: usage:write (reads too), usage:read, jobs:write,
+        /// entitlements:read, slo:write, tenants:read, tenants:write (the last three for
+        /// service-wide keys).
         #[arg(long)]
         scopes: String,
         /// A name for people ("billing-service prod").
@@ -40,6 +41,10 @@ pub(super) async fn keys(state: AppState, command: KeysCommand, json: bool) -> a
     match command {
         KeysCommand::Create { tenant, scopes, name } => {
             let scopes = ballast::auth::parse_scopes(&scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let tenant = match &tenant {
+                Some(named) => Some(super::args::resolve_tenant(&state.system_pool, named).await?.id),
+                None => None,
+            };
             let created = store::create(&state.system_pool, tenant, &scopes, &name, &actor()).await?;
             if json {
                 println!("{}", serde_json::to_string(&created)?);

@@ -78,15 +78,7 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
             }
         }
         TenantsCommand::Show { tenant } => {
-            let found = match tenant.parse::<uuid::Uuid>() {
-                Ok(id) => tenants::get(&state.system_pool, ballast::domain::TenantId(id)).await?,
-                Err(_) => None,
-            };
-            let found = match found {
-                Some(t) => Some(t),
-                None => tenants::by_external_id(&state.system_pool, &tenant).await?,
-            };
-            let Some(found) = found else { anyhow::bail!("no tenant with id or external id {tenant:?} (see `ballast tenants list`)") };
+            let found = super::args::resolve_tenant(&state.system_pool, &tenant).await?;
             let shown = view::view(&state.system_pool, found).await?;
             if json {
                 println!("{}", serde_json::to_string(&shown)?);

@@ -108,14 +108,17 @@ static PUSH_SCRIPT: std::sync::LazyLock<redis::Script> =
 
 /// One run to push: its envelope bytes, when it is due (None: now) and its idempotency key.
 struct PushItem {
+    /// The job id an idempotency key remembers (answered to a repeat).
+    job_id: String,
     data: Vec<u8>,
     run_at: Option<i64>,
     idempotency_key: Option<(String, Duration)>,
 }
 
-/// Pushes runs of one queue in one round trip; returns (ready, scheduled) counts. Runs due
-/// now land on the active list and wake idle workers through apalis-redis's pub/sub channel.
-async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: &[PushItem]) -> Result<(u64, u64), QueueError> {
+/// Pushes runs of one queue in one round trip; returns (ready, scheduled) counts and, for each
+/// idempotency key already used, the job id it remembers. Runs due now land on the active list
+/// and wake idle workers through apalis-redis's pub/sub channel.
+async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: &[PushItem]) -> Result<(u64, u64, Vec<String>), QueueError> {
     let mut invocation = PUSH_SCRIPT.prepare_invoke();
     invocation
         .key(config.job_data_hash())
@@ -141,7 +144,8 @@ async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: 
             .arg(item.data.as_slice())
             .arg(item.run_at.unwrap_or(0).max(0))
             .arg(key_index)
-            .arg(item.idempotency_key.as_ref().map(|(_, ttl)| ttl.as_secs().max(1)).unwrap_or(1));
+            .arg(item.idempotency_key.as_ref().map(|(_, ttl)| ttl.as_secs().max(1)).unwrap_or(1))
+            .arg(item.job_id.as_str());
     }
     Ok(invocation.invoke_async(conn).await?)
 }
@@ -241,8 +245,11 @@ impl JobQueue {
             last_error: None,
         };
         let key = req.idempotency_key.map(|k| (k, req.idempotency_ttl.unwrap_or(Keys::ENQUEUE_IDEMPOTENCY_TTL)));
-        let pushed = self.push(&envelope, req.run_at, key).instrument(span).await?;
-        Ok(Enqueued { id, duplicate: !pushed })
+        // A repeated idempotency key answers the job it first queued.
+        match self.push(&envelope, req.run_at, key).instrument(span).await? {
+            None => Ok(Enqueued { id, duplicate: false }),
+            Some(original) => Ok(Enqueued { id: original, duplicate: true }),
+        }
     }
 
     /// Queues many jobs of one kind in batches of up to 1,000 per Redis round trip.
@@ -262,7 +269,7 @@ impl JobQueue {
                 traceparent: None,
                 last_error: None,
             };
-            batch.push(PushItem { data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
+            batch.push(PushItem { job_id: envelope.id.0.clone(), data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
             ids.push(envelope.id);
             if batch.len() == 1000 {
                 push_batch(&mut conn, &config, &batch).await?;
@@ -275,7 +282,8 @@ impl JobQueue {
         Ok(ids)
     }
 
-    /// Pushes one run of a job; false when its idempotency key was already used.
+    /// Pushes one run of a job; when its idempotency key was already used, nothing is pushed
+    /// and the answer is the job id the key remembers.
     /// Run times have whole-second resolution (apalis-redis scores), so they are rounded up:
     /// a retry 0.2 s away waits for the next second instead of running at once.
     pub(crate) async fn push(
@@ -283,16 +291,17 @@ impl JobQueue {
         envelope: &JobEnvelope,
         run_at: Option<DateTime<Utc>>,
         idempotency_key: Option<(String, Duration)>,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Option<JobId>, QueueError> {
         let config = self.apalis_config(self.policy(&envelope.kind)?);
         let item = PushItem {
+            job_id: envelope.id.0.clone(),
             data: serde_json::to_vec(envelope)?,
             run_at: run_at.map(run_at_secs),
             idempotency_key,
         };
         let mut conn = self.conn.clone();
-        let (ready, scheduled) = push_batch(&mut conn, &config, &[item]).await?;
-        Ok(ready + scheduled > 0)
+        let (ready, scheduled, used) = push_batch(&mut conn, &config, &[item]).await?;
+        Ok(if ready + scheduled > 0 { None } else { Some(used.into_iter().next().filter(|id| !id.is_empty()).map(JobId).unwrap_or_else(|| envelope.id.clone())) })
     }
 
     /// Depth figures for every catalogued kind.

@@ -37,10 +37,31 @@ pub struct UsageItem {
     pub metric: String,
     /// Units, positive.
     pub quantity: i64,
-    /// When the usage happened (RFC 3339).
+    /// When the usage happened: RFC 3339, or Unix seconds as Stripe's meter events take it.
+    #[serde(deserialize_with = "rfc3339_or_unix")]
     pub timestamp: DateTime<Utc>,
     /// Counted once per key for 24 hours.
     pub idempotency_key: String,
+}
+
+/// A time as RFC 3339 text or as Unix seconds (a JSON integer or digits in a string).
+fn rfc3339_or_unix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(i64),
+        Text(String),
+    }
+    let unix = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).ok_or_else(|| serde::de::Error::custom(format!("{s}: not a time in Unix seconds")));
+    match Raw::deserialize(d)? {
+        Raw::Seconds(s) => unix(s),
+        Raw::Text(t) => match t.parse::<i64>() {
+            Ok(s) => unix(s),
+            Err(_) => DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| serde::de::Error::custom(format!("{t:?}: expected RFC 3339 (2026-12-01T09:00:00Z) or Unix seconds: {e}"))),
+        },
+    }
 }
 
 /// The body of `POST /v1/usage`.

@@ -316,6 +316,7 @@ async fn the_catalogue_is_read_from_stripe_once_and_served_through_an_outage() {
         b["plans"].as_array().and_then(|a| a.iter().find(|p| p["id"] == plan)).map(|p| p["prices"][0]["unit_amount"].clone()).expect("plan")
     };
     assert_eq!((price(&body, "starter"), price(&body, "pro")), (Value::from(STARTER.2), Value::from(PRO.2)));
+    assert_eq!(body["plans"][0]["prices"][0]["amount_source"], "stripe", "{body}");
     let reads = sim.price_reads();
     get_json(&app, "/v1/plans", None).await;
     assert_eq!(sim.price_reads(), reads, "the second answer came from the cache");
@@ -328,6 +329,16 @@ async fn the_catalogue_is_read_from_stripe_once_and_served_through_an_outage() {
     assert_eq!((s.as_u16(), price(&body, "pro")), (200, Value::from(PRO.2)), "{body}");
     assert!(sim.price_reads() > reads, "the cache did try Stripe");
     assert_eq!(app.state.cache.stats().stale_if_error, 1);
+}
+
+#[tokio::test]
+async fn without_a_stripe_key_the_catalogue_says_why_it_has_no_amounts() {
+    let app = TestApp::builder().env("STRIPE_SECRET_KEY", "").spawn().await;
+    let (s, body) = get_json(&app, "/v1/plans", None).await;
+    assert_eq!(s, 200, "{body}");
+    let price = &body["plans"][0]["prices"][0];
+    assert_eq!((price["unit_amount"].clone(), price["amount_source"].as_str()), (Value::Null, Some("unavailable")), "{body}");
+    assert!(price["amount_missing"].as_str().is_some_and(|m| m.contains("STRIPE_SECRET_KEY")), "{body}");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::rls::{GLOBAL_TABLES, seed, tenant_column};
 use crate::support::TestApp;
 
-const ALL_SCOPES: [Scope; 6] = Scope::ALL;
+const ALL_SCOPES: [Scope; 7] = Scope::ALL;
 
 async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>, tenant_header: Option<&str>, body: Option<serde_json::Value>) -> reqwest::Response {
     let mut req = app.http.request(method, app.url(path));

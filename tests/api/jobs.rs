@@ -128,6 +128,7 @@ async fn enqueue_with_an_idempotency_key_queues_once() {
     let first = app.state.queue.enqueue(req.clone()).await.expect("enqueue");
     let second = app.state.queue.enqueue(req).await.expect("enqueue");
     assert!(!first.duplicate && second.duplicate);
+    assert_eq!(second.id, first.id, "a repeat answers the job it first queued");
     assert_eq!(app.state.queue.envelopes(&JobKind::from("noop")).await.expect("envelopes").len(), 1);
 }
 

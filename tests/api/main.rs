@@ -5,6 +5,7 @@
 mod support;
 
 mod cache;
+mod cli_conventions;
 mod config_errors;
 mod deploy_files;
 mod dev_stripe;
@@ -21,6 +22,7 @@ mod lifecycle_emails;
 mod loadtest;
 mod observability;
 mod outage_drills;
+mod quickstart;
 mod rls;
 mod rolling_restart_drills;
 mod runbooks;

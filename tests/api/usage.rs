@@ -267,3 +267,27 @@ async fn windows_left_in_redis_by_an_older_build_are_drained_once() {
     }
     assert_eq!((ledger_total(&s).await, stripe_total(&s)), (10, 10));
 }
+
+#[tokio::test]
+async fn usage_takes_unix_seconds_as_stripe_meter_events_do_and_a_read_key_reads_it() {
+    let s = setup(PRO).await;
+    let now = chrono::Utc::now().timestamp();
+    let items = vec![
+        json!({"metric": "api_calls", "quantity": 2, "timestamp": now, "idempotency_key": "unix-int"}),
+        json!({"metric": "api_calls", "quantity": 3, "timestamp": now.to_string(), "idempotency_key": "unix-text"}),
+    ];
+    let r = post(&s, items).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
+    let bad = post(&s, vec![json!({"metric": "api_calls", "quantity": 1, "timestamp": "yesterday", "idempotency_key": "k"})]).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap_or_default().contains("Unix seconds"), "the error names both forms");
+
+    // usage:read reads without being able to write.
+    let (_, reader) = s.app.key(Some(s.tenant), &[Scope::UsageRead]).await;
+    let read = s.app.http.get(s.app.url("/v1/usage")).bearer_auth(&reader).send().await.expect("get");
+    assert_eq!(read.status(), StatusCode::OK);
+    let body: Value = read.json().await.expect("json");
+    assert_eq!(body["metrics"]["api_calls"]["used"], 5);
+    let write = s.app.http.post(s.app.url("/v1/usage")).bearer_auth(&reader).json(&json!({"items": [item(1, "r")]})).send().await.expect("post");
+    assert_eq!(write.status(), StatusCode::FORBIDDEN);
+}

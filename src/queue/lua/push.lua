@@ -7,15 +7,17 @@
 -- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4..] idempotency keys
 -- ARGV[1] now (unix s), ARGV[2] wake-up channel
 -- ARGV[3..] per task: id, data, run_at (unix s, 0 = now), index of its idempotency key in KEYS
--- (0 = none), its TTL (s)
-local ready, scheduled = 0, 0
+-- (0 = none), its TTL (s), the job id the key remembers
+-- Returns {ready, scheduled, {job id remembered by each key already used, in push order}}.
+local ready, scheduled, used = 0, 0, {}
 local now = tonumber(ARGV[1])
-for i = 3, #ARGV, 5 do
-    local id, data, run_at, key, ttl = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]
+for i = 3, #ARGV, 6 do
+    local id, data, run_at, key, ttl, job = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
     local allowed = true
     if key > 0 then
-        if redis.call('SET', KEYS[key], id, 'NX', 'EX', ttl) == false then
+        if redis.call('SET', KEYS[key], job, 'NX', 'EX', ttl) == false then
             allowed = false
+            used[#used + 1] = redis.call('GET', KEYS[key]) or ''
         end
     end
     if allowed and redis.call('HSETNX', KEYS[1], id, data) == 1 then
@@ -31,4 +33,4 @@ end
 if ready > 0 then
     redis.call('PUBLISH', ARGV[2], 1)
 end
-return {ready, scheduled}
+return {ready, scheduled, used}

@@ -1,0 +1,154 @@
+//! The command line's conventions, held for every command: `ballast --help` walked to each
+//! leaf command, each taking --json and each admin or bulk command --execute; exit statuses;
+//! a run queued on the fleet readable afterwards; an event's fate readable without SQL.
+
+use std::collections::BTreeSet;
+
+use ballast::domain::JobKind;
+use serde_json::Value;
+
+use crate::support::TestApp;
+use crate::support::stripe_sim::{STARTER, StripeSim};
+
+/// Commands that run an admin job or act in bulk: a dry run unless --execute.
+const BULK: &[&str] = &["runbook run", "dunning run", "emails redrive", "cache reshape", "jobs retry", "jobs discard"];
+
+/// Every other leaf command: reads, one explicit change, serving, or routine work the scheduler
+/// also does (flush, warm). A new command must be added to one of the two lists.
+const OTHER: &[&str] = &[
+    "serve", "probe", "migrate", "enqueue", "jobs list", "jobs show", "jobs dead", "keys create", "keys list", "keys revoke",
+    "tenants create", "tenants list", "tenants show", "webhooks list", "webhooks show", "limits override", "limits revert",
+    "limits blocks", "emails list", "usage flush", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
+    "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",
+    "bench webhooks", "bench entitlements", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
+    "dev stripe card", "dev mail serve", "dev mail list", "jobs",
+];
+
+fn help(path: &[String]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ballast")).args(path).arg("--help").env_clear().output().expect("ballast --help");
+    assert!(out.status.success(), "ballast {path:?} --help exits 0");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The subcommands a help text lists (none for a leaf).
+fn subcommands(text: &str) -> Vec<String> {
+    let Some(start) = text.find("Commands:") else { return Vec::new() };
+    text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+#[test]
+fn every_command_takes_json_and_every_admin_or_bulk_command_is_a_dry_run_unless_execute() {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![Vec::<String>::new()];
+    while let Some(path) = todo.pop() {
+        let text = help(&path);
+        let subs = subcommands(&text);
+        let name = path.join(" ");
+        if !path.is_empty() {
+            assert!(text.contains("--json"), "`ballast {name}` has no --json:\n{text}");
+            if BULK.contains(&name.as_str()) {
+                assert!(text.contains("--execute"), "`ballast {name}` acts in bulk but has no --execute:\n{text}");
+            }
+        }
+        // A command with subcommands that also runs alone (jobs, loadtest, runbook runs) is a leaf too.
+        let runs_alone = !text.lines().any(|l| l.trim_start().starts_with("Usage:") && l.contains("<COMMAND>") && !l.contains("[COMMAND]"));
+        if (subs.is_empty() || runs_alone) && !path.is_empty() {
+            assert!(BULK.contains(&name.as_str()) || OTHER.contains(&name.as_str()), "`ballast {name}` is in neither list of this test: is it bulk?");
+            seen.insert(name);
+        }
+        for s in subs {
+            let mut next = path.clone();
+            next.push(s);
+            todo.push(next);
+        }
+    }
+    for listed in BULK.iter().chain(OTHER) {
+        assert!(seen.contains(*listed), "`ballast {listed}` is listed here but not in --help");
+    }
+}
+
+/// `ballast ARGS` as a child the runtime keeps serving beside (the fleet answers meanwhile).
+async fn cli(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(args)
+        .env_clear()
+        .envs(&app.env)
+        .envs(extra.iter().copied())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .expect("run ballast")
+}
+
+#[tokio::test]
+async fn jobs_alone_prints_the_overview_and_probe_says_what_it_got() {
+    let app = TestApp::builder().spawn().await;
+    let out = app.cli(&["jobs"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("KIND") && text.contains("stripe.event"), "{text}");
+
+    let listen = app.addr.expect("api").to_string();
+    let ok = cli(&app, &["probe"], &[("BALLAST_LISTEN", &listen)]).await;
+    assert!(ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("200"), "{}", String::from_utf8_lossy(&ok.stdout));
+    let missing = cli(&app, &["probe", "--path", "/no-such-path"], &[("BALLAST_LISTEN", &listen)]).await;
+    assert_eq!(missing.status.code(), Some(3), "a failing check exits 3: {}", String::from_utf8_lossy(&missing.stdout));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("404"));
+}
+
+#[tokio::test]
+async fn a_runbook_run_queued_on_the_fleet_is_kept_and_read_back_after_it_ran() {
+    let app = TestApp::builder().spawn().await;
+    let out = app.cli(&["runbook", "run", "scheduler-no-leader", "--enqueue", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let queued: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = queued["queued"].as_str().expect("job id").to_owned();
+    app.drain().await;
+    let out = app.cli(&["runbook", "runs", "show", &id, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((run["state"].as_str(), run["kind"].as_str(), run["executed"].as_bool()), (Some("done"), Some("scheduler.inspect"), Some(false)), "{run}");
+    assert!(run["report"].is_object(), "the report is kept: {run}");
+    let listed = app.cli(&["runbook", "runs", "scheduler-no-leader"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id), "{}", String::from_utf8_lossy(&listed.stdout));
+}
+
+#[tokio::test]
+async fn an_event_whose_job_died_reads_failed_with_its_error_and_the_effects_of_the_others_show() {
+    let sim = StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).roles(&[ballast::app::Role::Api]).spawn().await;
+    let tenant = app.tenant("Acme").await;
+    let customer = sim.customer(tenant, true);
+    sim.checkout(tenant, &customer, STARTER, None);
+    let events = sim.take_events();
+    for e in &events {
+        assert_eq!(app.deliver(e).await, 200);
+    }
+    // The queue gives up on one event's job, as it does after its last attempt.
+    let jobs = app.state.queue.envelopes(&JobKind::from("stripe.event")).await.expect("queued");
+    let dying = jobs.first().expect("a stripe.event job");
+    let event_id = dying.payload["event_id"].as_str().expect("event id").to_owned();
+    ballast::queue::dead::record(&app.state.system_pool, &dying.id.0, "stripe.event", None, &serde_json::to_value(dying).expect("envelope"), 8, "missing field `items`")
+        .await
+        .expect("dead letter");
+
+    let out = app.cli(&["webhooks", "list", "--status", "failed", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let failed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
+    assert_eq!((failed[0]["id"].as_str(), failed[0]["last_error"].as_str()), (Some(event_id.as_str()), Some("missing field `items`")));
+    let shown = app.cli(&["webhooks", "show", &event_id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains(": failed") && text.contains("missing field `items`") && text.contains("jobs retry"), "{text}");
+    let all = app.cli(&["webhooks", "list", "--json"]);
+    let all: Value = serde_json::from_slice(&all.stdout).expect("json");
+    assert_eq!(all.as_array().map(Vec::len), Some(events.len()), "{all}");
+    let bad = app.cli(&["webhooks", "list", "--status", "lost"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected one of"));
+}
