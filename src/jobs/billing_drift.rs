@@ -148,10 +148,10 @@ impl AdminJob for BillingDriftJob {
                 }
             }
         }
-        let mut failing: Vec<String> = unreadable.iter().map(|u| format!("{}: Stripe did not return it: {}", u["object"].as_str().unwrap_or("?"), u["error"].as_str().unwrap_or("?"))).collect();
+        let mut failing: Vec<String> = unreadable.iter().map(|u| format!("object {} could not be read from Stripe ({})", u["object"].as_str().unwrap_or("?"), u["error"].as_str().unwrap_or("?"))).collect();
         if !execute {
             failing.extend(drifted.iter().map(|(m, _, diff)| {
-                format!("{}: differs from Stripe in {} (--execute re-syncs it)", m.id, diff.iter().map(|d| d.0).collect::<Vec<_>>().join(", "))
+                format!("object {} differs from Stripe in {} (--execute re-syncs it)", m.id, diff.iter().map(|d| d.0).collect::<Vec<_>>().join(", "))
             }));
         }
         Ok(BillingDriftReport {
