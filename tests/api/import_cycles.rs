@@ -206,7 +206,7 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf
 /// The layers, bottom first, by module path prefix (README, "Layers"). A file may import its
 /// own layer and those below, never one above.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("ground", &["config", "domain", "keys", "redis_conn", "catalogue", "clock", "telemetry", "fault"]),
+    ("ground", &["config", "assets", "domain", "keys", "redis_conn", "catalogue", "clock", "telemetry", "fault"]),
     ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu"]),
     ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest", "tenants"]),
     ("jobs", &["jobs", "runbook", "scheduler", "state"]),

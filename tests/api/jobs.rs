@@ -206,10 +206,15 @@ async fn queue_inspection_shows_one_job_and_retries_or_discards_dead_letters_in_
 
     let refused = app.cli(&["jobs", "retry"]);
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--all"));
-    let out = app.cli(&["jobs", "discard", "--kind", "test.hang", "--all", "--json"]);
+    // Bulk is a dry run unless --execute: it names what it would touch and touches nothing.
+    let dry = app.cli(&["jobs", "discard", "--kind", "test.hang", "--all", "--json"]);
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).expect("json");
+    assert_eq!((dry["executed"].as_bool(), dry["dead_letters"].as_array().map(Vec::len)), (Some(false), Some(2)), "{dry}");
+    assert_eq!(dead::list(pool, None, 10).await.expect("open").len(), 5, "the dry run discarded nothing");
+    let out = app.cli(&["jobs", "discard", "--kind", "test.hang", "--all", "--execute", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")["discarded"], 2);
-    let out = app.cli(&["jobs", "retry", "--kind", "test.flaky", "--error", "boom A", "--all", "--json"]);
+    let out = app.cli(&["jobs", "retry", "--kind", "test.flaky", "--error", "boom A", "--all", "--execute", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let retried: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(retried["retried"].as_array().map(Vec::len), Some(2));

@@ -19,6 +19,7 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("slo_alerts", "alert state of the product's SLOs; no tenant named"),
     ("slo_notifications", "alert notifications; no tenant named"),
     ("loadtest_runs", "capacity baselines of the fleet; no tenant named"),
+    ("admin_runs", "operators' record of admin job runs; reports name many tenants' objects, so the app role has no access at all"),
 ];
 
 /// The column a table's policy keys on.
@@ -79,6 +80,9 @@ async fn every_table_isolates_tenants() {
     .map(|r| (r.get(0), r.get(1), r.get(2)))
     .collect();
     assert!(tables.len() >= 9, "{tables:?}");
+    // Admin run reports name many tenants' objects: the app role cannot read them at all.
+    let denied = sqlx::query("SELECT 1 FROM admin_runs").fetch_optional(&app_pool).await;
+    assert!(denied.is_err_and(|e| e.to_string().contains("permission denied")), "admin_runs is closed to the app role");
 
     for (table, enabled, forced) in &tables {
         if GLOBAL_TABLES.iter().any(|(t, _)| t == table) {
