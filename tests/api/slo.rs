@@ -234,8 +234,10 @@ async fn app_services_report_counts_and_a_repeat_replaces_rather_than_adds() {
 
     // The status command shows the reported SLO: 90 % against a 99 % target.
     let out = app.cli(&["slo", "status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let statuses: Value = serde_json::from_slice(&out.stdout).expect("json");
+    // Exit status 3 when an alert fires (so cron notices), 0 otherwise.
+    let firing = statuses.as_array().into_iter().flatten().any(|s| s["rules"].as_array().into_iter().flatten().any(|r| r["firing"] == true));
+    assert_eq!(out.status.code(), Some(if firing { 3 } else { 0 }), "{}", String::from_utf8_lossy(&out.stderr));
     let checkout = statuses.as_array().and_then(|a| a.iter().find(|s| s["name"] == "checkout")).expect("checkout");
     assert_eq!(checkout["window"]["valid"], 100);
     assert!((checkout["sli"].as_f64().expect("sli") - 0.9).abs() < 1e-9);
