@@ -7,8 +7,11 @@ use super::args::actor;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum FlagsCommand {
-    /// Every flag with its rollout.
+    /// Every flag with its rollout, by name.
     List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// Create or change a flag. Unset options keep their value (a new flag: off, 100 %).
     Set {
@@ -31,15 +34,18 @@ pub(super) enum FlagsCommand {
 
 pub(super) async fn flags(state: AppState, command: FlagsCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        FlagsCommand::List {} => {
+        FlagsCommand::List { limit } => {
             // System pool: operators see every flag (the table is global).
             let all = ballast::flags::list(&state.system_pool.0).await?;
+            let total = all.len();
+            let shown = &all[..total.min(limit)];
             if json {
-                println!("{}", serde_json::to_string(&all)?);
+                println!("{}", serde_json::to_string(shown)?);
             } else {
-                println!("{:<32} {:<8} {:>8} {:<25} DESCRIPTION", "FLAG", "ENABLED", "ROLLOUT", "UPDATED");
-                for f in all {
-                    println!("{:<32} {:<8} {:>7}% {:<25} {}", f.name, f.enabled, f.rollout_percent, f.updated_at.to_rfc3339(), f.description);
+                let rows = shown.iter().map(|f| vec![f.name.clone(), f.enabled.to_string(), format!("{}%", f.rollout_percent), f.updated_at.to_rfc3339(), f.description.clone()]);
+                println!("{}", super::render::table(&["flag", "enabled", "rollout", "updated", "description"], rows));
+                if let Some(note) = super::render::more(shown.len(), total) {
+                    println!("{note}");
                 }
             }
         }

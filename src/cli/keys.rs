@@ -28,6 +28,9 @@ pub(super) enum KeysCommand {
         /// Only this tenant's keys.
         #[arg(long)]
         tenant: Option<TenantId>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// Revoke a key at once.
     Revoke {
@@ -59,16 +62,21 @@ pub(super) async fn keys(state: AppState, command: KeysCommand, json: bool) -> a
                 );
             }
         }
-        KeysCommand::List { tenant } => {
+        KeysCommand::List { tenant, limit } => {
             let rows = store::list(&state.system_pool, tenant).await?;
+            let total = rows.len();
+            let shown = &rows[..total.min(limit)];
             if json {
-                println!("{}", serde_json::to_string(&rows)?);
+                println!("{}", serde_json::to_string(shown)?);
             } else {
-                println!("{:<36} {:<36} {:<16} {:<20} {:<8} SCOPES", "ID", "TENANT", "PREFIX", "NAME", "STATE");
-                for k in rows {
+                let cells = shown.iter().map(|k| {
                     let tenant = k.tenant_id.map(|t| t.to_string()).unwrap_or_else(|| "(service-wide)".into());
                     let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
-                    println!("{:<36} {:<36} {:<16} {:<20} {:<8} {}", k.id, tenant, k.prefix, k.name, state, k.scopes.join(","));
+                    vec![k.id.to_string(), tenant, k.prefix.clone(), k.name.clone(), state.into(), k.scopes.join(",")]
+                });
+                println!("{}", super::render::table(&["id", "tenant", "prefix", "name", "state", "scopes"], cells));
+                if let Some(note) = super::render::more(shown.len(), total) {
+                    println!("{note}");
                 }
             }
         }

@@ -39,6 +39,9 @@ pub(super) enum LimitsCommand {
         /// Minutes to look back.
         #[arg(long, default_value_t = 15)]
         minutes: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
 }
 
@@ -72,20 +75,25 @@ pub(super) async fn limits(state: AppState, command: LimitsCommand, json: bool) 
             let existed = state.limiter.revert_override(p, &s).await?;
             let mut conn = state.system_pool.0.acquire().await?;
             let params = serde_json::json!({"policy": p.as_str(), "subject": s.to_string(), "existed": existed});
-            ballast::audit::record(&mut conn, None, &actor(), "limits.revert", params, ballast::audit::Outcome::Ok).await?;
-            println!("{}", if existed { "override removed" } else { "no override was set" });
+            ballast::audit::record(&mut conn, None, &actor(), "limits.revert", params.clone(), ballast::audit::Outcome::Ok).await?;
+            if json {
+                println!("{params}");
+            } else {
+                println!("{}", if existed { "override removed" } else { "no override was set" });
+            }
         }
-        LimitsCommand::Blocks { minutes } => {
+        LimitsCommand::Blocks { minutes, limit } => {
             let top = state.limiter.top_blocked(minutes).await?;
             if json {
-                let rows: Vec<_> = top.iter().map(|(k, n)| serde_json::json!({"policy_subject": k, "blocks": n})).collect();
+                let rows: Vec<_> = top.iter().take(limit).map(|(k, n)| serde_json::json!({"policy_subject": k, "blocks": n})).collect();
                 println!("{}", serde_json::to_string(&rows)?);
             } else if top.is_empty() {
                 println!("no blocks in the last {minutes} min");
             } else {
-                println!("{:<70} BLOCKS", "POLICY|SUBJECT");
-                for (k, n) in top.iter().take(50) {
-                    println!("{k:<70} {n}");
+                let rows = top.iter().take(limit).map(|(k, n)| vec![k.to_string(), n.to_string()]);
+                println!("{}", super::render::table(&["policy|subject", "blocks"], rows));
+                if let Some(note) = super::render::more(limit.min(top.len()), top.len()) {
+                    println!("{note}");
                 }
             }
         }

@@ -34,6 +34,9 @@ pub(super) enum LoadtestCommand {
         /// Only this level.
         #[arg(long)]
         level: Option<String>,
+        /// At most this many, the newest.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
         /// Also draw the runs' p99 and throughput over time into this SVG file.
         #[arg(long)]
         chart: Option<std::path::PathBuf>,
@@ -43,9 +46,11 @@ pub(super) enum LoadtestCommand {
 pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand>, args: LoadtestArgs, json: bool) -> anyhow::Result<ExitCode> {
     use ballast::loadtest;
     let state = AppState::build(settings)?;
-    if let Some(LoadtestCommand::History { level, chart }) = command {
+    if let Some(LoadtestCommand::History { level, chart, limit }) = command {
         // System pool: runs are the fleet's record.
-        let runs = loadtest::history(&state.system_pool.0, level.as_deref()).await?;
+        let mut runs = loadtest::history(&state.system_pool.0, level.as_deref()).await?;
+        let total = runs.len();
+        runs.drain(..total.saturating_sub(limit));
         if let Some(chart) = &chart {
             if let Some(dir) = chart.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -6,7 +6,7 @@ use ballast::jobs::Registry;
 use ballast::runbook::Progress;
 use std::process::ExitCode;
 
-use ballast::runbook::runs;
+use ballast::jobs::admin_runs as runs;
 use ballast::state::AppState;
 use clap::Subcommand;
 
@@ -17,6 +17,9 @@ use super::render;
 pub(super) enum RunbookCommand {
     /// Every page: name, title, the admin job it runs.
     List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// One page, whole.
     Show {
@@ -88,13 +91,18 @@ fn status_of(report: &serde_json::Value) -> ExitCode {
 pub(super) async fn runbook(settings: Settings, command: RunbookCommand, json: bool) -> anyhow::Result<ExitCode> {
     let dir = settings.runbooks_dir.clone();
     match command {
-        RunbookCommand::List {} => {
-            let pages = ballast::runbook::pages(&dir)?;
+        RunbookCommand::List { limit } => {
+            let mut pages = ballast::runbook::pages(&dir)?;
+            let total = pages.len();
+            pages.truncate(limit);
             if json {
                 println!("{}", serde_json::to_string(&pages)?);
             } else {
                 let rows = pages.iter().map(|p| vec![p.name.clone(), p.admin_job.clone(), p.title.clone()]);
                 println!("{}", render::table(&["name", "admin job", "title"], rows));
+                if let Some(note) = render::more(pages.len(), total) {
+                    println!("{note}");
+                }
             }
         }
         RunbookCommand::Show { name } => {

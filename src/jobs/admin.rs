@@ -97,7 +97,7 @@ impl<J: AdminJob> Job for Admin<J> {
             (None, e) => Err(e.as_deref().unwrap_or("report not serialisable")),
         };
         let retention = ctx.state.settings.admin_run_retention;
-        if let Err(e) = crate::runbook::runs::finished(&ctx.state.system_pool, &ctx.job_id.0, J::KIND, &actor, args.execute, ended, retention).await {
+        if let Err(e) = super::admin_runs::finished(&ctx.state.system_pool, &ctx.job_id.0, J::KIND, &actor, args.execute, ended, retention).await {
             tracing::error!(message = "Admin job ran but its run was not kept.", job = J::KIND, error = %e);
         }
         outcome

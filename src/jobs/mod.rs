@@ -7,6 +7,7 @@
 use crate::state::AppState;
 
 pub mod admin;
+pub mod admin_runs;
 pub mod billing_drift;
 pub mod billing_reconcile;
 pub mod cache_reshape;

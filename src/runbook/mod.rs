@@ -4,8 +4,6 @@
 //! `--execute` to act, in the CLI's own process or (`--enqueue`) on the fleet. Every run is
 //! audited with who, when, its parameters and its outcome.
 
-pub mod runs;
-
 use crate::assets::ConfigDir;
 
 use serde::Serialize;

@@ -52,6 +52,11 @@ fn every_command_takes_json_and_every_admin_or_bulk_command_is_a_dry_run_unless_
         let name = path.join(" ");
         if !path.is_empty() {
             assert!(text.contains("--json"), "`ballast {name}` has no --json:\n{text}");
+            // Lists are bounded (the queue overview has one row per job kind, bounded by the catalogue).
+            let last = path.last().map(String::as_str).unwrap_or_default();
+            if ["list", "dead", "blocks", "history", "runs"].contains(&last) && name != "jobs list" && subcommands(&text).is_empty() {
+                assert!(text.contains("--limit"), "`ballast {name}` lists without --limit:\n{text}");
+            }
             if BULK.contains(&name.as_str()) {
                 assert!(text.contains("--execute"), "`ballast {name}` acts in bulk but has no --execute:\n{text}");
             }

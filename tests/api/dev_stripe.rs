@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
-use crate::support::procs::{free_port, until};
+use crate::support::local_dev::LocalDev;
+use crate::support::procs::until;
 
 async fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
@@ -33,42 +34,8 @@ async fn tenant(app: &TestApp, key: &str, id: &str) -> Value {
 
 #[tokio::test]
 async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_when_its_trial_ends() {
-    let (port, mail_port) = (free_port(), free_port());
-    let stripe = format!("http://127.0.0.1:{port}/");
-    let app = TestApp::builder()
-        .env("STRIPE_API_BASE", &stripe)
-        .env("BALLAST_SMTP_HOST", "127.0.0.1")
-        .env("BALLAST_SMTP_PORT", &mail_port.to_string())
-        .env("BALLAST_SMTP_SECURITY", "none")
-        .spawn()
-        .await;
-    let mail = tempfile::tempdir().expect("mail folder");
-    let mut catcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["dev", "mail", "serve", "--listen", &format!("127.0.0.1:{mail_port}"), "--dir", &mail.path().display().to_string()])
-        .env_clear()
-        .envs(&app.env)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ballast dev mail serve");
-    let mut local_stripe = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(["dev", "stripe", "serve", "--listen", &format!("127.0.0.1:{port}"), "--webhook-url", &app.url("/webhooks/stripe")])
-        .env_clear()
-        .envs(&app.env)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ballast dev stripe serve");
-    let http = reqwest::Client::new();
-    until("the local Stripe answers", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{stripe}_dev/clock"));
-        async move { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await;
-
-    until("the mail catcher listens", Duration::from_secs(30), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", mail_port)).await.is_ok()
-    })
-    .await;
+    let mut dev = LocalDev::start().await;
+    let (app, mail) = (&dev.app, &dev.mail);
 
     // Provisioning creates the customer at the local Stripe.
     let (_, key) = app.key(None, &[Scope::TenantsWrite]).await;
@@ -134,7 +101,5 @@ async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_
         .await
         .expect("run");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no customer"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(local_stripe.try_wait().expect("wait").is_none(), "the local Stripe still runs");
-    local_stripe.kill().await.expect("stop");
-    catcher.kill().await.expect("stop");
+    assert!(dev.stripe_running(), "the local Stripe still runs");
 }

@@ -4,12 +4,9 @@
 //! `./deploy/dev.sh env` is told where this test's fleet and database are through the same
 //! variables a user would set (BALLAST_LISTEN, BALLAST_DB, ports, BALLAST_BIN_DIR).
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use crate::support::TestApp;
-use crate::support::procs::{free_port, until};
+use crate::support::local_dev::LocalDev;
 
 /// The quickstart's shell blocks, in order.
 fn quickstart_blocks(readme: &str) -> Vec<String> {
@@ -39,32 +36,9 @@ async fn readmes_quickstart_runs_verbatim_from_an_empty_database_to_a_paying_ten
     let blocks = quickstart_blocks(&readme);
     assert!(blocks.len() >= 6 && blocks[0].contains("dev.sh env"), "{blocks:?}");
 
-    let (stripe_port, mail_port) = (free_port(), free_port());
-    let app = TestApp::builder()
-        .env("STRIPE_API_BASE", &format!("http://127.0.0.1:{stripe_port}/"))
-        .env("BALLAST_SMTP_HOST", "127.0.0.1")
-        .env("BALLAST_SMTP_PORT", &mail_port.to_string())
-        .env("BALLAST_SMTP_SECURITY", "none")
-        .spawn()
-        .await;
-    let mail = tempfile::tempdir().expect("mail folder");
+    let dev = LocalDev::start().await;
+    let (app, mail) = (&dev.app, &dev.mail);
     let path = std::env::var("PATH").unwrap_or_default();
-    let spawn = |args: Vec<String>| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
-            .args(args)
-            .env_clear()
-            .envs(&app.env)
-            .env("PATH", &path)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ballast dev")
-    };
-    let _catcher = spawn(vec!["dev".into(), "mail".into(), "serve".into(), "--listen".into(), format!("127.0.0.1:{mail_port}"), "--dir".into(), mail.path().display().to_string()]);
-    let _stripe = spawn(vec!["dev".into(), "stripe".into(), "serve".into(), "--listen".into(), format!("127.0.0.1:{stripe_port}"), "--webhook-url".into(), app.url("/webhooks/stripe")]);
-    until("the local Stripe and the mail catcher listen", Duration::from_secs(30), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", stripe_port)).await.is_ok() && tokio::net::TcpStream::connect(("127.0.0.1", mail_port)).await.is_ok()
-    })
-    .await;
 
     // What `dev.sh env` must print for this test's services instead of its defaults.
     let db = reqwest::Url::parse(&app.env["DATABASE_URL"]).expect("DATABASE_URL");

@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod fleet;
+pub mod local_dev;
 pub mod procs;
 pub mod smtp;
 pub mod stripe_sim;
