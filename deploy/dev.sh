@@ -279,8 +279,10 @@ case "$cmd" in
   env)
     print_env
     print_shell_env
-    # For `ballast dev stripe …` and the fleet's Stripe calls, when there is no real Stripe.
+    # The local Stripe and mail catcher `up` starts when there is no real Stripe or relay, so
+    # that commands run by hand (runbooks, `dev stripe …`) see what the fleet sees.
     [ -n "${STRIPE_SECRET_KEY:-}" ] || echo "export STRIPE_API_BASE=http://$DEV_STRIPE/ STRIPE_SECRET_KEY=sk_test_local_stripe"
+    [ -n "${BALLAST_SMTP_HOST:-}" ] || echo "export BALLAST_SMTP_HOST=${DEV_MAIL%%:*} BALLAST_SMTP_PORT=${DEV_MAIL##*:} BALLAST_SMTP_SECURITY=none"
     ;;
   stop) stop ;;
   -h|--help|help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;

@@ -45,9 +45,19 @@ fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty() || o.values().all(is_empty),
+        Value::Object(o) => o.is_empty() || o.values().all(|v| is_empty(v) || is_zero(v)),
         _ => false,
     }
+}
+
+fn is_zero(v: &Value) -> bool {
+    v.as_f64() == Some(0.0)
+}
+
+/// A record with nothing to report: only names, zeros and nulls (an idle queue, a dry run's
+/// "done" counters).
+fn is_idle(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| o.values().any(is_zero) && o.values().all(|v| v.is_string() || v.is_null() || is_zero(v)))
 }
 
 /// A report as indented `name: value` lines: nulls and empty lists left out, lists of records
@@ -71,8 +81,15 @@ fn render(v: &Value, depth: usize, limit: usize, out: &mut Vec<String>) {
                 out.push(format!("{pad}{label}:"));
                 render(value, depth + 1, limit, out);
             }
-            Value::Array(items) if items.iter().all(Value::is_object) => {
-                out.push(format!("{pad}{label} ({}):", items.len()));
+            Value::Array(all) if all.iter().all(Value::is_object) => {
+                let items: Vec<&Value> = all.iter().filter(|i| !is_idle(i)).collect();
+                let idle = all.len() - items.len();
+                let idle_note = if idle > 0 { format!(", {idle} with nothing to report left out") } else { String::new() };
+                if items.is_empty() {
+                    out.push(format!("{pad}{label}: {idle} with nothing to report"));
+                    continue;
+                }
+                out.push(format!("{pad}{label} ({}{idle_note}):", all.len()));
                 let mut columns: Vec<&str> = Vec::new();
                 for item in items.iter().take(limit) {
                     for k in item.as_object().into_iter().flat_map(|o| o.keys()) {
@@ -114,10 +131,12 @@ mod tests {
     #[test]
     fn reports_leave_out_empty_parts_cut_long_texts_and_bound_lists() {
         let long = "x".repeat(500);
-        let v = serde_json::json!({"executed": false, "queues": [], "nothing": null, "error": long,
-            "rows": (0..80).map(|i| serde_json::json!({"id": i, "state": "ok"})).collect::<Vec<_>>()});
+        let v = serde_json::json!({"executed": false, "queues": [], "nothing": null, "error": long, "done": {"requeued": 0, "replayed": 0},
+            "idle": [{"kind": "a", "ready": 0}, {"kind": "b", "ready": 2}],
+            "rows": (1..=80).map(|i| serde_json::json!({"id": i, "state": "ok"})).collect::<Vec<_>>()});
         let text = report(&v, 50);
-        assert!(!text.contains("queues") && !text.contains("nothing"), "{text}");
+        assert!(!text.contains("queues") && !text.contains("nothing:") && !text.contains("done"), "{text}");
+        assert!(text.contains("idle (2, 1 with nothing to report left out)") && !text.contains(" a "), "{text}");
         assert!(text.contains("400 more characters"), "{text}");
         assert!(text.contains("rows (80):") && text.contains("30 more not shown"), "{text}");
         assert!(text.lines().count() < 60, "{text}");

@@ -37,15 +37,18 @@ pub(super) enum TenantsCommand {
     },
 }
 
-fn print_row(t: &Tenant) {
-    println!(
-        "{:<36} {:<24} {:<24} {:<10} {}",
-        t.id.0,
-        t.external_id.as_deref().unwrap_or("-"),
-        t.name,
-        format!("{:?}", t.status).to_lowercase(),
-        t.stripe_customer_id.as_deref().unwrap_or("(no customer yet)")
-    );
+/// The tenants as an aligned table.
+fn print_table<'a>(tenants: impl Iterator<Item = &'a Tenant>) {
+    let rows = tenants.map(|t| {
+        vec![
+            t.id.0.to_string(),
+            t.external_id.clone().unwrap_or_else(|| "-".into()),
+            t.name.clone(),
+            format!("{:?}", t.status).to_lowercase(),
+            t.stripe_customer_id.clone().unwrap_or_else(|| "(no customer yet)".into()),
+        ]
+    });
+    println!("{}", super::render::table(&["id", "external id", "name", "status", "stripe customer"], rows));
 }
 
 pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool) -> anyhow::Result<()> {
@@ -73,8 +76,7 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
-                println!("{:<36} {:<24} {:<24} {:<10} STRIPE CUSTOMER", "ID", "EXTERNAL ID", "NAME", "STATUS");
-                rows.iter().for_each(print_row);
+                print_table(rows.iter());
             }
         }
         TenantsCommand::Show { tenant } => {
@@ -84,8 +86,7 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
                 println!("{}", serde_json::to_string(&shown)?);
                 return Ok(());
             }
-            println!("{:<36} {:<24} {:<24} {:<10} STRIPE CUSTOMER", "ID", "EXTERNAL ID", "NAME", "STATUS");
-            print_row(&shown.tenant);
+            print_table(std::iter::once(&shown.tenant));
             println!("billing email: {}", shown.tenant.billing_email.as_deref().unwrap_or("-"));
             println!("plan: {}", shown.plan.as_deref().unwrap_or("none"));
             match &shown.subscription {
