@@ -1,4 +1,6 @@
-//! `POST /v1/jobs`: app services queue a job for their tenant. Authentication: API key with
+//! `POST /v1/jobs`: app services queue a job for their tenant, and `GET /v1/jobs/{id}` says
+//! where it is (queued, running, retrying with the next attempt's time, done, dead with the
+//! last error) to that tenant only. Authentication: API key with
 //! scope jobs:write. Only kinds whose catalogue entry says `intake = true` are accepted; the
 //! payload must fit the kind's `max_payload_bytes` (413) and parse into the kind's arguments
 //! (400), so a bad job is refused to its sender instead of dead-lettered later. The
@@ -6,7 +8,8 @@
 
 use axum::extract::{Extension, State};
 use axum::http::{Method, StatusCode};
-use axum::routing::{MethodRouter, post};
+use axum::extract::Path;
+use axum::routing::{MethodRouter, get, post};
 use axum::Json;
 use serde::Deserialize;
 
@@ -16,7 +19,7 @@ use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 use crate::auth::Scope;
 use crate::jobs::Registry;
-use crate::queue::EnqueueRequest;
+use crate::queue::{EnqueueRequest, status};
 
 /// Job intake routes; `registry` checks payloads against each kind's arguments.
 pub fn routes(registry: &Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
@@ -24,7 +27,10 @@ pub fn routes(registry: &Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let create = move |state: State<AppState>, caller: Extension<Caller>, body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>| {
         create(state, caller, body, registry.clone())
     };
-    vec![(RouteSpec::new(Method::POST, "/v1/jobs", Auth::Key(Scope::JobsWrite)).write(), post(create))]
+    vec![
+        (RouteSpec::new(Method::POST, "/v1/jobs", Auth::Key(Scope::JobsWrite)).write(), post(create)),
+        (RouteSpec::new(Method::GET, "/v1/jobs/{id}", Auth::Key(Scope::JobsWrite)), get(show)),
+    ]
 }
 
 /// The request body.
@@ -71,9 +77,47 @@ async fn create(
     let mut req = EnqueueRequest::new(job.kind.as_str(), payload);
     req.tenant = Some(caller.tenant);
     req.idempotency_key = job.idempotency_key.map(|k| format!("tenant:{}:{k}", caller.tenant));
-    let done = state.queue.enqueue(req).await.map_err(|e| {
+    // Its status row first, so the worker always finds it (GET /v1/jobs/{id}).
+    let id = crate::domain::JobId::new();
+    req.id = Some(id.clone());
+    req.tracked = true;
+    let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(message = "Job not queued.", error = %e);
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", "the job could not be queued; retry later")
-    })?;
+    };
+    status::queued(&state.tenant_pool, caller.tenant, &id.0, &job.kind).await.map_err(|e| unavailable(&e))?;
+    let done = match state.queue.enqueue(req).await {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = status::forget(&state.tenant_pool, caller.tenant, &id.0).await;
+            return Err(unavailable(&e));
+        }
+    };
+    if done.duplicate {
+        // The key's first job is the one to follow; this attempt's row is not a job.
+        let _ = status::forget(&state.tenant_pool, caller.tenant, &id.0).await;
+    }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": job.kind, "duplicate": done.duplicate}))))
+}
+
+/// `GET /v1/jobs/{id}`: a job this tenant queued, where it is. Another tenant's job is a 404,
+/// the same as one that never existed.
+async fn show(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<status::JobStatus>, ApiError> {
+    // A path that is no job id at all is answered like an unknown job.
+    let id = id.map(|Path(id)| id).unwrap_or_default();
+    if id.is_empty() || id.len() > 64 {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no job with that id"));
+    }
+    match status::get(&state.tenant_pool, caller.tenant, &id).await {
+        Ok(Some(s)) => Ok(Json(s)),
+        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no job with that id (statuses are kept 7 days after a job finishes)")),
+        Err(e) => {
+            tracing::error!(message = "Job status not read.", error = %e);
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the job's status cannot be read now; retry later"))
+        }
+    }
 }

@@ -29,6 +29,9 @@ pub struct JobEnvelope {
     /// Why the previous attempt failed (a retry carries it, for `ballast jobs show`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Its progress is written to `job_status` for the tenant that queued it (intake jobs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tracked: bool,
 }
 
 impl JobEnvelope {

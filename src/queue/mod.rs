@@ -20,6 +20,7 @@ mod consumer;
 pub mod dead;
 pub mod envelope;
 pub mod job;
+pub mod status;
 pub mod wake;
 pub mod worker;
 
@@ -77,12 +78,14 @@ pub struct EnqueueRequest {
     pub run_at: Option<DateTime<Utc>>,
     /// W3C traceparent to carry into the worker.
     pub traceparent: Option<String>,
+    /// Its progress is written to `job_status` (see [`status`]); the caller inserted the row.
+    pub tracked: bool,
 }
 
 impl EnqueueRequest {
     /// A job of `kind` with `payload`, to run now.
     pub fn new(kind: impl Into<JobKind>, payload: serde_json::Value) -> Self {
-        Self { kind: kind.into(), payload, tenant: None, id: None, idempotency_key: None, idempotency_ttl: None, run_at: None, traceparent: None }
+        Self { kind: kind.into(), payload, tenant: None, id: None, idempotency_key: None, idempotency_ttl: None, run_at: None, traceparent: None, tracked: false }
     }
 
     /// The job whose arguments are `args`, to run now: the kind and payload come from the
@@ -243,6 +246,7 @@ impl JobQueue {
             enqueued_at_us: envelope::now_us(),
             traceparent,
             last_error: None,
+            tracked: req.tracked,
         };
         let key = req.idempotency_key.map(|k| (k, req.idempotency_ttl.unwrap_or(Keys::ENQUEUE_IDEMPOTENCY_TTL)));
         // A repeated idempotency key answers the job it first queued.
@@ -268,6 +272,7 @@ impl JobQueue {
                 enqueued_at_us: envelope::now_us(),
                 traceparent: None,
                 last_error: None,
+                tracked: false,
             };
             batch.push(PushItem { job_id: envelope.id.0.clone(), data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
             ids.push(envelope.id);

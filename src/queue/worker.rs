@@ -223,6 +223,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
         if let Some(parent) = &envelope.traceparent {
             crate::telemetry::continue_trace(&span, parent);
         }
+        self.track(&envelope, super::status::JobState::Running, None, None).await;
         let result = self.run_handler(&envelope).instrument(span.clone()).await;
         // The outcome is settled inside the job's span as a future of its own: an entered
         // guard held across these awaits could resume on another thread and leave that
@@ -233,6 +234,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
             Ok(report) => {
                 let took_ms = started.elapsed().as_millis() as u64;
                 span.in_scope(|| tracing::debug!(message = "Job completed.", report = %report, took_ms));
+                self.track(&envelope, super::status::JobState::Done, None, None).await;
                 RunOutcome::Completed
             }
             Err(e) => self.settle(&envelope, e).instrument(span).await?,
@@ -240,6 +242,17 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
         self.deps.metrics.finished(&envelope, outcome, started.elapsed());
         self.options.observer.finished(&envelope, outcome, started.elapsed());
         Ok(())
+    }
+
+    /// Writes a tracked job's progress for its tenant (`GET /v1/jobs/{id}`). A failure is
+    /// logged, never the job's: the status is a report, the queue is the truth.
+    async fn track(&self, envelope: &JobEnvelope, state: super::status::JobState, error: Option<&str>, next: Option<chrono::DateTime<chrono::Utc>>) {
+        if !envelope.tracked {
+            return;
+        }
+        if let Err(e) = super::status::record(&self.deps.system_pool, &envelope.id.0, state, envelope.attempt, error, next).await {
+            tracing::warn!(message = "Job status not written.", job_id = %envelope.id, error = %e);
+        }
     }
 
     /// Acts on a failed run: requeue (snooze, retry) or dead-letter, and says which.
@@ -254,6 +267,8 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                 let delay = self.policy.backoff.delay(next);
                 tracing::warn!(message = "Job failed; retrying.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
                 self.requeue(envelope, next, delay, Some(&error)).await?;
+                let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                self.track(envelope, super::status::JobState::Retrying, Some(&error), Some(at)).await;
                 RunOutcome::Retried
             }
             e => {
@@ -273,6 +288,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                     &error,
                 )
                 .await?;
+                self.track(envelope, super::status::JobState::Dead, Some(&error), None).await;
                 RunOutcome::Dead
             }
         };

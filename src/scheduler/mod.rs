@@ -95,6 +95,11 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(message = "Inbox prune failed; next sweep retries.", error = %e),
             }
+            match crate::queue::status::prune(&state.system_pool, crate::queue::status::RETENTION).await {
+                Ok(n) if n > 0 => tracing::debug!(message = "Job statuses past retention deleted.", deleted = n),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "Job status prune failed; next sweep retries.", error = %e),
+            }
             // Outbox rows whose send job was never queued (crash or Redis down after commit).
             match crate::email::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {
                 Ok(n) if n > 0 => tracing::info!(message = "Outbox sweep queued emails.", queued = n),

@@ -126,6 +126,7 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("GET", "/v1/usage") => Some((spec.path.to_owned(), None)),
         ("GET", "/v1/plans") | ("GET", "/v1/flags") => Some((spec.path.to_owned(), None)),
         ("POST", "/v1/slo/events") => Some((spec.path.to_owned(), Some(serde_json::json!({"events": []})))),
+        ("GET", "/v1/jobs/{id}") => Some(("/v1/jobs/job_b".to_owned(), None)),
         ("POST", "/v1/jobs") => Some((spec.path.to_owned(), Some(serde_json::json!({"kind": "noop", "payload": {"sleep_ms": 0}})))),
         // Service-wide routes: a tenant's key is refused, naming B or not.
         ("POST", "/v1/tenants") => Some((spec.path.to_owned(), Some(serde_json::json!({"name": "x", "external_id": "iso-x"})))),

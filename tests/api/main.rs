@@ -17,6 +17,7 @@ mod import_cycles;
 mod intake_drills;
 mod intake_hardening;
 mod intake_security;
+mod job_status;
 mod jobs;
 mod lifecycle_emails;
 mod loadtest;

@@ -1,0 +1,150 @@
+//! The `job_status` table: what happened to each job an app service queued through
+//! `POST /v1/jobs`, for `GET /v1/jobs/{id}`. Intake writes the row before it queues the job;
+//! the worker moves it through running, retrying (with the next attempt's time), done or dead.
+//! Only envelopes marked `tracked` are written, so the fleet's own jobs pay nothing.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::db::{SystemPool, TenantPool};
+use crate::domain::TenantId;
+
+/// Where a tracked job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// An attempt failed; another is scheduled (`next_attempt_at`).
+    Retrying,
+    /// It succeeded.
+    Done,
+    /// Its attempts ran out or it failed for good (`last_error`); an operator may retry it.
+    Dead,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        [JobState::Queued, JobState::Running, JobState::Retrying, JobState::Done, JobState::Dead].into_iter().find(|v| v.as_str() == s).unwrap_or(JobState::Queued)
+    }
+}
+
+/// A tracked job, as its tenant reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// The job's id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// The last failed attempt's error (retrying, dead).
+    pub last_error: Option<String>,
+    /// When the next attempt runs (retrying).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished (done, dead).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The row of a job about to be queued for `tenant` (before the push, so the worker always
+/// finds it).
+pub async fn queued(pool: &TenantPool, tenant: TenantId, id: &str, kind: &str) -> Result<(), crate::db::DbError> {
+    let mut tx = pool.begin(tenant).await?;
+    sqlx::query("INSERT INTO job_status (id, tenant_id, kind, state) VALUES ($1, $2, $3, 'queued') ON CONFLICT (id) DO NOTHING")
+        .bind(id)
+        .bind(tenant.0)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Forgets the row of a job that could not be queued after all.
+pub async fn forget(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<(), crate::db::DbError> {
+    let mut tx = pool.begin(tenant).await?;
+    sqlx::query("DELETE FROM job_status WHERE id = $1 AND state = 'queued' AND attempts = 0").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A worker's progress on a tracked job. System pool: the worker holds no tenant context (as
+/// for dead letters); the row is found by the job's id.
+pub async fn record(
+    pool: &SystemPool,
+    id: &str,
+    state: JobState,
+    attempt: u32,
+    error: Option<&str>,
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    let finished = matches!(state, JobState::Done | JobState::Dead);
+    sqlx::query(
+        "UPDATE job_status SET state = $2, attempts = GREATEST(attempts, $3), last_error = COALESCE($4, last_error), \
+         next_attempt_at = $5, started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END, \
+         finished_at = CASE WHEN $6 THEN now() ELSE NULL END WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(attempt as i32)
+    .bind(error.map(|e| crate::domain::truncated(e, super::dead::MAX_ERROR_TEXT).into_owned()))
+    .bind(next_attempt_at)
+    .bind(finished)
+    .execute(&pool.0)
+    .await?;
+    Ok(())
+}
+
+/// A job of `tenant`'s, or None (also for another tenant's: RLS hides it).
+pub async fn get(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<Option<JobStatus>, crate::db::DbError> {
+    type Row = (String, String, String, i32, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let mut tx = pool.begin(tenant).await?;
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, kind, state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at FROM job_status WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| JobStatus {
+        id: r.0,
+        kind: r.1,
+        state: JobState::parse(&r.2),
+        attempts: r.3,
+        last_error: r.4,
+        next_attempt_at: r.5,
+        created_at: r.6,
+        started_at: r.7,
+        finished_at: r.8,
+    }))
+}
+
+/// How long a finished job's status stays readable.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Deletes finished rows older than `retention`.
+pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM job_status WHERE finished_at < now() - make_interval(secs => $1)")
+        .bind(retention.as_secs() as f64)
+        .execute(&pool.0)
+        .await?;
+    Ok(done.rows_affected())
+}
