@@ -9,6 +9,7 @@ use include_dir::{Dir, include_dir};
 
 static JOBS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/jobs");
 static RUNBOOKS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/runbooks");
+static EMAIL_TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates/email");
 
 /// One configuration file: the one a setting names, or the copy compiled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,11 @@ pub fn jobs() -> ConfigDir {
 /// The runbook pages shipped in runbooks/.
 pub fn runbooks() -> ConfigDir {
     ConfigDir::Builtin("runbooks", &RUNBOOKS)
+}
+
+/// The email templates shipped in templates/email/ (what app services may send).
+pub fn email_templates() -> ConfigDir {
+    ConfigDir::Builtin("templates/email", &EMAIL_TEMPLATES)
 }
 
 impl ConfigDir {

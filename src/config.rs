@@ -147,6 +147,8 @@ pub struct Settings {
     pub past_due_grace: chrono::Duration,
     /// The SLO definitions (`BALLAST_SLO_FILE`).
     pub slo_file: crate::assets::ConfigFile,
+    /// The email templates app services send (`BALLAST_EMAIL_TEMPLATES_DIR`).
+    pub email_templates_dir: crate::assets::ConfigDir,
     /// The runbook pages (`BALLAST_RUNBOOKS_DIR`).
     pub runbooks_dir: crate::assets::ConfigDir,
     /// Load-test levels and the scheduled target (`BALLAST_LOADTEST_FILE`).
@@ -342,6 +344,7 @@ impl Settings {
             dunning_file: ConfigFile::or_builtin(src.get("BALLAST_DUNNING_FILE"), assets::DUNNING),
             slo_file: ConfigFile::or_builtin(src.get("BALLAST_SLO_FILE"), assets::SLOS),
             runbooks_dir: ConfigDir::or_builtin(src.get("BALLAST_RUNBOOKS_DIR"), assets::runbooks()),
+            email_templates_dir: ConfigDir::or_builtin(src.get("BALLAST_EMAIL_TEMPLATES_DIR"), assets::email_templates()),
             loadtest_file: ConfigFile::or_builtin(src.get("BALLAST_LOADTEST_FILE"), assets::LOADTEST),
             loadtest_key: src.get("BALLAST_LOADTEST_KEY").map(|k| SecretString::from(k.to_owned())),
             slo_webhook_url: match src.get("BALLAST_SLO_WEBHOOK_URL") {

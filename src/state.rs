@@ -84,6 +84,8 @@ pub struct AppState {
     pub dunning: Arc<crate::dunning::Policy>,
     /// The SMTP sender.
     pub mailer: crate::email::smtp::Mailer,
+    /// The templates app services send (`email.send` at intake).
+    pub email_templates: Arc<crate::email::compose::AppTemplates>,
     /// The stale-while-revalidate reader of cached values.
     pub cache: crate::cache::Cache,
     /// The SLO definitions.
@@ -126,6 +128,7 @@ impl AppState {
                 "BALLAST_SLO_PAGERDUTY_ROUTING_KEY: missing (the SLO file's notify format is pagerduty)".into(),
             ));
         }
+        let email_templates = Arc::new(crate::email::compose::AppTemplates::load(&settings.email_templates_dir).map_err(|e| StartError::Smtp(e.to_string()))?);
         let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
         Ok(Self {
             settings: Arc::new(settings),
@@ -140,6 +143,7 @@ impl AppState {
             limiter,
             dunning,
             mailer,
+            email_templates,
             cache,
             slos,
             slo_recorder,

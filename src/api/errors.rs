@@ -14,18 +14,29 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// A field of the error naming what was wrong (e.g. `"variable": "name"`).
+    pub detail: Option<(&'static str, String)>,
 }
 
 impl ApiError {
     /// An error with a status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), detail: None }
+    }
+
+    /// The same error, naming what was wrong in a field of its own.
+    pub fn with_field(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.detail = Some((name, value.into()));
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        if let Some((name, value)) = self.detail {
+            body["error"][name] = value.into();
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -64,15 +64,18 @@ async fn create(
             format!("{} payloads are limited to {} bytes of JSON; this one has {size}", job.kind, policy.max_payload_bytes),
         ));
     }
+    if job.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "idempotency_key must be 1 to 200 characters"));
+    }
+    if job.kind == crate::email::JOB_KIND {
+        return email(&state, caller.tenant, payload, job.idempotency_key).await;
+    }
     if let Err(e) = handler.check(&payload) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_payload",
             format!("the payload does not fit the arguments of {}: {}", job.kind, super::errors::json_error_text(&e)),
         ));
-    }
-    if job.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "idempotency_key must be 1 to 200 characters"));
     }
     let mut req = EnqueueRequest::new(job.kind.as_str(), payload);
     req.tenant = Some(caller.tenant);
@@ -120,4 +123,54 @@ async fn show(
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the job's status cannot be read now; retry later"))
         }
     }
+}
+
+/// `email.send` from an app: the template and its variables checked, the email written to the
+/// outbox (with the job's status row) before the answer, then its send job queued. A lost push
+/// is queued again by the outbox sweep, under the same job id (the push's idempotency key
+/// remembers it). A repeated idempotency key answers the first email's job.
+async fn email(
+    state: &AppState,
+    tenant: crate::domain::TenantId,
+    payload: serde_json::Value,
+    idempotency_key: Option<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    use crate::email::compose::Compose;
+    let compose: Compose = serde_json::from_value(payload).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", format!("email.send takes {{template, to, variables}}: {}", super::errors::json_error_text(&e)))
+    })?;
+    let rendered = state.email_templates.render(&compose).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string());
+        if let Some(v) = e.variable() {
+            err = err.with_field("variable", v);
+        }
+        err
+    })?;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::error!(message = "Email not accepted.", error = %e);
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the email could not be accepted now; retry with the same idempotency key")
+    };
+    let job_id = crate::domain::JobId::new();
+    let dedup = format!("app:{}:{}", tenant.0, idempotency_key.unwrap_or_else(|| job_id.0.clone()));
+    let mut tx = state.tenant_pool.begin(tenant).await.map_err(|e| unavailable(&e))?;
+    let outbox = crate::email::compose::insert(&mut tx, tenant, &dedup, &compose.template, &compose.to, &rendered).await.map_err(|e| unavailable(&e))?;
+    tx.commit().await.map_err(|e| unavailable(&e))?;
+    status::queued(&state.tenant_pool, tenant, &job_id.0, crate::email::JOB_KIND).await.map_err(|e| unavailable(&e))?;
+    let mut req = EnqueueRequest::typed(&crate::email::SendArgs { outbox_id: outbox });
+    req.tenant = Some(tenant);
+    req.id = Some(job_id.clone());
+    req.tracked = true;
+    req.idempotency_key = Some(crate::email::push_key(outbox));
+    let done = match state.queue.enqueue(req).await {
+        Ok(done) => done,
+        // Committed to the outbox: the sweep queues it. Accepted all the same.
+        Err(e) => {
+            tracing::warn!(message = "Email accepted; its send job is queued by the outbox sweep.", error = %e);
+            crate::queue::Enqueued { id: job_id.clone(), duplicate: false }
+        }
+    };
+    if done.duplicate {
+        let _ = status::forget(&state.tenant_pool, tenant, &job_id.0).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": crate::email::JOB_KIND, "duplicate": done.duplicate, "outbox_id": outbox}))))
 }

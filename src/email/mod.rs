@@ -4,6 +4,7 @@
 //! An email exists once per dedup key (a unique column), and its Message-ID is derived from
 //! that key, so even a resend after an ambiguous SMTP failure is recognisable downstream.
 
+pub mod compose;
 pub mod outbox;
 pub mod smtp;
 
@@ -174,12 +175,17 @@ impl crate::queue::job::JobArgs for SendArgs {
     const KIND: &'static str = JOB_KIND;
 }
 
+/// The idempotency key of an outbox row's send job: one job per row, whoever pushes it.
+pub fn push_key(outbox_id: uuid::Uuid) -> String {
+    format!("email:{outbox_id}")
+}
+
 /// Queues the send job of outbox rows (after their transaction committed). Idempotent per row.
 pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, ids: &[uuid::Uuid]) -> Result<(), crate::queue::QueueError> {
     for id in ids {
         let mut req = crate::queue::EnqueueRequest::typed(&SendArgs { outbox_id: *id });
         req.tenant = Some(tenant);
-        req.idempotency_key = Some(format!("email:{id}"));
+        req.idempotency_key = Some(push_key(*id));
         queue.enqueue(req).await?;
     }
     Ok(())

@@ -36,6 +36,7 @@ mod stripe_sim_conformance;
 mod tenants;
 mod usage;
 mod webhooks;
+mod app_email;
 mod arbitrary_input;
 mod billing;
 mod billing_lifecycle;

@@ -1,0 +1,201 @@
+//! Email an app service sends (`email.send` through `POST /v1/jobs`): a named template of
+//! templates/email/ (a new template is three files — `.subject`, `.txt`, `.html` — and no
+//! code), its variables checked against what the template uses, a recipient, and the tenant's
+//! idempotency key. Accepted emails are written to the outbox before the answer, so the usual
+//! send job (retries, dead letters, the outbox sweep) sends each once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Deserialize;
+
+use crate::assets::ConfigDir;
+use crate::domain::TenantId;
+
+/// The payload of `email.send` at intake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compose {
+    /// A template's name (its files in templates/email/).
+    pub template: String,
+    /// The recipient's address.
+    pub to: String,
+    /// The template's variables: exactly those it uses.
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why an email was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// No template of that name.
+    #[error("no template {0:?}; there are: {1}")]
+    UnknownTemplate(String, String),
+    /// Not an email address.
+    #[error("to: {0:?} is not an email address")]
+    BadAddress(String),
+    /// The template uses a variable the request does not give.
+    #[error("variables: the template uses {0:?}, which is missing")]
+    MissingVariable(String),
+    /// The request gives a variable the template does not use (a typo would go unnoticed).
+    #[error("variables: the template does not use {0:?}")]
+    ExtraVariable(String),
+    /// The template failed to render with these values.
+    #[error("the template does not render with these variables: {0}")]
+    Render(String),
+}
+
+impl ComposeError {
+    /// The variable named, for the error's `variable` field.
+    pub fn variable(&self) -> Option<&str> {
+        match self {
+            ComposeError::MissingVariable(v) | ComposeError::ExtraVariable(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A template file set is incomplete or does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("email templates {path}: {problem}")]
+pub struct TemplatesError {
+    path: String,
+    problem: String,
+}
+
+/// The templates app services may send, each with the variables it uses.
+#[derive(Debug, Default)]
+pub struct AppTemplates {
+    templates: BTreeMap<String, ([String; 3], BTreeSet<String>)>,
+}
+
+/// A rendered email.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The subject line.
+    pub subject: String,
+    /// The text body.
+    pub text: String,
+    /// The HTML body (variables escaped).
+    pub html: String,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| if name.ends_with(".html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None });
+    env
+}
+
+impl AppTemplates {
+    /// Every complete template of `dir` (checked at start: a template missing a file, or one
+    /// that does not parse, stops the member with its name).
+    pub fn load(dir: &ConfigDir) -> Result<Self, TemplatesError> {
+        let err = |problem: String| TemplatesError { path: dir.shown(), problem };
+        let mut parts: BTreeMap<String, [Option<String>; 3]> = BTreeMap::new();
+        for (i, ext) in ["subject", "txt", "html"].into_iter().enumerate() {
+            for (path, text) in dir.files(ext).map_err(|(p, e)| err(format!("{}: {e}", p.display())))? {
+                let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+                parts.entry(name).or_default()[i] = Some(text);
+            }
+        }
+        let env = environment();
+        let mut templates = BTreeMap::new();
+        for (name, files) in parts {
+            let [Some(subject), Some(text), Some(html)] = files else {
+                return Err(err(format!("{name}: needs {name}.subject, {name}.txt and {name}.html")));
+            };
+            let mut used = BTreeSet::new();
+            for (ext, src) in [("subject", &subject), ("txt", &text), ("html", &html)] {
+                let t = env.template_from_str(src).map_err(|e| err(format!("{name}.{ext}: {e}")))?;
+                used.extend(t.undeclared_variables(false));
+            }
+            templates.insert(name, ([subject, text, html], used));
+        }
+        Ok(Self { templates })
+    }
+
+    /// The templates' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.templates.keys().map(String::as_str)
+    }
+
+    /// Checks an email and renders it.
+    pub fn render(&self, email: &Compose) -> Result<Rendered, ComposeError> {
+        let Some(([subject, text, html], used)) = self.templates.get(&email.template) else {
+            return Err(ComposeError::UnknownTemplate(email.template.clone(), self.names().collect::<Vec<_>>().join(", ")));
+        };
+        if email.to.len() > 254 || email.to.parse::<lettre::Address>().is_err() {
+            return Err(ComposeError::BadAddress(email.to.clone()));
+        }
+        if let Some(missing) = used.iter().find(|v| !email.variables.contains_key(*v)) {
+            return Err(ComposeError::MissingVariable(missing.clone()));
+        }
+        if let Some(extra) = email.variables.keys().find(|v| !used.contains(*v)) {
+            return Err(ComposeError::ExtraVariable(extra.clone()));
+        }
+        let env = environment();
+        let vars = serde_json::Value::Object(email.variables.clone());
+        let render = |name: &str, src: &str| env.render_named_str(name, src, &vars).map_err(|e| ComposeError::Render(e.to_string()));
+        Ok(Rendered { subject: render("subject.txt", subject)?.trim().to_owned(), text: render("body.txt", text)?, html: render("body.html", html)? })
+    }
+}
+
+/// Writes an accepted email into the outbox in the caller's transaction; the id of its row,
+/// new or (for a repeated dedup key) the one written first.
+pub async fn insert(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    dedup_key: &str,
+    template: &str,
+    to: &str,
+    email: &Rendered,
+) -> Result<uuid::Uuid, sqlx::Error> {
+    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(tenant.0)
+    .bind(dedup_key)
+    .bind(template)
+    .bind(to)
+    .bind(&email.subject)
+    .bind(&email.text)
+    .bind(&email.html)
+    .bind(super::message_id(dedup_key))
+    .fetch_optional(&mut *conn)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => sqlx::query_scalar("SELECT id FROM email_outbox WHERE dedup_key = $1").bind(dedup_key).fetch_one(conn).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compose(template: &str, vars: serde_json::Value) -> Compose {
+        Compose { template: template.into(), to: "a@example.com".into(), variables: vars.as_object().cloned().unwrap_or_default() }
+    }
+
+    #[test]
+    fn the_shipped_templates_load_and_variables_are_checked_both_ways() {
+        let t = AppTemplates::load(&crate::assets::email_templates()).expect("templates/email");
+        assert!(t.names().any(|n| n == "welcome"));
+        let used: Vec<String> = t.templates["welcome"].1.iter().cloned().collect();
+        let mut vars = serde_json::Map::new();
+        for v in &used {
+            vars.insert(v.clone(), serde_json::json!("x"));
+        }
+        assert!(t.render(&compose("welcome", serde_json::Value::Object(vars.clone()))).is_ok(), "{used:?}");
+        let first = used.first().expect("welcome uses variables").clone();
+        let mut missing = vars.clone();
+        missing.remove(&first);
+        assert_eq!(t.render(&compose("welcome", serde_json::Value::Object(missing))).unwrap_err().variable(), Some(first.as_str()));
+        vars.insert("typo".into(), serde_json::json!(1));
+        assert_eq!(t.render(&compose("welcome", serde_json::Value::Object(vars))).unwrap_err().variable(), Some("typo"));
+        assert!(matches!(t.render(&compose("nope", serde_json::json!({}))), Err(ComposeError::UnknownTemplate(..))));
+    }
+}

@@ -1,0 +1,75 @@
+//! `email.send` from an app service through `POST /v1/jobs`: a template of templates/email/
+//! with exactly the variables it uses, sent once over a real SMTP conversation, its job
+//! followed with `GET /v1/jobs/{id}`; what is wrong is refused with the field named.
+
+use std::time::Duration;
+
+use ballast::auth::Scope;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+use crate::support::procs::until;
+use crate::support::smtp::SmtpServer;
+
+async fn post(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
+    let resp = app.http.post(app.url("/v1/jobs")).bearer_auth(key).json(&body).send().await.expect("post");
+    let code = resp.status();
+    (code, resp.json().await.unwrap_or_default())
+}
+
+fn reset(to: &str, variables: Value) -> Value {
+    json!({"kind": "email.send", "idempotency_key": "reset-1", "payload": {"template": "password_reset", "to": to, "variables": variables}})
+}
+
+#[tokio::test]
+async fn an_app_sends_a_templated_email_once_and_bad_ones_are_refused_naming_what_is_wrong() {
+    let smtp = SmtpServer::start().await;
+    let app = TestApp::builder()
+        .env("BALLAST_SMTP_HOST", "127.0.0.1")
+        .env("BALLAST_SMTP_PORT", &smtp.port.to_string())
+        .env("BALLAST_SMTP_SECURITY", "none")
+        .spawn()
+        .await;
+    let (a, b) = (app.tenant("A").await, app.tenant("B").await);
+    let (_, key) = app.key(Some(a), &[Scope::JobsWrite]).await;
+    let (_, other) = app.key(Some(b), &[Scope::JobsWrite]).await;
+    let vars = json!({"name": "Ada", "reset_url": "https://app.test/reset?t=<x>", "expires_in": "30 minutes"});
+
+    // Refused, each naming what is wrong; nothing is written.
+    let (code, body) = post(&app, &key, reset("ada@app.test", json!({"name": "Ada", "reset_url": "u"}))).await;
+    assert_eq!((code, body["error"]["code"].as_str(), body["error"]["variable"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_email"), Some("expires_in")), "{body}");
+    let mut extra = vars.clone();
+    extra["nmae"] = json!("typo");
+    let (code, body) = post(&app, &key, reset("ada@app.test", extra)).await;
+    assert_eq!((code, body["error"]["variable"].as_str()), (StatusCode::BAD_REQUEST, Some("nmae")), "{body}");
+    let (code, body) = post(&app, &key, reset("not an address", vars.clone())).await;
+    assert!(code == StatusCode::BAD_REQUEST && body["error"]["message"].as_str().is_some_and(|m| m.contains("not an email address")), "{body}");
+    let (code, body) = post(&app, &key, json!({"kind": "email.send", "payload": {"template": "nope", "to": "a@b.test"}})).await;
+    assert!(code == StatusCode::BAD_REQUEST && body["error"]["message"].as_str().is_some_and(|m| m.contains("password_reset")), "the known templates are listed: {body}");
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox").fetch_one(&app.state.system_pool.0).await.expect("count");
+    assert_eq!(outbox, 0);
+
+    // Accepted twice with one idempotency key: one job, one email.
+    let (code, first) = post(&app, &key, reset("ada@app.test", vars.clone())).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{first}");
+    let (_, again) = post(&app, &key, reset("ada@app.test", vars.clone())).await;
+    assert_eq!((again["id"].clone(), again["duplicate"].as_bool()), (first["id"].clone(), Some(true)));
+    let id = first["id"].as_str().expect("id").to_owned();
+    until("the job done", Duration::from_secs(30), || {
+        let (app, key, id) = (&app, &key, &id);
+        async move {
+            let r = app.http.get(app.url(&format!("/v1/jobs/{id}"))).bearer_auth(key).send().await.expect("get");
+            r.json::<Value>().await.is_ok_and(|s| s["state"] == "done")
+        }
+    })
+    .await;
+    app.drain().await;
+    let sent = smtp.messages();
+    assert_eq!(sent.len(), 1, "sent once");
+    assert_eq!(sent[0].to, vec!["ada@app.test".to_owned()]);
+    assert_eq!(sent[0].header("Subject").as_deref(), Some("Reset your password, Ada"));
+    assert!(sent[0].data.contains("&lt;x&gt;") || sent[0].data.contains("&lt;x&gt"), "HTML escapes the variables");
+    let other_sees = app.http.get(app.url(&format!("/v1/jobs/{id}"))).bearer_auth(&other).send().await.expect("get");
+    assert_eq!(other_sees.status(), StatusCode::NOT_FOUND);
+}
