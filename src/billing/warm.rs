@@ -110,3 +110,17 @@ pub async fn run(from: WarmSources<'_>) -> Result<WarmReport, WarmError> {
     }
     Ok(report)
 }
+
+/// One tenant's entitlements only: what an app service asks for after a change of its own
+/// (`cache.warm` through `POST /v1/jobs`, which always names the caller's tenant).
+pub async fn run_tenant(from: WarmSources<'_>, tenant: TenantId) -> Result<WarmReport, WarmError> {
+    let cache = from.cache;
+    let system = from.system_pool.clone();
+    let batch = vec![(tenant, cache.keys().tenant_entitlements(tenant))];
+    let filled = cache
+        .fill_batch(&TENANT_ENTITLEMENTS, batch, |tenants| async move { crate::billing::entitlements::load_many(&system, &tenants).await })
+        .await?;
+    let mut report = WarmReport { tenants: 1, batches: 1, ..WarmReport::default() };
+    report.entitlements.add(filled);
+    Ok(report)
+}

@@ -1,6 +1,7 @@
 //! `cache.warm`: fills the plan catalogue, feature flags and every active tenant's entitlements
 //! (cron, and on demand after a deploy or a Redis restart). Safe at any time: stores go through
-//! the load lock, so it never writes over a newer invalidation.
+//! the load lock, so it never writes over a newer invalidation. Queued by an app service
+//! (`POST /v1/jobs`), it warms that service's own tenant only.
 
 use serde::Deserialize;
 
@@ -28,6 +29,10 @@ impl Job for CacheWarmJob {
     type Report = WarmReport;
 
     async fn run(&self, _args: CacheWarmArgs, ctx: JobContext) -> Result<WarmReport, JobError> {
-        Ok(crate::billing::warm::run(ctx.state.warm_sources()).await?)
+        // A job that names a tenant (an app service's, through intake) warms that tenant only.
+        match ctx.tenant {
+            Some(tenant) => Ok(crate::billing::warm::run_tenant(ctx.state.warm_sources(), tenant).await?),
+            None => Ok(crate::billing::warm::run(ctx.state.warm_sources()).await?),
+        }
     }
 }

@@ -84,3 +84,17 @@ async fn a_tenant_follows_its_job_from_queued_to_done_retrying_or_dead_and_no_ot
     assert!(dead["last_error"].as_str().is_some_and(|e| e.contains("timed out")), "{dead}");
     assert_eq!(status(&app, &key_b, &id).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_app_warms_its_own_tenants_cache_and_no_one_elses() {
+    let app = TestApp::builder().spawn().await;
+    let (a, b) = (app.tenant("A").await, app.tenant("B").await);
+    let (_, key_a) = app.key(Some(a), &[Scope::JobsWrite]).await;
+    let mut redis = app.state.redis.clone();
+    let cached = |t: uuid::Uuid| app.state.keys.tenant_entitlements(ballast::domain::TenantId(t));
+    let _: () = redis.del(&[cached(a), cached(b)]).await.expect("cold");
+    let id = queue(&app, &key_a, json!({"kind": "cache.warm"})).await;
+    until_state(&app, &key_a, &id, "done").await;
+    let (warm_a, warm_b): (bool, bool) = (redis.exists(cached(a)).await.expect("exists"), redis.exists(cached(b)).await.expect("exists"));
+    assert_eq!((warm_a, warm_b), (true, false), "only the caller's tenant is warmed");
+}
