@@ -20,6 +20,7 @@ pub mod health;
 pub mod jobs;
 pub mod limits;
 pub mod observe;
+pub mod openapi;
 pub mod route;
 pub mod server;
 pub mod slo;
@@ -41,6 +42,7 @@ fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, Met
     all.extend(usage::routes());
     all.extend(slo::routes());
     all.extend(tenants::routes());
+    all.extend(openapi::routes());
     all
 }
 

@@ -64,3 +64,19 @@ async fn unknown_route_is_a_json_404() {
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn the_api_describes_itself_in_openapi_3_1_route_for_route() {
+    let app = crate::support::TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let resp = app.http.get(app.url("/openapi.json")).send().await.expect("get");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let doc: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for spec in ballast::api::routes() {
+        let op = &doc["paths"][spec.path][spec.method.as_str().to_lowercase()];
+        assert!(op["responses"].is_object(), "{} {} is served but not described", spec.method, spec.path);
+    }
+    let status = &doc["paths"]["/v1/jobs/{id}"]["get"];
+    assert_eq!(status["parameters"][0]["name"], "id");
+    assert!(status["description"].as_str().is_some_and(|d| d.contains("jobs:write")), "{status}");
+}

@@ -124,7 +124,7 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("POST", "/v1/usage") => Some((spec.path.to_owned(), Some(serde_json::json!({"items": [
             {"metric": "api_calls", "quantity": 1, "timestamp": chrono::Utc::now().to_rfc3339(), "idempotency_key": "iso-1"}]})))),
         ("GET", "/v1/usage") => Some((spec.path.to_owned(), None)),
-        ("GET", "/v1/plans") | ("GET", "/v1/flags") => Some((spec.path.to_owned(), None)),
+        ("GET", "/v1/plans") | ("GET", "/v1/flags") | ("GET", "/openapi.json") => Some((spec.path.to_owned(), None)),
         ("POST", "/v1/slo/events") => Some((spec.path.to_owned(), Some(serde_json::json!({"events": []})))),
         ("GET", "/v1/jobs/{id}") => Some(("/v1/jobs/job_b".to_owned(), None)),
         ("POST", "/v1/jobs") => Some((spec.path.to_owned(), Some(serde_json::json!({"kind": "noop", "payload": {"sleep_ms": 0}})))),

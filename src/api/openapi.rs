@@ -1,0 +1,156 @@
+//! `GET /openapi.json`: an OpenAPI 3.1 description of the intake API, built from the same
+//! route declarations the router is built from (method, path, authentication) plus each
+//! route's bodies, described below. A unit test holds the two lists together: every served
+//! route is described, and nothing is described that is not served.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::http::Method;
+use axum::routing::{MethodRouter, get};
+use serde_json::{Value, json};
+
+use super::route::{Auth, RouteSpec};
+use crate::state::AppState;
+
+/// The description's own route (anonymous, limited per client IP like the plan catalogue).
+pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    vec![(RouteSpec::new(Method::GET, "/openapi.json", Auth::None).limited(), get(serve))]
+}
+
+async fn serve() -> Json<Value> {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    Json(DOC.get_or_init(|| document(&super::routes())).clone())
+}
+
+/// What one route takes and answers.
+struct Operation {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<Value>,
+    /// Success status and its body.
+    response: (u16, Value),
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+/// Every route's bodies. `idempotency_key` fields repeat a request safely.
+fn operations() -> Vec<Operation> {
+    let any = json!({"type": "object"});
+    let tenant_view = obj(&["id", "name"], json!({"id": {"type": "string", "format": "uuid"}, "name": string(), "external_id": string(),
+        "billing_email": string(), "stripe_customer_id": string(), "status": string(), "plan": string(),
+        "subscription": any, "entitlements": {"type": "array", "items": any}}));
+    let job_status = obj(&["id", "kind", "state", "attempts", "created_at"], json!({"id": string(), "kind": string(),
+        "state": {"enum": ["queued", "running", "retrying", "done", "dead"]}, "attempts": {"type": "integer"},
+        "last_error": string(), "next_attempt_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"},
+        "started_at": {"type": "string", "format": "date-time"}, "finished_at": {"type": "string", "format": "date-time"}}));
+    let usage_item = obj(&["metric", "quantity", "timestamp", "idempotency_key"], json!({"metric": string(), "quantity": {"type": "integer", "minimum": 1},
+        "timestamp": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "description": "Unix seconds"}]}, "idempotency_key": string()}));
+    let new_job = obj(&["kind"], json!({"kind": {"type": "string", "description": "a kind with intake = true: noop, email.send, cache.warm"},
+        "payload": {"type": "object", "description": "email.send: {template, to, variables}"}, "idempotency_key": {"type": "string", "maxLength": 200}}));
+    let text = json!({"type": "string"});
+    vec![
+        Operation { method: "GET", path: "/healthz", summary: "Liveness", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/readyz", summary: "Readiness: PostgreSQL and Redis answer", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/metrics", summary: "Prometheus metrics (text)", request: None, response: (200, text) },
+        Operation { method: "GET", path: "/openapi.json", summary: "This description", request: None, response: (200, any.clone()) },
+        Operation { method: "POST", path: "/webhooks/stripe", summary: "Stripe webhook events, verified by their Stripe-Signature", request: Some(any.clone()), response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/entitlements", summary: "What the tenant may do, every feature", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/entitlements/{feature}", summary: "One feature of the tenant", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/plans", summary: "The public plan catalogue with Stripe's prices", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/flags", summary: "Feature flags, on or off for the tenant", request: None, response: (200, any.clone()) },
+        Operation { method: "POST", path: "/v1/jobs", summary: "Queue a job for the tenant", request: Some(new_job),
+            response: (202, obj(&["id", "kind", "duplicate"], json!({"id": string(), "kind": string(), "duplicate": {"type": "boolean"}}))) },
+        Operation { method: "GET", path: "/v1/jobs/{id}", summary: "Where a job the tenant queued is", request: None, response: (200, job_status) },
+        Operation { method: "POST", path: "/v1/usage", summary: "Record metered usage (1 to 1,000 items)", request: Some(obj(&["items"], json!({"items": {"type": "array", "items": usage_item}}))),
+            response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/usage", summary: "This month's usage per metric", request: None, response: (200, any.clone()) },
+        Operation { method: "POST", path: "/v1/slo/events", summary: "Per-minute SLO counts of an app service",
+            request: Some(obj(&["events"], json!({"events": {"type": "array", "items": obj(&["slo", "minute", "source", "good", "valid"],
+                json!({"slo": string(), "minute": {"type": "string", "format": "date-time"}, "source": string(), "good": {"type": "integer"}, "valid": {"type": "integer"}}))}}))),
+            response: (200, any.clone()) },
+        Operation { method: "POST", path: "/v1/tenants", summary: "Provision a tenant and its Stripe customer (idempotent by external_id)",
+            request: Some(obj(&["name", "external_id"], json!({"name": string(), "external_id": string(), "billing_email": string()}))), response: (201, tenant_view.clone()) },
+        Operation { method: "GET", path: "/v1/tenants", summary: "Tenants, by external_id or a page at a time", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/tenants/{id}", summary: "One tenant with its plan, subscription and entitlements", request: None, response: (200, tenant_view.clone()) },
+        Operation { method: "PATCH", path: "/v1/tenants/{id}", summary: "Change a tenant's name or billing email",
+            request: Some(obj(&[], json!({"name": string(), "billing_email": string()}))), response: (200, tenant_view) },
+    ]
+}
+
+fn security(auth: &Auth) -> (Value, String) {
+    match auth {
+        Auth::None => (json!([]), "No authentication.".into()),
+        Auth::StripeSignature => (json!([]), "Signed by Stripe (Stripe-Signature header).".into()),
+        Auth::Key(scope) => (json!([{"apiKey": []}]), format!("API key with scope `{scope}`, acting for its tenant (a service-wide key names it in Ballast-Tenant).")),
+        Auth::ServiceKey(scope) => (json!([{"apiKey": []}]), format!("Service-wide API key with scope `{scope}`.")),
+    }
+}
+
+/// The description of `specs` (the routes the router serves).
+pub fn document(specs: &[RouteSpec]) -> Value {
+    let ops = operations();
+    let mut paths = serde_json::Map::new();
+    for spec in specs {
+        let Some(op) = ops.iter().find(|o| o.method == spec.method.as_str() && o.path == spec.path) else { continue };
+        let (sec, auth_text) = security(&spec.auth);
+        let error = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        let mut operation = json!({
+            "summary": op.summary,
+            "description": auth_text,
+            "security": sec,
+            "responses": {
+                op.response.0.to_string(): {"description": "Success", "content": {"application/json": {"schema": op.response.1}}},
+                "400": error, "401": error, "403": error, "404": error, "429": error, "503": error,
+            },
+        });
+        let params: Vec<Value> = spec.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})).collect();
+        if !params.is_empty() {
+            operation["parameters"] = Value::Array(params);
+        }
+        if let Some(body) = &op.request {
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body}}});
+        }
+        let entry = paths.entry(spec.path.to_owned()).or_insert_with(|| json!({}));
+        entry[spec.method.as_str().to_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Ballast intake API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Stripe webhooks, job and usage intake, entitlements and tenants. Errors are {\"error\": {\"code\", \"message\"}}."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer bk_…"}},
+            "schemas": {"Error": obj(&["error"], json!({"error": obj(&["code", "message"], json!({"code": string(), "message": string()}))}))},
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_route_is_described_and_every_described_route_is_served() {
+        let served: Vec<(String, String)> = crate::api::routes().iter().map(|s| (s.method.as_str().to_owned(), s.path.to_owned())).collect();
+        let described: Vec<(String, String)> = operations().iter().map(|o| (o.method.to_owned(), o.path.to_owned())).collect();
+        for route in &served {
+            assert!(described.contains(route), "{route:?} is served but not described in openapi.rs");
+        }
+        for route in &described {
+            assert!(served.contains(route), "{route:?} is described but not served");
+        }
+        let doc = document(&crate::api::routes());
+        assert_eq!(doc["openapi"], "3.1.0");
+        let operations: usize = doc["paths"].as_object().map(|p| p.values().map(|v| v.as_object().map_or(0, |o| o.len())).sum()).unwrap_or(0);
+        assert_eq!(operations, served.len());
+    }
+}
