@@ -26,6 +26,8 @@ pub mod clock;
 /// Typed settings.
 pub mod config;
 pub mod assets;
+/// Outbound webhooks to app services' customers, signed to the Standard Webhooks spec.
+pub mod outbound;
 /// CPU-bound work off the async runtime's threads.
 pub mod cpu;
 /// PostgreSQL pools, the tenant transaction helper, migrations.
