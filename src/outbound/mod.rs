@@ -1,5 +1,7 @@
 //! Outbound webhooks: what Ballast sends to the endpoints app services' customers register,
 //! signed to the Standard Webhooks specification (https://www.standardwebhooks.com/).
-//! This first part is the signing; endpoints and delivery build on it.
+//! So far: the signing (`signature`) and where a delivery may connect (`address`); the
+//! endpoints, the delivery job and its log build on them.
 
+pub mod address;
 pub mod signature;
