@@ -94,7 +94,7 @@ impl AppTemplates {
         let err = |problem: String| TemplatesError { path: dir.shown(), problem };
         let mut parts: BTreeMap<String, [Option<String>; 3]> = BTreeMap::new();
         for (i, ext) in ["subject", "txt", "html"].into_iter().enumerate() {
-            for (path, text) in dir.files(ext).map_err(|(p, e)| err(format!("{}: {e}", p.display())))? {
+            for (path, text) in dir.files(ext).map_err(|(p, e)| err(format!("reading {} ({e})", p.display())))? {
                 let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
                 parts.entry(name).or_default()[i] = Some(text);
             }

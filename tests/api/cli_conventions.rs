@@ -78,19 +78,6 @@ fn every_command_takes_json_and_every_admin_or_bulk_command_is_a_dry_run_unless_
     }
 }
 
-/// `ballast ARGS` as a child the runtime keeps serving beside (the fleet answers meanwhile).
-async fn cli(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
-        .args(args)
-        .env_clear()
-        .envs(&app.env)
-        .envs(extra.iter().copied())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .output()
-        .await
-        .expect("run ballast")
-}
-
 #[tokio::test]
 async fn jobs_alone_prints_the_overview_and_probe_says_what_it_got() {
     let app = TestApp::builder().spawn().await;
@@ -99,9 +86,9 @@ async fn jobs_alone_prints_the_overview_and_probe_says_what_it_got() {
     assert!(out.status.success() && text.contains("KIND") && text.contains("stripe.event"), "{text}");
 
     let listen = app.addr.expect("api").to_string();
-    let ok = cli(&app, &["probe"], &[("BALLAST_LISTEN", &listen)]).await;
+    let ok = app.cli_async(&["probe"], &[("BALLAST_LISTEN", &listen)]).await;
     assert!(ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("200"), "{}", String::from_utf8_lossy(&ok.stdout));
-    let missing = cli(&app, &["probe", "--path", "/no-such-path"], &[("BALLAST_LISTEN", &listen)]).await;
+    let missing = app.cli_async(&["probe", "--path", "/no-such-path"], &[("BALLAST_LISTEN", &listen)]).await;
     assert_eq!(missing.status.code(), Some(3), "a failing check exits 3: {}", String::from_utf8_lossy(&missing.stdout));
     assert!(String::from_utf8_lossy(&missing.stdout).contains("404"));
 }

@@ -255,14 +255,19 @@ impl TestApp {
 
     /// Runs the `ballast` binary with this app's environment plus `extra`.
     pub fn cli_with(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
-            .args(args)
-            .env_clear()
-            .envs(&self.env)
-            .envs(extra.iter().copied())
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .output()
-            .expect("run ballast")
+        self.cli_command(args, extra).output().expect("run ballast")
+    }
+
+    /// `ballast ARGS` as a child the runtime keeps serving beside: for a command that calls
+    /// this app's own API (a blocking wait would stall the server it waits on).
+    pub async fn cli_async(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+        tokio::process::Command::from(self.cli_command(args, extra)).output().await.expect("run ballast")
+    }
+
+    fn cli_command(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ballast"));
+        cmd.args(args).env_clear().envs(&self.env).envs(extra.iter().copied()).env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd
     }
 
     /// Stops the member the way SIGTERM would.
