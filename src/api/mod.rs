@@ -26,6 +26,7 @@ pub mod server;
 pub mod slo;
 pub mod tenants;
 pub mod usage;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 pub use errors::ApiError;
@@ -42,6 +43,7 @@ fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, Met
     all.extend(usage::routes());
     all.extend(slo::routes());
     all.extend(tenants::routes());
+    all.extend(webhook_endpoints::routes());
     all.extend(openapi::routes());
     all
 }

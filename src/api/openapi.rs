@@ -56,6 +56,9 @@ fn operations() -> Vec<Operation> {
     let new_job = obj(&["kind"], json!({"kind": {"type": "string", "description": "a kind with intake = true: noop, email.send, cache.warm"},
         "payload": {"type": "object", "description": "email.send: {template, to, variables}"}, "idempotency_key": {"type": "string", "maxLength": 200}}));
     let text = json!({"type": "string"});
+    let endpoint_secret = obj(&["id", "url", "event_types", "secret"], json!({"id": {"type": "string", "format": "uuid"}, "url": string(),
+        "event_types": {"type": "array", "items": string()}, "secret": {"type": "string", "description": "whsec_…, shown once"},
+        "previous_secret_until": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"}}));
     vec![
         Operation { method: "GET", path: "/healthz", summary: "Liveness", request: None, response: (200, any.clone()) },
         Operation { method: "GET", path: "/readyz", summary: "Readiness: PostgreSQL and Redis answer", request: None, response: (200, any.clone()) },
@@ -76,6 +79,12 @@ fn operations() -> Vec<Operation> {
             request: Some(obj(&["events"], json!({"events": {"type": "array", "items": obj(&["slo", "minute", "source", "good", "valid"],
                 json!({"slo": string(), "minute": {"type": "string", "format": "date-time"}, "source": string(), "good": {"type": "integer"}, "valid": {"type": "integer"}}))}}))),
             response: (200, any.clone()) },
+        Operation { method: "POST", path: "/v1/webhook-endpoints", summary: "Register an outbound webhook endpoint; its signing secret is in this answer only",
+            request: Some(obj(&["url", "event_types"], json!({"url": string(), "event_types": {"type": "array", "items": string()}}))), response: (201, endpoint_secret.clone()) },
+        Operation { method: "GET", path: "/v1/webhook-endpoints", summary: "The tenant's endpoints (never their secrets)", request: None, response: (200, any.clone()) },
+        Operation { method: "DELETE", path: "/v1/webhook-endpoints/{id}", summary: "Delete an endpoint", request: None, response: (204, any.clone()) },
+        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/rotate", summary: "A new signing secret; the previous one signs for 24 hours more",
+            request: None, response: (200, endpoint_secret) },
         Operation { method: "POST", path: "/v1/tenants", summary: "Provision a tenant and its Stripe customer (idempotent by external_id)",
             request: Some(obj(&["name", "external_id"], json!({"name": string(), "external_id": string(), "billing_email": string()}))), response: (201, tenant_view.clone()) },
         Operation { method: "GET", path: "/v1/tenants", summary: "Tenants, by external_id or a page at a time", request: None, response: (200, any.clone()) },

@@ -27,6 +27,8 @@ pub enum Scope {
     EntitlementsRead,
     /// `slo:write`: report SLI counts.
     SloWrite,
+    /// `webhooks:write`: register, list, rotate and delete outbound webhook endpoints.
+    WebhooksWrite,
     /// `tenants:read`: read tenants (service-wide keys only).
     TenantsRead,
     /// `tenants:write`: provision and change tenants (service-wide keys only; reads too).
@@ -35,8 +37,16 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in the order `--help` lists them.
-    pub const ALL: [Scope; 7] =
-        [Scope::UsageWrite, Scope::UsageRead, Scope::JobsWrite, Scope::EntitlementsRead, Scope::SloWrite, Scope::TenantsRead, Scope::TenantsWrite];
+    pub const ALL: [Scope; 8] = [
+        Scope::UsageWrite,
+        Scope::UsageRead,
+        Scope::JobsWrite,
+        Scope::EntitlementsRead,
+        Scope::SloWrite,
+        Scope::WebhooksWrite,
+        Scope::TenantsRead,
+        Scope::TenantsWrite,
+    ];
 
     /// The scope's name, as keys and the CLI spell it.
     pub fn as_str(self) -> &'static str {
@@ -46,6 +56,7 @@ impl Scope {
             Scope::JobsWrite => "jobs:write",
             Scope::EntitlementsRead => "entitlements:read",
             Scope::SloWrite => "slo:write",
+            Scope::WebhooksWrite => "webhooks:write",
             Scope::TenantsRead => "tenants:read",
             Scope::TenantsWrite => "tenants:write",
         }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::rls::{GLOBAL_TABLES, seed, tenant_column};
 use crate::support::TestApp;
 
-const ALL_SCOPES: [Scope; 7] = Scope::ALL;
+const ALL_SCOPES: [Scope; 8] = Scope::ALL;
 
 async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>, tenant_header: Option<&str>, body: Option<serde_json::Value>) -> reqwest::Response {
     let mut req = app.http.request(method, app.url(path));
@@ -126,6 +126,12 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("GET", "/v1/usage") => Some((spec.path.to_owned(), None)),
         ("GET", "/v1/plans") | ("GET", "/v1/flags") | ("GET", "/openapi.json") => Some((spec.path.to_owned(), None)),
         ("POST", "/v1/slo/events") => Some((spec.path.to_owned(), Some(serde_json::json!({"events": []})))),
+        ("POST", "/v1/webhook-endpoints") => Some((spec.path.to_owned(), Some(serde_json::json!({"url": "https://a.example/in", "event_types": ["x"]})))),
+        ("GET", "/v1/webhook-endpoints") => Some((spec.path.to_owned(), None)),
+        // B's endpoint has B's tenant id for its id (see the RLS seed).
+        ("DELETE", "/v1/webhook-endpoints/{id}") | ("POST", "/v1/webhook-endpoints/{id}/rotate") => {
+            Some((spec.path.replace("{id}", "%B%"), None))
+        }
         ("GET", "/v1/jobs/{id}") => Some(("/v1/jobs/job_b".to_owned(), None)),
         ("POST", "/v1/jobs") => Some((spec.path.to_owned(), Some(serde_json::json!({"kind": "noop", "payload": {"sleep_ms": 0}})))),
         // Service-wide routes: a tenant's key is refused, naming B or not.
