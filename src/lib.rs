@@ -27,7 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod assets;
 /// Outbound webhooks to app services' customers, signed to the Standard Webhooks spec.
-pub mod outbound;
+pub mod webhooks_out;
 /// CPU-bound work off the async runtime's threads.
 pub mod cpu;
 /// PostgreSQL pools, the tenant transaction helper, migrations.

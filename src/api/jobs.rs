@@ -88,7 +88,9 @@ async fn create(
         tracing::error!(message = "Job not queued.", error = %e);
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", "the job could not be queued; retry later")
     };
-    status::queued(&state.tenant_pool, caller.tenant, &id.0, &job.kind).await.map_err(|e| unavailable(&e))?;
+    let mut tx = state.tenant_pool.begin(caller.tenant).await.map_err(|e| unavailable(&e))?;
+    status::queued(&mut tx, caller.tenant, &id.0, &job.kind).await.map_err(|e| unavailable(&e))?;
+    tx.commit().await.map_err(|e| unavailable(&e))?;
     let done = match state.queue.enqueue(req).await {
         Ok(done) => done,
         Err(e) => {
@@ -125,52 +127,36 @@ async fn show(
     }
 }
 
-/// `email.send` from an app: the template and its variables checked, the email written to the
-/// outbox (with the job's status row) before the answer, then its send job queued. A lost push
-/// is queued again by the outbox sweep, under the same job id (the push's idempotency key
-/// remembers it). A repeated idempotency key answers the first email's job.
+/// `email.send` from an app: checked and written to the outbox, with its job's status row,
+/// before the answer (`email::compose::accept`), then queued as every outbox row is.
 async fn email(
     state: &AppState,
     tenant: crate::domain::TenantId,
     payload: serde_json::Value,
     idempotency_key: Option<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    use crate::email::compose::Compose;
+    use crate::email::compose::{AcceptError, Compose};
     let compose: Compose = serde_json::from_value(payload).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", format!("email.send takes {{template, to, variables}}: {}", super::errors::json_error_text(&e)))
     })?;
-    let rendered = state.email_templates.render(&compose).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string());
-        if let Some(v) = e.variable() {
-            err = err.with_field("variable", v);
+    let accepted = match crate::email::compose::accept(&state.tenant_pool, &state.email_templates, tenant, &compose, idempotency_key.as_deref()).await {
+        Ok(a) => a,
+        Err(AcceptError::Invalid(e)) => {
+            let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string());
+            return Err(match e.variable() {
+                Some(v) => err.with_field("variable", v),
+                None => err,
+            });
         }
-        err
-    })?;
-    let unavailable = |e: &dyn std::fmt::Display| {
-        tracing::error!(message = "Email not accepted.", error = %e);
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the email could not be accepted now; retry with the same idempotency key")
-    };
-    let job_id = crate::domain::JobId::new();
-    let dedup = format!("app:{}:{}", tenant.0, idempotency_key.unwrap_or_else(|| job_id.0.clone()));
-    let mut tx = state.tenant_pool.begin(tenant).await.map_err(|e| unavailable(&e))?;
-    let outbox = crate::email::compose::insert(&mut tx, tenant, &dedup, &compose.template, &compose.to, &rendered).await.map_err(|e| unavailable(&e))?;
-    tx.commit().await.map_err(|e| unavailable(&e))?;
-    status::queued(&state.tenant_pool, tenant, &job_id.0, crate::email::JOB_KIND).await.map_err(|e| unavailable(&e))?;
-    let mut req = EnqueueRequest::typed(&crate::email::SendArgs { outbox_id: outbox });
-    req.tenant = Some(tenant);
-    req.id = Some(job_id.clone());
-    req.tracked = true;
-    req.idempotency_key = Some(crate::email::push_key(outbox));
-    let done = match state.queue.enqueue(req).await {
-        Ok(done) => done,
-        // Committed to the outbox: the sweep queues it. Accepted all the same.
-        Err(e) => {
-            tracing::warn!(message = "Email accepted; its send job is queued by the outbox sweep.", error = %e);
-            crate::queue::Enqueued { id: job_id.clone(), duplicate: false }
+        Err(AcceptError::Db(e)) => {
+            tracing::error!(message = "Email not accepted.", error = %e);
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the email could not be accepted now; retry with the same idempotency key"));
         }
     };
-    if done.duplicate {
-        let _ = status::forget(&state.tenant_pool, tenant, &job_id.0).await;
+    // Committed: a lost push is queued by the outbox sweep, under the same job id.
+    if let Err(e) = crate::email::push(&state.queue, tenant, &[accepted.outbox_id]).await {
+        tracing::warn!(message = "Email accepted; its send job is queued by the outbox sweep.", error = %e);
     }
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": crate::email::JOB_KIND, "duplicate": done.duplicate, "outbox_id": outbox}))))
+    let body = serde_json::json!({"id": accepted.job_id, "kind": crate::email::JOB_KIND, "duplicate": accepted.duplicate, "outbox_id": accepted.outbox_id});
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }

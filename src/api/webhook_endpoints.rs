@@ -14,7 +14,7 @@ use super::errors::ApiError;
 use super::guard::Caller;
 use super::route::{Auth, RouteSpec};
 use crate::auth::Scope;
-use crate::outbound::endpoints::{self, EndpointError, NewEndpoint};
+use crate::webhooks_out::endpoints::{self, EndpointError, NewEndpoint};
 use crate::state::AppState;
 
 /// The endpoint routes.

@@ -81,9 +81,8 @@ pub struct Rendered {
 }
 
 fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
+    let mut env = super::environment();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|name| if name.ends_with(".html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None });
     env
 }
 
@@ -141,35 +140,57 @@ impl AppTemplates {
     }
 }
 
-/// Writes an accepted email into the outbox in the caller's transaction; the id of its row,
-/// new or (for a repeated dedup key) the one written first.
-pub async fn insert(
-    conn: &mut sqlx::PgConnection,
-    tenant: TenantId,
-    dedup_key: &str,
-    template: &str,
-    to: &str,
-    email: &Rendered,
-) -> Result<uuid::Uuid, sqlx::Error> {
-    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(tenant.0)
-    .bind(dedup_key)
-    .bind(template)
-    .bind(to)
-    .bind(&email.subject)
-    .bind(&email.text)
-    .bind(&email.html)
-    .bind(super::message_id(dedup_key))
-    .fetch_optional(&mut *conn)
-    .await?;
-    match inserted {
-        Some(id) => Ok(id),
-        None => sqlx::query_scalar("SELECT id FROM email_outbox WHERE dedup_key = $1").bind(dedup_key).fetch_one(conn).await,
+/// An email an app service's request put in the outbox.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Its outbox row.
+    pub outbox_id: uuid::Uuid,
+    /// The job that sends it ([`super::job_id`]).
+    pub job_id: crate::domain::JobId,
+    /// The idempotency key had been used: this is the first request's email.
+    pub duplicate: bool,
+}
+
+/// Why an email was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The email is wrong.
+    #[error(transparent)]
+    Invalid(#[from] ComposeError),
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+impl From<sqlx::Error> for AcceptError {
+    fn from(e: sqlx::Error) -> Self {
+        AcceptError::Db(crate::db::DbError::Sql(e))
     }
+}
+
+/// Checks and renders an app's email and writes its outbox row and its job's status row in
+/// one tenant transaction. The caller then queues it with [`super::push`]; a lost push is
+/// queued by the outbox sweep under the same job id.
+pub async fn accept(
+    pool: &crate::db::TenantPool,
+    templates: &AppTemplates,
+    tenant: TenantId,
+    email: &Compose,
+    idempotency_key: Option<&str>,
+) -> Result<Accepted, AcceptError> {
+    let rendered = templates.render(email)?;
+    let fresh = uuid::Uuid::now_v7().to_string();
+    let dedup = format!("app:{}:{}", tenant.0, idempotency_key.unwrap_or(&fresh));
+    let mut tx = pool.begin(tenant).await?;
+    let parts = [rendered.subject.as_str(), rendered.text.as_str(), rendered.html.as_str()];
+    let (outbox_id, duplicate) = match super::insert(&mut tx, tenant, &dedup, &email.template, &email.to, parts).await? {
+        Some(id) => (id, false),
+        None => (sqlx::query_scalar("SELECT id FROM email_outbox WHERE dedup_key = $1").bind(&dedup).fetch_one(&mut *tx).await?, true),
+    };
+    let job_id = super::job_id(outbox_id);
+    crate::queue::status::queued(&mut tx, tenant, &job_id.0, super::JOB_KIND).await?;
+    tx.commit().await?;
+    Ok(Accepted { outbox_id, job_id, duplicate })
 }
 
 #[cfg(test)]

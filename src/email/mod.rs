@@ -107,14 +107,19 @@ impl Template {
     /// Subject, text and HTML bodies for `vars`. HTML is auto-escaped; text is not.
     pub fn render(self, vars: &serde_json::Value) -> Result<(String, String, String), EmailError> {
         let [subject, text, html] = self.sources();
-        let mut env = Environment::new();
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
-        });
+        let env = environment();
         let err = |e: minijinja::Error| EmailError::Template(self.name(), e.to_string());
         let render = |name: &str, src: &str| env.render_named_str(name, src, vars).map_err(err);
         Ok((render("subject.txt", subject)?.trim().to_owned(), render("body.txt", text)?, render("body.html", html)?))
     }
+}
+
+/// The template environment every email renders in: HTML bodies auto-escape their variables,
+/// subjects and text bodies do not.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|name| if name.ends_with(".html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None });
+    env
 }
 
 /// The Message-ID of the email with `dedup_key`: stable, so a resend is the same message.
@@ -145,22 +150,26 @@ pub struct NewEmail {
 /// already exists. The caller queues [`JOB_KIND`] for the id after commit.
 pub async fn queue(conn: &mut PgConnection, tenant: TenantId, email: &NewEmail) -> Result<Option<uuid::Uuid>, EmailError> {
     let (subject, text, html) = email.template.render(&email.vars)?;
-    let id: Option<uuid::Uuid> = sqlx::query_scalar(
+    Ok(insert(conn, tenant, &email.dedup_key, email.template.name(), &email.to, [&subject, &text, &html]).await?)
+}
+
+/// The outbox row of a rendered email (subject, text, HTML); `None` when `dedup_key` exists.
+async fn insert(conn: &mut PgConnection, tenant: TenantId, dedup_key: &str, template: &str, to: &str, [subject, text, html]: [&str; 3]) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
         "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(tenant.0)
-    .bind(&email.dedup_key)
-    .bind(email.template.name())
-    .bind(&email.to)
-    .bind(&subject)
-    .bind(&text)
-    .bind(&html)
-    .bind(message_id(&email.dedup_key))
+    .bind(dedup_key)
+    .bind(template)
+    .bind(to)
+    .bind(subject)
+    .bind(text)
+    .bind(html)
+    .bind(message_id(dedup_key))
     .fetch_optional(conn)
-    .await?;
-    Ok(id)
+    .await
 }
 
 /// The `email.send` job's arguments: the outbox row to send.
@@ -175,17 +184,23 @@ impl crate::queue::job::JobArgs for SendArgs {
     const KIND: &'static str = JOB_KIND;
 }
 
-/// The idempotency key of an outbox row's send job: one job per row, whoever pushes it.
-pub fn push_key(outbox_id: uuid::Uuid) -> String {
-    format!("email:{outbox_id}")
+/// The id of an outbox row's send job: the same whoever pushes it (the writer after commit,
+/// or the sweep after a lost push), so an app following the job (`GET /v1/jobs/{id}`) follows
+/// the one that sends.
+pub fn job_id(outbox_id: uuid::Uuid) -> crate::domain::JobId {
+    crate::domain::JobId(format!("email_{outbox_id}"))
 }
 
 /// Queues the send job of outbox rows (after their transaction committed). Idempotent per row.
+/// Tracked: rows an app service asked for have a `job_status` row under [`job_id`] (the
+/// worker's update finds none for Ballast's own emails).
 pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, ids: &[uuid::Uuid]) -> Result<(), crate::queue::QueueError> {
     for id in ids {
         let mut req = crate::queue::EnqueueRequest::typed(&SendArgs { outbox_id: *id });
         req.tenant = Some(tenant);
-        req.idempotency_key = Some(push_key(*id));
+        req.id = Some(job_id(*id));
+        req.tracked = true;
+        req.idempotency_key = Some(format!("email:{id}"));
         queue.enqueue(req).await?;
     }
     Ok(())

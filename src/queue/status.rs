@@ -64,17 +64,15 @@ pub struct JobStatus {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// The row of a job about to be queued for `tenant` (before the push, so the worker always
-/// finds it).
-pub async fn queued(pool: &TenantPool, tenant: TenantId, id: &str, kind: &str) -> Result<(), crate::db::DbError> {
-    let mut tx = pool.begin(tenant).await?;
+/// The row of a job about to be queued for `tenant`, in the caller's tenant transaction
+/// (committed before the push, so the worker always finds it).
+pub async fn queued(tx: &mut sqlx::PgConnection, tenant: TenantId, id: &str, kind: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO job_status (id, tenant_id, kind, state) VALUES ($1, $2, $3, 'queued') ON CONFLICT (id) DO NOTHING")
         .bind(id)
         .bind(tenant.0)
         .bind(kind)
-        .execute(&mut *tx)
+        .execute(tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 

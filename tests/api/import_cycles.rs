@@ -208,7 +208,7 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf
 const LAYERS: &[(&str, &[&str])] = &[
     ("ground", &["config", "assets", "domain", "keys", "redis_conn", "catalogue", "clock", "telemetry", "fault"]),
     ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu"]),
-    ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest", "tenants", "outbound"]),
+    ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest", "tenants", "webhooks_out"]),
     ("jobs", &["jobs", "runbook", "scheduler", "state"]),
     ("edges", &["api", "cli", "bench", "app", "devstripe", "devmail"]),
 ];

@@ -51,7 +51,7 @@ async fn a_tenant_registers_lists_rotates_and_deletes_its_endpoints_and_no_one_e
     assert_eq!(code, StatusCode::OK, "{rotated}");
     let new_secret = rotated["secret"].as_str().expect("new secret");
     assert!(new_secret != secret && rotated["previous_secret_until"].is_string(), "{rotated}");
-    let signing = ballast::outbound::endpoints::signing_secrets(&app.state.tenant_pool, ballast::domain::TenantId(a), id.parse().expect("uuid")).await.expect("secrets");
+    let signing = ballast::webhooks_out::endpoints::signing_secrets(&app.state.tenant_pool, ballast::domain::TenantId(a), id.parse().expect("uuid")).await.expect("secrets");
     assert_eq!(signing, vec![new_secret.to_owned(), secret.clone()]);
 
     // Deleted: B cannot, A can, once.
