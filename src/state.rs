@@ -55,6 +55,9 @@ pub enum StartError {
     /// A metric defined wrongly.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The outbound webhook client.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks_out::client::ClientError),
 }
 
 /// Shared dependencies, cheap to clone.
@@ -94,6 +97,8 @@ pub struct AppState {
     pub slo_recorder: Arc<crate::slo::record::Recorder>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Makes outbound webhook deliveries (its reads and records batched across runs).
+    pub webhooks_out: crate::webhooks_out::deliver::Deliverer,
 }
 
 impl std::fmt::Debug for AppState {
@@ -130,7 +135,9 @@ impl AppState {
         }
         let email_templates = Arc::new(crate::email::compose::AppTemplates::load(&settings.email_templates_dir).map_err(|e| StartError::Smtp(e.to_string()))?);
         let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
+        let webhooks_out = crate::webhooks_out::deliver::Deliverer::new(system_pool.clone(), queue.clone(), &settings.outbound)?;
         Ok(Self {
+            webhooks_out,
             settings: Arc::new(settings),
             tenant_pool,
             system_pool,

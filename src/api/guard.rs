@@ -224,7 +224,8 @@ fn with_headers(mut response: Response, windows: &[WindowState]) -> Response {
     response
 }
 
-fn refused(verdict: Verdict) -> Response {
+/// The 429 of a refused verdict, with the window and Retry-After (also for per-kind limits at intake).
+pub(super) fn refused(verdict: Verdict) -> Response {
     let (policy, limit, window_secs, retry_after, windows) = match verdict {
         Verdict::Banned { retry_after } => (PolicyName::AuthFailures, 0, 0, retry_after, Vec::new()),
         Verdict::Block { window, retry_after, windows } => (window.policy, window.limit, window.window_secs, retry_after, windows),

@@ -11,6 +11,7 @@ use axum::http::{Method, StatusCode};
 use axum::extract::Path;
 use axum::routing::{MethodRouter, get, post};
 use axum::Json;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::guard::Caller;
@@ -19,13 +20,20 @@ use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 use crate::auth::Scope;
 use crate::jobs::Registry;
+use crate::jobs::intake::{IntakeError, IntakeRequest, Intakes};
 use crate::queue::{EnqueueRequest, status};
 
-/// Job intake routes; `registry` checks payloads against each kind's arguments.
+/// Job intake routes; `registry` checks payloads against each kind's arguments, and the
+/// kinds with an intake hook ([`crate::jobs::intake`]) accept their own.
 pub fn routes(registry: &Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let registry = registry.clone();
+    let intakes = Intakes::standard();
+    let hooks = intakes.clone();
     let create = move |state: State<AppState>, caller: Extension<Caller>, body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>| {
-        create(state, caller, body, registry.clone())
+        create(state, caller, body, registry.clone(), hooks.clone())
+    };
+    let show = move |state: State<AppState>, caller: Extension<Caller>, id: Result<Path<String>, axum::extract::rejection::PathRejection>| {
+        show(state, caller, id, intakes.clone())
     };
     vec![
         (RouteSpec::new(Method::POST, "/v1/jobs", Auth::Key(Scope::JobsWrite)).write(), post(create)),
@@ -49,7 +57,8 @@ async fn create(
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>,
     registry: Registry,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    intakes: Intakes,
+) -> Result<Response, ApiError> {
     let Json(job) = body.map_err(|e| super::errors::json_rejection(&e))?;
     let policy = state.queue.catalogue().get(&job.kind).filter(|p| p.intake);
     let (Some(policy), Some(handler)) = (policy, registry.get(&job.kind)) else {
@@ -67,9 +76,30 @@ async fn create(
     if job.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "idempotency_key must be 1 to 200 characters"));
     }
-    if job.kind == crate::email::JOB_KIND {
-        return email(&state, caller.tenant, payload, job.idempotency_key).await;
+    let req = IntakeRequest { tenant: caller.tenant, payload, idempotency_key: job.idempotency_key };
+    if let Some(accepted) = intakes.accept(&job.kind, &state, req.clone()).await {
+        return match accepted {
+            Ok(body) => Ok((StatusCode::ACCEPTED, Json(body)).into_response()),
+            Err(IntakeError::Invalid { code, message, field }) => {
+                let err = ApiError::new(StatusCode::BAD_REQUEST, code, message);
+                Err(match field {
+                    Some((name, value)) => err.with_field(name, value),
+                    None => err,
+                })
+            }
+            Err(IntakeError::Payload { kind, expected, error }) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                format!("{kind} takes {expected}: {}", super::errors::json_error_text(&error)),
+            )),
+            Err(IntakeError::Limited(verdict)) => Ok(super::guard::refused(verdict)),
+            Err(IntakeError::Unavailable(e)) => {
+                tracing::error!(message = "Job not accepted.", kind = %job.kind, error = %e);
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the job could not be accepted now; retry with the same idempotency key"))
+            }
+        };
     }
+    let IntakeRequest { payload, idempotency_key, .. } = req;
     if let Err(e) = handler.check(&payload) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -79,7 +109,7 @@ async fn create(
     }
     let mut req = EnqueueRequest::new(job.kind.as_str(), payload);
     req.tenant = Some(caller.tenant);
-    req.idempotency_key = job.idempotency_key.map(|k| format!("tenant:{}:{k}", caller.tenant));
+    req.idempotency_key = idempotency_key.map(|k| format!("tenant:{}:{k}", caller.tenant));
     // Its status row first, so the worker always finds it (GET /v1/jobs/{id}).
     let id = crate::domain::JobId::new();
     req.id = Some(id.clone());
@@ -102,7 +132,7 @@ async fn create(
         // The key's first job is the one to follow; this attempt's row is not a job.
         let _ = status::forget(&state.tenant_pool, caller.tenant, &id.0).await;
     }
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": job.kind, "duplicate": done.duplicate}))))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": job.kind, "duplicate": done.duplicate}))).into_response())
 }
 
 /// `GET /v1/jobs/{id}`: a job this tenant queued, where it is. Another tenant's job is a 404,
@@ -111,13 +141,18 @@ async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    intakes: Intakes,
 ) -> Result<Json<status::JobStatus>, ApiError> {
     // A path that is no job id at all is answered like an unknown job.
     let id = id.map(|Path(id)| id).unwrap_or_default();
     if id.is_empty() || id.len() > 64 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no job with that id"));
     }
-    match status::get(&state.tenant_pool, caller.tenant, &id).await {
+    let found = match intakes.status(&state, caller.tenant, &id).await {
+        Some(kept_by_kind) => kept_by_kind,
+        None => status::get(&state.tenant_pool, caller.tenant, &id).await,
+    };
+    match found {
         Ok(Some(s)) => Ok(Json(s)),
         Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no job with that id (statuses are kept 7 days after a job finishes)")),
         Err(e) => {
@@ -125,38 +160,4 @@ async fn show(
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the job's status cannot be read now; retry later"))
         }
     }
-}
-
-/// `email.send` from an app: checked and written to the outbox, with its job's status row,
-/// before the answer (`email::compose::accept`), then queued as every outbox row is.
-async fn email(
-    state: &AppState,
-    tenant: crate::domain::TenantId,
-    payload: serde_json::Value,
-    idempotency_key: Option<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    use crate::email::compose::{AcceptError, Compose};
-    let compose: Compose = serde_json::from_value(payload).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", format!("email.send takes {{template, to, variables}}: {}", super::errors::json_error_text(&e)))
-    })?;
-    let accepted = match crate::email::compose::accept(&state.tenant_pool, &state.email_templates, tenant, &compose, idempotency_key.as_deref()).await {
-        Ok(a) => a,
-        Err(AcceptError::Invalid(e)) => {
-            let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string());
-            return Err(match e.variable() {
-                Some(v) => err.with_field("variable", v),
-                None => err,
-            });
-        }
-        Err(AcceptError::Db(e)) => {
-            tracing::error!(message = "Email not accepted.", error = %e);
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the email could not be accepted now; retry with the same idempotency key"));
-        }
-    };
-    // Committed: a lost push is queued by the outbox sweep, under the same job id.
-    if let Err(e) = crate::email::push(&state.queue, tenant, &[accepted.outbox_id]).await {
-        tracing::warn!(message = "Email accepted; its send job is queued by the outbox sweep.", error = %e);
-    }
-    let body = serde_json::json!({"id": accepted.job_id, "kind": crate::email::JOB_KIND, "duplicate": accepted.duplicate, "outbox_id": accepted.outbox_id});
-    Ok((StatusCode::ACCEPTED, Json(body)))
 }

@@ -53,12 +53,20 @@ fn operations() -> Vec<Operation> {
         "started_at": {"type": "string", "format": "date-time"}, "finished_at": {"type": "string", "format": "date-time"}}));
     let usage_item = obj(&["metric", "quantity", "timestamp", "idempotency_key"], json!({"metric": string(), "quantity": {"type": "integer", "minimum": 1},
         "timestamp": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "description": "Unix seconds"}]}, "idempotency_key": string()}));
-    let new_job = obj(&["kind"], json!({"kind": {"type": "string", "description": "a kind with intake = true: noop, email.send, cache.warm"},
-        "payload": {"type": "object", "description": "email.send: {template, to, variables}"}, "idempotency_key": {"type": "string", "maxLength": 200}}));
+    let new_job = obj(&["kind"], json!({"kind": {"type": "string", "description": "a kind with intake = true: noop, email.send, webhook.deliver, cache.warm"},
+        "payload": {"type": "object", "description": "email.send: {template, to, variables}; webhook.deliver: {type, data}"}, "idempotency_key": {"type": "string", "maxLength": 200}}));
     let text = json!({"type": "string"});
     let endpoint_secret = obj(&["id", "url", "event_types", "secret"], json!({"id": {"type": "string", "format": "uuid"}, "url": string(),
         "event_types": {"type": "array", "items": string()}, "secret": {"type": "string", "description": "whsec_…, shown once"},
         "previous_secret_until": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"}}));
+    let delivery_log = obj(&["object", "data"], json!({"object": {"const": "list"}, "data": {"type": "array", "items": obj(&["id", "job_id", "webhook_id", "status", "attempts"],
+        json!({"id": {"type": "string", "format": "uuid"}, "job_id": string(), "webhook_id": string(), "event_type": string(),
+            "status": {"enum": ["pending", "delivered", "failed", "skipped"]}, "attempts": {"type": "integer"}, "last_error": string(),
+            "next_attempt_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"},
+            "finished_at": {"type": "string", "format": "date-time"},
+            "attempt_log": {"type": "array", "items": obj(&["attempt", "attempted_at", "duration_ms"], json!({"attempt": {"type": "integer"},
+                "attempted_at": {"type": "string", "format": "date-time"}, "duration_ms": {"type": "integer"}, "status_code": {"type": "integer"},
+                "response_body": {"type": "string", "description": "the first 2 KiB of the endpoint's answer"}, "error": string()}))}}))}}));
     vec![
         Operation { method: "GET", path: "/healthz", summary: "Liveness", request: None, response: (200, any.clone()) },
         Operation { method: "GET", path: "/readyz", summary: "Readiness: PostgreSQL and Redis answer", request: None, response: (200, any.clone()) },
@@ -70,7 +78,8 @@ fn operations() -> Vec<Operation> {
         Operation { method: "GET", path: "/v1/plans", summary: "The public plan catalogue with Stripe's prices", request: None, response: (200, any.clone()) },
         Operation { method: "GET", path: "/v1/flags", summary: "Feature flags, on or off for the tenant", request: None, response: (200, any.clone()) },
         Operation { method: "POST", path: "/v1/jobs", summary: "Queue a job for the tenant", request: Some(new_job),
-            response: (202, obj(&["id", "kind", "duplicate"], json!({"id": string(), "kind": string(), "duplicate": {"type": "boolean"}}))) },
+            response: (202, obj(&["id", "kind", "duplicate"], json!({"id": string(), "kind": string(), "duplicate": {"type": "boolean"},
+                "jobs": {"type": "array", "description": "webhook.deliver: one job per subscribed endpoint", "items": any.clone()}}))) },
         Operation { method: "GET", path: "/v1/jobs/{id}", summary: "Where a job the tenant queued is", request: None, response: (200, job_status) },
         Operation { method: "POST", path: "/v1/usage", summary: "Record metered usage (1 to 1,000 items)", request: Some(obj(&["items"], json!({"items": {"type": "array", "items": usage_item}}))),
             response: (200, any.clone()) },
@@ -85,6 +94,11 @@ fn operations() -> Vec<Operation> {
         Operation { method: "DELETE", path: "/v1/webhook-endpoints/{id}", summary: "Delete an endpoint", request: None, response: (204, any.clone()) },
         Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/rotate", summary: "A new signing secret; the previous one signs for 24 hours more",
             request: None, response: (200, endpoint_secret) },
+        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/enable", summary: "Deliver to a disabled endpoint again", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/webhook-endpoints/{id}/deliveries", summary: "The endpoint's delivery log, newest first (?status=failed&limit=50)",
+            request: None, response: (200, delivery_log) },
+        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/deliveries/{delivery}/resend", summary: "Send a finished delivery's message again (same webhook-id)",
+            request: None, response: (202, obj(&["id", "kind", "delivery_id"], json!({"id": string(), "kind": string(), "delivery_id": {"type": "string", "format": "uuid"}}))) },
         Operation { method: "POST", path: "/v1/tenants", summary: "Provision a tenant and its Stripe customer (idempotent by external_id)",
             request: Some(obj(&["name", "external_id"], json!({"name": string(), "external_id": string(), "billing_email": string()}))), response: (201, tenant_view.clone()) },
         Operation { method: "GET", path: "/v1/tenants", summary: "Tenants, by external_id or a page at a time", request: None, response: (200, any.clone()) },

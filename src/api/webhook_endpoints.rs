@@ -1,11 +1,14 @@
 //! Outbound webhook endpoints, registered by a tenant's app (scope webhooks:write):
 //! `POST /v1/webhook-endpoints` (the signing secret is in this answer only), `GET` to list,
 //! `DELETE /v1/webhook-endpoints/{id}`, and `POST /v1/webhook-endpoints/{id}/rotate` for a new
-//! secret while the previous one keeps signing for a day. Another tenant's endpoint is a 404.
+//! secret while the previous one keeps signing for a day; `POST …/{id}/enable` after it was
+//! disabled; `GET …/{id}/deliveries` for its delivery log (each delivery with its attempts and
+//! the start of the endpoint's answers) and `POST …/{id}/deliveries/{delivery}/resend` to send
+//! a finished one again. Another tenant's endpoint or delivery is a 404.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Extension, Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
@@ -14,6 +17,7 @@ use super::errors::ApiError;
 use super::guard::Caller;
 use super::route::{Auth, RouteSpec};
 use crate::auth::Scope;
+use crate::webhooks_out::deliveries::{self, DeliveryStatus, ResendError};
 use crate::webhooks_out::endpoints::{self, EndpointError, NewEndpoint};
 use crate::state::AppState;
 
@@ -25,6 +29,9 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         (RouteSpec::new(Method::GET, "/v1/webhook-endpoints", auth()), get(list)),
         (RouteSpec::new(Method::DELETE, "/v1/webhook-endpoints/{id}", auth()).write(), delete(remove)),
         (RouteSpec::new(Method::POST, "/v1/webhook-endpoints/{id}/rotate", auth()).write(), post(rotate)),
+        (RouteSpec::new(Method::POST, "/v1/webhook-endpoints/{id}/enable", auth()).write(), post(enable)),
+        (RouteSpec::new(Method::GET, "/v1/webhook-endpoints/{id}/deliveries", auth()), get(deliveries)),
+        (RouteSpec::new(Method::POST, "/v1/webhook-endpoints/{id}/deliveries/{delivery}/resend", auth()).write(), post(resend)),
     ]
 }
 
@@ -48,7 +55,7 @@ async fn create(State(state): State<AppState>, Extension(caller): Extension<Call
         Ok(b) => b,
         Err(e) => return super::errors::json_rejection(&e).into_response(),
     };
-    match endpoints::create(&state.tenant_pool, caller.tenant, &new).await {
+    match endpoints::create(&state.tenant_pool, caller.tenant, &new, &state.settings.outbound.allow).await {
         Ok(made) => (StatusCode::CREATED, Json(made)).into_response(),
         Err(e) => error(e),
     }
@@ -80,5 +87,74 @@ async fn rotate(State(state): State<AppState>, Extension(caller): Extension<Call
     match endpoints::rotate(&state.tenant_pool, caller.tenant, id).await {
         Ok(rotated) => Json(rotated).into_response(),
         Err(e) => error(e),
+    }
+}
+
+async fn enable(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Response {
+    let id = match endpoint_id(path) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match endpoints::enable(&state.tenant_pool, caller.tenant, id).await {
+        Ok(enabled) => Json(enabled).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// `?status=failed&limit=20`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn deliveries(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Response {
+    let id = match endpoint_id(path) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m).into_response();
+    let Ok(Query(q)) = query else { return bad("the query takes status (pending, delivered, failed, skipped) and limit (1 to 100)") };
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => match [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed, DeliveryStatus::Skipped].into_iter().find(|v| v.as_str() == s) {
+            Some(v) => Some(v),
+            None => return bad("status: one of pending, delivered, failed, skipped"),
+        },
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return bad("limit: 1 to 100");
+    }
+    match deliveries::list(&state.tenant_pool, caller.tenant, id, status, limit).await {
+        Ok(Some(log)) => Json(serde_json::json!({"object": "list", "data": log})).into_response(),
+        Ok(None) => error(EndpointError::NotFound),
+        Err(e) => error(EndpointError::Db(e)),
+    }
+}
+
+async fn resend(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<(String, String)>, PathRejection>) -> Response {
+    let ids = path.ok().and_then(|Path((e, d))| Some((e.parse::<uuid::Uuid>().ok()?, d.parse::<uuid::Uuid>().ok()?)));
+    let Some((endpoint, delivery)) = ids else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such delivery").into_response();
+    };
+    match deliveries::resend(&state.tenant_pool, caller.tenant, endpoint, delivery).await {
+        Ok(fresh) => {
+            // Committed: a lost push is queued by the delivery sweep.
+            if let Err(e) = crate::webhooks_out::messages::push(&state.queue, caller.tenant, &[fresh]).await {
+                tracing::warn!(message = "Re-send accepted; its job is queued by the sweep.", error = %e);
+            }
+            let job = crate::webhooks_out::messages::job_id(fresh);
+            (StatusCode::ACCEPTED, Json(serde_json::json!({"id": job, "kind": crate::webhooks_out::messages::JOB_KIND, "delivery_id": fresh}))).into_response()
+        }
+        Err(ResendError::NotFound) => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such delivery").into_response(),
+        Err(e @ (ResendError::Pending | ResendError::EndpointOff)) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).into_response(),
+        Err(ResendError::Db(e)) => error(EndpointError::Db(e)),
     }
 }

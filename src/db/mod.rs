@@ -1,6 +1,8 @@
 //! PostgreSQL access: the two pools, the one helper that opens a tenant-scoped transaction,
 //! and the embedded migrations.
 
+pub mod batch;
+
 use std::time::Duration;
 
 use secrecy::ExposeSecret;

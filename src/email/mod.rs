@@ -47,11 +47,13 @@ pub enum Template {
     PaymentActionRequired,
     /// A dunning case closed by the invoice's payment.
     PaymentRecovered,
+    /// An outbound webhook endpoint disabled after failing for days.
+    EndpointDisabled,
 }
 
 impl Template {
     /// Every template.
-    pub const ALL: [Template; 8] = [
+    pub const ALL: [Template; 9] = [
         Template::PaymentFailed,
         Template::PaymentWarning,
         Template::TrialEnding,
@@ -60,6 +62,7 @@ impl Template {
         Template::Welcome,
         Template::PaymentActionRequired,
         Template::PaymentRecovered,
+        Template::EndpointDisabled,
     ];
 
     /// The template's name (its files in templates/email/).
@@ -73,6 +76,7 @@ impl Template {
             Template::Welcome => "welcome",
             Template::PaymentActionRequired => "payment_action_required",
             Template::PaymentRecovered => "payment_recovered",
+            Template::EndpointDisabled => "webhook_endpoint_disabled",
         }
     }
 
@@ -101,6 +105,7 @@ impl Template {
             Template::Welcome => files!("welcome"),
             Template::PaymentActionRequired => files!("payment_action_required"),
             Template::PaymentRecovered => files!("payment_recovered"),
+            Template::EndpointDisabled => files!("webhook_endpoint_disabled"),
         }
     }
 
@@ -229,7 +234,8 @@ mod tests {
     fn every_template_renders_and_html_is_escaped() {
         let vars = serde_json::json!({"name": "<Ann>", "amount": "USD 20.00", "invoice": "in_1", "days_left": 4,
             "ends_on": "2026-12-01", "renews_on": "2026-12-01", "has_payment_method": false,
-            "percent": 80, "metric": "api_calls", "month": "2026-12", "used": 8, "limit": 10, "overage": false});
+            "percent": 80, "metric": "api_calls", "month": "2026-12", "used": 8, "limit": 10, "overage": false,
+            "url": "https://example.com/hook", "endpoint_id": "e1", "failing_since": "2026-11-28 09:00 UTC"});
         for t in Template::ALL {
             let (subject, text, html) = t.render(&vars).unwrap_or_else(|e| panic!("{}: {e}", t.name()));
             assert!(!subject.is_empty() && !subject.contains('\n'), "{subject}");

@@ -68,3 +68,39 @@ impl Job for EmailSendJob {
         }
     }
 }
+
+/// App services send an email through `POST /v1/jobs`: checked (template, address, variables
+/// both ways), counted against the tenant's email limit, written to the outbox with its job's
+/// status row before the answer (`email::compose::accept`), then queued as every outbox row is.
+impl super::intake::Intake for EmailSendJob {
+    const KIND: &'static str = crate::email::JOB_KIND;
+
+    async fn accept(&self, state: &crate::state::AppState, req: super::intake::IntakeRequest) -> Result<serde_json::Value, super::intake::IntakeError> {
+        use super::intake::IntakeError;
+        use crate::email::compose::{AcceptError, Compose};
+        use crate::ratelimit::{Limit, PolicyName, Request, Subject, Verdict};
+        let compose: Compose = serde_json::from_value(req.payload)
+            .map_err(|error| IntakeError::Payload { kind: crate::email::JOB_KIND, expected: "{template, to, variables}", error })?;
+        let limit = Limit { policy: PolicyName::TenantEmails, subject: Subject::Tenant(req.tenant), window: state.limiter.policies.tenant_emails_for(req.tenant) };
+        match state.limiter.decide(&Request { limits: vec![limit], ..Default::default() }).await {
+            Ok(Verdict::Admit(_)) => {}
+            Ok(refused) => return Err(IntakeError::Limited(refused)),
+            // The limit guards against a runaway sender; an email is not refused because
+            // Redis cannot count it (the tenant's write limit failed open the same way).
+            Err(e) => tracing::warn!(message = "Email limit not checked.", error = %e),
+        }
+        let accepted = match crate::email::compose::accept(&state.tenant_pool, &state.email_templates, req.tenant, &compose, req.idempotency_key.as_deref()).await {
+            Ok(a) => a,
+            Err(AcceptError::Invalid(e)) => {
+                let field = e.variable().map(|v| ("variable", v.to_owned()));
+                return Err(IntakeError::Invalid { code: "invalid_email", message: e.to_string(), field });
+            }
+            Err(AcceptError::Db(e)) => return Err(IntakeError::Unavailable(e.to_string())),
+        };
+        // Committed: a lost push is queued by the outbox sweep, under the same job id.
+        if let Err(e) = crate::email::push(&state.queue, req.tenant, &[accepted.outbox_id]).await {
+            tracing::warn!(message = "Email accepted; its send job is queued by the outbox sweep.", error = %e);
+        }
+        Ok(serde_json::json!({"id": accepted.job_id, "kind": crate::email::JOB_KIND, "duplicate": accepted.duplicate, "outbox_id": accepted.outbox_id}))
+    }
+}

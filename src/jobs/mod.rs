@@ -15,6 +15,7 @@ pub mod cache_warm;
 pub mod db_sessions;
 pub mod dunning_run;
 pub mod email_send;
+pub mod intake;
 pub mod kind;
 pub mod limits_spike;
 pub mod loadtest_run;
@@ -27,6 +28,7 @@ pub mod slo_notify;
 pub mod stripe_event;
 pub mod stripe_refetch;
 pub mod usage_flush;
+pub mod webhook_deliver;
 pub mod webhooks_backlog;
 
 pub use kind::{Job, JobContext, JobError, JobReport, Progress, Registry};
@@ -54,6 +56,14 @@ impl crate::queue::job::Registry<AppState> {
             .with(admin::Admin(site_down::SiteDownJob))
             .with(admin::Admin(billing_drift::BillingDriftJob))
             .with(admin::Admin(billing_reconcile::BillingReconcileJob))
+            .with(webhook_deliver::WebhookDeliverJob)
+    }
+}
+
+impl intake::Intakes {
+    /// The kinds that accept app payloads through a hook of their own: one line per kind.
+    pub fn standard() -> Self {
+        Self::default().with(email_send::EmailSendJob).with(webhook_deliver::WebhookDeliverJob)
     }
 }
 

@@ -26,6 +26,10 @@ pub enum JobError {
     /// Transient: retried with the kind's backoff until attempts run out.
     #[error("{0}")]
     Retry(String),
+    /// Transient, and the handler chose when to try again (it told someone when: a delivery
+    /// log's next attempt). Counts as an attempt like [`JobError::Retry`].
+    #[error("{0}")]
+    RetryIn(String, Duration),
     /// Will never succeed: dead-lettered now, no more attempts.
     #[error("{0}")]
     Cancel(String),

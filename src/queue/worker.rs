@@ -257,14 +257,18 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
 
     /// Acts on a failed run: requeue (snooze, retry) or dead-letter, and says which.
     async fn settle(&self, envelope: &JobEnvelope, error: JobError) -> Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>> {
+        let chosen_delay = match &error {
+            JobError::RetryIn(_, d) => Some(*d),
+            _ => None,
+        };
         let outcome = match error {
             JobError::Snooze(delay) => {
                 self.requeue(envelope, envelope.attempt, delay, None).await?;
                 RunOutcome::Snoozed
             }
-            JobError::Retry(error) if envelope.attempt < self.policy.max_attempts => {
+            JobError::Retry(error) | JobError::RetryIn(error, _) if envelope.attempt < self.policy.max_attempts => {
                 let next = envelope.attempt + 1;
-                let delay = self.policy.backoff.delay(next);
+                let delay = match &chosen_delay { Some(d) => *d, None => self.policy.backoff.delay(next) };
                 tracing::warn!(message = "Job failed; retrying.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
                 self.requeue(envelope, next, delay, Some(&error)).await?;
                 let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -273,7 +277,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
             }
             e => {
                 let error = match &e {
-                    JobError::Retry(msg) => format!("attempts exhausted ({}): {msg}", envelope.attempt),
+                    JobError::Retry(msg) | JobError::RetryIn(msg, _) => format!("attempts exhausted ({}): {msg}", envelope.attempt),
                     other => other.to_string(),
                 };
                 tracing::error!(message = "Job dead-lettered.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));

@@ -67,6 +67,8 @@ pub enum PolicyName {
     Key,
     /// Per tenant, writes.
     TenantWrites,
+    /// Per tenant, emails sent through the intake.
+    TenantEmails,
     /// Failed credentials → ban.
     AuthFailures,
 }
@@ -78,13 +80,14 @@ impl PolicyName {
             PolicyName::Anonymous => "anonymous",
             PolicyName::Key => "key",
             PolicyName::TenantWrites => "tenant_writes",
+            PolicyName::TenantEmails => "tenant_emails",
             PolicyName::AuthFailures => "auth_failures",
         }
     }
 
     /// Parses a policy name.
     pub fn parse(s: &str) -> Option<Self> {
-        [PolicyName::Anonymous, PolicyName::Key, PolicyName::TenantWrites, PolicyName::AuthFailures]
+        [PolicyName::Anonymous, PolicyName::Key, PolicyName::TenantWrites, PolicyName::TenantEmails, PolicyName::AuthFailures]
             .into_iter()
             .find(|p| p.as_str() == s)
     }

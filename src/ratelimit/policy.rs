@@ -82,6 +82,8 @@ pub struct Policies {
     pub key: Window,
     /// Per tenant, write routes.
     pub tenant_writes: TenantWrites,
+    /// Per tenant, emails app services send (`email.send` through `POST /v1/jobs`).
+    pub tenant_emails: TenantWrites,
     /// Per client IP, failed credential checks.
     pub auth_failures: Ban,
 }
@@ -93,6 +95,8 @@ impl Default for Policies {
             // App services send batches: 20 requests/s per key, sustained, is a lot of batches.
             key: Window { limit: 1200, window_secs: 60 },
             tenant_writes: TenantWrites { limit: 600, window_secs: 60, per_tenant: HashMap::new() },
+            // A burst of sign-ups is fine; a loop mailing every customer is stopped within the hour.
+            tenant_emails: TenantWrites { limit: 1000, window_secs: 3600, per_tenant: HashMap::new() },
             auth_failures: Ban { limit: 5, window_secs: 60, ban_secs: 900 },
         }
     }
@@ -106,6 +110,7 @@ impl Policies {
             ("anonymous", p.anonymous.limit, p.anonymous.window_secs),
             ("key", p.key.limit, p.key.window_secs),
             ("tenant_writes", p.tenant_writes.limit, p.tenant_writes.window_secs),
+            ("tenant_emails", p.tenant_emails.limit, p.tenant_emails.window_secs),
             ("auth_failures", p.auth_failures.limit, p.auth_failures.window_secs),
         ] {
             if limit == 0 || secs == 0 {
@@ -131,6 +136,12 @@ impl Policies {
     pub fn tenant_writes_for(&self, tenant: TenantId) -> Window {
         let limit = self.tenant_writes.per_tenant.get(&tenant.0).copied().unwrap_or(self.tenant_writes.limit);
         Window { limit, window_secs: self.tenant_writes.window_secs }
+    }
+
+    /// The email window of `tenant`.
+    pub fn tenant_emails_for(&self, tenant: TenantId) -> Window {
+        let limit = self.tenant_emails.per_tenant.get(&tenant.0).copied().unwrap_or(self.tenant_emails.limit);
+        Window { limit, window_secs: self.tenant_emails.window_secs }
     }
 }
 

@@ -44,11 +44,12 @@ async fn recover_lost_queue(state: &AppState) -> Result<Option<usize>, crate::qu
     }
     let events = crate::stripe::inbox::requeue_after_data_loss(&state.system_pool, &state.queue).await?;
     let emails = crate::email::sweep(&state.system_pool, &state.queue, chrono::TimeDelta::zero()).await?;
+    let deliveries = crate::webhooks_out::messages::requeue_after_data_loss(&state.system_pool, &state.queue).await?;
     let now = Utc::now().timestamp_millis();
     for epoch in missing {
         let _: () = conn.set(&epoch, now).await?;
     }
-    Ok(Some(events + emails))
+    Ok(Some(events + emails + deliveries))
 }
 
 /// Runs the scheduler until `stop`, then releases the lease if held.
@@ -105,6 +106,12 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
                 Ok(n) if n > 0 => tracing::info!(message = "Outbox sweep queued emails.", queued = n),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(message = "Outbox sweep failed; next sweep retries.", error = %e),
+            }
+            // Webhook deliveries whose job was lost (crash or Redis down after commit).
+            match crate::webhooks_out::messages::sweep(&state.system_pool, &state.queue).await {
+                Ok(n) if n > 0 => tracing::info!(message = "Delivery sweep queued webhook deliveries.", queued = n),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "Delivery sweep failed; next sweep retries.", error = %e),
             }
         }
         if leader {

@@ -1,11 +1,11 @@
-//! Where an outbound webhook may go. A URL is resolved at delivery time, every address it
-//! resolves to is checked, and the request is then pinned to the checked address (the caller
-//! connects to what [`resolve`] returns, never resolving again), so a DNS answer that changes
-//! between the check and the connect (rebinding) cannot reach an internal address. Loopback,
+//! Where an outbound webhook may go. A URL is resolved at delivery time and every address it
+//! resolves to is checked; the delivery client connects only to checked addresses (see
+//! [`super::client`]), so a DNS answer that changes between a check and a connect (rebinding)
+//! cannot reach an internal address. Loopback,
 //! private, link-local (cloud metadata included), shared, multicast and unspecified addresses
 //! are refused unless an operator allows a range.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -18,7 +18,7 @@ pub enum Refused {
     /// No host in the URL.
     #[error("the URL has no host")]
     NoHost,
-    /// The host did not resolve.
+    /// The host resolved to nothing.
     #[error("{0} does not resolve: {1}")]
     Unresolved(String, String),
     /// An address no webhook may reach.
@@ -65,24 +65,6 @@ pub fn check(host: &str, ip: IpAddr, allow: &[IpNet]) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Resolves `url` now and checks every address; the one to connect to.
-pub async fn resolve(url: &reqwest::Url, allow: &[IpNet]) -> Result<SocketAddr, Refused> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(Refused::Scheme);
-    }
-    let host = url.host_str().ok_or(Refused::NoHost)?.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| Refused::Unresolved(host.clone(), e.to_string()))?
-        .collect();
-    // Every answer is checked: a host with one public and one internal record is refused.
-    for addr in &addrs {
-        check(&host, addr.ip(), allow)?;
-    }
-    addrs.first().copied().ok_or_else(|| Refused::Unresolved(host, "no addresses".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,14 +84,5 @@ mod tests {
         let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("range")];
         assert_eq!(check("h", ip("127.0.0.1"), &allow), Ok(()));
         assert!(check("h", ip("10.0.0.1"), &allow).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_name_is_resolved_and_every_answer_checked() {
-        let url = reqwest::Url::parse("http://localhost:9/hook").expect("url");
-        assert!(matches!(resolve(&url, &[]).await, Err(Refused::Internal(..))));
-        let allow: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("v4"), "::1/128".parse().expect("v6")];
-        assert_eq!(resolve(&url, &allow).await.map(|a| a.port()), Ok(9));
-        assert_eq!(resolve(&reqwest::Url::parse("ftp://example.com/").expect("url"), &[]).await, Err(Refused::Scheme));
     }
 }

@@ -77,11 +77,18 @@ pub struct WithSecret {
     pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
-fn check(new: &NewEndpoint) -> Result<(), EndpointError> {
+fn check(new: &NewEndpoint, allow: &[ipnet::IpNet]) -> Result<(), EndpointError> {
     let invalid = |field, message: &str| Err(EndpointError::Invalid { field, message: message.to_owned() });
-    match reqwest::Url::parse(&new.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && new.url.len() <= 2048 => {}
+    let host = match reqwest::Url::parse(&new.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && new.url.len() <= 2048 && u.host_str().is_some() => u.host_str().unwrap_or_default().to_owned(),
         _ => return invalid("url", "an http or https URL with a host, at most 2048 characters"),
+    };
+    // An address written in the URL can be refused now; a name is checked at every delivery,
+    // against what it resolves to then.
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
+        && let Err(refused) = super::address::check(&host, ip, allow)
+    {
+        return invalid("url", &refused.to_string());
     }
     if new.event_types.is_empty() || new.event_types.len() > MAX_EVENT_TYPES {
         return invalid("event_types", "1 to 100 event types, or [\"*\"] for every type");
@@ -99,9 +106,9 @@ fn endpoint(r: Row) -> Endpoint {
     Endpoint { id: r.0, url: r.1, event_types: r.2, disabled_at: r.3, disabled_reason: r.4, created_at: r.5 }
 }
 
-/// Registers an endpoint with a fresh signing secret.
-pub async fn create(pool: &TenantPool, tenant: TenantId, new: &NewEndpoint) -> Result<WithSecret, EndpointError> {
-    check(new)?;
+/// Registers an endpoint with a fresh signing secret; `allow` is the operator's allowed ranges.
+pub async fn create(pool: &TenantPool, tenant: TenantId, new: &NewEndpoint, allow: &[ipnet::IpNet]) -> Result<WithSecret, EndpointError> {
+    check(new, allow)?;
     let secret = super::signature::new_secret();
     let mut tx = pool.begin(tenant).await?;
     let row: Row = sqlx::query_as(
@@ -161,6 +168,21 @@ pub async fn rotate(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Resu
     Ok(WithSecret { endpoint: endpoint(row), secret, previous_secret_until: Some(until) })
 }
 
+/// Re-enables a disabled endpoint: deliveries queued from now on go to it, and its failure
+/// clock starts again. (Messages it missed are re-sent from its delivery log.)
+pub async fn enable(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Result<Endpoint, EndpointError> {
+    let mut tx = pool.begin(tenant).await?;
+    let row: Option<Row> = sqlx::query_as(
+        "UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL, failing_since = NULL WHERE id = $1 AND deleted_at IS NULL \
+         RETURNING id, url, event_types, disabled_at, disabled_reason, created_at",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.map(endpoint).ok_or(EndpointError::NotFound)
+}
+
 /// The secrets that sign a delivery now: the current one, and the previous one during a
 /// rotation's overlap.
 pub async fn signing_secrets(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Result<Vec<String>, EndpointError> {
@@ -172,11 +194,16 @@ pub async fn signing_secrets(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid
             .await?;
     tx.commit().await?;
     let (current, previous, until) = row.ok_or(EndpointError::NotFound)?;
+    Ok(signing_set(&current, previous.as_deref(), until, Utc::now()).into_iter().map(str::to_owned).collect())
+}
+
+/// The secrets that sign at `now`: the current one, then the previous one until its overlap ends.
+pub fn signing_set<'a>(current: &'a str, previous: Option<&'a str>, until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<&'a str> {
     let mut secrets = vec![current];
     if let (Some(p), Some(u)) = (previous, until)
-        && u > Utc::now()
+        && u > now
     {
         secrets.push(p);
     }
-    Ok(secrets)
+    secrets
 }

@@ -1,8 +1,13 @@
 //! Outbound webhooks: what Ballast sends to the endpoints app services' customers register,
 //! signed to the Standard Webhooks specification (https://www.standardwebhooks.com/).
-//! So far: the signing (`signature`), where a delivery may connect (`address`) and the
-//! endpoints tenants register (`endpoints`); the delivery job and its log build on them.
+//! `endpoints` are what tenants register; `messages` what they queue (each fanned out to one
+//! delivery per subscribed endpoint); `deliver` makes one attempt through `client`, which
+//! connects only where `address` allows, signed by `signature`; `deliveries` keeps the log.
 
 pub mod address;
+pub mod client;
+pub mod deliver;
+pub mod deliveries;
 pub mod endpoints;
+pub mod messages;
 pub mod signature;

@@ -73,3 +73,27 @@ async fn an_app_sends_a_templated_email_once_and_bad_ones_are_refused_naming_wha
     let other_sees = app.http.get(app.url(&format!("/v1/jobs/{id}"))).bearer_auth(&other).send().await.expect("get");
     assert_eq!(other_sees.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_email_limit_is_refused_with_retry_after_and_nothing_is_queued() {
+    let app = TestApp::builder().limits("[tenant_emails]\nlimit = 2\nwindow_secs = 3600\n").spawn().await;
+    let (a, b) = (app.tenant("A").await, app.tenant("B").await);
+    let (_, key) = app.key(Some(a), &[Scope::JobsWrite]).await;
+    let (_, other) = app.key(Some(b), &[Scope::JobsWrite]).await;
+    let email = |k: &str| {
+        json!({"kind": "email.send", "idempotency_key": k, "payload": {"template": "password_reset", "to": "ada@app.test",
+            "variables": {"name": "Ada", "reset_url": "https://app.test/r", "expires_in": "30 minutes"}}})
+    };
+    for k in ["e1", "e2"] {
+        assert_eq!(post(&app, &key, email(k)).await.0, StatusCode::ACCEPTED);
+    }
+    let resp = app.http.post(app.url("/v1/jobs")).bearer_auth(&key).json(&email("e3")).send().await.expect("post");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().get("retry-after").is_some());
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["policy"], "tenant_emails", "{body}");
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE tenant_id = $1").bind(a).fetch_one(&app.state.system_pool.0).await.expect("count");
+    assert_eq!(queued, 2, "the refused email is not in the outbox");
+    // The limit is per tenant.
+    assert_eq!(post(&app, &other, email("e1")).await.0, StatusCode::ACCEPTED);
+}

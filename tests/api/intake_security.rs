@@ -129,9 +129,12 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("POST", "/v1/webhook-endpoints") => Some((spec.path.to_owned(), Some(serde_json::json!({"url": "https://a.example/in", "event_types": ["x"]})))),
         ("GET", "/v1/webhook-endpoints") => Some((spec.path.to_owned(), None)),
         // B's endpoint has B's tenant id for its id (see the RLS seed).
-        ("DELETE", "/v1/webhook-endpoints/{id}") | ("POST", "/v1/webhook-endpoints/{id}/rotate") => {
-            Some((spec.path.replace("{id}", "%B%"), None))
-        }
+        // B's delivery too (a message to that endpoint).
+        ("DELETE", "/v1/webhook-endpoints/{id}")
+        | ("POST", "/v1/webhook-endpoints/{id}/rotate")
+        | ("POST", "/v1/webhook-endpoints/{id}/enable")
+        | ("GET", "/v1/webhook-endpoints/{id}/deliveries")
+        | ("POST", "/v1/webhook-endpoints/{id}/deliveries/{delivery}/resend") => Some((spec.path.replace("{id}", "%B%").replace("{delivery}", "%B%"), None)),
         ("GET", "/v1/jobs/{id}") => Some(("/v1/jobs/job_b".to_owned(), None)),
         ("POST", "/v1/jobs") => Some((spec.path.to_owned(), Some(serde_json::json!({"kind": "noop", "payload": {"sleep_ms": 0}})))),
         // Service-wide routes: a tenant's key is refused, naming B or not.

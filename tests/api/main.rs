@@ -35,6 +35,7 @@ mod stripe_shapes;
 mod stripe_sim_conformance;
 mod tenants;
 mod usage;
+mod webhook_delivery;
 mod webhook_endpoints;
 mod webhooks;
 mod app_email;

@@ -50,6 +50,9 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO job_dead_letters (id, job_id, kind, tenant_id, envelope, attempts, error) VALUES (gen_random_uuid(), 'job_' || $2, 'noop', $1, '{}', 1, 'x')",
         "INSERT INTO job_status (id, tenant_id, kind, state) VALUES ('job_' || $2, $1, 'noop', 'queued')",
         "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) VALUES ($1, $1, 'https://' || $2 || '.example/in', ARRAY['x'], 'whsec_' || $2)",
+        "INSERT INTO webhook_messages (id, tenant_id, event_type, body) VALUES ($1, $1, 'x', '{}')",
+        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) VALUES ($1, $1, $1, $1)",
+        "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms, status_code, response_body) VALUES ($1, $1, $1, 1, now(), 3, 500, 'no ' || $2)",
     ];
     for sql in sqls {
         sqlx::query(sql).bind(tenant).bind(tag).execute(system).await.unwrap_or_else(|e| panic!("seed {sql}: {e}"));

@@ -159,6 +159,8 @@ pub struct Settings {
     pub slo_webhook_url: Option<SecretString>,
     /// PagerDuty's routing key, for the pagerduty notification format.
     pub slo_pagerduty_routing_key: Option<SecretString>,
+    /// Outbound webhooks (`BALLAST_OUTBOUND_*`).
+    pub outbound: outbound::OutboundWebhooks,
 }
 
 /// A source of raw settings: the environment, overlaid on an optional file.
@@ -192,6 +194,20 @@ impl Source {
         }
         Ok(Duration::from_secs_f64(secs))
     }
+}
+
+/// A comma-separated list of CIDR ranges or addresses (a bare address is a range of one).
+fn cidrs(src: &Source, key: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(raw) = src.get(key) else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::new(key, format!("{p:?} is not a CIDR range like 10.0.0.0/8 or an address")))
+        })
+        .collect()
 }
 
 fn url_setting(src: &Source, key: &str, schemes: &[&str], hint: &str) -> Result<SecretString, ConfigError> {
@@ -270,20 +286,7 @@ impl Settings {
             body_timeout: src.secs_or("BALLAST_HTTP_BODY_TIMEOUT_SECS", 15)?,
             max_connections: src.parse_or("BALLAST_HTTP_MAX_CONNECTIONS", 1024, "a whole number")?,
             api_max_body_bytes: src.parse_or("BALLAST_API_MAX_BODY_BYTES", 64 * 1024, "a number of bytes")?,
-            trusted_proxies: match src.get("BALLAST_TRUSTED_PROXIES") {
-                None => Vec::new(),
-                Some(raw) => raw
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        // A bare address is a range of one.
-                        p.parse::<ipnet::IpNet>()
-                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                            .map_err(|_| ConfigError::new("BALLAST_TRUSTED_PROXIES", format!("{p:?} is not a CIDR range like 10.0.0.0/8 or an address")))
-                    })
-                    .collect::<Result<_, _>>()?,
-            },
+            trusted_proxies: cidrs(&src, "BALLAST_TRUSTED_PROXIES")?,
         };
         if http.max_connections == 0 {
             return Err(ConfigError::new("BALLAST_HTTP_MAX_CONNECTIONS", "must be at least 1"));
@@ -356,6 +359,7 @@ impl Settings {
             },
             slo_pagerduty_routing_key: src.get("BALLAST_SLO_PAGERDUTY_ROUTING_KEY").map(|k| SecretString::from(k.to_owned())),
             past_due_grace: chrono::Duration::days(grace_days),
+            outbound: outbound::OutboundWebhooks::parse(&src)?,
             database_url: url_setting(&src, "DATABASE_URL", &["postgres", "postgresql"], "the app role's PostgreSQL URL")?,
             system_database_url: url_setting(
                 &src,
@@ -416,83 +420,7 @@ fn read_file(path: &str) -> Result<HashMap<String, String>, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    fn base() -> HashMap<String, String> {
-        [
-            ("DATABASE_URL", "postgres://app:pw@127.0.0.1/db"),
-            ("BALLAST_SYSTEM_DATABASE_URL", "postgres://sys:pw@127.0.0.1/db"),
-            ("REDIS_URL", "redis://127.0.0.1:6379"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-    }
-
-    #[test]
-    fn defaults_apply() {
-        let s = Settings::from_map(base()).expect("valid");
-        assert_eq!(s.redis_namespace, "ballast");
-        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn missing_setting_is_named() {
-        let mut env = base();
-        env.remove("REDIS_URL");
-        let err = Settings::from_map(env).unwrap_err().to_string();
-        assert!(err.starts_with("configuration error: REDIS_URL: missing"), "{err}");
-    }
-
-    #[test]
-    fn malformed_setting_is_named_without_its_value() {
-        let mut env = base();
-        env.insert("DATABASE_URL".into(), "mysql://secretpw@x".into());
-        let err = Settings::from_map(env).unwrap_err().to_string();
-        assert!(err.contains("DATABASE_URL"), "{err}");
-        assert!(!err.contains("secretpw"), "{err}");
-        let mut env = base();
-        env.insert("BALLAST_SHUTDOWN_GRACE_SECS".into(), "soon".into());
-        let err = Settings::from_map(env).unwrap_err().to_string();
-        assert!(err.contains("BALLAST_SHUTDOWN_GRACE_SECS") && err.contains("soon"), "{err}");
-    }
-
-    #[test]
-    fn trusted_proxies_take_ranges_and_addresses_and_name_a_bad_one() {
-        let mut env = base();
-        env.insert("BALLAST_TRUSTED_PROXIES".into(), "10.0.0.0/8, 192.168.1.7,::1".into());
-        let s = Settings::from_map(env.clone()).expect("valid");
-        assert_eq!(s.http.trusted_proxies.len(), 3);
-        assert!(s.http.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().expect("ip")));
-        env.insert("BALLAST_TRUSTED_PROXIES".into(), "10.0.0.0/33".into());
-        let err = Settings::from_map(env).unwrap_err().to_string();
-        assert!(err.contains("BALLAST_TRUSTED_PROXIES") && err.contains("10.0.0.0/33"), "{err}");
-        let s = Settings::from_map(base()).expect("valid");
-        assert_eq!((s.http.header_timeout, s.http.max_connections), (Duration::from_secs(10), 1024));
-    }
-
-    #[test]
-    fn debug_output_hides_secrets() {
-        let s = Settings::from_map(base()).expect("valid");
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("pw@"), "{shown}");
-    }
-}
-
-/// Durations written as text in config files ("7d", "30s", "90m"), read with humantime.
-pub mod duration_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    /// Reads "7d".
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let raw = String::deserialize(d)?;
-        humantime::parse_duration(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?}: {e} (e.g. \"30s\", \"7d\")")))
-    }
-
-    /// Writes "7days".
-    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*v).to_string())
-    }
-}
+pub mod duration_text;
+pub mod outbound;

@@ -1,0 +1,138 @@
+//! How app services queue a kind through `POST /v1/jobs` when queuing its payload as it
+//! stands is not enough: an [`Intake`] turns the app's payload into the kind's jobs with the
+//! writes they need before the answer (an email's outbox row, a webhook message and one
+//! delivery per subscribed endpoint), so what Ballast answers 202 for survives a Redis crash.
+//! A kind with `intake = true` and no hook is queued as it stands, its payload checked against
+//! its arguments. A kind whose jobs keep their state in a table of their own also answers
+//! `GET /v1/jobs/{id}` for its job ids ([`Intake::status`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::domain::TenantId;
+use crate::queue::status::JobStatus;
+use crate::state::AppState;
+
+/// One intake request, checked for size and key shape by the API.
+#[derive(Debug, Clone)]
+pub struct IntakeRequest {
+    /// The caller's tenant.
+    pub tenant: TenantId,
+    /// The app's payload.
+    pub payload: serde_json::Value,
+    /// The tenant's idempotency key, if it sent one.
+    pub idempotency_key: Option<String>,
+}
+
+/// Why an intake request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The request is wrong (400): a stable code, a message, and the field at fault.
+    #[error("{message}")]
+    Invalid {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// An error field naming what was wrong (`"variable": "name"`).
+        field: Option<(&'static str, String)>,
+    },
+    /// The payload does not parse (400 `invalid_payload`); `expected` says what the kind takes.
+    #[error("{kind} takes {expected}: {error}")]
+    Payload {
+        /// The kind.
+        kind: &'static str,
+        /// Its payload's shape, for people (`{template, to, variables}`).
+        expected: &'static str,
+        /// serde's error (the API cuts quoted input before answering it).
+        error: serde_json::Error,
+    },
+    /// Over a per-tenant limit of the kind (429).
+    #[error("rate limited")]
+    Limited(crate::ratelimit::Verdict),
+    /// Nothing was accepted; the sender should retry with the same key (503). The text is
+    /// for the log only.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntakeError {
+    /// A 400 with `code` and `message`.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        IntakeError::Invalid { code, message: message.into(), field: None }
+    }
+}
+
+/// A kind's intake hook.
+pub trait Intake: Send + Sync + 'static {
+    /// The kind it accepts.
+    const KIND: &'static str;
+    /// Checks the payload, writes what must be durable, queues the jobs; the 202's body.
+    fn accept(&self, state: &AppState, req: IntakeRequest) -> impl Future<Output = Result<serde_json::Value, IntakeError>> + Send;
+    /// The status of job `id` when it is one of this kind's (its id says so), read from the
+    /// kind's own table; `None` when the id is not this kind's.
+    fn status(&self, _state: &AppState, _tenant: TenantId, _id: &str) -> Option<impl Future<Output = Result<Option<JobStatus>, crate::db::DbError>> + Send> {
+        None::<std::future::Ready<Result<Option<JobStatus>, crate::db::DbError>>>
+    }
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+trait ErasedIntake: Send + Sync {
+    fn accept<'a>(&'a self, state: &'a AppState, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>>;
+    fn status<'a>(&'a self, state: &'a AppState, tenant: TenantId, id: &'a str) -> Option<Boxed<'a, Result<Option<JobStatus>, crate::db::DbError>>>;
+}
+
+impl<I: Intake> ErasedIntake for I {
+    fn accept<'a>(&'a self, state: &'a AppState, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>> {
+        Box::pin(Intake::accept(self, state, req))
+    }
+
+    fn status<'a>(&'a self, state: &'a AppState, tenant: TenantId, id: &'a str) -> Option<Boxed<'a, Result<Option<JobStatus>, crate::db::DbError>>> {
+        Intake::status(self, state, tenant, id).map(|f| Box::pin(f) as Boxed<'a, _>)
+    }
+}
+
+/// The intake hooks, by kind.
+#[derive(Clone, Default)]
+pub struct Intakes {
+    hooks: BTreeMap<&'static str, Arc<dyn ErasedIntake>>,
+}
+
+impl std::fmt::Debug for Intakes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.hooks.keys()).finish()
+    }
+}
+
+impl Intakes {
+    /// Adds the hook of `I::KIND`.
+    pub fn with<I: Intake>(mut self, hook: I) -> Self {
+        self.hooks.insert(I::KIND, Arc::new(hook));
+        self
+    }
+
+    /// Whether `kind` has a hook.
+    pub fn has(&self, kind: &str) -> bool {
+        self.hooks.contains_key(kind)
+    }
+
+    /// Accepts `req` through `kind`'s hook; `None` when it has none.
+    pub async fn accept(&self, kind: &str, state: &AppState, req: IntakeRequest) -> Option<Result<serde_json::Value, IntakeError>> {
+        let hook = self.hooks.get(kind)?;
+        Some(hook.accept(state, req).await)
+    }
+
+    /// The status of job `id`, from the table of the kind whose id it is; `None` when no
+    /// kind keeps it (then `job_status` does).
+    pub async fn status(&self, state: &AppState, tenant: TenantId, id: &str) -> Option<Result<Option<JobStatus>, crate::db::DbError>> {
+        for hook in self.hooks.values() {
+            if let Some(f) = hook.status(state, tenant, id) {
+                return Some(f.await);
+            }
+        }
+        None
+    }
+}

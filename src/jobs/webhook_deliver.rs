@@ -1,0 +1,68 @@
+//! `webhook.deliver`: one attempt of one outbound webhook delivery (see
+//! [`crate::webhooks_out::deliver`]). App services queue a message through `POST /v1/jobs`;
+//! its intake writes the message and one delivery per subscribed endpoint before the answer,
+//! then queues one job per delivery. A failed attempt is retried after the catalogue's backoff
+//! (about three days in all); when attempts run out the delivery is marked failed in the
+//! tenant's log, not dead-lettered: a customer's broken endpoint is the tenant's to see and
+//! re-send, not on-call's.
+
+use super::intake::{Intake, IntakeError, IntakeRequest};
+use super::kind::{Job, JobContext, JobError};
+use crate::state::AppState;
+use crate::webhooks_out::deliver::{DeliverError, Delivered, RetryPolicy};
+use crate::webhooks_out::messages::{self, DeliverArgs, MessageError, NewMessage};
+
+/// The job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebhookDeliverJob;
+
+impl Job for WebhookDeliverJob {
+    const KIND: &'static str = messages::JOB_KIND;
+    type Args = DeliverArgs;
+    type Report = Delivered;
+
+    async fn run(&self, args: DeliverArgs, ctx: JobContext) -> Result<Delivered, JobError> {
+        let tenant = ctx.tenant.ok_or_else(|| JobError::Cancel("webhook.deliver needs the tenant of its delivery".into()))?;
+        let policy = ctx.state.queue.catalogue().get(messages::JOB_KIND).map(|p| RetryPolicy { max_attempts: p.max_attempts, backoff: p.backoff.clone() });
+        let policy = policy.ok_or_else(|| JobError::Cancel("webhook.deliver has no catalogue entry".into()))?;
+        match ctx.state.webhooks_out.deliver(tenant, args.delivery_id, &policy).await {
+            // The delivery log says when; the queue runs it then.
+            Ok(Delivered::Retrying { error, retry_in }) => Err(JobError::RetryIn(error, retry_in)),
+            Ok(done) => Ok(done),
+            Err(e @ DeliverError::Missing(_)) => Err(JobError::Cancel(e.to_string())),
+            Err(e @ DeliverError::Db(_)) => Err(JobError::Retry(e.to_string())),
+        }
+    }
+}
+
+impl Intake for WebhookDeliverJob {
+    const KIND: &'static str = messages::JOB_KIND;
+
+    /// `{type, data}`: written as a message with one delivery per endpoint subscribed to the
+    /// type, then one job per delivery. The answer lists the jobs (`GET /v1/jobs/{id}`).
+    async fn accept(&self, state: &AppState, req: IntakeRequest) -> Result<serde_json::Value, IntakeError> {
+        let new: NewMessage = serde_json::from_value(req.payload).map_err(|error| IntakeError::Payload { kind: messages::JOB_KIND, expected: "{type, data}", error })?;
+        let accepted = match messages::accept(&state.tenant_pool, req.tenant, &new, req.idempotency_key.as_deref(), chrono::Utc::now()).await {
+            Ok(a) => a,
+            Err(e @ MessageError::BadType) => return Err(IntakeError::Invalid { code: "invalid_payload", message: e.to_string(), field: Some(("field", "type".into())) }),
+            Err(MessageError::Db(e)) => return Err(IntakeError::Unavailable(e.to_string())),
+        };
+        if !accepted.duplicate {
+            let ids: Vec<uuid::Uuid> = accepted.deliveries.iter().map(|(d, _)| *d).collect();
+            // Committed: a lost push is queued by the delivery sweep, under the same job id.
+            if let Err(e) = messages::push(&state.queue, req.tenant, &ids).await {
+                tracing::warn!(message = "Webhook accepted; its delivery jobs are queued by the sweep.", error = %e);
+            }
+        }
+        let jobs: Vec<serde_json::Value> =
+            accepted.deliveries.iter().map(|(d, e)| serde_json::json!({"id": messages::job_id(*d), "delivery_id": d, "endpoint_id": e})).collect();
+        Ok(serde_json::json!({
+            "id": messages::webhook_id(accepted.message_id), "kind": messages::JOB_KIND, "duplicate": accepted.duplicate, "jobs": jobs,
+        }))
+    }
+
+    fn status(&self, state: &AppState, tenant: crate::domain::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {
+        let delivery = messages::delivery_of(id)?;
+        Some(crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, delivery))
+    }
+}

@@ -1,0 +1,210 @@
+//! The `webhook_messages` table, and the intake of a message: written with one delivery per
+//! subscribed endpoint in one tenant transaction before the answer, then each delivery's job
+//! queued. A lost push (a crash, Redis down after the commit) is queued again by [`sweep`].
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::db::{DbError, SystemPool, TenantPool};
+use crate::domain::{JobId, TenantId};
+
+/// The job kind that makes one delivery.
+pub const JOB_KIND: &str = "webhook.deliver";
+/// The prefix of a delivery's job id (`whd_` and the delivery's id).
+pub const JOB_ID_PREFIX: &str = "whd_";
+
+/// What an app service sends: an event type and its data. Ballast wraps them in the payload
+/// structure the Standard Webhooks specification recommends, `{type, timestamp, data}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// The event type (`invoice.paid`); endpoints subscribe to types.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The event's data: any JSON object.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The event type is not one an endpoint could subscribe to.
+    #[error("type: letters, digits, '.', '_' and '-', 1 to 100 characters (e.g. invoice.paid)")]
+    BadType,
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for MessageError {
+    fn from(e: sqlx::Error) -> Self {
+        MessageError::Db(DbError::Sql(e))
+    }
+}
+
+/// A message accepted, with its deliveries.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The message (its `webhook-id` is `msg_` and this, without hyphens).
+    pub message_id: uuid::Uuid,
+    /// One delivery per endpoint subscribed when it was accepted: (delivery, endpoint).
+    pub deliveries: Vec<(uuid::Uuid, uuid::Uuid)>,
+    /// The idempotency key had been used: this is the first request's message.
+    pub duplicate: bool,
+}
+
+/// The `webhook-id` of a message: the same for every endpoint, retry and re-send, so a
+/// receiver recognises a message it already processed.
+pub fn webhook_id(message_id: uuid::Uuid) -> String {
+    format!("msg_{}", message_id.simple())
+}
+
+/// The job id of a delivery: the same whoever pushes it (intake, sweep, re-send).
+pub fn job_id(delivery_id: uuid::Uuid) -> JobId {
+    JobId(format!("{JOB_ID_PREFIX}{}", delivery_id.simple()))
+}
+
+/// The delivery a job id names, when it is a delivery's.
+pub fn delivery_of(job_id: &str) -> Option<uuid::Uuid> {
+    job_id.strip_prefix(JOB_ID_PREFIX).and_then(|rest| uuid::Uuid::try_parse(rest).ok())
+}
+
+pub(super) fn well_formed_type(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 100 && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Writes the message and one pending delivery per enabled endpoint of `tenant` subscribed to
+/// its type (or to `*`), in one transaction. A repeated idempotency key answers the first
+/// message and its deliveries.
+pub async fn accept(pool: &TenantPool, tenant: TenantId, new: &NewMessage, idempotency_key: Option<&str>, now: DateTime<Utc>) -> Result<Accepted, MessageError> {
+    if !well_formed_type(&new.event_type) {
+        return Err(MessageError::BadType);
+    }
+    let body = serde_json::json!({"type": new.event_type, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "data": new.data});
+    let mut tx = pool.begin(tenant).await?;
+    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO webhook_messages (id, tenant_id, event_type, body, idempotency_key, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(tenant.0)
+    .bind(&new.event_type)
+    .bind(body.to_string())
+    .bind(idempotency_key)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let accepted = match inserted {
+        Some(message_id) => {
+            let deliveries: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+                "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) \
+                 SELECT gen_random_uuid(), $1, $2, id FROM webhook_endpoints \
+                 WHERE deleted_at IS NULL AND disabled_at IS NULL AND event_types && ARRAY[$3, '*'] RETURNING id, endpoint_id",
+            )
+            .bind(tenant.0)
+            .bind(message_id)
+            .bind(&new.event_type)
+            .fetch_all(&mut *tx)
+            .await?;
+            Accepted { message_id, deliveries, duplicate: false }
+        }
+        None => {
+            let message_id: uuid::Uuid =
+                sqlx::query_scalar("SELECT id FROM webhook_messages WHERE idempotency_key = $1").bind(idempotency_key).fetch_one(&mut *tx).await?;
+            let deliveries = sqlx::query_as("SELECT id, endpoint_id FROM webhook_deliveries WHERE message_id = $1 ORDER BY id")
+                .bind(message_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            Accepted { message_id, deliveries, duplicate: true }
+        }
+    };
+    tx.commit().await?;
+    Ok(accepted)
+}
+
+/// Queues the job of each delivery (after its transaction committed).
+pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, deliveries: &[uuid::Uuid]) -> Result<(), crate::queue::QueueError> {
+    for id in deliveries {
+        let mut req = crate::queue::EnqueueRequest::typed(&DeliverArgs { delivery_id: *id });
+        req.tenant = Some(tenant);
+        req.id = Some(job_id(*id));
+        queue.enqueue(req).await?;
+    }
+    Ok(())
+}
+
+/// The `webhook.deliver` job's arguments: the delivery to make.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverArgs {
+    /// webhook_deliveries.id.
+    pub delivery_id: uuid::Uuid,
+}
+
+impl crate::queue::job::JobArgs for DeliverArgs {
+    const KIND: &'static str = JOB_KIND;
+}
+
+/// How long past its due time a pending delivery must be before the sweep pushes it again:
+/// long enough that a job merely waiting in a backlog is not doubled.
+pub const LOST_AFTER: chrono::Duration = chrono::Duration::minutes(15);
+
+/// Queues again pending deliveries overdue by [`LOST_AFTER`] (their push was lost, or Redis lost
+/// them), and moves their due time on so the next sweep leaves them alone. System pool: the
+/// sweep spans tenants. Bounded per run.
+pub async fn sweep(pool: &SystemPool, queue: &crate::queue::JobQueue) -> Result<usize, crate::queue::QueueError> {
+    let rows: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "UPDATE webhook_deliveries SET next_attempt_at = now() + $1 WHERE id IN ( \
+           SELECT id FROM webhook_deliveries WHERE status = 'pending' AND COALESCE(next_attempt_at, created_at) < now() - $1 \
+           ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING id, tenant_id",
+    )
+    .bind(LOST_AFTER)
+    .fetch_all(&pool.0)
+    .await?;
+    for (id, tenant) in &rows {
+        push(queue, TenantId(*tenant), &[*id]).await?;
+    }
+    Ok(rows.len())
+}
+
+/// After Redis lost its data: queues every pending delivery again, each at its due time (a
+/// retry keeps its backoff). System pool: spans tenants.
+pub async fn requeue_after_data_loss(pool: &SystemPool, queue: &crate::queue::JobQueue) -> Result<usize, crate::queue::QueueError> {
+    let mut after = uuid::Uuid::nil();
+    let mut queued = 0;
+    loop {
+        let rows: Vec<(uuid::Uuid, uuid::Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT id, tenant_id, next_attempt_at FROM webhook_deliveries WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT 1000",
+        )
+        .bind(after)
+        .fetch_all(&pool.0)
+        .await?;
+        for (id, tenant, due) in &rows {
+            let mut req = crate::queue::EnqueueRequest::typed(&DeliverArgs { delivery_id: *id });
+            req.tenant = Some(TenantId(*tenant));
+            req.id = Some(job_id(*id));
+            req.run_at = *due;
+            queue.enqueue(req).await?;
+            after = *id;
+        }
+        queued += rows.len();
+        if rows.len() < 1000 {
+            return Ok(queued);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_name_their_delivery_and_nothing_else() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(delivery_of(&job_id(id).0), Some(id));
+        assert_eq!(delivery_of("email_0190"), None);
+        assert_eq!(delivery_of("whd_nonsense"), None);
+        assert!(webhook_id(id).starts_with("msg_") && !webhook_id(id).contains('-'));
+        assert!(well_formed_type("invoice.paid") && !well_formed_type("") && !well_formed_type("a b"));
+    }
+}
