@@ -27,10 +27,13 @@ CREATE TABLE webhook_deliveries (
     created_at          timestamptz NOT NULL DEFAULT now(),
     finished_at         timestamptz
 );
+CREATE INDEX webhook_deliveries_tenant_id_idx ON webhook_deliveries (tenant_id);
 CREATE INDEX webhook_deliveries_endpoint_idx ON webhook_deliveries (endpoint_id, created_at DESC);
 CREATE INDEX webhook_deliveries_message_idx ON webhook_deliveries (message_id);
 -- The sweep re-queues pending deliveries whose push was lost.
 CREATE INDEX webhook_deliveries_pending_idx ON webhook_deliveries (created_at) WHERE status = 'pending';
+-- The retention prune deletes finished deliveries (with their attempts) after 30 days.
+CREATE INDEX webhook_deliveries_finished_idx ON webhook_deliveries (finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE webhook_attempts (
     id                  uuid PRIMARY KEY,
@@ -44,6 +47,7 @@ CREATE TABLE webhook_attempts (
     error               text
 );
 CREATE INDEX webhook_attempts_delivery_idx ON webhook_attempts (delivery_id, attempt);
+CREATE INDEX webhook_attempts_tenant_id_idx ON webhook_attempts (tenant_id);
 
 ALTER TABLE webhook_messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhook_messages FORCE ROW LEVEL SECURITY;

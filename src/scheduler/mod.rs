@@ -107,6 +107,11 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(message = "Outbox sweep failed; next sweep retries.", error = %e),
             }
+            match crate::webhooks_out::deliveries::prune(&state.system_pool, crate::webhooks_out::deliveries::RETENTION).await {
+                Ok(n) if n > 0 => tracing::debug!(message = "Webhook deliveries past retention deleted.", deleted = n),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(message = "Webhook delivery prune failed; next sweep retries.", error = %e),
+            }
             // Webhook deliveries whose job was lost (crash or Redis down after commit).
             match crate::webhooks_out::messages::sweep(&state.system_pool, &state.queue).await {
                 Ok(n) if n > 0 => tracing::info!(message = "Delivery sweep queued webhook deliveries.", queued = n),

@@ -174,6 +174,14 @@ async fn a_signed_message_outlasts_an_hour_of_receiver_failures_and_arrives_once
     let got = receiver.got();
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].0["webhook-id"].to_str().ok(), Some(webhook_id.as_str()));
+
+    // Kept 30 days after they finish, then pruned with their attempts and message.
+    let pool = &app.state.system_pool;
+    sqlx::query("UPDATE webhook_deliveries SET finished_at = now() - interval '31 days'").execute(&pool.0).await.expect("age");
+    sqlx::query("UPDATE webhook_messages SET created_at = now() - interval '31 days'").execute(&pool.0).await.expect("age");
+    assert_eq!(ballast::webhooks_out::deliveries::prune(pool, ballast::webhooks_out::deliveries::RETENTION).await.expect("prune"), 2);
+    let left: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM webhook_attempts) + (SELECT count(*) FROM webhook_messages)").fetch_one(&pool.0).await.expect("count");
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]
