@@ -97,8 +97,8 @@ pub struct AppState {
     pub slo_recorder: Arc<crate::slo::record::Recorder>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
-    /// Makes outbound webhook deliveries (its reads and records batched across runs).
-    pub webhooks_out: crate::webhooks_out::deliver::Deliverer,
+    /// Outbound webhooks: accepts messages and makes deliveries (writes grouped into shared commits).
+    pub webhooks_out: crate::webhooks_out::deliver::Outbound,
 }
 
 impl std::fmt::Debug for AppState {
@@ -135,7 +135,7 @@ impl AppState {
         }
         let email_templates = Arc::new(crate::email::compose::AppTemplates::load(&settings.email_templates_dir).map_err(|e| StartError::Smtp(e.to_string()))?);
         let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
-        let webhooks_out = crate::webhooks_out::deliver::Deliverer::new(system_pool.clone(), queue.clone(), &settings.outbound)?;
+        let webhooks_out = crate::webhooks_out::deliver::Outbound::new(tenant_pool.clone(), system_pool.clone(), queue.clone(), &settings.outbound)?;
         Ok(Self {
             webhooks_out,
             settings: Arc::new(settings),

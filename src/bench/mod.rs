@@ -2,10 +2,12 @@
 //! against the BullMQ peer's protocol) and `ballast bench webhooks` (Stripe webhook ingest at
 //! a fixed arrival rate), `ballast bench limiter` (the rate limiter's cost per request) and
 //! `ballast bench usage` (usage intake and the ledger flush) and `ballast bench entitlements`
-//! (entitlement reads through the cache), and `ballast bench soak` (a bounded steady load through
+//! (entitlement reads through the cache), `ballast bench deliveries` (outbound webhooks to a
+//! loopback receiver), and `ballast bench soak` (a bounded steady load through
 //! a whole member, sampling memory and table sizes).
 //! Each runs in a private Redis namespace and removes what it wrote.
 
+pub mod deliveries;
 pub mod entitlements;
 pub mod jobs;
 pub mod limiter;

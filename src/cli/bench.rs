@@ -24,6 +24,23 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         pickup_secs: u32,
     },
+    /// Outbound webhook deliveries to a receiver on loopback in this process: deliveries per
+    /// second draining a backlog, then acceptance-to-receipt latency at a fixed rate. Uses the
+    /// configured PostgreSQL (its own tenant, deleted afterwards) and a private Redis namespace.
+    Deliveries {
+        /// Deliveries in the throughput phase.
+        #[arg(long, default_value_t = 20_000)]
+        n: u64,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Messages per second in the latency phase (open loop).
+        #[arg(long, default_value_t = 1_000)]
+        rate: u32,
+        /// Seconds of the latency phase.
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+    },
     /// Usage intake in batches of 100 (events/s, latency) and the flush of many counters.
     Usage {
         /// Seconds of posting.
@@ -116,6 +133,17 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                 println!(
                     "noop x{n}, concurrency {concurrency}: enqueue {:.0} jobs/s, processed {:.0} jobs/s, pickup p50 {:.2} ms / p99 {:.2} ms ({} samples)",
                     report.enqueue_per_sec, report.processed_per_sec, report.pickup_p50_ms, report.pickup_p99_ms, report.pickup_samples
+                );
+            }
+        }
+        BenchCommand::Deliveries { n, concurrency, rate, secs } => {
+            let r = ballast::bench::deliveries::run(settings, ballast::bench::deliveries::DeliveryBenchParams { n, concurrency, rate, secs }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "deliveries: {} drained at {:.0}/s (concurrency {concurrency}); {} at {rate}/s: accepted -> received p50 {:.2} ms / p99 {:.2} ms / max {:.2} ms (acceptance alone p50 {:.2} ms / p99 {:.2} ms)",
+                    r.n, r.delivered_per_sec, r.sent, r.p50_ms, r.p99_ms, r.max_ms, r.accept_p50_ms, r.accept_p99_ms
                 );
             }
         }

@@ -37,6 +37,13 @@ pub struct TenantPool(PgPool);
 #[derive(Debug, Clone)]
 pub struct SystemPool(pub PgPool);
 
+/// Binds the rest of a [`TenantPool::begin_shared`] transaction to `tenant` (until the next
+/// switch or the transaction's end, like [`TenantPool::begin`]'s setting).
+pub async fn switch_tenant(tx: &mut sqlx::PgConnection, tenant: TenantId) -> Result<(), DbError> {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.0.hyphenated().to_string()).execute(tx).await?;
+    Ok(())
+}
+
 impl TenantPool {
     /// Wraps a pool that connects as the app role.
     pub fn new(pool: PgPool) -> Self {
@@ -62,6 +69,12 @@ impl TenantPool {
             "BEGIN; SELECT set_config('app.tenant_id', '{t}', true); SELECT pg_advisory_xact_lock(hashtextextended('tenant:{t}', 0))"
         );
         Ok(self.0.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+    }
+
+    /// A transaction that serves several tenants in turn (group commit): each tenant's part
+    /// starts with [`switch_tenant`]; before the first, RLS shows no rows at all.
+    pub async fn begin_shared(&self) -> Result<Transaction<'static, Postgres>, DbError> {
+        Ok(self.0.begin().await?)
     }
 
     /// The raw pool, for health checks that read no tenant data.

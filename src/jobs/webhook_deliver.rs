@@ -42,10 +42,11 @@ impl Intake for WebhookDeliverJob {
     /// type, then one job per delivery. The answer lists the jobs (`GET /v1/jobs/{id}`).
     async fn accept(&self, state: &AppState, req: IntakeRequest) -> Result<serde_json::Value, IntakeError> {
         let new: NewMessage = serde_json::from_value(req.payload).map_err(|error| IntakeError::Payload { kind: messages::JOB_KIND, expected: "{type, data}", error })?;
-        let accepted = match messages::accept(&state.tenant_pool, req.tenant, &new, req.idempotency_key.as_deref(), chrono::Utc::now()).await {
+        let incoming = messages::Incoming { tenant: req.tenant, message: new, idempotency_key: req.idempotency_key, at: chrono::Utc::now() };
+        let accepted = match state.webhooks_out.accept(incoming).await {
             Ok(a) => a,
             Err(e @ MessageError::BadType) => return Err(IntakeError::Invalid { code: "invalid_payload", message: e.to_string(), field: Some(("field", "type".into())) }),
-            Err(MessageError::Db(e)) => return Err(IntakeError::Unavailable(e.to_string())),
+            Err(e @ (MessageError::Db(_) | MessageError::Batch(_))) => return Err(IntakeError::Unavailable(e.to_string())),
         };
         if !accepted.duplicate {
             let ids: Vec<uuid::Uuid> = accepted.deliveries.iter().map(|(d, _)| *d).collect();

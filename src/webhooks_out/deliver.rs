@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use super::client::{Answer, Sender};
 use super::deliveries::{self, Attempt, DeliveryStatus, Disabled, Loaded, Outcome};
 use crate::catalogue::Backoff;
-use crate::db::SystemPool;
+use super::messages::{self, Accepted, Incoming, MessageError};
+use crate::db::{SystemPool, TenantPool};
 use crate::db::batch::{BatchError, Batcher};
 use crate::domain::TenantId;
 
@@ -73,25 +74,32 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
 }
 
-/// Makes deliveries; one per fleet member, shared by its concurrent runs.
+/// Accepts messages and makes deliveries; one per fleet member, shared by its concurrent
+/// requests and runs, whose writes it groups into shared commits.
 #[derive(Clone)]
-pub struct Deliverer {
+pub struct Outbound {
+    accepts: Batcher<Incoming, Accepted>,
     sender: Sender,
     loads: Batcher<uuid::Uuid, Option<Loaded>>,
     records: Batcher<Outcome, ()>,
 }
 
-impl std::fmt::Debug for Deliverer {
+impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Deliverer")
+        f.write_str("Outbound")
     }
 }
 
-impl Deliverer {
-    /// A deliverer on `pool` with the operator's settings; the tenant of an endpoint it
-    /// disables is emailed through `queue`.
-    pub fn new(pool: SystemPool, queue: crate::queue::JobQueue, settings: &crate::config::outbound::OutboundWebhooks) -> Result<Self, super::client::ClientError> {
+impl Outbound {
+    /// Outbound webhooks on `tenants` (intake) and `pool` (deliveries) with the operator's
+    /// settings; the tenant of an endpoint it disables is emailed through `queue`.
+    pub fn new(tenants: TenantPool, pool: SystemPool, queue: crate::queue::JobQueue, settings: &crate::config::outbound::OutboundWebhooks) -> Result<Self, super::client::ClientError> {
         let sender = Sender::new(settings.allow.clone(), settings.timeout)?;
+        // Concurrent intake requests share a commit; each tenant's rows are written bound to it.
+        let accepts = Batcher::new(BATCH, move |incoming: Vec<Incoming>| {
+            let tenants = tenants.clone();
+            async move { messages::accept_many(&tenants, &incoming).await.map_err(|e| BatchError(e.to_string())) }
+        });
         let read_pool = pool.clone();
         // System pool: one read serves concurrent runs of many tenants; each run checks that
         // the row is its job's tenant's.
@@ -126,7 +134,14 @@ impl Deliverer {
                 Ok(vec![(); outcomes.len()])
             }
         });
-        Ok(Self { sender, loads, records })
+        Ok(Self { accepts, sender, loads, records })
+    }
+
+    /// Writes a message and its deliveries (see [`messages::accept`]), sharing the commit with
+    /// concurrent requests. The caller queues the deliveries' jobs after.
+    pub async fn accept(&self, incoming: Incoming) -> Result<Accepted, MessageError> {
+        incoming.check()?;
+        self.accepts.call(incoming).await.map_err(|e| MessageError::Batch(e.0))
     }
 
     /// Makes one attempt of `delivery` for `tenant` and records it.
@@ -169,7 +184,7 @@ impl Deliverer {
     }
 
     async fn attempt(&self, row: &Loaded, now: DateTime<Utc>) -> Answer {
-        let id = super::messages::webhook_id(row.message_id);
+        let id = messages::webhook_id(row.message_id);
         let ts = now.timestamp();
         let signature = match super::signature::header(&row.signing_secrets(now), &id, ts, row.body.as_bytes()) {
             Ok(s) => s,

@@ -34,6 +34,9 @@ pub enum MessageError {
     /// PostgreSQL failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The shared commit this message was in failed (the text is the batch's error).
+    #[error("{0}")]
+    Batch(String),
 }
 
 impl From<sqlx::Error> for MessageError {
@@ -73,53 +76,123 @@ pub(super) fn well_formed_type(t: &str) -> bool {
     !t.is_empty() && t.len() <= 100 && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Writes the message and one pending delivery per enabled endpoint of `tenant` subscribed to
+/// One message to accept: its tenant, the message, the tenant's idempotency key, and now.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// What the app sent.
+    pub message: NewMessage,
+    /// The tenant's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// When it arrived (the body's `timestamp`).
+    pub at: DateTime<Utc>,
+}
+
+impl Incoming {
+    /// Checks the event type.
+    pub fn check(&self) -> Result<(), MessageError> {
+        if well_formed_type(&self.message.event_type) { Ok(()) } else { Err(MessageError::BadType) }
+    }
+}
+
+/// Writes one message and one pending delivery per enabled endpoint of `tenant` subscribed to
 /// its type (or to `*`), in one transaction. A repeated idempotency key answers the first
 /// message and its deliveries.
-pub async fn accept(pool: &TenantPool, tenant: TenantId, new: &NewMessage, idempotency_key: Option<&str>, now: DateTime<Utc>) -> Result<Accepted, MessageError> {
-    if !well_formed_type(&new.event_type) {
-        return Err(MessageError::BadType);
+pub async fn accept(pool: &TenantPool, incoming: &Incoming) -> Result<Accepted, MessageError> {
+    incoming.check()?;
+    let mut tx = pool.begin(incoming.tenant).await?;
+    let mut accepted = accept_in(&mut tx, incoming.tenant, &[incoming]).await?;
+    tx.commit().await?;
+    accepted.pop().ok_or(MessageError::Db(DbError::Sql(sqlx::Error::RowNotFound)))
+}
+
+/// [`accept`] for many messages of many tenants in one transaction (group commit): each
+/// tenant's messages are written with the transaction bound to that tenant, so RLS still
+/// checks every row. Answers in the order given; the type of each must have been checked.
+pub async fn accept_many(pool: &TenantPool, incoming: &[Incoming]) -> Result<Vec<Accepted>, MessageError> {
+    let mut tenants: Vec<TenantId> = incoming.iter().map(|i| i.tenant).collect();
+    tenants.sort_unstable_by_key(|t| t.0);
+    tenants.dedup();
+    let mut answers: Vec<Option<Accepted>> = vec![None; incoming.len()];
+    let mut tx = pool.begin_shared().await?;
+    for tenant in tenants {
+        crate::db::switch_tenant(&mut tx, tenant).await?;
+        let (places, part): (Vec<usize>, Vec<&Incoming>) = incoming.iter().enumerate().filter(|(_, i)| i.tenant == tenant).unzip();
+        for (place, done) in places.into_iter().zip(accept_in(&mut tx, tenant, &part).await?) {
+            answers[place] = Some(done);
+        }
     }
-    let body = serde_json::json!({"type": new.event_type, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "data": new.data});
-    let mut tx = pool.begin(tenant).await?;
-    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(
-        "INSERT INTO webhook_messages (id, tenant_id, event_type, body, idempotency_key, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+    tx.commit().await?;
+    answers.into_iter().map(|a| a.ok_or(MessageError::Db(DbError::Sql(sqlx::Error::RowNotFound)))).collect()
+}
+
+/// One tenant's messages, in a transaction bound to it: three statements whatever their number.
+async fn accept_in(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: &[&Incoming]) -> Result<Vec<Accepted>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = incoming.iter().map(|_| uuid::Uuid::now_v7()).collect();
+    let types: Vec<&str> = incoming.iter().map(|i| i.message.event_type.as_str()).collect();
+    let bodies: Vec<String> = incoming
+        .iter()
+        .map(|i| serde_json::json!({"type": i.message.event_type, "timestamp": i.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "data": i.message.data}).to_string())
+        .collect();
+    let keys: Vec<Option<&str>> = incoming.iter().map(|i| i.idempotency_key.as_deref()).collect();
+    let times: Vec<DateTime<Utc>> = incoming.iter().map(|i| i.at).collect();
+    // A key already used (or used twice in this batch) inserts nothing: that item is a duplicate.
+    let inserted: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO webhook_messages (id, tenant_id, event_type, body, idempotency_key, created_at) \
+         SELECT u.id, $2, u.t, u.b, u.k, u.c FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS u(id, t, b, k, c) \
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
     )
-    .bind(uuid::Uuid::now_v7())
+    .bind(&ids)
     .bind(tenant.0)
-    .bind(&new.event_type)
-    .bind(body.to_string())
-    .bind(idempotency_key)
-    .bind(now)
-    .fetch_optional(&mut *tx)
+    .bind(&types)
+    .bind(&bodies)
+    .bind(&keys)
+    .bind(&times)
+    .fetch_all(&mut *tx)
     .await?;
-    let accepted = match inserted {
-        Some(message_id) => {
-            let deliveries: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
-                "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) \
-                 SELECT gen_random_uuid(), $1, $2, id FROM webhook_endpoints \
-                 WHERE deleted_at IS NULL AND disabled_at IS NULL AND event_types && ARRAY[$3, '*'] RETURNING id, endpoint_id",
-            )
-            .bind(tenant.0)
-            .bind(message_id)
-            .bind(&new.event_type)
-            .fetch_all(&mut *tx)
-            .await?;
-            Accepted { message_id, deliveries, duplicate: false }
+    let fresh: Vec<(uuid::Uuid, &str)> = ids.iter().zip(&types).filter(|(id, _)| inserted.contains(id)).map(|(id, t)| (*id, *t)).collect();
+    let mut message_of: Vec<uuid::Uuid> = ids.clone();
+    let dup_keys: Vec<&str> = ids.iter().zip(&keys).filter(|(id, _)| !inserted.contains(id)).filter_map(|(_, k)| *k).collect();
+    if !dup_keys.is_empty() {
+        let found: Vec<(uuid::Uuid, String)> =
+            sqlx::query_as("SELECT id, idempotency_key FROM webhook_messages WHERE idempotency_key = ANY($1)").bind(&dup_keys).fetch_all(&mut *tx).await?;
+        for (slot, (id, key)) in message_of.iter_mut().zip(ids.iter().zip(&keys)) {
+            if !inserted.contains(id)
+                && let Some((first, _)) = found.iter().find(|(_, k)| Some(k.as_str()) == *key)
+            {
+                *slot = *first;
+            }
         }
-        None => {
-            let message_id: uuid::Uuid =
-                sqlx::query_scalar("SELECT id FROM webhook_messages WHERE idempotency_key = $1").bind(idempotency_key).fetch_one(&mut *tx).await?;
-            let deliveries = sqlx::query_as("SELECT id, endpoint_id FROM webhook_deliveries WHERE message_id = $1 ORDER BY id")
-                .bind(message_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            Accepted { message_id, deliveries, duplicate: true }
-        }
-    };
-    tx.commit().await?;
-    Ok(accepted)
+    }
+    let mut deliveries: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) \
+         SELECT gen_random_uuid(), $1, m.id, e.id FROM unnest($2::uuid[], $3::text[]) AS m(id, t) \
+         JOIN webhook_endpoints e ON e.deleted_at IS NULL AND e.disabled_at IS NULL AND e.event_types && ARRAY[m.t, '*'] \
+         RETURNING id, message_id, endpoint_id",
+    )
+    .bind(tenant.0)
+    .bind(fresh.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let earlier: Vec<uuid::Uuid> = message_of.iter().zip(&ids).filter(|(m, id)| m != id).map(|(m, _)| *m).collect();
+    if !earlier.is_empty() {
+        let before: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid)> =
+            sqlx::query_as("SELECT id, message_id, endpoint_id FROM webhook_deliveries WHERE message_id = ANY($1)").bind(&earlier).fetch_all(&mut *tx).await?;
+        deliveries.extend(before);
+    }
+    deliveries.sort_unstable();
+    deliveries.dedup();
+    Ok(message_of
+        .iter()
+        .zip(&ids)
+        .map(|(message_id, id)| Accepted {
+            message_id: *message_id,
+            deliveries: deliveries.iter().filter(|(_, m, _)| m == message_id).map(|(d, _, e)| (*d, *e)).collect(),
+            duplicate: message_id != id,
+        })
+        .collect())
 }
 
 /// Queues the job of each delivery (after its transaction committed).

@@ -20,7 +20,7 @@ const OTHER: &[&str] = &[
     "tenants create", "tenants list", "tenants show", "webhooks list", "webhooks show", "limits override", "limits revert",
     "limits blocks", "emails list", "usage flush", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
     "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",
-    "bench webhooks", "bench entitlements", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
+    "bench webhooks", "bench entitlements", "bench deliveries", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
     "dev stripe card", "dev mail serve", "dev mail list", "jobs",
 ];
 

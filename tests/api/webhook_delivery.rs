@@ -243,3 +243,33 @@ async fn a_private_address_is_refused_and_an_endpoint_failing_for_five_days_is_d
     let (_, fourth) = call(&app, Method::POST, "/v1/jobs", &key, Some(message("m4"))).await;
     assert_eq!(fourth["jobs"].as_array().map(Vec::len), Some(1), "{fourth}");
 }
+
+#[tokio::test]
+async fn a_shared_commit_keeps_tenants_apart_and_a_key_repeated_within_it_is_one_message() {
+    use ballast::webhooks_out::messages::{Incoming, NewMessage, accept_many};
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let (a, b) = (app.tenant("A").await, app.tenant("B").await);
+    for (tenant, host) in [(a, "a"), (b, "b")] {
+        let new = ballast::webhooks_out::endpoints::NewEndpoint { url: format!("https://{host}.example/in"), event_types: vec!["*".into()] };
+        ballast::webhooks_out::endpoints::create(&app.state.tenant_pool, ballast::domain::TenantId(tenant), &new, &[]).await.expect("endpoint");
+    }
+    let item = |tenant: uuid::Uuid, key: &str| Incoming {
+        tenant: ballast::domain::TenantId(tenant),
+        message: NewMessage { event_type: "invoice.paid".into(), data: serde_json::Map::new() },
+        idempotency_key: Some(key.into()),
+        at: chrono::Utc::now(),
+    };
+    let done = accept_many(&app.state.tenant_pool, &[item(a, "k1"), item(b, "k1"), item(a, "k1"), item(a, "k2")]).await.expect("accepted");
+    assert_eq!(done.iter().map(|d| d.duplicate).collect::<Vec<_>>(), vec![false, false, true, false], "the same key in two tenants is two messages");
+    assert_eq!(done[2].message_id, done[0].message_id);
+    assert_eq!(done[2].deliveries, done[0].deliveries, "a repeat answers the first message's deliveries");
+    assert_ne!(done[1].message_id, done[0].message_id);
+    let owners: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT d.tenant_id, e.tenant_id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id",
+    )
+    .fetch_all(&app.state.system_pool.0)
+    .await
+    .expect("deliveries");
+    assert_eq!(owners.len(), 3, "one delivery per message, each to its own tenant's endpoint");
+    assert!(owners.iter().all(|(d, e)| d == e), "{owners:?}");
+}
