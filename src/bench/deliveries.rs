@@ -57,19 +57,34 @@ pub struct DeliveryBenchReport {
     pub accept_p50_ms: f64,
     /// The acceptance alone p99 (ms).
     pub accept_p99_ms: f64,
+    /// Queued (committed, job pushed) → received p50 (ms).
+    pub queued_p50_ms: f64,
+    /// Queued → received p99 (ms).
+    pub queued_p99_ms: f64,
 }
 
 #[derive(Clone)]
 struct Receiver {
     progress: Arc<Progress>,
     latency: Arc<Mutex<Option<Histogram<u64>>>>,
+    // webhook-id → when its job was queued (unix µs), and queued → received.
+    queued: Arc<Mutex<std::collections::HashMap<String, i64>>>,
+    from_queue: Arc<Mutex<Option<Histogram<u64>>>>,
 }
 
-async fn receive(State(r): State<Receiver>, body: String) -> &'static str {
+async fn receive(State(r): State<Receiver>, headers: axum::http::HeaderMap, body: String) -> &'static str {
+    let now = chrono::Utc::now().timestamp_micros();
+    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let queued = r.queued.lock().ok().and_then(|mut q| q.remove(id));
+    if let (Some(t), Ok(mut h)) = (queued, r.from_queue.lock())
+        && let Some(h) = h.as_mut()
+    {
+        let _ = h.record((now - t).max(1) as u64);
+    }
     // The body's data carries when its acceptance started (unix µs, this process's clock).
     let sent = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["data"]["t"].as_i64());
     if let Some(t) = sent {
-        let took = (chrono::Utc::now().timestamp_micros() - t).max(1) as u64;
+        let took = (now - t).max(1) as u64;
         if let Ok(mut h) = r.latency.lock()
             && let Some(h) = h.as_mut()
         {
@@ -105,7 +120,12 @@ pub async fn run(mut settings: Settings, params: DeliveryBenchParams) -> Result<
 }
 
 async fn measure(state: &AppState, tenant: TenantId, params: &DeliveryBenchParams) -> Result<DeliveryBenchReport, BenchError> {
-    let receiver = Receiver { progress: Arc::new(Progress::default()), latency: Arc::new(Mutex::new(super::latency_histogram())) };
+    let receiver = Receiver {
+        progress: Arc::new(Progress::default()),
+        latency: Arc::new(Mutex::new(super::latency_histogram())),
+        queued: Arc::default(),
+        from_queue: Arc::new(Mutex::new(super::latency_histogram())),
+    };
     let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| BenchError::NotReady(format!("receiver: {e}")))?;
     let port = listener.local_addr().map_err(|e| BenchError::NotReady(e.to_string()))?.port();
@@ -151,11 +171,14 @@ async fn measure(state: &AppState, tenant: TenantId, params: &DeliveryBenchParam
     let accepting = Arc::new(Mutex::new(super::latency_histogram()));
     for _ in 0..sent {
         ticks.tick().await;
-        let (state, accepting) = (state.clone(), accepting.clone());
+        let (state, accepting, queued) = (state.clone(), accepting.clone(), receiver.queued.clone());
         senders.push(tokio::spawn(async move {
             let (t, started) = (chrono::Utc::now(), Instant::now());
             let accepted = state.webhooks_out.accept(messages::Incoming { tenant, message: tick(Some(t.timestamp_micros())), idempotency_key: None, at: t }).await.map_err(|e| e.to_string())?;
             let ids: Vec<uuid::Uuid> = accepted.deliveries.iter().map(|(d, _)| *d).collect();
+            if let Ok(mut q) = queued.lock() {
+                q.insert(messages::webhook_id(accepted.message_id), chrono::Utc::now().timestamp_micros());
+            }
             messages::push(&state.queue, tenant, &ids).await.map_err(|e| e.to_string())?;
             if let Ok(mut h) = accepting.lock()
                 && let Some(h) = h.as_mut()
@@ -176,8 +199,9 @@ async fn measure(state: &AppState, tenant: TenantId, params: &DeliveryBenchParam
     let h = receiver.latency.lock().ok().and_then(|h| h.clone());
     let (p50, p99) = h.as_ref().map(super::p50_p99_ms).unwrap_or((f64::NAN, f64::NAN));
     let max_ms = h.map(|h| h.max() as f64 / 1000.0).unwrap_or(f64::NAN);
+    let (queued_p50_ms, queued_p99_ms) = receiver.from_queue.lock().ok().and_then(|h| h.as_ref().map(super::p50_p99_ms)).unwrap_or((f64::NAN, f64::NAN));
     let (accept_p50_ms, accept_p99_ms) = accepting.lock().ok().and_then(|h| h.as_ref().map(super::p50_p99_ms)).unwrap_or((f64::NAN, f64::NAN));
-    Ok(DeliveryBenchReport { n: all.len() as u64, delivered_per_sec, sent, p50_ms: p50, p99_ms: p99, max_ms, accept_p50_ms, accept_p99_ms })
+    Ok(DeliveryBenchReport { n: all.len() as u64, delivered_per_sec, sent, p50_ms: p50, p99_ms: p99, max_ms, accept_p50_ms, accept_p99_ms, queued_p50_ms, queued_p99_ms })
 }
 
 fn tick(t: Option<i64>) -> NewMessage {

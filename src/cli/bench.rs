@@ -142,8 +142,8 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "deliveries: {} drained at {:.0}/s (concurrency {concurrency}); {} at {rate}/s: accepted -> received p50 {:.2} ms / p99 {:.2} ms / max {:.2} ms (acceptance alone p50 {:.2} ms / p99 {:.2} ms)",
-                    r.n, r.delivered_per_sec, r.sent, r.p50_ms, r.p99_ms, r.max_ms, r.accept_p50_ms, r.accept_p99_ms
+                    "deliveries: {} drained at {:.0}/s (concurrency {concurrency}); {} at {rate}/s: queued -> received p50 {:.2} ms / p99 {:.2} ms; accepted -> received p50 {:.2} ms / p99 {:.2} ms / max {:.2} ms (acceptance alone p50 {:.2} ms / p99 {:.2} ms)",
+                    r.n, r.delivered_per_sec, r.sent, r.queued_p50_ms, r.queued_p99_ms, r.p50_ms, r.p99_ms, r.max_ms, r.accept_p50_ms, r.accept_p99_ms
                 );
             }
         }
