@@ -11,10 +11,13 @@ use crate::support::repo_path;
 
 const IMAGE: &str = "ballast:latest";
 
-/// Every environment variable the settings read (string literals in src/config.rs), plus the
+/// Every environment variable the settings read (string literals in src/config/), plus the
 /// standard OpenTelemetry ones the exporter reads itself.
 fn known_env() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(repo_path("src/config.rs")).expect("config.rs");
+    let mut text = String::new();
+    for file in std::fs::read_dir(repo_path("src/config")).expect("src/config/").flatten() {
+        text.push_str(&std::fs::read_to_string(file.path()).expect("a settings file"));
+    }
     let mut names = BTreeSet::new();
     for piece in text.split('"').skip(1).step_by(2) {
         if piece.len() > 3 && piece.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') && piece.contains('_') {

@@ -79,13 +79,15 @@ fn message(key: &str) -> Value {
 }
 
 /// Runs the delivery's next attempt now (the queue's controllable clock): promotes its
-/// scheduled retry and drains. Returns the time that attempt was due.
+/// scheduled retry and drains. Returns the time that attempt was due (now, for a delivery
+/// that has finished).
 async fn next_attempt(app: &TestApp, delivery: &str) -> chrono::DateTime<chrono::Utc> {
-    let due: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT next_attempt_at FROM webhook_deliveries WHERE id = $1::uuid")
+    let due: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT next_attempt_at FROM webhook_deliveries WHERE id = $1::uuid")
         .bind(delivery)
         .fetch_one(&app.state.system_pool.0)
         .await
         .expect("due");
+    let due = due.unwrap_or_else(chrono::Utc::now);
     app.state.queue.promote_scheduled(&"webhook.deliver".into(), due + chrono::Duration::seconds(2)).await.expect("promote");
     app.drain().await;
     due
@@ -220,13 +222,14 @@ async fn a_private_address_is_refused_and_an_endpoint_failing_for_five_days_is_d
         .execute(&app.state.system_pool.0)
         .await
         .expect("backdate");
-    call(&app, Method::POST, "/v1/jobs", &key, Some(message("m2"))).await;
+    let (_, second) = call(&app, Method::POST, "/v1/jobs", &key, Some(message("m2"))).await;
     app.drain().await;
     let (_, listed) = call(&app, Method::GET, "/v1/webhook-endpoints", &key, None).await;
     assert!(listed["data"][0]["disabled_at"].is_string(), "{listed}");
     // The retries of both messages find it disabled: skipped, and no second email.
-    let delivery = first["jobs"][0]["delivery_id"].as_str().expect("delivery").to_owned();
-    next_attempt(&app, &delivery).await;
+    for queued in [&first, &second] {
+        next_attempt(&app, queued["jobs"][0]["delivery_id"].as_str().expect("delivery")).await;
+    }
     let (_, log) = call(&app, Method::GET, &format!("/v1/webhook-endpoints/{endpoint_id}/deliveries?status=skipped"), &key, None).await;
     assert_eq!(log["data"].as_array().map(Vec::len), Some(2), "{log}");
     let (_, third) = call(&app, Method::POST, "/v1/jobs", &key, Some(message("m3"))).await;
@@ -272,4 +275,73 @@ async fn a_shared_commit_keeps_tenants_apart_and_a_key_repeated_within_it_is_one
     .expect("deliveries");
     assert_eq!(owners.len(), 3, "one delivery per message, each to its own tenant's endpoint");
     assert!(owners.iter().all(|(d, e)| d == e), "{owners:?}");
+}
+
+/// README's app-service curl lines (between `<!-- app-service -->` markers), one command each:
+/// a command ends at a line that closes its quotes and does not continue with `\`; `# →`
+/// answers and fences are skipped.
+fn readme_curl_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(crate::support::repo_path("README.md")).expect("README.md");
+    let start = readme.find("<!-- app-service -->").expect("README marks its app-service lines");
+    let end = readme.find("<!-- /app-service -->").expect("README closes them");
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in readme[start..end].lines().map(str::trim_end) {
+        if current.is_empty() && !line.starts_with("curl") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if !line.ends_with('\\') && current.matches('\'').count() % 2 == 0 {
+            commands.push(std::mem::take(&mut current));
+        }
+    }
+    commands
+}
+
+#[tokio::test]
+async fn readmes_curl_lines_send_an_email_and_a_webhook_a_receiver_verifies() {
+    let (receiver, port) = Receiver::start(Mode::Up).await;
+    let smtp = SmtpServer::start().await;
+    let app = TestApp::builder()
+        .env("BALLAST_OUTBOUND_ALLOW_CIDRS", "127.0.0.0/8")
+        .env("BALLAST_SMTP_HOST", "127.0.0.1")
+        .env("BALLAST_SMTP_PORT", &smtp.port.to_string())
+        .env("BALLAST_SMTP_SECURITY", "none")
+        .spawn()
+        .await;
+    let tenant = app.tenant("Acme").await;
+    let (_, key) = app.key(Some(tenant), &[Scope::JobsWrite, Scope::WebhooksWrite]).await;
+    let commands = readme_curl_commands();
+    assert_eq!(commands.len(), 5, "{commands:#?}");
+    let mut answers: Vec<Value> = Vec::new();
+    let (mut job, mut endpoint) = (String::new(), String::new());
+    for command in commands {
+        // The README's placeholders, filled with what the earlier answers gave.
+        let command = command.replace("https://hooks.customer.example/ballast", &format!("http://127.0.0.1:{port}/hook")).replace("01J…", &job).replace("0193…", &endpoint);
+        let out = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail\n{command}"))
+            .env("BALLAST_URL", app.url(""))
+            .env("APP_KEY", &key)
+            .output()
+            .await
+            .expect("bash");
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{command}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert!(answer.get("error").is_none(), "{command}: {answer}");
+        if answer["kind"] == "email.send" {
+            job = answer["id"].as_str().unwrap_or_default().to_owned();
+        }
+        if answer["secret"].is_string() {
+            endpoint = answer["id"].as_str().unwrap_or_default().to_owned();
+        }
+        answers.push(answer);
+        app.drain().await;
+    }
+    let secret = answers.iter().find_map(|a| a["secret"].as_str()).expect("the endpoint's secret");
+    let got = receiver.got();
+    assert_eq!(got.len(), 1, "the webhook arrived");
+    standardwebhooks::Webhook::new(secret).expect("secret").verify(got[0].1.as_bytes(), &got[0].0).expect("verified");
+    assert_eq!(smtp.messages().len(), 1, "the email was sent");
 }
