@@ -26,9 +26,7 @@ fn reset(to: &str, variables: Value) -> Value {
 async fn an_app_sends_a_templated_email_once_and_bad_ones_are_refused_naming_what_is_wrong() {
     let smtp = SmtpServer::start().await;
     let app = TestApp::builder()
-        .env("BALLAST_SMTP_HOST", "127.0.0.1")
-        .env("BALLAST_SMTP_PORT", &smtp.port.to_string())
-        .env("BALLAST_SMTP_SECURITY", "none")
+        .smtp(smtp.port)
         .spawn()
         .await;
     let (a, b) = (app.tenant("A").await, app.tenant("B").await);

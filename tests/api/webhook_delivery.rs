@@ -65,13 +65,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) ->
 }
 
 async fn call(app: &TestApp, method: Method, path: &str, key: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = app.http.request(method, app.url(path)).bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("send");
-    let code = resp.status();
-    (code, resp.json().await.unwrap_or_default())
+    app.call(method, path, key, body).await
 }
 
 fn message(key: &str) -> Value {
@@ -191,9 +185,7 @@ async fn a_private_address_is_refused_and_an_endpoint_failing_for_five_days_is_d
     let (receiver, port) = Receiver::start(Mode::Up).await;
     let smtp = SmtpServer::start().await;
     let app = TestApp::builder()
-        .env("BALLAST_SMTP_HOST", "127.0.0.1")
-        .env("BALLAST_SMTP_PORT", &smtp.port.to_string())
-        .env("BALLAST_SMTP_SECURITY", "none")
+        .smtp(smtp.port)
         .spawn()
         .await;
     let a = app.tenant("Acme").await;
@@ -305,9 +297,7 @@ async fn readmes_curl_lines_send_an_email_and_a_webhook_a_receiver_verifies() {
     let smtp = SmtpServer::start().await;
     let app = TestApp::builder()
         .env("BALLAST_OUTBOUND_ALLOW_CIDRS", "127.0.0.0/8")
-        .env("BALLAST_SMTP_HOST", "127.0.0.1")
-        .env("BALLAST_SMTP_PORT", &smtp.port.to_string())
-        .env("BALLAST_SMTP_SECURITY", "none")
+        .smtp(smtp.port)
         .spawn()
         .await;
     let tenant = app.tenant("Acme").await;

@@ -9,13 +9,7 @@ use serde_json::{Value, json};
 use crate::support::TestApp;
 
 async fn call(app: &TestApp, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = app.http.request(method, app.url(path)).bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("send");
-    let code = resp.status();
-    (code, resp.json().await.unwrap_or_default())
+    app.call(method, path, key, body).await
 }
 
 #[tokio::test]

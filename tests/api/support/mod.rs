@@ -109,6 +109,11 @@ impl TestAppBuilder {
         self
     }
 
+    /// Sends email to a catcher on loopback at `port` (no TLS).
+    pub fn smtp(self, port: u16) -> Self {
+        self.env("BALLAST_SMTP_HOST", "127.0.0.1").env("BALLAST_SMTP_PORT", &port.to_string()).env("BALLAST_SMTP_SECURITY", "none")
+    }
+
     /// Replaces or adds a catalogue entry (file name without .toml, TOML text).
     pub fn job_entry(mut self, kind: &str, toml: &str) -> Self {
         self.extra_jobs.push((kind.to_owned(), toml.to_owned()));
@@ -213,6 +218,18 @@ impl TestApp {
             .await
             .expect("create key");
         (created.info.id, created.key)
+    }
+
+    /// Calls the API with `key`, a JSON body or none; the status and the JSON answer (null
+    /// when the answer is not JSON).
+    pub async fn call(&self, method: reqwest::Method, path: &str, key: &str, body: Option<serde_json::Value>) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("send");
+        let code = resp.status();
+        (code, resp.json().await.unwrap_or_default())
     }
 
     pub fn url(&self, path: &str) -> String {
