@@ -97,6 +97,8 @@ pub struct AppState {
     pub slo_recorder: Arc<crate::slo::record::Recorder>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// The webhook intake's inbox writes, grouped across concurrent requests.
+    pub inbox: crate::stripe::inbox::batch::InboxWriter,
     /// Outbound webhooks: accepts messages and makes deliveries (writes grouped into shared commits).
     pub webhooks_out: crate::webhooks_out::deliver::Outbound,
 }
@@ -137,6 +139,7 @@ impl AppState {
         let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
         let webhooks_out = crate::webhooks_out::deliver::Outbound::new(tenant_pool.clone(), system_pool.clone(), queue.clone(), &settings.outbound)?;
         Ok(Self {
+            inbox: crate::stripe::inbox::batch::InboxWriter::new(system_pool.clone()),
             webhooks_out,
             settings: Arc::new(settings),
             tenant_pool,

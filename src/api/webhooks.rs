@@ -15,6 +15,7 @@ use super::errors::ApiError;
 use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 use crate::stripe::event::StripeEvent;
+use crate::stripe::inbox::batch::{NotStored, Row};
 use crate::stripe::inbox::{self, Inserted};
 use crate::stripe::signature;
 
@@ -74,13 +75,15 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
                 api_version = version, pinned = %state.settings.stripe_api_version, event_id = %event.id, others_since_last_line = left_out);
         }
     }
-    let inserted = inbox::insert(&state.system_pool, &event, &raw).await.map_err(|e| {
-        if crate::db::is_unavailable(&e) {
+    // Stored with the events of concurrent requests in one commit; answered once durable.
+    let inserted = state.inbox.insert(Row::of(&event, raw)).await.map_err(|e| match e {
+        NotStored::Unavailable(e) => {
             tracing::error!(message = "Webhook not stored: PostgreSQL unavailable; Stripe will retry.", event_id = %event.id, error = %e);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the event could not be stored; retry later")
-        } else {
-            // Not an outage: the database refused this event. Stripe retries a 500 too, and
-            // the error is logged for the fix.
+        }
+        // Not an outage: the database refused this event. Stripe retries a 500 too, and
+        // the error is logged for the fix.
+        NotStored::Refused(e) => {
             tracing::error!(message = "Webhook not stored: PostgreSQL refused it.", event_id = %event.id, error = %e);
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "event_not_stored", "the event could not be stored")
         }
@@ -89,11 +92,12 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
         match inbox::push(&state.queue, &event.id, None).await {
             Ok(()) => {
                 // Marking the row queued is bookkeeping for the sweep, so it runs after the
-                // answer. If it never runs (crash, PostgreSQL gone), the sweep pushes the row
-                // again after 30 s, which the job's idempotency key turns into a no-op.
-                let (pool, id) = (state.system_pool.clone(), event.id.clone());
+                // answer, grouped with other requests' marks. If it never runs (crash,
+                // PostgreSQL gone), the sweep pushes the row again after 30 s, which the job's
+                // idempotency key turns into a no-op.
+                let (writer, id) = (state.inbox.clone(), event.id.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = inbox::mark_queued(&pool, &id).await {
+                    if let Err(e) = writer.mark_queued(id.clone()).await {
                         tracing::debug!(message = "Inbox row not marked queued; the sweep will.", event_id = %id, error = %e);
                     }
                 });

@@ -207,3 +207,28 @@ async fn a_redelivery_after_the_enqueue_key_expired_is_a_duplicate_and_queues_no
     assert_eq!(queued_jobs(&app).await, 0, "a duplicate is not queued again");
     assert_eq!(inbox_count(&app).await, 1);
 }
+
+#[tokio::test]
+async fn concurrent_events_share_a_commit_and_one_the_database_refuses_is_refused_alone() {
+    use ballast::stripe::event::StripeEvent;
+    use ballast::stripe::inbox::Inserted;
+    use ballast::stripe::inbox::batch::{InboxWriter, NotStored, Row};
+    let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
+    let writer = InboxWriter::new(app.state.system_pool.clone());
+    let row = |id: &str, poison: bool| {
+        let mut raw = event(id, "invoice.paid");
+        if poison {
+            // PostgreSQL's jsonb refuses a NUL character: a row the database refuses.
+            raw["data"]["object"]["description"] = json!("nul \u{0} here");
+        }
+        let parsed = StripeEvent::parse(raw.to_string().as_bytes(), 0).expect("event");
+        Row::of(&parsed, raw)
+    };
+    let rows = [row("evt_ok_1", false), row("evt_bad", true), row("evt_ok_2", false), row("evt_ok_1", false)];
+    let answers = futures::future::join_all(rows.into_iter().map(|r| writer.insert(r))).await;
+    assert!(matches!(answers[0], Ok(Inserted::New)), "{answers:?}");
+    assert!(matches!(answers[1], Err(NotStored::Refused(_))), "only the bad row is refused: {answers:?}");
+    assert!(matches!(answers[2], Ok(Inserted::New)), "{answers:?}");
+    assert!(matches!(answers[3], Ok(Inserted::Duplicate)), "the same id twice is one row: {answers:?}");
+    assert_eq!(inbox_count(&app).await, 2);
+}

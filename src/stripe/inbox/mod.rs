@@ -3,12 +3,12 @@
 //! down) and parked events whose customer is now mapped. All of it runs on the system pool:
 //! an event's tenant is not known until it is routed.
 
+pub mod batch;
 pub mod view;
 
 use chrono::Utc;
 
 use super::event::StripeEvent;
-use super::handlers;
 use crate::db::SystemPool;
 use crate::domain::{EventId, JobId, TenantId};
 use crate::queue::{EnqueueRequest, JobQueue, QueueError};
@@ -75,32 +75,8 @@ pub enum Inserted {
 
 /// Stores the raw event once.
 pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Value) -> Result<Inserted, sqlx::Error> {
-    let handled = handlers::handles(&event.event_type);
-    let status = if handled { InboxStatus::Received } else { InboxStatus::Ignored }.as_str();
-    let inserted: Option<String> = sqlx::query_scalar(
-        // The tenant is filled in here when the customer is already mapped (the common case),
-        // so the job need not write the row a second time to route it.
-        "INSERT INTO stripe_events (id, type, livemode, api_version, stripe_created, payload, status, customer_id, object_id, processed_at, tenant_id)
-         VALUES ($1, $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, CASE WHEN $7 = 'ignored' THEN now() END,
-                 (SELECT t.id FROM tenants t WHERE t.stripe_customer_id = $8))
-         ON CONFLICT (id) DO NOTHING RETURNING id",
-    )
-    .bind(&event.id)
-    .bind(&event.event_type)
-    .bind(event.livemode)
-    .bind(&event.api_version)
-    .bind(event.created as f64)
-    .bind(raw)
-    .bind(status)
-    .bind(event.customer_id())
-    .bind(event.object_id())
-    .fetch_optional(&pool.0)
-    .await?;
-    Ok(match (inserted, handled) {
-        (None, _) => Inserted::Duplicate,
-        (Some(_), true) => Inserted::New,
-        (Some(_), false) => Inserted::Ignored,
-    })
+    let mut done = batch::insert_many(pool, &[batch::Row::of(event, raw.clone())]).await?;
+    done.pop().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Queues the job for one event (idempotent per event id while Redis keeps the key) and
