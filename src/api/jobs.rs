@@ -76,30 +76,15 @@ async fn create(
     if job.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "idempotency_key must be 1 to 200 characters"));
     }
-    let req = IntakeRequest { tenant: caller.tenant, payload, idempotency_key: job.idempotency_key };
-    if let Some(accepted) = intakes.accept(&job.kind, &state, req.clone()).await {
-        return match accepted {
-            Ok(body) => Ok((StatusCode::ACCEPTED, Json(body)).into_response()),
-            Err(IntakeError::Invalid { code, message, field }) => {
-                let err = ApiError::new(StatusCode::BAD_REQUEST, code, message);
-                Err(match field {
-                    Some((name, value)) => err.with_field(name, value),
-                    None => err,
-                })
-            }
-            Err(IntakeError::Payload { kind, expected, error }) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_payload",
-                format!("{kind} takes {expected}: {}", super::errors::json_error_text(&error)),
-            )),
-            Err(IntakeError::Limited(verdict)) => Ok(super::guard::refused(verdict)),
-            Err(IntakeError::Unavailable(e)) => {
-                tracing::error!(message = "Job not accepted.", kind = %job.kind, error = %e);
-                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the job could not be accepted now; retry with the same idempotency key"))
-            }
+    if intakes.has(&job.kind) {
+        let req = IntakeRequest { tenant: caller.tenant, payload, idempotency_key: job.idempotency_key };
+        return match intakes.accept(&job.kind, &state, req).await {
+            Some(Ok(body)) => Ok((StatusCode::ACCEPTED, Json(body)).into_response()),
+            Some(Err(e)) => intake_refused(&job.kind, e),
+            None => Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_kind", "no job kind of that name accepts intake")),
         };
     }
-    let IntakeRequest { payload, idempotency_key, .. } = req;
+    let idempotency_key = job.idempotency_key;
     if let Err(e) = handler.check(&payload) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -133,6 +118,27 @@ async fn create(
         let _ = status::forget(&state.tenant_pool, caller.tenant, &id.0).await;
     }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": job.kind, "duplicate": done.duplicate}))).into_response())
+}
+
+/// The answer to an intake hook's refusal.
+fn intake_refused(kind: &str, e: IntakeError) -> Result<Response, ApiError> {
+    match e {
+        IntakeError::Invalid { code, message, field } => {
+            let err = ApiError::new(StatusCode::BAD_REQUEST, code, message);
+            Err(match field {
+                Some((name, value)) => err.with_field(name, value),
+                None => err,
+            })
+        }
+        IntakeError::Payload { kind, expected, error } => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", format!("{kind} takes {expected}: {}", super::errors::json_error_text(&error))))
+        }
+        IntakeError::Limited(verdict) => Ok(super::guard::refused(verdict)),
+        IntakeError::Unavailable(e) => {
+            tracing::error!(message = "Job not accepted.", kind = %kind, error = %e);
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the job could not be accepted now; retry with the same idempotency key"))
+        }
+    }
 }
 
 /// `GET /v1/jobs/{id}`: a job this tenant queued, where it is. Another tenant's job is a 404,

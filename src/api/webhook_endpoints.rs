@@ -68,37 +68,20 @@ async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller
     }
 }
 
-async fn remove(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Response {
-    let id = match endpoint_id(path) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match endpoints::delete(&state.tenant_pool, caller.tenant, id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => error(e),
-    }
+async fn remove(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Result<Response, Response> {
+    let id = endpoint_id(path)?;
+    endpoints::delete(&state.tenant_pool, caller.tenant, id).await.map_err(error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn rotate(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Response {
-    let id = match endpoint_id(path) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match endpoints::rotate(&state.tenant_pool, caller.tenant, id).await {
-        Ok(rotated) => Json(rotated).into_response(),
-        Err(e) => error(e),
-    }
+async fn rotate(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Result<Response, Response> {
+    let id = endpoint_id(path)?;
+    Ok(Json(endpoints::rotate(&state.tenant_pool, caller.tenant, id).await.map_err(error)?).into_response())
 }
 
-async fn enable(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Response {
-    let id = match endpoint_id(path) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match endpoints::enable(&state.tenant_pool, caller.tenant, id).await {
-        Ok(enabled) => Json(enabled).into_response(),
-        Err(e) => error(e),
-    }
+async fn enable(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Result<Response, Response> {
+    let id = endpoint_id(path)?;
+    Ok(Json(endpoints::enable(&state.tenant_pool, caller.tenant, id).await.map_err(error)?).into_response())
 }
 
 /// `?status=failed&limit=20`.
@@ -114,28 +97,22 @@ async fn deliveries(
     Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<LogQuery>, QueryRejection>,
-) -> Response {
-    let id = match endpoint_id(path) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let id = endpoint_id(path)?;
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m).into_response();
-    let Ok(Query(q)) = query else { return bad("the query takes status (pending, delivered, failed, skipped) and limit (1 to 100)") };
+    let Ok(Query(q)) = query else { return Err(bad("the query takes status (pending, delivered, failed, skipped) and limit (1 to 100)")) };
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => match [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed, DeliveryStatus::Skipped].into_iter().find(|v| v.as_str() == s) {
-            Some(v) => Some(v),
-            None => return bad("status: one of pending, delivered, failed, skipped"),
-        },
+        Some(s) => Some(DeliveryStatus::from_name(s).ok_or_else(|| bad("status: one of pending, delivered, failed, skipped"))?),
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
-        return bad("limit: 1 to 100");
+        return Err(bad("limit: 1 to 100"));
     }
     match deliveries::list(&state.tenant_pool, caller.tenant, id, status, limit).await {
-        Ok(Some(log)) => Json(serde_json::json!({"object": "list", "data": log})).into_response(),
-        Ok(None) => error(EndpointError::NotFound),
-        Err(e) => error(EndpointError::Db(e)),
+        Ok(Some(log)) => Ok(Json(serde_json::json!({"object": "list", "data": log})).into_response()),
+        Ok(None) => Err(error(EndpointError::NotFound)),
+        Err(e) => Err(error(EndpointError::Db(e))),
     }
 }
 

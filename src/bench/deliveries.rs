@@ -137,7 +137,7 @@ async fn measure(state: &AppState, tenant: TenantId, params: &DeliveryBenchParam
 
     // 1. Throughput: one message fanned out to `n` deliveries (written in one statement, not
     // measured), queued, then drained.
-    let accepted = messages::accept(&state.tenant_pool, &messages::Incoming { tenant, message: tick(None), idempotency_key: None, at: chrono::Utc::now() }).await.map_err(|e| BenchError::NotReady(e.to_string()))?;
+    let accepted = state.webhooks_out.accept(messages::Incoming { tenant, message: tick(None), idempotency_key: None, at: chrono::Utc::now() }).await.map_err(|e| BenchError::NotReady(e.to_string()))?;
     let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) \
          SELECT gen_random_uuid(), tenant_id, message_id, endpoint_id FROM webhook_deliveries, generate_series(2, $2) WHERE message_id = $1 RETURNING id",

@@ -12,12 +12,6 @@ use ipnet::IpNet;
 /// Why a URL may not be delivered to.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refused {
-    /// Only http and https.
-    #[error("only http and https URLs are delivered to")]
-    Scheme,
-    /// No host in the URL.
-    #[error("the URL has no host")]
-    NoHost,
     /// The host resolved to nothing.
     #[error("{0} does not resolve: {1}")]
     Unresolved(String, String),

@@ -137,7 +137,7 @@ impl Outbound {
         Ok(Self { accepts, sender, loads, records })
     }
 
-    /// Writes a message and its deliveries (see [`messages::accept`]), sharing the commit with
+    /// Writes a message and its deliveries (see [`messages::accept_many`]), sharing the commit with
     /// concurrent requests. The caller queues the deliveries' jobs after.
     pub async fn accept(&self, incoming: Incoming) -> Result<Accepted, MessageError> {
         incoming.check()?;

@@ -37,8 +37,14 @@ impl DeliveryStatus {
         }
     }
 
+    /// The status named `s`, if there is one (a query's `status`).
+    pub fn from_name(s: &str) -> Option<Self> {
+        [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed, DeliveryStatus::Skipped].into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// A stored status (the table's CHECK allows only the four).
     fn parse(s: &str) -> Self {
-        [DeliveryStatus::Delivered, DeliveryStatus::Failed, DeliveryStatus::Skipped].into_iter().find(|v| v.as_str() == s).unwrap_or(DeliveryStatus::Pending)
+        Self::from_name(s).unwrap_or(DeliveryStatus::Pending)
     }
 }
 

@@ -183,20 +183,6 @@ pub async fn enable(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Resu
     row.map(endpoint).ok_or(EndpointError::NotFound)
 }
 
-/// The secrets that sign a delivery now: the current one, and the previous one during a
-/// rotation's overlap.
-pub async fn signing_secrets(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Result<Vec<String>, EndpointError> {
-    let mut tx = pool.begin(tenant).await?;
-    let row: Option<(String, Option<String>, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT secret, previous_secret, previous_secret_until FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let (current, previous, until) = row.ok_or(EndpointError::NotFound)?;
-    Ok(signing_set(&current, previous.as_deref(), until, Utc::now()).into_iter().map(str::to_owned).collect())
-}
-
 /// The secrets that sign at `now`: the current one, then the previous one until its overlap ends.
 pub fn signing_set<'a>(current: &'a str, previous: Option<&'a str>, until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<&'a str> {
     let mut secrets = vec![current];

@@ -1,6 +1,6 @@
 //! The `webhook_messages` table, and the intake of a message: written with one delivery per
-//! subscribed endpoint in one tenant transaction before the answer, then each delivery's job
-//! queued. A lost push (a crash, Redis down after the commit) is queued again by [`sweep`].
+//! subscribed endpoint before the answer (concurrent requests share the transaction, each
+//! tenant's rows written bound to that tenant), then each delivery's job queued. A lost push (a crash, Redis down after the commit) is queued again by [`sweep`].
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -96,20 +96,11 @@ impl Incoming {
     }
 }
 
-/// Writes one message and one pending delivery per enabled endpoint of `tenant` subscribed to
-/// its type (or to `*`), in one transaction. A repeated idempotency key answers the first
-/// message and its deliveries.
-pub async fn accept(pool: &TenantPool, incoming: &Incoming) -> Result<Accepted, MessageError> {
-    incoming.check()?;
-    let mut tx = pool.begin(incoming.tenant).await?;
-    let mut accepted = accept_in(&mut tx, incoming.tenant, &[incoming]).await?;
-    tx.commit().await?;
-    accepted.pop().ok_or(MessageError::Db(DbError::Sql(sqlx::Error::RowNotFound)))
-}
-
-/// [`accept`] for many messages of many tenants in one transaction (group commit): each
+/// Writes messages of many tenants in one transaction (group commit), each with one pending
+/// delivery per enabled endpoint of its tenant subscribed to its type (or to `*`). Each
 /// tenant's messages are written with the transaction bound to that tenant, so RLS still
-/// checks every row. Answers in the order given; the type of each must have been checked.
+/// checks every row. A repeated idempotency key (also within the batch) answers the first
+/// message and its deliveries. Answers in the order given; each type must have been checked.
 pub async fn accept_many(pool: &TenantPool, incoming: &[Incoming]) -> Result<Vec<Accepted>, MessageError> {
     let mut tenants: Vec<TenantId> = incoming.iter().map(|i| i.tenant).collect();
     tenants.sort_unstable_by_key(|t| t.0);
@@ -151,6 +142,7 @@ async fn accept_in(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: &[&I
     .bind(&times)
     .fetch_all(&mut *tx)
     .await?;
+    let inserted: std::collections::HashSet<uuid::Uuid> = inserted.into_iter().collect();
     let fresh: Vec<(uuid::Uuid, &str)> = ids.iter().zip(&types).filter(|(id, _)| inserted.contains(id)).map(|(id, t)| (*id, *t)).collect();
     let mut message_of: Vec<uuid::Uuid> = ids.clone();
     let dup_keys: Vec<&str> = ids.iter().zip(&keys).filter(|(id, _)| !inserted.contains(id)).filter_map(|(_, k)| *k).collect();
@@ -198,12 +190,18 @@ async fn accept_in(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: &[&I
 /// Queues the job of each delivery (after its transaction committed).
 pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, deliveries: &[uuid::Uuid]) -> Result<(), crate::queue::QueueError> {
     for id in deliveries {
-        let mut req = crate::queue::EnqueueRequest::typed(&DeliverArgs { delivery_id: *id });
-        req.tenant = Some(tenant);
-        req.id = Some(job_id(*id));
-        queue.enqueue(req).await?;
+        queue.enqueue(delivery_job(tenant, *id, None)).await?;
     }
     Ok(())
+}
+
+/// The job of one delivery, due at `run_at` (now when `None`).
+fn delivery_job(tenant: TenantId, delivery: uuid::Uuid, run_at: Option<DateTime<Utc>>) -> crate::queue::EnqueueRequest {
+    let mut req = crate::queue::EnqueueRequest::typed(&DeliverArgs { delivery_id: delivery });
+    req.tenant = Some(tenant);
+    req.id = Some(job_id(delivery));
+    req.run_at = run_at;
+    req
 }
 
 /// The `webhook.deliver` job's arguments: the delivery to make.
@@ -253,11 +251,7 @@ pub async fn requeue_after_data_loss(pool: &SystemPool, queue: &crate::queue::Jo
         .fetch_all(&pool.0)
         .await?;
         for (id, tenant, due) in &rows {
-            let mut req = crate::queue::EnqueueRequest::typed(&DeliverArgs { delivery_id: *id });
-            req.tenant = Some(TenantId(*tenant));
-            req.id = Some(job_id(*id));
-            req.run_at = *due;
-            queue.enqueue(req).await?;
+            queue.enqueue(delivery_job(TenantId(*tenant), *id, *due)).await?;
             after = *id;
         }
         queued += rows.len();

@@ -45,8 +45,17 @@ async fn a_tenant_registers_lists_rotates_and_deletes_its_endpoints_and_no_one_e
     assert_eq!(code, StatusCode::OK, "{rotated}");
     let new_secret = rotated["secret"].as_str().expect("new secret");
     assert!(new_secret != secret && rotated["previous_secret_until"].is_string(), "{rotated}");
-    let signing = ballast::webhooks_out::endpoints::signing_secrets(&app.state.tenant_pool, ballast::domain::TenantId(a), id.parse().expect("uuid")).await.expect("secrets");
-    assert_eq!(signing, vec![new_secret.to_owned(), secret.clone()]);
+    let (current, previous, until): (String, Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT secret, previous_secret, previous_secret_until FROM webhook_endpoints WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.state.system_pool.0)
+            .await
+            .expect("secrets");
+    let now = chrono::Utc::now();
+    let signing = ballast::webhooks_out::endpoints::signing_set(&current, previous.as_deref(), until, now);
+    assert_eq!(signing, vec![new_secret, secret.as_str()]);
+    let after = ballast::webhooks_out::endpoints::signing_set(&current, previous.as_deref(), until, now + chrono::Duration::hours(25));
+    assert_eq!(after, vec![new_secret], "the previous secret stops signing after the overlap");
 
     // Deleted: B cannot, A can, once.
     assert_eq!(call(&app, reqwest::Method::DELETE, &format!("/v1/webhook-endpoints/{id}"), &key_b, None).await.0, StatusCode::NOT_FOUND);

@@ -40,7 +40,7 @@ impl Row {
             payload: raw,
             customer: event.customer_id().map(str::to_owned),
             object: event.object_id().map(str::to_owned),
-            handled: super::super::handlers::handles(&event.event_type),
+            handled: crate::stripe::handlers::handles(&event.event_type),
         }
     }
 }
