@@ -262,6 +262,9 @@ case "$cmd" in
     # Most tests wait on servers and child processes rather than the CPU: four at a time
     # (on two cores) halves the run without starving the timed drills.
     export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
+    # A failing assertion's message, not a backtrace, ends the output a CI summary keeps
+    # (BALLAST_TEST_BACKTRACE=1 brings the frames back).
+    export RUST_BACKTRACE=${BALLAST_TEST_BACKTRACE:-0}
     cargo test --locked "$@"
     # The whole suite ran on one Redis; with no filter given, the Redis suites run again on a
     # Redis Cluster (every key a command or script touches together in one slot).
