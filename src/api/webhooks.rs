@@ -76,7 +76,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
         }
     }
     // Stored with the events of concurrent requests in one commit; answered once durable.
-    let inserted = state.inbox.insert(Row::of(&event, raw)).await.map_err(|e| match e {
+    let stored = state.inbox.insert(Row::of(&event, raw)).await.map_err(|e| match e {
         NotStored::Unavailable(e) => {
             tracing::error!(message = "Webhook not stored: PostgreSQL unavailable; Stripe will retry.", event_id = %event.id, error = %e);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the event could not be stored; retry later")
@@ -88,8 +88,9 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "event_not_stored", "the event could not be stored")
         }
     })?;
+    let inserted = stored.inserted;
     if inserted == Inserted::New {
-        match inbox::push(&state.queue, &event.id, None).await {
+        match inbox::push(&state.queue, &event.id, stored.tenant, None).await {
             Ok(()) => {
                 // Marking the row queued is bookkeeping for the sweep, so it runs after the
                 // answer, grouped with other requests' marks. If it never runs (crash,

@@ -1,6 +1,6 @@
 //! Benchmarks run from the CLI (never timed tests): `ballast bench jobs` (the job engine
 //! against the BullMQ peer's protocol) and `ballast bench webhooks` (Stripe webhook ingest at
-//! a fixed arrival rate), `ballast bench limiter` (the rate limiter's cost per request) and
+//! a fixed arrival rate, from its own client or an external sender), `ballast bench limiter` (the rate limiter's cost per request) and
 //! `ballast bench usage` (usage intake and the ledger flush) and `ballast bench entitlements`
 //! (entitlement reads through the cache), `ballast bench deliveries` (outbound webhooks to a
 //! loopback receiver), and `ballast bench soak` (a bounded steady load through
@@ -14,6 +14,7 @@ pub mod limiter;
 pub mod soak;
 pub mod usage;
 pub mod webhooks;
+pub mod webhooks_external;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -317,7 +317,12 @@ fn event_id(run_id: &str, i: u64) -> String {
 }
 
 fn customer_id(run_id: &str, tenant: usize) -> String {
-    format!("cus_bench{run_id}_{tenant}")
+    format!("{}{tenant}", customer_prefix(run_id))
+}
+
+/// What the run's customer ids start with (the tenant's index follows).
+pub(super) fn customer_prefix(run_id: &str) -> String {
+    format!("cus_bench{run_id}_")
 }
 
 /// Event `i`: tenant `i mod n`, that tenant's `k`-th event (`created` one second after its

@@ -120,6 +120,16 @@ pub(super) enum BenchCommand {
         /// Run the api role alone (no workers): intake latency by itself.
         #[arg(long)]
         ingest_only: bool,
+        /// Drive the member with this sender command instead (run with `sh -c`, once per rate),
+        /// as a peer is driven: `{url}`, `{secret}`, `{rate}`, `{secs}`, `{prefix}` and
+        /// `{customers}` are filled in; the customers `{prefix}0 … ` belong to the run's
+        /// tenants. Reports received → entitlements per rate and the highest kept up with.
+        /// Example: --sender 'node load.cjs {url} {secret} {rate} {secs} {prefix} {customers}'
+        #[arg(long, conflicts_with_all = ["ingest_only", "warmup_secs"])]
+        sender: Option<String>,
+        /// With --sender: the rates to run, in order (events/s).
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,1500,2000", requires = "sender")]
+        rates: Vec<u32>,
     },
 }
 
@@ -193,7 +203,26 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                 println!("requests: {} sent, {} without a 2xx", last.sent, last.failed);
             }
         }
-        BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only } => {
+        BenchCommand::Webhooks { sender: Some(sender), rates, secs, tenants, .. } => {
+            let params = ballast::bench::webhooks_external::ExternalParams { sender, rates, secs, customers: tenants };
+            let r = ballast::bench::webhooks_external::run(settings, params).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for rate in &r.rates {
+                    println!(
+                        "{}/s: {} stored, {} applied; received -> entitlements p50 {:.2} ms / p99 {:.2} ms / max {:.2} ms; {}; sender: {}",
+                        rate.rate, rate.stored, rate.applied, rate.to_entitlements_p50_ms, rate.to_entitlements_p99_ms, rate.to_entitlements_max_ms,
+                        if rate.kept_up { "kept up" } else { "fell behind" }, rate.sender_said
+                    );
+                }
+                match r.highest_kept_up {
+                    Some(rate) => println!("highest rate kept up with (p99 under 1 s, all applied): {rate}/s"),
+                    None => println!("no rate was kept up with (p99 under 1 s, all applied)"),
+                }
+            }
+        }
+        BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only, sender: None, .. } => {
             let r = ballast::bench::webhooks::run(settings, WebhookBenchParams { rate, secs, warmup_secs, tenants, ingest_only }).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

@@ -62,7 +62,10 @@ impl Job for StripeEventJob {
     type Report = StripeEventReport;
 
     async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
-        let result = apply_event(&args.event_id, None, &ctx).await;
+        let result = match args.tenant {
+            Some(tenant) => apply_for_tenant(&args.event_id, tenant, &ctx).await,
+            None => apply_event(&args.event_id, None, &ctx).await,
+        };
         if let Err(e) = &result {
             // Kept on the inbox row for operators (top failure reasons); best effort.
             let _ = inbox::record_failure(&ctx.state.system_pool, &args.event_id, &e.to_string()).await;
@@ -114,22 +117,57 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
     if row.tenant_id.is_none() {
         inbox::set_tenant(system, &event.id, tenant).await?;
     }
+    let refetched = fetched.is_some();
+    let tx = state.tenant_pool.begin_serialised(tenant).await.map_err(HandlerError::from)?;
+    let applied = apply_in_transaction(tx, state, tenant, &event, fetched).instrument(db_span(tenant)).await;
+    after_apply(state, tenant, event, applied, refetched).await
+}
 
-    // One tenant's events apply one at a time, so entitlements see every committed change.
-    let db_span = tracing::info_span!(
+/// Applies inbox row `event_id` of `tenant` (the intake knew the tenant): the row is read,
+/// locked and claimed in the tenant's transaction, one round trip with no routing read first.
+/// A row the tenant cannot see (routed elsewhere since) takes the routing path.
+async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
+    let state = &ctx.state;
+    tracing::Span::current().record("tenant.id", tenant.to_string());
+    let mut tx = state.tenant_pool.begin_serialised(tenant).await.map_err(HandlerError::from)?;
+    let claimed = inbox::claim_with_payload(&mut tx, event_id).await?;
+    let Some((before, payload)) = claimed else {
+        drop(tx);
+        return apply_event(event_id, None, ctx).await;
+    };
+    if before.is_done() {
+        drop(tx);
+        if before == InboxStatus::Processed {
+            let customer = payload.pointer("/data/object/customer").and_then(|c| c.as_str()).map(str::to_owned);
+            finish_applied(state, tenant, customer.as_deref()).await?;
+        }
+        return Ok(StripeEventReport::Skipped { event: event_id.clone(), outcome: "already done" });
+    }
+    let event = StripeEvent::from_value(&payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
+    let applied = apply_claimed(tx, state, tenant, &event, None).instrument(db_span(tenant)).await.map(Some);
+    after_apply(state, tenant, event, applied, false).await
+}
+
+/// One tenant's events apply one at a time, so entitlements see every committed change.
+fn db_span(tenant: TenantId) -> tracing::Span {
+    tracing::info_span!(
         "db transaction",
         otel.name = "BEGIN apply stripe event",
         otel.kind = "client",
         db.system.name = "postgresql",
         db.operation.name = "apply stripe event",
         tenant.id = %tenant,
-    );
+    )
+}
+
+/// What follows a tenant transaction: a tie handed to `stripe.refetch`, or the after-commit
+/// steps of an applied event.
+async fn after_apply(state: &AppState, tenant: TenantId, event: StripeEvent, applied: Result<AppliedInTx, HandlerError>, refetched: bool) -> Result<StripeEventReport, JobError> {
     // A same-second tie needs Stripe's current object: the transaction is abandoned and the
     // event handed to `stripe.refetch`, which reads the object with no connection held, in
     // slots of its own (a slow Stripe then holds up only the events that need it), and
     // applies the event with it. A second tie after the fetch is left to that job's retry.
-    let refetched = fetched.is_some();
-    let applied = match apply_in_transaction(state, tenant, &event, fetched).instrument(db_span).await {
+    let applied = match applied {
         Err(HandlerError::NeedsFetch(kind, object_id)) if !refetched => {
             let args = inbox::RefetchEvent { event_id: event.id.clone(), kind, object_id };
             inbox::push_refetch(&state.queue, &args).await.map_err(|e| JobError::Retry(e.to_string()))?;
@@ -159,24 +197,33 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
 }
 
 /// What an applied event tells the steps after its commit.
-type AppliedInTx = Option<(handlers::Applied, bool, entitlements::Access)>;
+type Applied = (handlers::Applied, bool, entitlements::Access);
+/// The same, or `None` when another run had applied it.
+type AppliedInTx = Option<Applied>;
 
-/// The tenant transaction of one event: serialised with the tenant's other events, it locks
-/// the inbox row and the object, applies, recomputes entitlements and marks the row
-/// processed. `None` when another run processed it first. No network call happens in it.
-async fn apply_in_transaction(state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<AppliedInTx, HandlerError> {
-    let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
-    if inbox::lock(&mut tx, &event.id).await? == Some(InboxStatus::Processed) {
+/// The tenant transaction of one event (`tx`, serialised with the tenant's other events): it
+/// locks (claims) the inbox row and the object, applies and recomputes entitlements. `None`
+/// when another run processed it first. No network call happens in it.
+async fn apply_in_transaction(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<AppliedInTx, HandlerError> {
+    // Marked processed now, committed with what the event changes (rolled back without).
+    if inbox::claim(&mut tx, &event.id).await? == Some(InboxStatus::Processed) {
         return Ok(None);
     }
+    apply_claimed(tx, state, tenant, event, fetched).await.map(Some)
+}
+
+/// A tenant transaction.
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// The rest of the transaction once the row is claimed: apply, recompute, commit.
+async fn apply_claimed(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<Applied, HandlerError> {
     let mut ectx = EventCtx { tx: &mut tx, tenant, event, fetched, wrote_dunning_effect: false };
     let applied = handlers::apply(&mut ectx).await?;
     let dunning_effects = ectx.wrote_dunning_effect;
     let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
-    inbox::mark_processed(&mut tx, &event.id).await?;
     tx.commit().await?;
     crate::fault::point("stripe.event.after_commit");
-    Ok(Some((applied, dunning_effects, access)))
+    Ok((applied, dunning_effects, access))
 }
 
 /// The after-commit steps of an event already applied, done again: a run that died between its

@@ -43,3 +43,4 @@ mod arbitrary_input;
 mod billing;
 mod billing_lifecycle;
 mod billing_scenarios;
+mod burst_drill;

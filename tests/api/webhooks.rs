@@ -225,7 +225,7 @@ async fn concurrent_events_share_a_commit_and_one_the_database_refuses_is_refuse
         Row::of(&parsed, raw)
     };
     let rows = [row("evt_ok_1", false), row("evt_bad", true), row("evt_ok_2", false), row("evt_ok_1", false)];
-    let answers = futures::future::join_all(rows.into_iter().map(|r| writer.insert(r))).await;
+    let answers: Vec<_> = futures::future::join_all(rows.into_iter().map(|r| writer.insert(r))).await.into_iter().map(|a| a.map(|s| s.inserted)).collect();
     assert!(matches!(answers[0], Ok(Inserted::New)), "{answers:?}");
     assert!(matches!(answers[1], Err(NotStored::Refused(_))), "only the bad row is refused: {answers:?}");
     assert!(matches!(answers[2], Ok(Inserted::New)), "{answers:?}");

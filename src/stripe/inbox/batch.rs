@@ -8,7 +8,7 @@
 use super::{InboxStatus, Inserted};
 use crate::db::SystemPool;
 use crate::db::batch::{BatchError, Batcher};
-use crate::domain::EventId;
+use crate::domain::{EventId, TenantId};
 use crate::stripe::event::StripeEvent;
 
 /// Most events one statement writes.
@@ -56,18 +56,28 @@ pub enum NotStored {
     Refused(String),
 }
 
+/// What storing a row did, and the tenant its customer is mapped to (when it is), so the job
+/// can go straight to the tenant's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// What the insert did.
+    pub inserted: Inserted,
+    /// The row's tenant, when a new row's customer was already mapped.
+    pub tenant: Option<TenantId>,
+}
+
 /// Inserts rows; returns what each became, in order. A repeated id (also within the batch) is
 /// a duplicate of the first.
-pub async fn insert_many(pool: &SystemPool, rows: &[Row]) -> Result<Vec<Inserted>, sqlx::Error> {
+pub async fn insert_many(pool: &SystemPool, rows: &[Row]) -> Result<Vec<Stored>, sqlx::Error> {
     let status = |r: &Row| if r.handled { InboxStatus::Received } else { InboxStatus::Ignored }.as_str();
-    let stored: Vec<String> = sqlx::query_scalar(
+    let stored: Vec<(String, Option<uuid::Uuid>)> = sqlx::query_as(
         // The tenant is filled in here when the customer is already mapped (the common case).
         "INSERT INTO stripe_events (id, type, livemode, api_version, stripe_created, payload, status, customer_id, object_id, processed_at, tenant_id)
          SELECT u.id, u.type, u.livemode, u.api_version, to_timestamp(u.created), u.payload, u.status, u.customer, u.object,
                 CASE WHEN u.status = 'ignored' THEN now() END, (SELECT t.id FROM tenants t WHERE t.stripe_customer_id = u.customer)
          FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::float8[], $6::jsonb[], $7::text[], $8::text[], $9::text[])
               AS u(id, type, livemode, api_version, created, payload, status, customer, object)
-         ON CONFLICT (id) DO NOTHING RETURNING id",
+         ON CONFLICT (id) DO NOTHING RETURNING id, tenant_id",
     )
     .bind(rows.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
@@ -80,14 +90,18 @@ pub async fn insert_many(pool: &SystemPool, rows: &[Row]) -> Result<Vec<Inserted
     .bind(rows.iter().map(|r| r.object.as_deref()).collect::<Vec<_>>())
     .fetch_all(&pool.0)
     .await?;
-    let stored: std::collections::HashSet<&str> = stored.iter().map(String::as_str).collect();
+    let stored: std::collections::HashMap<&str, Option<TenantId>> = stored.iter().map(|(id, t)| (id.as_str(), t.map(TenantId))).collect();
     let mut first = std::collections::HashSet::new();
     Ok(rows
         .iter()
-        .map(|r| match (stored.contains(r.id.0.as_str()) && first.insert(r.id.0.as_str()), r.handled) {
-            (false, _) => Inserted::Duplicate,
-            (true, true) => Inserted::New,
-            (true, false) => Inserted::Ignored,
+        .map(|r| {
+            let new = stored.get(r.id.0.as_str()).filter(|_| first.insert(r.id.0.as_str()));
+            let inserted = match (new.is_some(), r.handled) {
+                (false, _) => Inserted::Duplicate,
+                (true, true) => Inserted::New,
+                (true, false) => Inserted::Ignored,
+            };
+            Stored { inserted, tenant: new.copied().flatten() }
         })
         .collect())
 }
@@ -104,7 +118,7 @@ pub async fn mark_queued_many(pool: &SystemPool, ids: &[EventId]) -> Result<(), 
 /// The intake's grouped inbox writes; one per fleet member.
 #[derive(Clone, Debug)]
 pub struct InboxWriter {
-    inserts: Batcher<Row, Result<Inserted, NotStored>>,
+    inserts: Batcher<Row, Result<Stored, NotStored>>,
     marks: Batcher<EventId, ()>,
 }
 
@@ -145,7 +159,7 @@ impl InboxWriter {
     }
 
     /// Stores one event's row (with the rows of concurrent requests).
-    pub async fn insert(&self, row: Row) -> Result<Inserted, NotStored> {
+    pub async fn insert(&self, row: Row) -> Result<Stored, NotStored> {
         self.inserts.call(row).await.map_err(|e| NotStored::Unavailable(e.0))?
     }
 

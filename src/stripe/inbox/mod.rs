@@ -76,13 +76,13 @@ pub enum Inserted {
 /// Stores the raw event once.
 pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Value) -> Result<Inserted, sqlx::Error> {
     let mut done = batch::insert_many(pool, &[batch::Row::of(event, raw.clone())]).await?;
-    done.pop().ok_or(sqlx::Error::RowNotFound)
+    done.pop().map(|s| s.inserted).ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Queues the job for one event (idempotent per event id while Redis keeps the key) and
 /// marks the row queued.
 pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &EventId, traceparent: Option<String>) -> Result<(), QueueError> {
-    push(queue, event_id, traceparent).await?;
+    push(queue, event_id, None, traceparent).await?;
     mark_queued(pool, event_id).await?;
     Ok(())
 }
@@ -93,6 +93,11 @@ pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &EventId, tr
 pub struct ApplyEvent {
     /// `evt_…`.
     pub event_id: EventId,
+    /// The row's tenant when the intake knew it (its customer was mapped): the job then reads
+    /// the row in the tenant's transaction, with no routing read first. Jobs queued without
+    /// it (the sweep, a release, jobs from before it existed) route on the system pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
 }
 
 impl crate::queue::job::JobArgs for ApplyEvent {
@@ -126,9 +131,10 @@ pub async fn push_refetch(queue: &JobQueue, args: &RefetchEvent) -> Result<(), Q
     Ok(())
 }
 
-/// Queues the job for one event; idempotent per event id while Redis keeps the key.
-pub async fn push(queue: &JobQueue, event_id: &EventId, traceparent: Option<String>) -> Result<(), QueueError> {
-    let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.clone() });
+/// Queues the job for one event (with its tenant, when known); idempotent per event id while
+/// Redis keeps the key.
+pub async fn push(queue: &JobQueue, event_id: &EventId, tenant: Option<TenantId>, traceparent: Option<String>) -> Result<(), QueueError> {
+    let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.clone(), tenant });
     req.id = Some(JobId(format!("stripe.event:{event_id}")));
     req.idempotency_key = Some(format!("stripe.event:{event_id}"));
     // Ten minutes covers every re-push (the sweep's at 30 s; after a Redis data loss the keys
@@ -314,19 +320,36 @@ pub async fn set_customer(pool: &SystemPool, id: &EventId, customer: &str) -> Re
     Ok(())
 }
 
-/// Locks row `id` in the caller's tenant transaction and returns its status.
-pub async fn lock(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<InboxStatus>, sqlx::Error> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM stripe_events WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(tx).await?;
-    Ok(status.map(|s| InboxStatus::parse(&s).unwrap_or(InboxStatus::Received)))
+/// Claims row `id` in the caller's tenant transaction (the apply's own): locks it, marks it
+/// processed and returns the status it had. One round trip instead of a lock at the start and
+/// a mark at the end: the mark commits with the apply or rolls back with it. `None` when the
+/// tenant cannot see the row.
+pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<InboxStatus>, sqlx::Error> {
+    // The locking sub-select reads the status before this statement's update (PostgreSQL 15
+    // has no RETURNING old.*).
+    let before: Option<String> = sqlx::query_scalar(
+        "UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
+         FROM (SELECT id, status FROM stripe_events WHERE id = $1 FOR UPDATE) AS prev
+         WHERE e.id = prev.id RETURNING prev.status",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
+    Ok(before.map(|s| InboxStatus::parse(&s).unwrap_or(InboxStatus::Received)))
 }
 
-/// Marks row `id` processed in the caller's tenant transaction (the apply's own).
-pub async fn mark_processed(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
-        .bind(id)
-        .execute(tx)
-        .await?;
-    Ok(())
+/// [`claim`], also returning the event as stored: the job that knows its tenant reads the row
+/// here rather than on the system pool first. A caller that finds it done rolls back.
+pub async fn claim_with_payload(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<(InboxStatus, serde_json::Value)>, sqlx::Error> {
+    let before: Option<(String, serde_json::Value)> = sqlx::query_as(
+        "UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
+         FROM (SELECT id, status FROM stripe_events WHERE id = $1 FOR UPDATE) AS prev
+         WHERE e.id = prev.id RETURNING prev.status, e.payload",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
+    Ok(before.map(|(s, payload)| (InboxStatus::parse(&s).unwrap_or(InboxStatus::Received), payload)))
 }
 
 /// The most common errors of events not yet applied (their rows keep the last error while

@@ -1,0 +1,190 @@
+//! `ballast bench webhooks --sender CMD`: the webhook path driven by an external sender process
+//! (such as the open-loop sender the stripe-sync-engine comparison uses), so Ballast and a
+//! peer are measured from the same sender, which carries its own CPU cost on the same cores.
+//!
+//! For each rate, an in-process member (api + worker roles) listens on loopback, the run's
+//! tenants are mapped to the customers `PREFIX0 … PREFIX{n-1}`, and the sender command runs
+//! with `{url}`, `{secret}`, `{rate}`, `{secs}`, `{prefix}` and `{customers}` filled in. Each
+//! event is timed from its inbox row's `received_at` (when the intake stored it) to when its
+//! `stripe.event` job finished (mirror applied, entitlements recomputed, committed, cache key
+//! deleted), on the same wall clock. A rate is kept up with when that p99 stays under a second
+//! and every event is applied within a minute of the sender's end.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use super::BenchError;
+use crate::app::{AppState, Member, Role};
+use crate::config::Settings;
+use crate::jobs::Registry;
+use crate::queue::JobEnvelope;
+use crate::queue::worker::{JobObserver, RunOutcome, WorkerOptions};
+
+/// Received → entitlements p99 under which a rate counts as kept up with.
+const KEPT_UP_P99_MS: f64 = 1_000.0;
+/// How long after the sender ends the backlog may take to drain.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Parameters of an external-sender run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalParams {
+    /// The sender's command line (run with `sh -c`), with placeholders.
+    pub sender: String,
+    /// Rates to run, in order (events/s).
+    pub rates: Vec<u32>,
+    /// Seconds the sender sends at each rate.
+    pub secs: u32,
+    /// Customers (one tenant each) the sender spreads its events over.
+    pub customers: usize,
+}
+
+/// The figures of one rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateReport {
+    /// Events/s asked of the sender.
+    pub rate: u32,
+    /// Inbox rows the run stored.
+    pub stored: u64,
+    /// Of those, applied within the drain limit.
+    pub applied: u64,
+    /// Received → entitlements updated p50 (ms).
+    pub to_entitlements_p50_ms: f64,
+    /// Received → entitlements updated p99 (ms).
+    pub to_entitlements_p99_ms: f64,
+    /// The slowest event (ms).
+    pub to_entitlements_max_ms: f64,
+    /// Whether every event was applied and the p99 stayed under a second.
+    pub kept_up: bool,
+    /// What the sender printed last (its own POST latency figures).
+    pub sender_said: String,
+}
+
+/// The figures of every rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalReport {
+    /// The parameters.
+    pub params: ExternalParams,
+    /// One per rate, in order.
+    pub rates: Vec<RateReport>,
+    /// The highest rate kept up with.
+    pub highest_kept_up: Option<u32>,
+}
+
+/// Job finish times by event id.
+#[derive(Default)]
+struct Finished(Mutex<HashMap<String, DateTime<Utc>>>);
+
+impl JobObserver for Finished {
+    fn finished(&self, envelope: &JobEnvelope, outcome: RunOutcome, _took: Duration) {
+        if outcome != RunOutcome::Completed {
+            return;
+        }
+        if let (Some(id), Ok(mut done)) = (envelope.payload.get("event_id").and_then(|v| v.as_str()), self.0.lock()) {
+            done.entry(id.to_owned()).or_insert_with(Utc::now);
+        }
+    }
+}
+
+/// Runs every rate in turn against the configured PostgreSQL.
+pub async fn run(settings: Settings, params: ExternalParams) -> Result<ExternalReport, BenchError> {
+    let mut rates = Vec::with_capacity(params.rates.len());
+    for &rate in &params.rates {
+        let report = one_rate(settings.clone(), &params, rate).await?;
+        tracing::info!(message = "Rate measured.", rate, p99_ms = report.to_entitlements_p99_ms, kept_up = report.kept_up);
+        rates.push(report);
+    }
+    let highest_kept_up = rates.iter().filter(|r| r.kept_up).map(|r| r.rate).max();
+    Ok(ExternalReport { params, rates, highest_kept_up })
+}
+
+async fn one_rate(mut settings: Settings, params: &ExternalParams, rate: u32) -> Result<RateReport, BenchError> {
+    let run_id = super::isolate(&mut settings);
+    let secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
+    settings.stripe_webhook_secrets = vec![SecretString::from(secret.clone())];
+    let state = AppState::build(settings)?;
+    if !crate::db::migrations_current(&state.system_pool.0).await.unwrap_or(false) {
+        return Err(BenchError::NotReady("migrations pending or database unreachable: run `ballast migrate` first".into()));
+    }
+    let tenants = super::webhooks::create_tenants(&state, &run_id, params.customers.max(1)).await?;
+    let result = measure(&state, &run_id, &secret, &tenants, params, rate).await;
+    let cleaned = super::webhooks::remove_rows(&state, &run_id, &tenants).await;
+    super::delete_namespace(&state.redis, &state.keys).await?;
+    let report = result?;
+    cleaned?;
+    Ok(report)
+}
+
+async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uuid], params: &ExternalParams, rate: u32) -> Result<RateReport, BenchError> {
+    let finished = Arc::new(Finished::default());
+    let mut options = WorkerOptions::new(Registry::standard());
+    options.observer = finished.clone();
+    let member = Member::start(state.clone(), &BTreeSet::from([Role::Api, Role::Worker]), options).await?;
+    let Some(addr) = member.api_addr else {
+        member.shutdown().await;
+        return Err(BenchError::NotListening);
+    };
+    // The customers create_tenants mapped: PREFIX0 … PREFIX{n-1}.
+    let prefix = super::webhooks::customer_prefix(run_id);
+    let command = params
+        .sender
+        .replace("{url}", &format!("http://{addr}/webhooks/stripe"))
+        .replace("{secret}", secret)
+        .replace("{rate}", &rate.to_string())
+        .replace("{secs}", &params.secs.to_string())
+        .replace("{prefix}", &prefix)
+        .replace("{customers}", &tenants.len().to_string());
+    let sent = tokio::process::Command::new("sh").arg("-c").arg(&command).kill_on_drop(true).output().await;
+    let sender_said = match &sent {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_owned(),
+        Ok(out) => format!("the sender exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => format!("the sender did not start: {e}"),
+    };
+    // Drained when every stored row of the run is applied (or the limit passes).
+    let pattern = format!("{prefix}%");
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    let (stored, applied) = loop {
+        let (stored, applied): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'processed') FROM stripe_events WHERE customer_id LIKE $1")
+                .bind(&pattern)
+                .fetch_one(&state.system_pool.0)
+                .await?;
+        if stored == applied || tokio::time::Instant::now() >= deadline {
+            break (stored.max(0) as u64, applied.max(0) as u64);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    member.shutdown().await;
+
+    let received: Vec<(String, DateTime<Utc>)> = sqlx::query_as("SELECT id, received_at FROM stripe_events WHERE customer_id LIKE $1")
+        .bind(&pattern)
+        .fetch_all(&state.system_pool.0)
+        .await?;
+    let done = finished.0.lock().map(|d| d.clone()).unwrap_or_default();
+    let mut took = super::latency_histogram().ok_or_else(|| BenchError::NotReady("histogram".into()))?;
+    for (id, at) in &received {
+        if let Some(end) = done.get(id) {
+            let _ = took.record((*end - *at).num_microseconds().unwrap_or(0).max(1) as u64);
+        }
+    }
+    let figures = |h: &Histogram<u64>| if h.is_empty() { (f64::NAN, f64::NAN, f64::NAN) } else {
+        let (p50, p99) = super::p50_p99_ms(h);
+        (p50, p99, h.max() as f64 / 1000.0)
+    };
+    let (p50, p99, max) = figures(&took);
+    Ok(RateReport {
+        rate,
+        stored,
+        applied,
+        to_entitlements_p50_ms: p50,
+        to_entitlements_p99_ms: p99,
+        to_entitlements_max_ms: max,
+        kept_up: sent.is_ok_and(|o| o.status.success()) && stored > 0 && stored == applied && p99 < KEPT_UP_P99_MS,
+        sender_said,
+    })
+}
