@@ -90,23 +90,12 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
     })?;
     let inserted = stored.inserted;
     if inserted == Inserted::New {
-        match inbox::push(&state.queue, &event.id, stored.tenant, None).await {
-            Ok(()) => {
-                // Marking the row queued is bookkeeping for the sweep, so it runs after the
-                // answer, grouped with other requests' marks. If it never runs (crash,
-                // PostgreSQL gone), the sweep pushes the row again after 30 s, which the job's
-                // idempotency key turns into a no-op.
-                let (writer, id) = (state.inbox.clone(), event.id.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = writer.mark_queued(id.clone()).await {
-                        tracing::debug!(message = "Inbox row not marked queued; the sweep will.", event_id = %id, error = %e);
-                    }
-                });
-            }
+        // The row stays `received` (no second write per event): the scheduler's sweep pushes
+        // a row still unprocessed 30 s on again, which the job's idempotency key turns into a
+        // no-op while the job waits in Redis, and marks it `queued`.
+        if let Err(e) = inbox::push(&state.queue, &event.id, stored.tenant, None).await {
             // Durable already: the scheduler's inbox sweep queues it when Redis is back.
-            Err(e) => {
-                tracing::warn!(message = "Webhook stored but not queued; the inbox sweep will queue it.", event_id = %event.id, error = %e)
-            }
+            tracing::warn!(message = "Webhook stored but not queued; the inbox sweep will queue it.", event_id = %event.id, error = %e)
         }
     }
     let body = serde_json::json!({

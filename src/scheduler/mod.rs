@@ -19,7 +19,8 @@ use crate::queue::EnqueueRequest;
 
 /// How often the leader sweeps the webhook inbox and the email outbox.
 const INBOX_SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// A received event not queued after this long was never queued (Redis was down at intake).
+/// A received event not processed after this long is pushed again (a no-op while its job waits
+/// in Redis; the push at intake is lost only when Redis was down) and marked queued.
 const INBOX_SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 const LAST_TICK_TTL_SECS: u64 = crate::keys::Keys::SCHEDULER_LAST_TICK_TTL.as_secs();

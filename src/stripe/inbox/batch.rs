@@ -2,12 +2,11 @@
 //! [`crate::db::batch`]): the events of every request waiting are inserted in one statement
 //! and one commit, and each request still answers only once its own row is durable. A batch
 //! that PostgreSQL refuses (not an outage) is retried row by row, so one bad event is refused
-//! alone and never holds back the others. The `queued` marks after the push are grouped the
-//! same way, off the request path.
+//! alone and never holds back the others.
 
 use super::{InboxStatus, Inserted};
 use crate::db::SystemPool;
-use crate::db::batch::{BatchError, Batcher};
+use crate::db::batch::Batcher;
 use crate::domain::{EventId, TenantId};
 use crate::stripe::event::StripeEvent;
 
@@ -106,28 +105,17 @@ pub async fn insert_many(pool: &SystemPool, rows: &[Row]) -> Result<Vec<Stored>,
         .collect())
 }
 
-/// Marks rows queued (their job was pushed), in one statement.
-pub async fn mark_queued_many(pool: &SystemPool, ids: &[EventId]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stripe_events SET status = 'queued', queued_at = now() WHERE id = ANY($1) AND status = 'received'")
-        .bind(ids.iter().map(|i| i.0.as_str()).collect::<Vec<_>>())
-        .execute(&pool.0)
-        .await?;
-    Ok(())
-}
-
 /// The intake's grouped inbox writes; one per fleet member.
 #[derive(Clone, Debug)]
 pub struct InboxWriter {
     inserts: Batcher<Row, Result<Stored, NotStored>>,
-    marks: Batcher<EventId, ()>,
 }
 
 impl InboxWriter {
     /// Writes through the system pool (the inbox is written before its tenant is known).
     pub fn new(pool: SystemPool) -> Self {
-        let insert_pool = pool.clone();
         let inserts = Batcher::new(BATCH, move |rows: Vec<Row>| {
-            let pool = insert_pool.clone();
+            let pool = pool.clone();
             async move {
                 let failed = match insert_many(&pool, &rows).await {
                     Ok(done) => return Ok(done.into_iter().map(Ok).collect()),
@@ -148,24 +136,11 @@ impl InboxWriter {
                 Ok(answers)
             }
         });
-        let marks = Batcher::new(BATCH, move |ids: Vec<EventId>| {
-            let pool = pool.clone();
-            async move {
-                mark_queued_many(&pool, &ids).await.map_err(|e| BatchError(e.to_string()))?;
-                Ok(vec![(); ids.len()])
-            }
-        });
-        Self { inserts, marks }
+        Self { inserts }
     }
 
     /// Stores one event's row (with the rows of concurrent requests).
     pub async fn insert(&self, row: Row) -> Result<Stored, NotStored> {
         self.inserts.call(row).await.map_err(|e| NotStored::Unavailable(e.0))?
-    }
-
-    /// Marks a row queued, with others; bookkeeping for the sweep (a row never marked is pushed
-    /// again after 30 s, which the job's idempotency key turns into a no-op).
-    pub async fn mark_queued(&self, id: EventId) -> Result<(), BatchError> {
-        self.marks.call(id).await
     }
 }

@@ -1,5 +1,5 @@
 //! The durable webhook inbox (stripe_events): the Stripe event id is the idempotency key.
-//! Intake inserts and queues; the scheduler's sweep queues what was never queued (Redis was
+//! Intake inserts and queues; the scheduler's sweep queues again what is still unprocessed (Redis was
 //! down) and parked events whose customer is now mapped. All of it runs on the system pool:
 //! an event's tenant is not known until it is routed.
 
@@ -24,9 +24,9 @@ pub const INBOX_ENQUEUE_TTL: std::time::Duration = std::time::Duration::from_sec
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InboxStatus {
-    /// Stored, not queued yet (Redis was down, or the queued mark is still to come).
+    /// Stored; its job is pushed at intake (unless Redis was down), with no second write.
     Received,
-    /// Its job is queued.
+    /// Pushed again by the sweep, a release or a re-queue, which mark it.
     Queued,
     /// Applied to the mirror.
     Processed,
@@ -214,13 +214,15 @@ pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<
 /// What one sweep did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct SweepReport {
-    /// Rows never queued (Redis was unavailable at intake), queued now.
+    /// Rows still `received` past the age (never queued if Redis was down at intake), pushed
+    /// again and marked queued.
     pub requeued: usize,
     /// Parked rows whose customer is now mapped, queued now.
     pub released: usize,
 }
 
-/// Queues rows received more than `older_than` ago and never queued, and parked rows whose
+/// Queues rows received more than `older_than` ago and still `received` (the push is a no-op
+/// while the intake's job waits in Redis), and parked rows whose
 /// customer has a tenant now. Bounded per run so a large backlog drains over several sweeps.
 pub async fn sweep(pool: &SystemPool, queue: &JobQueue, older_than: chrono::Duration) -> Result<SweepReport, QueueError> {
     let cutoff = Utc::now() - older_than;
