@@ -120,19 +120,39 @@ struct Sent {
 }
 
 /// Runs the benchmark against the configured PostgreSQL and a private Redis namespace.
-pub async fn run(mut settings: Settings, params: WebhookBenchParams) -> Result<WebhookBenchReport, BenchError> {
+pub async fn run(settings: Settings, params: WebhookBenchParams) -> Result<WebhookBenchReport, BenchError> {
+    let run = set_up(settings, params.tenants).await?;
+    let result = measure(&run.state, &run.run_id, &run.secret, &run.tenants, &params).await;
+    tear_down(&run, result).await
+}
+
+/// A run's state (private Redis namespace, loopback port), its signing secret and its tenants,
+/// mapped to the customers `customer_prefix(run_id)0 …`.
+pub(super) struct Run {
+    pub(super) state: AppState,
+    pub(super) run_id: String,
+    pub(super) secret: String,
+    pub(super) tenants: Vec<uuid::Uuid>,
+}
+
+/// Sets up a run of `tenants` tenants.
+pub(super) async fn set_up(mut settings: Settings, tenants: usize) -> Result<Run, BenchError> {
     let run_id = super::isolate(&mut settings);
-    // The benchmark signs its own events, so it brings its own secret.
+    // The benchmark signs its own events (or hands its secret to the sender).
     let secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
     settings.stripe_webhook_secrets = vec![SecretString::from(secret.clone())];
     let state = AppState::build(settings)?;
     if !crate::db::migrations_current(&state.system_pool.0).await.unwrap_or(false) {
         return Err(BenchError::NotReady("migrations pending or database unreachable: run `ballast migrate` first".into()));
     }
-    let tenants = create_tenants(&state, &run_id, params.tenants.max(1)).await?;
-    let result = measure(&state, &run_id, &secret, &tenants, &params).await;
-    let cleaned = remove_rows(&state, &run_id, &tenants).await;
-    super::delete_namespace(&state.redis, &state.keys).await?;
+    let tenants = create_tenants(&state, &run_id, tenants.max(1)).await?;
+    Ok(Run { state, run_id, secret, tenants })
+}
+
+/// Removes what the run wrote, then returns its result.
+pub(super) async fn tear_down<T>(run: &Run, result: Result<T, BenchError>) -> Result<T, BenchError> {
+    let cleaned = remove_rows(&run.state, &run.run_id, &run.tenants).await;
+    super::delete_namespace(&run.state.redis, &run.state.keys).await?;
     let report = result?;
     cleaned?;
     Ok(report)

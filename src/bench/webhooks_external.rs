@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
-use secrecy::SecretString;
 use serde::Serialize;
 
 use super::BenchError;
@@ -103,21 +102,10 @@ pub async fn run(settings: Settings, params: ExternalParams) -> Result<ExternalR
     Ok(ExternalReport { params, rates, highest_kept_up })
 }
 
-async fn one_rate(mut settings: Settings, params: &ExternalParams, rate: u32) -> Result<RateReport, BenchError> {
-    let run_id = super::isolate(&mut settings);
-    let secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
-    settings.stripe_webhook_secrets = vec![SecretString::from(secret.clone())];
-    let state = AppState::build(settings)?;
-    if !crate::db::migrations_current(&state.system_pool.0).await.unwrap_or(false) {
-        return Err(BenchError::NotReady("migrations pending or database unreachable: run `ballast migrate` first".into()));
-    }
-    let tenants = super::webhooks::create_tenants(&state, &run_id, params.customers.max(1)).await?;
-    let result = measure(&state, &run_id, &secret, &tenants, params, rate).await;
-    let cleaned = super::webhooks::remove_rows(&state, &run_id, &tenants).await;
-    super::delete_namespace(&state.redis, &state.keys).await?;
-    let report = result?;
-    cleaned?;
-    Ok(report)
+async fn one_rate(settings: Settings, params: &ExternalParams, rate: u32) -> Result<RateReport, BenchError> {
+    let run = super::webhooks::set_up(settings, params.customers).await?;
+    let result = measure(&run.state, &run.run_id, &run.secret, &run.tenants, params, rate).await;
+    super::webhooks::tear_down(&run, result).await
 }
 
 async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uuid], params: &ExternalParams, rate: u32) -> Result<RateReport, BenchError> {
