@@ -138,8 +138,8 @@ async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, c
     if before.is_done() {
         drop(tx);
         if before == InboxStatus::Processed {
-            let customer = payload.pointer("/data/object/customer").and_then(|c| c.as_str()).map(str::to_owned);
-            finish_applied(state, tenant, customer.as_deref()).await?;
+            let event = StripeEvent::from_value(&payload, 0).ok();
+            finish_applied(state, tenant, event.as_ref().and_then(StripeEvent::customer_id)).await?;
         }
         return Ok(StripeEventReport::Skipped { event: event_id.clone(), outcome: "already done" });
     }
