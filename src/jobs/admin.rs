@@ -49,7 +49,7 @@ pub(super) async fn inject_event(ctx: &JobContext, mut raw: serde_json::Value, r
     if inbox::insert(pool, &event, &raw).await? != inbox::Inserted::New {
         return Ok(false);
     }
-    inbox::enqueue(pool, &ctx.state.queue, &event.id, None).await?;
+    inbox::enqueue(pool, &ctx.state.queue, &event.id).await?;
     Ok(true)
 }
 

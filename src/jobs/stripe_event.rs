@@ -130,7 +130,7 @@ async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, c
     let state = &ctx.state;
     tracing::Span::current().record("tenant.id", tenant.to_string());
     let mut tx = state.tenant_pool.begin_serialised(tenant).await.map_err(HandlerError::from)?;
-    let claimed = inbox::claim_with_payload(&mut tx, event_id).await?;
+    let claimed = inbox::claim(&mut tx, event_id).await?;
     let Some((before, payload)) = claimed else {
         drop(tx);
         return apply_event(event_id, None, ctx).await;
@@ -206,7 +206,7 @@ type AppliedInTx = Option<Applied>;
 /// when another run processed it first. No network call happens in it.
 async fn apply_in_transaction(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<AppliedInTx, HandlerError> {
     // Marked processed now, committed with what the event changes (rolled back without).
-    if inbox::claim(&mut tx, &event.id).await? == Some(InboxStatus::Processed) {
+    if matches!(inbox::claim(&mut tx, &event.id).await?, Some((InboxStatus::Processed, _))) {
         return Ok(None);
     }
     apply_claimed(tx, state, tenant, event, fetched).await.map(Some)

@@ -113,7 +113,7 @@ impl AdminJob for WebhooksBacklogJob {
         let mut done = json!({"requeued": 0, "replayed": 0, "backfilled": 0});
         if execute {
             for (i, id) in stuck.iter().enumerate() {
-                inbox::enqueue(pool, &state.queue, id, None).await?;
+                inbox::enqueue(pool, &state.queue, id).await?;
                 ctx.progress.report("re-queue inbox rows", i as u64 + 1, Some(stuck.len() as u64));
             }
             for (i, id) in dead.iter().enumerate() {
@@ -125,7 +125,7 @@ impl AdminJob for WebhooksBacklogJob {
                 let mut raw = raw.clone();
                 let event = StripeEvent::from_stripe(&mut raw, now.timestamp()).map_err(|e| JobError::Cancel(format!("a listed event does not parse: {e}")))?;
                 if inbox::insert(pool, &event, &raw).await? == inbox::Inserted::New {
-                    inbox::enqueue(pool, &state.queue, &event.id, None).await?;
+                    inbox::enqueue(pool, &state.queue, &event.id).await?;
                     backfilled += 1;
                 }
                 ctx.progress.report("backfill events", i as u64 + 1, Some(missing.len() as u64));

@@ -81,9 +81,16 @@ pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Va
 
 /// Queues the job for one event (idempotent per event id while Redis keeps the key) and
 /// marks the row queued.
-pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &EventId, traceparent: Option<String>) -> Result<(), QueueError> {
-    push(queue, event_id, None, traceparent).await?;
-    mark_queued(pool, event_id).await?;
+pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &EventId) -> Result<(), QueueError> {
+    enqueue_all(pool, queue, std::slice::from_ref(event_id)).await
+}
+
+/// Queues the jobs of `ids` one by one, then marks the rows queued in one statement.
+async fn enqueue_all(pool: &SystemPool, queue: &JobQueue, ids: &[EventId]) -> Result<(), QueueError> {
+    for id in ids {
+        push(queue, id, None, None).await?;
+    }
+    mark_queued(pool, ids).await?;
     Ok(())
 }
 
@@ -146,11 +153,11 @@ pub async fn push(queue: &JobQueue, event_id: &EventId, tenant: Option<TenantId>
     Ok(())
 }
 
-/// Records that the row's job is queued, so the sweep leaves it alone. A no-op when the job
-/// has already processed it.
-pub async fn mark_queued(pool: &SystemPool, event_id: &EventId) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stripe_events SET status = 'queued', queued_at = now() WHERE id = $1 AND status = 'received'")
-        .bind(event_id)
+/// Records that the rows' jobs are queued, so the sweep leaves them alone. A no-op for a row
+/// the job has already processed.
+pub async fn mark_queued(pool: &SystemPool, ids: &[EventId]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stripe_events SET status = 'queued', queued_at = now() WHERE id = ANY($1) AND status = 'received'")
+        .bind(ids.iter().map(|i| i.0.as_str()).collect::<Vec<_>>())
         .execute(&pool.0)
         .await?;
     Ok(())
@@ -189,9 +196,7 @@ pub async fn requeue_after_data_loss(pool: &SystemPool, queue: &JobQueue) -> Res
         .await?;
         let Some(last) = ids.last() else { return Ok(pushed) };
         after = last.0.clone();
-        for id in &ids {
-            enqueue(pool, queue, id, None).await?;
-        }
+        enqueue_all(pool, queue, &ids).await?;
         pushed += ids.len();
     }
 }
@@ -232,11 +237,8 @@ pub async fn sweep(pool: &SystemPool, queue: &JobQueue, older_than: chrono::Dura
     .bind(cutoff)
     .fetch_all(&pool.0)
     .await?;
-    let mut report = SweepReport::default();
-    for id in &stale {
-        enqueue(pool, queue, id, None).await?;
-        report.requeued += 1;
-    }
+    enqueue_all(pool, queue, &stale).await?;
+    let mut report = SweepReport { requeued: stale.len(), ..SweepReport::default() };
     let customers: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT e.customer_id FROM stripe_events e JOIN tenants t ON t.stripe_customer_id = e.customer_id
          WHERE e.status = 'unmatched' LIMIT 1000",
@@ -323,26 +325,13 @@ pub async fn set_customer(pool: &SystemPool, id: &EventId, customer: &str) -> Re
 }
 
 /// Claims row `id` in the caller's tenant transaction (the apply's own): locks it, marks it
-/// processed and returns the status it had. One round trip instead of a lock at the start and
-/// a mark at the end: the mark commits with the apply or rolls back with it. `None` when the
-/// tenant cannot see the row.
-pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<InboxStatus>, sqlx::Error> {
+/// processed and returns the status it had with the event as stored. One round trip instead of
+/// a read, a lock at the start and a mark at the end: the mark commits with the apply or rolls
+/// back with it (a caller that finds the row done rolls back). `None` when the tenant cannot
+/// see the row.
+pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<(InboxStatus, serde_json::Value)>, sqlx::Error> {
     // The locking sub-select reads the status before this statement's update (PostgreSQL 15
     // has no RETURNING old.*).
-    let before: Option<String> = sqlx::query_scalar(
-        "UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
-         FROM (SELECT id, status FROM stripe_events WHERE id = $1 FOR UPDATE) AS prev
-         WHERE e.id = prev.id RETURNING prev.status",
-    )
-    .bind(id)
-    .fetch_optional(tx)
-    .await?;
-    Ok(before.map(|s| InboxStatus::parse(&s).unwrap_or(InboxStatus::Received)))
-}
-
-/// [`claim`], also returning the event as stored: the job that knows its tenant reads the row
-/// here rather than on the system pool first. A caller that finds it done rolls back.
-pub async fn claim_with_payload(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<(InboxStatus, serde_json::Value)>, sqlx::Error> {
     let before: Option<(String, serde_json::Value)> = sqlx::query_as(
         "UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
          FROM (SELECT id, status FROM stripe_events WHERE id = $1 FOR UPDATE) AS prev
