@@ -154,9 +154,15 @@ pub async fn push(queue: &JobQueue, event_id: &EventId, tenant: Option<TenantId>
 }
 
 /// Records that the rows' jobs are queued, so the sweep leaves them alone. A no-op for a row
-/// the job has already processed.
+/// the job has already processed. Rows a running job holds are skipped, not waited for: many
+/// rows locked by one statement, in no order, while the job's transaction holds its row and its
+/// tenant's lock, deadlocked in the Redis-restart drill; a skipped row stays `received` and is
+/// at most pushed again, a no-op.
 pub async fn mark_queued(pool: &SystemPool, ids: &[EventId]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stripe_events SET status = 'queued', queued_at = now() WHERE id = ANY($1) AND status = 'received'")
+    sqlx::query(
+        "UPDATE stripe_events SET status = 'queued', queued_at = now()
+         WHERE id IN (SELECT id FROM stripe_events WHERE id = ANY($1) AND status = 'received' FOR UPDATE SKIP LOCKED)",
+    )
         .bind(ids.iter().map(|i| i.0.as_str()).collect::<Vec<_>>())
         .execute(&pool.0)
         .await?;
