@@ -138,8 +138,10 @@ async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::
     let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
     let (stored, applied) = loop {
         let (stored, applied): (i64, i64) =
-            sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'processed') FROM stripe_events WHERE customer_id LIKE $1")
-                .bind(&pattern)
+            // By the run's tenants (indexed), not the customer pattern: a sequential scan every
+            // 100 ms took a fifth of a core from the drain it measures.
+            sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'processed') FROM stripe_events WHERE tenant_id = ANY($1)")
+                .bind(tenants)
                 .fetch_one(&state.system_pool.0)
                 .await?;
         if stored == applied || tokio::time::Instant::now() >= deadline {
