@@ -145,6 +145,9 @@ pub struct Settings {
     pub limits_file: crate::assets::ConfigFile,
     /// How long a past_due subscription keeps its plan.
     pub past_due_grace: chrono::Duration,
+    /// The most Stripe events of one tenant applied in one transaction: a `stripe.event` job
+    /// takes the tenant's other waiting events with its own (1 applies each alone).
+    pub webhook_apply_batch: u32,
     /// The SLO definitions (`BALLAST_SLO_FILE`).
     pub slo_file: crate::assets::ConfigFile,
     /// The email templates app services send (`BALLAST_EMAIL_TEMPLATES_DIR`).
@@ -302,6 +305,10 @@ impl Settings {
         if !(0..=365).contains(&grace_days) {
             return Err(ConfigError::new("BALLAST_PAST_DUE_GRACE_DAYS", "must be between 0 and 365"));
         }
+        let webhook_apply_batch: u32 = src.parse_or("BALLAST_WEBHOOK_APPLY_BATCH", 100, "a whole number of events")?;
+        if !(1..=1000).contains(&webhook_apply_batch) {
+            return Err(ConfigError::new("BALLAST_WEBHOOK_APPLY_BATCH", "must be between 1 and 1000"));
+        }
         let smtp_security = match src.get("BALLAST_SMTP_SECURITY").unwrap_or("starttls") {
             "none" => SmtpSecurity::None,
             "starttls" => SmtpSecurity::StartTls,
@@ -359,6 +366,7 @@ impl Settings {
             },
             slo_pagerduty_routing_key: src.get("BALLAST_SLO_PAGERDUTY_ROUTING_KEY").map(|k| SecretString::from(k.to_owned())),
             past_due_grace: chrono::Duration::days(grace_days),
+            webhook_apply_batch,
             outbound: outbound::OutboundWebhooks::parse(&src)?,
             database_url: url_setting(&src, "DATABASE_URL", &["postgres", "postgresql"], "the app role's PostgreSQL URL")?,
             system_database_url: url_setting(

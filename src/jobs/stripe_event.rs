@@ -14,7 +14,7 @@ use crate::billing::entitlements;
 use crate::domain::TenantId;
 use crate::stripe::event::StripeEvent;
 use crate::stripe::handlers::{self, EventCtx, HandlerError};
-use crate::stripe::inbox::{self, InboxStatus};
+use crate::stripe::inbox::{self, Claim, InboxStatus};
 use crate::stripe::routing::{self, Routed};
 
 /// The job.
@@ -45,6 +45,9 @@ pub enum StripeEventReport {
         tenant: TenantId,
         /// The tenant's access afterwards.
         access: String,
+        /// The tenant's other waiting events applied in the same transaction.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        with: Vec<crate::domain::EventId>,
     },
     /// Nothing applied: already done, already processed, or parked unmatched.
     Skipped {
@@ -63,7 +66,7 @@ impl Job for StripeEventJob {
 
     async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
         let result = match args.tenant {
-            Some(tenant) => apply_for_tenant(&args.event_id, tenant, &ctx).await,
+            Some(tenant) => apply_for_tenant(&args.event_id, tenant, &ctx, true).await,
             None => apply_event(&args.event_id, None, &ctx).await,
         };
         if let Err(e) = &result {
@@ -84,7 +87,8 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
     let Some(row) = row else { return Err(JobError::Cancel(format!("no inbox row for {event_id}"))) };
     if row.status().is_done() {
         if let (Some(tenant), InboxStatus::Processed) = (row.tenant_id.or(row.mapped_tenant), row.status()) {
-            finish_applied(state, TenantId(tenant), row.customer_id.as_deref()).await?;
+            let event = StripeEvent::from_value(&row.payload, 0).ok();
+            finish_applied(state, TenantId(tenant), event.as_ref().and_then(|e| handlers::customer_it_binds(e, TenantId(tenant)))).await?;
         }
         return Ok(StripeEventReport::Skipped { event: event_id.clone(), outcome: "already done" });
     }
@@ -125,27 +129,71 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
 
 /// Applies inbox row `event_id` of `tenant` (the intake knew the tenant): the row is read,
 /// locked and claimed in the tenant's transaction, one round trip with no routing read first.
-/// A row the tenant cannot see (routed elsewhere since) takes the routing path.
-async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
+/// A row the tenant cannot see (routed elsewhere since) takes the routing path. With
+/// `join_waiting`, the tenant's other waiting events join the transaction (see [`apply_waiting`]).
+async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext, join_waiting: bool) -> Result<StripeEventReport, JobError> {
     let state = &ctx.state;
     tracing::Span::current().record("tenant.id", tenant.to_string());
     let mut tx = state.tenant_pool.begin_serialised(tenant).await.map_err(HandlerError::from)?;
-    let claimed = inbox::claim(&mut tx, event_id).await?;
-    let Some((before, payload)) = claimed else {
-        drop(tx);
-        return apply_event(event_id, None, ctx).await;
-    };
-    if before.is_done() {
-        drop(tx);
-        if before == InboxStatus::Processed {
-            let event = StripeEvent::from_value(&payload, 0).ok();
-            finish_applied(state, tenant, event.as_ref().and_then(StripeEvent::customer_id)).await?;
+    let payload = match inbox::claim(&mut tx, event_id).await? {
+        Some(Claim::Claimed(payload)) => payload,
+        Some(Claim::Done(before, payload)) => {
+            drop(tx);
+            if before == InboxStatus::Processed {
+                let event = StripeEvent::from_value(&payload, 0).ok();
+                finish_applied(state, tenant, event.as_ref().and_then(|e| handlers::customer_it_binds(e, tenant))).await?;
+            }
+            return Ok(StripeEventReport::Skipped { event: event_id.clone(), outcome: "already done" });
         }
-        return Ok(StripeEventReport::Skipped { event: event_id.clone(), outcome: "already done" });
-    }
+        None => {
+            drop(tx);
+            return apply_event(event_id, None, ctx).await;
+        }
+    };
     let event = StripeEvent::from_value(&payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
-    let applied = apply_claimed(tx, state, tenant, &event, None).instrument(db_span(tenant)).await.map(Some);
+    let limit = state.settings.webhook_apply_batch.saturating_sub(1);
+    let waiting = if join_waiting && limit > 0 { inbox::claim_waiting(&mut tx, event_id, limit).await? } else { Vec::new() };
+    if !waiting.is_empty() {
+        return apply_waiting(tx, state, tenant, event, waiting, ctx).await;
+    }
+    let applied = apply_claimed(tx, state, tenant, std::slice::from_ref(&event), None).instrument(db_span(tenant)).await.map(Some);
     after_apply(state, tenant, event, applied, false).await
+}
+
+/// Applies `event` with the tenant's other waiting events (`waiting`, claimed in `tx`), oldest
+/// first, in one transaction: one entitlements recompute and one commit for a backlog (a burst,
+/// a tenant's renewals) instead of one each, and their own jobs then find them done. The mirror
+/// converges whatever the order, as it does across transactions. Any failure (a tie that needs
+/// Stripe's object, a malformed payload, a refusal) rolls the whole group back, and `event` is
+/// applied alone: the others are waiting again for their own jobs.
+async fn apply_waiting(tx: Tx, state: &AppState, tenant: TenantId, event: StripeEvent, waiting: Vec<serde_json::Value>, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
+    let own = event.id.clone();
+    let parsed: Result<Vec<StripeEvent>, _> = waiting.iter().map(|p| StripeEvent::from_value(p, 0)).collect();
+    let group = match parsed {
+        Ok(mut events) => {
+            events.push(event);
+            events.sort_by(|a, b| (a.created, &a.id.0).cmp(&(b.created, &b.id.0)));
+            let applied = apply_claimed(tx, state, tenant, &events, None).instrument(db_span(tenant)).await;
+            applied.map(|applied| (events, applied))
+        }
+        Err(e) => {
+            drop(tx);
+            Err(HandlerError::Shape(e.to_string()))
+        }
+    };
+    let (events, applied) = match group {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::info!(message = "A tenant's grouped events rolled back; applying this one alone.", event_id = %own, error = %e);
+            return Box::pin(apply_for_tenant(&own, tenant, ctx, false)).await;
+        }
+    };
+    let created: Vec<i64> = events.iter().map(|e| e.created).collect();
+    after_commit(state, tenant, &created, &applied).await?;
+    let (mine, with): (Vec<StripeEvent>, Vec<StripeEvent>) = events.into_iter().partition(|e| e.id == own);
+    let event_type = mine.into_iter().next().map(|e| e.event_type).unwrap_or_default();
+    let with = with.into_iter().map(|e| e.id).collect();
+    Ok(StripeEventReport::Applied { event: own, event_type, tenant, access: format!("{:?}", applied.access), with })
 }
 
 /// One tenant's events apply one at a time, so entitlements see every committed change.
@@ -162,7 +210,7 @@ fn db_span(tenant: TenantId) -> tracing::Span {
 
 /// What follows a tenant transaction: a tie handed to `stripe.refetch`, or the after-commit
 /// steps of an applied event.
-async fn after_apply(state: &AppState, tenant: TenantId, event: StripeEvent, applied: Result<AppliedInTx, HandlerError>, refetched: bool) -> Result<StripeEventReport, JobError> {
+async fn after_apply(state: &AppState, tenant: TenantId, event: StripeEvent, applied: Result<Option<Applied>, HandlerError>, refetched: bool) -> Result<StripeEventReport, JobError> {
     // A same-second tie needs Stripe's current object: the transaction is abandoned and the
     // event handed to `stripe.refetch`, which reads the object with no connection held, in
     // slots of its own (a slow Stripe then holds up only the events that need it), and
@@ -175,60 +223,79 @@ async fn after_apply(state: &AppState, tenant: TenantId, event: StripeEvent, app
         }
         other => other?,
     };
-    let Some((applied, dunning_effects, access)) = applied else {
-        finish_applied(state, tenant, event.customer_id()).await?;
+    let Some(applied) = applied else {
+        finish_applied(state, tenant, handlers::customer_it_binds(&event, tenant)).await?;
         return Ok(StripeEventReport::Skipped { event: event.id, outcome: "already processed" });
     };
-    // Stripe's event time to processed: the webhook lag operators watch.
-    state.metrics.webhook_lag(event.created);
+    after_commit(state, tenant, &[event.created], &applied).await?;
+    Ok(StripeEventReport::Applied { event: event.id, event_type: event.event_type, tenant, access: format!("{:?}", applied.access), with: Vec::new() })
+}
 
+/// The steps after the commit of events created at `created`: the lag metric, the entitlement
+/// cache, dunning and the release of events parked for a customer these events mapped.
+async fn after_commit(state: &AppState, tenant: TenantId, created: &[i64], applied: &Applied) -> Result<(), JobError> {
+    // Stripe's event time to processed: the webhook lag operators watch.
+    for at in created {
+        state.metrics.webhook_lag(*at);
+    }
     entitlements::invalidate(&state.cache, tenant).await;
-    // Dunning and reminder emails from the effects this event wrote: now, so the day-0 email
+    // Dunning and reminder emails from the effects these events wrote: now, so the day-0 email
     // and a recovery do not wait for the daily run (which consumes whatever this misses).
-    if dunning_effects
+    if applied.dunning_effects
         && let Err(e) = crate::dunning::consume_effects(&state.dunning_deps(), tenant).await
     {
         tracing::warn!(message = "Billing effects not consumed yet; the dunning run will.", tenant = %tenant, error = %e);
     }
-    if let Some(customer) = applied.mapped_customer {
-        inbox::release_unmatched(&state.system_pool, &state.queue, &customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
+    for customer in &applied.mapped_customers {
+        inbox::release_unmatched(&state.system_pool, &state.queue, customer).await.map_err(|e| JobError::Retry(e.to_string()))?;
     }
-    Ok(StripeEventReport::Applied { event: event.id, event_type: event.event_type, tenant, access: format!("{access:?}") })
+    Ok(())
 }
 
-/// What an applied event tells the steps after its commit.
-type Applied = (handlers::Applied, bool, entitlements::Access);
-/// The same, or `None` when another run had applied it.
-type AppliedInTx = Option<Applied>;
+/// What a committed apply tells the steps after it.
+struct Applied {
+    /// Customers these events mapped to the tenant (events parked for them are released).
+    mapped_customers: Vec<String>,
+    /// Whether they wrote effects dunning consumes.
+    dunning_effects: bool,
+    /// The tenant's access afterwards.
+    access: entitlements::Access,
+}
 
 /// The tenant transaction of one event (`tx`, serialised with the tenant's other events): it
 /// locks (claims) the inbox row and the object, applies and recomputes entitlements. `None`
 /// when another run processed it first. No network call happens in it.
-async fn apply_in_transaction(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<AppliedInTx, HandlerError> {
+async fn apply_in_transaction(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<Option<Applied>, HandlerError> {
     // Marked processed now, committed with what the event changes (rolled back without).
-    if matches!(inbox::claim(&mut tx, &event.id).await?, Some((InboxStatus::Processed, _))) {
+    if matches!(inbox::claim(&mut tx, &event.id).await?, Some(Claim::Done(..))) {
         return Ok(None);
     }
-    apply_claimed(tx, state, tenant, event, fetched).await.map(Some)
+    apply_claimed(tx, state, tenant, std::slice::from_ref(event), fetched).await.map(Some)
 }
 
 /// A tenant transaction.
 type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
-/// The rest of the transaction once the row is claimed: apply, recompute, commit.
-async fn apply_claimed(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<Applied, HandlerError> {
-    let mut ectx = EventCtx { tx: &mut tx, tenant, event, fetched, wrote_dunning_effect: false };
-    let applied = handlers::apply(&mut ectx).await?;
-    let dunning_effects = ectx.wrote_dunning_effect;
+/// The rest of the transaction once its rows are claimed: apply `events` in order, recompute
+/// entitlements once, commit. `fetched` is Stripe's object for a tie (single events only).
+async fn apply_claimed(mut tx: Tx, state: &AppState, tenant: TenantId, events: &[StripeEvent], mut fetched: Option<(String, serde_json::Value)>) -> Result<Applied, HandlerError> {
+    let (mut mapped_customers, mut dunning_effects) = (Vec::new(), false);
+    for event in events {
+        let mut ectx = EventCtx { tx: &mut tx, tenant, event, fetched: fetched.take(), wrote_dunning_effect: false };
+        let one = handlers::apply(&mut ectx).await?;
+        dunning_effects |= ectx.wrote_dunning_effect;
+        mapped_customers.extend(one.mapped_customer);
+    }
     let access = entitlements::recompute(&mut tx, tenant, &state.plans, state.settings.past_due_grace).await?;
     tx.commit().await?;
     crate::fault::point("stripe.event.after_commit");
-    Ok((applied, dunning_effects, access))
+    Ok(Applied { mapped_customers, dunning_effects, access })
 }
 
 /// The after-commit steps of an event already applied, done again: a run that died between its
 /// commit and them (kill -9, a deploy) left them undone, and they are idempotent. Without this,
 /// events parked while this one mapped the customer would wait for the scheduler's sweep.
+/// `customer` is the one the event binds, if any (most bind none: no PostgreSQL round trip).
 async fn finish_applied(state: &AppState, tenant: TenantId, customer: Option<&str>) -> Result<(), JobError> {
     entitlements::invalidate(&state.cache, tenant).await;
     if let Some(customer) = customer

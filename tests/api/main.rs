@@ -37,6 +37,7 @@ mod tenants;
 mod usage;
 mod webhook_delivery;
 mod webhook_endpoints;
+mod webhook_groups;
 mod webhooks;
 mod app_email;
 mod arbitrary_input;

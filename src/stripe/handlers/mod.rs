@@ -62,9 +62,7 @@ pub fn handles(event_type: &str) -> bool {
 pub async fn apply(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
     let mut applied = apply_by_type(ctx).await?;
     if applied.mapped_customer.is_none()
-        && ctx.event.event_type != "customer.deleted"
-        && names_tenant(&ctx.event.object, ctx.tenant)
-        && let Some(customer) = ctx.event.customer_id().map(str::to_owned)
+        && let Some(customer) = customer_it_binds(ctx.event, ctx.tenant).map(str::to_owned)
     {
         ctx.ensure_customer(&customer).await?;
         if ctx.map_customer(&customer).await? {
@@ -72,6 +70,16 @@ pub async fn apply(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
         }
     }
     Ok(applied)
+}
+
+/// The customer that applying `event` binds to `tenant` (when the tenant has none yet): the
+/// event's customer when its object names the tenant, a deletion aside. No other event binds
+/// one, so no other needs the release of events parked for its customer.
+pub fn customer_it_binds(event: &crate::stripe::event::StripeEvent, tenant: crate::domain::TenantId) -> Option<&str> {
+    if event.event_type == "customer.deleted" || !names_tenant(&event.object, tenant) {
+        return None;
+    }
+    event.customer_id()
 }
 
 /// Whether the object says it belongs to `tenant`.

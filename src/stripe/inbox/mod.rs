@@ -330,23 +330,56 @@ pub async fn set_customer(pool: &SystemPool, id: &EventId, customer: &str) -> Re
     Ok(())
 }
 
+/// What [`claim`] found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Not done before: now marked processed in the caller's transaction; the event as stored.
+    Claimed(serde_json::Value),
+    /// Already done (processed or ignored), left as it was; its status and event.
+    Done(InboxStatus, serde_json::Value),
+}
+
 /// Claims row `id` in the caller's tenant transaction (the apply's own): locks it, marks it
-/// processed and returns the status it had with the event as stored. One round trip instead of
-/// a read, a lock at the start and a mark at the end: the mark commits with the apply or rolls
-/// back with it (a caller that finds the row done rolls back). `None` when the tenant cannot
-/// see the row.
-pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<(InboxStatus, serde_json::Value)>, sqlx::Error> {
-    // The locking sub-select reads the status before this statement's update (PostgreSQL 15
-    // has no RETURNING old.*).
-    let before: Option<(String, serde_json::Value)> = sqlx::query_as(
-        "UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
-         FROM (SELECT id, status FROM stripe_events WHERE id = $1 FOR UPDATE) AS prev
-         WHERE e.id = prev.id RETURNING prev.status, e.payload",
+/// processed and returns the event as stored. One round trip instead of a read, a lock at the
+/// start and a mark at the end: the mark commits with the apply or rolls back with it. A row
+/// already done is left untouched (no attempt added) and read back, a second statement only
+/// then. `None` when the tenant cannot see the row.
+pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<Claim>, sqlx::Error> {
+    // A plain update of a row not yet done: a concurrent claim waits on the row lock, then
+    // finds it done when the first commits (and claims it when the first rolls back).
+    let claimed: Option<serde_json::Value> = sqlx::query_scalar(
+        "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL
+         WHERE id = $1 AND status NOT IN ('processed', 'ignored') RETURNING payload",
     )
     .bind(id)
-    .fetch_optional(tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(before.map(|(s, payload)| (InboxStatus::parse(&s).unwrap_or(InboxStatus::Received), payload)))
+    if let Some(payload) = claimed {
+        return Ok(Some(Claim::Claimed(payload)));
+    }
+    let done: Option<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT status, payload FROM stripe_events WHERE id = $1").bind(id).fetch_optional(tx).await?;
+    Ok(done.map(|(s, payload)| Claim::Done(InboxStatus::parse(&s).unwrap_or(InboxStatus::Processed), payload)))
+}
+
+/// Claims up to `limit` more of the tenant's events waiting to be applied (received or queued,
+/// not `except`), oldest event first, in the caller's tenant transaction (row-level security
+/// keeps it to the tenant): each is marked processed with the apply it joins. Rows another
+/// transaction holds are skipped, not waited for, and so are rows that failed before (one
+/// that cannot be applied would roll back every group it joined). Their own jobs find them done.
+pub async fn claim_waiting(tx: &mut sqlx::PgConnection, except: &EventId, limit: u32) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
+         FROM (SELECT id FROM stripe_events
+               WHERE tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid
+                 AND status IN ('received', 'queued') AND last_error IS NULL AND id <> $1
+               ORDER BY tenant_id, stripe_created, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS waiting
+         WHERE e.id = waiting.id RETURNING e.payload",
+    )
+    .bind(except)
+    .bind(i64::from(limit))
+    .fetch_all(tx)
+    .await
 }
 
 /// The most common errors of events not yet applied (their rows keep the last error while

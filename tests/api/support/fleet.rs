@@ -135,8 +135,8 @@ pub fn completed_ids(log: &str) -> Vec<String> {
 }
 
 /// Every processed event was applied by exactly one run, by the members' logs (a run that
-/// applies reports the event's type; repeats report "already ..."; an event that tied with
-/// the mirror is applied by its `stripe.refetch` run).
+/// applies reports the event's type, and the tenant's events it applied with it; repeats report
+/// "already ..."; an event that tied with the mirror is applied by its `stripe.refetch` run).
 pub async fn assert_applied_once(app: &TestApp, logs: &[String]) {
     let mut applied: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for line in logs.iter().flat_map(|l| l.lines()) {
@@ -147,6 +147,10 @@ pub async fn assert_applied_once(app: &TestApp, logs: &[String]) {
         let report: Value = serde_json::from_str(v["report"].as_str().unwrap_or("null")).unwrap_or_default();
         if report.get("type").is_some() {
             *applied.entry(report["event"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            // The tenant's waiting events its transaction applied with it.
+            for other in report["with"].as_array().into_iter().flatten() {
+                *applied.entry(other.as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            }
         }
     }
     let processed: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events WHERE status = 'processed' ORDER BY id")

@@ -1,0 +1,130 @@
+//! A `stripe.event` job applies its tenant's other waiting events with its own, in one
+//! transaction (one entitlements recompute, one commit), and a group with an event it cannot
+//! apply rolls back whole and leaves each event to its own job.
+
+use std::collections::BTreeSet;
+
+use ballast::app::{Member, Role};
+use ballast::queue::worker::WorkerOptions;
+use serde_json::json;
+
+use crate::support::TestApp;
+use crate::support::stripe_sim;
+
+/// The tenant's `k`-th subscription event: a plan change one second after the last, or with
+/// `broken`, a subscription Ballast cannot apply (it has no status).
+fn subscription_event(run: &str, k: i64, base: i64, customer: &str, broken: bool) -> serde_json::Value {
+    let (price, product, _) = if k % 2 == 0 { stripe_sim::STARTER } else { stripe_sim::PRO };
+    let sub = format!("sub_group{run}");
+    let mut event = json!({
+        "id": format!("evt_group{run}_{k}"), "object": "event", "livemode": false, "created": base + k,
+        "type": if k == 0 { "customer.subscription.created" } else { "customer.subscription.updated" },
+        "data": {"object": {
+            "id": sub, "object": "subscription", "customer": customer, "status": "active",
+            "cancel_at_period_end": false, "created": base, "currency": "usd", "livemode": false, "metadata": {},
+            "items": {"object": "list", "has_more": false, "data": [{
+                "id": format!("si_{sub}"), "object": "subscription_item", "quantity": 1, "subscription": sub,
+                "current_period_start": base, "current_period_end": base + 30 * 86_400,
+                "price": {"id": price, "object": "price", "product": product, "currency": "usd"},
+            }]},
+        }},
+    });
+    if broken && let Some(object) = event.pointer_mut("/data/object").and_then(|o| o.as_object_mut()) {
+        object.remove("status");
+    }
+    event
+}
+
+/// An intake-only app and a tenant mapped to a customer; the run's tag.
+async fn intake_with_tenant() -> (TestApp, uuid::Uuid, String, String) {
+    let app = TestApp::builder().roles(&[Role::Api]).spawn().await;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let customer = format!("cus_group{run}");
+    let tenant = app.tenant("grouped").await;
+    sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1")
+        .bind(tenant)
+        .bind(&customer)
+        .execute(&app.state.system_pool.0)
+        .await
+        .expect("map the customer");
+    (app, tenant, run, customer)
+}
+
+/// Starts a worker on the app's state once the events wait, drains the queue and stops it.
+async fn work_off(app: &TestApp) {
+    let worker = Member::start(app.state.clone(), &BTreeSet::from([Role::Worker]), WorkerOptions::new(crate::support::test_jobs::registry()))
+        .await
+        .expect("worker starts");
+    app.drain().await;
+    worker.shutdown().await;
+}
+
+/// (status, attempts, processed_at, last_error) of the run's events, in event order.
+async fn rows(app: &TestApp, run: &str) -> Vec<(String, i32, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> {
+    sqlx::query_as("SELECT status, attempts, processed_at, last_error FROM stripe_events WHERE id LIKE $1 ORDER BY stripe_created")
+        .bind(format!("evt_group{run}_%"))
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("inbox rows")
+}
+
+async fn subscription(app: &TestApp, run: &str) -> (String, i64) {
+    let (price, at): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as("SELECT price_id, stripe_updated_at FROM subscriptions WHERE id = $1")
+        .bind(format!("sub_group{run}"))
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("subscription");
+    (price, at.timestamp())
+}
+
+#[tokio::test]
+async fn a_tenants_waiting_events_apply_in_one_transaction_once_each_and_converge() {
+    let (app, tenant, run, customer) = intake_with_tenant().await;
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    const EVENTS: i64 = 20;
+    // Delivered newest first: the group applies them oldest first all the same.
+    for k in (0..EVENTS).rev() {
+        assert_eq!(app.deliver(&subscription_event(&run, k, base, &customer, false)).await, 200);
+    }
+    work_off(&app).await;
+
+    let rows = rows(&app, &run).await;
+    assert_eq!(rows.len(), EVENTS as usize);
+    assert!(rows.iter().all(|(status, attempts, _, _)| status == "processed" && *attempts == 1), "each applied once: {rows:?}");
+    // One transaction: processed_at is its start time (now()), the same on every row; one
+    // transaction per event would give each its own.
+    let times: BTreeSet<_> = rows.iter().map(|(_, _, at, _)| *at).collect();
+    assert_eq!(times.len(), 1, "one transaction applied the tenant's waiting events: {times:?}");
+    // The mirror holds the last event, and the entitlements its plan (Pro has SSO).
+    let last = EVENTS - 1;
+    let (want_price, _, _) = if last % 2 == 0 { stripe_sim::STARTER } else { stripe_sim::PRO };
+    assert_eq!(subscription(&app, &run).await, (want_price.to_owned(), base + last));
+    let sso: Option<bool> = sqlx::query_scalar("SELECT enabled FROM entitlements WHERE tenant_id = $1 AND feature = 'sso'")
+        .bind(tenant)
+        .fetch_optional(&app.state.system_pool.0)
+        .await
+        .expect("entitlement");
+    assert_eq!(sso, Some(true), "entitlements follow the last event's plan");
+}
+
+#[tokio::test]
+async fn a_group_with_an_event_it_cannot_apply_rolls_back_and_each_other_event_applies_once() {
+    let (app, _tenant, run, customer) = intake_with_tenant().await;
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    assert_eq!(app.deliver(&subscription_event(&run, 0, base, &customer, false)).await, 200);
+    // Newer than the first and without a status: refused by the handler wherever it is.
+    assert_eq!(app.deliver(&subscription_event(&run, 1, base, &customer, true)).await, 200);
+    assert_eq!(app.deliver(&subscription_event(&run, 2, base, &customer, false)).await, 200);
+    work_off(&app).await;
+
+    let rows = rows(&app, &run).await;
+    assert_eq!(rows.len(), 3);
+    for k in [0, 2] {
+        let (status, attempts, _, _) = &rows[k];
+        assert_eq!((status.as_str(), *attempts), ("processed", 1), "event {k}: applied once, rolled-back groups left no attempt: {rows:?}");
+    }
+    let (status, _, _, error) = &rows[1];
+    assert_ne!(status, "processed", "the event without a status is not applied");
+    assert!(error.as_deref().is_some_and(|e| e.contains("status")), "its own failure is recorded: {rows:?}");
+    assert_eq!(subscription(&app, &run).await, (stripe_sim::STARTER.0.to_owned(), base + 2));
+}
