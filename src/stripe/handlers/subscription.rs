@@ -11,10 +11,15 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
     if let Some(state) = ctx.state_to_apply(Table::Subscriptions, ObjectKind::Subscription, &id).await? {
         let s: SubscriptionObject = shape(object(&state))?;
         let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
-        ctx.ensure_customer(&customer).await?;
         let price = s.price();
+        // The customer's placeholder row (as `ensure_customer` writes it) in the same statement:
+        // one round trip fewer per event. The foreign key is checked at the statement's end,
+        // after the placeholder is in.
         sqlx::query(
-            "INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan_id, price_id, product_id, current_period_end,
+            "WITH placeholder AS (
+                 INSERT INTO customers (id, tenant_id, stripe_updated_at) VALUES ($3, $2, 'epoch') ON CONFLICT (id) DO NOTHING
+             )
+             INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan_id, price_id, product_id, current_period_end,
                  cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at, cancel_at)
              VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11, $12)
              ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,
