@@ -167,33 +167,32 @@ async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, c
 /// Stripe's object, a malformed payload, a refusal) rolls the whole group back, and `event` is
 /// applied alone: the others are waiting again for their own jobs.
 async fn apply_waiting(tx: Tx, state: &AppState, tenant: TenantId, event: StripeEvent, waiting: Vec<serde_json::Value>, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
-    let own = event.id.clone();
+    let (own, event_type) = (event.id.clone(), event.event_type.clone());
     let parsed: Result<Vec<StripeEvent>, _> = waiting.iter().map(|p| StripeEvent::from_value(p, 0)).collect();
-    let group = match parsed {
-        Ok(mut events) => {
-            events.push(event);
-            events.sort_by(|a, b| (a.created, &a.id.0).cmp(&(b.created, &b.id.0)));
-            let applied = apply_claimed(tx, state, tenant, &events, None).instrument(db_span(tenant)).await;
-            applied.map(|applied| (events, applied))
-        }
+    let mut events = match parsed {
+        Ok(events) => events,
         Err(e) => {
             drop(tx);
-            Err(HandlerError::Shape(e.to_string()))
+            return apply_alone(&own, tenant, ctx, &e.to_string()).await;
         }
     };
-    let (events, applied) = match group {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::info!(message = "A tenant's grouped events rolled back; applying this one alone.", event_id = %own, error = %e);
-            return Box::pin(apply_for_tenant(&own, tenant, ctx, false)).await;
-        }
+    events.push(event);
+    events.sort_by(|a, b| (a.created, &a.id.0).cmp(&(b.created, &b.id.0)));
+    let applied = match apply_claimed(tx, state, tenant, &events, None).instrument(db_span(tenant)).await {
+        Ok(applied) => applied,
+        Err(e) => return apply_alone(&own, tenant, ctx, &e.to_string()).await,
     };
     let created: Vec<i64> = events.iter().map(|e| e.created).collect();
     after_commit(state, tenant, &created, &applied).await?;
-    let (mine, with): (Vec<StripeEvent>, Vec<StripeEvent>) = events.into_iter().partition(|e| e.id == own);
-    let event_type = mine.into_iter().next().map(|e| e.event_type).unwrap_or_default();
-    let with = with.into_iter().map(|e| e.id).collect();
+    let with = events.into_iter().map(|e| e.id).filter(|id| *id != own).collect();
     Ok(StripeEventReport::Applied { event: own, event_type, tenant, access: format!("{:?}", applied.access), with })
+}
+
+/// After a group rolled back: this job's event alone, in a fresh transaction (the others wait
+/// for their own jobs).
+async fn apply_alone(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext, why: &str) -> Result<StripeEventReport, JobError> {
+    tracing::info!(message = "A tenant's grouped events rolled back; applying this one alone.", event_id = %event_id, error = %why);
+    Box::pin(apply_for_tenant(event_id, tenant, ctx, false)).await
 }
 
 /// One tenant's events apply one at a time, so entitlements see every committed change.
