@@ -5,9 +5,10 @@
 //! For each rate, an in-process member (api + worker roles) listens on loopback, the run's
 //! tenants are mapped to the customers `PREFIX0 … PREFIX{n-1}`, and the sender command runs
 //! with `{url}`, `{secret}`, `{rate}`, `{secs}`, `{prefix}` and `{customers}` filled in. Each
-//! event is timed from its inbox row's `received_at` (when the intake stored it) to when its
-//! `stripe.event` job finished (mirror applied, entitlements recomputed, committed, cache key
-//! deleted), on the same wall clock. A rate is kept up with when that p99 stays under a second
+//! event is timed from its inbox row's `received_at` (when the intake stored it) to when the
+//! `stripe.event` job that applied it finished (mirror applied, entitlements recomputed,
+//! committed, cache key deleted), on the same wall clock: its own job, or the job whose
+//! transaction took it with its own. A rate is kept up with when that p99 stays under a second
 //! and every event is applied within a minute of the sender's end.
 
 use std::collections::{BTreeSet, HashMap};
@@ -23,7 +24,8 @@ use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
 use crate::jobs::Registry;
 use crate::queue::JobEnvelope;
-use crate::queue::worker::{JobObserver, RunOutcome, WorkerOptions};
+use crate::queue::job::JobReport;
+use crate::queue::worker::{JobObserver, WorkerOptions};
 
 /// Received → entitlements p99 under which a rate counts as kept up with.
 const KEPT_UP_P99_MS: f64 = 1_000.0;
@@ -75,17 +77,21 @@ pub struct ExternalReport {
     pub highest_kept_up: Option<u32>,
 }
 
-/// Job finish times by event id.
+/// When each event's entitlements were updated, by event id: the end of the `stripe.event`
+/// job that applied it, its own or the one whose transaction took it with its own (the
+/// report's `with`; the event's own job then ends later, finding it done).
 #[derive(Default)]
 struct Finished(Mutex<HashMap<String, DateTime<Utc>>>);
 
 impl JobObserver for Finished {
-    fn finished(&self, envelope: &JobEnvelope, outcome: RunOutcome, _took: Duration) {
-        if outcome != RunOutcome::Completed {
-            return;
-        }
-        if let (Some(id), Ok(mut done)) = (envelope.payload.get("event_id").and_then(|v| v.as_str()), self.0.lock()) {
-            done.entry(id.to_owned()).or_insert_with(Utc::now);
+    fn completed(&self, envelope: &JobEnvelope, report: &JobReport) {
+        let now = Utc::now();
+        let own = envelope.payload.get("event_id").and_then(|v| v.as_str());
+        let with = report.get("with").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str());
+        if let Ok(mut done) = self.0.lock() {
+            for id in own.into_iter().chain(with) {
+                done.entry(id.to_owned()).or_insert(now);
+            }
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum RunOutcome {
 pub trait JobObserver: Send + Sync {
     /// A run started `pickup` after it was queued.
     fn started(&self, _envelope: &JobEnvelope, _pickup: Duration) {}
+    /// A run succeeded with `report` (before [`finished`](Self::finished)): what the job says it
+    /// did, such as the other events a webhook apply took with its own.
+    fn completed(&self, _envelope: &JobEnvelope, _report: &JobReport) {}
     /// A run ended.
     fn finished(&self, _envelope: &JobEnvelope, _outcome: RunOutcome, _took: Duration) {}
 }
@@ -235,6 +238,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                 let took_ms = started.elapsed().as_millis() as u64;
                 span.in_scope(|| tracing::debug!(message = "Job completed.", report = %report, took_ms));
                 self.track(&envelope, super::status::JobState::Done, None, None).await;
+                self.options.observer.completed(&envelope, &report);
                 RunOutcome::Completed
             }
             Err(e) => self.settle(&envelope, e).instrument(span).await?,
