@@ -29,6 +29,11 @@ pub enum DbError {
 /// The embedded, forward-only migrations from migrations/.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The SQL expression that waits for the transaction's tenant lock (the tenant being the one
+/// [`TenantPool::begin`] set): what [`TenantPool::begin_serialised`] takes, and what a statement
+/// takes itself when it must lock a row first (the Stripe inbox's claim).
+pub const TENANT_LOCK: &str = "pg_advisory_xact_lock(hashtextextended('tenant:' || current_setting('app.tenant_id'), 0))";
+
 /// Pool of the app role (no BYPASSRLS). Every query runs inside [`TenantPool::begin`].
 #[derive(Debug, Clone)]
 pub struct TenantPool(PgPool);
@@ -64,10 +69,7 @@ impl TenantPool {
     /// [`begin`](Self::begin), then waits for the tenant's transaction lock, so the tenant's
     /// writers that use it run one at a time (still one round trip).
     pub async fn begin_serialised(&self, tenant: TenantId) -> Result<Transaction<'static, Postgres>, DbError> {
-        let t = tenant.0.hyphenated();
-        let begin = format!(
-            "BEGIN; SELECT set_config('app.tenant_id', '{t}', true); SELECT pg_advisory_xact_lock(hashtextextended('tenant:{t}', 0))"
-        );
+        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true); SELECT {TENANT_LOCK}", tenant.0.hyphenated());
         Ok(self.0.begin_with(sqlx::AssertSqlSafe(begin)).await?)
     }
 

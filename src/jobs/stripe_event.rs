@@ -122,7 +122,8 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
         inbox::set_tenant(system, &event.id, tenant).await?;
     }
     let refetched = fetched.is_some();
-    let tx = state.tenant_pool.begin_serialised(tenant).await.map_err(HandlerError::from)?;
+    // Not serialised yet: the claim takes the tenant's lock once the row is locked.
+    let tx = state.tenant_pool.begin(tenant).await.map_err(HandlerError::from)?;
     let applied = apply_in_transaction(tx, state, tenant, &event, fetched).instrument(db_span(tenant)).await;
     after_apply(state, tenant, event, applied, refetched).await
 }
@@ -134,9 +135,11 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
 async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext, join_waiting: bool) -> Result<StripeEventReport, JobError> {
     let state = &ctx.state;
     tracing::Span::current().record("tenant.id", tenant.to_string());
-    let mut tx = state.tenant_pool.begin_serialised(tenant).await.map_err(HandlerError::from)?;
-    let payload = match inbox::claim(&mut tx, event_id).await? {
-        Some(Claim::Claimed(payload)) => payload,
+    // Not serialised yet: the claim takes the tenant's lock once the row is locked.
+    let mut tx = state.tenant_pool.begin(tenant).await.map_err(HandlerError::from)?;
+    let join = if join_waiting { state.settings.webhook_apply_batch.saturating_sub(1) } else { 0 };
+    let (payload, waiting) = match inbox::claim(&mut tx, event_id, join).await? {
+        Some(Claim::Claimed { own, waiting }) => (own, waiting),
         Some(Claim::Done(before, payload)) => {
             drop(tx);
             if before == InboxStatus::Processed {
@@ -151,8 +154,6 @@ async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, c
         }
     };
     let event = StripeEvent::from_value(&payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
-    let limit = state.settings.webhook_apply_batch.saturating_sub(1);
-    let waiting = if join_waiting && limit > 0 { inbox::claim_waiting(&mut tx, event_id, limit).await? } else { Vec::new() };
     if !waiting.is_empty() {
         return apply_waiting(tx, state, tenant, event, waiting, ctx).await;
     }
@@ -261,13 +262,18 @@ struct Applied {
     access: entitlements::Access,
 }
 
-/// The tenant transaction of one event (`tx`, serialised with the tenant's other events): it
-/// locks (claims) the inbox row and the object, applies and recomputes entitlements. `None`
-/// when another run processed it first. No network call happens in it.
+/// The tenant transaction of one event (`tx`, opened for the tenant; the claim serialises it
+/// with the tenant's other events): it locks (claims) the inbox row and the object, applies
+/// and recomputes entitlements. `None` when another run processed it first. No network call
+/// happens in it.
 async fn apply_in_transaction(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<Option<Applied>, HandlerError> {
-    // Marked processed now, committed with what the event changes (rolled back without).
-    if matches!(inbox::claim(&mut tx, &event.id).await?, Some(Claim::Done(..))) {
-        return Ok(None);
+    // Marked processed now, committed with what the event changes (rolled back without). The
+    // row was routed to this tenant just before, so the tenant not seeing it is a race with a
+    // re-route: retried rather than applied outside the tenant's lock.
+    match inbox::claim(&mut tx, &event.id, 0).await? {
+        Some(Claim::Claimed { .. }) => {}
+        Some(Claim::Done(..)) => return Ok(None),
+        None => return Err(HandlerError::Sql(sqlx::Error::RowNotFound)),
     }
     apply_claimed(tx, state, tenant, std::slice::from_ref(event), fetched).await.map(Some)
 }

@@ -333,53 +333,85 @@ pub async fn set_customer(pool: &SystemPool, id: &EventId, customer: &str) -> Re
 /// What [`claim`] found.
 #[derive(Debug)]
 pub enum Claim {
-    /// Not done before: now marked processed in the caller's transaction; the event as stored.
-    Claimed(serde_json::Value),
+    /// Not done before: now marked processed in the caller's transaction, which now holds the
+    /// tenant's lock. The event as stored, and the tenant's other waiting events claimed with it.
+    Claimed {
+        /// The event claimed.
+        own: serde_json::Value,
+        /// The tenant's other waiting events claimed with it, in no particular order.
+        waiting: Vec<serde_json::Value>,
+    },
     /// Already done (processed or ignored), left as it was; its status and event.
     Done(InboxStatus, serde_json::Value),
 }
 
-/// Claims row `id` in the caller's tenant transaction (the apply's own): locks it, marks it
-/// processed and returns the event as stored. One round trip instead of a read, a lock at the
-/// start and a mark at the end: the mark commits with the apply or rolls back with it. A row
-/// already done is left untouched (no attempt added) and read back, a second statement only
-/// then. `None` when the tenant cannot see the row.
-pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId) -> Result<Option<Claim>, sqlx::Error> {
-    // A plain update of a row not yet done: a concurrent claim waits on the row lock, then
-    // finds it done when the first commits (and claims it when the first rolls back).
-    let claimed: Option<serde_json::Value> = sqlx::query_scalar(
-        "UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL
-         WHERE id = $1 AND status NOT IN ('processed', 'ignored') RETURNING payload",
+/// The claim, one statement: the row (locked, marked processed; a row already done is left as
+/// it was), then the tenant's transaction lock, then up to `$2` of the tenant's other waiting
+/// events. The row comes before the lock: every claimer takes them in that order and the
+/// lock's holder takes other rows with `SKIP LOCKED`, so a claimer waiting for the lock holds
+/// nothing the holder waits for. A row already done takes no lock at all (the job that finds
+/// its event applied by another's group does not queue behind the tenant's later groups), and
+/// is read back by the same statement: its status as of the statement's start, which is the
+/// row's now unless the update waited for another claim of it (then a second read is needed).
+static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH own AS (
+           UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL
+           WHERE id = $1 AND status NOT IN ('processed', 'ignored') RETURNING payload
+         ), serialised AS (SELECT payload, {lock} FROM own),
+         waiting AS (
+           UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
+           FROM (SELECT id FROM stripe_events
+                 WHERE tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid
+                   AND status IN ('received', 'queued') AND last_error IS NULL AND id <> $1
+                 ORDER BY tenant_id, stripe_created, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS w
+           WHERE e.id = w.id AND EXISTS (SELECT 1 FROM serialised)
+           RETURNING e.payload
+         )
+         SELECT 'own', NULL, payload FROM serialised
+         UNION ALL SELECT 'waiting', NULL, payload FROM waiting
+         UNION ALL SELECT 'unclaimed', status, payload FROM stripe_events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM own)",
+        lock = crate::db::TENANT_LOCK,
     )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(payload) = claimed {
-        return Ok(Some(Claim::Claimed(payload)));
-    }
-    let done: Option<(String, serde_json::Value)> =
-        sqlx::query_as("SELECT status, payload FROM stripe_events WHERE id = $1").bind(id).fetch_optional(tx).await?;
-    Ok(done.map(|(s, payload)| Claim::Done(InboxStatus::parse(&s).unwrap_or(InboxStatus::Processed), payload)))
-}
+});
 
-/// Claims up to `limit` more of the tenant's events waiting to be applied (received or queued,
-/// not `except`), oldest event first, in the caller's tenant transaction (row-level security
-/// keeps it to the tenant): each is marked processed with the apply it joins. Rows another
-/// transaction holds are skipped, not waited for, and so are rows that failed before (one
-/// that cannot be applied would roll back every group it joined). Their own jobs find them done.
-pub async fn claim_waiting(tx: &mut sqlx::PgConnection, except: &EventId, limit: u32) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
-         FROM (SELECT id FROM stripe_events
-               WHERE tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid
-                 AND status IN ('received', 'queued') AND last_error IS NULL AND id <> $1
-               ORDER BY tenant_id, stripe_created, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS waiting
-         WHERE e.id = waiting.id RETURNING e.payload",
-    )
-    .bind(except)
-    .bind(i64::from(limit))
-    .fetch_all(tx)
-    .await
+/// Claims row `id` in the caller's tenant transaction (opened with [`TenantPool::begin`], not
+/// yet serialised: the claim takes the tenant's lock), with up to `join` of the tenant's other
+/// events waiting to be applied (received or queued, oldest event first; row-level security
+/// keeps them to the tenant). Those are claimed only once the lock is held, and rows another
+/// transaction holds are skipped, not waited for, and so are rows that failed before (one that
+/// cannot be applied would roll back every group it joined); their own jobs find them done.
+/// One round trip, the marks committing with the apply or rolling back with it (a row found
+/// done is read back in it too). `None` when the tenant cannot see the row.
+///
+/// [`TenantPool::begin`]: crate::db::TenantPool::begin
+pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId, join: u32) -> Result<Option<Claim>, sqlx::Error> {
+    // A concurrent claim of the row waits on its lock, then finds it done when the first
+    // commits (and claims it when the first rolls back).
+    let rows: Vec<(String, Option<String>, serde_json::Value)> =
+        sqlx::query_as(CLAIM.as_str()).bind(id).bind(i64::from(join)).fetch_all(&mut *tx).await?;
+    let (mut own, mut waiting, mut unclaimed) = (None, Vec::new(), None);
+    for (part, status, payload) in rows {
+        match part.as_str() {
+            "own" => own = Some(payload),
+            "waiting" => waiting.push(payload),
+            _ => unclaimed = Some((status.and_then(|s| InboxStatus::parse(&s)), payload)),
+        }
+    }
+    if let Some(own) = own {
+        return Ok(Some(Claim::Claimed { own, waiting }));
+    }
+    match unclaimed {
+        None => Ok(None),
+        Some((Some(status), payload)) if status.is_done() => Ok(Some(Claim::Done(status, payload))),
+        // Not done as of the statement's start, yet not claimed: the update waited for a claim
+        // that committed meanwhile. Read the row as it is now.
+        Some(_) => {
+            let now: Option<(String, serde_json::Value)> =
+                sqlx::query_as("SELECT status, payload FROM stripe_events WHERE id = $1").bind(id).fetch_optional(tx).await?;
+            Ok(now.map(|(s, payload)| Claim::Done(InboxStatus::parse(&s).unwrap_or(InboxStatus::Processed), payload)))
+        }
+    }
 }
 
 /// The most common errors of events not yet applied (their rows keep the last error while
