@@ -128,3 +128,25 @@ async fn a_group_with_an_event_it_cannot_apply_rolls_back_and_each_other_event_a
     assert!(error.as_deref().is_some_and(|e| e.contains("status")), "its own failure is recorded: {rows:?}");
     assert_eq!(subscription(&app, &run).await, (stripe_sim::STARTER.0.to_owned(), base + 2));
 }
+
+#[tokio::test]
+async fn a_job_whose_event_is_already_applied_ends_without_waiting_for_the_tenants_lock() {
+    let (app, tenant, run, customer) = intake_with_tenant().await;
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    assert_eq!(app.deliver(&subscription_event(&run, 0, base, &customer, false)).await, 200);
+    work_off(&app).await;
+    assert_eq!(rows(&app, &run).await.iter().map(|r| (r.0.as_str(), r.1)).collect::<Vec<_>>(), vec![("processed", 1)]);
+
+    // Another transaction of the tenant holds its lock (a long group, a dunning step) while the
+    // event's job runs again, as the job of an event another's group applied does.
+    let held = app.state.tenant_pool.begin_serialised(ballast::domain::TenantId(tenant)).await.expect("the tenant's lock");
+    let event = ballast::domain::EventId(format!("evt_group{run}_0"));
+    let job = ballast::stripe::inbox::ApplyEvent { event_id: event, tenant: Some(ballast::domain::TenantId(tenant)) };
+    app.state.queue.enqueue(ballast::queue::EnqueueRequest::typed(&job)).await.expect("queue the job");
+    let ready: u64 = app.state.queue.stats().await.expect("stats").iter().map(|s| s.ready).sum();
+    assert_eq!(ready, 1, "the job waits to run");
+    // Drained with the lock still held: the job found its row done without queueing for it.
+    work_off(&app).await;
+    drop(held);
+    assert_eq!(rows(&app, &run).await.iter().map(|r| (r.0.as_str(), r.1)).collect::<Vec<_>>(), vec![("processed", 1)], "not applied again");
+}
