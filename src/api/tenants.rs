@@ -126,13 +126,10 @@ async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>, Que
     };
     let has_more = found.len() as i64 > limit;
     found.truncate(limit as usize);
-    let mut data = Vec::with_capacity(found.len());
-    for t in found {
-        match view::view(&state.system_pool, t).await {
-            Ok(v) => data.push(v),
-            Err(e) => return error(e),
-        }
-    }
+    let data = match view::view_many(&state.system_pool, found).await {
+        Ok(views) => views,
+        Err(e) => return error(e),
+    };
     Json(serde_json::json!({"object": "list", "url": "/v1/tenants", "has_more": has_more, "data": data})).into_response()
 }
 

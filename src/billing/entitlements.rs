@@ -331,14 +331,30 @@ pub struct SubscriptionSummary {
 /// The tenant's subscription, as [`SubscriptionSummary`] orders them. System pool: an
 /// operator's and a provisioning service's read, by tenant id.
 pub async fn current_subscription(system: &SystemPool, tenant: TenantId) -> Result<Option<SubscriptionSummary>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, status, price_id, current_period_end, cancel_at_period_end, cancel_at, trial_end FROM subscriptions
-         WHERE tenant_id = $1
-         ORDER BY CASE WHEN status IN ('active', 'trialing', 'past_due') THEN 0 WHEN status = 'paused' THEN 1 ELSE 2 END,
-                  stripe_updated_at DESC, id
-         LIMIT 1",
+    Ok(current_subscriptions(system, &[tenant]).await?.remove(&tenant))
+}
+
+/// Each tenant's subscription, as [`SubscriptionSummary`] orders them, in one statement (a
+/// page of tenants is one read, not one per tenant); tenants without one are absent. System
+/// pool, as [`current_subscription`].
+pub async fn current_subscriptions(system: &SystemPool, tenants: &[TenantId]) -> Result<HashMap<TenantId, SubscriptionSummary>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tenant_id: uuid::Uuid,
+        #[sqlx(flatten)]
+        summary: SubscriptionSummary,
+    }
+    let ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT DISTINCT ON (tenant_id) tenant_id, id, status, price_id, current_period_end, cancel_at_period_end, cancel_at, trial_end
+         FROM subscriptions
+         WHERE tenant_id = ANY ($1)
+         ORDER BY tenant_id,
+                  CASE WHEN status IN ('active', 'trialing', 'past_due') THEN 0 WHEN status = 'paused' THEN 1 ELSE 2 END,
+                  stripe_updated_at DESC, id",
     )
-    .bind(tenant.0)
-    .fetch_optional(&system.0)
-    .await
+    .bind(&ids)
+    .fetch_all(&system.0)
+    .await?;
+    Ok(rows.into_iter().map(|r| (TenantId(r.tenant_id), r.summary)).collect())
 }

@@ -23,8 +23,21 @@ pub struct TenantView {
 
 /// `tenant` with its plan, subscription and entitlements.
 pub async fn view(system: &SystemPool, tenant: Tenant) -> Result<TenantView, TenantError> {
-    let subscription = entitlements::current_subscription(system, tenant.id).await?;
-    let entitlements = entitlements::load_many(system, &[tenant.id]).await?.remove(&tenant.id).unwrap_or_default();
-    let plan = entitlements.iter().find(|e| e.source == "plan").and_then(|e| e.plan_id.clone());
-    Ok(TenantView { object: "tenant", tenant, plan, subscription, entitlements })
+    view_many(system, vec![tenant]).await?.pop().ok_or(TenantError::NotFound)
+}
+
+/// [`view`] of each of `tenants`, in their order: two reads for the page, whatever its length.
+pub async fn view_many(system: &SystemPool, tenants: Vec<Tenant>) -> Result<Vec<TenantView>, TenantError> {
+    let ids: Vec<_> = tenants.iter().map(|t| t.id).collect();
+    let mut subscriptions = entitlements::current_subscriptions(system, &ids).await?;
+    let mut granted = entitlements::load_many(system, &ids).await?;
+    Ok(tenants
+        .into_iter()
+        .map(|tenant| {
+            let subscription = subscriptions.remove(&tenant.id);
+            let entitlements = granted.remove(&tenant.id).unwrap_or_default();
+            let plan = entitlements.iter().find(|e| e.source == "plan").and_then(|e| e.plan_id.clone());
+            TenantView { object: "tenant", tenant, plan, subscription, entitlements }
+        })
+        .collect())
 }

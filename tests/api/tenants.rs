@@ -112,6 +112,13 @@ async fn provisioning_creates_the_tenant_and_its_customer_once_sends_the_welcome
     let (_, shown) = get(&app, &key, &format!("/v1/tenants/{id}")).await;
     assert_eq!((shown["plan"].as_str(), shown["subscription"]["status"].as_str()), (Some("starter"), Some("active")), "{shown}");
     assert!(shown["entitlements"].as_array().is_some_and(|e| e.iter().any(|f| f["enabled"] == true)), "{shown}");
+    // The list shows each tenant with its own standing (a page is read in one go, not per tenant).
+    let globex = ids.first().expect("globex").clone();
+    let (status, page) = get(&app, &key, "/v1/tenants?limit=100").await;
+    let listed = |tenant: &str| page["data"].as_array().and_then(|d| d.iter().find(|t| t["id"] == tenant).cloned()).expect("listed");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((&listed(&id)["plan"], &listed(&id)["subscription"], &listed(&id)["entitlements"]), (&shown["plan"], &shown["subscription"], &shown["entitlements"]));
+    assert_eq!((listed(&globex)["plan"].is_null(), listed(&globex)["subscription"].is_null()), (true, true), "{page}");
 
     // Audited with the key that asked.
     let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE tenant_id = $1 AND action LIKE 'tenants.%' ORDER BY id")
