@@ -1,10 +1,12 @@
 //! `stripe.event`: applies one inbox row to the billing mirror.
 //!
-//! Routing runs on the system pool (the tenant is what it finds out); the apply runs in one
-//! tenant transaction that serialises the tenant's events, locks the object, applies,
-//! recomputes entitlements, writes side effects and marks the event processed. After commit
-//! the tenant's entitlement cache key is invalidated, and events parked for a customer whose
-//! mapping this event established are queued again.
+//! The intake usually knows the event's tenant and the job carries it; otherwise routing runs
+//! on the system pool first (the tenant is what it finds out). Either way the apply is one
+//! tenant transaction whose first statement claims the row (marked processed, committed with
+//! the apply) and takes the tenant's lock, then locks the object, applies, recomputes
+//! entitlements and writes side effects. After commit the tenant's entitlement cache key is
+//! invalidated, and events parked for a customer whose mapping this event established are
+//! queued again.
 
 use tracing::Instrument;
 
@@ -66,7 +68,7 @@ impl Job for StripeEventJob {
 
     async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
         let result = match args.tenant {
-            Some(tenant) => apply_for_tenant(&args.event_id, tenant, &ctx, true).await,
+            Some(tenant) => apply_for_tenant(&args.event_id, tenant, &ctx, Attempt { join_waiting: true, ..Attempt::default() }).await,
             None => apply_event(&args.event_id, None, &ctx).await,
         };
         if let Err(e) = &result {
@@ -77,12 +79,23 @@ impl Job for StripeEventJob {
     }
 }
 
-/// Applies inbox row `event_id`; `fetched` is the object `stripe.refetch` read for it when
-/// the event tied with the mirror.
+/// How a tenant transaction for an event was reached.
+#[derive(Default)]
+struct Attempt {
+    /// The tenant's other waiting events join the transaction (see [`apply_waiting`]).
+    join_waiting: bool,
+    /// Stripe's current object, read by `stripe.refetch` for an event that tied with the mirror.
+    fetched: Option<(String, serde_json::Value)>,
+    /// The routing path bound the row to this tenant just before.
+    routed: bool,
+}
+
+/// Applies inbox row `event_id` whose tenant is not known yet (the intake could not tell, or
+/// the tenant no longer sees it): routed on the system pool, then applied as the tenant's.
+/// `fetched` is the object `stripe.refetch` read for it when the event tied with the mirror.
 pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Option<(String, serde_json::Value)>, ctx: &JobContext) -> Result<StripeEventReport, JobError> {
     let state = &ctx.state;
     let system = &state.system_pool;
-    // System pool: the event's tenant is not known until it is routed.
     let row = inbox::load(system, event_id).await?;
     let Some(row) = row else { return Err(JobError::Cancel(format!("no inbox row for {event_id}"))) };
     if row.status().is_done() {
@@ -116,28 +129,23 @@ pub(super) async fn apply_event(event_id: &crate::domain::EventId, fetched: Opti
             }
         },
     };
-    // The job span learns its tenant here (a webhook's tenant is known only once routed).
-    tracing::Span::current().record("tenant.id", tenant.to_string());
     if row.tenant_id.is_none() {
         inbox::set_tenant(system, &event.id, tenant).await?;
     }
-    let refetched = fetched.is_some();
-    // Not serialised yet: the claim takes the tenant's lock once the row is locked.
-    let tx = state.tenant_pool.begin(tenant).await.map_err(HandlerError::from)?;
-    let applied = apply_in_transaction(tx, state, tenant, &event, fetched).instrument(db_span(tenant)).await;
-    after_apply(state, tenant, event, applied, refetched).await
+    apply_for_tenant(&event.id, tenant, ctx, Attempt { fetched, routed: true, ..Attempt::default() }).await
 }
 
-/// Applies inbox row `event_id` of `tenant` (the intake knew the tenant): the row is read,
-/// locked and claimed in the tenant's transaction, one round trip with no routing read first.
-/// A row the tenant cannot see (routed elsewhere since) takes the routing path. With
-/// `join_waiting`, the tenant's other waiting events join the transaction (see [`apply_waiting`]).
-async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext, join_waiting: bool) -> Result<StripeEventReport, JobError> {
+/// Applies inbox row `event_id` of `tenant` in one tenant transaction: the row is read, locked
+/// and claimed (with the tenant's lock) in one statement, the event applied, entitlements
+/// recomputed, committed. A row already done ends the job; a row the tenant cannot see (routed
+/// elsewhere since) takes the routing path.
+async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext, attempt: Attempt) -> Result<StripeEventReport, JobError> {
     let state = &ctx.state;
+    // The job span learns its tenant here (a routed webhook's tenant is known only now).
     tracing::Span::current().record("tenant.id", tenant.to_string());
     // Not serialised yet: the claim takes the tenant's lock once the row is locked.
     let mut tx = state.tenant_pool.begin(tenant).await.map_err(HandlerError::from)?;
-    let join = if join_waiting { state.settings.webhook_apply_batch.saturating_sub(1) } else { 0 };
+    let join = if attempt.join_waiting { state.settings.webhook_apply_batch.saturating_sub(1) } else { 0 };
     let (payload, waiting) = match inbox::claim(&mut tx, event_id, join).await? {
         Some(Claim::Claimed { own, waiting }) => (own, waiting),
         Some(Claim::Done(before, payload)) => {
@@ -148,17 +156,21 @@ async fn apply_for_tenant(event_id: &crate::domain::EventId, tenant: TenantId, c
             }
             return Ok(StripeEventReport::Skipped { event: event_id.clone(), outcome: "already done" });
         }
+        // Routed to this tenant a moment ago: not seeing it is a race with a re-route, retried
+        // rather than applied outside the tenant's lock.
+        None if attempt.routed => return Err(JobError::Retry(format!("inbox row {event_id} not visible to its tenant {tenant} after routing"))),
         None => {
             drop(tx);
-            return apply_event(event_id, None, ctx).await;
+            return Box::pin(apply_event(event_id, None, ctx)).await;
         }
     };
     let event = StripeEvent::from_value(&payload, 0).map_err(|e| JobError::Cancel(e.to_string()))?;
     if !waiting.is_empty() {
         return apply_waiting(tx, state, tenant, event, waiting, ctx).await;
     }
-    let applied = apply_claimed(tx, state, tenant, std::slice::from_ref(&event), None).instrument(db_span(tenant)).await.map(Some);
-    after_apply(state, tenant, event, applied, false).await
+    let refetched = attempt.fetched.is_some();
+    let applied = apply_claimed(tx, state, tenant, std::slice::from_ref(&event), attempt.fetched).instrument(db_span(tenant)).await;
+    after_apply(state, tenant, event, applied, refetched).await
 }
 
 /// Applies `event` with the tenant's other waiting events (`waiting`, claimed in `tx`), oldest
@@ -193,7 +205,7 @@ async fn apply_waiting(tx: Tx, state: &AppState, tenant: TenantId, event: Stripe
 /// for their own jobs).
 async fn apply_alone(event_id: &crate::domain::EventId, tenant: TenantId, ctx: &JobContext, why: &str) -> Result<StripeEventReport, JobError> {
     tracing::info!(message = "A tenant's grouped events rolled back; applying this one alone.", event_id = %event_id, error = %why);
-    Box::pin(apply_for_tenant(event_id, tenant, ctx, false)).await
+    Box::pin(apply_for_tenant(event_id, tenant, ctx, Attempt::default())).await
 }
 
 /// One tenant's events apply one at a time, so entitlements see every committed change.
@@ -210,7 +222,7 @@ fn db_span(tenant: TenantId) -> tracing::Span {
 
 /// What follows a tenant transaction: a tie handed to `stripe.refetch`, or the after-commit
 /// steps of an applied event.
-async fn after_apply(state: &AppState, tenant: TenantId, event: StripeEvent, applied: Result<Option<Applied>, HandlerError>, refetched: bool) -> Result<StripeEventReport, JobError> {
+async fn after_apply(state: &AppState, tenant: TenantId, event: StripeEvent, applied: Result<Applied, HandlerError>, refetched: bool) -> Result<StripeEventReport, JobError> {
     // A same-second tie needs Stripe's current object: the transaction is abandoned and the
     // event handed to `stripe.refetch`, which reads the object with no connection held, in
     // slots of its own (a slow Stripe then holds up only the events that need it), and
@@ -222,10 +234,6 @@ async fn after_apply(state: &AppState, tenant: TenantId, event: StripeEvent, app
             return Ok(StripeEventReport::Skipped { event: event.id, outcome: "re-fetching from Stripe" });
         }
         other => other?,
-    };
-    let Some(applied) = applied else {
-        finish_applied(state, tenant, handlers::customer_it_binds(&event, tenant)).await?;
-        return Ok(StripeEventReport::Skipped { event: event.id, outcome: "already processed" });
     };
     after_commit(state, tenant, &[event.created], &applied).await?;
     Ok(StripeEventReport::Applied { event: event.id, event_type: event.event_type, tenant, access: format!("{:?}", applied.access), with: Vec::new() })
@@ -260,22 +268,6 @@ struct Applied {
     dunning_effects: bool,
     /// The tenant's access afterwards.
     access: entitlements::Access,
-}
-
-/// The tenant transaction of one event (`tx`, opened for the tenant; the claim serialises it
-/// with the tenant's other events): it locks (claims) the inbox row and the object, applies
-/// and recomputes entitlements. `None` when another run processed it first. No network call
-/// happens in it.
-async fn apply_in_transaction(mut tx: Tx, state: &AppState, tenant: TenantId, event: &StripeEvent, fetched: Option<(String, serde_json::Value)>) -> Result<Option<Applied>, HandlerError> {
-    // Marked processed now, committed with what the event changes (rolled back without). The
-    // row was routed to this tenant just before, so the tenant not seeing it is a race with a
-    // re-route: retried rather than applied outside the tenant's lock.
-    match inbox::claim(&mut tx, &event.id, 0).await? {
-        Some(Claim::Claimed { .. }) => {}
-        Some(Claim::Done(..)) => return Ok(None),
-        None => return Err(HandlerError::Sql(sqlx::Error::RowNotFound)),
-    }
-    apply_claimed(tx, state, tenant, std::slice::from_ref(event), fetched).await.map(Some)
 }
 
 /// A tenant transaction.

@@ -93,7 +93,8 @@ impl EventCtx<'_> {
     /// Makes sure a customer row exists (a placeholder older than any event) so objects that
     /// arrive before their customer can reference it.
     pub(super) async fn ensure_customer(&mut self, customer: &str) -> Result<(), HandlerError> {
-        sqlx::query("INSERT INTO customers (id, tenant_id, stripe_updated_at) VALUES ($1, $2, 'epoch') ON CONFLICT (id) DO NOTHING")
+        static ENSURE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| customer_placeholder("$1", "$2"));
+        sqlx::query(ENSURE.as_str())
             .bind(customer)
             .bind(self.tenant.0)
             .execute(&mut *self.tx)
@@ -110,6 +111,13 @@ impl EventCtx<'_> {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// The statement writing customer `id`'s placeholder row for tenant `tenant` (SQL parameters):
+/// older than any event, so the customer's own event overwrites it, and left alone if the row
+/// exists.
+pub(super) fn customer_placeholder(id: &str, tenant: &str) -> String {
+    format!("INSERT INTO customers (id, tenant_id, stripe_updated_at) VALUES ({id}, {tenant}, 'epoch') ON CONFLICT (id) DO NOTHING")
 }
 
 /// Mirror tables whose rows carry `stripe_updated_at`.

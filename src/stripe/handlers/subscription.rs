@@ -2,22 +2,15 @@
 //! side effects.
 
 use crate::billing::effects::EffectKind;
-use super::context::{EventCtx, HandlerError, Table, shape, ts};
+use super::context::{EventCtx, HandlerError, Table, customer_placeholder, shape, ts};
 use crate::stripe::client::ObjectKind;
 use crate::stripe::event::{SubscriptionObject, object};
 
-pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
-    let id = ctx.object_id()?;
-    if let Some(state) = ctx.state_to_apply(Table::Subscriptions, ObjectKind::Subscription, &id).await? {
-        let s: SubscriptionObject = shape(object(&state))?;
-        let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
-        let price = s.price();
-        // The customer's placeholder row (as `ensure_customer` writes it) in the same statement:
-        // one round trip fewer per event. The foreign key is checked at the statement's end,
-        // after the placeholder is in.
-        sqlx::query(
-            "WITH placeholder AS (
-                 INSERT INTO customers (id, tenant_id, stripe_updated_at) VALUES ($3, $2, 'epoch') ON CONFLICT (id) DO NOTHING
+/// The subscription's upsert, with its customer's placeholder row in the same statement.
+static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH placeholder AS (
+                 {placeholder}
              )
              INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan_id, price_id, product_id, current_period_end,
                  cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at, cancel_at)
@@ -29,21 +22,34 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
                  past_due_since = CASE WHEN EXCLUDED.status <> 'past_due' THEN NULL
                                        ELSE COALESCE(subscriptions.past_due_since, EXCLUDED.past_due_since) END,
                  stripe_updated_at = EXCLUDED.stripe_updated_at, cancel_at = EXCLUDED.cancel_at, updated_at = now()",
-        )
-        .bind(&s.id)
-        .bind(ctx.tenant.0)
-        .bind(&customer)
-        .bind(&s.status)
-        .bind(price.map(|p| p.id.as_str()))
-        .bind(price.and_then(|p| p.product.as_deref()))
-        .bind(s.period_end().and_then(ts))
-        .bind(s.cancel_at_period_end)
-        .bind(s.trial_end.and_then(ts))
-        .bind(&s.default_payment_method)
-        .bind(ctx.created())
-        .bind(s.cancel_at.and_then(ts))
-        .execute(&mut *ctx.tx)
-        .await?;
+        placeholder = customer_placeholder("$3", "$2"),
+    )
+});
+
+pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
+    let id = ctx.object_id()?;
+    if let Some(state) = ctx.state_to_apply(Table::Subscriptions, ObjectKind::Subscription, &id).await? {
+        let s: SubscriptionObject = shape(object(&state))?;
+        let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
+        let price = s.price();
+        // The customer's placeholder row (as `ensure_customer` writes it) in the same statement:
+        // one round trip fewer per event. The foreign key is checked at the statement's end,
+        // after the placeholder is in.
+        sqlx::query(UPSERT.as_str())
+            .bind(&s.id)
+            .bind(ctx.tenant.0)
+            .bind(&customer)
+            .bind(&s.status)
+            .bind(price.map(|p| p.id.as_str()))
+            .bind(price.and_then(|p| p.product.as_deref()))
+            .bind(s.period_end().and_then(ts))
+            .bind(s.cancel_at_period_end)
+            .bind(s.trial_end.and_then(ts))
+            .bind(&s.default_payment_method)
+            .bind(ctx.created())
+            .bind(s.cancel_at.and_then(ts))
+            .execute(&mut *ctx.tx)
+            .await?;
     }
     // Effects come from the event's own payload: what it announced happened, whatever we hold now.
     let announced: SubscriptionObject = shape(object(&ctx.event.object))?;

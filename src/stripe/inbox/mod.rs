@@ -356,12 +356,10 @@ pub enum Claim {
 static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH own AS (
-           UPDATE stripe_events SET status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL
-           WHERE id = $1 AND status NOT IN ('processed', 'ignored') RETURNING payload
+           UPDATE stripe_events SET {mark} WHERE id = $1 AND status NOT IN ('processed', 'ignored') RETURNING payload
          ), serialised AS (SELECT payload, {lock} FROM own),
          waiting AS (
-           UPDATE stripe_events e SET status = 'processed', processed_at = now(), attempts = e.attempts + 1, last_error = NULL
-           FROM (SELECT id FROM stripe_events
+           UPDATE stripe_events e SET {mark} FROM (SELECT id FROM stripe_events
                  WHERE tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid
                    AND status IN ('received', 'queued') AND last_error IS NULL AND id <> $1
                  ORDER BY tenant_id, stripe_created, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS w
@@ -372,6 +370,8 @@ static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          UNION ALL SELECT 'waiting', NULL, payload FROM waiting
          UNION ALL SELECT 'unclaimed', status, payload FROM stripe_events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM own)",
         lock = crate::db::TENANT_LOCK,
+        // `w` has only `id`, so `attempts` is the updated row's in both updates.
+        mark = "status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL",
     )
 });
 
