@@ -99,6 +99,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// The webhook intake's inbox writes, grouped across concurrent requests.
     pub inbox: crate::stripe::inbox::batch::InboxWriter,
+    /// Events this process applied in another event's group (their own jobs end at once).
+    pub applied_in_groups: Arc<crate::stripe::inbox::grouped::AppliedInGroups>,
     /// Outbound webhooks: accepts messages and makes deliveries (writes grouped into shared commits).
     pub webhooks_out: crate::webhooks_out::deliver::Outbound,
 }
@@ -140,6 +142,7 @@ impl AppState {
         let webhooks_out = crate::webhooks_out::deliver::Outbound::new(tenant_pool.clone(), system_pool.clone(), queue.clone(), &settings.outbound)?;
         Ok(Self {
             inbox: crate::stripe::inbox::batch::InboxWriter::new(system_pool.clone()),
+            applied_in_groups: Arc::default(),
             webhooks_out,
             settings: Arc::new(settings),
             tenant_pool,

@@ -67,6 +67,9 @@ impl Job for StripeEventJob {
     type Report = StripeEventReport;
 
     async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
+        if ctx.state.applied_in_groups.contains(&args.event_id) {
+            return Ok(StripeEventReport::Skipped { event: args.event_id, outcome: APPLIED_IN_A_GROUP });
+        }
         let result = match args.tenant {
             Some(tenant) => apply_for_tenant(&args.event_id, tenant, &ctx, Attempt { join_waiting: true, ..Attempt::default() }).await,
             None => apply_event(&args.event_id, None, &ctx).await,
@@ -78,6 +81,9 @@ impl Job for StripeEventJob {
         result
     }
 }
+
+/// The outcome of a job whose event this process applied in another event's group.
+pub const APPLIED_IN_A_GROUP: &str = "applied with another event of its tenant";
 
 /// How a tenant transaction for an event was reached.
 #[derive(Default)]
@@ -197,7 +203,9 @@ async fn apply_waiting(tx: Tx, state: &AppState, tenant: TenantId, event: Stripe
     };
     let created: Vec<i64> = events.iter().map(|e| e.created).collect();
     after_commit(state, tenant, &created, &applied).await?;
-    let with = events.into_iter().map(|e| e.id).filter(|id| *id != own).collect();
+    let with: Vec<_> = events.into_iter().map(|e| e.id).filter(|id| *id != own).collect();
+    // Committed and followed up: their own jobs need not look at PostgreSQL.
+    state.applied_in_groups.record(&with);
     Ok(StripeEventReport::Applied { event: own, event_type, tenant, access: format!("{:?}", applied.access), with })
 }
 

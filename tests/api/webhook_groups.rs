@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use ballast::app::{Member, Role};
-use ballast::queue::worker::WorkerOptions;
+use ballast::queue::worker::{JobObserver, WorkerOptions};
 use serde_json::json;
 
 use crate::support::TestApp;
@@ -35,9 +35,18 @@ fn subscription_event(run: &str, k: i64, base: i64, customer: &str, broken: bool
     event
 }
 
+/// The catalogue's `stripe.event` entry with one slot. With several, jobs started together
+/// each claim their own row before the first takes the tenant's lock, and each of those applies
+/// in a transaction of its own (the claim skips rows another holds): how many groups a burst
+/// makes then depends on timing. One slot makes it exact: the first job's group takes them all.
+fn one_slot_entry() -> String {
+    let entry = std::fs::read_to_string(crate::support::repo_path("jobs/stripe.event.toml")).expect("the catalogue entry");
+    entry.lines().map(|line| if line.starts_with("concurrency") { "concurrency = 1" } else { line }).collect::<Vec<_>>().join("\n")
+}
+
 /// An intake-only app and a tenant mapped to a customer; the run's tag.
 async fn intake_with_tenant() -> (TestApp, uuid::Uuid, String, String) {
-    let app = TestApp::builder().roles(&[Role::Api]).spawn().await;
+    let app = TestApp::builder().roles(&[Role::Api]).job_entry("stripe.event", &one_slot_entry()).spawn().await;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let customer = format!("cus_group{run}");
     let tenant = app.tenant("grouped").await;
@@ -149,4 +158,48 @@ async fn a_job_whose_event_is_already_applied_ends_without_waiting_for_the_tenan
     work_off(&app).await;
     drop(held);
     assert_eq!(rows(&app, &run).await.iter().map(|r| (r.0.as_str(), r.1)).collect::<Vec<_>>(), vec![("processed", 1)], "not applied again");
+}
+
+/// Every completed run's report.
+#[derive(Default)]
+struct Reports(std::sync::Mutex<Vec<serde_json::Value>>);
+
+impl JobObserver for Reports {
+    fn completed(&self, _envelope: &ballast::queue::JobEnvelope, report: &ballast::queue::job::JobReport) {
+        self.0.lock().expect("reports").push(report.clone());
+    }
+}
+
+#[tokio::test]
+async fn the_own_jobs_of_events_applied_in_a_group_end_without_opening_a_tenant_transaction() {
+    let (app, tenant, run, customer) = intake_with_tenant().await;
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    const EVENTS: i64 = 5;
+    for k in 0..EVENTS {
+        assert_eq!(app.deliver(&subscription_event(&run, k, base, &customer, false)).await, 200);
+    }
+    work_off(&app).await;
+    let times: BTreeSet<_> = rows(&app, &run).await.iter().map(|r| r.2).collect();
+    assert_eq!(times.len(), 1, "one group applied the tenant's events: {times:?}");
+
+    // Their jobs again, as a job still queued behind the group runs: a grouped event's job ends
+    // on this member's record of the group; without it, it opens a tenant transaction and the
+    // claim finds the row done ("already done").
+    for k in 0..EVENTS {
+        let event_id = ballast::domain::EventId(format!("evt_group{run}_{k}"));
+        let job = ballast::stripe::inbox::ApplyEvent { event_id, tenant: Some(ballast::domain::TenantId(tenant)) };
+        app.state.queue.enqueue(ballast::queue::EnqueueRequest::typed(&job)).await.expect("queue the job");
+    }
+    let reports = std::sync::Arc::new(Reports::default());
+    let mut options = WorkerOptions::new(crate::support::test_jobs::registry());
+    options.observer = reports.clone();
+    let worker = Member::start(app.state.clone(), &BTreeSet::from([Role::Worker]), options).await.expect("worker starts");
+    app.drain().await;
+    worker.shutdown().await;
+
+    let outcomes: Vec<String> = reports.0.lock().expect("reports").iter().filter_map(|r| r.get("outcome").and_then(|o| o.as_str()).map(str::to_owned)).collect();
+    // The job whose event led the group has no hint (it applied its own event); the others do.
+    let hinted = outcomes.iter().filter(|o| o.as_str() == "applied with another event of its tenant").count();
+    assert_eq!(hinted, EVENTS as usize - 1, "each grouped event's job ended on the hint: {outcomes:?}");
+    assert_eq!(outcomes.len(), EVENTS as usize, "every job ended: {outcomes:?}");
 }

@@ -4,6 +4,7 @@
 //! an event's tenant is not known until it is routed.
 
 pub mod batch;
+pub mod grouped;
 pub mod view;
 
 use chrono::Utc;
