@@ -340,6 +340,14 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// `kind`'s catalogue entry from jobs/ with the line setting `key` replaced by `line`: a test
+/// that needs one setting changed (one slot, a short backoff) keeps every other one as shipped.
+pub fn catalogue_entry_with(kind: &str, key: &str, line: &str) -> String {
+    let entry = std::fs::read_to_string(repo_path(&format!("jobs/{kind}.toml"))).expect("the catalogue entry");
+    assert!(entry.lines().any(|l| l.starts_with(key)), "jobs/{kind}.toml sets no {key}");
+    entry.lines().map(|l| if l.starts_with(key) { line } else { l }).collect::<Vec<_>>().join("\n")
+}
+
 fn copy_catalogue(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("jobs/") {
         let path = entry.expect("entry").path();
