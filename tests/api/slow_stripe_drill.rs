@@ -42,9 +42,9 @@ async fn a_slow_stripe_holds_no_connection_the_intake_keeps_its_latency_and_effe
     let _machine = crate::support::MACHINE.write().await;
     const DAY: i64 = 86_400;
     let sim = StripeSim::start().await;
-    // A pay call that is the request Stripe never answers times out and the run retries it:
-    // with the shipped backoff (a minute) when that happens is the clock's, not the drill's.
-    let quick_retry = crate::support::catalogue_entry_with("dunning.run", "backoff", "backoff = { base_secs = 1, max_secs = 2, jitter = 0.2 }");
+    // When the pay call is the request Stripe never answers, it times out and the run retries
+    // it. The shipped backoff (a minute) would put that retry past this drill's wait.
+    let quick_retry = crate::support::catalogue_entry_with("dunning.run", "backoff = { base_secs = 1, max_secs = 2, jitter = 0.2 }");
     let app = TestApp::builder()
         .env("STRIPE_API_BASE", &sim.base_url)
         .env("BALLAST_STRIPE_TIMEOUT_SECS", "8")

@@ -40,7 +40,7 @@ fn subscription_event(run: &str, k: i64, base: i64, customer: &str, broken: bool
 /// in a transaction of its own (the claim skips rows another holds): how many groups a burst
 /// makes then depends on timing. One slot makes it exact: the first job's group takes them all.
 fn one_slot_entry() -> String {
-    crate::support::catalogue_entry_with("stripe.event", "concurrency", "concurrency = 1")
+    crate::support::catalogue_entry_with("stripe.event", "concurrency = 1")
 }
 
 /// An intake-only app and a tenant mapped to a customer; the run's tag.

@@ -340,12 +340,17 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// `kind`'s catalogue entry from jobs/ with the line setting `key` replaced by `line`: a test
-/// that needs one setting changed (one slot, a short backoff) keeps every other one as shipped.
-pub fn catalogue_entry_with(kind: &str, key: &str, line: &str) -> String {
-    let entry = std::fs::read_to_string(repo_path(&format!("jobs/{kind}.toml"))).expect("the catalogue entry");
-    assert!(entry.lines().any(|l| l.starts_with(key)), "jobs/{kind}.toml sets no {key}");
-    entry.lines().map(|l| if l.starts_with(key) { line } else { l }).collect::<Vec<_>>().join("\n")
+/// `kind`'s catalogue entry from jobs/ with the settings in `changed` (TOML, such as
+/// `concurrency = 1`) put in place of the shipped ones: a test that needs one setting changed
+/// keeps every other one as shipped.
+pub fn catalogue_entry_with(kind: &str, changed: &str) -> String {
+    let shipped = std::fs::read_to_string(repo_path(&format!("jobs/{kind}.toml"))).expect("the catalogue entry");
+    let mut entry: toml::Table = shipped.parse().expect("jobs/ entries are TOML");
+    for (key, value) in changed.parse::<toml::Table>().expect("the changed settings are TOML") {
+        assert!(entry.contains_key(&key), "jobs/{kind}.toml sets no {key}");
+        entry.insert(key, value);
+    }
+    toml::to_string(&entry).expect("a TOML table serialises")
 }
 
 fn copy_catalogue(from: &Path, to: &Path) {
