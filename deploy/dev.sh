@@ -5,17 +5,20 @@
 #                           (and, with no STRIPE_SECRET_KEY, a local Stripe on 127.0.0.1:12111;
 #                           with no BALLAST_SMTP_HOST, a mail catcher on 127.0.0.1:2525)
 #   deploy/dev.sh test      the same services, then the whole test suite (then the Redis
-#                           suites again on a local Redis Cluster; BALLAST_TEST_CLUSTER=0 skips)
+#                           suites again on a local Redis Cluster; BALLAST_TEST_CLUSTER=0 skips),
+#                           then its slowest tests; stops what it started, leaves what it found
+#                           (BALLAST_KEEP_SERVICES=1 keeps them for the next run)
 #   deploy/dev.sh services  start services only and print the environment to use them
 #   deploy/dev.sh cluster   start a local three-master Redis Cluster and print its environment
-#   deploy/dev.sh stop      stop the private PostgreSQL and Redis
+#   deploy/dev.sh stop      stop the PostgreSQL and Redis (cluster too) this checkout started
 #   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)"): the settings,
 #                           `ballast` (target/release) on PATH, BALLAST_URL for curl
 #   deploy/dev.sh --help    this text
 #
 # Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
 # (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the cluster's masters 17001-17003
-# (BALLAST_REDIS_CLUSTER_PORT, the first of three; their bus ports are 10000 higher).
+# (BALLAST_REDIS_CLUSTER_PORT, the first of three; their bus ports are 10000 higher). A port
+# another process holds is refused with that process named. Data: .ballast/ (BALLAST_DATA).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,6 +40,49 @@ BIN_DIR=${BALLAST_BIN_DIR:-$ROOT/target/release}
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# What this run started (stopped at the end of `test`): "postgres", "redis:PORT".
+STARTED=()
+
+# The process listening on 127.0.0.1:PORT, as "pid N (command line)"; fails when none listens.
+port_holder() {
+  local line pid
+  line=$(ss -Hltnp "sport = :$1" 2>/dev/null | head -n 1)
+  [ -n "$line" ] || return 1
+  pid=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' <<<"$line")
+  if [ -n "$pid" ]; then
+    echo "pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c 1-160 | sed 's/ $//'))"
+  else
+    echo "a process of another user"
+  fi
+}
+
+# Refuses a port some other process holds, naming it and the setting that moves ours.
+port_free_or_die() {
+  local holder
+  holder=$(port_holder "$1") || return 0
+  die "port $1 (for $2) is held by $holder: stop it, or choose another port with $3"
+}
+
+# Whether the Redis answering on PORT is the one this checkout started in DIR (its pid file
+# names it and its working folder is DIR): only that one is ours to stop.
+redis_is_ours() {
+  local port=$1 dir=$2 pid
+  pid=$(cat "$dir/redis.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+  [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(cd "$dir" && pwd -P)" ] || return 1
+  [ "$(redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$pid" ]
+}
+
+stop_redis_at() {
+  local port=$1 dir=$2 what=$3
+  if redis_is_ours "$port" "$dir"; then
+    redis-cli -h 127.0.0.1 -p "$port" shutdown >/dev/null 2>&1 || true
+    log "$what on $port stopped"
+  elif redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+    log "$what on $port left running: this checkout did not start it ($(port_holder "$port" || echo unknown))"
+  fi
+}
 
 # PostgreSQL refuses to run as root: as root we run it as Debian's `postgres` user,
 # otherwise as the invoking user.
@@ -81,10 +127,12 @@ start_postgres() {
   if as_pg "$bin/pg_ctl" -D "$DATA/pg" status >/dev/null 2>&1; then
     return 0
   fi
+  port_free_or_die "$PG_PORT" PostgreSQL BALLAST_PG_PORT
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
   as_pg "$bin/pg_ctl" -D "$DATA/pg" -l "$DATA/pg/server.log" -w -t 60 \
     -o "-p $PG_PORT -k $DATA/pgsock -c listen_addresses=127.0.0.1 -c max_connections=500 -c shared_buffers=256MB" \
-    start >/dev/null || { tail -20 "$DATA/pg/server.log" >&2; die "PostgreSQL did not start"; }
+    start >/dev/null || { tail -20 "$DATA/pg/server.log" >&2; die "PostgreSQL did not start on port $PG_PORT (log above: $DATA/pg/server.log)"; }
+  STARTED+=(postgres)
 }
 
 # Redis keeps an append-only file, written before each reply and fsynced every second: what
@@ -100,17 +148,20 @@ start_redis() {
       redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendfsync everysec >/dev/null
       redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendonly yes >/dev/null
     fi
+    redis_is_ours "$REDIS_PORT" "$DATA" || log "using the Redis already on $REDIS_PORT ($(port_holder "$REDIS_PORT" || echo unknown)); it is left running"
     return 0
   fi
+  port_free_or_die "$REDIS_PORT" Redis BALLAST_REDIS_PORT
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
   mkdir -p "$DATA"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" "${REDIS_PERSISTENCE[@]}" --daemonize yes \
     --databases 16 --pidfile "$DATA/redis.pid" --logfile "$DATA/redis.log" --dir "$DATA"
+  STARTED+=("redis:$REDIS_PORT:$DATA")
   for _ in $(seq 1 100); do
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  die "Redis did not start (see $DATA/redis.log)"
+  die "Redis did not start on port $REDIS_PORT (see $DATA/redis.log)"
 }
 
 psql_admin() {
@@ -138,10 +189,13 @@ start_redis_cluster() {
   for port in $(cluster_ports); do
     mkdir -p "$DATA/cluster/$port"
     if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+      port_free_or_die "$port" "a Redis Cluster node" BALLAST_REDIS_CLUSTER_PORT
+      port_free_or_die $((port + 10000)) "a Redis Cluster node's bus" BALLAST_REDIS_CLUSTER_PORT
       log "starting Redis Cluster node on 127.0.0.1:$port"
       redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
         --cluster-node-timeout 2000 "${REDIS_PERSISTENCE[@]}" --daemonize yes \
         --pidfile "$DATA/cluster/$port/redis.pid" --logfile "$DATA/cluster/$port/redis.log" --dir "$DATA/cluster/$port"
+      STARTED+=("redis:$port:$DATA/cluster/$port")
     fi
     nodes+=("127.0.0.1:$port")
   done
@@ -172,7 +226,7 @@ cluster_env() {
 stop_redis_cluster() {
   local port
   for port in $(cluster_ports); do
-    redis-cli -p "$port" shutdown >/dev/null 2>&1 && log "Redis Cluster node $port stopped" || true
+    stop_redis_at "$port" "$DATA/cluster/$port" "Redis Cluster node"
   done
 }
 
@@ -213,16 +267,58 @@ services() {
   create_roles_and_db
 }
 
-stop() {
+stop_postgres() {
   local bin; bin=$(pg_bin 2>/dev/null || true)
   if [ -n "$bin" ] && [ -s "$DATA/pg/PG_VERSION" ]; then
     as_pg "$bin/pg_ctl" -D "$DATA/pg" -m fast -w stop >/dev/null 2>&1 && log "PostgreSQL stopped" || true
   fi
-  if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
-    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
-    log "Redis stopped"
-  fi
+}
+
+# `stop`: this checkout's PostgreSQL (its data folder), Redis and cluster nodes (their pid
+# files and working folders); a server on the same ports that another checkout started stays.
+stop() {
+  stop_postgres
+  stop_redis_at "$REDIS_PORT" "$DATA" Redis
   stop_redis_cluster
+}
+
+# The end of `test`: what this run started, whatever the outcome.
+stop_started() {
+  local what rest port dir
+  [ "${BALLAST_KEEP_SERVICES:-0}" = 1 ] && return 0
+  for what in "${STARTED[@]}"; do
+    case "$what" in
+      postgres) stop_postgres ;;
+      redis:*)
+        rest=${what#redis:}; port=${rest%%:*}; dir=${rest#*:}
+        stop_redis_at "$port" "$dir" Redis ;;
+    esac
+  done
+}
+
+# The suite, with each test's time: cargo-nextest where it is installed (a test a process,
+# the timed drills alone as .config/nextest.toml says; its ten slowest listed at the end),
+# else libtest (the same tests, no times).
+run_tests() {
+  local log; log=$(mktemp)
+  local status=0
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast --test-threads "$RUST_TEST_THREADS" "$@" 2>&1 | tee "$log" || status=$?
+  else
+    cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+  fi
+  slowest "$log"
+  rm -f "$log"
+  return "$status"
+}
+
+# The ten slowest tests of a run's output (nextest's "PASS [  1.234s] binary name" lines).
+slowest() {
+  local lines
+  lines=$(sed -n 's/^ *\(PASS\|FAIL\|SLOW\|TIMEOUT\|LEAK\)[^[]*\[ *\([0-9.]*\)s\][^a-z_]*\(.*\)$/\2 \3/p' "$1" | sort -rn -k1,1 | awk '!seen[$0]++' | head -n 10)
+  [ -n "$lines" ] || return 0
+  log "slowest tests (seconds):"
+  printf '%s\n' "$lines" | sed 's/^/    /' >&2
 }
 
 cmd=${1:-}
@@ -255,6 +351,7 @@ case "$cmd" in
     ./target/release/ballast serve --roles api,worker,scheduler
     ;;
   test)
+    trap stop_started EXIT
     services
     eval "$(print_env)"
     cd "$ROOT"
@@ -265,7 +362,9 @@ case "$cmd" in
     # A failing assertion's message, not a backtrace, ends the output a CI summary keeps
     # (BALLAST_TEST_BACKTRACE=1 brings the frames back).
     export RUST_BACKTRACE=${BALLAST_TEST_BACKTRACE:-0}
-    cargo test --locked "$@"
+    # The quickstart test runs `dev.sh env` with a cleared environment: it passes this on.
+    export BALLAST_DATA=$DATA
+    run_tests "$@"
     # The whole suite ran on one Redis; with no filter given, the Redis suites run again on a
     # Redis Cluster (every key a command or script touches together in one slot).
     if [ $# = 0 ] && [ "${BALLAST_TEST_CLUSTER:-1}" != 0 ]; then
@@ -274,7 +373,7 @@ case "$cmd" in
       log "the Redis suites again, on the Redis Cluster at $REDIS_URL"
       # (The outage drills that kill Redis bring a private single Redis of their own: on the
       # cluster pass they would only repeat the first pass's run.)
-      cargo test --locked --test api -- "${CLUSTER_SUITES[@]}" --skip outage_drills::redis_
+      run_tests --test api -- "${CLUSTER_SUITES[@]}" --skip outage_drills::redis_
     fi
     ;;
   cluster) install_packages; start_redis_cluster; print_env; cluster_env ;;

@@ -125,10 +125,6 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("ratelimit_failures", "{ns}:rl:fail:{ip}", None, "zset: recent failed credentials; TTL = the window"),
     spec("ratelimit_blocks", "{ns}:rl:blocks:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: blocks per policy|subject in a minute"),
     spec("usage_dedup", "{ns}:usage:{{tenant}}:dedup:{key}", Some(Duration::from_secs(DAY)), "string: a usage idempotency key was counted"),
-    spec("usage_window", "{ns}:usage:win:{minute}", None, "hash: units arrived in a minute (before usage_items; drained by the flush)"),
-    spec("usage_claimed", "{ns}:usage:claimed:{flush_id}", None, "hash: a window claimed by a flush; deleted after the commit"),
-    spec("usage_claims", "{ns}:usage:claims", None, "set: unfinished flush claims"),
-    spec("usage_windows", "{ns}:usage:windows", None, "zset: arrival minutes with unflushed counts (before usage_items)"),
     spec("usage_period", "{ns}:usage:{{tenant}}:period:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
     spec("usage_warned", "{ns}:usage:{{tenant}}:warned:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
     spec("route_stats", "{ns}:routes:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: {route}|n, |us, |slow: requests, total µs, slow ones in a minute"),
@@ -295,28 +291,6 @@ impl Keys {
     /// script can touch them together, and tenants spread over the shards.
     pub fn usage_dedup(&self, tenant: crate::domain::TenantId, idempotency_key: &str) -> String {
         format!("{}:usage:{{{}}}:dedup:{}", self.ns, tenant, idempotency_key)
-    }
-
-    /// Hash `{tenant}|{metric}|{usage unix minute}` → units that arrived in one minute, as
-    /// builds before `usage_items` counted them; the flush drains what is left. No TTL.
-    pub fn usage_window(&self, arrival_minute: i64) -> String {
-        format!("{}:usage:win:{}", self.ns, arrival_minute)
-    }
-
-    /// Hash: a window's counts moved aside by a flush (`flush_id` names it) so late writes
-    /// start a fresh window. No TTL: deleted once the ledger commit is done.
-    pub fn usage_claimed(&self, flush_id: &str) -> String {
-        format!("{}:usage:claimed:{}", self.ns, flush_id)
-    }
-
-    /// Set of flush ids claimed and not yet finished (a crash leaves them here). No TTL.
-    pub fn usage_claims(&self) -> String {
-        format!("{}:usage:claims", self.ns)
-    }
-
-    /// Sorted set of arrival minutes with unflushed counts (score = the minute). No TTL.
-    pub fn usage_windows(&self) -> String {
-        format!("{}:usage:windows", self.ns)
     }
 
     /// String: a tenant's units of a metric in a calendar month (`YYYYMM`), flushed or not; the

@@ -306,6 +306,25 @@ mod tests {
         unknown.price_id = Some("price_other".into());
         assert_eq!(access(&unknown, &p, g, now), Access::None);
     }
+
+    /// The instant a period (or a grace) ends is past it: Stripe ends a cancelled
+    /// subscription at `current_period_end`, so at that second access has ended, and a second
+    /// before it has not.
+    #[test]
+    fn access_ends_at_the_exact_end_of_the_period_and_of_the_grace() {
+        let (p, g, now) = (plans(), Duration::days(14), Utc::now());
+        let mut canceled = sub("canceled", true, 0, None);
+        canceled.current_period_end = Some(now);
+        assert_eq!(access(&canceled, &p, g, now), Access::None, "at the period's end");
+        assert_eq!(access(&canceled, &p, g, now - Duration::seconds(1)), Access::Plan { plan_id: "p".into(), until: Some(now) }, "a second before it");
+        let mut flexible = sub("canceled", false, 30, None);
+        flexible.cancel_at = Some(now);
+        assert_eq!(access(&flexible, &p, g, now), Access::None, "at cancel_at");
+        let mut past_due = sub("past_due", false, 5, None);
+        past_due.past_due_since = Some(now - g);
+        assert_eq!(access(&past_due, &p, g, now), Access::None, "at the grace's end");
+        assert_eq!(access(&past_due, &p, g, now - Duration::seconds(1)), Access::Plan { plan_id: "p".into(), until: Some(now) }, "a second before it");
+    }
 }
 
 /// The subscription that speaks for a tenant: a live one (active, trialing, past due) before a

@@ -9,10 +9,11 @@ use super::args::parse_instant;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum UsageCommand {
-    /// Move closed usage windows into the ledger (exactly once) and report pending ledger rows
-    /// to Stripe, now. The catalogue runs this every minute; it is safe to run at any time.
+    /// Move usage items recorded before this minute into the ledger (exactly once) and report
+    /// pending ledger rows to Stripe, now. jobs/usage.flush.toml runs this every minute; it is
+    /// safe to run at any time.
     Flush {
-        /// Also flush the current minute's window (safe: later writes start a fresh one).
+        /// Also flush items recorded in the current minute (safe: each item is flushed once).
         #[arg(long)]
         all: bool,
     },
@@ -70,7 +71,7 @@ pub(super) async fn usage_flush(settings: Settings, all: bool, json: bool) -> an
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("flushed {} windows into {} ledger rows; reported {} to Stripe, {} refused", r.windows, r.ledger_rows, r.reported, r.dead);
+        println!("flushed {} batches of items into {} ledger rows; reported {} to Stripe, {} refused", r.batches, r.ledger_rows, r.reported, r.dead);
     }
     Ok(())
 }

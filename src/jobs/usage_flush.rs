@@ -1,4 +1,4 @@
-//! `usage.flush`: closed usage windows into the ledger, exactly once; ledger rows to Stripe.
+//! `usage.flush`: recorded usage items into the ledger, exactly once; ledger rows to Stripe.
 //! Stripe unavailable (429, 5xx) → retried with the kind's backoff; rows Stripe refuses are
 //! marked dead on the ledger with the reason.
 

@@ -21,9 +21,6 @@ use crate::stripe::client::StripeApiError;
 /// Errors of the flush.
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
     /// PostgreSQL failed.
     #[error("postgres: {0}")]
     Db(#[from] sqlx::Error),
@@ -35,8 +32,8 @@ pub enum FlushError {
 /// What one flush did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlushReport {
-    /// Batches of items (and windows left by an older build) moved into the ledger.
-    pub windows: usize,
+    /// Batches of items moved into the ledger (one transaction each).
+    pub batches: usize,
     /// Ledger rows written.
     pub ledger_rows: usize,
     /// Rows reported to Stripe.
@@ -79,17 +76,10 @@ const BATCH: i64 = 20_000;
 const KEEP_FLUSHED: chrono::Duration = chrono::Duration::hours(48);
 
 /// Flushes items received before the current minute began (`include_open`: every item),
-/// windows an older build left in Redis, then reports pending ledger rows and prunes items
-/// flushed more than two days ago.
+/// then reports pending ledger rows and prunes items flushed more than two days ago.
 pub async fn run(state: &Deps<'_>, now: DateTime<Utc>, include_open: bool) -> Result<FlushReport, FlushError> {
     let mut report = FlushReport::default();
     let cutoff = if include_open { now + chrono::Duration::days(1) } else { DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0).unwrap_or(now) };
-    let drained = super::legacy::drain(state, now).await.map_err(|e| match e {
-        super::legacy::DrainError::Redis(e) => FlushError::Redis(e),
-        super::legacy::DrainError::Db(e) => FlushError::Db(e),
-    })?;
-    report.windows += drained.windows;
-    report.ledger_rows += drained.ledger_rows;
     while flush_batch(state, cutoff, &mut report).await? {}
     report_pending(state, &mut report).await?;
     let pruned = sqlx::query(
@@ -131,7 +121,7 @@ async fn flush_batch(state: &Deps<'_>, cutoff: DateTime<Utc>, report: &mut Flush
     tx.commit().await?;
     fault::point("usage.flush.after_commit");
     report.ledger_rows += written;
-    report.windows += 1;
+    report.batches += 1;
     Ok(true)
 }
 

@@ -1,6 +1,5 @@
 //! Writing the usage ledger (`usage_ledger`, with `usage_flushes`): rows whose ids derive from
 //! (tenant, metric, minute, flush), so a flush repeated after a crash writes nothing twice.
-//! The flush and the legacy drain both write through here.
 
 use chrono::{DateTime, Utc};
 

@@ -6,7 +6,6 @@
 
 pub mod flush;
 mod ledger;
-mod legacy;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -173,6 +173,22 @@ async fn without_recovery_access_is_restricted_on_day_14_and_the_subscription_ca
     assert!(subjects[1].contains("restricted in 4 days"), "{subjects:?}");
     let actions: i64 = sqlx::query_scalar("SELECT count(*) FROM dunning_actions").fetch_one(&app.state.system_pool.0).await.expect("actions");
     assert_eq!(actions, 8, "every step once, twice-daily runs notwithstanding");
+    assert_dunning_email_identity(&app, &invoice, &[("email@0", "payment_failed"), ("email@10", "payment_warning")]).await;
+}
+
+/// Each dunning email's identity is its case and step (`dunning:{case}:{stage}`), so a step
+/// decided again (a run that died before recording it, a second member) queues the same email,
+/// which the outbox keeps once; a key made unique per send would mail the customer twice.
+async fn assert_dunning_email_identity(app: &TestApp, invoice: &str, steps: &[(&str, &str)]) {
+    let case: Uuid = sqlx::query_scalar("SELECT id FROM dunning_cases WHERE invoice_id = $1").bind(invoice).fetch_one(&app.state.system_pool.0).await.expect("case");
+    let tenant: Uuid = sqlx::query_scalar("SELECT tenant_id FROM dunning_cases WHERE id = $1").bind(case).fetch_one(&app.state.system_pool.0).await.expect("tenant");
+    let emails: Vec<(String, String)> = sqlx::query_as("SELECT dedup_key, template FROM email_outbox WHERE tenant_id = $1 AND dedup_key LIKE 'dunning:%' ORDER BY created_at")
+        .bind(tenant)
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("emails");
+    let want: Vec<(String, String)> = steps.iter().map(|(stage, template)| (format!("dunning:{case}:{stage}"), (*template).to_owned())).collect();
+    assert_eq!(emails, want, "one email per (case, step), keyed by them");
 }
 
 #[tokio::test]

@@ -154,9 +154,26 @@ async fn two_seeded_tenants() -> (TestApp, Uuid, String) {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     seed(&app.state.system_pool.0, a, "a").await;
     seed(&app.state.system_pool.0, b, "b").await;
+    // Both on a priced plan with usage this month, so the usage route reads rows rather than
+    // answering `no_plan` first: A has A_UNITS, B far more.
+    for (tenant, units) in [(a, A_UNITS), (b, B_UNITS)] {
+        sqlx::query("UPDATE entitlements SET plan_id = 'pro' WHERE tenant_id = $1").bind(tenant).execute(&app.state.system_pool.0).await.expect("plan");
+        sqlx::query(
+            "INSERT INTO usage_items (tenant_id, idempotency_key, metric, quantity, usage_minute, received_at) VALUES ($1, 'iso-units', 'api_calls', $2, now(), now())",
+        )
+        .bind(tenant)
+        .bind(units)
+        .execute(&app.state.system_pool.0)
+        .await
+        .expect("usage");
+    }
     let (_, key_a) = app.key(Some(a), &ALL_SCOPES).await;
     (app, b, key_a)
 }
+
+/// This month's api_calls of A and of B in the isolation seed.
+const A_UNITS: i64 = 3;
+const B_UNITS: i64 = 7_000;
 
 #[tokio::test]
 async fn no_route_shows_or_changes_another_tenants_data() {
@@ -183,6 +200,18 @@ async fn no_route_shows_or_changes_another_tenants_data() {
             }
             if naming_b.is_some() && matches!(spec.auth, Auth::Key(_)) {
                 assert_eq!(status, StatusCode::NOT_FOUND, "{} {path}: a tenant key naming B must get 404", spec.method);
+            }
+            // A path naming one of B's objects (a job status, an endpoint) is not A's, with the
+            // tenant header or without: such an answer carries no mark of B to catch otherwise.
+            if matches!(spec.auth, Auth::Key(_)) && (path.contains(&b.to_string()) || path.contains("job_b")) {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{} {path} (naming B: {naming_b:?}): B's object must be 404 to A: {text}", spec.method);
+            }
+            // A's usage is A's rows only (a sum over every tenant's rows carries no mark either).
+            if naming_b.is_none() && spec.method == Method::GET && spec.path == "/v1/usage" {
+                let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                // (The POST probe's one unit of A's may have come first.)
+                let used = body["metrics"]["api_calls"]["used"].as_i64();
+                assert!(used.is_some_and(|u| (A_UNITS..=A_UNITS + 1).contains(&u)), "GET /v1/usage as A counts A's units only: {text}");
             }
             if matches!(spec.auth, Auth::ServiceKey(_)) {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{} {path}: a tenant's key on a service-wide route", spec.method);

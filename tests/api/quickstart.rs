@@ -58,6 +58,8 @@ async fn readmes_quickstart_runs_verbatim_from_an_empty_database_to_a_paying_ten
         .env("BALLAST_REDIS_PORT", redis.port().unwrap_or(6379).to_string())
         .env("BALLAST_BIN_DIR", &bin_dir)
         .env("BALLAST_DEV_MAIL_DIR", mail.path())
+        // Where dev.sh keeps the PostgreSQL socket `env` names (the run's, when not .ballast/).
+        .envs(std::env::var("BALLAST_DATA").ok().map(|d| ("BALLAST_DATA", d)))
         .output()
         .await
         .expect("bash");

@@ -244,28 +244,29 @@ async fn redis_losing_its_data_loses_no_acknowledged_unit_and_the_limit_still_ho
     assert_eq!((ledger_total(&s).await, stripe_total(&s)), (9, 9), "every acknowledged unit billed once");
 }
 
-/// Counts an older build left in Redis during a rolling upgrade are billed once too.
+/// Two priced tenants with usage this month: each reads its own units and nothing of the
+/// other's (the read runs in the tenant's transaction, under row-level security).
 #[tokio::test]
-async fn windows_left_in_redis_by_an_older_build_are_drained_once() {
+async fn two_priced_tenants_each_read_only_their_own_usage() {
     let s = setup(PRO).await;
-    let keys = &s.app.state.keys;
-    if keys.is_cluster() {
-        // Those builds never ran on a cluster: the flush does not look for their windows there.
-        return;
+    let other = s.app.tenant("Other").await;
+    let customer = s.sim.customer(other, true);
+    s.sim.checkout(other, &customer, STARTER, None);
+    for e in s.sim.take_events() {
+        assert_eq!(s.app.deliver(&e).await, 200);
     }
-    let minute = chrono::Utc::now().timestamp().div_euclid(60) - 5;
-    let mut conn = s.app.state.redis.clone();
-    let _: () = redis::pipe()
-        .hset(keys.usage_window(minute), format!("{}|api_calls|{minute}", s.tenant), 6)
-        .zadd(keys.usage_windows(), minute, minute)
-        .query_async(&mut conn)
-        .await
-        .expect("old window");
-    assert_eq!(post(&s, vec![item(4, "new")]).await.status(), StatusCode::OK);
-    for _ in 0..2 {
-        ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
-    }
-    assert_eq!((ledger_total(&s).await, stripe_total(&s)), (10, 10));
+    s.app.drain().await;
+    let (_, other_key) = s.app.key(Some(other), &[Scope::UsageWrite]).await;
+    assert_eq!(post(&s, vec![item(3, "mine")]).await.status(), StatusCode::OK);
+    let theirs = s.app.http.post(s.app.url("/v1/usage")).bearer_auth(&other_key).json(&json!({"items": [item(5, "theirs")]})).send().await.expect("post");
+    assert_eq!(theirs.status(), StatusCode::OK);
+
+    assert_eq!(used(&s).await["used"], 3, "the first tenant's units only");
+    let read = s.app.http.get(s.app.url("/v1/usage")).bearer_auth(&other_key).send().await.expect("get");
+    assert_eq!(read.status(), StatusCode::OK);
+    let body: Value = read.json().await.expect("json");
+    assert_eq!(body["metrics"]["api_calls"]["used"], 5, "the other tenant's units only: {body}");
+    assert_eq!(body["metrics"]["api_calls"]["limit"], 10, "on its own plan (starter)");
 }
 
 #[tokio::test]

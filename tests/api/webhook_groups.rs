@@ -202,3 +202,132 @@ async fn the_own_jobs_of_events_applied_in_a_group_end_without_opening_a_tenant_
     assert_eq!(hinted, EVENTS as usize - 1, "each grouped event's job ended on the hint: {outcomes:?}");
     assert_eq!(outcomes.len(), EVENTS as usize, "every job ended: {outcomes:?}");
 }
+
+/// The group applies its events oldest first whatever order they were claimed in, and the
+/// result depends on it: `past_due_since` is when the subscription first went past due, which
+/// only the oldest of three past-due events tells (a newer one applied first would set its own
+/// time, and the older one would then be skipped as stale).
+#[tokio::test]
+async fn a_group_claimed_newest_first_applies_oldest_first_and_keeps_when_it_went_past_due() {
+    let (app, _tenant, run, customer) = intake_with_tenant().await;
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    let past_due = |k: i64| {
+        let mut event = subscription_event(&run, k, base, &customer, false);
+        event["data"]["object"]["status"] = json!("past_due");
+        event
+    };
+    // The oldest is delivered first, so its job leads the group and claims the two newer ones
+    // with it: the group as claimed is [own = oldest, newer, newest].
+    for k in 0..3 {
+        assert_eq!(app.deliver(&past_due(k)).await, 200);
+    }
+    work_off(&app).await;
+
+    let rows = rows(&app, &run).await;
+    assert!(rows.iter().all(|(status, attempts, _, _)| status == "processed" && *attempts == 1), "{rows:?}");
+    assert_eq!(rows.iter().map(|r| r.2).collect::<BTreeSet<_>>().len(), 1, "one group: {rows:?}");
+    let since: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT past_due_since FROM subscriptions WHERE id = $1")
+        .bind(format!("sub_group{run}"))
+        .fetch_one(&app.state.system_pool.0)
+        .await
+        .expect("subscription");
+    assert_eq!(since.map(|t| t.timestamp()), Some(base), "past due since the oldest event, applied first");
+}
+
+/// Several `stripe.event` slots on one tenant's burst: every job claims its own row, and the
+/// waiting rows a group takes are only those no other job holds (`SKIP LOCKED`). Without that,
+/// a group holding the tenant's lock waits for a row whose job waits for the lock: PostgreSQL
+/// breaks the deadlock by failing one, and its event is retried.
+#[tokio::test]
+async fn a_one_tenant_burst_on_many_slots_applies_each_event_once_without_a_deadlock() {
+    let app = TestApp::builder().roles(&[Role::Api]).spawn().await;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let customer = format!("cus_group{run}");
+    let tenant = app.tenant("burst").await;
+    sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1").bind(tenant).bind(&customer).execute(&app.state.system_pool.0).await.expect("map");
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    const EVENTS: i64 = 150;
+    for k in 0..EVENTS {
+        assert_eq!(app.deliver(&subscription_event(&run, k, base, &customer, false)).await, 200);
+    }
+    // A fresh database: nothing ran in it that could deadlock yet.
+    let deadlocks_before = deadlocks(&app, false).await;
+    let events = std::sync::Arc::new(crate::support::Events::default());
+    let mut options = WorkerOptions::new(crate::support::test_jobs::registry());
+    options.observer = events.clone();
+    let worker = Member::start(app.state.clone(), &BTreeSet::from([Role::Worker]), options).await.expect("worker starts");
+    app.drain().await;
+    worker.shutdown().await;
+
+    let outcomes: Vec<_> = events.finished.lock().expect("finished").iter().map(|(_, o)| *o).collect();
+    assert!(outcomes.iter().all(|o| *o == ballast::queue::worker::RunOutcome::Completed), "every job completed on its first run: {outcomes:?}");
+    let rows = rows(&app, &run).await;
+    assert_eq!(rows.len(), EVENTS as usize);
+    assert!(rows.iter().all(|(status, attempts, _, error)| status == "processed" && *attempts == 1 && error.is_none()), "each applied once: {rows:?}");
+    assert_eq!(subscription(&app, &run).await.1, base + EVENTS - 1, "the mirror holds the last event");
+    assert_eq!(deadlocks(&app, true).await, deadlocks_before, "no deadlock in the test's database");
+}
+
+/// Deadlocks PostgreSQL detected in the app's database so far. A backend reports its counts
+/// when it goes idle (at most once a second) or exits: with `end_sessions`, the database's
+/// sessions are ended first so every one is counted (the app's pools are unusable after).
+async fn deadlocks(app: &TestApp, end_sessions: bool) -> i64 {
+    let admin = std::env::var("BALLAST_TEST_PG_ADMIN_URL").expect("admin url");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("connect as admin");
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&app.state.system_pool.0).await.expect("database");
+    if !end_sessions {
+        return sqlx::query_scalar("SELECT coalesce((SELECT deadlocks FROM pg_stat_database WHERE datname = $1), 0)").bind(&db).fetch_one(&mut conn).await.expect("deadlocks");
+    }
+    let ended: Vec<i32> = sqlx::query_scalar("SELECT pid FROM (SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()) ended")
+        .bind(&db)
+        .fetch_all(&mut conn)
+        .await
+        .expect("end sessions");
+    crate::support::procs::until("the database's sessions ended", std::time::Duration::from_secs(10), || {
+        let (ended, admin) = (ended.clone(), admin.clone());
+        async move {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("connect");
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)").bind(&ended).fetch_one(&mut conn).await.expect("count") == 0
+        }
+    })
+    .await;
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut conn).await.expect("fresh stats");
+    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = $1").bind(&db).fetch_one(&mut conn).await.expect("deadlocks")
+}
+
+/// The race the burst above leaves to timing, made exact: another job has claimed its own row
+/// (it holds the row's lock) and waits for the tenant's lock. A group that waited for that row
+/// (no `SKIP LOCKED`) while holding the tenant's lock would deadlock with it; the group skips
+/// the row instead, applies the rest, and the row's own job applies it after.
+#[tokio::test]
+async fn a_group_skips_a_waiting_event_another_job_holds_instead_of_waiting_for_it() {
+    let (app, _tenant, run, customer) = intake_with_tenant().await;
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    for k in 0..5 {
+        assert_eq!(app.deliver(&subscription_event(&run, k, base, &customer, false)).await, 200);
+    }
+    // The other job: event 3's row locked, as its claim holds it.
+    let mut other = app.state.system_pool.0.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM stripe_events WHERE id = $1 FOR UPDATE").bind(format!("evt_group{run}_3")).execute(&mut *other).await.expect("lock event 3");
+
+    let events = std::sync::Arc::new(crate::support::Events::default());
+    let mut options = WorkerOptions::new(crate::support::test_jobs::registry());
+    options.observer = events.clone();
+    let worker = Member::start(app.state.clone(), &BTreeSet::from([Role::Worker]), options).await.expect("worker starts");
+    // Event 0's job leads (one slot, first queued): it ends while event 3's row stays locked.
+    let first = format!("evt_group{run}_0");
+    events
+        .wait_until("event 0's group committed beside the held row", std::time::Duration::from_secs(20), |e| {
+            e.finished.lock().expect("finished").iter().any(|(env, _)| env.payload.to_string().contains(&first))
+        })
+        .await;
+    let rows_now = rows(&app, &run).await;
+    let pending: Vec<usize> = rows_now.iter().enumerate().filter(|(_, r)| r.0 != "processed").map(|(k, _)| k).collect();
+    assert_eq!(pending, [3], "the group applied every event but the held one: {rows_now:?}");
+    other.commit().await.expect("release event 3");
+    app.drain().await;
+    worker.shutdown().await;
+    let rows = rows(&app, &run).await;
+    assert!(rows.iter().all(|(status, attempts, _, error)| status == "processed" && *attempts == 1 && error.is_none()), "each applied once: {rows:?}");
+    assert_eq!(subscription(&app, &run).await.1, base + 4, "the mirror holds the last event");
+}

@@ -236,6 +236,12 @@ impl PrivatePostgres {
         self.as_pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
+    /// Stops it as a crash would (`immediate`: no checkpoint, no flush of WAL still in its
+    /// buffers); `up` then recovers from the WAL on disk.
+    pub fn crash(&self) {
+        self.as_pg("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+    }
+
     pub fn url(&self, role: &str) -> String {
         format!("postgres://{role}:{role}@127.0.0.1:{}/ballast", self.port)
     }
