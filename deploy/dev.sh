@@ -137,7 +137,7 @@ start_postgres() {
 
 # Redis keeps an append-only file, written before each reply and fsynced every second: what
 # Ballast acknowledged from Redis (a queued job) survives a crash of Redis; a loss of the host
-# can take the last second (README, Reliability). No RDB snapshots: the AOF is the copy.
+# can take the last second (docs/reliability.md). No RDB snapshots: the AOF is the copy.
 REDIS_PERSISTENCE=(--appendonly yes --appendfsync everysec --save '')
 
 start_redis() {
@@ -236,7 +236,7 @@ CLUSTER_SUITES=(jobs:: intake_hardening:: intake_security:: cache:: usage:: sche
 
 # The fleet reaches its co-located PostgreSQL through the Unix socket: per round trip it costs
 # far less CPU than loopback TCP, which on two cores decides whether the webhook path keeps up
-# at 1,000 events/s (README, Performance). Tests connect over TCP (BALLAST_TEST_PG_*).
+# at 1,000 events/s (docs/webhook-throughput.md). Tests connect over TCP (BALLAST_TEST_PG_*).
 print_env() {
   local sock="host=$DATA/pgsock"
   cat <<ENV

@@ -106,7 +106,7 @@ impl Member {
             tasks.push(("worker", tokio::spawn(worker::run(deps, state.clone(), options, member_id.clone(), stop.clone()))));
         }
         if roles.contains(&Role::Scheduler) {
-            tasks.push(("scheduler", tokio::spawn(crate::scheduler::run(state.clone(), member_id.clone(), stop.clone()))));
+            tasks.push(("scheduler", tokio::spawn(crate::scheduler::run(crate::jobs::Provides::provide(&state), member_id.clone(), stop.clone()))));
         }
         Ok(Self { api_addr, ops_addr, stop, api_stop, tasks, grace: state.settings.shutdown_grace })
     }

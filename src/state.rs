@@ -1,6 +1,8 @@
 //! The application state: every shared dependency, built once from the settings and cheap to
-//! clone. Only the edges — the API, the job adapters, the scheduler, the CLI — hold it; lower
-//! modules take the parts they use (see the `*_deps` helpers).
+//! clone. Only the edges, where members are assembled — the API, the CLI, the benchmarks,
+//! `app.rs` — hold it. Each job kind gets the struct of handles it declares ([`Provides`]
+//! below), the scheduler its own, and the other lower modules the parts they use (the
+//! `*_deps` helpers).
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use crate::catalogue::{Catalogue, CatalogueError};
 use crate::config::Settings;
 use crate::db::{self, DbError, SystemPool, TenantPool};
 use crate::keys::Keys;
+use crate::jobs::deps::{self, Provides};
 use crate::queue::JobQueue;
 
 /// Errors while building or starting a fleet member.
@@ -210,6 +213,141 @@ impl AppState {
             stripe: &self.stripe,
             app_pool: self.tenant_pool.raw(),
             system_pool: &self.system_pool,
+        }
+    }
+}
+
+/// Every job kind this binary can run, by name, for a member assembled with [`AppState`].
+pub type Registry = crate::queue::job::Registry<AppState>;
+
+/// Every standard job kind's dependencies come from the application state.
+impl crate::jobs::StandardDeps for AppState {}
+
+/// What tests and tools that want everything declare as their dependencies.
+impl Provides<AppState> for AppState {
+    fn provide(&self) -> AppState {
+        self.clone()
+    }
+}
+
+impl Provides<crate::stripe::apply::ApplyDeps> for AppState {
+    fn provide(&self) -> crate::stripe::apply::ApplyDeps {
+        crate::stripe::apply::ApplyDeps {
+            billing: self.provide(),
+            metrics: self.metrics.clone(),
+            apply_batch: self.settings.webhook_apply_batch,
+            applied_in_groups: self.applied_in_groups.clone(),
+        }
+    }
+}
+
+impl Provides<crate::dunning::DunningHandles> for AppState {
+    fn provide(&self) -> crate::dunning::DunningHandles {
+        crate::dunning::DunningHandles {
+            tenant_pool: self.tenant_pool.clone(),
+            system_pool: self.system_pool.clone(),
+            stripe: self.stripe.clone(),
+            plans: self.plans.clone(),
+            past_due_grace: self.settings.past_due_grace,
+            policy: self.dunning.clone(),
+            queue: self.queue.clone(),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl Provides<crate::ratelimit::Limiter> for AppState {
+    fn provide(&self) -> crate::ratelimit::Limiter {
+        self.limiter.clone()
+    }
+}
+
+impl Provides<deps::Email> for AppState {
+    fn provide(&self) -> deps::Email {
+        deps::Email {
+            tenant_pool: self.tenant_pool.clone(),
+            queue: self.queue.clone(),
+            mailer: self.mailer.clone(),
+            templates: self.email_templates.clone(),
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+impl Provides<deps::Usage> for AppState {
+    fn provide(&self) -> deps::Usage {
+        deps::Usage {
+            tenant_pool: self.tenant_pool.clone(),
+            system_pool: self.system_pool.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            plans: self.plans.clone(),
+            stripe: self.stripe.clone(),
+        }
+    }
+}
+
+impl Provides<deps::CacheFill> for AppState {
+    fn provide(&self) -> deps::CacheFill {
+        deps::CacheFill {
+            cache: self.cache.clone(),
+            redis: self.redis.clone(),
+            plans: self.plans.clone(),
+            stripe: self.stripe.clone(),
+            tenant_pool: self.tenant_pool.clone(),
+            system_pool: self.system_pool.clone(),
+        }
+    }
+}
+
+impl Provides<deps::Slo> for AppState {
+    fn provide(&self) -> deps::Slo {
+        deps::Slo { system_pool: self.system_pool.clone(), slos: self.slos.clone(), queue: self.queue.clone(), settings: self.settings.clone() }
+    }
+}
+
+impl Provides<deps::Outbound> for AppState {
+    fn provide(&self) -> deps::Outbound {
+        deps::Outbound { queue: self.queue.clone(), tenant_pool: self.tenant_pool.clone(), webhooks_out: self.webhooks_out.clone() }
+    }
+}
+
+impl Provides<deps::Mirror> for AppState {
+    fn provide(&self) -> deps::Mirror {
+        deps::Mirror { system_pool: self.system_pool.clone(), stripe: self.stripe.clone(), queue: self.queue.clone() }
+    }
+}
+
+impl Provides<deps::Fleet> for AppState {
+    fn provide(&self) -> deps::Fleet {
+        deps::Fleet {
+            settings: self.settings.clone(),
+            tenant_pool: self.tenant_pool.clone(),
+            system_pool: self.system_pool.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            queue: self.queue.clone(),
+            stripe: self.stripe.clone(),
+            mailer: self.mailer.clone(),
+            slos: self.slos.clone(),
+        }
+    }
+}
+
+impl Provides<deps::Records> for AppState {
+    fn provide(&self) -> deps::Records {
+        deps::Records { system_pool: self.system_pool.clone(), settings: self.settings.clone() }
+    }
+}
+
+impl Provides<crate::scheduler::SchedulerDeps> for AppState {
+    fn provide(&self) -> crate::scheduler::SchedulerDeps {
+        crate::scheduler::SchedulerDeps {
+            settings: self.settings.clone(),
+            system_pool: self.system_pool.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            queue: self.queue.clone(),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::errors::ApiError;
 use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 use crate::auth::Scope;
-use crate::jobs::Registry;
+use crate::state::Registry;
 use crate::jobs::intake::{IntakeError, IntakeRequest, Intakes};
 use crate::queue::{EnqueueRequest, status};
 
@@ -57,7 +57,7 @@ async fn create(
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>,
     registry: Registry,
-    intakes: Intakes,
+    intakes: Intakes<AppState>,
 ) -> Result<Response, ApiError> {
     let Json(job) = body.map_err(|e| super::errors::json_rejection(&e))?;
     let policy = state.queue.catalogue().get(&job.kind).filter(|p| p.intake);
@@ -147,7 +147,7 @@ async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    intakes: Intakes,
+    intakes: Intakes<AppState>,
 ) -> Result<Json<status::JobStatus>, ApiError> {
     // A path that is no job id at all is answered like an unknown job.
     let id = id.map(|Path(id)| id).unwrap_or_default();

@@ -33,7 +33,7 @@ pub use errors::ApiError;
 pub use route::{Auth, RouteSpec};
 
 /// Every route with its handler, module by module; `registry` checks job payloads at intake.
-fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+fn routes_with_handlers(registry: &crate::state::Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let mut all = Vec::new();
     all.extend(health::routes());
     all.extend(webhooks::routes());
@@ -50,7 +50,7 @@ fn routes_with_handlers(registry: &crate::jobs::Registry) -> Vec<(RouteSpec, Met
 
 /// Every route of the API: the list the router is built from.
 pub fn routes() -> Vec<RouteSpec> {
-    routes_with_handlers(&crate::jobs::Registry::default()).into_iter().map(|(spec, _)| spec).collect()
+    routes_with_handlers(&crate::state::Registry::default()).into_iter().map(|(spec, _)| spec).collect()
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -74,7 +74,7 @@ pub fn ops_router(state: AppState) -> Router {
 }
 
 /// The full intake router; `registry` checks job payloads at intake.
-pub fn router(state: AppState, registry: &crate::jobs::Registry) -> Router {
+pub fn router(state: AppState, registry: &crate::state::Registry) -> Router {
     let mut router = Router::new();
     for (spec, handler) in routes_with_handlers(registry) {
         let path = spec.path;

@@ -20,7 +20,7 @@ use super::{BenchError, Progress};
 use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
 use crate::domain::TenantId;
-use crate::jobs::Registry;
+use crate::state::Registry;
 use crate::queue::JobQueue;
 use crate::queue::worker::WorkerOptions;
 use crate::webhooks_out::messages::{self, NewMessage};

@@ -15,7 +15,7 @@ use super::{BenchError, Progress};
 use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
 use crate::domain::JobKind;
-use crate::jobs::Registry;
+use crate::state::Registry;
 use crate::queue::worker::{JobObserver, RunOutcome, WorkerOptions};
 use crate::queue::{EnqueueRequest, JobEnvelope, JobQueue};
 

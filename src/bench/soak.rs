@@ -14,7 +14,7 @@
 //! the run's tenants: inbox rows, stripe.event jobs, entitlement invalidations), 50 % entitlement
 //! reads (cache, rate-limit windows), 10 % no-op jobs through `POST /v1/jobs`. Usage intake is
 //! left out: its idempotency keys live 24 hours by design, so in a 20-minute run they can only
-//! grow (README, "Soak", gives their bound).
+//! grow (docs/performance.md, "Soak", gives their bound).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use crate::app::{AppState, Member, Role};
 use crate::auth::{Scope, store};
 use crate::config::Settings;
 use crate::domain::TenantId;
-use crate::jobs::Registry;
+use crate::state::Registry;
 use crate::queue::worker::WorkerOptions;
 
 /// The figures.

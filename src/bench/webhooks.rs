@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::{BenchError, Progress};
 use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
-use crate::jobs::Registry;
+use crate::state::Registry;
 use crate::queue::JobEnvelope;
 use crate::queue::worker::{JobObserver, RunOutcome, WorkerOptions};
 use crate::stripe::signature;

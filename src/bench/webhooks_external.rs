@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::BenchError;
 use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
-use crate::jobs::Registry;
+use crate::state::Registry;
 use crate::queue::JobEnvelope;
 use crate::queue::job::JobReport;
 use crate::queue::worker::{JobObserver, WorkerOptions};

@@ -1,4 +1,4 @@
-//! `ballast bench`: benchmarks (release build; figures for README, never a timed test).
+//! `ballast bench`: benchmarks (release build; figures for docs/performance.md, never a timed test).
 
 use ballast::config::Settings;
 use clap::Subcommand;

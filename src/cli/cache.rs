@@ -1,6 +1,6 @@
 //! `ballast cache`: warm and reshape the cache.
 
-use ballast::jobs::Registry;
+use ballast::state::Registry;
 use ballast::runbook::Progress;
 use ballast::state::AppState;
 use clap::Subcommand;

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use ballast::app::{self, AppState, Member};
 use ballast::config::Settings;
 use ballast::domain::TenantId;
-use ballast::jobs::Registry;
+use ballast::state::Registry;
 use ballast::queue::worker::WorkerOptions;
 use ballast::queue::EnqueueRequest;
 use clap::{Parser, Subcommand};
@@ -176,7 +176,7 @@ enum Command {
         #[command(subcommand)]
         command: SloCommand,
     },
-    /// Benchmarks (release build; figures for README, never a timed test).
+    /// Benchmarks (release build; figures for docs/performance.md, never a timed test).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,

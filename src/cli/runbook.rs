@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use ballast::config::Settings;
-use ballast::jobs::Registry;
+use ballast::state::Registry;
 use ballast::runbook::Progress;
 use std::process::ExitCode;
 

@@ -47,7 +47,7 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// The intake's HTTP limits (README, "Limits and timeouts").
+/// The intake's HTTP limits (docs/api.md, "Limits and timeouts").
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
     /// Time a connection has to deliver a request's headers, from when it opened or its

@@ -14,8 +14,11 @@
 //!   tenant lock is held while Stripe answers.
 
 mod disputes;
+mod handles;
 pub mod policy;
 mod steps;
+
+pub use handles::{Deps, DunningHandles};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -23,10 +26,6 @@ use sqlx::PgConnection;
 
 pub use policy::{Action, FinalAction, Policy, Step};
 
-use crate::cache::Cache;
-use crate::db::{SystemPool, TenantPool};
-use crate::queue::JobQueue;
-use crate::stripe::client::StripeApi;
 use crate::billing::effects::{self, Effect, EffectKind};
 use crate::billing::entitlements;
 use crate::domain::{Money, TenantId};
@@ -173,29 +172,6 @@ async fn close_cases(tx: &mut sqlx::PgConnection, invoice: &str, status: CaseSta
     .await?
     .rows_affected();
     Ok(closed > 0)
-}
-
-/// What dunning uses: the pools, the Stripe API it pays and cancels through, the plans and
-/// grace it recomputes entitlements with, its policy, and where it queues emails and drops
-/// cached entitlements after a commit.
-#[derive(Clone, Copy)]
-pub struct Deps<'a> {
-    /// Tenant transactions.
-    pub tenant_pool: &'a TenantPool,
-    /// The daily run's scan across tenants.
-    pub system_pool: &'a SystemPool,
-    /// Invoice payments and cancellations.
-    pub stripe: &'a StripeApi,
-    /// The plan catalogue.
-    pub plans: &'a crate::billing::plans::Plans,
-    /// How long a past_due subscription keeps its plan.
-    pub past_due_grace: chrono::Duration,
-    /// The dunning policy.
-    pub policy: &'a Policy,
-    /// Where emails are queued after the commit.
-    pub queue: &'a JobQueue,
-    /// Where entitlements are dropped after the commit.
-    pub cache: &'a Cache,
 }
 
 /// Turns `tenant`'s unconsumed billing effects into cases, closings and emails.

@@ -7,7 +7,8 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Job, JobContext, JobError};
+use super::deps::{Mirror, Records};
+use super::kind::{Job, JobContext, JobError, Provides};
 use crate::stripe::event::StripeEvent;
 use crate::stripe::inbox;
 
@@ -43,13 +44,13 @@ impl AdminArgs<serde_json::Value> {
 
 /// Puts a Ballast-made event (Stripe's state of an object, as `raw`) into the inbox and queues
 /// it, so the same handlers as a delivered webhook apply it; false when it was stored before.
-pub(super) async fn inject_event(ctx: &JobContext, mut raw: serde_json::Value, received_at: i64) -> Result<bool, JobError> {
-    let pool = &ctx.state.system_pool;
+pub(super) async fn inject_event(deps: &Mirror, mut raw: serde_json::Value, received_at: i64) -> Result<bool, JobError> {
+    let pool = &deps.system_pool;
     let event = StripeEvent::from_stripe(&mut raw, received_at).map_err(|e| JobError::Cancel(format!("Ballast-made event: {e}")))?;
     if inbox::insert(pool, &event, &raw).await? != inbox::Inserted::New {
         return Ok(false);
     }
-    inbox::enqueue(pool, &ctx.state.queue, &event.id).await?;
+    inbox::enqueue(pool, &deps.queue, &event.id).await?;
     Ok(true)
 }
 
@@ -61,8 +62,24 @@ pub trait AdminJob: Send + Sync + 'static {
     type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
     /// What a run reports, a type of the job's own (its top level; nested rows may be JSON).
     type Report: Serialize + Send + 'static;
+    /// The handles the job uses.
+    type Deps: Send + Sync + 'static;
     /// Reports (and with `execute`, acts). The report says what it touched or would touch.
-    fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
+    fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext<Self::Deps>) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
+}
+
+/// An admin job's handles, with what the wrapper records each run with.
+pub struct AdminDeps<D> {
+    /// The audit log and the admin runs.
+    pub records: Records,
+    /// The job's own.
+    pub job: D,
+}
+
+impl<S: Provides<Records> + Provides<D>, D> Provides<AdminDeps<D>> for S {
+    fn provide(&self) -> AdminDeps<D> {
+        AdminDeps { records: <S as Provides<Records>>::provide(self), job: <S as Provides<D>>::provide(self) }
+    }
 }
 
 /// Runs an [`AdminJob`] as a job, writing every run to the audit log.
@@ -73,8 +90,11 @@ impl<J: AdminJob> Job for Admin<J> {
     const KIND: &'static str = J::KIND;
     type Args = AdminArgs<J::Params>;
     type Report = J::Report;
+    type Deps = AdminDeps<J::Deps>;
 
-    async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext) -> Result<J::Report, JobError> {
+    async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext<AdminDeps<J::Deps>>) -> Result<J::Report, JobError> {
+        let JobContext { job_id, attempt, tenant, state: AdminDeps { records, job }, progress } = ctx;
+        let ctx = JobContext { job_id, attempt, tenant, state: job, progress };
         let outcome = self.0.run(&args.params, args.execute, &ctx).await;
         let actor = args.actor.clone().unwrap_or_else(|| "fleet".to_owned());
         let (result, error) = match &outcome {
@@ -83,7 +103,7 @@ impl<J: AdminJob> Job for Admin<J> {
         };
         let params = serde_json::json!({"job": J::KIND, "execute": args.execute, "params": args.params, "error": error});
         // System pool: the audit log is the operators' record across tenants.
-        let audited = match ctx.state.system_pool.0.acquire().await {
+        let audited = match records.system_pool.0.acquire().await {
             Ok(mut conn) => crate::audit::record(&mut conn, None, &actor, &format!("runbook.{}", J::KIND), params, result).await,
             Err(e) => Err(e),
         };
@@ -96,8 +116,8 @@ impl<J: AdminJob> Job for Admin<J> {
             (Some(r), _) => Ok(r),
             (None, e) => Err(e.as_deref().unwrap_or("report not serialisable")),
         };
-        let retention = ctx.state.settings.admin_run_retention;
-        if let Err(e) = super::admin_runs::finished(&ctx.state.system_pool, &ctx.job_id.0, J::KIND, &actor, args.execute, ended, retention).await {
+        let retention = records.settings.admin_run_retention;
+        if let Err(e) = super::admin_runs::finished(&records.system_pool, &ctx.job_id.0, J::KIND, &actor, args.execute, ended, retention).await {
             tracing::error!(message = "Admin job ran but its run was not kept.", job = J::KIND, error = %e);
         }
         outcome

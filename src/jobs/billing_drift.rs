@@ -105,8 +105,9 @@ impl AdminJob for BillingDriftJob {
     const KIND: &'static str = "billing.drift";
     type Params = BillingDriftParams;
     type Report = BillingDriftReport;
+    type Deps = super::deps::Mirror;
 
-    async fn run(&self, p: &BillingDriftParams, execute: bool, ctx: &JobContext) -> Result<BillingDriftReport, JobError> {
+    async fn run(&self, p: &BillingDriftParams, execute: bool, ctx: &JobContext<super::deps::Mirror>) -> Result<BillingDriftReport, JobError> {
         // System pool: drift is checked across tenants (or for the one named).
         let pool = &ctx.state.system_pool;
         let mirrored: Vec<Mirrored> = sqlx::query_as(
@@ -143,7 +144,7 @@ impl AdminJob for BillingDriftJob {
         let mut resynced = 0;
         if execute {
             for (m, object, _) in &drifted {
-                if super::admin::inject_event(ctx, resync_event(&m.kind, object, m.held_at, now), now.timestamp()).await? {
+                if super::admin::inject_event(&ctx.state, resync_event(&m.kind, object, m.held_at, now), now.timestamp()).await? {
                     resynced += 1;
                 }
             }

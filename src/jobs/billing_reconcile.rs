@@ -61,8 +61,9 @@ impl AdminJob for BillingReconcileJob {
     const KIND: &'static str = "billing.reconcile";
     type Params = BillingReconcileParams;
     type Report = BillingReconcileReport;
+    type Deps = super::deps::Mirror;
 
-    async fn run(&self, p: &BillingReconcileParams, execute: bool, ctx: &JobContext) -> Result<BillingReconcileReport, JobError> {
+    async fn run(&self, p: &BillingReconcileParams, execute: bool, ctx: &JobContext<super::deps::Mirror>) -> Result<BillingReconcileReport, JobError> {
         // System pool: every tenant's customer, and the mirror across tenants.
         let pool = &ctx.state.system_pool;
         let customers: Vec<(uuid::Uuid, String)> = sqlx::query_as(
@@ -92,7 +93,7 @@ impl AdminJob for BillingReconcileJob {
         if execute {
             let now = chrono::Utc::now();
             for (_, _, subscription) in &missing {
-                if super::admin::inject_event(ctx, reconcile_event(subscription, now.timestamp_millis()), now.timestamp()).await? {
+                if super::admin::inject_event(&ctx.state, reconcile_event(subscription, now.timestamp_millis()), now.timestamp()).await? {
                     brought_in += 1;
                 }
             }

@@ -23,8 +23,9 @@ impl AdminJob for CacheReshapeJob {
     const KIND: &'static str = "cache.reshape";
     type Params = super::admin::NoParams;
     type Report = CacheReshapeReport;
+    type Deps = super::deps::CacheFill;
 
-    async fn run(&self, _params: &super::admin::NoParams, execute: bool, ctx: &JobContext) -> Result<CacheReshapeReport, JobError> {
+    async fn run(&self, _params: &super::admin::NoParams, execute: bool, ctx: &JobContext<super::deps::CacheFill>) -> Result<CacheReshapeReport, JobError> {
         // The new keys are warmed first, so readers find them once the old ones are gone.
         let warm = if execute { Some(crate::billing::warm::run(ctx.state.warm_sources()).await?) } else { None };
         let reshape = crate::cache::reshape::run(&ctx.state.cache, &ctx.state.redis, execute).await?;

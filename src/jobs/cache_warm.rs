@@ -27,8 +27,9 @@ impl Job for CacheWarmJob {
     const KIND: &'static str = "cache.warm";
     type Args = CacheWarmArgs;
     type Report = WarmReport;
+    type Deps = super::deps::CacheFill;
 
-    async fn run(&self, _args: CacheWarmArgs, ctx: JobContext) -> Result<WarmReport, JobError> {
+    async fn run(&self, _args: CacheWarmArgs, ctx: JobContext<super::deps::CacheFill>) -> Result<WarmReport, JobError> {
         // A job that names a tenant (an app service's, through intake) warms that tenant only.
         match ctx.tenant {
             Some(tenant) => Ok(crate::billing::warm::run_tenant(ctx.state.warm_sources(), tenant).await?),

@@ -69,8 +69,9 @@ impl AdminJob for DbSessionsJob {
     const KIND: &'static str = "db.sessions";
     type Params = DbSessionsParams;
     type Report = DbSessionsReport;
+    type Deps = super::deps::Fleet;
 
-    async fn run(&self, p: &DbSessionsParams, execute: bool, ctx: &JobContext) -> Result<DbSessionsReport, JobError> {
+    async fn run(&self, p: &DbSessionsParams, execute: bool, ctx: &JobContext<super::deps::Fleet>) -> Result<DbSessionsReport, JobError> {
         // System pool: sessions of every role are the subject.
         let pool = &ctx.state.system_pool.0;
         let threshold = p.idle_in_transaction_secs.unwrap_or(60) as f64;

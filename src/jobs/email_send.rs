@@ -34,8 +34,9 @@ impl Job for EmailSendJob {
     const KIND: &'static str = <crate::email::SendArgs as crate::queue::job::JobArgs>::KIND;
     type Args = crate::email::SendArgs;
     type Report = EmailSendReport;
+    type Deps = super::deps::Email;
 
-    async fn run(&self, args: crate::email::SendArgs, ctx: JobContext) -> Result<EmailSendReport, JobError> {
+    async fn run(&self, args: crate::email::SendArgs, ctx: JobContext<super::deps::Email>) -> Result<EmailSendReport, JobError> {
         let tenant = ctx.tenant.ok_or_else(|| JobError::Cancel("email.send needs the tenant of its outbox row".into()))?;
         let state = &ctx.state;
         let mut tx = state.tenant_pool.begin(tenant).await?;
@@ -73,9 +74,7 @@ impl Job for EmailSendJob {
 /// both ways), counted against the tenant's email limit, written to the outbox with its job's
 /// status row before the answer (`email::compose::accept`), then queued as every outbox row is.
 impl super::intake::Intake for EmailSendJob {
-    const KIND: &'static str = crate::email::JOB_KIND;
-
-    async fn accept(&self, state: &crate::state::AppState, req: super::intake::IntakeRequest) -> Result<serde_json::Value, super::intake::IntakeError> {
+    async fn accept(&self, state: super::deps::Email, req: super::intake::IntakeRequest) -> Result<serde_json::Value, super::intake::IntakeError> {
         use super::intake::IntakeError;
         use crate::email::compose::{AcceptError, Compose};
         use crate::ratelimit::{Limit, PolicyName, Request, Subject, Verdict};
@@ -89,7 +88,7 @@ impl super::intake::Intake for EmailSendJob {
             // Redis cannot count it (the tenant's write limit failed open the same way).
             Err(e) => tracing::warn!(message = "Email limit not checked.", error = %e),
         }
-        let accepted = match crate::email::compose::accept(&state.tenant_pool, &state.email_templates, req.tenant, &compose, req.idempotency_key.as_deref()).await {
+        let accepted = match crate::email::compose::accept(&state.tenant_pool, &state.templates, req.tenant, &compose, req.idempotency_key.as_deref()).await {
             Ok(a) => a,
             Err(AcceptError::Invalid(e)) => {
                 let field = e.variable().map(|v| ("variable", v.to_owned()));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::domain::TenantId;
 use crate::queue::status::JobStatus;
-use crate::state::AppState;
+use super::kind::{Job, Provides};
 
 /// One intake request, checked for size and key shape by the API.
 #[derive(Debug, Clone)]
@@ -65,52 +65,65 @@ impl IntakeError {
     }
 }
 
-/// A kind's intake hook.
-pub trait Intake: Send + Sync + 'static {
-    /// The kind it accepts.
-    const KIND: &'static str;
+/// A kind's intake hook, with the kind's own dependencies.
+pub trait Intake: Job {
     /// Checks the payload, writes what must be durable, queues the jobs; the 202's body.
-    fn accept(&self, state: &AppState, req: IntakeRequest) -> impl Future<Output = Result<serde_json::Value, IntakeError>> + Send;
+    fn accept(&self, deps: Self::Deps, req: IntakeRequest) -> impl Future<Output = Result<serde_json::Value, IntakeError>> + Send;
     /// The status of job `id` when it is one of this kind's (its id says so), read from the
     /// kind's own table; `None` when the id is not this kind's.
-    fn status(&self, _state: &AppState, _tenant: TenantId, _id: &str) -> Option<impl Future<Output = Result<Option<JobStatus>, crate::db::DbError>> + Send> {
+    fn status(&self, _deps: Self::Deps, _tenant: TenantId, _id: &str) -> Option<impl Future<Output = Result<Option<JobStatus>, crate::db::DbError>> + Send> {
         None::<std::future::Ready<Result<Option<JobStatus>, crate::db::DbError>>>
     }
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-trait ErasedIntake: Send + Sync {
-    fn accept<'a>(&'a self, state: &'a AppState, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>>;
-    fn status<'a>(&'a self, state: &'a AppState, tenant: TenantId, id: &'a str) -> Option<Boxed<'a, Result<Option<JobStatus>, crate::db::DbError>>>;
+/// A hook as [`Intakes`] holds it: its dependencies provided by the member's state `S`.
+trait ErasedIntake<S>: Send + Sync {
+    fn accept<'a>(&'a self, state: &'a S, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>>;
+    fn status<'a>(&'a self, state: &'a S, tenant: TenantId, id: &'a str) -> Option<Boxed<'a, Result<Option<JobStatus>, crate::db::DbError>>>;
 }
 
-impl<I: Intake> ErasedIntake for I {
-    fn accept<'a>(&'a self, state: &'a AppState, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>> {
-        Box::pin(Intake::accept(self, state, req))
+impl<S: Provides<I::Deps>, I: Intake> ErasedIntake<S> for I {
+    fn accept<'a>(&'a self, state: &'a S, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>> {
+        Box::pin(Intake::accept(self, state.provide(), req))
     }
 
-    fn status<'a>(&'a self, state: &'a AppState, tenant: TenantId, id: &'a str) -> Option<Boxed<'a, Result<Option<JobStatus>, crate::db::DbError>>> {
-        Intake::status(self, state, tenant, id).map(|f| Box::pin(f) as Boxed<'a, _>)
+    fn status<'a>(&'a self, state: &'a S, tenant: TenantId, id: &'a str) -> Option<Boxed<'a, Result<Option<JobStatus>, crate::db::DbError>>> {
+        Intake::status(self, state.provide(), tenant, id).map(|f| Box::pin(f) as Boxed<'a, _>)
     }
 }
 
-/// The intake hooks, by kind.
-#[derive(Clone, Default)]
-pub struct Intakes {
-    hooks: BTreeMap<&'static str, Arc<dyn ErasedIntake>>,
+/// The intake hooks, by kind, for a member whose state is `S`.
+pub struct Intakes<S> {
+    hooks: BTreeMap<&'static str, Arc<dyn ErasedIntake<S>>>,
 }
 
-impl std::fmt::Debug for Intakes {
+impl<S> Clone for Intakes<S> {
+    fn clone(&self) -> Self {
+        Self { hooks: self.hooks.clone() }
+    }
+}
+
+impl<S> Default for Intakes<S> {
+    fn default() -> Self {
+        Self { hooks: BTreeMap::new() }
+    }
+}
+
+impl<S> std::fmt::Debug for Intakes<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.hooks.keys()).finish()
     }
 }
 
-impl Intakes {
+impl<S: 'static> Intakes<S> {
     /// Adds the hook of `I::KIND`.
-    pub fn with<I: Intake>(mut self, hook: I) -> Self {
-        self.hooks.insert(I::KIND, Arc::new(hook));
+    pub fn with<I: Intake>(mut self, hook: I) -> Self
+    where
+        S: Provides<I::Deps>,
+    {
+        self.hooks.insert(<I as Job>::KIND, Arc::new(hook));
         self
     }
 
@@ -120,14 +133,14 @@ impl Intakes {
     }
 
     /// Accepts `req` through `kind`'s hook; `None` when it has none.
-    pub async fn accept(&self, kind: &str, state: &AppState, req: IntakeRequest) -> Option<Result<serde_json::Value, IntakeError>> {
+    pub async fn accept(&self, kind: &str, state: &S, req: IntakeRequest) -> Option<Result<serde_json::Value, IntakeError>> {
         let hook = self.hooks.get(kind)?;
         Some(hook.accept(state, req).await)
     }
 
     /// The status of job `id`, from the table of the kind whose id it is; `None` when no
     /// kind keeps it (then `job_status` does).
-    pub async fn status(&self, state: &AppState, tenant: TenantId, id: &str) -> Option<Result<Option<JobStatus>, crate::db::DbError>> {
+    pub async fn status(&self, state: &S, tenant: TenantId, id: &str) -> Option<Result<Option<JobStatus>, crate::db::DbError>> {
         for hook in self.hooks.values() {
             if let Some(f) = hook.status(state, tenant, id) {
                 return Some(f.await);

@@ -93,9 +93,10 @@ impl AdminJob for LimitsSpikeJob {
     const KIND: &'static str = "limits.spike";
     type Params = LimitsSpikeParams;
     type Report = LimitsSpikeReport;
+    type Deps = crate::ratelimit::Limiter;
 
-    async fn run(&self, p: &LimitsSpikeParams, execute: bool, ctx: &JobContext) -> Result<LimitsSpikeReport, JobError> {
-        let limiter = &ctx.state.limiter;
+    async fn run(&self, p: &LimitsSpikeParams, execute: bool, ctx: &JobContext<crate::ratelimit::Limiter>) -> Result<LimitsSpikeReport, JobError> {
+        let limiter = &ctx.state;
         let minutes = p.minutes.unwrap_or(15).clamp(1, 24 * 60);
         let plan = planned(p)?;
         let top = limiter.top_blocked(minutes).await?;

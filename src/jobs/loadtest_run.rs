@@ -42,8 +42,9 @@ impl Job for LoadtestRunJob {
     const KIND: &'static str = "loadtest.run";
     type Args = LoadtestRunArgs;
     type Report = LoadtestRunReport;
+    type Deps = super::deps::Records;
 
-    async fn run(&self, _args: LoadtestRunArgs, ctx: JobContext) -> Result<LoadtestRunReport, JobError> {
+    async fn run(&self, _args: LoadtestRunArgs, ctx: JobContext<super::deps::Records>) -> Result<LoadtestRunReport, JobError> {
         let settings = &ctx.state.settings;
         let config = crate::loadtest::LoadtestConfig::load(&settings.loadtest_file).map_err(|e| JobError::Cancel(e.to_string()))?;
         if config.schedule.target.is_empty() {

@@ -1,10 +1,9 @@
-//! Job kinds: the [`Job`] trait, the [`Registry`] of handlers, and one file per kind.
+//! Job kinds: the [`Job`] trait, the dependencies each kind declares ([`deps`]), the standard
+//! registry of handlers, and one file per kind.
 //!
 //! A job is idempotent and takes no input it cannot recompute (the reconciler rule): the
 //! queue delivers at least once, so a handler may see the same job twice. Adding a kind is
-//! one file here, one line in [`Registry::standard`] and one entry in jobs/.
-
-use crate::state::AppState;
+//! one file here, one line in `Registry::standard` and one entry in jobs/.
 
 pub mod admin;
 pub mod admin_runs;
@@ -13,6 +12,7 @@ pub mod billing_reconcile;
 pub mod cache_reshape;
 pub mod cache_warm;
 pub mod db_sessions;
+pub mod deps;
 pub mod dunning_run;
 pub mod email_send;
 pub mod intake;
@@ -31,9 +31,30 @@ pub mod usage_flush;
 pub mod webhook_deliver;
 pub mod webhooks_backlog;
 
-pub use kind::{Job, JobContext, JobError, JobReport, Progress, Registry};
+pub use kind::{Job, JobContext, JobError, JobReport, Progress, Provides};
 
-impl crate::queue::job::Registry<AppState> {
+/// A member's state that hands every standard kind the dependencies it declares (the state
+/// says so where it is assembled: `impl StandardDeps for AppState`).
+pub trait StandardDeps:
+    Provides<()>
+    + Provides<crate::stripe::apply::ApplyDeps>
+    + Provides<crate::dunning::DunningHandles>
+    + Provides<crate::ratelimit::Limiter>
+    + Provides<deps::Email>
+    + Provides<deps::Usage>
+    + Provides<deps::CacheFill>
+    + Provides<deps::Slo>
+    + Provides<deps::Outbound>
+    + Provides<deps::Mirror>
+    + Provides<deps::Fleet>
+    + Provides<deps::Records>
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S: StandardDeps> crate::queue::job::Registry<S> {
     /// The production registry: one line per job kind.
     pub fn standard() -> Self {
         Self::default()
@@ -60,7 +81,7 @@ impl crate::queue::job::Registry<AppState> {
     }
 }
 
-impl intake::Intakes {
+impl<S: StandardDeps> intake::Intakes<S> {
     /// The kinds that accept app payloads through a hook of their own: one line per kind.
     pub fn standard() -> Self {
         Self::default().with(email_send::EmailSendJob).with(webhook_deliver::WebhookDeliverJob)
@@ -69,13 +90,11 @@ impl intake::Intakes {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn every_scheduled_payload_in_jobs_fits_its_handler() {
         let dir = crate::assets::jobs();
         let catalogue = crate::catalogue::Catalogue::load(&dir).expect("jobs/");
-        let registry = Registry::standard();
+        let registry = crate::state::Registry::standard();
         catalogue
             .check_schedule_payloads(|kind, payload| registry.get(kind).map_or(Ok(()), |h| h.check(payload).map_err(|e| e.to_string())))
             .expect("schedule payloads");

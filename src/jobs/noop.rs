@@ -21,8 +21,9 @@ impl Job for Noop {
     const KIND: &'static str = "noop";
     type Args = NoopArgs;
     type Report = ();
+    type Deps = ();
 
-    async fn run(&self, args: NoopArgs, _ctx: JobContext) -> Result<(), JobError> {
+    async fn run(&self, args: NoopArgs, _ctx: JobContext<()>) -> Result<(), JobError> {
         if args.sleep_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(args.sleep_ms)).await;
         }

@@ -45,12 +45,13 @@ impl AdminJob for SchedulerInspectJob {
     const KIND: &'static str = "scheduler.inspect";
     type Params = NoParams;
     type Report = SchedulerInspectReport;
+    type Deps = super::deps::Fleet;
 
-    async fn run(&self, _p: &NoParams, execute: bool, ctx: &JobContext) -> Result<SchedulerInspectReport, JobError> {
+    async fn run(&self, _p: &NoParams, execute: bool, ctx: &JobContext<super::deps::Fleet>) -> Result<SchedulerInspectReport, JobError> {
         let state = &ctx.state;
         let mut conn = state.redis.clone();
         let now = Utc::now();
-        let leader = crate::scheduler::current_leader(state).await?;
+        let leader = crate::scheduler::current_leader(&state.redis, &state.keys).await?;
         let ttl_ms: i64 = conn.pttl(state.keys.scheduler_leader()).await?;
         let lease_ms = i64::try_from(state.settings.scheduler_lease.as_millis()).unwrap_or(i64::MAX);
         let heartbeats = state.queue.member_heartbeats().await?;

@@ -60,8 +60,9 @@ impl AdminJob for SiteDownJob {
     const KIND: &'static str = "site.down";
     type Params = NoParams;
     type Report = SiteDownReport;
+    type Deps = super::deps::Fleet;
 
-    async fn run(&self, _p: &NoParams, _execute: bool, ctx: &JobContext) -> Result<SiteDownReport, JobError> {
+    async fn run(&self, _p: &NoParams, _execute: bool, ctx: &JobContext<super::deps::Fleet>) -> Result<SiteDownReport, JobError> {
         let state = &ctx.state;
         let postgres_app = timed(async { sqlx::query("SELECT 1").execute(state.tenant_pool.raw()).await.map(|_| Some(())) }).await;
         let postgres_system = timed(async { sqlx::query("SELECT 1").execute(&state.system_pool.0).await.map(|_| Some(())) }).await;
@@ -94,7 +95,7 @@ impl AdminJob for SiteDownJob {
         })
         .await;
         let members = state.queue.member_heartbeats().await?;
-        let leader = crate::scheduler::current_leader(state).await?;
+        let leader = crate::scheduler::current_leader(&state.redis, &state.keys).await?;
         let stale_after = 3.0 * state.settings.worker_heartbeat.as_secs_f64();
         let checks = json!({
             "postgres_app": postgres_app, "postgres_system": postgres_system, "redis": redis,

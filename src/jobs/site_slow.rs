@@ -32,7 +32,7 @@ impl From<crate::slo::evaluate::SloError> for JobError {
 }
 
 /// Route → (requests, total µs, slow) over the last `minutes`, from the per-minute hashes.
-async fn routes(ctx: &JobContext, minutes: i64) -> Result<BTreeMap<String, (i64, i64, i64)>, redis::RedisError> {
+async fn routes(ctx: &JobContext<super::deps::Fleet>, minutes: i64) -> Result<BTreeMap<String, (i64, i64, i64)>, redis::RedisError> {
     let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
     let mut pipe = redis::pipe();
     for m in (now_minute - minutes + 1)..=now_minute {
@@ -57,7 +57,7 @@ async fn routes(ctx: &JobContext, minutes: i64) -> Result<BTreeMap<String, (i64,
 }
 
 /// The fleet's cache counters, summed over every member that published in the last minutes.
-async fn cache_totals(ctx: &JobContext) -> Result<BTreeMap<String, u64>, redis::RedisError> {
+async fn cache_totals(ctx: &JobContext<super::deps::Fleet>) -> Result<BTreeMap<String, u64>, redis::RedisError> {
     let members = ctx.state.redis.scan(&ctx.state.keys.member_cache_stats_pattern()).await?;
     let mut conn = ctx.state.redis.clone();
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
@@ -93,10 +93,11 @@ impl AdminJob for SiteSlowJob {
     const KIND: &'static str = "site.slow";
     type Params = SiteSlowParams;
     type Report = SiteSlowReport;
+    type Deps = super::deps::Fleet;
 
-    async fn run(&self, p: &SiteSlowParams, _execute: bool, ctx: &JobContext) -> Result<SiteSlowReport, JobError> {
+    async fn run(&self, p: &SiteSlowParams, _execute: bool, ctx: &JobContext<super::deps::Fleet>) -> Result<SiteSlowReport, JobError> {
         let minutes = p.minutes.unwrap_or(15).clamp(1, 24 * 60);
-        let slos = crate::slo::evaluate::run(&ctx.state.slo_deps(), chrono::Utc::now(), false).await?;
+        let slos = crate::slo::evaluate::run(&ctx.state.slo(), chrono::Utc::now(), false).await?;
         let mut slowest: Vec<_> = routes(ctx, minutes)
             .await?
             .into_iter()

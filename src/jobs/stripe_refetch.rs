@@ -4,7 +4,7 @@
 //! events that need no call.
 
 use super::kind::{Job, JobContext, JobError};
-use super::stripe_event::{StripeEventReport, apply_event};
+use crate::stripe::apply::{self, ApplyDeps, ApplyReport};
 use crate::stripe::inbox::RefetchEvent;
 
 /// The job.
@@ -14,17 +14,18 @@ pub struct StripeRefetchJob;
 impl Job for StripeRefetchJob {
     const KIND: &'static str = <RefetchEvent as crate::queue::job::JobArgs>::KIND;
     type Args = RefetchEvent;
-    type Report = StripeEventReport;
+    type Report = ApplyReport;
+    type Deps = ApplyDeps;
 
-    async fn run(&self, args: RefetchEvent, ctx: JobContext) -> Result<StripeEventReport, JobError> {
-        let result = match ctx.state.stripe.retrieve(args.kind, &args.object_id).await {
-            Ok(object) => apply_event(&args.event_id, Some((args.object_id, object)), &ctx).await,
-            Err(e) => Err(JobError::Retry(format!("re-fetch of {}: {e}", args.object_id))),
-        };
-        if let Err(e) = &result {
-            // Kept on the inbox row for operators, as stripe.event does; best effort.
-            let _ = crate::stripe::inbox::record_failure(&ctx.state.system_pool, &args.event_id, &e.to_string()).await;
+    async fn run(&self, args: RefetchEvent, ctx: JobContext<ApplyDeps>) -> Result<ApplyReport, JobError> {
+        match ctx.state.billing.stripe.retrieve(args.kind, &args.object_id).await {
+            Ok(object) => Ok(apply::apply_fetched(&ctx.state, &args.event_id, args.object_id, object).await?),
+            Err(e) => {
+                let error = format!("re-fetch of {}: {e}", args.object_id);
+                // Kept on the inbox row for operators, as stripe.event does; best effort.
+                let _ = crate::stripe::inbox::record_failure(&ctx.state.billing.system_pool, &args.event_id, &error).await;
+                Err(JobError::Retry(error))
+            }
         }
-        result
     }
 }

@@ -8,7 +8,7 @@
 
 use super::intake::{Intake, IntakeError, IntakeRequest};
 use super::kind::{Job, JobContext, JobError};
-use crate::state::AppState;
+use super::deps::Outbound;
 use crate::webhooks_out::deliver::{DeliverError, Delivered, RetryPolicy};
 use crate::webhooks_out::messages::{self, DeliverArgs, MessageError, NewMessage};
 
@@ -20,8 +20,9 @@ impl Job for WebhookDeliverJob {
     const KIND: &'static str = messages::JOB_KIND;
     type Args = DeliverArgs;
     type Report = Delivered;
+    type Deps = Outbound;
 
-    async fn run(&self, args: DeliverArgs, ctx: JobContext) -> Result<Delivered, JobError> {
+    async fn run(&self, args: DeliverArgs, ctx: JobContext<Outbound>) -> Result<Delivered, JobError> {
         let tenant = ctx.tenant.ok_or_else(|| JobError::Cancel("webhook.deliver needs the tenant of its delivery".into()))?;
         let policy = ctx.state.queue.catalogue().get(messages::JOB_KIND).map(|p| RetryPolicy { max_attempts: p.max_attempts, backoff: p.backoff.clone() });
         let policy = policy.ok_or_else(|| JobError::Cancel("webhook.deliver has no catalogue entry".into()))?;
@@ -36,11 +37,9 @@ impl Job for WebhookDeliverJob {
 }
 
 impl Intake for WebhookDeliverJob {
-    const KIND: &'static str = messages::JOB_KIND;
-
     /// `{type, data}`: written as a message with one delivery per endpoint subscribed to the
     /// type, then one job per delivery. The answer lists the jobs (`GET /v1/jobs/{id}`).
-    async fn accept(&self, state: &AppState, req: IntakeRequest) -> Result<serde_json::Value, IntakeError> {
+    async fn accept(&self, state: Outbound, req: IntakeRequest) -> Result<serde_json::Value, IntakeError> {
         let new: NewMessage = serde_json::from_value(req.payload).map_err(|error| IntakeError::Payload { kind: messages::JOB_KIND, expected: "{type, data}", error })?;
         let incoming = messages::Incoming { tenant: req.tenant, message: new, idempotency_key: req.idempotency_key, at: chrono::Utc::now() };
         let accepted = match state.webhooks_out.accept(incoming).await {
@@ -62,8 +61,8 @@ impl Intake for WebhookDeliverJob {
         }))
     }
 
-    fn status(&self, state: &AppState, tenant: crate::domain::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {
+    fn status(&self, state: Outbound, tenant: crate::domain::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {
         let delivery = messages::delivery_of(id)?;
-        Some(crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, delivery))
+        Some(async move { crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, delivery).await })
     }
 }

@@ -74,8 +74,9 @@ impl AdminJob for WebhooksBacklogJob {
     const KIND: &'static str = "webhooks.backlog";
     type Params = WebhooksBacklogParams;
     type Report = WebhooksBacklogReport;
+    type Deps = super::deps::Mirror;
 
-    async fn run(&self, p: &WebhooksBacklogParams, execute: bool, ctx: &JobContext) -> Result<WebhooksBacklogReport, JobError> {
+    async fn run(&self, p: &WebhooksBacklogParams, execute: bool, ctx: &JobContext<super::deps::Mirror>) -> Result<WebhooksBacklogReport, JobError> {
         // System pool: the inbox and dead letters are looked at across tenants.
         let (state, pool) = (&ctx.state, &ctx.state.system_pool);
         let now = Utc::now();

@@ -76,9 +76,9 @@ pub fn page(dir: &ConfigDir, name: &str) -> Result<Page, RunbookError> {
 }
 
 /// Runs admin job `kind` here (the on-call shell), as the fleet would, audited the same way.
-pub async fn run_here(
-    state: &crate::state::AppState,
-    registry: &crate::jobs::Registry,
+pub async fn run_here<S: Clone + Send + 'static>(
+    state: &S,
+    registry: &crate::queue::job::Registry<S>,
     kind: &str,
     execute: bool,
     params: serde_json::Value,
@@ -102,7 +102,7 @@ mod tests {
     fn pages_admin_jobs_and_handlers_hold_together() {
         let pages = pages(&repo("runbooks")).expect("runbooks/");
         let catalogue = crate::catalogue::Catalogue::load(&repo("jobs")).expect("jobs/");
-        let registry = crate::jobs::Registry::standard();
+        let registry = crate::state::Registry::standard();
         let required = [
             "stripe-webhook-backlog",
             "scheduler-no-leader",

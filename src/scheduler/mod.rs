@@ -13,9 +13,24 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
 use crate::catalogue::JobPolicy;
 use crate::queue::EnqueueRequest;
+
+/// What the scheduler uses: the lease and the last ticks in Redis, the queues it ticks and
+/// sweeps into, the rows the sweeps and prunes read, and its settings.
+#[derive(Clone)]
+pub struct SchedulerDeps {
+    /// The lease length and the retentions of what it prunes.
+    pub settings: std::sync::Arc<crate::config::Settings>,
+    /// The inbox, the outbox, deliveries and job statuses, across tenants.
+    pub system_pool: crate::db::SystemPool,
+    /// The lease and the last ticks.
+    pub redis: crate::redis_conn::RedisConn,
+    /// Their key names.
+    pub keys: crate::keys::Keys,
+    /// Where ticks and sweeps queue jobs (and the catalogue's schedules).
+    pub queue: crate::queue::JobQueue,
+}
 
 /// How often the leader sweeps the webhook inbox and the email outbox.
 const INBOX_SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -30,7 +45,7 @@ const LAST_TICK_TTL_SECS: u64 = crate::keys::Keys::SCHEDULER_LAST_TICK_TTL.as_se
 /// inbox, email outbox) are queued again at once, and the epochs are set only after that
 /// succeeded. Each epoch hashes with its queue: on a cluster, one shard losing its data is
 /// noticed by the epochs on that shard.
-async fn recover_lost_queue(state: &AppState) -> Result<Option<usize>, crate::queue::QueueError> {
+async fn recover_lost_queue(state: &SchedulerDeps) -> Result<Option<usize>, crate::queue::QueueError> {
     let mut conn = state.redis.clone();
     let queues: std::collections::BTreeSet<&str> = state.queue.catalogue().iter().map(|p| p.queue.as_str()).collect();
     let mut missing = Vec::new();
@@ -54,7 +69,7 @@ async fn recover_lost_queue(state: &AppState) -> Result<Option<usize>, crate::qu
 }
 
 /// Runs the scheduler until `stop`, then releases the lease if held.
-pub async fn run(state: AppState, member: String, stop: CancellationToken) {
+pub async fn run(state: SchedulerDeps, member: String, stop: CancellationToken) {
     let lease = state.settings.scheduler_lease;
     let step = (lease / 3).min(Duration::from_millis(500)).max(Duration::from_millis(50));
     let mut leader = false;
@@ -142,7 +157,7 @@ pub async fn run(state: AppState, member: String, stop: CancellationToken) {
 
 /// Acquires or renews the lease. Renewal checks the holder in the same script, so a member
 /// whose lease expired and was taken cannot extend someone else's.
-async fn hold_lease(state: &AppState, member: &str, lease: Duration, leader: bool) -> Result<bool, redis::RedisError> {
+async fn hold_lease(state: &SchedulerDeps, member: &str, lease: Duration, leader: bool) -> Result<bool, redis::RedisError> {
     let mut conn = state.redis.clone();
     let key = state.keys.scheduler_leader();
     let ms = lease.as_millis() as u64;
@@ -162,7 +177,7 @@ async fn hold_lease(state: &AppState, member: &str, lease: Duration, leader: boo
     Ok(acquired.is_some())
 }
 
-async fn release_lease(state: &AppState, member: &str) -> Result<(), redis::RedisError> {
+async fn release_lease(state: &SchedulerDeps, member: &str) -> Result<(), redis::RedisError> {
     let mut conn = state.redis.clone();
     let _: i64 = redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
         .key(state.keys.scheduler_leader())
@@ -173,9 +188,9 @@ async fn release_lease(state: &AppState, member: &str) -> Result<(), redis::Redi
 }
 
 /// The member currently holding the lease, if any.
-pub async fn current_leader(state: &AppState) -> Result<Option<String>, redis::RedisError> {
-    let mut conn = state.redis.clone();
-    conn.get(state.keys.scheduler_leader()).await
+pub async fn current_leader(redis: &crate::redis_conn::RedisConn, keys: &crate::keys::Keys) -> Result<Option<String>, redis::RedisError> {
+    let mut conn = redis.clone();
+    conn.get(keys.scheduler_leader()).await
 }
 
 /// Which scheduled instants are due at `now` after `last`: the one to run (the latest due)
@@ -192,7 +207,7 @@ pub fn due(schedule: &cron::Schedule, last: DateTime<Utc>, now: DateTime<Utc>) -
     (latest, count.saturating_sub(1))
 }
 
-async fn tick(state: &AppState, policy: &JobPolicy, now: DateTime<Utc>) -> Result<(), crate::queue::QueueError> {
+async fn tick(state: &SchedulerDeps, policy: &JobPolicy, now: DateTime<Utc>) -> Result<(), crate::queue::QueueError> {
     let Some(schedule) = &policy.schedule else { return Ok(()) };
     let mut conn = state.redis.clone();
     let last_key = state.keys.scheduler_last_tick(policy.kind.as_str());

@@ -1,6 +1,7 @@
 //! Stripe: webhook signatures, event parsing, the durable inbox, the API client, and the
 //! handlers that apply each event family to the billing mirror.
 
+pub mod apply;
 pub mod client;
 pub mod event;
 pub mod handlers;

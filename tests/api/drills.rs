@@ -2,7 +2,7 @@
 //! killed in the middle of each job kind (a named fault point aborts the process the way
 //! `kill -9` would: no destructors, no acknowledgement), then a second worker that must
 //! recover the job once the first one's heartbeat lapses, with the job's effect exactly once.
-//! Each drill prints its recovery time (README, "Fault drills").
+//! Each drill prints its recovery time (docs/reliability.md, "Fault drills").
 
 use std::time::{Duration, Instant};
 

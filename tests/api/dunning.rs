@@ -268,7 +268,7 @@ async fn the_runbook_reports_due_steps_in_a_dry_run_and_acts_only_with_execute()
     let (tenant, _, invoice, failed_at) = declined_renewal(&app, &sim).await;
     let as_of = chrono::DateTime::from_timestamp(failed_at + 3 * DAY + 60, 0).expect("as of");
     let params = serde_json::json!({"tenant": tenant, "as_of": as_of});
-    let registry = ballast::jobs::Registry::standard();
+    let registry = ballast::state::Registry::standard();
     let run = |execute| ballast::runbook::run_here(&app.state, &registry, "dunning.run", execute, params.clone(), "oncall", ballast::runbook::Progress::default());
     let dry = run(false).await.expect("dry run");
     let stages = |r: &Value| r["actions"].as_array().map(|a| a.iter().filter(|x| x["invoice"] == invoice.as_str()).count()).unwrap_or(0);

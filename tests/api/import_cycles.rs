@@ -1,9 +1,10 @@
-//! The direction of imports between the files of src/: none runs up the layers, and no
-//! circle of more than two files. Every path a file names (`crate::…`, `super::…`,
-//! a child module's `name::…`, in `use` or inline) is an arrow to the deepest module file it
-//! reaches; strongly connected groups of more than two files are circles. A circle that is
-//! not in [`KNOWN`] fails the test, so the structure can only get better; when a known circle
-//! shrinks or goes, shrink or remove its entry (the test says so).
+//! The direction of imports between the files of src/: none runs up the layers (so no job,
+//! runbook or scheduler file sees the application state, which the edges assemble), and no
+//! circle, not even two files importing each other. Every path a file names (`crate::…`,
+//! `super::…`, a child module's `name::…`, in `use` or inline) is an arrow to the deepest
+//! module file it reaches; strongly connected groups of two files or more are circles. A
+//! circle that is not in [`KNOWN`] fails the test, so the structure can only get better; when
+//! a known circle shrinks or goes, shrink or remove its entry (the test says so).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,14 @@ use std::path::{Path, PathBuf};
 /// Circles that existed when the check was added, each as the files it held. A new circle, or
 /// a known one that grew, fails. `PRINT_IMPORT_CIRCLES=1 cargo test --test api import_cycles`
 /// prints what this list would be today.
-const KNOWN: &[&[&str]] = &[];
+const KNOWN: &[&[&str]] = &[
+    &["src/dunning/mod.rs", "src/dunning/steps.rs"],
+    &["src/stripe/inbox/batch.rs", "src/stripe/inbox/mod.rs"],
+    &["src/tenants/mod.rs", "src/tenants/provision.rs"],
+    &["src/api/mod.rs", "src/api/openapi.rs"],
+    &["src/loadtest/chart.rs", "src/loadtest/mod.rs"],
+    &["src/cli/mod.rs", "src/cli/runbook.rs"],
+];
 
 /// The module path of a file: src/api/guard.rs → ["api", "guard"]; src/api/mod.rs → ["api"].
 fn module_of(src: &Path, file: &Path) -> Vec<String> {
@@ -203,14 +211,15 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf
     s.out
 }
 
-/// The layers, bottom first, by module path prefix (README, "Layers"). A file may import its
+/// The layers, bottom first, by module path prefix (docs/architecture.md, "Layers"). A file may import its
 /// own layer and those below, never one above.
 const LAYERS: &[(&str, &[&str])] = &[
     ("ground", &["config", "assets", "domain", "keys", "redis_conn", "catalogue", "clock", "telemetry", "fault"]),
     ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu"]),
     ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest", "tenants", "webhooks_out"]),
-    ("jobs", &["jobs", "runbook", "scheduler", "state"]),
-    ("edges", &["api", "cli", "bench", "app", "devstripe", "devmail"]),
+    ("jobs", &["jobs", "runbook", "scheduler"]),
+    // The state is assembled at the edges: no job, runbook or scheduler file sees it whole.
+    ("edges", &["api", "cli", "bench", "app", "devstripe", "devmail", "state"]),
 ];
 
 fn layer_of(module: &[String]) -> Option<usize> {
@@ -256,7 +265,7 @@ fn no_new_import_circle_in_src() {
     let root = src.parent().expect("the repository");
     let rel = |p: &PathBuf| p.strip_prefix(root).expect("under root").display().to_string();
     let found: Vec<BTreeSet<String>> =
-        circles(&graph).into_iter().filter(|c| c.len() > 2).map(|c| c.iter().map(rel).collect::<BTreeSet<String>>()).collect();
+        circles(&graph).into_iter().filter(|c| c.len() > 1).map(|c| c.iter().map(rel).collect::<BTreeSet<String>>()).collect();
     if std::env::var_os("PRINT_IMPORT_CIRCLES").is_some() {
         // What KNOWN would be today, to paste after a circle shrank.
         let mut text = String::from("const KNOWN: &[&[&str]] = &[\n");

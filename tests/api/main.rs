@@ -11,6 +11,7 @@ mod deploy_files;
 mod dev_stripe;
 mod drills;
 mod disputes;
+mod docs;
 mod dunning;
 mod health;
 mod import_cycles;

@@ -1,6 +1,6 @@
 //! Outages of what the fleet stands on, against real `ballast` processes: Redis restarted
 //! empty, Redis killed with SIGKILL and restarted the way deploy/dev.sh runs it, PostgreSQL
-//! stopped for 30 s. Each prints its recovery time (README, Reliability).
+//! stopped for 30 s. Each prints its recovery time (docs/reliability.md).
 
 use std::time::{Duration, Instant};
 

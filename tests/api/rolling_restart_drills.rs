@@ -250,7 +250,7 @@ async fn three_members_per_role_restarted_one_at_a_time_under_load_lose_nothing_
         retired.push(("scheduler".into(), log));
         schedulers.push(Proc::start(&app, "scheduler", &[]));
         until("a scheduler leads", Duration::from_secs(10), || async {
-            ballast::scheduler::current_leader(&app.state).await.is_ok_and(|l| l.is_some())
+            ballast::scheduler::current_leader(&app.state.redis, &app.state.keys).await.is_ok_and(|l| l.is_some())
         })
         .await;
     }

@@ -11,7 +11,7 @@ use crate::support::TestApp;
 use crate::support::stripe_sim::{STARTER, StripeSim};
 
 async fn run(app: &TestApp, kind: &str, execute: bool, params: Value) -> Value {
-    ballast::runbook::run_here(&app.state, &ballast::jobs::Registry::standard(), kind, execute, params, "test", Progress::default())
+    ballast::runbook::run_here(&app.state, &ballast::state::Registry::standard(), kind, execute, params, "test", Progress::default())
         .await
         .unwrap_or_else(|e| panic!("{kind}: {e}"))
 }
@@ -151,7 +151,7 @@ async fn rate_limit_spike_names_the_blocked_key_and_route_and_lifts_it_with_a_tt
     assert_eq!(get().await.expect("get").status(), 200, "the override lifts the limit");
     run(&app, "limits.spike", true, json!({"policy": "key", "subject": subject, "revert": true})).await;
     assert_eq!(get().await.expect("get").status(), 429, "reverted");
-    let bad = ballast::runbook::run_here(&app.state, &ballast::jobs::Registry::standard(), "limits.spike", true, json!({"policy": "key", "subject": subject}), "t", Progress::default()).await;
+    let bad = ballast::runbook::run_here(&app.state, &ballast::state::Registry::standard(), "limits.spike", true, json!({"policy": "key", "subject": subject}), "t", Progress::default()).await;
     assert!(bad.is_err_and(|e| e.to_string().contains("limit=N or allow=true")));
 }
 

@@ -269,13 +269,13 @@ async fn a_shared_commit_keeps_tenants_apart_and_a_key_repeated_within_it_is_one
     assert!(owners.iter().all(|(d, e)| d == e), "{owners:?}");
 }
 
-/// README's app-service curl lines (between `<!-- app-service -->` markers), one command each:
+/// docs/api.md's app-service curl lines (between `<!-- app-service -->` markers), one command each:
 /// a command ends at a line that closes its quotes and does not continue with `\`; `# →`
 /// answers and fences are skipped.
 fn readme_curl_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(crate::support::repo_path("README.md")).expect("README.md");
-    let start = readme.find("<!-- app-service -->").expect("README marks its app-service lines");
-    let end = readme.find("<!-- /app-service -->").expect("README closes them");
+    let readme = std::fs::read_to_string(crate::support::repo_path("docs/api.md")).expect("docs/api.md");
+    let start = readme.find("<!-- app-service -->").expect("docs/api.md marks its app-service lines");
+    let end = readme.find("<!-- /app-service -->").expect("docs/api.md closes them");
     let mut commands = Vec::new();
     let mut current = String::new();
     for line in readme[start..end].lines().map(str::trim_end) {
@@ -292,7 +292,7 @@ fn readme_curl_commands() -> Vec<String> {
 }
 
 #[tokio::test]
-async fn readmes_curl_lines_send_an_email_and_a_webhook_a_receiver_verifies() {
+async fn the_api_pages_curl_lines_send_an_email_and_a_webhook_a_receiver_verifies() {
     let (receiver, port) = Receiver::start(Mode::Up).await;
     let smtp = SmtpServer::start().await;
     let app = TestApp::builder()
@@ -307,7 +307,7 @@ async fn readmes_curl_lines_send_an_email_and_a_webhook_a_receiver_verifies() {
     let mut answers: Vec<Value> = Vec::new();
     let (mut job, mut endpoint) = (String::new(), String::new());
     for command in commands {
-        // The README's placeholders, filled with what the earlier answers gave.
+        // The page's placeholders, filled with what the earlier answers gave.
         let command = command.replace("https://hooks.customer.example/ballast", &format!("http://127.0.0.1:{port}/hook")).replace("01J…", &job).replace("0193…", &endpoint);
         let out = tokio::process::Command::new("bash")
             .arg("-c")

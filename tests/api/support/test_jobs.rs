@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use ballast::jobs::{Job, JobContext, JobError, JobReport, Registry};
+use ballast::jobs::{Job, JobContext, JobError, JobReport};
+use ballast::state::{AppState, Registry};
 use redis::AsyncCommands;
 use serde::Deserialize;
 
@@ -58,7 +59,8 @@ impl Job for Flaky {
     const KIND: &'static str = "test.flaky";
     type Args = FlakyArgs;
     type Report = JobReport;
-    async fn run(&self, args: FlakyArgs, ctx: JobContext) -> Result<JobReport, JobError> {
+    type Deps = AppState;
+    async fn run(&self, args: FlakyArgs, ctx: JobContext<AppState>) -> Result<JobReport, JobError> {
         let mut conn = ctx.state.redis.clone();
         let exists: bool = conn.exists(&args.fail_while_key).await?;
         if exists {
@@ -74,7 +76,8 @@ impl Job for Hang {
     const KIND: &'static str = "test.hang";
     type Args = serde_json::Value;
     type Report = JobReport;
-    async fn run(&self, _args: serde_json::Value, _ctx: JobContext) -> Result<JobReport, JobError> {
+    type Deps = ();
+    async fn run(&self, _args: serde_json::Value, _ctx: JobContext<()>) -> Result<JobReport, JobError> {
         std::future::pending::<()>().await;
         Ok(serde_json::Value::Null)
     }
@@ -91,7 +94,8 @@ impl Job for Slow {
     const KIND: &'static str = "test.slow";
     type Args = SlowArgs;
     type Report = JobReport;
-    async fn run(&self, args: SlowArgs, _ctx: JobContext) -> Result<JobReport, JobError> {
+    type Deps = ();
+    async fn run(&self, args: SlowArgs, _ctx: JobContext<()>) -> Result<JobReport, JobError> {
         // Simulated work, not synchronisation: the test waits on run events.
         tokio::time::sleep(Duration::from_millis(args.ms)).await;
         Ok(serde_json::json!({"slept_ms": args.ms}))

@@ -1,0 +1,83 @@
+//! The documentation held against the product: docs/api.md names exactly the routes that
+//! `GET /openapi.json` describes; README stays a front door (under 300 lines) with its
+//! reference in docs/; every page of docs/ is in the index; every relative link resolves.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ballast::app::Role;
+
+use crate::support::{TestApp, repo_path};
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Every "`METHOD /path`" a page names (a query string dropped).
+fn routes_named(page: &str) -> BTreeSet<String> {
+    page.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|span| {
+            let (method, path) = span.split_once(' ')?;
+            (METHODS.contains(&method) && path.starts_with('/')).then(|| format!("{method} {}", path.split('?').next().unwrap_or(path)))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_api_page_names_exactly_the_routes_openapi_json_describes() {
+    let app = TestApp::builder().roles(&[Role::Api]).spawn().await;
+    let doc: serde_json::Value = app.http.get(app.url("/openapi.json")).send().await.expect("GET /openapi.json").json().await.expect("json");
+    let described: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().into_iter().flat_map(|o| o.keys()).map(move |m| format!("{} {path}", m.to_uppercase())))
+        .filter(|r| METHODS.iter().any(|m| r.starts_with(m)))
+        .collect();
+    assert!(described.len() >= 10, "{described:?}");
+    let page = std::fs::read_to_string(repo_path("docs/api.md")).expect("docs/api.md");
+    let named = routes_named(&page);
+    let missing: Vec<_> = described.difference(&named).collect();
+    let unknown: Vec<_> = named.difference(&described).collect();
+    assert!(missing.is_empty(), "routes /openapi.json describes that docs/api.md does not name: {missing:?}");
+    assert!(unknown.is_empty(), "routes docs/api.md names that /openapi.json does not describe: {unknown:?}");
+}
+
+/// The relative links of a Markdown file (`[text](target)`, anchors dropped).
+fn relative_links(text: &str) -> Vec<String> {
+    text.match_indices("](")
+        .filter_map(|(at, _)| {
+            let rest = &text[at + 2..];
+            let target = &rest[..rest.find(')')?];
+            let target = target.split('#').next().unwrap_or_default();
+            (!target.is_empty() && !target.contains("://") && !target.starts_with("mailto:")).then(|| target.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn readme_is_a_front_door_and_every_docs_page_is_indexed_and_linked_right() {
+    let readme = std::fs::read_to_string(repo_path("README.md")).expect("README.md");
+    assert!(readme.lines().count() < 300, "README.md has {} lines: move reference into docs/", readme.lines().count());
+    let index = std::fs::read_to_string(repo_path("docs/README.md")).expect("docs/README.md");
+    let mut pages = Vec::new();
+    for entry in std::fs::read_dir(repo_path("docs")).expect("docs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    for page in &pages {
+        let name = page.file_name().and_then(|n| n.to_str()).expect("name");
+        if name != "README.md" {
+            assert!(index.contains(&format!("]({name})")), "docs/{name} is not in docs/README.md's index");
+        }
+    }
+    for file in pages.iter().cloned().chain([repo_path("README.md")]) {
+        let text = std::fs::read_to_string(&file).expect("read");
+        let dir = file.parent().expect("folder");
+        for link in relative_links(&text) {
+            assert!(Path::new(dir).join(&link).exists(), "{}: the link {link} leads nowhere", file.display());
+        }
+    }
+}
