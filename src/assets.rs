@@ -1,5 +1,5 @@
 //! What the binary carries with it: the job catalogue (jobs/), the runbook pages (runbooks/)
-//! and the reviewed configuration files of deploy/, compiled in, so `ballast` works from any
+//! and the reviewed policy files of policy/ and the load-test levels of deploy/, compiled in, so `ballast` works from any
 //! directory and in a container without the repository. A setting naming a file or folder
 //! (`BALLAST_JOBS_DIR`, `BALLAST_PLANS_FILE`, …) replaces the compiled-in copy.
 
@@ -49,14 +49,14 @@ impl From<&Path> for ConfigFile {
     }
 }
 
-/// The plan catalogue shipped in deploy/plans.toml.
-pub const PLANS: ConfigFile = ConfigFile::Builtin("deploy/plans.toml", include_str!("../deploy/plans.toml"));
-/// The dunning policy shipped in deploy/dunning.toml.
-pub const DUNNING: ConfigFile = ConfigFile::Builtin("deploy/dunning.toml", include_str!("../deploy/dunning.toml"));
-/// The SLO definitions shipped in deploy/slos.toml.
-pub const SLOS: ConfigFile = ConfigFile::Builtin("deploy/slos.toml", include_str!("../deploy/slos.toml"));
-/// The rate-limit policy shipped in deploy/limits.toml.
-pub const LIMITS: ConfigFile = ConfigFile::Builtin("deploy/limits.toml", include_str!("../deploy/limits.toml"));
+/// The plan catalogue shipped in policy/plans.toml.
+pub const PLANS: ConfigFile = ConfigFile::Builtin("policy/plans.toml", include_str!("../policy/plans.toml"));
+/// The dunning policy shipped in policy/dunning.toml.
+pub const DUNNING: ConfigFile = ConfigFile::Builtin("policy/dunning.toml", include_str!("../policy/dunning.toml"));
+/// The SLO definitions shipped in policy/slos.toml.
+pub const SLOS: ConfigFile = ConfigFile::Builtin("policy/slos.toml", include_str!("../policy/slos.toml"));
+/// The rate-limit policy shipped in policy/limits.toml.
+pub const LIMITS: ConfigFile = ConfigFile::Builtin("policy/limits.toml", include_str!("../policy/limits.toml"));
 /// The load-test levels shipped in deploy/loadtest.toml.
 pub const LOADTEST: ConfigFile = ConfigFile::Builtin("deploy/loadtest.toml", include_str!("../deploy/loadtest.toml"));
 
@@ -137,6 +137,6 @@ mod tests {
         assert_eq!(jobs.len(), on_disk);
         assert!(jobs.iter().any(|(p, t)| p.ends_with("noop.toml") && t.contains("noop")));
         assert!(runbooks().files("md").expect("runbooks").iter().any(|(p, _)| p.ends_with("site-down.md")));
-        assert_eq!(PLANS.read().expect("plans"), std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/plans.toml")).expect("file"));
+        assert_eq!(PLANS.read().expect("plans"), std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/plans.toml")).expect("file"));
     }
 }

@@ -2,7 +2,7 @@
 //! operator action and admin job writes one row through this module, in the caller's
 //! connection or transaction (so an action and its audit row commit together).
 
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// How an audited action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{Cache, CacheError};
 use crate::db::SystemPool;
-use crate::domain::TenantId;
-use crate::keys::FEATURE_FLAGS;
+use crate::newtypes::TenantId;
+use crate::redis_keys::FEATURE_FLAGS;
 
 /// A flag change that was refused or failed.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ pub mod billing;
 /// The stale-while-revalidate cache reader, the warm job and the key reshape.
 pub mod cache;
 /// The job catalogue in jobs/.
-pub mod catalogue;
+pub mod job_catalogue;
 /// The clock intake decisions use (manual in tests).
 pub mod clock;
 /// Typed settings.
@@ -37,7 +37,7 @@ pub mod devstripe;
 /// A mail catcher for tests and for trying Ballast without a mail server (`ballast dev mail`).
 pub mod devmail;
 /// Newtypes for ids.
-pub mod domain;
+pub mod newtypes;
 /// Dunning: the policy, cases and the daily run.
 pub mod dunning;
 /// Transactional email: outbox, templates, SMTP.
@@ -53,7 +53,7 @@ pub mod metrics;
 /// Job kinds and their registry.
 pub mod jobs;
 /// The Redis key registry.
-pub mod keys;
+pub mod redis_keys;
 /// The job runtime on apalis.
 pub mod queue;
 /// Rate limits of the intake.

@@ -2,7 +2,7 @@
 //! once. Both variants multiplex commands over shared connections and reconnect by themselves;
 //! the cluster variant routes each command (and each script, by its first key) to the master
 //! owning the slot, which is why every command and script is given keys that share a hash slot
-//! (see keys.rs). Commands that no key routes (SCAN) go to every master explicitly.
+//! (see redis_keys.rs). Commands that no key routes (SCAN) go to every master explicitly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,8 +211,8 @@ impl ConnectionLike for RedisConn {
 mod tests {
     use redis::cluster_routing::Slot;
 
-    use crate::domain::TenantId;
-    use crate::keys::Keys;
+    use crate::newtypes::TenantId;
+    use crate::redis_keys::RedisKeys;
 
     fn all_one_slot(keys: &[String]) -> bool {
         keys.iter().all(|k| Slot::for_key(k) == Slot::for_key(&keys[0]))
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn what_one_script_touches_shares_a_slot_and_queues_and_tenants_spread() {
-        let keys = Keys::new("ballast", true);
+        let keys = RedisKeys::new("ballast", true);
         let queue_keys = |queue: &str| {
             let config = apalis_redis::Config::default().queue(keys.queue(queue));
             vec![
@@ -228,7 +228,7 @@ mod tests {
                 config.job_data_hash(),
                 config.scheduled_jobs_set(),
                 config.workers_set(),
-                Keys::queue_inflight(&config.inflight_jobs_set(), "worker-1"),
+                RedisKeys::queue_inflight(&config.inflight_jobs_set(), "worker-1"),
                 config.idempotency_key_set() + ":some-key",
                 keys.queue_epoch(queue),
             ]
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn one_redis_keeps_the_names_earlier_builds_wrote() {
-        let keys = Keys::new("ballast", false);
+        let keys = RedisKeys::new("ballast", false);
         assert_eq!(apalis_redis::Config::default().queue(keys.queue("stripe.event")).active_jobs_list(), "ballast.stripe.event:active");
         assert_eq!(keys.plan_catalogue(), "ballast:plans:v1");
         assert_eq!(keys.ratelimit_window("key", "k1"), "ballast:rl:win:key:k1");

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use crate::redis_conn::RedisConn;
 use secrecy::ExposeSecret;
 
-use crate::catalogue::{Catalogue, CatalogueError};
+use crate::job_catalogue::{JobCatalogue, JobCatalogueError};
 use crate::config::Settings;
 use crate::db::{self, DbError, SystemPool, TenantPool};
-use crate::keys::Keys;
+use crate::redis_keys::RedisKeys;
 use crate::jobs::deps::{self, Provides};
 use crate::queue::JobQueue;
 
@@ -27,7 +27,7 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     /// The job catalogue.
     #[error(transparent)]
-    Catalogue(#[from] CatalogueError),
+    JobCatalogue(#[from] JobCatalogueError),
     /// The listen address.
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
@@ -77,7 +77,7 @@ pub struct AppState {
     /// Redis client, for dedicated connections (pub/sub).
     pub redis_client: redis::Client,
     /// The key registry.
-    pub keys: Keys,
+    pub keys: RedisKeys,
     /// The job queue.
     pub queue: JobQueue,
     /// The Stripe API.
@@ -118,10 +118,10 @@ impl AppState {
     /// Connects (lazily: a member starts while PostgreSQL or Redis is down, and /readyz says so)
     /// and loads the catalogue. Handlers are checked against it where jobs run (the worker role).
     pub fn build(settings: Settings) -> Result<Self, StartError> {
-        let catalogue = Catalogue::load(&settings.jobs_dir)?;
+        let catalogue = JobCatalogue::load(&settings.jobs_dir)?;
         let (tenant_pool, system_pool) = db::pools(&settings)?;
         let (redis, redis_client) = RedisConn::open(settings.redis_url.expose_secret(), settings.redis_cluster)?;
-        let keys = Keys::new(&settings.redis_namespace, settings.redis_cluster);
+        let keys = RedisKeys::new(&settings.redis_namespace, settings.redis_cluster);
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
         crate::stripe::client::StripeApi::check_version(&settings.stripe_api_version)?;

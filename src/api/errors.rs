@@ -82,18 +82,18 @@ pub fn cleaned(message: &str) -> String {
         let after = &rest[open + 1..];
         match after.find(quote) {
             Some(close) => {
-                out.push_str(&crate::domain::truncated(&after[..close], MAX_ECHO));
+                out.push_str(&crate::newtypes::truncated(&after[..close], MAX_ECHO));
                 out.push(quote);
                 rest = &after[close + 1..];
             }
             None => {
-                out.push_str(&crate::domain::truncated(after, MAX_ECHO));
+                out.push_str(&crate::newtypes::truncated(after, MAX_ECHO));
                 rest = "";
             }
         }
     }
     out.push_str(&words(rest));
-    crate::domain::truncated(&out, 4 * MAX_ECHO).into_owned()
+    crate::newtypes::truncated(&out, 4 * MAX_ECHO).into_owned()
 }
 
 /// Unquoted text with serde's type names put in a client's terms.
@@ -114,7 +114,7 @@ fn words(text: &str) -> String {
                 out.push_str(&tail);
             }
             // A long unquoted word is input too (serde names the path of the field at fault).
-            other => out.push_str(&crate::domain::truncated(other, MAX_ECHO)),
+            other => out.push_str(&crate::newtypes::truncated(other, MAX_ECHO)),
         }
     }
     out

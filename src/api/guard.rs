@@ -20,7 +20,7 @@ use super::errors::ApiError;
 use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 use crate::auth::{self, AuthError, Principal};
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::ratelimit::{Limit, PolicyName, Request as LimitRequest, Subject, Verdict, WindowState};
 
 /// Who called a service-key route.

@@ -96,7 +96,7 @@ async fn create(
     req.tenant = Some(caller.tenant);
     req.idempotency_key = idempotency_key.map(|k| format!("tenant:{}:{k}", caller.tenant));
     // Its status row first, so the worker always finds it (GET /v1/jobs/{id}).
-    let id = crate::domain::JobId::new();
+    let id = crate::newtypes::JobId::new();
     req.id = Some(id.clone());
     req.tracked = true;
     let unavailable = |e: &dyn std::fmt::Display| {

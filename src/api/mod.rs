@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
-pub mod catalogue;
+pub mod plans;
 pub mod client;
 pub mod entitlements;
 pub mod errors;
@@ -27,7 +27,7 @@ pub mod slo;
 pub mod tenants;
 pub mod usage;
 pub mod webhook_endpoints;
-pub mod webhooks;
+pub mod stripe_webhooks;
 
 pub use errors::ApiError;
 pub use route::{Auth, RouteSpec};
@@ -36,15 +36,16 @@ pub use route::{Auth, RouteSpec};
 fn routes_with_handlers(registry: &crate::state::Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let mut all = Vec::new();
     all.extend(health::routes());
-    all.extend(webhooks::routes());
+    all.extend(stripe_webhooks::routes());
     all.extend(entitlements::routes());
-    all.extend(catalogue::routes());
+    all.extend(plans::routes());
     all.extend(jobs::routes(registry));
     all.extend(usage::routes());
     all.extend(slo::routes());
     all.extend(tenants::routes());
     all.extend(webhook_endpoints::routes());
-    all.extend(openapi::routes());
+    let served: Vec<RouteSpec> = all.iter().map(|(spec, _)| spec.clone()).collect();
+    all.extend(openapi::routes(&served));
     all
 }
 

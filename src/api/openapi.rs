@@ -3,8 +3,6 @@
 //! route's bodies, described below. A unit test holds the two lists together: every served
 //! route is described, and nothing is described that is not served.
 
-use std::sync::OnceLock;
-
 use axum::Json;
 use axum::http::Method;
 use axum::routing::{MethodRouter, get};
@@ -13,14 +11,14 @@ use serde_json::{Value, json};
 use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 
-/// The description's own route (anonymous, limited per client IP like the plan catalogue).
-pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
-    vec![(RouteSpec::new(Method::GET, "/openapi.json", Auth::None).limited(), get(serve))]
-}
-
-async fn serve() -> Json<Value> {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    Json(DOC.get_or_init(|| document(&super::routes())).clone())
+/// The description's own route (anonymous, limited per client IP like the plan catalogue),
+/// describing `served` (every other route of the router) and itself. The document is built
+/// once, with the router.
+pub fn routes(served: &[RouteSpec]) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let own = RouteSpec::new(Method::GET, "/openapi.json", Auth::None).limited();
+    let all: Vec<RouteSpec> = served.iter().cloned().chain([own.clone()]).collect();
+    let doc = std::sync::Arc::new(document(&all));
+    vec![(own, get(move || std::future::ready(Json(Value::clone(&doc)))))]
 }
 
 /// What one route takes and answers.

@@ -15,7 +15,7 @@ use super::errors::{ApiError, MAX_ECHO};
 use super::guard::ServiceCaller;
 use super::route::{Auth, RouteSpec};
 use crate::auth::Scope;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::state::AppState;
 use crate::stripe::client::StripeApiError;
 use crate::tenants::provision::{self, NewTenant, TenantChange};

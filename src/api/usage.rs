@@ -14,7 +14,7 @@ use super::errors::ApiError;
 use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 use crate::auth::Scope;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::email::{self, NewEmail, Template};
 use crate::usage::{self, UsageError};
 

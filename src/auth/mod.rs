@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::db::SystemPool;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// What a key may do. Each route that takes a key names the one scope it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

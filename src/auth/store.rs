@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Scope;
 use crate::db::SystemPool;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Errors of key management.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{BenchError, Progress};
 use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::state::Registry;
 use crate::queue::JobQueue;
 use crate::queue::worker::WorkerOptions;

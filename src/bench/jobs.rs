@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{BenchError, Progress};
 use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
-use crate::domain::JobKind;
+use crate::newtypes::JobKind;
 use crate::state::Registry;
 use crate::queue::worker::{JobObserver, RunOutcome, WorkerOptions};
 use crate::queue::{EnqueueRequest, JobEnvelope, JobQueue};

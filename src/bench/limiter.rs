@@ -13,7 +13,7 @@ use super::BenchError;
 use crate::app::{AppState, Member, Role};
 use crate::auth::{Scope, store};
 use crate::config::Settings;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::state::Registry;
 use crate::queue::worker::WorkerOptions;
 use crate::ratelimit::Window;

@@ -24,7 +24,7 @@ use redis::AsyncCommands;
 use tokio::sync::Notify;
 
 use crate::app::StartError;
-use crate::keys::Keys;
+use crate::redis_keys::RedisKeys;
 use crate::queue::QueueError;
 
 /// Errors of a benchmark.
@@ -127,7 +127,7 @@ pub(crate) fn p50_p99_ms(h: &Histogram<u64>) -> (f64, f64) {
 }
 
 /// Deletes every key under a namespace, in SCAN batches (never KEYS).
-pub async fn delete_namespace(conn: &crate::redis_conn::RedisConn, keys: &Keys) -> Result<u64, redis::RedisError> {
+pub async fn delete_namespace(conn: &crate::redis_conn::RedisConn, keys: &RedisKeys) -> Result<u64, redis::RedisError> {
     let mut deleted = 0u64;
     for pattern in keys.deployment_patterns() {
         let found = conn.scan(&pattern).await?;

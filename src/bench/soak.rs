@@ -34,7 +34,7 @@ use super::BenchError;
 use crate::state::AppState;
 use crate::auth::Scope;
 use crate::config::Settings;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::stripe::signature;
 
 /// Tables whose size a soak watches: the inbox and what jobs write per event or per minute.

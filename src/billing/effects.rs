@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// What an effect is about. The stored spelling is [`EffectKind::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

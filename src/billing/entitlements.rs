@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use super::plans::{Grant, Plans};
 use crate::cache::{Cache, CacheError};
 use crate::db::{DbError, SystemPool, TenantPool};
-use crate::domain::TenantId;
-use crate::keys::TENANT_ENTITLEMENTS;
+use crate::newtypes::TenantId;
+use crate::redis_keys::TENANT_ENTITLEMENTS;
 
 /// What one subscription grants.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,5 +3,5 @@
 pub mod effects;
 pub mod entitlements;
 pub mod plans;
-pub mod public_catalogue;
+pub mod public_plans;
 pub mod warm;

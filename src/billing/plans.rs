@@ -1,4 +1,4 @@
-//! The plan catalogue (deploy/plans.toml): which Stripe prices and products belong to which
+//! The plan catalogue (policy/plans.toml): which Stripe prices and products belong to which
 //! plan, and what each plan grants — a feature switched on, or on with a limit.
 
 use std::collections::BTreeMap;

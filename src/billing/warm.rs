@@ -11,8 +11,8 @@ use crate::billing::plans::Plans;
 use crate::cache::Cache;
 use crate::cache::warm::{FillCount, WarmError};
 use crate::db::SystemPool;
-use crate::domain::TenantId;
-use crate::keys::{FEATURE_FLAGS, PLAN_CATALOGUE, TENANT_ENTITLEMENTS};
+use crate::newtypes::TenantId;
+use crate::redis_keys::{FEATURE_FLAGS, PLAN_CATALOGUE, TENANT_ENTITLEMENTS};
 use crate::stripe::client::StripeApi;
 
 /// Tenants per batch: one entitlement query and two pipelines each.
@@ -71,7 +71,7 @@ pub async fn run(from: WarmSources<'_>) -> Result<WarmReport, WarmError> {
     let (plans, stripe) = (from.plans.clone(), from.stripe.clone());
     let catalogue = cache
         .fill_batch(&PLAN_CATALOGUE, vec![((), keys.plan_catalogue())], |_| async move {
-            crate::billing::public_catalogue::load(&plans, &stripe).await.map(|c| HashMap::from([((), c)]))
+            crate::billing::public_plans::load(&plans, &stripe).await.map(|c| HashMap::from([((), c)]))
         })
         .await;
     report.catalogue = report.settle(catalogue);

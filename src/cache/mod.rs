@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::keys::{KeySpec, Keys};
+use crate::redis_keys::{KeySpec, RedisKeys};
 
 /// A cached value that could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +119,7 @@ struct Envelope<T> {
 #[derive(Clone)]
 pub struct Cache {
     redis: RedisConn,
-    keys: Keys,
+    keys: RedisKeys,
     /// The clock deadlines are read on (manual in tests).
     pub clock: Clock,
     options: CacheOptions,
@@ -144,7 +144,7 @@ fn ms(d: Option<Duration>) -> i64 {
 
 impl Cache {
     /// A reader over `redis`.
-    pub fn new(redis: RedisConn, keys: Keys, clock: Clock, options: CacheOptions) -> Self {
+    pub fn new(redis: RedisConn, keys: RedisKeys, clock: Clock, options: CacheOptions) -> Self {
         Self {
             redis,
             keys,
@@ -159,7 +159,7 @@ impl Cache {
     }
 
     /// The key registry this cache builds lock keys with.
-    pub fn keys(&self) -> &Keys {
+    pub fn keys(&self) -> &RedisKeys {
         &self.keys
     }
 

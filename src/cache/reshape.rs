@@ -1,5 +1,5 @@
 //! `cache.reshape`, the after-deploy key reshape. A change to a cached value's format bumps
-//! its `shape` in src/keys.rs, so new members read and write new keys while old members,
+//! its `shape` in src/redis_keys.rs, so new members read and write new keys while old members,
 //! during the rollout, still read theirs. Once every member runs the new code this job warms
 //! the new keys and then removes every other version with SCAN in batches (UNLINK, never
 //! KEYS). Without `execute` it only counts.
@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::Cache;
-use crate::keys::{CachedFamily, Keys};
+use crate::redis_keys::{CachedFamily, RedisKeys};
 
 /// Keys per SCAN step and per UNLINK.
 const SCAN_BATCH: usize = 500;
@@ -62,7 +62,7 @@ pub async fn run(cache: &Cache, redis: &crate::redis_conn::RedisConn, execute: b
 }
 
 /// Keys of the current shape (a second SCAN, so the count is after any deletion).
-async fn current_keys(redis: &crate::redis_conn::RedisConn, keys: &Keys, family: CachedFamily) -> Result<u64, redis::RedisError> {
+async fn current_keys(redis: &crate::redis_conn::RedisConn, keys: &RedisKeys, family: CachedFamily) -> Result<u64, redis::RedisError> {
     let found = redis.scan(&keys.cache_versions(family)).await?;
     Ok(found.iter().filter(|k| keys.cache_version_of(family, k) == Some(family.spec().shape)).count() as u64)
 }

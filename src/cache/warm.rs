@@ -10,7 +10,7 @@ use std::hash::Hash;
 use serde::Serialize;
 
 use super::Cache;
-use crate::keys::KeySpec;
+use crate::redis_keys::KeySpec;
 
 /// A warm that stopped.
 #[derive(Debug, thiserror::Error)]

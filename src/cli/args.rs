@@ -28,7 +28,7 @@ pub(super) fn parse_instant(raw: &str) -> anyhow::Result<chrono::DateTime<chrono
 /// A tenant named by its id or by your app's external id.
 pub(super) async fn resolve_tenant(pool: &ballast::db::SystemPool, named: &str) -> anyhow::Result<ballast::tenants::Tenant> {
     let by_id = match named.parse::<uuid::Uuid>() {
-        Ok(id) => ballast::tenants::get(pool, ballast::domain::TenantId(id)).await?,
+        Ok(id) => ballast::tenants::get(pool, ballast::newtypes::TenantId(id)).await?,
         Err(_) => None,
     };
     let found = match by_id {

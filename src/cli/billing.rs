@@ -1,7 +1,7 @@
 //! `ballast dunning` and `ballast usage`: the daily dunning run and the usage flush, by hand.
 
 use ballast::config::Settings;
-use ballast::domain::TenantId;
+use ballast::newtypes::TenantId;
 use ballast::state::AppState;
 use clap::Subcommand;
 

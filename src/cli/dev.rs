@@ -74,7 +74,7 @@ pub(super) enum DevStripeCommand {
         /// The customer: its id (cus_…), or its tenant's id or external id.
         #[arg(long)]
         customer: String,
-        /// The price: price_starter_monthly or price_pro_monthly (deploy/plans.toml).
+        /// The price: price_starter_monthly or price_pro_monthly (policy/plans.toml).
         #[arg(long, default_value = "price_starter_monthly")]
         price: String,
         /// A free trial of this many days (1 to 730).
@@ -265,7 +265,7 @@ async fn taken_in(settings: &Settings, answer: &Value, no_wait: bool) -> anyhow:
     loop {
         let mut pending = 0;
         for id in &ids {
-            let row = ballast::stripe::inbox::load(&system, &ballast::domain::EventId(id.clone())).await?;
+            let row = ballast::stripe::inbox::load(&system, &ballast::newtypes::EventId(id.clone())).await?;
             if !row.is_some_and(|r| r.status().is_done()) {
                 pending += 1;
             }
@@ -274,7 +274,7 @@ async fn taken_in(settings: &Settings, answer: &Value, no_wait: bool) -> anyhow:
             return Ok(true);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("{pending} of {} events are not applied after {} s: `ballast webhooks list --status failed` shows why", ids.len(), TAKE_IN_WAIT.as_secs());
+            bail!("{pending} of {} events are not applied after {} s: `ballast stripe-events list --status failed` shows why", ids.len(), TAKE_IN_WAIT.as_secs());
         }
         tokio::time::sleep(pause).await;
     }

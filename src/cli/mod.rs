@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use ballast::app::{self, AppState, Member};
 use ballast::config::Settings;
-use ballast::domain::TenantId;
+use ballast::newtypes::TenantId;
 use ballast::state::Registry;
 use ballast::queue::worker::WorkerOptions;
 use ballast::queue::EnqueueRequest;
@@ -20,14 +20,14 @@ mod dev;
 mod emails;
 mod flags;
 mod jobs;
-mod keys;
+mod api_keys;
 mod limits;
 mod loadtest;
 mod render;
 mod runbook;
 mod slo;
 mod tenants;
-mod webhooks;
+mod stripe_events;
 
 use args::parse_instant;
 use bench::BenchCommand;
@@ -37,13 +37,13 @@ use dev::DevCommand;
 use emails::EmailsCommand;
 use flags::FlagsCommand;
 use jobs::JobsCommand;
-use keys::KeysCommand;
+use api_keys::KeysCommand;
 use limits::LimitsCommand;
 use loadtest::{LoadtestArgs, LoadtestCommand};
 use runbook::RunbookCommand;
 use slo::SloCommand;
 use tenants::TenantsCommand;
-use webhooks::WebhooksCommand;
+use stripe_events::StripeEventsCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,9 +68,6 @@ pub(crate) struct Cli {
     command: Command,
 }
 
-/// Exit status of a report that ran and found something failing (a dependency down, an object
-/// Stripe would not return, an alert firing), so a script or cron notices. 1 is an error.
-pub(crate) const FOUND_FAILING: u8 = 3;
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -121,17 +118,24 @@ enum Command {
         #[command(subcommand)]
         command: TenantsCommand,
     },
-    /// Stripe webhooks received: list them by status, type or tenant; show what one did.
+    /// Stripe events the webhook intake received: list them by status, type or tenant; show
+    /// what one did. (Outbound webhooks are the app's: `POST /v1/webhook-endpoints`.)
+    StripeEvents {
+        #[command(subcommand)]
+        command: StripeEventsCommand,
+    },
+    /// The former name of `stripe-events`, kept for one release; it warns.
+    #[command(hide = true)]
     Webhooks {
         #[command(subcommand)]
-        command: WebhooksCommand,
+        command: StripeEventsCommand,
     },
     /// Rate limits: temporary overrides (audited, expiring by themselves) and recent blocks.
     Limits {
         #[command(subcommand)]
         command: LimitsCommand,
     },
-    /// Dunning: advance open cases by the policy (deploy/dunning.toml).
+    /// Dunning: advance open cases by the policy (policy/dunning.toml).
     Dunning {
         #[command(subcommand)]
         command: DunningCommand,
@@ -266,14 +270,18 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
                 slo::print_slo_status(&statuses);
             }
             if statuses.iter().any(|s| s.rules.iter().any(|r| r.firing)) {
-                return Ok(ExitCode::from(FOUND_FAILING));
+                return Ok(ExitCode::from(render::FOUND_FAILING));
             }
         }
         Command::Flags { command } => flags::flags(AppState::build(settings)?, command, json).await?,
-        Command::Keys { command } => keys::keys(AppState::build(settings)?, command, json).await?,
+        Command::Keys { command } => api_keys::keys(AppState::build(settings)?, command, json).await?,
         Command::Tenants { command } => tenants::tenants(AppState::build(settings)?, command, json).await?,
         Command::Dev { command } => dev::dev(settings, command, json).await?,
-        Command::Webhooks { command } => webhooks::webhooks(AppState::build(settings)?, command, json).await?,
+        Command::StripeEvents { command } => stripe_events::stripe_events(AppState::build(settings)?, command, json).await?,
+        Command::Webhooks { command } => {
+            eprintln!("ballast: warning: `ballast webhooks` is now `ballast stripe-events`; the old name goes in the next release");
+            stripe_events::stripe_events(AppState::build(settings)?, command, json).await?
+        }
         Command::Limits { command } => limits::limits(AppState::build(settings)?, command, json).await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -301,5 +309,5 @@ async fn probe(settings: &Settings, path: &str, json: bool) -> anyhow::Result<Ex
         let status = status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
         println!("{url}: {status} {}", render::truncate(body.trim(), render::CELL_CHARS * 4));
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(FOUND_FAILING) })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(render::FOUND_FAILING) })
 }

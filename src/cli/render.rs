@@ -4,6 +4,10 @@
 use comfy_table::{Table, presets::NOTHING};
 use serde_json::Value;
 
+/// Exit status of a report that ran and found something failing (a dependency down, an object
+/// Stripe would not return, an alert firing), so a script or cron notices. 1 is an error.
+pub(super) const FOUND_FAILING: u8 = 3;
+
 /// How long one text cell may be before it is cut (the rest is in `--json`).
 pub(super) const CELL_CHARS: usize = 100;
 

@@ -85,7 +85,7 @@ pub(super) fn runbook_params(pairs: &[String]) -> anyhow::Result<serde_json::Val
 
 /// The exit status of a report: 3 when it found something failing.
 fn status_of(report: &serde_json::Value) -> ExitCode {
-    if runs::failing_of(report) > 0 { ExitCode::from(super::FOUND_FAILING) } else { ExitCode::SUCCESS }
+    if runs::failing_of(report) > 0 { ExitCode::from(render::FOUND_FAILING) } else { ExitCode::SUCCESS }
 }
 
 pub(super) async fn runbook(settings: Settings, command: RunbookCommand, json: bool) -> anyhow::Result<ExitCode> {

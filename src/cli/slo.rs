@@ -5,7 +5,7 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum SloCommand {
-    /// Each SLO (deploy/slos.toml) over its window: SLI, error budget left, burn rate of every
+    /// Each SLO (policy/slos.toml) over its window: SLI, error budget left, burn rate of every
     /// window pair (scaled to the window) and the stored alert state. Reads only.
     Status {
         /// Evaluate as of this day or time (2026-12-01 or RFC 3339) instead of now.

@@ -141,7 +141,7 @@ pub struct Settings {
     pub email_from: String,
     /// The dunning policy file.
     pub dunning_file: crate::assets::ConfigFile,
-    /// The rate-limit policy file (`BALLAST_LIMITS_FILE`), else the compiled-in deploy/limits.toml.
+    /// The rate-limit policy file (`BALLAST_LIMITS_FILE`), else the compiled-in policy/limits.toml.
     pub limits_file: crate::assets::ConfigFile,
     /// How long a past_due subscription keeps its plan.
     pub past_due_grace: chrono::Duration,

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::Settings;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Errors at the database edge.
 #[derive(Debug, thiserror::Error)]

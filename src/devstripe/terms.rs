@@ -7,7 +7,7 @@ pub const API_KEY: &str = "sk_test_simulator";
 pub const DAY: i64 = 86_400;
 pub const PERIOD: i64 = 30 * DAY;
 
-/// Prices the simulator sells: (price, product, amount in cents). They match deploy/plans.toml.
+/// Prices the simulator sells: (price, product, amount in cents). They match policy/plans.toml.
 pub const STARTER: (&str, &str, i64) = ("price_starter_monthly", "prod_starter", 2000);
 pub const PRO: (&str, &str, i64) = ("price_pro_monthly", "prod_pro", 5000);
 

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 
 use super::policy::DisputePolicy;
 use crate::billing::effects::Effect;
-use crate::domain::{Money, TenantId};
+use crate::newtypes::{Money, TenantId};
 use crate::slo::notify::{self, OperatorNotice};
 
 /// Statuses after which a dispute is over.

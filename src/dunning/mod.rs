@@ -13,151 +13,27 @@
 //!   step's idempotency key, and recorded in a second one (`steps`): no pooled connection or
 //!   tenant lock is held while Stripe answers.
 
+mod case;
 mod disputes;
 mod handles;
 pub mod policy;
 mod steps;
 
+pub use case::{ActionReport, CaseStatus, DunningError, RunReport};
 pub use handles::{Deps, DunningHandles};
 
+use case::{AfterCommit, Case, remind};
+
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::PgConnection;
 
 pub use policy::{Action, FinalAction, Policy, Step};
 
 use crate::billing::effects::{self, Effect, EffectKind};
 use crate::billing::entitlements;
-use crate::domain::{Money, TenantId};
-use crate::email::{self, NewEmail, Template};
-use crate::stripe::client::StripeApiError;
+use crate::newtypes::{Money, TenantId};
+use crate::email::{self, Template};
 
-/// Errors of a dunning run.
-#[derive(Debug, thiserror::Error)]
-pub enum DunningError {
-    /// PostgreSQL failed.
-    #[error("postgres: {0}")]
-    Db(#[from] sqlx::Error),
-    /// The tenant transaction could not start.
-    #[error(transparent)]
-    Tx(#[from] crate::db::DbError),
-    /// An email could not be written.
-    #[error(transparent)]
-    Email(#[from] email::EmailError),
-    /// Stripe could not be reached (retry later; nothing was recorded for the step).
-    #[error(transparent)]
-    Stripe(#[from] StripeApiError),
-    /// A queue push failed after commit (the outbox sweep re-pushes).
-    #[error(transparent)]
-    Queue(#[from] crate::queue::QueueError),
-}
-
-/// Decline codes that retrying the same card cannot fix (Stripe's "hard declines").
-const HARD_DECLINES: &[&str] = &[
-    "card_not_supported", "currency_not_supported", "do_not_try_again", "fraudulent", "incorrect_number", "invalid_account",
-    "lost_card", "merchant_blacklist", "pickup_card", "restricted_card", "revocation_of_all_authorizations",
-    "revocation_of_authorization", "security_violation", "stolen_card", "stop_payment_order", "transaction_not_allowed",
-];
-
-/// One action taken (or, in a dry run, that would be).
-#[derive(Debug, Clone, Serialize)]
-pub struct ActionReport {
-    /// Tenant.
-    pub tenant: TenantId,
-    /// The case's invoice.
-    pub invoice: String,
-    /// Stage (`retry@3`).
-    pub stage: String,
-    /// What happened.
-    pub outcome: String,
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RunReport {
-    /// The day it acted as of.
-    pub as_of: Option<DateTime<Utc>>,
-    /// Acted; false for a dry run, which wrote and called nothing.
-    pub executed: bool,
-    /// Billing effects consumed.
-    pub effects_consumed: usize,
-    /// Open cases looked at.
-    pub cases: usize,
-    /// Actions.
-    pub actions: Vec<ActionReport>,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct Case {
-    id: uuid::Uuid,
-    tenant_id: uuid::Uuid,
-    invoice_id: String,
-    customer_id: String,
-    subscription_id: Option<String>,
-    opened_at: DateTime<Utc>,
-    hard_decline: bool,
-}
-
-/// What a transaction decided that must happen after it commits.
-#[derive(Default)]
-struct AfterCommit {
-    emails: Vec<uuid::Uuid>,
-    /// Operator notices (disputes) to send.
-    notices: Vec<uuid::Uuid>,
-    entitlements_changed: bool,
-    /// Stripe calls of cases opened in the transaction (the caller makes them).
-    calls: Vec<(Case, steps::StripeCall)>,
-}
-
-impl AfterCommit {
-    fn dispute(&mut self, consumed: disputes::Consumed) {
-        self.notices.extend(consumed.notice);
-        self.entitlements_changed |= consumed.entitlements_changed;
-    }
-
-    async fn run(self, state: &Deps<'_>, tenant: TenantId) -> Result<(), DunningError> {
-        email::push(state.queue, tenant, &self.emails).await?;
-        for id in self.notices {
-            // The row is durable: the SLO evaluation re-queues pending notices every minute.
-            if let Err(e) = crate::slo::notify::push(state.queue, id).await {
-                tracing::warn!(message = "Operator notice recorded; its send not queued yet.", notice = %id, error = %e);
-            }
-        }
-        if self.entitlements_changed {
-            entitlements::invalidate(state.cache, tenant).await;
-        }
-        Ok(())
-    }
-}
-
-
-/// Where a dunning case is (`dunning_cases.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaseStatus {
-    /// Steps are still due.
-    Open,
-    /// The invoice was paid.
-    Recovered,
-    /// The final step canceled the subscription.
-    Canceled,
-    /// A person must look (a cancel refused, or no final action).
-    ManualReview,
-    /// Stripe gave up: the invoice was voided or marked uncollectible.
-    WrittenOff,
-}
-
-impl CaseStatus {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CaseStatus::Open => "open",
-            CaseStatus::Recovered => "recovered",
-            CaseStatus::Canceled => "canceled",
-            CaseStatus::ManualReview => "manual_review",
-            CaseStatus::WrittenOff => "written_off",
-        }
-    }
-}
 
 /// Closes the open (or in review) case of `invoice` as `status`, lifting its restriction;
 /// whether one was closed.
@@ -262,32 +138,6 @@ async fn invoice_email(tx: &mut PgConnection, tenant: TenantId, e: &Effect, key:
 
 async fn customer_of_subscription(tx: &mut PgConnection, sub: &str) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT customer_id FROM subscriptions WHERE id = $1").bind(sub).fetch_optional(tx).await
-}
-
-/// The customer's (email, name), when the mirror knows an email.
-async fn contact(tx: &mut PgConnection, customer: &str) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    let row: Option<(Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT email, name FROM customers WHERE id = $1").bind(customer).fetch_optional(tx).await?;
-    Ok(row.and_then(|(email, name)| email.filter(|e| !e.is_empty()).map(|e| (e, name))))
-}
-
-/// Queues a reminder email to `customer`; false when there is no address to send to.
-async fn remind(
-    tx: &mut PgConnection,
-    tenant: TenantId,
-    customer: &str,
-    dedup_key: &str,
-    template: Template,
-    mut vars: serde_json::Value,
-    after: &mut AfterCommit,
-) -> Result<bool, DunningError> {
-    let Some((to, name)) = contact(tx, customer).await? else { return Ok(false) };
-    vars["name"] = serde_json::json!(name);
-    let new = NewEmail { dedup_key: dedup_key.to_owned(), template, to, vars };
-    if let Some(id) = email::queue(tx, tenant, &new).await? {
-        after.emails.push(id);
-    }
-    Ok(true)
 }
 
 async fn open_case(state: &Deps<'_>, tx: &mut PgConnection, tenant: TenantId, e: &Effect, after: &mut AfterCommit) -> Result<(), DunningError> {

@@ -1,4 +1,4 @@
-//! The dunning policy file (`BALLAST_DUNNING_FILE`, default deploy/dunning.toml).
+//! The dunning policy file (`BALLAST_DUNNING_FILE`, default policy/dunning.toml).
 
 use crate::assets::ConfigFile;
 
@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn the_shipped_policy_is_the_documented_one() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/dunning.toml")).expect("deploy/dunning.toml");
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/dunning.toml")).expect("policy/dunning.toml");
         let p = Policy::parse(&text).expect("parses");
         let stages: Vec<String> = p.steps.iter().map(Step::stage).collect();
         assert_eq!(stages, ["email@0", "retry@1", "retry@3", "retry@5", "retry@7", "email@10", "restrict@14", "final@21"]);

@@ -12,36 +12,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{AfterCommit, Case, CaseStatus, Deps, DunningError, HARD_DECLINES, remind};
-use super::{ActionReport, Action, FinalAction, Step};
+use super::case::{ActionReport, AfterCommit, Case, CaseStatus, DunningError, HARD_DECLINES, Request, StripeCall, remind};
+use super::handles::Deps;
+use super::policy::{Action, FinalAction, Step};
 use crate::billing::entitlements;
-use crate::domain::{Money, TenantId};
+use crate::newtypes::{Money, TenantId};
 use crate::email::{self, Template};
 use crate::stripe::client::StripeApiError;
-
-/// A Stripe call a step decided on.
-#[derive(Debug, Clone)]
-pub(super) struct StripeCall {
-    /// The step (`retry@3`, `final@21`).
-    stage: String,
-    /// What to ask Stripe.
-    request: Request,
-}
-
-#[derive(Debug, Clone)]
-enum Request {
-    /// Pay the case's invoice with the payment method on file.
-    Pay,
-    /// Cancel the subscription (the policy's final action).
-    Cancel(String),
-}
-
-impl StripeCall {
-    /// The idempotency key: the same step of the same case is the same request at Stripe.
-    fn key(&self, case: &Case) -> String {
-        format!("dunning:{}:{}", case.id, self.stage)
-    }
-}
 
 /// Advances one case to `as_of`: each round does what needs no network in one transaction
 /// under the tenant's lock, then makes the one Stripe call it stopped at, outside it.

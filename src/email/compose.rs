@@ -10,7 +10,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
 
 use crate::assets::ConfigDir;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// The payload of `email.send` at intake.
 #[derive(Debug, Clone, Deserialize)]
@@ -146,7 +146,7 @@ pub struct Accepted {
     /// Its outbox row.
     pub outbox_id: uuid::Uuid,
     /// The job that sends it ([`super::job_id`]).
-    pub job_id: crate::domain::JobId,
+    pub job_id: crate::newtypes::JobId,
     /// The idempotency key had been used: this is the first request's email.
     pub duplicate: bool,
 }

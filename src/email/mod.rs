@@ -12,7 +12,7 @@ use minijinja::Environment;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// The job kind that sends one outbox row.
 pub const JOB_KIND: &str = "email.send";
@@ -134,7 +134,7 @@ pub fn message_id(dedup_key: &str) -> String {
 }
 
 /// Money for people: 2000 usd → "USD 20.00", 500 jpy → "JPY 500".
-pub fn money(amount: &crate::domain::Money) -> String {
+pub fn money(amount: &crate::newtypes::Money) -> String {
     amount.to_string()
 }
 
@@ -192,8 +192,8 @@ impl crate::queue::job::JobArgs for SendArgs {
 /// The id of an outbox row's send job: the same whoever pushes it (the writer after commit,
 /// or the sweep after a lost push), so an app following the job (`GET /v1/jobs/{id}`) follows
 /// the one that sends.
-pub fn job_id(outbox_id: uuid::Uuid) -> crate::domain::JobId {
-    crate::domain::JobId(format!("email_{outbox_id}"))
+pub fn job_id(outbox_id: uuid::Uuid) -> crate::newtypes::JobId {
+    crate::newtypes::JobId(format!("email_{outbox_id}"))
 }
 
 /// Queues the send job of outbox rows (after their transaction committed). Idempotent per row.
@@ -243,7 +243,7 @@ mod tests {
             assert!(html.contains("&lt;Ann&gt;") && !html.contains("<Ann>"), "{html}");
             assert_eq!(Template::parse(t.name()), Some(t));
         }
-        assert_eq!(money(&crate::domain::Money::new(2005, "usd")), "USD 20.05");
+        assert_eq!(money(&crate::newtypes::Money::new(2005, "usd")), "USD 20.05");
         assert_eq!(message_id("k"), message_id("k"));
         assert_ne!(message_id("k"), message_id("l"));
     }

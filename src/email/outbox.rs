@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::db::SystemPool;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::queue::{EnqueueRequest, JobQueue, QueueError};
 
 /// Where an outbox row is.

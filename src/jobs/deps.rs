@@ -10,7 +10,7 @@ use crate::billing::plans::Plans;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::db::{SystemPool, TenantPool};
-use crate::keys::Keys;
+use crate::redis_keys::RedisKeys;
 use crate::queue::JobQueue;
 use crate::redis_conn::RedisConn;
 use crate::stripe::client::StripeApi;
@@ -36,7 +36,7 @@ pub struct Usage {
     /// The limit counters.
     pub redis: RedisConn,
     /// Their key names.
-    pub keys: Keys,
+    pub keys: RedisKeys,
     /// Metered limits and meter event names.
     pub plans: Arc<Plans>,
     /// Meter events.
@@ -145,7 +145,7 @@ pub struct Fleet {
     /// Redis.
     pub redis: RedisConn,
     /// Redis key names.
-    pub keys: Keys,
+    pub keys: RedisKeys,
     /// The queues.
     pub queue: JobQueue,
     /// The Stripe API.

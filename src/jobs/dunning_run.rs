@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kind::{JobContext, JobError};
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use super::admin::AdminJob;
 
 /// The job.

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::queue::status::JobStatus;
 use super::kind::{Job, Provides};
 

@@ -29,7 +29,7 @@ pub mod stripe_event;
 pub mod stripe_refetch;
 pub mod usage_flush;
 pub mod webhook_deliver;
-pub mod webhooks_backlog;
+pub mod stripe_webhooks_backlog;
 
 pub use kind::{Job, JobContext, JobError, JobReport, Progress, Provides};
 
@@ -69,7 +69,7 @@ impl<S: StandardDeps> crate::queue::job::Registry<S> {
             .with(slo_evaluate::SloEvaluateJob)
             .with(slo_notify::SloNotifyJob)
             .with(loadtest_run::LoadtestRunJob)
-            .with(admin::Admin(webhooks_backlog::WebhooksBacklogJob))
+            .with(admin::Admin(stripe_webhooks_backlog::WebhooksBacklogJob))
             .with(admin::Admin(scheduler_inspect::SchedulerInspectJob))
             .with(admin::Admin(db_sessions::DbSessionsJob))
             .with(admin::Admin(limits_spike::LimitsSpikeJob))
@@ -93,13 +93,13 @@ mod tests {
     #[test]
     fn every_scheduled_payload_in_jobs_fits_its_handler() {
         let dir = crate::assets::jobs();
-        let catalogue = crate::catalogue::Catalogue::load(&dir).expect("jobs/");
+        let catalogue = crate::job_catalogue::JobCatalogue::load(&dir).expect("jobs/");
         let registry = crate::state::Registry::standard();
         catalogue
             .check_schedule_payloads(|kind, payload| registry.get(kind).map_or(Ok(()), |h| h.check(payload).map_err(|e| e.to_string())))
             .expect("schedule payloads");
         // A payload the handler cannot read is refused, naming the file.
-        let bad = crate::catalogue::Catalogue::load(&dir).expect("jobs/");
+        let bad = crate::job_catalogue::JobCatalogue::load(&dir).expect("jobs/");
         let err = bad
             .check_schedule_payloads(|kind, _| if kind == "slo.evaluate" { Err("unknown field `x`".into()) } else { Ok(()) })
             .expect_err("refused");

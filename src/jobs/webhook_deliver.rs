@@ -61,7 +61,7 @@ impl Intake for WebhookDeliverJob {
         }))
     }
 
-    fn status(&self, state: Outbound, tenant: crate::domain::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {
+    fn status(&self, state: Outbound, tenant: crate::newtypes::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {
         let delivery = messages::delivery_of(id)?;
         Some(async move { crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, delivery).await })
     }

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{Report, StoredRun};
+use super::report::{Report, Statuses, StoredRun};
 
 const SIZE: (u32, u32) = (1000, 700);
 
 /// A line of the answers panel: its label, colour and what it counts.
-type Series = (&'static str, RGBColor, fn(&super::Statuses) -> u64);
+type Series = (&'static str, RGBColor, fn(&Statuses) -> u64);
 
 fn to_text<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
@@ -46,7 +46,7 @@ pub fn run_chart(path: &Path, r: &Report) -> Result<(), String> {
     }
     latency.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(to_text)?;
 
-    let per_second = |f: fn(&super::Statuses) -> u64| r.timeline.iter().map(move |s| (s.second as f64, f(&s.statuses) as f64)).collect::<Vec<_>>();
+    let per_second = |f: fn(&Statuses) -> u64| r.timeline.iter().map(move |s| (s.second as f64, f(&s.statuses) as f64)).collect::<Vec<_>>();
     let mut rate = ChartBuilder::on(&lower)
         .margin(12)
         .x_label_area_size(30)

@@ -30,7 +30,7 @@ pub(super) trait Execute: Send + Sync + 'static {
     /// Runs the job in `data`; Err only when its outcome could not be recorded.
     fn execute(&self, data: &[u8]) -> impl std::future::Future<Output = RunResult> + Send;
 }
-use crate::keys::Keys;
+use crate::redis_keys::RedisKeys;
 
 static FETCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/fetch.lua")));
 static ACK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/ack.lua")));
@@ -65,9 +65,9 @@ impl Names {
             data: config.job_data_hash(),
             scheduled: config.scheduled_jobs_set(),
             workers: config.workers_set(),
-            inflight: Keys::queue_inflight(&inflight_prefix, worker),
+            inflight: RedisKeys::queue_inflight(&inflight_prefix, worker),
             inflight_prefix,
-            channel: Keys::queue_available_channel(config.queue.as_ref()),
+            channel: RedisKeys::queue_available_channel(config.queue.as_ref()),
             worker: worker.to_owned(),
         }
     }
@@ -213,7 +213,7 @@ async fn beat_once(conn: &mut RedisConn, names: &Names, dead_after: Duration) ->
         let n: u64 = RECLAIM
             .key(&names.workers)
             .key(&names.active)
-            .key(Keys::queue_inflight(&names.inflight_prefix, &worker))
+            .key(RedisKeys::queue_inflight(&names.inflight_prefix, &worker))
             .arg(&worker)
             .arg(dead_before)
             .arg(&names.channel)

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{JobEnvelope, JobQueue, QueueError};
 use crate::db::SystemPool;
-use crate::domain::JobId;
+use crate::newtypes::JobId;
 
 /// One dead-lettered job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -57,7 +57,7 @@ pub async fn record(
     .bind(tenant)
     .bind(envelope)
     .bind(attempts as i32)
-    .bind(crate::domain::truncated(error, MAX_ERROR_TEXT).as_ref())
+    .bind(crate::newtypes::truncated(error, MAX_ERROR_TEXT).as_ref())
     .execute(&pool.0)
     .await?;
     Ok(id)

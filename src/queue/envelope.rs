@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{JobId, JobKind, TenantId};
+use crate::newtypes::{JobId, JobKind, TenantId};
 
 /// One queued run of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

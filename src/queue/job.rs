@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::domain::{JobId, TenantId};
+use crate::newtypes::{JobId, TenantId};
 
 /// What a job reports when it finishes: a small JSON summary operators can read.
 pub type JobReport = serde_json::Value;

@@ -12,9 +12,9 @@ use redis::AsyncCommands;
 use crate::redis_conn::RedisConn;
 use tracing::Instrument;
 
-use crate::catalogue::{Catalogue, JobPolicy};
-use crate::domain::{JobId, JobKind, TenantId};
-use crate::keys::Keys;
+use crate::job_catalogue::{JobCatalogue, JobPolicy};
+use crate::newtypes::{JobId, JobKind, TenantId};
+use crate::redis_keys::RedisKeys;
 
 mod consumer;
 pub mod dead;
@@ -71,7 +71,7 @@ pub struct EnqueueRequest {
     pub id: Option<JobId>,
     /// A second enqueue with the same key (within `idempotency_ttl`) is a no-op.
     pub idempotency_key: Option<String>,
-    /// How long the key is remembered; default [`Keys::ENQUEUE_IDEMPOTENCY_TTL`] (7 days).
+    /// How long the key is remembered; default [`RedisKeys::ENQUEUE_IDEMPOTENCY_TTL`] (7 days).
     /// High-volume internal keys use less: each is a Redis key for this long.
     pub idempotency_ttl: Option<Duration>,
     /// Run no earlier than this.
@@ -128,7 +128,7 @@ async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: 
         .key(config.active_jobs_list())
         .key(config.scheduled_jobs_set())
         .arg(Utc::now().timestamp())
-        .arg(Keys::queue_available_channel(config.queue.as_ref()));
+        .arg(RedisKeys::queue_available_channel(config.queue.as_ref()));
     // Each idempotency key is passed as a key (a script touches only what it is given): it
     // hangs from the queue's name, so it shares the queue's hash slot on a cluster.
     let prefix = config.idempotency_key_set();
@@ -171,9 +171,9 @@ pub struct QueueStats {
 /// The producer side of the runtime: enqueue, inspect.
 #[derive(Clone)]
 pub struct JobQueue {
-    keys: Keys,
+    keys: RedisKeys,
     conn: RedisConn,
-    catalogue: Arc<Catalogue>,
+    catalogue: Arc<JobCatalogue>,
     heartbeat: Duration,
 }
 
@@ -185,22 +185,22 @@ impl std::fmt::Debug for JobQueue {
 
 impl JobQueue {
     /// A queue handle on `conn` for the kinds of `catalogue`.
-    pub fn new(keys: Keys, conn: RedisConn, catalogue: Arc<Catalogue>, heartbeat: Duration) -> Self {
+    pub fn new(keys: RedisKeys, conn: RedisConn, catalogue: Arc<JobCatalogue>, heartbeat: Duration) -> Self {
         Self { keys, conn, catalogue, heartbeat }
     }
 
     /// The key registry the queue's names come from.
-    pub fn keys(&self) -> &Keys {
+    pub fn keys(&self) -> &RedisKeys {
         &self.keys
     }
 
     /// The catalogue the queue enforces.
-    pub fn catalogue(&self) -> &Arc<Catalogue> {
+    pub fn catalogue(&self) -> &Arc<JobCatalogue> {
         &self.catalogue
     }
 
     /// The Redis list of `queue`'s ready jobs (what KEDA's Redis scaler watches).
-    pub fn active_list_name(keys: &Keys, queue: &str) -> String {
+    pub fn active_list_name(keys: &RedisKeys, queue: &str) -> String {
         apalis_redis::Config::default().queue(keys.queue(queue)).active_jobs_list()
     }
 
@@ -248,7 +248,7 @@ impl JobQueue {
             last_error: None,
             tracked: req.tracked,
         };
-        let key = req.idempotency_key.map(|k| (k, req.idempotency_ttl.unwrap_or(Keys::ENQUEUE_IDEMPOTENCY_TTL)));
+        let key = req.idempotency_key.map(|k| (k, req.idempotency_ttl.unwrap_or(RedisKeys::ENQUEUE_IDEMPOTENCY_TTL)));
         // A repeated idempotency key answers the job it first queued.
         match self.push(&envelope, req.run_at, key).instrument(span).await? {
             None => Ok(Enqueued { id, duplicate: false }),
@@ -354,7 +354,7 @@ impl JobQueue {
         // re-queues its runs), so this reads O(workers) keys instead of scanning the keyspace.
         let workers: Vec<String> = conn.zrange(config.workers_set(), 0, -1).await?;
         for worker in workers {
-            let n: u64 = conn.scard(Keys::queue_inflight(&config.inflight_jobs_set(), &worker)).await?;
+            let n: u64 = conn.scard(RedisKeys::queue_inflight(&config.inflight_jobs_set(), &worker)).await?;
             running += n;
         }
         let oldest: Option<String> = if listed > 0 {
@@ -394,7 +394,7 @@ impl JobQueue {
                 .key(config.scheduled_jobs_set())
                 .key(config.active_jobs_list())
                 .arg(horizon.timestamp())
-                .arg(Keys::queue_available_channel(config.queue.as_ref()))
+                .arg(RedisKeys::queue_available_channel(config.queue.as_ref()))
                 .invoke_async(&mut conn)
                 .await?;
             moved += n;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::{SystemPool, TenantPool};
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Where a tracked job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -103,7 +103,7 @@ pub async fn record(
     .bind(id)
     .bind(state.as_str())
     .bind(attempt as i32)
-    .bind(error.map(|e| crate::domain::truncated(e, super::dead::MAX_ERROR_TEXT).into_owned()))
+    .bind(error.map(|e| crate::newtypes::truncated(e, super::dead::MAX_ERROR_TEXT).into_owned()))
     .bind(next_attempt_at)
     .bind(finished)
     .execute(&pool.0)

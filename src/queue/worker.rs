@@ -15,7 +15,7 @@ use super::envelope::now_us;
 use super::job::{JobContext, JobError, JobReport, Progress, Registry};
 use super::wake::Wakeups;
 use super::{JobEnvelope, JobQueue, dead};
-use crate::catalogue::JobPolicy;
+use crate::job_catalogue::JobPolicy;
 use crate::db::SystemPool;
 
 /// How a run ended, as observers see it.
@@ -199,7 +199,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                 let raw = serde_json::from_slice::<serde_json::Value>(data)
                     .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(data).into_owned()));
                 let error = format!("malformed job envelope: {e}");
-                tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));
+                tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %crate::newtypes::truncated(&error, dead::MAX_ERROR_TEXT));
                 dead::record(&self.deps.system_pool, "?", self.policy.kind.as_str(), None, &raw, 1, &error).await?;
                 return Ok(());
             }
@@ -273,7 +273,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
             JobError::Retry(error) | JobError::RetryIn(error, _) if envelope.attempt < self.policy.max_attempts => {
                 let next = envelope.attempt + 1;
                 let delay = match &chosen_delay { Some(d) => *d, None => self.policy.backoff.delay(next) };
-                tracing::warn!(message = "Job failed; retrying.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
+                tracing::warn!(message = "Job failed; retrying.", error = %crate::newtypes::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
                 self.requeue(envelope, next, delay, Some(&error)).await?;
                 let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 self.track(envelope, super::status::JobState::Retrying, Some(&error), Some(at)).await;
@@ -284,7 +284,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                     JobError::Retry(msg) | JobError::RetryIn(msg, _) => format!("attempts exhausted ({}): {msg}", envelope.attempt),
                     other => other.to_string(),
                 };
-                tracing::error!(message = "Job dead-lettered.", error = %crate::domain::truncated(&error, dead::MAX_ERROR_TEXT));
+                tracing::error!(message = "Job dead-lettered.", error = %crate::newtypes::truncated(&error, dead::MAX_ERROR_TEXT));
                 let as_json = serde_json::to_value(envelope)?;
                 dead::record(
                     &self.deps.system_pool,
@@ -346,7 +346,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
         let mut next = envelope.clone();
         next.attempt = attempt;
         if let Some(e) = error {
-            next.last_error = Some(crate::domain::truncated(e, dead::MAX_ERROR_TEXT).into_owned());
+            next.last_error = Some(crate::newtypes::truncated(e, dead::MAX_ERROR_TEXT).into_owned());
         }
         next.enqueued_at_us = now_us();
         let run_at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());

@@ -19,8 +19,8 @@ use serde::Serialize;
 pub use policy::{Policies, Window};
 
 use crate::clock::Clock;
-use crate::domain::TenantId;
-use crate::keys::Keys;
+use crate::newtypes::TenantId;
+use crate::redis_keys::RedisKeys;
 
 /// Who a window counts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -163,7 +163,7 @@ pub struct LimiterStats {
 /// The limiter of one fleet member.
 #[derive(Clone)]
 pub struct Limiter {
-    keys: Keys,
+    keys: RedisKeys,
     redis: crate::redis_conn::RedisConn,
     /// The clock windows, bans and overrides are measured on.
     pub clock: Clock,
@@ -195,7 +195,7 @@ pub enum Override {
 
 impl Limiter {
     /// A limiter on `redis` with `policies`.
-    pub fn new(keys: Keys, redis: crate::redis_conn::RedisConn, clock: Clock, policies: Policies) -> Self {
+    pub fn new(keys: RedisKeys, redis: crate::redis_conn::RedisConn, clock: Clock, policies: Policies) -> Self {
         Self {
             keys,
             redis,

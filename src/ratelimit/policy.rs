@@ -1,5 +1,5 @@
 //! Rate-limit policies, from a reviewed TOML file (`BALLAST_LIMITS_FILE`, default
-//! deploy/limits.toml). Every field has a default, so a missing file means the defaults.
+//! policy/limits.toml). Every field has a default, so a missing file means the defaults.
 
 use std::collections::HashMap;
 use crate::assets::ConfigFile;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Errors reading the policy file.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn the_shipped_file_parses_and_defaults_fill_gaps() {
-        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/limits.toml")).expect("deploy/limits.toml");
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy/limits.toml")).expect("policy/limits.toml");
         Policies::parse(&shipped).expect("shipped limits parse");
         let p = Policies::parse("[key]\nlimit = 5\nwindow_secs = 1\n").expect("partial");
         assert_eq!(p.key, Window { limit: 5, window_secs: 1 });

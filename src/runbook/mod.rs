@@ -86,7 +86,7 @@ pub async fn run_here<S: Clone + Send + 'static>(
     progress: Progress,
 ) -> Result<JobReport, JobError> {
     let handler = registry.get(kind).ok_or_else(|| JobError::Cancel(format!("no handler for {kind}")))?;
-    let ctx = JobContext { job_id: crate::domain::JobId::new(), attempt: 1, tenant: None, state: state.clone(), progress };
+    let ctx = JobContext { job_id: crate::newtypes::JobId::new(), attempt: 1, tenant: None, state: state.clone(), progress };
     handler.call(AdminArgs::payload(execute, actor, params), ctx).await
 }
 
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn pages_admin_jobs_and_handlers_hold_together() {
         let pages = pages(&repo("runbooks")).expect("runbooks/");
-        let catalogue = crate::catalogue::Catalogue::load(&repo("jobs")).expect("jobs/");
+        let catalogue = crate::job_catalogue::JobCatalogue::load(&repo("jobs")).expect("jobs/");
         let registry = crate::state::Registry::standard();
         let required = [
             "stripe-webhook-backlog",

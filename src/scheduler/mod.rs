@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalogue::JobPolicy;
+use crate::job_catalogue::JobPolicy;
 use crate::queue::EnqueueRequest;
 
 /// What the scheduler uses: the lease and the last ticks in Redis, the queues it ticks and
@@ -27,7 +27,7 @@ pub struct SchedulerDeps {
     /// The lease and the last ticks.
     pub redis: crate::redis_conn::RedisConn,
     /// Their key names.
-    pub keys: crate::keys::Keys,
+    pub keys: crate::redis_keys::RedisKeys,
     /// Where ticks and sweeps queue jobs (and the catalogue's schedules).
     pub queue: crate::queue::JobQueue,
 }
@@ -38,7 +38,7 @@ const INBOX_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// in Redis; the push at intake is lost only when Redis was down) and marked queued.
 const INBOX_SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
-const LAST_TICK_TTL_SECS: u64 = crate::keys::Keys::SCHEDULER_LAST_TICK_TTL.as_secs();
+const LAST_TICK_TTL_SECS: u64 = crate::redis_keys::RedisKeys::SCHEDULER_LAST_TICK_TTL.as_secs();
 
 /// Redis restarted empty (or failed over to an empty replica) when a queue's epoch key is
 /// gone: every job that queue held is lost, so the durable rows behind the queued work (webhook
@@ -188,7 +188,7 @@ async fn release_lease(state: &SchedulerDeps, member: &str) -> Result<(), redis:
 }
 
 /// The member currently holding the lease, if any.
-pub async fn current_leader(redis: &crate::redis_conn::RedisConn, keys: &crate::keys::Keys) -> Result<Option<String>, redis::RedisError> {
+pub async fn current_leader(redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys) -> Result<Option<String>, redis::RedisError> {
     let mut conn = redis.clone();
     conn.get(keys.scheduler_leader()).await
 }
@@ -227,7 +227,7 @@ async fn tick(state: &SchedulerDeps, policy: &JobPolicy, now: DateTime<Utc>) -> 
     }
     let key = format!("{}@{}", policy.kind, instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let mut req = EnqueueRequest::new(policy.kind.clone(), policy.schedule_payload.clone());
-    req.id = Some(crate::domain::JobId(key.clone()));
+    req.id = Some(crate::newtypes::JobId(key.clone()));
     req.idempotency_key = Some(key);
     let done = state.queue.enqueue(req).await?;
     if done.duplicate {

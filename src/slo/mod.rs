@@ -1,4 +1,4 @@
-//! Service level objectives (deploy/slos.toml), in OpenSLO's terms: an SLI is the ratio of good
+//! Service level objectives (policy/slos.toml), in OpenSLO's terms: an SLI is the ratio of good
 //! to valid events, an objective is a target ratio over a rolling window. Events are counted per
 //! minute ([`record`], and app services through `POST /v1/slo/events`); `slo.evaluate`
 //! ([`evaluate`]) turns the counts into burn rates over multi-window pairs and alerts, and
@@ -302,7 +302,7 @@ mod tests {
         assert!(bad.contains("target"), "{bad}");
         let bad = Slos::parse("[[slo]]\nname = \"a\"\ntarget = 0.9\nwindow = \"7 fortnights\"\nindicator = { kind = \"reported\" }\n").expect_err("window");
         assert!(bad.contains("7 fortnights"), "{bad}");
-        let shipped = Slos::load(&crate::assets::SLOS).expect("deploy/slos.toml");
+        let shipped = Slos::load(&crate::assets::SLOS).expect("policy/slos.toml");
         assert!(shipped.get("intake-latency").is_some() && shipped.get("intake-availability").is_some());
     }
 }

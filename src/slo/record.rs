@@ -69,13 +69,13 @@ impl Recorder {
 
     /// Adds the route counts gathered since the last call to the fleet's per-minute hashes,
     /// and publishes this member's cache counters. Diagnostics: a failed write drops them.
-    pub async fn publish(&self, redis: &crate::redis_conn::RedisConn, keys: &crate::keys::Keys, cache: &crate::cache::CacheStats) -> Result<(), redis::RedisError> {
+    pub async fn publish(&self, redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, cache: &crate::cache::CacheStats) -> Result<(), redis::RedisError> {
         let routes = match self.routes.lock() {
             Ok(mut r) => std::mem::take(&mut *r),
             Err(_) => return Ok(()),
         };
         let mut pipe = redis::pipe();
-        let ttl = i64::try_from(crate::keys::Keys::ROUTE_STATS_TTL.as_secs()).unwrap_or(i64::MAX);
+        let ttl = i64::try_from(crate::redis_keys::RedisKeys::ROUTE_STATS_TTL.as_secs()).unwrap_or(i64::MAX);
         for ((route, minute), (n, us, slow)) in &routes {
             let key = keys.route_stats(*minute);
             pipe.hincr(&key, format!("{route}|n"), *n).ignore();
@@ -92,7 +92,7 @@ impl Recorder {
             ("stale_if_error", cache.stale_if_error),
         ];
         pipe.hset_multiple(&member, &fields).ignore();
-        pipe.expire(&member, i64::try_from(crate::keys::Keys::MEMBER_STATS_TTL.as_secs()).unwrap_or(600)).ignore();
+        pipe.expire(&member, i64::try_from(crate::redis_keys::RedisKeys::MEMBER_STATS_TTL.as_secs()).unwrap_or(600)).ignore();
         let mut conn = redis.clone();
         pipe.query_async::<()>(&mut conn).await
     }

@@ -15,7 +15,7 @@ pub const MAX_ITEMS: usize = 1000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportedMinute {
-    /// An SLO of deploy/slos.toml.
+    /// An SLO of policy/slos.toml.
     pub slo: String,
     /// The minute's start (seconds and below zero).
     pub minute: DateTime<Utc>,
@@ -47,7 +47,7 @@ pub fn validate(items: &[ReportedMinute], slos: &Slos, now: DateTime<Utc>) -> Re
         return bad(0, "events", format!("send 1 to {MAX_ITEMS} items"));
     }
     for (i, it) in items.iter().enumerate() {
-        let Some(slo) = slos.get(&it.slo) else { return bad(i, "slo", format!("no SLO named {:?} in the definitions", crate::domain::truncated(&it.slo, 80))) };
+        let Some(slo) = slos.get(&it.slo) else { return bad(i, "slo", format!("no SLO named {:?} in the definitions", crate::newtypes::truncated(&it.slo, 80))) };
         if it.minute.second() != 0 || it.minute.nanosecond() != 0 {
             return bad(i, "minute", "must be the start of a minute (seconds zero)".into());
         }

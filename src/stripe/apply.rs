@@ -13,7 +13,7 @@
 use tracing::Instrument;
 
 use crate::billing::entitlements;
-use crate::domain::{EventId, TenantId};
+use crate::newtypes::{EventId, TenantId};
 use crate::stripe::event::StripeEvent;
 use crate::stripe::handlers::{self, EventCtx, HandlerError};
 use crate::stripe::inbox::{self, Claim, InboxStatus};

@@ -21,7 +21,7 @@ pub enum EventError {
 #[derive(Debug, Clone)]
 pub struct StripeEvent {
     /// `evt_…`: the inbox's idempotency key.
-    pub id: crate::domain::EventId,
+    pub id: crate::newtypes::EventId,
     /// `invoice.paid`, …
     pub event_type: String,
     /// Stripe's clock when the event happened (unix seconds).
@@ -60,7 +60,7 @@ impl StripeEvent {
             return Err(EventError::NotAnEvent("id or type longer than 255 characters"));
         }
         Ok(Self {
-            id: crate::domain::EventId(id.to_owned()),
+            id: crate::newtypes::EventId(id.to_owned()),
             event_type: event_type.to_owned(),
             created: obj.get("created").and_then(|v| v.as_i64()).unwrap_or(fallback_created),
             livemode: obj.get("livemode").and_then(|v| v.as_bool()).unwrap_or(false),

@@ -7,7 +7,7 @@ use super::client::{ObjectKind, StripeApi, StripeApiError};
 use super::event::{StripeEvent, expandable_id};
 use super::inbox;
 use crate::db::SystemPool;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Routing could not finish.
 #[derive(Debug, thiserror::Error)]

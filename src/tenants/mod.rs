@@ -13,7 +13,7 @@ pub mod view;
 use chrono::{DateTime, Utc};
 
 use crate::db::SystemPool;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::stripe::client::StripeApiError;
 
 /// A tenant's standing, as `tenants.status` stores it.
@@ -148,29 +148,31 @@ pub async fn list(pool: &SystemPool, after: Option<TenantId>, limit: i64) -> Res
 }
 
 /// A new tenant's row, or the one already holding `external_id` (`false`: it existed).
-async fn insert_or_find(conn: &mut sqlx::PgConnection, new: &provision::NewTenant) -> Result<(Tenant, bool), sqlx::Error> {
+async fn insert_or_find(conn: &mut sqlx::PgConnection, external_id: &str, name: &str, billing_email: Option<&str>) -> Result<(Tenant, bool), sqlx::Error> {
     let inserted: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO tenants (id, external_id, name, billing_email) VALUES ($1, $2, $3, $4)
          ON CONFLICT (external_id) DO NOTHING RETURNING {COLUMNS}"
     )))
     .bind(uuid::Uuid::new_v4())
-    .bind(&new.external_id)
-    .bind(&new.name)
-    .bind(&new.billing_email)
+    .bind(external_id)
+    .bind(name)
+    .bind(billing_email)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = inserted {
         return Ok((row.into(), true));
     }
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE external_id = $1")))
-        .bind(&new.external_id)
+        .bind(external_id)
         .fetch_one(&mut *conn)
         .await?;
     Ok((row.into(), false))
 }
 
-/// Binds `customer` to the tenant when it has none; true when this bound it.
-async fn bind_customer(conn: &mut sqlx::PgConnection, tenant: TenantId, customer: &str) -> Result<bool, sqlx::Error> {
+/// Binds `customer` to the tenant when it has none; true when this bound it. The one place
+/// the binding is written: by provisioning, and by a Stripe event whose object names the
+/// tenant (in the event's tenant transaction).
+pub async fn bind_customer(conn: &mut sqlx::PgConnection, tenant: TenantId, customer: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("UPDATE tenants SET stripe_customer_id = $2, updated_at = now() WHERE id = $1 AND stripe_customer_id IS NULL")
         .bind(tenant.0)
         .bind(customer)

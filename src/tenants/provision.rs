@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{Tenant, TenantError, bind_customer, get, insert_or_find, set_details};
 use crate::audit::{self, Outcome};
 use crate::db::SystemPool;
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 use crate::email::{self, NewEmail, Template};
 use crate::queue::JobQueue;
 use crate::stripe::client::{NewCustomer, StripeApi, StripeApiError};
@@ -114,7 +114,7 @@ pub fn customer_key(external_id: &str) -> String {
 pub async fn provision(deps: Deps<'_>, new: &NewTenant, actor: &str) -> Result<Provisioned, TenantError> {
     new.validate()?;
     let mut tx = deps.system.0.begin().await?;
-    let (tenant, created) = insert_or_find(&mut tx, new).await?;
+    let (tenant, created) = insert_or_find(&mut tx, &new.external_id, &new.name, new.billing_email.as_deref()).await?;
     if created {
         let params = json!({"external_id": new.external_id, "name": new.name, "billing_email": new.billing_email});
         audit::record(&mut tx, Some(tenant.id), actor, "tenants.create", params, Outcome::Ok).await?;

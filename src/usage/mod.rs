@@ -14,8 +14,8 @@ use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::billing::plans::UsageLimit;
-use crate::domain::TenantId;
-use crate::keys::Keys;
+use crate::newtypes::TenantId;
+use crate::redis_keys::RedisKeys;
 
 /// Largest quantity of one item.
 pub const MAX_QUANTITY: i64 = 1_000_000_000;
@@ -159,7 +159,7 @@ pub fn validate(items: &[UsageItem], limits: &std::collections::BTreeMap<String,
     }
     for (i, it) in items.iter().enumerate() {
         if !limits.contains_key(&it.metric) {
-            return Err(bad(i, "metric", format!("{:?} is not metered by the tenant's plan", crate::domain::truncated(&it.metric, 80))));
+            return Err(bad(i, "metric", format!("{:?} is not metered by the tenant's plan", crate::newtypes::truncated(&it.metric, 80))));
         }
         if it.quantity <= 0 || it.quantity > MAX_QUANTITY {
             return Err(bad(i, "quantity", format!("must be between 1 and {MAX_QUANTITY}")));
@@ -208,7 +208,7 @@ enum Counted {
 /// The limit counters' script: one round trip, every key the tenant's (one Cluster slot).
 async fn count(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], limits: &BTreeMap<String, UsageLimit>, seeded: bool) -> Result<Counted, UsageError> {
     let mut inv = RECORD.prepare_invoke();
-    inv.arg(Keys::USAGE_DEDUP_TTL.as_secs()).arg(Keys::USAGE_PERIOD_TTL.as_secs()).arg(items.len()).arg(if seeded { "1" } else { "0" });
+    inv.arg(RedisKeys::USAGE_DEDUP_TTL.as_secs()).arg(RedisKeys::USAGE_PERIOD_TTL.as_secs()).arg(items.len()).arg(if seeded { "1" } else { "0" });
     for it in items {
         let m = month(it.timestamp);
         let limit = limits.get(&it.metric).copied().unwrap_or(UsageLimit { limit: -1, overage: true });
@@ -263,7 +263,7 @@ async fn seed_counters<'i>(deps: &Deps<'_>, tenant: TenantId, items: impl Iterat
     for (key, used) in seeds {
         // One key per command: each may live on a different shard only if tenants differ,
         // and these are one tenant's, but the command stays single-key anyway.
-        let _: Option<String> = redis::cmd("SET").arg(&key).arg(used).arg("NX").arg("EX").arg(Keys::USAGE_PERIOD_TTL.as_secs()).query_async(&mut conn).await?;
+        let _: Option<String> = redis::cmd("SET").arg(&key).arg(used).arg("NX").arg("EX").arg(RedisKeys::USAGE_PERIOD_TTL.as_secs()).query_async(&mut conn).await?;
     }
     Ok(())
 }
@@ -368,7 +368,7 @@ pub struct Deps<'a> {
     /// The counters.
     pub redis: &'a crate::redis_conn::RedisConn,
     /// The counters' key names.
-    pub keys: &'a crate::keys::Keys,
+    pub keys: &'a crate::redis_keys::RedisKeys,
     /// Metered limits and meter event names.
     pub plans: &'a crate::billing::plans::Plans,
     /// Meter events.

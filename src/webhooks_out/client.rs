@@ -129,7 +129,7 @@ async fn read_prefix(mut response: reqwest::Response, keep: usize) -> Option<Str
     }
     bytes.truncate(keep);
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    Some(crate::domain::truncated(&text, keep).into_owned())
+    Some(crate::newtypes::truncated(&text, keep).into_owned())
 }
 
 /// What went wrong, in words (the innermost cause says the most: refused address, timeout).

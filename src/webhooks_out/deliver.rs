@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 
 use super::client::{Answer, Sender};
 use super::deliveries::{self, Attempt, DeliveryStatus, Disabled, Loaded, Outcome};
-use crate::catalogue::Backoff;
+use crate::job_catalogue::Backoff;
 use super::messages::{self, Accepted, Incoming, MessageError};
 use crate::db::{SystemPool, TenantPool};
 use crate::db::batch::{BatchError, Batcher};
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Most runs one read or one record serves.
 const BATCH: usize = 512;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::{DbError, SystemPool, TenantPool};
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Longest part of an endpoint's answer kept in the log.
 pub const MAX_RESPONSE_BODY: usize = 2048;

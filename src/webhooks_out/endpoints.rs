@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{DbError, TenantPool};
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// How long the previous secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::db::{DbError, SystemPool, TenantPool};
-use crate::domain::{JobId, TenantId};
+use crate::newtypes::{JobId, TenantId};
 
 /// The job kind that makes one delivery.
 pub const JOB_KIND: &str = "webhook.deliver";

@@ -251,38 +251,14 @@ async fn a_replayed_old_event_never_rolls_state_back() {
 
 /// Any permutation of a scenario's events, with duplicates, converges on the simulator's truth,
 /// with the same entitlements and each side effect once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_order_duplication_or_replay_converges() {
+/// Scenario `name` delivered in order, then in four random orders with duplicates, half at
+/// once and half one by one: the mirror, the entitlements and the effects come out the same.
+async fn converges(name: &str, scenario: Scenario) {
     let _machine = crate::support::MACHINE.read().await;
     let sim = StripeSim::start().await;
     let app = app_with(&sim).await;
-    let scenarios: &[(&str, Scenario)] = &[
-        ("trial_to_active", trial_to_active),
-        ("trial_to_paused", trial_to_paused),
-        ("decline_then_recovery", decline_then_recovery),
-        ("upgrade", upgrade),
-        ("downgrade_at_period_end", downgrade_at_period_end),
-        ("cancel_immediately", cancel_immediately),
-        ("refund_partial_then_full", refund_partial_then_full),
-        ("customer_deletion", customer_deletion),
-        ("flexible_cancel", flexible_cancel),
-        ("stripe_gives_up", stripe_gives_up),
-        ("sca_then_confirmed", sca_then_confirmed),
-        ("metered_item_first", metered_item_first),
-        ("dispute_lost", dispute_lost),
-        ("dispute_won", dispute_won),
-        ("inquiry_closed", inquiry_closed),
-        ("trial_without_card_invoices", trial_without_card_invoices),
-        ("trial_canceled_without_card", trial_canceled_without_card),
-        ("smart_retries_then_cancel", smart_retries_then_cancel),
-        ("smart_retries_then_unpaid", smart_retries_then_unpaid),
-        ("smart_retry_recovers", smart_retry_recovers),
-        ("upgrade_prorated_at_renewal", upgrade_prorated_at_renewal),
-        ("downgrade_credited", downgrade_credited),
-        ("change_without_proration", change_without_proration),
-    ];
     let handle = tokio::runtime::Handle::current();
-    for (name, scenario) in scenarios {
+    {
         // The reference: the same scenario delivered in order.
         let t0 = tenant(&app).await;
         let c0 = scenario(&sim, t0);
@@ -327,6 +303,46 @@ async fn any_order_duplication_or_replay_converges() {
             panic!("{name}: {e}");
         }
     }
+}
+
+/// Any order, duplication or replay converges: one test per scenario, so they run side by side.
+mod any_order_duplication_or_replay_converges {
+    macro_rules! each_scenario {
+        ($($scenario:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::converges(stringify!($scenario), super::$scenario).await;
+                }
+            )*
+        };
+    }
+
+    each_scenario!(
+        trial_to_active,
+        trial_to_paused,
+        decline_then_recovery,
+        upgrade,
+        downgrade_at_period_end,
+        cancel_immediately,
+        refund_partial_then_full,
+        customer_deletion,
+        flexible_cancel,
+        stripe_gives_up,
+        sca_then_confirmed,
+        metered_item_first,
+        dispute_lost,
+        dispute_won,
+        inquiry_closed,
+        trial_without_card_invoices,
+        trial_canceled_without_card,
+        smart_retries_then_cancel,
+        smart_retries_then_unpaid,
+        smart_retry_recovers,
+        upgrade_prorated_at_renewal,
+        downgrade_credited,
+        change_without_proration,
+    );
 }
 
 /// Effect keys name simulator ids and clock times, which differ per run: keep their shape.

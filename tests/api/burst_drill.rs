@@ -24,7 +24,7 @@ const REDELIVER_EVERY: usize = 50;
 /// (Little's law), so 64 in flight on a machine doing 276/s measured the sender's own queue
 /// (232 ms) more than the intake; 16 keep that share small on a loaded machine.
 const IN_FLIGHT: usize = 16;
-/// deploy/slos.toml's intake-latency SLO: 95 % of requests within 300 ms.
+/// policy/slos.toml's intake-latency SLO: 95 % of requests within 300 ms.
 const SLO_THRESHOLD: Duration = Duration::from_millis(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ballast::auth::Scope;
 use ballast::cache::{Cache, CacheOptions};
 use ballast::clock::Clock;
-use ballast::keys::{Keys, TENANT_ENTITLEMENTS};
+use ballast::redis_keys::{RedisKeys, TENANT_ENTITLEMENTS};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 async fn member_cache(ns: &str, clock: &Clock) -> Cache {
     let (conn, cluster) = crate::support::shared_redis();
     let options = CacheOptions { wait: Duration::from_secs(10), ..CacheOptions::default() };
-    Cache::new(conn, Keys::new(ns, cluster), clock.clone(), options)
+    Cache::new(conn, RedisKeys::new(ns, cluster), clock.clone(), options)
 }
 
 fn namespace() -> String {
@@ -54,7 +54,7 @@ fn past_stale_window() -> Duration {
 async fn a_stale_value_is_served_at_once_while_one_refresh_runs() {
     let clock = Clock::manual();
     let cache = member_cache(&namespace(), &clock).await;
-    let key = cache.keys().tenant_entitlements(ballast::domain::TenantId(Uuid::new_v4()));
+    let key = cache.keys().tenant_entitlements(ballast::newtypes::TenantId(Uuid::new_v4()));
     let first: String = cache.get(&TENANT_ENTITLEMENTS, key.clone(), || async { ok("v1") }).await.expect("load");
     assert_eq!(first, "v1");
     clock.advance(past_ttl());
@@ -95,7 +95,7 @@ async fn a_stale_value_is_served_at_once_while_one_refresh_runs() {
 async fn a_failing_loader_serves_the_old_value_and_counts_it() {
     let clock = Clock::manual();
     let cache = member_cache(&namespace(), &clock).await;
-    let key = cache.keys().tenant_entitlements(ballast::domain::TenantId(Uuid::new_v4()));
+    let key = cache.keys().tenant_entitlements(ballast::newtypes::TenantId(Uuid::new_v4()));
     let failing = || async { Err::<String, _>("postgres is down") };
     cache.get(&TENANT_ENTITLEMENTS, key.clone(), || async { ok("v1") }).await.expect("load");
 
@@ -124,7 +124,7 @@ async fn a_failing_loader_serves_the_old_value_and_counts_it() {
 async fn a_hundred_concurrent_misses_on_two_members_call_the_loader_once() {
     let (ns, clock) = (namespace(), Clock::manual());
     let members = [member_cache(&ns, &clock).await, member_cache(&ns, &clock).await];
-    let key = members[0].keys().tenant_entitlements(ballast::domain::TenantId(Uuid::new_v4()));
+    let key = members[0].keys().tenant_entitlements(ballast::newtypes::TenantId(Uuid::new_v4()));
     let calls = Arc::new(AtomicUsize::new(0));
     let (release, released) = tokio::sync::watch::channel(false);
     let reads: Vec<_> = (0..100)
@@ -156,7 +156,7 @@ async fn a_hundred_concurrent_misses_on_two_members_call_the_loader_once() {
 async fn a_load_that_began_before_an_invalidation_does_not_store_its_answer() {
     let clock = Clock::manual();
     let cache = member_cache(&namespace(), &clock).await;
-    let key = cache.keys().tenant_entitlements(ballast::domain::TenantId(Uuid::new_v4()));
+    let key = cache.keys().tenant_entitlements(ballast::newtypes::TenantId(Uuid::new_v4()));
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let reader = {
         let (cache, key) = (cache.clone(), key.clone());
@@ -260,7 +260,7 @@ async fn the_warm_job_fills_every_active_tenant_so_reads_are_hits() {
     assert_eq!((after.hits - before.hits, after.misses - before.misses), (3, 0), "{after:?}");
     let mut conn = app.state.redis.clone();
     let closed_cached: bool =
-        redis::AsyncCommands::exists(&mut conn, app.state.keys.tenant_entitlements(ballast::domain::TenantId(closed))).await.expect("exists");
+        redis::AsyncCommands::exists(&mut conn, app.state.keys.tenant_entitlements(ballast::newtypes::TenantId(closed))).await.expect("exists");
     assert!(!closed_cached, "closed tenants are not warmed");
 }
 
@@ -288,7 +288,7 @@ async fn reshape_counts_in_a_dry_run_then_removes_old_shapes_in_batches() {
     let family = |r: &Value, f: &str| r["families"].as_array().and_then(|a| a.iter().find(|x| x["family"] == f).cloned()).expect("family");
     assert_eq!(dry["executed"], false);
     assert_eq!((family(&dry, "entitlements")["old"].as_u64(), family(&dry, "entitlements")["current"].as_u64()), (Some(600), Some(2)));
-    assert_eq!(family(&dry, "catalogue")["old"], 1);
+    assert_eq!(family(&dry, "plans")["old"], 1);
     let planted: usize = app.state.redis.scan(&format!("{ns}:ent:v0:*")).await.expect("scan").len();
     assert_eq!(planted, 600, "a dry run deletes nothing");
 
@@ -296,7 +296,7 @@ async fn reshape_counts_in_a_dry_run_then_removes_old_shapes_in_batches() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let done: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(family(&done, "entitlements")["deleted"], 600);
-    assert_eq!(family(&done, "catalogue")["deleted"], 1);
+    assert_eq!(family(&done, "plans")["deleted"], 1);
     assert_eq!(family(&done, "entitlements")["current"], 2, "the current shape stays");
     assert!(app.state.redis.scan(&format!("{ns}:ent:v0:*")).await.expect("scan").is_empty());
     let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'runbook.cache.reshape' AND params->>'execute' = 'true'")
@@ -323,7 +323,7 @@ async fn the_catalogue_is_read_from_stripe_once_and_served_through_an_outage() {
 
     // Stripe fails; past the TTL and the stale window the old catalogue is still served.
     sim.set_prices_down(true);
-    let spec = ballast::keys::PLAN_CATALOGUE;
+    let spec = ballast::redis_keys::PLAN_CATALOGUE;
     app.clock().advance(spec.ttl.expect("ttl") + spec.stale.expect("stale") + Duration::from_secs(1));
     let (s, body) = get_json(&app, "/v1/plans", None).await;
     assert_eq!((s.as_u16(), price(&body, "pro")), (200, Value::from(PRO.2)), "{body}");

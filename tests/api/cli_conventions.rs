@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use ballast::domain::JobKind;
+use ballast::newtypes::JobKind;
 use serde_json::Value;
 
 use crate::support::TestApp;
@@ -17,7 +17,7 @@ const BULK: &[&str] = &["runbook run", "dunning run", "emails redrive", "cache r
 /// also does (flush, warm). A new command must be added to one of the two lists.
 const OTHER: &[&str] = &[
     "serve", "probe", "migrate", "enqueue", "jobs list", "jobs show", "jobs dead", "keys create", "keys list", "keys revoke",
-    "tenants create", "tenants list", "tenants show", "webhooks list", "webhooks show", "limits override", "limits revert",
+    "tenants create", "tenants list", "tenants show", "stripe-events list", "stripe-events show", "limits override", "limits revert",
     "limits blocks", "emails list", "usage flush", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
     "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",
     "bench webhooks", "bench entitlements", "bench deliveries", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
@@ -129,18 +129,23 @@ async fn an_event_whose_job_died_reads_failed_with_its_error_and_the_effects_of_
         .await
         .expect("dead letter");
 
-    let out = app.cli(&["webhooks", "list", "--status", "failed", "--json"]);
+    let out = app.cli(&["stripe-events", "list", "--status", "failed", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let failed: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
     assert_eq!((failed[0]["id"].as_str(), failed[0]["last_error"].as_str()), (Some(event_id.as_str()), Some("missing field `items`")));
-    let shown = app.cli(&["webhooks", "show", &event_id]);
+    let shown = app.cli(&["stripe-events", "show", &event_id]);
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains(": failed") && text.contains("missing field `items`") && text.contains("jobs retry"), "{text}");
-    let all = app.cli(&["webhooks", "list", "--json"]);
+    let all = app.cli(&["stripe-events", "list", "--json"]);
     let all: Value = serde_json::from_slice(&all.stdout).expect("json");
     assert_eq!(all.as_array().map(Vec::len), Some(events.len()), "{all}");
-    let bad = app.cli(&["webhooks", "list", "--status", "lost"]);
+    let bad = app.cli(&["stripe-events", "list", "--status", "lost"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected one of"));
+    // The former name works for one release, with a warning on stderr and the same answer.
+    let old = app.cli(&["webhooks", "list", "--status", "failed", "--json"]);
+    assert!(old.status.success(), "{}", String::from_utf8_lossy(&old.stderr));
+    assert!(String::from_utf8_lossy(&old.stderr).contains("is now `ballast stripe-events`"), "{}", String::from_utf8_lossy(&old.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&old.stdout).expect("json"), failed);
 }

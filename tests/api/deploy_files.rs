@@ -198,6 +198,6 @@ fn the_kubernetes_manifests_match_the_binary() {
     assert!(deployments.iter().any(|(name, role)| role == "worker" && scaled["spec"]["scaleTargetRef"]["name"].as_str() == Some(name.as_str())));
     let trigger = &scaled["spec"]["triggers"][0];
     assert_eq!(trigger["type"].as_str(), Some("redis"));
-    let keys = ballast::keys::Keys::new(config_namespace.as_deref().expect("namespace in the ConfigMap"), false);
+    let keys = ballast::redis_keys::RedisKeys::new(config_namespace.as_deref().expect("namespace in the ConfigMap"), false);
     assert_eq!(trigger["metadata"]["listName"].as_str(), Some(ballast::queue::JobQueue::active_list_name(&keys, "stripe.event").as_str()));
 }

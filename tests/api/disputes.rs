@@ -1,6 +1,6 @@
 //! Disputes end to end: operators are notified through the SLO alert webhook when a dispute
 //! opens and when it closes (once each, however often Stripe delivers), the tenant is
-//! restricted while a chargeback is open when deploy/dunning.toml says so, and access comes
+//! restricted while a chargeback is open when policy/dunning.toml says so, and access comes
 //! back when it closes. An inquiry notifies but never restricts; the shipped policy notifies
 //! only.
 
@@ -14,7 +14,7 @@ use crate::support::stripe_sim::{STARTER, StripeSim};
 /// An app whose operator notices go to a receiver on loopback; `restrict` turns the dispute
 /// policy's restriction on (the shipped file with that one line changed).
 async fn app_with(sim: &StripeSim, hook: &str, restrict: bool) -> (TestApp, tempfile::NamedTempFile) {
-    let shipped = std::fs::read_to_string(crate::support::repo_path("deploy/dunning.toml")).expect("dunning.toml");
+    let shipped = std::fs::read_to_string(crate::support::repo_path("policy/dunning.toml")).expect("dunning.toml");
     assert!(shipped.contains("restrict = false"), "the shipped policy notifies only");
     let policy = tempfile::NamedTempFile::new().expect("policy file");
     std::fs::write(policy.path(), if restrict { shipped.replace("restrict = false", "restrict = true") } else { shipped }).expect("write");

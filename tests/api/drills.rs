@@ -132,16 +132,16 @@ async fn a_worker_killed_around_an_email_send_is_recovered_and_each_email_goes_o
     // Before the SMTP conversation (row locked, nothing sent) and after the commit (sent and
     // recorded, not acknowledged): either way the recipient gets it once.
     for (n, fault) in ["email.send.before_send", "email.send.after_commit"].into_iter().enumerate() {
-        let mut tx = app.state.tenant_pool.begin(ballast::domain::TenantId(tenant)).await.expect("tx");
+        let mut tx = app.state.tenant_pool.begin(ballast::newtypes::TenantId(tenant)).await.expect("tx");
         let email = ballast::email::NewEmail {
             dedup_key: format!("drill:{fault}"),
             template: ballast::email::Template::PaymentFailed,
             to: "owner@example.com".into(),
             vars: json!({"amount": "USD 20.00", "invoice": "in_drill", "days_left": 3}),
         };
-        let id = ballast::email::queue(&mut tx, ballast::domain::TenantId(tenant), &email).await.expect("queue").expect("new row");
+        let id = ballast::email::queue(&mut tx, ballast::newtypes::TenantId(tenant), &email).await.expect("queue").expect("new row");
         tx.commit().await.expect("commit");
-        ballast::email::push(&app.state.queue, ballast::domain::TenantId(tenant), &[id]).await.expect("push");
+        ballast::email::push(&app.state.queue, ballast::newtypes::TenantId(tenant), &[id]).await.expect("push");
         kill_and_recover(&app, fault, &smtp_env, || async { count(&app, "SELECT count(*) FROM email_outbox WHERE status = 'sent'").await == n as i64 + 1 }).await;
         let received = smtp.messages();
         assert_eq!(received.len(), n + 1, "{fault}: one message per email");
@@ -215,7 +215,7 @@ async fn a_worker_killed_in_the_middle_of_a_cache_warm_is_recovered_and_every_te
     let app = intake_app(&sim, None).await;
     let mut tenants = Vec::new();
     for i in 0..5 {
-        tenants.push(ballast::domain::TenantId(app.tenant(&format!("warm-{i}")).await));
+        tenants.push(ballast::newtypes::TenantId(app.tenant(&format!("warm-{i}")).await));
     }
     let mut redis = app.state.redis.clone();
     let keys: Vec<String> = tenants.iter().map(|t| app.state.keys.tenant_entitlements(*t)).collect();

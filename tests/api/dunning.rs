@@ -1,5 +1,5 @@
 //! Dunning and email end to end: the Stripe simulator's clock drives a card decline through
-//! the policy (deploy/dunning.toml); emails travel over a real SMTP conversation to a server
+//! the policy (policy/dunning.toml); emails travel over a real SMTP conversation to a server
 //! on loopback; retries and the final cancel go through the simulator's API.
 
 use std::time::Duration;
@@ -291,7 +291,7 @@ async fn the_runbook_reports_due_steps_in_a_dry_run_and_acts_only_with_execute()
 #[tokio::test]
 async fn the_outbox_keeps_one_email_per_dedup_key() {
     let app = TestApp::builder().roles(&[]).spawn().await;
-    let tenant = ballast::domain::TenantId(app.tenant("mail").await);
+    let tenant = ballast::newtypes::TenantId(app.tenant("mail").await);
     let email = |key: &str| ballast::email::NewEmail {
         dedup_key: key.to_owned(),
         template: ballast::email::Template::PaymentFailed,

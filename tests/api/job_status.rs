@@ -91,7 +91,7 @@ async fn an_app_warms_its_own_tenants_cache_and_no_one_elses() {
     let (a, b) = (app.tenant("A").await, app.tenant("B").await);
     let (_, key_a) = app.key(Some(a), &[Scope::JobsWrite]).await;
     let mut redis = app.state.redis.clone();
-    let cached = |t: uuid::Uuid| app.state.keys.tenant_entitlements(ballast::domain::TenantId(t));
+    let cached = |t: uuid::Uuid| app.state.keys.tenant_entitlements(ballast::newtypes::TenantId(t));
     let _: () = redis.del(&[cached(a), cached(b)]).await.expect("cold");
     let id = queue(&app, &key_a, json!({"kind": "cache.warm"})).await;
     until_state(&app, &key_a, &id, "done").await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ballast::domain::JobKind;
+use ballast::newtypes::JobKind;
 use ballast::queue::EnqueueRequest;
 use ballast::queue::dead;
 use ballast::queue::worker::RunOutcome;

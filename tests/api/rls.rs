@@ -3,7 +3,7 @@
 //! RLS, or without seed rows here, fails this test.
 
 use ballast::db::TenantPool;
-use ballast::domain::TenantId;
+use ballast::newtypes::TenantId;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;

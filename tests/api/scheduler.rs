@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast::app::Role;
-use ballast::domain::JobKind;
+use ballast::newtypes::JobKind;
 use redis::AsyncCommands;
 
 use crate::support::TestApp;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ballast::domain::TenantId;
+use ballast::newtypes::TenantId;
 use serde_json::{Value, json};
 
 use crate::support::TestApp;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::support::TestApp;
 use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
 
-/// deploy/plans.toml's shape with small limits: starter refuses past 10, pro bills overage.
+/// policy/plans.toml's shape with small limits: starter refuses past 10, pro bills overage.
 const PLANS: &str = r#"
 [features]
 api_access = "API"

@@ -147,9 +147,9 @@ async fn a_job_whose_event_is_already_applied_ends_without_waiting_for_the_tenan
 
     // Another transaction of the tenant holds its lock (a long group, a dunning step) while the
     // event's job runs again, as the job of an event another's group applied does.
-    let held = app.state.tenant_pool.begin_serialised(ballast::domain::TenantId(tenant)).await.expect("the tenant's lock");
-    let event = ballast::domain::EventId(format!("evt_group{run}_0"));
-    let job = ballast::stripe::inbox::ApplyEvent { event_id: event, tenant: Some(ballast::domain::TenantId(tenant)) };
+    let held = app.state.tenant_pool.begin_serialised(ballast::newtypes::TenantId(tenant)).await.expect("the tenant's lock");
+    let event = ballast::newtypes::EventId(format!("evt_group{run}_0"));
+    let job = ballast::stripe::inbox::ApplyEvent { event_id: event, tenant: Some(ballast::newtypes::TenantId(tenant)) };
     app.state.queue.enqueue(ballast::queue::EnqueueRequest::typed(&job)).await.expect("queue the job");
     let ready: u64 = app.state.queue.stats().await.expect("stats").iter().map(|s| s.ready).sum();
     assert_eq!(ready, 1, "the job waits to run");
@@ -185,8 +185,8 @@ async fn the_own_jobs_of_events_applied_in_a_group_end_without_opening_a_tenant_
     // on this member's record of the group; without it, it opens a tenant transaction and the
     // claim finds the row done ("already done").
     for k in 0..EVENTS {
-        let event_id = ballast::domain::EventId(format!("evt_group{run}_{k}"));
-        let job = ballast::stripe::inbox::ApplyEvent { event_id, tenant: Some(ballast::domain::TenantId(tenant)) };
+        let event_id = ballast::newtypes::EventId(format!("evt_group{run}_{k}"));
+        let job = ballast::stripe::inbox::ApplyEvent { event_id, tenant: Some(ballast::newtypes::TenantId(tenant)) };
         app.state.queue.enqueue(ballast::queue::EnqueueRequest::typed(&job)).await.expect("queue the job");
     }
     let reports = std::sync::Arc::new(Reports::default());

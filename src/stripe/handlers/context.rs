@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use super::super::client::{ObjectKind, StripeApiError};
 use super::super::event::StripeEvent;
 use crate::billing::effects::{self, EffectKind, NewEffect};
-use crate::domain::TenantId;
+use crate::newtypes::TenantId;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +104,7 @@ impl EventCtx<'_> {
 
     /// Maps the tenant to `customer` when it has no customer yet; true when this set it.
     pub(super) async fn map_customer(&mut self, customer: &str) -> Result<bool, HandlerError> {
-        let done = sqlx::query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1 AND stripe_customer_id IS NULL")
-            .bind(self.tenant.0)
-            .bind(customer)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(crate::tenants::bind_customer(&mut *self.tx, self.tenant, customer).await?)
     }
 }
 

@@ -21,39 +21,63 @@ mod subscription;
 
 pub use context::{Applied, EventCtx, HandlerError, ts};
 
-/// Every event type Ballast acts on. Others are stored, marked ignored and acknowledged.
-pub const HANDLED: &[&str] = &[
-    "checkout.session.completed",
-    "customer.created",
-    "customer.updated",
-    "customer.deleted",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.trial_will_end",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "invoice.created",
-    "invoice.finalized",
-    "invoice.paid",
-    "invoice.updated",
-    "invoice.voided",
-    "invoice.marked_uncollectible",
-    "invoice.payment_failed",
-    "invoice.payment_action_required",
-    "invoice.upcoming",
-    "invoice_payment.paid",
-    "charge.refunded",
-    "charge.dispute.created",
-    "charge.dispute.updated",
-    "charge.dispute.funds_withdrawn",
-    "charge.dispute.funds_reinstated",
-    "charge.dispute.closed",
+/// Which handler applies an event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Checkout,
+    Customer,
+    Subscription,
+    InvoiceUpcoming,
+    Invoice,
+    InvoicePayment,
+    ChargeRefunded,
+    Dispute,
+}
+
+/// Every event type Ballast acts on, with its handler: the one table of the routing. Others
+/// are stored, marked ignored and acknowledged.
+const HANDLERS: &[(&str, Family)] = &[
+    ("checkout.session.completed", Family::Checkout),
+    ("customer.created", Family::Customer),
+    ("customer.updated", Family::Customer),
+    ("customer.deleted", Family::Customer),
+    ("customer.subscription.created", Family::Subscription),
+    ("customer.subscription.updated", Family::Subscription),
+    ("customer.subscription.deleted", Family::Subscription),
+    ("customer.subscription.trial_will_end", Family::Subscription),
+    ("customer.subscription.paused", Family::Subscription),
+    ("customer.subscription.resumed", Family::Subscription),
+    ("invoice.created", Family::Invoice),
+    ("invoice.finalized", Family::Invoice),
+    ("invoice.paid", Family::Invoice),
+    ("invoice.updated", Family::Invoice),
+    ("invoice.voided", Family::Invoice),
+    ("invoice.marked_uncollectible", Family::Invoice),
+    ("invoice.payment_failed", Family::Invoice),
+    ("invoice.payment_action_required", Family::Invoice),
+    ("invoice.upcoming", Family::InvoiceUpcoming),
+    ("invoice_payment.paid", Family::InvoicePayment),
+    ("charge.refunded", Family::ChargeRefunded),
+    ("charge.dispute.created", Family::Dispute),
+    ("charge.dispute.updated", Family::Dispute),
+    ("charge.dispute.funds_withdrawn", Family::Dispute),
+    ("charge.dispute.funds_reinstated", Family::Dispute),
+    ("charge.dispute.closed", Family::Dispute),
 ];
+
+/// The handler of `event_type`, if Ballast acts on it.
+fn family(event_type: &str) -> Option<Family> {
+    HANDLERS.iter().find(|(t, _)| *t == event_type).map(|(_, f)| *f)
+}
+
+/// Every event type Ballast acts on.
+pub fn handled() -> impl Iterator<Item = &'static str> {
+    HANDLERS.iter().map(|(t, _)| *t)
+}
 
 /// Whether Ballast acts on `event_type`.
 pub fn handles(event_type: &str) -> bool {
-    HANDLED.contains(&event_type)
+    family(event_type).is_some()
 }
 
 /// Applies `ctx.event` (a handled type) to the mirror. An event whose object names this
@@ -75,7 +99,7 @@ pub async fn apply(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
 /// The customer that applying `event` binds to `tenant` (when the tenant has none yet): the
 /// event's customer when its object names the tenant, a deletion aside. No other event binds
 /// one, so no other needs the release of events parked for its customer.
-pub fn customer_it_binds(event: &crate::stripe::event::StripeEvent, tenant: crate::domain::TenantId) -> Option<&str> {
+pub fn customer_it_binds(event: &crate::stripe::event::StripeEvent, tenant: crate::newtypes::TenantId) -> Option<&str> {
     if event.event_type == "customer.deleted" || !names_tenant(&event.object, tenant) {
         return None;
     }
@@ -83,22 +107,23 @@ pub fn customer_it_binds(event: &crate::stripe::event::StripeEvent, tenant: crat
 }
 
 /// Whether the object says it belongs to `tenant`.
-fn names_tenant(object: &serde_json::Value, tenant: crate::domain::TenantId) -> bool {
+fn names_tenant(object: &serde_json::Value, tenant: crate::newtypes::TenantId) -> bool {
     let named = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).and_then(|s| s.parse::<uuid::Uuid>().ok()) == Some(tenant.0);
     named(object.pointer("/metadata/tenant_id")) || named(object.get("client_reference_id"))
 }
 
 async fn apply_by_type(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
-    let t = ctx.event.event_type.clone();
-    match t.as_str() {
-        "checkout.session.completed" => checkout::completed(ctx).await,
-        "customer.created" | "customer.updated" | "customer.deleted" => customer::changed(ctx).await,
-        s if s.starts_with("customer.subscription.") => subscription::changed(ctx).await.map(|()| Applied::default()),
-        "invoice.upcoming" => invoice::upcoming(ctx).await.map(|()| Applied::default()),
-        "invoice_payment.paid" => invoice_payment::paid(ctx).await.map(|()| Applied::default()),
-        s if s.starts_with("invoice.") => invoice::changed(ctx).await.map(|()| Applied::default()),
-        "charge.refunded" => charge::refunded(ctx).await.map(|()| Applied::default()),
-        s if s.starts_with("charge.dispute.") => dispute::changed(ctx).await.map(|()| Applied::default()),
-        other => Err(HandlerError::Shape(format!("no handler for {other}"))),
+    let Some(family) = family(&ctx.event.event_type) else {
+        return Err(HandlerError::Shape(format!("no handler for {}", ctx.event.event_type)));
+    };
+    match family {
+        Family::Checkout => checkout::completed(ctx).await,
+        Family::Customer => customer::changed(ctx).await,
+        Family::Subscription => subscription::changed(ctx).await.map(|()| Applied::default()),
+        Family::InvoiceUpcoming => invoice::upcoming(ctx).await.map(|()| Applied::default()),
+        Family::InvoicePayment => invoice_payment::paid(ctx).await.map(|()| Applied::default()),
+        Family::Invoice => invoice::changed(ctx).await.map(|()| Applied::default()),
+        Family::ChargeRefunded => charge::refunded(ctx).await.map(|()| Applied::default()),
+        Family::Dispute => dispute::changed(ctx).await.map(|()| Applied::default()),
     }
 }

@@ -4,10 +4,10 @@
 //! that PostgreSQL refuses (not an outage) is retried row by row, so one bad event is refused
 //! alone and never holds back the others.
 
-use super::{InboxStatus, Inserted};
+use super::status::{InboxStatus, Inserted};
 use crate::db::SystemPool;
 use crate::db::batch::Batcher;
-use crate::domain::{EventId, TenantId};
+use crate::newtypes::{EventId, TenantId};
 use crate::stripe::event::StripeEvent;
 
 /// Most events one statement writes.

@@ -10,7 +10,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
-use crate::domain::EventId;
+use crate::newtypes::EventId;
 
 /// How many events the hint remembers, oldest forgotten first: at 2,000 events/s, most of a
 /// minute of grouped events, in about 15 MB at most.

@@ -5,13 +5,16 @@
 
 pub mod batch;
 pub mod grouped;
+mod status;
 pub mod view;
+
+pub use status::{InboxStatus, Inserted};
 
 use chrono::Utc;
 
 use super::event::StripeEvent;
 use crate::db::SystemPool;
-use crate::domain::{EventId, JobId, TenantId};
+use crate::newtypes::{EventId, JobId, TenantId};
 use crate::queue::{EnqueueRequest, JobQueue, QueueError};
 
 /// The job kind that handles one inbox row.
@@ -19,60 +22,6 @@ pub const JOB_KIND: &str = "stripe.event";
 
 /// How long the enqueue of an inbox row is deduplicated in Redis.
 pub const INBOX_ENQUEUE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Where an inbox row is. (The table's CHECK also allows `failed`, which nothing writes: a
-/// failing event stays `received`/`queued` with its `last_error` and attempts.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InboxStatus {
-    /// Stored; its job is pushed at intake (unless Redis was down), with no second write.
-    Received,
-    /// Pushed again by the sweep, a release or a re-queue, which mark it.
-    Queued,
-    /// Applied to the mirror.
-    Processed,
-    /// A type Ballast does not act on.
-    Ignored,
-    /// Parked: no tenant for its customer yet; released when the mapping appears.
-    Unmatched,
-}
-
-impl InboxStatus {
-    /// Every status Ballast writes.
-    pub const ALL: [InboxStatus; 5] = [InboxStatus::Received, InboxStatus::Queued, InboxStatus::Processed, InboxStatus::Ignored, InboxStatus::Unmatched];
-
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InboxStatus::Received => "received",
-            InboxStatus::Queued => "queued",
-            InboxStatus::Processed => "processed",
-            InboxStatus::Ignored => "ignored",
-            InboxStatus::Unmatched => "unmatched",
-        }
-    }
-
-    /// Parses the stored spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// Nothing more will happen to the row.
-    pub fn is_done(self) -> bool {
-        matches!(self, InboxStatus::Processed | InboxStatus::Ignored)
-    }
-}
-
-/// What an insert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
-    /// A new row, to be queued.
-    New,
-    /// A new row of a type Ballast does not act on: stored as ignored, nothing to queue.
-    Ignored,
-    /// The event id was already in the inbox.
-    Duplicate,
-}
 
 /// Stores the raw event once.
 pub async fn insert(pool: &SystemPool, event: &StripeEvent, raw: &serde_json::Value) -> Result<Inserted, sqlx::Error> {
@@ -295,7 +244,7 @@ pub async fn load(pool: &SystemPool, id: &EventId) -> Result<Option<Row>, sqlx::
 pub async fn record_failure(pool: &SystemPool, id: &EventId, error: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
         .bind(id)
-        .bind(crate::domain::truncated(error, 2048).as_ref())
+        .bind(crate::newtypes::truncated(error, 2048).as_ref())
         .execute(&pool.0)
         .await?;
     Ok(())

@@ -1,4 +1,4 @@
-//! The inbox as operators read it (`ballast webhooks list | show`): what happened to each
+//! The inbox as operators read it (`ballast stripe-events list | show`): what happened to each
 //! event — its status (an event whose job was dead-lettered reads `failed`, with the error),
 //! its attempts, and the billing effects it wrote — without SQL.
 

@@ -98,7 +98,7 @@ impl TestAppBuilder {
         self
     }
 
-    /// Rate-limit policies (TOML) instead of deploy/limits.toml.
+    /// Rate-limit policies (TOML) instead of policy/limits.toml.
     pub fn limits(mut self, toml: &str) -> Self {
         self.limits = Some(toml.to_owned());
         self
@@ -214,7 +214,7 @@ impl TestApp {
 
     /// Creates an API key; returns (key id, key).
     pub async fn key(&self, tenant: Option<uuid::Uuid>, scopes: &[ballast::auth::Scope]) -> (uuid::Uuid, String) {
-        let created = ballast::auth::store::create(&self.state.system_pool, tenant.map(ballast::domain::TenantId), scopes, "test", "test")
+        let created = ballast::auth::store::create(&self.state.system_pool, tenant.map(ballast::newtypes::TenantId), scopes, "test", "test")
             .await
             .expect("create key");
         (created.info.id, created.key)

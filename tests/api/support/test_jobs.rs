@@ -7,7 +7,7 @@ use ballast::state::{AppState, Registry};
 use redis::AsyncCommands;
 use serde::Deserialize;
 
-/// Catalogue entries for the test kinds.
+/// Job catalogue entries for the test kinds.
 pub const ENTRIES: &[(&str, &str)] = &[
     (
         "test.flaky",

@@ -59,7 +59,7 @@ pub struct WebhooksBacklogReport {
     /// Rows that should have been applied.
     pub stuck_rows: usize,
     /// Some of them.
-    pub stuck_sample: Vec<crate::domain::EventId>,
+    pub stuck_sample: Vec<crate::newtypes::EventId>,
     /// Dead letters matching the filter.
     pub dead_letters_matching: usize,
     /// Events Stripe has that the inbox lacks.

@@ -1,4 +1,5 @@
-//! `ballast webhooks`: what happened to the Stripe events Ballast received, without SQL.
+//! `ballast stripe-events` (formerly `webhooks`): what happened to the Stripe events Ballast
+//! received, without SQL.
 
 use anyhow::bail;
 use ballast::state::AppState;
@@ -8,11 +9,11 @@ use clap::Subcommand;
 use super::render;
 
 #[derive(Debug, Subcommand)]
-pub(super) enum WebhooksCommand {
+pub(super) enum StripeEventsCommand {
     /// Received events, newest first: type, status, tenant, attempts, last error.
     List {
         /// Only this status: received, queued, retrying, processed, ignored, unmatched (parked
-        /// until its customer has a tenant) or failed (dead-lettered: see `webhooks show`).
+        /// until its customer has a tenant) or failed (dead-lettered: see `stripe-events show`).
         #[arg(long)]
         status: Option<String>,
         /// Only this event type (e.g. customer.subscription.updated).
@@ -37,11 +38,11 @@ fn tenant_cell(t: Option<uuid::Uuid>) -> String {
     t.map_or_else(|| "-".to_owned(), |t| t.to_string())
 }
 
-pub(super) async fn webhooks(state: AppState, command: WebhooksCommand, json: bool) -> anyhow::Result<()> {
+pub(super) async fn stripe_events(state: AppState, command: StripeEventsCommand, json: bool) -> anyhow::Result<()> {
     // System pool: operators look across tenants.
     let pool = &state.system_pool;
     match command {
-        WebhooksCommand::List { status, event_type, tenant, limit } => {
+        StripeEventsCommand::List { status, event_type, tenant, limit } => {
             if let Some(s) = &status
                 && !STATUSES.contains(&s.as_str())
             {
@@ -59,9 +60,9 @@ pub(super) async fn webhooks(state: AppState, command: WebhooksCommand, json: bo
                 println!("{}", render::table(&["id", "type", "status", "tenant", "attempts", "received", "last error"], cells));
             }
         }
-        WebhooksCommand::Show { id } => {
+        StripeEventsCommand::Show { id } => {
             let Some((event, effects)) = view::show(pool, &id).await? else {
-                bail!("no event {id} in the inbox (processed events are kept BALLAST_INBOX_RETENTION_SECS; `ballast webhooks list` lists them)");
+                bail!("no event {id} in the inbox (processed events are kept BALLAST_INBOX_RETENTION_SECS; `ballast stripe-events list` lists them)");
             };
             if json {
                 println!("{}", serde_json::json!({"event": event, "effects": effects}));

@@ -16,7 +16,7 @@ use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
 use crate::auth::Scope;
 
-/// Catalogue and flag routes.
+/// The plan catalogue's and the flags' routes.
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![
         (RouteSpec::new(Method::GET, "/v1/plans", Auth::None).limited(), get(plans)),
@@ -29,8 +29,8 @@ fn unavailable(what: &'static str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} cannot be read now; retry later"))
 }
 
-async fn plans(State(state): State<AppState>) -> Result<Json<crate::billing::public_catalogue::PublicCatalogue>, ApiError> {
-    crate::billing::public_catalogue::cached(&state.cache, &state.plans, &state.stripe).await.map(Json).map_err(|e| unavailable("the plan catalogue", e))
+async fn plans(State(state): State<AppState>) -> Result<Json<crate::billing::public_plans::PublicCatalogue>, ApiError> {
+    crate::billing::public_plans::cached(&state.cache, &state.plans, &state.stripe).await.map(Json).map_err(|e| unavailable("the plan catalogue", e))
 }
 
 async fn flags(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<serde_json::Value>, ApiError> {

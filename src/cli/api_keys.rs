@@ -1,6 +1,6 @@
 //! `ballast keys`: API keys, created (shown once), listed and revoked; audited.
 
-use ballast::domain::TenantId;
+use ballast::newtypes::TenantId;
 use ballast::state::AppState;
 use clap::Subcommand;
 

@@ -1,4 +1,4 @@
-//! The public plan catalogue: what each plan grants (deploy/plans.toml) with Stripe's current
+//! The public plan catalogue: what each plan grants (policy/plans.toml) with Stripe's current
 //! price of each plan, as sign-up and pricing pages show it. Served from the cache (long TTL):
 //! Stripe is read once per refresh across the fleet, and an outage serves the last answer.
 
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plans::{Grant, Plans, UsageLimit};
 use crate::cache::{Cache, CacheError};
-use crate::keys::PLAN_CATALOGUE;
+use crate::redis_keys::PLAN_CATALOGUE;
 use crate::stripe::client::{ObjectKind, StripeApi, StripeApiError};
 
 /// The catalogue as clients see it.
@@ -51,7 +51,7 @@ pub struct PublicPrice {
     /// Whether new subscriptions can use it.
     pub active: Option<bool>,
     /// Where the amount comes from: `stripe` (the price as Stripe holds it, cached) or
-    /// `unavailable`. Amounts live at Stripe only; deploy/plans.toml names prices, not amounts.
+    /// `unavailable`. Amounts live at Stripe only; policy/plans.toml names prices, not amounts.
     #[serde(default)]
     pub amount_source: String,
     /// Why `unit_amount` is null, when it is.

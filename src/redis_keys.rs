@@ -1,9 +1,9 @@
-//! The one registry of Redis keys. Code builds keys only through [`Keys`]; each method's doc
+//! The one registry of Redis keys. Code builds keys only through [`RedisKeys`]; each method's doc
 //! says what the key holds and how long it lives.
 //!
 //! apalis-redis owns the queue keys under `{ns}.{queue}:*` (`:active` list, `:scheduled`
 //! zset, `:data` hash, `:meta:{task}` hashes, `:done` set, `:inflight:{worker}` sets,
-//! `:workers` zset, `:idempotency:{key}`); [`Keys::queue`] names the queue they hang from.
+//! `:workers` zset, `:idempotency:{key}`); [`RedisKeys::queue`] names the queue they hang from.
 //!
 //! On a Redis Cluster every key that one command or script touches together must share a hash
 //! slot, so there the names carry hash tags (the part in braces is what is hashed): a queue's
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// One family of keys, as [`REGISTRY`] declares it.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec {
-    /// The [`Keys`] method that builds it.
+    /// The [`RedisKeys`] method that builds it.
     pub name: &'static str,
     /// Its shape, `{ns}` being the namespace.
     pub pattern: &'static str,
@@ -74,20 +74,20 @@ pub enum CachedFamily {
     /// [`TENANT_ENTITLEMENTS`]
     Entitlements,
     /// [`PLAN_CATALOGUE`]
-    Catalogue,
+    Plans,
     /// [`FEATURE_FLAGS`]
     Flags,
 }
 
 impl CachedFamily {
     /// Every family.
-    pub const ALL: [CachedFamily; 3] = [CachedFamily::Entitlements, CachedFamily::Catalogue, CachedFamily::Flags];
+    pub const ALL: [CachedFamily; 3] = [CachedFamily::Entitlements, CachedFamily::Plans, CachedFamily::Flags];
 
     /// Its registry entry (TTL, stale window, shape version).
     pub fn spec(self) -> &'static KeySpec {
         match self {
             CachedFamily::Entitlements => &TENANT_ENTITLEMENTS,
-            CachedFamily::Catalogue => &PLAN_CATALOGUE,
+            CachedFamily::Plans => &PLAN_CATALOGUE,
             CachedFamily::Flags => &FEATURE_FLAGS,
         }
     }
@@ -96,14 +96,14 @@ impl CachedFamily {
     fn segment(self) -> &'static str {
         match self {
             CachedFamily::Entitlements => "ent",
-            CachedFamily::Catalogue => "plans",
+            CachedFamily::Plans => "plans",
             CachedFamily::Flags => "flags",
         }
     }
 }
 
 /// Every key family Ballast uses (the queue's own layout under `{ns}.{queue}` belongs to
-/// apalis-redis; see the module docs). A test checks this list against [`Keys`]' methods and
+/// apalis-redis; see the module docs). A test checks this list against [`RedisKeys`]' methods and
 /// that no code outside this module builds a key.
 pub const REGISTRY: &[KeySpec] = &[
     spec("queue", "{ns}.{queue} ({ns}.{{queue}} on a cluster)", None, "apalis-redis queue name; its keys hang from it"),
@@ -135,13 +135,13 @@ pub const REGISTRY: &[KeySpec] = &[
 
 /// Builds every Redis key from the deployment's namespace.
 #[derive(Debug, Clone)]
-pub struct Keys {
+pub struct RedisKeys {
     ns: String,
     cluster: bool,
 }
 
-impl Keys {
-    /// Keys under `namespace` (validated by config: no ':' or '.'); with hash tags when
+impl RedisKeys {
+    /// RedisKeys under `namespace` (validated by config: no ':' or '.'); with hash tags when
     /// `cluster` (a Redis Cluster).
     pub fn new(namespace: &str, cluster: bool) -> Self {
         Self { ns: namespace.to_owned(), cluster }
@@ -219,7 +219,7 @@ impl Keys {
     }
 
     /// Cached JSON: a tenant's entitlements at the current shape ([`TENANT_ENTITLEMENTS`]).
-    pub fn tenant_entitlements(&self, tenant: crate::domain::TenantId) -> String {
+    pub fn tenant_entitlements(&self, tenant: crate::newtypes::TenantId) -> String {
         format!("{}:ent:v{}:{}", self.ns, TENANT_ENTITLEMENTS.shape, self.tag(&tenant.to_string()))
     }
 
@@ -247,7 +247,7 @@ impl Keys {
         format!("{}:{}:v*", self.ns, family.segment())
     }
 
-    /// The shape version of a key matched by [`Keys::cache_versions`], if it has one.
+    /// The shape version of a key matched by [`RedisKeys::cache_versions`], if it has one.
     pub fn cache_version_of(&self, family: CachedFamily, key: &str) -> Option<u32> {
         let rest = key.strip_prefix(self.ns.as_str())?.strip_prefix(':')?.strip_prefix(family.segment())?.strip_prefix(":v")?;
         rest.split(':').next()?.parse().ok()
@@ -286,22 +286,22 @@ impl Keys {
     }
 
     /// String: a usage item's idempotency key was counted into the limit counters (PostgreSQL's
-    /// `usage_items` is what bills it once). TTL: [`Keys::USAGE_DEDUP_TTL`]. The tenant in
+    /// `usage_items` is what bills it once). TTL: [`RedisKeys::USAGE_DEDUP_TTL`]. The tenant in
     /// braces is the hash tag: a tenant's usage keys share one Redis Cluster slot, so one
     /// script can touch them together, and tenants spread over the shards.
-    pub fn usage_dedup(&self, tenant: crate::domain::TenantId, idempotency_key: &str) -> String {
+    pub fn usage_dedup(&self, tenant: crate::newtypes::TenantId, idempotency_key: &str) -> String {
         format!("{}:usage:{{{}}}:dedup:{}", self.ns, tenant, idempotency_key)
     }
 
     /// String: a tenant's units of a metric in a calendar month (`YYYYMM`), flushed or not; the
     /// limit check reads it. Missing (a new month, or Redis lost it) it is seeded from
     /// PostgreSQL before it is used. TTL: 40 days.
-    pub fn usage_period(&self, tenant: crate::domain::TenantId, metric: &str, month: &str) -> String {
+    pub fn usage_period(&self, tenant: crate::newtypes::TenantId, metric: &str, month: &str) -> String {
         format!("{}:usage:{{{}}}:period:{}:{}", self.ns, tenant, metric, month)
     }
 
     /// String: the 80 % warning of a tenant's metric went out this month. TTL: 40 days.
-    pub fn usage_warned(&self, tenant: crate::domain::TenantId, metric: &str, month: &str) -> String {
+    pub fn usage_warned(&self, tenant: crate::newtypes::TenantId, metric: &str, month: &str) -> String {
         format!("{}:usage:{{{}}}:warned:{}:{}", self.ns, tenant, metric, month)
     }
 
@@ -322,10 +322,10 @@ impl Keys {
         format!("{}:stats:cache:*", self.ns)
     }
 
-    /// TTL of [`Keys::route_stats`].
+    /// TTL of [`RedisKeys::route_stats`].
     pub const ROUTE_STATS_TTL: Duration = Duration::from_secs(2 * 24 * 3600);
 
-    /// TTL of [`Keys::member_cache_stats`].
+    /// TTL of [`RedisKeys::member_cache_stats`].
     pub const MEMBER_STATS_TTL: Duration = Duration::from_secs(600);
 
     /// How long a usage idempotency key is remembered.
@@ -334,7 +334,7 @@ impl Keys {
     /// How long period counters and warning marks live.
     pub const USAGE_PERIOD_TTL: Duration = Duration::from_secs(40 * 24 * 3600);
 
-    /// TTL of [`Keys::scheduler_last_tick`].
+    /// TTL of [`RedisKeys::scheduler_last_tick`].
     pub const SCHEDULER_LAST_TICK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
     /// How long apalis keeps an enqueue idempotency key (`{queue}:idempotency:{key}`).
@@ -361,9 +361,9 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
         sources(&root, &mut files);
-        let keys_rs = files.iter().find(|(p, _)| p.ends_with("keys.rs")).map(|(_, t)| t.clone()).expect("keys.rs");
-        // Every method of Keys that returns a key is in REGISTRY, and the other way round.
-        let impl_block = &keys_rs[keys_rs.find("impl Keys {").expect("impl")..keys_rs.find("#[cfg(test)]").expect("end")];
+        let keys_rs = files.iter().find(|(p, _)| p.ends_with("redis_keys.rs")).map(|(_, t)| t.clone()).expect("redis_keys.rs");
+        // Every method of RedisKeys that returns a key is in REGISTRY, and the other way round.
+        let impl_block = &keys_rs[keys_rs.find("impl RedisKeys {").expect("impl")..keys_rs.find("#[cfg(test)]").expect("end")];
         let builders: Vec<&str> = impl_block
             .lines()
             .filter_map(|l| l.trim().strip_prefix("pub fn "))
@@ -378,20 +378,20 @@ mod tests {
             assert!(registered.contains(&spec.name), "{} is not in REGISTRY", spec.name);
         }
         for b in &builders {
-            assert!(registered.contains(b), "Keys::{b} builds a key but is not in REGISTRY");
+            assert!(registered.contains(b), "RedisKeys::{b} builds a key but is not in REGISTRY");
         }
         for r in &registered {
-            assert!(builders.contains(r), "REGISTRY lists {r}, which Keys does not build");
+            assert!(builders.contains(r), "REGISTRY lists {r}, which RedisKeys does not build");
         }
         // Outside this module: no key built from the namespace, no KEYS (SCAN only).
         for (path, text) in &files {
-            if path.ends_with("keys.rs") {
+            if path.ends_with("redis_keys.rs") {
                 continue;
             }
             for (n, line) in text.lines().enumerate() {
                 let at = format!("{}:{}", path.display(), n + 1);
-                assert!(!line.contains("format!(\"{}:") && !line.contains("format!(\"{}."), "{at}: a Redis key built outside keys.rs: {line}");
-                assert!(!(line.contains("format!") && line.contains("namespace()")), "{at}: the namespace used outside keys.rs: {line}");
+                assert!(!line.contains("format!(\"{}:") && !line.contains("format!(\"{}."), "{at}: a Redis key built outside redis_keys.rs: {line}");
+                assert!(!(line.contains("format!") && line.contains("namespace()")), "{at}: the namespace used outside redis_keys.rs: {line}");
                 assert!(!line.contains("cmd(\"KEYS\")") && !line.contains(".keys::<"), "{at}: KEYS blocks Redis; use SCAN: {line}");
             }
         }

@@ -10,11 +10,11 @@ use std::time::Duration;
 use rand::Rng;
 use serde::Deserialize;
 
-use crate::domain::JobKind;
+use crate::newtypes::JobKind;
 
 /// A catalogue that cannot be used. Every variant names the file at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogueError {
+pub enum JobCatalogueError {
     /// The folder could not be read.
     #[error("job catalogue {0}: cannot read folder: {1}")]
     Folder(PathBuf, std::io::Error),
@@ -120,24 +120,24 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
 /// All job policies, by kind.
 #[derive(Debug, Clone, Default)]
-pub struct Catalogue {
+pub struct JobCatalogue {
     dir: PathBuf,
     entries: BTreeMap<JobKind, JobPolicy>,
 }
 
-impl Catalogue {
+impl JobCatalogue {
     /// Loads and validates every `*.toml` file of `dir`.
-    pub fn load(dir: &ConfigDir) -> Result<Self, CatalogueError> {
-        let files = dir.files("toml").map_err(|(path, e)| CatalogueError::Folder(path, e))?;
+    pub fn load(dir: &ConfigDir) -> Result<Self, JobCatalogueError> {
+        let files = dir.files("toml").map_err(|(path, e)| JobCatalogueError::Folder(path, e))?;
         let mut entries = BTreeMap::new();
         let mut queues = BTreeMap::new();
         for (file, text) in files {
             let policy = parse_entry(&file, &text)?;
             if let Some(other) = queues.insert(policy.queue.clone(), policy.file.clone()) {
-                return Err(CatalogueError::File(file, format!("queue {:?} is already used by {}", policy.queue, other.display())));
+                return Err(JobCatalogueError::File(file, format!("queue {:?} is already used by {}", policy.queue, other.display())));
             }
             if entries.contains_key(&policy.kind) {
-                return Err(CatalogueError::File(file, format!("job kind {:?} has two entries", policy.kind.as_str())));
+                return Err(JobCatalogueError::File(file, format!("job kind {:?} has two entries", policy.kind.as_str())));
             }
             entries.insert(policy.kind.clone(), policy);
         }
@@ -145,15 +145,15 @@ impl Catalogue {
     }
 
     /// Checks that the catalogue and the registered handlers name the same kinds.
-    pub fn check_against(&self, handled: &[&str]) -> Result<(), CatalogueError> {
+    pub fn check_against(&self, handled: &[&str]) -> Result<(), JobCatalogueError> {
         for policy in self.entries.values() {
             if !handled.contains(&policy.kind.as_str()) {
-                return Err(CatalogueError::UnknownKind(policy.file.clone(), policy.kind.0.clone()));
+                return Err(JobCatalogueError::UnknownKind(policy.file.clone(), policy.kind.0.clone()));
             }
         }
         for kind in handled {
             if !self.entries.contains_key(&JobKind::from(*kind)) {
-                return Err(CatalogueError::MissingEntry { dir: self.dir.clone(), kind: (*kind).to_owned() });
+                return Err(JobCatalogueError::MissingEntry { dir: self.dir.clone(), kind: (*kind).to_owned() });
             }
         }
         Ok(())
@@ -162,10 +162,10 @@ impl Catalogue {
     /// Checks each scheduled kind's `schedule_payload` with `parses` (the kind's handler's
     /// argument check), so a cron tick the handler cannot read stops start-up, naming the file,
     /// instead of dead-lettering at every tick.
-    pub fn check_schedule_payloads(&self, parses: impl Fn(&str, &serde_json::Value) -> Result<(), String>) -> Result<(), CatalogueError> {
+    pub fn check_schedule_payloads(&self, parses: impl Fn(&str, &serde_json::Value) -> Result<(), String>) -> Result<(), JobCatalogueError> {
         for policy in self.entries.values().filter(|p| p.schedule.is_some()) {
             parses(policy.kind.as_str(), &policy.schedule_payload)
-                .map_err(|e| CatalogueError::File(policy.file.clone(), format!("schedule_payload does not fit the handler's arguments: {e}")))?;
+                .map_err(|e| JobCatalogueError::File(policy.file.clone(), format!("schedule_payload does not fit the handler's arguments: {e}")))?;
         }
         Ok(())
     }
@@ -190,8 +190,8 @@ impl Catalogue {
     }
 }
 
-fn parse_entry(file: &Path, text: &str) -> Result<JobPolicy, CatalogueError> {
-    let fail = |msg: String| CatalogueError::File(file.to_owned(), msg);
+fn parse_entry(file: &Path, text: &str) -> Result<JobPolicy, JobCatalogueError> {
+    let fail = |msg: String| JobCatalogueError::File(file.to_owned(), msg);
     let entry: EntryFile = toml::from_str(text).map_err(|e| fail(e.message().to_owned()))?;
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     if stem != entry.kind {
@@ -262,7 +262,7 @@ backoff = { base_secs = 1, max_secs = 60 }
     fn loads_and_checks_handlers() {
         let dir = tempfile::tempdir().expect("tmp");
         write(dir.path(), "noop.toml", GOOD);
-        let cat = Catalogue::load(&ConfigDir::Path(dir.path().to_owned())).expect("valid");
+        let cat = JobCatalogue::load(&ConfigDir::Path(dir.path().to_owned())).expect("valid");
         assert_eq!(cat.get("noop").map(|p| p.max_attempts), Some(3));
         cat.check_against(&["noop"]).expect("matches");
         let err = cat.check_against(&["noop", "email.send"]).unwrap_err().to_string();
@@ -275,7 +275,7 @@ backoff = { base_secs = 1, max_secs = 60 }
     fn bad_cron_names_the_file() {
         let dir = tempfile::tempdir().expect("tmp");
         write(dir.path(), "noop.toml", &format!("{GOOD}schedule = \"every tuesday\"\n"));
-        let err = Catalogue::load(&ConfigDir::Path(dir.path().to_owned())).unwrap_err().to_string();
+        let err = JobCatalogue::load(&ConfigDir::Path(dir.path().to_owned())).unwrap_err().to_string();
         assert!(err.contains("noop.toml") && err.contains("bad cron expression"), "{err}");
     }
 
