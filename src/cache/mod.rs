@@ -44,6 +44,11 @@ pub enum CacheError {
     },
 }
 
+/// Stores a loaded value unless its lock was lost (KEYS: value, lock).
+const STORE_LUA: &str = include_str!("lua/store.lua");
+/// Releases a lock this holder still owns (KEYS: lock).
+const UNLOCK_LUA: &str = include_str!("lua/unlock.lua");
+
 /// Tuning of the reader; the defaults suit the intake API.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheOptions {
@@ -153,8 +158,8 @@ impl Cache {
             counters: Arc::default(),
             refreshing: Arc::default(),
             refreshed: Arc::new(tokio::sync::watch::channel(0).0),
-            store: Arc::new(redis::Script::new(include_str!("lua/store.lua"))),
-            unlock: Arc::new(redis::Script::new(include_str!("lua/unlock.lua"))),
+            store: Arc::new(redis::Script::new(STORE_LUA)),
+            unlock: Arc::new(redis::Script::new(UNLOCK_LUA)),
         }
     }
 

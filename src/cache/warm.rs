@@ -79,20 +79,22 @@ impl Cache {
             Ok(v) => v,
             Err(e) => {
                 let mut release = redis::pipe();
-                release.load_script(&self.unlock).ignore();
                 for (_, key) in &locked {
-                    release.invoke_script(self.unlock.key(self.keys.cache_lock(key)).arg(&token)).ignore();
+                    release.cmd("EVAL").arg(super::UNLOCK_LUA).arg(1).arg(self.keys.cache_lock(key)).arg(&token).ignore();
                 }
                 let _: Result<(), _> = release.query_async(&mut conn).await;
                 return Err(WarmError::Load { family: family.name, message: e.to_string() });
             }
         };
+        // EVAL with the script's text, not a SCRIPT LOAD then EVALSHA: on a cluster the load in
+        // a pipeline reaches one node, and a node that has not run the script yet (new, or
+        // restarted, which empties its script cache) answers NOSCRIPT for every key it holds.
+        // Redis caches the script by its hash on the first EVAL.
         let mut stores = redis::pipe();
-        stores.load_script(&self.store).ignore();
         let mut stored_keys = 0usize;
         for (id, key) in &locked {
             let Some((envelope, px)) = values.get(id).and_then(|v| self.envelope(family, v)) else { continue };
-            stores.invoke_script(self.store.key(key).key(self.keys.cache_lock(key)).arg(&token).arg(envelope).arg(px));
+            stores.cmd("EVAL").arg(super::STORE_LUA).arg(2).arg(key).arg(self.keys.cache_lock(key)).arg(&token).arg(envelope).arg(px);
             stored_keys += 1;
         }
         let written: Vec<i64> = if stored_keys == 0 { Vec::new() } else { stores.query_async(&mut conn).await? };

@@ -230,6 +230,27 @@ async fn seed_entitlement(app: &TestApp, tenant: Uuid, limit: i64) {
         .expect("entitlement");
 }
 
+/// Redis forgets its scripts when a node restarts (or a new one joins): a warm still stores
+/// every value. On a cluster a batch's script load reached one node only, and the catalogue's
+/// node, never having run the script, refused the store with NOSCRIPT.
+#[tokio::test]
+async fn a_warm_stores_every_value_after_redis_forgot_its_scripts() {
+    let sim = StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let tenant = app.tenant("t").await;
+    seed_entitlement(&app, tenant, 5).await;
+    for client in app.state.redis.master_clients(&app.state.redis_client).await.expect("masters") {
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect to a master");
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.expect("script flush");
+    }
+    let report = ballast::billing::warm::run(app.state.warm_sources()).await.expect("warm");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!((report.catalogue.stored, report.flags.stored, report.entitlements.stored), (1, 1, 1), "{report:?}");
+    let mut conn = app.state.redis.clone();
+    let cached: bool = redis::cmd("EXISTS").arg(app.state.keys.plan_catalogue()).query_async(&mut conn).await.expect("exists");
+    assert!(cached, "the plan catalogue is cached");
+}
+
 #[tokio::test]
 async fn the_warm_job_fills_every_active_tenant_so_reads_are_hits() {
     let sim = StripeSim::start().await;
