@@ -66,8 +66,11 @@ pub mod runbook;
 pub mod scheduler;
 /// Service level objectives: recording, burn-rate evaluation, alert notifications.
 pub mod slo;
-/// Stripe: signatures, events, the inbox, the API client, event handlers.
+/// Stripe events: signatures, parsing, the inbox, routing, handlers and the apply path.
 pub mod stripe;
+/// The Stripe API client: what Ballast asks Stripe, and Stripe's errors (below the domains that
+/// call it: billing, dunning, tenants, usage, and the Stripe event handlers).
+pub mod stripe_api;
 /// The application state every edge holds.
 pub mod state;
 /// Logs.

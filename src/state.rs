@@ -36,7 +36,7 @@ pub enum StartError {
     Plans(#[from] crate::billing::plans::PlansError),
     /// The Stripe client.
     #[error(transparent)]
-    Stripe(#[from] crate::stripe::client::StripeApiError),
+    Stripe(#[from] crate::stripe_api::StripeApiError),
     /// An unknown role name.
     #[error("unknown role {0:?}: use api, worker, scheduler")]
     UnknownRole(String),
@@ -81,7 +81,7 @@ pub struct AppState {
     /// The job queue.
     pub queue: JobQueue,
     /// The Stripe API.
-    pub stripe: crate::stripe::client::StripeApi,
+    pub stripe: crate::stripe_api::StripeApi,
     /// The plan catalogue.
     pub plans: Arc<crate::billing::plans::Plans>,
     /// The intake's rate limiter (and the clock its decisions use).
@@ -124,8 +124,8 @@ impl AppState {
         let keys = RedisKeys::new(&settings.redis_namespace, settings.redis_cluster);
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
-        crate::stripe::client::StripeApi::check_version(&settings.stripe_api_version)?;
-        let stripe = crate::stripe::client::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?;
+        crate::stripe_api::StripeApi::check_version(&settings.stripe_api_version)?;
+        let stripe = crate::stripe_api::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?;
         let policies = crate::ratelimit::Policies::load(&settings.limits_file)?;
         let limiter = crate::ratelimit::Limiter::new(keys.clone(), redis.clone(), crate::clock::Clock::System, policies);
         let dunning = Arc::new(crate::dunning::Policy::load(&settings.dunning_file)?);

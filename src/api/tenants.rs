@@ -17,7 +17,7 @@ use super::route::{Auth, RouteSpec};
 use crate::auth::Scope;
 use crate::newtypes::TenantId;
 use crate::state::AppState;
-use crate::stripe::client::StripeApiError;
+use crate::stripe_api::StripeApiError;
 use crate::tenants::provision::{self, NewTenant, TenantChange};
 use crate::tenants::{self, TenantError, view};
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::plans::{Grant, Plans, UsageLimit};
 use crate::cache::{Cache, CacheError};
 use crate::redis_keys::PLAN_CATALOGUE;
-use crate::stripe::client::{ObjectKind, StripeApi, StripeApiError};
+use crate::stripe_api::{ObjectKind, StripeApi, StripeApiError};
 
 /// The catalogue as clients see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

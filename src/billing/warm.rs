@@ -13,7 +13,7 @@ use crate::cache::warm::{FillCount, WarmError};
 use crate::db::SystemPool;
 use crate::newtypes::TenantId;
 use crate::redis_keys::{FEATURE_FLAGS, PLAN_CATALOGUE, TENANT_ENTITLEMENTS};
-use crate::stripe::client::StripeApi;
+use crate::stripe_api::StripeApi;
 
 /// Tenants per batch: one entitlement query and two pipelines each.
 pub const BATCH: usize = 500;

@@ -237,7 +237,7 @@ async fn gate(State(sim): State<Arc<Mutex<Sim>>>, request: axum::extract::Reques
     let (latency, hang) = {
         let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.requests += 1;
-        if version != crate::stripe::client::StripeApi::api_version() {
+        if version != crate::stripe_api::StripeApi::api_version() {
             s.wrong_versions.push(version.clone());
             let error = json!({"error": {"type": "invalid_request_error", "message": format!("Invalid Stripe API version: {version}")}});
             return axum::response::IntoResponse::into_response((StatusCode::BAD_REQUEST, Json(error)));

@@ -104,7 +104,7 @@ impl Sim {
     pub(super) fn emit(&mut self, event_type: &str, object: Value) {
         let id = self.id("evt");
         self.events.push(json!({
-            "id": id, "object": "event", "api_version": crate::stripe::client::StripeApi::api_version(), "created": self.clock,
+            "id": id, "object": "event", "api_version": crate::stripe_api::StripeApi::api_version(), "created": self.clock,
             "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
             "request": {"id": null, "idempotency_key": null}, "type": event_type,
         }));

@@ -12,7 +12,7 @@ use super::handles::Deps;
 use crate::billing::entitlements;
 use crate::newtypes::TenantId;
 use crate::email::{self, NewEmail, Template};
-use crate::stripe::client::StripeApiError;
+use crate::stripe_api::StripeApiError;
 
 /// Errors of a dunning run.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::cache::Cache;
 use crate::db::{SystemPool, TenantPool};
 use crate::queue::JobQueue;
-use crate::stripe::client::StripeApi;
+use crate::stripe_api::StripeApi;
 
 use super::policy::Policy;
 

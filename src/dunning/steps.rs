@@ -18,7 +18,7 @@ use super::policy::{Action, FinalAction, Step};
 use crate::billing::entitlements;
 use crate::newtypes::{Money, TenantId};
 use crate::email::{self, Template};
-use crate::stripe::client::StripeApiError;
+use crate::stripe_api::StripeApiError;
 
 /// Advances one case to `as_of`: each round does what needs no network in one transaction
 /// under the tenant's lock, then makes the one Stripe call it stopped at, outside it.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::kind::{JobContext, JobError};
 use super::admin::AdminJob;
-use crate::stripe::client::ObjectKind;
+use crate::stripe_api::ObjectKind;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]

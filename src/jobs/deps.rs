@@ -13,7 +13,7 @@ use crate::db::{SystemPool, TenantPool};
 use crate::redis_keys::RedisKeys;
 use crate::queue::JobQueue;
 use crate::redis_conn::RedisConn;
-use crate::stripe::client::StripeApi;
+use crate::stripe_api::StripeApi;
 
 /// A member's state as a source of a job kind's dependencies `D`.
 pub trait Provides<D> {

@@ -74,7 +74,7 @@ impl AdminJob for SiteDownJob {
         let stripe = timed(async {
             match state.stripe.ping().await {
                 Ok(()) => Ok(Some(())),
-                Err(crate::stripe::client::StripeApiError::NotConfigured) => Ok(None),
+                Err(crate::stripe_api::StripeApiError::NotConfigured) => Ok(None),
                 Err(e) => Err(e),
             }
         })

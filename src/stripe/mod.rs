@@ -1,8 +1,8 @@
-//! Stripe: webhook signatures, event parsing, the durable inbox, the API client, and the
-//! handlers that apply each event family to the billing mirror.
+//! Stripe's events: webhook signatures, event parsing, the durable inbox, routing to tenants,
+//! the handlers that apply each event family to the billing mirror, and the apply path the
+//! jobs call. The API client is `crate::stripe_api`, below the domains that call Stripe.
 
 pub mod apply;
-pub mod client;
 pub mod event;
 pub mod handlers;
 pub mod inbox;

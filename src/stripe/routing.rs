@@ -3,7 +3,7 @@
 //! exists and is not mapped to another customer. System pool throughout: routing is what
 //! finds the tenant.
 
-use super::client::{ObjectKind, StripeApi, StripeApiError};
+use crate::stripe_api::{ObjectKind, StripeApi, StripeApiError};
 use super::event::{StripeEvent, expandable_id};
 use super::inbox;
 use crate::db::SystemPool;

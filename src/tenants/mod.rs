@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::db::SystemPool;
 use crate::newtypes::TenantId;
-use crate::stripe::client::StripeApiError;
+use crate::stripe_api::StripeApiError;
 
 /// A tenant's standing, as `tenants.status` stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

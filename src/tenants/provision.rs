@@ -16,7 +16,7 @@ use crate::db::SystemPool;
 use crate::newtypes::TenantId;
 use crate::email::{self, NewEmail, Template};
 use crate::queue::JobQueue;
-use crate::stripe::client::{NewCustomer, StripeApi, StripeApiError};
+use crate::stripe_api::{NewCustomer, StripeApi, StripeApiError};
 use crate::stripe::inbox;
 
 /// What provisioning and changes need.

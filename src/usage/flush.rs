@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::Deps;
 use super::ledger::{LedgerRow, write_ledger};
 use crate::fault;
-use crate::stripe::client::StripeApiError;
+use crate::stripe_api::StripeApiError;
 
 /// Errors of the flush.
 #[derive(Debug, thiserror::Error)]

@@ -372,5 +372,5 @@ pub struct Deps<'a> {
     /// Metered limits and meter event names.
     pub plans: &'a crate::billing::plans::Plans,
     /// Meter events.
-    pub stripe: &'a crate::stripe::client::StripeApi,
+    pub stripe: &'a crate::stripe_api::StripeApi,
 }

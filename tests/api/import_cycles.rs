@@ -208,7 +208,7 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf
 /// own layer and those below, never one above.
 const LAYERS: &[(&str, &[&str])] = &[
     ("ground", &["config", "assets", "newtypes", "redis_keys", "redis_conn", "job_catalogue", "clock", "telemetry", "fault"]),
-    ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu"]),
+    ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu", "stripe_api"]),
     ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest", "tenants", "webhooks_out"]),
     ("jobs", &["jobs", "runbook", "scheduler"]),
     // The state is assembled at the edges: no job, runbook or scheduler file sees it whole.

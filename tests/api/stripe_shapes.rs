@@ -99,7 +99,7 @@ async fn every_handled_event_type_built_from_the_published_objects_is_applied() 
             o = as_app_checkout(o, tenant);
         }
         let event = json!({"id": format!("evt_published_{n:02}"), "object": "event", "type": event_type, "created": created + n as i64,
-            "livemode": false, "api_version": ballast::stripe::client::StripeApi::api_version(),
+            "livemode": false, "api_version": ballast::stripe_api::StripeApi::api_version(),
             "data": {"object": o}, "request": {"id": null, "idempotency_key": null}});
         assert_eq!(app.deliver(&event).await, 200, "{event_type}");
         app.drain().await;
@@ -120,7 +120,7 @@ async fn a_guest_payments_refund_is_ignored_not_parked() {
     let app = TestApp::spawn().await;
     let p = published();
     let event = json!({"id": "evt_guest_refund", "object": "event", "type": "charge.refunded", "created": chrono::Utc::now().timestamp(),
-        "livemode": false, "api_version": ballast::stripe::client::StripeApi::api_version(), "data": {"object": p["charge"]},
+        "livemode": false, "api_version": ballast::stripe_api::StripeApi::api_version(), "data": {"object": p["charge"]},
         "request": {"id": null, "idempotency_key": null}});
     assert_eq!(app.deliver(&event).await, 200);
     app.drain().await;

@@ -54,7 +54,7 @@ async fn a_new_subscription_is_invoiced_and_paid_at_once_in_order() {
     assert_eq!(one(&events, "invoice.paid")["billing_reason"], "subscription_create");
     let times: Vec<i64> = events.iter().map(|e| e["created"].as_i64().unwrap_or(0)).collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]), "a step's events are spread over seconds: {times:?}");
-    assert!(events.iter().all(|e| e["api_version"] == ballast::stripe::client::StripeApi::api_version()));
+    assert!(events.iter().all(|e| e["api_version"] == ballast::stripe_api::StripeApi::api_version()));
 }
 
 /// <https://docs.stripe.com/billing/subscriptions/trials>: a trial opens with a $0 invoice,
@@ -282,7 +282,7 @@ async fn a_payment_needing_3d_secure_asks_for_action_and_refuses_off_session_pay
         }
         request.send()
     };
-    let answer = pay(Some(ballast::stripe::client::StripeApi::api_version())).await.expect("pay");
+    let answer = pay(Some(ballast::stripe_api::StripeApi::api_version())).await.expect("pay");
     assert_eq!(answer.status(), 402);
     let body: Value = answer.json().await.expect("json");
     assert_eq!(body["error"]["code"], "authentication_required");

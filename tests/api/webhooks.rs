@@ -166,7 +166,7 @@ async fn an_event_of_another_api_version_is_applied_and_counted_and_the_pinned_v
     old["api_version"] = json!("2020-08-27");
     assert_eq!(app.deliver(&old).await, 200);
     let mut pinned = event("evt_pinned_version", "customer.updated");
-    pinned["api_version"] = json!(ballast::stripe::client::StripeApi::api_version());
+    pinned["api_version"] = json!(ballast::stripe_api::StripeApi::api_version());
     assert_eq!(app.deliver(&pinned).await, 200);
     app.drain().await;
     let stored: Option<String> = sqlx::query_scalar("SELECT api_version FROM stripe_events WHERE id = 'evt_old_version'")
@@ -176,7 +176,7 @@ async fn an_event_of_another_api_version_is_applied_and_counted_and_the_pinned_v
     assert_eq!(stored.as_deref(), Some("2020-08-27"));
     let metrics = app.http.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("ballast_stripe_events_other_api_version_total{api_version=\"2020-08-27\"} 1"), "{metrics}");
-    assert!(!metrics.contains(&format!("api_version=\"{}\"", ballast::stripe::client::StripeApi::api_version())));
+    assert!(!metrics.contains(&format!("api_version=\"{}\"", ballast::stripe_api::StripeApi::api_version())));
 
     let out = app.cli_with(&["cache", "reshape", "--json"], &[("BALLAST_STRIPE_API_VERSION", "2020-08-27")]);
     let stderr = String::from_utf8_lossy(&out.stderr);

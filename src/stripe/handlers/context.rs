@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::super::client::{ObjectKind, StripeApiError};
+use crate::stripe_api::{ObjectKind, StripeApiError};
 use super::super::event::StripeEvent;
 use crate::billing::effects::{self, EffectKind, NewEffect};
 use crate::newtypes::TenantId;

@@ -3,7 +3,7 @@
 
 use crate::billing::effects::EffectKind;
 use super::context::{Applied, EventCtx, HandlerError, Table, shape};
-use crate::stripe::client::ObjectKind;
+use crate::stripe_api::ObjectKind;
 use crate::stripe::event::{CustomerObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {

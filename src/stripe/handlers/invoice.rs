@@ -4,7 +4,7 @@
 
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape, ts};
-use crate::stripe::client::ObjectKind;
+use crate::stripe_api::ObjectKind;
 use crate::stripe::event::{InvoiceObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {

@@ -69,7 +69,7 @@ pub struct RefetchEvent {
     /// `evt_…`.
     pub event_id: EventId,
     /// What to read.
-    pub kind: crate::stripe::client::ObjectKind,
+    pub kind: crate::stripe_api::ObjectKind,
     /// Its id.
     pub object_id: String,
 }
