@@ -41,7 +41,7 @@ BIN_DIR=${BALLAST_BIN_DIR:-$ROOT/target/release}
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
 
-# What this run started (stopped at the end of `test`): "postgres", "redis:PORT".
+# What this run started (stopped at the end of `test`): "postgres", "redis:PORT:DIR".
 STARTED=()
 
 # The process listening on 127.0.0.1:PORT, as "pid N (command line)"; fails when none listens.

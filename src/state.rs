@@ -170,19 +170,19 @@ impl AppState {
 
 impl AppState {
     /// What SLO evaluation and notification use.
-    pub fn slo_deps(&self) -> crate::slo::Deps<'_> {
-        crate::slo::Deps { system_pool: &self.system_pool, slos: &self.slos, queue: &self.queue, settings: &self.settings }
+    pub fn slo_deps(&self) -> crate::slo::Deps {
+        crate::slo::Deps { system_pool: self.system_pool.clone(), slos: self.slos.clone(), queue: self.queue.clone(), settings: self.settings.clone() }
     }
 
     /// What usage intake, reads and the flush use.
-    pub fn usage_deps(&self) -> crate::usage::Deps<'_> {
+    pub fn usage_deps(&self) -> crate::usage::Deps {
         crate::usage::Deps {
-            tenant_pool: &self.tenant_pool,
-            system_pool: &self.system_pool,
-            redis: &self.redis,
-            keys: &self.keys,
-            plans: &self.plans,
-            stripe: &self.stripe,
+            tenant_pool: self.tenant_pool.clone(),
+            system_pool: self.system_pool.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            plans: self.plans.clone(),
+            stripe: self.stripe.clone(),
         }
     }
 
@@ -192,27 +192,27 @@ impl AppState {
     }
 
     /// What dunning uses.
-    pub fn dunning_deps(&self) -> crate::dunning::Deps<'_> {
+    pub fn dunning_deps(&self) -> crate::dunning::Deps {
         crate::dunning::Deps {
-            tenant_pool: &self.tenant_pool,
-            system_pool: &self.system_pool,
-            stripe: &self.stripe,
-            plans: &self.plans,
+            tenant_pool: self.tenant_pool.clone(),
+            system_pool: self.system_pool.clone(),
+            stripe: self.stripe.clone(),
+            plans: self.plans.clone(),
             past_due_grace: self.settings.past_due_grace,
-            policy: &self.dunning,
-            queue: &self.queue,
-            cache: &self.cache,
+            policy: self.dunning.clone(),
+            queue: self.queue.clone(),
+            cache: self.cache.clone(),
         }
     }
 
     /// What a cache warm reads from and fills.
-    pub fn warm_sources(&self) -> crate::billing::warm::WarmSources<'_> {
+    pub fn warm_sources(&self) -> crate::billing::warm::WarmSources {
         crate::billing::warm::WarmSources {
-            cache: &self.cache,
-            plans: &self.plans,
-            stripe: &self.stripe,
-            app_pool: self.tenant_pool.raw(),
-            system_pool: &self.system_pool,
+            cache: self.cache.clone(),
+            plans: self.plans.clone(),
+            stripe: self.stripe.clone(),
+            app_pool: self.tenant_pool.raw().clone(),
+            system_pool: self.system_pool.clone(),
         }
     }
 }
@@ -233,7 +233,7 @@ impl Provides<AppState> for AppState {
 impl Provides<crate::stripe::apply::ApplyDeps> for AppState {
     fn provide(&self) -> crate::stripe::apply::ApplyDeps {
         crate::stripe::apply::ApplyDeps {
-            billing: self.provide(),
+            billing: self.dunning_deps(),
             metrics: self.metrics.clone(),
             apply_batch: self.settings.webhook_apply_batch,
             applied_in_groups: self.applied_in_groups.clone(),
@@ -241,18 +241,9 @@ impl Provides<crate::stripe::apply::ApplyDeps> for AppState {
     }
 }
 
-impl Provides<crate::dunning::DunningHandles> for AppState {
-    fn provide(&self) -> crate::dunning::DunningHandles {
-        crate::dunning::DunningHandles {
-            tenant_pool: self.tenant_pool.clone(),
-            system_pool: self.system_pool.clone(),
-            stripe: self.stripe.clone(),
-            plans: self.plans.clone(),
-            past_due_grace: self.settings.past_due_grace,
-            policy: self.dunning.clone(),
-            queue: self.queue.clone(),
-            cache: self.cache.clone(),
-        }
+impl Provides<crate::dunning::Deps> for AppState {
+    fn provide(&self) -> crate::dunning::Deps {
+        self.dunning_deps()
     }
 }
 
@@ -274,35 +265,21 @@ impl Provides<deps::Email> for AppState {
     }
 }
 
-impl Provides<deps::Usage> for AppState {
-    fn provide(&self) -> deps::Usage {
-        deps::Usage {
-            tenant_pool: self.tenant_pool.clone(),
-            system_pool: self.system_pool.clone(),
-            redis: self.redis.clone(),
-            keys: self.keys.clone(),
-            plans: self.plans.clone(),
-            stripe: self.stripe.clone(),
-        }
+impl Provides<crate::usage::Deps> for AppState {
+    fn provide(&self) -> crate::usage::Deps {
+        self.usage_deps()
     }
 }
 
-impl Provides<deps::CacheFill> for AppState {
-    fn provide(&self) -> deps::CacheFill {
-        deps::CacheFill {
-            cache: self.cache.clone(),
-            redis: self.redis.clone(),
-            plans: self.plans.clone(),
-            stripe: self.stripe.clone(),
-            tenant_pool: self.tenant_pool.clone(),
-            system_pool: self.system_pool.clone(),
-        }
+impl Provides<crate::billing::warm::WarmSources> for AppState {
+    fn provide(&self) -> crate::billing::warm::WarmSources {
+        self.warm_sources()
     }
 }
 
-impl Provides<deps::Slo> for AppState {
-    fn provide(&self) -> deps::Slo {
-        deps::Slo { system_pool: self.system_pool.clone(), slos: self.slos.clone(), queue: self.queue.clone(), settings: self.settings.clone() }
+impl Provides<crate::slo::Deps> for AppState {
+    fn provide(&self) -> crate::slo::Deps {
+        self.slo_deps()
     }
 }
 
@@ -356,4 +333,36 @@ impl Provides<crate::scheduler::SchedulerDeps> for AppState {
 pub fn member_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".to_owned());
     format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    //! The standard registry as members assemble it: what jobs/ schedules and what the runbooks
+    //! name has a handler here.
+
+    #[test]
+    fn every_scheduled_payload_in_jobs_fits_its_handler() {
+        let dir = crate::assets::jobs();
+        let catalogue = crate::job_catalogue::JobCatalogue::load(&dir).expect("jobs/");
+        let registry = super::Registry::standard();
+        catalogue
+            .check_schedule_payloads(|kind, payload| registry.get(kind).map_or(Ok(()), |h| h.check(payload).map_err(|e| e.to_string())))
+            .expect("schedule payloads");
+        // A payload the handler cannot read is refused, naming the file.
+        let bad = crate::job_catalogue::JobCatalogue::load(&dir).expect("jobs/");
+        let err = bad
+            .check_schedule_payloads(|kind, _| if kind == "slo.evaluate" { Err("unknown field `x`".into()) } else { Ok(()) })
+            .expect_err("refused");
+        assert!(err.to_string().contains("slo.evaluate.toml"), "{err}");
+    }
+
+    #[test]
+    fn every_runbooks_admin_job_has_a_handler() {
+        let pages = crate::runbook::pages(&crate::assets::runbooks()).expect("runbooks/");
+        let registry = super::Registry::standard();
+        assert!(!pages.is_empty());
+        for page in &pages {
+            assert!(registry.get(&page.admin_job).is_some(), "{} (runbooks/{}.md) has no handler in Registry::standard", page.admin_job, page.name);
+        }
+    }
 }

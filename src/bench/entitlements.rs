@@ -100,7 +100,7 @@ async fn measure(state: &AppState, tenants: &[TenantId], n: u64, concurrency: us
     let Some(addr) = member.api_addr else { return Err(BenchError::NotListening) };
     let url = format!("http://{addr}/v1/entitlements/projects");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    crate::billing::warm::run(state.warm_sources()).await.map_err(|e| fail(e.to_string()))?;
+    crate::billing::warm::run(&state.warm_sources()).await.map_err(|e| fail(e.to_string()))?;
 
     let get = |i: usize| client.get(&url).bearer_auth(&keys[i % keys.len()]).send();
     let outcome = async {

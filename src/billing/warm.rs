@@ -47,25 +47,25 @@ impl WarmReport {
     }
 }
 
-/// Where a warm reads what it stores.
-#[derive(Debug, Clone, Copy)]
-pub struct WarmSources<'a> {
+/// What a warm reads from and fills (handles, cheap to clone).
+#[derive(Debug, Clone)]
+pub struct WarmSources {
     /// The cache to fill.
-    pub cache: &'a Cache,
+    pub cache: Cache,
     /// The plan catalogue.
-    pub plans: &'a std::sync::Arc<Plans>,
+    pub plans: std::sync::Arc<Plans>,
     /// Stripe, for the catalogue's prices.
-    pub stripe: &'a StripeApi,
+    pub stripe: StripeApi,
     /// The app role's pool (feature flags are global, read as the app).
-    pub app_pool: &'a sqlx::PgPool,
+    pub app_pool: sqlx::PgPool,
     /// The system pool: warming is every tenant's, by design.
-    pub system_pool: &'a SystemPool,
+    pub system_pool: SystemPool,
 }
 
 /// One warm: catalogue, flags, then every tenant that is not closed, in batches of [`BATCH`].
 /// A failed catalogue or flag load is reported in `errors`; a failed tenant batch stops the warm.
-pub async fn run(from: WarmSources<'_>) -> Result<WarmReport, WarmError> {
-    let cache = from.cache;
+pub async fn run(from: &WarmSources) -> Result<WarmReport, WarmError> {
+    let cache = &from.cache;
     let keys = cache.keys();
     let mut report = WarmReport::default();
     let (plans, stripe) = (from.plans.clone(), from.stripe.clone());
@@ -113,8 +113,8 @@ pub async fn run(from: WarmSources<'_>) -> Result<WarmReport, WarmError> {
 
 /// One tenant's entitlements only: what an app service asks for after a change of its own
 /// (`cache.warm` through `POST /v1/jobs`, which always names the caller's tenant).
-pub async fn run_tenant(from: WarmSources<'_>, tenant: TenantId) -> Result<WarmReport, WarmError> {
-    let cache = from.cache;
+pub async fn run_tenant(from: &WarmSources, tenant: TenantId) -> Result<WarmReport, WarmError> {
+    let cache = &from.cache;
     let system = from.system_pool.clone();
     let batch = vec![(tenant, cache.keys().tenant_entitlements(tenant))];
     let filled = cache

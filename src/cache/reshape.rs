@@ -38,8 +38,8 @@ pub struct ReshapeReport {
 
 /// Counts (and with `execute`, warms then removes) the cached keys of other shape versions.
 /// The caller warms the new keys first (execute only), so readers find them.
-pub async fn run(cache: &Cache, redis: &crate::redis_conn::RedisConn, execute: bool) -> Result<ReshapeReport, redis::RedisError> {
-    let keys = cache.keys();
+pub async fn run(cache: &Cache, execute: bool) -> Result<ReshapeReport, redis::RedisError> {
+    let (keys, redis) = (cache.keys(), &cache.redis);
     let mut conn = redis.clone();
     let mut families = Vec::new();
     for family in CachedFamily::ALL {

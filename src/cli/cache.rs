@@ -25,7 +25,7 @@ pub(super) enum CacheCommand {
 pub(super) async fn cache(state: AppState, command: CacheCommand, json: bool) -> anyhow::Result<()> {
     match command {
         CacheCommand::Warm {} => {
-            let r = ballast::billing::warm::run(state.warm_sources()).await?;
+            let r = ballast::billing::warm::run(&state.warm_sources()).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

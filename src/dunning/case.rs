@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use super::disputes;
-use super::handles::Deps;
+use super::deps::Deps;
 use crate::billing::entitlements;
 use crate::newtypes::TenantId;
 use crate::email::{self, NewEmail, Template};
@@ -98,16 +98,16 @@ impl AfterCommit {
         self.entitlements_changed |= consumed.entitlements_changed;
     }
 
-    pub(super) async fn run(self, state: &Deps<'_>, tenant: TenantId) -> Result<(), DunningError> {
-        email::push(state.queue, tenant, &self.emails).await?;
+    pub(super) async fn run(self, state: &Deps, tenant: TenantId) -> Result<(), DunningError> {
+        email::push(&state.queue, tenant, &self.emails).await?;
         for id in self.notices {
             // The row is durable: the SLO evaluation re-queues pending notices every minute.
-            if let Err(e) = crate::slo::notify::push(state.queue, id).await {
+            if let Err(e) = crate::slo::notify::push(&state.queue, id).await {
                 tracing::warn!(message = "Operator notice recorded; its send not queued yet.", notice = %id, error = %e);
             }
         }
         if self.entitlements_changed {
-            entitlements::invalidate(state.cache, tenant).await;
+            entitlements::invalidate(&state.cache, tenant).await;
         }
         Ok(())
     }

@@ -15,12 +15,12 @@
 
 mod case;
 mod disputes;
-mod handles;
+mod deps;
 pub mod policy;
 mod steps;
 
 pub use case::{ActionReport, CaseStatus, DunningError, RunReport};
-pub use handles::{Deps, DunningHandles};
+pub use deps::Deps;
 
 use case::{AfterCommit, Case, remind};
 
@@ -51,7 +51,7 @@ async fn close_cases(tx: &mut sqlx::PgConnection, invoice: &str, status: CaseSta
 }
 
 /// Turns `tenant`'s unconsumed billing effects into cases, closings and emails.
-pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize, DunningError> {
+pub async fn consume_effects(state: &Deps, tenant: TenantId) -> Result<usize, DunningError> {
     let mut tx = state.tenant_pool.begin_serialised(tenant).await?;
     let effects = effects::unconsumed(&mut tx, &EffectKind::DUNNING).await?;
     let mut after = AfterCommit::default();
@@ -109,7 +109,7 @@ pub async fn consume_effects(state: &Deps<'_>, tenant: TenantId) -> Result<usize
         effects::mark_consumed(&mut tx, e.id).await?;
     }
     if after.entitlements_changed {
-        entitlements::recompute(&mut tx, tenant, state.plans, state.past_due_grace).await?;
+        entitlements::recompute(&mut tx, tenant, &state.plans, state.past_due_grace).await?;
     }
     tx.commit().await?;
     let calls = std::mem::take(&mut after.calls);
@@ -140,7 +140,7 @@ async fn customer_of_subscription(tx: &mut PgConnection, sub: &str) -> Result<Op
     sqlx::query_scalar("SELECT customer_id FROM subscriptions WHERE id = $1").bind(sub).fetch_optional(tx).await
 }
 
-async fn open_case(state: &Deps<'_>, tx: &mut PgConnection, tenant: TenantId, e: &Effect, after: &mut AfterCommit) -> Result<(), DunningError> {
+async fn open_case(state: &Deps, tx: &mut PgConnection, tenant: TenantId, e: &Effect, after: &mut AfterCommit) -> Result<(), DunningError> {
     let mirrored: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT customer_id, subscription_id FROM invoices WHERE id = $1").bind(&e.subject_id).fetch_optional(&mut *tx).await?;
     let Some((customer, subscription)) = mirrored else {
@@ -170,11 +170,11 @@ async fn open_case(state: &Deps<'_>, tx: &mut PgConnection, tenant: TenantId, e:
 }
 
 /// Advances every open case (of one tenant, or all) to `as_of`.
-pub async fn run(state: &Deps<'_>, as_of: DateTime<Utc>, tenant: Option<TenantId>, dry_run: bool) -> Result<RunReport, DunningError> {
+pub async fn run(state: &Deps, as_of: DateTime<Utc>, tenant: Option<TenantId>, dry_run: bool) -> Result<RunReport, DunningError> {
     let mut report = RunReport { as_of: Some(as_of), executed: !dry_run, ..RunReport::default() };
     // System pool: the daily run looks across tenants for work, then acts in each tenant's own transaction.
     if !dry_run {
-        for t in effects::tenants_pending(state.system_pool, &EffectKind::DUNNING, tenant).await? {
+        for t in effects::tenants_pending(&state.system_pool, &EffectKind::DUNNING, tenant).await? {
             report.effects_consumed += consume_effects(state, t).await?;
         }
     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::case::{ActionReport, AfterCommit, Case, CaseStatus, DunningError, HARD_DECLINES, Request, StripeCall, remind};
-use super::handles::Deps;
+use super::deps::Deps;
 use super::policy::{Action, FinalAction, Step};
 use crate::billing::entitlements;
 use crate::newtypes::{Money, TenantId};
@@ -22,7 +22,7 @@ use crate::stripe_api::StripeApiError;
 
 /// Advances one case to `as_of`: each round does what needs no network in one transaction
 /// under the tenant's lock, then makes the one Stripe call it stopped at, outside it.
-pub(super) async fn advance_case(state: &Deps<'_>, case: Case, as_of: DateTime<Utc>, dry_run: bool) -> Result<Vec<ActionReport>, DunningError> {
+pub(super) async fn advance_case(state: &Deps, case: Case, as_of: DateTime<Utc>, dry_run: bool) -> Result<Vec<ActionReport>, DunningError> {
     let t = TenantId(case.tenant_id);
     let mut reports = Vec::new();
     // Each round records at least one step, so the policy's length bounds the rounds.
@@ -43,7 +43,7 @@ pub(super) async fn advance_case(state: &Deps<'_>, case: Case, as_of: DateTime<U
             break;
         }
         if after.entitlements_changed {
-            entitlements::recompute(&mut tx, t, state.plans, state.past_due_grace).await?;
+            entitlements::recompute(&mut tx, t, &state.plans, state.past_due_grace).await?;
         }
         tx.commit().await?;
         crate::fault::point("dunning.run.after_commit");
@@ -57,14 +57,14 @@ pub(super) async fn advance_case(state: &Deps<'_>, case: Case, as_of: DateTime<U
 /// Does the case's due steps that are not done yet and need no network call, in the caller's
 /// tenant transaction; returns them and the first step that calls Stripe, if one is due.
 pub(super) async fn advance(
-    state: &Deps<'_>,
+    state: &Deps,
     tx: &mut PgConnection,
     case: &Case,
     as_of: DateTime<Utc>,
     dry_run: bool,
     after: &mut AfterCommit,
 ) -> Result<(Vec<ActionReport>, Option<StripeCall>), DunningError> {
-    let policy = state.policy;
+    let policy = &state.policy;
     let days = (as_of - case.opened_at).num_days().max(0);
     let done: Vec<String> = sqlx::query_scalar("SELECT stage FROM dunning_actions WHERE case_id = $1").bind(case.id).fetch_all(&mut *tx).await?;
     let due: Vec<&Step> = policy.steps.iter().filter(|s| i64::from(s.day) <= days && !done.contains(&s.stage())).collect();
@@ -142,7 +142,7 @@ pub(super) async fn advance(
 /// Makes a step's Stripe call (no transaction open, no lock held), then records its outcome.
 /// A transient failure (429, 5xx, unreachable) records nothing and is returned: the job
 /// retries and the same key asks again.
-pub(super) async fn settle(state: &Deps<'_>, case: &Case, call: StripeCall) -> Result<ActionReport, DunningError> {
+pub(super) async fn settle(state: &Deps, case: &Case, call: StripeCall) -> Result<ActionReport, DunningError> {
     let key = call.key(case);
     let result = match &call.request {
         Request::Pay => state.stripe.pay_invoice(&case.invoice_id, &key).await,

@@ -23,12 +23,12 @@ impl AdminJob for CacheReshapeJob {
     const KIND: &'static str = "cache.reshape";
     type Params = super::admin::NoParams;
     type Report = CacheReshapeReport;
-    type Deps = super::deps::CacheFill;
+    type Deps = crate::billing::warm::WarmSources;
 
-    async fn run(&self, _params: &super::admin::NoParams, execute: bool, ctx: &JobContext<super::deps::CacheFill>) -> Result<CacheReshapeReport, JobError> {
+    async fn run(&self, _params: &super::admin::NoParams, execute: bool, ctx: &JobContext<crate::billing::warm::WarmSources>) -> Result<CacheReshapeReport, JobError> {
         // The new keys are warmed first, so readers find them once the old ones are gone.
-        let warm = if execute { Some(crate::billing::warm::run(ctx.state.warm_sources()).await?) } else { None };
-        let reshape = crate::cache::reshape::run(&ctx.state.cache, &ctx.state.redis, execute).await?;
+        let warm = if execute { Some(crate::billing::warm::run(&ctx.state).await?) } else { None };
+        let reshape = crate::cache::reshape::run(&ctx.state.cache, execute).await?;
         Ok(CacheReshapeReport { warm, reshape })
     }
 }

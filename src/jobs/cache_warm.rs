@@ -27,13 +27,13 @@ impl Job for CacheWarmJob {
     const KIND: &'static str = "cache.warm";
     type Args = CacheWarmArgs;
     type Report = WarmReport;
-    type Deps = super::deps::CacheFill;
+    type Deps = crate::billing::warm::WarmSources;
 
-    async fn run(&self, _args: CacheWarmArgs, ctx: JobContext<super::deps::CacheFill>) -> Result<WarmReport, JobError> {
+    async fn run(&self, _args: CacheWarmArgs, ctx: JobContext<crate::billing::warm::WarmSources>) -> Result<WarmReport, JobError> {
         // A job that names a tenant (an app service's, through intake) warms that tenant only.
         match ctx.tenant {
-            Some(tenant) => Ok(crate::billing::warm::run_tenant(ctx.state.warm_sources(), tenant).await?),
-            None => Ok(crate::billing::warm::run(ctx.state.warm_sources()).await?),
+            Some(tenant) => Ok(crate::billing::warm::run_tenant(&ctx.state, tenant).await?),
+            None => Ok(crate::billing::warm::run(&ctx.state).await?),
         }
     }
 }

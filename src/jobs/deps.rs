@@ -1,13 +1,12 @@
 //! What each job kind is given: the handles it uses and no more. A kind names one of these
-//! structs as its `Deps` (see [`super::Job`]); the member's state hands each kind its struct
+//! structs as its `Deps` (see [`super::Job`]), or a domain's own (`usage::Deps`,
+//! `dunning::Deps`, `slo::Deps`, `billing::warm::WarmSources`, `stripe::apply::ApplyDeps`); the member's state hands each kind its struct
 //! ([`Provides`], implemented where members are assembled, `src/state.rs`), so no job sees
 //! the whole application state. Every struct is cheap to clone: pools, connections and shared
 //! configuration are handles or `Arc`s.
 
 use std::sync::Arc;
 
-use crate::billing::plans::Plans;
-use crate::cache::Cache;
 use crate::config::Settings;
 use crate::db::{SystemPool, TenantPool};
 use crate::redis_keys::RedisKeys;
@@ -24,74 +23,6 @@ pub trait Provides<D> {
 /// A kind that uses nothing (`noop`).
 impl<S> Provides<()> for S {
     fn provide(&self) {}
-}
-
-/// Usage intake's counters and the flush's ledger and meter events (`usage.flush`).
-#[derive(Clone)]
-pub struct Usage {
-    /// Tenant transactions.
-    pub tenant_pool: TenantPool,
-    /// The ledger, written across tenants.
-    pub system_pool: SystemPool,
-    /// The limit counters.
-    pub redis: RedisConn,
-    /// Their key names.
-    pub keys: RedisKeys,
-    /// Metered limits and meter event names.
-    pub plans: Arc<Plans>,
-    /// Meter events.
-    pub stripe: StripeApi,
-}
-
-impl Usage {
-    /// What usage's functions take.
-    pub fn usage(&self) -> crate::usage::Deps<'_> {
-        crate::usage::Deps { tenant_pool: &self.tenant_pool, system_pool: &self.system_pool, redis: &self.redis, keys: &self.keys, plans: &self.plans, stripe: &self.stripe }
-    }
-}
-
-/// The cache and what warming fills it from (`cache.warm`, `cache.reshape`).
-#[derive(Clone)]
-pub struct CacheFill {
-    /// The cache.
-    pub cache: Cache,
-    /// Redis, for the reshape's scan of old shapes.
-    pub redis: RedisConn,
-    /// The plan catalogue.
-    pub plans: Arc<Plans>,
-    /// Stripe, for the catalogue's prices.
-    pub stripe: StripeApi,
-    /// The app role's pool (feature flags).
-    pub tenant_pool: TenantPool,
-    /// Every tenant's entitlements.
-    pub system_pool: SystemPool,
-}
-
-impl CacheFill {
-    /// What a warm reads from and fills.
-    pub fn warm_sources(&self) -> crate::billing::warm::WarmSources<'_> {
-        crate::billing::warm::WarmSources { cache: &self.cache, plans: &self.plans, stripe: &self.stripe, app_pool: self.tenant_pool.raw(), system_pool: &self.system_pool }
-    }
-}
-
-/// SLO evaluation and notification (`slo.evaluate`, `slo.notify`).
-#[derive(Clone)]
-pub struct Slo {
-    /// Minutes, alerts and notifications.
-    pub system_pool: SystemPool,
-    /// The SLO definitions.
-    pub slos: Arc<crate::slo::Slos>,
-    /// Where notifications are queued.
-    pub queue: JobQueue,
-    /// The notification target's settings.
-    pub settings: Arc<Settings>,
-}
-
-impl Slo {
-    /// What the SLO functions take.
-    pub fn slo(&self) -> crate::slo::Deps<'_> {
-        crate::slo::Deps { system_pool: &self.system_pool, slos: &self.slos, queue: &self.queue, settings: &self.settings }
-    }
 }
 
 /// Sending one email of the outbox (`email.send`) and accepting app email at intake.
@@ -158,8 +89,8 @@ pub struct Fleet {
 
 impl Fleet {
     /// What the SLO functions take.
-    pub fn slo(&self) -> crate::slo::Deps<'_> {
-        crate::slo::Deps { system_pool: &self.system_pool, slos: &self.slos, queue: &self.queue, settings: &self.settings }
+    pub fn slo(&self) -> crate::slo::Deps {
+        crate::slo::Deps { system_pool: self.system_pool.clone(), slos: self.slos.clone(), queue: self.queue.clone(), settings: self.settings.clone() }
     }
 }
 

@@ -34,10 +34,10 @@ impl AdminJob for DunningRunJob {
     const KIND: &'static str = "dunning.run";
     type Params = DunningRunParams;
     type Report = crate::dunning::RunReport;
-    type Deps = crate::dunning::DunningHandles;
+    type Deps = crate::dunning::Deps;
 
-    async fn run(&self, params: &DunningRunParams, execute: bool, ctx: &JobContext<crate::dunning::DunningHandles>) -> Result<crate::dunning::RunReport, JobError> {
+    async fn run(&self, params: &DunningRunParams, execute: bool, ctx: &JobContext<crate::dunning::Deps>) -> Result<crate::dunning::RunReport, JobError> {
         let as_of = params.as_of.unwrap_or_else(chrono::Utc::now);
-        Ok(crate::dunning::run(&ctx.state.deps(), as_of, params.tenant, !execute).await?)
+        Ok(crate::dunning::run(&ctx.state, as_of, params.tenant, !execute).await?)
     }
 }

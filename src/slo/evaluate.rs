@@ -87,7 +87,7 @@ async fn counts(pool: &sqlx::PgPool, slo: &str, minutes: &[i64], end: DateTime<U
 
 /// Evaluates every SLO at `now`. With `apply`, stores alert transitions and queues their
 /// notifications (System pool: SLO tables are global, not tenant data.)
-pub async fn run(state: &Deps<'_>, now: DateTime<Utc>, apply: bool) -> Result<Vec<SloStatus>, SloError> {
+pub async fn run(state: &Deps, now: DateTime<Utc>, apply: bool) -> Result<Vec<SloStatus>, SloError> {
     let pool = &state.system_pool.0;
     let end = window_end(now);
     let mut out = Vec::with_capacity(state.slos.slos.len());
@@ -150,7 +150,7 @@ async fn stored(pool: &sqlx::PgPool, slo: &str, severity: Severity) -> Result<Al
 
 /// Stores the alert's state; a change writes a notification row in the same transaction and
 /// queues its delivery after the commit.
-async fn transition(state: &Deps<'_>, status: &SloStatus, severity: Severity, firing: bool, at: DateTime<Utc>) -> Result<AlertStatus, SloError> {
+async fn transition(state: &Deps, status: &SloStatus, severity: Severity, firing: bool, at: DateTime<Utc>) -> Result<AlertStatus, SloError> {
     let pool = &state.system_pool.0;
     let key = alert_key(&status.name, severity);
     let new_state = if firing { "firing" } else { "resolved" };
@@ -204,7 +204,7 @@ async fn transition(state: &Deps<'_>, status: &SloStatus, severity: Severity, fi
 
 /// Queues every pending notification again (the enqueue is idempotent per notification), so a
 /// queue outage between a commit and its enqueue delays a notification, never drops it.
-async fn requeue_pending(state: &Deps<'_>) -> Result<(), SloError> {
+async fn requeue_pending(state: &Deps) -> Result<(), SloError> {
     let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM slo_notifications WHERE status = 'pending' ORDER BY created_at LIMIT 100")
         .fetch_all(&state.system_pool.0)
         .await?;

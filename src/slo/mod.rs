@@ -307,15 +307,15 @@ mod tests {
     }
 }
 
-/// What evaluating SLOs and sending their notifications use.
-#[derive(Clone, Copy)]
-pub struct Deps<'a> {
+/// What evaluating SLOs and sending their notifications use (handles, cheap to clone).
+#[derive(Clone)]
+pub struct Deps {
     /// Minutes, alerts and notifications are read and written as the system role.
-    pub system_pool: &'a crate::db::SystemPool,
+    pub system_pool: crate::db::SystemPool,
     /// The SLO definitions.
-    pub slos: &'a Slos,
+    pub slos: std::sync::Arc<Slos>,
     /// Where notifications are queued.
-    pub queue: &'a crate::queue::JobQueue,
+    pub queue: crate::queue::JobQueue,
     /// The notification target's settings.
-    pub settings: &'a crate::config::Settings,
+    pub settings: std::sync::Arc<crate::config::Settings>,
 }

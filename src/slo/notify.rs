@@ -58,8 +58,8 @@ impl crate::queue::job::JobArgs for NotifyArgs {
 }
 
 /// Queues the send of notification `id` (idempotent per notification).
-pub async fn enqueue(state: &Deps<'_>, id: uuid::Uuid) -> Result<(), crate::queue::QueueError> {
-    push(state.queue, id).await
+pub async fn enqueue(state: &Deps, id: uuid::Uuid) -> Result<(), crate::queue::QueueError> {
+    push(&state.queue, id).await
 }
 
 /// Queues the send of notification `id` on `queue` (idempotent per notification).
@@ -156,7 +156,7 @@ pub fn body(format: NotifyFormat, routing_key: Option<&str>, alert_key: &str, st
 }
 
 /// Sends notification `id` once.
-pub async fn send(state: &Deps<'_>, id: uuid::Uuid) -> Result<Sent, NotifyError> {
+pub async fn send(state: &Deps, id: uuid::Uuid) -> Result<Sent, NotifyError> {
     // System pool: SLO tables are global.
     let pool = &state.system_pool.0;
     let row: Option<Row> = sqlx::query_as("SELECT alert_key, state, details, status, created_at FROM slo_notifications WHERE id = $1")

@@ -24,7 +24,7 @@ use crate::stripe::routing::{self, Routed};
 #[derive(Clone)]
 pub struct ApplyDeps {
     /// The mirror, dunning, the queue and the cache.
-    pub billing: crate::dunning::DunningHandles,
+    pub billing: crate::dunning::Deps,
     /// The webhook lag metric.
     pub metrics: crate::metrics::Metrics,
     /// How many of a tenant's waiting events one transaction applies (with its own).
@@ -312,7 +312,7 @@ async fn after_commit(deps: &ApplyDeps, tenant: TenantId, step: &AfterCommit) ->
     // Dunning and reminder emails from the effects these events wrote: now, so the day-0 email
     // and a recovery do not wait for the daily run (which consumes whatever this misses).
     if step.dunning_effects
-        && let Err(e) = crate::dunning::consume_effects(&deps.billing.deps(), tenant).await
+        && let Err(e) = crate::dunning::consume_effects(&deps.billing, tenant).await
     {
         tracing::warn!(message = "Billing effects not consumed yet; the dunning run will.", tenant = %tenant, error = %e);
     }

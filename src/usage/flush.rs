@@ -77,7 +77,7 @@ const KEEP_FLUSHED: chrono::Duration = chrono::Duration::hours(48);
 
 /// Flushes items received before the current minute began (`include_open`: every item),
 /// then reports pending ledger rows and prunes items flushed more than two days ago.
-pub async fn run(state: &Deps<'_>, now: DateTime<Utc>, include_open: bool) -> Result<FlushReport, FlushError> {
+pub async fn run(state: &Deps, now: DateTime<Utc>, include_open: bool) -> Result<FlushReport, FlushError> {
     let mut report = FlushReport::default();
     let cutoff = if include_open { now + chrono::Duration::days(1) } else { DateTime::from_timestamp(now.timestamp().div_euclid(60) * 60, 0).unwrap_or(now) };
     while flush_batch(state, cutoff, &mut report).await? {}
@@ -93,7 +93,7 @@ pub async fn run(state: &Deps<'_>, now: DateTime<Utc>, include_open: bool) -> Re
 }
 
 /// Moves one batch of unflushed items into the ledger in one transaction; false when none.
-async fn flush_batch(state: &Deps<'_>, cutoff: DateTime<Utc>, report: &mut FlushReport) -> Result<bool, FlushError> {
+async fn flush_batch(state: &Deps, cutoff: DateTime<Utc>, report: &mut FlushReport) -> Result<bool, FlushError> {
     let flush_id = format!("i-{}", uuid::Uuid::now_v7().simple());
     let mut tx = state.system_pool.0.begin().await?;
     // SKIP LOCKED: two flushes at once take different items instead of waiting.
@@ -134,7 +134,7 @@ struct Pending {
     customer: Option<String>,
 }
 
-async fn report_pending(state: &Deps<'_>, report: &mut FlushReport) -> Result<(), FlushError> {
+async fn report_pending(state: &Deps, report: &mut FlushReport) -> Result<(), FlushError> {
     let rows: Vec<Pending> = sqlx::query_as(
         "SELECT l.id, l.metric, l.usage_minute, l.quantity, t.stripe_customer_id AS customer
          FROM usage_ledger l JOIN tenants t ON t.id = l.tenant_id

@@ -144,7 +144,7 @@ pub fn month(t: DateTime<Utc>) -> String {
 }
 
 /// The tenant's plan's metered limits (from its entitlements' plan).
-pub async fn limits_of(state: &Deps<'_>, tenant: TenantId) -> Result<Option<std::collections::BTreeMap<String, UsageLimit>>, UsageError> {
+pub async fn limits_of(state: &Deps, tenant: TenantId) -> Result<Option<std::collections::BTreeMap<String, UsageLimit>>, UsageError> {
     let mut tx = state.tenant_pool.begin(tenant).await?;
     let plan: Option<String> = sqlx::query_scalar("SELECT plan_id FROM entitlements WHERE plan_id IS NOT NULL LIMIT 1").fetch_optional(&mut *tx).await?;
     tx.commit().await?;
@@ -183,7 +183,7 @@ pub fn validate(items: &[UsageItem], limits: &std::collections::BTreeMap<String,
 /// An item already stored (the same idempotency key) is not stored again; `counted` and
 /// `duplicates` are what PostgreSQL found. If the write fails the caller answers 503 and the
 /// client's retry stores what is missing (Redis then skips the items it already counted).
-pub async fn record(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], limits: &BTreeMap<String, UsageLimit>, now: DateTime<Utc>) -> Result<Recorded, UsageError> {
+pub async fn record(deps: &Deps, tenant: TenantId, items: &[UsageItem], limits: &BTreeMap<String, UsageLimit>, now: DateTime<Utc>) -> Result<Recorded, UsageError> {
     let warned = match count(deps, tenant, items, limits, false).await? {
         Counted::Seed(missing) => {
             seed_counters(deps, tenant, missing.iter().filter_map(|i| items.get(*i))).await?;
@@ -206,7 +206,7 @@ enum Counted {
 }
 
 /// The limit counters' script: one round trip, every key the tenant's (one Cluster slot).
-async fn count(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], limits: &BTreeMap<String, UsageLimit>, seeded: bool) -> Result<Counted, UsageError> {
+async fn count(deps: &Deps, tenant: TenantId, items: &[UsageItem], limits: &BTreeMap<String, UsageLimit>, seeded: bool) -> Result<Counted, UsageError> {
     let mut inv = RECORD.prepare_invoke();
     inv.arg(RedisKeys::USAGE_DEDUP_TTL.as_secs()).arg(RedisKeys::USAGE_PERIOD_TTL.as_secs()).arg(items.len()).arg(if seeded { "1" } else { "0" });
     for it in items {
@@ -242,7 +242,7 @@ async fn count(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], limits: &
 /// Sets missing month counters from PostgreSQL (the ledger plus items not flushed yet), so a
 /// new month starts at what is stored and a Redis that lost its data counts on from the truth.
 /// `SET NX`: a counter another request seeded meanwhile is kept.
-async fn seed_counters<'i>(deps: &Deps<'_>, tenant: TenantId, items: impl Iterator<Item = &'i UsageItem>) -> Result<(), UsageError> {
+async fn seed_counters<'i>(deps: &Deps, tenant: TenantId, items: impl Iterator<Item = &'i UsageItem>) -> Result<(), UsageError> {
     let mut tx = deps.tenant_pool.begin(tenant).await?;
     let mut seeds = Vec::new();
     for it in items {
@@ -269,7 +269,7 @@ async fn seed_counters<'i>(deps: &Deps<'_>, tenant: TenantId, items: impl Iterat
 }
 
 /// Writes the batch to `usage_items` (one statement); returns how many were new.
-async fn store(deps: &Deps<'_>, tenant: TenantId, items: &[UsageItem], now: DateTime<Utc>) -> Result<usize, UsageError> {
+async fn store(deps: &Deps, tenant: TenantId, items: &[UsageItem], now: DateTime<Utc>) -> Result<usize, UsageError> {
     let keys: Vec<&str> = items.iter().map(|i| i.idempotency_key.as_str()).collect();
     let metrics: Vec<&str> = items.iter().map(|i| i.metric.as_str()).collect();
     let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
@@ -306,7 +306,7 @@ fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// This month's units of every metered metric of the tenant, from PostgreSQL: flushed (the
 /// ledger) and stored but not flushed yet (`usage_items`).
-pub async fn current(state: &Deps<'_>, tenant: TenantId, now: DateTime<Utc>) -> Result<serde_json::Value, UsageError> {
+pub async fn current(state: &Deps, tenant: TenantId, now: DateTime<Utc>) -> Result<serde_json::Value, UsageError> {
     let limits = limits_of(state, tenant).await?.ok_or(UsageError::NoPlan)?;
     let m = month(now);
     let (start, end) = (month_start(now), next_period(now));
@@ -358,19 +358,19 @@ mod tests {
     }
 }
 
-/// What usage intake, reads and the flush use.
-#[derive(Clone, Copy)]
-pub struct Deps<'a> {
+/// What usage intake, reads and the flush use (handles: cheap to clone, so a job holds them).
+#[derive(Clone)]
+pub struct Deps {
     /// Tenant transactions (plan, reads).
-    pub tenant_pool: &'a crate::db::TenantPool,
+    pub tenant_pool: crate::db::TenantPool,
     /// The ledger, written by the flush across tenants.
-    pub system_pool: &'a crate::db::SystemPool,
+    pub system_pool: crate::db::SystemPool,
     /// The counters.
-    pub redis: &'a crate::redis_conn::RedisConn,
+    pub redis: crate::redis_conn::RedisConn,
     /// The counters' key names.
-    pub keys: &'a crate::redis_keys::RedisKeys,
+    pub keys: crate::redis_keys::RedisKeys,
     /// Metered limits and meter event names.
-    pub plans: &'a crate::billing::plans::Plans,
+    pub plans: std::sync::Arc<crate::billing::plans::Plans>,
     /// Meter events.
-    pub stripe: &'a crate::stripe_api::StripeApi,
+    pub stripe: crate::stripe_api::StripeApi,
 }

@@ -243,7 +243,7 @@ async fn a_warm_stores_every_value_after_redis_forgot_its_scripts() {
         let mut conn = client.get_multiplexed_async_connection().await.expect("connect to a master");
         let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.expect("script flush");
     }
-    let report = ballast::billing::warm::run(app.state.warm_sources()).await.expect("warm");
+    let report = ballast::billing::warm::run(&app.state.warm_sources()).await.expect("warm");
     assert!(report.errors.is_empty(), "{report:?}");
     assert_eq!((report.catalogue.stored, report.flags.stored, report.entitlements.stored), (1, 1, 1), "{report:?}");
     let mut conn = app.state.redis.clone();
@@ -267,7 +267,7 @@ async fn the_warm_job_fills_every_active_tenant_so_reads_are_hits() {
     let queued = app.state.queue.enqueue(ballast::queue::EnqueueRequest::new("cache.warm", serde_json::json!({}))).await.expect("enqueue");
     assert!(!queued.duplicate);
     app.drain().await;
-    let report = ballast::billing::warm::run(app.state.warm_sources()).await.expect("warm again");
+    let report = ballast::billing::warm::run(&app.state.warm_sources()).await.expect("warm again");
     assert_eq!((report.tenants, report.entitlements.stored, report.batches), (3, 3, 1), "{report:?}");
     assert_eq!((report.flags.stored, report.catalogue.stored), (1, 1));
     assert!(report.errors.is_empty(), "{report:?}");
@@ -292,7 +292,7 @@ async fn reshape_counts_in_a_dry_run_then_removes_old_shapes_in_batches() {
     for t in tenants {
         seed_entitlement(&app, t, 5).await;
     }
-    ballast::billing::warm::run(app.state.warm_sources()).await.expect("warm");
+    ballast::billing::warm::run(&app.state.warm_sources()).await.expect("warm");
     // 600 keys of an older entitlement shape (more than one SCAN batch) and an old catalogue.
     let ns = app.state.keys.namespace().to_owned();
     let mut conn = app.state.redis.clone();
