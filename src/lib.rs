@@ -13,8 +13,9 @@ pub mod audit;
 pub mod app;
 /// API keys and scopes.
 pub mod auth;
-/// Benchmarks (job engine, webhook ingest, limiter overhead).
-pub mod bench;
+/// Performance tooling in one place: the benchmarks against peers and previous builds
+/// (`ballast bench`) and the capacity load test with its stored baselines (`ballast loadtest`).
+pub mod perf;
 /// Plans and entitlements.
 pub mod billing;
 /// The stale-while-revalidate cache reader, the warm job and the key reshape.
@@ -46,8 +47,6 @@ pub mod email;
 pub mod fault;
 /// Feature flags and their per-tenant rollout.
 pub mod flags;
-/// The capacity load test and its stored baselines.
-pub mod loadtest;
 /// Prometheus metrics: the golden signals.
 pub mod metrics;
 /// Job kinds and their registry.

@@ -191,6 +191,23 @@ impl AppState {
         crate::tenants::provision::Deps { system: &self.system_pool, stripe: &self.stripe, queue: &self.queue }
     }
 
+    /// Provisions a tenant (`tenants::provision`), then releases the Stripe events that
+    /// waited for its customer: tenants sit below stripe/, so the release is joined here,
+    /// for the API and the CLI alike. A failed release is logged; the inbox sweep retries it.
+    pub async fn provision_tenant(
+        &self,
+        new: &crate::tenants::provision::NewTenant,
+        actor: &str,
+    ) -> Result<crate::tenants::provision::Provisioned, crate::tenants::TenantError> {
+        let done = crate::tenants::provision::provision(self.tenant_deps(), new, actor).await?;
+        if let Some(customer) = &done.newly_bound
+            && let Err(e) = crate::stripe::inbox::release_unmatched(&self.system_pool, &self.queue, customer).await
+        {
+            tracing::warn!(message = "Events parked for the new customer not released yet (the sweep will).", tenant = %done.tenant.id, error = %e);
+        }
+        Ok(done)
+    }
+
     /// What dunning uses.
     pub fn dunning_deps(&self) -> crate::dunning::Deps {
         crate::dunning::Deps {

@@ -70,7 +70,7 @@ async fn create(State(state): State<AppState>, Extension(caller): Extension<Serv
         Ok(b) => b,
         Err(e) => return super::errors::json_rejection(&e).into_response(),
     };
-    match provision::provision(state.tenant_deps(), &new, &actor(&caller)).await {
+    match state.provision_tenant(&new, &actor(&caller)).await {
         Ok(done) => answer(&state, if done.created { StatusCode::CREATED } else { StatusCode::OK }, done.tenant).await,
         Err(e) => error(e),
     }

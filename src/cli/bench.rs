@@ -2,8 +2,8 @@
 
 use ballast::config::Settings;
 use clap::Subcommand;
-use ballast::bench::jobs::BenchParams;
-use ballast::bench::webhooks::WebhookBenchParams;
+use ballast::perf::bench::jobs::BenchParams;
+use ballast::perf::bench::webhooks::WebhookBenchParams;
 
 
 #[derive(Debug, Subcommand)]
@@ -136,7 +136,7 @@ pub(super) enum BenchCommand {
 pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool) -> anyhow::Result<()> {
     match command {
         BenchCommand::Jobs { n, concurrency, pickup_rate, pickup_secs } => {
-            let report = ballast::bench::jobs::run(settings, BenchParams { n, concurrency, pickup_rate, pickup_secs }).await?;
+            let report = ballast::perf::bench::jobs::run(settings, BenchParams { n, concurrency, pickup_rate, pickup_secs }).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -147,7 +147,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
             }
         }
         BenchCommand::Deliveries { n, concurrency, rate, secs } => {
-            let r = ballast::bench::deliveries::run(settings, ballast::bench::deliveries::DeliveryBenchParams { n, concurrency, rate, secs }).await?;
+            let r = ballast::perf::bench::deliveries::run(settings, ballast::perf::bench::deliveries::DeliveryBenchParams { n, concurrency, rate, secs }).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -158,7 +158,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
             }
         }
         BenchCommand::Usage { secs, clients, counters } => {
-            let r = ballast::bench::usage::run(settings, secs, clients, counters).await?;
+            let r = ballast::perf::bench::usage::run(settings, secs, clients, counters).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -169,7 +169,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
             }
         }
         BenchCommand::Entitlements { tenants, n, concurrency, secs } => {
-            let r = ballast::bench::entitlements::run(settings, tenants, n, concurrency, secs).await?;
+            let r = ballast::perf::bench::entitlements::run(settings, tenants, n, concurrency, secs).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -180,7 +180,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
             }
         }
         BenchCommand::Limiter { n } => {
-            let r = ballast::bench::limiter::run(settings, n).await?;
+            let r = ballast::perf::bench::limiter::run(settings, n).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -192,8 +192,8 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
             }
         }
         BenchCommand::Soak { minutes, rate, tenants, sample_secs, retention_secs, out } => {
-            let params = ballast::bench::soak::SoakParams { minutes, rate, tenants, sample_secs, retention_secs, out };
-            let r = ballast::bench::soak::run(settings, params).await?;
+            let params = ballast::perf::bench::soak::SoakParams { minutes, rate, tenants, sample_secs, retention_secs, out };
+            let r = ballast::perf::bench::soak::run(settings, params).await?;
             println!("soak: {rate} req/s for {minutes} min; samples in {} and {}", r.csv.display(), r.chart.display());
             println!("{:<24} {:>14} {:>14}", "series", "after warm-up", "at the end");
             for (name, (warm, end)) in &r.growth {
@@ -204,8 +204,8 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
             }
         }
         BenchCommand::Webhooks { sender: Some(sender), rates, secs, tenants, .. } => {
-            let params = ballast::bench::webhooks_external::ExternalParams { sender, rates, secs, customers: tenants };
-            let r = ballast::bench::webhooks_external::run(settings, params).await?;
+            let params = ballast::perf::bench::webhooks_external::ExternalParams { sender, rates, secs, customers: tenants };
+            let r = ballast::perf::bench::webhooks_external::run(settings, params).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -223,7 +223,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
             }
         }
         BenchCommand::Webhooks { rate, secs, warmup_secs, tenants, ingest_only, sender: None, .. } => {
-            let r = ballast::bench::webhooks::run(settings, WebhookBenchParams { rate, secs, warmup_secs, tenants, ingest_only }).await?;
+            let r = ballast::perf::bench::webhooks::run(settings, WebhookBenchParams { rate, secs, warmup_secs, tenants, ingest_only }).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -44,7 +44,7 @@ pub(super) enum LoadtestCommand {
 }
 
 pub(super) async fn loadtest(settings: Settings, command: Option<LoadtestCommand>, args: LoadtestArgs, json: bool) -> anyhow::Result<ExitCode> {
-    use ballast::loadtest;
+    use ballast::perf::loadtest;
     let state = AppState::build(settings)?;
     if let Some(LoadtestCommand::History { level, chart, limit }) = command {
         // System pool: runs are the fleet's record.

@@ -3,7 +3,7 @@
 //! `POST /v1/tenants`; the operator is audited.
 
 use ballast::state::AppState;
-use ballast::tenants::provision::{self, NewTenant};
+use ballast::tenants::provision::NewTenant;
 use ballast::tenants::{self, Tenant, view};
 use clap::Subcommand;
 
@@ -55,7 +55,7 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
     match command {
         TenantsCommand::Create { name, external_id, email } => {
             let new = NewTenant { name, external_id, billing_email: email };
-            let done = provision::provision(state.tenant_deps(), &new, &actor()).await?;
+            let done = state.provision_tenant(&new, &actor()).await?;
             let shown = view::view(&state.system_pool, done.tenant).await?;
             if json {
                 println!("{}", serde_json::to_string(&shown)?);

@@ -52,7 +52,7 @@ pub struct Outbound {
 }
 
 /// The admin jobs over the Stripe inbox and the mirror (`billing.drift`, `billing.reconcile`,
-/// `webhooks.backlog`): cross-tenant reads, Stripe, and the queue for what they re-inject.
+/// `stripe.backlog`): cross-tenant reads, Stripe, and the queue for what they re-inject.
 #[derive(Clone)]
 pub struct Mirror {
     /// The inbox and the mirror, across tenants.

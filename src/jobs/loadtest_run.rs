@@ -46,17 +46,17 @@ impl Job for LoadtestRunJob {
 
     async fn run(&self, _args: LoadtestRunArgs, ctx: JobContext<super::deps::Records>) -> Result<LoadtestRunReport, JobError> {
         let settings = &ctx.state.settings;
-        let config = crate::loadtest::LoadtestConfig::load(&settings.loadtest_file).map_err(|e| JobError::Cancel(e.to_string()))?;
+        let config = crate::perf::loadtest::LoadtestConfig::load(&settings.loadtest_file).map_err(|e| JobError::Cancel(e.to_string()))?;
         if config.schedule.target.is_empty() {
             return Ok(LoadtestRunReport::Skipped { skipped: "no [schedule] target in the load-test file" });
         }
         let name = config.schedule.level.clone();
         let level = config.levels.get(&name).ok_or_else(|| JobError::Cancel(format!("[schedule] level {name:?} is not defined")))?;
-        let report = crate::loadtest::run(&name, level, &config.schedule.target, settings.loadtest_key.as_ref())
+        let report = crate::perf::loadtest::run(&name, level, &config.schedule.target, settings.loadtest_key.as_ref())
             .await
             .map_err(|e| JobError::Cancel(e.to_string()))?;
         // System pool: runs are the fleet's record.
-        let id = crate::loadtest::store(&ctx.state.system_pool.0, &report).await.map_err(|e| JobError::Retry(e.to_string()))?;
+        let id = crate::perf::loadtest::store(&ctx.state.system_pool.0, &report).await.map_err(|e| JobError::Retry(e.to_string()))?;
         Ok(LoadtestRunReport::Ran { run: id, level: name, p99_ms: report.p99_ms, throughput: report.throughput, passed: report.passed })
     }
 }

@@ -29,7 +29,7 @@ pub mod stripe_event;
 pub mod stripe_refetch;
 pub mod usage_flush;
 pub mod webhook_deliver;
-pub mod stripe_webhooks_backlog;
+pub mod stripe_backlog;
 
 pub use kind::{Job, JobContext, JobError, JobReport, Progress, Provides};
 
@@ -69,7 +69,7 @@ impl<S: StandardDeps> crate::queue::job::Registry<S> {
             .with(slo_evaluate::SloEvaluateJob)
             .with(slo_notify::SloNotifyJob)
             .with(loadtest_run::LoadtestRunJob)
-            .with(admin::Admin(stripe_webhooks_backlog::WebhooksBacklogJob))
+            .with(admin::Admin(stripe_backlog::StripeBacklogJob))
             .with(admin::Admin(scheduler_inspect::SchedulerInspectJob))
             .with(admin::Admin(db_sessions::DbSessionsJob))
             .with(admin::Admin(limits_spike::LimitsSpikeJob))

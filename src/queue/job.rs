@@ -186,9 +186,9 @@ impl<D: Send + 'static> Registry<D> {
         self
     }
 
-    /// The handler of `kind`.
+    /// The handler of `kind` (or of the kind it was renamed to).
     pub fn get(&self, kind: &str) -> Option<Arc<dyn ErasedJob<D>>> {
-        self.handlers.get(kind).cloned()
+        self.handlers.get(crate::job_catalogue::current_kind(kind)).cloned()
     }
 
     /// Every registered kind.

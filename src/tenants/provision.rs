@@ -17,7 +17,6 @@ use crate::newtypes::TenantId;
 use crate::email::{self, NewEmail, Template};
 use crate::queue::JobQueue;
 use crate::stripe_api::{NewCustomer, StripeApi, StripeApiError};
-use crate::stripe::inbox;
 
 /// What provisioning and changes need.
 #[derive(Clone, Copy)]
@@ -26,7 +25,7 @@ pub struct Deps<'a> {
     pub system: &'a SystemPool,
     /// Creates and updates the customer.
     pub stripe: &'a StripeApi,
-    /// The welcome email's send job; releasing parked events.
+    /// The welcome email's send job.
     pub queue: &'a JobQueue,
 }
 
@@ -102,6 +101,10 @@ pub struct Provisioned {
     pub tenant: Tenant,
     /// Whether this request created it.
     pub created: bool,
+    /// The Stripe customer this request bound to the tenant (not one bound before): events
+    /// Stripe sent for it before the tenant existed wait in the inbox until the caller
+    /// releases them (`stripe::inbox::release_unmatched`; the inbox sweep does if it fails).
+    pub newly_bound: Option<String>,
 }
 
 /// The Stripe idempotency key of a tenant's customer: the same for every repeat.
@@ -144,23 +147,17 @@ pub async fn provision(deps: Deps<'_>, new: &NewTenant, actor: &str) -> Result<P
         None => None,
     };
     tx.commit().await?;
-    after_commit(deps, tenant.id, welcome, bound.then_some(customer.as_str())).await;
+    push_welcome(deps, tenant.id, welcome).await;
     let tenant = get(deps.system, tenant.id).await?.ok_or(TenantError::NotFound)?;
-    Ok(Provisioned { tenant, created })
+    Ok(Provisioned { tenant, created, newly_bound: bound.then_some(customer) })
 }
 
-/// Queues the welcome email's send and releases events that waited for the customer. A
-/// failure is logged: the outbox sweep sends the email, the inbox sweep releases the events.
-async fn after_commit(deps: Deps<'_>, tenant: TenantId, welcome: Option<uuid::Uuid>, bound: Option<&str>) {
+/// Queues the welcome email's send. A failure is logged: the outbox sweep sends the email.
+async fn push_welcome(deps: Deps<'_>, tenant: TenantId, welcome: Option<uuid::Uuid>) {
     if let Some(id) = welcome
         && let Err(e) = email::push(deps.queue, tenant, &[id]).await
     {
         tracing::warn!(message = "Welcome email queued in the outbox; its send job was not (the sweep sends it).", tenant = %tenant, error = %e);
-    }
-    if let Some(customer) = bound
-        && let Err(e) = inbox::release_unmatched(deps.system, deps.queue, customer).await
-    {
-        tracing::warn!(message = "Events parked for the new customer not released yet (the sweep will).", tenant = %tenant, error = %e);
     }
 }
 

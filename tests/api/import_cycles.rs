@@ -209,15 +209,24 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf
 const LAYERS: &[(&str, &[&str])] = &[
     ("ground", &["config", "assets", "newtypes", "redis_keys", "redis_conn", "job_catalogue", "clock", "telemetry", "fault"]),
     ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu", "stripe_api"]),
-    ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "loadtest", "tenants", "webhooks_out"]),
+    // perf/ holds all performance tooling; its load test is called by a job, its benchmarks
+    // build whole members, so the two halves sit in different layers.
+    ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "perf::loadtest", "tenants", "webhooks_out"]),
     ("jobs", &["jobs", "runbook", "scheduler"]),
     // The state is assembled at the edges: no job, runbook or scheduler file sees it whole.
-    ("edges", &["api", "cli", "bench", "app", "devstripe", "devmail", "state"]),
+    ("edges", &["api", "cli", "perf", "app", "devstripe", "devmail", "state"]),
 ];
 
+/// The layer of a module: its longest matching prefix (`perf::loadtest` before `perf`).
 fn layer_of(module: &[String]) -> Option<usize> {
-    let top = module.first()?;
-    LAYERS.iter().position(|(_, prefixes)| prefixes.contains(&top.as_str()))
+    let path = module.join("::");
+    let matches = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}::"));
+    LAYERS
+        .iter()
+        .enumerate()
+        .flat_map(|(layer, (_, prefixes))| prefixes.iter().filter(|p| matches(p)).map(move |p| (p.len(), layer)))
+        .max()
+        .map(|(_, layer)| layer)
 }
 
 /// src/, and every file of it with the arrows it draws.
@@ -286,4 +295,40 @@ fn no_new_import_circle_in_src() {
             "the known circle {k:#?} shrank or is gone: update KNOWN in tests/api/import_cycles.rs to what remains: {found:#?}"
         );
     }
+}
+
+/// The entry of [`LAYERS`] a module falls under: `stripe` for src/stripe/**, `perf::loadtest`
+/// for src/perf/loadtest/**.
+fn unit_of(module: &[String]) -> Option<String> {
+    let path = module.join("::");
+    LAYERS
+        .iter()
+        .flat_map(|(_, prefixes)| prefixes.iter())
+        .filter(|p| path == **p || path.starts_with(&format!("{p}::")))
+        .max_by_key(|p| p.len())
+        .map(|p| p.to_string())
+}
+
+/// One level up: the modules [`LAYERS`] names (a folder and its files count as one, `stripe`
+/// for src/stripe/**) draw no circle either, so each sits wholly above or below another.
+#[test]
+fn no_two_top_level_modules_import_each_other() {
+    let (src, graph) = import_graph();
+    let top = |f: &PathBuf| unit_of(&module_of(&src, f));
+    let mut modules: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
+    for (file, targets) in &graph {
+        let Some(from) = top(file) else { continue };
+        let arrows = modules.entry(PathBuf::from(&from)).or_default();
+        for target in targets {
+            if let Some(to) = top(target).filter(|to| *to != from) {
+                arrows.insert(PathBuf::from(to));
+            }
+        }
+    }
+    let found: Vec<Vec<String>> = circles(&modules)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .map(|c| c.iter().map(|p| p.display().to_string()).collect())
+        .collect();
+    assert!(found.is_empty(), "top-level modules that import each other (directly or round a circle): {found:?}\nThe lower one takes what it uses as arguments; the caller above joins the two.");
 }

@@ -229,7 +229,7 @@ async fn a_crash_at_each_flush_step_neither_loses_nor_doubles_a_unit() {
 async fn redis_losing_its_data_loses_no_acknowledged_unit_and_the_limit_still_holds() {
     let s = setup(STARTER).await;
     assert_eq!(post(&s, (0..7).map(|i| item(1, &format!("before-{i}"))).collect()).await.status(), StatusCode::OK);
-    let lost = ballast::bench::delete_namespace(&s.app.state.redis, &s.app.state.keys).await.expect("wipe");
+    let lost = ballast::perf::bench::delete_namespace(&s.app.state.redis, &s.app.state.keys).await.expect("wipe");
     assert!(lost > 0, "the namespace held the counters");
     assert_eq!(used(&s).await["used"], 7, "read from PostgreSQL");
 

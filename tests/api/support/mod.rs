@@ -306,7 +306,7 @@ impl Drop for TestApp {
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                let _ = ballast::bench::delete_namespace(&shared_redis().0, &keys).await;
+                let _ = ballast::perf::bench::delete_namespace(&shared_redis().0, &keys).await;
             });
         })
         .join();

@@ -1,4 +1,4 @@
-//! `webhooks.backlog` (admin job, runbook stripe-webhook-backlog). Reports queue depth and
+//! `stripe.backlog` (admin job, runbook stripe-webhook-backlog). Reports queue depth and
 //! oldest age per job kind, inbox rows by status, the top failure reasons, inbox rows that
 //! were never queued (or were queued long ago and not processed), the `stripe.event` dead
 //! letters matching the filter and, given `backfill_since`, events Stripe failed to deliver that
@@ -18,12 +18,12 @@ use crate::stripe::inbox;
 
 /// The job.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WebhooksBacklogJob;
+pub struct StripeBacklogJob;
 
 /// Parameters.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhooksBacklogParams {
+pub struct StripeBacklogParams {
     /// Replay `stripe.event` dead letters: `all`, or one event type (`invoice.paid`).
     #[serde(default)]
     pub replay_dead: Option<String>,
@@ -49,7 +49,7 @@ impl From<crate::queue::QueueError> for JobError {
 
 /// Where the webhook backlog stands (and what was re-queued, replayed, backfilled).
 #[derive(Debug, serde::Serialize)]
-pub struct WebhooksBacklogReport {
+pub struct StripeBacklogReport {
     /// Every queue's depth.
     pub queues: Vec<crate::queue::QueueStats>,
     /// Inbox rows per status, with the oldest.
@@ -70,13 +70,13 @@ pub struct WebhooksBacklogReport {
     pub done: serde_json::Value,
 }
 
-impl AdminJob for WebhooksBacklogJob {
-    const KIND: &'static str = "webhooks.backlog";
-    type Params = WebhooksBacklogParams;
-    type Report = WebhooksBacklogReport;
+impl AdminJob for StripeBacklogJob {
+    const KIND: &'static str = "stripe.backlog";
+    type Params = StripeBacklogParams;
+    type Report = StripeBacklogReport;
     type Deps = super::deps::Mirror;
 
-    async fn run(&self, p: &WebhooksBacklogParams, execute: bool, ctx: &JobContext<super::deps::Mirror>) -> Result<WebhooksBacklogReport, JobError> {
+    async fn run(&self, p: &StripeBacklogParams, execute: bool, ctx: &JobContext<super::deps::Mirror>) -> Result<StripeBacklogReport, JobError> {
         // System pool: the inbox and dead letters are looked at across tenants.
         let (state, pool) = (&ctx.state, &ctx.state.system_pool);
         let now = Utc::now();
@@ -133,7 +133,7 @@ impl AdminJob for WebhooksBacklogJob {
             }
             done = json!({"requeued": stuck.len(), "replayed": dead.len(), "backfilled": backfilled});
         }
-        Ok(WebhooksBacklogReport {
+        Ok(StripeBacklogReport {
             queues,
             inbox: inbox_by_status.iter().map(|(s, n, oldest)| json!({"status": s, "rows": n, "oldest": oldest})).collect::<Vec<_>>(),
             top_failures: failures.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),

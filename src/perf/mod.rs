@@ -1,0 +1,10 @@
+//! Performance tooling, in one place (benches/ at the top holds the scripts that drive it
+//! against peers and the results they wrote):
+//! - [`bench`]: benchmarks run from the CLI (`ballast bench …`), each a ratio against a peer
+//!   or a previous build, never a timed test. It builds whole members, so it sits with the edges.
+//! - [`loadtest`]: the capacity load test (`ballast loadtest`, and the scheduled `loadtest.run`
+//!   job) against a running fleet, with its stored baselines. It takes its settings as
+//!   arguments, so the job layer may call it.
+
+pub mod bench;
+pub mod loadtest;
