@@ -302,7 +302,7 @@ impl Provides<crate::slo::Deps> for AppState {
 
 impl Provides<deps::Outbound> for AppState {
     fn provide(&self) -> deps::Outbound {
-        deps::Outbound { queue: self.queue.clone(), tenant_pool: self.tenant_pool.clone(), webhooks_out: self.webhooks_out.clone() }
+        deps::Outbound { queue: self.queue.clone(), tenant_pool: self.tenant_pool.clone(), webhooks_out: self.webhooks_out.clone(), limiter: self.limiter.clone() }
     }
 }
 

@@ -134,6 +134,11 @@ fn intake_refused(kind: &str, e: IntakeError) -> Result<Response, ApiError> {
             Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", format!("{kind} takes {expected}: {}", super::errors::json_error_text(&error))))
         }
         IntakeError::Limited(verdict) => Ok(super::guard::refused(verdict)),
+        IntakeError::Busy { code, message, retry_after_secs } => {
+            let mut answer = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).into_response();
+            answer.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_secs));
+            Ok(answer)
+        }
         IntakeError::Unavailable(e) => {
             tracing::error!(message = "Job not accepted.", kind = %kind, error = %e);
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the job could not be accepted now; retry with the same idempotency key"))

@@ -39,6 +39,7 @@ fn error(e: EndpointError) -> Response {
     match e {
         EndpointError::Invalid { field, message } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", message).with_field("field", field).into_response(),
         EndpointError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response(),
+        e @ EndpointError::TooMany(_) => ApiError::new(StatusCode::CONFLICT, "too_many_endpoints", e.to_string()).into_response(),
         EndpointError::Db(e) => {
             tracing::error!(message = "Webhook endpoint request failed.", error = %e);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "endpoints cannot be changed now; retry later").into_response()
@@ -55,17 +56,45 @@ async fn create(State(state): State<AppState>, Extension(caller): Extension<Call
         Ok(b) => b,
         Err(e) => return super::errors::json_rejection(&e).into_response(),
     };
-    match endpoints::create(&state.tenant_pool, caller.tenant, &new, &state.settings.outbound.allow).await {
+    let max = state.limiter.policies.max_endpoints_for(caller.tenant);
+    match endpoints::create(&state.tenant_pool, caller.tenant, &new, state.webhooks_out.address_policy(), max).await {
         Ok(made) => (StatusCode::CREATED, Json(made)).into_response(),
         Err(e) => error(e),
     }
 }
 
-async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
-    match endpoints::list(&state.tenant_pool, caller.tenant).await {
-        Ok(all) => Json(serde_json::json!({"object": "list", "data": all})).into_response(),
-        Err(e) => error(e),
+/// `?limit=20&starting_after={id}`: a page of a list (Stripe's cursor paging).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<i64>,
+    starting_after: Option<String>,
+}
+
+/// The limit (1 to 100, 50 when not given) and the cursor of a page.
+fn paging(limit: Option<i64>, starting_after: Option<&str>) -> Result<(i64, Option<uuid::Uuid>), Response> {
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m).into_response();
+    let limit = limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(bad("limit: 1 to 100"));
     }
+    let after = match starting_after {
+        None => None,
+        Some(raw) => Some(raw.parse::<uuid::Uuid>().map_err(|_| bad("starting_after: the id of the last item of the previous page"))?),
+    };
+    Ok((limit, after))
+}
+
+fn page<T: serde::Serialize>(page: endpoints::Page<T>) -> Response {
+    Json(serde_json::json!({"object": "list", "data": page.data, "has_more": page.has_more})).into_response()
+}
+
+async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>, query: Result<Query<PageQuery>, QueryRejection>) -> Result<Response, Response> {
+    let Ok(Query(q)) = query else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "the query takes limit (1 to 100) and starting_after (an endpoint id)").into_response());
+    };
+    let (limit, after) = paging(q.limit, q.starting_after.as_deref())?;
+    endpoints::list(&state.tenant_pool, caller.tenant, after, limit).await.map(page).map_err(error)
 }
 
 async fn remove(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Result<Response, Response> {
@@ -84,12 +113,13 @@ async fn enable(State(state): State<AppState>, Extension(caller): Extension<Call
     Ok(Json(endpoints::enable(&state.tenant_pool, caller.tenant, id).await.map_err(error)?).into_response())
 }
 
-/// `?status=failed&limit=20`.
+/// `?status=failed&limit=20&starting_after={delivery id}`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LogQuery {
     status: Option<String>,
     limit: Option<i64>,
+    starting_after: Option<String>,
 }
 
 async fn deliveries(
@@ -100,17 +130,14 @@ async fn deliveries(
 ) -> Result<Response, Response> {
     let id = endpoint_id(path)?;
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m).into_response();
-    let Ok(Query(q)) = query else { return Err(bad("the query takes status (pending, delivered, failed, skipped) and limit (1 to 100)")) };
+    let Ok(Query(q)) = query else { return Err(bad("the query takes status (pending, delivered, failed, skipped), limit (1 to 100) and starting_after (a delivery id)")) };
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(DeliveryStatus::from_name(s).ok_or_else(|| bad("status: one of pending, delivered, failed, skipped"))?),
     };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(bad("limit: 1 to 100"));
-    }
-    match deliveries::list(&state.tenant_pool, caller.tenant, id, status, limit).await {
-        Ok(Some(log)) => Ok(Json(serde_json::json!({"object": "list", "data": log})).into_response()),
+    let (limit, after) = paging(q.limit, q.starting_after.as_deref())?;
+    match deliveries::list(&state.tenant_pool, caller.tenant, id, status, after, limit).await {
+        Ok(Some(log)) => Ok(page(log)),
         Ok(None) => Err(error(EndpointError::NotFound)),
         Err(e) => Err(error(EndpointError::Db(e))),
     }

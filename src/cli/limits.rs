@@ -9,7 +9,7 @@ use super::args::{actor, parse_ttl};
 pub(super) enum LimitsCommand {
     /// Raise a limit (--limit N) or lift it (--allow) for one subject, for --ttl.
     Override {
-        /// Policy: anonymous, key, tenant_writes, tenant_emails.
+        /// Policy: anonymous, key, tenant_writes, tenant_emails, tenant_webhooks.
         #[arg(long)]
         policy: String,
         /// Subject: ip:ADDR, key:UUID or tenant:UUID.
@@ -50,7 +50,7 @@ pub(super) async fn limits(state: AppState, command: LimitsCommand, json: bool) 
     let parse = |policy: &str, subject: &str| -> anyhow::Result<(PolicyName, Subject)> {
         let p = PolicyName::parse(policy)
             .filter(|p| *p != PolicyName::AuthFailures)
-            .ok_or_else(|| anyhow::anyhow!("--policy {policy:?}: expected anonymous, key, tenant_writes or tenant_emails"))?;
+            .ok_or_else(|| anyhow::anyhow!("--policy {policy:?}: expected anonymous, key, tenant_writes, tenant_emails or tenant_webhooks"))?;
         let s: Subject = subject.parse().map_err(|e: String| anyhow::anyhow!("--subject: {e}"))?;
         Ok((p, s))
     };

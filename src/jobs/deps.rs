@@ -49,6 +49,8 @@ pub struct Outbound {
     pub tenant_pool: TenantPool,
     /// Accepts messages and makes deliveries.
     pub webhooks_out: crate::webhooks_out::deliver::Outbound,
+    /// The tenant's message window and the bounds on what its messages cost (limits.toml).
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 /// The admin jobs over the Stripe inbox and the mirror (`billing.drift`, `billing.reconcile`,

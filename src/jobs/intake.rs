@@ -52,6 +52,17 @@ pub enum IntakeError {
     /// Over a per-tenant limit of the kind (429).
     #[error("rate limited")]
     Limited(crate::ratelimit::Verdict),
+    /// Over a per-tenant bound that frees up as work finishes, not as a window slides (429
+    /// with `code`, the message, and Retry-After).
+    #[error("{message}")]
+    Busy {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What is full, and when to come back.
+        message: String,
+        /// Retry-After, in seconds.
+        retry_after_secs: u64,
+    },
     /// Nothing was accepted; the sender should retry with the same key (503). The text is
     /// for the log only.
     #[error("{0}")]

@@ -21,7 +21,7 @@ pub struct LimitsSpikeParams {
     /// Minutes to look back (default 15).
     #[serde(default)]
     pub minutes: Option<i64>,
-    /// The override's policy: anonymous, key, tenant_writes or tenant_emails.
+    /// The override's policy: anonymous, key, tenant_writes, tenant_emails or tenant_webhooks.
     #[serde(default)]
     pub policy: Option<String>,
     /// Its subject: ip:ADDR, key:UUID or tenant:UUID.
@@ -55,7 +55,7 @@ fn planned(p: &LimitsSpikeParams) -> Result<Option<(PolicyName, Subject, Action)
     };
     let policy = PolicyName::parse(policy)
         .filter(|x| *x != PolicyName::AuthFailures)
-        .ok_or_else(|| JobError::Cancel(format!("policy {policy:?}: expected anonymous, key, tenant_writes or tenant_emails")))?;
+        .ok_or_else(|| JobError::Cancel(format!("policy {policy:?}: expected anonymous, key, tenant_writes, tenant_emails or tenant_webhooks")))?;
     let subject: Subject = subject.parse().map_err(|e: String| JobError::Cancel(format!("subject: {e}")))?;
     if p.revert {
         return Ok(Some((policy, subject, None)));

@@ -26,9 +26,12 @@ impl Job for WebhookDeliverJob {
         let tenant = ctx.tenant.ok_or_else(|| JobError::Cancel("webhook.deliver needs the tenant of its delivery".into()))?;
         let policy = ctx.state.queue.catalogue().get(messages::JOB_KIND).map(|p| RetryPolicy { max_attempts: p.max_attempts, backoff: p.backoff.clone() });
         let policy = policy.ok_or_else(|| JobError::Cancel("webhook.deliver has no catalogue entry".into()))?;
-        match ctx.state.webhooks_out.deliver(tenant, args.delivery_id, &policy).await {
+        let max_slots = ctx.state.limiter.policies.tenant_webhooks.max_delivery_slots;
+        match ctx.state.webhooks_out.deliver(tenant, args.delivery_id, &policy, max_slots).await {
             // The delivery log says when; the queue runs it then.
             Ok(Delivered::Retrying { error, retry_in }) => Err(JobError::RetryIn(error, retry_in)),
+            // No slot or an open circuit: back in the queue without spending an attempt.
+            Ok(Delivered::Waiting { retry_in, .. }) => Err(JobError::Snooze(retry_in)),
             Ok(done) => Ok(done),
             Err(e @ DeliverError::Missing(_)) => Err(JobError::Cancel(e.to_string())),
             Err(e @ DeliverError::Db(_)) => Err(JobError::Retry(e.to_string())),
@@ -42,9 +45,19 @@ impl Intake for WebhookDeliverJob {
     async fn accept(&self, state: Outbound, req: IntakeRequest) -> Result<serde_json::Value, IntakeError> {
         let new: NewMessage = serde_json::from_value(req.payload).map_err(|error| IntakeError::Payload { kind: messages::JOB_KIND, expected: "{type, data}", error })?;
         let incoming = messages::Incoming { tenant: req.tenant, message: new, idempotency_key: req.idempotency_key, at: chrono::Utc::now() };
+        let bad_type = |e: MessageError| IntakeError::Invalid { code: "invalid_payload", message: e.to_string(), field: Some(("field", "type".into())) };
+        incoming.check().map_err(bad_type)?;
+        // Checked, and not a repeat: only now does it count against the tenant's limits.
+        let repeat = match &incoming.idempotency_key {
+            Some(key) => messages::by_key(&state.tenant_pool, req.tenant, key).await.map_err(|e| IntakeError::Unavailable(e.to_string()))?.is_some(),
+            None => false,
+        };
+        if !repeat {
+            admit(&state, req.tenant).await?;
+        }
         let accepted = match state.webhooks_out.accept(incoming).await {
             Ok(a) => a,
-            Err(e @ MessageError::BadType) => return Err(IntakeError::Invalid { code: "invalid_payload", message: e.to_string(), field: Some(("field", "type".into())) }),
+            Err(e @ MessageError::BadType) => return Err(bad_type(e)),
             Err(e @ (MessageError::Db(_) | MessageError::Batch(_))) => return Err(IntakeError::Unavailable(e.to_string())),
         };
         if !accepted.duplicate {
@@ -64,5 +77,32 @@ impl Intake for WebhookDeliverJob {
     fn status(&self, state: Outbound, tenant: crate::newtypes::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {
         let delivery = messages::delivery_of(id)?;
         Some(async move { crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, delivery).await })
+    }
+}
+
+/// Whether the tenant may send one more message now: its undelivered bytes under the bound,
+/// and its message window not full. Redis failing to count fails open, as the write limit does.
+async fn admit(state: &Outbound, tenant: crate::newtypes::TenantId) -> Result<(), IntakeError> {
+    use crate::ratelimit::{Limit, PolicyName, Request, Subject, Verdict};
+    let bound = &state.limiter.policies.tenant_webhooks;
+    let in_flight = messages::bytes_in_flight(&state.tenant_pool, tenant).await.map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+    if in_flight >= bound.max_bytes_in_flight {
+        return Err(IntakeError::Busy {
+            code: "too_much_in_flight",
+            message: format!(
+                "this tenant's undelivered webhooks hold {in_flight} bytes, its bound is {}: retry when its receivers have caught up",
+                bound.max_bytes_in_flight
+            ),
+            retry_after_secs: 60,
+        });
+    }
+    let limit = Limit { policy: PolicyName::TenantWebhooks, subject: Subject::Tenant(tenant), window: state.limiter.policies.tenant_webhooks_for(tenant) };
+    match state.limiter.decide(&Request { limits: vec![limit], ..Default::default() }).await {
+        Ok(Verdict::Admit(_)) => Ok(()),
+        Ok(refused) => Err(IntakeError::Limited(refused)),
+        Err(e) => {
+            tracing::warn!(message = "Webhook message limit not checked.", error = %e);
+            Ok(())
+        }
     }
 }

@@ -258,24 +258,26 @@ impl JobQueue {
 
     /// Queues many jobs of one kind in batches of up to 1,000 per Redis round trip.
     pub async fn enqueue_many(&self, kind: &JobKind, payloads: Vec<serde_json::Value>) -> Result<Vec<JobId>, QueueError> {
-        let config = self.apalis_config(self.policy(kind)?);
-        let mut ids = Vec::with_capacity(payloads.len());
-        let mut conn = self.conn.clone();
-        let mut batch = Vec::with_capacity(1000);
-        for payload in payloads {
+        self.enqueue_batch(payloads.into_iter().map(|payload| EnqueueRequest { payload, ..EnqueueRequest::new(kind.clone(), serde_json::Value::Null) }).collect()).await
+    }
+
+    /// Queues jobs of one kind, each with its own id, tenant and tracking, due now, in batches of
+    /// up to 1,000 per Redis round trip (no idempotency keys: a job id names its job already).
+    pub async fn enqueue_batch(&self, reqs: Vec<EnqueueRequest>) -> Result<Vec<JobId>, QueueError> {
+        let Some(kind) = reqs.first().map(|r| r.kind.clone()) else { return Ok(Vec::new()) };
+        let config = self.apalis_config(self.policy(&kind)?);
+        let (mut ids, mut conn, mut batch) = (Vec::with_capacity(reqs.len()), self.conn.clone(), Vec::with_capacity(reqs.len().min(1000)));
+        for req in reqs {
+            if req.kind != kind {
+                return Err(QueueError::UnknownKind(format!("{} in a batch of {kind}", req.kind)));
+            }
+            let id = req.id.unwrap_or_default();
             let envelope = JobEnvelope {
-                id: JobId::new(),
-                kind: kind.clone(),
-                tenant: None,
-                payload,
-                attempt: 1,
-                enqueued_at_us: envelope::now_us(),
-                traceparent: None,
-                last_error: None,
-                tracked: false,
+                id: id.clone(), kind: req.kind, tenant: req.tenant, payload: req.payload, attempt: 1,
+                enqueued_at_us: envelope::now_us(), traceparent: None, last_error: None, tracked: req.tracked,
             };
-            batch.push(PushItem { job_id: envelope.id.0.clone(), data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
-            ids.push(envelope.id);
+            batch.push(PushItem { job_id: id.0.clone(), data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
+            ids.push(id);
             if batch.len() == 1000 {
                 push_batch(&mut conn, &config, &batch).await?;
                 batch.clear();

@@ -69,6 +69,8 @@ pub enum PolicyName {
     TenantWrites,
     /// Per tenant, emails sent through the intake.
     TenantEmails,
+    /// Per tenant, outbound webhook messages sent through the intake.
+    TenantWebhooks,
     /// Failed credentials → ban.
     AuthFailures,
 }
@@ -81,13 +83,14 @@ impl PolicyName {
             PolicyName::Key => "key",
             PolicyName::TenantWrites => "tenant_writes",
             PolicyName::TenantEmails => "tenant_emails",
+            PolicyName::TenantWebhooks => "tenant_webhooks",
             PolicyName::AuthFailures => "auth_failures",
         }
     }
 
     /// Parses a policy name.
     pub fn parse(s: &str) -> Option<Self> {
-        [PolicyName::Anonymous, PolicyName::Key, PolicyName::TenantWrites, PolicyName::TenantEmails, PolicyName::AuthFailures]
+        [PolicyName::Anonymous, PolicyName::Key, PolicyName::TenantWrites, PolicyName::TenantEmails, PolicyName::TenantWebhooks, PolicyName::AuthFailures]
             .into_iter()
             .find(|p| p.as_str() == s)
     }

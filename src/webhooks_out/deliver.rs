@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::client::{Answer, Sender};
+use super::fairness::{Circuits, Gate, TenantSlots};
 use super::deliveries::{self, Attempt, DeliveryStatus, Disabled, Loaded, Outcome};
 use crate::job_catalogue::Backoff;
 use super::messages::{self, Accepted, Incoming, MessageError};
@@ -40,6 +41,15 @@ pub enum Delivered {
     Failed {
         /// Why.
         error: String,
+    },
+    /// Not now, and no attempt spent: the tenant's deliveries hold their share of this
+    /// member's slots, or the endpoint's circuit is open.
+    Waiting {
+        /// Why.
+        reason: String,
+        /// When to look again.
+        #[serde(skip)]
+        retry_in: Duration,
     },
     /// Nothing sent: the endpoint is off, or the delivery already finished.
     Nothing {
@@ -82,6 +92,15 @@ pub struct Outbound {
     sender: Sender,
     loads: Batcher<uuid::Uuid, Option<Loaded>>,
     records: Batcher<Outcome, ()>,
+    policy: super::address::AddressPolicy,
+    slots: TenantSlots,
+    circuits: Circuits,
+}
+
+/// `d` spread by ±20 %, so waiting deliveries do not come back in step.
+fn jittered(d: Duration) -> Duration {
+    use rand::Rng;
+    d.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
 impl std::fmt::Debug for Outbound {
@@ -94,7 +113,8 @@ impl Outbound {
     /// Outbound webhooks on `tenants` (intake) and `pool` (deliveries) with the operator's
     /// settings; the tenant of an endpoint it disables is emailed through `queue`.
     pub fn new(tenants: TenantPool, pool: SystemPool, queue: crate::queue::JobQueue, settings: &crate::config::outbound::OutboundWebhooks) -> Result<Self, super::client::ClientError> {
-        let sender = Sender::new(settings.allow.clone(), settings.timeout)?;
+        let policy = super::address::AddressPolicy::new(settings.allow.clone());
+        let sender = Sender::new(policy.clone(), settings.timeout)?;
         // Concurrent intake requests share a commit; each tenant's rows are written bound to it.
         let accepts = Batcher::new(BATCH, move |incoming: Vec<Incoming>| {
             let tenants = tenants.clone();
@@ -134,7 +154,12 @@ impl Outbound {
                 Ok(vec![(); outcomes.len()])
             }
         });
-        Ok(Self { accepts, sender, loads, records })
+        Ok(Self { accepts, sender, loads, records, policy, slots: TenantSlots::default(), circuits: Circuits::default() })
+    }
+
+    /// Where webhooks may go: an endpoint's URL is checked against it when registered.
+    pub fn address_policy(&self) -> &super::address::AddressPolicy {
+        &self.policy
     }
 
     /// Writes a message and its deliveries (see [`messages::accept_many`]), sharing the commit with
@@ -144,8 +169,12 @@ impl Outbound {
         self.accepts.call(incoming).await.map_err(|e| MessageError::Batch(e.0))
     }
 
-    /// Makes one attempt of `delivery` for `tenant` and records it.
-    pub async fn deliver(&self, tenant: TenantId, delivery: uuid::Uuid, policy: &RetryPolicy) -> Result<Delivered, DeliverError> {
+    /// Makes one attempt of `delivery` for `tenant` and records it, unless the tenant's
+    /// deliveries hold `max_slots` of this member's already or the endpoint's circuit is open.
+    pub async fn deliver(&self, tenant: TenantId, delivery: uuid::Uuid, policy: &RetryPolicy, max_slots: u32) -> Result<Delivered, DeliverError> {
+        let Some(_slot) = self.slots.take(tenant, max_slots) else {
+            return Ok(Delivered::Waiting { reason: "the tenant's deliveries hold their share of the delivery slots".into(), retry_in: jittered(Duration::from_millis(500)) });
+        };
         let Some(row) = self.loads.call(delivery).await?.filter(|r| r.tenant_id == tenant.0) else {
             return Err(DeliverError::Missing(delivery));
         };
@@ -159,7 +188,12 @@ impl Outbound {
             self.record(&row, attempt - 1, None, DeliveryStatus::Skipped, None, Some(reason.into())).await?;
             return Ok(Delivered::Nothing { reason: reason.into() });
         }
+        let gate = self.circuits.gate(row.endpoint_id, std::time::Instant::now());
+        if let Gate::Open(wait) = gate {
+            return Ok(Delivered::Waiting { reason: "the endpoint keeps timing out; its circuit is open".into(), retry_in: jittered(wait) });
+        }
         let answer = self.attempt(&row, now).await;
+        self.circuits.record(row.endpoint_id, answer.timed_out, std::time::Instant::now());
         let made = Attempt {
             at: now,
             duration_ms: i32::try_from(answer.took.as_millis()).unwrap_or(i32::MAX),
@@ -188,10 +222,15 @@ impl Outbound {
         let ts = now.timestamp();
         let signature = match super::signature::header(&row.signing_secrets(now), &id, ts, row.body.as_bytes()) {
             Ok(s) => s,
-            Err(e) => return Answer { status: None, body: None, error: Some(e.to_string()), took: Duration::ZERO },
+            Err(e) => return Answer { status: None, body: None, error: Some(e.to_string()), took: Duration::ZERO, timed_out: false },
         };
         let headers = [("webhook-id", id), ("webhook-timestamp", ts.to_string()), ("webhook-signature", signature)];
         self.sender.post(&row.url, headers, row.body.clone(), deliveries::MAX_RESPONSE_BODY).await
+    }
+
+    /// The slots each tenant's deliveries hold on this member.
+    pub fn slots(&self) -> &TenantSlots {
+        &self.slots
     }
 
     async fn record(&self, row: &Loaded, attempt: i32, made: Option<Attempt>, status: DeliveryStatus, next_attempt_at: Option<DateTime<Utc>>, error: Option<String>) -> Result<(), DeliverError> {

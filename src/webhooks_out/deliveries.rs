@@ -263,9 +263,17 @@ pub struct DeliveryLog {
 
 type LogRow = (uuid::Uuid, uuid::Uuid, String, String, i32, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>, Option<DateTime<Utc>>);
 
-/// An endpoint's deliveries, newest first (optionally only those in `status`), each with its
-/// attempts; `None` when the tenant has no such endpoint.
-pub async fn list(pool: &TenantPool, tenant: TenantId, endpoint: uuid::Uuid, status: Option<DeliveryStatus>, limit: i64) -> Result<Option<Vec<DeliveryLog>>, DbError> {
+/// A page of an endpoint's deliveries, newest first (optionally only those in `status`), the
+/// `limit` after delivery `after`, each with its attempts; `None` when the tenant has no such
+/// endpoint.
+pub async fn list(
+    pool: &TenantPool,
+    tenant: TenantId,
+    endpoint: uuid::Uuid,
+    status: Option<DeliveryStatus>,
+    after: Option<uuid::Uuid>,
+    limit: i64,
+) -> Result<Option<super::endpoints::Page<DeliveryLog>>, DbError> {
     let mut tx = pool.begin(tenant).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1)").bind(endpoint).fetch_one(&mut *tx).await?;
     if !exists {
@@ -274,11 +282,14 @@ pub async fn list(pool: &TenantPool, tenant: TenantId, endpoint: uuid::Uuid, sta
     let rows: Vec<LogRow> = sqlx::query_as(
         "SELECT d.id, d.message_id, m.event_type, d.status, d.attempts, d.last_error, d.next_attempt_at, d.created_at, d.finished_at \
          FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
-         WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
+         WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) \
+           AND ($4::uuid IS NULL OR (d.created_at, d.id) < (SELECT created_at, id FROM webhook_deliveries WHERE id = $4)) \
+         ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
     )
     .bind(endpoint)
     .bind(status.map(DeliveryStatus::as_str))
-    .bind(limit)
+    .bind(limit + 1)
+    .bind(after)
     .fetch_all(&mut *tx)
     .await?;
     let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.0).collect();
@@ -289,8 +300,12 @@ pub async fn list(pool: &TenantPool, tenant: TenantId, endpoint: uuid::Uuid, sta
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(
-        rows.into_iter()
+    let page = super::endpoints::Page::of(rows, limit);
+    Ok(Some(super::endpoints::Page {
+        has_more: page.has_more,
+        data: page
+            .data
+            .into_iter()
             .map(|r| DeliveryLog {
                 id: r.0,
                 job_id: super::messages::job_id(r.0).0,
@@ -305,7 +320,7 @@ pub async fn list(pool: &TenantPool, tenant: TenantId, endpoint: uuid::Uuid, sta
                 attempt_log: attempts.iter().filter(|a| a.delivery_id == r.0).cloned().collect(),
             })
             .collect(),
-    ))
+    }))
 }
 
 /// Why a re-send was refused.

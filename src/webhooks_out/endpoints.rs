@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::address::AddressPolicy;
 use crate::db::{DbError, TenantPool};
 use crate::newtypes::TenantId;
 
@@ -26,6 +27,9 @@ pub enum EndpointError {
     /// No endpoint of this tenant's with that id.
     #[error("no such endpoint")]
     NotFound,
+    /// The tenant has as many endpoints as it may.
+    #[error("this tenant has {0} webhook endpoints, its limit: delete one first (operators raise the limit per tenant in limits.toml, [tenant_webhooks])")]
+    TooMany(u32),
     /// PostgreSQL failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -77,19 +81,35 @@ pub struct WithSecret {
     pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
-fn check(new: &NewEndpoint, allow: &[ipnet::IpNet]) -> Result<(), EndpointError> {
-    let invalid = |field, message: &str| Err(EndpointError::Invalid { field, message: message.to_owned() });
-    let host = match reqwest::Url::parse(&new.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && new.url.len() <= 2048 && u.host_str().is_some() => u.host_str().unwrap_or_default().to_owned(),
-        _ => return invalid("url", "an http or https URL with a host, at most 2048 characters"),
+/// The URL as it will be stored and called: parsed and written back, so what the tenant reads
+/// is what is delivered to (the parser drops tabs and line breaks; a URL carrying control
+/// characters or credentials is refused instead).
+fn checked_url(new: &NewEndpoint, policy: &AddressPolicy) -> Result<String, EndpointError> {
+    let invalid = |message: &str| Err(EndpointError::Invalid { field: "url", message: message.to_owned() });
+    if new.url.chars().any(char::is_control) {
+        return invalid("control characters (tab, CR, LF) are not allowed in a URL");
+    }
+    let url = match reqwest::Url::parse(&new.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && new.url.len() <= 2048 && u.host_str().is_some() => u,
+        _ => return invalid("an http or https URL with a host, at most 2048 characters"),
     };
+    if !url.username().is_empty() || url.password().is_some() {
+        return invalid("credentials in the URL are not allowed; endpoints verify the signature instead");
+    }
     // An address written in the URL can be refused now; a name is checked at every delivery,
     // against what it resolves to then.
+    // The parser has written any address form (0x7f.1, 2130706433, [::127.0.0.1]) canonically.
+    let host = url.host_str().unwrap_or_default();
     if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>()
-        && let Err(refused) = super::address::check(&host, ip, allow)
+        && let Err(refused) = policy.check(host, ip)
     {
-        return invalid("url", &refused.to_string());
+        return invalid(&refused.to_string());
     }
+    Ok(url.to_string())
+}
+
+fn check(new: &NewEndpoint) -> Result<(), EndpointError> {
+    let invalid = |field, message: &str| Err(EndpointError::Invalid { field, message: message.to_owned() });
     if new.event_types.is_empty() || new.event_types.len() > MAX_EVENT_TYPES {
         return invalid("event_types", "1 to 100 event types, or [\"*\"] for every type");
     }
@@ -106,36 +126,66 @@ fn endpoint(r: Row) -> Endpoint {
     Endpoint { id: r.0, url: r.1, event_types: r.2, disabled_at: r.3, disabled_reason: r.4, created_at: r.5 }
 }
 
-/// Registers an endpoint with a fresh signing secret; `allow` is the operator's allowed ranges.
-pub async fn create(pool: &TenantPool, tenant: TenantId, new: &NewEndpoint, allow: &[ipnet::IpNet]) -> Result<WithSecret, EndpointError> {
-    check(new, allow)?;
+/// Registers an endpoint with a fresh signing secret, where `policy` allows, unless the tenant
+/// already has `max_endpoints`.
+pub async fn create(pool: &TenantPool, tenant: TenantId, new: &NewEndpoint, policy: &AddressPolicy, max_endpoints: u32) -> Result<WithSecret, EndpointError> {
+    let url = checked_url(new, policy)?;
+    check(new)?;
     let secret = super::signature::new_secret();
     let mut tx = pool.begin(tenant).await?;
-    let row: Row = sqlx::query_as(
-        "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) VALUES ($1, $2, $3, $4, $5) \
+    // Concurrent registrations of one tenant take turns, so the count below cannot be raced past.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('webhook_endpoints:' || $1::text, 0))").bind(tenant.0).execute(&mut *tx).await?;
+    let row: Option<Row> = sqlx::query_as(
+        "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) \
+         SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM webhook_endpoints WHERE deleted_at IS NULL) < $6 \
          RETURNING id, url, event_types, disabled_at, disabled_reason, created_at",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(tenant.0)
-    .bind(&new.url)
+    .bind(&url)
     .bind(&new.event_types)
     .bind(&secret)
-    .fetch_one(&mut *tx)
+    .bind(i64::from(max_endpoints))
+    .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
+    let row = row.ok_or(EndpointError::TooMany(max_endpoints))?;
     Ok(WithSecret { endpoint: endpoint(row), secret, previous_secret_until: None })
 }
 
-/// The tenant's endpoints, oldest first.
-pub async fn list(pool: &TenantPool, tenant: TenantId) -> Result<Vec<Endpoint>, EndpointError> {
+/// One page of a list: at most the limit asked for, and whether more follow (ask again with
+/// `starting_after` the last item's id).
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Whether more follow.
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// A page from `limit + 1` rows fetched: the extra row only says that more follow.
+    pub fn of(mut rows: Vec<T>, limit: i64) -> Self {
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        Self { data: rows, has_more }
+    }
+}
+
+/// The tenant's endpoints, oldest first, `limit` of them after the endpoint `after` (ids are
+/// time-ordered UUIDv7s, so the order is the registration order).
+pub async fn list(pool: &TenantPool, tenant: TenantId, after: Option<uuid::Uuid>, limit: i64) -> Result<Page<Endpoint>, EndpointError> {
     let mut tx = pool.begin(tenant).await?;
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, url, event_types, disabled_at, disabled_reason, created_at FROM webhook_endpoints WHERE deleted_at IS NULL ORDER BY created_at",
+        "SELECT id, url, event_types, disabled_at, disabled_reason, created_at FROM webhook_endpoints \
+         WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
     )
+    .bind(after)
+    .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows.into_iter().map(endpoint).collect())
+    Ok(Page::of(rows.into_iter().map(endpoint).collect(), limit))
 }
 
 /// Deletes an endpoint (no more deliveries; its log stays).

@@ -187,12 +187,34 @@ async fn accept_in(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: &[&I
         .collect())
 }
 
-/// Queues the job of each delivery (after its transaction committed).
+/// Queues the job of each delivery (after its transaction committed), as one push: a message's
+/// fan-out costs one Redis round trip, not one per endpoint.
 pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, deliveries: &[uuid::Uuid]) -> Result<(), crate::queue::QueueError> {
-    for id in deliveries {
-        queue.enqueue(delivery_job(tenant, *id, None)).await?;
-    }
+    queue.enqueue_batch(deliveries.iter().map(|id| delivery_job(tenant, *id, None)).collect()).await?;
     Ok(())
+}
+
+/// The message a tenant's idempotency key already names, if any: a repeat is answered without
+/// counting against the tenant's limits again.
+pub async fn by_key(pool: &TenantPool, tenant: TenantId, key: &str) -> Result<Option<uuid::Uuid>, DbError> {
+    let mut tx = pool.begin(tenant).await?;
+    let id = sqlx::query_scalar("SELECT id FROM webhook_messages WHERE idempotency_key = $1").bind(key).fetch_optional(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The bytes of the tenant's deliveries not yet delivered (a message counts once per endpoint).
+pub async fn bytes_in_flight(pool: &TenantPool, tenant: TenantId) -> Result<u64, DbError> {
+    let mut tx = pool.begin(tenant).await?;
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(octet_length(m.body)), 0)::bigint FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
+         WHERE d.tenant_id = $1 AND d.status = 'pending'",
+    )
+    .bind(tenant.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// The job of one delivery, due at `run_at` (now when `None`).

@@ -77,6 +77,11 @@ async fn every_route_answers_arbitrary_bytes_with_a_4xx_json_error_never_a_5xx()
                 let segment = percent(&input[..input.len().min(100)]);
                 let path = route.path.replace("{feature}", &segment).replace("{id}", &segment);
                 let url = format!("{}?{}", app.url(&path), percent(&input[..input.len().min(200)]));
+                let resp = app.http.request(route.method.clone(), url).bearer_auth(key).send().await;
+                check(&what, input, resp, false).await;
+                // The paging parameters lists take, with arbitrary values.
+                let value = percent(&input[..input.len().min(60)]);
+                let url = format!("{}?limit={value}&starting_after={value}", app.url(&path));
                 app.http.request(route.method.clone(), url).bearer_auth(key).send().await
             };
             check(&what, input, resp, body_route).await;

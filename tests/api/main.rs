@@ -38,6 +38,7 @@ mod tenants;
 mod usage;
 mod webhook_delivery;
 mod webhook_endpoints;
+mod outbound_bounds;
 mod webhook_groups;
 mod webhooks;
 mod app_email;

@@ -102,6 +102,8 @@ pub async fn run(mut settings: Settings, params: DeliveryBenchParams) -> Result<
     let mut state = AppState::build(settings)?;
     let catalogue = state.queue.catalogue().as_ref().clone().only_with_concurrency(messages::JOB_KIND, params.concurrency);
     state.queue = JobQueue::new(state.keys.clone(), state.redis.clone(), Arc::new(catalogue), state.settings.worker_heartbeat);
+    // One tenant: its share of the slots is all of them (the fairness cap is measured apart).
+    Arc::make_mut(&mut state.limiter.policies).tenant_webhooks.max_delivery_slots = u32::try_from(params.concurrency).unwrap_or(u32::MAX);
     let tenant = TenantId::new();
     // System pool: the benchmark's own tenant, removed afterwards.
     sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)").bind(tenant.0).bind(format!("bench {run_id}")).execute(&state.system_pool.0).await?;
@@ -131,7 +133,7 @@ async fn measure(state: &AppState, tenant: TenantId, params: &DeliveryBenchParam
     let port = listener.local_addr().map_err(|e| BenchError::NotReady(e.to_string()))?.port();
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
     let new = crate::webhooks_out::endpoints::NewEndpoint { url: format!("http://127.0.0.1:{port}/hook"), event_types: vec!["bench.tick".into()] };
-    crate::webhooks_out::endpoints::create(&state.tenant_pool, tenant, &new, &state.settings.outbound.allow)
+    crate::webhooks_out::endpoints::create(&state.tenant_pool, tenant, &new, state.webhooks_out.address_policy(), u32::MAX)
         .await
         .map_err(|e| BenchError::NotReady(e.to_string()))?;
 
