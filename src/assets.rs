@@ -9,7 +9,7 @@ use include_dir::{Dir, include_dir};
 
 static JOBS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/jobs");
 static RUNBOOKS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/runbooks");
-static EMAIL_TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates/email");
+static APP_EMAIL_TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates/app_email");
 
 /// One configuration file: the one a setting names, or the copy compiled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +79,11 @@ pub fn runbooks() -> ConfigDir {
     ConfigDir::Builtin("runbooks", &RUNBOOKS)
 }
 
-/// The email templates shipped in templates/email/ (what app services may send).
-pub fn email_templates() -> ConfigDir {
-    ConfigDir::Builtin("templates/email", &EMAIL_TEMPLATES)
+/// The app email templates shipped in templates/app_email/: what app services may send.
+/// Ballast's own (billing, lifecycle) are in templates/email/, compiled into `email::Template`,
+/// and no app can send them.
+pub fn app_email_templates() -> ConfigDir {
+    ConfigDir::Builtin("templates/app_email", &APP_EMAIL_TEMPLATES)
 }
 
 impl ConfigDir {

@@ -168,8 +168,13 @@ impl SmtpServer {
                 to.clear();
                 "250 OK".into()
             } else if upper.starts_with("RCPT TO") {
-                to.push(line[8..].trim().trim_start_matches(':').trim().trim_matches(['<', '>']).to_owned());
-                "250 OK".into()
+                match recipient(&line) {
+                    Some(address) => {
+                        to.push(address);
+                        "250 OK".into()
+                    }
+                    None => "501 5.5.4 Syntax: RCPT TO:<address>".into(),
+                }
             } else if upper == "DATA" {
                 let _ = write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await;
                 let mut data = String::new();
@@ -203,6 +208,27 @@ impl SmtpServer {
     }
 }
 
+/// The address of a `RCPT TO:<address>` line (RFC 5321 4.1.1.3), or `None` when the line is
+/// not one: a bare `RCPT TO`, no colon, an empty or unbracketed path.
+fn recipient(line: &str) -> Option<String> {
+    let rest = line.get("RCPT TO".len()..)?.trim_start().strip_prefix(':')?.trim();
+    let path = rest.split_whitespace().next()?; // ESMTP parameters may follow
+    let address = path.strip_prefix('<')?.strip_suffix('>')?;
+    (!address.is_empty() && !address.contains(['<', '>'])).then(|| address.to_owned())
+}
+
 fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_malformed_recipient_line_is_no_recipient() {
+        assert_eq!(super::recipient("RCPT TO:<a@b.test>").as_deref(), Some("a@b.test"));
+        assert_eq!(super::recipient("rcpt to: <a@b.test> NOTIFY=NEVER").as_deref(), Some("a@b.test"));
+        for bad in ["RCPT TO", "RCPT TO:", "RCPT TO:<>", "RCPT TO a@b.test", "RCPT TO:a@b.test", "RCPT TO:<a@b.test", "RCPT TOé"] {
+            assert_eq!(super::recipient(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -205,6 +205,16 @@ impl AppState {
         {
             tracing::warn!(message = "Events parked for the new customer not released yet (the sweep will).", tenant = %done.tenant.id, error = %e);
         }
+        // The welcome is an email sent on the tenant's behalf: it counts against the tenant's
+        // email window like the ones its app sends.
+        if done.created && done.tenant.billing_email.is_some() {
+            use crate::ratelimit::{Limit, PolicyName, Request, Subject};
+            let window = self.limiter.policies.tenant_emails_for(done.tenant.id);
+            let counted = Request { limits: vec![Limit { policy: PolicyName::TenantEmails, subject: Subject::Tenant(done.tenant.id), window }], ..Default::default() };
+            if let Err(e) = self.limiter.decide(&counted).await {
+                tracing::warn!(message = "Welcome email not counted against the tenant's email limit.", error = %e);
+            }
+        }
         Ok(done)
     }
 
@@ -278,6 +288,8 @@ impl Provides<deps::Email> for AppState {
             mailer: self.mailer.clone(),
             templates: self.email_templates.clone(),
             limiter: self.limiter.clone(),
+            system_pool: self.system_pool.clone(),
+            app_email_from: self.settings.app_email_from.clone(),
         }
     }
 }

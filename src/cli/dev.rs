@@ -60,9 +60,13 @@ pub(super) enum DevStripeCommand {
     /// and every event it emits delivered to the fleet, signed with STRIPE_WEBHOOK_SECRET and
     /// retried until the fleet accepts it.
     Serve {
-        /// Where the API listens.
+        /// Where the API listens: a loopback address unless --allow-remote (anyone who reaches
+        /// it can create customers and make Stripe-signed events).
         #[arg(long, default_value = "127.0.0.1:12111")]
         listen: SocketAddr,
+        /// Listen on a non-loopback address (a shared test box; never a reachable one).
+        #[arg(long)]
+        allow_remote: bool,
         /// The fleet's webhook route.
         #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/stripe")]
         webhook_url: String,
@@ -179,7 +183,10 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
         }
     };
     match stripe {
-        DevStripeCommand::Serve { listen, webhook_url } => {
+        DevStripeCommand::Serve { listen, webhook_url, allow_remote } => {
+            if !listen.ip().is_loopback() && !allow_remote {
+                bail!("--listen {listen} is not a loopback address: the local Stripe signs events the fleet trusts, so anyone who reaches it could forge them. Use 127.0.0.1, or pass --allow-remote on a private test network");
+            }
             let Some(secret) = settings.stripe_webhook_secrets.first().cloned() else {
                 bail!("STRIPE_WEBHOOK_SECRET is not set: the fleet could not verify what the local Stripe sends");
             };

@@ -150,8 +150,13 @@ pub struct Settings {
     pub webhook_apply_batch: u32,
     /// The SLO definitions (`BALLAST_SLO_FILE`).
     pub slo_file: crate::assets::ConfigFile,
-    /// The email templates app services send (`BALLAST_EMAIL_TEMPLATES_DIR`).
+    /// The email templates app services send (`BALLAST_APP_EMAIL_TEMPLATES_DIR`; the old name
+    /// `BALLAST_EMAIL_TEMPLATES_DIR` still works this release, with a warning).
     pub email_templates_dir: crate::assets::ConfigDir,
+    /// The sender of email app services send (`BALLAST_APP_EMAIL_FROM`): another address than
+    /// billing's, so an app's email never speaks in Ballast's billing voice. Its display name
+    /// is each tenant's own name.
+    pub app_email_from: String,
     /// The runbook pages (`BALLAST_RUNBOOKS_DIR`).
     pub runbooks_dir: crate::assets::ConfigDir,
     /// Load-test levels and the scheduled target (`BALLAST_LOADTEST_FILE`).
@@ -327,6 +332,21 @@ impl Settings {
         if email_from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(ConfigError::new("BALLAST_EMAIL_FROM", format!("{email_from:?} is not an address like Billing <billing@example.com>")));
         }
+        let app_email_from = src.get("BALLAST_APP_EMAIL_FROM").unwrap_or("Notifications <notifications@localhost>").to_owned();
+        let app_sender = app_email_from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|_| ConfigError::new("BALLAST_APP_EMAIL_FROM", format!("{app_email_from:?} is not an address like Notifications <notifications@example.com>")))?;
+        if email_from.parse::<lettre::message::Mailbox>().is_ok_and(|billing| billing.email == app_sender.email) {
+            return Err(ConfigError::new("BALLAST_APP_EMAIL_FROM", "must be another address than BALLAST_EMAIL_FROM: app email must not come from the billing sender"));
+        }
+        let email_templates_setting = match (src.get("BALLAST_APP_EMAIL_TEMPLATES_DIR"), src.get("BALLAST_EMAIL_TEMPLATES_DIR")) {
+            (Some(dir), _) => Some(dir),
+            (None, Some(old)) => {
+                eprintln!("ballast: BALLAST_EMAIL_TEMPLATES_DIR is deprecated: name the app email templates with BALLAST_APP_EMAIL_TEMPLATES_DIR (the old name goes next release)");
+                Some(old)
+            }
+            (None, None) => None,
+        };
         let stripe_api_base = src.get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com/").to_owned();
         check_url("STRIPE_API_BASE", &stripe_api_base, &["http", "https"])?;
         let stripe_webhook_secrets: Vec<SecretString> = src
@@ -354,7 +374,8 @@ impl Settings {
             dunning_file: ConfigFile::or_builtin(src.get("BALLAST_DUNNING_FILE"), assets::DUNNING),
             slo_file: ConfigFile::or_builtin(src.get("BALLAST_SLO_FILE"), assets::SLOS),
             runbooks_dir: ConfigDir::or_builtin(src.get("BALLAST_RUNBOOKS_DIR"), assets::runbooks()),
-            email_templates_dir: ConfigDir::or_builtin(src.get("BALLAST_EMAIL_TEMPLATES_DIR"), assets::email_templates()),
+            email_templates_dir: ConfigDir::or_builtin(email_templates_setting, assets::app_email_templates()),
+            app_email_from,
             loadtest_file: ConfigFile::or_builtin(src.get("BALLAST_LOADTEST_FILE"), assets::LOADTEST),
             loadtest_key: src.get("BALLAST_LOADTEST_KEY").map(|k| SecretString::from(k.to_owned())),
             slo_webhook_url: match src.get("BALLAST_SLO_WEBHOOK_URL") {

@@ -1,5 +1,6 @@
 //! Transactional email: the outbox (rows written in the transaction that decided to send),
-//! the templates kept in templates/email/ (compiled in), and the SMTP sender (`smtp`).
+//! Ballast's own templates kept in templates/email/ (compiled in; app services send theirs
+//! through `compose`, from templates/app_email/), and the SMTP sender (`smtp`).
 //!
 //! An email exists once per dedup key (a unique column), and its Message-ID is derived from
 //! that key, so even a resend after an ambiguous SMTP failure is recognisable downstream.
@@ -155,14 +156,23 @@ pub struct NewEmail {
 /// already exists. The caller queues [`JOB_KIND`] for the id after commit.
 pub async fn queue(conn: &mut PgConnection, tenant: TenantId, email: &NewEmail) -> Result<Option<uuid::Uuid>, EmailError> {
     let (subject, text, html) = email.template.render(&email.vars)?;
-    Ok(insert(conn, tenant, &email.dedup_key, email.template.name(), &email.to, [&subject, &text, &html]).await?)
+    Ok(insert(conn, tenant, &email.dedup_key, email.template.name(), &email.to, [&subject, &text, &html], None).await?)
 }
 
 /// The outbox row of a rendered email (subject, text, HTML); `None` when `dedup_key` exists.
-async fn insert(conn: &mut PgConnection, tenant: TenantId, dedup_key: &str, template: &str, to: &str, [subject, text, html]: [&str; 3]) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+/// `from` is an app email's sender; Ballast's own go from the billing sender (`None`).
+async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    dedup_key: &str,
+    template: &str,
+    to: &str,
+    [subject, text, html]: [&str; 3],
+    from: Option<&str>,
+) -> Result<Option<uuid::Uuid>, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id, from_address)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(tenant.0)
@@ -173,6 +183,7 @@ async fn insert(conn: &mut PgConnection, tenant: TenantId, dedup_key: &str, temp
     .bind(text)
     .bind(html)
     .bind(message_id(dedup_key))
+    .bind(from)
     .fetch_optional(conn)
     .await
 }

@@ -55,6 +55,8 @@ pub struct Message {
     pub body_html: String,
     /// The Message-ID, stable per dedup key (a re-send is recognisably the same email).
     pub message_id: String,
+    /// An app email's sender; `None` for Ballast's own (the billing sender).
+    pub from_address: Option<String>,
 }
 
 impl Message {
@@ -92,7 +94,7 @@ pub async fn claim(tx: &mut PgConnection, id: uuid::Uuid, job: &str, lease: std:
         now: chrono::DateTime<chrono::Utc>,
     }
     let row: Option<Row> = sqlx::query_as(
-        "SELECT status, to_address, subject, body_text, body_html, message_id, send_lease_until, send_claimed_by, now() AS now
+        "SELECT status, to_address, subject, body_text, body_html, message_id, from_address, send_lease_until, send_claimed_by, now() AS now
          FROM email_outbox WHERE id = $1 FOR UPDATE",
     )
     .bind(id)

@@ -46,6 +46,8 @@ pub struct Outgoing<'a> {
     pub html: &'a str,
     /// `<…@ballast>`.
     pub message_id: &'a str,
+    /// The sender of an app's email; `None` for Ballast's own, from the billing sender.
+    pub from: Option<&'a str>,
 }
 
 impl Mailer {
@@ -73,7 +75,7 @@ impl Mailer {
     pub async fn send(&self, m: &Outgoing<'_>) -> Result<(), SendError> {
         let permanent = |e: String| SendError::Permanent(e);
         let message = Message::builder()
-            .from(self.from.parse().map_err(|e| permanent(format!("from address: {e}")))?)
+            .from(m.from.unwrap_or(&self.from).parse().map_err(|e| permanent(format!("from address: {e}")))?)
             .to(m.to.parse().map_err(|e| permanent(format!("to address {:?}: {e}", m.to)))?)
             .subject(m.subject)
             .message_id(Some(m.message_id.to_owned()))

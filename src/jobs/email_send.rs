@@ -49,7 +49,7 @@ impl Job for EmailSendJob {
             Claim::Busy(until) => return Err(JobError::Snooze((until - chrono::Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_secs(1))),
             Claim::Missing => return Err(JobError::Cancel(format!("no outbox row {}", args.outbox_id))),
         };
-        let outgoing = Outgoing { to: &row.to_address, subject: &row.subject, text: &row.body_text, html: &row.body_html, message_id: &row.message_id };
+        let outgoing = Outgoing { to: &row.to_address, subject: &row.subject, text: &row.body_text, html: &row.body_html, message_id: &row.message_id, from: row.from_address.as_deref() };
         crate::fault::point("email.send.before_send");
         // No transaction is open and no lock held while the relay answers.
         let result = state.mailer.send(&outgoing).await;
@@ -80,21 +80,33 @@ impl super::intake::Intake for EmailSendJob {
         use crate::ratelimit::{Limit, PolicyName, Request, Subject, Verdict};
         let compose: Compose = serde_json::from_value(req.payload)
             .map_err(|error| IntakeError::Payload { kind: crate::email::JOB_KIND, expected: "{template, to, variables}", error })?;
-        let limit = Limit { policy: PolicyName::TenantEmails, subject: Subject::Tenant(req.tenant), window: state.limiter.policies.tenant_emails_for(req.tenant) };
-        match state.limiter.decide(&Request { limits: vec![limit], ..Default::default() }).await {
-            Ok(Verdict::Admit(_)) => {}
-            Ok(refused) => return Err(IntakeError::Limited(refused)),
-            // The limit guards against a runaway sender; an email is not refused because
-            // Redis cannot count it (the tenant's write limit failed open the same way).
-            Err(e) => tracing::warn!(message = "Email limit not checked.", error = %e),
-        }
-        let accepted = match crate::email::compose::accept(&state.tenant_pool, &state.templates, req.tenant, &compose, req.idempotency_key.as_deref()).await {
-            Ok(a) => a,
-            Err(AcceptError::Invalid(e)) => {
-                let field = e.variable().map(|v| ("variable", v.to_owned()));
-                return Err(IntakeError::Invalid { code: "invalid_email", message: e.to_string(), field });
+        let invalid = |e: crate::email::compose::ComposeError| {
+            let field = e.variable().map(|v| ("variable", v.to_owned()));
+            IntakeError::Invalid { code: "invalid_email", message: e.to_string(), field }
+        };
+        let unavailable = |e: AcceptError| IntakeError::Unavailable(e.to_string());
+        // Checked first, and a repeat answered without counting: the limit counts new emails.
+        let rendered = state.templates.render(&compose).map_err(invalid)?;
+        let repeat = match req.idempotency_key.as_deref() {
+            Some(key) => crate::email::compose::earlier(&state.tenant_pool, req.tenant, key).await.map_err(unavailable)?.is_some(),
+            None => false,
+        };
+        if !repeat {
+            let limit = Limit { policy: PolicyName::TenantEmails, subject: Subject::Tenant(req.tenant), window: state.limiter.policies.tenant_emails_for(req.tenant) };
+            match state.limiter.decide(&Request { limits: vec![limit], ..Default::default() }).await {
+                Ok(Verdict::Admit(_)) => {}
+                Ok(refused) => return Err(IntakeError::Limited(refused)),
+                // The limit guards against a runaway sender; an email is not refused because
+                // Redis cannot count it (the tenant's write limit failed open the same way).
+                Err(e) => tracing::warn!(message = "Email limit not checked.", error = %e),
             }
-            Err(AcceptError::Db(e)) => return Err(IntakeError::Unavailable(e.to_string())),
+        }
+        let tenant_name = crate::tenants::get(&state.system_pool, req.tenant).await.map_err(|e| IntakeError::Unavailable(e.to_string()))?.map(|t| t.name).unwrap_or_default();
+        let from = crate::email::compose::sender(&state.app_email_from, &tenant_name);
+        let accepted = match crate::email::compose::accept(&state.tenant_pool, req.tenant, &compose, &rendered, &from, req.idempotency_key.as_deref()).await {
+            Ok(a) => a,
+            Err(AcceptError::Invalid(e)) => return Err(invalid(e)),
+            Err(e @ AcceptError::Db(_)) => return Err(unavailable(e)),
         };
         // Committed: a lost push is queued by the outbox sweep, under the same job id.
         if let Err(e) = crate::email::push(&state.queue, req.tenant, &[accepted.outbox_id]).await {

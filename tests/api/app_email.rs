@@ -45,6 +45,16 @@ async fn an_app_sends_a_templated_email_once_and_bad_ones_are_refused_naming_wha
     assert!(code == StatusCode::BAD_REQUEST && body["error"]["message"].as_str().is_some_and(|m| m.contains("not an email address")), "{body}");
     let (code, body) = post(&app, &key, json!({"kind": "email.send", "payload": {"template": "nope", "to": "a@b.test"}})).await;
     assert!(code == StatusCode::BAD_REQUEST && body["error"]["message"].as_str().is_some_and(|m| m.contains("password_reset")), "the known templates are listed: {body}");
+    // Ballast's own billing templates are not an app's to send, whatever the variables.
+    let billing = json!({"kind": "email.send", "payload": {"template": "payment_action_required", "to": "victim@app.test",
+        "variables": {"name": "x", "amount": "USD 999.00", "invoice": "in_1", "url": "https://pay.test/"}}});
+    let (code, body) = post(&app, &key, billing).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_email")), "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap_or_default().contains("payment_failed"), "Ballast's templates are not even listed: {body}");
+    let mut script = vars.clone();
+    script["reset_url"] = json!("javascript:alert(document.cookie)");
+    let (code, body) = post(&app, &key, reset("ada@app.test", script)).await;
+    assert_eq!((code, body["error"]["variable"].as_str()), (StatusCode::BAD_REQUEST, Some("reset_url")), "{body}");
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox").fetch_one(&app.state.system_pool.0).await.expect("count");
     assert_eq!(outbox, 0);
 
@@ -68,6 +78,9 @@ async fn an_app_sends_a_templated_email_once_and_bad_ones_are_refused_naming_wha
     assert_eq!(sent[0].to, vec!["ada@app.test".to_owned()]);
     assert_eq!(sent[0].header("Subject").as_deref(), Some("Reset your password, Ada"));
     assert!(sent[0].data.contains("&lt;x&gt;") || sent[0].data.contains("&lt;x&gt"), "HTML escapes the variables");
+    // From the app sender under the tenant's name, never from the billing sender.
+    let from = sent[0].header("From").unwrap_or_default();
+    assert!(from.contains("A") && from.contains("notifications@localhost") && !from.contains("billing@"), "{from}");
     let other_sees = app.http.get(app.url(&format!("/v1/jobs/{id}"))).bearer_auth(&other).send().await.expect("get");
     assert_eq!(other_sees.status(), StatusCode::NOT_FOUND);
 }
@@ -82,8 +95,14 @@ async fn a_tenant_over_its_email_limit_is_refused_with_retry_after_and_nothing_i
         json!({"kind": "email.send", "idempotency_key": k, "payload": {"template": "password_reset", "to": "ada@app.test",
             "variables": {"name": "Ada", "reset_url": "https://app.test/r", "expires_in": "30 minutes"}}})
     };
-    for k in ["e1", "e2"] {
-        assert_eq!(post(&app, &key, email(k)).await.0, StatusCode::ACCEPTED);
+    // Refused and repeated emails do not use up the limit: it is taken once checked and new.
+    let mut bad = email("bad");
+    bad["payload"]["to"] = json!("not an address");
+    for _ in 0..3 {
+        assert_eq!(post(&app, &key, bad.clone()).await.0, StatusCode::BAD_REQUEST);
+    }
+    for k in ["e1", "e1", "e2"] {
+        assert_eq!(post(&app, &key, email(k)).await.0, StatusCode::ACCEPTED, "{k}");
     }
     let resp = app.http.post(app.url("/v1/jobs")).bearer_auth(&key).json(&email("e3")).send().await.expect("post");
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -94,4 +113,20 @@ async fn a_tenant_over_its_email_limit_is_refused_with_retry_after_and_nothing_i
     assert_eq!(queued, 2, "the refused email is not in the outbox");
     // The limit is per tenant.
     assert_eq!(post(&app, &other, email("e1")).await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn the_welcome_email_counts_against_the_new_tenants_email_limit() {
+    let sim = crate::support::stripe_sim::StripeSim::start().await;
+    let smtp = SmtpServer::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).smtp(smtp.port).limits("[tenant_emails]\nlimit = 1\nwindow_secs = 3600\n").spawn().await;
+    let (_, service) = app.key(None, &[Scope::TenantsWrite]).await;
+    let (code, made) = app.call(reqwest::Method::POST, "/v1/tenants", &service, Some(json!({"name": "Acme", "external_id": "acme", "billing_email": "ap@acme.test"}))).await;
+    assert_eq!(code, StatusCode::CREATED, "{made}");
+    let tenant: uuid::Uuid = made["id"].as_str().and_then(|s| s.parse().ok()).expect("id");
+    let (_, key) = app.key(Some(tenant), &[Scope::JobsWrite]).await;
+    let email = json!({"kind": "email.send", "idempotency_key": "r1", "payload": {"template": "password_reset", "to": "ada@app.test",
+        "variables": {"name": "Ada", "reset_url": "https://app.test/r", "expires_in": "30 minutes"}}});
+    let (code, body) = post(&app, &key, email).await;
+    assert_eq!((code, body["error"]["policy"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("tenant_emails")), "the welcome used the one email of the window: {body}");
 }

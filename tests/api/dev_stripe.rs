@@ -103,3 +103,30 @@ async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no customer"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dev.stripe_running(), "the local Stripe still runs");
 }
+
+#[tokio::test]
+async fn the_local_stripe_listens_only_on_loopback_unless_told_and_the_mail_catcher_answers_a_bad_command_with_a_5xx() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ballast"))
+        .args(["dev", "stripe", "serve", "--listen", "0.0.0.0:0"])
+        .env_clear()
+        .envs(&app.env)
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_test")
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not a loopback address") && stderr.contains("--allow-remote"), "{stderr}");
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let catcher = crate::support::smtp::SmtpServer::start().await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", catcher.port)).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    assert!(lines.next_line().await.expect("greeting").is_some_and(|l| l.starts_with("220")));
+    for (command, expected) in [("HELO t", "250"), ("MAIL FROM:<a@t.test>", "250"), ("RCPT TO", "501"), ("RCPT TO:", "501"), ("RCPT TO:<b@t.test>", "250"), ("QUIT", "221")] {
+        write.write_all(format!("{command}\r\n").as_bytes()).await.expect("write");
+        let reply = lines.next_line().await.expect("reply").unwrap_or_default();
+        assert!(reply.starts_with(expected), "{command:?} → {reply:?}");
+    }
+}
