@@ -13,6 +13,8 @@ pub mod audit;
 pub mod app;
 /// API keys and scopes.
 pub mod auth;
+/// Secrets at rest, sealed under keys from the environment (rotatable).
+pub mod keyring;
 /// Performance tooling in one place: the benchmarks against peers and previous builds
 /// (`ballast bench`) and the capacity load test with its stored baselines (`ballast loadtest`).
 pub mod perf;

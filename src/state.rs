@@ -142,7 +142,7 @@ impl AppState {
         }
         let email_templates = Arc::new(crate::email::compose::AppTemplates::load(&settings.email_templates_dir).map_err(|e| StartError::Smtp(e.to_string()))?);
         let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
-        let webhooks_out = crate::webhooks_out::deliver::Outbound::new(tenant_pool.clone(), system_pool.clone(), queue.clone(), &settings.outbound)?;
+        let webhooks_out = crate::webhooks_out::deliver::Outbound::new(tenant_pool.clone(), system_pool.clone(), queue.clone(), &settings.outbound, &settings.secrets_keyring)?;
         Ok(Self {
             inbox: crate::stripe::inbox::batch::InboxWriter::new(system_pool.clone()),
             applied_in_groups: Arc::default(),

@@ -40,6 +40,10 @@ fn error(e: EndpointError) -> Response {
         EndpointError::Invalid { field, message } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", message).with_field("field", field).into_response(),
         EndpointError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response(),
         e @ EndpointError::TooMany(_) => ApiError::new(StatusCode::CONFLICT, "too_many_endpoints", e.to_string()).into_response(),
+        EndpointError::Keyring(e) => {
+            tracing::error!(message = "Webhook endpoint secret could not be sealed.", error = %e);
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "endpoints cannot be changed now; retry later").into_response()
+        }
         EndpointError::Db(e) => {
             tracing::error!(message = "Webhook endpoint request failed.", error = %e);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "endpoints cannot be changed now; retry later").into_response()
@@ -57,7 +61,7 @@ async fn create(State(state): State<AppState>, Extension(caller): Extension<Call
         Err(e) => return super::errors::json_rejection(&e).into_response(),
     };
     let max = state.limiter.policies.max_endpoints_for(caller.tenant);
-    match endpoints::create(&state.tenant_pool, caller.tenant, &new, state.webhooks_out.address_policy(), max).await {
+    match endpoints::create(&state.tenant_pool, caller.tenant, &new, state.webhooks_out.address_policy(), max, state.webhooks_out.keyring()).await {
         Ok(made) => (StatusCode::CREATED, Json(made)).into_response(),
         Err(e) => error(e),
     }
@@ -105,7 +109,7 @@ async fn remove(State(state): State<AppState>, Extension(caller): Extension<Call
 
 async fn rotate(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Result<Response, Response> {
     let id = endpoint_id(path)?;
-    Ok(Json(endpoints::rotate(&state.tenant_pool, caller.tenant, id).await.map_err(error)?).into_response())
+    Ok(Json(endpoints::rotate(&state.tenant_pool, caller.tenant, id, state.webhooks_out.keyring()).await.map_err(error)?).into_response())
 }
 
 async fn enable(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Result<Response, Response> {

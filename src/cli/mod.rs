@@ -25,6 +25,7 @@ mod limits;
 mod loadtest;
 mod render;
 mod runbook;
+mod secrets;
 mod slo;
 mod tenants;
 mod stripe_events;
@@ -41,6 +42,7 @@ use api_keys::KeysCommand;
 use limits::LimitsCommand;
 use loadtest::{LoadtestArgs, LoadtestCommand};
 use runbook::RunbookCommand;
+use secrets::SecretsCommand;
 use slo::SloCommand;
 use tenants::TenantsCommand;
 use stripe_events::StripeEventsCommand;
@@ -134,6 +136,12 @@ enum Command {
     Limits {
         #[command(subcommand)]
         command: LimitsCommand,
+    },
+    /// Secrets at rest: re-seal webhook signing secrets under a new key (audited; a dry run
+    /// unless --execute).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Dunning: advance open cases by the policy (policy/dunning.toml).
     Dunning {
@@ -283,6 +291,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             stripe_events::stripe_events(AppState::build(settings)?, command, json).await?
         }
         Command::Limits { command } => limits::limits(AppState::build(settings)?, command, json).await?,
+        Command::Secrets { command } => secrets::secrets(AppState::build(settings)?, command, json).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

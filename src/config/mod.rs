@@ -157,6 +157,9 @@ pub struct Settings {
     /// billing's, so an app's email never speaks in Ballast's billing voice. Its display name
     /// is each tenant's own name.
     pub app_email_from: String,
+    /// The keys that seal secrets at rest (`BALLAST_SECRETS_KEYRING`: `id:base64key,…`, the
+    /// first seals; unset, the development key, with a warning at start).
+    pub secrets_keyring: crate::keyring::Keyring,
     /// The runbook pages (`BALLAST_RUNBOOKS_DIR`).
     pub runbooks_dir: crate::assets::ConfigDir,
     /// Load-test levels and the scheduled target (`BALLAST_LOADTEST_FILE`).
@@ -376,6 +379,7 @@ impl Settings {
             runbooks_dir: ConfigDir::or_builtin(src.get("BALLAST_RUNBOOKS_DIR"), assets::runbooks()),
             email_templates_dir: ConfigDir::or_builtin(email_templates_setting, assets::app_email_templates()),
             app_email_from,
+            secrets_keyring: crate::keyring::Keyring::parse(src.get("BALLAST_SECRETS_KEYRING")).map_err(|e| ConfigError::new("BALLAST_SECRETS_KEYRING", e.to_string().trim_start_matches("BALLAST_SECRETS_KEYRING: ").to_owned()))?,
             loadtest_file: ConfigFile::or_builtin(src.get("BALLAST_LOADTEST_FILE"), assets::LOADTEST),
             loadtest_key: src.get("BALLAST_LOADTEST_KEY").map(|k| SecretString::from(k.to_owned())),
             slo_webhook_url: match src.get("BALLAST_SLO_WEBHOOK_URL") {

@@ -95,6 +95,7 @@ pub struct Outbound {
     policy: super::address::AddressPolicy,
     slots: TenantSlots,
     circuits: Circuits,
+    keyring: crate::keyring::Keyring,
 }
 
 /// `d` spread by ±20 %, so waiting deliveries do not come back in step.
@@ -112,7 +113,13 @@ impl std::fmt::Debug for Outbound {
 impl Outbound {
     /// Outbound webhooks on `tenants` (intake) and `pool` (deliveries) with the operator's
     /// settings; the tenant of an endpoint it disables is emailed through `queue`.
-    pub fn new(tenants: TenantPool, pool: SystemPool, queue: crate::queue::JobQueue, settings: &crate::config::outbound::OutboundWebhooks) -> Result<Self, super::client::ClientError> {
+    pub fn new(
+        tenants: TenantPool,
+        pool: SystemPool,
+        queue: crate::queue::JobQueue,
+        settings: &crate::config::outbound::OutboundWebhooks,
+        keyring: &crate::keyring::Keyring,
+    ) -> Result<Self, super::client::ClientError> {
         let policy = super::address::AddressPolicy::new(settings.allow.clone());
         let sender = Sender::new(policy.clone(), settings.timeout)?;
         // Concurrent intake requests share a commit; each tenant's rows are written bound to it.
@@ -154,7 +161,7 @@ impl Outbound {
                 Ok(vec![(); outcomes.len()])
             }
         });
-        Ok(Self { accepts, sender, loads, records, policy, slots: TenantSlots::default(), circuits: Circuits::default() })
+        Ok(Self { accepts, sender, loads, records, policy, slots: TenantSlots::default(), circuits: Circuits::default(), keyring: keyring.clone() })
     }
 
     /// Where webhooks may go: an endpoint's URL is checked against it when registered.
@@ -220,12 +227,26 @@ impl Outbound {
     async fn attempt(&self, row: &Loaded, now: DateTime<Utc>) -> Answer {
         let id = messages::webhook_id(row.message_id);
         let ts = now.timestamp();
-        let signature = match super::signature::header(&row.signing_secrets(now), &id, ts, row.body.as_bytes()) {
+        let secrets = match row.signing_secrets(&self.keyring, now) {
+            Ok(s) => s,
+            Err(e) => {
+                // The fleet's fault, not the endpoint's: the operator reads why in the log.
+                tracing::error!(message = "Webhook signing secret does not open; check BALLAST_SECRETS_KEYRING.", endpoint = %row.endpoint_id, error = %e);
+                return Answer { status: None, body: None, error: Some("not signed: the fleet could not read this endpoint's signing secret; its operator has been told".into()), took: Duration::ZERO, timed_out: false };
+            }
+        };
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let signature = match super::signature::header(&secrets, &id, ts, row.body.as_bytes()) {
             Ok(s) => s,
             Err(e) => return Answer { status: None, body: None, error: Some(e.to_string()), took: Duration::ZERO, timed_out: false },
         };
         let headers = [("webhook-id", id), ("webhook-timestamp", ts.to_string()), ("webhook-signature", signature)];
         self.sender.post(&row.url, headers, row.body.clone(), deliveries::MAX_RESPONSE_BODY).await
+    }
+
+    /// The keys endpoint secrets are sealed with.
+    pub fn keyring(&self) -> &crate::keyring::Keyring {
+        &self.keyring
     }
 
     /// The slots each tenant's deliveries hold on this member.

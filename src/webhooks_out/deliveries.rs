@@ -67,7 +67,7 @@ pub struct Loaded {
     pub endpoint_id: uuid::Uuid,
     /// Where to POST.
     pub url: String,
-    /// The current signing secret.
+    /// The current signing secret, sealed (`crate::keyring`).
     pub secret: String,
     /// The previous one, signing until `previous_secret_until`.
     pub previous_secret: Option<String>,
@@ -85,9 +85,13 @@ impl Loaded {
         DeliveryStatus::parse(&self.status)
     }
 
-    /// The secrets that sign now: the current one, and the previous one during an overlap.
-    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
+    /// The secrets that sign now, opened: the current one, and the previous one during an overlap.
+    pub fn signing_secrets(&self, keyring: &crate::keyring::Keyring, now: DateTime<Utc>) -> Result<Vec<String>, crate::keyring::KeyringError> {
+        let row = super::endpoints::sealed_row(self.endpoint_id);
         super::endpoints::signing_set(&self.secret, self.previous_secret.as_deref(), self.previous_secret_until, now)
+            .into_iter()
+            .map(|sealed| keyring.open(sealed, &row))
+            .collect()
     }
 }
 

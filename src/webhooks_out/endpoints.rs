@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::address::AddressPolicy;
+use crate::keyring::{Keyring, KeyringError};
 use crate::db::{DbError, TenantPool};
 use crate::newtypes::TenantId;
 
@@ -33,6 +34,9 @@ pub enum EndpointError {
     /// PostgreSQL failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A secret could not be sealed or opened (the keyring).
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
 }
 
 impl From<sqlx::Error> for EndpointError {
@@ -128,10 +132,12 @@ fn endpoint(r: Row) -> Endpoint {
 
 /// Registers an endpoint with a fresh signing secret, where `policy` allows, unless the tenant
 /// already has `max_endpoints`.
-pub async fn create(pool: &TenantPool, tenant: TenantId, new: &NewEndpoint, policy: &AddressPolicy, max_endpoints: u32) -> Result<WithSecret, EndpointError> {
+pub async fn create(pool: &TenantPool, tenant: TenantId, new: &NewEndpoint, policy: &AddressPolicy, max_endpoints: u32, keyring: &Keyring) -> Result<WithSecret, EndpointError> {
     let url = checked_url(new, policy)?;
     check(new)?;
     let secret = super::signature::new_secret();
+    let id = uuid::Uuid::now_v7();
+    let sealed = keyring.seal(&secret, &sealed_row(id))?;
     let mut tx = pool.begin(tenant).await?;
     // Concurrent registrations of one tenant take turns, so the count below cannot be raced past.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('webhook_endpoints:' || $1::text, 0))").bind(tenant.0).execute(&mut *tx).await?;
@@ -140,11 +146,11 @@ pub async fn create(pool: &TenantPool, tenant: TenantId, new: &NewEndpoint, poli
          SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM webhook_endpoints WHERE deleted_at IS NULL) < $6 \
          RETURNING id, url, event_types, disabled_at, disabled_reason, created_at",
     )
-    .bind(uuid::Uuid::now_v7())
+    .bind(id)
     .bind(tenant.0)
     .bind(&url)
     .bind(&new.event_types)
-    .bind(&secret)
+    .bind(&sealed)
     .bind(i64::from(max_endpoints))
     .fetch_optional(&mut *tx)
     .await?;
@@ -200,8 +206,9 @@ pub async fn delete(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Resu
 }
 
 /// A new signing secret; the previous one keeps signing for [`ROTATION_OVERLAP`].
-pub async fn rotate(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Result<WithSecret, EndpointError> {
+pub async fn rotate(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid, keyring: &Keyring) -> Result<WithSecret, EndpointError> {
     let secret = super::signature::new_secret();
+    let sealed = keyring.seal(&secret, &sealed_row(id))?;
     let until = Utc::now() + ROTATION_OVERLAP;
     let mut tx = pool.begin(tenant).await?;
     let row: Option<Row> = sqlx::query_as(
@@ -209,7 +216,7 @@ pub async fn rotate(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Resu
          RETURNING id, url, event_types, disabled_at, disabled_reason, created_at",
     )
     .bind(id)
-    .bind(&secret)
+    .bind(&sealed)
     .bind(until)
     .fetch_optional(&mut *tx)
     .await?;
@@ -233,6 +240,11 @@ pub async fn enable(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Resu
     row.map(endpoint).ok_or(EndpointError::NotFound)
 }
 
+/// What a sealed secret of endpoint `id` is bound to: it opens on this row only.
+pub fn sealed_row(id: uuid::Uuid) -> String {
+    format!("webhook_endpoints:{id}")
+}
+
 /// The secrets that sign at `now`: the current one, then the previous one until its overlap ends.
 pub fn signing_set<'a>(current: &'a str, previous: Option<&'a str>, until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<&'a str> {
     let mut secrets = vec![current];
@@ -242,4 +254,56 @@ pub fn signing_set<'a>(current: &'a str, previous: Option<&'a str>, until: Optio
         secrets.push(p);
     }
     secrets
+}
+
+/// What re-sealing the endpoints' secrets found (and did, with `execute`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Resealed {
+    /// Endpoints looked at.
+    pub endpoints: u64,
+    /// Secrets (current and previous) not sealed under the current key: plain text from
+    /// before sealing, or an older key.
+    pub to_reseal: u64,
+    /// Of those, re-sealed under the current key (0 in a dry run).
+    pub resealed: u64,
+    /// Secrets that do not open with any key held (listed by endpoint id; left as they are).
+    pub unreadable: Vec<uuid::Uuid>,
+}
+
+/// Re-seals every endpoint's secrets under the keyring's current key, 500 endpoints per
+/// transaction (each row locked while it is rewritten); a dry run only counts. System pool:
+/// the key spans tenants. Deleted endpoints too: their secrets are secrets still.
+pub async fn reseal_all(pool: &crate::db::SystemPool, keyring: &Keyring, execute: bool) -> Result<Resealed, EndpointError> {
+    let mut report = Resealed::default();
+    let mut after = uuid::Uuid::nil();
+    loop {
+        let mut tx = pool.0.begin().await?;
+        let rows: Vec<(uuid::Uuid, String, Option<String>)> =
+            sqlx::query_as("SELECT id, secret, previous_secret FROM webhook_endpoints WHERE id > $1 ORDER BY id LIMIT 500 FOR UPDATE")
+                .bind(after)
+                .fetch_all(&mut *tx)
+                .await?;
+        let Some(last) = rows.last().map(|r| r.0) else { break };
+        after = last;
+        for (id, secret, previous) in &rows {
+            report.endpoints += 1;
+            let row = sealed_row(*id);
+            let stale: Vec<&String> = std::iter::once(secret).chain(previous.as_ref()).filter(|s| !keyring.is_current(s)).collect();
+            if stale.is_empty() {
+                continue;
+            }
+            report.to_reseal += stale.len() as u64;
+            let reseal = |stored: &str| keyring.open(stored, &row).and_then(|plain| if keyring.is_current(stored) { Ok(stored.to_owned()) } else { keyring.seal(&plain, &row) });
+            let (Ok(new_secret), Ok(new_previous)) = (reseal(secret), previous.as_deref().map(reseal).transpose()) else {
+                report.unreadable.push(*id);
+                continue;
+            };
+            if execute {
+                sqlx::query("UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1").bind(id).bind(&new_secret).bind(&new_previous).execute(&mut *tx).await?;
+                report.resealed += stale.len() as u64;
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(report)
 }

@@ -11,7 +11,7 @@ use crate::support::TestApp;
 use crate::support::stripe_sim::{STARTER, StripeSim};
 
 /// Commands that run an admin job or act in bulk: a dry run unless --execute.
-const BULK: &[&str] = &["runbook run", "dunning run", "emails redrive", "cache reshape", "jobs retry", "jobs discard"];
+const BULK: &[&str] = &["runbook run", "dunning run", "emails redrive", "cache reshape", "jobs retry", "jobs discard", "secrets rotate-key"];
 
 /// Every other leaf command: reads, one explicit change, serving, or routine work the scheduler
 /// also does (flush, warm). A new command must be added to one of the two lists.

@@ -209,7 +209,7 @@ async fn one_tenants_300_slow_endpoints_do_not_delay_another_tenants_delivery() 
     let policy = app.state.webhooks_out.address_policy().clone();
     for n in 0..300 {
         let new = ballast::webhooks_out::endpoints::NewEndpoint { url: format!("http://127.0.0.1:{slow}/slow/{n}"), event_types: vec!["*".into()] };
-        ballast::webhooks_out::endpoints::create(&app.state.tenant_pool, ballast::newtypes::TenantId(a), &new, &policy, 300).await.expect("endpoint");
+        ballast::webhooks_out::endpoints::create(&app.state.tenant_pool, ballast::newtypes::TenantId(a), &new, &policy, 300, app.state.webhooks_out.keyring()).await.expect("endpoint");
     }
     app.call(Method::POST, "/v1/webhook-endpoints", &key_b, Some(json!({"url": format!("http://127.0.0.1:{fast}/fast"), "event_types": ["*"]}))).await;
 

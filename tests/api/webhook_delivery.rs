@@ -251,7 +251,7 @@ async fn a_shared_commit_keeps_tenants_apart_and_a_key_repeated_within_it_is_one
     let (a, b) = (app.tenant("A").await, app.tenant("B").await);
     for (tenant, host) in [(a, "a"), (b, "b")] {
         let new = ballast::webhooks_out::endpoints::NewEndpoint { url: format!("https://{host}.example/in"), event_types: vec!["*".into()] };
-        ballast::webhooks_out::endpoints::create(&app.state.tenant_pool, ballast::newtypes::TenantId(tenant), &new, &Default::default(), 20).await.expect("endpoint");
+        ballast::webhooks_out::endpoints::create(&app.state.tenant_pool, ballast::newtypes::TenantId(tenant), &new, &Default::default(), 20, app.state.webhooks_out.keyring()).await.expect("endpoint");
     }
     let item = |tenant: uuid::Uuid, key: &str| Incoming {
         tenant: ballast::newtypes::TenantId(tenant),

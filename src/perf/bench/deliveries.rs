@@ -133,7 +133,7 @@ async fn measure(state: &AppState, tenant: TenantId, params: &DeliveryBenchParam
     let port = listener.local_addr().map_err(|e| BenchError::NotReady(e.to_string()))?.port();
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
     let new = crate::webhooks_out::endpoints::NewEndpoint { url: format!("http://127.0.0.1:{port}/hook"), event_types: vec!["bench.tick".into()] };
-    crate::webhooks_out::endpoints::create(&state.tenant_pool, tenant, &new, state.webhooks_out.address_policy(), u32::MAX)
+    crate::webhooks_out::endpoints::create(&state.tenant_pool, tenant, &new, state.webhooks_out.address_policy(), u32::MAX, state.webhooks_out.keyring())
         .await
         .map_err(|e| BenchError::NotReady(e.to_string()))?;
 
