@@ -31,7 +31,10 @@ pub(super) async fn secrets(state: AppState, command: SecretsCommand, json: bool
             ballast::audit::record(&mut tx, None, &actor(), "secrets.rotate_key", params, outcome).await?;
             tx.commit().await?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                let mut shown = serde_json::to_value(&report)?;
+                shown["executed"] = execute.into();
+                shown["key"] = keyring.current().into();
+                println!("{shown}");
             } else {
                 let verb = if execute { "re-sealed" } else { "would re-seal (dry run; --execute to do it)" };
                 println!(
