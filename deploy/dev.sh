@@ -138,7 +138,7 @@ start_postgres() {
 # Redis keeps an append-only file, written before each reply and fsynced every second: what
 # Ballast acknowledged from Redis (a queued job) survives a crash of Redis; a loss of the host
 # can take the last second (docs/reliability.md). No RDB snapshots: the AOF is the copy.
-REDIS_PERSISTENCE=(--appendonly yes --appendfsync everysec --save '')
+REDIS_PERSISTENCE=(--appendonly yes --appendfsync everysec --save '' --maxmemory-policy noeviction)
 
 start_redis() {
   if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then

@@ -78,6 +78,11 @@ impl Member {
                 message = "Redis runs without an append-only file: jobs this member acknowledges live only in Redis and a Redis crash loses them. Start Redis with --appendonly yes (deploy/dev.sh and deploy/compose.yaml do).",
             );
         }
+        if !roles.is_empty() && crate::queue::redis_never_evicts(&state.redis).await == Some(false) {
+            tracing::warn!(
+                message = "Redis may evict keys when full (maxmemory-policy is not noeviction): queued jobs and idempotency keys could vanish. Set maxmemory-policy noeviction (deploy/dev.sh and deploy/compose.yaml do).",
+            );
+        }
         if !roles.is_empty() && state.settings.secrets_keyring.is_development() {
             tracing::warn!(
                 message = "Secrets at rest (webhook signing secrets) are sealed under the development key, which is in Ballast's source: set BALLAST_SECRETS_KEYRING in production (deploy/ballast.example.toml says how).",

@@ -14,9 +14,10 @@ pub(super) enum KeysCommand {
         /// service-wide key (which names the tenant in each request's Ballast-Tenant header).
         #[arg(long)]
         tenant: Option<String>,
-        /// Comma-separated scopes: usage:write (reads too), usage:read, jobs:write,
-        /// entitlements:read, slo:write, tenants:read, tenants:write (the last three for
-        /// service-wide keys).
+        /// Comma-separated scopes: usage:write (reads too), usage:read, jobs:write (queue jobs,
+        /// send email and webhook messages), entitlements:read, webhooks:write (outbound
+        /// webhook endpoints and their deliveries), slo:write, tenants:read, tenants:write
+        /// (slo:write and the tenants scopes for service-wide keys).
         #[arg(long)]
         scopes: String,
         /// A name for people ("billing-service prod").

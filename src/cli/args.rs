@@ -4,7 +4,15 @@ use anyhow::bail;
 
 /// Who runs a command, for the audit log.
 pub(super) fn actor() -> String {
-    std::env::var("BALLAST_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into())
+    if let Ok(named) = std::env::var("BALLAST_ACTOR")
+        && !named.trim().is_empty()
+    {
+        return named.trim().to_owned();
+    }
+    // Never just "cli": the login and the machine say who ran it, as far as this shell knows.
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown-user".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "unknown-host".into());
+    format!("{user}@{} (cli)", host.trim())
 }
 
 /// `--ttl 30m`: between 1 s and 7 days.

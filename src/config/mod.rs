@@ -457,3 +457,4 @@ mod tests;
 
 pub mod duration_text;
 pub mod outbound;
+pub mod names;

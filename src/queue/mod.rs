@@ -465,7 +465,17 @@ mod tests {
 /// services often refuse `CONFIG`; their persistence is set in the provider's console).
 /// Jobs queued through the intake live only in Redis, so without it a Redis crash loses them.
 pub async fn redis_keeps_writes(conn: &crate::redis_conn::RedisConn) -> Option<bool> {
+    redis_config(conn, "appendonly").await.map(|v| v == "yes")
+}
+
+/// Whether Redis refuses writes when full instead of evicting keys (`maxmemory-policy
+/// noeviction`): any other policy may drop queued jobs; `None` when it cannot be asked.
+pub async fn redis_never_evicts(conn: &crate::redis_conn::RedisConn) -> Option<bool> {
+    redis_config(conn, "maxmemory-policy").await.map(|v| v == "noeviction")
+}
+
+async fn redis_config(conn: &crate::redis_conn::RedisConn, name: &str) -> Option<String> {
     let mut conn = conn.clone();
-    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut conn).await;
-    reply.ok().and_then(|kv| kv.get(1).map(|v| v == "yes"))
+    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut conn).await;
+    reply.ok().and_then(|kv| kv.get(1).cloned())
 }

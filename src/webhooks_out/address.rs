@@ -54,7 +54,7 @@ pub enum Refused {
     #[error("address_not_allowed: the host does not resolve")]
     Unresolved,
     /// An address no webhook may reach.
-    #[error("address_not_allowed: {} (only globally routable addresses are delivered to)", .0.as_str())]
+    #[error("address_not_allowed: {} (only globally routable addresses are delivered to; an operator may allow a range with BALLAST_OUTBOUND_ALLOW_CIDRS)", .0.as_str())]
     NotAllowed(Rule),
 }
 

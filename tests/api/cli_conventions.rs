@@ -149,3 +149,11 @@ async fn an_event_whose_job_died_reads_failed_with_its_error_and_the_effects_of_
     assert!(String::from_utf8_lossy(&old.stderr).contains("is now `ballast stripe-events`"), "{}", String::from_utf8_lossy(&old.stderr));
     assert_eq!(serde_json::from_slice::<Value>(&old.stdout).expect("json"), failed);
 }
+
+#[test]
+fn keys_create_help_lists_every_scope() {
+    let text = help(&["keys".to_owned(), "create".to_owned()]);
+    for scope in ballast::auth::Scope::ALL {
+        assert!(text.contains(scope.as_str()), "`ballast keys create --help` does not list {}:\n{text}", scope.as_str());
+    }
+}

@@ -201,3 +201,63 @@ fn the_kubernetes_manifests_match_the_binary() {
     let keys = ballast::redis_keys::RedisKeys::new(config_namespace.as_deref().expect("namespace in the ConfigMap"), false);
     assert_eq!(trigger["metadata"]["listName"].as_str(), Some(ballast::queue::JobQueue::active_list_name(&keys, "stripe.event").as_str()));
 }
+
+/// Setting-shaped string literals anywhere in src/ (`BALLAST_…`, `STRIPE_…`, `OTEL_…`,
+/// `DATABASE_URL`, `REDIS_URL`): the names the binary could read.
+fn setting_names_in_src() -> BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).expect("read").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).expect("source"));
+            }
+        }
+    }
+    let mut text = String::new();
+    walk(&repo_path("src"), &mut text);
+    text.split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|p| p.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|p| ["BALLAST_", "STRIPE_", "OTEL_"].iter().any(|pre| p.starts_with(pre) && p.len() > pre.len()) || ["DATABASE_URL", "REDIS_URL"].contains(p))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Names written as settings in a file: `NAME =` or `NAME:` at a line's start, commented out or not.
+fn names_in(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| l.trim().trim_start_matches('#').trim())
+        .filter_map(|l| l.split(['=', ':']).next().map(str::trim))
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_setting_the_binary_reads_is_in_the_table_the_example_configuration_and_the_kubernetes_files() {
+    use ballast::config::names::{Reader, SETTINGS};
+    let table: BTreeSet<String> = SETTINGS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let unlisted: Vec<String> = setting_names_in_src().difference(&table).cloned().collect();
+    assert!(unlisted.is_empty(), "settings read in src/ but missing from src/config/names.rs: {unlisted:?}");
+    let example = names_in(&repo_path("deploy/ballast.example.toml"));
+    let missing: Vec<&String> = table.iter().filter(|n| !example.contains(*n)).collect();
+    assert!(missing.is_empty(), "deploy/ballast.example.toml lacks {missing:?}");
+    let config = names_in(&repo_path("deploy/k8s/config.yaml"));
+    let secret = names_in(&repo_path("deploy/k8s/secret.example.yaml"));
+    for (name, reader) in SETTINGS {
+        match reader {
+            Reader::Fleet => assert!(config.contains(*name), "deploy/k8s/config.yaml lacks {name}"),
+            Reader::FleetSecret => assert!(secret.contains(*name) && !config.contains(*name), "{name} belongs in deploy/k8s/secret.example.yaml only"),
+            Reader::Cli | Reader::Dev | Reader::Deprecated => assert!(!config.contains(*name) && !secret.contains(*name), "{name} is not a fleet setting"),
+        }
+    }
+    // The examples send billing email from a real domain, and app email from another address.
+    let text = std::fs::read_to_string(repo_path("deploy/k8s/config.yaml")).expect("config.yaml");
+    for line in text.lines().filter(|l| l.trim_start().starts_with("BALLAST_EMAIL_FROM") || l.trim_start().starts_with("BALLAST_APP_EMAIL_FROM")) {
+        assert!(!line.contains("localhost"), "{line}");
+    }
+}
