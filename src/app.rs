@@ -22,6 +22,22 @@ pub enum Role {
     Scheduler,
 }
 
+impl Role {
+    /// The role's name, as `--roles` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::Scheduler => "scheduler",
+        }
+    }
+}
+
+/// Roles as people and `--roles` read them: `api,worker,scheduler`.
+pub fn role_names(roles: &BTreeSet<Role>) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+}
+
 /// Parses `api,worker,scheduler`.
 pub fn parse_roles(list: &str) -> Result<BTreeSet<Role>, StartError> {
     list.split(',')

@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
     };
     // Outside the async runtime: the OTLP exporter's blocking HTTP client lives on its own
     // thread and must be built and dropped outside any runtime.
-    let telemetry = ballast::telemetry::init(&settings);
+    let telemetry = ballast::telemetry::init(&settings, command.runs_a_member());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -36,8 +36,21 @@ fn main() -> std::process::ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, each said once: most errors already quote their
+/// cause ("postgres: connection refused"), so a cause their message holds is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1).map(ToString::to_string) {
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }

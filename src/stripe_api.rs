@@ -17,7 +17,7 @@ pub enum StripeApiError {
     #[error("Stripe client: {0}")]
     Config(String),
     /// Stripe answered with an error, or could not be reached.
-    #[error("Stripe API: {0}")]
+    #[error("{0}")]
     Call(String),
     /// The answer was not the JSON expected.
     #[error("Stripe API answer: {0}")]
@@ -45,9 +45,50 @@ impl StripeApiError {
                 decline_code: err.decline_code.clone(),
                 message: err.message.clone().unwrap_or_default(),
             },
-            other => StripeApiError::Call(other.to_string()),
+            other => StripeApiError::Call(describe(&other)),
         }
     }
+}
+
+/// A failed call in one sentence for people: Stripe's own message, code and request id, never
+/// async-stripe's debug dump of the error object, and a cause said once.
+pub fn describe(e: &stripe::StripeError) -> String {
+    match e {
+        stripe::StripeError::Stripe(err, status) => {
+            let message = err.message.as_deref().unwrap_or("no message");
+            let mut detail = Vec::new();
+            if let Some(code) = &err.code {
+                detail.push(format!("code {}", code.as_str()));
+            }
+            if let Some(request) = err.request_log_url.as_deref().and_then(request_id) {
+                detail.push(format!("request {request}"));
+            }
+            let detail = if detail.is_empty() { String::new() } else { format!(" ({})", detail.join(", ")) };
+            format!("Stripe answered {status}: {message}{detail}")
+        }
+        stripe::StripeError::ClientError(cause) => format!("could not reach Stripe: {}", said_once(cause)),
+        stripe::StripeError::Timeout => "Stripe did not answer in time".into(),
+        stripe::StripeError::JSONDeserialize(cause) => format!("Stripe's answer did not parse: {}", said_once(cause)),
+        stripe::StripeError::ConfigError(cause) => format!("the Stripe client is misconfigured: {}", said_once(cause)),
+    }
+}
+
+/// The `req_…` id in a Stripe request log URL.
+fn request_id(url: &str) -> Option<&str> {
+    let start = url.find("req_")?;
+    let id = &url[start..];
+    Some(id.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(id))
+}
+
+/// A cause chain ("a: b: a: b") with each part said once, without the client's own prefix.
+fn said_once(chain: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in chain.split(": ").map(str::trim).filter(|p| !p.is_empty() && *p != "error communicating with stripe") {
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 /// A client span per Stripe API call: method and path (object ids, never the key or body).
@@ -231,7 +272,7 @@ impl StripeApi {
         let strategy = if kind == ObjectKind::Price { stripe::RequestStrategy::Once } else { stripe::RequestStrategy::ExponentialBackoff(3) };
         let span = api_span(&request);
         let call = request.customize().request_strategy(strategy).send(client).instrument(span);
-        let raw: miniserde::json::Value = self.limited(call).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
+        let raw: miniserde::json::Value = self.limited(call).await?.map_err(StripeApiError::from_call)?;
         to_json(&raw)
     }
 
@@ -281,7 +322,7 @@ impl StripeApi {
             let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, path).query(&params(after.as_deref()));
             let span = api_span(&request);
             let raw: miniserde::json::Value =
-                self.limited(request.customize().send(client).instrument(span)).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
+                self.limited(request.customize().send(client).instrument(span)).await?.map_err(StripeApiError::from_call)?;
             let page = to_json(&raw)?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
             after = data.last().and_then(|o| o["id"].as_str()).map(str::to_owned);
@@ -302,7 +343,25 @@ impl StripeApi {
         let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&Params { limit: 1 });
         let span = api_span(&request);
         let call = request.customize().request_strategy(stripe::RequestStrategy::Once).send(client).instrument(span);
-        let _: miniserde::json::Value = self.limited(call).await?.map_err(|e| StripeApiError::Call(e.to_string()))?;
+        let _: miniserde::json::Value = self.limited(call).await?.map_err(StripeApiError::from_call)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stripe_error_reads_as_stripes_message_code_and_request_never_a_debug_dump() {
+        let body = r#"{"type": "api_error", "message": "simulated outage", "code": "rate_limit", "request_log_url": "https://dashboard.stripe.com/test/logs/req_abc123?t=1"}"#;
+        let err = miniserde::json::from_str(body).expect("Stripe's error shape");
+        let text = describe(&stripe::StripeError::Stripe(Box::new(err), 500));
+        assert_eq!(text, "Stripe answered 500: simulated outage (code rate_limit, request req_abc123)");
+        let doubled = stripe::StripeError::ClientError("error communicating with stripe: connection refused: error communicating with stripe: connection refused".into());
+        assert_eq!(describe(&doubled), "could not reach Stripe: connection refused");
+        for shown in [text, describe(&doubled), describe(&stripe::StripeError::Timeout)] {
+            assert!(!shown.contains("{ ") && !shown.contains("None") && !shown.contains("Some("), "{shown}");
+        }
     }
 }

@@ -40,13 +40,23 @@ impl Telemetry {
 }
 
 /// Installs the global subscriber (logs, and traces when an OTLP endpoint is configured).
-/// Safe to call twice (the second call installs nothing).
-pub fn init(settings: &Settings) -> Telemetry {
-    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Safe to call twice (the second call installs nothing). A fleet member (`member`) logs JSON
+/// when stderr is not a terminal (a collector reads it); a command a person runs logs text
+/// unless JSON is asked for.
+pub fn init(settings: &Settings, member: bool) -> Telemetry {
+    // A person running a command reads Ballast's own warnings, not its libraries' retries
+    // (the command's error says what failed, once); a level alone applies to Ballast only.
+    let levels = ["trace", "debug", "info", "warn", "error", "off"];
+    let wanted = if !member && levels.contains(&settings.log_filter.trim()) {
+        format!("error,ballast={}", settings.log_filter.trim())
+    } else {
+        settings.log_filter.clone()
+    };
+    let filter = EnvFilter::try_new(&wanted).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match settings.log_format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Auto => member && !std::io::stderr().is_terminal(),
     };
     let provider = settings.otel_endpoint.as_deref().and_then(|endpoint| match tracer_provider(endpoint, &settings.otel_service_name) {
         Ok(p) => Some(p),

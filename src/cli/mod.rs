@@ -205,6 +205,14 @@ pub(crate) fn parse() -> Cli {
     Cli::parse()
 }
 
+impl Cli {
+    /// Whether this command runs a fleet member (whose logs go to a collector), rather than a
+    /// command a person reads (whose logs are text unless BALLAST_LOG_FORMAT=json).
+    pub(crate) fn runs_a_member(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
+}
+
 pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<ExitCode> {
     let json = cli.json;
     match cli.command {
@@ -216,11 +224,12 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             let state = AppState::build(settings)?;
             let member = Member::start(state, &roles, WorkerOptions::new(Registry::standard())).await?;
             if let Some(addr) = member.api_addr {
-                tracing::info!(message = "Ballast is listening.", addr = %addr, roles = ?roles);
+                let names = app::role_names(&roles);
+                tracing::info!(message = "Ballast is listening.", addr = %addr, roles = %names);
                 if json {
-                    println!("{}", serde_json::json!({"listening": format!("http://{addr}"), "roles": format!("{roles:?}")}));
+                    println!("{}", serde_json::json!({"listening": format!("http://{addr}"), "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>()}));
                 } else {
-                    println!("ballast: listening on http://{addr} (roles: {roles:?})");
+                    println!("ballast: listening on http://{addr} (roles: {names})");
                     println!("try: curl -s http://{addr}/readyz");
                 }
             }

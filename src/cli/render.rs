@@ -41,6 +41,9 @@ fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
+        // A measurement to what matters to a person (6.4889730000000005 ms reads 6.49); the
+        // JSON keeps every digit.
+        Value::Number(n) if n.is_f64() => n.as_f64().map(|f| format!("{}", (f * 100.0).round() / 100.0)).unwrap_or_else(|| n.to_string()),
         other => other.to_string(),
     }
 }

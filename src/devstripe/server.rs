@@ -107,7 +107,7 @@ async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (S
     let mut s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     s.price_reads += 1;
     if s.prices_down {
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"type": "api_error", "message": "simulated outage"}})));
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"type": "api_error", "message": "simulated outage", "request_log_url": format!("https://dashboard.stripe.com/test/logs/req_sim{}", s.price_reads)}})));
     }
     match [STARTER, PRO].into_iter().find(|p| p.0 == id) {
         Some((price, product, amount)) => (

@@ -17,7 +17,8 @@ pub struct SiteDownJob;
 /// Each check's limit.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Runs one check: `{"ok", "ms", "error"}`; `None` from the check means "not configured".
+/// Runs one check: `{"ok", "ms", "error"}`, or `{"status": "not configured"}` when the check
+/// says the part is not used (`None`).
 async fn timed<F, E>(check: F) -> Value
 where
     F: Future<Output = Result<Option<()>, E>>,
@@ -27,10 +28,11 @@ where
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match outcome {
-        Ok(Ok(Some(()))) => json!({"ok": true, "ms": ms}),
-        Ok(Ok(None)) => json!({"ok": null, "ms": ms, "error": "not configured"}),
-        Ok(Err(e)) => json!({"ok": false, "ms": ms, "error": e.to_string()}),
-        Err(_) => json!({"ok": false, "ms": ms, "error": format!("no answer within {} s", CHECK_TIMEOUT.as_secs())}),
+        Ok(Ok(Some(()))) => json!({"ok": true, "ms": (ms * 10.0).round() / 10.0}),
+        // Not an error: an optional part this fleet does not use.
+        Ok(Ok(None)) => json!({"status": "not configured"}),
+        Ok(Err(e)) => json!({"ok": false, "ms": (ms * 10.0).round() / 10.0, "error": e.to_string()}),
+        Err(_) => json!({"ok": false, "ms": (ms * 10.0).round() / 10.0, "error": format!("no answer within {} s", CHECK_TIMEOUT.as_secs())}),
     }
 }
 

@@ -157,3 +157,51 @@ fn keys_create_help_lists_every_scope() {
         assert!(text.contains(scope.as_str()), "`ballast keys create --help` does not list {}:\n{text}", scope.as_str());
     }
 }
+
+/// What a person reads: no debug formatting of a Rust value, and an error said on one line.
+fn readable(what: &str, text: &str) {
+    for debug in ["{ ", "None", "Some(", "ApiErrors", "\\n"] {
+        assert!(!text.contains(debug), "`ballast {what}` shows {debug:?} to a person:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn errors_and_reports_read_as_sentences_never_as_debug_dumps() {
+    // Stripe down: nothing listens where the fleet calls it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let app = TestApp::builder().roles(&[]).env("STRIPE_API_BASE", &format!("http://127.0.0.1:{closed}/")).env("STRIPE_SECRET_KEY", "sk_test_x").spawn().await;
+    let failing: &[&[&str]] = &[
+        &["tenants", "create", "--name", "Acme", "--external-id", "acme", "--email", "ap@acme.test"],
+        &["jobs", "show", "no-such-job"],
+        &["stripe-events", "show", "evt_nope"],
+        &["keys", "create", "--scopes", "usage:write,nope"],
+        &["limits", "override", "--policy", "nope", "--subject", "tenant:x", "--limit", "5"],
+        &["serve", "--roles", "api,nope"],
+        &["runbook", "show", "no-such-page"],
+    ];
+    for args in failing {
+        let what = args.join(" ");
+        let out = app.cli_async(args, &[]).await;
+        assert!(!out.status.success(), "`ballast {what}` should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        readable(&what, &stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "`ballast {what}`: one error line:\n{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "`ballast {what}`: the error alone, not the libraries' retries:\n{stderr}");
+        assert!(!stderr.lines().any(|l| l.trim_start().starts_with('{')), "`ballast {what}` logs JSON to a person:\n{stderr}");
+        // Each cause said once.
+        let line = errors[0];
+        for part in line.split(": ").filter(|p| p.len() > 12) {
+            assert_eq!(line.matches(part).count(), 1, "`ballast {what}` repeats {part:?}: {line}");
+        }
+    }
+    // A report with an optional part not configured and measured durations.
+    let out = app.cli_async(&["runbook", "run", "site-down"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    readable("runbook run site-down", &stdout);
+    assert!(stdout.contains("not configured") && !stdout.contains("error: not configured"), "{stdout}");
+    for number in stdout.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter(|n| n.contains('.')) {
+        let decimals = number.rsplit('.').next().map_or(0, str::len);
+        assert!(decimals <= 2, "a measurement shown to {decimals} decimals: {number}\n{stdout}");
+    }
+}
