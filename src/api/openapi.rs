@@ -47,8 +47,10 @@ fn operations() -> Vec<Operation> {
         "subscription": any, "entitlements": {"type": "array", "items": any}}));
     let job_status = obj(&["id", "kind", "state", "attempts", "created_at"], json!({"id": string(), "kind": string(),
         "state": {"enum": ["queued", "running", "retrying", "done", "dead"]}, "attempts": {"type": "integer"},
-        "last_error": string(), "next_attempt_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"},
-        "started_at": {"type": "string", "format": "date-time"}, "finished_at": {"type": "string", "format": "date-time"}}));
+        "last_error": {"type": ["string", "null"]}, "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+        "created_at": {"type": "string", "format": "date-time"}, "started_at": {"type": ["string", "null"], "format": "date-time"},
+        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+        "jobs": {"type": "array", "items": {"type": "object"}, "description": "a webhook message's deliveries (msg_… ids), each a job status"}}));
     let usage_item = obj(&["metric", "quantity", "timestamp", "idempotency_key"], json!({"metric": string(), "quantity": {"type": "integer", "minimum": 1},
         "timestamp": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "description": "Unix seconds"}]}, "idempotency_key": string()}));
     let new_job = obj(&["kind"], json!({"kind": {"type": "string", "description": "a kind with intake = true: noop, email.send, webhook.deliver, cache.warm"},

@@ -117,8 +117,14 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
             } else if let Some(d) = dead::find(&state.system_pool, &id).await? {
                 serde_json::json!({"where": "dead", "dead_letter": d.id, "job_id": d.job_id, "kind": d.kind, "tenant": d.tenant_id, "attempt": d.attempts,
                     "last_error": d.error, "payload": d.envelope.get("payload").cloned().unwrap_or(d.envelope.clone()), "failed_at": d.failed_at})
+            } else if let Some((tenant, status)) = tracked(&state, &id).await? {
+                // What the app reads at GET /v1/jobs/{id}, in every state, done included.
+                let mut shown = serde_json::to_value(&status)?;
+                shown["where"] = "tracked".into();
+                shown["tenant"] = tenant.0.to_string().into();
+                shown
             } else {
-                bail!("no job {id} queued or dead (completed jobs are not kept; `ballast jobs dead` lists dead letters)");
+                bail!("no job {id}: not queued, not a dead letter, and no tracked status (statuses are kept 7 days after a job finishes; `ballast jobs dead` lists dead letters)");
             };
             if json {
                 println!("{}", serde_json::to_string(&shown)?);
@@ -173,4 +179,21 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
         }
     }
     Ok(())
+}
+
+/// A job's status as its tenant reads it at `GET /v1/jobs/{id}`, found across tenants: the
+/// tenant from the job's own record, then the same reads the API makes for that tenant.
+async fn tracked(state: &AppState, id: &str) -> anyhow::Result<Option<(ballast::newtypes::TenantId, ballast::queue::status::JobStatus)>> {
+    use ballast::queue::status;
+    let tenant = match status::owner(&state.system_pool, id).await? {
+        Some(t) => Some(t),
+        None => ballast::webhooks_out::deliveries::owner(&state.system_pool, id).await?,
+    };
+    let Some(tenant) = tenant else { return Ok(None) };
+    let intakes = ballast::jobs::intake::Intakes::<AppState>::standard();
+    let found = match intakes.status(state, tenant, id).await {
+        Some(kept_by_kind) => kept_by_kind,
+        None => status::get(&state.tenant_pool, tenant, id).await,
+    }?;
+    Ok(found.map(|s| (tenant, s)))
 }

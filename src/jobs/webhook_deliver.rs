@@ -75,8 +75,19 @@ impl Intake for WebhookDeliverJob {
     }
 
     fn status(&self, state: Outbound, tenant: crate::newtypes::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {
-        let delivery = messages::delivery_of(id)?;
-        Some(async move { crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, delivery).await })
+        // The answer to POST /v1/jobs names the message (`msg_…`) and each delivery (`whd_…`):
+        // both resolve.
+        let (delivery, message) = (messages::delivery_of(id), messages::message_of(id));
+        if delivery.is_none() && message.is_none() {
+            return None;
+        }
+        Some(async move {
+            match (delivery, message) {
+                (Some(d), _) => crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, d).await,
+                (None, Some(m)) => crate::webhooks_out::deliveries::message_status(&state.tenant_pool, tenant, m).await,
+                (None, None) => Ok(None),
+            }
+        })
     }
 }
 

@@ -62,6 +62,10 @@ pub struct JobStatus {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished (done, dead).
     pub finished_at: Option<DateTime<Utc>>,
+    /// The jobs one accepted request became, when it became several (a webhook message's
+    /// deliveries); this status sums them up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobStatus>,
 }
 
 /// The row of a job about to be queued for `tenant`, in the caller's tenant transaction
@@ -132,7 +136,15 @@ pub async fn get(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<Option
         created_at: r.6,
         started_at: r.7,
         finished_at: r.8,
+        jobs: Vec::new(),
     }))
+}
+
+/// The tenant a tracked job belongs to, across tenants (the operator's `ballast jobs show`).
+/// System pool: the caller is on-call, not a tenant.
+pub async fn owner(pool: &crate::db::SystemPool, id: &str) -> Result<Option<TenantId>, sqlx::Error> {
+    let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM job_status WHERE id = $1").bind(id).fetch_optional(&pool.0).await?;
+    Ok(tenant.map(TenantId))
 }
 
 /// How long a finished job's status stays readable.

@@ -62,6 +62,11 @@ pub fn webhook_id(message_id: uuid::Uuid) -> String {
     format!("msg_{}", message_id.simple())
 }
 
+/// The message a `webhook-id` (`msg_…`) names, when it is one.
+pub fn message_of(id: &str) -> Option<uuid::Uuid> {
+    id.strip_prefix("msg_").and_then(|rest| uuid::Uuid::try_parse(rest).ok())
+}
+
 /// The job id of a delivery: the same whoever pushes it (intake, sweep, re-send).
 pub fn job_id(delivery_id: uuid::Uuid) -> JobId {
     JobId(format!("{JOB_ID_PREFIX}{}", delivery_id.simple()))

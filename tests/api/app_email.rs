@@ -81,6 +81,11 @@ async fn an_app_sends_a_templated_email_once_and_bad_ones_are_refused_naming_wha
     // From the app sender under the tenant's name, never from the billing sender.
     let from = sent[0].header("From").unwrap_or_default();
     assert!(from.contains("A") && from.contains("notifications@localhost") && !from.contains("billing@"), "{from}");
+    // The operator sees what the app sees: the finished job, by the same id.
+    let out = app.cli_async(&["--json", "jobs", "show", &id], &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((shown["state"].as_str(), shown["kind"].as_str()), (Some("done"), Some("email.send")), "{shown}");
     let other_sees = app.http.get(app.url(&format!("/v1/jobs/{id}"))).bearer_auth(&other).send().await.expect("get");
     assert_eq!(other_sees.status(), StatusCode::NOT_FOUND);
 }

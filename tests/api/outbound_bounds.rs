@@ -118,6 +118,19 @@ async fn an_endpoints_delivery_log_pages_newest_first() {
     }
     queued.reverse();
     assert_eq!(seen, queued, "newest first, each once");
+
+    // One id per accepted request: the message's id resolves, with its deliveries, for the
+    // app and for the operator alike.
+    let (_, answer) = app.call(Method::POST, "/v1/jobs", &key, Some(message(Some("m-status"), "invoice.paid"))).await;
+    let message_id = answer["id"].as_str().expect("msg id").to_owned();
+    let (code, status) = app.call(Method::GET, &format!("/v1/jobs/{message_id}"), &key, None).await;
+    assert_eq!(code, StatusCode::OK, "{status}");
+    assert_eq!((status["state"].as_str(), status["jobs"].as_array().map(Vec::len)), (Some("queued"), Some(1)), "{status}");
+    assert_eq!(status["jobs"][0]["id"], answer["jobs"][0]["id"]);
+    let out = app.cli_async(&["--json", "jobs", "show", &message_id], &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((shown["state"].as_str(), shown["tenant"].as_str()), (Some("queued"), Some(tenant.to_string().as_str())), "{shown}");
 }
 
 #[tokio::test]
