@@ -60,7 +60,9 @@ pub struct StripeBacklogReport {
     pub stuck_rows: usize,
     /// Some of them.
     pub stuck_sample: Vec<crate::newtypes::EventId>,
-    /// Dead letters matching the filter.
+    /// Open `stripe.event` dead letters (of the tenant, when one is named).
+    pub dead_letters_open: usize,
+    /// Those --execute replays: the ones `replay_dead` names (none without it).
     pub dead_letters_matching: usize,
     /// Events Stripe has that the inbox lacks.
     pub undelivered_missing_from_inbox: usize,
@@ -81,7 +83,8 @@ impl AdminJob for StripeBacklogJob {
         let (state, pool) = (&ctx.state, &ctx.state.system_pool);
         let now = Utc::now();
         let queues = state.queue.stats().await?;
-        let inbox_by_status = inbox::counts_by_status(pool).await?;
+        // The statuses `stripe-events list` shows, counted the same way.
+        let inbox_by_status = inbox::view::counts_by_status(pool).await?;
         // Events still failing (their rows keep the last error while the job retries) and
         // dead letters of the kind, merged. (This read `status = 'failed'`, which nothing
         // writes: failing events never showed.)
@@ -94,6 +97,8 @@ impl AdminJob for StripeBacklogJob {
         failures.truncate(5);
         let stuck_after = Duration::seconds(p.stuck_after_secs.unwrap_or(600).max(0));
         let stuck = inbox::stuck(pool, now - Duration::minutes(1), now - stuck_after).await?;
+        // Every open one is reported; those the replay filter names are what --execute replays.
+        let open_dead = inbox::dead_letters(pool, "all", p.tenant).await?;
         let dead: Vec<uuid::Uuid> = match &p.replay_dead {
             None => Vec::new(),
             Some(filter) => inbox::dead_letters(pool, filter, p.tenant).await?,
@@ -139,6 +144,7 @@ impl AdminJob for StripeBacklogJob {
             top_failures: failures.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
             stuck_rows: stuck.len(),
             stuck_sample: stuck.iter().take(10).cloned().collect::<Vec<_>>(),
+            dead_letters_open: open_dead.len(),
             dead_letters_matching: dead.len(),
             undelivered_missing_from_inbox: missing.len(),
             executed: execute,

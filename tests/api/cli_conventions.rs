@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use ballast::newtypes::JobKind;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::TestApp;
 use crate::support::stripe_sim::{STARTER, StripeSim};
@@ -148,6 +148,25 @@ async fn an_event_whose_job_died_reads_failed_with_its_error_and_the_effects_of_
     assert!(old.status.success(), "{}", String::from_utf8_lossy(&old.stderr));
     assert!(String::from_utf8_lossy(&old.stderr).contains("is now `ballast stripe-events`"), "{}", String::from_utf8_lossy(&old.stderr));
     assert_eq!(serde_json::from_slice::<Value>(&old.stdout).expect("json"), failed);
+
+    // One status model: the backlog runbook counts what the list shows, and its dry run
+    // reports the open dead letter whatever its parameters.
+    let backlog = app.cli(&["runbook", "run", "stripe-webhook-backlog", "--json"]);
+    assert!(backlog.status.success() || backlog.status.code() == Some(3), "{}", String::from_utf8_lossy(&backlog.stderr));
+    let report: Value = serde_json::from_slice(&backlog.stdout).expect("json");
+    let report = if report["report"].is_object() { report["report"].clone() } else { report };
+    let failed_rows = report["inbox"].as_array().expect("inbox").iter().find(|s| s["status"] == "failed").map(|s| s["rows"].clone());
+    assert_eq!(failed_rows, Some(json!(1)), "{report}");
+    assert_eq!((report["dead_letters_open"].as_u64(), report["dead_letters_matching"].as_u64()), (Some(1), Some(0)), "{report}");
+    // Discarded, the event still reads failed, saying so, and never retrying with nothing queued.
+    let dead_letter = failed[0]["dead_letter"].as_str().expect("dead letter").to_owned();
+    let discarded = app.cli(&["jobs", "discard", &dead_letter]);
+    assert!(discarded.status.success(), "{}", String::from_utf8_lossy(&discarded.stderr));
+    let after: Value = serde_json::from_slice(&app.cli(&["stripe-events", "list", "--status", "failed", "--json"]).stdout).expect("json");
+    assert_eq!(after[0]["id"].as_str(), Some(event_id.as_str()), "{after}");
+    assert!(after[0]["last_error"].as_str().is_some_and(|e| e.ends_with("(discarded)")) && after[0]["dead_letter"].is_null(), "{after}");
+    let retrying: Value = serde_json::from_slice(&app.cli(&["stripe-events", "list", "--status", "retrying", "--json"]).stdout).expect("json");
+    assert_eq!(retrying.as_array().map(Vec::len), Some(0), "{retrying}");
 }
 
 #[test]

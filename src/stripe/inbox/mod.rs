@@ -377,11 +377,6 @@ pub async fn failure_reasons(pool: &SystemPool, limit: i64) -> Result<Vec<(Strin
     .await
 }
 
-/// Rows per status with the oldest's arrival, for the backlog report.
-pub async fn counts_by_status(pool: &SystemPool) -> Result<Vec<(String, i64, Option<chrono::DateTime<Utc>>)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, count(*), min(received_at) FROM stripe_events GROUP BY status ORDER BY status").fetch_all(&pool.0).await
-}
-
 /// Rows that should have been applied by now: received before `received_before` and never
 /// queued, or queued before `queued_before`; oldest first.
 pub async fn stuck(pool: &SystemPool, received_before: chrono::DateTime<Utc>, queued_before: chrono::DateTime<Utc>) -> Result<Vec<EventId>, sqlx::Error> {

@@ -65,14 +65,18 @@ pub struct Filter {
 /// The statuses [`list`] filters by.
 pub const STATUSES: [&str; 7] = ["received", "queued", "retrying", "processed", "ignored", "unmatched", "failed"];
 
-// The shown status: a dead letter makes it failed; a queued event with a failed attempt is
-// being retried.
+// The one status model of an inbox event, which every view reads (`stripe-events list|show`,
+// the backlog runbook's counts): applied or ignored is final; a dead letter not retried makes
+// it failed (an open one names the dead letter to retry; a discarded one says so in the
+// error); a queued event with a failed attempt is being retried; otherwise the stored status.
 const SELECT: &str = "SELECT e.id, e.type, e.tenant_id, e.customer_id, e.object_id, e.attempts, e.received_at, e.processed_at, \
-    d.id AS dead_letter, COALESCE(d.error, e.last_error) AS last_error, \
-    CASE WHEN d.id IS NOT NULL THEN 'failed' WHEN e.status = 'queued' AND e.attempts > 0 THEN 'retrying' ELSE e.status END AS status \
+    CASE WHEN d.discarded_at IS NULL THEN d.id END AS dead_letter, \
+    CASE WHEN d.discarded_at IS NOT NULL THEN d.error || ' (discarded)' ELSE COALESCE(d.error, e.last_error) END AS last_error, \
+    CASE WHEN e.status IN ('processed', 'ignored') THEN e.status WHEN d.id IS NOT NULL THEN 'failed' \
+         WHEN e.status = 'queued' AND e.attempts > 0 THEN 'retrying' ELSE e.status END AS status \
     FROM stripe_events e LEFT JOIN LATERAL ( \
-      SELECT id, error FROM job_dead_letters x WHERE x.kind = $1 AND x.envelope->'payload'->>'event_id' = e.id \
-        AND x.retried_at IS NULL AND x.discarded_at IS NULL ORDER BY x.failed_at DESC LIMIT 1) d ON true";
+      SELECT id, error, discarded_at FROM job_dead_letters x WHERE x.kind = $1 AND x.envelope->'payload'->>'event_id' = e.id \
+        AND x.retried_at IS NULL ORDER BY x.failed_at DESC LIMIT 1) d ON true";
 
 /// Events, newest first, at most `limit`.
 pub async fn list(pool: &SystemPool, filter: &Filter, limit: i64) -> Result<Vec<EventView>, sqlx::Error> {
@@ -88,6 +92,12 @@ pub async fn list(pool: &SystemPool, filter: &Filter, limit: i64) -> Result<Vec<
         .bind(limit)
         .fetch_all(&pool.0)
         .await
+}
+
+/// Events per shown status, with the oldest received: the same status [`list`] filters by.
+pub async fn counts_by_status(pool: &SystemPool) -> Result<Vec<(String, i64, Option<DateTime<Utc>>)>, sqlx::Error> {
+    let sql = format!("SELECT v.status, count(*), min(v.received_at) FROM ({SELECT}) v GROUP BY v.status ORDER BY v.status");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(JOB_KIND).fetch_all(&pool.0).await
 }
 
 /// One event, with the effects it wrote.
