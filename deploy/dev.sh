@@ -10,7 +10,8 @@
 #                           (BALLAST_KEEP_SERVICES=1 keeps them for the next run)
 #   deploy/dev.sh services  start services only and print the environment to use them
 #   deploy/dev.sh cluster   start a local three-master Redis Cluster and print its environment
-#   deploy/dev.sh stop      stop the PostgreSQL and Redis (cluster too) this checkout started
+#   deploy/dev.sh stop      stop what `up` started (by pid file), then the PostgreSQL and Redis
+#                           (cluster too) this checkout started
 #   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)"): the settings,
 #                           `ballast` (target/release) on PATH, BALLAST_URL for curl
 #   deploy/dev.sh --help    this text
@@ -274,9 +275,28 @@ stop_postgres() {
   fi
 }
 
-# `stop`: this checkout's PostgreSQL (its data folder), Redis and cluster nodes (their pid
-# files and working folders); a server on the same ports that another checkout started stays.
+# What `up` started (the fleet, the local Stripe, the mail catcher), by their pid files: TERM,
+# so the fleet drains its jobs, then waited for. A pid file whose process is not this
+# checkout's ballast any more (reused) is only removed.
+stop_up() {
+  local file pid
+  for file in "$DATA"/up/*.pid; do
+    [ -e "$file" ] || continue
+    pid=$(cat "$file" 2>/dev/null || true)
+    if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$ROOT" ] && grep -q ballast "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      log "stopped $(basename "$file" .pid) (pid $pid)"
+    fi
+    rm -f "$file"
+  done
+}
+
+# `stop`: what `up` started, then this checkout's PostgreSQL (its data folder), Redis and
+# cluster nodes (their pid files and working folders); a server on the same ports that another
+# checkout started stays.
 stop() {
+  stop_up
   stop_postgres
   stop_redis_at "$REDIS_PORT" "$DATA" Redis
   stop_redis_cluster
@@ -328,28 +348,36 @@ case "$cmd" in
     services
     eval "$(print_env)"
     cd "$ROOT"
-    cargo build --release --quiet
+    # The first build compiles every dependency (about 15 minutes on two cores); cargo shows
+    # its progress.
+    log "building the release binary (cargo build --release)"
+    cargo build --release
     ./target/release/ballast migrate
     export BALLAST_LISTEN=$LISTEN
+    mkdir -p "$DATA/up"
+    # Every process `up` starts has a pid file in $DATA/up: a signal to `up` (Ctrl-C, TERM) is
+    # passed to each, and `dev.sh stop` stops them even if `up` itself was killed.
+    trap 'stop_up; exit 0' INT TERM
+    trap stop_up EXIT
     if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
       # No Stripe key: a local Stripe (the simulator the tests use) answers the API and sends
       # signed webhooks to this fleet; `ballast dev stripe checkout|card|advance` drive it.
       export STRIPE_API_BASE=http://$DEV_STRIPE/ STRIPE_SECRET_KEY=sk_test_local_stripe
       ./target/release/ballast dev stripe serve --listen "$DEV_STRIPE" --webhook-url "http://$BALLAST_LISTEN/webhooks/stripe" \
         >"$DATA/dev-stripe.log" 2>&1 &
-      stripe_pid=$!
-      trap 'kill "$stripe_pid" 2>/dev/null || true' EXIT
+      echo $! >"$DATA/up/dev-stripe.pid"
       log "no STRIPE_SECRET_KEY: a local Stripe on $STRIPE_API_BASE (log: $DATA/dev-stripe.log)"
     fi
     if [ -z "${BALLAST_SMTP_HOST:-}" ]; then
       # No mail server: a local catcher keeps every email as a file (and prints who it is for).
       export BALLAST_SMTP_HOST=127.0.0.1 BALLAST_SMTP_PORT=${DEV_MAIL##*:} BALLAST_SMTP_SECURITY=none
       ./target/release/ballast dev mail serve --listen "$DEV_MAIL" --dir "$DATA/mail" >"$DATA/dev-mail.log" 2>&1 &
-      mail_pid=$!
-      trap 'kill ${stripe_pid:-} "$mail_pid" 2>/dev/null || true' EXIT
+      echo $! >"$DATA/up/dev-mail.pid"
       log "no BALLAST_SMTP_HOST: email is caught into $DATA/mail (log: $DATA/dev-mail.log)"
     fi
-    ./target/release/ballast serve --roles api,worker,scheduler
+    ./target/release/ballast serve --roles api,worker,scheduler &
+    echo $! >"$DATA/up/serve.pid"
+    wait "$(cat "$DATA/up/serve.pid")" || true
     ;;
   test)
     trap stop_started EXIT

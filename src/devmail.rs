@@ -48,6 +48,22 @@ struct Inner {
     folder: Option<std::path::PathBuf>,
     /// Answer to DATA's end instead of 250 (e.g. "451 try later", "550 no such user").
     reject_with: Option<String>,
+    /// The number the last file written had: a restarted catcher continues after the folder's
+    /// highest, so mail caught before a restart is never overwritten.
+    last_number: usize,
+}
+
+/// The highest `NNNN.eml` number in `folder` (0 when none or no folder).
+fn highest_number(folder: &std::path::Path) -> usize {
+    std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.path().file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<usize>().ok()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 /// The server.
@@ -72,7 +88,11 @@ impl SmtpServer {
     pub fn on(listener: TcpListener, folder: Option<std::path::PathBuf>) -> std::io::Result<SmtpServer> {
         let port = listener.local_addr()?.port();
         let server = SmtpServer { inner: Arc::default(), arrived: Arc::default(), port, stop: Arc::default(), alive: Arc::default() };
-        lock(&server.inner).folder = folder;
+        {
+            let mut inner = lock(&server.inner);
+            inner.last_number = folder.as_deref().map_or(0, highest_number);
+            inner.folder = folder;
+        }
         server.serve(listener);
         Ok(server)
     }
@@ -141,8 +161,15 @@ impl SmtpServer {
     fn keep(&self, message: Received) {
         let mut inner = lock(&self.inner);
         if let Some(folder) = inner.folder.clone() {
-            let path = folder.join(format!("{:04}.eml", inner.messages.len() + 1));
-            match std::fs::create_dir_all(&folder).and_then(|()| std::fs::write(&path, &message.data)) {
+            inner.last_number += 1;
+            let path = folder.join(format!("{:04}.eml", inner.last_number));
+            let write = |path: &std::path::Path| {
+                use std::io::Write;
+                std::fs::create_dir_all(&folder)?;
+                // create_new: an existing file is never overwritten, whoever wrote it.
+                std::fs::OpenOptions::new().write(true).create_new(true).open(path)?.write_all(message.data.as_bytes())
+            };
+            match write(&path) {
                 Ok(()) => println!("mail to {} — {} — {}", message.to.join(", "), message.header("subject").unwrap_or_default(), path.display()),
                 Err(e) => eprintln!("mail to {} not written to {}: {e}", message.to.join(", "), path.display()),
             }

@@ -130,3 +130,23 @@ async fn the_local_stripe_listens_only_on_loopback_unless_told_and_the_mail_catc
         assert!(reply.starts_with(expected), "{command:?} → {reply:?}");
     }
 }
+
+#[tokio::test]
+async fn a_restarted_mail_catcher_continues_its_numbering_and_overwrites_nothing() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let folder = tempfile::tempdir().expect("tmp");
+    std::fs::write(folder.path().join("0003.eml"), "caught before the restart").expect("earlier mail");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let catcher = ballast::devmail::SmtpServer::on(listener, Some(folder.path().to_owned())).expect("catcher");
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", catcher.port)).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    lines.next_line().await.expect("greeting");
+    for command in ["HELO t", "MAIL FROM:<a@t.test>", "RCPT TO:<b@t.test>", "DATA", "Subject: hi\r\n\r\nbody\r\n.", "QUIT"] {
+        write.write_all(format!("{command}\r\n").as_bytes()).await.expect("write");
+        lines.next_line().await.expect("reply");
+    }
+    catcher.wait_for(1, std::time::Duration::from_secs(10)).await;
+    assert_eq!(std::fs::read_to_string(folder.path().join("0003.eml")).expect("kept"), "caught before the restart");
+    assert!(std::fs::read_to_string(folder.path().join("0004.eml")).expect("the next number").contains("Subject: hi"));
+}
