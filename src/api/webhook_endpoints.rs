@@ -140,7 +140,7 @@ async fn deliveries(
         Some(s) => Some(DeliveryStatus::from_name(s).ok_or_else(|| bad("status: one of pending, delivered, failed, skipped"))?),
     };
     let (limit, after) = paging(q.limit, q.starting_after.as_deref())?;
-    match deliveries::list(&state.tenant_pool, caller.tenant, id, status, after, limit).await {
+    match deliveries::list(&state.tenant_pool, caller.tenant, id, deliveries::LogFilter { status, after, only: None }, limit).await {
         Ok(Some(log)) => Ok(page(log)),
         Ok(None) => Err(error(EndpointError::NotFound)),
         Err(e) => Err(error(EndpointError::Db(e))),

@@ -17,6 +17,16 @@ pub(super) enum UsageCommand {
         #[arg(long)]
         all: bool,
     },
+    /// A tenant's usage ledger, newest minute first: what was flushed, and whether Stripe has
+    /// it (reported), will get it (pending) or refused it (dead, with Stripe's reason).
+    Ledger {
+        /// The tenant (its id or your app's external id).
+        #[arg(long)]
+        tenant: String,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +70,34 @@ pub(super) async fn dunning(settings: Settings, as_of: Option<String>, tenant: O
         if !report.actions.is_empty() {
             println!("{}", super::render::table(&["tenant", "invoice", "stage", "outcome"], rows));
         }
+    }
+    Ok(())
+}
+
+/// `ballast usage ledger`.
+pub(super) async fn usage_ledger(settings: Settings, tenant: &str, limit: i64, json: bool) -> anyhow::Result<()> {
+    let state = AppState::build(settings)?;
+    let tenant = super::args::resolve_tenant(&state.system_pool, tenant).await?;
+    let (rows, total) = ballast::usage::ledger::entries(&state.tenant_pool, tenant.id, limit.clamp(1, 1000)).await?;
+    if json {
+        println!("{}", serde_json::json!({"tenant": tenant.id, "rows": rows, "total": total}));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no usage flushed for {} yet", tenant.name);
+        return Ok(());
+    }
+    let cells = rows.iter().map(|r| {
+        let state = match (&r.report_error, r.reported_at) {
+            (Some(e), _) => format!("{} ({e})", r.report_status),
+            (None, Some(at)) => format!("{} {}", r.report_status, at.format("%Y-%m-%d %H:%M")),
+            (None, None) => r.report_status.clone(),
+        };
+        vec![r.usage_minute.format("%Y-%m-%d %H:%M").to_string(), r.metric.clone(), r.quantity.to_string(), state]
+    });
+    println!("{}", super::render::table(&["minute", "metric", "units", "at Stripe"], cells));
+    if let Some(note) = super::render::more(rows.len(), usize::try_from(total).unwrap_or(usize::MAX)) {
+        println!("{note}");
     }
     Ok(())
 }

@@ -187,7 +187,7 @@ async fn tracked(state: &AppState, id: &str) -> anyhow::Result<Option<(ballast::
     use ballast::queue::status;
     let tenant = match status::owner(&state.system_pool, id).await? {
         Some(t) => Some(t),
-        None => ballast::webhooks_out::deliveries::owner(&state.system_pool, id).await?,
+        None => ballast::webhooks_out::job_status::owner(&state.system_pool, id).await?,
     };
     let Some(tenant) = tenant else { return Ok(None) };
     let intakes = ballast::jobs::intake::Intakes::<AppState>::standard();

@@ -18,6 +18,7 @@ mod billing;
 mod cache;
 mod dev;
 mod emails;
+mod endpoints;
 mod flags;
 mod jobs;
 mod api_keys;
@@ -36,6 +37,7 @@ use billing::{UsageCommand, DunningCommand};
 use cache::CacheCommand;
 use dev::DevCommand;
 use emails::EmailsCommand;
+use endpoints::{DeliveriesCommand, EndpointsCommand};
 use flags::FlagsCommand;
 use jobs::JobsCommand;
 use api_keys::KeysCommand;
@@ -136,6 +138,16 @@ enum Command {
     Limits {
         #[command(subcommand)]
         command: LimitsCommand,
+    },
+    /// Outbound webhook endpoints tenants registered, as their tenant sees them.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+    },
+    /// Outbound webhook deliveries: an endpoint's log, one delivery's attempts, a re-send.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
     },
     /// Secrets at rest: re-seal webhook signing secrets under a new key (audited; a dry run
     /// unless --execute).
@@ -270,6 +282,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
         Command::Bench { command } => bench::bench(settings, command, json).await?,
         Command::Dunning { command: DunningCommand::Run { as_of, tenant, execute } } => billing::dunning(settings, as_of, tenant, execute, json).await?,
         Command::Usage { command: UsageCommand::Flush { all } } => billing::usage_flush(settings, all, json).await?,
+        Command::Usage { command: UsageCommand::Ledger { tenant, limit } } => billing::usage_ledger(settings, &tenant, limit, json).await?,
         Command::Emails { command } => emails::emails(AppState::build(settings)?, command, json).await?,
         Command::Cache { command } => cache::cache(AppState::build(settings)?, command, json).await?,
         Command::Runbook { command } => return runbook::runbook(settings, command, json).await,
@@ -300,6 +313,8 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             stripe_events::stripe_events(AppState::build(settings)?, command, json).await?
         }
         Command::Limits { command } => limits::limits(AppState::build(settings)?, command, json).await?,
+        Command::Endpoints { command } => endpoints::endpoints(AppState::build(settings)?, command, json).await?,
+        Command::Deliveries { command } => endpoints::deliveries(AppState::build(settings)?, command, json).await?,
         Command::Secrets { command } => secrets::secrets(AppState::build(settings)?, command, json).await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -83,8 +83,8 @@ impl Intake for WebhookDeliverJob {
         }
         Some(async move {
             match (delivery, message) {
-                (Some(d), _) => crate::webhooks_out::deliveries::job_status(&state.tenant_pool, tenant, d).await,
-                (None, Some(m)) => crate::webhooks_out::deliveries::message_status(&state.tenant_pool, tenant, m).await,
+                (Some(d), _) => crate::webhooks_out::job_status::job_status(&state.tenant_pool, tenant, d).await,
+                (None, Some(m)) => crate::webhooks_out::job_status::message_status(&state.tenant_pool, tenant, m).await,
                 (None, None) => Ok(None),
             }
         })

@@ -50,3 +50,36 @@ pub(super) async fn write_ledger(tx: &mut sqlx::PgConnection, flush_id: &str, wi
     Ok(written.rows_affected() as usize)
 }
 
+
+/// A ledger row as an operator reads it: what was flushed, and whether Stripe has it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct LedgerEntry {
+    /// The metric.
+    pub metric: String,
+    /// The minute the units were used in.
+    pub usage_minute: DateTime<Utc>,
+    /// Units.
+    pub quantity: i64,
+    /// pending (not reported yet), reported (Stripe has the meter event) or dead (refused).
+    pub report_status: String,
+    /// When Stripe accepted it.
+    pub reported_at: Option<DateTime<Utc>>,
+    /// Why Stripe refused it.
+    pub report_error: Option<String>,
+    /// The flush that wrote it.
+    pub flush_id: String,
+}
+
+/// A tenant's ledger, newest minute first, `limit` rows, with how many rows it has in all.
+pub async fn entries(pool: &crate::db::TenantPool, tenant: crate::newtypes::TenantId, limit: i64) -> Result<(Vec<LedgerEntry>, i64), crate::db::DbError> {
+    let mut tx = pool.begin(tenant).await?;
+    let rows: Vec<LedgerEntry> = sqlx::query_as(
+        "SELECT metric, usage_minute, quantity, report_status, reported_at, report_error, flush_id FROM usage_ledger ORDER BY usage_minute DESC, metric LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_ledger").fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok((rows, total))
+}

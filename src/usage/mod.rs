@@ -5,7 +5,7 @@
 //! exactly once and reports ledger rows to Stripe as billing meter events.
 
 pub mod flush;
-mod ledger;
+pub mod ledger;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -267,6 +267,24 @@ pub struct DeliveryLog {
 
 type LogRow = (uuid::Uuid, uuid::Uuid, String, String, i32, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>, Option<DateTime<Utc>>);
 
+/// Which of an endpoint's deliveries [`list`] reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFilter {
+    /// Only those in this status.
+    pub status: Option<DeliveryStatus>,
+    /// The page after this delivery.
+    pub after: Option<uuid::Uuid>,
+    /// Only this delivery (`ballast deliveries show`).
+    pub only: Option<uuid::Uuid>,
+}
+
+/// The tenant and endpoint of delivery `id`, across tenants (the operator's `ballast
+/// deliveries show|resend`). System pool.
+pub async fn located(pool: &SystemPool, id: uuid::Uuid) -> Result<Option<(TenantId, uuid::Uuid)>, sqlx::Error> {
+    let row: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as("SELECT tenant_id, endpoint_id FROM webhook_deliveries WHERE id = $1").bind(id).fetch_optional(&pool.0).await?;
+    Ok(row.map(|(t, e)| (TenantId(t), e)))
+}
+
 /// A page of an endpoint's deliveries, newest first (optionally only those in `status`), the
 /// `limit` after delivery `after`, each with its attempts; `None` when the tenant has no such
 /// endpoint.
@@ -274,10 +292,10 @@ pub async fn list(
     pool: &TenantPool,
     tenant: TenantId,
     endpoint: uuid::Uuid,
-    status: Option<DeliveryStatus>,
-    after: Option<uuid::Uuid>,
+    filter: LogFilter,
     limit: i64,
 ) -> Result<Option<super::endpoints::Page<DeliveryLog>>, DbError> {
+    let LogFilter { status, after, only } = filter;
     let mut tx = pool.begin(tenant).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1)").bind(endpoint).fetch_one(&mut *tx).await?;
     if !exists {
@@ -288,12 +306,14 @@ pub async fn list(
          FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
          WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) \
            AND ($4::uuid IS NULL OR (d.created_at, d.id) < (SELECT created_at, id FROM webhook_deliveries WHERE id = $4)) \
+           AND ($5::uuid IS NULL OR d.id = $5) \
          ORDER BY d.created_at DESC, d.id DESC LIMIT $3",
     )
     .bind(endpoint)
     .bind(status.map(DeliveryStatus::as_str))
     .bind(limit + 1)
     .bind(after)
+    .bind(only)
     .fetch_all(&mut *tx)
     .await?;
     let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.0).collect();
@@ -376,84 +396,6 @@ pub async fn resend(pool: &TenantPool, tenant: TenantId, endpoint: uuid::Uuid, d
     .await?;
     tx.commit().await?;
     Ok(id)
-}
-
-/// A delivery's job as `GET /v1/jobs/{id}` shows it: pending with no attempt is queued, with
-/// attempts retrying; delivered is done; failed and skipped are dead with the reason.
-pub async fn job_status(pool: &TenantPool, tenant: TenantId, delivery: uuid::Uuid) -> Result<Option<crate::queue::status::JobStatus>, DbError> {
-    use crate::queue::status::{JobState, JobStatus};
-    let mut tx = pool.begin(tenant).await?;
-    let row: Option<(String, i32, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT status, attempts, last_error, next_attempt_at, created_at, finished_at, \
-                (SELECT max(attempted_at) FROM webhook_attempts a WHERE a.delivery_id = d.id) FROM webhook_deliveries d WHERE id = $1",
-    )
-    .bind(delivery)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(row.map(|(status, attempts, last_error, next_attempt_at, created_at, finished_at, started_at)| {
-        let state = match DeliveryStatus::parse(&status) {
-            DeliveryStatus::Pending if attempts == 0 => JobState::Queued,
-            DeliveryStatus::Pending => JobState::Retrying,
-            DeliveryStatus::Delivered => JobState::Done,
-            DeliveryStatus::Failed | DeliveryStatus::Skipped => JobState::Dead,
-        };
-        let next_attempt_at = if state == JobState::Retrying { next_attempt_at } else { None };
-        JobStatus { id: super::messages::job_id(delivery).0, kind: super::messages::JOB_KIND.into(), state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at, jobs: Vec::new() }
-    }))
-}
-
-/// A message's status as `GET /v1/jobs/msg_…` shows it: its deliveries' statuses under
-/// `jobs`, summed up — done when every one is delivered, dead when none is left pending and
-/// one failed or was skipped, retrying while a failed one tries again, queued before that.
-/// `None` when the tenant has no such message.
-pub async fn message_status(pool: &TenantPool, tenant: TenantId, message: uuid::Uuid) -> Result<Option<crate::queue::status::JobStatus>, DbError> {
-    use crate::queue::status::{JobState, JobStatus};
-    let mut tx = pool.begin(tenant).await?;
-    let created: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT created_at FROM webhook_messages WHERE id = $1").bind(message).fetch_optional(&mut *tx).await?;
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE message_id = $1 ORDER BY created_at, id").bind(message).fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    let Some(created_at) = created else { return Ok(None) };
-    let mut jobs = Vec::with_capacity(ids.len());
-    for id in ids {
-        jobs.extend(job_status(pool, tenant, id).await?);
-    }
-    let any = |s: JobState| jobs.iter().any(|j| j.state == s);
-    let state = if jobs.iter().all(|j| j.state == JobState::Done) {
-        JobState::Done
-    } else if any(JobState::Retrying) {
-        JobState::Retrying
-    } else if any(JobState::Queued) || any(JobState::Running) {
-        JobState::Queued
-    } else {
-        JobState::Dead
-    };
-    let finished = matches!(state, JobState::Done | JobState::Dead);
-    Ok(Some(JobStatus {
-        id: super::messages::webhook_id(message),
-        kind: super::messages::JOB_KIND.into(),
-        state,
-        attempts: jobs.iter().map(|j| j.attempts).sum(),
-        last_error: jobs.iter().find_map(|j| j.last_error.clone()),
-        next_attempt_at: jobs.iter().filter_map(|j| j.next_attempt_at).min(),
-        created_at,
-        started_at: jobs.iter().filter_map(|j| j.started_at).min(),
-        finished_at: if finished { jobs.iter().filter_map(|j| j.finished_at).max().or(Some(created_at)) } else { None },
-        jobs,
-    }))
-}
-
-/// The tenant of a delivery's or a message's job id (`whd_…`, `msg_…`), across tenants: the
-/// operator's `ballast jobs show`. System pool.
-pub async fn owner(pool: &SystemPool, job_id: &str) -> Result<Option<TenantId>, sqlx::Error> {
-    let tenant: Option<uuid::Uuid> = if let Some(delivery) = super::messages::delivery_of(job_id) {
-        sqlx::query_scalar("SELECT tenant_id FROM webhook_deliveries WHERE id = $1").bind(delivery).fetch_optional(&pool.0).await?
-    } else if let Some(message) = super::messages::message_of(job_id) {
-        sqlx::query_scalar("SELECT tenant_id FROM webhook_messages WHERE id = $1").bind(message).fetch_optional(&pool.0).await?
-    } else {
-        None
-    };
-    Ok(tenant.map(TenantId))
 }
 
 /// How long a finished delivery stays in its endpoint's log.

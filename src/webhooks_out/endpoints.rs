@@ -240,6 +240,13 @@ pub async fn enable(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Resu
     row.map(endpoint).ok_or(EndpointError::NotFound)
 }
 
+/// The tenant of endpoint `id`, across tenants (the operator's `ballast endpoints show`).
+/// System pool.
+pub async fn tenant_of(pool: &crate::db::SystemPool, id: uuid::Uuid) -> Result<Option<TenantId>, sqlx::Error> {
+    let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM webhook_endpoints WHERE id = $1").bind(id).fetch_optional(&pool.0).await?;
+    Ok(tenant.map(TenantId))
+}
+
 /// What a sealed secret of endpoint `id` is bound to: it opens on this row only.
 pub fn sealed_row(id: uuid::Uuid) -> String {
     format!("webhook_endpoints:{id}")

@@ -11,5 +11,6 @@ pub mod deliver;
 pub mod deliveries;
 pub mod endpoints;
 pub mod fairness;
+pub mod job_status;
 pub mod messages;
 pub mod signature;

@@ -18,7 +18,7 @@ const BULK: &[&str] = &["runbook run", "dunning run", "emails redrive", "cache r
 const OTHER: &[&str] = &[
     "serve", "probe", "migrate", "enqueue", "jobs list", "jobs show", "jobs dead", "keys create", "keys list", "keys revoke",
     "tenants create", "tenants list", "tenants show", "stripe-events list", "stripe-events show", "limits override", "limits revert",
-    "limits blocks", "emails list", "usage flush", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
+    "limits blocks", "emails list", "usage flush", "usage ledger", "endpoints list", "endpoints show", "deliveries list", "deliveries show", "deliveries resend", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
     "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",
     "bench webhooks", "bench entitlements", "bench deliveries", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
     "dev stripe card", "dev mail serve", "dev mail list", "jobs",

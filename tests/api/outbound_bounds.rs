@@ -131,6 +131,31 @@ async fn an_endpoints_delivery_log_pages_newest_first() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!((shown["state"].as_str(), shown["tenant"].as_str()), (Some("queued"), Some(tenant.to_string().as_str())), "{shown}");
+
+    // The operator reads the endpoint and its log as the tenant does, and re-sends.
+    let cli = |args: Vec<String>| {
+        let app = &app;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = app.cli_async(&args, &[]).await;
+            assert!(out.status.success(), "ballast {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<Value>(&out.stdout).expect("json")
+        }
+    };
+    let listed = cli(vec!["--json".into(), "endpoints".into(), "list".into(), "--tenant".into(), tenant.to_string()]).await;
+    assert_eq!(listed["data"][0]["id"].as_str(), Some(id.as_str()), "{listed}");
+    let log = cli(vec!["--json".into(), "deliveries".into(), "list".into(), "--endpoint".into(), id.clone(), "--limit".into(), "2".into()]).await;
+    assert_eq!((log["data"].as_array().map(Vec::len), log["has_more"].as_bool()), (Some(2), Some(true)), "{log}");
+    let job = answer["jobs"][0]["id"].as_str().expect("whd id").to_owned();
+    let one = cli(vec!["--json".into(), "deliveries".into(), "show".into(), job.clone()]).await;
+    assert_eq!((one["job_id"].as_str(), one["status"].as_str()), (Some(job.as_str()), Some("pending")), "{one}");
+    let refused = app.cli_async(&["deliveries", "resend", &job], &[]).await;
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("still pending"), "{}", String::from_utf8_lossy(&refused.stderr));
+    sqlx::query("UPDATE webhook_deliveries SET status = 'failed', finished_at = now() WHERE id = $1::uuid").bind(&one["id"].as_str().expect("id")).execute(&app.state.system_pool.0).await.expect("failed");
+    let resent = cli(vec!["--json".into(), "deliveries".into(), "resend".into(), job]).await;
+    assert!(resent["job_id"].as_str().is_some_and(|j| j.starts_with("whd_")), "{resent}");
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'deliveries.resend'").fetch_one(&app.state.system_pool.0).await.expect("audit");
+    assert_eq!(audited, 1);
 }
 
 #[tokio::test]

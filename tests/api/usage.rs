@@ -186,6 +186,17 @@ async fn stripe_failing_then_accepting_reports_each_row_once_and_a_4xx_is_dead()
             .expect("row");
     assert_eq!(status, "dead");
     assert!(reason.unwrap_or_default().contains("400"));
+
+    // The operator reads the same ledger without SQL: what Stripe has, and what it refused.
+    let out = s.app.cli_async(&["--json", "usage", "ledger", "--tenant", &s.tenant.to_string()], &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ledger: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = ledger["rows"].as_array().expect("rows");
+    let units = |state: &str| rows.iter().filter(|r| r["report_status"] == state).map(|r| r["quantity"].as_i64().unwrap_or(0)).sum::<i64>();
+    assert_eq!((units("reported"), units("dead"), ledger["total"].as_i64()), (9, 2, Some(rows.len() as i64)), "{ledger}");
+    let text = s.app.cli_async(&["usage", "ledger", "--tenant", &s.tenant.to_string()], &[]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("dead (") && text.contains("reported"), "{text}");
 }
 
 /// `ballast usage flush --all` as its own process (async: the simulator it calls runs on this
