@@ -117,6 +117,16 @@ pub(super) enum DevStripeCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// The billing meter events the local Stripe accepted (what the usage flush reported):
+    /// identifier, event name, customer, value. Compare with `ballast usage ledger`.
+    MeterEvents {
+        /// Only this customer's: its id (cus_…), or its tenant's id or external id.
+        #[arg(long)]
+        customer: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 /// One `/_dev/` command to the local Stripe at STRIPE_API_BASE; its answer.
@@ -218,6 +228,26 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
                 println!("{}", json!({"now": now, "events": answer["events"], "taken_in": taken}));
             } else {
                 println!("the local Stripe's clock is at {now}");
+            }
+        }
+        DevStripeCommand::MeterEvents { customer, limit } => {
+            let customer = match customer {
+                Some(named) => Some(customer_of(&settings, &named).await?),
+                None => None,
+            };
+            let answer = dev_command(&settings, "meter-events", json!({"customer": customer})).await?;
+            let events = answer["meter_events"].as_array().cloned().unwrap_or_default();
+            if json {
+                println!("{}", json!({"meter_events": events}));
+            } else if events.is_empty() {
+                println!("no meter events yet (the usage flush reports each minute)");
+            } else {
+                let shown = events.iter().take(limit.max(1));
+                let cells = shown.map(|e| ["identifier", "event_name", "customer", "value"].iter().map(|k| e[*k].as_str().map_or_else(|| e[*k].to_string(), str::to_owned)).collect());
+                println!("{}", super::render::table(&["identifier", "event", "customer", "value"], cells));
+                if let Some(note) = super::render::more(limit.max(1).min(events.len()), events.len()) {
+                    println!("{note}");
+                }
             }
         }
         DevStripeCommand::Card { customer, declining, paying, no_wait } => {

@@ -135,6 +135,19 @@ async fn undelivered(State(sim): State<StripeSim>, body: Result<Json<Undelivered
     Json(json!({"undelivered": sim.undelivered(&u.ids)})).into_response()
 }
 
+/// `POST /_dev/meter-events`: the billing meter events the local Stripe accepted (what the
+/// usage flush reported), optionally one customer's: `{"customer": "cus_…"}` or `{}`.
+async fn meter_events(State(sim): State<StripeSim>, body: Result<Json<Value>, axum::extract::rejection::JsonRejection>) -> Response {
+    let customer = body.ok().and_then(|Json(b)| b["customer"].as_str().map(str::to_owned));
+    let events: Vec<Value> = sim
+        .meter_events()
+        .into_iter()
+        .filter(|(_, (_, c, _))| customer.as_ref().is_none_or(|want| want == c))
+        .map(|(identifier, (event_name, customer, value))| json!({"identifier": identifier, "event_name": event_name, "customer": customer, "value": value}))
+        .collect();
+    Json(json!({"meter_events": events})).into_response()
+}
+
 /// `GET /_dev/clock`: the test clock.
 async fn clock(State(sim): State<StripeSim>) -> Json<Value> {
     Json(json!({"now": sim.now()}))
@@ -172,6 +185,7 @@ impl StripeSim {
             .route("/_dev/card", post(card))
             .route("/_dev/clock", get(clock))
             .route("/_dev/undelivered", post(undelivered))
+            .route("/_dev/meter-events", post(meter_events))
             .with_state(sim.clone());
         sim.spawn(listener, control);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| DevStripeError::Client(e.to_string()))?;

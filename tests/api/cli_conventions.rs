@@ -21,7 +21,7 @@ const OTHER: &[&str] = &[
     "limits blocks", "emails list", "usage flush", "usage ledger", "endpoints list", "endpoints show", "deliveries list", "deliveries show", "deliveries resend", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
     "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",
     "bench webhooks", "bench entitlements", "bench deliveries", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
-    "dev stripe card", "dev mail serve", "dev mail list", "jobs",
+    "dev stripe card", "dev stripe meter-events", "dev mail serve", "dev mail list", "jobs",
 ];
 
 fn help(path: &[String]) -> String {

@@ -101,6 +101,17 @@ async fn a_tenant_provisioned_against_the_local_stripe_subscribes_and_is_billed_
         .await
         .expect("run");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no customer"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Usage flushed to the local Stripe shows there as meter events, beside Ballast's ledger.
+    let (_, usage_key) = app.key(Some(id.parse().expect("uuid")), &[Scope::UsageWrite]).await;
+    let items = json!({"items": [{"metric": "api_calls", "quantity": 7, "timestamp": chrono::Utc::now().to_rfc3339(), "idempotency_key": "u1"}]});
+    let resp = app.http.post(app.url("/v1/usage")).bearer_auth(&usage_key).json(&items).send().await.expect("usage");
+    assert_eq!(resp.status(), StatusCode::OK);
+    cli(&app, &["usage", "flush", "--all"]).await;
+    let out = cli(&app, &["--json", "dev", "stripe", "meter-events", "--customer", "newcomer-1"]).await;
+    let events: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let total: i64 = events["meter_events"].as_array().expect("events").iter().map(|e| e["value"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(total, 7, "{events}");
+    assert!(events["meter_events"].as_array().expect("events").iter().all(|e| e["customer"] == customer.as_str() && e["event_name"] == "api_calls"), "{events}");
     assert!(dev.stripe_running(), "the local Stripe still runs");
 }
 
