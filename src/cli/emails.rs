@@ -42,10 +42,14 @@ pub(super) async fn emails(state: AppState, command: EmailsCommand, json: bool) 
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
+                let shown = rows.len();
                 let cells = rows.into_iter().map(|r| {
                     vec![r.id.to_string(), r.template.to_string(), r.status.to_string(), r.attempts.to_string(), r.created_at.to_rfc3339(), r.last_error.unwrap_or_default()]
                 });
                 println!("{}", super::render::table(&["id", "template", "status", "attempts", "created", "last error"], cells));
+                if let Some(note) = super::render::more(shown, usize::try_from(outbox::count(pool, status).await?).unwrap_or(usize::MAX)) {
+                    println!("{note}");
+                }
             }
         }
         EmailsCommand::Redrive { dead, execute } => {

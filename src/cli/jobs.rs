@@ -141,6 +141,9 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
             } else {
                 let cells = rows.iter().map(|r| vec![r.id.to_string(), r.kind.clone(), r.attempts.to_string(), r.failed_at.to_rfc3339(), r.error.clone()]);
                 println!("{}", super::render::table(&["id", "kind", "attempts", "failed at", "error"], cells));
+                if let Some(note) = super::render::more(rows.len(), usize::try_from(dead::count_matching(&state.system_pool, kind.as_deref(), error.as_deref()).await?).unwrap_or(usize::MAX)) {
+                    println!("{note}");
+                }
             }
         }
         JobsCommand::Retry(DeadLetters { id, kind, error, all, execute }) => {

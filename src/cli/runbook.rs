@@ -144,6 +144,9 @@ pub(super) async fn runbook(settings: Settings, command: RunbookCommand, json: b
             } else {
                 let table = rows.iter().map(|r| vec![r.id.clone(), r.kind.clone(), state_word(r), r.executed.to_string(), r.actor.clone(), r.queued_at.to_rfc3339()]);
                 println!("{}", render::table(&["id", "admin job", "state", "executed", "actor", "queued at"], table));
+                if let Some(note) = render::more(rows.len(), usize::try_from(runs::count(&state.system_pool, kind.as_deref()).await?).unwrap_or(usize::MAX)) {
+                    println!("{note}");
+                }
             }
         }
         RunbookCommand::Run { name, execute, params, enqueue, limit } => {

@@ -48,7 +48,8 @@ pub(super) async fn stripe_events(state: AppState, command: StripeEventsCommand,
             {
                 bail!("--status {s:?}: expected one of {}", STATUSES.join(", "));
             }
-            let rows = view::list(pool, &Filter { status, event_type, tenant }, limit.clamp(1, 1000)).await?;
+            let filter = Filter { status, event_type, tenant };
+            let rows = view::list(pool, &filter, limit.clamp(1, 1000)).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else if rows.is_empty() {
@@ -58,6 +59,9 @@ pub(super) async fn stripe_events(state: AppState, command: StripeEventsCommand,
                     vec![e.id.clone(), e.event_type.clone(), e.status.clone(), tenant_cell(e.tenant_id), e.attempts.to_string(), e.received_at.to_rfc3339(), e.last_error.clone().unwrap_or_default()]
                 });
                 println!("{}", render::table(&["id", "type", "status", "tenant", "attempts", "received", "last error"], cells));
+                if let Some(note) = render::more(rows.len(), usize::try_from(view::count(pool, &filter).await?).unwrap_or(usize::MAX)) {
+                    println!("{note}");
+                }
             }
         }
         StripeEventsCommand::Show { id } => {

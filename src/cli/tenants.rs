@@ -77,6 +77,9 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 print_table(rows.iter());
+                if let Some(note) = super::render::more(rows.len(), usize::try_from(tenants::count(&state.system_pool).await?).unwrap_or(usize::MAX)) {
+                    println!("{note}");
+                }
             }
         }
         TenantsCommand::Show { tenant } => {

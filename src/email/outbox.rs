@@ -169,6 +169,11 @@ pub async fn list(pool: &SystemPool, status: Option<OutboxStatus>, limit: i64) -
     .await
 }
 
+/// How many rows [`list`] chooses from (for "N more not shown").
+pub async fn count(pool: &SystemPool, status: Option<OutboxStatus>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE $1::text IS NULL OR status = $1").bind(status.map(OutboxStatus::as_str)).fetch_one(&pool.0).await
+}
+
 /// Rows a re-drive would send again: pending ones, and dead ones with `include_dead`, oldest
 /// first, as (row, tenant).
 pub async fn redrivable(pool: &SystemPool, include_dead: bool) -> Result<Vec<(uuid::Uuid, TenantId)>, sqlx::Error> {

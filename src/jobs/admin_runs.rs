@@ -121,6 +121,11 @@ fn from_row(r: Row) -> AdminRun {
     AdminRun { id: r.0, kind: r.1, actor: r.2, executed: r.3, state: RunState::parse(&r.4), failing: r.5, report: r.6, error: r.7, queued_at: r.8, finished_at: r.9 }
 }
 
+/// How many runs [`list`] chooses from (for "N more not shown").
+pub async fn count(pool: &SystemPool, kind: Option<&str>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM admin_runs WHERE ($1::text IS NULL OR kind = $1)").bind(kind).fetch_one(&pool.0).await
+}
+
 /// Runs, newest first, of one kind or all, at most `limit`.
 pub async fn list(pool: &SystemPool, kind: Option<&str>, limit: i64) -> Result<Vec<AdminRun>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(

@@ -82,6 +82,18 @@ pub async fn list(pool: &SystemPool, kind: Option<&str>, limit: i64) -> Result<V
     matching(pool, kind, None, limit).await
 }
 
+/// How many open dead letters [`matching`] chooses from (for "N more not shown").
+pub async fn count_matching(pool: &SystemPool, kind: Option<&str>, error_contains: Option<&str>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM job_dead_letters WHERE retried_at IS NULL AND discarded_at IS NULL AND ($1::text IS NULL OR kind = $1)
+           AND ($2::text IS NULL OR strpos(error, $2) > 0)",
+    )
+    .bind(kind)
+    .bind(error_contains)
+    .fetch_one(&pool.0)
+    .await
+}
+
 /// Open dead letters of `kind` whose error contains `error_contains`, newest first.
 pub async fn matching(pool: &SystemPool, kind: Option<&str>, error_contains: Option<&str>, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as(

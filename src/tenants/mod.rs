@@ -147,6 +147,11 @@ pub async fn list(pool: &SystemPool, after: Option<TenantId>, limit: i64) -> Res
     Ok(rows.into_iter().map(Tenant::from).collect())
 }
 
+/// How many tenants there are (for "N more not shown").
+pub async fn count(pool: &SystemPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&pool.0).await
+}
+
 /// A new tenant's row, or the one already holding `external_id` (`false`: it existed).
 async fn insert_or_find(conn: &mut sqlx::PgConnection, external_id: &str, name: &str, billing_email: Option<&str>) -> Result<(Tenant, bool), sqlx::Error> {
     let inserted: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -167,6 +167,21 @@ async fn an_event_whose_job_died_reads_failed_with_its_error_and_the_effects_of_
     assert!(after[0]["last_error"].as_str().is_some_and(|e| e.ends_with("(discarded)")) && after[0]["dead_letter"].is_null(), "{after}");
     let retrying: Value = serde_json::from_slice(&app.cli(&["stripe-events", "list", "--status", "retrying", "--json"]).stdout).expect("json");
     assert_eq!(retrying.as_array().map(Vec::len), Some(0), "{retrying}");
+
+    // Every capped list says how many more there are.
+    app.tenant("Globex").await;
+    app.tenant("Initech").await;
+    assert!(app.cli(&["runbook", "run", "scheduler-no-leader"]).status.code().is_some());
+    let more_events = format!("{} more not shown", events.len() - 1);
+    for (args, expected) in [
+        (vec!["stripe-events", "list", "--limit", "1"], more_events.as_str()),
+        (vec!["tenants", "list", "--limit", "1"], "2 more not shown"),
+        (vec!["runbook", "runs", "--limit", "1"], "1 more not shown"),
+    ] {
+        let out = app.cli(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(expected), "`ballast {}` does not say {expected:?}:\n{text}", args.join(" "));
+    }
 }
 
 #[test]

@@ -94,6 +94,15 @@ pub async fn list(pool: &SystemPool, filter: &Filter, limit: i64) -> Result<Vec<
         .await
 }
 
+/// How many events [`list`] chooses from (for "N more not shown").
+pub async fn count(pool: &SystemPool, filter: &Filter) -> Result<i64, sqlx::Error> {
+    let sql = format!(
+        "SELECT count(*) FROM ({SELECT} WHERE ($2::text IS NULL OR e.type = $2) AND ($3::uuid IS NULL OR e.tenant_id = $3)) v \
+         WHERE ($4::text IS NULL OR v.status = $4)"
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(JOB_KIND).bind(&filter.event_type).bind(filter.tenant).bind(&filter.status).fetch_one(&pool.0).await
+}
+
 /// Events per shown status, with the oldest received: the same status [`list`] filters by.
 pub async fn counts_by_status(pool: &SystemPool) -> Result<Vec<(String, i64, Option<DateTime<Utc>>)>, sqlx::Error> {
     let sql = format!("SELECT v.status, count(*), min(v.received_at) FROM ({SELECT}) v GROUP BY v.status ORDER BY v.status");
