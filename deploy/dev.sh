@@ -363,7 +363,7 @@ case "$cmd" in
       # No Stripe key: a local Stripe (the simulator the tests use) answers the API and sends
       # signed webhooks to this fleet; `ballast dev stripe checkout|card|advance` drive it.
       export STRIPE_API_BASE=http://$DEV_STRIPE/ STRIPE_SECRET_KEY=sk_test_local_stripe
-      ./target/release/ballast dev stripe serve --listen "$DEV_STRIPE" --webhook-url "http://$BALLAST_LISTEN/webhooks/stripe" \
+      ./target/release/ballast dev stripe serve --listen "$DEV_STRIPE" --webhook-url "http://$BALLAST_LISTEN/webhooks/stripe" --state "$DATA/dev-stripe.json" \
         >"$DATA/dev-stripe.log" 2>&1 &
       echo $! >"$DATA/up/dev-stripe.pid"
       log "no STRIPE_SECRET_KEY: a local Stripe on $STRIPE_API_BASE (log: $DATA/dev-stripe.log)"

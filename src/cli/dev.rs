@@ -67,6 +67,11 @@ pub(super) enum DevStripeCommand {
         /// Listen on a non-loopback address (a shared test box; never a reachable one).
         #[arg(long)]
         allow_remote: bool,
+        /// Keep the local Stripe's customers, subscriptions, invoices and clock in this file
+        /// across restarts (dev.sh up uses .ballast/dev-stripe.json); without it a restart
+        /// forgets them while the fleet's database still names them.
+        #[arg(long)]
+        state: Option<std::path::PathBuf>,
         /// The fleet's webhook route.
         #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/stripe")]
         webhook_url: String,
@@ -193,7 +198,7 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
         }
     };
     match stripe {
-        DevStripeCommand::Serve { listen, webhook_url, allow_remote } => {
+        DevStripeCommand::Serve { listen, webhook_url, allow_remote, state } => {
             if !listen.ip().is_loopback() && !allow_remote {
                 bail!("--listen {listen} is not a loopback address: the local Stripe signs events the fleet trusts, so anyone who reaches it could forge them. Use 127.0.0.1, or pass --allow-remote on a private test network");
             }
@@ -208,7 +213,7 @@ pub(super) async fn dev(settings: Settings, command: DevCommand, json: bool) -> 
             });
             println!("ballast: local Stripe on http://{listen}/ delivering to {webhook_url}");
             println!("set STRIPE_API_BASE=http://{listen}/ and any STRIPE_SECRET_KEY for the fleet");
-            StripeSim::serve(DevOptions { listen, webhook_url, webhook_secret: secret }, shutdown).await?;
+            StripeSim::serve(DevOptions { listen, webhook_url, webhook_secret: secret, state_file: state }, shutdown).await?;
         }
         DevStripeCommand::Checkout { customer, price, trial_days, no_wait } => {
             let customer = customer_of(&settings, &customer).await?;

@@ -30,6 +30,9 @@ pub enum DevStripeError {
     /// The HTTP client for deliveries could not be built.
     #[error("webhook client: {0}")]
     Client(String),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] super::snapshot::SnapshotError),
 }
 
 /// Where the local Stripe listens and delivers.
@@ -41,6 +44,9 @@ pub struct DevOptions {
     pub webhook_url: String,
     /// The fleet's `STRIPE_WEBHOOK_SECRET`, which the deliveries are signed with.
     pub webhook_secret: SecretString,
+    /// Where the state is kept across restarts (read at start, written after each change);
+    /// none: forgotten when it stops.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 fn refused(status: StatusCode, message: impl Into<String>) -> Response {
@@ -153,6 +159,17 @@ async fn clock(State(sim): State<StripeSim>) -> Json<Value> {
     Json(json!({"now": sim.now()}))
 }
 
+/// Writes the state file when the state moved since the last write.
+fn save_if_changed(sim: &StripeSim, opts: &DevOptions, saved: &mut Option<(u64, i64, usize, usize, usize)>) -> Result<(), DevStripeError> {
+    let Some(path) = &opts.state_file else { return Ok(()) };
+    let (version, snapshot) = sim.with(|s| (s.version(), (Some(s.version()) != *saved).then(|| s.snapshot())));
+    if let Some(snapshot) = snapshot {
+        super::snapshot::save(path, &snapshot)?;
+        *saved = Some(version);
+    }
+    Ok(())
+}
+
 /// Delivers one event until the fleet answers 2xx (backing off up to a minute between tries).
 async fn deliver(http: &reqwest::Client, opts: &DevOptions, event: &Value) {
     let body = serde_json::to_vec(event).unwrap_or_default();
@@ -179,6 +196,12 @@ impl StripeSim {
         let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| DevStripeError::Listen(opts.listen, e))?;
         let addr = listener.local_addr().map_err(|e| DevStripeError::Listen(opts.listen, e))?;
         let sim = StripeSim::unstarted(addr);
+        if let Some(path) = &opts.state_file
+            && let Some(kept) = super::snapshot::load(path)?
+        {
+            sim.with(|s| s.restore(kept));
+            tracing::info!(message = "Local Stripe state restored.", file = %path.display(), customers = sim.with(|s| s.customers.len()));
+        }
         let control = axum::Router::new()
             .route("/_dev/checkout", post(checkout))
             .route("/_dev/advance", post(advance))
@@ -191,16 +214,19 @@ impl StripeSim {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| DevStripeError::Client(e.to_string()))?;
         tracing::info!(message = "Local Stripe listening.", addr = %opts.listen, webhooks = %opts.webhook_url);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut saved = None;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return save_if_changed(&sim, &opts, &mut saved),
                 _ = tick.tick() => {}
             }
+            save_if_changed(&sim, &opts, &mut saved)?;
             for event in sim.take_events() {
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => return save_if_changed(&sim, &opts, &mut saved),
                     () = deliver(&http, &opts, &event) => sim.mark_delivered(std::slice::from_ref(&event)),
                 }
+                save_if_changed(&sim, &opts, &mut saved)?;
             }
         }
     }

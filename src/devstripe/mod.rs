@@ -15,6 +15,7 @@ mod handle;
 pub mod lifecycle;
 pub mod schedule;
 mod server;
+mod snapshot;
 mod state;
 mod terms;
 

@@ -16,7 +16,7 @@ pub const DRAFT_WINDOW: i64 = 3600;
 
 /// `trial_settings.end_behavior.missing_payment_method`: what the trial's end does when the
 /// customer has no payment method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TrialEnd {
     /// Stripe's default: the subscription goes active and invoices; the payment fails and it
     /// goes `past_due`.
@@ -29,7 +29,7 @@ pub enum TrialEnd {
 
 /// The account's Smart Retries: retry a failed invoice `days` after each failed attempt, and
 /// when the last retry fails, give up as `then` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SmartRetries {
     /// Days from each failed attempt to the next (Stripe's custom schedule: up to 4 retries).
     pub days: Vec<i64>,
@@ -57,7 +57,7 @@ pub enum Proration {
 
 /// What Stripe does with a subscription when its retries run out (Billing settings,
 /// "Manage failed payments").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GiveUp {
     /// Cancel the subscription; the invoice is marked uncollectible.
     Cancel,
