@@ -31,8 +31,42 @@ struct Operation {
     response: (u16, Value),
 }
 
+/// An object whose `required` properties are always present; the others may be absent or
+/// null (Ballast writes `null` for what is not there: a tenant without a plan, a delivery not
+/// finished), so the schema says so.
 fn obj(required: &[&str], props: Value) -> Value {
+    let props: serde_json::Map<String, Value> = match props {
+        Value::Object(map) => map.into_iter().map(|(k, v)| {
+            let v = if required.contains(&k.as_str()) { v } else { nullable(v) };
+            (k, v)
+        }).collect(),
+        _ => serde_json::Map::new(),
+    };
     json!({"type": "object", "required": required, "properties": props})
+}
+
+/// `schema`, or null.
+fn nullable(mut schema: Value) -> Value {
+    match schema.get("type").cloned() {
+        Some(Value::String(t)) => {
+            schema["type"] = json!([t, "null"]);
+            schema
+        }
+        Some(Value::Array(mut types)) => {
+            if !types.contains(&json!("null")) {
+                types.push(json!("null"));
+            }
+            schema["type"] = Value::Array(types);
+            schema
+        }
+        _ if schema.get("enum").is_some() => {
+            if let Some(values) = schema["enum"].as_array_mut() {
+                values.push(Value::Null);
+            }
+            schema
+        }
+        _ => json!({"anyOf": [schema, {"type": "null"}]}),
+    }
 }
 
 fn string() -> Value {
@@ -108,6 +142,31 @@ fn operations() -> Vec<Operation> {
     ]
 }
 
+/// The query parameters a route takes: (name, JSON type, what it does).
+fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'static str, &'static str)] {
+    const PAGE: [(&str, &str, &str); 2] = [
+        ("limit", "integer", "items per page, 1 to 100"),
+        ("starting_after", "string", "the id of the previous page's last item (has_more says whether there is a next page)"),
+    ];
+    static ENDPOINTS: [(&str, &str, &str); 2] = PAGE;
+    static DELIVERIES: [(&str, &str, &str); 3] = [("status", "string", "only pending, delivered, failed or skipped deliveries"), PAGE[0], PAGE[1]];
+    static TENANTS: [(&str, &str, &str); 3] = [("external_id", "string", "only the tenant with this external id"), PAGE[0], PAGE[1]];
+    match (method, path) {
+        ("GET", "/v1/webhook-endpoints") => &ENDPOINTS,
+        ("GET", "/v1/webhook-endpoints/{id}/deliveries") => &DELIVERIES,
+        ("GET", "/v1/tenants") => &TENANTS,
+        _ => &[],
+    }
+}
+
+/// Success statuses a route answers besides its main one, with the same body.
+fn other_successes(method: &str, path: &str) -> &'static [(u16, &'static str)] {
+    match (method, path) {
+        ("POST", "/v1/tenants") => &[(200, "The external id already had this tenant (a repeat)")],
+        _ => &[],
+    }
+}
+
 fn security(auth: &Auth) -> (Value, String) {
     match auth {
         Auth::None => (json!([]), "No authentication.".into()),
@@ -125,17 +184,28 @@ pub fn document(specs: &[RouteSpec]) -> Value {
         let Some(op) = ops.iter().find(|o| o.method == spec.method.as_str() && o.path == spec.path) else { continue };
         let (sec, auth_text) = security(&spec.auth);
         let error = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        // Every route may refuse with the error shape; 409 (a limit or state: too many
+        // endpoints, a pending delivery), 413 (a body over the limit) and 405 (another method).
+        let success = if op.response.0 == 204 {
+            json!({"description": "Done; no body"})
+        } else {
+            json!({"description": "Success", "content": {"application/json": {"schema": op.response.1}}})
+        };
         let mut operation = json!({
             "summary": op.summary,
             "description": auth_text,
             "security": sec,
             "responses": {
-                op.response.0.to_string(): {"description": "Success", "content": {"application/json": {"schema": op.response.1}}},
-                "400": error, "401": error, "403": error, "404": error, "429": error, "503": error,
+                op.response.0.to_string(): success,
+                "400": error, "401": error, "403": error, "404": error, "405": error, "409": error, "413": error, "429": error, "503": error,
             },
         });
-        let params: Vec<Value> = spec.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        for (status, why) in other_successes(op.method, op.path) {
+            operation["responses"][status.to_string()] = json!({"description": why, "content": {"application/json": {"schema": op.response.1}}});
+        }
+        let mut params: Vec<Value> = spec.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})).collect();
+        params.extend(query_parameters(op.method, op.path).iter().map(|(name, kind, what)| json!({"name": name, "in": "query", "required": false, "description": what, "schema": {"type": kind}})));
         if !params.is_empty() {
             operation["parameters"] = Value::Array(params);
         }

@@ -13,9 +13,7 @@ use crate::support::procs::until;
 use crate::support::smtp::SmtpServer;
 
 async fn post(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
-    let resp = app.http.post(app.url("/v1/jobs")).bearer_auth(key).json(&body).send().await.expect("post");
-    let code = resp.status();
-    (code, resp.json().await.unwrap_or_default())
+    app.call(reqwest::Method::POST, "/v1/jobs", key, Some(body)).await
 }
 
 fn reset(to: &str, variables: Value) -> Value {

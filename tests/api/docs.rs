@@ -81,3 +81,22 @@ fn readme_is_a_front_door_and_every_docs_page_is_indexed_and_linked_right() {
         }
     }
 }
+
+#[test]
+fn the_suites_answers_are_held_to_the_openapi_document() {
+    use crate::support::openapi_check::check;
+    use reqwest::Method;
+    let status = serde_json::json!({"id": "j1", "kind": "noop", "state": "done", "attempts": 1, "created_at": "2026-12-04T10:00:00Z", "next_attempt_at": null});
+    assert_eq!(check(&Method::GET, "/v1/jobs/j1", 200, &status), Ok(()), "a real answer, nulls included");
+    let drifted = serde_json::json!({"id": "j1", "kind": "noop", "state": "finished", "attempts": "one", "created_at": "2026-12-04T10:00:00Z"});
+    assert!(check(&Method::GET, "/v1/jobs/j1", 200, &drifted).is_err(), "an answer its schema refuses");
+    assert!(check(&Method::GET, "/v1/jobs/j1", 418, &serde_json::json!({})).is_err(), "a status the document does not declare");
+    let error = serde_json::json!({"error": {"code": "not_found", "message": "no job"}});
+    assert_eq!(check(&Method::GET, "/v1/jobs/j1?x=1", 404, &error), Ok(()));
+    assert!(check(&Method::GET, "/v1/jobs/j1", 404, &serde_json::json!({"message": "no job"})).is_err(), "an error outside the error shape");
+    // Query parameters and repeat answers are declared.
+    let doc = ballast::api::openapi::document(&ballast::api::routes());
+    let params = doc["paths"]["/v1/tenants"]["get"]["parameters"].to_string();
+    assert!(params.contains("external_id") && params.contains("starting_after"), "{params}");
+    assert!(doc["paths"]["/v1/tenants"]["post"]["responses"]["200"].is_object());
+}

@@ -15,13 +15,11 @@ use crate::support::smtp::SmtpServer;
 use crate::support::stripe_sim::{STARTER, StripeSim};
 
 async fn post(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value) {
-    let resp = app.http.post(app.url("/v1/tenants")).bearer_auth(key).json(body).send().await.expect("post");
-    (resp.status(), resp.json().await.unwrap_or_default())
+    app.call(reqwest::Method::POST, "/v1/tenants", key, Some(body.clone())).await
 }
 
 async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
-    let resp = app.http.get(app.url(path)).bearer_auth(key).send().await.expect("get");
-    (resp.status(), resp.json().await.unwrap_or_default())
+    app.call(reqwest::Method::GET, path, key, None).await
 }
 
 /// The customers the simulator created (one per Stripe create call that was not a repeat).

@@ -1,5 +1,6 @@
 //! The test harness: databases, app instances, test job kinds, and queue draining.
 
+pub mod openapi_check;
 pub mod db;
 pub mod fleet;
 pub mod local_dev;
@@ -222,14 +223,19 @@ impl TestApp {
 
     /// Calls the API with `key`, a JSON body or none; the status and the JSON answer (null
     /// when the answer is not JSON).
+    /// One API request, its answer checked against /openapi.json (see `openapi_check`).
     pub async fn call(&self, method: reqwest::Method, path: &str, key: &str, body: Option<serde_json::Value>) -> (reqwest::StatusCode, serde_json::Value) {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(key);
+        let mut req = self.http.request(method.clone(), self.url(path)).bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.expect("send");
         let code = resp.status();
-        (code, resp.json().await.unwrap_or_default())
+        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        if let Err(drift) = openapi_check::check(&method, path, code.as_u16(), &answer) {
+            panic!("the API drifted from its OpenAPI document: {drift}");
+        }
+        (code, answer)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,64 @@
+//! Every answer the suite gets through [`super::TestApp::call`] is checked against the API's
+//! own OpenAPI document (what `/openapi.json` serves): its status must be one the operation
+//! declares and its body must fit that status's schema. A handler that drifts from the
+//! document fails whichever test called it.
+
+use std::sync::LazyLock;
+
+use serde_json::Value;
+
+static DOC: LazyLock<Value> = LazyLock::new(|| ballast::api::openapi::document(&ballast::api::routes()));
+
+/// The document's path template for `path` (query left out): literal segments must match,
+/// `{…}` ones match anything.
+fn template(path: &str) -> Option<String> {
+    let path = path.split('?').next().unwrap_or(path);
+    let wanted: Vec<&str> = path.split('/').collect();
+    DOC["paths"].as_object()?.keys().find(|t| {
+        let parts: Vec<&str> = t.split('/').collect();
+        parts.len() == wanted.len() && parts.iter().zip(&wanted).all(|(p, w)| p.starts_with('{') || p == w)
+    }).cloned()
+}
+
+/// `schema` with the document's `#/components/schemas/…` references put in place.
+fn inline(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            if let Some(name) = map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/")) {
+                return inline(&DOC["components"]["schemas"][name]);
+            }
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), inline(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(inline).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether `status` and `body` are what the document says `method path` answers.
+pub fn check(method: &reqwest::Method, path: &str, status: u16, body: &Value) -> Result<(), String> {
+    let Some(tmpl) = template(path) else { return Ok(()) };
+    let op = &DOC["paths"][&tmpl][method.as_str().to_lowercase()];
+    if op.is_null() {
+        // A method the route does not serve: the router's 405, in the error shape.
+        return check_error(status, body, &format!("{method} {tmpl}"));
+    }
+    let response = &op["responses"][status.to_string()];
+    if response.is_null() {
+        return Err(format!("{method} {tmpl} answered {status}, which /openapi.json does not declare: {body}"));
+    }
+    let Some(schema) = response["content"]["application/json"].get("schema") else { return Ok(()) };
+    validate(&inline(schema), body).map_err(|e| format!("{method} {tmpl} answered {status} that its schema refuses ({e}): {body}"))
+}
+
+fn check_error(status: u16, body: &Value, what: &str) -> Result<(), String> {
+    if status < 400 {
+        return Err(format!("{what}: not in /openapi.json, yet answered {status}"));
+    }
+    validate(&inline(&DOC["components"]["schemas"]["Error"]), body).map_err(|e| format!("{what} answered {status} outside the error shape ({e}): {body}"))
+}
+
+fn validate(schema: &Value, body: &Value) -> Result<(), String> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| format!("the document's schema does not compile: {e}"))?;
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+}
