@@ -38,25 +38,43 @@ pub enum LoadtestRunReport {
     },
 }
 
+/// A scheduled capacity test, as the job needs it: run the levels file's `[schedule]` level
+/// against its target and store the run. The load generator is performance tooling, which
+/// builds on the whole member and so sits with the edges (`perf::loadtest`); the member's
+/// state hands the job an implementation, so the job layer imports nothing above it.
+pub trait CapacityTest: Send + Sync {
+    /// Runs the scheduled level and stores it.
+    fn run_scheduled(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<LoadtestRunReport, CapacityError>> + Send + '_>>;
+}
+
+/// Why a scheduled capacity test did not run or was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    /// The levels file or the run itself is wrong: running again will not help.
+    #[error("{0}")]
+    Refused(String),
+    /// The run could not be stored: try again.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// What the job uses.
+#[derive(Clone)]
+pub struct LoadtestDeps {
+    /// The capacity test of this member's settings.
+    pub capacity: std::sync::Arc<dyn CapacityTest>,
+}
+
 impl Job for LoadtestRunJob {
     const KIND: &'static str = "loadtest.run";
     type Args = LoadtestRunArgs;
     type Report = LoadtestRunReport;
-    type Deps = super::deps::Records;
+    type Deps = LoadtestDeps;
 
-    async fn run(&self, _args: LoadtestRunArgs, ctx: JobContext<super::deps::Records>) -> Result<LoadtestRunReport, JobError> {
-        let settings = &ctx.state.settings;
-        let config = crate::perf::loadtest::LoadtestConfig::load(&settings.loadtest_file).map_err(|e| JobError::Cancel(e.to_string()))?;
-        if config.schedule.target.is_empty() {
-            return Ok(LoadtestRunReport::Skipped { skipped: "no [schedule] target in the load-test file" });
-        }
-        let name = config.schedule.level.clone();
-        let level = config.levels.get(&name).ok_or_else(|| JobError::Cancel(format!("[schedule] level {name:?} is not defined")))?;
-        let report = crate::perf::loadtest::run(&name, level, &config.schedule.target, settings.loadtest_key.as_ref())
-            .await
-            .map_err(|e| JobError::Cancel(e.to_string()))?;
-        // System pool: runs are the fleet's record.
-        let id = crate::perf::loadtest::store(&ctx.state.system_pool.0, &report).await.map_err(|e| JobError::Retry(e.to_string()))?;
-        Ok(LoadtestRunReport::Ran { run: id, level: name, p99_ms: report.p99_ms, throughput: report.throughput, passed: report.passed })
+    async fn run(&self, _args: LoadtestRunArgs, ctx: JobContext<LoadtestDeps>) -> Result<LoadtestRunReport, JobError> {
+        ctx.state.capacity.run_scheduled().await.map_err(|e| match e {
+            CapacityError::Refused(why) => JobError::Cancel(why),
+            CapacityError::Store(why) => JobError::Retry(why),
+        })
     }
 }

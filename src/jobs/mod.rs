@@ -48,6 +48,7 @@ pub trait StandardDeps:
     + Provides<deps::Mirror>
     + Provides<deps::Fleet>
     + Provides<deps::Records>
+    + Provides<loadtest_run::LoadtestDeps>
     + Send
     + Sync
     + 'static

@@ -3,8 +3,8 @@
 //! - [`bench`]: benchmarks run from the CLI (`ballast bench …`), each a ratio against a peer
 //!   or a previous build, never a timed test. It builds whole members, so it sits with the edges.
 //! - [`loadtest`]: the capacity load test (`ballast loadtest`, and the scheduled `loadtest.run`
-//!   job) against a running fleet, with its stored baselines. It takes its settings as
-//!   arguments, so the job layer may call it.
+//!   job, which gets it from the member's state as its `CapacityTest`) against a running
+//!   fleet, with its stored baselines.
 
 pub mod bench;
 pub mod loadtest;

@@ -310,3 +310,39 @@ pub fn write_report(dir: &Path, r: &Report) -> Result<(std::path::PathBuf, std::
     chart::run_chart(&svg_path, r).map_err(|e| fail(&svg_path, e))?;
     Ok((json_path, svg_path))
 }
+
+/// The scheduled capacity test the `loadtest.run` job runs (`jobs::loadtest_run::CapacityTest`):
+/// the levels file's `[schedule]` level against its target, stored for `ballast loadtest history`.
+pub struct Scheduled {
+    /// The member's settings: the levels file and the key authenticated levels send.
+    pub settings: std::sync::Arc<crate::config::Settings>,
+    /// Where runs are stored (the fleet's record, across tenants).
+    pub pool: crate::db::SystemPool,
+}
+
+impl crate::jobs::loadtest_run::CapacityTest for Scheduled {
+    fn run_scheduled(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::jobs::loadtest_run::LoadtestRunReport, crate::jobs::loadtest_run::CapacityError>> + Send + '_>> {
+        use crate::jobs::loadtest_run::{CapacityError, LoadtestRunReport};
+        Box::pin(async move {
+            let config = LoadtestConfig::load(&self.settings.loadtest_file).map_err(|e| CapacityError::Refused(e.to_string()))?;
+            if config.schedule.target.is_empty() {
+                return Ok(LoadtestRunReport::Skipped { skipped: "no [schedule] target in the load-test file" });
+            }
+            let name = config.schedule.level.clone();
+            let level = config.levels.get(&name).ok_or_else(|| CapacityError::Refused(format!("[schedule] level {name:?} is not defined")))?;
+            let report = run(&name, level, &config.schedule.target, self.settings.loadtest_key.as_ref()).await.map_err(|e| CapacityError::Refused(e.to_string()))?;
+            let id = store(&self.pool.0, &report).await.map_err(|e| CapacityError::Store(e.to_string()))?;
+            Ok(LoadtestRunReport::Ran { run: id, level: name, p99_ms: report.p99_ms, throughput: report.throughput, passed: report.passed })
+        })
+    }
+}
+
+/// The member's state hands the `loadtest.run` job this module's capacity test. (Written here,
+/// beside what it provides, rather than in state.rs with the other `Provides`: the state would
+/// otherwise import perf/, which imports the state to build members for its benchmarks.)
+impl crate::jobs::Provides<crate::jobs::loadtest_run::LoadtestDeps> for crate::state::AppState {
+    fn provide(&self) -> crate::jobs::loadtest_run::LoadtestDeps {
+        let scheduled = Scheduled { settings: self.settings.clone(), pool: self.system_pool.clone() };
+        crate::jobs::loadtest_run::LoadtestDeps { capacity: std::sync::Arc::new(scheduled) }
+    }
+}
