@@ -101,16 +101,29 @@ fn operations() -> Vec<Operation> {
             "attempt_log": {"type": "array", "items": obj(&["attempt", "attempted_at", "duration_ms"], json!({"attempt": {"type": "integer"},
                 "attempted_at": {"type": "string", "format": "date-time"}, "duration_ms": {"type": "integer"}, "status_code": {"type": "integer"},
                 "response_body": {"type": "string", "description": "the first 2 KiB of the endpoint's answer"}, "error": string()}))}}))}}));
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let time = json!({"type": "string", "format": "date-time"});
+    let entitlement = obj(&["feature", "enabled", "source"], json!({"feature": string(), "enabled": {"type": "boolean"},
+        "limit": {"type": "integer"}, "source": {"enum": ["plan", "restricted", "none"]}, "plan_id": string(), "expires_at": time}));
+    let entitlements = obj(&["tenant", "entitlements"], json!({"tenant": uuid, "entitlements": {"type": "array", "items": entitlement}}));
+    let one_entitlement = obj(&["tenant", "entitlement"], json!({"tenant": uuid, "entitlement": entitlement}));
+    let flags = obj(&["tenant", "flags"], json!({"tenant": uuid, "flags": {"type": "object", "additionalProperties": {"type": "boolean"}}}));
+    let endpoint = obj(&["id", "url", "event_types", "created_at"], json!({"id": uuid, "url": string(), "event_types": {"type": "array", "items": string()},
+        "disabled_at": time, "disabled_reason": string(), "created_at": time}));
+    let endpoints = obj(&["object", "data", "has_more"], json!({"object": {"const": "list"}, "data": {"type": "array", "items": endpoint}, "has_more": {"type": "boolean"}}));
+    let tenants = obj(&["object", "data", "has_more"], json!({"object": {"const": "list"}, "url": string(), "data": {"type": "array", "items": tenant_view}, "has_more": {"type": "boolean"}}));
+    let liveness = obj(&["status"], json!({"status": {"const": "ok"}}));
+    let readiness = obj(&["status"], json!({"status": string(), "checks": {"type": "object"}}));
     vec![
-        Operation { method: "GET", path: "/healthz", summary: "Liveness", request: None, response: (200, any.clone()) },
-        Operation { method: "GET", path: "/readyz", summary: "Readiness: PostgreSQL and Redis answer", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/healthz", summary: "Liveness", request: None, response: (200, liveness) },
+        Operation { method: "GET", path: "/readyz", summary: "Readiness: PostgreSQL and Redis answer", request: None, response: (200, readiness) },
         Operation { method: "GET", path: "/metrics", summary: "Prometheus metrics (text)", request: None, response: (200, text) },
         Operation { method: "GET", path: "/openapi.json", summary: "This description", request: None, response: (200, any.clone()) },
         Operation { method: "POST", path: "/webhooks/stripe", summary: "Stripe webhook events, verified by their Stripe-Signature", request: Some(any.clone()), response: (200, any.clone()) },
-        Operation { method: "GET", path: "/v1/entitlements", summary: "What the tenant may do, every feature", request: None, response: (200, any.clone()) },
-        Operation { method: "GET", path: "/v1/entitlements/{feature}", summary: "One feature of the tenant", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/entitlements", summary: "What the tenant may do, every feature", request: None, response: (200, entitlements) },
+        Operation { method: "GET", path: "/v1/entitlements/{feature}", summary: "One feature of the tenant", request: None, response: (200, one_entitlement) },
         Operation { method: "GET", path: "/v1/plans", summary: "The public plan catalogue with Stripe's prices", request: None, response: (200, any.clone()) },
-        Operation { method: "GET", path: "/v1/flags", summary: "Feature flags, on or off for the tenant", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/flags", summary: "Feature flags, on or off for the tenant", request: None, response: (200, flags) },
         Operation { method: "POST", path: "/v1/jobs", summary: "Queue a job for the tenant", request: Some(new_job),
             response: (202, obj(&["id", "kind", "duplicate"], json!({"id": string(), "kind": string(), "duplicate": {"type": "boolean"},
                 "jobs": {"type": "array", "description": "webhook.deliver: one job per subscribed endpoint", "items": any.clone()}}))) },
@@ -124,18 +137,18 @@ fn operations() -> Vec<Operation> {
             response: (200, any.clone()) },
         Operation { method: "POST", path: "/v1/webhook-endpoints", summary: "Register an outbound webhook endpoint; its signing secret is in this answer only",
             request: Some(obj(&["url", "event_types"], json!({"url": string(), "event_types": {"type": "array", "items": string()}}))), response: (201, endpoint_secret.clone()) },
-        Operation { method: "GET", path: "/v1/webhook-endpoints", summary: "The tenant's endpoints, a page at a time (?limit=50&starting_after={id}; has_more), never their secrets", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/webhook-endpoints", summary: "The tenant's endpoints, a page at a time (?limit=50&starting_after={id}; has_more), never their secrets", request: None, response: (200, endpoints) },
         Operation { method: "DELETE", path: "/v1/webhook-endpoints/{id}", summary: "Delete an endpoint", request: None, response: (204, any.clone()) },
         Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/rotate", summary: "A new signing secret; the previous one signs for 24 hours more",
             request: None, response: (200, endpoint_secret) },
-        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/enable", summary: "Deliver to a disabled endpoint again", request: None, response: (200, any.clone()) },
+        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/enable", summary: "Deliver to a disabled endpoint again", request: None, response: (200, endpoint.clone()) },
         Operation { method: "GET", path: "/v1/webhook-endpoints/{id}/deliveries", summary: "The endpoint's delivery log, newest first, a page at a time (?status=failed&limit=50&starting_after={delivery}; has_more)",
             request: None, response: (200, delivery_log) },
         Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/deliveries/{delivery}/resend", summary: "Send a finished delivery's message again (same webhook-id)",
             request: None, response: (202, obj(&["id", "kind", "delivery_id"], json!({"id": string(), "kind": string(), "delivery_id": {"type": "string", "format": "uuid"}}))) },
         Operation { method: "POST", path: "/v1/tenants", summary: "Provision a tenant and its Stripe customer (idempotent by external_id)",
             request: Some(obj(&["name", "external_id"], json!({"name": string(), "external_id": string(), "billing_email": string()}))), response: (201, tenant_view.clone()) },
-        Operation { method: "GET", path: "/v1/tenants", summary: "Tenants, by external_id or a page at a time", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/tenants", summary: "Tenants, by external_id or a page at a time", request: None, response: (200, tenants) },
         Operation { method: "GET", path: "/v1/tenants/{id}", summary: "One tenant with its plan, subscription and entitlements", request: None, response: (200, tenant_view.clone()) },
         Operation { method: "PATCH", path: "/v1/tenants/{id}", summary: "Change a tenant's name or billing email",
             request: Some(obj(&[], json!({"name": string(), "billing_email": string()}))), response: (200, tenant_view) },

@@ -186,7 +186,11 @@ async fn get_json(app: &TestApp, path: &str, key: Option<&str>) -> (reqwest::Sta
     }
     let resp = req.send().await.expect("request");
     let status = resp.status();
-    (status, resp.json().await.expect("json"))
+    let body: Value = resp.json().await.expect("json");
+    if let Err(drift) = crate::support::openapi_check::check(&reqwest::Method::GET, path, status.as_u16(), &body) {
+        panic!("the API drifted from its OpenAPI document: {drift}");
+    }
+    (status, body)
 }
 
 #[tokio::test]
