@@ -112,6 +112,15 @@ fn operations() -> Vec<Operation> {
         "disabled_at": time, "disabled_reason": string(), "created_at": time}));
     let endpoints = obj(&["object", "data", "has_more"], json!({"object": {"const": "list"}, "data": {"type": "array", "items": endpoint}, "has_more": {"type": "boolean"}}));
     let tenants = obj(&["object", "data", "has_more"], json!({"object": {"const": "list"}, "url": string(), "data": {"type": "array", "items": tenant_view}, "has_more": {"type": "boolean"}}));
+    let price = obj(&["id", "amount_source"], json!({"id": string(), "unit_amount": {"type": "integer"}, "currency": string(), "interval": string(),
+        "active": {"type": "boolean"}, "amount_source": string(), "amount_missing": string()}));
+    let plan = obj(&["id", "name", "features", "usage", "prices"], json!({"id": string(), "name": string(), "features": {"type": "object"},
+        "usage": {"type": "object"}, "prices": {"type": "array", "items": price}}));
+    let catalogue = obj(&["features", "metrics", "plans"], json!({"features": {"type": "object", "additionalProperties": string()},
+        "metrics": {"type": "object", "additionalProperties": string()}, "plans": {"type": "array", "items": plan}}));
+    let recorded = obj(&["counted", "duplicates", "warned"], json!({"counted": {"type": "integer"}, "duplicates": {"type": "integer"},
+        "warned": {"type": "array", "items": string(), "description": "metrics that crossed 80 % of their monthly limit with this batch"}}));
+    let delivery_job = obj(&["id", "delivery_id", "endpoint_id"], json!({"id": string(), "delivery_id": uuid, "endpoint_id": uuid}));
     let liveness = obj(&["status"], json!({"status": {"const": "ok"}}));
     let readiness = obj(&["status"], json!({"status": string(), "checks": {"type": "object"}}));
     vec![
@@ -122,14 +131,14 @@ fn operations() -> Vec<Operation> {
         Operation { method: "POST", path: "/webhooks/stripe", summary: "Stripe webhook events, verified by their Stripe-Signature", request: Some(any.clone()), response: (200, any.clone()) },
         Operation { method: "GET", path: "/v1/entitlements", summary: "What the tenant may do, every feature", request: None, response: (200, entitlements) },
         Operation { method: "GET", path: "/v1/entitlements/{feature}", summary: "One feature of the tenant", request: None, response: (200, one_entitlement) },
-        Operation { method: "GET", path: "/v1/plans", summary: "The public plan catalogue with Stripe's prices", request: None, response: (200, any.clone()) },
+        Operation { method: "GET", path: "/v1/plans", summary: "The public plan catalogue with Stripe's prices", request: None, response: (200, catalogue) },
         Operation { method: "GET", path: "/v1/flags", summary: "Feature flags, on or off for the tenant", request: None, response: (200, flags) },
         Operation { method: "POST", path: "/v1/jobs", summary: "Queue a job for the tenant", request: Some(new_job),
             response: (202, obj(&["id", "kind", "duplicate"], json!({"id": string(), "kind": string(), "duplicate": {"type": "boolean"},
-                "jobs": {"type": "array", "description": "webhook.deliver: one job per subscribed endpoint", "items": any.clone()}}))) },
+                "outbox_id": uuid, "jobs": {"type": "array", "description": "webhook.deliver: one job per subscribed endpoint", "items": delivery_job}}))) },
         Operation { method: "GET", path: "/v1/jobs/{id}", summary: "Where a job the tenant queued is", request: None, response: (200, job_status) },
         Operation { method: "POST", path: "/v1/usage", summary: "Record metered usage (1 to 1,000 items)", request: Some(obj(&["items"], json!({"items": {"type": "array", "items": usage_item}}))),
-            response: (200, any.clone()) },
+            response: (200, recorded) },
         Operation { method: "GET", path: "/v1/usage", summary: "This month's usage per metric", request: None, response: (200, any.clone()) },
         Operation { method: "POST", path: "/v1/slo/events", summary: "Per-minute SLO counts of an app service",
             request: Some(obj(&["events"], json!({"events": {"type": "array", "items": obj(&["slo", "minute", "source", "good", "valid"],
