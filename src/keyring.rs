@@ -9,6 +9,7 @@
 //! sealed secret copied to another row does not open there.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -39,11 +40,16 @@ pub enum KeyringError {
     Random,
 }
 
-/// The keys secrets are sealed with.
+/// The keys secrets are sealed with, each expanded once (every delivery opens a secret).
 #[derive(Clone)]
 pub struct Keyring {
     current: String,
-    keys: BTreeMap<String, [u8; 32]>,
+    keys: BTreeMap<String, Arc<LessSafeKey>>,
+}
+
+fn expanded(bytes: &[u8; 32]) -> Result<Arc<LessSafeKey>, KeyringError> {
+    let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KeyringError::Setting("not an AES-256 key".into()))?;
+    Ok(Arc::new(LessSafeKey::new(unbound)))
 }
 
 impl std::fmt::Debug for Keyring {
@@ -66,7 +72,7 @@ impl Keyring {
             }
             let bytes = STANDARD.decode(key.trim()).map_err(|_| KeyringError::Setting(format!("key {id}: not base64")))?;
             let key: [u8; 32] = bytes.try_into().map_err(|_| KeyringError::Setting(format!("key {id}: must be 32 bytes (openssl rand -base64 32)")))?;
-            if keys.insert(id.to_owned(), key).is_some() {
+            if keys.insert(id.to_owned(), expanded(&key)?).is_some() {
                 return Err(KeyringError::Setting(format!("key id {id} is listed twice")));
             }
             current.get_or_insert_with(|| id.to_owned());
@@ -77,7 +83,9 @@ impl Keyring {
 
     /// Only the development key.
     pub fn development() -> Self {
-        Self { current: DEV_KEY_ID.into(), keys: BTreeMap::from([(DEV_KEY_ID.to_owned(), DEV_KEY)]) }
+        // A 32-byte key always expands; the map stays empty (every seal then fails) if not.
+        let keys = expanded(&DEV_KEY).map(|k| BTreeMap::from([(DEV_KEY_ID.to_owned(), k)])).unwrap_or_default();
+        Self { current: DEV_KEY_ID.into(), keys }
     }
 
     /// Whether values are sealed under the development key (a production fleet warns).
@@ -90,10 +98,8 @@ impl Keyring {
         &self.current
     }
 
-    fn key(&self, id: &str) -> Result<LessSafeKey, KeyringError> {
-        let bytes = self.keys.get(id).ok_or_else(|| KeyringError::UnknownKey(id.to_owned()))?;
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KeyringError::Corrupt)?;
-        Ok(LessSafeKey::new(unbound))
+    fn key(&self, id: &str) -> Result<&LessSafeKey, KeyringError> {
+        self.keys.get(id).map(Arc::as_ref).ok_or_else(|| KeyringError::UnknownKey(id.to_owned()))
     }
 
     /// `plain` sealed under the current key, bound to `row` (its table and id).

@@ -288,7 +288,6 @@ impl Provides<deps::Email> for AppState {
             mailer: self.mailer.clone(),
             templates: self.email_templates.clone(),
             limiter: self.limiter.clone(),
-            system_pool: self.system_pool.clone(),
             app_email_from: self.settings.app_email_from.clone(),
         }
     }

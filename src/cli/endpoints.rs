@@ -70,12 +70,11 @@ pub(super) async fn endpoints(state: AppState, command: EndpointsCommand, json: 
         }
         EndpointsCommand::Show { id } => {
             let Some(tenant) = endpoints::tenant_of(&state.system_pool, *id).await? else { bail!("no endpoint {id}") };
-            let all = endpoints::list(&state.tenant_pool, tenant, None, 100).await?;
-            let found: Vec<_> = all.data.into_iter().filter(|e| e.id == *id).collect();
-            if found.is_empty() {
-                bail!("endpoint {id} was deleted (its delivery log stays: `ballast deliveries list --endpoint {id}`)");
+            match endpoints::get(&state.tenant_pool, tenant, *id).await? {
+                Some((found, false)) => (tenant, endpoints::Page { data: vec![found], has_more: false }),
+                Some((_, true)) => bail!("endpoint {id} was deleted (its delivery log stays: `ballast deliveries list --endpoint {id}`)"),
+                None => bail!("no endpoint {id}"),
             }
-            (tenant, endpoints::Page { data: found, has_more: false })
         }
     };
     let recent = match &command {

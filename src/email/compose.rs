@@ -202,13 +202,20 @@ fn dedup_key(tenant: TenantId, idempotency_key: &str) -> String {
     format!("app:{}:{idempotency_key}", tenant.0)
 }
 
-/// The outbox row an earlier request with this idempotency key wrote, if any: a repeat is
-/// answered without counting against the tenant's email limit again.
-pub async fn earlier(pool: &crate::db::TenantPool, tenant: TenantId, idempotency_key: &str) -> Result<Option<uuid::Uuid>, AcceptError> {
+/// What the intake reads before it counts an email: whether an earlier request with this
+/// idempotency key wrote it (a repeat is answered without counting against the tenant's email
+/// limit again), and the tenant's name, which its app email is sent under. One statement.
+pub async fn prior(pool: &crate::db::TenantPool, tenant: TenantId, idempotency_key: Option<&str>) -> Result<(bool, String), AcceptError> {
     let mut tx = pool.begin(tenant).await?;
-    let id = sqlx::query_scalar("SELECT id FROM email_outbox WHERE dedup_key = $1").bind(dedup_key(tenant, idempotency_key)).fetch_optional(&mut *tx).await?;
+    let (repeat, name): (bool, Option<String>) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM email_outbox WHERE $1::text IS NOT NULL AND dedup_key = $1), (SELECT name FROM tenants WHERE id = $2)",
+    )
+    .bind(idempotency_key.map(|k| dedup_key(tenant, k)))
+    .bind(tenant.0)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(id)
+    Ok((repeat, name.unwrap_or_default()))
 }
 
 /// The sender of a tenant's app email: the app sender's address under the tenant's name.

@@ -38,8 +38,6 @@ pub struct Email {
     pub templates: Arc<crate::email::compose::AppTemplates>,
     /// Per-tenant sending limits.
     pub limiter: crate::ratelimit::Limiter,
-    /// The tenant's name, for the sender of its app email.
-    pub system_pool: SystemPool,
     /// The app sender's address (`BALLAST_APP_EMAIL_FROM`).
     pub app_email_from: String,
 }

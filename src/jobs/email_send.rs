@@ -87,10 +87,7 @@ impl super::intake::Intake for EmailSendJob {
         let unavailable = |e: AcceptError| IntakeError::Unavailable(e.to_string());
         // Checked first, and a repeat answered without counting: the limit counts new emails.
         let rendered = state.templates.render(&compose).map_err(invalid)?;
-        let repeat = match req.idempotency_key.as_deref() {
-            Some(key) => crate::email::compose::earlier(&state.tenant_pool, req.tenant, key).await.map_err(unavailable)?.is_some(),
-            None => false,
-        };
+        let (repeat, tenant_name) = crate::email::compose::prior(&state.tenant_pool, req.tenant, req.idempotency_key.as_deref()).await.map_err(unavailable)?;
         if !repeat {
             let limit = Limit { policy: PolicyName::TenantEmails, subject: Subject::Tenant(req.tenant), window: state.limiter.policies.tenant_emails_for(req.tenant) };
             match state.limiter.decide(&Request { limits: vec![limit], ..Default::default() }).await {
@@ -101,7 +98,6 @@ impl super::intake::Intake for EmailSendJob {
                 Err(e) => tracing::warn!(message = "Email limit not checked.", error = %e),
             }
         }
-        let tenant_name = crate::tenants::get(&state.system_pool, req.tenant).await.map_err(|e| IntakeError::Unavailable(e.to_string()))?.map(|t| t.name).unwrap_or_default();
         let from = crate::email::compose::sender(&state.app_email_from, &tenant_name);
         let accepted = match crate::email::compose::accept(&state.tenant_pool, req.tenant, &compose, &rendered, &from, req.idempotency_key.as_deref()).await {
             Ok(a) => a,

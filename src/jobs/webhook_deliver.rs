@@ -48,12 +48,9 @@ impl Intake for WebhookDeliverJob {
         let bad_type = |e: MessageError| IntakeError::Invalid { code: "invalid_payload", message: e.to_string(), field: Some(("field", "type".into())) };
         incoming.check().map_err(bad_type)?;
         // Checked, and not a repeat: only now does it count against the tenant's limits.
-        let repeat = match &incoming.idempotency_key {
-            Some(key) => messages::by_key(&state.tenant_pool, req.tenant, key).await.map_err(|e| IntakeError::Unavailable(e.to_string()))?.is_some(),
-            None => false,
-        };
-        if !repeat {
-            admit(&state, req.tenant).await?;
+        let seen = messages::admission(&state.tenant_pool, req.tenant, incoming.idempotency_key.as_deref()).await.map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+        if !seen.repeat {
+            admit(&state, req.tenant, seen.bytes_in_flight).await?;
         }
         let accepted = match state.webhooks_out.accept(incoming).await {
             Ok(a) => a,
@@ -91,12 +88,12 @@ impl Intake for WebhookDeliverJob {
     }
 }
 
-/// Whether the tenant may send one more message now: its undelivered bytes under the bound,
-/// and its message window not full. Redis failing to count fails open, as the write limit does.
-async fn admit(state: &Outbound, tenant: crate::newtypes::TenantId) -> Result<(), IntakeError> {
+/// Whether the tenant may send one more message now: its undelivered bytes (`in_flight`) under
+/// the bound, and its message window not full. Redis failing to count fails open, as the write
+/// limit does.
+async fn admit(state: &Outbound, tenant: crate::newtypes::TenantId, in_flight: u64) -> Result<(), IntakeError> {
     use crate::ratelimit::{Limit, PolicyName, Request, Subject, Verdict};
     let bound = &state.limiter.policies.tenant_webhooks;
-    let in_flight = messages::bytes_in_flight(&state.tenant_pool, tenant).await.map_err(|e| IntakeError::Unavailable(e.to_string()))?;
     if in_flight >= bound.max_bytes_in_flight {
         return Err(IntakeError::Busy {
             code: "too_much_in_flight",

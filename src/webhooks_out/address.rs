@@ -90,7 +90,11 @@ impl AddressPolicy {
         if self.allow.iter().any(|range| range.contains(&ip)) {
             return Ok(());
         }
-        let rule = if self.host.contains(&ip) || canonical(ip).is_some_and(|v4| self.host.contains(&IpAddr::V4(v4))) { Some(Rule::FleetHost) } else { refused_by(ip) };
+        let carried = match ip {
+            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        let rule = if self.host.contains(&ip) || carried.is_some_and(|v4| self.host.contains(&v4)) { Some(Rule::FleetHost) } else { refused_by(ip) };
         match rule {
             None => Ok(()),
             Some(rule) => {
@@ -131,15 +135,6 @@ fn refused_v4(ip: Ipv4Addr) -> Option<Rule> {
         Some(Rule::SpecialPurpose)
     } else {
         None
-    }
-}
-
-/// The IPv4 address an IPv6 one stands for on the wire, when it is written as one (mapped or
-/// compatible): this host's 127.0.0.1 is refused as `::ffff:127.0.0.1` too.
-fn canonical(ip: IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4(),
-        IpAddr::V4(_) => None,
     }
 }
 

@@ -194,6 +194,19 @@ pub async fn list(pool: &TenantPool, tenant: TenantId, after: Option<uuid::Uuid>
     Ok(Page::of(rows.into_iter().map(endpoint).collect(), limit))
 }
 
+/// One endpoint of the tenant's, and whether it was deleted (its delivery log stays).
+pub async fn get(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Result<Option<(Endpoint, bool)>, EndpointError> {
+    let mut tx = pool.begin(tenant).await?;
+    let row: Option<(uuid::Uuid, String, Vec<String>, Option<DateTime<Utc>>, Option<String>, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT id, url, event_types, disabled_at, disabled_reason, created_at, deleted_at IS NOT NULL FROM webhook_endpoints WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| (endpoint((r.0, r.1, r.2, r.3, r.4, r.5)), r.6)))
+}
+
 /// Deletes an endpoint (no more deliveries; its log stays).
 pub async fn delete(pool: &TenantPool, tenant: TenantId, id: uuid::Uuid) -> Result<(), EndpointError> {
     let mut tx = pool.begin(tenant).await?;

@@ -199,27 +199,32 @@ pub async fn push(queue: &crate::queue::JobQueue, tenant: TenantId, deliveries: 
     Ok(())
 }
 
-/// The message a tenant's idempotency key already names, if any: a repeat is answered without
-/// counting against the tenant's limits again.
-pub async fn by_key(pool: &TenantPool, tenant: TenantId, key: &str) -> Result<Option<uuid::Uuid>, DbError> {
-    let mut tx = pool.begin(tenant).await?;
-    let id = sqlx::query_scalar("SELECT id FROM webhook_messages WHERE idempotency_key = $1").bind(key).fetch_optional(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(id)
+/// What the intake reads before it counts a message against the tenant's limits: whether its
+/// idempotency key already names a message (a repeat is answered without counting), and the
+/// bytes of the tenant's deliveries not yet delivered (a message counts once per endpoint).
+/// One statement in one tenant transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// The key was used: this request repeats an accepted message.
+    pub repeat: bool,
+    /// Bytes in flight for the tenant.
+    pub bytes_in_flight: u64,
 }
 
-/// The bytes of the tenant's deliveries not yet delivered (a message counts once per endpoint).
-pub async fn bytes_in_flight(pool: &TenantPool, tenant: TenantId) -> Result<u64, DbError> {
+/// [`Admission`] for `tenant` and its idempotency key, if it sent one.
+pub async fn admission(pool: &TenantPool, tenant: TenantId, key: Option<&str>) -> Result<Admission, DbError> {
     let mut tx = pool.begin(tenant).await?;
-    let bytes: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(octet_length(m.body)), 0)::bigint FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
-         WHERE d.tenant_id = $1 AND d.status = 'pending'",
+    let (repeat, bytes): (bool, i64) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM webhook_messages WHERE $2::text IS NOT NULL AND idempotency_key = $2), \
+                COALESCE((SELECT sum(octet_length(m.body)) FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
+                          WHERE d.tenant_id = $1 AND d.status = 'pending'), 0)::bigint",
     )
     .bind(tenant.0)
+    .bind(key)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(u64::try_from(bytes).unwrap_or(0))
+    Ok(Admission { repeat, bytes_in_flight: u64::try_from(bytes).unwrap_or(0) })
 }
 
 /// The job of one delivery, due at `run_at` (now when `None`).
