@@ -8,7 +8,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{Method, StatusCode};
 use axum::routing::{MethodRouter, get};
 use chrono::Utc;
-use serde_json::json;
+use crate::newtypes::TenantId;
 
 use super::guard::Caller;
 use super::errors::ApiError;
@@ -25,12 +25,43 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
-/// The answer's form of a feature: `enabled` already accounts for a grant that has ended.
-fn shown(e: &Entitlement, now: chrono::DateTime<Utc>) -> serde_json::Value {
-    json!({
-        "feature": e.feature, "enabled": e.enabled_at(now), "limit": e.limit, "source": e.source,
-        "plan_id": e.plan_id, "expires_at": e.expires_at,
-    })
+/// One feature as the API answers it: `enabled` already accounts for a grant that has ended.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct FeatureEntitlement {
+    /// The catalogue's feature id.
+    feature: String,
+    /// Whether the tenant may use it now.
+    enabled: bool,
+    /// Its limit, for counted features.
+    limit: Option<i64>,
+    /// Where it comes from: `plan`, `restricted` (dunning) or `none`.
+    source: String,
+    /// The granting plan.
+    plan_id: Option<String>,
+    /// When the grant ends by itself (grace period, cancel at period end).
+    expires_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// `GET /v1/entitlements`' answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Entitlements {
+    /// The caller's tenant.
+    tenant: TenantId,
+    /// Every feature the tenant has a row for.
+    entitlements: Vec<FeatureEntitlement>,
+}
+
+/// `GET /v1/entitlements/{feature}`' answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct OneEntitlement {
+    /// The caller's tenant.
+    tenant: TenantId,
+    /// The feature.
+    entitlement: FeatureEntitlement,
+}
+
+fn shown(e: &Entitlement, now: chrono::DateTime<Utc>) -> FeatureEntitlement {
+    FeatureEntitlement { feature: e.feature.clone(), enabled: e.enabled_at(now), limit: e.limit, source: e.source.clone(), plan_id: e.plan_id.clone(), expires_at: e.expires_at }
 }
 
 async fn read(state: &AppState, caller: &Caller) -> Result<Vec<Entitlement>, ApiError> {
@@ -40,17 +71,17 @@ async fn read(state: &AppState, caller: &Caller) -> Result<Vec<Entitlement>, Api
     })
 }
 
-async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Entitlements>, ApiError> {
     let now = Utc::now();
-    let rows: Vec<_> = read(&state, &caller).await?.iter().map(|e| shown(e, now)).collect();
-    Ok(Json(json!({"tenant": caller.tenant, "entitlements": rows})))
+    let entitlements = read(&state, &caller).await?.iter().map(|e| shown(e, now)).collect();
+    Ok(Json(Entitlements { tenant: caller.tenant, entitlements }))
 }
 
 async fn one(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     feature: Result<Path<String>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OneEntitlement>, ApiError> {
     // axum's own rejection is plain text; the API answers in its one JSON shape (found by the
     // arbitrary-input test: a feature segment that is not UTF-8).
     let Path(feature) = feature.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", super::errors::cleaned(&e.body_text())))?;
@@ -59,9 +90,9 @@ async fn one(
     }
     let rows = read(&state, &caller).await?;
     // A catalogued feature the tenant has no row for (no subscription yet) is simply off.
-    let body = match rows.iter().find(|e| e.feature == feature) {
+    let entitlement = match rows.iter().find(|e| e.feature == feature) {
         Some(e) => shown(e, Utc::now()),
-        None => json!({"feature": feature, "enabled": false, "limit": null, "source": "none", "plan_id": null, "expires_at": null}),
+        None => FeatureEntitlement { feature, enabled: false, limit: None, source: "none".into(), plan_id: None, expires_at: None },
     };
-    Ok(Json(json!({"tenant": caller.tenant, "entitlement": body})))
+    Ok(Json(OneEntitlement { tenant: caller.tenant, entitlement }))
 }

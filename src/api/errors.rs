@@ -31,6 +31,23 @@ impl ApiError {
     }
 }
 
+/// The error shape as `/openapi.json` names it (`Error`); [`ApiError`] writes it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorAnswer {
+    error: ErrorDetail,
+}
+
+/// What went wrong. Some errors name what was wrong in a field more (`field`, `item`,
+/// `variable`, `retry_after`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable.
+    code: String,
+    /// A sentence for people.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});

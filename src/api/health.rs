@@ -36,8 +36,33 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// `GET /healthz`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Liveness {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `GET /readyz`'s answer when ready (a 503 has the error shape with the same `checks`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Readiness {
+    /// Always `ready`.
+    status: &'static str,
+    /// Each dependency: `ok` or what is wrong.
+    checks: ReadinessChecks,
+}
+
+/// What readiness checked.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ReadinessChecks {
+    /// PostgreSQL answers and its migrations are current: `ok`, or why not.
+    postgres: String,
+    /// Redis answers: `ok`, or why not.
+    redis: String,
+}
+
+async fn healthz() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
 }
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,12 +76,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     if let Err(e) = &redis {
         problems.push(e.clone());
     }
-    let checks = json!({
-        "postgres": postgres.err().unwrap_or_else(|| "ok".into()),
-        "redis": redis.err().unwrap_or_else(|| "ok".into()),
-    });
+    let checks = ReadinessChecks { postgres: postgres.err().unwrap_or_else(|| "ok".into()), redis: redis.err().unwrap_or_else(|| "ok".into()) };
     if problems.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ready", "checks": checks})))
+        (StatusCode::OK, Json(json!(Readiness { status: "ready", checks })))
     } else {
         let body = json!({
             "error": {"code": "not_ready", "message": problems.join("; ")},

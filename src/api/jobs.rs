@@ -42,13 +42,18 @@ pub fn routes(registry: &Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 }
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewJob {
+pub(super) struct NewJob {
+    /// A kind with `intake = true`: noop, email.send, webhook.deliver, cache.warm.
     kind: String,
+    /// The kind's arguments. email.send: {template, to, variables}; webhook.deliver: {type, data}.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     payload: Option<serde_json::Value>,
+    /// Repeats with the same key (per tenant) answer with the first request's job.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     idempotency_key: Option<String>,
 }
 
@@ -117,7 +122,7 @@ async fn create(
         // The key's first job is the one to follow; this attempt's row is not a job.
         let _ = status::forget(&state.tenant_pool, caller.tenant, &id.0).await;
     }
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": done.id, "kind": job.kind, "duplicate": done.duplicate}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(crate::jobs::intake::Accepted::job(done.id.0, &job.kind, done.duplicate))).into_response())
 }
 
 /// The answer to an intake hook's refusal.

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod health;
 pub mod jobs;
 pub mod limits;
+pub mod lists;
 pub mod observe;
 pub mod openapi;
 pub mod route;

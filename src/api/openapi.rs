@@ -1,12 +1,19 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 description of the intake API, built from the same
 //! route declarations the router is built from (method, path, authentication) plus each
-//! route's bodies, described below. A unit test holds the two lists together: every served
-//! route is described, and nothing is described that is not served.
+//! route's bodies and query parameters, named below by the handlers' own types: their schemas
+//! are derived from those types (utoipa's `ToSchema` and `IntoParams`), so a field added to a
+//! type is in the document. A unit test holds the two lists together: every served route is
+//! described, and nothing is described that is not served; the suite checks every answer it
+//! gets against the document (tests/api/support/checked_http.rs).
 
 use axum::Json;
 use axum::http::Method;
 use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
+use std::borrow::Cow;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, ToSchema};
 
 use super::route::{Auth, RouteSpec};
 use crate::state::AppState;
@@ -21,164 +28,96 @@ pub fn routes(served: &[RouteSpec]) -> Vec<(RouteSpec, MethodRouter<AppState>)> 
     vec![(own, get(move || std::future::ready(Json(Value::clone(&doc)))))]
 }
 
+/// A body as the document describes it.
+#[derive(Clone, Copy)]
+enum Body {
+    /// JSON of a handler's own type: its schema is derived from the type ([`utoipa::ToSchema`]),
+    /// so a field added to the type is in the document.
+    Typed(Typed),
+    /// JSON whose shape is someone else's (Stripe's event), described in words.
+    Foreign(&'static str),
+    /// Plain text.
+    Text,
+    /// No body.
+    Empty,
+}
+
+/// A type's schema, its name and the schemas of the types it contains.
+#[derive(Clone, Copy)]
+struct Typed {
+    name: fn() -> Cow<'static, str>,
+    schema: fn() -> RefOr<Schema>,
+    contained: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+fn body<T: ToSchema>() -> Body {
+    Body::Typed(Typed { name: T::name, schema: T::schema, contained: T::schemas })
+}
+
 /// What one route takes and answers.
 struct Operation {
     method: &'static str,
     path: &'static str,
     summary: &'static str,
-    request: Option<Value>,
+    request: Option<Body>,
     /// Success status and its body.
-    response: (u16, Value),
+    response: (u16, Body),
+    /// Its query parameters, from the handler's query type ([`utoipa::IntoParams`]).
+    query: fn() -> Vec<Parameter>,
 }
 
-/// An object whose `required` properties are always present; the others may be absent or
-/// null (Ballast writes `null` for what is not there: a tenant without a plan, a delivery not
-/// finished), so the schema says so.
-fn obj(required: &[&str], props: Value) -> Value {
-    let props: serde_json::Map<String, Value> = match props {
-        Value::Object(map) => map.into_iter().map(|(k, v)| {
-            let v = if required.contains(&k.as_str()) { v } else { nullable(v) };
-            (k, v)
-        }).collect(),
-        _ => serde_json::Map::new(),
-    };
-    json!({"type": "object", "required": required, "properties": props})
+fn no_query() -> Vec<Parameter> {
+    Vec::new()
 }
 
-/// `schema`, or null.
-fn nullable(mut schema: Value) -> Value {
-    match schema.get("type").cloned() {
-        Some(Value::String(t)) => {
-            schema["type"] = json!([t, "null"]);
-            schema
-        }
-        Some(Value::Array(mut types)) => {
-            if !types.contains(&json!("null")) {
-                types.push(json!("null"));
-            }
-            schema["type"] = Value::Array(types);
-            schema
-        }
-        _ if schema.get("enum").is_some() => {
-            if let Some(values) = schema["enum"].as_array_mut() {
-                values.push(Value::Null);
-            }
-            schema
-        }
-        _ => json!({"anyOf": [schema, {"type": "null"}]}),
-    }
+fn query<T: IntoParams>() -> Vec<Parameter> {
+    T::into_params(|| Some(ParameterIn::Query))
 }
 
-fn string() -> Value {
-    json!({"type": "string"})
-}
-
-/// Every route's bodies. `idempotency_key` fields repeat a request safely.
+/// Every route's bodies, named by the handlers' types. `idempotency_key` fields repeat a
+/// request safely.
 fn operations() -> Vec<Operation> {
-    let any = json!({"type": "object"});
-    let tenant_view = obj(&["id", "name"], json!({"id": {"type": "string", "format": "uuid"}, "name": string(), "external_id": string(),
-        "billing_email": string(), "stripe_customer_id": string(), "status": string(), "plan": string(),
-        "subscription": any, "entitlements": {"type": "array", "items": any}}));
-    let job_status = obj(&["id", "kind", "state", "attempts", "created_at"], json!({"id": string(), "kind": string(),
-        "state": {"enum": ["queued", "running", "retrying", "done", "dead"]}, "attempts": {"type": "integer"},
-        "last_error": {"type": ["string", "null"]}, "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
-        "created_at": {"type": "string", "format": "date-time"}, "started_at": {"type": ["string", "null"], "format": "date-time"},
-        "finished_at": {"type": ["string", "null"], "format": "date-time"},
-        "jobs": {"type": "array", "items": {"type": "object"}, "description": "a webhook message's deliveries (msg_… ids), each a job status"}}));
-    let usage_item = obj(&["metric", "quantity", "timestamp", "idempotency_key"], json!({"metric": string(), "quantity": {"type": "integer", "minimum": 1},
-        "timestamp": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "description": "Unix seconds"}]}, "idempotency_key": string()}));
-    let new_job = obj(&["kind"], json!({"kind": {"type": "string", "description": "a kind with intake = true: noop, email.send, webhook.deliver, cache.warm"},
-        "payload": {"type": "object", "description": "email.send: {template, to, variables}; webhook.deliver: {type, data}"}, "idempotency_key": {"type": "string", "maxLength": 200}}));
-    let text = json!({"type": "string"});
-    let endpoint_secret = obj(&["id", "url", "event_types", "secret"], json!({"id": {"type": "string", "format": "uuid"}, "url": string(),
-        "event_types": {"type": "array", "items": string()}, "secret": {"type": "string", "description": "whsec_…, shown once"},
-        "previous_secret_until": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"}}));
-    let delivery_log = obj(&["object", "data"], json!({"object": {"const": "list"}, "data": {"type": "array", "items": obj(&["id", "job_id", "webhook_id", "status", "attempts"],
-        json!({"id": {"type": "string", "format": "uuid"}, "job_id": string(), "webhook_id": string(), "event_type": string(),
-            "status": {"enum": ["pending", "delivered", "failed", "skipped"]}, "attempts": {"type": "integer"}, "last_error": string(),
-            "next_attempt_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string", "format": "date-time"},
-            "finished_at": {"type": "string", "format": "date-time"},
-            "attempt_log": {"type": "array", "items": obj(&["attempt", "attempted_at", "duration_ms"], json!({"attempt": {"type": "integer"},
-                "attempted_at": {"type": "string", "format": "date-time"}, "duration_ms": {"type": "integer"}, "status_code": {"type": "integer"},
-                "response_body": {"type": "string", "description": "the first 2 KiB of the endpoint's answer"}, "error": string()}))}}))}}));
-    let uuid = json!({"type": "string", "format": "uuid"});
-    let time = json!({"type": "string", "format": "date-time"});
-    let entitlement = obj(&["feature", "enabled", "source"], json!({"feature": string(), "enabled": {"type": "boolean"},
-        "limit": {"type": "integer"}, "source": {"enum": ["plan", "restricted", "none"]}, "plan_id": string(), "expires_at": time}));
-    let entitlements = obj(&["tenant", "entitlements"], json!({"tenant": uuid, "entitlements": {"type": "array", "items": entitlement}}));
-    let one_entitlement = obj(&["tenant", "entitlement"], json!({"tenant": uuid, "entitlement": entitlement}));
-    let flags = obj(&["tenant", "flags"], json!({"tenant": uuid, "flags": {"type": "object", "additionalProperties": {"type": "boolean"}}}));
-    let endpoint = obj(&["id", "url", "event_types", "created_at"], json!({"id": uuid, "url": string(), "event_types": {"type": "array", "items": string()},
-        "disabled_at": time, "disabled_reason": string(), "created_at": time}));
-    let endpoints = obj(&["object", "data", "has_more"], json!({"object": {"const": "list"}, "data": {"type": "array", "items": endpoint}, "has_more": {"type": "boolean"}}));
-    let tenants = obj(&["object", "data", "has_more"], json!({"object": {"const": "list"}, "url": string(), "data": {"type": "array", "items": tenant_view}, "has_more": {"type": "boolean"}}));
-    let price = obj(&["id", "amount_source"], json!({"id": string(), "unit_amount": {"type": "integer"}, "currency": string(), "interval": string(),
-        "active": {"type": "boolean"}, "amount_source": string(), "amount_missing": string()}));
-    let plan = obj(&["id", "name", "features", "usage", "prices"], json!({"id": string(), "name": string(), "features": {"type": "object"},
-        "usage": {"type": "object"}, "prices": {"type": "array", "items": price}}));
-    let catalogue = obj(&["features", "metrics", "plans"], json!({"features": {"type": "object", "additionalProperties": string()},
-        "metrics": {"type": "object", "additionalProperties": string()}, "plans": {"type": "array", "items": plan}}));
-    let recorded = obj(&["counted", "duplicates", "warned"], json!({"counted": {"type": "integer"}, "duplicates": {"type": "integer"},
-        "warned": {"type": "array", "items": string(), "description": "metrics that crossed 80 % of their monthly limit with this batch"}}));
-    let delivery_job = obj(&["id", "delivery_id", "endpoint_id"], json!({"id": string(), "delivery_id": uuid, "endpoint_id": uuid}));
-    let liveness = obj(&["status"], json!({"status": {"const": "ok"}}));
-    let readiness = obj(&["status"], json!({"status": string(), "checks": {"type": "object"}}));
+    use super::entitlements as ent;
+    use super::health;
+    use super::jobs;
+    use super::lists;
+    use super::slo;
+    use super::stripe_webhooks;
+    use super::tenants;
+    use super::webhook_endpoints as hooks;
+    use crate::tenants::provision::{NewTenant, TenantChange};
+    use crate::tenants::view::TenantView;
+    use crate::webhooks_out::endpoints::{Endpoint, NewEndpoint, WithSecret};
+    let op = |method, path, summary, request, response| Operation { method, path, summary, request, response, query: no_query };
+    let stripe_event = Body::Foreign("A Stripe event object (Stripe's API reference, `Event`), as Stripe signs and sends it.");
     vec![
-        Operation { method: "GET", path: "/healthz", summary: "Liveness", request: None, response: (200, liveness) },
-        Operation { method: "GET", path: "/readyz", summary: "Readiness: PostgreSQL and Redis answer", request: None, response: (200, readiness) },
-        Operation { method: "GET", path: "/metrics", summary: "Prometheus metrics (text)", request: None, response: (200, text) },
-        Operation { method: "GET", path: "/openapi.json", summary: "This description", request: None, response: (200, any.clone()) },
-        Operation { method: "POST", path: "/webhooks/stripe", summary: "Stripe webhook events, verified by their Stripe-Signature", request: Some(any.clone()), response: (200, any.clone()) },
-        Operation { method: "GET", path: "/v1/entitlements", summary: "What the tenant may do, every feature", request: None, response: (200, entitlements) },
-        Operation { method: "GET", path: "/v1/entitlements/{feature}", summary: "One feature of the tenant", request: None, response: (200, one_entitlement) },
-        Operation { method: "GET", path: "/v1/plans", summary: "The public plan catalogue with Stripe's prices", request: None, response: (200, catalogue) },
-        Operation { method: "GET", path: "/v1/flags", summary: "Feature flags, on or off for the tenant", request: None, response: (200, flags) },
-        Operation { method: "POST", path: "/v1/jobs", summary: "Queue a job for the tenant", request: Some(new_job),
-            response: (202, obj(&["id", "kind", "duplicate"], json!({"id": string(), "kind": string(), "duplicate": {"type": "boolean"},
-                "outbox_id": uuid, "jobs": {"type": "array", "description": "webhook.deliver: one job per subscribed endpoint", "items": delivery_job}}))) },
-        Operation { method: "GET", path: "/v1/jobs/{id}", summary: "Where a job the tenant queued is", request: None, response: (200, job_status) },
-        Operation { method: "POST", path: "/v1/usage", summary: "Record metered usage (1 to 1,000 items)", request: Some(obj(&["items"], json!({"items": {"type": "array", "items": usage_item}}))),
-            response: (200, recorded) },
-        Operation { method: "GET", path: "/v1/usage", summary: "This month's usage per metric", request: None, response: (200, any.clone()) },
-        Operation { method: "POST", path: "/v1/slo/events", summary: "Per-minute SLO counts of an app service",
-            request: Some(obj(&["events"], json!({"events": {"type": "array", "items": obj(&["slo", "minute", "source", "good", "valid"],
-                json!({"slo": string(), "minute": {"type": "string", "format": "date-time"}, "source": string(), "good": {"type": "integer"}, "valid": {"type": "integer"}}))}}))),
-            response: (200, any.clone()) },
-        Operation { method: "POST", path: "/v1/webhook-endpoints", summary: "Register an outbound webhook endpoint; its signing secret is in this answer only",
-            request: Some(obj(&["url", "event_types"], json!({"url": string(), "event_types": {"type": "array", "items": string()}}))), response: (201, endpoint_secret.clone()) },
-        Operation { method: "GET", path: "/v1/webhook-endpoints", summary: "The tenant's endpoints, a page at a time (?limit=50&starting_after={id}; has_more), never their secrets", request: None, response: (200, endpoints) },
-        Operation { method: "DELETE", path: "/v1/webhook-endpoints/{id}", summary: "Delete an endpoint", request: None, response: (204, any.clone()) },
-        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/rotate", summary: "A new signing secret; the previous one signs for 24 hours more",
-            request: None, response: (200, endpoint_secret) },
-        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/enable", summary: "Deliver to a disabled endpoint again", request: None, response: (200, endpoint.clone()) },
-        Operation { method: "GET", path: "/v1/webhook-endpoints/{id}/deliveries", summary: "The endpoint's delivery log, newest first, a page at a time (?status=failed&limit=50&starting_after={delivery}; has_more)",
-            request: None, response: (200, delivery_log) },
-        Operation { method: "POST", path: "/v1/webhook-endpoints/{id}/deliveries/{delivery}/resend", summary: "Send a finished delivery's message again (same webhook-id)",
-            request: None, response: (202, obj(&["id", "kind", "delivery_id"], json!({"id": string(), "kind": string(), "delivery_id": {"type": "string", "format": "uuid"}}))) },
-        Operation { method: "POST", path: "/v1/tenants", summary: "Provision a tenant and its Stripe customer (idempotent by external_id)",
-            request: Some(obj(&["name", "external_id"], json!({"name": string(), "external_id": string(), "billing_email": string()}))), response: (201, tenant_view.clone()) },
-        Operation { method: "GET", path: "/v1/tenants", summary: "Tenants, by external_id or a page at a time", request: None, response: (200, tenants) },
-        Operation { method: "GET", path: "/v1/tenants/{id}", summary: "One tenant with its plan, subscription and entitlements", request: None, response: (200, tenant_view.clone()) },
-        Operation { method: "PATCH", path: "/v1/tenants/{id}", summary: "Change a tenant's name or billing email",
-            request: Some(obj(&[], json!({"name": string(), "billing_email": string()}))), response: (200, tenant_view) },
+        op("GET", "/healthz", "Liveness", None, (200, body::<health::Liveness>())),
+        op("GET", "/readyz", "Readiness: PostgreSQL and Redis answer", None, (200, body::<health::Readiness>())),
+        op("GET", "/metrics", "Prometheus metrics (text)", None, (200, Body::Text)),
+        op("GET", "/openapi.json", "This description", None, (200, Body::Foreign("An OpenAPI 3.1 document."))),
+        op("POST", "/webhooks/stripe", "Stripe webhook events, verified by their Stripe-Signature", Some(stripe_event), (200, body::<stripe_webhooks::StripeEventReceipt>())),
+        op("GET", "/v1/entitlements", "What the tenant may do, every feature", None, (200, body::<ent::Entitlements>())),
+        op("GET", "/v1/entitlements/{feature}", "One feature of the tenant", None, (200, body::<ent::OneEntitlement>())),
+        op("GET", "/v1/plans", "The public plan catalogue with Stripe's prices", None, (200, body::<crate::billing::public_plans::PublicCatalogue>())),
+        op("GET", "/v1/flags", "Feature flags, on or off for the tenant", None, (200, body::<super::plans::Flags>())),
+        op("POST", "/v1/jobs", "Queue a job for the tenant", Some(body::<jobs::NewJob>()), (202, body::<crate::jobs::intake::Accepted>())),
+        op("GET", "/v1/jobs/{id}", "Where a job the tenant queued is", None, (200, body::<crate::queue::status::JobStatus>())),
+        op("POST", "/v1/usage", "Record metered usage (1 to 1,000 items)", Some(body::<crate::usage::UsageBatch>()), (200, body::<crate::usage::Recorded>())),
+        op("GET", "/v1/usage", "This month's usage per metric", None, (200, body::<crate::usage::CurrentUsage>())),
+        op("POST", "/v1/slo/events", "Per-minute SLO counts of an app service", Some(body::<slo::SloBatch>()), (200, body::<slo::SloCountsStored>())),
+        op("POST", "/v1/webhook-endpoints", "Register an outbound webhook endpoint; its signing secret is in this answer only",
+            Some(body::<NewEndpoint>()), (201, body::<WithSecret>())),
+        Operation { query: query::<hooks::PageQuery>, ..op("GET", "/v1/webhook-endpoints", "The tenant's endpoints, a page at a time, never their secrets", None, (200, body::<lists::EndpointList>())) },
+        op("DELETE", "/v1/webhook-endpoints/{id}", "Delete an endpoint", None, (204, Body::Empty)),
+        op("POST", "/v1/webhook-endpoints/{id}/rotate", "A new signing secret; the previous one signs for 24 hours more", None, (200, body::<WithSecret>())),
+        op("POST", "/v1/webhook-endpoints/{id}/enable", "Deliver to a disabled endpoint again", None, (200, body::<Endpoint>())),
+        Operation { query: query::<hooks::LogQuery>, ..op("GET", "/v1/webhook-endpoints/{id}/deliveries", "The endpoint's delivery log, newest first, a page at a time", None, (200, body::<lists::DeliveryList>())) },
+        op("POST", "/v1/webhook-endpoints/{id}/deliveries/{delivery}/resend", "Send a finished delivery's message again (same webhook-id)", None, (202, body::<hooks::Resent>())),
+        op("POST", "/v1/tenants", "Provision a tenant and its Stripe customer (idempotent by external_id)", Some(body::<NewTenant>()), (201, body::<TenantView>())),
+        Operation { query: query::<tenants::ListQuery>, ..op("GET", "/v1/tenants", "Tenants, by external_id or a page at a time", None, (200, body::<lists::TenantList>())) },
+        op("GET", "/v1/tenants/{id}", "One tenant with its plan, subscription and entitlements", None, (200, body::<TenantView>())),
+        op("PATCH", "/v1/tenants/{id}", "Change a tenant's name or billing email", Some(body::<TenantChange>()), (200, body::<TenantView>())),
     ]
-}
-
-/// The query parameters a route takes: (name, JSON type, what it does).
-fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'static str, &'static str)] {
-    const PAGE: [(&str, &str, &str); 2] = [
-        ("limit", "integer", "items per page, 1 to 100"),
-        ("starting_after", "string", "the id of the previous page's last item (has_more says whether there is a next page)"),
-    ];
-    static ENDPOINTS: [(&str, &str, &str); 2] = PAGE;
-    static DELIVERIES: [(&str, &str, &str); 3] = [("status", "string", "only pending, delivered, failed or skipped deliveries"), PAGE[0], PAGE[1]];
-    static TENANTS: [(&str, &str, &str); 3] = [("external_id", "string", "only the tenant with this external id"), PAGE[0], PAGE[1]];
-    match (method, path) {
-        ("GET", "/v1/webhook-endpoints") => &ENDPOINTS,
-        ("GET", "/v1/webhook-endpoints/{id}/deliveries") => &DELIVERIES,
-        ("GET", "/v1/tenants") => &TENANTS,
-        _ => &[],
-    }
 }
 
 /// Success statuses a route answers besides its main one, with the same body.
@@ -198,41 +137,42 @@ fn security(auth: &Auth) -> (Value, String) {
     }
 }
 
+/// The statuses of the error shape, any route.
+const ERROR_STATUSES: [u16; 15] = [400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 422, 429, 431, 500, 503];
+
 /// The description of `specs` (the routes the router serves).
 pub fn document(specs: &[RouteSpec]) -> Value {
     let ops = operations();
+    let mut schemas = Schemas::default();
+    let error_schema = schemas.of(&body::<super::errors::ErrorAnswer>());
     let mut paths = serde_json::Map::new();
     for spec in specs {
         let Some(op) = ops.iter().find(|o| o.method == spec.method.as_str() && o.path == spec.path) else { continue };
         let (sec, auth_text) = security(&spec.auth);
-        let error = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        // Every route may refuse with the error shape; 409 (a limit or state: too many
-        // endpoints, a pending delivery), 413 (a body over the limit) and 405 (another method).
-        let success = if op.response.0 == 204 {
-            json!({"description": "Done; no body"})
-        } else {
-            json!({"description": "Success", "content": {"application/json": {"schema": op.response.1}}})
+        let error = json!({"description": "An error", "content": {"application/json": {"schema": error_schema}}});
+        let mut success = |description: &str| match &op.response.1 {
+            Body::Empty => json!({"description": "Done; no body"}),
+            Body::Text => json!({"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            other => json!({"description": description, "content": {"application/json": {"schema": schemas.of(other)}}}),
         };
-        let mut operation = json!({
-            "summary": op.summary,
-            "description": auth_text,
-            "security": sec,
-            "responses": {
-                op.response.0.to_string(): success,
-                "400": error, "401": error, "403": error, "404": error, "405": error, "409": error, "413": error, "429": error, "503": error,
-            },
-        });
+        // Every route may refuse with the error shape: the guard's and the connection's
+        // refusals (401, 403, 408, 413, 414, 415, 429, 431) apply to all, 405 to another
+        // method; 409 (a limit or state), 422 (Stripe refused) and 500 (PostgreSQL refused a
+        // Stripe event) to some.
+        let mut responses = Value::Object(ERROR_STATUSES.iter().map(|s| (s.to_string(), error.clone())).collect());
+        responses[op.response.0.to_string()] = success("Success");
         for (status, why) in other_successes(op.method, op.path) {
-            operation["responses"][status.to_string()] = json!({"description": why, "content": {"application/json": {"schema": op.response.1}}});
+            responses[status.to_string()] = success(why);
         }
+        let mut operation = json!({"summary": op.summary, "description": auth_text, "security": sec, "responses": responses});
         let mut params: Vec<Value> = spec.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})).collect();
-        params.extend(query_parameters(op.method, op.path).iter().map(|(name, kind, what)| json!({"name": name, "in": "query", "required": false, "description": what, "schema": {"type": kind}})));
+        params.extend((op.query)().iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)));
         if !params.is_empty() {
             operation["parameters"] = Value::Array(params);
         }
         if let Some(body) = &op.request {
-            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body}}});
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schemas.of(body)}}});
         }
         let entry = paths.entry(spec.path.to_owned()).or_insert_with(|| json!({}));
         entry[spec.method.as_str().to_lowercase()] = operation;
@@ -244,9 +184,34 @@ pub fn document(specs: &[RouteSpec]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer bk_…"}},
-            "schemas": {"Error": obj(&["error"], json!({"error": obj(&["code", "message"], json!({"code": string(), "message": string()}))}))},
+            "schemas": schemas.0,
         },
     })
+}
+
+/// `#/components/schemas`: every named type a body uses, its own fields' types included.
+#[derive(Default)]
+struct Schemas(serde_json::Map<String, Value>);
+
+impl Schemas {
+    /// The schema to put where `body` goes: a reference to its type, entered with the types
+    /// it contains.
+    fn of(&mut self, body: &Body) -> Value {
+        match body {
+            Body::Typed(t) => {
+                let mut contained = Vec::new();
+                (t.contained)(&mut contained);
+                let name = (t.name)().into_owned();
+                for (n, schema) in contained.into_iter().chain([(name.clone(), (t.schema)())]) {
+                    self.0.entry(n).or_insert_with(|| serde_json::to_value(schema).unwrap_or(Value::Null));
+                }
+                json!({"$ref": format!("#/components/schemas/{name}")})
+            }
+            Body::Foreign(what) => json!({"type": "object", "description": what}),
+            Body::Text => json!({"type": "string"}),
+            Body::Empty => json!({}),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{Method, StatusCode};
 use axum::routing::{MethodRouter, get};
-use serde_json::json;
 
 use super::guard::Caller;
 use super::errors::ApiError;
@@ -33,8 +32,17 @@ async fn plans(State(state): State<AppState>) -> Result<Json<crate::billing::pub
     crate::billing::public_plans::cached(&state.cache, &state.plans, &state.stripe).await.map(Json).map_err(|e| unavailable("the plan catalogue", e))
 }
 
-async fn flags(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /v1/flags`' answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Flags {
+    /// The caller's tenant.
+    tenant: crate::newtypes::TenantId,
+    /// Every flag: on or off for this tenant.
+    flags: BTreeMap<String, bool>,
+}
+
+async fn flags(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Flags>, ApiError> {
     let flags = crate::flags::cached(&state.cache, state.tenant_pool.raw()).await.map_err(|e| unavailable("feature flags", e))?;
-    let on: BTreeMap<&str, bool> = flags.iter().map(|f| (f.name.as_str(), f.is_on_for(caller.tenant))).collect();
-    Ok(Json(json!({"tenant": caller.tenant, "flags": on})))
+    let on = flags.iter().map(|f| (f.name.clone(), f.is_on_for(caller.tenant))).collect();
+    Ok(Json(Flags { tenant: caller.tenant, flags: on }))
 }

@@ -21,16 +21,25 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![(RouteSpec::new(Method::POST, "/v1/slo/events", Auth::ServiceKey(Scope::SloWrite)), post(events))]
 }
 
-#[derive(Debug, Deserialize)]
+/// The request body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Batch {
+pub(super) struct SloBatch {
+    /// Per-minute counts; a repeat of a (slo, minute, source) replaces its counts.
     events: Vec<ReportedMinute>,
+}
+
+/// The answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct SloCountsStored {
+    /// Counts stored.
+    accepted: usize,
 }
 
 async fn events(
     State(state): State<AppState>,
     Extension(_caller): Extension<ServiceCaller>,
-    body: Result<Json<Batch>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<SloBatch>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(batch) = match body {
         Ok(b) => b,
@@ -42,7 +51,7 @@ async fn events(
     }
     // The app role writes: SLO counts are global, not tenant data.
     match report::store(state.tenant_pool.raw(), &batch.events).await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"accepted": batch.events.len()}))).into_response(),
+        Ok(()) => (StatusCode::OK, Json(SloCountsStored { accepted: batch.events.len() })).into_response(),
         Err(e) => {
             tracing::error!(message = "SLO counts not stored.", error = %e);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "counts cannot be stored now; retry (a repeat replaces, never adds)")

@@ -98,13 +98,21 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
             tracing::warn!(message = "Webhook stored but not queued; the inbox sweep will queue it.", event_id = %event.id, error = %e)
         }
     }
-    let body = serde_json::json!({
-        "received": true,
-        "id": event.id,
-        "duplicate": inserted == Inserted::Duplicate,
-        "ignored": inserted == Inserted::Ignored,
-    });
+    let body = StripeEventReceipt { received: true, id: event.id.to_string(), duplicate: inserted == Inserted::Duplicate, ignored: inserted == Inserted::Ignored };
     Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// What Stripe is answered for a stored event.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct StripeEventReceipt {
+    /// Always true: the event is stored (or was already).
+    received: bool,
+    /// The event's `evt_…` id.
+    id: String,
+    /// It had been received before (Stripe retried or re-sent it).
+    duplicate: bool,
+    /// Its type is not one Ballast handles; it is kept, not processed.
+    ignored: bool,
 }
 
 /// A refused signature: 400, logged at most once per period whatever the rate of forgeries.

@@ -93,9 +93,11 @@ async fn show(State(state): State<AppState>, path: Result<Path<String>, PathReje
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// `?external_id=` or `?limit=&starting_after=`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     /// Only the tenant with this external id.
     external_id: Option<String>,
     /// Page size, 1 to 100 (default 20).
@@ -130,7 +132,7 @@ async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>, Que
         Ok(views) => views,
         Err(e) => return error(e),
     };
-    Json(serde_json::json!({"object": "list", "url": "/v1/tenants", "has_more": has_more, "data": data})).into_response()
+    Json(super::lists::TenantList { object: super::lists::ListObject::List, url: "/v1/tenants", has_more, data }).into_response()
 }
 
 async fn change(

@@ -76,7 +76,7 @@ async fn record(
             for metric in &done.warned {
                 warn_once(&state, caller.tenant, metric, &limits, now).await;
             }
-            (StatusCode::OK, Json(serde_json::to_value(&done).unwrap_or_default())).into_response()
+            (StatusCode::OK, Json(done)).into_response()
         }
         Err(e) => error(e),
     }

@@ -15,6 +15,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use super::errors::ApiError;
 use super::guard::Caller;
+use super::lists::{DeliveryList, EndpointList};
 use super::route::{Auth, RouteSpec};
 use crate::auth::Scope;
 use crate::webhooks_out::deliveries::{self, DeliveryStatus, ResendError};
@@ -68,10 +69,13 @@ async fn create(State(state): State<AppState>, Extension(caller): Extension<Call
 }
 
 /// `?limit=20&starting_after={id}`: a page of a list (Stripe's cursor paging).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct PageQuery {
+    /// Items per page, 1 to 100 (50 when not given).
     limit: Option<i64>,
+    /// The id of the previous page's last item (`has_more` says whether there is a next page).
     starting_after: Option<String>,
 }
 
@@ -89,8 +93,8 @@ fn paging(limit: Option<i64>, starting_after: Option<&str>) -> Result<(i64, Opti
     Ok((limit, after))
 }
 
-fn page<T: serde::Serialize>(page: endpoints::Page<T>) -> Response {
-    Json(serde_json::json!({"object": "list", "data": page.data, "has_more": page.has_more})).into_response()
+fn page<L: serde::Serialize>(list: impl Into<L>) -> Response {
+    Json(list.into()).into_response()
 }
 
 async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>, query: Result<Query<PageQuery>, QueryRejection>) -> Result<Response, Response> {
@@ -98,7 +102,7 @@ async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "the query takes limit (1 to 100) and starting_after (an endpoint id)").into_response());
     };
     let (limit, after) = paging(q.limit, q.starting_after.as_deref())?;
-    endpoints::list(&state.tenant_pool, caller.tenant, after, limit).await.map(page).map_err(error)
+    endpoints::list(&state.tenant_pool, caller.tenant, after, limit).await.map(page::<EndpointList>).map_err(error)
 }
 
 async fn remove(State(state): State<AppState>, Extension(caller): Extension<Caller>, path: Result<Path<String>, PathRejection>) -> Result<Response, Response> {
@@ -118,12 +122,28 @@ async fn enable(State(state): State<AppState>, Extension(caller): Extension<Call
 }
 
 /// `?status=failed&limit=20&starting_after={delivery id}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct LogQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct LogQuery {
+    /// Only deliveries in this state.
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    /// Items per page, 1 to 100 (50 when not given).
     limit: Option<i64>,
+    /// The id of the previous page's last delivery (`has_more` says whether there is a next page).
     starting_after: Option<String>,
+}
+
+/// `POST …/deliveries/{delivery}/resend`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Resent {
+    /// The new delivery's job (`GET /v1/jobs/{id}`).
+    id: String,
+    /// Always `webhook.deliver`.
+    kind: &'static str,
+    /// The new delivery (same message, same `webhook-id`).
+    delivery_id: uuid::Uuid,
 }
 
 async fn deliveries(
@@ -141,7 +161,7 @@ async fn deliveries(
     };
     let (limit, after) = paging(q.limit, q.starting_after.as_deref())?;
     match deliveries::list(&state.tenant_pool, caller.tenant, id, deliveries::LogFilter { status, after, only: None }, limit).await {
-        Ok(Some(log)) => Ok(page(log)),
+        Ok(Some(log)) => Ok(page::<DeliveryList>(log)),
         Ok(None) => Err(error(EndpointError::NotFound)),
         Err(e) => Err(error(EndpointError::Db(e))),
     }
@@ -159,7 +179,7 @@ async fn resend(State(state): State<AppState>, Extension(caller): Extension<Call
                 tracing::warn!(message = "Re-send accepted; its job is queued by the sweep.", error = %e);
             }
             let job = crate::webhooks_out::messages::job_id(fresh);
-            (StatusCode::ACCEPTED, Json(serde_json::json!({"id": job, "kind": crate::webhooks_out::messages::JOB_KIND, "delivery_id": fresh}))).into_response()
+            (StatusCode::ACCEPTED, Json(Resent { id: job.0, kind: crate::webhooks_out::messages::JOB_KIND, delivery_id: fresh })).into_response()
         }
         Err(ResendError::NotFound) => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such delivery").into_response(),
         Err(e @ (ResendError::Pending | ResendError::EndpointOff)) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).into_response(),

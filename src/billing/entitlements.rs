@@ -168,7 +168,7 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, g
 }
 
 /// One feature of a tenant, as stored, cached and served.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Entitlement {
     /// Feature id from the catalogue.
     pub feature: String,
@@ -329,7 +329,7 @@ mod tests {
 
 /// The subscription that speaks for a tenant: a live one (active, trialing, past due) before a
 /// paused one before an ended one, the latest on Stripe's clock first.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SubscriptionSummary {
     /// `sub_…`
     pub id: String,

@@ -17,7 +17,7 @@ pub struct PlansError {
 }
 
 /// What a plan grants for one feature: `true`/`false`, or a limit (enabled, bounded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Grant {
     /// On or off.
@@ -47,7 +47,7 @@ pub struct Plan {
 }
 
 /// A metric's limit in a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageLimit {
     /// Units per calendar month (UTC).

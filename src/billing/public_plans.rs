@@ -12,7 +12,7 @@ use crate::redis_keys::PLAN_CATALOGUE;
 use crate::stripe_api::{ObjectKind, StripeApi, StripeApiError};
 
 /// The catalogue as clients see it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PublicCatalogue {
     /// Feature → meaning.
     pub features: BTreeMap<String, String>,
@@ -23,7 +23,7 @@ pub struct PublicCatalogue {
 }
 
 /// One plan.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PublicPlan {
     /// Plan id.
     pub id: String,
@@ -38,7 +38,7 @@ pub struct PublicPlan {
 }
 
 /// One Stripe price, as Stripe holds it now.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PublicPrice {
     /// `price_…`
     pub id: String,

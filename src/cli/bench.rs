@@ -236,7 +236,7 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                      POST p50 {:.2} ms / p99 {:.2} ms / max {:.2} ms; {to_entitlements}{}{}",
                     r.requests, r.accepted, r.failed, r.achieved_per_sec, r.ingest_p50_ms, r.ingest_p99_ms, r.ingest_max_ms,
                     if r.analyzed { "" } else { " (tables not analyzed: set BALLAST_OWNER_DATABASE_URL)" },
-                    if r.refusals.is_empty() { String::new() } else { format!("; refused: {:?}", r.refusals) }
+                    if r.refusals.is_empty() { String::new() } else { format!("; refused: {}", r.refusals.iter().map(|(why, n)| format!("{n} {why}")).collect::<Vec<_>>().join(", ")) }
                 );
             }
         }

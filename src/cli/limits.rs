@@ -67,7 +67,11 @@ pub(super) async fn limits(state: AppState, command: LimitsCommand, json: bool) 
             if json {
                 println!("{params}");
             } else {
-                println!("override set: {} for {} → {:?} until {} (expires by itself)", p.as_str(), s, what, until.to_rfc3339());
+                let shown = match what {
+                    Override::Allow => "not limited".to_owned(),
+                    Override::Limit(n) => format!("limit {n}"),
+                };
+                println!("override set: {} for {} → {shown} until {} (expires by itself)", p.as_str(), s, until.to_rfc3339());
             }
         }
         LimitsCommand::Revert { policy, subject } => {

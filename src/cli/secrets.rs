@@ -38,7 +38,7 @@ pub(super) async fn secrets(state: AppState, command: SecretsCommand, json: bool
             } else {
                 let verb = if execute { "re-sealed" } else { "would re-seal (dry run; --execute to do it)" };
                 println!(
-                    "{} endpoints; {} secrets not under key {:?}: {verb} {}",
+                    "{} endpoints; {} secrets not under key `{}`: {verb} {}",
                     report.endpoints,
                     report.to_reseal,
                     keyring.current(),

@@ -44,7 +44,7 @@ fn print_table<'a>(tenants: impl Iterator<Item = &'a Tenant>) {
             t.id.0.to_string(),
             t.external_id.clone().unwrap_or_else(|| "-".into()),
             t.name.clone(),
-            format!("{:?}", t.status).to_lowercase(),
+            t.status.as_str().to_owned(),
             t.stripe_customer_id.clone().unwrap_or_else(|| "(no customer yet)".into()),
         ]
     });

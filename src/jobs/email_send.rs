@@ -74,7 +74,7 @@ impl Job for EmailSendJob {
 /// both ways), counted against the tenant's email limit, written to the outbox with its job's
 /// status row before the answer (`email::compose::accept`), then queued as every outbox row is.
 impl super::intake::Intake for EmailSendJob {
-    async fn accept(&self, state: super::deps::Email, req: super::intake::IntakeRequest) -> Result<serde_json::Value, super::intake::IntakeError> {
+    async fn accept(&self, state: super::deps::Email, req: super::intake::IntakeRequest) -> Result<super::intake::Accepted, super::intake::IntakeError> {
         use super::intake::IntakeError;
         use crate::email::compose::{AcceptError, Compose};
         use crate::ratelimit::{Limit, PolicyName, Request, Subject, Verdict};
@@ -108,6 +108,6 @@ impl super::intake::Intake for EmailSendJob {
         if let Err(e) = crate::email::push(&state.queue, req.tenant, &[accepted.outbox_id]).await {
             tracing::warn!(message = "Email accepted; its send job is queued by the outbox sweep.", error = %e);
         }
-        Ok(serde_json::json!({"id": accepted.job_id, "kind": crate::email::JOB_KIND, "duplicate": accepted.duplicate, "outbox_id": accepted.outbox_id}))
+        Ok(super::intake::Accepted { outbox_id: Some(accepted.outbox_id), ..super::intake::Accepted::job(accepted.job_id.0, crate::email::JOB_KIND, accepted.duplicate) })
     }
 }

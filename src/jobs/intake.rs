@@ -26,6 +26,42 @@ pub struct IntakeRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// What `POST /v1/jobs` answers (202) for an accepted request.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = JobAccepted)]
+pub struct Accepted {
+    /// The job's id (`GET /v1/jobs/{id}`); a webhook message's `msg_…` id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// The idempotency key had been used: this is the first request's job.
+    pub duplicate: bool,
+    /// email.send: the outbox row that will be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox_id: Option<uuid::Uuid>,
+    /// webhook.deliver: one job per subscribed endpoint (none when no endpoint subscribes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Vec<DeliveryJob>>,
+}
+
+/// One delivery a webhook message became.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryJob {
+    /// The delivery's job id (`whd_…`).
+    pub id: String,
+    /// The delivery (`GET /v1/webhook-endpoints/{id}/deliveries`).
+    pub delivery_id: uuid::Uuid,
+    /// The endpoint it goes to.
+    pub endpoint_id: uuid::Uuid,
+}
+
+impl Accepted {
+    /// A job queued as one job.
+    pub fn job(id: impl Into<String>, kind: &str, duplicate: bool) -> Self {
+        Self { id: id.into(), kind: kind.to_owned(), duplicate, outbox_id: None, jobs: None }
+    }
+}
+
 /// Why an intake request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -79,7 +115,7 @@ impl IntakeError {
 /// A kind's intake hook, with the kind's own dependencies.
 pub trait Intake: Job {
     /// Checks the payload, writes what must be durable, queues the jobs; the 202's body.
-    fn accept(&self, deps: Self::Deps, req: IntakeRequest) -> impl Future<Output = Result<serde_json::Value, IntakeError>> + Send;
+    fn accept(&self, deps: Self::Deps, req: IntakeRequest) -> impl Future<Output = Result<Accepted, IntakeError>> + Send;
     /// The status of job `id` when it is one of this kind's (its id says so), read from the
     /// kind's own table; `None` when the id is not this kind's.
     fn status(&self, _deps: Self::Deps, _tenant: TenantId, _id: &str) -> Option<impl Future<Output = Result<Option<JobStatus>, crate::db::DbError>> + Send> {
@@ -91,12 +127,12 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A hook as [`Intakes`] holds it: its dependencies provided by the member's state `S`.
 trait ErasedIntake<S>: Send + Sync {
-    fn accept<'a>(&'a self, state: &'a S, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>>;
+    fn accept<'a>(&'a self, state: &'a S, req: IntakeRequest) -> Boxed<'a, Result<Accepted, IntakeError>>;
     fn status<'a>(&'a self, state: &'a S, tenant: TenantId, id: &'a str) -> Option<Boxed<'a, Result<Option<JobStatus>, crate::db::DbError>>>;
 }
 
 impl<S: Provides<I::Deps>, I: Intake> ErasedIntake<S> for I {
-    fn accept<'a>(&'a self, state: &'a S, req: IntakeRequest) -> Boxed<'a, Result<serde_json::Value, IntakeError>> {
+    fn accept<'a>(&'a self, state: &'a S, req: IntakeRequest) -> Boxed<'a, Result<Accepted, IntakeError>> {
         Box::pin(Intake::accept(self, state.provide(), req))
     }
 
@@ -144,7 +180,7 @@ impl<S: 'static> Intakes<S> {
     }
 
     /// Accepts `req` through `kind`'s hook; `None` when it has none.
-    pub async fn accept(&self, kind: &str, state: &S, req: IntakeRequest) -> Option<Result<serde_json::Value, IntakeError>> {
+    pub async fn accept(&self, kind: &str, state: &S, req: IntakeRequest) -> Option<Result<Accepted, IntakeError>> {
         let hook = self.hooks.get(kind)?;
         Some(hook.accept(state, req).await)
     }

@@ -6,7 +6,7 @@
 //! tenant's log, not dead-lettered: a customer's broken endpoint is the tenant's to see and
 //! re-send, not on-call's.
 
-use super::intake::{Intake, IntakeError, IntakeRequest};
+use super::intake::{Accepted, DeliveryJob, Intake, IntakeError, IntakeRequest};
 use super::kind::{Job, JobContext, JobError};
 use super::deps::Outbound;
 use crate::webhooks_out::deliver::{DeliverError, Delivered, RetryPolicy};
@@ -42,7 +42,7 @@ impl Job for WebhookDeliverJob {
 impl Intake for WebhookDeliverJob {
     /// `{type, data}`: written as a message with one delivery per endpoint subscribed to the
     /// type, then one job per delivery. The answer lists the jobs (`GET /v1/jobs/{id}`).
-    async fn accept(&self, state: Outbound, req: IntakeRequest) -> Result<serde_json::Value, IntakeError> {
+    async fn accept(&self, state: Outbound, req: IntakeRequest) -> Result<Accepted, IntakeError> {
         let new: NewMessage = serde_json::from_value(req.payload).map_err(|error| IntakeError::Payload { kind: messages::JOB_KIND, expected: "{type, data}", error })?;
         let incoming = messages::Incoming { tenant: req.tenant, message: new, idempotency_key: req.idempotency_key, at: chrono::Utc::now() };
         let bad_type = |e: MessageError| IntakeError::Invalid { code: "invalid_payload", message: e.to_string(), field: Some(("field", "type".into())) };
@@ -64,11 +64,8 @@ impl Intake for WebhookDeliverJob {
                 tracing::warn!(message = "Webhook accepted; its delivery jobs are queued by the sweep.", error = %e);
             }
         }
-        let jobs: Vec<serde_json::Value> =
-            accepted.deliveries.iter().map(|(d, e)| serde_json::json!({"id": messages::job_id(*d), "delivery_id": d, "endpoint_id": e})).collect();
-        Ok(serde_json::json!({
-            "id": messages::webhook_id(accepted.message_id), "kind": messages::JOB_KIND, "duplicate": accepted.duplicate, "jobs": jobs,
-        }))
+        let jobs = accepted.deliveries.iter().map(|(d, e)| DeliveryJob { id: messages::job_id(*d).0, delivery_id: *d, endpoint_id: *e }).collect();
+        Ok(Accepted { jobs: Some(jobs), ..Accepted::job(messages::webhook_id(accepted.message_id), messages::JOB_KIND, accepted.duplicate) })
     }
 
     fn status(&self, state: Outbound, tenant: crate::newtypes::TenantId, id: &str) -> Option<impl Future<Output = Result<Option<crate::queue::status::JobStatus>, crate::db::DbError>> + Send> {

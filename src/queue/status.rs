@@ -10,7 +10,7 @@ use crate::db::{SystemPool, TenantPool};
 use crate::newtypes::TenantId;
 
 /// Where a tracked job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for a worker.
@@ -42,7 +42,7 @@ impl JobState {
 }
 
 /// A tracked job, as its tenant reads it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     /// The job's id.
     pub id: String,
@@ -65,6 +65,7 @@ pub struct JobStatus {
     /// The jobs one accepted request became, when it became several (a webhook message's
     /// deliveries); this status sums them up.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
     pub jobs: Vec<JobStatus>,
 }
 

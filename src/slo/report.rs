@@ -12,7 +12,7 @@ use super::Slos;
 pub const MAX_ITEMS: usize = 1000;
 
 /// One reported minute.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportedMinute {
     /// An SLO of policy/slos.toml.

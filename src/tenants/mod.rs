@@ -17,7 +17,7 @@ use crate::newtypes::TenantId;
 use crate::stripe_api::StripeApiError;
 
 /// A tenant's standing, as `tenants.status` stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
     /// Normal.
@@ -29,6 +29,15 @@ pub enum TenantStatus {
 }
 
 impl TenantStatus {
+    /// The stored (and shown) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Restricted => "restricted",
+            Self::Closed => "closed",
+        }
+    }
+
     /// Parses the stored spelling.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -69,7 +78,7 @@ pub enum TenantError {
 }
 
 /// One tenant, as stored.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     /// Ballast's id for it.
     pub id: TenantId,

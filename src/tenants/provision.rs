@@ -32,7 +32,7 @@ pub struct Deps<'a> {
 const MAX_TEXT: usize = 200;
 
 /// A tenant to create.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     /// Its name, for people and on the Stripe customer.
@@ -45,7 +45,7 @@ pub struct NewTenant {
 }
 
 /// A change to a tenant's details; absent fields stay as they are.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantChange {
     /// A new name.

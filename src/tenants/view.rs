@@ -6,7 +6,7 @@ use crate::billing::entitlements::{self, Entitlement, SubscriptionSummary};
 use crate::db::SystemPool;
 
 /// A tenant with its billing standing.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     /// Always `"tenant"`.
     pub object: &'static str,

@@ -29,7 +29,7 @@ pub const MAX_AGE: Duration = Duration::days(35);
 static RECORD: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("lua/record.lua")));
 
 /// One usage item as posted.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageItem {
     /// A metric of the tenant's plan.
@@ -38,9 +38,21 @@ pub struct UsageItem {
     pub quantity: i64,
     /// When the usage happened: RFC 3339, or Unix seconds as Stripe's meter events take it.
     #[serde(deserialize_with = "rfc3339_or_unix")]
+    #[schema(schema_with = rfc3339_or_unix_schema)]
     pub timestamp: DateTime<Utc>,
     /// Counted once per key for 24 hours.
     pub idempotency_key: String,
+}
+
+/// What [`rfc3339_or_unix`] reads, for the OpenAPI document.
+fn rfc3339_or_unix_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaFormat, KnownFormat, Type};
+    AnyOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))))
+        .item(ObjectBuilder::new().schema_type(Type::Integer).description(Some("Unix seconds")))
+        .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[0-9]+$")).description(Some("Unix seconds as digits")))
+        .build()
+        .into()
 }
 
 /// A time as RFC 3339 text or as Unix seconds (a JSON integer or digits in a string).
@@ -64,7 +76,7 @@ fn rfc3339_or_unix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Ut
 }
 
 /// The body of `POST /v1/usage`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageBatch {
     /// 1 to [`MAX_BATCH`] items, refused together if one is bad.
@@ -121,7 +133,7 @@ pub enum UsageError {
 }
 
 /// What a batch did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Recorded {
     /// Items counted now.
     pub counted: i64,
@@ -306,7 +318,7 @@ fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// This month's units of every metered metric of the tenant, from PostgreSQL: flushed (the
 /// ledger) and stored but not flushed yet (`usage_items`).
-pub async fn current(state: &Deps, tenant: TenantId, now: DateTime<Utc>) -> Result<serde_json::Value, UsageError> {
+pub async fn current(state: &Deps, tenant: TenantId, now: DateTime<Utc>) -> Result<CurrentUsage, UsageError> {
     let limits = limits_of(state, tenant).await?.ok_or(UsageError::NoPlan)?;
     let m = month(now);
     let (start, end) = (month_start(now), next_period(now));
@@ -323,15 +335,37 @@ pub async fn current(state: &Deps, tenant: TenantId, now: DateTime<Utc>) -> Resu
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut out = serde_json::Map::new();
-    for (metric, limit) in &limits {
+    let metrics = limits.iter().map(|(metric, limit)| {
         let (flushed, unflushed) = sums.iter().find(|(x, _, _)| x == metric).map(|(_, f, u)| (*f, *u)).unwrap_or((0, 0));
-        out.insert(
-            metric.clone(),
-            serde_json::json!({"used": flushed + unflushed, "flushed": flushed, "unflushed": unflushed, "limit": limit.limit, "overage": limit.overage}),
-        );
-    }
-    Ok(serde_json::json!({"tenant": tenant, "month": format!("{}-{}", &m[..4], &m[4..]), "metrics": out}))
+        (metric.clone(), MetricUsage { used: flushed + unflushed, flushed, unflushed, limit: limit.limit, overage: limit.overage })
+    });
+    Ok(CurrentUsage { tenant, month: format!("{}-{}", &m[..4], &m[4..]), metrics: metrics.collect() })
+}
+
+/// This month's usage of a tenant (`GET /v1/usage`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CurrentUsage {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The calendar month (UTC), `2026-12`.
+    pub month: String,
+    /// Every metric of the tenant's plan.
+    pub metrics: std::collections::BTreeMap<String, MetricUsage>,
+}
+
+/// One metric's units this month.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MetricUsage {
+    /// Flushed plus not yet flushed.
+    pub used: i64,
+    /// In the ledger (reported to Stripe or about to be).
+    pub flushed: i64,
+    /// Recorded, waiting for the next flush.
+    pub unflushed: i64,
+    /// The plan's monthly limit.
+    pub limit: i64,
+    /// Past the limit, usage is billed as overage instead of refused.
+    pub overage: bool,
 }
 
 #[cfg(test)]

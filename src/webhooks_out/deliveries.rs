@@ -13,7 +13,7 @@ use crate::newtypes::TenantId;
 pub const MAX_RESPONSE_BODY: usize = 2048;
 
 /// Where a delivery is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Not yet answered with a 2xx; attempts continue.
@@ -220,7 +220,7 @@ pub async fn record_many(tx: &mut sqlx::PgConnection, outcomes: &[Outcome], disa
 }
 
 /// One attempt, as the tenant reads it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AttemptLog {
     /// 1 for the first.
     pub attempt: i32,
@@ -239,7 +239,7 @@ pub struct AttemptLog {
 }
 
 /// A delivery with its attempts, as the tenant reads it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryLog {
     /// The delivery.
     pub id: uuid::Uuid,

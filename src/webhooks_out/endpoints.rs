@@ -46,7 +46,7 @@ impl From<sqlx::Error> for EndpointError {
 }
 
 /// What a tenant registers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndpoint {
     /// Where to POST (http or https).
@@ -56,7 +56,7 @@ pub struct NewEndpoint {
 }
 
 /// An endpoint as its tenant sees it (never its secrets, after creation).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     /// Its id.
     pub id: uuid::Uuid,
@@ -73,7 +73,7 @@ pub struct Endpoint {
 }
 
 /// A new endpoint, or a rotation: with its signing secret, shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WithSecret {
     /// The endpoint.
     #[serde(flatten)]

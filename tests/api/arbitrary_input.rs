@@ -33,7 +33,7 @@ fn percent(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
 
-async fn check(what: &str, input: &[u8], resp: Result<reqwest::Response, reqwest::Error>, body_route: bool) {
+async fn check(what: &str, input: &[u8], resp: Result<crate::support::checked_http::CheckedResponse, reqwest::Error>, body_route: bool) {
     let resp = resp.unwrap_or_else(|e| panic!("{what}: no answer to {input:?}: {e}"));
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();

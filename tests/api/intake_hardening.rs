@@ -14,7 +14,7 @@ fn api_only() -> crate::support::TestAppBuilder {
     TestApp::builder().roles(&[ballast::app::Role::Api])
 }
 
-async fn error_of(resp: reqwest::Response) -> (StatusCode, serde_json::Value) {
+async fn error_of(resp: crate::support::checked_http::CheckedResponse) -> (StatusCode, serde_json::Value) {
     let status = resp.status();
     let text = resp.text().await.expect("body");
     let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text:?}"));

@@ -16,7 +16,7 @@ use crate::support::TestApp;
 
 const ALL_SCOPES: [Scope; 8] = Scope::ALL;
 
-async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>, tenant_header: Option<&str>, body: Option<serde_json::Value>) -> reqwest::Response {
+async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>, tenant_header: Option<&str>, body: Option<serde_json::Value>) -> crate::support::checked_http::CheckedResponse {
     let mut req = app.http.request(method, app.url(path));
     if let Some(k) = key {
         req = req.bearer_auth(k);
@@ -30,7 +30,7 @@ async fn call(app: &TestApp, method: Method, path: &str, key: Option<&str>, tena
     req.send().await.expect("request")
 }
 
-async fn json_error(resp: reqwest::Response) -> (StatusCode, serde_json::Value) {
+async fn json_error(resp: crate::support::checked_http::CheckedResponse) -> (StatusCode, serde_json::Value) {
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_else(|e| panic!("{status}: body is not JSON: {e}"));
     assert!(body.pointer("/error/code").is_some(), "{status}: not the error shape: {body}");
@@ -264,7 +264,7 @@ async fn a_key_gets_exactly_its_limit_under_50_concurrent_requests_and_retry_aft
     let sends = (0..50).map(|_| call(&app, Method::GET, "/v1/entitlements", Some(&key), None, None));
     let answers = futures::future::join_all(sends).await;
     let ok = answers.iter().filter(|r| r.status() == StatusCode::OK).count();
-    let limited: Vec<&reqwest::Response> = answers.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).collect();
+    let limited: Vec<&crate::support::checked_http::CheckedResponse> = answers.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).collect();
     assert_eq!((ok, limited.len()), (10, 40), "exactly the limit is admitted");
     let r = limited[0];
     // The clock did not move: the oldest admitted request leaves the window in exactly 60 s.

@@ -66,7 +66,7 @@ fn item(qty: i64, key: &str) -> Value {
     json!({"metric": "api_calls", "quantity": qty, "timestamp": chrono::Utc::now().to_rfc3339(), "idempotency_key": key})
 }
 
-async fn post(s: &Setup, items: Vec<Value>) -> reqwest::Response {
+async fn post(s: &Setup, items: Vec<Value>) -> crate::support::checked_http::CheckedResponse {
     s.app.http.post(s.app.url("/v1/usage")).bearer_auth(&s.key).json(&json!({"items": items})).send().await.expect("post")
 }
 

@@ -18,7 +18,7 @@ async fn queued_jobs(app: &TestApp) -> usize {
     app.state.queue.envelopes(&"stripe.event".into()).await.expect("envelopes").len()
 }
 
-async fn error_code(resp: reqwest::Response) -> (u16, String) {
+async fn error_code(resp: crate::support::checked_http::CheckedResponse) -> (u16, String) {
     let status = resp.status().as_u16();
     let body: serde_json::Value = resp.json().await.expect("JSON error body");
     (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
@@ -190,7 +190,7 @@ async fn an_event_of_another_api_version_is_applied_and_counted_and_the_pinned_v
 async fn a_redelivery_after_the_enqueue_key_expired_is_a_duplicate_and_queues_nothing() {
     let app = TestApp::builder().roles(&[ballast::app::Role::Api]).spawn().await;
     let e = event("evt_late_redelivery", "customer.created");
-    let answer = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.expect("json") };
+    let answer = |r: crate::support::checked_http::CheckedResponse| async move { r.json::<serde_json::Value>().await.expect("json") };
     let body = serde_json::to_vec(&e).expect("json");
     let sign = || Some(signature_header(SECRET, chrono::Utc::now().timestamp(), &body));
     let first = answer(app.post_webhook(body.clone(), sign()).await).await;
