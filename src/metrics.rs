@@ -78,6 +78,8 @@ pub struct Scrape<'a> {
     pub limiter: &'a crate::ratelimit::LimiterStats,
     /// The cache's counters.
     pub cache: crate::cache::CacheStats,
+    /// Subscription items whose price is in no plan or add-on, seen by recomputes so far.
+    pub unknown_price_items: u64,
 }
 
 /// The fleet member's metrics.
@@ -99,6 +101,7 @@ pub struct Metrics {
     connection_events: IntCounterVec,
     connection_stats: std::sync::Arc<ConnectionStats>,
     other_api_version: IntCounterVec,
+    unknown_price_items: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +136,7 @@ impl Metrics {
             connection_events: register(&r, IntCounterVec::new(Opts::new("http_connection_events_total", "Intake connections: accepted, header_timeout (closed: headers too slow), at_capacity (accepting paused at the cap)."), &["event"])?)?,
             connection_stats: Default::default(),
             other_api_version: register(&r, IntCounterVec::new(Opts::new("stripe_events_other_api_version_total", "Webhook events rendered in an API version other than the pinned one (stored and applied where their shape allows)."), &["api_version"])?)?,
+            unknown_price_items: register(&r, IntCounter::new("unknown_price_items_total", "Subscription items whose price is in no plan or add-on of plans.toml (they grant nothing; the plan is found among the other items).")?)?,
             registry: r,
         })
     }
@@ -208,6 +212,10 @@ impl Metrics {
         catch_up(&self.cache, "miss", c.misses);
         catch_up(&self.cache, "stale", c.stale_served);
         catch_up(&self.cache, "load_error", c.load_errors);
+        let seen = self.unknown_price_items.get();
+        if from.unknown_price_items > seen {
+            self.unknown_price_items.inc_by(from.unknown_price_items - seen);
+        }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(message = "Metrics not rendered.", error = %e);

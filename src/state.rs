@@ -319,7 +319,7 @@ impl Provides<deps::Outbound> for AppState {
 
 impl Provides<deps::Mirror> for AppState {
     fn provide(&self) -> deps::Mirror {
-        deps::Mirror { system_pool: self.system_pool.clone(), stripe: self.stripe.clone(), queue: self.queue.clone() }
+        deps::Mirror { system_pool: self.system_pool.clone(), stripe: self.stripe.clone(), queue: self.queue.clone(), plans: self.plans.clone() }
     }
 }
 

@@ -38,7 +38,8 @@ pub(super) struct FeatureEntitlement {
     source: String,
     /// The granting plan.
     plan_id: Option<String>,
-    /// When the grant ends by itself (grace period, cancel at period end).
+    /// When this value ends by itself (grace period, cancel at period end); another
+    /// subscription's grant may follow it.
     expires_at: Option<chrono::DateTime<Utc>>,
 }
 
@@ -61,7 +62,10 @@ pub(super) struct OneEntitlement {
 }
 
 fn shown(e: &Entitlement, now: chrono::DateTime<Utc>) -> FeatureEntitlement {
-    FeatureEntitlement { feature: e.feature.clone(), enabled: e.enabled_at(now), limit: e.limit, source: e.source.clone(), plan_id: e.plan_id.clone(), expires_at: e.expires_at }
+    let (enabled, limit) = e.value_at(now);
+    // The end of the value shown now: the first tier not over.
+    let expires_at = [e.expires_at].into_iter().chain(e.later.iter().map(|t| t.until)).find(|end| end.is_none_or(|end| end > now)).flatten();
+    FeatureEntitlement { feature: e.feature.clone(), enabled, limit, source: e.source.clone(), plan_id: e.plan_id.clone(), expires_at }
 }
 
 async fn read(state: &AppState, caller: &Caller) -> Result<Vec<Entitlement>, ApiError> {

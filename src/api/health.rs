@@ -31,6 +31,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         system_pool: &state.system_pool.0,
         limiter: &state.limiter.stats,
         cache: state.cache.stats(),
+        unknown_price_items: crate::billing::access::UNKNOWN_PRICE_ITEMS.load(std::sync::atomic::Ordering::Relaxed),
     };
     let body = state.metrics.render(scrape).await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)

@@ -1,7 +1,9 @@
 //! Billing: the plan catalogue and the entitlements derived from the Stripe mirror.
 
 pub mod effects;
+pub mod access;
 pub mod entitlements;
+pub mod grants;
 pub mod plans;
 pub mod public_plans;
 pub mod warm;

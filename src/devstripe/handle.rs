@@ -103,6 +103,7 @@ impl StripeSim {
                 trial_warned: trial_days.is_some_and(|d| d <= 3),
                 upcoming_sent: None,
                 pending_proration: 0,
+                addons: Vec::new(),
             };
             s.subs.insert(sub_id.clone(), sub);
             s.emit("checkout.session.completed", json!({"id": session, "object": "checkout.session", "mode": "subscription",

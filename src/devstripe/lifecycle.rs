@@ -61,14 +61,24 @@ impl Sim {
             json!({"id": format!("si_{}{suffix}", s.id), "object": "subscription_item", "quantity": 1, "subscription": s.id,
                    "current_period_start": s.period_end - PERIOD, "current_period_end": s.period_end, "price": price})
         };
-        let plan = item("", json!({"id": s.price.0, "object": "price", "product": s.price.1, "unit_amount": s.price.2, "currency": "usd",
-            "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}}));
-        if !s.metered_first {
-            return json!([plan]);
+        let licensed = |price: &str, product: &str, amount: i64| {
+            json!({"id": price, "object": "price", "product": product, "unit_amount": amount, "currency": "usd",
+                "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}})
+        };
+        let plan = item("", licensed(s.price.0, s.price.1, s.price.2));
+        let addon = |a: &super::state::AddonItem| {
+            let mut it = item(&format!("_{}", a.product), licensed(&a.price, &a.product, a.unit_amount));
+            it["quantity"] = json!(a.quantity);
+            it
+        };
+        let mut items: Vec<Value> = s.addons.iter().filter(|a| a.listed_first).map(addon).collect();
+        if s.metered_first {
+            items.push(item("_usage", json!({"id": "price_api_calls_metered", "object": "price", "product": "prod_api_calls",
+                "unit_amount": 1, "currency": "usd", "recurring": {"interval": "month", "interval_count": 1, "usage_type": "metered", "meter": "mtr_api_calls"}})));
         }
-        let metered = item("_usage", json!({"id": "price_api_calls_metered", "object": "price", "product": "prod_api_calls",
-            "unit_amount": 1, "currency": "usd", "recurring": {"interval": "month", "interval_count": 1, "usage_type": "metered", "meter": "mtr_api_calls"}}));
-        json!([metered, plan])
+        items.push(plan);
+        items.extend(s.addons.iter().filter(|a| !a.listed_first).map(addon));
+        Value::Array(items)
     }
 }
 
@@ -141,6 +151,17 @@ impl StripeSim {
             c["invoice_settings"] = json!({"default_payment_method": format!("pm_{customer}"), "custom_fields": null, "footer": null});
             let c = c.clone();
             s.emit("customer.updated", c);
+        })
+    }
+
+    /// Adds an add-on item (`price`: price, product, unit amount) with `quantity`, before the
+    /// plan's item or after it: Stripe keeps no item order. As with `proration_behavior=none`,
+    /// the add-on is billed from the next renewal.
+    pub fn add_addon(&self, sub: &str, price: (&'static str, &'static str, i64), quantity: i64, listed_first: bool) {
+        self.with(|s| {
+            let item = super::state::AddonItem { price: price.0.into(), product: price.1.into(), unit_amount: price.2, quantity, listed_first };
+            s.subs.get_mut(sub).expect("sub").addons.push(item);
+            s.emit_sub("customer.subscription.updated", sub);
         })
     }
 

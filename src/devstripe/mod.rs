@@ -22,4 +22,4 @@ mod terms;
 pub use dev::{DevOptions, DevStripeError};
 pub use handle::StripeSim;
 pub use server::signature_header;
-pub use terms::{API_KEY, DAY, PERIOD, PRO, SECRET, STARTER};
+pub use terms::{API_KEY, DAY, EXTRA_SEATS, PERIOD, PRO, SECRET, SSO_ADDON, STARTER};

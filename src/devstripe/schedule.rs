@@ -121,7 +121,7 @@ impl Sim {
                 x.status = "active".into();
                 x.period_end = end + PERIOD;
                 self.emit_sub("customer.subscription.updated", id);
-                self.bill(id, sub.price.2, "subscription_cycle");
+                self.bill(id, sub.recurring_amount(), "subscription_cycle");
             }
         }
     }
@@ -131,7 +131,7 @@ impl Sim {
         let s = self.subs.get_mut(id).expect("sub");
         s.upcoming_sent = Some(s.period_end);
         let s = s.clone();
-        let total = s.pending_price.unwrap_or(s.price).2 + s.pending_proration;
+        let total = s.recurring_amount() - s.price.2 + s.pending_price.unwrap_or(s.price).2 + s.pending_proration;
         let balance = self.balances.get(&s.customer).copied().unwrap_or(0);
         let preview = json!({
             "object": "invoice", "customer": s.customer, "status": "draft", "amount_due": (total + balance).max(0), "amount_paid": 0,
@@ -155,7 +155,7 @@ impl Sim {
             x.price = p;
         }
         x.period_end += PERIOD;
-        let total = x.price.2 + std::mem::take(&mut x.pending_proration);
+        let total = x.recurring_amount() + std::mem::take(&mut x.pending_proration);
         self.emit_sub("customer.subscription.updated", id);
         self.bill(id, total, "subscription_cycle");
     }

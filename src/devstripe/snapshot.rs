@@ -47,6 +47,8 @@ struct SubOnDisk {
     trial_warned: bool,
     upcoming_sent: Option<i64>,
     pending_proration: i64,
+    #[serde(default)]
+    addons: Vec<super::state::AddonItem>,
 }
 
 /// What a restart keeps.
@@ -105,6 +107,7 @@ impl Sim {
                     trial_warned: s.trial_warned,
                     upcoming_sent: s.upcoming_sent,
                     pending_proration: s.pending_proration,
+                    addons: s.addons.clone(),
                 };
                 (id.clone(), on_disk)
             })
@@ -164,6 +167,7 @@ impl Sim {
                     trial_warned: d.trial_warned,
                     upcoming_sent: d.upcoming_sent,
                     pending_proration: d.pending_proration,
+                    addons: d.addons,
                 };
                 (id, sub)
             })

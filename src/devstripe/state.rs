@@ -35,6 +35,26 @@ pub(super) struct Sub {
     pub(super) upcoming_sent: Option<i64>,
     /// Proration items (`create_prorations`) waiting for the next renewal invoice, in cents.
     pub(super) pending_proration: i64,
+    /// Add-on items beside the plan's (extra seats), each with its quantity; `listed_first`
+    /// puts one before the plan's item (Stripe keeps no item order).
+    pub(super) addons: Vec<AddonItem>,
+}
+
+/// An add-on item of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct AddonItem {
+    pub(super) price: String,
+    pub(super) product: String,
+    pub(super) unit_amount: i64,
+    pub(super) quantity: i64,
+    pub(super) listed_first: bool,
+}
+
+impl Sub {
+    /// What a renewal charges: the plan's price and every add-on's, times its quantity.
+    pub(super) fn recurring_amount(&self) -> i64 {
+        self.price.2 + self.addons.iter().map(|a| a.unit_amount * a.quantity).sum::<i64>()
+    }
 }
 
 #[derive(Default)]

@@ -10,6 +10,9 @@ pub const PERIOD: i64 = 30 * DAY;
 /// Prices the simulator sells: (price, product, amount in cents). They match policy/plans.toml.
 pub const STARTER: (&str, &str, i64) = ("price_starter_monthly", "prod_starter", 2000);
 pub const PRO: (&str, &str, i64) = ("price_pro_monthly", "prod_pro", 5000);
+/// Add-ons of policy/plans.toml: five extra seats per unit, and single sign-on.
+pub const EXTRA_SEATS: (&str, &str, i64) = ("price_seats_monthly", "prod_extra_seats", 500);
+pub const SSO_ADDON: (&str, &str, i64) = ("price_sso_monthly", "prod_sso", 1500);
 
 /// How long a renewal's invoice stays a draft before Stripe finalizes it (one hour).
 pub const DRAFT_WINDOW: i64 = 3600;

@@ -44,7 +44,7 @@ struct Mirrored {
 }
 
 /// The fields that differ: (field, mirror, Stripe).
-fn differences(m: &Mirrored, s: &Value) -> Vec<(&'static str, Value, Value)> {
+fn differences(m: &Mirrored, s: &Value, plans: &crate::billing::plans::Plans) -> Vec<(&'static str, Value, Value)> {
     let mut out = Vec::new();
     let mut check = |field: &'static str, mine: Value, theirs: Value| {
         if mine != theirs {
@@ -53,8 +53,9 @@ fn differences(m: &Mirrored, s: &Value) -> Vec<(&'static str, Value, Value)> {
     };
     check("status", json!(m.status), s["status"].clone());
     if m.kind == "subscription" {
-        // The plan's price, read as the handler reads it (a metered item may be listed first).
-        let plan_price = crate::stripe::event::object::<crate::stripe::event::SubscriptionObject>(s).ok().and_then(|o| o.price().map(|p| p.id.clone()));
+        // The plan's price, read as the handler reads it (an add-on or a metered item may be
+        // listed first).
+        let plan_price = crate::stripe::event::object::<crate::stripe::event::SubscriptionObject>(s).ok().and_then(|o| o.plan_price(plans).map(|p| p.id.clone()));
         check("price", json!(m.price_id), json!(plan_price));
         check("cancel_at_period_end", json!(m.cancel_at_period_end), s["cancel_at_period_end"].clone());
         // A flexible-mode cancel shows only here (cancel_at_period_end stays false).
@@ -132,7 +133,7 @@ impl AdminJob for BillingDriftJob {
             let kind = if m.kind == "subscription" { ObjectKind::Subscription } else { ObjectKind::Invoice };
             match ctx.state.stripe.retrieve(kind, &m.id).await {
                 Ok(object) => {
-                    let diff = differences(m, &object);
+                    let diff = differences(m, &object, &ctx.state.plans);
                     if !diff.is_empty() {
                         drifted.push((m, object, diff));
                     }

@@ -65,6 +65,8 @@ pub struct Mirror {
     pub stripe: StripeApi,
     /// Where re-injected events are queued.
     pub queue: JobQueue,
+    /// The plan catalogue: which item of a subscription is its plan.
+    pub plans: Arc<crate::billing::plans::Plans>,
 }
 
 /// The fleet as the diagnostic admin jobs see it (`site.down`, `site.slow`,

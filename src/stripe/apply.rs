@@ -331,7 +331,7 @@ async fn after_commit(deps: &ApplyDeps, tenant: TenantId, step: &AfterCommit) ->
 struct Applied {
     steps: AfterCommit,
     /// The tenant's access afterwards.
-    access: entitlements::Access,
+    access: crate::billing::access::Access,
 }
 
 /// A tenant transaction.
@@ -342,7 +342,7 @@ type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 async fn apply_claimed(deps: &ApplyDeps, mut tx: Tx, tenant: TenantId, events: &[StripeEvent], mut fetched: Option<(String, serde_json::Value)>) -> Result<Applied, HandlerError> {
     let mut steps = AfterCommit { created: events.iter().map(|e| e.created).collect(), ..AfterCommit::default() };
     for event in events {
-        let mut ectx = EventCtx { tx: &mut tx, tenant, event, fetched: fetched.take(), wrote_dunning_effect: false };
+        let mut ectx = EventCtx { tx: &mut tx, tenant, event, fetched: fetched.take(), wrote_dunning_effect: false, plans: &deps.billing.plans };
         let one = handlers::apply(&mut ectx).await?;
         steps.dunning_effects |= ectx.wrote_dunning_effect;
         steps.bound_customers.extend(one.mapped_customer);

@@ -166,6 +166,9 @@ impl PriceObject {
 pub struct SubscriptionItemObject {
     /// The price.
     pub price: PriceObject,
+    /// Units of the price (seats); Stripe omits it for metered prices.
+    #[serde(default)]
+    pub quantity: Option<i64>,
     /// Since API 2025-03-31 the period lives on items.
     #[serde(default)]
     pub current_period_end: Option<i64>,
@@ -217,6 +220,27 @@ impl SubscriptionObject {
     /// listed first, bills usage on top of a plan), else the first item's.
     pub fn price(&self) -> Option<&PriceObject> {
         self.items.data.iter().map(|i| &i.price).find(|p| !p.is_metered()).or_else(|| self.items.data.first().map(|i| &i.price))
+    }
+
+    /// The price of the item that is the subscription's plan in `plans`, wherever Stripe lists
+    /// it (an add-on may come first); the first licensed item's when none is a plan's.
+    pub fn plan_price(&self, plans: &crate::billing::plans::Plans) -> Option<&PriceObject> {
+        let prices = || self.items.data.iter().map(|i| &i.price).filter(|p| !p.is_metered());
+        prices().find(|p| plans.plan_for(Some(&p.id), p.product.as_deref()).is_some()).or_else(|| self.price())
+    }
+
+    /// Every item as the mirror keeps it.
+    pub fn mirrored_items(&self) -> Vec<crate::billing::access::Item> {
+        self.items
+            .data
+            .iter()
+            .map(|i| crate::billing::access::Item {
+                price: i.price.id.clone(),
+                product: i.price.product.clone(),
+                quantity: i.quantity.unwrap_or(1),
+                metered: i.price.is_metered(),
+            })
+            .collect()
     }
 
     /// End of the current period, wherever the API version puts it. With items of mixed

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::support::TestApp;
 use crate::billing_scenarios::*;
-use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
+use crate::support::stripe_sim::{EXTRA_SEATS, PRO, SSO_ADDON, STARTER, StripeSim};
 
 /// The app, its lifecycle emails (renewal notices, trial endings) sent to a real SMTP server
 /// so that the queues drain.
@@ -76,16 +76,17 @@ async fn mirror(app: &TestApp, customer: &str) -> Value {
     json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes})
 }
 
-/// Feature → (enabled, limit, expires) for a tenant.
-async fn entitlements(app: &TestApp, tenant: Uuid) -> BTreeMap<String, (bool, Option<i64>, bool)> {
-    type EntitlementRow = (String, bool, Option<i64>, Option<chrono::DateTime<chrono::Utc>>);
+/// Feature → (enabled, limit, expires, what follows: [enabled, limit, ends]…) for a tenant.
+async fn entitlements(app: &TestApp, tenant: Uuid) -> BTreeMap<String, (bool, Option<i64>, bool, Vec<(bool, Option<i64>, bool)>)> {
+    type EntitlementRow = (String, bool, Option<i64>, Option<chrono::DateTime<chrono::Utc>>, Value);
     let rows: Vec<EntitlementRow> =
-        sqlx::query_as("SELECT feature, enabled, limit_value, expires_at FROM entitlements WHERE tenant_id = $1")
+        sqlx::query_as("SELECT feature, enabled, limit_value, expires_at, later FROM entitlements WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_all(&app.state.system_pool.0)
             .await
             .expect("entitlements");
-    rows.into_iter().map(|(f, e, l, x)| (f, (e, l, x.is_some()))).collect()
+    let tier = |t: &Value| (t["enabled"] == true, t["limit"].as_i64(), !t["until"].is_null());
+    rows.into_iter().map(|(f, e, l, x, later)| (f, (e, l, x.is_some(), later.as_array().map(|a| a.iter().map(tier).collect()).unwrap_or_default()))).collect()
 }
 
 async fn effects(app: &TestApp, tenant: Uuid) -> Vec<String> {
@@ -100,7 +101,9 @@ async fn tenant_status(app: &TestApp, tenant: Uuid) -> String {
     sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1").bind(tenant).fetch_one(&app.state.system_pool.0).await.expect("status")
 }
 
-fn on(e: &BTreeMap<String, (bool, Option<i64>, bool)>, feature: &str) -> bool {
+type Entitlements = BTreeMap<String, (bool, Option<i64>, bool, Vec<(bool, Option<i64>, bool)>)>;
+
+fn on(e: &Entitlements, feature: &str) -> bool {
     e.get(feature).is_some_and(|x| x.0)
 }
 
@@ -249,6 +252,46 @@ async fn a_replayed_old_event_never_rolls_state_back() {
     assert!(!on(&entitlements(&app, t).await, "api_access"));
 }
 
+#[tokio::test]
+async fn addons_and_several_subscriptions_grant_the_best_of_each_until_its_own_end() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    // Add-ons around the plan's item: Starter's 3 seats + 2 × 5, and single sign-on.
+    let t = tenant(&app).await;
+    let c = addons_around_the_plan(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert_eq!((e["seats"].0, e["seats"].1), (true, Some(13)), "{e:?}");
+    assert!(on(&e, "api_access") && on(&e, "sso") && e["projects"].1 == Some(3), "{e:?}");
+    // The renewal charged the plan and the add-ons.
+    let paid: Vec<i64> = sqlx::query_scalar("SELECT amount_paid FROM invoices WHERE customer_id = $1").bind(&c)
+        .fetch_all(&app.state.system_pool.0).await.expect("invoices");
+    assert!(paid.contains(&(STARTER.2 + 2 * EXTRA_SEATS.2 + SSO_ADDON.2)), "{paid:?}");
+
+    // Pro ending in ten days beside an open-ended Starter: Pro now, Starter from its end.
+    let t = tenant(&app).await;
+    let c = higher_plan_ending_beside_a_lower_one(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert_eq!(e["projects"], (true, Some(50), true, vec![(true, Some(3), false)]), "{e:?}");
+    assert_eq!(e["sso"], (true, None, true, vec![]), "sso ends with Pro: {e:?}");
+    assert_eq!(e["api_access"], (true, None, false, vec![]), "both grant it, Starter for good: {e:?}");
+    let plan: Option<String> = sqlx::query_scalar("SELECT plan_id FROM entitlements WHERE tenant_id = $1 LIMIT 1").bind(t)
+        .fetch_one(&app.state.system_pool.0).await.expect("plan");
+    assert_eq!(plan.as_deref(), Some("pro"), "the higher-ranked plan leads");
+    assert_eq!(tenant_status(&app, t).await, "active");
+
+    // Seats on their own subscription add to the plan of the other.
+    let t = tenant(&app).await;
+    let c = addon_on_its_own_subscription(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert_eq!((e["seats"].1, e["projects"].1), (Some(8), Some(3)), "{e:?}");
+}
+
 /// Any permutation of a scenario's events, with duplicates, converges on the simulator's truth,
 /// with the same entitlements and each side effect once.
 /// Scenario `name` delivered in order, then in four random orders with duplicates, half at
@@ -342,6 +385,9 @@ mod any_order_duplication_or_replay_converges {
         upgrade_prorated_at_renewal,
         downgrade_credited,
         change_without_proration,
+        addons_around_the_plan,
+        higher_plan_ending_beside_a_lower_one,
+        addon_on_its_own_subscription,
     );
 }
 

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::support::stripe_sim::lifecycle::{DisputeOutcome, GiveUp};
 use crate::support::stripe_sim::schedule::{Proration, SmartRetries, TrialEnd};
-use crate::support::stripe_sim::{PRO, STARTER, StripeSim};
+use crate::support::stripe_sim::{DAY, EXTRA_SEATS, PRO, SSO_ADDON, STARTER, StripeSim};
 
 /// Each scenario drives the simulator for one tenant and returns its customer.
 pub(crate) type Scenario = fn(&StripeSim, Uuid) -> String;
@@ -218,5 +218,34 @@ pub(crate) fn trial_canceled_without_card(sim: &StripeSim, t: Uuid) -> String {
     let s = sim.checkout(t, &c, STARTER, Some(7));
     sim.set_trial_end(&s, TrialEnd::Cancel);
     sim.advance_days(8);
+    c
+}
+
+/// Two units of extra seats listed before the plan's item, single sign-on after it: the plan
+/// is found by its price, the add-ons add to it.
+pub(crate) fn addons_around_the_plan(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.add_addon(&s, EXTRA_SEATS, 2, true);
+    sim.add_addon(&s, SSO_ADDON, 1, false);
+    sim.advance_days(31);
+    c
+}
+
+/// A Starter subscription, then a Pro one that the customer cancels for ten days from now:
+/// Pro's grants until then, Starter's after.
+pub(crate) fn higher_plan_ending_beside_a_lower_one(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    let pro = sim.checkout(t, &c, PRO, None);
+    sim.cancel_at(&pro, sim.now() + 10 * DAY);
+    c
+}
+
+/// Extra seats bought on a subscription of their own add to the plan of another.
+pub(crate) fn addon_on_its_own_subscription(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.checkout(t, &c, EXTRA_SEATS, None);
     c
 }

@@ -52,6 +52,8 @@ pub struct EventCtx<'a> {
     pub fetched: Option<(String, serde_json::Value)>,
     /// Set when the event wrote an effect that dunning acts on (see [`EffectKind::is_for_dunning`]).
     pub wrote_dunning_effect: bool,
+    /// The plan catalogue: which item of a subscription is its plan.
+    pub plans: &'a crate::billing::plans::Plans,
 }
 
 impl EventCtx<'_> {

@@ -13,15 +13,16 @@ static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  {placeholder}
              )
              INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan_id, price_id, product_id, current_period_end,
-                 cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at, cancel_at)
-             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11, $12)
+                 cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at, cancel_at, items)
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11, $12, $13)
              ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,
                  price_id = EXCLUDED.price_id, product_id = EXCLUDED.product_id,
                  current_period_end = EXCLUDED.current_period_end, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
                  trial_end = EXCLUDED.trial_end, default_payment_method = EXCLUDED.default_payment_method,
                  past_due_since = CASE WHEN EXCLUDED.status <> 'past_due' THEN NULL
                                        ELSE COALESCE(subscriptions.past_due_since, EXCLUDED.past_due_since) END,
-                 stripe_updated_at = EXCLUDED.stripe_updated_at, cancel_at = EXCLUDED.cancel_at, updated_at = now()",
+                 stripe_updated_at = EXCLUDED.stripe_updated_at, cancel_at = EXCLUDED.cancel_at, items = EXCLUDED.items,
+                 updated_at = now()",
         placeholder = customer_placeholder("$3", "$2"),
     )
 });
@@ -31,7 +32,7 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
     if let Some(state) = ctx.state_to_apply(Table::Subscriptions, ObjectKind::Subscription, &id).await? {
         let s: SubscriptionObject = shape(object(&state))?;
         let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
-        let price = s.price();
+        let price = s.plan_price(ctx.plans);
         // The customer's placeholder row (as `ensure_customer` writes it) in the same statement:
         // one round trip fewer per event. The foreign key is checked at the statement's end,
         // after the placeholder is in.
@@ -48,6 +49,7 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
             .bind(&s.default_payment_method)
             .bind(ctx.created())
             .bind(s.cancel_at.and_then(ts))
+            .bind(sqlx::types::Json(s.mirrored_items()))
             .execute(&mut *ctx.tx)
             .await?;
     }
