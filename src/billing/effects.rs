@@ -61,7 +61,10 @@ impl EffectKind {
     ];
 
     /// The kinds dunning consumes.
-    pub const DUNNING: [EffectKind; 8] = [
+    pub const DUNNING: [EffectKind; 11] = [
+        EffectKind::SubscriptionCanceled,
+        EffectKind::SubscriptionPaused,
+        EffectKind::CustomerDeleted,
         EffectKind::DisputeCreated,
         EffectKind::DisputeClosed,
         EffectKind::PaymentFailed,

@@ -127,6 +127,12 @@ pub enum CaseStatus {
     ManualReview,
     /// Stripe gave up: the invoice was voided or marked uncollectible.
     WrittenOff,
+    /// The subscription ended (canceled elsewhere, or expired incomplete).
+    SubscriptionEnded,
+    /// Stripe paused the subscription (its last retry failed with pausing configured).
+    Paused,
+    /// Stripe deleted the customer.
+    CustomerDeleted,
 }
 
 impl CaseStatus {
@@ -138,6 +144,9 @@ impl CaseStatus {
             CaseStatus::Canceled => "canceled",
             CaseStatus::ManualReview => "manual_review",
             CaseStatus::WrittenOff => "written_off",
+            CaseStatus::SubscriptionEnded => "subscription_ended",
+            CaseStatus::Paused => "paused",
+            CaseStatus::CustomerDeleted => "customer_deleted",
         }
     }
 }

@@ -16,6 +16,7 @@
 mod case;
 mod disputes;
 mod deps;
+mod ending;
 pub mod policy;
 mod steps;
 
@@ -30,25 +31,12 @@ use sqlx::PgConnection;
 pub use policy::{Action, FinalAction, Policy, Step};
 
 use crate::billing::effects::{self, Effect, EffectKind};
+use ending::Subject;
 use crate::billing::entitlements;
 use crate::newtypes::{Money, TenantId};
 use crate::email::{self, Template};
 
 
-/// Closes the open (or in review) case of `invoice` as `status`, lifting its restriction;
-/// whether one was closed.
-async fn close_cases(tx: &mut sqlx::PgConnection, invoice: &str, status: CaseStatus) -> Result<bool, sqlx::Error> {
-    let closed = sqlx::query(
-        "UPDATE dunning_cases SET status = $2, restricted = false, closed_at = now(), updated_at = now()
-         WHERE invoice_id = $1 AND status IN ('open', 'manual_review')",
-    )
-    .bind(invoice)
-    .bind(status.as_str())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(closed > 0)
-}
 
 /// Turns `tenant`'s unconsumed billing effects into cases, closings and emails.
 pub async fn consume_effects(state: &Deps, tenant: TenantId) -> Result<usize, DunningError> {
@@ -59,8 +47,9 @@ pub async fn consume_effects(state: &Deps, tenant: TenantId) -> Result<usize, Du
         match e.kind() {
             Some(EffectKind::PaymentFailed) => open_case(state, &mut tx, tenant, e, &mut after).await?,
             Some(EffectKind::InvoicePaid) => {
-                let recovered = close_cases(&mut tx, &e.subject_id, CaseStatus::Recovered).await?;
-                after.entitlements_changed |= recovered;
+                let ended = ending::close_ended(&mut tx, Subject::Invoice(&e.subject_id)).await?;
+                after.entitlements_changed |= !ended.is_empty();
+                let recovered = ended.iter().any(|(_, s)| *s == CaseStatus::Recovered);
                 // Only a payment that ended a case is news to the customer.
                 if recovered {
                     let key = format!("email.payment_recovered:{}", e.subject_id);
@@ -72,8 +61,13 @@ pub async fn consume_effects(state: &Deps, tenant: TenantId) -> Result<usize, Du
             Some(EffectKind::PaymentActionRequired) => {
                 invoice_email(&mut tx, tenant, e, &e.effect_key, Template::PaymentActionRequired, &mut after).await?;
             }
-            // Stripe gave up on the invoice: nothing left to retry or restrict for.
-            Some(EffectKind::InvoiceClosed) => after.entitlements_changed |= close_cases(&mut tx, &e.subject_id, CaseStatus::WrittenOff).await?,
+            // Stripe gave up on the invoice, the subscription ended or was paused, the customer
+            // was deleted: nothing left to retry, restrict or cancel for.
+            Some(EffectKind::InvoiceClosed) => after.entitlements_changed |= !ending::close_ended(&mut tx, Subject::Invoice(&e.subject_id)).await?.is_empty(),
+            Some(EffectKind::SubscriptionCanceled | EffectKind::SubscriptionPaused) => {
+                after.entitlements_changed |= !ending::close_ended(&mut tx, Subject::Subscription(&e.subject_id)).await?.is_empty();
+            }
+            Some(EffectKind::CustomerDeleted) => after.entitlements_changed |= !ending::close_ended(&mut tx, Subject::Customer(&e.subject_id)).await?.is_empty(),
             Some(EffectKind::UpcomingRenewal) => {
                 let renews = e.payload.get("renews_at").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
                 let vars = serde_json::json!({
@@ -148,6 +142,12 @@ async fn open_case(state: &Deps, tx: &mut PgConnection, tenant: TenantId, e: &Ef
         return Ok(());
     };
     let subscription = subscription.or_else(|| e.payload.get("subscription").and_then(|v| v.as_str()).map(str::to_owned));
+    // Delivered out of order, the failure may come after what ended its case: no case then
+    // (no day-0 email promising retries to a customer whose subscription is gone).
+    if let Some(end) = ending::ended_by(&ending::standing(tx, &e.subject_id).await?) {
+        tracing::info!(message = "Payment failure after its case's end; no dunning case.", invoice = %e.subject_id, ended = end.as_str());
+        return Ok(());
+    }
     let case: Option<Case> = sqlx::query_as(
         "INSERT INTO dunning_cases (tenant_id, invoice_id, customer_id, subscription_id, opened_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (invoice_id) DO NOTHING

@@ -34,6 +34,16 @@ pub(super) async fn advance_case(state: &Deps, case: Case, as_of: DateTime<Utc>,
             .fetch_optional(&mut *tx)
             .await?;
         let Some(hard_decline) = still_open else { break };
+        // Its subscription, customer or invoice may have ended it since (events not consumed yet).
+        if let Some(end) = super::ending::ended_by(&super::ending::standing(&mut tx, &case.invoice_id).await?) {
+            if !dry_run {
+                super::ending::close_ended(&mut tx, super::ending::Subject::Invoice(&case.invoice_id)).await?;
+                entitlements::recompute(&mut tx, t, &state.plans, state.past_due_grace).await?;
+                tx.commit().await?;
+            }
+            reports.push(ActionReport { tenant: t, invoice: case.invoice_id.clone(), stage: "end".into(), outcome: format!("closed: {}", end.as_str()) });
+            break;
+        }
         let case = Case { hard_decline, ..case.clone() };
         let mut after = AfterCommit::default();
         let (actions, call) = advance(state, &mut tx, &case, as_of, dry_run, &mut after).await?;

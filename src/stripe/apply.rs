@@ -287,6 +287,9 @@ struct AfterCommit {
     dunning_effects: bool,
     /// Customers the events bound to the tenant: events parked for them are released.
     bound_customers: Vec<String>,
+    /// Customers Stripe deleted: their own parked events are released (they route to the
+    /// tenant as history), and so are parked events naming the tenant (a new customer binds).
+    deleted_customers: Vec<String>,
     /// Done again: a customer is released only while it still maps to this tenant.
     again: bool,
 }
@@ -297,7 +300,8 @@ impl AfterCommit {
     /// release of the customer it binds, if the tenant is still the one that customer maps to.
     fn again(event: Option<&StripeEvent>, tenant: TenantId) -> Self {
         let bound = event.and_then(|e| handlers::customer_it_binds(e, tenant)).map(str::to_owned);
-        Self { bound_customers: bound.into_iter().collect(), again: true, ..Self::default() }
+        let deleted = event.filter(|e| e.event_type == "customer.deleted").and_then(|e| e.customer_id()).map(str::to_owned);
+        Self { bound_customers: bound.into_iter().collect(), deleted_customers: deleted.into_iter().collect(), again: true, ..Self::default() }
     }
 }
 
@@ -324,6 +328,10 @@ async fn after_commit(deps: &ApplyDeps, tenant: TenantId, step: &AfterCommit) ->
         }
         inbox::release_unmatched(system, &deps.billing.queue, customer).await.map_err(|e| ApplyError::Retry(e.to_string()))?;
     }
+    for customer in &step.deleted_customers {
+        inbox::release_unmatched(system, &deps.billing.queue, customer).await.map_err(|e| ApplyError::Retry(e.to_string()))?;
+        inbox::release_naming_tenant(system, &deps.billing.queue, tenant).await.map_err(|e| ApplyError::Retry(e.to_string()))?;
+    }
     Ok(())
 }
 
@@ -346,6 +354,7 @@ async fn apply_claimed(deps: &ApplyDeps, mut tx: Tx, tenant: TenantId, events: &
         let one = handlers::apply(&mut ectx).await?;
         steps.dunning_effects |= ectx.wrote_dunning_effect;
         steps.bound_customers.extend(one.mapped_customer);
+        steps.deleted_customers.extend(one.unbound_customer);
     }
     let access = entitlements::recompute(&mut tx, tenant, &deps.billing.plans, deps.billing.past_due_grace).await?;
     tx.commit().await?;

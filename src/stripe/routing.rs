@@ -69,17 +69,32 @@ pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, c
         .or_else(|| event.object.get("client_reference_id").and_then(|v| v.as_str()))
         .and_then(|s| s.parse::<uuid::Uuid>().ok());
     let Some(claimed) = claimed else { return Ok(unmatched()) };
-    // A claimed tenant counts only if it exists and is not mapped to another customer.
-    let ok: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 AND (stripe_customer_id IS NULL OR stripe_customer_id = $2)")
-        .bind(claimed)
-        .bind(customer.as_deref())
-        .fetch_optional(&pool.0)
-        .await?;
+    // A claimed tenant counts only if it exists and is not mapped to another customer; a
+    // customer's deletion counts whatever the tenant's customer is (it binds nothing, and its
+    // tombstone lets the customer's own parked events route to the tenant as history).
+    let deletion = event.event_type == "customer.deleted";
+    let ok: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 AND (stripe_customer_id IS NULL OR stripe_customer_id = $2 OR $3)")
+            .bind(claimed)
+            .bind(customer.as_deref())
+            .bind(deletion)
+            .fetch_optional(&pool.0)
+            .await?;
     Ok(ok.map_or_else(unmatched, |t| Routed::Tenant(TenantId(t))))
 }
 
-/// The tenant mapped to a Stripe customer, if any.
+/// The tenant mapped to a Stripe customer, if any: the tenant it is the current customer of,
+/// or had been (a deleted customer's late events are its tenant's history), or the tenant
+/// its deletion was routed to.
 pub async fn mapped_tenant(pool: &SystemPool, customer: &str) -> Result<Option<TenantId>, sqlx::Error> {
-    let id: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE stripe_customer_id = $1").bind(customer).fetch_optional(&pool.0).await?;
+    let id: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT id FROM tenants WHERE stripe_customer_id = $1
+         UNION ALL SELECT tenant_id FROM tenant_customers WHERE customer_id = $1
+         UNION ALL SELECT tenant_id FROM customers WHERE id = $1 AND deleted
+         LIMIT 1",
+    )
+    .bind(customer)
+    .fetch_optional(&pool.0)
+    .await?;
     Ok(id.map(TenantId))
 }

@@ -185,14 +185,82 @@ async fn insert_or_find(conn: &mut sqlx::PgConnection, external_id: &str, name: 
 
 /// Binds `customer` to the tenant when it has none; true when this bound it. The one place
 /// the binding is written: by provisioning, and by a Stripe event whose object names the
-/// tenant (in the event's tenant transaction).
+/// tenant (in the event's tenant transaction). A customer Stripe deleted (its tombstone is in
+/// the mirror) or one the tenant had before never binds again; the binding is kept in the
+/// tenant's customer history.
 pub async fn bind_customer(conn: &mut sqlx::PgConnection, tenant: TenantId, customer: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE tenants SET stripe_customer_id = $2, updated_at = now() WHERE id = $1 AND stripe_customer_id IS NULL")
-        .bind(tenant.0)
-        .bind(customer)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    let bound: Option<uuid::Uuid> = sqlx::query_scalar(
+        "WITH bound AS (
+             UPDATE tenants SET stripe_customer_id = $2, updated_at = now()
+             WHERE id = $1 AND stripe_customer_id IS NULL
+               AND NOT EXISTS (SELECT 1 FROM customers WHERE id = $2 AND deleted)
+               AND NOT EXISTS (SELECT 1 FROM tenant_customers WHERE customer_id = $2 AND unbound_at IS NOT NULL)
+             RETURNING id
+         ), history AS (
+             INSERT INTO tenant_customers (customer_id, tenant_id) SELECT $2, id FROM bound ON CONFLICT (customer_id) DO NOTHING
+         )
+         SELECT id FROM bound",
+    )
+    .bind(tenant.0)
+    .bind(customer)
+    .fetch_optional(conn)
+    .await?;
+    Ok(bound.is_some())
+}
+
+/// Unbinds `customer`, which Stripe deleted, from the tenant it is current for; true when it
+/// was. Its history stays (a late event of it still routes here), and the next customer whose
+/// checkout or metadata names the tenant binds.
+pub async fn unbind_deleted_customer(conn: &mut sqlx::PgConnection, tenant: TenantId, customer: &str) -> Result<bool, sqlx::Error> {
+    let unbound: Option<uuid::Uuid> = sqlx::query_scalar(
+        "WITH unbound AS (
+             UPDATE tenants SET stripe_customer_id = NULL, updated_at = now() WHERE id = $1 AND stripe_customer_id = $2 RETURNING id
+         ), history AS (
+             INSERT INTO tenant_customers (customer_id, tenant_id, unbound_at, unbound_reason) VALUES ($2, $1, now(), 'customer_deleted')
+             ON CONFLICT (customer_id) DO UPDATE SET unbound_at = COALESCE(tenant_customers.unbound_at, now()), unbound_reason = 'customer_deleted'
+         )
+         SELECT id FROM unbound",
+    )
+    .bind(tenant.0)
+    .bind(customer)
+    .fetch_optional(conn)
+    .await?;
+    Ok(unbound.is_some())
+}
+
+/// A tenant's customers, the current one first, then the past ones, latest first.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct CustomerBinding {
+    /// `cus_…`
+    pub customer_id: String,
+    /// When it was bound.
+    pub bound_at: DateTime<Utc>,
+    /// When it was unbound (Stripe deleted it); absent for the current one.
+    pub unbound_at: Option<DateTime<Utc>>,
+}
+
+/// Every customer of the tenants, by tenant, in [`CustomerBinding`]'s order. System pool: an
+/// operator's and a provisioning service's read.
+pub async fn customers_of(system: &SystemPool, tenants: &[TenantId]) -> Result<std::collections::HashMap<TenantId, Vec<CustomerBinding>>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tenant_id: uuid::Uuid,
+        #[sqlx(flatten)]
+        binding: CustomerBinding,
+    }
+    let ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT tenant_id, customer_id, bound_at, unbound_at FROM tenant_customers WHERE tenant_id = ANY ($1)
+         ORDER BY tenant_id, unbound_at IS NOT NULL, COALESCE(unbound_at, bound_at) DESC",
+    )
+    .bind(&ids)
+    .fetch_all(&system.0)
+    .await?;
+    let mut out: std::collections::HashMap<TenantId, Vec<CustomerBinding>> = std::collections::HashMap::new();
+    for row in rows {
+        out.entry(TenantId(row.tenant_id)).or_default().push(row.binding);
+    }
+    Ok(out)
 }
 
 /// Sets name and billing email.

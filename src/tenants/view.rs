@@ -19,6 +19,8 @@ pub struct TenantView {
     pub subscription: Option<SubscriptionSummary>,
     /// What it may do, feature by feature.
     pub entitlements: Vec<Entitlement>,
+    /// Its Stripe customers: the current one first, then those Stripe deleted, latest first.
+    pub customers: Vec<super::CustomerBinding>,
 }
 
 /// `tenant` with its plan, subscription and entitlements.
@@ -26,18 +28,20 @@ pub async fn view(system: &SystemPool, tenant: Tenant) -> Result<TenantView, Ten
     view_many(system, vec![tenant]).await?.pop().ok_or(TenantError::NotFound)
 }
 
-/// [`view`] of each of `tenants`, in their order: two reads for the page, whatever its length.
+/// [`view`] of each of `tenants`, in their order: three reads for the page, whatever its length.
 pub async fn view_many(system: &SystemPool, tenants: Vec<Tenant>) -> Result<Vec<TenantView>, TenantError> {
     let ids: Vec<_> = tenants.iter().map(|t| t.id).collect();
     let mut subscriptions = entitlements::current_subscriptions(system, &ids).await?;
     let mut granted = entitlements::load_many(system, &ids).await?;
+    let mut customers = super::customers_of(system, &ids).await?;
     Ok(tenants
         .into_iter()
         .map(|tenant| {
             let subscription = subscriptions.remove(&tenant.id);
             let entitlements = granted.remove(&tenant.id).unwrap_or_default();
             let plan = entitlements.iter().find(|e| e.source == "plan").and_then(|e| e.plan_id.clone());
-            TenantView { object: "tenant", tenant, plan, subscription, entitlements }
+            let customers = customers.remove(&tenant.id).unwrap_or_default();
+            TenantView { object: "tenant", tenant, plan, subscription, entitlements, customers }
         })
         .collect())
 }

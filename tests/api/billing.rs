@@ -292,6 +292,43 @@ async fn addons_and_several_subscriptions_grant_the_best_of_each_until_its_own_e
     assert_eq!((e["seats"].1, e["projects"].1), (Some(8), Some(3)), "{e:?}");
 }
 
+#[tokio::test]
+async fn a_deleted_customer_is_unbound_its_case_ends_and_the_returning_customer_binds() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let t = tenant(&app).await;
+    let new = deleted_then_returning(&sim, t);
+    let events = sim.take_events();
+    let old = events.iter().find(|e| e["type"] == "customer.deleted").and_then(|e| e["data"]["object"]["id"].as_str()).expect("deleted").to_owned();
+    // Up to the deletion first: the failed renewal opens a case.
+    let deletion = events.iter().position(|e| e["type"] == "customer.subscription.deleted").expect("deletion");
+    deliver_all(&app, &events[..deletion]).await;
+    let pool = &app.state.system_pool.0;
+    let open: Vec<String> = sqlx::query_scalar("SELECT status FROM dunning_cases WHERE tenant_id = $1").bind(t).fetch_all(pool).await.expect("cases");
+    assert_eq!(open, vec!["open".to_owned()]);
+    deliver_all(&app, &events[deletion..]).await;
+    assert_eq!(mirror(&app, &new).await, sim.truth(&new));
+    assert_eq!(mirror(&app, &old).await, sim.truth(&old), "the deleted customer's history is mirrored too");
+    let bound: Option<String> = sqlx::query_scalar("SELECT stripe_customer_id FROM tenants WHERE id = $1").bind(t).fetch_one(pool).await.expect("tenant");
+    assert_eq!(bound.as_deref(), Some(new.as_str()), "the new customer binds");
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE status = 'unmatched'").fetch_one(pool).await.expect("parked");
+    assert_eq!(parked, 0, "nothing is left parked");
+    let cases: Vec<String> = sqlx::query_scalar("SELECT status FROM dunning_cases WHERE tenant_id = $1").bind(t).fetch_all(pool).await.expect("cases");
+    // The subscription's end (Stripe cancels it first) or the customer's deletion ends it.
+    assert!(matches!(cases.as_slice(), [c] if c == "customer_deleted" || c == "subscription_ended"), "the old customer's case ended with it: {cases:?}");
+    let e = entitlements(&app, t).await;
+    assert!(on(&e, "sso") && e["projects"].1 == Some(50), "the new customer's Pro: {e:?}");
+    assert_eq!(tenant_status(&app, t).await, "active");
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'tenant.customer_unbound'").bind(t)
+        .fetch_one(pool).await.expect("audit");
+    assert_eq!(audited, 1);
+    // The tenant's view lists both, the current one first.
+    let view = ballast::tenants::view::view(&app.state.system_pool, ballast::tenants::get(&app.state.system_pool, ballast::newtypes::TenantId(t)).await.expect("get").expect("tenant"))
+        .await.expect("view");
+    let listed: Vec<(&str, bool)> = view.customers.iter().map(|c| (c.customer_id.as_str(), c.unbound_at.is_some())).collect();
+    assert_eq!(listed, vec![(new.as_str(), false), (old.as_str(), true)]);
+}
+
 /// Any permutation of a scenario's events, with duplicates, converges on the simulator's truth,
 /// with the same entitlements and each side effect once.
 /// Scenario `name` delivered in order, then in four random orders with duplicates, half at
@@ -388,6 +425,7 @@ mod any_order_duplication_or_replay_converges {
         addons_around_the_plan,
         higher_plan_ending_beside_a_lower_one,
         addon_on_its_own_subscription,
+        deleted_then_returning,
     );
 }
 

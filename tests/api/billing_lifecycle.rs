@@ -148,7 +148,7 @@ async fn with_stripes_smart_retries_on_dunning_leaves_the_retries_to_stripe_and_
 }
 
 #[tokio::test]
-async fn the_final_cancel_of_a_subscription_stripe_already_canceled_is_not_a_manual_review() {
+async fn a_case_ends_at_once_with_its_subscription_canceled_in_the_dashboard() {
     let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
     let app = app_with(&sim, &smtp).await;
     let (_tenant, _customer, invoice, _failed_at) = declined_renewal(&app, &sim).await;
@@ -156,10 +156,12 @@ async fn the_final_cancel_of_a_subscription_stripe_already_canceled_is_not_a_man
     // Someone canceled it in the Dashboard meanwhile; the invoice stays open.
     sim.cancel(&sub, false);
     deliver_new(&app, &sim).await;
+    // The case ends with its subscription, at once: no more emails, retries or final step.
+    assert_eq!(case_status(&app, &invoice).await.0, "subscription_ended");
     for _ in 1..=22 {
         next_day(&app, &sim).await;
     }
-    assert_eq!(case_status(&app, &invoice).await.0, "canceled");
+    assert_eq!(case_status(&app, &invoice).await.0, "subscription_ended");
     let status: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1").bind(&sub).fetch_one(&app.state.system_pool.0).await.expect("s");
     assert!(sim.api_calls().iter().all(|(what, _, _)| what != "cancel"), "nothing to cancel at Stripe: {:?} {status}", sim.api_calls());
 }

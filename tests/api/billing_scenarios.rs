@@ -249,3 +249,17 @@ pub(crate) fn addon_on_its_own_subscription(sim: &StripeSim, t: Uuid) -> String 
     sim.checkout(t, &c, EXTRA_SEATS, None);
     c
 }
+
+/// A customer whose renewal fails (a dunning case opens), then deleted in the Dashboard; the
+/// tenant checks out again as a new customer, which binds: it pays and gets its plan.
+pub(crate) fn deleted_then_returning(sim: &StripeSim, t: Uuid) -> String {
+    let old = sim.customer(t, true);
+    sim.checkout(t, &old, STARTER, None);
+    sim.set_declining(&old, true);
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    sim.delete_customer(&old);
+    let new = sim.customer(t, true);
+    sim.checkout(t, &new, PRO, None);
+    new
+}

@@ -37,6 +37,9 @@ pub enum HandlerError {
 pub struct Applied {
     /// A customer whose tenant mapping this event established: its parked events can run now.
     pub mapped_customer: Option<String>,
+    /// A customer Stripe deleted, unbound from the tenant by this event: events parked that
+    /// name the tenant (a new customer's checkout) can bind now, and its own parked events run.
+    pub unbound_customer: Option<String>,
 }
 
 /// One event being applied for one tenant.
@@ -107,6 +110,17 @@ impl EventCtx<'_> {
     /// Maps the tenant to `customer` when it has no customer yet; true when this set it.
     pub(super) async fn map_customer(&mut self, customer: &str) -> Result<bool, HandlerError> {
         Ok(crate::tenants::bind_customer(&mut *self.tx, self.tenant, customer).await?)
+    }
+
+    /// Unbinds `customer`, which Stripe deleted, if it is the tenant's current one, and audits
+    /// it; true when it was.
+    pub(super) async fn unbind_deleted_customer(&mut self, customer: &str) -> Result<bool, HandlerError> {
+        let unbound = crate::tenants::unbind_deleted_customer(&mut *self.tx, self.tenant, customer).await?;
+        if unbound {
+            let params = serde_json::json!({"customer": customer, "event": self.event.id});
+            crate::audit::record(&mut *self.tx, Some(self.tenant), "stripe", "tenant.customer_unbound", params, crate::audit::Outcome::Ok).await?;
+        }
+        Ok(unbound)
     }
 }
 

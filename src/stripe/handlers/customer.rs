@@ -31,11 +31,15 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerEr
         .execute(&mut *ctx.tx)
         .await?;
     }
+    let mut applied = Applied::default();
     if deleted_event {
         // Deletion is final whatever order it arrives in.
         sqlx::query("UPDATE customers SET deleted = true WHERE id = $1").bind(&id).execute(&mut *ctx.tx).await?;
         ctx.effect(format!("customer.deleted:{id}"), EffectKind::CustomerDeleted, &id, serde_json::json!({})).await?;
+        // The tenant may check out again as a new customer: it binds once this one is gone.
+        ctx.unbind_deleted_customer(&id).await?;
+        applied.unbound_customer = Some(id);
     }
     // A customer naming its tenant is bound to it by `handlers::apply`.
-    Ok(Applied::default())
+    Ok(applied)
 }

@@ -129,11 +129,32 @@ pub async fn release_unmatched(pool: &SystemPool, queue: &JobQueue, customer: &s
     .bind(customer)
     .fetch_all(&pool.0)
     .await?;
-    for id in &ids {
+    push_released(queue, &ids).await
+}
+
+/// Queues the released events' jobs (their rows say `queued` already).
+async fn push_released(queue: &JobQueue, ids: &[String]) -> Result<usize, QueueError> {
+    for id in ids {
         let req = EnqueueRequest::new(JOB_KIND, serde_json::json!({"event_id": id}));
         queue.enqueue(req).await?;
     }
     Ok(ids.len())
+}
+
+/// Queues the parked events whose object names `tenant` (`metadata.tenant_id`, a checkout's
+/// `client_reference_id`): after the tenant's customer was deleted, a new customer's checkout
+/// parked while the old one was bound can bind now.
+pub async fn release_naming_tenant(pool: &SystemPool, queue: &JobQueue, tenant: TenantId) -> Result<usize, QueueError> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "UPDATE stripe_events SET status = 'queued', queued_at = now()
+         WHERE status = 'unmatched'
+           AND (payload #>> '{data,object,metadata,tenant_id}' = $1 OR payload #>> '{data,object,client_reference_id}' = $1)
+         RETURNING id",
+    )
+    .bind(tenant.0.to_string())
+    .fetch_all(&pool.0)
+    .await?;
+    push_released(queue, &ids).await
 }
 
 /// Queues again every event the inbox holds as received or queued but not processed, after
