@@ -329,6 +329,28 @@ async fn a_deleted_customer_is_unbound_its_case_ends_and_the_returning_customer_
     assert_eq!(listed, vec![(new.as_str(), false), (old.as_str(), true)]);
 }
 
+#[tokio::test]
+async fn dunning_restricts_what_the_failing_subscription_grants_not_what_another_paid_one_gives() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let t = tenant(&app).await;
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    let pro = sim.checkout(t, &c, PRO, None);
+    deliver_all(&app, &sim.take_events()).await;
+    // Pro's invoice failed and its case reached the restriction day.
+    let pool = &app.state.system_pool.0;
+    sqlx::query("INSERT INTO dunning_cases (tenant_id, invoice_id, customer_id, subscription_id, opened_at, restricted) VALUES ($1, 'in_x', $2, $3, now(), true)")
+        .bind(t).bind(&c).bind(&pro).execute(pool).await.expect("case");
+    let tenant_id = ballast::newtypes::TenantId(t);
+    let mut tx = app.state.tenant_pool.begin(tenant_id).await.expect("tx");
+    ballast::billing::entitlements::recompute(&mut tx, tenant_id, &app.state.plans, chrono::Duration::days(14)).await.expect("recompute");
+    tx.commit().await.expect("commit");
+    let e = entitlements(&app, t).await;
+    assert!(!on(&e, "sso") && e["projects"].1 == Some(3) && on(&e, "api_access"), "Pro restricted, Starter still paid for: {e:?}");
+    assert_eq!(tenant_status(&app, t).await, "active");
+}
+
 /// Any permutation of a scenario's events, with duplicates, converges on the simulator's truth,
 /// with the same entitlements and each side effect once.
 /// Scenario `name` delivered in order, then in four random orders with duplicates, half at
