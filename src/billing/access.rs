@@ -32,6 +32,28 @@ pub enum Access {
     None,
 }
 
+/// What a subscription Stripe paused grants (`[paused] access` in policy/dunning.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PausedAccess {
+    /// The restricted set of plans.toml (read-only): the default.
+    #[default]
+    Restricted,
+    /// Nothing.
+    None,
+    /// The plan, as if it were active.
+    Plan,
+}
+
+/// The rules that turn a subscription's status into access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessRules {
+    /// How long a past_due subscription keeps its plan.
+    pub past_due_grace: Duration,
+    /// What a paused subscription grants.
+    pub paused: PausedAccess,
+}
+
 /// One item of a subscription as the mirror keeps it (`subscriptions.items`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
@@ -84,18 +106,22 @@ enum Standing {
     Nothing,
 }
 
-fn standing(sub: &SubscriptionFacts, grace: Duration, as_of: DateTime<Utc>) -> Standing {
+fn standing(sub: &SubscriptionFacts, rules: &AccessRules, as_of: DateTime<Utc>) -> Standing {
     match sub.status.as_str() {
         "trialing" | "active" => Standing::Grants { until: ends(sub) },
         "past_due" => {
-            let until = sub.past_due_since.unwrap_or(as_of) + grace;
+            let until = sub.past_due_since.unwrap_or(as_of) + rules.past_due_grace;
             if as_of < until { Standing::Grants { until: Some(until) } } else { Standing::Nothing }
         }
         "canceled" => match ends(sub) {
             Some(end) if end > as_of => Standing::Grants { until: Some(end) },
             _ => Standing::Nothing,
         },
-        "paused" => Standing::Restricted,
+        "paused" => match rules.paused {
+            PausedAccess::Restricted => Standing::Restricted,
+            PausedAccess::None => Standing::Nothing,
+            PausedAccess::Plan => Standing::Grants { until: ends(sub) },
+        },
         _ => Standing::Nothing,
     }
 }
@@ -112,11 +138,11 @@ fn plan_of<'p>(sub: &SubscriptionFacts, plans: &'p Plans) -> Option<(&'p str, &'
 
 /// What `sub` grants at `as_of` (Stripe's clock, so the answer does not depend on when or in
 /// which order events were processed), before dunning.
-pub fn access(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_of: DateTime<Utc>) -> Access {
+pub fn access(sub: &SubscriptionFacts, plans: &Plans, rules: &AccessRules, as_of: DateTime<Utc>) -> Access {
     let Some((plan_id, _)) = plan_of(sub, plans) else {
         return Access::None;
     };
-    match standing(sub, grace, as_of) {
+    match standing(sub, rules, as_of) {
         Standing::Grants { until } => Access::Plan { plan_id: plan_id.to_owned(), until },
         Standing::Restricted => Access::Restricted,
         Standing::Nothing => Access::None,
@@ -125,7 +151,7 @@ pub fn access(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_of: Da
 
 /// What `sub` contributes to its tenant's entitlements at `as_of`: its plan and add-ons until
 /// its end, the restricted set (paused, or restricted by dunning), or nothing.
-pub fn contribution(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_of: DateTime<Utc>) -> Option<Contribution> {
+pub fn contribution(sub: &SubscriptionFacts, plans: &Plans, rules: &AccessRules, as_of: DateTime<Utc>) -> Option<Contribution> {
     let restricted = || Contribution {
         plan: None,
         restricted: true,
@@ -134,7 +160,7 @@ pub fn contribution(sub: &SubscriptionFacts, plans: &Plans, grace: Duration, as_
         switches: BTreeSet::new(),
         until: None,
     };
-    let until = match standing(sub, grace, as_of) {
+    let until = match standing(sub, rules, as_of) {
         Standing::Nothing => return None,
         Standing::Restricted => return Some(restricted()),
         Standing::Grants { until } => until,
@@ -208,13 +234,31 @@ mod tests {
         .expect("plans")
     }
 
+    fn rules() -> AccessRules {
+        AccessRules { past_due_grace: Duration::days(14), paused: PausedAccess::Restricted }
+    }
+
     fn item(price: &str, quantity: i64, metered: bool) -> Item {
         Item { price: price.into(), product: None, quantity, metered }
     }
 
     #[test]
+    fn a_paused_subscription_grants_what_the_policy_says() {
+        let (p, now) = (plans(), Utc::now());
+        let paused = sub("paused", false, 30, None);
+        for (policy, want) in [
+            (PausedAccess::Restricted, Access::Restricted),
+            (PausedAccess::None, Access::None),
+            (PausedAccess::Plan, Access::Plan { plan_id: "p".into(), until: None }),
+        ] {
+            let rules = AccessRules { paused: policy, ..rules() };
+            assert_eq!(access(&paused, &p, &rules, now), want, "{policy:?}");
+        }
+    }
+
+    #[test]
     fn the_plan_is_the_item_whose_price_is_a_plan_wherever_it_is_listed() {
-        let (p, g, now) = (plans(), Duration::days(14), Utc::now());
+        let (p, g, now) = (plans(), &rules(), Utc::now());
         let mut s = sub("active", false, 30, None);
         // What a mirror that took the first licensed item would hold: the add-on's price.
         s.price_id = Some("price_seats".into());
@@ -251,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_flexible_cancel_ends_access_at_cancel_at_though_cancel_at_period_end_is_false() {
-        let (p, g, now) = (plans(), Duration::days(14), Utc::now());
+        let (p, g, now) = (plans(), &rules(), Utc::now());
         let mut flexible = sub("active", false, 30, None);
         flexible.cancel_at = Some(now + Duration::days(10));
         assert_eq!(access(&flexible, &p, g, now), Access::Plan { plan_id: "p".into(), until: flexible.cancel_at });
@@ -268,7 +312,7 @@ mod tests {
 
     #[test]
     fn access_follows_the_status_table() {
-        let (p, g, now) = (plans(), Duration::days(14), Utc::now());
+        let (p, g, now) = (plans(), &rules(), Utc::now());
         let plan = |a: &Access| matches!(a, Access::Plan { .. });
         assert!(plan(&access(&sub("trialing", false, 5, None), &p, g, now)));
         assert_eq!(access(&sub("active", false, 5, None), &p, g, now), Access::Plan { plan_id: "p".into(), until: None });
@@ -291,7 +335,7 @@ mod tests {
     /// before it has not.
     #[test]
     fn access_ends_at_the_exact_end_of_the_period_and_of_the_grace() {
-        let (p, g, now) = (plans(), Duration::days(14), Utc::now());
+        let (p, g, now) = (plans(), &rules(), Utc::now());
         let mut canceled = sub("canceled", true, 0, None);
         canceled.current_period_end = Some(now);
         assert_eq!(access(&canceled, &p, g, now), Access::None, "at the period's end");
@@ -300,7 +344,7 @@ mod tests {
         flexible.cancel_at = Some(now);
         assert_eq!(access(&flexible, &p, g, now), Access::None, "at cancel_at");
         let mut past_due = sub("past_due", false, 5, None);
-        past_due.past_due_since = Some(now - g);
+        past_due.past_due_since = Some(now - g.past_due_grace);
         assert_eq!(access(&past_due, &p, g, now), Access::None, "at the grace's end");
         assert_eq!(access(&past_due, &p, g, now - Duration::seconds(1)), Access::Plan { plan_id: "p".into(), until: Some(now) }, "a second before it");
     }

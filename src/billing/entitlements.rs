@@ -3,12 +3,12 @@
 //! decided in [`super::access`]; [`super::grants`] combines them, feature by feature, each
 //! until its own end.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use std::collections::HashMap;
 
-use super::access::{Access, SubscriptionFacts, contribution};
+use super::access::{Access, AccessRules, SubscriptionFacts, contribution};
 use super::grants::{self, Tier};
 use super::plans::Plans;
 use crate::cache::{Cache, CacheError};
@@ -18,7 +18,7 @@ use crate::redis_keys::TENANT_ENTITLEMENTS;
 
 /// Recomputes and stores `tenant`'s entitlements in `tx`; returns the access of the leading
 /// plan (or the restricted set, or none).
-pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, grace: Duration) -> Result<Access, sqlx::Error> {
+pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, rules: &AccessRules) -> Result<Access, sqlx::Error> {
     // Dunning restricts what the failing subscription grants (a case names its subscription;
     // a case without one restricts them all), until the invoice is paid; a dispute the policy
     // restricts for restricts the tenant, until it closes.
@@ -35,7 +35,7 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, g
     .fetch_all(&mut *tx)
     .await?;
     let as_of = subs.iter().map(|s| s.stripe_updated_at).max().unwrap_or_else(Utc::now);
-    let parts: Vec<_> = subs.iter().filter_map(|s| contribution(s, plans, grace, as_of)).collect();
+    let parts: Vec<_> = subs.iter().filter_map(|s| contribution(s, plans, rules, as_of)).collect();
     let granting: Vec<_> = parts.iter().filter(|c| !c.restricted).cloned().collect();
     let leading = grants::leading_plan(&granting);
     let (source, best) = match (leading, granting.is_empty(), parts.is_empty()) {
@@ -204,6 +204,10 @@ pub struct SubscriptionSummary {
     pub cancel_at: Option<DateTime<Utc>>,
     /// When the trial ends.
     pub trial_end: Option<DateTime<Utc>>,
+    /// Why Stripe paused it (`final_payment_failure`, …), while paused.
+    pub paused_reason: Option<String>,
+    /// `pause_collection.behavior` while its collection is paused (access unchanged).
+    pub pause_collection: Option<String>,
 }
 
 /// The tenant's subscription, as [`SubscriptionSummary`] orders them. System pool: an
@@ -224,7 +228,8 @@ pub async fn current_subscriptions(system: &SystemPool, tenants: &[TenantId]) ->
     }
     let ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT DISTINCT ON (tenant_id) tenant_id, id, status, price_id, current_period_end, cancel_at_period_end, cancel_at, trial_end
+        "SELECT DISTINCT ON (tenant_id) tenant_id, id, status, price_id, current_period_end, cancel_at_period_end, cancel_at, trial_end,
+                paused_reason, pause_collection
          FROM subscriptions
          WHERE tenant_id = ANY ($1)
          ORDER BY tenant_id,

@@ -104,6 +104,8 @@ impl StripeSim {
                 upcoming_sent: None,
                 pending_proration: 0,
                 addons: Vec::new(),
+                paused_by: None,
+                pause_collection: None,
             };
             s.subs.insert(sub_id.clone(), sub);
             s.emit("checkout.session.completed", json!({"id": session, "object": "checkout.session", "mode": "subscription",
@@ -243,6 +245,11 @@ impl StripeSim {
 
     pub fn charges_of(&self, customer: &str) -> Vec<String> {
         self.with(|s| s.charges.values().filter(|c| c["customer"] == customer).map(|c| c["id"].as_str().unwrap_or("").to_owned()).collect())
+    }
+
+    /// The customer's subscriptions, oldest first.
+    pub fn subscriptions_of(&self, customer: &str) -> Vec<String> {
+        self.with(|s| s.subs.values().filter(|x| x.customer == customer).map(|x| x.id.clone()).collect())
     }
 
     pub fn open_invoices_of(&self, customer: &str) -> Vec<String> {

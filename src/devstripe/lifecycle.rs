@@ -29,6 +29,17 @@ impl Sim {
         let sub = self.invoices[invoice]["parent"]["subscription_details"]["subscription"].as_str().expect("sub").to_owned();
         let inv = self.invoices.get_mut(invoice).expect("invoice");
         inv["next_payment_attempt"] = Value::Null;
+        if how == GiveUp::Pause {
+            // The invoice that triggered the pause remains collectible.
+            let inv = inv.clone();
+            self.emit("invoice.updated", inv);
+            let s = self.subs.get_mut(&sub).expect("sub");
+            s.status = "paused".into();
+            s.paused_by = Some("final_payment_failure");
+            self.emit_sub("customer.subscription.updated", &sub);
+            self.emit_sub("customer.subscription.paused", &sub);
+            return;
+        }
         let (status, event) = if how == GiveUp::StayPastDueVoid { ("void", "invoice.voided") } else { ("uncollectible", "invoice.marked_uncollectible") };
         inv["status"] = json!(status);
         let inv = inv.clone();
@@ -43,7 +54,7 @@ impl Sim {
                 self.subs.get_mut(&sub).expect("sub").status = "unpaid".into();
                 self.emit_sub("customer.subscription.updated", &sub);
             }
-            GiveUp::StayPastDueVoid => {}
+            GiveUp::StayPastDueVoid | GiveUp::Pause => {}
         }
     }
 
@@ -151,6 +162,29 @@ impl StripeSim {
             c["invoice_settings"] = json!({"default_payment_method": format!("pm_{customer}"), "custom_fields": null, "footer": null});
             let c = c.clone();
             s.emit("customer.updated", c);
+        })
+    }
+
+    /// Resumes a paused subscription (the customer added a card, or paid): active again, a new
+    /// period from now, as `POST /v1/subscriptions/{id}/resume` with
+    /// `billing_cycle_anchor=now` does.
+    pub fn resume(&self, sub: &str) {
+        self.with(|s| {
+            let now = s.clock;
+            let x = s.subs.get_mut(sub).expect("sub");
+            x.status = "active".into();
+            x.paused_by = None;
+            x.period_end = now + super::terms::PERIOD;
+            s.emit_sub("customer.subscription.resumed", sub);
+        })
+    }
+
+    /// Pauses collection (`pause_collection.behavior`: keep_as_draft, mark_uncollectible or
+    /// void), or resumes it with `None`: the status and the access stay as they are.
+    pub fn pause_collection(&self, sub: &str, behavior: Option<&'static str>) {
+        self.with(|s| {
+            s.subs.get_mut(sub).expect("sub").pause_collection = behavior;
+            s.emit_sub("customer.subscription.updated", sub);
         })
     }
 

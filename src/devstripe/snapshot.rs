@@ -49,6 +49,10 @@ struct SubOnDisk {
     pending_proration: i64,
     #[serde(default)]
     addons: Vec<super::state::AddonItem>,
+    #[serde(default)]
+    paused_by: Option<String>,
+    #[serde(default)]
+    pause_collection: Option<String>,
 }
 
 /// What a restart keeps.
@@ -108,6 +112,8 @@ impl Sim {
                     upcoming_sent: s.upcoming_sent,
                     pending_proration: s.pending_proration,
                     addons: s.addons.clone(),
+                    paused_by: s.paused_by.map(str::to_owned),
+                    pause_collection: s.pause_collection.map(str::to_owned),
                 };
                 (id.clone(), on_disk)
             })
@@ -168,6 +174,8 @@ impl Sim {
                     upcoming_sent: d.upcoming_sent,
                     pending_proration: d.pending_proration,
                     addons: d.addons,
+                    paused_by: d.paused_by.map(forever),
+                    pause_collection: d.pause_collection.map(forever),
                 };
                 (id, sub)
             })

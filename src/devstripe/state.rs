@@ -38,6 +38,10 @@ pub(super) struct Sub {
     /// Add-on items beside the plan's (extra seats), each with its quantity; `listed_first`
     /// puts one before the plan's item (Stripe keeps no item order).
     pub(super) addons: Vec<AddonItem>,
+    /// Why Stripe paused it (`status_details.paused.subscription.type`).
+    pub(super) paused_by: Option<&'static str>,
+    /// `pause_collection.behavior`, while collection is paused.
+    pub(super) pause_collection: Option<&'static str>,
 }
 
 /// An add-on item of a subscription.
@@ -141,6 +145,8 @@ impl Sim {
             "cancellation_details": {"comment": null, "feedback": null, "reason": s.canceled.map(|c| c.1)},
             "billing_mode": {"type": if s.cancel_at.is_some() { "flexible" } else { "classic" }},
             "trial_end": s.trial_end,
+            "status_details": s.paused_by.map(|why| json!({"paused": {"subscription": {"type": why}}})),
+            "pause_collection": s.pause_collection.map(|b| json!({"behavior": b, "resumes_at": null})),
             "default_payment_method": if self.cards.contains(&s.customer) && !self.customer_cards.contains(&s.customer) { json!(format!("pm_{}", s.customer)) } else { Value::Null },
             "metadata": {"tenant_id": s.tenant}, "livemode": false,
             "items": {"object": "list", "has_more": false, "data": self.items_json(s)},

@@ -68,6 +68,10 @@ pub enum GiveUp {
     Unpaid,
     /// Leave it `past_due`; the invoice is voided.
     StayPastDueVoid,
+    /// Pause it (flexible billing mode, API 2026-09-30): `status = paused` with
+    /// `status_details.paused.subscription.type = final_payment_failure`; the invoice stays
+    /// open and collectible.
+    Pause,
 }
 
 /// How a dispute ends.

@@ -103,7 +103,7 @@ pub async fn consume_effects(state: &Deps, tenant: TenantId) -> Result<usize, Du
         effects::mark_consumed(&mut tx, e.id).await?;
     }
     if after.entitlements_changed {
-        entitlements::recompute(&mut tx, tenant, &state.plans, state.past_due_grace).await?;
+        entitlements::recompute(&mut tx, tenant, &state.plans, &state.access_rules()).await?;
     }
     tx.commit().await?;
     let calls = std::mem::take(&mut after.calls);

@@ -53,6 +53,16 @@ struct PolicyFile {
     steps: Vec<StepFile>,
     #[serde(default)]
     disputes: DisputePolicy,
+    #[serde(default)]
+    paused: PausedFile,
+}
+
+/// `[paused]`: what a subscription Stripe paused grants.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PausedFile {
+    #[serde(default)]
+    access: crate::billing::access::PausedAccess,
 }
 
 /// What a dispute (a chargeback) does besides notifying operators.
@@ -98,6 +108,9 @@ pub struct Policy {
     pub steps: Vec<Step>,
     /// What disputes do.
     pub disputes: DisputePolicy,
+    /// What a subscription Stripe paused grants (a trial ended without a card, a payment
+    /// failure with pausing configured); its dunning case ends as `paused`.
+    pub paused: crate::billing::access::PausedAccess,
 }
 
 impl Policy {
@@ -120,7 +133,7 @@ impl Policy {
         if stages.len() != steps.len() {
             return Err("two steps with the same action on the same day".into());
         }
-        Ok(Self { final_action: file.final_action, steps, disputes: file.disputes })
+        Ok(Self { final_action: file.final_action, steps, disputes: file.disputes, paused: file.paused.access })
     }
 
     /// Loads the file.

@@ -38,7 +38,7 @@ pub(super) async fn advance_case(state: &Deps, case: Case, as_of: DateTime<Utc>,
         if let Some(end) = super::ending::ended_by(&super::ending::standing(&mut tx, &case.invoice_id).await?) {
             if !dry_run {
                 super::ending::close_ended(&mut tx, super::ending::Subject::Invoice(&case.invoice_id)).await?;
-                entitlements::recompute(&mut tx, t, &state.plans, state.past_due_grace).await?;
+                entitlements::recompute(&mut tx, t, &state.plans, &state.access_rules()).await?;
                 tx.commit().await?;
             }
             reports.push(ActionReport { tenant: t, invoice: case.invoice_id.clone(), stage: "end".into(), outcome: format!("closed: {}", end.as_str()) });
@@ -53,7 +53,7 @@ pub(super) async fn advance_case(state: &Deps, case: Case, as_of: DateTime<Utc>,
             break;
         }
         if after.entitlements_changed {
-            entitlements::recompute(&mut tx, t, &state.plans, state.past_due_grace).await?;
+            entitlements::recompute(&mut tx, t, &state.plans, &state.access_rules()).await?;
         }
         tx.commit().await?;
         crate::fault::point("dunning.run.after_commit");

@@ -356,7 +356,7 @@ async fn apply_claimed(deps: &ApplyDeps, mut tx: Tx, tenant: TenantId, events: &
         steps.bound_customers.extend(one.mapped_customer);
         steps.deleted_customers.extend(one.unbound_customer);
     }
-    let access = entitlements::recompute(&mut tx, tenant, &deps.billing.plans, deps.billing.past_due_grace).await?;
+    let access = entitlements::recompute(&mut tx, tenant, &deps.billing.plans, &deps.billing.access_rules()).await?;
     tx.commit().await?;
     crate::fault::point("stripe.event.after_commit");
     Ok(Applied { steps, access })

@@ -213,9 +213,25 @@ pub struct SubscriptionObject {
     /// Metadata (may carry `tenant_id`).
     #[serde(default, deserialize_with = "de_null_default")]
     pub metadata: HashMap<String, String>,
+    /// Why it is paused (API 2026-09-30: `paused.subscription.type`).
+    #[serde(default)]
+    pub status_details: Option<serde_json::Value>,
+    /// A paused collection: `{behavior, resumes_at}`.
+    #[serde(default)]
+    pub pause_collection: Option<serde_json::Value>,
 }
 
 impl SubscriptionObject {
+    /// Why Stripe paused it (`status_details.paused.subscription.type`), when it says.
+    pub fn paused_reason(&self) -> Option<&str> {
+        self.status_details.as_ref().and_then(|d| d.pointer("/paused/subscription/type")).and_then(|v| v.as_str())
+    }
+
+    /// `pause_collection.behavior`, while collection is paused.
+    pub fn pause_collection_behavior(&self) -> Option<&str> {
+        self.pause_collection.as_ref().and_then(|p| p.get("behavior")).and_then(|v| v.as_str())
+    }
+
     /// The price that names the plan: the first licensed item's (a metered item, which may be
     /// listed first, bills usage on top of a plan), else the first item's.
     pub fn price(&self) -> Option<&PriceObject> {

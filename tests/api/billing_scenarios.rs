@@ -263,3 +263,21 @@ pub(crate) fn deleted_then_returning(sim: &StripeSim, t: Uuid) -> String {
     sim.checkout(t, &new, PRO, None);
     new
 }
+
+/// Stripe pauses the subscription when its last retry fails (pausing configured, flexible
+/// billing mode): the case ends as paused; the customer fixes the card and it resumes.
+pub(crate) fn payment_failure_paused_then_resumed(sim: &StripeSim, t: Uuid) -> String {
+    let c = retries_run_out(sim, t, GiveUp::Pause);
+    let sub = sim.subscriptions_of(&c).pop().expect("subscription");
+    sim.set_declining(&c, false);
+    sim.resume(&sub);
+    c
+}
+
+/// Collection paused (`pause_collection`), then resumed: status and access unchanged.
+pub(crate) fn collection_paused(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.pause_collection(&s, Some("keep_as_draft"));
+    c
+}

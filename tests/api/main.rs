@@ -44,6 +44,7 @@ mod webhooks;
 mod app_email;
 mod arbitrary_input;
 mod billing;
+mod billing_customers;
 mod billing_lifecycle;
 mod billing_scenarios;
 mod burst_drill;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::support::stripe_sim::lifecycle::{DisputeOutcome, GiveUp};
 use crate::support::stripe_sim::schedule::{Proration, SmartRetries, TrialEnd};
-use crate::support::stripe_sim::{DAY, PERIOD, PRO, STARTER, StripeSim};
+use crate::support::stripe_sim::{DAY, EXTRA_SEATS, PERIOD, PRO, SSO_ADDON, STARTER, StripeSim};
 
 fn types(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap_or("")).collect()
@@ -325,4 +325,56 @@ async fn partial_refunds_add_up_and_a_deleted_customer_ends_its_subscriptions_fi
     assert_eq!(refunds, [(json!(500), json!(false)), (json!(2000), json!(true))]);
     sim.delete_customer(&c);
     assert_eq!(types(&sim.take_events()), ["customer.subscription.deleted", "customer.deleted"]);
+}
+
+/// <https://docs.stripe.com/billing/subscriptions/multiple-products>: a subscription holds one
+/// item per price, each with its quantity, in no guaranteed order; the renewal invoice charges
+/// every item (`proration_behavior=none`: an item added mid-period bills from the renewal). A
+/// customer may hold several subscriptions at once.
+#[tokio::test]
+async fn items_carry_their_price_and_quantity_in_any_order_and_a_customer_holds_several_subscriptions() {
+    let sim = StripeSim::start().await;
+    let (c, s) = subscriber(&sim).await;
+    sim.add_addon(&s, EXTRA_SEATS, 2, true);
+    sim.add_addon(&s, SSO_ADDON, 1, false);
+    let events = sim.take_events();
+    let updated = of_type(&events, "customer.subscription.updated").pop().expect("updated").clone();
+    let items: Vec<(&str, i64)> = updated["items"]["data"].as_array().expect("items").iter()
+        .map(|i| (i["price"]["id"].as_str().unwrap_or(""), i["quantity"].as_i64().unwrap_or(0))).collect();
+    assert_eq!(items, [(EXTRA_SEATS.0, 2), (STARTER.0, 1), (SSO_ADDON.0, 1)], "the add-on listed before the plan's item");
+    sim.advance_days(31);
+    let paid = of_type(&sim.take_events(), "invoice.paid").into_iter().map(|i| i["amount_paid"].as_i64().unwrap_or(0)).collect::<Vec<_>>();
+    assert_eq!(paid, [STARTER.2 + 2 * EXTRA_SEATS.2 + SSO_ADDON.2]);
+    let second = sim.checkout(Uuid::new_v4(), &c, PRO, None);
+    assert_eq!(sim.subscriptions_of(&c), [s, second]);
+}
+
+/// <https://docs.stripe.com/billing/revenue-recovery/smart-retries/pause-on-payment-failure>
+/// and <https://docs.stripe.com/changelog/endive/2026-09-30/pause-on-payment-failure>: with
+/// pausing configured, the final failed retry pauses the subscription (`status = paused`,
+/// `status_details.paused.subscription.type = final_payment_failure`,
+/// `customer.subscription.paused`); the invoice that triggered it remains collectible. A
+/// paused subscription creates no invoices until it resumes
+/// (<https://docs.stripe.com/billing/subscriptions/pause>). Pausing collection
+/// (`pause_collection`) leaves the status as it is.
+#[tokio::test]
+async fn a_final_payment_failure_pauses_the_subscription_and_keeps_its_invoice_collectible() {
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    sim.smart_retries(&c, SmartRetries { days: vec![3, 5, 7], then: GiveUp::Pause });
+    let s = sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+    sim.set_declining(&c, true);
+    sim.advance_days(46);
+    let events = sim.take_events();
+    assert_eq!(types(&events).last().copied(), Some("customer.subscription.paused"));
+    let paused = one(&events, "customer.subscription.paused");
+    assert_eq!((paused["status"].as_str(), paused["status_details"]["paused"]["subscription"]["type"].as_str()), (Some("paused"), Some("final_payment_failure")));
+    assert_eq!(sim.open_invoices_of(&c).len(), 1, "the invoice stays collectible");
+    sim.advance_days(60);
+    assert!(of_type(&sim.take_events(), "invoice.created").is_empty(), "no invoices while paused");
+    sim.resume(&s);
+    assert_eq!(one(&sim.take_events(), "customer.subscription.resumed")["status"], "active");
+    sim.pause_collection(&s, Some("keep_as_draft"));
+    let updated = one(&sim.take_events(), "customer.subscription.updated").clone();
+    assert_eq!((updated["status"].as_str(), updated["pause_collection"]["behavior"].as_str()), (Some("active"), Some("keep_as_draft")));
 }
