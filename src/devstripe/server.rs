@@ -156,8 +156,12 @@ async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, hea
         } else {
             let customer = inv["customer"].as_str().unwrap_or("").to_owned();
             if s.needs_action.contains(&customer) {
-                (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "authentication_required",
-                    "decline_code": "authentication_required", "message": "Your card was declined. This transaction requires authentication."}}))
+                // Paying an invoice whose payment intent needs the customer (3-D Secure):
+                // https://docs.stripe.com/error-codes#invoice-payment-intent-requires-action
+                // (Stripe also embeds the whole payment intent; async-stripe parses it as a
+                // typed PaymentIntent, so a partial one here would not parse: it is left out.)
+                (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "invalid_request_error", "code": "invoice_payment_intent_requires_action",
+                    "message": "This payment requires additional user action before it can be completed successfully."}}))
             } else {
                 let code = s.decline_codes.get(&customer).cloned().unwrap_or_else(|| "insufficient_funds".into());
                 (StatusCode::PAYMENT_REQUIRED, json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": code, "message": "Your card was declined."}}))

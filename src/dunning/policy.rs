@@ -55,6 +55,28 @@ struct PolicyFile {
     disputes: DisputePolicy,
     #[serde(default)]
     paused: PausedFile,
+    #[serde(default)]
+    action_required: ActionRequired,
+}
+
+/// `[action_required]`: a payment only the customer can complete (3-D Secure).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequired {
+    /// Days after the first "confirm your payment" email that a reminder goes out, until the
+    /// invoice is paid or its case ends.
+    #[serde(default = "default_reminder_days")]
+    pub reminder_days: Vec<u32>,
+}
+
+fn default_reminder_days() -> Vec<u32> {
+    vec![3, 7]
+}
+
+impl Default for ActionRequired {
+    fn default() -> Self {
+        Self { reminder_days: default_reminder_days() }
+    }
 }
 
 /// `[paused]`: what a subscription Stripe paused grants.
@@ -111,6 +133,8 @@ pub struct Policy {
     /// What a subscription Stripe paused grants (a trial ended without a card, a payment
     /// failure with pausing configured); its dunning case ends as `paused`.
     pub paused: crate::billing::access::PausedAccess,
+    /// Reminders of a payment only the customer can complete.
+    pub action_required: ActionRequired,
 }
 
 impl Policy {
@@ -133,7 +157,7 @@ impl Policy {
         if stages.len() != steps.len() {
             return Err("two steps with the same action on the same day".into());
         }
-        Ok(Self { final_action: file.final_action, steps, disputes: file.disputes, paused: file.paused.access })
+        Ok(Self { final_action: file.final_action, steps, disputes: file.disputes, paused: file.paused.access, action_required: file.action_required })
     }
 
     /// Loads the file.

@@ -80,7 +80,7 @@ pub(super) async fn advance(
     let due: Vec<&Step> = policy.steps.iter().filter(|s| i64::from(s.day) <= days && !done.contains(&s.stage())).collect();
     let last_retry = due.iter().rev().find(|s| s.action == Action::Retry).map(|s| s.day);
     let tenant = TenantId(case.tenant_id);
-    let mut reports = Vec::new();
+    let mut reports = action_reminders(state, tx, case, as_of, &done, dry_run, after).await?;
     for step in due {
         let stage = step.stage();
         let outcome = if dry_run {
@@ -101,6 +101,7 @@ pub(super) async fn advance(
                 Action::Retry if case.hard_decline => "skipped: hard decline".into(),
                 Action::Retry => match invoice_standing(tx, &case.invoice_id).await? {
                     Standing::Closed(status) => format!("skipped: Stripe holds the invoice as {status}"),
+                    Standing::NeedsCustomer => "skipped: only the customer can confirm this payment (3-D Secure)".into(),
                     // Stripe's own Smart Retries have the next try: a second charge attempt of
                     // ours would only add a decline to the card's record.
                     Standing::StripeRetries(at) => format!("skipped: Stripe retries it at {}", at.to_rfc3339()),
@@ -149,6 +150,45 @@ pub(super) async fn advance(
     Ok((reports, None))
 }
 
+/// The reminders of a payment only the customer can complete: one on each of the policy's
+/// days after the invoice asked for action, each once (`action_reminder@{day}`).
+async fn action_reminders(
+    state: &Deps,
+    tx: &mut PgConnection,
+    case: &Case,
+    as_of: DateTime<Utc>,
+    done: &[String],
+    dry_run: bool,
+    after: &mut AfterCommit,
+) -> Result<Vec<ActionReport>, DunningError> {
+    let asked: Option<(Option<DateTime<Utc>>, Option<String>, i64, String)> =
+        sqlx::query_as("SELECT action_required_at, hosted_invoice_url, amount_due, currency FROM invoices WHERE id = $1")
+            .bind(&case.invoice_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((Some(asked_at), url, amount, currency)) = asked else { return Ok(Vec::new()) };
+    let tenant = TenantId(case.tenant_id);
+    let mut reports = Vec::new();
+    for day in &state.policy.action_required.reminder_days {
+        let stage = format!("action_reminder@{day}");
+        if as_of < asked_at + chrono::Duration::days(i64::from(*day)) || done.contains(&stage) {
+            continue;
+        }
+        let outcome = if dry_run {
+            format!("would {stage}")
+        } else {
+            let vars = serde_json::json!({"amount": email::money(&Money::new(amount, &currency)), "invoice": case.invoice_id, "url": url.clone().unwrap_or_default()});
+            let key = format!("dunning:{}:{stage}", case.id);
+            let sent = remind(tx, tenant, &case.customer_id, &key, Template::PaymentActionRequired, vars, after).await?;
+            let outcome = if sent { "reminder queued" } else { "skipped: no email address" };
+            record_action(tx, case, &stage, outcome).await?;
+            outcome.to_owned()
+        };
+        reports.push(ActionReport { tenant, invoice: case.invoice_id.clone(), stage, outcome });
+    }
+    Ok(reports)
+}
+
 /// Makes a step's Stripe call (no transaction open, no lock held), then records its outcome.
 /// A transient failure (429, 5xx, unreachable) records nothing and is returned: the job
 /// retries and the same key asks again.
@@ -159,13 +199,14 @@ pub(super) async fn settle(state: &Deps, case: &Case, call: StripeCall) -> Resul
         Request::Cancel(sub) => state.stripe.cancel_subscription(sub, &key).await,
     };
     crate::fault::point("dunning.step.after_stripe");
+    let mut needs_customer = false;
     let (outcome, hard_decline, status) = match (&call.request, result) {
         (Request::Pay, Ok(inv)) => (format!("retried: invoice {}", inv.get("status").and_then(|s| s.as_str()).unwrap_or("unknown")), None, None),
         (Request::Pay, Err(StripeApiError::Refused { status, code, decline_code, .. })) => {
             // A payment that needs the customer (3-D Secure: `authentication_required`) cannot
             // succeed off-session: like a hard decline, it stops the retries; the customer was
             // sent the hosted invoice link to confirm it.
-            let needs_customer = code == "authentication_required" || decline_code.as_deref() == Some("authentication_required");
+            needs_customer = REQUIRES_ACTION.contains(&code.as_str()) || decline_code.as_deref().is_some_and(|c| REQUIRES_ACTION.contains(&c));
             let hard = needs_customer || decline_code.as_deref().is_some_and(|c| HARD_DECLINES.contains(&c));
             let decline_code = decline_code.or_else(|| needs_customer.then(|| code.clone()));
             let outcome = format!("retried: refused ({status} {code} {})", decline_code.clone().unwrap_or_default());
@@ -180,6 +221,13 @@ pub(super) async fn settle(state: &Deps, case: &Case, call: StripeCall) -> Resul
         sqlx::query("UPDATE dunning_cases SET hard_decline = true, decline_code = $2, updated_at = now() WHERE id = $1")
             .bind(case.id)
             .bind(&decline_code)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if needs_customer {
+        // No more off-session retries of this invoice; the customer is reminded instead.
+        sqlx::query("UPDATE invoices SET action_required_at = COALESCE(action_required_at, now()) WHERE id = $1")
+            .bind(&case.invoice_id)
             .execute(&mut *tx)
             .await?;
     }
@@ -202,8 +250,15 @@ async fn close_open_case(tx: &mut PgConnection, id: uuid::Uuid, status: CaseStat
     Ok(())
 }
 
+/// The answers to a pay call that mean only the customer can complete the payment: the
+/// card's bank asks for 3-D Secure (`authentication_required`), or the invoice's payment
+/// intent is `requires_action` (`invoice_payment_intent_requires_action`).
+const REQUIRES_ACTION: &[&str] = &["authentication_required", "invoice_payment_intent_requires_action"];
+
 /// Where a case's invoice stands for a retry of ours.
 enum Standing {
+    /// Only the customer can complete the payment (3-D Secure): no off-session retry.
+    NeedsCustomer,
     /// Stripe no longer collects it (`void`, `uncollectible`, or `paid` by another route).
     Closed(String),
     /// Stripe has its own retry scheduled (`next_payment_attempt`).
@@ -213,11 +268,12 @@ enum Standing {
 }
 
 async fn invoice_standing(tx: &mut PgConnection, invoice: &str) -> Result<Standing, sqlx::Error> {
-    let row: Option<(String, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT status, next_payment_attempt FROM invoices WHERE id = $1").bind(invoice).fetch_optional(&mut *tx).await?;
+    let row: Option<(String, Option<DateTime<Utc>>, bool)> =
+        sqlx::query_as("SELECT status, next_payment_attempt, action_required_at IS NOT NULL FROM invoices WHERE id = $1").bind(invoice).fetch_optional(&mut *tx).await?;
     Ok(match row {
-        Some((status, _)) if matches!(status.as_str(), "void" | "uncollectible" | "paid") => Standing::Closed(status),
-        Some((_, Some(at))) => Standing::StripeRetries(at),
+        Some((status, _, _)) if matches!(status.as_str(), "void" | "uncollectible" | "paid") => Standing::Closed(status),
+        Some((_, _, true)) => Standing::NeedsCustomer,
+        Some((_, Some(at), _)) => Standing::StripeRetries(at),
         _ => Standing::Open,
     })
 }

@@ -179,11 +179,38 @@ async fn a_payment_that_needs_3d_secure_is_not_retried_off_session() {
     for _ in 1..=8 {
         next_day(&app, &sim).await;
     }
-    // Day 1's retry answers authentication_required: only the customer can pay it now.
-    assert_eq!(pay_days(&sim, &invoice, failed_at), [1], "no further off-session retries");
-    let decline: Option<String> =
-        sqlx::query_scalar("SELECT decline_code FROM dunning_cases WHERE invoice_id = $1").bind(&invoice).fetch_one(&app.state.system_pool.0).await.expect("case");
-    assert_eq!(decline.as_deref(), Some("authentication_required"));
+    // invoice.payment_action_required came with the failure: only the customer can pay it.
+    assert_eq!(pay_days(&sim, &invoice, failed_at), Vec::<i64>::new(), "no off-session retry at all");
+    let pool = &app.state.system_pool.0;
+    let stages: Vec<String> = sqlx::query_scalar("SELECT a.stage FROM dunning_actions a JOIN dunning_cases c ON c.id = a.case_id WHERE c.invoice_id = $1 ORDER BY a.performed_at")
+        .bind(&invoice).fetch_all(pool).await.expect("actions");
+    assert!(stages.contains(&"action_reminder@3".to_owned()) && stages.contains(&"action_reminder@7".to_owned()), "{stages:?}");
+    let action_emails: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE tenant_id = $1 AND template = 'payment_action_required'")
+        .bind(tenant).fetch_one(pool).await.expect("emails");
+    assert_eq!(action_emails, 3, "one per invoice, then a reminder on days 3 and 7");
+}
+
+#[tokio::test]
+async fn a_retry_answered_with_requires_action_stops_the_retries_of_that_invoice() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let tenant = app.tenant("sca-on-retry").await;
+    let customer = sim.customer(tenant, true);
+    sim.checkout(tenant, &customer, STARTER, None);
+    deliver_new(&app, &sim).await;
+    sim.set_declining(&customer, true);
+    let (failed_at, invoice) = failed_renewal(&app, &sim, &customer).await;
+    // The bank now asks for 3-D Secure: day 1's retry is answered
+    // invoice_payment_intent_requires_action, and no retry follows it.
+    sim.set_declining(&customer, false);
+    sim.require_action(&customer, true);
+    for _ in 1..=8 {
+        next_day(&app, &sim).await;
+    }
+    assert_eq!(pay_days(&sim, &invoice, failed_at), [1]);
+    let asked: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT action_required_at FROM invoices WHERE id = $1")
+        .bind(&invoice).fetch_one(&app.state.system_pool.0).await.expect("invoice");
+    assert!(asked.is_some());
 }
 
 #[tokio::test]

@@ -285,7 +285,8 @@ async fn a_payment_needing_3d_secure_asks_for_action_and_refuses_off_session_pay
     let answer = pay(Some(ballast::stripe_api::StripeApi::api_version())).await.expect("pay");
     assert_eq!(answer.status(), 402);
     let body: Value = answer.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "authentication_required");
+    // https://docs.stripe.com/error-codes#invoice-payment-intent-requires-action
+    assert_eq!(body["error"]["code"], "invoice_payment_intent_requires_action");
     let unversioned = pay(None).await.expect("pay");
     assert_eq!(unversioned.status(), 400, "the simulator speaks only the pinned version");
     assert_eq!(sim.wrong_versions(), ["(none)"]);

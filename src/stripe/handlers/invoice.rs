@@ -50,8 +50,19 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
             ctx.effect(format!("dunning.payment_failed:{id}:{attempt}"), EffectKind::PaymentFailed, &id, payload).await?
         }
         "invoice.payment_action_required" => {
-            let key = format!("email.payment_action_required:{id}:{attempt}");
-            ctx.effect(key, EffectKind::PaymentActionRequired, &id, payload).await?
+            // Only the customer can complete it: no off-session retry from now on, and one
+            // action email per invoice (reminders follow on the policy's days).
+            sqlx::query(
+                "UPDATE invoices SET action_required_at = LEAST(COALESCE(action_required_at, $2), $2),
+                     hosted_invoice_url = COALESCE($3, hosted_invoice_url) WHERE id = $1",
+            )
+            .bind(&id)
+            .bind(ctx.created())
+            .bind(ctx.event.object.get("hosted_invoice_url").and_then(|v| v.as_str()))
+            .execute(&mut *ctx.tx)
+            .await?;
+            let _ = attempt;
+            ctx.effect(format!("email.payment_action_required:{id}"), EffectKind::PaymentActionRequired, &id, payload).await?
         }
         "invoice.paid" => ctx.effect(format!("dunning.invoice_paid:{id}"), EffectKind::InvoicePaid, &id, payload).await?,
         // Stripe gave up (its retries ran out, or someone voided the invoice).
