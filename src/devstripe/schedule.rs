@@ -4,13 +4,13 @@
 //! flexible-mode cancels — each at its own moment. And the changes that depend on time:
 //! price changes under each proration mode, and what a trial does without a card.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub use super::terms::{DRAFT_WINDOW, Proration, SmartRetries, TrialEnd};
 
 use super::handle::StripeSim;
 use super::state::Sim;
-use super::terms::{DAY, PERIOD};
+use super::terms::{DAY, INCOMPLETE_WINDOW, PERIOD};
 
 /// What falls due, and for which object.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ enum Due {
     Renewal(String),
     Finalize(String),
     Retry(String),
+    /// An `incomplete` subscription's first invoice unpaid for 23 hours.
+    ExpireIncomplete(String),
 }
 
 impl Sim {
@@ -36,6 +38,13 @@ impl Sim {
                 due.push((at, Due::CancelAt(s.id.clone())));
             }
             match s.status.as_str() {
+                "incomplete" => {
+                    let first = self.invoices.values().find(|i| i["billing_reason"] == "subscription_create"
+                        && i["parent"]["subscription_details"]["subscription"] == s.id.as_str());
+                    if let Some(created) = first.and_then(|i| i["created"].as_i64()) {
+                        due.push((created + INCOMPLETE_WINDOW, Due::ExpireIncomplete(s.id.clone())));
+                    }
+                }
                 "trialing" => {
                     let end = s.trial_end.unwrap_or(self.clock);
                     if !s.trial_warned {
@@ -97,6 +106,7 @@ impl Sim {
             Due::Renewal(id) => self.renew(&id),
             Due::Finalize(id) => self.finalize(&id),
             Due::Retry(id) => self.pay(&id),
+            Due::ExpireIncomplete(id) => self.expire_incomplete(&id),
         }
     }
 
@@ -141,6 +151,24 @@ impl Sim {
             "lines": {"object": "list", "has_more": false, "data": []},
         });
         self.emit("invoice.upcoming", preview);
+    }
+
+    /// <https://docs.stripe.com/billing/subscriptions/overview#payment-window>: a first
+    /// invoice unpaid 23 hours after the subscription was created expires it
+    /// (`incomplete_expired`, terminal) and voids the invoice.
+    fn expire_incomplete(&mut self, id: &str) {
+        let open: Vec<String> = self.invoices.values()
+            .filter(|i| i["status"] == "open" && i["parent"]["subscription_details"]["subscription"] == id)
+            .filter_map(|i| i["id"].as_str().map(str::to_owned)).collect();
+        for invoice in open {
+            let inv = self.invoices.get_mut(&invoice).expect("invoice");
+            inv["status"] = json!("void");
+            inv["next_payment_attempt"] = Value::Null;
+            let inv = inv.clone();
+            self.emit("invoice.voided", inv);
+        }
+        self.subs.get_mut(id).expect("sub").status = "incomplete_expired".into();
+        self.emit_sub("customer.subscription.updated", id);
     }
 
     fn renew(&mut self, id: &str) {

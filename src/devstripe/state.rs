@@ -228,8 +228,14 @@ impl Sim {
                 self.emit("invoice.payment_action_required", inv.clone());
             }
             self.emit("invoice.payment_failed", inv);
+            let first = self.invoices[invoice]["billing_reason"] == "subscription_create";
             let s = self.subs.get_mut(&sub_id).expect("sub");
-            if matches!(s.status.as_str(), "active" | "trialing") {
+            if first && s.status == "active" {
+                // A new subscription whose first payment fails does not start: `incomplete`
+                // until it is paid, `incomplete_expired` after 23 hours.
+                s.status = "incomplete".into();
+                self.emit_sub("customer.subscription.updated", &sub_id);
+            } else if matches!(s.status.as_str(), "active" | "trialing") {
                 s.status = "past_due".into();
                 self.emit_sub("customer.subscription.updated", &sub_id);
             }
@@ -259,7 +265,7 @@ impl Sim {
             self.emit("invoice_payment.paid", payment);
             self.emit("invoice.paid", inv);
             let s = self.subs.get_mut(&sub_id).expect("sub");
-            if s.status == "past_due" {
+            if matches!(s.status.as_str(), "past_due" | "incomplete") {
                 s.status = "active".into();
                 self.emit_sub("customer.subscription.updated", &sub_id);
             }

@@ -14,6 +14,10 @@ pub const PRO: (&str, &str, i64) = ("price_pro_monthly", "prod_pro", 5000);
 pub const EXTRA_SEATS: (&str, &str, i64) = ("price_seats_monthly", "prod_extra_seats", 500);
 pub const SSO_ADDON: (&str, &str, i64) = ("price_sso_monthly", "prod_sso", 1500);
 
+/// How long a new subscription's first invoice may stay unpaid before the subscription expires
+/// (`incomplete_expired`): 23 hours.
+pub(super) const INCOMPLETE_WINDOW: i64 = 23 * 3600;
+
 /// How long a renewal's invoice stays a draft before Stripe finalizes it (one hour).
 pub const DRAFT_WINDOW: i64 = 3600;
 

@@ -81,14 +81,18 @@ pub async fn consume_effects(state: &Deps, tenant: TenantId) -> Result<usize, Du
                 let ends = e.payload.get("trial_end").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0));
                 // Stripe advises checking that the subscription is still trialing: a customer who
                 // subscribed early or cancelled since gets no "trial ending" email.
-                let mirrored: Option<(String, bool)> = sqlx::query_as(
-                    "SELECT s.status, COALESCE(s.default_payment_method, c.default_payment_method) IS NOT NULL
+                // A trial set to cancel at its end (the portal's cancel in flexible mode sets
+                // cancel_at = trial_end) will not convert: no "your card will be charged".
+                let mirrored: Option<(String, bool, bool)> = sqlx::query_as(
+                    "SELECT s.status, COALESCE(s.default_payment_method, c.default_payment_method) IS NOT NULL,
+                            s.cancel_at_period_end OR (s.cancel_at IS NOT NULL AND s.cancel_at <= COALESCE(s.trial_end, s.cancel_at))
                      FROM subscriptions s LEFT JOIN customers c ON c.id = s.customer_id WHERE s.id = $1",
                 )
                 .bind(&e.subject_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let (status, has_pm) = mirrored.unwrap_or_default();
+                let (status, has_pm, cancelling) = mirrored.unwrap_or_default();
+                let status = if cancelling { "cancelling".to_owned() } else { status };
                 let vars = serde_json::json!({
                     "ends_on": ends.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
                     "has_payment_method": has_pm,
@@ -141,6 +145,25 @@ async fn open_case(state: &Deps, tx: &mut PgConnection, tenant: TenantId, e: &Ef
         tracing::warn!(message = "Payment failure for an invoice the mirror does not hold; no dunning case.", invoice = %e.subject_id);
         return Ok(());
     };
+    // A new subscription's first invoice: Stripe retries nothing and expires the subscription
+    // after 23 hours (incomplete_expired). No case (its emails promise retries); the customer
+    // is asked once to complete the payment.
+    let first: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT i.billing_reason, s.status FROM invoices i LEFT JOIN subscriptions s ON s.id = i.subscription_id WHERE i.id = $1",
+    )
+    .bind(&e.subject_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((Some(reason), status)) = first
+        && reason == "subscription_create"
+        && matches!(status.as_deref(), Some("incomplete") | Some("incomplete_expired") | None)
+    {
+        if status.as_deref() != Some("incomplete_expired") {
+            let key = format!("email.complete_payment:{}", e.subject_id);
+            invoice_email(tx, tenant, e, &key, Template::CompletePayment, after).await?;
+        }
+        return Ok(());
+    }
     let subscription = subscription.or_else(|| e.payload.get("subscription").and_then(|v| v.as_str()).map(str::to_owned));
     // Delivered out of order, the failure may come after what ended its case: no case then
     // (no day-0 email promising retries to a customer whose subscription is gone).

@@ -50,11 +50,13 @@ pub enum Template {
     PaymentRecovered,
     /// An outbound webhook endpoint disabled after failing for days.
     EndpointDisabled,
+    /// A new subscription's first payment failed (`incomplete`): complete it within 23 hours.
+    CompletePayment,
 }
 
 impl Template {
     /// Every template.
-    pub const ALL: [Template; 9] = [
+    pub const ALL: [Template; 10] = [
         Template::PaymentFailed,
         Template::PaymentWarning,
         Template::TrialEnding,
@@ -64,6 +66,7 @@ impl Template {
         Template::PaymentActionRequired,
         Template::PaymentRecovered,
         Template::EndpointDisabled,
+        Template::CompletePayment,
     ];
 
     /// The template's name (its files in templates/email/).
@@ -78,6 +81,7 @@ impl Template {
             Template::PaymentActionRequired => "payment_action_required",
             Template::PaymentRecovered => "payment_recovered",
             Template::EndpointDisabled => "webhook_endpoint_disabled",
+            Template::CompletePayment => "complete_payment",
         }
     }
 
@@ -107,6 +111,7 @@ impl Template {
             Template::PaymentActionRequired => files!("payment_action_required"),
             Template::PaymentRecovered => files!("payment_recovered"),
             Template::EndpointDisabled => files!("webhook_endpoint_disabled"),
+            Template::CompletePayment => files!("complete_payment"),
         }
     }
 

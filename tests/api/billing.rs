@@ -351,6 +351,8 @@ mod any_order_duplication_or_replay_converges {
         deleted_then_returning,
         payment_failure_paused_then_resumed,
         collection_paused,
+        first_payment_fails_and_expires,
+        trial_cancelled_in_the_portal,
     );
 }
 

@@ -148,3 +148,36 @@ async fn a_subscription_paused_by_stripe_ends_its_case_as_paused_and_resuming_re
     assert_eq!(paused.as_deref(), Some("keep_as_draft"));
     assert!(on(&entitlements(&app, t).await, "api_access"));
 }
+
+#[tokio::test]
+async fn lifecycle_emails_tell_the_truth_about_trials_that_will_not_convert_and_first_payments() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let pool = &app.state.system_pool.0;
+    let templates = |t: uuid::Uuid| async move {
+        sqlx::query_scalar::<_, String>("SELECT template FROM email_outbox WHERE tenant_id = $1 ORDER BY template").bind(t).fetch_all(pool).await.expect("emails")
+    };
+    // A first payment that fails: no dunning case (its emails promise retries that never
+    // come); "complete your payment" once; nothing granted; expired after 23 hours.
+    let t = tenant(&app).await;
+    let c = sim.customer(t, true);
+    sim.set_declining(&c, true);
+    sim.checkout(t, &c, STARTER, None);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(templates(t).await, ["complete_payment"]);
+    sim.advance_days(1);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE customer_id = $1").bind(&c).fetch_one(pool).await.expect("sub");
+    assert_eq!(status, "incomplete_expired");
+    let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM dunning_cases WHERE tenant_id = $1").bind(t).fetch_one(pool).await.expect("cases");
+    assert_eq!(cases, 0);
+    assert_eq!(templates(t).await, ["complete_payment"]);
+    assert!(!on(&entitlements(&app, t).await, "api_access"));
+    // A trial cancelled in the portal will not convert: no "your card will be charged".
+    let t = tenant(&app).await;
+    let c = trial_cancelled_in_the_portal(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    assert!(!templates(t).await.contains(&"trial_ending".to_owned()), "{:?}", templates(t).await);
+}

@@ -281,3 +281,22 @@ pub(crate) fn collection_paused(sim: &StripeSim, t: Uuid) -> String {
     sim.pause_collection(&s, Some("keep_as_draft"));
     c
 }
+
+/// A new subscription whose first payment fails: `incomplete`, then `incomplete_expired`
+/// after 23 hours with its invoice voided.
+pub(crate) fn first_payment_fails_and_expires(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.set_declining(&c, true);
+    sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(1);
+    c
+}
+
+/// A trial the customer cancels in the portal (flexible mode: `cancel_at` = the trial's end).
+pub(crate) fn trial_cancelled_in_the_portal(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, Some(14));
+    sim.cancel_at(&s, sim.now() + 14 * DAY - 60);
+    sim.advance_days(15);
+    c
+}

@@ -379,3 +379,23 @@ async fn a_final_payment_failure_pauses_the_subscription_and_keeps_its_invoice_c
     let updated = one(&sim.take_events(), "customer.subscription.updated").clone();
     assert_eq!((updated["status"].as_str(), updated["pause_collection"]["behavior"].as_str()), (Some("active"), Some("keep_as_draft")));
 }
+
+/// <https://docs.stripe.com/billing/subscriptions/overview#payment-window>: a subscription
+/// whose first payment fails is `incomplete` (no Smart Retries of it); unpaid 23 hours after
+/// creation it becomes `incomplete_expired`, a terminal status, and its open invoice is voided.
+#[tokio::test]
+async fn a_failed_first_payment_leaves_the_subscription_incomplete_until_it_expires_after_23_hours() {
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    sim.set_declining(&c, true);
+    let s = sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+    let events = sim.take_events();
+    assert_eq!(one(&events, "customer.subscription.updated")["status"], "incomplete");
+    assert!(one(&events, "invoice.payment_failed")["next_payment_attempt"].is_null());
+    sim.advance_hours(22);
+    assert!(sim.take_events().is_empty(), "still incomplete within the window");
+    sim.advance_hours(2);
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["invoice.voided", "customer.subscription.updated"]);
+    assert_eq!(sim.truth(&c)["subscriptions"][&s][0], "incomplete_expired");
+}
