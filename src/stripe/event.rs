@@ -65,7 +65,7 @@ impl StripeEvent {
             created: obj.get("created").and_then(|v| v.as_i64()).unwrap_or(fallback_created),
             livemode: obj.get("livemode").and_then(|v| v.as_bool()).unwrap_or(false),
             api_version: obj.get("api_version").and_then(|v| v.as_str()).map(str::to_owned),
-            object: value.pointer("/data/object").cloned().unwrap_or(serde_json::Value::Null),
+            object: value.pointer("/data/object").cloned().map(with_customer_account).unwrap_or(serde_json::Value::Null),
         })
     }
 
@@ -99,7 +99,18 @@ fn de_null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: 
 
 /// Reads a typed view of an event's object.
 pub fn object<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(value.clone()).map_err(|e| format!("unexpected object shape: {e}"))
+    serde_json::from_value(with_customer_account(value.clone())).map_err(|e| format!("unexpected object shape: {e}"))
+}
+
+/// An object that names its customer as an Account (`customer_account`, Accounts v2) and not
+/// as a `customer`: the account is its customer for the mirror and for routing, so either may
+/// be the one present.
+fn with_customer_account(mut object: serde_json::Value) -> serde_json::Value {
+    let named = object.get("customer").is_some_and(|c| !c.is_null());
+    if !named && let Some(account) = object.get("customer_account").and_then(expandable_id).map(str::to_owned) {
+        object["customer"] = serde_json::Value::String(account);
+    }
+    object
 }
 
 /// The parts of a customer that the mirror keeps.
@@ -438,6 +449,21 @@ fn replace_nul(value: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// <https://docs.stripe.com/api/subscriptions/object#subscription_object-customer_account>:
+    /// an object names its customer as `customer`, as `customer_account` (Accounts v2), or both.
+    #[test]
+    fn a_customer_account_routes_and_mirrors_like_a_customer() {
+        let event = |object: serde_json::Value| {
+            StripeEvent::from_value(&serde_json::json!({"id": "evt_1", "type": "invoice.paid", "created": 1, "data": {"object": object}}), 1).expect("event")
+        };
+        let only_account = event(serde_json::json!({"id": "in_1", "customer": null, "customer_account": "acct_1"}));
+        assert_eq!(only_account.customer_id(), Some("acct_1"));
+        let both = event(serde_json::json!({"id": "in_1", "customer": "cus_1", "customer_account": "acct_1"}));
+        assert_eq!(both.customer_id(), Some("cus_1"), "the customer when both are present");
+        let sub: SubscriptionObject = object(&serde_json::json!({"id": "sub_1", "customer_account": "acct_1", "status": "active", "items": {"data": []}})).expect("parses");
+        assert_eq!(sub.customer.as_deref(), Some("acct_1"));
+    }
 
     #[test]
     fn nul_characters_become_replacement_characters_in_strings_and_keys() {
