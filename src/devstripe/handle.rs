@@ -106,6 +106,7 @@ impl StripeSim {
                 addons: Vec::new(),
                 paused_by: None,
                 pause_collection: None,
+                send_invoice_days: None,
             };
             s.subs.insert(sub_id.clone(), sub);
             s.emit("checkout.session.completed", json!({"id": session, "object": "checkout.session", "mode": "subscription",

@@ -179,6 +179,15 @@ impl StripeSim {
         })
     }
 
+    /// Switches the subscription to invoices sent rather than charged
+    /// (`collection_method = send_invoice`), due `days_until_due` after they are sent.
+    pub fn send_invoices(&self, sub: &str, days_until_due: i64) {
+        self.with(|s| {
+            s.subs.get_mut(sub).expect("sub").send_invoice_days = Some(days_until_due);
+            s.emit_sub("customer.subscription.updated", sub);
+        })
+    }
+
     /// Pauses collection (`pause_collection.behavior`: keep_as_draft, mark_uncollectible or
     /// void), or resumes it with `None`: the status and the access stay as they are.
     pub fn pause_collection(&self, sub: &str, behavior: Option<&'static str>) {

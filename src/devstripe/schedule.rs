@@ -24,6 +24,8 @@ enum Due {
     Retry(String),
     /// An `incomplete` subscription's first invoice unpaid for 23 hours.
     ExpireIncomplete(String),
+    /// A sent invoice unpaid at its due date.
+    Overdue(String),
 }
 
 impl Sim {
@@ -71,6 +73,12 @@ impl Sim {
             }
         }
         due.extend(self.drafts.iter().map(|(id, at)| (*at, Due::Finalize(id.clone()))));
+        for inv in self.invoices.values().filter(|i| i["status"] == "open" && i["collection_method"] == "send_invoice") {
+            let id = inv["id"].as_str().unwrap_or("").to_owned();
+            if let (false, Some(at)) = (self.overdue.contains(&id), inv["due_date"].as_i64()) {
+                due.push((at, Due::Overdue(id)));
+            }
+        }
         for inv in self.invoices.values().filter(|i| i["status"] == "open") {
             let retries = inv["customer"].as_str().is_some_and(|c| self.smart_retries.contains_key(c));
             if let (true, Some(at)) = (retries, inv["next_payment_attempt"].as_i64()) {
@@ -107,6 +115,7 @@ impl Sim {
             Due::Finalize(id) => self.finalize(&id),
             Due::Retry(id) => self.pay(&id),
             Due::ExpireIncomplete(id) => self.expire_incomplete(&id),
+            Due::Overdue(id) => self.overdue(&id),
         }
     }
 
@@ -169,6 +178,19 @@ impl Sim {
         }
         self.subs.get_mut(id).expect("sub").status = "incomplete_expired".into();
         self.emit_sub("customer.subscription.updated", id);
+    }
+
+    /// <https://docs.stripe.com/billing/collection-method#send-invoice>: a sent invoice
+    /// unpaid at its due date is overdue (`invoice.overdue`) and its subscription `past_due`.
+    fn overdue(&mut self, invoice: &str) {
+        self.overdue.insert(invoice.to_owned());
+        let inv = self.invoices[invoice].clone();
+        self.emit("invoice.overdue", inv.clone());
+        let sub = inv["parent"]["subscription_details"]["subscription"].as_str().unwrap_or("").to_owned();
+        if self.subs.get(&sub).is_some_and(|s| s.status == "active") {
+            self.subs.get_mut(&sub).expect("sub").status = "past_due".into();
+            self.emit_sub("customer.subscription.updated", &sub);
+        }
     }
 
     fn renew(&mut self, id: &str) {

@@ -53,6 +53,8 @@ struct SubOnDisk {
     paused_by: Option<String>,
     #[serde(default)]
     pause_collection: Option<String>,
+    #[serde(default)]
+    send_invoice_days: Option<i64>,
 }
 
 /// What a restart keeps.
@@ -80,6 +82,8 @@ pub(super) struct Snapshot {
     drafts: BTreeMap<String, i64>,
     balances: BTreeMap<String, i64>,
     upcoming_days: i64,
+    #[serde(default)]
+    overdue: BTreeSet<String>,
 }
 
 impl Sim {
@@ -114,6 +118,7 @@ impl Sim {
                     addons: s.addons.clone(),
                     paused_by: s.paused_by.map(str::to_owned),
                     pause_collection: s.pause_collection.map(str::to_owned),
+                    send_invoice_days: s.send_invoice_days,
                 };
                 (id.clone(), on_disk)
             })
@@ -141,6 +146,7 @@ impl Sim {
             drafts: self.drafts.clone(),
             balances: self.balances.clone(),
             upcoming_days: self.upcoming_days,
+            overdue: self.overdue.clone(),
         }
     }
 
@@ -176,6 +182,7 @@ impl Sim {
                     addons: d.addons,
                     paused_by: d.paused_by.map(forever),
                     pause_collection: d.pause_collection.map(forever),
+                    send_invoice_days: d.send_invoice_days,
                 };
                 (id, sub)
             })
@@ -197,6 +204,7 @@ impl Sim {
         self.drafts = s.drafts;
         self.balances = s.balances;
         self.upcoming_days = s.upcoming_days;
+        self.overdue = s.overdue;
     }
 }
 

@@ -42,6 +42,9 @@ pub(super) struct Sub {
     pub(super) paused_by: Option<&'static str>,
     /// `pause_collection.behavior`, while collection is paused.
     pub(super) pause_collection: Option<&'static str>,
+    /// `collection_method = send_invoice` with this many `days_until_due`; `None`: charged
+    /// automatically.
+    pub(super) send_invoice_days: Option<i64>,
 }
 
 /// An add-on item of a subscription.
@@ -115,6 +118,8 @@ pub(super) struct Sim {
     pub(super) upcoming_days: i64,
     /// `Stripe-Version` headers that were not the pinned version (or absent).
     pub(super) wrong_versions: Vec<String>,
+    /// Sent invoices whose `invoice.overdue` was emitted.
+    pub(super) overdue: BTreeSet<String>,
 }
 
 impl Sim {
@@ -145,6 +150,8 @@ impl Sim {
             "cancellation_details": {"comment": null, "feedback": null, "reason": s.canceled.map(|c| c.1)},
             "billing_mode": {"type": if s.cancel_at.is_some() { "flexible" } else { "classic" }},
             "trial_end": s.trial_end,
+            "collection_method": if s.send_invoice_days.is_some() { "send_invoice" } else { "charge_automatically" },
+            "days_until_due": s.send_invoice_days,
             "status_details": s.paused_by.map(|why| json!({"paused": {"subscription": {"type": why}}})),
             "pause_collection": s.pause_collection.map(|b| json!({"behavior": b, "resumes_at": null})),
             "default_payment_method": if self.cards.contains(&s.customer) && !self.customer_cards.contains(&s.customer) { json!(format!("pm_{}", s.customer)) } else { Value::Null },
@@ -174,6 +181,9 @@ impl Sim {
             "next_payment_attempt": null, "period_end": s.period_end, "created": self.clock, "livemode": false,
             "parent": {"type": "subscription_details", "subscription_details": {"subscription": s.id, "metadata": {}}},
             "lines": {"object": "list", "has_more": false, "data": []},
+            "collection_method": if s.send_invoice_days.is_some() { "send_invoice" } else { "charge_automatically" },
+            "due_date": s.send_invoice_days.map(|d| self.clock + d * DAY),
+            "hosted_invoice_url": format!("https://invoice.stripe.com/i/acct_sim/{id}"),
         });
         self.invoices.insert(id.clone(), inv.clone());
         self.emit("invoice.created", inv);
@@ -194,8 +204,12 @@ impl Sim {
         let (ending, due) = (inv["ending_balance"].as_i64().unwrap_or(0), inv["amount_due"].as_i64().unwrap_or(0));
         let inv = inv.clone();
         self.balances.insert(customer, ending);
-        self.emit("invoice.finalized", inv);
-        if due > 0 {
+        let sent = inv["collection_method"] == "send_invoice";
+        self.emit("invoice.finalized", inv.clone());
+        if due > 0 && sent {
+            // Emailed to the customer, who pays it by its due date; Stripe charges nothing.
+            self.emit("invoice.sent", inv);
+        } else if due > 0 {
             self.pay(invoice);
         } else {
             let inv = self.invoices.get_mut(invoice).expect("invoice");

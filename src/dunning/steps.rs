@@ -88,11 +88,19 @@ pub(super) async fn advance(
         } else {
             match step.action {
                 Action::Email => {
-                    let amount: Option<(i64, String)> =
-                        sqlx::query_as("SELECT amount_due, currency FROM invoices WHERE id = $1").bind(&case.invoice_id).fetch_optional(&mut *tx).await?;
-                    let amount = amount.map_or_else(|| Money::new(0, "usd"), |(minor, currency)| Money::new(minor, &currency));
+                    let invoice: Option<(i64, String, bool, Option<String>)> = sqlx::query_as(
+                        "SELECT amount_due, currency, collection_method = 'send_invoice', hosted_invoice_url FROM invoices WHERE id = $1",
+                    )
+                    .bind(&case.invoice_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let (minor, currency, sent, url) = invoice.unwrap_or_else(|| (0, "usd".into(), false, None));
+                    let amount = Money::new(minor, &currency);
                     let days_left = policy.restrict_day().map(|d| i64::from(d) - i64::from(step.day)).unwrap_or(0).max(0);
-                    let vars = serde_json::json!({"amount": email::money(&amount), "invoice": case.invoice_id, "days_left": days_left});
+                    // A sent invoice was never charged: its emails say it is overdue, not that a
+                    // payment failed, and link to where it is paid.
+                    let vars = serde_json::json!({"amount": email::money(&amount), "invoice": case.invoice_id, "days_left": days_left,
+                        "sent_invoice": sent, "url": url.unwrap_or_default()});
                     let template = step.template.unwrap_or(Template::PaymentFailed);
                     let key = format!("dunning:{}:{stage}", case.id);
                     if remind(tx, tenant, &case.customer_id, &key, template, vars, after).await? { "email queued".into() } else { "skipped: no email address".into() }
@@ -102,6 +110,7 @@ pub(super) async fn advance(
                 Action::Retry => match invoice_standing(tx, &case.invoice_id).await? {
                     Standing::Closed(status) => format!("skipped: Stripe holds the invoice as {status}"),
                     Standing::NeedsCustomer => "skipped: only the customer can confirm this payment (3-D Secure)".into(),
+                    Standing::Sent => "skipped: a sent invoice is paid by the customer, never charged".into(),
                     // Stripe's own Smart Retries have the next try: a second charge attempt of
                     // ours would only add a decline to the card's record.
                     Standing::StripeRetries(at) => format!("skipped: Stripe retries it at {}", at.to_rfc3339()),
@@ -259,6 +268,8 @@ const REQUIRES_ACTION: &[&str] = &["authentication_required", "invoice_payment_i
 enum Standing {
     /// Only the customer can complete the payment (3-D Secure): no off-session retry.
     NeedsCustomer,
+    /// Sent, not charged (`send_invoice`): the customer pays it; Ballast never charges it.
+    Sent,
     /// Stripe no longer collects it (`void`, `uncollectible`, or `paid` by another route).
     Closed(String),
     /// Stripe has its own retry scheduled (`next_payment_attempt`).
@@ -268,12 +279,17 @@ enum Standing {
 }
 
 async fn invoice_standing(tx: &mut PgConnection, invoice: &str) -> Result<Standing, sqlx::Error> {
-    let row: Option<(String, Option<DateTime<Utc>>, bool)> =
-        sqlx::query_as("SELECT status, next_payment_attempt, action_required_at IS NOT NULL FROM invoices WHERE id = $1").bind(invoice).fetch_optional(&mut *tx).await?;
+    let row: Option<(String, Option<DateTime<Utc>>, bool, bool)> = sqlx::query_as(
+        "SELECT status, next_payment_attempt, action_required_at IS NOT NULL, collection_method = 'send_invoice' FROM invoices WHERE id = $1",
+    )
+    .bind(invoice)
+    .fetch_optional(&mut *tx)
+    .await?;
     Ok(match row {
-        Some((status, _, _)) if matches!(status.as_str(), "void" | "uncollectible" | "paid") => Standing::Closed(status),
-        Some((_, _, true)) => Standing::NeedsCustomer,
-        Some((_, Some(at), _)) => Standing::StripeRetries(at),
+        Some((status, _, _, _)) if matches!(status.as_str(), "void" | "uncollectible" | "paid") => Standing::Closed(status),
+        Some((_, _, _, true)) => Standing::Sent,
+        Some((_, _, true, _)) => Standing::NeedsCustomer,
+        Some((_, Some(at), _, _)) => Standing::StripeRetries(at),
         _ => Standing::Open,
     })
 }

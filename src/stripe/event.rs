@@ -323,6 +323,15 @@ pub struct InvoiceObject {
     /// End of the invoiced period.
     #[serde(default)]
     pub period_end: Option<i64>,
+    /// `charge_automatically` or `send_invoice` (the customer pays it by the due date).
+    #[serde(default)]
+    pub collection_method: Option<String>,
+    /// When a sent invoice is due.
+    #[serde(default)]
+    pub due_date: Option<i64>,
+    /// Where the customer pays or confirms it.
+    #[serde(default)]
+    pub hosted_invoice_url: Option<String>,
 }
 
 impl InvoiceObject {

@@ -353,6 +353,7 @@ mod any_order_duplication_or_replay_converges {
         collection_paused,
         first_payment_fails_and_expires,
         trial_cancelled_in_the_portal,
+        sent_invoice_overdue_then_paid,
     );
 }
 

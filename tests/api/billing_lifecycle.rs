@@ -301,3 +301,31 @@ async fn the_simulator_opens_trials_as_stripe_does() {
         .expect("invoices");
     assert_eq!(invoices, 1);
 }
+
+#[tokio::test]
+async fn a_sent_invoice_is_chased_by_email_and_never_charged() {
+    let (sim, smtp) = (StripeSim::start().await, SmtpServer::start().await);
+    let app = app_with(&sim, &smtp).await;
+    let tenant = app.tenant("sent").await;
+    let customer = sim.customer(tenant, true);
+    let sub = sim.checkout(tenant, &customer, STARTER, None);
+    sim.send_invoices(&sub, 14);
+    deliver_new(&app, &sim).await;
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    deliver_new(&app, &sim).await;
+    let invoice = sim.open_invoices_of(&customer).pop().expect("the renewal, sent");
+    let sent_at = sim.now();
+    for _ in 1..=24 {
+        next_day(&app, &sim).await;
+    }
+    // Overdue on day 14 opened the case; its retry days found an invoice the customer pays.
+    assert_eq!(pay_days(&sim, &invoice, sent_at), Vec::<i64>::new(), "a sent invoice is never paid through the API");
+    let pool = &app.state.system_pool.0;
+    let outcomes: Vec<String> = sqlx::query_scalar("SELECT a.outcome FROM dunning_actions a JOIN dunning_cases c ON c.id = a.case_id WHERE c.invoice_id = $1")
+        .bind(&invoice).fetch_all(pool).await.expect("actions");
+    assert!(outcomes.iter().any(|o| o.contains("sent invoice")), "{outcomes:?}");
+    let subject: String = sqlx::query_scalar("SELECT subject FROM email_outbox WHERE tenant_id = $1 AND template = 'payment_failed'")
+        .bind(tenant).fetch_one(pool).await.expect("day-0 email");
+    assert!(subject.contains("overdue") && !subject.contains("did not go through"), "{subject}");
+}

@@ -300,3 +300,18 @@ pub(crate) fn trial_cancelled_in_the_portal(sim: &StripeSim, t: Uuid) -> String 
     sim.advance_days(15);
     c
 }
+
+/// Invoices sent rather than charged (due in 14 days); the renewal's goes unpaid past its due
+/// date (overdue), then the customer pays it on the hosted page.
+pub(crate) fn sent_invoice_overdue_then_paid(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.send_invoices(&s, 14);
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    sim.advance_days(15);
+    for inv in sim.open_invoices_of(&c) {
+        sim.retry_invoice(&inv);
+    }
+    c
+}

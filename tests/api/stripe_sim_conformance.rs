@@ -399,3 +399,26 @@ async fn a_failed_first_payment_leaves_the_subscription_incomplete_until_it_expi
     assert_eq!(types(&events), ["invoice.voided", "customer.subscription.updated"]);
     assert_eq!(sim.truth(&c)["subscriptions"][&s][0], "incomplete_expired");
 }
+
+/// <https://docs.stripe.com/billing/collection-method#send-invoice>: with
+/// `collection_method = send_invoice` the invoice is finalized and sent (`invoice.sent`), due
+/// `days_until_due` later, never charged; unpaid at its due date it is overdue
+/// (`invoice.overdue`) and the subscription `past_due`
+/// (<https://docs.stripe.com/api/events/types#event_types-invoice.overdue>).
+#[tokio::test]
+async fn a_sent_invoice_is_due_days_later_never_charged_and_overdue_after() {
+    let sim = StripeSim::start().await;
+    let (c, s) = subscriber(&sim).await;
+    sim.send_invoices(&s, 14);
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    let events = sim.take_events();
+    let sent = one(&events, "invoice.sent");
+    assert_eq!(sent["collection_method"], "send_invoice");
+    assert_eq!((sent["due_date"].as_i64().unwrap_or(0) - sent["created"].as_i64().unwrap_or(0) + 3600) / DAY, 14);
+    assert!(of_type(&events, "invoice.payment_failed").is_empty() && sim.charges_of(&c).len() == 1, "nothing charged but the first invoice");
+    sim.advance_days(14);
+    let events = sim.take_events();
+    assert_eq!(types(&events), ["invoice.overdue", "customer.subscription.updated"]);
+    assert_eq!(one(&events, "customer.subscription.updated")["status"], "past_due");
+}

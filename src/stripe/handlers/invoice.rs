@@ -15,12 +15,14 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         ctx.ensure_customer(&customer).await?;
         sqlx::query(
             "INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, status, amount_due, amount_paid, currency,
-                 attempt_count, next_payment_attempt, billing_reason, stripe_updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 attempt_count, next_payment_attempt, billing_reason, stripe_updated_at, collection_method, due_date, hosted_invoice_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id, status = EXCLUDED.status,
                  amount_due = EXCLUDED.amount_due, amount_paid = EXCLUDED.amount_paid, currency = EXCLUDED.currency,
                  attempt_count = EXCLUDED.attempt_count, next_payment_attempt = EXCLUDED.next_payment_attempt,
-                 billing_reason = EXCLUDED.billing_reason, stripe_updated_at = EXCLUDED.stripe_updated_at, updated_at = now()",
+                 billing_reason = EXCLUDED.billing_reason, stripe_updated_at = EXCLUDED.stripe_updated_at,
+                 collection_method = EXCLUDED.collection_method, due_date = EXCLUDED.due_date,
+                 hosted_invoice_url = COALESCE(EXCLUDED.hosted_invoice_url, invoices.hosted_invoice_url), updated_at = now()",
         )
         .bind(&id)
         .bind(ctx.tenant.0)
@@ -34,6 +36,9 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         .bind(inv.next_payment_attempt.and_then(ts))
         .bind(&inv.billing_reason)
         .bind(ctx.created())
+        .bind(inv.collection_method.as_deref().unwrap_or("charge_automatically"))
+        .bind(inv.due_date.and_then(ts))
+        .bind(&inv.hosted_invoice_url)
         .execute(&mut *ctx.tx)
         .await?;
     }
@@ -64,6 +69,8 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
             let _ = attempt;
             ctx.effect(format!("email.payment_action_required:{id}"), EffectKind::PaymentActionRequired, &id, payload).await?
         }
+        // A sent invoice unpaid by its due date: dunning chases it by email (never by /pay).
+        "invoice.overdue" => ctx.effect(format!("dunning.payment_failed:{id}:overdue"), EffectKind::PaymentFailed, &id, payload).await?,
         "invoice.paid" => ctx.effect(format!("dunning.invoice_paid:{id}"), EffectKind::InvoicePaid, &id, payload).await?,
         // Stripe gave up (its retries ran out, or someone voided the invoice).
         "invoice.voided" | "invoice.marked_uncollectible" => {

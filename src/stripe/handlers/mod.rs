@@ -49,6 +49,8 @@ const HANDLERS: &[(&str, Family)] = &[
     ("customer.subscription.resumed", Family::Subscription),
     ("invoice.created", Family::Invoice),
     ("invoice.finalized", Family::Invoice),
+    ("invoice.overdue", Family::Invoice),
+    ("invoice.will_be_due", Family::Invoice),
     ("invoice.paid", Family::Invoice),
     ("invoice.updated", Family::Invoice),
     ("invoice.voided", Family::Invoice),
