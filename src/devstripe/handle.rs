@@ -159,8 +159,17 @@ impl StripeSim {
         })
     }
 
+    /// Refunds `amount` of a charge: the refund (`refund.created`, succeeded at once as a card
+    /// refund usually is), then the charge with its refunded total (`charge.refunded`).
     pub fn refund(&self, charge: &str, amount: i64) {
         self.with(|s| {
+            let id = s.id("re");
+            let currency = s.charges[charge]["currency"].clone();
+            let refund = json!({"id": id, "object": "refund", "amount": amount, "charge": charge, "currency": currency,
+                "status": "succeeded", "reason": "requested_by_customer", "created": s.clock,
+                "payment_intent": s.charges[charge]["payment_intent"].clone()});
+            s.refunds.insert(id, refund.clone());
+            s.emit("refund.created", refund);
             let c = s.charges.get_mut(charge).expect("charge");
             let refunded = c["amount_refunded"].as_i64().unwrap_or(0) + amount;
             c["amount_refunded"] = json!(refunded);
@@ -281,7 +290,13 @@ impl StripeSim {
                 .filter(|d| s.charges.get(d["charge"].as_str().unwrap_or("")).is_some_and(|c| c["customer"] == customer))
                 .map(|d| (d["id"].as_str().unwrap_or("").to_owned(), d["status"].clone()))
                 .collect();
-            json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes})
+            let refunds: BTreeMap<String, Value> = s
+                .refunds
+                .values()
+                .filter(|r| s.charges.get(r["charge"].as_str().unwrap_or("")).is_some_and(|c| c["customer"] == customer))
+                .map(|r| (r["id"].as_str().unwrap_or("").to_owned(), json!([r["status"], r["amount"]])))
+                .collect();
+            json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes, "refunds": refunds})
         })
     }
 }

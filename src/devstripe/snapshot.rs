@@ -84,6 +84,8 @@ pub(super) struct Snapshot {
     upcoming_days: i64,
     #[serde(default)]
     overdue: BTreeSet<String>,
+    #[serde(default)]
+    refunds: BTreeMap<String, Value>,
 }
 
 impl Sim {
@@ -147,6 +149,7 @@ impl Sim {
             balances: self.balances.clone(),
             upcoming_days: self.upcoming_days,
             overdue: self.overdue.clone(),
+            refunds: self.refunds.clone(),
         }
     }
 
@@ -205,6 +208,7 @@ impl Sim {
         self.balances = s.balances;
         self.upcoming_days = s.upcoming_days;
         self.overdue = s.overdue;
+        self.refunds = s.refunds;
     }
 }
 

@@ -120,6 +120,8 @@ pub(super) struct Sim {
     pub(super) wrong_versions: Vec<String>,
     /// Sent invoices whose `invoice.overdue` was emitted.
     pub(super) overdue: BTreeSet<String>,
+    /// Refunds by id.
+    pub(super) refunds: BTreeMap<String, Value>,
 }
 
 impl Sim {

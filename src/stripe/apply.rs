@@ -163,8 +163,11 @@ async fn apply_routed(deps: &ApplyDeps, event_id: &EventId, fetched: Option<(Str
                 inbox::park_unmatched(system, &event.id, Some(&customer)).await?;
                 tracing::info!(message = "Stripe event parked: no tenant for its customer yet.", event_id = %event.id, customer = %customer);
                 // The mapping may have committed (and released its parked events) between our
-                // routing and the park: look again, so this event is not left waiting for a sweep.
-                if routing::mapped_tenant(system, &customer).await?.is_some() {
+                // routing and the park, or the tenant's deleted customer been unbound (and the
+                // events naming the tenant released): route again, so this event is not left
+                // waiting for a sweep.
+                let now = routing::route(system, &deps.billing.stripe, &event, Some(&customer)).await.map_err(|e| ApplyError::Retry(e.to_string()))?;
+                if matches!(now, Routed::Tenant(_)) {
                     inbox::release_unmatched(system, &deps.billing.queue, &customer).await.map_err(|e| ApplyError::Retry(e.to_string()))?;
                 }
                 return Ok(ApplyReport::Skipped { event: event.id, outcome: "unmatched" });

@@ -34,9 +34,9 @@ pub enum Routed {
 /// The tenant of `event`, whose known customer is `customer`.
 pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, customer: Option<&str>) -> Result<Routed, RoutingError> {
     let mut customer = customer.map(str::to_owned).or_else(|| event.customer_id().map(str::to_owned));
-    // A dispute names its charge and an invoice payment its invoice, not the customer: ask our
-    // mirror, then Stripe.
-    let named_by = if event.event_type.starts_with("charge.dispute.") {
+    // A dispute and a refund name their charge and an invoice payment its invoice, not the
+    // customer: ask our mirror, then Stripe.
+    let named_by = if event.event_type.starts_with("charge.dispute.") || event.event_type.starts_with("refund.") {
         Some(("charge", "SELECT customer_id FROM charges WHERE id = $1", ObjectKind::Charge))
     } else if event.event_type.starts_with("invoice_payment.") {
         Some(("invoice", "SELECT customer_id FROM invoices WHERE id = $1", ObjectKind::Invoice))

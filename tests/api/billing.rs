@@ -73,7 +73,14 @@ pub(crate) async fn mirror(app: &TestApp, customer: &str) -> Value {
     .await
     .expect("disputes");
     let disputes: BTreeMap<String, Value> = disputes.into_iter().map(|(id, st)| (id, json!(st))).collect();
-    json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes})
+    let refunds: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id, status, amount FROM refunds WHERE charge_id IN (SELECT id FROM charges WHERE customer_id = $1)")
+            .bind(customer)
+            .fetch_all(pool)
+            .await
+            .expect("refunds");
+    let refunds: BTreeMap<String, Value> = refunds.into_iter().map(|(id, st, amount)| (id, json!([st, amount]))).collect();
+    json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes, "refunds": refunds})
 }
 
 /// Feature → (enabled, limit, expires, what follows: [enabled, limit, ends]…) for a tenant.

@@ -322,8 +322,13 @@ async fn partial_refunds_add_up_and_a_deleted_customer_ends_its_subscriptions_fi
     let charge = sim.charges_of(&c).pop().expect("charge");
     sim.refund(&charge, 500);
     sim.refund(&charge, 1500);
-    let refunds: Vec<(Value, Value)> = of_type(&sim.take_events(), "charge.refunded").iter().map(|o| (o["amount_refunded"].clone(), o["refunded"].clone())).collect();
+    let events = sim.take_events();
+    let refunds: Vec<(Value, Value)> = of_type(&events, "charge.refunded").iter().map(|o| (o["amount_refunded"].clone(), o["refunded"].clone())).collect();
     assert_eq!(refunds, [(json!(500), json!(false)), (json!(2000), json!(true))]);
+    // https://docs.stripe.com/api/refunds/object: each refund is an object of its own with its
+    // amount, charge and status (refund.created).
+    let objects: Vec<(Value, Value, Value)> = of_type(&events, "refund.created").iter().map(|r| (r["amount"].clone(), r["charge"].clone(), r["status"].clone())).collect();
+    assert_eq!(objects, [(json!(500), json!(charge), json!("succeeded")), (json!(1500), json!(charge), json!("succeeded"))]);
     sim.delete_customer(&c);
     assert_eq!(types(&sim.take_events()), ["customer.subscription.deleted", "customer.deleted"]);
 }

@@ -17,6 +17,7 @@ mod customer;
 mod dispute;
 mod invoice;
 mod invoice_payment;
+mod refund;
 mod subscription;
 
 pub use context::{Applied, EventCtx, HandlerError, ts};
@@ -24,6 +25,7 @@ pub use context::{Applied, EventCtx, HandlerError, ts};
 /// Which handler applies an event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
+    Refund,
     Checkout,
     Customer,
     Subscription,
@@ -60,6 +62,9 @@ const HANDLERS: &[(&str, Family)] = &[
     ("invoice.upcoming", Family::InvoiceUpcoming),
     ("invoice_payment.paid", Family::InvoicePayment),
     ("charge.refunded", Family::ChargeRefunded),
+    ("refund.created", Family::Refund),
+    ("refund.updated", Family::Refund),
+    ("refund.failed", Family::Refund),
     ("charge.dispute.created", Family::Dispute),
     ("charge.dispute.updated", Family::Dispute),
     ("charge.dispute.funds_withdrawn", Family::Dispute),
@@ -126,6 +131,7 @@ async fn apply_by_type(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> 
         Family::InvoicePayment => invoice_payment::paid(ctx).await.map(|()| Applied::default()),
         Family::Invoice => invoice::changed(ctx).await.map(|()| Applied::default()),
         Family::ChargeRefunded => charge::refunded(ctx).await.map(|()| Applied::default()),
+        Family::Refund => refund::changed(ctx).await.map(|()| Applied::default()),
         Family::Dispute => dispute::changed(ctx).await.map(|()| Applied::default()),
     }
 }

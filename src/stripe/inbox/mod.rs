@@ -225,6 +225,17 @@ pub async fn sweep(pool: &SystemPool, queue: &JobQueue, older_than: chrono::Dura
     for customer in &customers {
         report.released += release_unmatched(pool, queue, customer).await?;
     }
+    // Parked rows naming a tenant that has no customer now (its last one was deleted).
+    let unbound: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT t.id FROM stripe_events e JOIN tenants t
+             ON t.id::text = COALESCE(e.payload #>> '{data,object,metadata,tenant_id}', e.payload #>> '{data,object,client_reference_id}')
+         WHERE e.status = 'unmatched' AND t.stripe_customer_id IS NULL LIMIT 1000",
+    )
+    .fetch_all(&pool.0)
+    .await?;
+    for tenant in unbound {
+        report.released += release_naming_tenant(pool, queue, TenantId(tenant)).await?;
+    }
     Ok(report)
 }
 
