@@ -81,6 +81,13 @@ impl StripeSim {
 
     /// Checkout of a subscription to `price`, with an optional trial.
     pub fn checkout(&self, tenant: uuid::Uuid, customer: &str, price: (&'static str, &'static str, i64), trial_days: Option<i64>) -> String {
+        self.checkout_discounted(tenant, customer, price, trial_days, 0)
+    }
+
+    /// Checkout with a coupon taking `percent_off` (100: free): the invoice's total is the
+    /// price less the discount, and an invoice of $0 is paid with no payment attempt
+    /// (<https://docs.stripe.com/billing/subscriptions/coupons>).
+    pub fn checkout_discounted(&self, tenant: uuid::Uuid, customer: &str, price: (&'static str, &'static str, i64), trial_days: Option<i64>, percent_off: i64) -> String {
         self.with(|s| {
             let sub_id = s.id("sub");
             let session = s.id("cs");
@@ -115,7 +122,7 @@ impl StripeSim {
             s.emit_sub("customer.subscription.created", &sub_id);
             match trial_days {
                 None => {
-                    s.bill(&sub_id, price.2, "subscription_create");
+                    s.bill(&sub_id, price.2 * (100 - percent_off.clamp(0, 100)) / 100, "subscription_create");
                 }
                 Some(days) => {
                     // A trial starts with a $0 invoice, paid with no payment attempt; a trial of

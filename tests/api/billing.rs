@@ -361,6 +361,7 @@ mod any_order_duplication_or_replay_converges {
         first_payment_fails_and_expires,
         trial_cancelled_in_the_portal,
         sent_invoice_overdue_then_paid,
+        free_with_a_coupon,
     );
 }
 

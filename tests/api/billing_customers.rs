@@ -181,3 +181,18 @@ async fn lifecycle_emails_tell_the_truth_about_trials_that_will_not_convert_and_
     assert_eq!(mirror(&app, &c).await, sim.truth(&c));
     assert!(!templates(t).await.contains(&"trial_ending".to_owned()), "{:?}", templates(t).await);
 }
+
+#[tokio::test]
+async fn a_zero_invoice_paid_by_a_coupon_grants_as_a_paid_one() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let t = tenant(&app).await;
+    let c = free_with_a_coupon(&sim, t);
+    assert!(sim.charges_of(&c).is_empty(), "nothing charged");
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    let e = entitlements(&app, t).await;
+    assert!(on(&e, "sso") && e["projects"].1 == Some(50), "{e:?}");
+    let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM dunning_cases WHERE tenant_id = $1").bind(t).fetch_one(&app.state.system_pool.0).await.expect("cases");
+    assert_eq!(cases, 0);
+}

@@ -315,3 +315,10 @@ pub(crate) fn sent_invoice_overdue_then_paid(sim: &StripeSim, t: Uuid) -> String
     }
     c
 }
+
+/// A 100 %-off coupon: a $0 first invoice, paid with no charge; the plan is granted as paid.
+pub(crate) fn free_with_a_coupon(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, false);
+    sim.checkout_discounted(t, &c, PRO, None, 100);
+    c
+}
