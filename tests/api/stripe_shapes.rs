@@ -52,6 +52,7 @@ fn object_for(p: &Value, event_type: &str) -> Value {
         }
         t if t.starts_with("invoice.") => p["invoice"].clone(),
         "charge.refunded" => p["charge"].clone(),
+        t if t.starts_with("refund.") => p["refund"].clone(),
         t if t.starts_with("charge.dispute.") => p["dispute"].clone(),
         "checkout.session.completed" => p["checkout.session"].clone(),
         "invoice_payment.paid" => {
