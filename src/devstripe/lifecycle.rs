@@ -30,14 +30,7 @@ impl Sim {
         let inv = self.invoices.get_mut(invoice).expect("invoice");
         inv["next_payment_attempt"] = Value::Null;
         if how == GiveUp::Pause {
-            // The invoice that triggered the pause remains collectible.
-            let inv = inv.clone();
-            self.emit("invoice.updated", inv);
-            let s = self.subs.get_mut(&sub).expect("sub");
-            s.status = "paused".into();
-            s.paused_by = Some("final_payment_failure");
-            self.emit_sub("customer.subscription.updated", &sub);
-            self.emit_sub("customer.subscription.paused", &sub);
+            self.pause_for_failure(invoice, &sub, "final_payment_failure");
             return;
         }
         let (status, event) = if how == GiveUp::StayPastDueVoid { ("void", "invoice.voided") } else { ("uncollectible", "invoice.marked_uncollectible") };
@@ -56,6 +49,20 @@ impl Sim {
             }
             GiveUp::StayPastDueVoid | GiveUp::Pause => {}
         }
+    }
+
+    /// Pauses `sub` after its invoice's payment failed (`first_payment_failure` or
+    /// `final_payment_failure`): no more tries; the invoice remains collectible.
+    pub(super) fn pause_for_failure(&mut self, invoice: &str, sub: &str, why: &'static str) {
+        let inv = self.invoices.get_mut(invoice).expect("invoice");
+        inv["next_payment_attempt"] = Value::Null;
+        let inv = inv.clone();
+        self.emit("invoice.updated", inv);
+        let s = self.subs.get_mut(sub).expect("sub");
+        s.status = "paused".into();
+        s.paused_by = Some(why);
+        self.emit_sub("customer.subscription.updated", sub);
+        self.emit_sub("customer.subscription.paused", sub);
     }
 
     /// Ends a subscription now, as Stripe records it (`canceled_at`, `ended_at`, the reason).
@@ -177,6 +184,29 @@ impl StripeSim {
             x.period_end = now + super::terms::PERIOD;
             s.emit_sub("customer.subscription.resumed", sub);
         })
+    }
+
+    /// The account pauses a subscription after its first failed renewal payment (flexible
+    /// billing mode): for this customer's subscriptions.
+    pub fn pause_on_first_failure(&self, customer: &str) {
+        self.with(|s| s.pause_first_failure.insert(customer.to_owned()));
+    }
+
+    /// A refund fails after it was created (the card was closed, say): `status = failed` with
+    /// its `failure_reason`, announced by `refund.failed`.
+    pub fn fail_refund(&self, refund: &str) {
+        self.with(|s| {
+            let r = s.refunds.get_mut(refund).expect("refund");
+            r["status"] = json!("failed");
+            r["failure_reason"] = json!("expired_or_canceled_card");
+            let r = r.clone();
+            s.emit("refund.failed", r);
+        })
+    }
+
+    /// The charge's refunds, oldest first.
+    pub fn refunds_of(&self, charge: &str) -> Vec<String> {
+        self.with(|s| s.refunds.values().filter(|r| r["charge"] == charge).filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
     }
 
     /// Switches the subscription to invoices sent rather than charged

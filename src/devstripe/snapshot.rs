@@ -86,6 +86,8 @@ pub(super) struct Snapshot {
     overdue: BTreeSet<String>,
     #[serde(default)]
     refunds: BTreeMap<String, Value>,
+    #[serde(default)]
+    pause_first_failure: BTreeSet<String>,
 }
 
 impl Sim {
@@ -150,6 +152,7 @@ impl Sim {
             upcoming_days: self.upcoming_days,
             overdue: self.overdue.clone(),
             refunds: self.refunds.clone(),
+            pause_first_failure: self.pause_first_failure.clone(),
         }
     }
 
@@ -209,6 +212,7 @@ impl Sim {
         self.upcoming_days = s.upcoming_days;
         self.overdue = s.overdue;
         self.refunds = s.refunds;
+        self.pause_first_failure = s.pause_first_failure;
     }
 }
 

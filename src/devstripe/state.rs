@@ -122,6 +122,8 @@ pub(super) struct Sim {
     pub(super) overdue: BTreeSet<String>,
     /// Refunds by id.
     pub(super) refunds: BTreeMap<String, Value>,
+    /// Customers whose subscriptions pause at the first failed renewal payment.
+    pub(super) pause_first_failure: BTreeSet<String>,
 }
 
 impl Sim {
@@ -255,7 +257,10 @@ impl Sim {
                 s.status = "past_due".into();
                 self.emit_sub("customer.subscription.updated", &sub_id);
             }
-            if let Some(r) = retry.filter(|_| next.is_none()) {
+            let renewal = self.invoices[invoice]["billing_reason"] == "subscription_cycle";
+            if attempts == 1 && renewal && self.pause_first_failure.contains(&customer) {
+                self.pause_for_failure(invoice, &sub_id, "first_payment_failure");
+            } else if let Some(r) = retry.filter(|_| next.is_none()) {
                 // The last try failed: Stripe applies the account's setting.
                 self.give_up_on(invoice, r.then);
             }

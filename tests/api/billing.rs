@@ -362,6 +362,8 @@ mod any_order_duplication_or_replay_converges {
         trial_cancelled_in_the_portal,
         sent_invoice_overdue_then_paid,
         free_with_a_coupon,
+        paused_at_the_first_failed_renewal,
+        refund_failed,
     );
 }
 

@@ -322,3 +322,27 @@ pub(crate) fn free_with_a_coupon(sim: &StripeSim, t: Uuid) -> String {
     sim.checkout_discounted(t, &c, PRO, None, 100);
     c
 }
+
+/// The account pauses at the first failed renewal payment: paused, then resumed once paid.
+pub(crate) fn paused_at_the_first_failed_renewal(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.pause_on_first_failure(&c);
+    let s = sim.checkout(t, &c, STARTER, None);
+    sim.set_declining(&c, true);
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    sim.set_declining(&c, false);
+    sim.resume(&s);
+    c
+}
+
+/// A partial refund that fails after it was created.
+pub(crate) fn refund_failed(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.checkout(t, &c, STARTER, None);
+    let charge = sim.charges_of(&c).pop().expect("charge");
+    sim.refund(&charge, 700);
+    let refund = sim.refunds_of(&charge).pop().expect("refund");
+    sim.fail_refund(&refund);
+    c
+}

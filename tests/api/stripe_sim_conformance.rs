@@ -427,3 +427,29 @@ async fn a_sent_invoice_is_due_days_later_never_charged_and_overdue_after() {
     assert_eq!(types(&events), ["invoice.overdue", "customer.subscription.updated"]);
     assert_eq!(one(&events, "customer.subscription.updated")["status"], "past_due");
 }
+
+/// <https://docs.stripe.com/billing/revenue-recovery/smart-retries/pause-on-payment-failure>:
+/// "after the first renewal payment failure" pauses at once (`first_payment_failure`), with no
+/// retry scheduled; <https://docs.stripe.com/api/events/types#event_types-refund.failed>: a
+/// refund can fail after it was created (`status = failed`, `failure_reason`).
+#[tokio::test]
+async fn a_first_renewal_failure_can_pause_and_a_refund_can_fail() {
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    sim.pause_on_first_failure(&c);
+    sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+    let charge = sim.charges_of(&c).pop().expect("charge");
+    sim.take_events();
+    sim.set_declining(&c, true);
+    sim.advance_days(30);
+    sim.advance_hours(1);
+    let events = sim.take_events();
+    let paused = one(&events, "customer.subscription.paused");
+    assert_eq!(paused["status_details"]["paused"]["subscription"]["type"], "first_payment_failure");
+    assert_eq!(of_type(&events, "invoice.payment_failed").len(), 1, "no retry");
+    sim.refund(&charge, 700);
+    let refund = sim.refunds_of(&charge).pop().expect("refund");
+    sim.fail_refund(&refund);
+    let failed = one(&sim.take_events(), "refund.failed").clone();
+    assert_eq!((failed["status"].as_str(), failed["failure_reason"].as_str(), failed["amount"].as_i64()), (Some("failed"), Some("expired_or_canceled_card"), Some(700)));
+}
