@@ -36,13 +36,13 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
     .await?;
     let as_of = subs.iter().map(|s| s.stripe_updated_at).max().unwrap_or_else(Utc::now);
     let parts: Vec<_> = subs.iter().filter_map(|s| contribution(s, plans, rules, as_of)).collect();
-    let granting: Vec<_> = parts.iter().filter(|c| !c.restricted).cloned().collect();
-    let leading = grants::leading_plan(&granting);
-    let (source, best) = match (leading, granting.is_empty(), parts.is_empty()) {
+    // A restricted contribution names no plan, so the leading plan is a granting one's.
+    let granting = parts.iter().any(|c| !c.restricted);
+    let (source, best) = match (grants::leading_plan(&parts), granting, parts.is_empty()) {
         (Some(c), _, _) => ("plan", Access::Plan { plan_id: c.plan.as_ref().map(|(id, _)| id.clone()).unwrap_or_default(), until: c.until }),
-        (None, false, _) => ("plan", Access::None),
-        (None, true, false) => ("restricted", Access::Restricted),
-        (None, true, true) => ("none", Access::None),
+        (None, true, _) => ("plan", Access::None),
+        (None, false, false) => ("restricted", Access::Restricted),
+        (None, false, true) => ("none", Access::None),
     };
     let plan_id = match &best {
         Access::Plan { plan_id, .. } => Some(plan_id.as_str()),
@@ -124,7 +124,8 @@ impl Entitlement {
     /// it, or to off, even before the next recompute writes so.
     pub fn value_at(&self, now: DateTime<Utc>) -> (bool, Option<i64>) {
         let first = Tier { enabled: self.enabled, limit: self.limit, until: self.expires_at };
-        grants::at(&[&[first][..], &self.later].concat(), now)
+        // Read on every entitlement answer: no allocation.
+        grants::at(std::iter::once(&first).chain(&self.later), now)
     }
 
     /// Whether the feature is usable at `now` ([`Entitlement::value_at`]).

@@ -130,8 +130,8 @@ pub fn leading_plan(contributions: &[Contribution]) -> Option<&Contribution> {
 
 
 /// The value of `tiers` at `now`: the first tier not ended, else off.
-pub fn at(tiers: &[Tier], now: DateTime<Utc>) -> (bool, Option<i64>) {
-    tiers.iter().find(|t| t.until.is_none_or(|u| u > now)).map_or((false, None), |t| (t.enabled, t.limit))
+pub fn at<'a>(tiers: impl IntoIterator<Item = &'a Tier>, now: DateTime<Utc>) -> (bool, Option<i64>) {
+    tiers.into_iter().find(|t| t.until.is_none_or(|u| u > now)).map_or((false, None), |t| (t.enabled, t.limit))
 }
 
 #[cfg(test)]

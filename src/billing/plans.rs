@@ -183,10 +183,7 @@ impl Plans {
         if let Some((id, _)) = self.plan_for(price, product) {
             return PriceRole::Plan(id);
         }
-        let owns = |prices: &[String], products: &[String]| {
-            price.is_some_and(|p| prices.iter().any(|x| x == p)) || product.is_some_and(|p| products.iter().any(|x| x == p))
-        };
-        match self.addons.iter().find(|(_, a)| owns(&a.prices, &a.products)) {
+        match seller(&self.addons, |a| a.prices.as_slice(), |a| a.products.as_slice(), price, product) {
             Some((id, _)) => PriceRole::Addon(id),
             None => PriceRole::Unknown,
         }
@@ -194,10 +191,21 @@ impl Plans {
 
     /// The plan a price (or its product) belongs to.
     pub fn plan_for(&self, price: Option<&str>, product: Option<&str>) -> Option<(&str, &Plan)> {
-        let by_price = price.and_then(|p| self.plans.iter().find(|(_, plan)| plan.prices.iter().any(|x| x == p)));
-        let found = by_price.or_else(|| product.and_then(|p| self.plans.iter().find(|(_, plan)| plan.products.iter().any(|x| x == p))));
-        found.map(|(id, plan)| (id.as_str(), plan))
+        seller(&self.plans, |p| p.prices.as_slice(), |p| p.products.as_slice(), price, product)
     }
+}
+
+/// The entry of `catalogue` that sells `price`, else the one that sells its `product` (a price
+/// names the more specific entry).
+fn seller<'a, T>(
+    catalogue: &'a BTreeMap<String, T>,
+    prices: impl Fn(&T) -> &[String],
+    products: impl Fn(&T) -> &[String],
+    price: Option<&str>,
+    product: Option<&str>,
+) -> Option<(&'a str, &'a T)> {
+    let find = |wanted: Option<&str>, ids: &dyn Fn(&T) -> &[String]| wanted.and_then(|w| catalogue.iter().find(|(_, e)| ids(e).iter().any(|x| x == w)));
+    find(price, &prices).or_else(|| find(product, &products)).map(|(id, entry)| (id.as_str(), entry))
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ fn differences(m: &Mirrored, s: &Value, plans: &crate::billing::plans::Plans) ->
     if m.kind == "subscription" {
         // The plan's price, read as the handler reads it (an add-on or a metered item may be
         // listed first).
-        let plan_price = crate::stripe::event::object::<crate::stripe::event::SubscriptionObject>(s).ok().and_then(|o| o.plan_price(plans).map(|p| p.id.clone()));
+        let plan_price = crate::stripe::objects::object::<crate::stripe::objects::SubscriptionObject>(s).ok().and_then(|o| o.plan_price(plans).map(|p| p.id.clone()));
         check("price", json!(m.price_id), json!(plan_price));
         check("cancel_at_period_end", json!(m.cancel_at_period_end), s["cancel_at_period_end"].clone());
         // A flexible-mode cancel shows only here (cancel_at_period_end stays false).

@@ -4,7 +4,8 @@
 //! finds the tenant.
 
 use crate::stripe_api::{ObjectKind, StripeApi, StripeApiError};
-use super::event::{StripeEvent, expandable_id};
+use super::event::StripeEvent;
+use super::objects::expandable_id;
 use super::inbox;
 use crate::db::SystemPool;
 use crate::newtypes::TenantId;

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use ballast::stripe::event::{ChargeObject, CheckoutSessionObject, CustomerObject, DisputeObject, InvoiceObject, SubscriptionObject, object};
+use ballast::stripe::objects::{ChargeObject, CheckoutSessionObject, CustomerObject, DisputeObject, InvoiceObject, SubscriptionObject, object};
 
 use crate::support::TestApp;
 

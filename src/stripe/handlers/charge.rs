@@ -5,7 +5,7 @@
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape};
 use crate::stripe_api::ObjectKind;
-use crate::stripe::event::{ChargeObject, object};
+use crate::stripe::objects::{ChargeObject, object};
 
 pub(super) async fn refunded(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
     let id = ctx.object_id()?;

@@ -3,7 +3,7 @@
 
 use crate::billing::effects::EffectKind;
 use super::context::{Applied, EventCtx, HandlerError, shape};
-use crate::stripe::event::{CheckoutSessionObject, object};
+use crate::stripe::objects::{CheckoutSessionObject, object};
 
 pub(super) async fn completed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
     let session: CheckoutSessionObject = shape(object(&ctx.event.object))?;

@@ -4,7 +4,7 @@
 use crate::billing::effects::EffectKind;
 use super::context::{Applied, EventCtx, HandlerError, Table, shape};
 use crate::stripe_api::ObjectKind;
-use crate::stripe::event::{CustomerObject, object};
+use crate::stripe::objects::{CustomerObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
     let id = ctx.object_id()?;

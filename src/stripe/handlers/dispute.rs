@@ -4,7 +4,7 @@
 
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, shape};
-use crate::stripe::event::{DisputeObject, object};
+use crate::stripe::objects::{DisputeObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
     let d: DisputeObject = shape(object(&ctx.event.object))?;

@@ -5,7 +5,7 @@
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, shape, ts};
 use crate::stripe_api::ObjectKind;
-use crate::stripe::event::{InvoiceObject, object};
+use crate::stripe::objects::{InvoiceObject, object};
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
     let id = ctx.object_id()?;
@@ -66,7 +66,6 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
             .bind(ctx.event.object.get("hosted_invoice_url").and_then(|v| v.as_str()))
             .execute(&mut *ctx.tx)
             .await?;
-            let _ = attempt;
             ctx.effect(format!("email.payment_action_required:{id}"), EffectKind::PaymentActionRequired, &id, payload).await?
         }
         // A sent invoice unpaid by its due date: dunning chases it by email (never by /pay).

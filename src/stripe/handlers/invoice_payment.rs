@@ -3,7 +3,7 @@
 //! is mirrored already (the charge handler looks the row up when the charge comes later).
 
 use super::context::{EventCtx, HandlerError, shape};
-use crate::stripe::event::{InvoicePaymentObject, object};
+use crate::stripe::objects::{InvoicePaymentObject, object};
 
 pub(super) async fn paid(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
     let p: InvoicePaymentObject = shape(object(&ctx.event.object))?;

@@ -21,7 +21,7 @@ struct RefundObject {
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
     let r: RefundObject = serde_json::from_value(ctx.event.object.clone()).map_err(|e| HandlerError::Shape(format!("unexpected refund shape: {e}")))?;
-    let charge = r.charge.as_ref().and_then(crate::stripe::event::expandable_id);
+    let charge = r.charge.as_ref().and_then(crate::stripe::objects::expandable_id);
     sqlx::query(
         "INSERT INTO refunds (id, tenant_id, charge_id, amount, currency, status, reason, failure_reason, stripe_updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)

@@ -4,7 +4,7 @@
 use crate::billing::effects::EffectKind;
 use super::context::{EventCtx, HandlerError, Table, customer_placeholder, shape, ts};
 use crate::stripe_api::ObjectKind;
-use crate::stripe::event::{SubscriptionObject, object};
+use crate::stripe::objects::{SubscriptionObject, object};
 
 /// The subscription's upsert, with its customer's placeholder row in the same statement.
 static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
