@@ -31,6 +31,8 @@ pub enum EffectKind {
     PaymentActionRequired,
     /// A renewal is coming: reminder email.
     UpcomingRenewal,
+    /// A sent invoice falls due soon (invoice.will_be_due): reminder email.
+    InvoiceDueSoon,
     /// A trial ends soon: reminder email.
     TrialWillEnd,
     /// A subscription was canceled.
@@ -43,7 +45,7 @@ pub enum EffectKind {
 
 impl EffectKind {
     /// Every kind.
-    pub const ALL: [EffectKind; 14] = [
+    pub const ALL: [EffectKind; 15] = [
         EffectKind::CheckoutCompleted,
         EffectKind::CustomerDeleted,
         EffectKind::RefundRecorded,
@@ -54,6 +56,7 @@ impl EffectKind {
         EffectKind::InvoiceClosed,
         EffectKind::PaymentActionRequired,
         EffectKind::UpcomingRenewal,
+        EffectKind::InvoiceDueSoon,
         EffectKind::TrialWillEnd,
         EffectKind::SubscriptionCanceled,
         EffectKind::SubscriptionPaused,
@@ -61,7 +64,7 @@ impl EffectKind {
     ];
 
     /// The kinds dunning consumes.
-    pub const DUNNING: [EffectKind; 11] = [
+    pub const DUNNING: [EffectKind; 12] = [
         EffectKind::SubscriptionCanceled,
         EffectKind::SubscriptionPaused,
         EffectKind::CustomerDeleted,
@@ -72,6 +75,7 @@ impl EffectKind {
         EffectKind::InvoiceClosed,
         EffectKind::PaymentActionRequired,
         EffectKind::UpcomingRenewal,
+        EffectKind::InvoiceDueSoon,
         EffectKind::TrialWillEnd,
     ];
 
@@ -88,6 +92,7 @@ impl EffectKind {
             EffectKind::InvoiceClosed => "dunning.invoice_closed",
             EffectKind::PaymentActionRequired => "email.payment_action_required",
             EffectKind::UpcomingRenewal => "email.upcoming_renewal",
+            EffectKind::InvoiceDueSoon => "email.invoice_due_soon",
             EffectKind::TrialWillEnd => "email.trial_will_end",
             EffectKind::SubscriptionCanceled => "subscription.canceled",
             EffectKind::SubscriptionPaused => "subscription.paused",

@@ -218,6 +218,14 @@ impl StripeSim {
         })
     }
 
+    /// Sends `invoice.will_be_due` `days` before each of the customer's sent invoices falls due
+    /// (the account's Automations reminder).
+    pub fn remind_before_due(&self, customer: &str, days: i64) {
+        self.with(|s| {
+            s.due_reminders.insert(customer.to_owned(), days);
+        })
+    }
+
     /// Pauses collection (`pause_collection.behavior`: keep_as_draft, mark_uncollectible or
     /// void), or resumes it with `None`: the status and the access stay as they are.
     pub fn pause_collection(&self, sub: &str, behavior: Option<&'static str>) {

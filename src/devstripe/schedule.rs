@@ -26,6 +26,8 @@ enum Due {
     ExpireIncomplete(String),
     /// A sent invoice unpaid at its due date.
     Overdue(String),
+    /// A sent invoice's reminder, days before its due date.
+    WillBeDue(String),
 }
 
 impl Sim {
@@ -75,6 +77,14 @@ impl Sim {
         due.extend(self.drafts.iter().map(|(id, at)| (*at, Due::Finalize(id.clone()))));
         for inv in self.invoices.values().filter(|i| i["status"] == "open" && i["collection_method"] == "send_invoice") {
             let id = inv["id"].as_str().unwrap_or("").to_owned();
+            let remind = inv["customer"].as_str().and_then(|c| self.due_reminders.get(c));
+            if let (false, Some(days), Some(at)) = (self.reminded.contains(&id), remind, inv["due_date"].as_i64()) {
+                // Not for an invoice sent inside the reminder's window.
+                let at = at - days * DAY;
+                if at >= inv["created"].as_i64().unwrap_or(i64::MAX) {
+                    due.push((at, Due::WillBeDue(id.clone())));
+                }
+            }
             if let (false, Some(at)) = (self.overdue.contains(&id), inv["due_date"].as_i64()) {
                 due.push((at, Due::Overdue(id)));
             }
@@ -116,6 +126,11 @@ impl Sim {
             Due::Retry(id) => self.pay(&id),
             Due::ExpireIncomplete(id) => self.expire_incomplete(&id),
             Due::Overdue(id) => self.overdue(&id),
+            Due::WillBeDue(id) => {
+                self.reminded.insert(id.clone());
+                let inv = self.invoices[&id].clone();
+                self.emit("invoice.will_be_due", inv);
+            }
         }
     }
 

@@ -85,6 +85,10 @@ pub(super) struct Snapshot {
     #[serde(default)]
     overdue: BTreeSet<String>,
     #[serde(default)]
+    due_reminders: BTreeMap<String, i64>,
+    #[serde(default)]
+    reminded: BTreeSet<String>,
+    #[serde(default)]
     refunds: BTreeMap<String, Value>,
     #[serde(default)]
     pause_first_failure: BTreeSet<String>,
@@ -151,6 +155,8 @@ impl Sim {
             balances: self.balances.clone(),
             upcoming_days: self.upcoming_days,
             overdue: self.overdue.clone(),
+            due_reminders: self.due_reminders.clone(),
+            reminded: self.reminded.clone(),
             refunds: self.refunds.clone(),
             pause_first_failure: self.pause_first_failure.clone(),
         }
@@ -211,6 +217,8 @@ impl Sim {
         self.balances = s.balances;
         self.upcoming_days = s.upcoming_days;
         self.overdue = s.overdue;
+        self.due_reminders = s.due_reminders;
+        self.reminded = s.reminded;
         self.refunds = s.refunds;
         self.pause_first_failure = s.pause_first_failure;
     }

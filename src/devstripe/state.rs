@@ -120,6 +120,11 @@ pub(super) struct Sim {
     pub(super) wrong_versions: Vec<String>,
     /// Sent invoices whose `invoice.overdue` was emitted.
     pub(super) overdue: BTreeSet<String>,
+    /// Days before a sent invoice's due date that `invoice.will_be_due` is sent, per customer
+    /// (the account's Automations reminder, held per customer like Smart Retries).
+    pub(super) due_reminders: BTreeMap<String, i64>,
+    /// Sent invoices whose `invoice.will_be_due` was emitted.
+    pub(super) reminded: BTreeSet<String>,
     /// Refunds by id.
     pub(super) refunds: BTreeMap<String, Value>,
     /// Customers whose subscriptions pause at the first failed renewal payment.

@@ -58,6 +58,13 @@ pub async fn consume_effects(state: &Deps, tenant: TenantId) -> Result<usize, Du
             }
             Some(EffectKind::DisputeCreated) => after.dispute(disputes::opened(&mut tx, tenant, e, state.policy.disputes).await?),
             Some(EffectKind::DisputeClosed) => after.dispute(disputes::closed(&mut tx, tenant, e).await?),
+            Some(EffectKind::InvoiceDueSoon) => {
+                // Paid (or voided) since Stripe sent the reminder: nothing to remind of.
+                let status: Option<String> = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1").bind(&e.subject_id).fetch_optional(&mut *tx).await?;
+                if status.as_deref().is_none_or(|s| s == "open") {
+                    invoice_email(&mut tx, tenant, e, &e.effect_key, Template::InvoiceDueSoon, &mut after).await?;
+                }
+            }
             Some(EffectKind::PaymentActionRequired) => {
                 invoice_email(&mut tx, tenant, e, &e.effect_key, Template::PaymentActionRequired, &mut after).await?;
             }
@@ -129,6 +136,7 @@ async fn invoice_email(tx: &mut PgConnection, tenant: TenantId, e: &Effect, key:
         "amount": email::money(&Money::new(e.payload["amount_due"].as_i64().unwrap_or(0), e.payload["currency"].as_str().unwrap_or("usd"))),
         "invoice": e.subject_id,
         "url": e.payload["hosted_invoice_url"].as_str().unwrap_or_default(),
+        "due_on": e.payload.get("due_date").and_then(|v| v.as_i64()).and_then(|t| DateTime::from_timestamp(t, 0)).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
     });
     remind(tx, tenant, &customer, key, template, vars, after).await?;
     Ok(())

@@ -52,11 +52,13 @@ pub enum Template {
     EndpointDisabled,
     /// A new subscription's first payment failed (`incomplete`): complete it within 23 hours.
     CompletePayment,
+    /// invoice.will_be_due: a sent invoice falls due in a few days.
+    InvoiceDueSoon,
 }
 
 impl Template {
     /// Every template.
-    pub const ALL: [Template; 10] = [
+    pub const ALL: [Template; 11] = [
         Template::PaymentFailed,
         Template::PaymentWarning,
         Template::TrialEnding,
@@ -67,6 +69,7 @@ impl Template {
         Template::PaymentRecovered,
         Template::EndpointDisabled,
         Template::CompletePayment,
+        Template::InvoiceDueSoon,
     ];
 
     /// The template's name (its files in templates/email/).
@@ -82,6 +85,7 @@ impl Template {
             Template::PaymentRecovered => "payment_recovered",
             Template::EndpointDisabled => "webhook_endpoint_disabled",
             Template::CompletePayment => "complete_payment",
+            Template::InvoiceDueSoon => "invoice_due_soon",
         }
     }
 
@@ -112,6 +116,7 @@ impl Template {
             Template::PaymentRecovered => files!("payment_recovered"),
             Template::EndpointDisabled => files!("webhook_endpoint_disabled"),
             Template::CompletePayment => files!("complete_payment"),
+            Template::InvoiceDueSoon => files!("invoice_due_soon"),
         }
     }
 

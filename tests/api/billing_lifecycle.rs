@@ -310,6 +310,7 @@ async fn a_sent_invoice_is_chased_by_email_and_never_charged() {
     let customer = sim.customer(tenant, true);
     let sub = sim.checkout(tenant, &customer, STARTER, None);
     sim.send_invoices(&sub, 14);
+    sim.remind_before_due(&customer, 3);
     deliver_new(&app, &sim).await;
     sim.advance_days(30);
     sim.advance_hours(1);
@@ -328,4 +329,11 @@ async fn a_sent_invoice_is_chased_by_email_and_never_charged() {
     let subject: String = sqlx::query_scalar("SELECT subject FROM email_outbox WHERE tenant_id = $1 AND template = 'payment_failed'")
         .bind(tenant).fetch_one(pool).await.expect("day-0 email");
     assert!(subject.contains("overdue") && !subject.contains("did not go through"), "{subject}");
+    // Three days before the due date, one reminder naming it (invoice.will_be_due).
+    let due: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT due_date FROM invoices WHERE id = $1").bind(&invoice).fetch_one(pool).await.expect("due date");
+    let due_on = due.format("%Y-%m-%d").to_string();
+    let reminders: Vec<String> = sqlx::query_scalar("SELECT subject FROM email_outbox WHERE tenant_id = $1 AND template = 'invoice_due_soon'")
+        .bind(tenant).fetch_all(pool).await.expect("reminders");
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert!(reminders[0].contains(&due_on) && reminders[0].contains(&invoice), "{reminders:?}");
 }

@@ -307,6 +307,7 @@ pub(crate) fn sent_invoice_overdue_then_paid(sim: &StripeSim, t: Uuid) -> String
     let c = sim.customer(t, true);
     let s = sim.checkout(t, &c, STARTER, None);
     sim.send_invoices(&s, 14);
+    sim.remind_before_due(&c, 3);
     sim.advance_days(30);
     sim.advance_hours(1);
     sim.advance_days(15);

@@ -409,12 +409,15 @@ async fn a_failed_first_payment_leaves_the_subscription_incomplete_until_it_expi
 /// `collection_method = send_invoice` the invoice is finalized and sent (`invoice.sent`), due
 /// `days_until_due` later, never charged; unpaid at its due date it is overdue
 /// (`invoice.overdue`) and the subscription `past_due`
-/// (<https://docs.stripe.com/api/events/types#event_types-invoice.overdue>).
+/// (<https://docs.stripe.com/api/events/types#event_types-invoice.overdue>). With the
+/// Automations reminder set, `invoice.will_be_due` comes that many days before the due date
+/// (<https://docs.stripe.com/api/events/types#event_types-invoice.will_be_due>).
 #[tokio::test]
 async fn a_sent_invoice_is_due_days_later_never_charged_and_overdue_after() {
     let sim = StripeSim::start().await;
     let (c, s) = subscriber(&sim).await;
     sim.send_invoices(&s, 14);
+    sim.remind_before_due(&c, 3);
     sim.advance_days(30);
     sim.advance_hours(1);
     let events = sim.take_events();
@@ -424,7 +427,9 @@ async fn a_sent_invoice_is_due_days_later_never_charged_and_overdue_after() {
     assert!(of_type(&events, "invoice.payment_failed").is_empty() && sim.charges_of(&c).len() == 1, "nothing charged but the first invoice");
     sim.advance_days(14);
     let events = sim.take_events();
-    assert_eq!(types(&events), ["invoice.overdue", "customer.subscription.updated"]);
+    assert_eq!(types(&events), ["invoice.will_be_due", "invoice.overdue", "customer.subscription.updated"]);
+    let reminder = &events[0];
+    assert_eq!(reminder["data"]["object"]["due_date"].as_i64().unwrap_or(0) - reminder["created"].as_i64().unwrap_or(0), 3 * DAY);
     assert_eq!(one(&events, "customer.subscription.updated")["status"], "past_due");
 }
 

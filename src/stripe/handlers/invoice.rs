@@ -70,6 +70,13 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         }
         // A sent invoice unpaid by its due date: dunning chases it by email (never by /pay).
         "invoice.overdue" => ctx.effect(format!("dunning.payment_failed:{id}:overdue"), EffectKind::PaymentFailed, &id, payload).await?,
+        // Stripe's reminder ahead of a sent invoice's due date (the account's Automations
+        // setting): one email per invoice, unless it is paid by the time dunning reads it.
+        "invoice.will_be_due" => {
+            let mut payload = payload;
+            payload["due_date"] = ctx.event.object.get("due_date").cloned().unwrap_or_default();
+            ctx.effect(format!("email.invoice_due_soon:{id}"), EffectKind::InvoiceDueSoon, &id, payload).await?
+        }
         "invoice.paid" => ctx.effect(format!("dunning.invoice_paid:{id}"), EffectKind::InvoicePaid, &id, payload).await?,
         // Stripe gave up (its retries ran out, or someone voided the invoice).
         "invoice.voided" | "invoice.marked_uncollectible" => {
