@@ -3,8 +3,10 @@
 //!
 //! Access per subscription status: trialing and active → the plan; past_due → the plan
 //! during the grace period; incomplete, incomplete_expired, unpaid → none; canceled → none,
-//! except that cancel_at_period_end keeps the plan until the period ends; paused → restricted.
-//! A subscription restricted by dunning grants the restricted set.
+//! except that cancel_at_period_end keeps the plan until the period ends; paused → restricted;
+//! incomplete while its customer's bank debit is processing → the plan. The last two are the
+//! policy's (`[paused]`, `[processing]` in policy/dunning.toml). A subscription restricted by
+//! dunning grants the restricted set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,11 +34,13 @@ pub enum Access {
     None,
 }
 
-/// What a subscription Stripe paused grants (`[paused] access` in policy/dunning.toml).
+/// What a subscription held in a state the policy decides grants: paused by Stripe
+/// (`[paused] access`, default restricted) or waiting on a payment that is processing
+/// (`[processing] access`, default the plan), in policy/dunning.toml.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PausedAccess {
-    /// The restricted set of plans.toml (read-only): the default.
+pub enum HeldAccess {
+    /// The restricted set of plans.toml (read-only).
     #[default]
     Restricted,
     /// Nothing.
@@ -51,7 +55,9 @@ pub struct AccessRules {
     /// How long a past_due subscription keeps its plan.
     pub past_due_grace: Duration,
     /// What a paused subscription grants.
-    pub paused: PausedAccess,
+    pub paused: HeldAccess,
+    /// What an `incomplete` subscription grants while its first payment is processing.
+    pub processing: HeldAccess,
 }
 
 /// One item of a subscription as the mirror keeps it (`subscriptions.items`).
@@ -97,6 +103,10 @@ pub struct SubscriptionFacts {
     /// restriction day, or an open dispute of the tenant the dispute policy restricts for.
     #[sqlx(default)]
     pub restricted: bool,
+    /// `incomplete`, and a payment of its customer is `processing` (a bank debit settles in
+    /// days; Stripe leaves the subscription incomplete until it does).
+    #[sqlx(default)]
+    pub payment_processing: bool,
 }
 
 /// How a subscription stands by its status alone.
@@ -117,12 +127,17 @@ fn standing(sub: &SubscriptionFacts, rules: &AccessRules, as_of: DateTime<Utc>) 
             Some(end) if end > as_of => Standing::Grants { until: Some(end) },
             _ => Standing::Nothing,
         },
-        "paused" => match rules.paused {
-            PausedAccess::Restricted => Standing::Restricted,
-            PausedAccess::None => Standing::Nothing,
-            PausedAccess::Plan => Standing::Grants { until: ends(sub) },
-        },
+        "paused" => held(rules.paused, sub),
+        "incomplete" if sub.payment_processing => held(rules.processing, sub),
         _ => Standing::Nothing,
+    }
+}
+
+fn held(access: HeldAccess, sub: &SubscriptionFacts) -> Standing {
+    match access {
+        HeldAccess::Restricted => Standing::Restricted,
+        HeldAccess::None => Standing::Nothing,
+        HeldAccess::Plan => Standing::Grants { until: ends(sub) },
     }
 }
 
@@ -235,7 +250,7 @@ mod tests {
     }
 
     fn rules() -> AccessRules {
-        AccessRules { past_due_grace: Duration::days(14), paused: PausedAccess::Restricted }
+        AccessRules { past_due_grace: Duration::days(14), paused: HeldAccess::Restricted, processing: HeldAccess::Plan }
     }
 
     fn item(price: &str, quantity: i64, metered: bool) -> Item {
@@ -247,9 +262,9 @@ mod tests {
         let (p, now) = (plans(), Utc::now());
         let paused = sub("paused", false, 30, None);
         for (policy, want) in [
-            (PausedAccess::Restricted, Access::Restricted),
-            (PausedAccess::None, Access::None),
-            (PausedAccess::Plan, Access::Plan { plan_id: "p".into(), until: None }),
+            (HeldAccess::Restricted, Access::Restricted),
+            (HeldAccess::None, Access::None),
+            (HeldAccess::Plan, Access::Plan { plan_id: "p".into(), until: None }),
         ] {
             let rules = AccessRules { paused: policy, ..rules() };
             assert_eq!(access(&paused, &p, &rules, now), want, "{policy:?}");
@@ -290,6 +305,7 @@ mod tests {
             past_due_since: past_due_days_ago.map(|d| now - Duration::days(d)),
             stripe_updated_at: now,
             restricted: false,
+            payment_processing: false,
         }
     }
 
@@ -325,6 +341,12 @@ mod tests {
         assert_eq!(access(&sub("canceled", true, -1, None), &p, g, now), Access::None);
         assert_eq!(access(&sub("canceled", false, 5, None), &p, g, now), Access::None);
         assert_eq!(access(&sub("paused", false, 5, None), &p, g, now), Access::Restricted);
+        // A first payment by bank debit, still processing: the plan, as the policy says.
+        let mut processing = sub("incomplete", false, 5, None);
+        processing.payment_processing = true;
+        assert_eq!(access(&processing, &p, g, now), Access::Plan { plan_id: "p".into(), until: None });
+        let held = AccessRules { processing: HeldAccess::None, ..*g };
+        assert_eq!(access(&processing, &p, &held, now), Access::None);
         let mut unknown = sub("active", false, 5, None);
         unknown.price_id = Some("price_other".into());
         assert_eq!(access(&unknown, &p, g, now), Access::None);

@@ -28,7 +28,9 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
                 EXISTS (SELECT 1 FROM dunning_cases d WHERE d.tenant_id = $1 AND d.status = 'open' AND d.restricted
                         AND (d.subscription_id IS NULL OR d.subscription_id = s.id))
                 OR EXISTS (SELECT 1 FROM disputes p WHERE p.tenant_id = $1 AND p.restricts
-                           AND p.status NOT IN ('won', 'lost', 'warning_closed', 'prevented')) AS restricted
+                           AND p.status NOT IN ('won', 'lost', 'warning_closed', 'prevented')) AS restricted,
+                s.status = 'incomplete' AND EXISTS (SELECT 1 FROM payment_intents i WHERE i.customer_id = s.customer_id
+                                                    AND i.status = 'processing') AS payment_processing
          FROM subscriptions s WHERE s.tenant_id = $1 ORDER BY s.id",
     )
     .bind(tenant.0)

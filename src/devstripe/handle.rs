@@ -92,12 +92,15 @@ impl StripeSim {
             let sub_id = s.id("sub");
             let session = s.id("cs");
             let trial_end = trial_days.map(|d| s.clock + d * DAY);
+            // Paid by bank debit, the first payment is pending: the subscription starts
+            // `incomplete` and the session completes `unpaid`.
+            let debit = trial_days.is_none() && s.bank_debits.contains_key(customer);
             let sub = Sub {
                 id: sub_id.clone(),
                 customer: customer.to_owned(),
                 tenant: tenant.to_string(),
                 price,
-                status: if trial_end.is_some() { "trialing".into() } else { "active".into() },
+                status: if trial_end.is_some() { "trialing".into() } else if debit { "incomplete".into() } else { "active".into() },
                 period_end: trial_end.unwrap_or(s.clock + PERIOD),
                 trial_end,
                 cancel_at_period_end: false,
@@ -116,9 +119,14 @@ impl StripeSim {
                 send_invoice_days: None,
             };
             s.subs.insert(sub_id.clone(), sub);
-            s.emit("checkout.session.completed", json!({"id": session, "object": "checkout.session", "mode": "subscription",
+            let session = json!({"id": session, "object": "checkout.session", "mode": "subscription",
                 "customer": customer, "client_reference_id": tenant.to_string(), "metadata": {"tenant_id": tenant.to_string()},
-                "subscription": sub_id, "status": "complete", "payment_status": "paid"}));
+                "subscription": sub_id, "status": "complete", "payment_status": if debit { "unpaid" } else { "paid" },
+                "payment_method_types": if debit { json!(["us_bank_account"]) } else { json!(["card"]) }});
+            if debit {
+                s.debit_sessions.insert(sub_id.clone(), session.clone());
+            }
+            s.emit("checkout.session.completed", session);
             s.emit_sub("customer.subscription.created", &sub_id);
             match trial_days {
                 None => {
@@ -303,7 +311,14 @@ impl StripeSim {
                 .filter(|r| s.charges.get(r["charge"].as_str().unwrap_or("")).is_some_and(|c| c["customer"] == customer))
                 .map(|r| (r["id"].as_str().unwrap_or("").to_owned(), json!([r["status"], r["amount"]])))
                 .collect();
-            json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes, "refunds": refunds})
+            let intents: BTreeMap<String, Value> = s
+                .intents
+                .values()
+                .filter(|i| i["customer"] == customer)
+                .map(|i| (i["id"].as_str().unwrap_or("").to_owned(), i["status"].clone()))
+                .collect();
+            json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes, "refunds": refunds,
+                "payment_intents": intents})
         })
     }
 }

@@ -10,7 +10,7 @@ pub use super::terms::{DRAFT_WINDOW, Proration, SmartRetries, TrialEnd};
 
 use super::handle::StripeSim;
 use super::state::Sim;
-use super::terms::{DAY, INCOMPLETE_WINDOW, PERIOD};
+use super::terms::{DAY, PERIOD};
 
 /// What falls due, and for which object.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ enum Due {
     Overdue(String),
     /// A sent invoice's reminder, days before its due date.
     WillBeDue(String),
+    /// An invoice's bank debit settles.
+    DebitSettles(String),
 }
 
 impl Sim {
@@ -45,8 +47,8 @@ impl Sim {
                 "incomplete" => {
                     let first = self.invoices.values().find(|i| i["billing_reason"] == "subscription_create"
                         && i["parent"]["subscription_details"]["subscription"] == s.id.as_str());
-                    if let Some(created) = first.and_then(|i| i["created"].as_i64()) {
-                        due.push((created + INCOMPLETE_WINDOW, Due::ExpireIncomplete(s.id.clone())));
+                    if let Some(at) = first.and_then(|i| self.incomplete_expiry(i)) {
+                        due.push((at, Due::ExpireIncomplete(s.id.clone())));
                     }
                 }
                 "trialing" => {
@@ -75,6 +77,7 @@ impl Sim {
             }
         }
         due.extend(self.drafts.iter().map(|(id, at)| (*at, Due::Finalize(id.clone()))));
+        due.extend(self.debits_due().map(|(at, id)| (at, Due::DebitSettles(id))));
         for inv in self.invoices.values().filter(|i| i["status"] == "open" && i["collection_method"] == "send_invoice") {
             let id = inv["id"].as_str().unwrap_or("").to_owned();
             let remind = inv["customer"].as_str().and_then(|c| self.due_reminders.get(c));
@@ -126,6 +129,7 @@ impl Sim {
             Due::Retry(id) => self.pay(&id),
             Due::ExpireIncomplete(id) => self.expire_incomplete(&id),
             Due::Overdue(id) => self.overdue(&id),
+            Due::DebitSettles(id) => self.settle_debit(&id),
             Due::WillBeDue(id) => {
                 self.reminded.insert(id.clone());
                 let inv = self.invoices[&id].clone();

@@ -89,6 +89,14 @@ pub(super) struct Snapshot {
     #[serde(default)]
     reminded: BTreeSet<String>,
     #[serde(default)]
+    bank_debits: BTreeMap<String, (i64, bool)>,
+    #[serde(default)]
+    intents: BTreeMap<String, Value>,
+    #[serde(default)]
+    debits: BTreeMap<String, super::bank_debit::Debit>,
+    #[serde(default)]
+    debit_sessions: BTreeMap<String, Value>,
+    #[serde(default)]
     refunds: BTreeMap<String, Value>,
     #[serde(default)]
     pause_first_failure: BTreeSet<String>,
@@ -157,6 +165,10 @@ impl Sim {
             overdue: self.overdue.clone(),
             due_reminders: self.due_reminders.clone(),
             reminded: self.reminded.clone(),
+            bank_debits: self.bank_debits.clone(),
+            intents: self.intents.clone(),
+            debits: self.debits.clone(),
+            debit_sessions: self.debit_sessions.clone(),
             refunds: self.refunds.clone(),
             pause_first_failure: self.pause_first_failure.clone(),
         }
@@ -219,6 +231,10 @@ impl Sim {
         self.overdue = s.overdue;
         self.due_reminders = s.due_reminders;
         self.reminded = s.reminded;
+        self.bank_debits = s.bank_debits;
+        self.intents = s.intents;
+        self.debits = s.debits;
+        self.debit_sessions = s.debit_sessions;
         self.refunds = s.refunds;
         self.pause_first_failure = s.pause_first_failure;
     }

@@ -125,6 +125,16 @@ pub(super) struct Sim {
     pub(super) due_reminders: BTreeMap<String, i64>,
     /// Sent invoices whose `invoice.will_be_due` was emitted.
     pub(super) reminded: BTreeSet<String>,
+    /// Customers who pay by bank debit: (days a debit takes to settle, whether it succeeds).
+    pub(super) bank_debits: BTreeMap<String, (i64, bool)>,
+    /// The payment intents of bank debits, by id.
+    pub(super) intents: BTreeMap<String, Value>,
+    /// Each debited invoice's debit.
+    pub(super) debits: BTreeMap<String, super::bank_debit::Debit>,
+    /// Checkout sessions completed `unpaid`, waiting on their first debit, by subscription.
+    pub(super) debit_sessions: BTreeMap<String, Value>,
+    /// The outcome of the debit being settled, for the `pay` it runs (never kept).
+    pub(super) settling_outcome: Option<bool>,
     /// Refunds by id.
     pub(super) refunds: BTreeMap<String, Value>,
     /// Customers whose subscriptions pause at the first failed renewal payment.
@@ -230,6 +240,15 @@ impl Sim {
 
     pub(super) fn pay(&mut self, invoice: &str) {
         let customer = self.invoices[invoice]["customer"].as_str().expect("customer").to_owned();
+        // A bank debit is attempted now and settles days later (`bank_debit`), which pays or
+        // fails the invoice through here again.
+        let settled = self.settling_outcome.take();
+        if let (None, Some((days, _))) = (settled, self.bank_debits.get(&customer).copied()) {
+            if !matches!(self.debits.get(invoice), Some(super::bank_debit::Debit::Settling { .. })) {
+                self.start_debit(invoice, days);
+            }
+            return;
+        }
         let sub_id = self.invoices[invoice]["parent"]["subscription_details"]["subscription"].as_str().expect("sub").to_owned();
         let inv = self.invoices.get_mut(invoice).expect("invoice");
         let attempts = inv["attempt_count"].as_i64().unwrap_or(0) + 1;
@@ -237,7 +256,10 @@ impl Sim {
         inv["attempted"] = json!(true);
         let amount = inv["amount_due"].as_i64().unwrap_or(0);
         let needs_action = self.needs_action.contains(&customer);
-        let declines = !self.cards.contains(&customer) || self.declining.contains(&customer) || needs_action;
+        let declines = match settled {
+            Some(succeeded) => !succeeded,
+            None => !self.cards.contains(&customer) || self.declining.contains(&customer) || needs_action,
+        };
         let charge = if declines { String::new() } else { format!("ch_{}", &invoice[3..]) };
         if declines {
             // The next Smart Retry, if the account retries and has tries left.

@@ -36,6 +36,6 @@ pub struct Deps {
 impl Deps {
     /// How subscription statuses turn into access: the past-due grace and the policy's pause.
     pub fn access_rules(&self) -> crate::billing::access::AccessRules {
-        crate::billing::access::AccessRules { past_due_grace: self.past_due_grace, paused: self.policy.paused }
+        crate::billing::access::AccessRules { past_due_grace: self.past_due_grace, paused: self.policy.paused, processing: self.policy.processing }
     }
 }

@@ -56,6 +56,8 @@ struct PolicyFile {
     #[serde(default)]
     paused: PausedFile,
     #[serde(default)]
+    processing: ProcessingFile,
+    #[serde(default)]
     action_required: ActionRequired,
 }
 
@@ -84,7 +86,25 @@ impl Default for ActionRequired {
 #[serde(deny_unknown_fields)]
 struct PausedFile {
     #[serde(default)]
-    access: crate::billing::access::PausedAccess,
+    access: crate::billing::access::HeldAccess,
+}
+
+/// `[processing]`: what a subscription waiting on a processing payment (a bank debit) grants.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessingFile {
+    #[serde(default = "plan_access")]
+    access: crate::billing::access::HeldAccess,
+}
+
+fn plan_access() -> crate::billing::access::HeldAccess {
+    crate::billing::access::HeldAccess::Plan
+}
+
+impl Default for ProcessingFile {
+    fn default() -> Self {
+        Self { access: plan_access() }
+    }
 }
 
 /// What a dispute (a chargeback) does besides notifying operators.
@@ -132,7 +152,10 @@ pub struct Policy {
     pub disputes: DisputePolicy,
     /// What a subscription Stripe paused grants (a trial ended without a card, a payment
     /// failure with pausing configured); its dunning case ends as `paused`.
-    pub paused: crate::billing::access::PausedAccess,
+    pub paused: crate::billing::access::HeldAccess,
+    /// What a new subscription grants while its first payment is processing (a bank debit
+    /// settles in days): by default the plan, until the payment succeeds or fails.
+    pub processing: crate::billing::access::HeldAccess,
     /// Reminders of a payment only the customer can complete.
     pub action_required: ActionRequired,
 }
@@ -157,7 +180,7 @@ impl Policy {
         if stages.len() != steps.len() {
             return Err("two steps with the same action on the same day".into());
         }
-        Ok(Self { final_action: file.final_action, steps, disputes: file.disputes, paused: file.paused.access, action_required: file.action_required })
+        Ok(Self { final_action: file.final_action, steps, disputes: file.disputes, paused: file.paused.access, processing: file.processing.access, action_required: file.action_required })
     }
 
     /// Loads the file.

@@ -80,7 +80,11 @@ pub(crate) async fn mirror(app: &TestApp, customer: &str) -> Value {
             .await
             .expect("refunds");
     let refunds: BTreeMap<String, Value> = refunds.into_iter().map(|(id, st, amount)| (id, json!([st, amount]))).collect();
-    json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes, "refunds": refunds})
+    let intents: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM payment_intents WHERE customer_id = $1").bind(customer).fetch_all(pool).await.expect("intents");
+    let intents: BTreeMap<String, Value> = intents.into_iter().map(|(id, st)| (id, json!(st))).collect();
+    json!({"customer_deleted": deleted, "subscriptions": subs, "invoices": invoices, "disputes": disputes, "refunds": refunds,
+        "payment_intents": intents})
 }
 
 /// Feature → (enabled, limit, expires, what follows: [enabled, limit, ends]…) for a tenant.
@@ -364,6 +368,8 @@ mod any_order_duplication_or_replay_converges {
         free_with_a_coupon,
         paused_at_the_first_failed_renewal,
         refund_failed,
+        bank_debit_settles,
+        bank_debit_fails,
     );
 }
 

@@ -196,3 +196,38 @@ async fn a_zero_invoice_paid_by_a_coupon_grants_as_a_paid_one() {
     let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM dunning_cases WHERE tenant_id = $1").bind(t).fetch_one(&app.state.system_pool.0).await.expect("cases");
     assert_eq!(cases, 0);
 }
+
+/// A bank debit's days of `processing` keep the plan the customer paid for (the policy's
+/// default); the debit's failure takes it away, and nothing is granted once it expires.
+#[tokio::test]
+async fn a_processing_bank_debit_keeps_the_plan_until_it_fails() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let t = tenant(&app).await;
+    let c = sim.customer(t, true);
+    sim.pay_by_bank_debit(&c, Some((4, false)));
+    sim.checkout(t, &c, STARTER, None);
+    deliver_all(&app, &sim.take_events()).await;
+    let e = entitlements(&app, t).await;
+    assert!(on(&e, "api_access") && e["projects"].1 == Some(3), "processing: the plan: {e:?}");
+    sim.advance_days(4);
+    deliver_all(&app, &sim.take_events()).await;
+    assert!(!on(&entitlements(&app, t).await, "api_access"), "the debit failed");
+    // No dunning case for a first invoice: one "complete your payment" email.
+    let pool = &app.state.system_pool.0;
+    let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM dunning_cases WHERE tenant_id = $1").bind(t).fetch_one(pool).await.expect("cases");
+    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE tenant_id = $1 AND template = 'complete_payment'").bind(t)
+        .fetch_one(pool).await.expect("emails");
+    assert_eq!((cases, asked), (0, 1));
+    sim.advance_days(1);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    assert!(!on(&entitlements(&app, t).await, "api_access"));
+
+    // Settled: the plan stays, the subscription active.
+    let t = tenant(&app).await;
+    let c = bank_debit_settles(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &c).await, sim.truth(&c));
+    assert!(on(&entitlements(&app, t).await, "api_access"));
+}

@@ -347,3 +347,24 @@ pub(crate) fn refund_failed(sim: &StripeSim, t: Uuid) -> String {
     sim.fail_refund(&refund);
     c
 }
+
+/// A first payment by bank debit: `incomplete` while it processes for four days, then paid
+/// and active; the next renewal is debited the same way.
+pub(crate) fn bank_debit_settles(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.pay_by_bank_debit(&c, Some((4, true)));
+    sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(31);
+    sim.advance_days(5);
+    c
+}
+
+/// A first payment by bank debit that fails after processing: the subscription stays
+/// `incomplete` and expires 23 hours after the failure.
+pub(crate) fn bank_debit_fails(sim: &StripeSim, t: Uuid) -> String {
+    let c = sim.customer(t, true);
+    sim.pay_by_bank_debit(&c, Some((4, false)));
+    sim.checkout(t, &c, STARTER, None);
+    sim.advance_days(6);
+    c
+}

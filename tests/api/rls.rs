@@ -35,6 +35,7 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO stripe_events (id, type, tenant_id, stripe_created, payload) VALUES ('evt_' || $2, 'invoice.paid', $1, now(), '{}')",
         "INSERT INTO customers (id, tenant_id, email, stripe_updated_at) VALUES ('cus_' || $2, $1, $2 || '@example.com', now())",
         "INSERT INTO tenant_customers (customer_id, tenant_id) VALUES ('cus_' || $2, $1)",
+        "INSERT INTO payment_intents (id, tenant_id, customer_id, amount, currency, status, stripe_updated_at) VALUES ('pi_' || $2, $1, 'cus_' || $2, 50, 'usd', 'processing', now())",
         "INSERT INTO refunds (id, tenant_id, charge_id, amount, currency, status, stripe_updated_at) VALUES ('re_' || $2, $1, 'ch_' || $2, 50, 'usd', 'succeeded', now())",
         "INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at) VALUES ('sub_' || $2, $1, 'cus_' || $2, 'active', now())",
         "INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, status, currency, stripe_updated_at) VALUES ('in_' || $2, $1, 'cus_' || $2, 'sub_' || $2, 'open', 'usd', now())",

@@ -458,3 +458,55 @@ async fn a_first_renewal_failure_can_pause_and_a_refund_can_fail() {
     let failed = one(&sim.take_events(), "refund.failed").clone();
     assert_eq!((failed["status"].as_str(), failed["failure_reason"].as_str(), failed["amount"].as_i64()), (Some("failed"), Some("expired_or_canceled_card"), Some(700)));
 }
+
+/// <https://docs.stripe.com/billing/subscriptions/overview> (a subscription is `incomplete`
+/// while its first payment is pending, the payment intent `processing`),
+/// <https://docs.stripe.com/payments/payment-intents/verifying-status> and
+/// <https://docs.stripe.com/payments/checkout/how-checkout-works> (a delayed payment method
+/// completes the session `unpaid`, then `async_payment_succeeded` or `_failed`). The 23-hour
+/// window is for a payment intent not confirmed; a processing one has been, so nothing expires
+/// while it settles. A renewal's debit leaves the subscription `active` while it processes.
+#[tokio::test]
+async fn a_bank_debit_processes_for_days_then_settles_or_fails() {
+    let sim = StripeSim::start().await;
+    let c = sim.customer(Uuid::new_v4(), true);
+    sim.pay_by_bank_debit(&c, Some((4, true)));
+    let s = sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+    let events = sim.take_events();
+    assert_eq!(types(&events), [
+        "customer.created", "checkout.session.completed", "customer.subscription.created", "invoice.created",
+        "invoice.finalized", "payment_intent.processing",
+    ]);
+    assert_eq!(one(&events, "checkout.session.completed")["payment_status"], "unpaid");
+    assert_eq!(one(&events, "customer.subscription.created")["status"], "incomplete");
+    assert_eq!(one(&events, "payment_intent.processing")["customer"], c.as_str());
+    sim.advance_days(3);
+    assert!(sim.take_events().is_empty(), "nothing expires or settles while the debit processes");
+    sim.advance_days(1);
+    let events = sim.take_events();
+    assert_eq!(types(&events), [
+        "payment_intent.succeeded", "invoice_payment.paid", "invoice.paid", "customer.subscription.updated",
+        "checkout.session.async_payment_succeeded",
+    ]);
+    assert_eq!(one(&events, "customer.subscription.updated")["status"], "active");
+    assert_eq!(sim.truth(&c)["subscriptions"][&s][0], "active");
+    // The renewal: processing while the subscription stays active.
+    sim.advance_days(27);
+    sim.advance_hours(1);
+    let events = sim.take_events();
+    assert!(of_type(&events, "customer.subscription.updated").iter().all(|s| s["status"] == "active"), "{:?}", types(&events));
+    assert_eq!(of_type(&events, "payment_intent.processing").len(), 1);
+
+    let c = sim.customer(Uuid::new_v4(), true);
+    sim.pay_by_bank_debit(&c, Some((4, false)));
+    let s = sim.checkout(Uuid::new_v4(), &c, STARTER, None);
+    sim.take_events();
+    sim.advance_days(4);
+    // (The first customer's renewal debit settles meanwhile.)
+    let events: Vec<Value> = sim.take_events().into_iter().filter(|e| e["data"]["object"]["customer"] == c.as_str()).collect();
+    assert_eq!(types(&events), ["payment_intent.payment_failed", "invoice.payment_failed", "checkout.session.async_payment_failed"]);
+    assert_eq!(one(&events, "payment_intent.payment_failed")["status"], "requires_payment_method");
+    assert_eq!(sim.truth(&c)["subscriptions"][&s][0], "incomplete");
+    sim.advance_days(1);
+    assert_eq!(sim.truth(&c)["subscriptions"][&s][0], "incomplete_expired", "23 hours after the failure");
+}

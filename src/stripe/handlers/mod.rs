@@ -17,6 +17,7 @@ mod customer;
 mod dispute;
 mod invoice;
 mod invoice_payment;
+mod payment_intent;
 mod refund;
 mod subscription;
 
@@ -26,6 +27,7 @@ pub use context::{Applied, EventCtx, HandlerError, ts};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     Refund,
+    PaymentIntent,
     Checkout,
     Customer,
     Subscription,
@@ -40,6 +42,8 @@ enum Family {
 /// are stored, marked ignored and acknowledged.
 const HANDLERS: &[(&str, Family)] = &[
     ("checkout.session.completed", Family::Checkout),
+    ("checkout.session.async_payment_succeeded", Family::Checkout),
+    ("checkout.session.async_payment_failed", Family::Checkout),
     ("customer.created", Family::Customer),
     ("customer.updated", Family::Customer),
     ("customer.deleted", Family::Customer),
@@ -61,6 +65,10 @@ const HANDLERS: &[(&str, Family)] = &[
     ("invoice.payment_action_required", Family::Invoice),
     ("invoice.upcoming", Family::InvoiceUpcoming),
     ("invoice_payment.paid", Family::InvoicePayment),
+    ("payment_intent.processing", Family::PaymentIntent),
+    ("payment_intent.succeeded", Family::PaymentIntent),
+    ("payment_intent.payment_failed", Family::PaymentIntent),
+    ("payment_intent.canceled", Family::PaymentIntent),
     ("charge.refunded", Family::ChargeRefunded),
     ("refund.created", Family::Refund),
     ("refund.updated", Family::Refund),
@@ -132,6 +140,7 @@ async fn apply_by_type(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> 
         Family::Invoice => invoice::changed(ctx).await.map(|()| Applied::default()),
         Family::ChargeRefunded => charge::refunded(ctx).await.map(|()| Applied::default()),
         Family::Refund => refund::changed(ctx).await.map(|()| Applied::default()),
+        Family::PaymentIntent => payment_intent::changed(ctx).await.map(|()| Applied::default()),
         Family::Dispute => dispute::changed(ctx).await.map(|()| Applied::default()),
     }
 }
