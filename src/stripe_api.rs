@@ -124,6 +124,44 @@ pub enum ObjectKind {
     Charge,
     /// `price_…` (read for the public plan catalogue)
     Price,
+    /// `acct_…`: an Account v2 used as a customer (its thin events carry no object).
+    Account,
+}
+
+/// Reads of API v2 objects (<https://docs.stripe.com/api-v2-overview>): JSON over HTTPS with
+/// the secret key as a bearer token and the pinned `Stripe-Version`, as async-stripe's v1
+/// calls are made; one try, the caller's job retries.
+#[derive(Clone)]
+struct V2Reader {
+    http: reqwest::Client,
+    base: String,
+    key: secrecy::SecretString,
+}
+
+impl V2Reader {
+    async fn get(&self, path_and_query: &str) -> Result<serde_json::Value, StripeApiError> {
+        let url = format!("{}{path_and_query}", self.base);
+        let answer = self
+            .http
+            .get(&url)
+            .bearer_auth(self.key.expose_secret())
+            .header("Stripe-Version", StripeApi::api_version())
+            .send()
+            .instrument(tracing::info_span!("stripe api", otel.name = %format!("GET {}", path_and_query.split('?').next().unwrap_or_default()), otel.kind = "client"))
+            .await
+            .map_err(|e| StripeApiError::Call(format!("GET {path_and_query}: {e}")))?;
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.map_err(|e| StripeApiError::Decode(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let error = &body["error"];
+        let text = |k: &str| error[k].as_str().unwrap_or_default().to_owned();
+        if (400..500).contains(&status) && status != 429 {
+            return Err(StripeApiError::Refused { status, code: text("code"), decline_code: None, message: text("message") });
+        }
+        Err(StripeApiError::Call(format!("GET {path_and_query}: {status} {}", text("message"))))
+    }
 }
 
 /// A customer to create for a tenant.
@@ -141,6 +179,8 @@ pub struct NewCustomer<'a> {
 #[derive(Clone)]
 pub struct StripeApi {
     client: Option<stripe::Client>,
+    /// API v2 reads, which async-stripe does not speak.
+    v2: Option<V2Reader>,
     /// One call's limit, its retries included.
     timeout: std::time::Duration,
 }
@@ -171,13 +211,18 @@ impl StripeApi {
 
     /// A client for `base_url` (Stripe's, or the simulator's in tests) with `secret_key`.
     pub fn new(secret_key: Option<&secrecy::SecretString>, base_url: &str, timeout: std::time::Duration) -> Result<Self, StripeApiError> {
-        let Some(key) = secret_key else { return Ok(Self { client: None, timeout }) };
+        let Some(key) = secret_key else { return Ok(Self { client: None, v2: None, timeout }) };
         let client = stripe::ClientBuilder::new(key.expose_secret())
             .url(base_url)
             .request_strategy(stripe::RequestStrategy::ExponentialBackoff(3))
             .build()
             .map_err(|e| StripeApiError::Config(e.to_string()))?;
-        Ok(Self { client: Some(client), timeout })
+        // reqwest is built without a default TLS provider; the binary installs ring at start,
+        // and so does this, for a library user that did not.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| StripeApiError::Config(e.to_string()))?;
+        let v2 = V2Reader { http, base: base_url.trim_end_matches('/').to_owned(), key: key.clone() };
+        Ok(Self { client: Some(client), v2: Some(v2), timeout })
     }
 
     /// Attempts payment of an open invoice now. `idempotency_key` makes a repeated call (a job
@@ -261,12 +306,18 @@ impl StripeApi {
     /// The object's current state at Stripe, as JSON.
     pub async fn retrieve(&self, kind: ObjectKind, id: &str) -> Result<serde_json::Value, StripeApiError> {
         let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        if kind == ObjectKind::Account {
+            let v2 = self.v2.as_ref().ok_or(StripeApiError::NotConfigured)?;
+            // The customer configuration and the identity are left out unless asked for.
+            return self.limited(v2.get(&format!("/v2/core/accounts/{id}?include=configuration.customer&include=identity"))).await?;
+        }
         let request = match kind {
             ObjectKind::Customer => stripe_core::customer::RetrieveCustomer::new(id).build(),
             ObjectKind::Subscription => stripe_billing::subscription::RetrieveSubscription::new(id).build(),
             ObjectKind::Invoice => stripe_billing::invoice::RetrieveInvoice::new(id).build(),
             ObjectKind::Charge => stripe_core::charge::RetrieveCharge::new(id).build(),
             ObjectKind::Price => stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, format!("/prices/{id}")),
+            ObjectKind::Account => return Err(StripeApiError::Config("an account is read through API v2".into())),
         };
         // A price is read for a cache whose readers serve the last answer on failure: one try.
         let strategy = if kind == ObjectKind::Price { stripe::RequestStrategy::Once } else { stripe::RequestStrategy::ExponentialBackoff(3) };

@@ -8,9 +8,10 @@
 //! Files: `terms` (constants and the settings a caller picks), `state` (the account and the
 //! steps every scenario shares), `handle` (the running simulator and what a caller does to
 //! it), `schedule` (the test clock), `lifecycle` (what Stripe does when things go wrong), `bank_debit` (payments that
-//! settle days later),
+//! settle days later), `accounts` (Accounts v2 as customers, and thin events),
 //! `server` (the HTTP API), `dev` (the local Stripe: deliveries and the `/_dev/` commands).
 
+mod accounts;
 mod bank_debit;
 mod dev;
 mod handle;

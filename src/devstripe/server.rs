@@ -27,6 +27,7 @@ pub(super) fn router(sim: Arc<Mutex<Sim>>) -> axum::Router {
         .route("/v1/charges/{id}", get(|s, p| fetch(s, p, "charges")))
         .route("/v1/prices/{id}", get(price))
         .route("/v1/events", get(list_events))
+        .route("/v2/core/accounts/{id}", get(account))
         .layer(axum::middleware::from_fn_with_state(sim.clone(), gate))
         .with_state(sim)
 }
@@ -69,11 +70,20 @@ async fn fetch(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, colle
         _ => s.charges.get(&id).cloned(),
     };
     match found {
-        Some(v) => (StatusCode::OK, Json(v)),
+        Some(v) => (StatusCode::OK, Json(Sim::rendered(v))),
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such object: '{id}'")}})),
         ),
+    }
+}
+
+/// `GET /v2/core/accounts/{id}` (API v2: errors as `{"error": {"type", "code", "message"}}`).
+async fn account(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
+    let s = sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match s.account_json(&id) {
+        Some(v) => (StatusCode::OK, Json(v)),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": {"type": "invalid_request_error", "code": "not_found", "message": format!("No such account: '{id}'")}}))),
     }
 }
 

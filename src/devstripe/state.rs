@@ -153,7 +153,7 @@ impl Sim {
         let id = self.id("evt");
         self.events.push(json!({
             "id": id, "object": "event", "api_version": crate::stripe_api::StripeApi::api_version(), "created": self.clock,
-            "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
+            "data": {"object": Self::rendered(object)}, "livemode": false, "pending_webhooks": 1,
             "request": {"id": null, "idempotency_key": null}, "type": event_type,
         }));
         let emitted = self.events.last().cloned().unwrap_or_default();

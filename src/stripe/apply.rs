@@ -303,7 +303,7 @@ impl AfterCommit {
     /// release of the customer it binds, if the tenant is still the one that customer maps to.
     fn again(event: Option<&StripeEvent>, tenant: TenantId) -> Self {
         let bound = event.and_then(|e| handlers::customer_it_binds(e, tenant)).map(str::to_owned);
-        let deleted = event.filter(|e| e.event_type == "customer.deleted").and_then(|e| e.customer_id()).map(str::to_owned);
+        let deleted = event.filter(|e| handlers::deletes_customer(&e.event_type)).and_then(|e| e.customer_id()).map(str::to_owned);
         Self { bound_customers: bound.into_iter().collect(), deleted_customers: deleted.into_iter().collect(), again: true, ..Self::default() }
     }
 }

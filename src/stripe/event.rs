@@ -1,5 +1,6 @@
 //! A Stripe event's envelope as the inbox stores it: id, type, time, API version and its
-//! `data.object` (read through [`super::objects`]).
+//! `data.object` (read through [`super::objects`]) — or, for a thin event (an API v2 event
+//! notification), the object it is about, which is fetched whole before it is applied.
 
 use super::objects::{expandable_id, with_customer_account};
 
@@ -27,9 +28,24 @@ pub struct StripeEvent {
     pub livemode: bool,
     /// The API version the payload is rendered in.
     pub api_version: Option<String>,
-    /// `data.object`.
+    /// `data.object` (null for a thin event).
     pub object: serde_json::Value,
+    /// A thin event's `related_object`: it carries no object, only this reference.
+    pub related: Option<RelatedObject>,
 }
+
+/// What a thin event is about (<https://docs.stripe.com/event-destinations#thin-events>).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RelatedObject {
+    /// `acct_…`, …
+    pub id: String,
+    /// `v2.core.account`, …
+    #[serde(rename = "type")]
+    pub object_type: String,
+}
+
+/// The thin event types about an Account v2 (an account used as a customer).
+pub const ACCOUNT_OBJECT: &str = "v2.core.account";
 
 impl StripeEvent {
     /// Parses a webhook body. `created` falls back to `fallback_created` when absent.
@@ -59,10 +75,15 @@ impl StripeEvent {
         Ok(Self {
             id: crate::newtypes::EventId(id.to_owned()),
             event_type: event_type.to_owned(),
-            created: obj.get("created").and_then(|v| v.as_i64()).unwrap_or(fallback_created),
+            // A thin event's time is an RFC 3339 string, a snapshot event's unix seconds.
+            created: obj
+                .get("created")
+                .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.timestamp())))
+                .unwrap_or(fallback_created),
             livemode: obj.get("livemode").and_then(|v| v.as_bool()).unwrap_or(false),
             api_version: obj.get("api_version").and_then(|v| v.as_str()).map(str::to_owned),
             object: value.pointer("/data/object").cloned().map(with_customer_account).unwrap_or(serde_json::Value::Null),
+            related: obj.get("related_object").and_then(|v| serde_json::from_value(v.clone()).ok()),
         })
     }
 
@@ -71,8 +92,12 @@ impl StripeEvent {
         self.object.get("id").and_then(|v| v.as_str())
     }
 
-    /// The Stripe customer the event concerns, when the payload names it.
+    /// The Stripe customer the event concerns, when the payload names it (a thin event about
+    /// an account: the account).
     pub fn customer_id(&self) -> Option<&str> {
+        if let Some(related) = self.related.as_ref().filter(|r| r.object_type == ACCOUNT_OBJECT) {
+            return Some(&related.id);
+        }
         if self.event_type.starts_with("customer.") && !self.event_type.starts_with("customer.subscription.") {
             return self.object_id();
         }
@@ -100,9 +125,6 @@ fn replace_nul(value: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    /// <https://docs.stripe.com/api/subscriptions/object#subscription_object-customer_account>:
-
-    /// an object names its customer as `customer`, as `customer_account` (Accounts v2), or both.
 
     #[test]
     fn nul_characters_become_replacement_characters_in_strings_and_keys() {
@@ -124,5 +146,17 @@ mod tests {
         let e = StripeEvent::parse(br#"{"id":"evt_1","type":"customer.created","created":5,"data":{"object":{"id":"cus_1"}}}"#, 0)
             .expect("event");
         assert_eq!((e.customer_id(), e.created), (Some("cus_1"), 5));
+    }
+
+    /// <https://docs.stripe.com/api/v2/core/events/object>: a thin event names its related
+    /// object and carries its time as an RFC 3339 string.
+    #[test]
+    fn a_thin_event_names_its_account_as_the_customer() {
+        let e = StripeEvent::parse(
+            br#"{"id":"evt_test_1","object":"v2.core.event","type":"v2.core.account.updated","livemode":false,"created":"2026-09-30T12:00:01.123Z","context":null,"related_object":{"id":"acct_1","type":"v2.core.account","url":"/v2/core/accounts/acct_1"}}"#,
+            0,
+        )
+        .expect("event");
+        assert_eq!((e.customer_id(), e.created, e.object.is_null()), (Some("acct_1"), 1_790_769_601, true));
     }
 }

@@ -73,7 +73,7 @@ pub async fn route(pool: &SystemPool, stripe: &StripeApi, event: &StripeEvent, c
     // A claimed tenant counts only if it exists and is not mapped to another customer; a
     // customer's deletion counts whatever the tenant's customer is (it binds nothing, and its
     // tombstone lets the customer's own parked events route to the tenant as history).
-    let deletion = event.event_type == "customer.deleted";
+    let deletion = super::handlers::deletes_customer(&event.event_type);
     let ok: Option<uuid::Uuid> =
         sqlx::query_scalar("SELECT id FROM tenants WHERE id = $1 AND (stripe_customer_id IS NULL OR stripe_customer_id = $2 OR $3)")
             .bind(claimed)

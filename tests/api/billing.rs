@@ -370,6 +370,7 @@ mod any_order_duplication_or_replay_converges {
         refund_failed,
         bank_debit_settles,
         bank_debit_fails,
+        account_as_customer,
     );
 }
 

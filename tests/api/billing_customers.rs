@@ -231,3 +231,31 @@ async fn a_processing_bank_debit_keeps_the_plan_until_it_fails() {
     assert_eq!(mirror(&app, &c).await, sim.truth(&c));
     assert!(on(&entitlements(&app, t).await, "api_access"));
 }
+
+/// An account as the customer: routed and bound by `customer_account`; its thin events, which
+/// carry no object, are applied with the account read whole from Stripe (the email below is
+/// in no event); closing it unbinds the tenant as a deleted customer does.
+#[tokio::test]
+async fn an_account_customers_thin_events_are_fetched_whole_and_its_closing_unbinds() {
+    let sim = StripeSim::start().await;
+    let app = app_with(&sim).await;
+    let t = tenant(&app).await;
+    let a = account_as_customer(&sim, t);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &a).await, sim.truth(&a));
+    assert!(on(&entitlements(&app, t).await, "api_access"));
+    let pool = &app.state.system_pool.0;
+    let email: Option<String> = sqlx::query_scalar("SELECT email FROM customers WHERE id = $1").bind(&a).fetch_one(pool).await.expect("customer");
+    assert_eq!(email.as_deref(), Some("billing@example.com"), "read from the account, not from any event");
+    let bound: Option<String> = sqlx::query_scalar("SELECT stripe_customer_id FROM tenants WHERE id = $1").bind(t).fetch_one(pool).await.expect("tenant");
+    assert_eq!(bound.as_deref(), Some(a.as_str()));
+    sim.close_account(&a);
+    deliver_all(&app, &sim.take_events()).await;
+    assert_eq!(mirror(&app, &a).await, sim.truth(&a));
+    let bound: Option<String> = sqlx::query_scalar("SELECT stripe_customer_id FROM tenants WHERE id = $1").bind(t).fetch_one(pool).await.expect("tenant");
+    assert_eq!(bound, None, "the closed account is unbound");
+    assert!(!on(&entitlements(&app, t).await, "api_access"));
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE customer_id = $1 AND status <> 'processed'").bind(&a)
+        .fetch_one(pool).await.expect("inbox");
+    assert_eq!(parked, 0, "every thin event applied");
+}

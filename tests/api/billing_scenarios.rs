@@ -368,3 +368,13 @@ pub(crate) fn bank_debit_fails(sim: &StripeSim, t: Uuid) -> String {
     sim.advance_days(6);
     c
 }
+
+/// An Account v2 used as the customer: its objects name it as `customer_account`, its own
+/// changes come as thin events (fetched whole); it subscribes, changes its email, renews.
+pub(crate) fn account_as_customer(sim: &StripeSim, t: Uuid) -> String {
+    let a = sim.account_customer(t, true);
+    sim.checkout(t, &a, STARTER, None);
+    sim.update_account_email(&a, "billing@example.com");
+    sim.advance_days(31);
+    a
+}

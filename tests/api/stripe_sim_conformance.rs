@@ -510,3 +510,33 @@ async fn a_bank_debit_processes_for_days_then_settles_or_fails() {
     sim.advance_days(1);
     assert_eq!(sim.truth(&c)["subscriptions"][&s][0], "incomplete_expired", "23 hours after the failure");
 }
+
+/// <https://docs.stripe.com/connect/use-accounts-as-customers>: an Account v2 stands where a
+/// customer would, and objects name it as `customer_account`;
+/// <https://docs.stripe.com/api/v2/core/accounts/event-types>: its changes come as thin events
+/// (<https://docs.stripe.com/api/v2/core/events/object>: `related_object`, an RFC 3339
+/// `created`, no data), the account read from `GET /v2/core/accounts/{id}`.
+#[tokio::test]
+async fn an_account_as_customer_is_named_as_customer_account_and_changes_by_thin_events() {
+    let sim = StripeSim::start().await;
+    let a = sim.account_customer(Uuid::new_v4(), true);
+    let s = sim.checkout(Uuid::new_v4(), &a, STARTER, None);
+    let events = sim.take_events();
+    assert_eq!(&types(&events)[..2], ["v2.core.account.created", "v2.core.account[configuration.customer].updated"]);
+    let thin = &events[0];
+    assert_eq!((thin["object"].as_str(), thin.get("data")), (Some("v2.core.event"), None));
+    assert_eq!(thin["related_object"], json!({"id": a, "type": "v2.core.account", "url": format!("/v2/core/accounts/{a}")}));
+    assert!(thin["created"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()), "{thin}");
+    let sub = one(&events, "customer.subscription.created");
+    assert_eq!((sub["customer"].clone(), sub["customer_account"].as_str()), (Value::Null, Some(a.as_str())));
+    assert_eq!(one(&events, "invoice.paid")["customer_account"], a.as_str());
+    sim.update_account_email(&a, "new@example.com");
+    assert_eq!(types(&sim.take_events()), ["v2.core.account.updated"]);
+    let key = secrecy::SecretString::from(ballast::devstripe::API_KEY);
+    let api = ballast::stripe_api::StripeApi::new(Some(&key), &sim.base_url, std::time::Duration::from_secs(10)).expect("client");
+    let got = api.retrieve(ballast::stripe_api::ObjectKind::Account, &a).await.expect("the account");
+    assert_eq!((got["object"].as_str(), got["contact_email"].as_str(), got["closed"].as_bool()), (Some("v2.core.account"), Some("new@example.com"), Some(false)));
+    sim.close_account(&a);
+    assert_eq!(types(&sim.take_events()), ["customer.subscription.deleted", "v2.core.account.closed"]);
+    assert_eq!(sim.truth(&a)["subscriptions"][&s][0], "canceled");
+}

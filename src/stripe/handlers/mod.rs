@@ -10,6 +10,7 @@
 //! what they are about, so the set of effects does not depend on delivery order.
 
 
+mod account;
 mod charge;
 mod context;
 mod checkout;
@@ -26,6 +27,7 @@ pub use context::{Applied, EventCtx, HandlerError, ts};
 /// Which handler applies an event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
+    Account,
     Refund,
     PaymentIntent,
     Checkout,
@@ -47,6 +49,10 @@ const HANDLERS: &[(&str, Family)] = &[
     ("customer.created", Family::Customer),
     ("customer.updated", Family::Customer),
     ("customer.deleted", Family::Customer),
+    (account::TYPES[0], Family::Account),
+    (account::TYPES[1], Family::Account),
+    (account::TYPES[2], Family::Account),
+    (account::TYPES[3], Family::Account),
     ("customer.subscription.created", Family::Subscription),
     ("customer.subscription.updated", Family::Subscription),
     ("customer.subscription.deleted", Family::Subscription),
@@ -115,10 +121,16 @@ pub async fn apply(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> {
 /// event's customer when its object names the tenant, a deletion aside. No other event binds
 /// one, so no other needs the release of events parked for its customer.
 pub fn customer_it_binds(event: &crate::stripe::event::StripeEvent, tenant: crate::newtypes::TenantId) -> Option<&str> {
-    if event.event_type == "customer.deleted" || !names_tenant(&event.object, tenant) {
+    if deletes_customer(&event.event_type) || !names_tenant(&event.object, tenant) {
         return None;
     }
     event.customer_id()
+}
+
+/// Whether an event of this type says its customer is gone (a customer deleted, an account
+/// used as one closed).
+pub fn deletes_customer(event_type: &str) -> bool {
+    event_type == "customer.deleted" || event_type == "v2.core.account.closed"
 }
 
 /// Whether the object says it belongs to `tenant`.
@@ -134,6 +146,7 @@ async fn apply_by_type(ctx: &mut EventCtx<'_>) -> Result<Applied, HandlerError> 
     match family {
         Family::Checkout => checkout::completed(ctx).await,
         Family::Customer => customer::changed(ctx).await,
+        Family::Account => account::changed(ctx).await,
         Family::Subscription => subscription::changed(ctx).await.map(|()| Applied::default()),
         Family::InvoiceUpcoming => invoice::upcoming(ctx).await.map(|()| Applied::default()),
         Family::InvoicePayment => invoice_payment::paid(ctx).await.map(|()| Applied::default()),
