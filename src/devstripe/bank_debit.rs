@@ -15,18 +15,7 @@ use serde_json::{Value, json};
 
 use super::handle::StripeSim;
 use super::state::Sim;
-use super::terms::{DAY, INCOMPLETE_WINDOW};
-
-/// Where an invoice's bank debit stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(super) enum Debit {
-    /// In flight; settles at this time.
-    Settling { at: i64 },
-    /// Failed at this time.
-    Failed { at: i64 },
-    /// Settled and paid.
-    Paid,
-}
+use super::terms::{DAY, Debit, INCOMPLETE_WINDOW};
 
 impl Sim {
     /// Starts the debit of `invoice` for its customer, who pays by bank debit settling after

@@ -93,7 +93,7 @@ pub(super) struct Snapshot {
     #[serde(default)]
     intents: BTreeMap<String, Value>,
     #[serde(default)]
-    debits: BTreeMap<String, super::bank_debit::Debit>,
+    debits: BTreeMap<String, super::terms::Debit>,
     #[serde(default)]
     debit_sessions: BTreeMap<String, Value>,
     #[serde(default)]

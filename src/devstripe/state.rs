@@ -130,7 +130,7 @@ pub(super) struct Sim {
     /// The payment intents of bank debits, by id.
     pub(super) intents: BTreeMap<String, Value>,
     /// Each debited invoice's debit.
-    pub(super) debits: BTreeMap<String, super::bank_debit::Debit>,
+    pub(super) debits: BTreeMap<String, super::terms::Debit>,
     /// Checkout sessions completed `unpaid`, waiting on their first debit, by subscription.
     pub(super) debit_sessions: BTreeMap<String, Value>,
     /// The outcome of the debit being settled, for the `pay` it runs (never kept).
@@ -244,7 +244,7 @@ impl Sim {
         // fails the invoice through here again.
         let settled = self.settling_outcome.take();
         if let (None, Some((days, _))) = (settled, self.bank_debits.get(&customer).copied()) {
-            if !matches!(self.debits.get(invoice), Some(super::bank_debit::Debit::Settling { .. })) {
+            if !matches!(self.debits.get(invoice), Some(super::terms::Debit::Settling { .. })) {
                 self.start_debit(invoice, days);
             }
             return;

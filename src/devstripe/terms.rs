@@ -89,3 +89,14 @@ pub enum DisputeOutcome {
     /// without becoming a chargeback.
     InquiryClosed,
 }
+
+/// Where an invoice's bank debit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) enum Debit {
+    /// In flight; settles at this time.
+    Settling { at: i64 },
+    /// Failed at this time.
+    Failed { at: i64 },
+    /// Settled and paid.
+    Paid,
+}

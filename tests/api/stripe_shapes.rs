@@ -54,7 +54,8 @@ fn object_for(p: &Value, event_type: &str) -> Value {
         "charge.refunded" => p["charge"].clone(),
         t if t.starts_with("refund.") => p["refund"].clone(),
         t if t.starts_with("charge.dispute.") => p["dispute"].clone(),
-        "checkout.session.completed" => p["checkout.session"].clone(),
+        t if t.starts_with("checkout.session.") => p["checkout.session"].clone(),
+        t if t.starts_with("payment_intent.") => p["payment_intent"].clone(),
         "invoice_payment.paid" => {
             // The published one names a placeholder invoice; ours, the invoice just applied.
             let mut payment = p["invoice_payment"].clone();
@@ -63,8 +64,9 @@ fn object_for(p: &Value, event_type: &str) -> Value {
         }
         other => panic!("no published object for {other}"),
     };
-    // The published charge has no customer (a guest payment); ours are a subscriber's.
-    if event_type == "charge.refunded" {
+    // The published charge and payment intent have no customer (a guest payment); ours are a
+    // subscriber's.
+    if event_type == "charge.refunded" || event_type.starts_with("payment_intent.") {
         o["customer"] = json!("cus_QXg1o8vcGmoR32");
     }
     if event_type == "customer.deleted" {
@@ -95,8 +97,13 @@ async fn every_handled_event_type_built_from_the_published_objects_is_applied() 
     // One at a time, in the order of the list (a dispute after its charge: routed by our
     // mirror, since this app has no Stripe to ask).
     for (n, event_type) in ballast::stripe::handlers::handled().enumerate() {
+        // Thin events carry no object to build from the published ones; the simulator's
+        // accounts test applies them, read whole from its v2 API.
+        if event_type.starts_with("v2.") {
+            continue;
+        }
         let mut o = object_for(&p, event_type);
-        if event_type == "checkout.session.completed" {
+        if event_type.starts_with("checkout.session.") {
             o = as_app_checkout(o, tenant);
         }
         let event = json!({"id": format!("evt_published_{n:02}"), "object": "event", "type": event_type, "created": created + n as i64,
@@ -109,7 +116,7 @@ async fn every_handled_event_type_built_from_the_published_objects_is_applied() 
         .fetch_all(&app.state.system_pool.0)
         .await
         .expect("inbox");
-    assert_eq!(rows.len(), ballast::stripe::handlers::handled().count());
+    assert_eq!(rows.len(), ballast::stripe::handlers::handled().filter(|t| !t.starts_with("v2.")).count());
     let not_applied: Vec<_> = rows.iter().filter(|(_, _, status)| status != "processed").collect();
     assert!(not_applied.is_empty(), "events Stripe could send that Ballast did not apply: {not_applied:?}");
 }
