@@ -169,6 +169,17 @@ impl AppState {
 }
 
 impl AppState {
+    /// What the maintenance services use.
+    pub fn maintenance_deps(&self) -> crate::maintenance::Deps {
+        crate::maintenance::Deps {
+            system_pool: self.system_pool.clone(),
+            queue: self.queue.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            inbox_retention: self.settings.inbox_retention,
+        }
+    }
+
     /// What SLO evaluation and notification use.
     pub fn slo_deps(&self) -> crate::slo::Deps {
         crate::slo::Deps { system_pool: self.system_pool.clone(), slos: self.slos.clone(), queue: self.queue.clone(), settings: self.settings.clone() }

@@ -24,6 +24,7 @@ mod jobs;
 mod api_keys;
 mod limits;
 mod loadtest;
+mod maintenance;
 mod render;
 mod runbook;
 mod secrets;
@@ -43,6 +44,7 @@ use jobs::JobsCommand;
 use api_keys::KeysCommand;
 use limits::LimitsCommand;
 use loadtest::{LoadtestArgs, LoadtestCommand};
+use maintenance::MaintenanceCommand;
 use runbook::RunbookCommand;
 use secrets::SecretsCommand;
 use slo::SloCommand;
@@ -195,6 +197,13 @@ enum Command {
         #[command(subcommand)]
         command: RunbookCommand,
     },
+    /// Maintenance services the scheduler's leader runs (sweeps, prunes, the lost-queue
+    /// check): each one's last run, what it did, its error, whether it is overdue; or run one
+    /// now. Alone: the status.
+    Maintenance {
+        #[command(subcommand)]
+        command: Option<MaintenanceCommand>,
+    },
     /// Service level objectives: SLI, budget left, burn per window pair, alert state.
     Slo {
         #[command(subcommand)]
@@ -302,6 +311,9 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             if statuses.iter().any(|s| s.rules.iter().any(|r| r.firing)) {
                 return Ok(ExitCode::from(render::FOUND_FAILING));
             }
+        }
+        Command::Maintenance { command } => {
+            return maintenance::maintenance(AppState::build(settings)?, command.unwrap_or(MaintenanceCommand::Status), json).await;
         }
         Command::Flags { command } => flags::flags(AppState::build(settings)?, command, json).await?,
         Command::Keys { command } => api_keys::keys(AppState::build(settings)?, command, json).await?,

@@ -32,40 +32,19 @@ pub struct SchedulerDeps {
     pub queue: crate::queue::JobQueue,
 }
 
-/// How often the leader sweeps the webhook inbox and the email outbox.
-const INBOX_SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// A received event not processed after this long is pushed again (a no-op while its job waits
-/// in Redis; the push at intake is lost only when Redis was down) and marked queued.
-const INBOX_SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
-
 const LAST_TICK_TTL_SECS: u64 = crate::redis_keys::RedisKeys::SCHEDULER_LAST_TICK_TTL.as_secs();
 
-/// Redis restarted empty (or failed over to an empty replica) when a queue's epoch key is
-/// gone: every job that queue held is lost, so the durable rows behind the queued work (webhook
-/// inbox, email outbox) are queued again at once, and the epochs are set only after that
-/// succeeded. Each epoch hashes with its queue: on a cluster, one shard losing its data is
-/// noticed by the epochs on that shard.
-async fn recover_lost_queue(state: &SchedulerDeps) -> Result<Option<usize>, crate::queue::QueueError> {
-    let mut conn = state.redis.clone();
-    let queues: std::collections::BTreeSet<&str> = state.queue.catalogue().iter().map(|p| p.queue.as_str()).collect();
-    let mut missing = Vec::new();
-    for queue in queues {
-        let epoch = state.keys.queue_epoch(queue);
-        if !conn.exists::<_, bool>(&epoch).await? {
-            missing.push(epoch);
+impl SchedulerDeps {
+    /// What the maintenance services use.
+    pub fn maintenance(&self) -> crate::maintenance::Deps {
+        crate::maintenance::Deps {
+            system_pool: self.system_pool.clone(),
+            queue: self.queue.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            inbox_retention: self.settings.inbox_retention,
         }
     }
-    if missing.is_empty() {
-        return Ok(None);
-    }
-    let events = crate::stripe::inbox::requeue_after_data_loss(&state.system_pool, &state.queue).await?;
-    let emails = crate::email::sweep(&state.system_pool, &state.queue, chrono::TimeDelta::zero()).await?;
-    let deliveries = crate::webhooks_out::messages::requeue_after_data_loss(&state.system_pool, &state.queue).await?;
-    let now = Utc::now().timestamp_millis();
-    for epoch in missing {
-        let _: () = conn.set(&epoch, now).await?;
-    }
-    Ok(Some(events + emails + deliveries))
 }
 
 /// Runs the scheduler until `stop`, then releases the lease if held.
@@ -73,7 +52,9 @@ pub async fn run(state: SchedulerDeps, member: String, stop: CancellationToken) 
     let lease = state.settings.scheduler_lease;
     let step = (lease / 3).min(Duration::from_millis(500)).max(Duration::from_millis(50));
     let mut leader = false;
-    let mut last_sweep: Option<tokio::time::Instant> = None;
+    let maintenance = state.maintenance();
+    // A new runner per leadership: a member that takes over runs every service at once.
+    let mut runner: Option<crate::maintenance::Runner> = None;
     loop {
         match hold_lease(&state, &member, lease, leader).await {
             Ok(now_leader) => {
@@ -93,47 +74,10 @@ pub async fn run(state: SchedulerDeps, member: String, stop: CancellationToken) 
                 leader = false;
             }
         }
-        if leader && last_sweep.is_none_or(|t| t.elapsed() >= INBOX_SWEEP_EVERY) {
-            last_sweep = Some(tokio::time::Instant::now());
-            match recover_lost_queue(&state).await {
-                Ok(Some(n)) if n > 0 => tracing::warn!(message = "Redis had lost its queue data; queued every unprocessed event and email again.", queued = n),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(message = "Queue data-loss check failed; next sweep retries.", error = %e),
-            }
-            match crate::stripe::inbox::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {
-                Ok(r) if r.requeued + r.released > 0 => {
-                    tracing::info!(message = "Inbox sweep queued events.", requeued = r.requeued, released = r.released)
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(message = "Inbox sweep failed; next sweep retries.", error = %e),
-            }
-            match crate::stripe::inbox::prune(&state.system_pool, state.settings.inbox_retention).await {
-                Ok(n) if n > 0 => tracing::debug!(message = "Inbox rows past retention deleted.", deleted = n),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(message = "Inbox prune failed; next sweep retries.", error = %e),
-            }
-            match crate::queue::status::prune(&state.system_pool, crate::queue::status::RETENTION).await {
-                Ok(n) if n > 0 => tracing::debug!(message = "Job statuses past retention deleted.", deleted = n),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(message = "Job status prune failed; next sweep retries.", error = %e),
-            }
-            // Outbox rows whose send job was never queued (crash or Redis down after commit).
-            match crate::email::sweep(&state.system_pool, &state.queue, INBOX_SWEEP_AGE).await {
-                Ok(n) if n > 0 => tracing::info!(message = "Outbox sweep queued emails.", queued = n),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(message = "Outbox sweep failed; next sweep retries.", error = %e),
-            }
-            match crate::webhooks_out::deliveries::prune(&state.system_pool, crate::webhooks_out::deliveries::RETENTION).await {
-                Ok(n) if n > 0 => tracing::debug!(message = "Webhook deliveries past retention deleted.", deleted = n),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(message = "Webhook delivery prune failed; next sweep retries.", error = %e),
-            }
-            // Webhook deliveries whose job was lost (crash or Redis down after commit).
-            match crate::webhooks_out::messages::sweep(&state.system_pool, &state.queue).await {
-                Ok(n) if n > 0 => tracing::info!(message = "Delivery sweep queued webhook deliveries.", queued = n),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(message = "Delivery sweep failed; next sweep retries.", error = %e),
-            }
+        if leader {
+            runner.get_or_insert_with(crate::maintenance::Runner::default).run_due(&maintenance).await;
+        } else {
+            runner = None;
         }
         if leader {
             for policy in state.queue.catalogue().iter().filter(|p| p.schedule.is_some()) {

@@ -22,6 +22,8 @@ const OTHER: &[&str] = &[
     "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",
     "bench webhooks", "bench entitlements", "bench deliveries", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
     "dev stripe card", "dev stripe meter-events", "dev mail serve", "dev mail list", "jobs",
+    // Runs what the scheduler's leader runs every few seconds anyway: nothing to dry-run.
+    "maintenance", "maintenance status", "maintenance run",
 ];
 
 fn help(path: &[String]) -> String {

@@ -22,6 +22,7 @@ mod job_status;
 mod jobs;
 mod lifecycle_emails;
 mod loadtest;
+mod maintenance;
 mod observability;
 mod outage_drills;
 mod quickstart;

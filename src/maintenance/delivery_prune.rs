@@ -1,0 +1,26 @@
+//! `deliveries.prune`: finished outbound webhook deliveries (and their attempts) older than
+//! their retention are deleted.
+
+use std::time::Duration;
+
+use super::service::{Deps, MaintenanceError, Report, Running, Service};
+
+/// The service.
+pub(super) struct DeliveryPrune;
+
+impl Service for DeliveryPrune {
+    fn name(&self) -> &'static str {
+        "deliveries.prune"
+    }
+
+    fn period(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn run<'a>(&'a self, deps: &'a Deps) -> Running<'a> {
+        Box::pin(async move {
+            let pruned = crate::webhooks_out::deliveries::prune(&deps.system_pool, crate::webhooks_out::deliveries::RETENTION).await?;
+            Ok::<_, MaintenanceError>(Report::of("pruned", pruned))
+        })
+    }
+}
