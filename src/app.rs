@@ -131,6 +131,12 @@ impl Member {
             };
             tasks.push(("worker", tokio::spawn(worker::run(deps, state.clone(), options, member_id.clone(), stop.clone()))));
         }
+        // Every worker and scheduler member takes part in the fleet's health rounds (one
+        // evaluates each round), so a missing leader is noticed by the others.
+        if roles.contains(&Role::Worker) || roles.contains(&Role::Scheduler) {
+            let role = if roles.contains(&Role::Worker) { "worker" } else { "scheduler" };
+            tasks.push((role, tokio::spawn(crate::health::watch::run(state.health_deps(), member_id.clone(), stop.clone()))));
+        }
         if roles.contains(&Role::Scheduler) {
             tasks.push(("scheduler", tokio::spawn(crate::scheduler::run(crate::jobs::Provides::provide(&state), member_id.clone(), stop.clone()))));
         }

@@ -57,6 +57,8 @@ pub const DUNNING: ConfigFile = ConfigFile::Builtin("policy/dunning.toml", inclu
 pub const SLOS: ConfigFile = ConfigFile::Builtin("policy/slos.toml", include_str!("../policy/slos.toml"));
 /// The rate-limit policy shipped in policy/limits.toml.
 pub const LIMITS: ConfigFile = ConfigFile::Builtin("policy/limits.toml", include_str!("../policy/limits.toml"));
+/// The fleet's health alerts shipped in deploy/alerts.toml.
+pub const ALERTS: ConfigFile = ConfigFile::Builtin("deploy/alerts.toml", include_str!("../deploy/alerts.toml"));
 /// The load-test levels shipped in deploy/loadtest.toml.
 pub const LOADTEST: ConfigFile = ConfigFile::Builtin("deploy/loadtest.toml", include_str!("../deploy/loadtest.toml"));
 

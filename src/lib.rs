@@ -64,6 +64,7 @@ pub mod redis_conn;
 /// Runbook pages and the admin jobs behind them.
 pub mod runbook;
 /// The cron leader.
+pub mod health;
 pub mod maintenance;
 pub mod scheduler;
 /// Service level objectives: recording, burn-rate evaluation, alert notifications.

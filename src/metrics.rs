@@ -80,6 +80,10 @@ pub struct Scrape<'a> {
     pub cache: crate::cache::CacheStats,
     /// Subscription items whose price is in no plan or add-on, seen by recomputes so far.
     pub unknown_price_items: u64,
+    /// The fleet's health alerts as last evaluated: (alert key, rule, firing).
+    pub fleet_alerts: &'a [(String, String, bool)],
+    /// Whether a scheduler leader holds the lease (None: Redis did not say).
+    pub scheduler_led: Option<bool>,
 }
 
 /// The fleet member's metrics.
@@ -102,6 +106,8 @@ pub struct Metrics {
     connection_stats: std::sync::Arc<ConnectionStats>,
     other_api_version: IntCounterVec,
     unknown_price_items: IntCounter,
+    fleet_alert: GaugeVec,
+    scheduler_leader: prometheus::IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +143,8 @@ impl Metrics {
             connection_stats: Default::default(),
             other_api_version: register(&r, IntCounterVec::new(Opts::new("stripe_events_other_api_version_total", "Webhook events rendered in an API version other than the pinned one (stored and applied where their shape allows)."), &["api_version"])?)?,
             unknown_price_items: register(&r, IntCounter::new("unknown_price_items_total", "Subscription items whose price is in no plan or add-on of plans.toml (they grant nothing; the plan is found among the other items).")?)?,
+            fleet_alert: register(&r, GaugeVec::new(Opts::new("fleet_alert_firing", "The fleet's own health alerts (deploy/alerts.toml) as last evaluated: 1 firing, 0 not."), &["alert", "rule"])?)?,
+            scheduler_leader: register(&r, prometheus::IntGauge::new("scheduler_leader", "1 while a scheduler leader holds the lease, 0 while none does.")?)?,
             registry: r,
         })
     }
@@ -212,6 +220,12 @@ impl Metrics {
         catch_up(&self.cache, "miss", c.misses);
         catch_up(&self.cache, "stale", c.stale_served);
         catch_up(&self.cache, "load_error", c.load_errors);
+        for (alert, rule, firing) in from.fleet_alerts {
+            self.fleet_alert.with_label_values(&[alert.as_str(), rule.as_str()]).set(if *firing { 1.0 } else { 0.0 });
+        }
+        if let Some(led) = from.scheduler_led {
+            self.scheduler_leader.set(i64::from(led));
+        }
         let seen = self.unknown_price_items.get();
         if from.unknown_price_items > seen {
             self.unknown_price_items.inc_by(from.unknown_price_items - seen);

@@ -55,6 +55,9 @@ pub enum StartError {
     /// The SLO notification settings.
     #[error("{0}")]
     SloNotify(String),
+    /// The fleet's health alerts.
+    #[error("BALLAST_ALERTS_FILE: {0}")]
+    Alerts(#[from] crate::health::RulesError),
     /// A metric defined wrongly.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -96,6 +99,8 @@ pub struct AppState {
     pub cache: crate::cache::Cache,
     /// The SLO definitions.
     pub slos: Arc<crate::slo::Slos>,
+    /// The fleet's health alerts (deploy/alerts.toml).
+    pub health_rules: Arc<crate::health::Rules>,
     /// This member's per-minute counts of the intake's SLIs.
     pub slo_recorder: Arc<crate::slo::record::Recorder>,
     /// Prometheus metrics (`GET /metrics`).
@@ -132,6 +137,7 @@ impl AppState {
         let mailer = crate::email::smtp::Mailer::from_settings(&settings).map_err(|e| StartError::Smtp(e.to_string()))?;
         let cache = crate::cache::Cache::new(redis.clone(), keys.clone(), crate::clock::Clock::System, Default::default());
         let slos = Arc::new(crate::slo::Slos::load(&settings.slo_file)?);
+        let health_rules = Arc::new(crate::health::Rules::load(&settings.alerts_file)?);
         if slos.notify.format == crate::slo::NotifyFormat::Pagerduty
             && settings.slo_webhook_url.is_some()
             && settings.slo_pagerduty_routing_key.is_none()
@@ -162,6 +168,7 @@ impl AppState {
             email_templates,
             cache,
             slos,
+            health_rules,
             slo_recorder,
             metrics: crate::metrics::Metrics::new()?,
         })
@@ -169,6 +176,18 @@ impl AppState {
 }
 
 impl AppState {
+    /// What the fleet's health evaluation uses.
+    pub fn health_deps(&self) -> crate::health::Deps {
+        crate::health::Deps {
+            system_pool: self.system_pool.clone(),
+            queue: self.queue.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            lease: self.settings.scheduler_lease,
+            rules: self.health_rules.clone(),
+        }
+    }
+
     /// What the maintenance services use.
     pub fn maintenance_deps(&self) -> crate::maintenance::Deps {
         crate::maintenance::Deps {

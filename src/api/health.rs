@@ -25,6 +25,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    // Best effort: a scrape answers with what it could read.
+    let fleet_alerts = crate::health::alerts::firing(&state.system_pool).await.unwrap_or_default();
     let scrape = crate::metrics::Scrape {
         queue: &state.queue,
         app_pool: state.tenant_pool.raw(),
@@ -32,6 +34,8 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         limiter: &state.limiter.stats,
         cache: state.cache.stats(),
         unknown_price_items: crate::billing::access::UNKNOWN_PRICE_ITEMS.load(std::sync::atomic::Ordering::Relaxed),
+        fleet_alerts: &fleet_alerts,
+        scheduler_led: crate::scheduler::current_leader(&state.redis, &state.keys).await.ok().map(|l| l.is_some()),
     };
     let body = state.metrics.render(scrape).await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)

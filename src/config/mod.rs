@@ -150,6 +150,8 @@ pub struct Settings {
     pub webhook_apply_batch: u32,
     /// The SLO definitions (`BALLAST_SLO_FILE`).
     pub slo_file: crate::assets::ConfigFile,
+    /// The fleet's health alerts (`BALLAST_ALERTS_FILE`).
+    pub alerts_file: crate::assets::ConfigFile,
     /// The email templates app services send (`BALLAST_APP_EMAIL_TEMPLATES_DIR`; the old name
     /// `BALLAST_EMAIL_TEMPLATES_DIR` still works this release, with a warning).
     pub email_templates_dir: crate::assets::ConfigDir,
@@ -376,6 +378,7 @@ impl Settings {
             email_from,
             dunning_file: ConfigFile::or_builtin(src.get("BALLAST_DUNNING_FILE"), assets::DUNNING),
             slo_file: ConfigFile::or_builtin(src.get("BALLAST_SLO_FILE"), assets::SLOS),
+            alerts_file: ConfigFile::or_builtin(src.get("BALLAST_ALERTS_FILE"), assets::ALERTS),
             runbooks_dir: ConfigDir::or_builtin(src.get("BALLAST_RUNBOOKS_DIR"), assets::runbooks()),
             email_templates_dir: ConfigDir::or_builtin(email_templates_setting, assets::app_email_templates()),
             app_email_from,

@@ -59,6 +59,7 @@ pub const SETTINGS: &[(&str, Reader)] = &[
     ("BALLAST_LIMITS_FILE", Reader::Fleet),
     ("BALLAST_DUNNING_FILE", Reader::Fleet),
     ("BALLAST_SLO_FILE", Reader::Fleet),
+    ("BALLAST_ALERTS_FILE", Reader::Fleet),
     ("BALLAST_LOADTEST_FILE", Reader::Fleet),
     ("BALLAST_LOADTEST_KEY", Reader::FleetSecret),
     ("BALLAST_SLO_WEBHOOK_URL", Reader::FleetSecret),

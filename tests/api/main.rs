@@ -13,6 +13,7 @@ mod drills;
 mod disputes;
 mod docs;
 mod dunning;
+mod fleet_alerts;
 mod health;
 mod import_cycles;
 mod intake_drills;

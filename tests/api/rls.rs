@@ -19,6 +19,8 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("slo_alerts", "alert state of the product's SLOs; no tenant named"),
     ("slo_notifications", "alert notifications; no tenant named"),
     ("loadtest_runs", "capacity baselines of the fleet; no tenant named"),
+    ("fleet_alerts", "state of the fleet's own health alerts; no tenant named; the app role has no access"),
+    ("fleet_health_rounds", "which member evaluated the fleet's health last; the app role has no access"),
     ("maintenance_status", "last run of each fleet-wide maintenance service: counts and errors, no tenant named; the app role has no access"),
     ("admin_runs", "operators' record of admin job runs; reports name many tenants' objects, so the app role has no access at all"),
 ];

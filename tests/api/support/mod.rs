@@ -144,6 +144,13 @@ impl TestAppBuilder {
         env.insert("STRIPE_SECRET_KEY".into(), stripe_sim::API_KEY.into());
         // Stripe itself is never called from tests: without a simulator, calls are refused at once.
         env.insert("STRIPE_API_BASE".into(), "http://127.0.0.1:9/".into());
+        // The fleet's own health rounds stay out of tests that do not drive them: a test app
+        // has no scheduler, and its missing leader would otherwise notify whatever receiver
+        // the test counts on (tests/api/fleet_alerts.rs evaluates its rounds itself).
+        let alerts = jobs_dir.path().join("alerts.toml.policy");
+        let shipped = std::fs::read_to_string(repo_path("deploy/alerts.toml")).expect("deploy/alerts.toml");
+        std::fs::write(&alerts, shipped.replace("evaluate_every_secs = 15", "evaluate_every_secs = 86400")).expect("write alerts");
+        env.insert("BALLAST_ALERTS_FILE".into(), alerts.display().to_string());
         if let Some(limits) = &self.limits {
             let path = jobs_dir.path().join("limits.toml.policy");
             std::fs::write(&path, limits).expect("write limits");

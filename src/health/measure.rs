@@ -1,0 +1,102 @@
+//! What each rule sees now: one [`Finding`] per alert key, whether its condition holds, the
+//! value against its threshold, and what people read.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::deps::{Deps, HealthError};
+
+/// One alert key's condition as measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// `queue_age:stripe.event`, `no_leader`, …
+    pub key: String,
+    /// The rule (`queue_age`).
+    pub rule: &'static str,
+    /// Whether the condition holds now.
+    pub holds: bool,
+    /// What was measured (seconds, or a count).
+    pub value: f64,
+    /// What it is held against.
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires.
+    pub hold_for: Duration,
+    /// For people.
+    pub summary: String,
+    /// The runbook page to open.
+    pub runbook: String,
+}
+
+/// Every rule's findings, now.
+pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
+    let r = &deps.rules;
+    let pool = &deps.system_pool.0;
+    let mut out = Vec::new();
+    let finding = |key: String, rule: &'static str, value: f64, threshold: f64, summary: String, runbook: &str| Finding {
+        key,
+        rule,
+        holds: value > threshold,
+        value,
+        threshold,
+        hold_for: Duration::ZERO,
+        summary,
+        runbook: runbook.to_owned(),
+    };
+    for q in deps.queue.stats().await? {
+        let limit = r.queue_age.threshold(&q.kind) as f64;
+        let age = q.oldest_ready_age_secs.unwrap_or(0.0);
+        let summary = format!("{}: the oldest ready job has waited {age:.0} s (threshold {limit:.0} s, {} ready)", q.kind, q.ready);
+        out.push(finding(format!("queue_age:{}", q.kind), "queue_age", age, limit, summary, &r.queue_age.runbook));
+    }
+    let count = |sql: &'static str, minutes: u32| async move {
+        let n: i64 = sqlx::query_scalar(sql).bind(f64::from(minutes) * 60.0).fetch_one(pool).await?;
+        Ok::<f64, sqlx::Error>(n as f64)
+    };
+    let w = r.dead_letters.window_minutes;
+    let n = count("SELECT count(*) FROM job_dead_letters WHERE retried_at IS NULL AND failed_at > now() - make_interval(secs => $1)", w).await?;
+    out.push(finding("dead_letters".into(), "dead_letters", n, 0.0, format!("{n:.0} new dead letters in {w} min (`ballast jobs dead`)"), &r.dead_letters.runbook));
+    let w = r.dead_emails.window_minutes;
+    let n = count("SELECT count(*) FROM email_outbox WHERE status = 'dead' AND created_at > now() - make_interval(secs => $1)", w).await?;
+    out.push(finding("dead_emails".into(), "dead_emails", n, 0.0, format!("{n:.0} emails dead in {w} min (`ballast emails list --status dead`)"), &r.dead_emails.runbook));
+    let w = r.dead_deliveries.window_minutes;
+    let n = count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed' AND finished_at > now() - make_interval(secs => $1)", w).await?;
+    out.push(finding("dead_deliveries".into(), "dead_deliveries", n, 0.0, format!("{n:.0} outbound webhook deliveries failed for good in {w} min"), &r.dead_deliveries.runbook));
+    let oldest: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM now() - min(received_at))::float8 FROM stripe_events WHERE status IN ('received', 'queued')",
+    )
+    .fetch_one(pool)
+    .await?;
+    let (age, limit) = (oldest.unwrap_or(0.0), r.inbox_unprocessed.threshold_secs as f64);
+    let summary = format!("a Stripe event has waited {age:.0} s unprocessed (threshold {limit:.0} s)");
+    out.push(finding("inbox_unprocessed".into(), "inbox_unprocessed", age, limit, summary, &r.inbox_unprocessed.runbook));
+    let leader = crate::scheduler::current_leader(&deps.redis, &deps.keys).await?;
+    out.push(Finding {
+        key: "no_leader".into(),
+        rule: "no_leader",
+        holds: leader.is_none(),
+        value: if leader.is_none() { 1.0 } else { 0.0 },
+        threshold: 0.0,
+        hold_for: deps.lease * r.no_leader.lease_periods,
+        summary: format!("no scheduler leader for over {} lease periods: no cron tick, no sweep", r.no_leader.lease_periods),
+        runbook: r.no_leader.runbook.clone(),
+    });
+    let now = Utc::now();
+    let first: Option<chrono::DateTime<Utc>> = sqlx::query_scalar("SELECT min(last_started_at) FROM maintenance_status").fetch_one(pool).await?;
+    for s in crate::maintenance::status::all(&deps.system_pool, &crate::maintenance::services(), now, first.unwrap_or(now)).await? {
+        let since = s.last_ok_at.map_or(-1.0, |t| (now - t).num_seconds() as f64);
+        let summary = format!("maintenance service {} has not completed for {} (it runs every {} s; `ballast maintenance`)",
+            s.service, if since < 0.0 { "ever".to_owned() } else { format!("{since:.0} s") }, s.period_secs);
+        out.push(Finding {
+            key: format!("maintenance_overdue:{}", s.service),
+            rule: "maintenance_overdue",
+            holds: s.overdue,
+            value: since,
+            threshold: f64::from(s.period_secs) * f64::from(crate::maintenance::OVERDUE_AFTER),
+            hold_for: Duration::ZERO,
+            summary,
+            runbook: r.maintenance_overdue.runbook.clone(),
+        });
+    }
+    Ok(out)
+}
