@@ -155,18 +155,22 @@ async fn open_case(state: &Deps, tx: &mut PgConnection, tenant: TenantId, e: &Ef
     };
     // A new subscription's first invoice: Stripe retries nothing and expires the subscription
     // after 23 hours (incomplete_expired). No case (its emails promise retries); the customer
-    // is asked once to complete the payment.
-    let first: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT i.billing_reason, s.status FROM invoices i LEFT JOIN subscriptions s ON s.id = i.subscription_id WHERE i.id = $1",
+    // is asked once to complete the payment, unless the invoice is settled or the
+    // subscription expired by now. Decided by the invoice's billing reason, not by the
+    // subscription's mirrored status, which may not have caught up with the failure yet. (A
+    // sent invoice's subscription is active whatever its first invoice does: that one is
+    // chased as any sent invoice is.)
+    let first: Option<(Option<String>, String, Option<String>)> = sqlx::query_as(
+        "SELECT i.billing_reason, i.status, s.status FROM invoices i LEFT JOIN subscriptions s ON s.id = i.subscription_id
+         WHERE i.id = $1 AND i.collection_method = 'charge_automatically'",
     )
     .bind(&e.subject_id)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((Some(reason), status)) = first
+    if let Some((Some(reason), invoice_status, status)) = first
         && reason == "subscription_create"
-        && matches!(status.as_deref(), Some("incomplete") | Some("incomplete_expired") | None)
     {
-        if status.as_deref() != Some("incomplete_expired") {
+        if invoice_status == "open" && status.as_deref() != Some("incomplete_expired") {
             let key = format!("email.complete_payment:{}", e.subject_id);
             invoice_email(tx, tenant, e, &key, Template::CompletePayment, after).await?;
         }

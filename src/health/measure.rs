@@ -46,7 +46,7 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
     for q in deps.queue.stats().await? {
         let limit = r.queue_age.threshold(&q.kind) as f64;
         let age = q.oldest_ready_age_secs.unwrap_or(0.0);
-        let summary = format!("{}: the oldest ready job has waited {age:.0} s (threshold {limit:.0} s, {} ready)", q.kind, q.ready);
+        let summary = format!("the oldest ready {} job has waited {age:.0} s (threshold {limit:.0} s, {} ready)", q.kind, q.ready);
         out.push(finding(format!("queue_age:{}", q.kind), "queue_age", age, limit, summary, &r.queue_age.runbook));
     }
     let count = |sql: &'static str, minutes: u32| async move {

@@ -105,7 +105,7 @@ impl Rules {
         }
         let pages: Vec<String> = crate::assets::runbooks()
             .files("md")
-            .map_err(|(dir, e)| format!("{}: {e}", dir.display()))?
+            .map_err(|(dir, e)| format!("{e} ({})", dir.display()))?
             .into_iter()
             .filter_map(|(path, _)| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .collect();
