@@ -47,6 +47,17 @@ fn yaml_docs(path: &Path) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).collect()
 }
 
+fn collect_rs(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_rs(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
 fn strs(v: &Value) -> Vec<String> {
     v.as_sequence().map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
@@ -62,10 +73,40 @@ fn the_dockerfile_builds_in_stages_and_runs_the_binary_as_a_non_root_user() {
     assert!(runtime.contains("ENTRYPOINT [\"/usr/local/bin/ballast\"]"));
     assert!(runtime.contains("BALLAST_LISTEN=0.0.0.0:8080") && runtime.contains("EXPOSE 8080"));
     // Everything it copies from the repository exists.
+    let mut copied = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
         let parts: Vec<&str> = line.split_whitespace().collect();
         for src in &parts[1..parts.len() - 1] {
             assert!(repo_path(src).exists(), "Dockerfile copies {src}, which the repository lacks");
+            copied.push(src.trim_end_matches('/').to_owned());
+        }
+    }
+    // And everything the binary compiles in is copied (a file of deploy/ compiled in and not
+    // copied breaks the image's build, which nothing here runs).
+    let mut sources = Vec::new();
+    collect_rs(&repo_path("src"), &mut sources);
+    for file in sources {
+        let code = std::fs::read_to_string(&file).expect("source");
+        let dir = file.parent().expect("a folder").to_owned();
+        let relative = code.split("include_str!(\"").skip(1).map(|p| (dir.clone(), p));
+        let from_root = code.split("include_dir!(\"$CARGO_MANIFEST_DIR/").skip(1).map(|p| (repo_path(""), p));
+        for (base, piece) in relative.chain(from_root) {
+            let named = piece.split('"').next().unwrap_or_default();
+            if named.is_empty() || named.contains('{') {
+                continue;
+            }
+            // Resolve `..` by hand: the path is the repository's, whatever the symlinks.
+            let mut parts: Vec<String> = Vec::new();
+            for part in base.join(named).strip_prefix(repo_path("")).expect("inside the repository").components() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        parts.pop();
+                    }
+                    other => parts.push(other.as_os_str().to_string_lossy().into_owned()),
+                }
+            }
+            let rel = parts.join("/");
+            assert!(copied.iter().any(|c| &rel == c || rel.starts_with(&format!("{c}/"))), "{} compiles in {rel}, which the Dockerfile does not copy", file.display());
         }
     }
     let cmd = runtime.lines().find_map(|l| l.strip_prefix("CMD ")).expect("CMD");
