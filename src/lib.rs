@@ -5,6 +5,10 @@
 
 #![warn(unreachable_pub)]
 
+/// The release: the crate's version and the git commit it was built from (`0.1.0+3f2a…`),
+/// as `ballast --version`, `ballast_build_info` and the traces' `service.version` say it.
+pub const RELEASE: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("RELEASE_COMMIT"));
+
 /// The intake API (axum).
 pub mod api;
 /// The audit log.
@@ -63,9 +67,11 @@ pub mod ratelimit;
 pub mod redis_conn;
 /// Runbook pages and the admin jobs behind them.
 pub mod runbook;
-/// The cron leader.
+/// Alerts on the fleet's own health (deploy/alerts.toml).
 pub mod health;
+/// The periodic sweeps and prunes the scheduler's leader runs, each with its last status.
 pub mod maintenance;
+/// The cron leader.
 pub mod scheduler;
 /// Service level objectives: recording, burn-rate evaluation, alert notifications.
 pub mod slo;

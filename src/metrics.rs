@@ -108,6 +108,7 @@ pub struct Metrics {
     unknown_price_items: IntCounter,
     fleet_alert: GaugeVec,
     scheduler_leader: prometheus::IntGauge,
+    build_info: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -145,6 +146,7 @@ impl Metrics {
             unknown_price_items: register(&r, IntCounter::new("unknown_price_items_total", "Subscription items whose price is in no plan or add-on of plans.toml (they grant nothing; the plan is found among the other items).")?)?,
             fleet_alert: register(&r, GaugeVec::new(Opts::new("fleet_alert_firing", "The fleet's own health alerts (deploy/alerts.toml) as last evaluated: 1 firing, 0 not."), &["alert", "rule"])?)?,
             scheduler_leader: register(&r, prometheus::IntGauge::new("scheduler_leader", "1 while a scheduler leader holds the lease, 0 while none does.")?)?,
+            build_info: register(&r, IntGaugeVec::new(Opts::new("build_info", "1, labelled with the release this member runs."), &["version", "commit"])?)?,
             registry: r,
         })
     }
@@ -230,6 +232,7 @@ impl Metrics {
         if from.unknown_price_items > seen {
             self.unknown_price_items.inc_by(from.unknown_price_items - seen);
         }
+        self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("RELEASE_COMMIT")]).set(1);
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(message = "Metrics not rendered.", error = %e);

@@ -88,7 +88,10 @@ fn tracer_provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, S
         builder = builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
     }
     let exporter = builder.build().map_err(|e| e.to_string())?;
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_owned())
+        .with_attribute(opentelemetry::KeyValue::new("service.version", crate::RELEASE))
+        .build();
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }
 

@@ -54,7 +54,7 @@ use stripe_events::StripeEventsCommand;
 #[derive(Debug, Parser)]
 #[command(
     name = "ballast",
-    version,
+    version = ballast::RELEASE,
     about = "Ballast: the worker fleet behind a growing SaaS (Stripe webhooks, dunning, usage, caches, SLOs).",
     long_about = "Ballast: the worker fleet behind a growing SaaS.\n\n\
         Settings come from the environment (DATABASE_URL, BALLAST_SYSTEM_DATABASE_URL, REDIS_URL, \

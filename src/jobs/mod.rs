@@ -20,6 +20,7 @@ pub mod kind;
 pub mod limits_spike;
 pub mod loadtest_run;
 pub mod noop;
+pub mod release_inspect;
 pub mod scheduler_inspect;
 pub mod site_down;
 pub mod site_slow;
@@ -76,6 +77,7 @@ impl<S: StandardDeps> crate::queue::job::Registry<S> {
             .with(admin::Admin(limits_spike::LimitsSpikeJob))
             .with(admin::Admin(site_slow::SiteSlowJob))
             .with(admin::Admin(site_down::SiteDownJob))
+            .with(admin::Admin(release_inspect::ReleaseInspectJob))
             .with(admin::Admin(billing_drift::BillingDriftJob))
             .with(admin::Admin(billing_reconcile::BillingReconcileJob))
             .with(webhook_deliver::WebhookDeliverJob)

@@ -9,7 +9,9 @@ use serde_yaml_ng::Value;
 
 use crate::support::repo_path;
 
-const IMAGE: &str = "ballast:latest";
+/// Images carry the release's version: never `:latest`, so what runs is what was reviewed
+/// (the release pipeline also tags `{version}-{commit}`; `ballast --version` says the commit).
+const IMAGE: &str = concat!("ballast:", env!("CARGO_PKG_VERSION"));
 
 /// Every environment variable the settings read (string literals in src/config/), plus the
 /// standard OpenTelemetry ones the exporter reads itself.
@@ -300,5 +302,36 @@ fn every_setting_the_binary_reads_is_in_the_table_the_example_configuration_and_
     let text = std::fs::read_to_string(repo_path("deploy/k8s/config.yaml")).expect("config.yaml");
     for line in text.lines().filter(|l| l.trim_start().starts_with("BALLAST_EMAIL_FROM") || l.trim_start().starts_with("BALLAST_APP_EMAIL_FROM")) {
         assert!(!line.contains("localhost"), "{line}");
+    }
+}
+
+#[test]
+fn no_deploy_file_runs_a_floating_latest_image() {
+    let mut files = Vec::new();
+    for dir in ["deploy", "deploy/k8s"] {
+        for entry in std::fs::read_dir(repo_path(dir)).expect("deploy/").flatten() {
+            if entry.path().is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(!text.contains(":latest"), "{} names a :latest image", file.display());
+    }
+}
+
+/// `ballast --version` names the release: the version and the commit it was built from.
+#[test]
+fn the_binary_names_its_version_and_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ballast")).arg("--version").env_clear().output().expect("ballast --version");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(text, format!("ballast {}", ballast::RELEASE));
+    let commit = ballast::RELEASE.split('+').nth(1).expect("a commit");
+    let head = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(repo_path("")).output();
+    if let Some(head) = head.ok().filter(|h| h.status.success()) {
+        // Built from this checkout (a build from a later commit would name that one).
+        assert_eq!(commit.len(), 12, "{text}");
+        assert!(commit.chars().all(|c| c.is_ascii_hexdigit()), "{text}: {}", String::from_utf8_lossy(&head.stdout));
     }
 }

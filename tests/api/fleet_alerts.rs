@@ -184,6 +184,8 @@ async fn the_prometheus_rules_name_metrics_the_binary_exports_and_real_runbooks(
     let _ = http.get(app.url("/metrics")).send().await.expect("first scrape");
     let scraped = http.get(app.url("/metrics")).send().await.expect("scrape").text().await.expect("text");
     let served: std::collections::BTreeSet<&str> = scraped.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    let release = format!("ballast_build_info{{commit=\"{}\",version=\"{}\"}} 1", ballast::RELEASE.split('+').nth(1).unwrap_or_default(), env!("CARGO_PKG_VERSION"));
+    assert!(scraped.contains(&release), "{release} in:\n{scraped}");
     let text = std::fs::read_to_string(crate::support::repo_path("deploy/prometheus-alerts.yaml")).expect("rules");
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
     let rules = doc["groups"][0]["rules"].as_sequence().expect("rules");

@@ -24,6 +24,7 @@ mod jobs;
 mod lifecycle_emails;
 mod loadtest;
 mod maintenance;
+mod migrations;
 mod observability;
 mod outage_drills;
 mod quickstart;

@@ -293,3 +293,25 @@ async fn the_cli_lists_shows_and_runs_pages_and_refuses_unknown_ones() {
     let audit = audited(&app, "scheduler.inspect").await;
     assert_eq!(audit.len(), 1, "the CLI run is audited");
 }
+
+/// The rollback page's report: on a schema this binary migrated, nothing stands in the way; a
+/// migration the binary does not know (a newer release's) is flagged for a person, exit 3.
+#[tokio::test]
+async fn the_release_report_names_this_release_and_flags_a_schema_newer_than_the_binary() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let ran = app.cli(&["runbook", "run", "release-rollback", "--json"]);
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let report: Value = serde_json::from_slice(&ran.stdout).expect("json");
+    assert_eq!(report["release"], ballast::RELEASE);
+    assert_eq!(report["binary_schema_version"], report["database_schema_version"]);
+    assert_eq!(report["failing"], serde_json::json!([]), "{report}");
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from a newer release', true, '\\x00', 1)")
+        .execute(&app.state.system_pool.0)
+        .await
+        .expect("a newer release's migration");
+    let ran = app.cli(&["runbook", "run", "release-rollback", "--json"]);
+    assert_eq!(ran.status.code(), Some(3), "{}", String::from_utf8_lossy(&ran.stderr));
+    let report: Value = serde_json::from_slice(&ran.stdout).expect("json");
+    assert!(report["failing"].to_string().contains("9999"), "{report}");
+    assert_eq!(report["unknown_applied"][0]["version"], 9999);
+}

@@ -1,0 +1,74 @@
+//! Migrations run on a live fleet, where the previous release keeps running beside the new one
+//! and a rollback puts it back (migrations/README.md: expand, migrate, contract). A migration
+//! that drops or renames a table or column, or adds a NOT NULL column without a default,
+//! breaks the release still running: refused unless its first line declares a contract step.
+
+use crate::support::repo_path;
+
+/// What a statement does that only a contract step may.
+fn contracts(statement: &str) -> Option<&'static str> {
+    let s = statement.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase();
+    if s.contains("DROP TABLE") {
+        return Some("drops a table");
+    }
+    if s.contains("DROP COLUMN") {
+        return Some("drops a column");
+    }
+    if s.contains(" RENAME ") {
+        return Some("renames a table or column");
+    }
+    // Each `ADD COLUMN` clause of the statement on its own.
+    for clause in s.split("ADD COLUMN").skip(1) {
+        let clause = clause.split(", ADD ").next().unwrap_or_default();
+        if clause.contains("NOT NULL") && !clause.contains("DEFAULT") {
+            return Some("adds a NOT NULL column without a default");
+        }
+    }
+    None
+}
+
+/// Why `text` (one migration file) is refused, if it is.
+fn refused(text: &str) -> Option<String> {
+    if text.lines().next().is_some_and(|l| l.trim_start().starts_with("-- contract step:")) {
+        return None;
+    }
+    let code: String = text.lines().map(|l| l.split("--").next().unwrap_or_default()).collect::<Vec<_>>().join("\n");
+    code.split(';').find_map(|st| contracts(st).map(|why| format!("{why}: {}", st.trim())))
+}
+
+#[test]
+fn the_checker_refuses_what_breaks_the_running_release_and_lets_a_declared_contract_step_through() {
+    for bad in [
+        "ALTER TABLE invoices DROP COLUMN hosted_invoice_url;",
+        "DROP TABLE refunds;",
+        "ALTER TABLE refunds RENAME TO give_backs;",
+        "ALTER TABLE refunds RENAME COLUMN reason TO why;",
+        "ALTER TABLE tenants ADD COLUMN region text NOT NULL;",
+        "ALTER TABLE tenants ADD COLUMN a text NULL, ADD COLUMN region text\n    NOT NULL;",
+    ] {
+        assert!(refused(bad).is_some(), "not refused: {bad}");
+    }
+    for fine in [
+        "ALTER TABLE tenants ADD COLUMN region text NOT NULL DEFAULT 'eu';",
+        "ALTER TABLE tenants ADD COLUMN region text;",
+        "CREATE TABLE x (id text PRIMARY KEY, n integer NOT NULL);",
+        "ALTER TABLE slo_notifications DROP CONSTRAINT slo_notifications_alert_key_fkey;",
+        "-- DROP TABLE in a comment\nCREATE INDEX i ON t (c);",
+        "-- contract step: nothing reads hosted_url since 0.9, whose rollback window has passed\nALTER TABLE invoices DROP COLUMN hosted_url;",
+    ] {
+        assert_eq!(refused(fine), None, "refused: {fine}");
+    }
+}
+
+#[test]
+fn no_migration_breaks_the_release_running_beside_it() {
+    let mut files: Vec<_> = std::fs::read_dir(repo_path("migrations")).expect("migrations/").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "sql")).collect();
+    files.sort();
+    assert!(files.len() > 30);
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("migration");
+        if let Some(why) = refused(&text) {
+            panic!("{}: {why}\n(split it: expand now, contract in a later release; see migrations/README.md)", file.display());
+        }
+    }
+}
