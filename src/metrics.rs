@@ -84,6 +84,10 @@ pub struct Scrape<'a> {
     pub fleet_alerts: &'a [(String, String, bool)],
     /// Whether a scheduler leader holds the lease (None: Redis did not say).
     pub scheduler_led: Option<bool>,
+    /// Each SLO's SLI and error budget left, as last evaluated.
+    pub slos: &'a [(String, f64, f64)],
+    /// Each maintenance service's latest completed run (unix seconds).
+    pub maintenance: &'a [(String, Option<f64>)],
 }
 
 /// The fleet member's metrics.
@@ -109,6 +113,9 @@ pub struct Metrics {
     fleet_alert: GaugeVec,
     scheduler_leader: prometheus::IntGauge,
     build_info: IntGaugeVec,
+    slo_sli: GaugeVec,
+    slo_budget: GaugeVec,
+    maintenance_ok: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,6 +154,9 @@ impl Metrics {
             fleet_alert: register(&r, GaugeVec::new(Opts::new("fleet_alert_firing", "The fleet's own health alerts (deploy/alerts.toml) as last evaluated: 1 firing, 0 not."), &["alert", "rule"])?)?,
             scheduler_leader: register(&r, prometheus::IntGauge::new("scheduler_leader", "1 while a scheduler leader holds the lease, 0 while none does.")?)?,
             build_info: register(&r, IntGaugeVec::new(Opts::new("build_info", "1, labelled with the release this member runs."), &["version", "commit"])?)?,
+            slo_sli: register(&r, GaugeVec::new(Opts::new("slo_sli_ratio", "Each SLO's SLI over its window, as last evaluated."), &["slo"])?)?,
+            slo_budget: register(&r, GaugeVec::new(Opts::new("slo_budget_remaining_ratio", "Each SLO's error budget left over its window (1 = untouched, below 0 = spent), as last evaluated."), &["slo"])?)?,
+            maintenance_ok: register(&r, GaugeVec::new(Opts::new("maintenance_last_ok_timestamp_seconds", "When each maintenance service last completed (unix seconds)."), &["service"])?)?,
             registry: r,
         })
     }
@@ -227,6 +237,15 @@ impl Metrics {
         }
         if let Some(led) = from.scheduler_led {
             self.scheduler_leader.set(i64::from(led));
+        }
+        for (slo, sli, budget) in from.slos {
+            self.slo_sli.with_label_values(&[slo.as_str()]).set(*sli);
+            self.slo_budget.with_label_values(&[slo.as_str()]).set(*budget);
+        }
+        for (service, at) in from.maintenance {
+            if let Some(at) = at {
+                self.maintenance_ok.with_label_values(&[service.as_str()]).set(*at);
+            }
         }
         let seen = self.unknown_price_items.get();
         if from.unknown_price_items > seen {

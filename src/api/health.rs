@@ -27,6 +27,8 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     // Best effort: a scrape answers with what it could read.
     let fleet_alerts = crate::health::alerts::firing(&state.system_pool).await.unwrap_or_default();
+    let slos = crate::slo::evaluate::latest(&state.system_pool.0).await.unwrap_or_default();
+    let maintenance = crate::maintenance::status::last_ok(&state.system_pool).await.unwrap_or_default();
     let scrape = crate::metrics::Scrape {
         queue: &state.queue,
         app_pool: state.tenant_pool.raw(),
@@ -35,6 +37,8 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         cache: state.cache.stats(),
         unknown_price_items: crate::billing::access::UNKNOWN_PRICE_ITEMS.load(std::sync::atomic::Ordering::Relaxed),
         fleet_alerts: &fleet_alerts,
+        slos: &slos,
+        maintenance: &maintenance,
         scheduler_led: crate::scheduler::current_leader(&state.redis, &state.keys).await.ok().map(|l| l.is_some()),
     };
     let body = state.metrics.render(scrape).await;

@@ -49,6 +49,11 @@ pub async fn record(pool: &SystemPool, outcome: &Outcome) -> Result<(), sqlx::Er
     Ok(())
 }
 
+/// Each service's latest completed run (unix seconds), for `/metrics`.
+pub async fn last_ok(pool: &SystemPool) -> Result<Vec<(String, Option<f64>)>, sqlx::Error> {
+    sqlx::query_as("SELECT service, EXTRACT(EPOCH FROM last_ok_at)::float8 FROM maintenance_status ORDER BY service").fetch_all(&pool.0).await
+}
+
 /// One service's last status, as `ballast maintenance` shows it.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct ServiceStatus {

@@ -99,6 +99,18 @@ pub async fn run(state: &Deps, now: DateTime<Utc>, apply: bool) -> Result<Vec<Sl
             let alert = if apply { transition(state, &status, severity, firing, end).await? } else { stored(pool, &status.name, severity).await? };
             alerts.push(alert);
         }
+        if apply {
+            sqlx::query(
+                "INSERT INTO slo_status (slo, sli, budget_remaining, evaluated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (slo) DO UPDATE SET sli = EXCLUDED.sli, budget_remaining = EXCLUDED.budget_remaining, evaluated_at = EXCLUDED.evaluated_at",
+            )
+            .bind(&status.name)
+            .bind(status.sli)
+            .bind(status.budget_remaining)
+            .bind(end)
+            .execute(pool)
+            .await?;
+        }
         out.push(SloStatus { alerts, ..status });
     }
     if apply {
@@ -212,4 +224,9 @@ async fn requeue_pending(state: &Deps) -> Result<(), SloError> {
         super::notify::enqueue(state, id).await?;
     }
     Ok(())
+}
+
+/// Each SLO's SLI and budget left as the latest evaluation stored them (for `/metrics`).
+pub async fn latest(pool: &sqlx::PgPool) -> Result<Vec<(String, f64, f64)>, sqlx::Error> {
+    sqlx::query_as("SELECT slo, sli, budget_remaining FROM slo_status ORDER BY slo").fetch_all(pool).await
 }

@@ -207,3 +207,44 @@ async fn the_prometheus_rules_name_metrics_the_binary_exports_and_real_runbooks(
         }
     }
 }
+
+/// deploy/grafana-dashboard.json: the four golden signals, queues, SLO budgets, webhook lag
+/// and maintenance, every metric it names served by a real `/metrics` scrape.
+#[tokio::test]
+async fn the_dashboard_names_metrics_the_binary_exports() {
+    let (app, _receiver, _dir) = app_with_roles(|t| t, &[ballast::app::Role::Api, ballast::app::Role::Worker]).await;
+    // Something of each labelled family: a job, a webhook applied, an SLO and a maintenance run.
+    app.state.queue.enqueue(ballast::queue::EnqueueRequest::new("noop", serde_json::json!({}))).await.expect("enqueue");
+    let event = serde_json::json!({"id": "evt_dash", "object": "event", "type": "customer.created", "created": Utc::now().timestamp(),
+        "data": {"object": {"id": "cus_dash", "object": "customer", "metadata": {}}}});
+    assert_eq!(app.deliver(&event).await, 200);
+    app.drain().await;
+    ballast::slo::evaluate::run(&app.state.slo_deps(), Utc::now(), true).await.expect("slo");
+    ballast::health::evaluate(&app.state.health_deps()).await.expect("health");
+    let deps = app.state.maintenance_deps();
+    let services = ballast::maintenance::services();
+    let outcome = ballast::maintenance::run_one(services[0].as_ref(), &deps).await;
+    ballast::maintenance::status::record(&app.state.system_pool, &outcome).await.expect("record");
+    let http = reqwest::Client::new();
+    let _ = http.get(app.url("/metrics")).send().await.expect("first scrape");
+    let scraped = http.get(app.url("/metrics")).send().await.expect("scrape").text().await.expect("text");
+    let served: std::collections::BTreeSet<&str> = scraped.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    let text = std::fs::read_to_string(crate::support::repo_path("deploy/grafana-dashboard.json")).expect("dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("json");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: Vec<String> = panels.iter().filter_map(|p| p["title"].as_str()).map(str::to_lowercase).collect();
+    for wanted in ["traffic", "errors", "latency", "saturation", "ready jobs", "oldest ready", "budget", "webhook lag", "maintenance"] {
+        assert!(titles.iter().any(|t| t.contains(wanted)), "no panel about {wanted}: {titles:?}");
+    }
+    let mut named = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            for m in expr.split(|c: char| !(c.is_ascii_lowercase() || c == '_')).filter(|w| w.starts_with("ballast_")) {
+                assert!(served.contains(m), "panel {:?}: {m} is not served by /metrics", panel["title"]);
+                named += 1;
+            }
+        }
+    }
+    assert!(named >= 15, "{named}");
+}
