@@ -67,6 +67,8 @@ pub mod ratelimit;
 pub mod redis_conn;
 /// Runbook pages and the admin jobs behind them.
 pub mod runbook;
+/// Backups (pg_dump) and restore rehearsals.
+pub mod backup;
 /// Alerts on the fleet's own health (deploy/alerts.toml).
 pub mod health;
 /// The periodic sweeps and prunes the scheduler's leader runs, each with its last status.

@@ -185,6 +185,8 @@ impl AppState {
             keys: self.keys.clone(),
             lease: self.settings.scheduler_lease,
             rules: self.health_rules.clone(),
+            backups_configured: self.settings.backup_dir.is_some(),
+            rehearsals_configured: self.settings.backup_dir.is_some() && self.settings.rehearsal_database_url.is_some(),
         }
     }
 

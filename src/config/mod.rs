@@ -94,6 +94,14 @@ pub struct Settings {
     pub inbox_retention: Duration,
     /// How long admin job runs and their reports are kept (`BALLAST_ADMIN_RUN_RETENTION_DAYS`, 30).
     pub admin_run_retention: Duration,
+    /// Where `db.backup` writes its dumps (`BALLAST_BACKUP_DIR`); unset: no backups (and the
+    /// backup alert stays quiet: set it in production).
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// How many dumps `db.backup` keeps (`BALLAST_BACKUP_KEEP`, 7).
+    pub backup_keep: u32,
+    /// A scratch database `db.restore_rehearsal` restores the newest dump into, emptied before
+    /// and after (`BALLAST_REHEARSAL_DATABASE_URL`: never the production database).
+    pub rehearsal_database_url: Option<SecretString>,
     /// Scheduler lease TTL; a new leader takes over within this after the old one dies.
     pub scheduler_lease: Duration,
     /// Worker heartbeat; a dead worker's jobs are recovered after three missed beats.
@@ -418,6 +426,15 @@ impl Settings {
             shutdown_grace: src.secs_or("BALLAST_SHUTDOWN_GRACE_SECS", 30)?,
             db_pool_size,
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
+            backup_dir: src.get("BALLAST_BACKUP_DIR").map(std::path::PathBuf::from),
+            backup_keep: src.parse_or("BALLAST_BACKUP_KEEP", 7, "a number of dumps")?,
+            rehearsal_database_url: match src.get("BALLAST_REHEARSAL_DATABASE_URL") {
+                None => None,
+                Some(raw) => {
+                    check_url("BALLAST_REHEARSAL_DATABASE_URL", raw, &["postgres", "postgresql"])?;
+                    Some(SecretString::from(raw.to_owned()))
+                }
+            },
             admin_run_retention: Duration::from_secs(86_400 * src.parse_or("BALLAST_ADMIN_RUN_RETENTION_DAYS", 30u64, "a number of days")?),
             scheduler_lease: src.secs_or("BALLAST_SCHEDULER_LEASE_SECS", 10)?,
             worker_heartbeat: src.secs_or("BALLAST_WORKER_HEARTBEAT_SECS", 5)?,

@@ -20,6 +20,10 @@ pub struct Deps {
     pub lease: Duration,
     /// The thresholds.
     pub rules: Arc<Rules>,
+    /// Backups are configured (`BALLAST_BACKUP_DIR`): their alert applies.
+    pub backups_configured: bool,
+    /// Rehearsals are configured (`BALLAST_REHEARSAL_DATABASE_URL`): theirs does.
+    pub rehearsals_configured: bool,
 }
 
 /// Why a round could not be evaluated; the next round tries again.

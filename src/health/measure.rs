@@ -98,5 +98,35 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
             runbook: r.maintenance_overdue.runbook.clone(),
         });
     }
+    out.extend(backups(deps, now).await?);
+    Ok(out)
+}
+
+/// The backup and rehearsal findings, for what is configured.
+async fn backups(deps: &Deps, now: chrono::DateTime<Utc>) -> Result<Vec<Finding>, HealthError> {
+    use crate::backup::runs::{self, RunKind};
+    let r = &deps.rules.backups;
+    let mut out = Vec::new();
+    let age = |t: Option<chrono::DateTime<Utc>>| t.map_or(f64::INFINITY, |t| (now - t).num_seconds() as f64);
+    if deps.backups_configured {
+        let last = age(runs::newest_ok(&deps.system_pool, RunKind::Backup).await?);
+        let limit = f64::from(r.backup_max_age_hours) * 3600.0;
+        let summary = if last.is_finite() { format!("the newest backup is {:.1} h old (at most {} h)", last / 3600.0, r.backup_max_age_hours) } else { "no backup has completed".to_owned() };
+        out.push(Finding { key: "backups:backup".into(), rule: "backups", holds: last > limit, value: last.min(f64::MAX), threshold: limit, hold_for: Duration::ZERO, summary, runbook: r.runbook.clone() });
+    }
+    if deps.rehearsals_configured {
+        let newest = runs::newest(&deps.system_pool, RunKind::Rehearsal).await?;
+        let last_ok = age(runs::newest_ok(&deps.system_pool, RunKind::Rehearsal).await?);
+        let limit = f64::from(r.rehearsal_max_age_days) * 86_400.0;
+        let failed = newest.is_some_and(|(_, ok)| !ok);
+        let summary = if failed {
+            "the newest restore rehearsal failed (`ballast runbook runs`)".to_owned()
+        } else if last_ok.is_finite() {
+            format!("the newest passing restore rehearsal is {:.1} days old (at most {})", last_ok / 86_400.0, r.rehearsal_max_age_days)
+        } else {
+            "no restore rehearsal has passed".to_owned()
+        };
+        out.push(Finding { key: "backups:rehearsal".into(), rule: "backups", holds: failed || last_ok > limit, value: if failed { 1.0 } else { last_ok.min(f64::MAX) }, threshold: limit, hold_for: Duration::ZERO, summary, runbook: r.runbook.clone() });
+    }
     Ok(out)
 }

@@ -36,6 +36,20 @@ pub struct Rules {
     pub inbox_unprocessed: Threshold,
     /// A maintenance service overdue.
     pub maintenance_overdue: Runbook,
+    /// Backups stale or a rehearsal failed.
+    pub backups: Backups,
+}
+
+/// `[backups]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backups {
+    /// The page to open.
+    pub runbook: String,
+    /// The newest backup may be this old.
+    pub backup_max_age_hours: u32,
+    /// The newest passing rehearsal may be this old.
+    pub rehearsal_max_age_days: u32,
 }
 
 /// `[queue_age]`.
@@ -124,7 +138,7 @@ impl Rules {
     }
 
     /// Every page the rules name.
-    pub fn runbooks(&self) -> [&str; 7] {
+    pub fn runbooks(&self) -> [&str; 8] {
         [
             &self.queue_age.runbook,
             &self.dead_letters.runbook,
@@ -133,6 +147,7 @@ impl Rules {
             &self.dead_deliveries.runbook,
             &self.inbox_unprocessed.runbook,
             &self.maintenance_overdue.runbook,
+            &self.backups.runbook,
         ]
     }
 }

@@ -20,6 +20,8 @@ pub mod kind;
 pub mod limits_spike;
 pub mod loadtest_run;
 pub mod noop;
+pub mod db_backup;
+pub mod db_restore_rehearsal;
 pub mod release_inspect;
 pub mod scheduler_inspect;
 pub mod site_down;
@@ -78,6 +80,8 @@ impl<S: StandardDeps> crate::queue::job::Registry<S> {
             .with(admin::Admin(site_slow::SiteSlowJob))
             .with(admin::Admin(site_down::SiteDownJob))
             .with(admin::Admin(release_inspect::ReleaseInspectJob))
+            .with(admin::Admin(db_backup::DbBackupJob))
+            .with(admin::Admin(db_restore_rehearsal::DbRestoreRehearsalJob))
             .with(admin::Admin(billing_drift::BillingDriftJob))
             .with(admin::Admin(billing_reconcile::BillingReconcileJob))
             .with(webhook_deliver::WebhookDeliverJob)

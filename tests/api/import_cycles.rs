@@ -210,7 +210,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("ground", &["config", "assets", "keyring", "newtypes", "redis_keys", "redis_conn", "job_catalogue", "clock", "telemetry", "fault"]),
     ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu", "stripe_api"]),
     ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "tenants", "webhooks_out"]),
-    ("jobs", &["jobs", "runbook", "scheduler", "maintenance", "health"]),
+    ("jobs", &["jobs", "runbook", "scheduler", "maintenance", "health", "backup"]),
     // The state is assembled at the edges: no job, runbook or scheduler file sees it whole.
     // perf/ (benchmarks and the load test) builds on whole members; the scheduled load test's
     // job gets it from the state as a `CapacityTest`, so jobs import nothing of perf/.

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backups;
 mod cache;
 mod cli_conventions;
 mod config_errors;
