@@ -62,7 +62,7 @@ pub async fn list(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
 /// Checks `file` against its `.sha256`; the checksum when it matches.
 pub async fn verify(file: &Path) -> Result<String, BackupError> {
     let bytes = tokio::fs::read(file).await.map_err(|e| BackupError::Io(file.display().to_string(), e))?;
-    let sum_file = PathBuf::from(format!("{}.sha256", file.display()));
+    let sum_file = checksum_of(file);
     let expected = tokio::fs::read_to_string(&sum_file).await.map_err(|e| BackupError::Io(sum_file.display().to_string(), e))?;
     let actual = hex::encode(Sha256::digest(&bytes));
     if expected.split_whitespace().next() != Some(actual.as_str()) {
@@ -71,11 +71,18 @@ pub async fn verify(file: &Path) -> Result<String, BackupError> {
     Ok(actual)
 }
 
+/// Where `file`'s checksum is kept: beside it, `.sha256` appended.
+fn checksum_of(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
 async fn prune(dir: &Path, keep: u32) -> Result<Vec<PathBuf>, BackupError> {
     let mut removed = Vec::new();
     for old in list(dir).await?.into_iter().skip(keep.max(1) as usize) {
         tokio::fs::remove_file(&old).await.map_err(|e| BackupError::Io(old.display().to_string(), e))?;
-        let _ = tokio::fs::remove_file(format!("{}.sha256", old.display())).await;
+        let _ = tokio::fs::remove_file(checksum_of(&old)).await;
         removed.push(old);
     }
     Ok(removed)
