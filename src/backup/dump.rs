@@ -66,7 +66,7 @@ pub async fn verify(file: &Path) -> Result<String, BackupError> {
     let expected = tokio::fs::read_to_string(&sum_file).await.map_err(|e| BackupError::Io(sum_file.display().to_string(), e))?;
     let actual = hex::encode(Sha256::digest(&bytes));
     if expected.split_whitespace().next() != Some(actual.as_str()) {
-        return Err(BackupError::Tool(format!("{}: checksum mismatch (the file changed after it was written)", file.display())));
+        return Err(BackupError::Tool(format!("checksum mismatch: {} changed after it was written", file.display())));
     }
     Ok(actual)
 }
