@@ -154,7 +154,7 @@ async fn restore_and_check(
         // tolerance (and by more than a handful) means rows the dump did not carry.
         let floor = (t.source as f64 * (1.0 - limits.row_tolerance)).floor() as i64;
         if t.restored < floor && t.source - t.restored > 10 {
-            failing.push(format!("{}: {} rows restored, {} in the source (more than {:.0} % missing)", t.table, t.restored, t.source, limits.row_tolerance * 100.0));
+            failing.push(format!("table {} holds {} rows restored, {} in the source (more than {:.0} % missing)", t.table, t.restored, t.source, limits.row_tolerance * 100.0));
         }
     }
     if let Some(age) = data_age_secs.filter(|a| *a > limits.max_data_age.as_secs_f64()) {
