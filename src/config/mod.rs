@@ -97,6 +97,12 @@ pub struct Settings {
     /// Where `db.backup` writes its dumps (`BALLAST_BACKUP_DIR`); unset: no backups (and the
     /// backup alert stays quiet: set it in production).
     pub backup_dir: Option<std::path::PathBuf>,
+    /// The public base URLs `probe.uptime` checks every minute (`BALLAST_PROBE_URLS`,
+    /// comma-separated: the load balancer, or each member); none: no uptime checks.
+    pub probe_urls: Vec<String>,
+    /// An API key with `entitlements:read` the probe reads entitlements with
+    /// (`BALLAST_PROBE_API_KEY`); without one, only the webhook is checked.
+    pub probe_api_key: Option<SecretString>,
     /// How many dumps `db.backup` keeps (`BALLAST_BACKUP_KEEP`, 7).
     pub backup_keep: u32,
     /// A scratch database `db.restore_rehearsal` restores the newest dump into, emptied before
@@ -428,6 +434,16 @@ impl Settings {
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
             backup_dir: src.get("BALLAST_BACKUP_DIR").map(std::path::PathBuf::from),
             backup_keep: src.parse_or("BALLAST_BACKUP_KEEP", 7, "a number of dumps")?,
+            probe_urls: match src.get("BALLAST_PROBE_URLS") {
+                None => Vec::new(),
+                Some(raw) => raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(|u| check_url("BALLAST_PROBE_URLS", u, &["http", "https"]).map(|()| u.to_owned()))
+                    .collect::<Result<_, _>>()?,
+            },
+            probe_api_key: src.get("BALLAST_PROBE_API_KEY").map(|k| SecretString::from(k.to_owned())),
             rehearsal_database_url: match src.get("BALLAST_REHEARSAL_DATABASE_URL") {
                 None => None,
                 Some(raw) => {

@@ -99,6 +99,19 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
         });
     }
     out.extend(backups(deps, now).await?);
+    for (target, check, ok, at) in super::probe::latest(&deps.system_pool).await? {
+        let summary = format!("the {check} check of {target} {} (at {at})", if ok { "answered" } else { "failed" });
+        out.push(Finding {
+            key: format!("probe:{check}:{target}"),
+            rule: "probe",
+            holds: !ok,
+            value: if ok { 0.0 } else { 1.0 },
+            threshold: 0.0,
+            hold_for: Duration::from_secs(r.probe.for_secs),
+            summary,
+            runbook: r.probe.runbook.clone(),
+        });
+    }
     Ok(out)
 }
 

@@ -12,6 +12,7 @@ pub mod alerts;
 mod deps;
 mod evaluate;
 pub mod measure;
+pub mod probe;
 pub mod rules;
 pub mod watch;
 

@@ -38,6 +38,18 @@ pub struct Rules {
     pub maintenance_overdue: Runbook,
     /// Backups stale or a rehearsal failed.
     pub backups: Backups,
+    /// An uptime check failing.
+    pub probe: Probe,
+}
+
+/// `[probe]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// The page to open.
+    pub runbook: String,
+    /// How long a check may fail before it fires.
+    pub for_secs: u64,
 }
 
 /// `[backups]`.
@@ -138,7 +150,7 @@ impl Rules {
     }
 
     /// Every page the rules name.
-    pub fn runbooks(&self) -> [&str; 8] {
+    pub fn runbooks(&self) -> [&str; 9] {
         [
             &self.queue_age.runbook,
             &self.dead_letters.runbook,
@@ -148,6 +160,7 @@ impl Rules {
             &self.inbox_unprocessed.runbook,
             &self.maintenance_overdue.runbook,
             &self.backups.runbook,
+            &self.probe.runbook,
         ]
     }
 }

@@ -22,6 +22,7 @@ pub mod loadtest_run;
 pub mod noop;
 pub mod db_backup;
 pub mod db_restore_rehearsal;
+pub mod probe_uptime;
 pub mod release_inspect;
 pub mod scheduler_inspect;
 pub mod site_down;
@@ -72,6 +73,7 @@ impl<S: StandardDeps> crate::queue::job::Registry<S> {
             .with(admin::Admin(cache_reshape::CacheReshapeJob))
             .with(slo_evaluate::SloEvaluateJob)
             .with(slo_notify::SloNotifyJob)
+            .with(probe_uptime::ProbeUptimeJob)
             .with(loadtest_run::LoadtestRunJob)
             .with(admin::Admin(stripe_backlog::StripeBacklogJob))
             .with(admin::Admin(scheduler_inspect::SchedulerInspectJob))

@@ -248,3 +248,37 @@ async fn the_dashboard_names_metrics_the_binary_exports() {
     }
     assert!(named >= 15, "{named}");
 }
+
+/// The uptime checks through a real listener: a signed test webhook (stored as ignored) and an
+/// entitlement read, both timed, counted in the synthetic-probe SLO; a check failing past its
+/// hold time opens the `probe` alert and its recovery resolves it, through the receiver.
+#[tokio::test]
+async fn a_failing_uptime_check_opens_the_probe_alert_and_its_recovery_resolves_it() {
+    let (app, receiver, _dir) = app_with_roles(|t| t, &[ballast::app::Role::Api, ballast::app::Role::Worker]).await;
+    let t = app.tenant("probe").await;
+    let (_, key) = app.key(Some(t), &[ballast::auth::Scope::EntitlementsRead]).await;
+    let target = app.url("");
+    let config = |key: &str| ballast::health::probe::ProbeConfig {
+        urls: vec![target.clone()],
+        webhook_secret: Some(secrecy::SecretString::from(crate::support::stripe_sim::SECRET)),
+        api_key: Some(secrecy::SecretString::from(key.to_owned())),
+    };
+    let pool = &app.state.system_pool;
+    let now = Utc::now();
+    let results = ballast::health::probe::run(&config(&key), pool, &app.state.slos, now).await.expect("probe");
+    assert_eq!(results.iter().map(|r| (r.check, r.ok)).collect::<Vec<_>>(), [(ballast::health::probe::Check::Webhook, true), (ballast::health::probe::Check::Entitlements, true)], "{results:?}");
+    assert!(results.iter().all(|r| r.ms > 0.0));
+    let ignored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE type = 'ballast.probe' AND status = 'ignored'").fetch_one(&pool.0).await.expect("inbox");
+    assert_eq!(ignored, 1, "the test webhook is acknowledged and nothing acts on it");
+    let sli: (i64, i64) = sqlx::query_as("SELECT good, valid FROM slo_minutes WHERE slo = 'synthetic-probe' AND source = 'probe'").fetch_one(&pool.0).await.expect("sli");
+    assert_eq!(sli, (2, 2));
+    // A key that no longer reads: the check fails; after the hold time the alert opens.
+    let key_name = format!("probe:entitlements:{target}");
+    let later = now + Duration::seconds(60);
+    ballast::health::probe::run(&config("bk_revoked"), pool, &app.state.slos, later).await.expect("probe");
+    assert_eq!(round(&app, later, &key_name).await, State::Pending);
+    assert_eq!(round(&app, later + Duration::seconds(91), &key_name).await, State::Firing);
+    ballast::health::probe::run(&config(&key), pool, &app.state.slos, later + Duration::seconds(120)).await.expect("probe");
+    assert_eq!(round(&app, later + Duration::seconds(121), &key_name).await, State::Ok);
+    opened_then_resolved(&receiver, &key_name, "site-down");
+}

@@ -22,6 +22,7 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("fleet_alerts", "state of the fleet's own health alerts; no tenant named; the app role has no access"),
     ("fleet_health_rounds", "which member evaluated the fleet's health last; the app role has no access"),
     ("slo_status", "each SLO's latest SLI and budget; no tenant named; the app role has no access"),
+    ("probe_results", "uptime checks of the public listeners; no tenant named; the app role has no access"),
     ("backup_runs", "each backup and restore rehearsal: files, checksums, counts; no tenant named; the app role has no access"),
     ("maintenance_status", "last run of each fleet-wide maintenance service: counts and errors, no tenant named; the app role has no access"),
     ("admin_runs", "operators' record of admin job runs; reports name many tenants' objects, so the app role has no access at all"),
