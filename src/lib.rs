@@ -69,6 +69,8 @@ pub mod redis_conn;
 pub mod runbook;
 /// Backups (pg_dump) and restore rehearsals.
 pub mod backup;
+/// Error reports with the release to a Sentry-compatible endpoint (SENTRY_DSN).
+pub mod error_reports;
 /// Alerts on the fleet's own health (deploy/alerts.toml).
 pub mod health;
 /// The periodic sweeps and prunes the scheduler's leader runs, each with its last status.

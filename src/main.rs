@@ -22,6 +22,8 @@ fn main() -> std::process::ExitCode {
     // Outside the async runtime: the OTLP exporter's blocking HTTP client lives on its own
     // thread and must be built and dropped outside any runtime.
     let telemetry = ballast::telemetry::init(&settings, command.runs_a_member());
+    // Kept to the end: dropping it sends what is queued.
+    let reporter = ballast::error_reports::init(settings.sentry_dsn.as_ref(), &settings.environment);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
     };
     let outcome = runtime.block_on(cli::run(command, settings));
     drop(runtime);
+    drop(reporter);
     // Spans still in the batch are exported before the process ends.
     telemetry.shutdown();
     match outcome {

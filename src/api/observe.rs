@@ -21,7 +21,11 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let started = Instant::now();
     let response = next.run(req).await;
     let elapsed = started.elapsed();
-    state.metrics.request(&route, method, response.status().as_u16(), elapsed);
+    let status = response.status().as_u16();
+    state.metrics.request(&route, method, status, elapsed);
+    if status >= 500 && counted {
+        crate::error_reports::report(crate::error_reports::Source::Route { route: &route, method, status }, None, "");
+    }
     if counted {
         state.slo_recorder.observe(elapsed, response.status());
         state.slo_recorder.observe_route(&route, elapsed);

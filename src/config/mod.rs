@@ -103,6 +103,11 @@ pub struct Settings {
     /// An API key with `entitlements:read` the probe reads entitlements with
     /// (`BALLAST_PROBE_API_KEY`); without one, only the webhook is checked.
     pub probe_api_key: Option<SecretString>,
+    /// Where unexpected errors are reported (`SENTRY_DSN`, a Sentry-compatible endpoint);
+    /// unset: not reported.
+    pub sentry_dsn: Option<SecretString>,
+    /// The environment error reports are tagged with (`BALLAST_ENVIRONMENT`, production).
+    pub environment: String,
     /// How many dumps `db.backup` keeps (`BALLAST_BACKUP_KEEP`, 7).
     pub backup_keep: u32,
     /// A scratch database `db.restore_rehearsal` restores the newest dump into, emptied before
@@ -434,6 +439,14 @@ impl Settings {
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
             backup_dir: src.get("BALLAST_BACKUP_DIR").map(std::path::PathBuf::from),
             backup_keep: src.parse_or("BALLAST_BACKUP_KEEP", 7, "a number of dumps")?,
+            sentry_dsn: match src.get("SENTRY_DSN") {
+                None => None,
+                Some(raw) => {
+                    check_url("SENTRY_DSN", raw, &["http", "https"])?;
+                    Some(SecretString::from(raw.to_owned()))
+                }
+            },
+            environment: src.get("BALLAST_ENVIRONMENT").unwrap_or("production").to_owned(),
             probe_urls: match src.get("BALLAST_PROBE_URLS") {
                 None => Vec::new(),
                 Some(raw) => raw

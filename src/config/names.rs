@@ -50,6 +50,8 @@ pub const SETTINGS: &[(&str, Reader)] = &[
     ("BALLAST_WEBHOOK_APPLY_BATCH", Reader::Fleet),
     ("BALLAST_INBOX_RETENTION_SECS", Reader::Fleet),
     ("BALLAST_BACKUP_DIR", Reader::Fleet),
+    ("SENTRY_DSN", Reader::FleetSecret),
+    ("BALLAST_ENVIRONMENT", Reader::Fleet),
     ("BALLAST_PROBE_URLS", Reader::Fleet),
     ("BALLAST_PROBE_API_KEY", Reader::FleetSecret),
     ("BALLAST_BACKUP_KEEP", Reader::Fleet),

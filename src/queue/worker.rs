@@ -200,6 +200,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                     .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(data).into_owned()));
                 let error = format!("malformed job envelope: {e}");
                 tracing::error!(message = "Job dead-lettered.", kind = %self.policy.kind, error = %crate::newtypes::truncated(&error, dead::MAX_ERROR_TEXT));
+                crate::error_reports::report(crate::error_reports::Source::Job { kind: self.policy.kind.as_str(), what: "dead-lettered" }, None, &error);
                 dead::record(&self.deps.system_pool, "?", self.policy.kind.as_str(), None, &raw, 1, &error).await?;
                 return Ok(());
             }
@@ -285,6 +286,8 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                     other => other.to_string(),
                 };
                 tracing::error!(message = "Job dead-lettered.", error = %crate::newtypes::truncated(&error, dead::MAX_ERROR_TEXT));
+                let source = crate::error_reports::Source::Job { kind: envelope.kind.as_str(), what: "dead-lettered" };
+                crate::error_reports::report(source, envelope.tenant.map(|t| t.0), &error);
                 let as_json = serde_json::to_value(envelope)?;
                 dead::record(
                     &self.deps.system_pool,
@@ -336,6 +339,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".to_owned());
+                crate::error_reports::report(crate::error_reports::Source::Job { kind: self.policy.kind.as_str(), what: "panicked" }, None, &msg);
                 Err(JobError::Retry(format!("handler panicked: {msg}")))
             }
             Ok(Ok(result)) => result,

@@ -207,7 +207,7 @@ fn circles(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<BTreeSet<PathBuf
 /// The layers, bottom first, by module path prefix (docs/architecture.md, "Layers"). A file may import its
 /// own layer and those below, never one above.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("ground", &["config", "assets", "keyring", "newtypes", "redis_keys", "redis_conn", "job_catalogue", "clock", "telemetry", "fault"]),
+    ("ground", &["config", "assets", "keyring", "newtypes", "redis_keys", "redis_conn", "job_catalogue", "clock", "telemetry", "fault", "error_reports"]),
     ("runtime", &["queue", "cache", "ratelimit", "auth", "db", "audit", "metrics", "cpu", "stripe_api"]),
     ("domains", &["stripe", "billing", "usage", "dunning", "email", "slo", "flags", "tenants", "webhooks_out"]),
     ("jobs", &["jobs", "runbook", "scheduler", "maintenance", "health", "backup"]),

@@ -14,6 +14,7 @@ mod drills;
 mod disputes;
 mod docs;
 mod dunning;
+mod error_reports;
 mod fleet_alerts;
 mod health;
 mod import_cycles;

@@ -1,0 +1,67 @@
+//! Error reports with the release (issue 38): a job that dies is reported to a local receiver
+//! that reads Sentry's envelope format, tagged with the release, the environment, the job kind
+//! and the tenant, and without the job's payload.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use serde_json::Value;
+
+use crate::support::TestApp;
+
+/// A Sentry-compatible endpoint on loopback: every envelope's items, parsed.
+#[derive(Clone, Default)]
+struct Receiver {
+    items: Arc<Mutex<Vec<(Value, Value)>>>,
+}
+
+/// `POST /api/{project}/envelope/`: a header line, then per item a header line and a payload
+/// (<https://develop.sentry.dev/sdk/data-model/envelopes/>).
+async fn envelope(State(r): State<Receiver>, body: Bytes) -> axum::http::StatusCode {
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let mut lines = text.lines();
+    let _envelope_header = lines.next();
+    while let (Some(header), Some(payload)) = (lines.next(), lines.next()) {
+        let (Ok(h), Ok(p)) = (serde_json::from_str::<Value>(header), serde_json::from_str::<Value>(payload)) else { continue };
+        r.items.lock().expect("lock").push((h, p));
+    }
+    axum::http::StatusCode::OK
+}
+
+#[tokio::test]
+async fn a_dead_job_is_reported_with_the_release_and_its_kind_and_tenant_never_its_payload() {
+    let receiver = Receiver::default();
+    let app = axum::Router::new().route("/api/{project}/envelope/", axum::routing::post(envelope)).with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let dsn = secrecy::SecretString::from(format!("http://publickey@{addr}/42"));
+    let reporter = ballast::error_reports::init(Some(&dsn), "staging");
+
+    let fleet = TestApp::builder().roles(&[ballast::app::Role::Worker]).spawn().await;
+    let tenant = fleet.tenant("reported").await;
+    // Arguments the kind refuses: dead at once. The payload carries something that must not
+    // leave: a card number.
+    let mut req = ballast::queue::EnqueueRequest::new("test.flaky", serde_json::json!({"fail_while_key": "k", "card": "4242424242424242"}));
+    req.tenant = Some(ballast::newtypes::TenantId(tenant));
+    fleet.state.queue.enqueue(req).await.expect("enqueue");
+    fleet.drain().await;
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM job_dead_letters").fetch_one(&fleet.state.system_pool.0).await.expect("dead");
+    assert_eq!(dead, 1);
+    // Sent before the flush returns.
+    assert!(sentry::Hub::current().client().expect("a client").flush(Some(std::time::Duration::from_secs(10))));
+    drop(reporter);
+
+    let items = receiver.items.lock().expect("lock").clone();
+    let events: Vec<&Value> = items.iter().filter(|(h, _)| h["type"] == "event").map(|(_, p)| p).collect();
+    assert_eq!(events.len(), 1, "{items:?}");
+    let event = events[0];
+    assert_eq!(event["release"], ballast::RELEASE);
+    assert_eq!(event["environment"], "staging");
+    assert_eq!(event["tags"]["job.kind"], "test.flaky");
+    assert_eq!(event["tags"]["job.outcome"], "dead-lettered");
+    assert_eq!(event["tags"]["tenant.id"], tenant.to_string());
+    let all = serde_json::to_string(&items).expect("json");
+    assert!(!all.contains("4242424242424242"), "the payload never leaves: {all}");
+}
