@@ -192,13 +192,7 @@ impl AppState {
 
     /// What the maintenance services use.
     pub fn maintenance_deps(&self) -> crate::maintenance::Deps {
-        crate::maintenance::Deps {
-            system_pool: self.system_pool.clone(),
-            queue: self.queue.clone(),
-            redis: self.redis.clone(),
-            keys: self.keys.clone(),
-            inbox_retention: self.settings.inbox_retention,
-        }
+        Provides::<crate::scheduler::SchedulerDeps>::provide(self).maintenance()
     }
 
     /// What SLO evaluation and notification use.
