@@ -70,6 +70,13 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
     let (age, limit) = (oldest.unwrap_or(0.0), r.inbox_unprocessed.threshold_secs as f64);
     let summary = format!("a Stripe event has waited {age:.0} s unprocessed (threshold {limit:.0} s)");
     out.push(finding("inbox_unprocessed".into(), "inbox_unprocessed", age, limit, summary, &r.inbox_unprocessed.runbook));
+    // Server side, so every member's pools count (the system role reads every session's).
+    let (used, max): (i64, i64) =
+        sqlx::query_as("SELECT count(*), current_setting('max_connections')::bigint FROM pg_stat_activity WHERE backend_type = 'client backend'").fetch_one(pool).await?;
+    let share = used as f64 / max.max(1) as f64;
+    let limit = r.db_connections.max_share;
+    let summary = format!("PostgreSQL has {used} of its {max} connections in use ({:.0} %, at most {:.0} %)", share * 100.0, limit * 100.0);
+    out.push(finding("db_connections".into(), "db_connections", share, limit, summary, &r.db_connections.runbook));
     let leader = crate::scheduler::current_leader(&deps.redis, &deps.keys).await?;
     out.push(Finding {
         key: "no_leader".into(),

@@ -40,6 +40,18 @@ pub struct Rules {
     pub backups: Backups,
     /// An uptime check failing.
     pub probe: Probe,
+    /// PostgreSQL's connections near its limit.
+    pub db_connections: DbConnections,
+}
+
+/// `[db_connections]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbConnections {
+    /// The page to open.
+    pub runbook: String,
+    /// The share of `max_connections` in use that fires.
+    pub max_share: f64,
 }
 
 /// `[probe]`.
@@ -150,7 +162,7 @@ impl Rules {
     }
 
     /// Every page the rules name.
-    pub fn runbooks(&self) -> [&str; 9] {
+    pub fn runbooks(&self) -> [&str; 10] {
         [
             &self.queue_age.runbook,
             &self.dead_letters.runbook,
@@ -161,6 +173,7 @@ impl Rules {
             &self.maintenance_overdue.runbook,
             &self.backups.runbook,
             &self.probe.runbook,
+            &self.db_connections.runbook,
         ]
     }
 }

@@ -282,3 +282,27 @@ async fn a_failing_uptime_check_opens_the_probe_alert_and_its_recovery_resolves_
     assert_eq!(round(&app, later + Duration::seconds(121), &key_name).await, State::Ok);
     opened_then_resolved(&receiver, &key_name, "site-down");
 }
+
+/// PostgreSQL's connections in use, read server side (every member's pools count), against
+/// `max_share` of its `max_connections`: past it the alert opens, below it it resolves.
+#[tokio::test]
+async fn database_connections_near_the_servers_limit_open_an_alert() {
+    let (app, receiver, _dir) = app(|t| t).await;
+    let with_share = |share: f64| {
+        let mut deps = app.state.health_deps();
+        let mut rules = (*deps.rules).clone();
+        rules.db_connections.max_share = share;
+        deps.rules = std::sync::Arc::new(rules);
+        deps
+    };
+    let now = Utc::now();
+    let states = ballast::health::evaluate_at(&with_share(0.0), now).await.expect("evaluate");
+    let db = states.iter().find(|s| s.key == "db_connections").expect("db_connections");
+    assert_eq!(db.state, State::Firing, "this test's own connections are over a share of 0: {db:?}");
+    assert!(db.value > 0.0 && db.value < 1.0, "{db:?}");
+    app.drain().await;
+    let states = ballast::health::evaluate_at(&with_share(1.0), now + Duration::seconds(15)).await.expect("evaluate");
+    assert_eq!(states.iter().find(|s| s.key == "db_connections").map(|s| s.state), Some(State::Ok));
+    app.drain().await;
+    opened_then_resolved(&receiver, "db_connections", "db-pool-exhaustion");
+}
