@@ -28,7 +28,7 @@ pub(super) async fn maintenance(state: AppState, command: MaintenanceCommand, js
     match command {
         MaintenanceCommand::Status => {
             let now = chrono::Utc::now();
-            let statuses = status::all(&state.system_pool, &ballast::maintenance::services(), now, first_run(&state, now).await?).await?;
+            let statuses = status::all(&state.system_pool, &ballast::maintenance::services(), now).await?;
             if json {
                 println!("{}", serde_json::to_string(&statuses)?);
             } else {
@@ -53,13 +53,6 @@ pub(super) async fn maintenance(state: AppState, command: MaintenanceCommand, js
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// When the fleet first ran any service: a service never run since then is overdue once its
-/// periods have passed. Now, when nothing ever ran (no leader yet: the leader alert's case).
-async fn first_run(state: &AppState, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    let first: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar("SELECT min(last_started_at) FROM maintenance_status").fetch_one(&state.system_pool.0).await?;
-    Ok(first.unwrap_or(now))
 }
 
 fn describe(report: &ballast::maintenance::Report) -> String {

@@ -242,6 +242,11 @@ fn cidrs(src: &Source, key: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         .collect()
 }
 
+/// A URL setting that may be unset; checked when set.
+fn optional_url(src: &Source, key: &str, schemes: &[&str]) -> Result<Option<SecretString>, ConfigError> {
+    src.get(key).map(|raw| check_url(key, raw, schemes).map(|()| SecretString::from(raw.to_owned()))).transpose()
+}
+
 fn url_setting(src: &Source, key: &str, schemes: &[&str], hint: &str) -> Result<SecretString, ConfigError> {
     let raw = src.required(key, hint)?;
     check_url(key, raw, schemes)?;
@@ -422,13 +427,7 @@ impl Settings {
                 &["postgres", "postgresql"],
                 "the system role's PostgreSQL URL",
             )?,
-            owner_database_url: match src.get("BALLAST_OWNER_DATABASE_URL") {
-                None => None,
-                Some(raw) => {
-                    check_url("BALLAST_OWNER_DATABASE_URL", raw, &["postgres", "postgresql"])?;
-                    Some(SecretString::from(raw.to_owned()))
-                }
-            },
+            owner_database_url: optional_url(&src, "BALLAST_OWNER_DATABASE_URL", &["postgres", "postgresql"])?,
             redis_url: redis_urls(&src)?,
             redis_cluster: src.parse_or("BALLAST_REDIS_CLUSTER", false, "true or false")?,
             redis_namespace: namespace,
@@ -439,13 +438,7 @@ impl Settings {
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
             backup_dir: src.get("BALLAST_BACKUP_DIR").map(std::path::PathBuf::from),
             backup_keep: src.parse_or("BALLAST_BACKUP_KEEP", 7, "a number of dumps")?,
-            sentry_dsn: match src.get("SENTRY_DSN") {
-                None => None,
-                Some(raw) => {
-                    check_url("SENTRY_DSN", raw, &["http", "https"])?;
-                    Some(SecretString::from(raw.to_owned()))
-                }
-            },
+            sentry_dsn: optional_url(&src, "SENTRY_DSN", &["http", "https"])?,
             environment: src.get("BALLAST_ENVIRONMENT").unwrap_or("production").to_owned(),
             probe_urls: match src.get("BALLAST_PROBE_URLS") {
                 None => Vec::new(),
@@ -457,13 +450,7 @@ impl Settings {
                     .collect::<Result<_, _>>()?,
             },
             probe_api_key: src.get("BALLAST_PROBE_API_KEY").map(|k| SecretString::from(k.to_owned())),
-            rehearsal_database_url: match src.get("BALLAST_REHEARSAL_DATABASE_URL") {
-                None => None,
-                Some(raw) => {
-                    check_url("BALLAST_REHEARSAL_DATABASE_URL", raw, &["postgres", "postgresql"])?;
-                    Some(SecretString::from(raw.to_owned()))
-                }
-            },
+            rehearsal_database_url: optional_url(&src, "BALLAST_REHEARSAL_DATABASE_URL", &["postgres", "postgresql"])?,
             admin_run_retention: Duration::from_secs(86_400 * src.parse_or("BALLAST_ADMIN_RUN_RETENTION_DAYS", 30u64, "a number of days")?),
             scheduler_lease: src.secs_or("BALLAST_SCHEDULER_LEASE_SECS", 10)?,
             worker_heartbeat: src.secs_or("BALLAST_WORKER_HEARTBEAT_SECS", 5)?,

@@ -89,8 +89,7 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
         runbook: r.no_leader.runbook.clone(),
     });
     let now = Utc::now();
-    let first: Option<chrono::DateTime<Utc>> = sqlx::query_scalar("SELECT min(last_started_at) FROM maintenance_status").fetch_one(pool).await?;
-    for s in crate::maintenance::status::all(&deps.system_pool, &crate::maintenance::services(), now, first.unwrap_or(now)).await? {
+    for s in crate::maintenance::status::all(&deps.system_pool, &crate::maintenance::services(), now).await? {
         let since = s.last_ok_at.map_or(-1.0, |t| (now - t).num_seconds() as f64);
         let summary = format!("maintenance service {} has not completed for {} (it runs every {} s; `ballast maintenance`)",
             s.service, if since < 0.0 { "ever".to_owned() } else { format!("{since:.0} s") }, s.period_secs);

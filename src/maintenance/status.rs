@@ -80,9 +80,12 @@ pub struct ServiceStatus {
     pub overdue: bool,
 }
 
-/// The status at `now` of each of `services`, those that never ran included (overdue once
-/// their periods have passed since `since`, when the fleet first ran any).
-pub async fn all(pool: &SystemPool, services: &[Box<dyn super::service::Service>], now: DateTime<Utc>, since: DateTime<Utc>) -> Result<Vec<ServiceStatus>, sqlx::Error> {
+/// The status at `now` of each of `services`, those that never ran included: overdue once
+/// their periods have passed since the fleet first ran any (never, when none ever ran: no
+/// leader yet is the leader alert's case).
+pub async fn all(pool: &SystemPool, services: &[Box<dyn super::service::Service>], now: DateTime<Utc>) -> Result<Vec<ServiceStatus>, sqlx::Error> {
+    let first: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(last_started_at) FROM maintenance_status").fetch_one(&pool.0).await?;
+    let since = first.unwrap_or(now);
     let stored: Vec<ServiceStatus> = sqlx::query_as(
         "SELECT service, period_secs, last_started_at, last_duration_ms, last_report, last_error, last_ok_at, runs, failures
          FROM maintenance_status",

@@ -103,7 +103,7 @@ async fn statuses_are_kept_shown_and_an_overdue_service_fails_the_status_command
         run(&app, service.name()).await;
     }
     let now = chrono::Utc::now();
-    let all = status::all(&app.state.system_pool, &maintenance::services(), now, now).await.expect("statuses");
+    let all = status::all(&app.state.system_pool, &maintenance::services(), now).await.expect("statuses");
     assert_eq!(all.len(), maintenance::services().len());
     assert!(all.iter().all(|s| s.runs >= 1 && s.last_report.is_some() && !s.overdue), "{all:?}");
     let shown = app.cli(&["maintenance", "--json"]);
@@ -113,7 +113,7 @@ async fn statuses_are_kept_shown_and_an_overdue_service_fails_the_status_command
     // The inbox sweep (every 5 s) last completed a minute ago: overdue.
     sqlx::query("UPDATE maintenance_status SET last_ok_at = now() - interval '1 minute' WHERE service = 'inbox.sweep'")
         .execute(&app.state.system_pool.0).await.expect("age");
-    let all = status::all(&app.state.system_pool, &maintenance::services(), chrono::Utc::now(), now).await.expect("statuses");
+    let all = status::all(&app.state.system_pool, &maintenance::services(), chrono::Utc::now()).await.expect("statuses");
     let overdue: Vec<&str> = all.iter().filter(|s| s.overdue).map(|s| s.service.as_str()).collect();
     assert_eq!(overdue, ["inbox.sweep"]);
     let shown = app.cli(&["maintenance"]);
