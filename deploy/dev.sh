@@ -16,6 +16,11 @@
 #                           `ballast` (target/release) on PATH, BALLAST_URL for curl
 #   deploy/dev.sh --help    this text
 #
+# BALLAST_PITR=1 (up, services): PostgreSQL archives its WAL through pgBackRest (stanza
+# "ballast", repository in .ballast/pgbackrest/), `env` names it, and `db.backup` takes physical
+# backups that `db.restore_rehearsal` restores to a point in time (runbooks/database-restore.md).
+# A cluster already running without archiving is left alone: `deploy/dev.sh stop` first.
+#
 # Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
 # (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the cluster's masters 17001-17003
 # (BALLAST_REDIS_CLUSTER_PORT, the first of three; their bus ports are 10000 higher). A port
@@ -95,6 +100,8 @@ install_packages() {
   local need=()
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  # Physical backups with archived WAL, restorable to a point in time (BALLAST_PITR=1).
+  command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
   command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
   [ ${#need[@]} -eq 0 ] && return 0
   [ "$(id -u)" = 0 ] || die "missing ${need[*]}: install them (apt-get install ${need[*]}) or run as root"
@@ -126,14 +133,53 @@ start_postgres() {
     as_pg "$bin/initdb" -D "$DATA/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
   if as_pg "$bin/pg_ctl" -D "$DATA/pg" status >/dev/null 2>&1; then
+    if [ "${BALLAST_PITR:-0}" = 1 ] && ! grep -q archive_mode "$DATA/pg/postmaster.opts" 2>/dev/null; then
+      log "PostgreSQL already runs without WAL archiving: BALLAST_PITR=1 takes effect after deploy/dev.sh stop"
+    fi
     return 0
   fi
   port_free_or_die "$PG_PORT" PostgreSQL BALLAST_PG_PORT
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  local archive=""
+  if [ "${BALLAST_PITR:-0}" = 1 ]; then
+    write_pgbackrest_conf
+    archive="-c wal_level=replica -c archive_mode=on -c archive_timeout=60 -c archive_command='pgbackrest --config=$DATA/pgbackrest.conf --stanza=ballast archive-push %p'"
+  fi
   as_pg "$bin/pg_ctl" -D "$DATA/pg" -l "$DATA/pg/server.log" -w -t 60 \
-    -o "-p $PG_PORT -k $DATA/pgsock -c listen_addresses=127.0.0.1 -c max_connections=500 -c shared_buffers=256MB" \
+    -o "-p $PG_PORT -k $DATA/pgsock -c listen_addresses=127.0.0.1 -c max_connections=500 -c shared_buffers=256MB $archive" \
     start >/dev/null || { tail -20 "$DATA/pg/server.log" >&2; die "PostgreSQL did not start on port $PG_PORT (log above: $DATA/pg/server.log)"; }
   STARTED+=(postgres)
+  if [ "${BALLAST_PITR:-0}" = 1 ]; then
+    as_pg pgbackrest --config="$DATA/pgbackrest.conf" --stanza=ballast stanza-create >/dev/null \
+      || die "pgbackrest stanza-create failed (its log: $DATA/pgbackrest)"
+    log "PostgreSQL archives its WAL through pgBackRest (stanza ballast, $DATA/pgbackrest)"
+  fi
+}
+
+# pgBackRest's configuration for the local cluster: the repository beside the data, two full
+# backups kept (incrementals between them), lz4 for speed.
+write_pgbackrest_conf() {
+  if [ "$(id -u)" = 0 ]; then
+    install -d -o postgres -g postgres "$DATA/pgbackrest" "$DATA/restore-scratch"
+  else
+    mkdir -p "$DATA/pgbackrest" "$DATA/restore-scratch"
+  fi
+  cat >"$DATA/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$DATA/pgbackrest/repo
+repo1-retention-full=2
+lock-path=$DATA/pgbackrest/lock
+log-path=$DATA/pgbackrest
+log-level-console=warn
+start-fast=y
+compress-type=lz4
+[ballast]
+pg1-path=$DATA/pg
+pg1-port=$PG_PORT
+pg1-socket-path=$DATA/pgsock
+CONF
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$DATA/pgbackrest.conf"
+  return 0
 }
 
 # Redis keeps an append-only file, written before each reply and fsynced every second: what
@@ -250,6 +296,14 @@ export BALLAST_TEST_PG_BASE_URL=postgres://%ROLE%:%ROLE%@127.0.0.1:$PG_PORT
 export BALLAST_TEST_REDIS_PORT=$REDIS_PORT
 export STRIPE_WEBHOOK_SECRET=\${STRIPE_WEBHOOK_SECRET:-whsec_ballast_dev_only}
 ENV
+  # Named only while the running cluster archives (its command line is in postmaster.opts).
+  if [ -s "$DATA/pgbackrest.conf" ] && grep -q archive_mode "$DATA/pg/postmaster.opts" 2>/dev/null; then
+    cat <<ENV
+export BALLAST_PGBACKREST_STANZA=ballast
+export BALLAST_PGBACKREST_CONFIG=$DATA/pgbackrest.conf
+export BALLAST_PGBACKREST_SCRATCH_DIR=$DATA/restore-scratch
+ENV
+  fi
 }
 
 # What a shell beside `up` needs on top: the binary, the fleet's URL, the mail catcher's folder.

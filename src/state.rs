@@ -185,8 +185,9 @@ impl AppState {
             keys: self.keys.clone(),
             lease: self.settings.scheduler_lease,
             rules: self.health_rules.clone(),
-            backups_configured: self.settings.backup_dir.is_some(),
-            rehearsals_configured: self.settings.backup_dir.is_some() && self.settings.rehearsal_database_url.is_some(),
+            backups_configured: self.settings.backups.dir.is_some(),
+            pgbackrest_configured: self.settings.backups.pgbackrest.is_some(),
+            rehearsals_configured: self.settings.backups.dir.is_some() && self.settings.backups.rehearsal_database_url.is_some(),
         }
     }
 

@@ -1,9 +1,11 @@
 //! Backups and a rehearsed restore: `dump` writes a logical backup (pg_dump, custom format)
-//! with its checksum and keeps the newest N; `rehearsal` restores the newest into a scratch
-//! database and checks it against the source. Every run is kept in `backup_runs` (this module
-//! owns it), which the backup alert reads. An untested backup is a hypothesis.
+//! with its checksum and keeps the newest N; `pitr` takes pgBackRest's physical backups and
+//! restores them, to a point in time, into a scratch instance; `rehearsal` restores either
+//! and checks the copy against the source. Every run is kept in `backup_runs` (`runs` owns
+//! it), which the backup alert reads. An untested backup is a hypothesis.
 
 pub mod dump;
+pub mod pitr;
 pub mod rehearsal;
 pub mod runs;
 

@@ -94,9 +94,8 @@ pub struct Settings {
     pub inbox_retention: Duration,
     /// How long admin job runs and their reports are kept (`BALLAST_ADMIN_RUN_RETENTION_DAYS`, 30).
     pub admin_run_retention: Duration,
-    /// Where `db.backup` writes its dumps (`BALLAST_BACKUP_DIR`); unset: no backups (and the
-    /// backup alert stays quiet: set it in production).
-    pub backup_dir: Option<std::path::PathBuf>,
+    /// Backups and their rehearsals: dumps, pgBackRest, the scratch database.
+    pub backups: backups::Backups,
     /// The public base URLs `probe.uptime` checks every minute (`BALLAST_PROBE_URLS`,
     /// comma-separated: the load balancer, or each member); none: no uptime checks.
     pub probe_urls: Vec<String>,
@@ -108,11 +107,6 @@ pub struct Settings {
     pub sentry_dsn: Option<SecretString>,
     /// The environment error reports are tagged with (`BALLAST_ENVIRONMENT`, production).
     pub environment: String,
-    /// How many dumps `db.backup` keeps (`BALLAST_BACKUP_KEEP`, 7).
-    pub backup_keep: u32,
-    /// A scratch database `db.restore_rehearsal` restores the newest dump into, emptied before
-    /// and after (`BALLAST_REHEARSAL_DATABASE_URL`: never the production database).
-    pub rehearsal_database_url: Option<SecretString>,
     /// Scheduler lease TTL; a new leader takes over within this after the old one dies.
     pub scheduler_lease: Duration,
     /// Worker heartbeat; a dead worker's jobs are recovered after three missed beats.
@@ -436,8 +430,7 @@ impl Settings {
             shutdown_grace: src.secs_or("BALLAST_SHUTDOWN_GRACE_SECS", 30)?,
             db_pool_size,
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
-            backup_dir: src.get("BALLAST_BACKUP_DIR").map(std::path::PathBuf::from),
-            backup_keep: src.parse_or("BALLAST_BACKUP_KEEP", 7, "a number of dumps")?,
+            backups: backups::Backups::parse(&src)?,
             sentry_dsn: optional_url(&src, "SENTRY_DSN", &["http", "https"])?,
             environment: src.get("BALLAST_ENVIRONMENT").unwrap_or("production").to_owned(),
             probe_urls: match src.get("BALLAST_PROBE_URLS") {
@@ -450,7 +443,6 @@ impl Settings {
                     .collect::<Result<_, _>>()?,
             },
             probe_api_key: src.get("BALLAST_PROBE_API_KEY").map(|k| SecretString::from(k.to_owned())),
-            rehearsal_database_url: optional_url(&src, "BALLAST_REHEARSAL_DATABASE_URL", &["postgres", "postgresql"])?,
             admin_run_retention: Duration::from_secs(86_400 * src.parse_or("BALLAST_ADMIN_RUN_RETENTION_DAYS", 30u64, "a number of days")?),
             scheduler_lease: src.secs_or("BALLAST_SCHEDULER_LEASE_SECS", 10)?,
             worker_heartbeat: src.secs_or("BALLAST_WORKER_HEARTBEAT_SECS", 5)?,
@@ -491,6 +483,7 @@ fn read_file(path: &str) -> Result<HashMap<String, String>, ConfigError> {
 #[cfg(test)]
 mod tests;
 
+pub mod backups;
 pub mod duration_text;
 pub mod outbound;
 pub mod names;

@@ -22,6 +22,9 @@ pub struct Deps {
     pub rules: Arc<Rules>,
     /// Backups are configured (`BALLAST_BACKUP_DIR`): their alert applies.
     pub backups_configured: bool,
+    /// pgBackRest is configured (`BALLAST_PGBACKREST_STANZA`): its backups and point-in-time
+    /// rehearsals are held to the same ages.
+    pub pgbackrest_configured: bool,
     /// Rehearsals are configured (`BALLAST_REHEARSAL_DATABASE_URL`): theirs does.
     pub rehearsals_configured: bool,
 }

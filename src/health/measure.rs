@@ -121,31 +121,50 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
     Ok(out)
 }
 
-/// The backup and rehearsal findings, for what is configured.
+/// The backup and rehearsal findings, for each source that is configured.
 async fn backups(deps: &Deps, now: chrono::DateTime<Utc>) -> Result<Vec<Finding>, HealthError> {
-    use crate::backup::runs::{self, RunKind};
-    let r = &deps.rules.backups;
+    use crate::backup::runs::Source;
     let mut out = Vec::new();
-    let age = |t: Option<chrono::DateTime<Utc>>| t.map_or(f64::INFINITY, |t| (now - t).num_seconds() as f64);
-    if deps.backups_configured {
-        let last = age(runs::newest_ok(&deps.system_pool, RunKind::Backup).await?);
-        let limit = f64::from(r.backup_max_age_hours) * 3600.0;
-        let summary = if last.is_finite() { format!("the newest backup is {:.1} h old (at most {} h)", last / 3600.0, r.backup_max_age_hours) } else { "no backup has completed".to_owned() };
-        out.push(Finding { key: "backups:backup".into(), rule: "backups", holds: last > limit, value: last.min(f64::MAX), threshold: limit, hold_for: Duration::ZERO, summary, runbook: r.runbook.clone() });
-    }
-    if deps.rehearsals_configured {
-        let newest = runs::newest(&deps.system_pool, RunKind::Rehearsal).await?;
-        let last_ok = age(runs::newest_ok(&deps.system_pool, RunKind::Rehearsal).await?);
-        let limit = f64::from(r.rehearsal_max_age_days) * 86_400.0;
-        let failed = newest.is_some_and(|(_, ok)| !ok);
-        let summary = if failed {
-            "the newest restore rehearsal failed (`ballast runbook runs`)".to_owned()
-        } else if last_ok.is_finite() {
-            format!("the newest passing restore rehearsal is {:.1} days old (at most {})", last_ok / 86_400.0, r.rehearsal_max_age_days)
-        } else {
-            "no restore rehearsal has passed".to_owned()
-        };
-        out.push(Finding { key: "backups:rehearsal".into(), rule: "backups", holds: failed || last_ok > limit, value: if failed { 1.0 } else { last_ok.min(f64::MAX) }, threshold: limit, hold_for: Duration::ZERO, summary, runbook: r.runbook.clone() });
+    let sources = [(Source::Dump, "", deps.backups_configured, deps.rehearsals_configured), (Source::Pgbackrest, "pgbackrest-", deps.pgbackrest_configured, deps.pgbackrest_configured)];
+    for (source, prefix, backups, rehearsals) in sources {
+        if backups {
+            out.push(backup_age(deps, now, source, prefix).await?);
+        }
+        if rehearsals {
+            out.push(rehearsal_state(deps, now, source, prefix).await?);
+        }
     }
     Ok(out)
+}
+
+fn age_of(now: chrono::DateTime<Utc>, t: Option<chrono::DateTime<Utc>>) -> f64 {
+    t.map_or(f64::INFINITY, |t| (now - t).num_seconds() as f64)
+}
+
+async fn backup_age(deps: &Deps, now: chrono::DateTime<Utc>, source: crate::backup::runs::Source, prefix: &str) -> Result<Finding, HealthError> {
+    use crate::backup::runs::{self, RunKind};
+    let r = &deps.rules.backups;
+    let last = age_of(now, runs::newest_ok(&deps.system_pool, RunKind::Backup, source).await?);
+    let limit = f64::from(r.backup_max_age_hours) * 3600.0;
+    let what = source.as_str();
+    let summary = if last.is_finite() { format!("the newest {what} backup is {:.1} h old (at most {} h)", last / 3600.0, r.backup_max_age_hours) } else { format!("no {what} backup has completed") };
+    Ok(Finding { key: format!("backups:{prefix}backup"), rule: "backups", holds: last > limit, value: last.min(f64::MAX), threshold: limit, hold_for: Duration::ZERO, summary, runbook: r.runbook.clone() })
+}
+
+async fn rehearsal_state(deps: &Deps, now: chrono::DateTime<Utc>, source: crate::backup::runs::Source, prefix: &str) -> Result<Finding, HealthError> {
+    use crate::backup::runs::{self, RunKind};
+    let r = &deps.rules.backups;
+    let newest = runs::newest(&deps.system_pool, RunKind::Rehearsal, source).await?;
+    let last_ok = age_of(now, runs::newest_ok(&deps.system_pool, RunKind::Rehearsal, source).await?);
+    let limit = f64::from(r.rehearsal_max_age_days) * 86_400.0;
+    let failed = newest.is_some_and(|(_, ok)| !ok);
+    let what = source.as_str();
+    let summary = if failed {
+        format!("the newest {what} restore rehearsal failed (`ballast runbook runs`)")
+    } else if last_ok.is_finite() {
+        format!("the newest passing {what} restore rehearsal is {:.1} days old (at most {})", last_ok / 86_400.0, r.rehearsal_max_age_days)
+    } else {
+        format!("no {what} restore rehearsal has passed")
+    };
+    Ok(Finding { key: format!("backups:{prefix}rehearsal"), rule: "backups", holds: failed || last_ok > limit, value: if failed { 1.0 } else { last_ok.min(f64::MAX) }, threshold: limit, hold_for: Duration::ZERO, summary, runbook: r.runbook.clone() })
 }

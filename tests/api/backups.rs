@@ -131,3 +131,95 @@ async fn the_backup_alert_opens_without_a_recent_backup_and_resolves_after_one()
     let states = ballast::health::evaluate(&s.app.state.health_deps()).await.expect("evaluate");
     assert_eq!(state(&states, "backups:rehearsal"), Some(State::Firing));
 }
+
+/// Point in time (pgBackRest, WAL archived): a backup, a known time, then a bad change drops a
+/// table and deletes rows; the rehearsal restored to that time has them (rows written after the
+/// backup, from the archived WAL), one restored to the newest WAL does not, neither leaves its
+/// scratch instance behind, and a time before the backup is refused plainly.
+#[tokio::test]
+async fn a_point_in_time_restore_brings_back_a_table_dropped_after_a_known_time() {
+    use crate::support::procs::PrivatePostgres;
+    let pg = PrivatePostgres::start_archiving().await;
+    let scratch = pg.scratch_dir();
+    let mut builder = TestApp::builder()
+        .roles(&[])
+        .env("DATABASE_URL", &pg.url("ballast_app"))
+        .env("BALLAST_SYSTEM_DATABASE_URL", &pg.url("ballast_system"))
+        .env("BALLAST_OWNER_DATABASE_URL", &pg.url("ballast_owner"));
+    for (k, v) in pg.pgbackrest_env(&scratch) {
+        builder = builder.env(k, &v);
+    }
+    let app = builder.spawn().await;
+    let migrated = app.cli(&["migrate"]);
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let runbook = |page: &str, params: &[&str]| {
+        let mut args = vec!["runbook", "run", page, "--json", "--execute"];
+        for p in params {
+            args.extend(["--param", p]);
+        }
+        let out = app.cli(&args);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{page}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
+    };
+
+    let (code, backup) = runbook("database-backup", &[]);
+    assert_eq!(code, Some(0), "{backup}");
+    let label = backup["physical_written"]["label"].as_str().expect("a pgBackRest backup").to_owned();
+    assert_eq!(backup["physical"][0]["label"], label.as_str(), "{backup}");
+    let stopped: chrono::DateTime<chrono::Utc> = backup["physical_written"]["stopped_at"].as_str().expect("stop").parse().expect("time");
+
+    // A time before the backup stopped has nothing to restore from, said plainly.
+    let (code, early) = runbook("database-restore", &["source=pgbackrest", &format!("target_time={}", stopped.to_rfc3339())]);
+    assert_eq!(code, Some(3), "{early}");
+    assert!(early["failing"][0].as_str().is_some_and(|f| f.contains("earliest time")), "{early}");
+
+    // pgBackRest keeps stop times in whole seconds: the rows that only the archived WAL holds
+    // are written once the database's clock has left the backup's last second.
+    let pool = &app.state.system_pool.0;
+    sqlx::query("SELECT pg_sleep(GREATEST(0, extract(epoch FROM $1::timestamptz + interval '1 second' - clock_timestamp()))::float8)")
+        .bind(stopped)
+        .execute(pool)
+        .await
+        .expect("past the backup's second");
+    seed(&app).await;
+
+    // The known time, on the database's own clock, after the seed committed.
+    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await.expect("now");
+    let owner = sqlx::PgPool::connect(&pg.url("ballast_owner")).await.expect("owner");
+    sqlx::raw_sql("DROP TABLE refunds").execute(&owner).await.expect("the bad change");
+    // The system role deletes: row-level security, forced on the owner, would hide the rows.
+    sqlx::raw_sql("DELETE FROM stripe_events").execute(pool).await.expect("the bad change");
+    // The WAL past the bad change reaches the archive (a switch, waited for).
+    pg.pgbackrest(&["check"]);
+
+    let target = before.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (code, report) = runbook("database-restore", &["source=pgbackrest", &format!("target_time={target}")]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["failing"], serde_json::json!([]), "{report}");
+    let r = &report["pitr"];
+    assert_eq!(r["restored"], label.as_str());
+    assert_eq!(r["target_time"].as_str().map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().expect("time")), Some(before));
+    assert_eq!(r["rls_missing"], serde_json::json!([]));
+    assert_eq!(r["source_version"], r["restored_version"]);
+    let count = |r: &Value, name: &str| r["tables"].as_array().expect("tables").iter().find(|t| t["table"] == name).map(|t| (t["source"].as_i64(), t["restored"].as_i64()));
+    assert_eq!(count(r, "stripe_events"), Some((Some(0), Some(25))), "the rows deleted after the target are restored");
+    assert!(count(r, "refunds").is_some(), "the table dropped after the target is restored");
+
+    // Restored to the newest WAL, the copy holds the bad change too.
+    let (code, latest) = runbook("database-restore", &["source=pgbackrest"]);
+    assert_eq!(code, Some(0), "{latest}");
+    assert_eq!(count(&latest["pitr"], "stripe_events"), Some((Some(0), Some(0))));
+    assert!(count(&latest["pitr"], "refunds").is_none(), "{latest}");
+
+    let left: Vec<_> = std::fs::read_dir(&scratch).expect("scratch").flatten().collect();
+    assert!(left.is_empty(), "no restored copy stays behind: {left:?}");
+    let kept: Vec<(String, String, bool)> =
+        sqlx::query_as("SELECT kind, source, ok FROM backup_runs ORDER BY started_at").fetch_all(pool).await.expect("runs");
+    let pgbackrest = |kind: &str| (kind.to_owned(), "pgbackrest".to_owned(), true);
+    let refused = (String::from("rehearsal"), String::from("pgbackrest"), false);
+    assert_eq!(kept, [pgbackrest("backup"), refused, pgbackrest("rehearsal"), pgbackrest("rehearsal")]);
+    use ballast::health::alerts::State;
+    let states = ballast::health::evaluate(&app.state.health_deps()).await.expect("evaluate");
+    let state = |key: &str| states.iter().find(|a| a.key == key).map(|a| a.state);
+    assert_eq!((state("backups:pgbackrest-backup"), state("backups:pgbackrest-rehearsal")), (Some(State::Ok), Some(State::Ok)));
+}

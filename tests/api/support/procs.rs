@@ -183,7 +183,12 @@ pub struct PrivatePostgres {
     /// Its port.
     pub port: u16,
     bin: PathBuf,
+    /// pgBackRest's configuration when the cluster archives its WAL through it.
+    archive: Option<PathBuf>,
 }
+
+/// The stanza of a cluster that archives its WAL.
+pub const STANZA: &str = "ballast";
 
 impl PrivatePostgres {
     /// Runs a PostgreSQL program as the `postgres` user when we are root (it refuses root).
@@ -203,6 +208,16 @@ impl PrivatePostgres {
     }
 
     pub async fn start() -> PrivatePostgres {
+        Self::start_with(false).await
+    }
+
+    /// A cluster that archives its WAL through pgBackRest (stanza [`STANZA`], repository and
+    /// configuration in its own directory), the stanza created.
+    pub async fn start_archiving() -> PrivatePostgres {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(archiving: bool) -> PrivatePostgres {
         let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL (installed by deploy/dev.sh)");
         let mut versions: Vec<PathBuf> = versions.filter_map(|e| e.ok().map(|e| e.path())).collect();
         versions.sort();
@@ -210,10 +225,25 @@ impl PrivatePostgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let (uid, gid) = id_of("postgres");
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown to postgres");
-        let pg = PrivatePostgres { dir, port: free_port(), bin };
+        let port = free_port();
+        let archive = archiving.then(|| {
+            let d = dir.path().display();
+            let conf = dir.path().join("pgbackrest.conf");
+            let text = format!(
+                "[global]\nrepo1-path={d}/repo\nlock-path={d}/lock\nlog-path={d}\nlog-level-console=warn\nlog-level-file=off\n\
+                 start-fast=y\ncompress-type=lz4\nrepo1-retention-full=2\n[{STANZA}]\npg1-path={d}/pg\npg1-port={port}\npg1-socket-path={d}\n"
+            );
+            std::fs::write(&conf, text).expect("pgbackrest.conf");
+            std::os::unix::fs::chown(&conf, Some(uid), Some(gid)).expect("chown pgbackrest.conf");
+            conf
+        });
+        let pg = PrivatePostgres { dir, port, bin, archive };
         let data = pg.data();
         pg.as_pg("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
         pg.up();
+        if archiving {
+            pg.pgbackrest(&["stanza-create"]);
+        }
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
         let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
         let roles = std::fs::read_to_string(super::repo_path("deploy/postgres-roles.sql")).expect("roles");
@@ -227,7 +257,10 @@ impl PrivatePostgres {
     }
 
     pub fn up(&self) {
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let mut opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        if let Some(conf) = &self.archive {
+            opts.push_str(&format!(" -c wal_level=replica -c archive_mode=on -c archive_command='pgbackrest --config={} --stanza={STANZA} archive-push %p'", conf.display()));
+        }
         let log = self.dir.path().join("server.log").display().to_string();
         self.as_pg("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "-t", "60", "start"]);
     }
@@ -240,6 +273,42 @@ impl PrivatePostgres {
     /// buffers); `up` then recovers from the WAL on disk.
     pub fn crash(&self) {
         self.as_pg("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Runs `pgbackrest COMMAND…` on this cluster's stanza, as the database's user.
+    pub fn pgbackrest(&self, command: &[&str]) -> std::process::Output {
+        let conf = self.archive.as_ref().expect("a cluster started archiving").display().to_string();
+        let config = format!("--config={conf}");
+        let stanza = format!("--stanza={STANZA}");
+        let mut args = vec![config.as_str(), stanza.as_str()];
+        args.extend_from_slice(command);
+        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut cmd = if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", "pgbackrest"]);
+            c
+        } else {
+            std::process::Command::new("pgbackrest")
+        };
+        let out = cmd.args(&args).output().expect("pgbackrest (installed by deploy/dev.sh)");
+        assert!(out.status.success(), "pgbackrest {command:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// The settings a fleet member backs this cluster up with, the scratch instance restored
+    /// under `scratch`.
+    pub fn pgbackrest_env(&self, scratch: &std::path::Path) -> Vec<(&'static str, String)> {
+        let conf = self.archive.as_ref().expect("a cluster started archiving").display().to_string();
+        vec![("BALLAST_PGBACKREST_STANZA", STANZA.to_owned()), ("BALLAST_PGBACKREST_CONFIG", conf), ("BALLAST_PGBACKREST_SCRATCH_DIR", scratch.display().to_string())]
+    }
+
+    /// A directory the database's user may write, removed with the cluster.
+    pub fn scratch_dir(&self) -> PathBuf {
+        let d = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        let (uid, gid) = id_of("postgres");
+        std::os::unix::fs::chown(&d, Some(uid), Some(gid)).expect("chown scratch");
+        d
     }
 
     pub fn url(&self, role: &str) -> String {
