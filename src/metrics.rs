@@ -116,6 +116,7 @@ pub struct Metrics {
     slo_sli: GaugeVec,
     slo_budget: GaugeVec,
     maintenance_ok: GaugeVec,
+    stripe_calls: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,13 +158,25 @@ impl Metrics {
             slo_sli: register(&r, GaugeVec::new(Opts::new("slo_sli_ratio", "Each SLO's SLI over its window, as last evaluated."), &["slo"])?)?,
             slo_budget: register(&r, GaugeVec::new(Opts::new("slo_budget_remaining_ratio", "Each SLO's error budget left over its window (1 = untouched, below 0 = spent), as last evaluated."), &["slo"])?)?,
             maintenance_ok: register(&r, GaugeVec::new(Opts::new("maintenance_last_ok_timestamp_seconds", "When each maintenance service last completed (unix seconds)."), &["service"])?)?,
+            stripe_calls: register(&r, IntCounterVec::new(Opts::new("stripe_api_calls_total", "Stripe API calls by outcome: answered (2xx, or a refusal such as a declined card), failed (no answer, 429, 5xx, 401/403)."), &["outcome"])?)?,
             registry: r,
+        })
+        .inspect(|m: &Self| {
+            // Both outcomes are served from the start: a rule dividing one by the sum finds them.
+            for outcome in ["answered", "failed"] {
+                m.stripe_calls.with_label_values(&[outcome]);
+            }
         })
     }
 
     /// The listener's connection counters, shared with the server that counts them.
     pub fn connections(&self) -> std::sync::Arc<ConnectionStats> {
         self.connection_stats.clone()
+    }
+
+    /// The Stripe API calls counter, for the client that counts them.
+    pub fn stripe_calls(&self) -> IntCounterVec {
+        self.stripe_calls.clone()
     }
 
     /// One answered request.

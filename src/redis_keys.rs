@@ -128,6 +128,7 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("usage_period", "{ns}:usage:{{tenant}}:period:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
     spec("usage_warned", "{ns}:usage:{{tenant}}:warned:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
     spec("route_stats", "{ns}:routes:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: {route}|n, |us, |slow: requests, total µs, slow ones in a minute"),
+    spec("stripe_api_calls", "{ns}:stripe:calls:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: answered, failed: the fleet's Stripe API calls in a minute"),
     spec("member_cache_stats", "{ns}:stats:cache:{member}", Some(Duration::from_secs(600)), "hash: one member's cache counters since it started"),
     spec("member_cache_stats_pattern", "{ns}:stats:cache:*", None, "SCAN pattern of every member's cache counters"),
     spec("deployment_patterns", "{ns}.* and {ns}:*", None, "SCAN patterns of every key of a deployment (bench and test cleanup)"),
@@ -311,6 +312,12 @@ impl RedisKeys {
         format!("{}:routes:{}", self.ns, minute)
     }
 
+    /// Hash `answered`, `failed`: the fleet's Stripe API calls in one unix minute, by outcome
+    /// (the Stripe API alert reads the last few). TTL: [`RedisKeys::STRIPE_CALLS_TTL`].
+    pub fn stripe_api_calls(&self, minute: i64) -> String {
+        format!("{}:stripe:calls:{}", self.ns, minute)
+    }
+
     /// Hash: one member's cache counters (totals since it started). TTL: 10 minutes, refreshed
     /// every few seconds while it runs.
     pub fn member_cache_stats(&self, member: &str) -> String {
@@ -324,6 +331,9 @@ impl RedisKeys {
 
     /// TTL of [`RedisKeys::route_stats`].
     pub const ROUTE_STATS_TTL: Duration = Duration::from_secs(2 * 24 * 3600);
+
+    /// TTL of [`RedisKeys::stripe_api_calls`].
+    pub const STRIPE_CALLS_TTL: Duration = Duration::from_secs(2 * 24 * 3600);
 
     /// TTL of [`RedisKeys::member_cache_stats`].
     pub const MEMBER_STATS_TTL: Duration = Duration::from_secs(600);

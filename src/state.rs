@@ -130,7 +130,9 @@ impl AppState {
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
         let plans = Arc::new(crate::billing::plans::Plans::load(&settings.plans_file)?);
         crate::stripe_api::StripeApi::check_version(&settings.stripe_api_version)?;
-        let stripe = crate::stripe_api::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?;
+        let metrics = crate::metrics::Metrics::new()?;
+        let tally = crate::stripe_api::CallTally { redis: redis.clone(), keys: keys.clone(), counter: metrics.stripe_calls() };
+        let stripe = crate::stripe_api::StripeApi::new(settings.stripe_secret_key.as_ref(), &settings.stripe_api_base, settings.stripe_timeout)?.with_tally(tally);
         let policies = crate::ratelimit::Policies::load(&settings.limits_file)?;
         let limiter = crate::ratelimit::Limiter::new(keys.clone(), redis.clone(), crate::clock::Clock::System, policies);
         let dunning = Arc::new(crate::dunning::Policy::load(&settings.dunning_file)?);
@@ -170,7 +172,7 @@ impl AppState {
             slos,
             health_rules,
             slo_recorder,
-            metrics: crate::metrics::Metrics::new()?,
+            metrics,
         })
     }
 }

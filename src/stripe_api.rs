@@ -175,6 +175,54 @@ pub struct NewCustomer<'a> {
     pub email: Option<&'a str>,
 }
 
+/// Where Stripe calls' outcomes are counted: per minute in Redis for the whole fleet (the
+/// Stripe API alert reads it) and in this process's `/metrics`.
+#[derive(Clone)]
+pub struct CallTally {
+    /// The fleet's per-minute hashes.
+    pub redis: crate::redis_conn::RedisConn,
+    /// Their keys.
+    pub keys: crate::redis_keys::RedisKeys,
+    /// `ballast_stripe_api_calls_total{outcome}`.
+    pub counter: prometheus::IntCounterVec,
+}
+
+impl CallTally {
+    /// Counts one call. Diagnostics: Redis down loses the count, never the call.
+    async fn record<V>(&self, result: &Result<V, StripeApiError>) {
+        let outcome = match result {
+            Ok(_) => "answered",
+            // A wrong or revoked key, or a key without the permission: every call will fail.
+            Err(StripeApiError::Refused { status: 401 | 403, .. }) => "failed",
+            // A decline or an invalid request is Stripe answering.
+            Err(StripeApiError::Refused { .. }) => "answered",
+            Err(StripeApiError::Call(_) | StripeApiError::Decode(_)) => "failed",
+            Err(StripeApiError::NotConfigured | StripeApiError::Config(_)) => return,
+        };
+        self.counter.with_label_values(&[outcome]).inc();
+        let key = self.keys.stripe_api_calls(chrono::Utc::now().timestamp().div_euclid(60));
+        let ttl = i64::try_from(crate::redis_keys::RedisKeys::STRIPE_CALLS_TTL.as_secs()).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.hincr(&key, outcome, 1).ignore().expire(&key, ttl).ignore();
+        let mut conn = self.redis.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!(error = %e, "Stripe call not counted in Redis");
+        }
+    }
+}
+
+/// The fleet's Stripe calls in the last `minutes` unix minutes up to `now_minute` (inclusive):
+/// (answered, failed).
+pub async fn calls_in_window(redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, now_minute: i64, minutes: u32) -> Result<(u64, u64), redis::RedisError> {
+    let mut pipe = redis::pipe();
+    for m in (now_minute - i64::from(minutes) + 1)..=now_minute {
+        pipe.hgetall(keys.stripe_api_calls(m));
+    }
+    let mut conn = redis.clone();
+    let minutes: Vec<std::collections::HashMap<String, u64>> = pipe.query_async(&mut conn).await?;
+    Ok(minutes.iter().fold((0, 0), |(a, f), m| (a + m.get("answered").copied().unwrap_or(0), f + m.get("failed").copied().unwrap_or(0))))
+}
+
 /// A Stripe API client, or the reason there is none.
 #[derive(Clone)]
 pub struct StripeApi {
@@ -183,6 +231,8 @@ pub struct StripeApi {
     v2: Option<V2Reader>,
     /// One call's limit, its retries included.
     timeout: std::time::Duration,
+    /// Where outcomes are counted; none in tools that only read.
+    tally: Option<CallTally>,
 }
 
 impl std::fmt::Debug for StripeApi {
@@ -211,7 +261,7 @@ impl StripeApi {
 
     /// A client for `base_url` (Stripe's, or the simulator's in tests) with `secret_key`.
     pub fn new(secret_key: Option<&secrecy::SecretString>, base_url: &str, timeout: std::time::Duration) -> Result<Self, StripeApiError> {
-        let Some(key) = secret_key else { return Ok(Self { client: None, v2: None, timeout }) };
+        let Some(key) = secret_key else { return Ok(Self { client: None, v2: None, timeout, tally: None }) };
         let client = stripe::ClientBuilder::new(key.expose_secret())
             .url(base_url)
             .request_strategy(stripe::RequestStrategy::ExponentialBackoff(3))
@@ -222,7 +272,13 @@ impl StripeApi {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| StripeApiError::Config(e.to_string()))?;
         let v2 = V2Reader { http, base: base_url.trim_end_matches('/').to_owned(), key: key.clone() };
-        Ok(Self { client: Some(client), v2: Some(v2), timeout })
+        Ok(Self { client: Some(client), v2: Some(v2), timeout, tally: None })
+    }
+
+    /// This client, counting every call's outcome in `tally`.
+    pub fn with_tally(mut self, tally: CallTally) -> Self {
+        self.tally = Some(tally);
+        self
     }
 
     /// Attempts payment of an open invoice now. `idempotency_key` makes a repeated call (a job
@@ -292,15 +348,21 @@ impl StripeApi {
         let built = request.build();
         let span = api_span(&built);
         let call = built.customize().request_strategy(stripe::RequestStrategy::Idempotent(key)).send(client).instrument(span);
-        let raw: miniserde::json::Value = self.limited(call).await?.map_err(StripeApiError::from_call)?;
+        let raw: miniserde::json::Value = self.limited(async { call.await.map_err(StripeApiError::from_call) }).await?;
         to_json(&raw)
     }
 
-    /// Runs one call within the configured limit; past it the call is a transient failure.
-    async fn limited<T>(&self, call: impl std::future::Future<Output = T>) -> Result<T, StripeApiError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| StripeApiError::Call(format!("no answer from Stripe within {} s", self.timeout.as_secs())))
+    /// Runs one call within the configured limit (past it the call is a transient failure),
+    /// and counts its outcome.
+    async fn limited<T>(&self, call: impl std::future::Future<Output = Result<T, StripeApiError>>) -> Result<T, StripeApiError> {
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StripeApiError::Call(format!("no answer from Stripe within {} s", self.timeout.as_secs()))),
+        };
+        if let Some(t) = &self.tally {
+            t.record(&result).await;
+        }
+        result
     }
 
     /// The object's current state at Stripe, as JSON.
@@ -309,7 +371,7 @@ impl StripeApi {
         if kind == ObjectKind::Account {
             let v2 = self.v2.as_ref().ok_or(StripeApiError::NotConfigured)?;
             // The customer configuration and the identity are left out unless asked for.
-            return self.limited(v2.get(&format!("/v2/core/accounts/{id}?include=configuration.customer&include=identity"))).await?;
+            return self.limited(v2.get(&format!("/v2/core/accounts/{id}?include=configuration.customer&include=identity"))).await;
         }
         let request = match kind {
             ObjectKind::Customer => stripe_core::customer::RetrieveCustomer::new(id).build(),
@@ -323,7 +385,7 @@ impl StripeApi {
         let strategy = if kind == ObjectKind::Price { stripe::RequestStrategy::Once } else { stripe::RequestStrategy::ExponentialBackoff(3) };
         let span = api_span(&request);
         let call = request.customize().request_strategy(strategy).send(client).instrument(span);
-        let raw: miniserde::json::Value = self.limited(call).await?.map_err(StripeApiError::from_call)?;
+        let raw: miniserde::json::Value = self.limited(async { call.await.map_err(StripeApiError::from_call) }).await?;
         to_json(&raw)
     }
 
@@ -372,8 +434,8 @@ impl StripeApi {
         loop {
             let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, path).query(&params(after.as_deref()));
             let span = api_span(&request);
-            let raw: miniserde::json::Value =
-                self.limited(request.customize().send(client).instrument(span)).await?.map_err(StripeApiError::from_call)?;
+            let call = request.customize().send(client).instrument(span);
+            let raw: miniserde::json::Value = self.limited(async { call.await.map_err(StripeApiError::from_call) }).await?;
             let page = to_json(&raw)?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
             after = data.last().and_then(|o| o["id"].as_str()).map(str::to_owned);
@@ -394,7 +456,7 @@ impl StripeApi {
         let request = stripe_client_core::RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/events").query(&Params { limit: 1 });
         let span = api_span(&request);
         let call = request.customize().request_strategy(stripe::RequestStrategy::Once).send(client).instrument(span);
-        let _: miniserde::json::Value = self.limited(call).await?.map_err(StripeApiError::from_call)?;
+        let _: miniserde::json::Value = self.limited(async { call.await.map_err(StripeApiError::from_call) }).await?;
         Ok(())
     }
 }

@@ -77,6 +77,12 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
     let limit = r.db_connections.max_share;
     let summary = format!("PostgreSQL has {used} of its {max} connections in use ({:.0} %, at most {:.0} %)", share * 100.0, limit * 100.0);
     out.push(finding("db_connections".into(), "db_connections", share, limit, summary, &r.db_connections.runbook));
+    let s = &r.stripe_api;
+    let (answered, failed) = crate::stripe_api::calls_in_window(&deps.redis, &deps.keys, Utc::now().timestamp().div_euclid(60), s.window_minutes).await?;
+    let total = answered + failed;
+    let share = if total >= s.min_calls.max(1) { failed as f64 / total as f64 } else { 0.0 };
+    let summary = format!("{failed} of the fleet's {total} Stripe API calls failed in {} min ({:.0} %, at most {:.0} %)", s.window_minutes, share * 100.0, s.max_failed_share * 100.0);
+    out.push(finding("stripe_api".into(), "stripe_api", share, s.max_failed_share, summary, &s.runbook));
     let leader = crate::scheduler::current_leader(&deps.redis, &deps.keys).await?;
     out.push(Finding {
         key: "no_leader".into(),

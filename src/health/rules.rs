@@ -42,6 +42,22 @@ pub struct Rules {
     pub probe: Probe,
     /// PostgreSQL's connections near its limit.
     pub db_connections: DbConnections,
+    /// Stripe API calls failing.
+    pub stripe_api: StripeApi,
+}
+
+/// `[stripe_api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeApi {
+    /// The page to open.
+    pub runbook: String,
+    /// The window counted, in minutes (the current one included).
+    pub window_minutes: u32,
+    /// The share of failed calls that fires.
+    pub max_failed_share: f64,
+    /// Fewer calls than this in the window decide nothing (one failed call of one is noise).
+    pub min_calls: u64,
 }
 
 /// `[db_connections]`.
@@ -162,7 +178,7 @@ impl Rules {
     }
 
     /// Every page the rules name.
-    pub fn runbooks(&self) -> [&str; 10] {
+    pub fn runbooks(&self) -> [&str; 11] {
         [
             &self.queue_age.runbook,
             &self.dead_letters.runbook,
@@ -174,6 +190,7 @@ impl Rules {
             &self.backups.runbook,
             &self.probe.runbook,
             &self.db_connections.runbook,
+            &self.stripe_api.runbook,
         ]
     }
 }

@@ -125,7 +125,8 @@ async fn record(
         ..runs::NewRun::of(runs::RunKind::Rehearsal, source, started_at, &result)
     };
     runs::record(&ctx.state.system_pool, &run).await?;
-    failing.extend(found.into_iter().map(|f| if source == Source::Dump { f } else { format!("{}: {f}", source.as_str()) }));
+    let prefix = source.as_str();
+    failing.extend(found.into_iter().map(|f| if source == Source::Dump { f } else { format!("{prefix}: {f}") }));
     Ok(result.ok())
 }
 

@@ -306,3 +306,31 @@ async fn database_connections_near_the_servers_limit_open_an_alert() {
     app.drain().await;
     opened_then_resolved(&receiver, "db_connections", "db-pool-exhaustion");
 }
+
+/// Stripe API calls failing: real calls to a closed port fail and open the alert (with fewer
+/// than `min_calls`, nothing decides); calls answered by the simulator bring the failed share
+/// under the threshold and resolve it. The fleet's counts are per minute in Redis.
+#[tokio::test]
+async fn failing_stripe_api_calls_open_an_alert_that_answered_calls_resolve() {
+    let (app, receiver, _dir) = app(|t| t).await;
+    let now = Utc::now();
+    // The test app's Stripe is a closed port: every call fails.
+    assert!(app.state.stripe.ping().await.is_err());
+    assert_eq!(round(&app, now, "stripe_api").await, State::Ok, "one failed call of one decides nothing");
+    for _ in 0..4 {
+        assert!(app.state.stripe.ping().await.is_err());
+    }
+    assert_eq!(round(&app, now, "stripe_api").await, State::Firing);
+    // Another member, answered by Stripe (the simulator), counting into the same fleet totals.
+    let sim = crate::support::stripe_sim::StripeSim::start().await;
+    let tally = ballast::stripe_api::CallTally { redis: app.state.redis.clone(), keys: app.state.keys.clone(), counter: app.state.metrics.stripe_calls() };
+    let key = secrecy::SecretString::from(crate::support::stripe_sim::API_KEY.to_owned());
+    let answered = ballast::stripe_api::StripeApi::new(Some(&key), &sim.base_url, std::time::Duration::from_secs(10)).expect("client").with_tally(tally);
+    for _ in 0..16 {
+        answered.ping().await.expect("the simulator answers");
+    }
+    assert_eq!(round(&app, now + Duration::seconds(15), "stripe_api").await, State::Ok);
+    opened_then_resolved(&receiver, "stripe_api", "site-down");
+    let firing = &notified(&receiver, "stripe_api")[0].1;
+    assert!(firing.contains("5 of the fleet's 5 Stripe API calls failed"), "{firing}");
+}
