@@ -196,3 +196,12 @@ pub async fn redrive(pool: &SystemPool, queue: &JobQueue, rows: &[(uuid::Uuid, T
     }
     Ok(())
 }
+
+/// Emails created within `window` that are dead (the dead-email alert).
+pub async fn dead_within(pool: &SystemPool, window: std::time::Duration) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE status = $1 AND created_at > now() - make_interval(secs => $2)")
+        .bind(OutboxStatus::Dead.as_str())
+        .bind(window.as_secs_f64())
+        .fetch_one(&pool.0)
+        .await
+}

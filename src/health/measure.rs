@@ -49,24 +49,23 @@ pub async fn all(deps: &Deps) -> Result<Vec<Finding>, HealthError> {
         let summary = format!("the oldest ready {} job has waited {age:.0} s (threshold {limit:.0} s, {} ready)", q.kind, q.ready);
         out.push(finding(format!("queue_age:{}", q.kind), "queue_age", age, limit, summary, &r.queue_age.runbook));
     }
-    let count = |sql: &'static str, minutes: u32| async move {
-        let n: i64 = sqlx::query_scalar(sql).bind(f64::from(minutes) * 60.0).fetch_one(pool).await?;
-        Ok::<f64, sqlx::Error>(n as f64)
-    };
+    // Each count is read by the module that owns its table.
+    let sys = &deps.system_pool;
+    let window = |minutes: u32| Duration::from_secs(u64::from(minutes) * 60);
     let w = r.dead_letters.window_minutes;
-    let n = count("SELECT count(*) FROM job_dead_letters WHERE retried_at IS NULL AND failed_at > now() - make_interval(secs => $1)", w).await?;
+    let n = crate::queue::dead::new_within(sys, window(w)).await? as f64;
     out.push(finding("dead_letters".into(), "dead_letters", n, 0.0, format!("{n:.0} new dead letters in {w} min (`ballast jobs dead`)"), &r.dead_letters.runbook));
     let w = r.dead_emails.window_minutes;
-    let n = count("SELECT count(*) FROM email_outbox WHERE status = 'dead' AND created_at > now() - make_interval(secs => $1)", w).await?;
+    let n = crate::email::outbox::dead_within(sys, window(w)).await? as f64;
     out.push(finding("dead_emails".into(), "dead_emails", n, 0.0, format!("{n:.0} emails dead in {w} min (`ballast emails list --status dead`)"), &r.dead_emails.runbook));
     let w = r.dead_deliveries.window_minutes;
-    let n = count("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed' AND finished_at > now() - make_interval(secs => $1)", w).await?;
+    let n = crate::webhooks_out::deliveries::failed_within(sys, window(w)).await? as f64;
     out.push(finding("dead_deliveries".into(), "dead_deliveries", n, 0.0, format!("{n:.0} outbound webhook deliveries failed for good in {w} min"), &r.dead_deliveries.runbook));
-    let oldest: Option<f64> = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM now() - min(received_at))::float8 FROM stripe_events WHERE status IN ('received', 'queued')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let w = r.dead_usage_reports.window_minutes;
+    let n = crate::usage::ledger::dead_within(sys, window(w)).await? as f64;
+    let summary = format!("{n:.0} usage rows refused by Stripe in {w} min: not billed (`ballast usage ledger --tenant ID`)");
+    out.push(finding("dead_usage_reports".into(), "dead_usage_reports", n, 0.0, summary, &r.dead_usage_reports.runbook));
+    let oldest = crate::stripe::inbox::oldest_unprocessed_secs(sys).await?;
     let (age, limit) = (oldest.unwrap_or(0.0), r.inbox_unprocessed.threshold_secs as f64);
     let summary = format!("a Stripe event has waited {age:.0} s unprocessed (threshold {limit:.0} s)");
     out.push(finding("inbox_unprocessed".into(), "inbox_unprocessed", age, limit, summary, &r.inbox_unprocessed.runbook));

@@ -32,6 +32,8 @@ pub struct Rules {
     pub dead_emails: Windowed,
     /// Dead outbound deliveries.
     pub dead_deliveries: Windowed,
+    /// Usage rows Stripe refused.
+    pub dead_usage_reports: Windowed,
     /// A Stripe event unprocessed too long.
     pub inbox_unprocessed: Threshold,
     /// A maintenance service overdue.
@@ -178,7 +180,7 @@ impl Rules {
     }
 
     /// Every page the rules name.
-    pub fn runbooks(&self) -> [&str; 11] {
+    pub fn runbooks(&self) -> [&str; 12] {
         [
             &self.queue_age.runbook,
             &self.dead_letters.runbook,
@@ -191,6 +193,7 @@ impl Rules {
             &self.probe.runbook,
             &self.db_connections.runbook,
             &self.stripe_api.runbook,
+            &self.dead_usage_reports.runbook,
         ]
     }
 }

@@ -166,3 +166,11 @@ pub async fn retry(pool: &SystemPool, queue: &JobQueue, id: Uuid) -> Result<JobI
     tx.commit().await?;
     Ok(envelope.id)
 }
+
+/// Dead letters not retried that failed within `window` (the dead-letter alert).
+pub async fn new_within(pool: &SystemPool, window: std::time::Duration) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM job_dead_letters WHERE retried_at IS NULL AND failed_at > now() - make_interval(secs => $1)")
+        .bind(window.as_secs_f64())
+        .fetch_one(&pool.0)
+        .await
+}

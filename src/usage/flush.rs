@@ -169,7 +169,7 @@ async fn report_pending(state: &Deps, report: &mut FlushReport) -> Result<(), Fl
             Ok(()) => (ReportStatus::Reported, None),
             Err(reason) => (ReportStatus::Dead, Some(reason.as_str())),
         };
-        sqlx::query("UPDATE usage_ledger SET report_status = $2, report_error = $3, reported_at = CASE WHEN $2 = 'reported' THEN now() END WHERE id = $1")
+        sqlx::query("UPDATE usage_ledger SET report_status = $2, report_error = $3, reported_at = now() WHERE id = $1")
             .bind(row.id)
             .bind(status.as_str())
             .bind(error)

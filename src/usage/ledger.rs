@@ -62,7 +62,7 @@ pub struct LedgerEntry {
     pub quantity: i64,
     /// pending (not reported yet), reported (Stripe has the meter event) or dead (refused).
     pub report_status: String,
-    /// When Stripe accepted it.
+    /// When Stripe answered: accepted it (reported) or refused it (dead).
     pub reported_at: Option<DateTime<Utc>>,
     /// Why Stripe refused it.
     pub report_error: Option<String>,
@@ -82,4 +82,12 @@ pub async fn entries(pool: &crate::db::TenantPool, tenant: crate::newtypes::Tena
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_ledger").fetch_one(&mut *tx).await?;
     tx.commit().await?;
     Ok((rows, total))
+}
+
+/// Ledger rows Stripe refused (dead) within `window` (the dead usage-report alert).
+pub async fn dead_within(pool: &crate::db::SystemPool, window: std::time::Duration) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM usage_ledger WHERE report_status = 'dead' AND reported_at > now() - make_interval(secs => $1)")
+        .bind(window.as_secs_f64())
+        .fetch_one(&pool.0)
+        .await
 }

@@ -422,3 +422,12 @@ pub async fn prune(pool: &SystemPool, retention: chrono::Duration) -> Result<u64
     tx.commit().await?;
     Ok(deleted)
 }
+
+/// Deliveries that failed for good within `window` (the dead-delivery alert).
+pub async fn failed_within(pool: &SystemPool, window: std::time::Duration) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = $1 AND finished_at > now() - make_interval(secs => $2)")
+        .bind(DeliveryStatus::Failed.as_str())
+        .bind(window.as_secs_f64())
+        .fetch_one(&pool.0)
+        .await
+}

@@ -123,6 +123,23 @@ async fn dead_emails_and_deliveries_open_alerts_that_resolve_when_they_age_out_o
 }
 
 #[tokio::test]
+async fn usage_rows_stripe_refused_open_an_alert_that_resolves_when_they_age_out_of_the_window() {
+    let (app, receiver, _dir) = app(|t| t).await;
+    let now = Utc::now();
+    sql(&app, "INSERT INTO tenants (id, name) VALUES ('00000000-0000-0000-0000-0000000000f1', 'refused usage')").await;
+    sql(&app, "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity, report_status, report_error, reported_at)
+               VALUES (gen_random_uuid(), '00000000-0000-0000-0000-0000000000f1', 'api_calls', now(), 'f', 3, 'dead', '400 resource_missing: no meter', now())").await;
+    // Pending and reported rows are not refusals.
+    sql(&app, "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity, report_status, reported_at)
+               VALUES (gen_random_uuid(), '00000000-0000-0000-0000-0000000000f1', 'api_calls', now(), 'f', 4, 'reported', now())").await;
+    assert_eq!(round(&app, now, "dead_usage_reports").await, State::Firing);
+    sql(&app, "UPDATE usage_ledger SET reported_at = now() - interval '2 hours'").await;
+    assert_eq!(round(&app, now + Duration::seconds(15), "dead_usage_reports").await, State::Ok);
+    opened_then_resolved(&receiver, "dead_usage_reports", "billing-drift");
+    assert!(notified(&receiver, "dead_usage_reports")[0].1.contains(": 1 usage rows refused"), "{:?}", notified(&receiver, "dead_usage_reports"));
+}
+
+#[tokio::test]
 async fn an_unprocessed_stripe_event_opens_an_alert_that_processing_resolves() {
     let (app, receiver, _dir) = app(|t| t).await;
     let now = Utc::now();

@@ -178,14 +178,15 @@ async fn stripe_failing_then_accepting_reports_each_row_once_and_a_4xx_is_dead()
     s.sim.fail_meter_events(1, 400);
     let report = ballast::usage::flush::run(&s.app.state.usage_deps(), chrono::Utc::now(), true).await.expect("flush");
     assert_eq!(report.dead, 1);
-    let (status, reason): (String, Option<String>) =
-        sqlx::query_as("SELECT report_status, report_error FROM usage_ledger WHERE tenant_id = $1 AND quantity = 2")
+    let (status, reason, answered): (String, Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT report_status, report_error, reported_at FROM usage_ledger WHERE tenant_id = $1 AND quantity = 2")
             .bind(s.tenant)
             .fetch_one(&s.app.state.system_pool.0)
             .await
             .expect("row");
     assert_eq!(status, "dead");
     assert!(reason.unwrap_or_default().contains("400"));
+    assert!(answered.is_some(), "when Stripe refused it is kept (the dead usage-report alert counts by it)");
 
     // The operator reads the same ledger without SQL: what Stripe has, and what it refused.
     let out = s.app.cli_async(&["--json", "usage", "ledger", "--tenant", &s.tenant.to_string()], &[]).await;

@@ -444,3 +444,9 @@ pub async fn dead_letters(pool: &SystemPool, event_type: &str, tenant: Option<uu
 pub async fn held(pool: &SystemPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM stripe_events WHERE id = ANY ($1)").bind(ids).fetch_all(&pool.0).await
 }
+
+/// How long the oldest event received and not yet processed has waited, in seconds (the
+/// inbox alert); none when every event is processed.
+pub async fn oldest_unprocessed_secs(pool: &SystemPool) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM now() - min(received_at))::float8 FROM stripe_events WHERE status IN ('received', 'queued')").fetch_one(&pool.0).await
+}
