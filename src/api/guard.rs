@@ -112,6 +112,7 @@ async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip
         return ApiError::new(StatusCode::FORBIDDEN, "tenant_closed", "the key's tenant is closed").into_response();
     }
     let mut req = req;
+    let mut served = None;
     if let Auth::ServiceKey(_) = spec.auth {
         if principal.tenant.is_some() {
             return ApiError::new(StatusCode::FORBIDDEN, "service_key_required", "this route takes a service-wide API key, not a tenant's").into_response();
@@ -123,11 +124,16 @@ async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip
             Err(e) => return e.into_response(),
         };
         req.extensions_mut().insert(Caller { principal, tenant });
+        served = Some(super::observe::ServedTenant(tenant));
     }
-    match super::limits::buffered(req, state.settings.http.api_max_body_bytes, state.settings.http.body_timeout).await {
+    let mut response = match super::limits::buffered(req, state.settings.http.api_max_body_bytes, state.settings.http.body_timeout).await {
         Ok(req) => with_headers(next.run(req).await, &windows),
         Err(e) => with_headers(e.into_response(), &windows),
+    };
+    if let Some(t) = served {
+        response.extensions_mut().insert(t);
     }
+    response
 }
 
 /// The request's key, checked; otherwise the answer to give (401, 503, or the limiter's

@@ -9,6 +9,11 @@ use axum::response::Response;
 
 use crate::state::AppState;
 
+/// The tenant a request acted for, put on its response by the guard: an error report of a
+/// 5xx names it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ServedTenant(pub crate::newtypes::TenantId);
+
 /// Paths that are not product traffic (probes and scrapes).
 const NOT_COUNTED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
@@ -24,7 +29,8 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let status = response.status().as_u16();
     state.metrics.request(&route, method, status, elapsed);
     if status >= 500 && counted {
-        crate::error_reports::report(crate::error_reports::Source::Route { route: &route, method, status }, None, "");
+        let tenant = response.extensions().get::<ServedTenant>().map(|t| t.0.0);
+        crate::error_reports::report(crate::error_reports::Source::Route { route: &route, method, status }, tenant, "");
     }
     if counted {
         state.slo_recorder.observe(elapsed, response.status());

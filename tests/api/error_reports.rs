@@ -1,6 +1,6 @@
-//! Error reports with the release (issue 38): a job that dies is reported to a local receiver
-//! that reads Sentry's envelope format, tagged with the release, the environment, the job kind
-//! and the tenant, and without the job's payload.
+//! Error reports with the release (issue 38): a job that dies, and an intake request answered
+//! 5xx, are reported to a local receiver that reads Sentry's envelope format, tagged with the
+//! release, the environment, the job kind or route, and the tenant, and without a payload.
 
 use std::sync::{Arc, Mutex};
 
@@ -29,16 +29,40 @@ async fn envelope(State(r): State<Receiver>, body: Bytes) -> axum::http::StatusC
     axum::http::StatusCode::OK
 }
 
-#[tokio::test]
-async fn a_dead_job_is_reported_with_the_release_and_its_kind_and_tenant_never_its_payload() {
+/// The receiver on loopback, and the reporter pointed at it.
+async fn receiving() -> (Receiver, ballast::error_reports::Reporter) {
     let receiver = Receiver::default();
     let app = axum::Router::new().route("/api/{project}/envelope/", axum::routing::post(envelope)).with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     let dsn = secrecy::SecretString::from(format!("http://publickey@{addr}/42"));
-    let reporter = ballast::error_reports::init(Some(&dsn), "staging");
+    (receiver, ballast::error_reports::init(Some(&dsn), "staging"))
+}
 
+/// A tenant's read answered 5xx (the tenant role's database refuses every connection, the
+/// key's check still passes): reported with its route, status and tenant.
+#[tokio::test]
+async fn an_intake_5xx_is_reported_with_its_route_and_the_tenant_it_served() {
+    let (receiver, reporter) = receiving().await;
+    let fleet = TestApp::builder().roles(&[ballast::app::Role::Api]).env("DATABASE_URL", "postgres://ballast_app:ballast_app@127.0.0.1:9/ballast").spawn().await;
+    let tenant = fleet.tenant("served").await;
+    let (_, key) = fleet.key(Some(tenant), &[ballast::auth::Scope::EntitlementsRead]).await;
+    let (status, body) = fleet.call(reqwest::Method::GET, "/v1/entitlements", &key, None).await;
+    assert!(status.is_server_error(), "{status} {body}");
+    assert!(sentry::Hub::current().client().expect("a client").flush(Some(std::time::Duration::from_secs(10))));
+    drop(reporter);
+    let items = receiver.items.lock().expect("lock").clone();
+    let events: Vec<&Value> = items.iter().filter(|(h, _)| h["type"] == "event").map(|(_, p)| p).collect();
+    assert_eq!(events.len(), 1, "{items:?}");
+    assert_eq!(events[0]["tags"]["http.route"], "/v1/entitlements", "{}", events[0]);
+    assert_eq!(events[0]["tags"]["tenant.id"], tenant.to_string(), "{}", events[0]);
+    assert_eq!(events[0]["release"], ballast::RELEASE);
+}
+
+#[tokio::test]
+async fn a_dead_job_is_reported_with_the_release_and_its_kind_and_tenant_never_its_payload() {
+    let (receiver, reporter) = receiving().await;
     let fleet = TestApp::builder().roles(&[ballast::app::Role::Worker]).spawn().await;
     let tenant = fleet.tenant("reported").await;
     // Arguments the kind refuses: dead at once. The payload carries something that must not
