@@ -15,11 +15,18 @@ struct Setup {
 }
 
 async fn setup(keep: u32) -> Setup {
+    setup_notifying(keep, "http://127.0.0.1:9/").await
+}
+
+/// Like `setup`, the fleet's alerts notifying `notify_url`.
+async fn setup_notifying(keep: u32, notify_url: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let scratch = TestDb::create_empty().await;
     let scratch_url = scratch.url("ballast_owner");
+    // A worker sends the notifications the evaluations queue.
     let app = TestApp::builder()
-        .roles(&[])
+        .roles(&[ballast::app::Role::Worker])
+        .env("BALLAST_SLO_WEBHOOK_URL", notify_url)
         .env("BALLAST_BACKUP_DIR", &dir.path().display().to_string())
         .env("BALLAST_BACKUP_KEEP", &keep.to_string())
         .env("BALLAST_REHEARSAL_DATABASE_URL", &scratch_url)
@@ -109,10 +116,14 @@ async fn the_newest_n_dumps_are_kept_and_a_changed_dump_fails_its_rehearsal_loud
 }
 
 /// The backup alert: stale (none yet) opens, a backup and a passing rehearsal resolve it; a
-/// failed rehearsal opens it again.
+/// failed rehearsal opens it again — each change one notification to the real receiver.
 #[tokio::test]
 async fn the_backup_alert_opens_without_a_recent_backup_and_resolves_after_one() {
-    let s = setup(3).await;
+    let (receiver, url) = crate::slo::Receiver::start(0).await;
+    let s = setup_notifying(3, &url).await;
+    let sent = |key: &str| -> Vec<String> {
+        receiver.accepted().iter().filter(|(_, b)| b["alert_key"] == format!("fleet:{key}")).map(|(_, b)| b["state"].as_str().unwrap_or_default().to_owned()).collect()
+    };
     let state = |states: &[ballast::health::alerts::AlertState], key: &str| states.iter().find(|a| a.key == key).map(|a| a.state);
     let states = ballast::health::evaluate(&s.app.state.health_deps()).await.expect("evaluate");
     use ballast::health::alerts::State;
@@ -123,6 +134,9 @@ async fn the_backup_alert_opens_without_a_recent_backup_and_resolves_after_one()
     let states = ballast::health::evaluate(&s.app.state.health_deps()).await.expect("evaluate");
     assert_eq!(state(&states, "backups:backup"), Some(State::Ok));
     assert_eq!(state(&states, "backups:rehearsal"), Some(State::Ok));
+    s.app.drain().await;
+    assert_eq!(sent("backups:backup"), ["firing", "resolved"]);
+    assert_eq!(sent("backups:rehearsal"), ["firing", "resolved"]);
     // A dump removed by hand leaves nothing to restore: the rehearsal fails, the alert opens.
     for entry in std::fs::read_dir(s.dir.path()).expect("dir").flatten() {
         std::fs::remove_file(entry.path()).expect("remove");
@@ -130,6 +144,8 @@ async fn the_backup_alert_opens_without_a_recent_backup_and_resolves_after_one()
     assert_eq!(run(&s.app, "database-restore", true).0, Some(3));
     let states = ballast::health::evaluate(&s.app.state.health_deps()).await.expect("evaluate");
     assert_eq!(state(&states, "backups:rehearsal"), Some(State::Firing));
+    s.app.drain().await;
+    assert_eq!(sent("backups:rehearsal"), ["firing", "resolved", "firing"]);
 }
 
 /// Point in time (pgBackRest, WAL archived): a backup, a known time, then a bad change drops a
