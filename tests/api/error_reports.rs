@@ -30,12 +30,21 @@ async fn envelope(State(r): State<Receiver>, body: Bytes) -> axum::http::StatusC
 }
 
 /// The receiver on loopback, and the reporter pointed at it.
-async fn receiving() -> (Receiver, ballast::error_reports::Reporter) {
+fn receiving() -> (Receiver, ballast::error_reports::Reporter) {
     let receiver = Receiver::default();
     let app = axum::Router::new().route("/api/{project}/envelope/", axum::routing::post(envelope)).with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    // Its own thread and runtime: the reporter's flush and its drop block the test's thread
+    // until the transport is done, and a receiver served there would never answer it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send addr");
+            axum::serve(listener, app).await.expect("serve")
+        });
+    });
+    let addr = rx.recv().expect("the receiver's address");
     let dsn = secrecy::SecretString::from(format!("http://publickey@{addr}/42"));
     (receiver, ballast::error_reports::init(Some(&dsn), "staging"))
 }
@@ -44,7 +53,7 @@ async fn receiving() -> (Receiver, ballast::error_reports::Reporter) {
 /// key's check still passes): reported with its route, status and tenant.
 #[tokio::test]
 async fn an_intake_5xx_is_reported_with_its_route_and_the_tenant_it_served() {
-    let (receiver, reporter) = receiving().await;
+    let (receiver, reporter) = receiving();
     let fleet = TestApp::builder().roles(&[ballast::app::Role::Api]).env("DATABASE_URL", "postgres://ballast_app:ballast_app@127.0.0.1:9/ballast").spawn().await;
     let tenant = fleet.tenant("served").await;
     let (_, key) = fleet.key(Some(tenant), &[ballast::auth::Scope::EntitlementsRead]).await;
@@ -62,7 +71,7 @@ async fn an_intake_5xx_is_reported_with_its_route_and_the_tenant_it_served() {
 
 #[tokio::test]
 async fn a_dead_job_is_reported_with_the_release_and_its_kind_and_tenant_never_its_payload() {
-    let (receiver, reporter) = receiving().await;
+    let (receiver, reporter) = receiving();
     let fleet = TestApp::builder().roles(&[ballast::app::Role::Worker]).spawn().await;
     let tenant = fleet.tenant("reported").await;
     // Arguments the kind refuses: dead at once. The payload carries something that must not
