@@ -382,6 +382,7 @@ impl Provides<crate::scheduler::SchedulerDeps> for AppState {
             redis: self.redis.clone(),
             keys: self.keys.clone(),
             queue: self.queue.clone(),
+            cache: self.cache.clone(),
         }
     }
 }

@@ -34,7 +34,8 @@ pub(super) struct FeatureEntitlement {
     enabled: bool,
     /// Its limit, for counted features.
     limit: Option<i64>,
-    /// Where it comes from: `plan`, `restricted` (dunning) or `none`.
+    /// Where it comes from: `plan`, `restricted` (dunning), `none`, or `override` (an
+    /// operator's, until `expires_at`).
     source: String,
     /// The granting plan.
     plan_id: Option<String>,
@@ -65,7 +66,7 @@ fn shown(e: &Entitlement, now: chrono::DateTime<Utc>) -> FeatureEntitlement {
     let (enabled, limit) = e.value_at(now);
     // The end of the value shown now: the first tier not over.
     let expires_at = [e.expires_at].into_iter().chain(e.later.iter().map(|t| t.until)).find(|end| end.is_none_or(|end| end > now)).flatten();
-    FeatureEntitlement { feature: e.feature.clone(), enabled, limit, source: e.source.clone(), plan_id: e.plan_id.clone(), expires_at }
+    FeatureEntitlement { feature: e.feature.clone(), enabled, limit, source: e.source_at(now).to_owned(), plan_id: e.plan_id.clone(), expires_at }
 }
 
 async fn read(state: &AppState, caller: &Caller) -> Result<Vec<Entitlement>, ApiError> {

@@ -5,11 +5,9 @@
 //! A key reads `bk_{prefix}_{secret}`: the prefix finds the row (it is stored in clear and
 //! shown by `ballast keys list`), the whole key is what is hashed.
 
+pub mod operators;
 pub mod store;
-
-use rand::Rng;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+pub mod token;
 
 use crate::db::SystemPool;
 use crate::newtypes::TenantId;
@@ -128,33 +126,19 @@ pub enum AuthError {
     Unavailable(#[from] sqlx::Error),
 }
 
-const PREFIX_LEN: usize = 12;
-const SECRET_LEN: usize = 32;
-const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-
-fn random_text(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
-}
-
 /// A new key: (prefix, the whole key). The whole key is shown once and never stored.
 pub fn generate() -> (String, String) {
-    let prefix = random_text(PREFIX_LEN);
-    let key = format!("bk_{prefix}_{}", random_text(SECRET_LEN));
-    (prefix, key)
+    token::generate("bk")
 }
 
 /// The stored form of a key.
 pub fn hash(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
+    token::hash(key)
 }
 
 /// The prefix of a well-formed key.
 fn prefix_of(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix("bk_")?;
-    let (prefix, secret) = rest.split_once('_')?;
-    let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| ALPHABET.contains(&b));
-    (ok(prefix, PREFIX_LEN) && ok(secret, SECRET_LEN)).then_some(prefix)
+    token::prefix_of("bk", key)
 }
 
 #[derive(sqlx::FromRow)]
@@ -186,7 +170,7 @@ pub async fn authenticate(pool: &SystemPool, presented: Option<&str>) -> Result<
             .fetch_optional(&pool.0)
             .await?;
     let Some(row) = row else { return Err(AuthError::Unknown) };
-    if !bool::from(hash(key).ct_eq(&row.key_hash)) {
+    if !token::matches(key, &row.key_hash) {
         return Err(AuthError::Unknown);
     }
     Ok(Principal {

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use super::access::{Access, AccessRules, SubscriptionFacts, contribution};
 use super::grants::{self, Tier};
+use super::overrides::{Override, OverrideKind};
 use super::plans::Plans;
 use crate::cache::{Cache, CacheError};
 use crate::db::{DbError, SystemPool, TenantPool};
@@ -98,6 +99,54 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
     Ok(best)
 }
 
+/// Layers the live `overrides` over the billed `rows` (every catalogued `feature` gets a row
+/// when an override names it). An override with an expiry gives way to the billed grant at its
+/// end on every read, before the sweep ends it.
+fn apply_overrides(rows: &mut Vec<Entitlement>, overrides: &[Override]) {
+    for o in overrides {
+        let Some(kind) = o.kind() else { continue };
+        if kind == OverrideKind::UsageLimit {
+            continue;
+        }
+        let at = match rows.iter().position(|r| r.feature == o.target) {
+            Some(i) => i,
+            None => {
+                rows.push(Entitlement {
+                    feature: o.target.clone(),
+                    enabled: false,
+                    limit: None,
+                    source: "none".into(),
+                    plan_id: None,
+                    expires_at: None,
+                    later: Vec::new(),
+                    billed_source: None,
+                });
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[at];
+        // What billing grants, each value until its end: what follows the override.
+        let billed: Vec<Tier> = std::iter::once(Tier { enabled: row.enabled, limit: row.limit, until: row.expires_at }).chain(row.later.iter().copied()).collect();
+        let (enabled, limit) = match kind {
+            OverrideKind::Grant => (true, row.limit),
+            OverrideKind::Revoke => (false, row.limit),
+            OverrideKind::FeatureLimit => (row.enabled, o.value),
+            OverrideKind::UsageLimit => continue,
+        };
+        row.enabled = enabled;
+        row.limit = limit;
+        if row.source != "override" {
+            row.billed_source = Some(std::mem::replace(&mut row.source, "override".into()));
+        }
+        row.later = match o.expires_at {
+            Some(_) => billed.into_iter().filter(|t| t.until.is_none_or(|u| o.expires_at.is_none_or(|e| u > e))).collect(),
+            None => Vec::new(),
+        };
+        row.expires_at = o.expires_at;
+    }
+    rows.sort_by(|a, b| a.feature.cmp(&b.feature));
+}
+
 /// One feature of a tenant, as stored, cached and served.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Entitlement {
@@ -108,17 +157,22 @@ pub struct Entitlement {
     /// Its limit, for counted features.
     #[sqlx(rename = "limit_value")]
     pub limit: Option<i64>,
-    /// `plan`, `restricted` or `none`.
+    /// `plan`, `restricted`, `none`, or `override` (an operator's, until `expires_at`; what
+    /// billing grants follows in `later`).
     pub source: String,
     /// The granting plan.
     pub plan_id: Option<String>,
-    /// When the grant ends by itself (grace period, cancel at period end).
+    /// When the grant ends by itself (grace period, cancel at period end, an override's expiry).
     pub expires_at: Option<DateTime<Utc>>,
     /// What follows, each value until its end: another subscription's grant that outlasts
     /// this one (a lower plan after a higher one ends). Past the last, the feature is off.
     #[sqlx(json)]
     #[serde(default)]
     pub later: Vec<Tier>,
+    /// Under an override: the source of what billing grants, which `later` holds.
+    #[sqlx(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_source: Option<String>,
 }
 
 impl Entitlement {
@@ -130,6 +184,14 @@ impl Entitlement {
         grants::at(std::iter::once(&first).chain(&self.later), now)
     }
 
+    /// Where the value at `now` comes from: an override gives way to billing at its end.
+    pub fn source_at(&self, now: DateTime<Utc>) -> &str {
+        match (&self.billed_source, self.expires_at) {
+            (Some(billed), Some(end)) if self.source == "override" && end <= now => billed,
+            _ => &self.source,
+        }
+    }
+
     /// Whether the feature is usable at `now` ([`Entitlement::value_at`]).
     pub fn enabled_at(&self, now: DateTime<Utc>) -> bool {
         self.value_at(now).0
@@ -139,14 +201,17 @@ impl Entitlement {
 const ENTITLEMENT_COLUMNS: &str = "feature, enabled, limit_value, source, plan_id, expires_at, later";
 
 /// A tenant's entitlements from PostgreSQL, inside its own transaction (row-level security
-/// has the last word on whose rows these are).
+/// has the last word on whose rows these are): what billing grants, with the operators' live
+/// overrides layered over it.
 pub async fn load(pool: &TenantPool, tenant: TenantId) -> Result<Vec<Entitlement>, DbError> {
     let mut tx = pool.begin(tenant).await?;
-    let rows: Vec<Entitlement> =
+    let mut rows: Vec<Entitlement> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ENTITLEMENT_COLUMNS} FROM entitlements ORDER BY feature")))
             .fetch_all(&mut *tx)
             .await?;
+    let overrides = super::overrides::live(&mut tx).await?;
     tx.commit().await?;
+    apply_overrides(&mut rows, &overrides);
     Ok(rows)
 }
 
@@ -170,6 +235,13 @@ pub async fn load_many(system: &SystemPool, tenants: &[TenantId]) -> Result<Hash
     let mut out: HashMap<TenantId, Vec<Entitlement>> = tenants.iter().map(|t| (*t, Vec::new())).collect();
     for row in rows {
         out.entry(TenantId(row.tenant_id)).or_default().push(row.entitlement);
+    }
+    let overrides = super::overrides::live_many(system, &ids).await?;
+    for (tenant, rows) in &mut out {
+        let own: Vec<Override> = overrides.iter().filter(|o| o.tenant_id == tenant.0).cloned().collect();
+        if !own.is_empty() {
+            apply_overrides(rows, &own);
+        }
     }
     Ok(out)
 }
@@ -243,4 +315,52 @@ pub async fn current_subscriptions(system: &SystemPool, tenants: &[TenantId]) ->
     .fetch_all(&system.0)
     .await?;
     Ok(rows.into_iter().map(|r| (TenantId(r.tenant_id), r.summary)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(kind: &str, target: &str, value: Option<i64>, expires_at: Option<DateTime<Utc>>) -> Override {
+        let now = Utc::now();
+        Override {
+            id: uuid::Uuid::nil(),
+            tenant_id: uuid::Uuid::nil(),
+            kind: kind.into(),
+            target: target.into(),
+            value,
+            reason: "test".into(),
+            expires_at,
+            created_at: now,
+            created_by: "t".into(),
+            ended_at: None,
+            ended_by: None,
+        }
+    }
+
+    #[test]
+    fn an_override_holds_until_its_expiry_then_billing_speaks_again() {
+        let now = Utc::now();
+        let end = now + chrono::Duration::days(14);
+        let plan = |feature: &str, enabled: bool, limit| Entitlement {
+            feature: feature.into(),
+            enabled,
+            limit,
+            source: "plan".into(),
+            plan_id: Some("starter".into()),
+            expires_at: None,
+            later: Vec::new(),
+            billed_source: None,
+        };
+        let mut rows = vec![plan("sso", false, None), plan("projects", true, Some(3))];
+        apply_overrides(&mut rows, &[grant("grant", "sso", None, Some(end)), grant("feature_limit", "projects", Some(50), None), grant("revoke", "seats", None, None)]);
+        let by = |f: &str| rows.iter().find(|r| r.feature == f).expect("row");
+        let sso = by("sso");
+        assert_eq!((sso.value_at(now), sso.source_at(now)), ((true, None), "override"));
+        let after = end + chrono::Duration::seconds(1);
+        assert_eq!((sso.value_at(after), sso.source_at(after)), ((false, None), "plan"), "the plan's answer follows the expiry");
+        assert_eq!(by("projects").value_at(after), (true, Some(50)), "no expiry: it stays");
+        // A feature billing grants nothing for gets a row of its own.
+        assert_eq!((by("seats").value_at(now), by("seats").source.as_str()), ((false, None), "override"));
+    }
 }

@@ -4,6 +4,7 @@ pub mod effects;
 pub mod access;
 pub mod entitlements;
 pub mod grants;
+pub mod overrides;
 pub mod plans;
 pub mod public_plans;
 pub mod warm;

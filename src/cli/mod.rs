@@ -25,6 +25,8 @@ mod api_keys;
 mod limits;
 mod loadtest;
 mod maintenance;
+mod operators;
+mod overrides;
 mod render;
 mod runbook;
 mod secrets;
@@ -45,6 +47,8 @@ use api_keys::KeysCommand;
 use limits::LimitsCommand;
 use loadtest::{LoadtestArgs, LoadtestCommand};
 use maintenance::MaintenanceCommand;
+use operators::OperatorsCommand;
+use overrides::OverridesCommand;
 use runbook::RunbookCommand;
 use secrets::SecretsCommand;
 use slo::SloCommand;
@@ -118,6 +122,20 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Operators, the people who run Ballast: add one with a role (viewer, operator, admin;
+    /// its token printed once), list, disable, rotate. Admins only. A shell with
+    /// BALLAST_OPERATOR_TOKEN runs every command as that operator (audited by name, held to
+    /// its role); without one, as local:<user>.
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
+    /// A tenant's overrides of what billing grants: grant or revoke a feature, set a feature's
+    /// limit or a usage metric's monthly limit, with a reason and an expiry; list; revoke.
+    Overrides {
+        #[command(subcommand)]
+        command: OverridesCommand,
     },
     /// Tenants: create one with its Stripe customer (as POST /v1/tenants does), list, show.
     Tenants {
@@ -236,6 +254,9 @@ impl Cli {
 
 pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<ExitCode> {
     let json = cli.json;
+    if !matches!(cli.command, Command::Serve { .. } | Command::Migrate | Command::Dev { .. }) {
+        args::sign_in(&settings).await?;
+    }
     match cli.command {
         Command::Serve { roles, listen } => {
             if let Some(addr) = listen {
@@ -317,6 +338,8 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
         }
         Command::Flags { command } => flags::flags(AppState::build(settings)?, command, json).await?,
         Command::Keys { command } => api_keys::keys(AppState::build(settings)?, command, json).await?,
+        Command::Operators { command } => operators::operators_command(AppState::build(settings)?, command, json).await?,
+        Command::Overrides { command } => overrides::overrides_command(AppState::build(settings)?, command, json).await?,
         Command::Tenants { command } => tenants::tenants(AppState::build(settings)?, command, json).await?,
         Command::Dev { command } => dev::dev(settings, command, json).await?,
         Command::StripeEvents { command } => stripe_events::stripe_events(AppState::build(settings)?, command, json).await?,

@@ -88,6 +88,7 @@ pub const SETTINGS: &[(&str, Reader)] = &[
     ("BALLAST_OUTBOUND_TIMEOUT_SECS", Reader::Fleet),
     ("BALLAST_OUTBOUND_DISABLE_AFTER_DAYS", Reader::Fleet),
     ("BALLAST_ACTOR", Reader::Cli),
+    ("BALLAST_OPERATOR_TOKEN", Reader::Cli),
     ("BALLAST_DEV_MAIL_DIR", Reader::Dev),
     ("BALLAST_FAULT", Reader::Dev),
 ];

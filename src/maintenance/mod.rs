@@ -12,6 +12,7 @@ mod inbox_prune;
 mod inbox_sweep;
 mod job_status_prune;
 mod outbox_sweep;
+mod override_expiry;
 mod queue_recovery;
 mod service;
 pub mod status;
@@ -33,6 +34,7 @@ pub fn services() -> Vec<Box<dyn Service>> {
         Box::new(inbox_prune::InboxPrune),
         Box::new(job_status_prune::JobStatusPrune),
         Box::new(delivery_prune::DeliveryPrune),
+        Box::new(override_expiry::OverrideExpiry),
     ]
 }
 

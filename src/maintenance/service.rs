@@ -20,6 +20,8 @@ pub struct Deps {
     pub keys: crate::redis_keys::RedisKeys,
     /// How long processed Stripe events are kept.
     pub inbox_retention: Duration,
+    /// Cached entitlements (the override expiry drops a tenant's).
+    pub cache: crate::cache::Cache,
 }
 
 /// Why a run failed; the next run tries again.

@@ -30,6 +30,8 @@ pub struct SchedulerDeps {
     pub keys: crate::redis_keys::RedisKeys,
     /// Where ticks and sweeps queue jobs (and the catalogue's schedules).
     pub queue: crate::queue::JobQueue,
+    /// Cached entitlements the override expiry drops.
+    pub cache: crate::cache::Cache,
 }
 
 const LAST_TICK_TTL_SECS: u64 = crate::redis_keys::RedisKeys::SCHEDULER_LAST_TICK_TTL.as_secs();
@@ -43,6 +45,7 @@ impl SchedulerDeps {
             redis: self.redis.clone(),
             keys: self.keys.clone(),
             inbox_retention: self.settings.inbox_retention,
+            cache: self.cache.clone(),
         }
     }
 }

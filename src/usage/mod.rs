@@ -155,12 +155,22 @@ pub fn month(t: DateTime<Utc>) -> String {
     format!("{:04}{:02}", t.year(), t.month())
 }
 
-/// The tenant's plan's metered limits (from its entitlements' plan).
+/// The tenant's plan's metered limits (from its entitlements' plan), each raised or lowered by
+/// a live usage-limit override.
 pub async fn limits_of(state: &Deps, tenant: TenantId) -> Result<Option<std::collections::BTreeMap<String, UsageLimit>>, UsageError> {
     let mut tx = state.tenant_pool.begin(tenant).await?;
     let plan: Option<String> = sqlx::query_scalar("SELECT plan_id FROM entitlements WHERE plan_id IS NOT NULL LIMIT 1").fetch_optional(&mut *tx).await?;
+    let overrides = crate::billing::overrides::live(&mut tx).await?;
     tx.commit().await?;
-    Ok(plan.and_then(|p| state.plans.plans.get(&p)).map(|p| p.usage.clone()))
+    let mut limits = plan.and_then(|p| state.plans.plans.get(&p)).map(|p| p.usage.clone());
+    if let Some(limits) = &mut limits {
+        for (metric, value) in crate::billing::overrides::usage_limits(&overrides) {
+            if let Some(l) = limits.get_mut(metric) {
+                l.limit = value;
+            }
+        }
+    }
+    Ok(limits)
 }
 
 /// Checks a batch against the plan and the time window; the first bad item refuses it all.

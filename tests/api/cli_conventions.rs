@@ -24,6 +24,8 @@ const OTHER: &[&str] = &[
     "dev stripe card", "dev stripe meter-events", "dev mail serve", "dev mail list", "jobs",
     // Runs what the scheduler's leader runs every few seconds anyway: nothing to dry-run.
     "maintenance", "maintenance status", "maintenance run",
+    // One explicit, audited change each (an operator's name on it), or a read.
+    "operators add", "operators list", "operators disable", "operators rotate", "overrides set", "overrides list", "overrides revoke",
 ];
 
 fn help(path: &[String]) -> String {

@@ -43,6 +43,7 @@ mod tenants;
 mod usage;
 mod webhook_delivery;
 mod webhook_endpoints;
+mod operators;
 mod outbound_bounds;
 mod webhook_groups;
 mod webhooks;

@@ -25,6 +25,7 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("probe_results", "uptime checks of the public listeners; no tenant named; the app role has no access"),
     ("backup_runs", "each backup and restore rehearsal: files, checksums, counts; no tenant named; the app role has no access"),
     ("maintenance_status", "last run of each fleet-wide maintenance service: counts and errors, no tenant named; the app role has no access"),
+    ("operators", "the people who run Ballast and their hashed tokens; no tenant data; the app role has no access"),
     ("admin_runs", "operators' record of admin job runs; reports name many tenants' objects, so the app role has no access at all"),
 ];
 
@@ -61,6 +62,7 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) VALUES ($1, $1, 'https://' || $2 || '.example/in', ARRAY['x'], 'whsec_' || $2)",
         "INSERT INTO webhook_messages (id, tenant_id, event_type, body) VALUES ($1, $1, 'x', '{}')",
         "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) VALUES ($1, $1, $1, $1)",
+        "INSERT INTO entitlement_overrides (id, tenant_id, kind, target, reason, created_by) VALUES (gen_random_uuid(), $1, 'grant', 'feature_' || $2, 'seeded', 'test')",
         "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms, status_code, response_body) VALUES ($1, $1, $1, 1, now(), 3, 500, 'no ' || $2)",
     ];
     for sql in sqls {
