@@ -113,6 +113,8 @@ impl Member {
                 // The SLO counts are written while the API serves and once more after it closes.
                 let flush = state.slo_recorder.clone().run(state.tenant_pool.raw().clone(), state.redis.clone(), state.cache.clone(), api_stop.clone());
                 tasks.push(("api", tokio::spawn(flush)));
+                let activity = state.tenant_activity.clone().run(state.system_pool.clone(), api_stop.clone());
+                tasks.push(("api", tokio::spawn(activity)));
             } else {
                 ops_addr = addr;
             }

@@ -103,6 +103,8 @@ pub struct AppState {
     pub health_rules: Arc<crate::health::Rules>,
     /// This member's per-minute counts of the intake's SLIs.
     pub slo_recorder: Arc<crate::slo::record::Recorder>,
+    /// The tenants the API served since the last write of their last activity.
+    pub tenant_activity: Arc<crate::tenants::activity::Recorder>,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
     /// The webhook intake's inbox writes, grouped across concurrent requests.
@@ -172,6 +174,7 @@ impl AppState {
             slos,
             health_rules,
             slo_recorder,
+            tenant_activity: Arc::default(),
             metrics,
         })
     }

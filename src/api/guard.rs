@@ -125,6 +125,7 @@ async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip
         };
         req.extensions_mut().insert(Caller { principal, tenant });
         served = Some(super::observe::ServedTenant(tenant));
+        state.tenant_activity.seen(tenant);
     }
     let mut response = match super::limits::buffered(req, state.settings.http.api_max_body_bytes, state.settings.http.body_timeout).await {
         Ok(req) => with_headers(next.run(req).await, &windows),

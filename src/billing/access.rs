@@ -71,6 +71,18 @@ pub struct Item {
     pub quantity: i64,
     /// A metered price bills usage; it never names the plan or an add-on.
     pub metered: bool,
+    /// The price per unit, minor units (absent: tiered, or mirrored before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_amount: Option<i64>,
+    /// Its currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Its billing interval (`month`, `year`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Intervals per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_count: Option<i64>,
 }
 
 /// The mirrored facts of one subscription that access depends on.
@@ -254,7 +266,7 @@ mod tests {
     }
 
     fn item(price: &str, quantity: i64, metered: bool) -> Item {
-        Item { price: price.into(), product: None, quantity, metered }
+        Item { price: price.into(), product: None, quantity, metered, unit_amount: None, currency: None, interval: None, interval_count: None }
     }
 
     #[test]

@@ -7,4 +7,5 @@ pub mod grants;
 pub mod overrides;
 pub mod plans;
 pub mod public_plans;
+pub mod revenue;
 pub mod warm;

@@ -53,6 +53,18 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         counters: u64,
     },
+    /// The customer list (`ballast tenants list`) at a large SaaS's tenant count: p50 and p99 of
+    /// the first page by MRR, the ten highest-MRR tenants in dunning, a text search, the list by
+    /// last activity and a page deep in through the cursor. Seeds its own tenants in the
+    /// configured PostgreSQL and deletes them afterwards.
+    Customers {
+        /// Tenants to seed.
+        #[arg(long, default_value_t = 10_000)]
+        tenants: usize,
+        /// Reads per page.
+        #[arg(long, default_value_t = 200)]
+        n: u64,
+    },
     /// Entitlement reads (GET /v1/entitlements/{feature}) on a cache hit and on a miss, the
     /// cache reader alone, and reads per second of one process. Uses the configured PostgreSQL
     /// (its own tenants, deleted afterwards) and a private Redis namespace.
@@ -166,6 +178,16 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                     "usage: {} batches of 100 from {clients} senders: {:.0} events/s, POST p50 {:.2} ms / p99 {:.2} ms; flush of {} counters into the ledger: {:.2} s",
                     r.batches, r.events_per_sec, r.post_p50_ms, r.post_p99_ms, r.counters, r.flush_secs
                 );
+            }
+        }
+        BenchCommand::Customers { tenants, n } => {
+            let r = ballast::perf::bench::customers::run(settings, tenants, n).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for p in &r.pages {
+                    println!("{}: p50 {:.2} ms / p99 {:.2} ms ({} reads, {} tenants seeded)", p.page, p.p50_ms, p.p99_ms, r.reads, r.tenants);
+                }
             }
         }
         BenchCommand::Entitlements { tenants, n, concurrency, secs } => {

@@ -24,9 +24,31 @@ pub(super) enum TenantsCommand {
         #[arg(long)]
         email: Option<String>,
     },
-    /// List tenants, oldest first.
+    /// The customer list: every tenant with its plan, subscription status, monthly recurring
+    /// revenue (per currency, minor units), dunning state, last API call and created date;
+    /// highest MRR first unless --sort says otherwise. Filters narrow it; a page ends with the
+    /// cursor of the next (`--cursor`).
     List {
-        /// How many (at most 1000).
+        /// Only tenants on this plan (or price id).
+        #[arg(long)]
+        plan: Option<String>,
+        /// Only this subscription status (active, trialing, past_due, paused, canceled, ...;
+        /// none: no subscription).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this dunning state: none, open (restricted included), restricted.
+        #[arg(long, value_parser = parse_dunning)]
+        dunning: Option<tenants::customers::Dunning>,
+        /// Part of the name, external id or billing email; or a whole tenant or Stripe customer id.
+        #[arg(long)]
+        search: Option<String>,
+        /// mrr (highest first), activity (latest first) or created (newest first).
+        #[arg(long, default_value = "mrr", value_parser = parse_sort)]
+        sort: tenants::customers::Sort,
+        /// Where the last page ended (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// How many (at most 500).
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -37,7 +59,23 @@ pub(super) enum TenantsCommand {
     },
 }
 
-/// The tenants as an aligned table.
+fn parse_dunning(s: &str) -> Result<tenants::customers::Dunning, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("{s:?}: none, open or restricted"))
+}
+
+fn parse_sort(s: &str) -> Result<tenants::customers::Sort, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("{s:?}: mrr, activity or created"))
+}
+
+/// MRR per currency, as people read money: `usd 80.00`.
+fn money(mrr: &std::collections::BTreeMap<String, i64>) -> String {
+    if mrr.is_empty() {
+        return "-".into();
+    }
+    mrr.iter().map(|(c, m)| format!("{c} {}.{:02}", m / 100, (m % 100).abs())).collect::<Vec<_>>().join(", ")
+}
+
+/// Tenants as an aligned table.
 fn print_table<'a>(tenants: impl Iterator<Item = &'a Tenant>) {
     let rows = tenants.map(|t| {
         vec![
@@ -49,6 +87,24 @@ fn print_table<'a>(tenants: impl Iterator<Item = &'a Tenant>) {
         ]
     });
     println!("{}", super::render::table(&["id", "external id", "name", "status", "stripe customer"], rows));
+}
+
+/// The customer list as an aligned table.
+fn print_customers(page: &tenants::customers::Page) {
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string());
+    let rows = page.customers.iter().map(|c| {
+        vec![
+            c.tenant_id.to_string(),
+            c.name.clone(),
+            c.plan_id.clone().unwrap_or_else(|| "-".into()),
+            c.subscription_status.clone().unwrap_or_else(|| "none".into()),
+            money(&c.mrr),
+            c.dunning.clone(),
+            when(c.last_activity_at),
+            c.created_at.format("%Y-%m-%d").to_string(),
+        ]
+    });
+    println!("{}", super::render::table(&["id", "name", "plan", "status", "mrr", "dunning", "last activity", "created"], rows));
 }
 
 pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool) -> anyhow::Result<()> {
@@ -71,14 +127,15 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
                 );
             }
         }
-        TenantsCommand::List { limit } => {
-            let rows = tenants::list(&state.system_pool, None, limit.clamp(1, 1000)).await?;
+        TenantsCommand::List { plan, status, dunning, search, sort, cursor, limit } => {
+            let filter = tenants::customers::Filter { plan, status, dunning, text: search };
+            let page = tenants::customers::page(&state.system_pool, &filter, sort, cursor.as_deref(), limit).await?;
             if json {
-                println!("{}", serde_json::to_string(&rows)?);
+                println!("{}", serde_json::to_string(&page)?);
             } else {
-                print_table(rows.iter());
-                if let Some(note) = super::render::more(rows.len(), usize::try_from(tenants::count(&state.system_pool).await?).unwrap_or(usize::MAX)) {
-                    println!("{note}");
+                print_customers(&page);
+                if let Some(next) = &page.next_cursor {
+                    println!("{} more not shown: --cursor {next}", page.more);
                 }
             }
         }

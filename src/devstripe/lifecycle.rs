@@ -80,8 +80,9 @@ impl Sim {
                    "current_period_start": s.period_end - PERIOD, "current_period_end": s.period_end, "price": price})
         };
         let licensed = |price: &str, product: &str, amount: i64| {
-            json!({"id": price, "object": "price", "product": product, "unit_amount": amount, "currency": "usd",
-                "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"}})
+            let (currency, interval) = super::terms::terms_of(price);
+            json!({"id": price, "object": "price", "product": product, "unit_amount": amount, "currency": currency,
+                "recurring": {"interval": interval, "interval_count": 1, "usage_type": "licensed"}})
         };
         let plan = item("", licensed(s.price.0, s.price.1, s.price.2));
         let addon = |a: &super::state::AddonItem| {

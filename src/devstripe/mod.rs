@@ -25,4 +25,4 @@ mod terms;
 pub use dev::{DevOptions, DevStripeError};
 pub use handle::StripeSim;
 pub use server::signature_header;
-pub use terms::{API_KEY, DAY, EXTRA_SEATS, PERIOD, PRO, SECRET, SSO_ADDON, STARTER};
+pub use terms::{API_KEY, DAY, EXTRA_SEATS, PERIOD, PRO, PRO_EUR, SECRET, SSO_ADDON, STARTER, STARTER_YEARLY};

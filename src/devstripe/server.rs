@@ -11,7 +11,7 @@ use crate::stripe::signature;
 use serde_json::{Value, json};
 
 use super::state::Sim;
-use super::terms::{PRO, STARTER};
+use super::terms::{PRO, PRO_EUR, STARTER, STARTER_YEARLY};
 
 /// The API endpoints Ballast calls, behind the version gate.
 pub(super) fn router(sim: Arc<Mutex<Sim>>) -> axum::Router {
@@ -119,13 +119,13 @@ async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (S
     if s.prices_down {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"type": "api_error", "message": "simulated outage", "request_log_url": format!("https://dashboard.stripe.com/test/logs/req_sim{}", s.price_reads)}})));
     }
-    match [STARTER, PRO].into_iter().find(|p| p.0 == id) {
+    match [STARTER, PRO, STARTER_YEARLY, PRO_EUR].into_iter().find(|p| p.0 == id) {
         Some((price, product, amount)) => (
             StatusCode::OK,
             Json(json!({
-                "id": price, "object": "price", "active": true, "billing_scheme": "per_unit", "created": s.clock, "currency": "usd",
+                "id": price, "object": "price", "active": true, "billing_scheme": "per_unit", "created": s.clock, "currency": super::terms::terms_of(price).0,
                 "livemode": false, "lookup_key": null, "metadata": {}, "nickname": null, "product": product,
-                "recurring": {"interval": "month", "interval_count": 1, "meter": null, "usage_type": "licensed", "trial_period_days": null},
+                "recurring": {"interval": super::terms::terms_of(price).1, "interval_count": 1, "meter": null, "usage_type": "licensed", "trial_period_days": null},
                 "tax_behavior": "unspecified", "tiers_mode": null, "transform_quantity": null, "type": "recurring",
                 "unit_amount": amount, "unit_amount_decimal": amount.to_string(),
             })),

@@ -10,6 +10,18 @@ pub const PERIOD: i64 = 30 * DAY;
 /// Prices the simulator sells: (price, product, amount in cents). They match policy/plans.toml.
 pub const STARTER: (&str, &str, i64) = ("price_starter_monthly", "prod_starter", 2000);
 pub const PRO: (&str, &str, i64) = ("price_pro_monthly", "prod_pro", 5000);
+/// Starter billed yearly (ten months' price), and Pro billed in euros.
+pub const STARTER_YEARLY: (&str, &str, i64) = ("price_starter_yearly", "prod_starter", 20000);
+pub const PRO_EUR: (&str, &str, i64) = ("price_pro_monthly_eur", "prod_pro", 4500);
+
+/// A price's currency and billing interval: the yearly and euro prices above say so in their
+/// names; every other price the simulator sells is monthly, in US dollars.
+pub(super) fn terms_of(price: &str) -> (&'static str, &'static str) {
+    let currency = if price.ends_with("_eur") { "eur" } else { "usd" };
+    let interval = if price.contains("_yearly") { "year" } else { "month" };
+    (currency, interval)
+}
+
 /// Add-ons of policy/plans.toml: five extra seats per unit, and single sign-on.
 pub const EXTRA_SEATS: (&str, &str, i64) = ("price_seats_monthly", "prod_extra_seats", 500);
 pub const SSO_ADDON: (&str, &str, i64) = ("price_sso_monthly", "prod_sso", 1500);

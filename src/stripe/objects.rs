@@ -79,6 +79,12 @@ pub struct PriceObject {
     /// How a recurring price bills (`usage_type`: `licensed` or `metered`).
     #[serde(default)]
     pub recurring: Option<RecurringObject>,
+    /// The price per unit in the currency's minor unit; absent for tiered prices.
+    #[serde(default)]
+    pub unit_amount: Option<i64>,
+    /// ISO 4217, lowercase.
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 /// A recurring price's billing terms.
@@ -87,6 +93,12 @@ pub struct RecurringObject {
     /// `licensed` (a quantity, the plan) or `metered` (usage reported to a meter).
     #[serde(default)]
     pub usage_type: Option<String>,
+    /// `day`, `week`, `month` or `year`.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// How many intervals one period is (every 3 months: 3).
+    #[serde(default)]
+    pub interval_count: Option<i64>,
 }
 
 impl PriceObject {
@@ -190,6 +202,10 @@ impl SubscriptionObject {
                 product: i.price.product.clone(),
                 quantity: i.quantity.unwrap_or(1),
                 metered: i.price.is_metered(),
+                unit_amount: i.price.unit_amount,
+                currency: i.price.currency.clone(),
+                interval: i.price.recurring.as_ref().and_then(|r| r.interval.clone()),
+                interval_count: i.price.recurring.as_ref().and_then(|r| r.interval_count),
             })
             .collect()
     }

@@ -7,6 +7,8 @@
 //! System pool throughout: tenants are the product's records, found by id or external id
 //! before any tenant context exists.
 
+pub mod activity;
+pub mod customers;
 pub mod provision;
 pub mod view;
 

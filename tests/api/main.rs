@@ -6,6 +6,7 @@ mod support;
 
 mod backups;
 mod cache;
+mod customers;
 mod cli_conventions;
 mod config_errors;
 mod deploy_files;

@@ -176,7 +176,7 @@ async fn a_crash_at_each_provisioning_step_neither_makes_a_second_customer_nor_l
     assert!(shown.status.success() && text.contains("initech-1") && text.contains("plan: none"), "{text}");
     let listed = cli(&["tenants", "list", "--json"]).await;
     let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
-    assert_eq!(listed.as_array().map(|l| l.iter().filter(|t| t["stripe_customer_id"].is_string()).count()), Some(2));
+    assert_eq!(listed["customers"].as_array().map(|l| l.iter().filter(|t| t["stripe_customer_id"].is_string()).count()), Some(2));
     let unknown = cli(&["tenants", "show", "nobody"]).await;
     assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no tenant"), "{unknown:?}");
     app.drain().await;

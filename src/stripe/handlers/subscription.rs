@@ -14,8 +14,8 @@ static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              )
              INSERT INTO subscriptions (id, tenant_id, customer_id, status, plan_id, price_id, product_id, current_period_end,
                  cancel_at_period_end, trial_end, default_payment_method, past_due_since, stripe_updated_at, cancel_at, items,
-                 paused_reason, pause_collection)
-             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11, $12, $13, $14, $15)
+                 paused_reason, pause_collection, mrr_minor, mrr_currency)
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, CASE WHEN $4 = 'past_due' THEN $11 END, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,
                  price_id = EXCLUDED.price_id, product_id = EXCLUDED.product_id,
                  current_period_end = EXCLUDED.current_period_end, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
@@ -23,7 +23,8 @@ static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  past_due_since = CASE WHEN EXCLUDED.status <> 'past_due' THEN NULL
                                        ELSE COALESCE(subscriptions.past_due_since, EXCLUDED.past_due_since) END,
                  stripe_updated_at = EXCLUDED.stripe_updated_at, cancel_at = EXCLUDED.cancel_at, items = EXCLUDED.items,
-                 paused_reason = EXCLUDED.paused_reason, pause_collection = EXCLUDED.pause_collection, updated_at = now()",
+                 paused_reason = EXCLUDED.paused_reason, pause_collection = EXCLUDED.pause_collection,
+                 mrr_minor = EXCLUDED.mrr_minor, mrr_currency = EXCLUDED.mrr_currency, updated_at = now()",
         placeholder = customer_placeholder("$3", "$2"),
     )
 });
@@ -34,6 +35,8 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         let s: SubscriptionObject = shape(object(&state))?;
         let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
         let price = s.plan_price(ctx.plans);
+        let items = s.mirrored_items();
+        let mrr = crate::billing::revenue::monthly(&items);
         // The customer's placeholder row (as `ensure_customer` writes it) in the same statement:
         // one round trip fewer per event. The foreign key is checked at the statement's end,
         // after the placeholder is in.
@@ -50,9 +53,11 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
             .bind(&s.default_payment_method)
             .bind(ctx.created())
             .bind(s.cancel_at.and_then(ts))
-            .bind(sqlx::types::Json(s.mirrored_items()))
+            .bind(sqlx::types::Json(&items))
             .bind(s.paused_reason().filter(|_| s.status == "paused"))
             .bind(s.pause_collection_behavior())
+            .bind(mrr.as_ref().map_or(0, |(_, m)| *m))
+            .bind(mrr.as_ref().map(|(c, _)| c.as_str()))
             .execute(&mut *ctx.tx)
             .await?;
     }
