@@ -56,6 +56,19 @@ pub(super) enum TenantsCommand {
     Show {
         /// A tenant id (UUID) or an external id.
         tenant: String,
+        /// Its timeline instead, newest first: Stripe events applied, dunning steps, emails,
+        /// usage per day, and every audited action on it with who did it.
+        #[arg(long)]
+        timeline: bool,
+        /// With --timeline: only entries since this time (RFC 3339, or a day).
+        #[arg(long, requires = "timeline")]
+        since: Option<String>,
+        /// With --timeline: where the last page ended (its `next_cursor`).
+        #[arg(long, requires = "timeline")]
+        cursor: Option<String>,
+        /// With --timeline: entries per page (at most 500).
+        #[arg(long, default_value_t = 50, requires = "timeline")]
+        limit: i64,
     },
 }
 
@@ -139,7 +152,23 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
                 }
             }
         }
-        TenantsCommand::Show { tenant } => {
+        TenantsCommand::Show { tenant, timeline: true, since, cursor, limit } => {
+            let found = super::args::resolve_tenant(&state.system_pool, &tenant).await?;
+            let since = since.as_deref().map(super::args::parse_instant).transpose()?;
+            let page = tenants::timeline::page(&state.system_pool, found.id, since, cursor.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&page)?);
+                return Ok(());
+            }
+            let rows = page.entries.iter().map(|e| {
+                vec![e.at.format("%Y-%m-%d %H:%M:%S").to_string(), e.kind.clone(), e.summary.clone(), e.actor.clone().unwrap_or_else(|| "-".into())]
+            });
+            println!("{}", super::render::table(&["at", "kind", "what", "who"], rows));
+            if let Some(next) = &page.next_cursor {
+                println!("more: --cursor {next}");
+            }
+        }
+        TenantsCommand::Show { tenant, .. } => {
             let found = super::args::resolve_tenant(&state.system_pool, &tenant).await?;
             let shown = view::view(&state.system_pool, found).await?;
             if json {
@@ -160,8 +189,15 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
                 None => println!("subscription: none"),
             }
             for e in &shown.entitlements {
-                let limit = e.limit.map(|l| format!(" (limit {l})")).unwrap_or_default();
-                println!("  {:<24} {}{limit}", e.feature, if e.enabled { "on" } else { "off" });
+                let now = chrono::Utc::now();
+                let (enabled, limit) = e.value_at(now);
+                let limit = limit.map(|l| format!(" (limit {l})")).unwrap_or_default();
+                let source = match (e.source_at(now), e.expires_at) {
+                    ("override", Some(t)) => format!(" [override until {}]", t.format("%Y-%m-%d %H:%M")),
+                    ("override", None) => " [override]".to_owned(),
+                    _ => String::new(),
+                };
+                println!("  {:<24} {}{limit}{source}", e.feature, if enabled { "on" } else { "off" });
             }
         }
     }

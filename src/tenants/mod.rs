@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod customers;
 pub mod provision;
+pub mod timeline;
 pub mod view;
 
 use chrono::{DateTime, Utc};

@@ -114,3 +114,73 @@ async fn the_list_shows_each_tenants_mrr_in_its_currency_and_pages_filters_and_s
     let text = String::from_utf8_lossy(&app.cli(&["tenants", "list", "--limit", "1"]).stdout).into_owned();
     assert!(text.contains("usd 65.00") && text.contains("5 more not shown: --cursor"), "{text}");
 }
+
+/// A tenant's timeline merges what happened to it, newest first, with who did it, and pages
+/// by its cursor.
+#[tokio::test]
+async fn a_tenants_timeline_merges_events_usage_dunning_and_audited_actions_with_who_did_them() {
+    let sim = StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let (tenant, _) = subscribe(&app, &sim, "Timely", STARTER).await;
+    let id = tenant.to_string();
+    let as_ada = [("BALLAST_ACTOR", "ada")];
+    let key = app.cli_with(&["--json", "keys", "create", "--tenant", &id, "--scopes", "usage:write", "--name", "app"], &as_ada);
+    assert!(key.status.success(), "{}", String::from_utf8_lossy(&key.stderr));
+    let key: Value = serde_json::from_slice(&key.stdout).expect("json");
+    let key = key["key"].as_str().expect("key").to_owned();
+    let body = serde_json::json!({"items": [{"metric": "api_calls", "quantity": 42, "timestamp": (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339(), "idempotency_key": "t1"}]});
+    let (status, _) = app.call(reqwest::Method::POST, "/v1/usage", &key, Some(body)).await;
+    assert!(status.is_success());
+    // Served beside: the flush reports to the simulator in this process.
+    let flushed = app.cli_async(&["usage", "flush", "--all"], &[]).await;
+    assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
+    let overridden = app.cli_with(&["overrides", "set", "--tenant", &id, "--grant", "sso", "--for", "14d", "--reason", "pilot"], &as_ada);
+    assert!(overridden.status.success(), "{}", String::from_utf8_lossy(&overridden.stderr));
+    sqlx::query("INSERT INTO dunning_cases (tenant_id, invoice_id, customer_id, opened_at) VALUES ($1, 'in_late', 'cus_late', now())")
+        .bind(tenant)
+        .execute(&app.state.system_pool.0)
+        .await
+        .expect("case");
+
+    let timeline = |args: &[&str]| -> Value {
+        let mut all = vec!["--json", "tenants", "show", id.as_str(), "--timeline"];
+        all.extend_from_slice(args);
+        let out = app.cli(&all);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let all = timeline(&["--limit", "500"]);
+    let entries = all["entries"].as_array().expect("entries").clone();
+    let find = |kind: &str, summary: &str| entries.iter().find(|e| e["kind"] == kind && e["summary"].as_str().is_some_and(|s| s.contains(summary))).cloned();
+    assert!(find("stripe_event", "customer.subscription.created").is_some(), "{all}");
+    let created = find("action", "keys.create").expect("the key's creation");
+    assert_eq!(created["actor"], "local:ada");
+    let set = find("action", "overrides.set").expect("the override");
+    assert_eq!((set["actor"].as_str(), set["detail"]["reason"].as_str()), (Some("local:ada"), Some("pilot")));
+    let usage = find("usage", "api_calls").expect("the day's usage");
+    assert_eq!(usage["detail"]["quantity"], 42);
+    assert!(find("dunning", "dunning case opened for invoice in_late").is_some(), "{all}");
+    let times: Vec<&str> = entries.iter().filter_map(|e| e["at"].as_str()).collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+
+    // Pages of three, each after the last, add up to the whole.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec!["--limit", "3"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let page = timeline(&args);
+        paged.extend(page["entries"].as_array().expect("entries").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, entries);
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    assert_eq!(timeline(&["--since", &later])["entries"], serde_json::json!([]));
+}
