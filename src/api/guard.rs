@@ -111,6 +111,16 @@ async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip
     if principal.tenant_closed {
         return ApiError::new(StatusCode::FORBIDDEN, "tenant_closed", "the key's tenant is closed").into_response();
     }
+    if let Some(session) = &principal.support {
+        // Read-only whatever the scopes say, and every use on the record before it is served.
+        if spec.write {
+            return ApiError::new(StatusCode::FORBIDDEN, "read_only_session", "a support session reads; it never writes").into_response();
+        }
+        if let Err(e) = crate::auth::support::record_use(&state.system_pool, session, spec.method.as_str(), spec.path).await {
+            tracing::error!(message = "Support session use not audited; refused.", error = %e);
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", "the session's use cannot be recorded now; retry later").into_response();
+        }
+    }
     let mut req = req;
     let mut served = None;
     if let Auth::ServiceKey(_) = spec.auth {

@@ -7,6 +7,7 @@
 
 pub mod operators;
 pub mod store;
+pub mod support;
 pub mod token;
 
 use crate::db::SystemPool;
@@ -98,6 +99,9 @@ pub fn parse_scopes(list: &str) -> Result<Vec<Scope>, String> {
     Ok(scopes)
 }
 
+/// What a support session may do: the tenant's read routes only.
+pub const SUPPORT_SCOPES: [Scope; 2] = [Scope::EntitlementsRead, Scope::UsageRead];
+
 /// Who a request authenticated as.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -110,6 +114,9 @@ pub struct Principal {
     /// The key's tenant is closed: the key authenticates (so a ban still applies first) but
     /// is refused 403 at every route.
     pub tenant_closed: bool,
+    /// An operator's support session rather than the tenant's key: read scopes only, every
+    /// use audited with the operator's name.
+    pub support: Option<support::Session>,
 }
 
 /// Why a presented key was refused. Messages are safe to return.
@@ -160,6 +167,10 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
 /// Checks a presented key. System pool: the key decides the tenant, so it is read first.
 pub async fn authenticate(pool: &SystemPool, presented: Option<&str>) -> Result<Principal, AuthError> {
     let key = presented.ok_or(AuthError::Missing)?;
+    if key.starts_with("bs_") {
+        let (session, tenant_closed) = support::authenticate(pool, key).await?.ok_or(AuthError::Unknown)?;
+        return Ok(Principal { key_id: session.id, tenant: Some(TenantId(session.tenant_id)), scopes: SUPPORT_SCOPES.to_vec(), tenant_closed, support: Some(session) });
+    }
     let prefix = prefix_of(key).ok_or(AuthError::Unknown)?;
     let row: Option<KeyRow> =
         sqlx::query_as(
@@ -178,6 +189,7 @@ pub async fn authenticate(pool: &SystemPool, presented: Option<&str>) -> Result<
         tenant: row.tenant_id.map(TenantId),
         scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
         tenant_closed: row.tenant_closed,
+        support: None,
     })
 }
 

@@ -53,6 +53,34 @@ pub(super) enum TenantsCommand {
         limit: i64,
     },
     /// Show a tenant, by its id or your app's external id, with its billing standing.
+    /// Open a read-only support session as the tenant: prints a short-lived token (bs_…) that
+    /// reads what the tenant's app reads (GET /v1/entitlements, GET /v1/usage) and never
+    /// writes; every use is audited with your name and shows in the tenant's timeline.
+    /// Operators only.
+    ViewAs {
+        /// A tenant id (UUID) or an external id.
+        tenant: String,
+        /// Why (kept with the session and in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// How long it lasts (at most 8h).
+        #[arg(long, default_value = "30m", value_parser = super::args::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// Support sessions, newest first (a tenant's with --tenant).
+    ViewAsSessions {
+        /// Only this tenant's (id or external id).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// End a support session at once (its token is refused from then on).
+    ViewAsRevoke {
+        /// The session's id (from `view-as` or `view-as-sessions`).
+        session: uuid::Uuid,
+    },
     Show {
         /// A tenant id (UUID) or an external id.
         tenant: String,
@@ -150,6 +178,50 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
                 if let Some(next) = &page.next_cursor {
                     println!("{} more not shown: --cursor {next}", page.more);
                 }
+            }
+        }
+        TenantsCommand::ViewAs { tenant, reason, ttl } => {
+            super::args::require(ballast::auth::operators::Role::Operator)?;
+            let found = super::args::resolve_tenant(&state.system_pool, &tenant).await?;
+            let (session, token) = ballast::auth::support::open(&state.system_pool, found.id, &actor(), &reason, ttl).await?;
+            if json {
+                println!("{}", serde_json::json!({"session": session, "token": token}));
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "read-only session {} as {} until {} (GET /v1/entitlements, GET /v1/usage with Authorization: Bearer <token>); every use is audited. End it early: ballast tenants view-as-revoke {}",
+                    session.id, found.name, session.expires_at.format("%H:%M UTC"), session.id
+                );
+            }
+        }
+        TenantsCommand::ViewAsSessions { tenant, limit } => {
+            let tenant = match &tenant {
+                Some(t) => Some(super::args::resolve_tenant(&state.system_pool, t).await?.id),
+                None => None,
+            };
+            let rows = ballast::auth::support::list(&state.system_pool, tenant, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                let now = chrono::Utc::now();
+                let cells = rows.iter().map(|s| {
+                    let state = match (&s.revoked_by, s.expires_at > now) {
+                        (Some(by), _) => format!("revoked by {by}"),
+                        (None, true) => "open".into(),
+                        (None, false) => "expired".into(),
+                    };
+                    vec![s.id.to_string(), s.tenant_id.to_string(), s.operator.clone(), state, s.expires_at.format("%Y-%m-%d %H:%M").to_string(), s.reason.clone()]
+                });
+                println!("{}", super::render::table(&["session", "tenant", "operator", "state", "expires", "reason"], cells));
+            }
+        }
+        TenantsCommand::ViewAsRevoke { session } => {
+            super::args::require(ballast::auth::operators::Role::Operator)?;
+            let ended = ballast::auth::support::revoke(&state.system_pool, session, &actor()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&ended)?);
+            } else {
+                println!("support session {} revoked: its token is refused from now on", ended.id);
             }
         }
         TenantsCommand::Show { tenant, timeline: true, since, cursor, limit } => {

@@ -172,3 +172,56 @@ async fn a_raised_usage_limit_admits_what_the_plan_would_refuse() {
     let (ok, _, err) = run(&s.app, Some(&s.operator), &["overrides", "set", "--tenant", &tenant, "--usage-limit", "api_calls=ten", "--reason", "typo"]);
     assert!(!ok && err.contains("not a whole number"), "{err}");
 }
+
+/// Support access: an operator opens a read-only session as the tenant; its token reads the
+/// tenant's entitlements and usage, never writes, never reaches another tenant, is audited at
+/// every use under the operator's name (and shows in the timeline), and stops at its revoke.
+#[tokio::test]
+async fn a_support_session_reads_as_the_tenant_never_writes_and_every_use_is_audited() {
+    let s = subscribed().await;
+    let tenant = s.tenant.to_string();
+    let (_, viewer, _) = run(&s.app, None, &["operators", "add", "vic", "--role", "viewer"]);
+    let viewer = viewer["token"].as_str().expect("token").to_owned();
+    let (ok, _, err) = run(&s.app, Some(&viewer), &["tenants", "view-as", &tenant, "--reason", "ticket 4711"]);
+    assert!(!ok && err.contains("operator role"), "a viewer may not open one: {err}");
+    let (ok, opened, err) = run(&s.app, Some(&s.operator), &["tenants", "view-as", &tenant, "--reason", "ticket 4711", "--ttl", "30m"]);
+    assert!(ok, "{err}");
+    let token = opened["token"].as_str().expect("token").to_owned();
+    let session = opened["session"]["id"].as_str().expect("id").to_owned();
+    assert!(token.starts_with("bs_"));
+
+    let (status, body) = s.app.call(reqwest::Method::GET, "/v1/entitlements", &token, None).await;
+    assert_eq!((status, body["tenant"].as_str()), (StatusCode::OK, Some(tenant.as_str())), "{body}");
+    let (status, _) = s.app.call(reqwest::Method::GET, "/v1/usage", &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Never a write, whatever the route.
+    let item = serde_json::json!({"items": [{"metric": "api_calls", "quantity": 1, "timestamp": chrono::Utc::now().to_rfc3339(), "idempotency_key": "s"}]});
+    let (status, body) = s.app.call(reqwest::Method::POST, "/v1/usage", &token, Some(item)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let endpoint = serde_json::json!({"url": "https://example.com/hook", "event_types": ["x"]});
+    let (status, _) = s.app.call(reqwest::Method::POST, "/v1/webhook-endpoints", &token, Some(endpoint)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Not another tenant's data.
+    let other = s.app.tenant("Other").await;
+    let r = s.app.http.get(s.app.url("/v1/entitlements")).bearer_auth(&token).header("Ballast-Tenant", other.to_string()).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let reads: Vec<(String, Value)> = sqlx::query_as("SELECT actor, params FROM audit_log WHERE action = 'support.read' ORDER BY at")
+        .fetch_all(&s.app.state.system_pool.0)
+        .await
+        .expect("audit");
+    assert!(reads.len() >= 2 && reads.iter().all(|(actor, p)| actor == "otto" && p["session"] == session.as_str()), "{reads:?}");
+    assert_eq!(reads[0].1["route"], "/v1/entitlements");
+    let out = s.app.cli(&["--json", "tenants", "show", &tenant, "--timeline"]);
+    let timeline: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let summaries: Vec<&str> = timeline["entries"].as_array().expect("entries").iter().filter_map(|e| e["summary"].as_str()).collect();
+    assert!(summaries.contains(&"support.open") && summaries.contains(&"support.read"), "{summaries:?}");
+
+    // Revoked: refused at once.
+    let (ok, _, err) = run(&s.app, Some(&s.operator), &["tenants", "view-as-revoke", &session]);
+    assert!(ok, "{err}");
+    let (status, _) = s.app.call(reqwest::Method::GET, "/v1/entitlements", &token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, listed, _) = run(&s.app, None, &["tenants", "view-as-sessions", "--tenant", &tenant]);
+    assert_eq!(listed[0]["revoked_by"], "otto", "{listed}");
+}
