@@ -94,6 +94,7 @@ async fn one(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_feature", "no such feature in the plan catalogue"));
     }
     let rows = read(&state, &caller).await?;
+    state.tenant_activity.checked(caller.tenant, &feature);
     // A catalogued feature the tenant has no row for (no subscription yet) is simply off.
     let entitlement = match rows.iter().find(|e| e.feature == feature) {
         Some(e) => shown(e, Utc::now()),

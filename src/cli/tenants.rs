@@ -67,6 +67,15 @@ pub(super) enum TenantsCommand {
         #[arg(long, default_value = "30m", value_parser = super::args::parse_ttl)]
         ttl: std::time::Duration,
     },
+    /// What a tenant actually does: usage per metric per day with the month's running total
+    /// against its limit, and the features its app checked per day (--json for a chart).
+    Usage {
+        /// A tenant id (UUID) or an external id.
+        tenant: String,
+        /// How many days back, today included (at most 400).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
     /// Support sessions, newest first (a tenant's with --tenant).
     ViewAsSessions {
         /// Only this tenant's (id or external id).
@@ -193,6 +202,22 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
                     session.id, found.name, session.expires_at.format("%H:%M UTC"), session.id
                 );
             }
+        }
+        TenantsCommand::Usage { tenant, days } => {
+            let found = super::args::resolve_tenant(&state.system_pool, &tenant).await?;
+            let limits = ballast::usage::limits_of(&state.usage_deps(), found.id).await?;
+            let report = tenants::usage_report::report(&state.system_pool, found.id, days, limits.as_ref()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(());
+            }
+            let rows = report.usage.iter().map(|u| {
+                let limit = report.limits.get(&u.metric).map_or_else(|| "-".to_owned(), |l| format!("{}{}", l.limit, if l.overage { " (overage billed)" } else { "" }));
+                vec![u.day.to_string(), u.metric.clone(), u.quantity.to_string(), u.month_to_date.to_string(), limit]
+            });
+            println!("{}", super::render::table(&["day", "metric", "units", "month to date", "monthly limit"], rows));
+            let rows = report.features.iter().map(|f| vec![f.day.to_string(), f.feature.clone(), f.checks.to_string()]);
+            println!("{}", super::render::table(&["day", "feature", "checks"], rows));
         }
         TenantsCommand::ViewAsSessions { tenant, limit } => {
             let tenant = match &tenant {

@@ -1,7 +1,8 @@
-//! When each tenant last called the API: the guard marks a tenant seen in memory (no write per
-//! request), and the api role writes what it saw every few seconds in one statement, and once
-//! more when it stops. This module owns `tenant_activity`. A crash loses at most the seconds
-//! since the last write: last activity is a support figure, not a bill.
+//! When each tenant last called the API, and which features it checks: the guard marks a
+//! tenant seen and the entitlement check counts its feature, in memory (no write per request);
+//! the api role writes both every few seconds, one statement each, and once more when it
+//! stops. This module owns `tenant_activity` and `feature_checks`. A crash loses at most the
+//! seconds since the last write: these are support figures, not a bill.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,10 +16,14 @@ use crate::newtypes::TenantId;
 /// How often the api role writes what it saw.
 pub const WRITE_EVERY: Duration = Duration::from_secs(10);
 
-/// The tenants seen since the last write, with when.
+/// Feature checks counted since the last write: (tenant, feature, day) → checks.
+type Checks = HashMap<(TenantId, String, chrono::NaiveDate), i64>;
+
+/// The tenants seen and the features checked since the last write.
 #[derive(Debug, Default)]
 pub struct Recorder {
     seen: Mutex<HashMap<TenantId, DateTime<Utc>>>,
+    checks: Mutex<Checks>,
 }
 
 impl Recorder {
@@ -27,6 +32,54 @@ impl Recorder {
         if let Ok(mut s) = self.seen.lock() {
             s.insert(tenant, Utc::now());
         }
+    }
+
+    /// Counts one check of `feature` by `tenant` today.
+    pub fn checked(&self, tenant: TenantId, feature: &str) {
+        if let Ok(mut c) = self.checks.lock() {
+            *c.entry((tenant, feature.to_owned(), Utc::now().date_naive())).or_insert(0) += 1;
+        }
+    }
+
+    /// Adds the feature checks counted since the last write (kept for the next try if it
+    /// fails); the number of rows written.
+    pub async fn write_checks(&self, pool: &SystemPool) -> Result<usize, sqlx::Error> {
+        let batch = match self.checks.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(_) => return Ok(0),
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut tenants = Vec::with_capacity(batch.len());
+        let mut features = Vec::with_capacity(batch.len());
+        let mut days = Vec::with_capacity(batch.len());
+        let mut counts = Vec::with_capacity(batch.len());
+        for ((t, f, d), n) in &batch {
+            tenants.push(t.0);
+            features.push(f.clone());
+            days.push(*d);
+            counts.push(*n);
+        }
+        let written = sqlx::query(
+            "INSERT INTO feature_checks (tenant_id, feature, day, checks) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::date[], $4::bigint[])
+             ON CONFLICT (tenant_id, day, feature) DO UPDATE SET checks = feature_checks.checks + EXCLUDED.checks",
+        )
+        .bind(&tenants)
+        .bind(&features)
+        .bind(&days)
+        .bind(&counts)
+        .execute(&pool.0)
+        .await;
+        if let Err(e) = written {
+            if let Ok(mut c) = self.checks.lock() {
+                for (k, n) in batch {
+                    *c.entry(k).or_insert(0) += n;
+                }
+            }
+            return Err(e);
+        }
+        Ok(batch.len())
     }
 
     /// Writes what was seen since the last write (kept for the next try if it fails); the
@@ -69,6 +122,9 @@ impl Recorder {
             };
             if let Err(e) = self.write(&pool).await {
                 tracing::debug!(message = "Tenant activity not written; kept for the next try.", error = %e);
+            }
+            if let Err(e) = self.write_checks(&pool).await {
+                tracing::debug!(message = "Feature checks not written; kept for the next try.", error = %e);
             }
             if stopping {
                 return;

@@ -11,6 +11,7 @@ pub mod activity;
 pub mod customers;
 pub mod provision;
 pub mod timeline;
+pub mod usage_report;
 pub mod view;
 
 use chrono::{DateTime, Utc};

@@ -26,7 +26,7 @@ const OTHER: &[&str] = &[
     "maintenance", "maintenance status", "maintenance run",
     // One explicit, audited change each (an operator's name on it), or a read.
     "operators add", "operators list", "operators disable", "operators rotate", "overrides set", "overrides list", "overrides revoke",
-    "tenants view-as", "tenants view-as-sessions", "tenants view-as-revoke",
+    "tenants view-as", "tenants view-as-sessions", "tenants view-as-revoke", "tenants usage",
 ];
 
 fn help(path: &[String]) -> String {

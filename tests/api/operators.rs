@@ -225,3 +225,44 @@ async fn a_support_session_reads_as_the_tenant_never_writes_and_every_use_is_aud
     let (_, listed, _) = run(&s.app, None, &["tenants", "view-as-sessions", "--tenant", &tenant]);
     assert_eq!(listed[0]["revoked_by"], "otto", "{listed}");
 }
+
+/// What a tenant actually does: units per metric per day (flushed and not yet flushed) with the
+/// month's running total against its limit (an override's when raised), and its app's feature
+/// checks per day, counted in memory and written in one statement.
+#[tokio::test]
+async fn a_tenants_usage_per_day_shows_against_its_limit_with_the_features_it_checked() {
+    let s = subscribed().await;
+    let tenant = s.tenant.to_string();
+    let now = chrono::Utc::now();
+    let yesterday = now - chrono::Duration::days(1);
+    let post = |qty: i64, at: chrono::DateTime<chrono::Utc>, key: &str| {
+        let body = serde_json::json!({"items": [{"metric": "api_calls", "quantity": qty, "timestamp": at.to_rfc3339(), "idempotency_key": key}]});
+        let req = s.app.http.post(s.app.url("/v1/usage")).bearer_auth(&s.key).json(&body);
+        async move { req.send().await.expect("post").status() }
+    };
+    assert_eq!(post(5, yesterday, "y").await, StatusCode::OK);
+    let flushed = s.app.cli_async(&["usage", "flush", "--all"], &[]).await;
+    assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
+    // Today's units are not flushed yet: they count all the same.
+    assert_eq!(post(7, now, "t").await, StatusCode::OK);
+    for _ in 0..3 {
+        feature(&s, "sso").await;
+    }
+    feature(&s, "api_access").await;
+    assert_eq!(s.app.state.tenant_activity.write_checks(&s.app.state.system_pool).await.expect("write"), 2);
+    let (ok, _, err) = run(&s.app, Some(&s.operator), &["overrides", "set", "--tenant", &tenant, "--usage-limit", "api_calls=20000", "--reason", "launch week"]);
+    assert!(ok, "{err}");
+
+    let (ok, report, err) = run(&s.app, None, &["tenants", "usage", &tenant, "--days", "7"]);
+    assert!(ok, "{err}");
+    let day = |d: chrono::DateTime<chrono::Utc>| d.date_naive().to_string();
+    let usage = report["usage"].as_array().expect("usage");
+    let on = |d: &str| usage.iter().find(|u| u["day"] == d && u["metric"] == "api_calls").cloned().unwrap_or(Value::Null);
+    assert_eq!(on(&day(yesterday))["quantity"], 5, "{report}");
+    assert_eq!(on(&day(now))["quantity"], 7, "{report}");
+    let same_month = yesterday.date_naive().format("%Y%m").to_string() == now.date_naive().format("%Y%m").to_string();
+    assert_eq!(on(&day(now))["month_to_date"], if same_month { 12 } else { 7 }, "{report}");
+    assert_eq!(report["limits"]["api_calls"]["limit"], 20000, "the override's limit: {report}");
+    let checks: Vec<(String, i64)> = report["features"].as_array().expect("features").iter().map(|f| (f["feature"].as_str().unwrap_or_default().to_owned(), f["checks"].as_i64().unwrap_or(0))).collect();
+    assert_eq!(checks, [("api_access".to_owned(), 1), ("sso".to_owned(), 3)]);
+}

@@ -65,6 +65,7 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO entitlement_overrides (id, tenant_id, kind, target, reason, created_by) VALUES (gen_random_uuid(), $1, 'grant', 'feature_' || $2, 'seeded', 'test')",
         "INSERT INTO tenant_activity (tenant_id, last_seen_at) VALUES ($1, now())",
         "INSERT INTO support_sessions (id, tenant_id, operator, reason, token_prefix, token_hash, expires_at) VALUES (gen_random_uuid(), $1, 'otto', 'seeded', 'p' || $2, '\\x00', now())",
+        "INSERT INTO feature_checks (tenant_id, feature, day, checks) VALUES ($1, 'feature_' || $2, current_date, 1)",
         "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms, status_code, response_body) VALUES ($1, $1, $1, 1, now(), 3, 500, 'no ' || $2)",
     ];
     for sql in sqls {
