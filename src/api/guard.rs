@@ -73,6 +73,61 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, req: Requ
             Err(e) => e.into_response(),
         },
         Auth::ServiceKey(scope) | Auth::Key(scope) => keyed(&state, &spec, scope, ip, req, next).await,
+        Auth::Operator(role) => operated(&state, &spec, role, ip, req, next).await,
+    }
+}
+
+/// The operator who called an admin route, for its handler (audited by this name).
+#[derive(Debug, Clone)]
+pub struct OperatorCaller {
+    /// The operator's name.
+    pub name: String,
+}
+
+/// An admin route, in the order a key route takes: the token is checked (a wrong one counts
+/// towards the client's ban), then the ban and the operator's window, then the role.
+async fn operated(state: &AppState, spec: &RouteSpec, needed: crate::auth::operators::Role, ip: IpAddr, req: Request, next: Next) -> Response {
+    let presented = auth::bearer(req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_owned);
+    let Some(presented) = presented else { return refused_credential(state, ip, &AuthError::Missing).await };
+    // An API key is a credential of the other kind, not a guess: refused without counting
+    // towards a ban (a random or stale operator token does count).
+    if !presented.starts_with("bo_") && (presented.starts_with("bk_") || presented.starts_with("bs_")) {
+        let window = state.limiter.policies.anonymous;
+        let limits = vec![Limit { policy: PolicyName::Anonymous, subject: Subject::Ip(ip), window }];
+        return match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
+            Ok(Verdict::Admit(_)) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "operator_token_required", "the admin API takes an operator token (bo_…); API keys do not reach it").into_response()
+            }
+            Ok(v) => refused(v),
+            Err(e) => fail_closed(state, spec.path, &e),
+        };
+    }
+    let operator = match crate::auth::operators::authenticate(&state.system_pool, &presented).await {
+        Ok(Some(op)) => op,
+        Ok(None) => return refused_credential(state, ip, &AuthError::Unknown).await,
+        Err(e) => {
+            tracing::error!(message = "Operator token check failed: PostgreSQL unavailable.", error = %e);
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", "credentials cannot be checked now; retry later").into_response();
+        }
+    };
+    let limits = vec![Limit { policy: PolicyName::Key, subject: Subject::Key(operator.id), window: state.limiter.policies.key }];
+    let windows = match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
+        Ok(Verdict::Admit(windows)) => windows,
+        Ok(v) => {
+            state.limiter.count_route_block(spec.path).await;
+            return refused(v);
+        }
+        Err(e) => return fail_closed(state, spec.path, &e),
+    };
+    if !operator.role.0.allows(needed) {
+        let message = format!("operator {} is a {}; this route needs the {} role", operator.name, operator.role.0.as_str(), needed.as_str());
+        return with_headers(ApiError::new(StatusCode::FORBIDDEN, "insufficient_role", message).into_response(), &windows);
+    }
+    let mut req = req;
+    req.extensions_mut().insert(OperatorCaller { name: operator.name });
+    match super::limits::buffered(req, state.settings.http.api_max_body_bytes, state.settings.http.body_timeout).await {
+        Ok(req) => with_headers(next.run(req).await, &windows),
+        Err(e) => with_headers(e.into_response(), &windows),
     }
 }
 

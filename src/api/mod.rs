@@ -11,6 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
+pub mod admin;
 pub mod plans;
 pub mod client;
 pub mod entitlements;
@@ -45,6 +46,7 @@ fn routes_with_handlers(registry: &crate::state::Registry) -> Vec<(RouteSpec, Me
     all.extend(slo::routes());
     all.extend(tenants::routes());
     all.extend(webhook_endpoints::routes());
+    all.extend(admin::routes());
     let served: Vec<RouteSpec> = all.iter().map(|(spec, _)| spec.clone()).collect();
     all.extend(openapi::routes(&served));
     all

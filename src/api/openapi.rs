@@ -117,6 +117,12 @@ fn operations() -> Vec<Operation> {
         Operation { query: query::<tenants::ListQuery>, ..op("GET", "/v1/tenants", "Tenants, by external_id or a page at a time", None, (200, body::<lists::TenantList>())) },
         op("GET", "/v1/tenants/{id}", "One tenant with its plan, subscription and entitlements", None, (200, body::<TenantView>())),
         op("PATCH", "/v1/tenants/{id}", "Change a tenant's name or billing email", Some(body::<TenantChange>()), (200, body::<TenantView>())),
+        Operation { query: query::<super::admin::ListQuery>, ..op("GET", "/v1/admin/tenants", "The customer list: plan, status, MRR, dunning, last activity; filtered, sorted, by cursor", None, (200, body::<crate::tenants::customers::Page>())) },
+        Operation { query: query::<super::admin::TimelineQuery>, ..op("GET", "/v1/admin/tenants/{id}/timeline", "A tenant's timeline, newest first, by cursor", None, (200, body::<crate::tenants::timeline::Page>())) },
+        Operation { query: query::<super::admin::UsageQuery>, ..op("GET", "/v1/admin/tenants/{id}/usage", "A tenant's usage per metric per day against its limits, and its feature checks", None, (200, body::<crate::tenants::usage_report::UsageReport>())) },
+        op("GET", "/v1/admin/tenants/{id}/overrides", "A tenant's overrides, live ones first", None, (200, body::<super::admin::OverrideList>())),
+        op("POST", "/v1/admin/tenants/{id}/overrides", "Grant or revoke a feature, or set a limit, with a reason and an expiry (audited)", Some(body::<super::admin::NewOverrideBody>()), (201, body::<crate::billing::overrides::Override>())),
+        op("POST", "/v1/admin/tenants/{id}/support-sessions", "Open a read-only support session as the tenant; its token is in this answer only", Some(body::<super::admin::NewSession>()), (201, body::<super::admin::OpenedSession>())),
     ]
 }
 
@@ -134,6 +140,7 @@ fn security(auth: &Auth) -> (Value, String) {
         Auth::StripeSignature => (json!([]), "Signed by Stripe (Stripe-Signature header).".into()),
         Auth::Key(scope) => (json!([{"apiKey": []}]), format!("API key with scope `{scope}`, acting for its tenant (a service-wide key names it in Ballast-Tenant).")),
         Auth::ServiceKey(scope) => (json!([{"apiKey": []}]), format!("Service-wide API key with scope `{scope}`.")),
+        Auth::Operator(role) => (json!([{"operatorToken": []}]), format!("An operator's token (`bo_…`) of role `{}` or above; no API key.", role.as_str())),
     }
 }
 
@@ -183,7 +190,10 @@ pub fn document(specs: &[RouteSpec]) -> Value {
             "description": "Stripe webhooks, job and usage intake, entitlements and tenants. Errors are {\"error\": {\"code\", \"message\"}}."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer bk_…"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer bk_…"},
+                "operatorToken": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer bo_… (`ballast operators add`)"},
+            },
             "schemas": schemas.0,
         },
     })

@@ -14,6 +14,9 @@ pub enum Auth {
     /// A service-wide API key (no tenant) with this scope: the route's data is the product's,
     /// not any tenant's.
     ServiceKey(crate::auth::Scope),
+    /// An operator's token (`bo_…`) whose role allows this one: the admin API. No API key
+    /// reaches it.
+    Operator(crate::auth::operators::Role),
 }
 
 /// One route of the API, as the router serves it.

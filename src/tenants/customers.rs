@@ -92,6 +92,7 @@ pub struct Customer {
 
 /// One page.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = CustomerPage)]
 pub struct Page {
     /// The tenants on it.
     pub customers: Vec<Customer>,

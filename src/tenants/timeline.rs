@@ -30,6 +30,7 @@ pub struct Entry {
 
 /// One page, and where the next starts.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = TimelinePage)]
 pub struct Page {
     /// The entries, newest first.
     pub entries: Vec<Entry>,

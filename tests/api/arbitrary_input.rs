@@ -56,11 +56,16 @@ async fn every_route_answers_arbitrary_bytes_with_a_4xx_json_error_never_a_5xx()
     let tenant = app.tenant("fuzzed").await;
     let (_, tenant_key) = app.key(Some(tenant), &Scope::ALL).await;
     let (_, service_key) = app.key(None, &[Scope::SloWrite, Scope::TenantsWrite]).await;
+    let (_, operator) = ballast::auth::operators::add(&app.state.system_pool, "fuzzer", ballast::auth::operators::Role::Admin, "test").await.expect("operator");
     let cases = inputs(48);
     let mut requests = 0;
     for route in routes() {
         let what = format!("{} {}", route.method, route.path);
-        let key = if matches!(route.auth, ballast::api::Auth::ServiceKey(_)) { &service_key } else { &tenant_key };
+        let key = match route.auth {
+            ballast::api::Auth::ServiceKey(_) => &service_key,
+            ballast::api::Auth::Operator(_) => &operator,
+            _ => &tenant_key,
+        };
         for input in &cases {
             let body_route = route.method == Method::POST || route.method == Method::PATCH;
             let resp = if body_route {

@@ -141,6 +141,15 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("POST", "/v1/tenants") => Some((spec.path.to_owned(), Some(serde_json::json!({"name": "x", "external_id": "iso-x"})))),
         ("GET", "/v1/tenants") => Some(("/v1/tenants?external_id=b".to_owned(), None)),
         ("GET", "/v1/tenants/{id}") | ("PATCH", "/v1/tenants/{id}") => Some(("/v1/tenants/%B%".to_owned(), Some(serde_json::json!({"name": "taken"})))),
+        // The admin API: no API key reaches it, a tenant's least of all.
+        ("GET", "/v1/admin/tenants") => Some((spec.path.to_owned(), None)),
+        ("GET", "/v1/admin/tenants/{id}/timeline") | ("GET", "/v1/admin/tenants/{id}/usage") | ("GET", "/v1/admin/tenants/{id}/overrides") => {
+            Some((spec.path.replace("{id}", "%B%"), None))
+        }
+        ("POST", "/v1/admin/tenants/{id}/overrides") => {
+            Some((spec.path.replace("{id}", "%B%"), Some(serde_json::json!({"kind": "grant", "target": "sso", "reason": "iso probe"}))))
+        }
+        ("POST", "/v1/admin/tenants/{id}/support-sessions") => Some((spec.path.replace("{id}", "%B%"), Some(serde_json::json!({"reason": "iso probe"})))),
         _ => None,
     }
 }
@@ -187,8 +196,9 @@ async fn no_route_shows_or_changes_another_tenants_data() {
     for spec in &routes {
         let (path, body) = probe(spec).unwrap_or_else(|| panic!("route {} {} is not in the isolation suite: add a probe", spec.method, spec.path));
         let path = path.replace("%B%", &b.to_string());
-        // A service-wide route is tried with A's key too: it must refuse a tenant's key.
-        let key = matches!(spec.auth, Auth::Key(_) | Auth::ServiceKey(_)).then_some(key_a.as_str());
+        // A service-wide route is tried with A's key too: it must refuse a tenant's key; so
+        // must every admin route.
+        let key = matches!(spec.auth, Auth::Key(_) | Auth::ServiceKey(_) | Auth::Operator(_)).then_some(key_a.as_str());
         // As A, and as A trying to name B.
         for naming_b in [None, Some(b.to_string())] {
             let resp = call(&app, spec.method.clone(), &path, key, naming_b.as_deref(), body.clone()).await;
@@ -215,6 +225,9 @@ async fn no_route_shows_or_changes_another_tenants_data() {
             }
             if matches!(spec.auth, Auth::ServiceKey(_)) {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{} {path}: a tenant's key on a service-wide route", spec.method);
+            }
+            if matches!(spec.auth, Auth::Operator(_)) {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {path}: an API key on an admin route", spec.method);
             }
         }
     }

@@ -48,6 +48,7 @@ mod operators;
 mod outbound_bounds;
 mod webhook_groups;
 mod webhooks;
+mod admin_api;
 mod app_email;
 mod arbitrary_input;
 mod billing;
