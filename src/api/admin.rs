@@ -55,6 +55,12 @@ async fn tenant(state: &AppState, path: Result<Path<String>, PathRejection>) -> 
     }
 }
 
+/// A body route's JSON and the tenant its path names.
+async fn body_for_tenant<T>(state: &AppState, path: Result<Path<String>, PathRejection>, body: Result<Json<T>, JsonRejection>) -> Result<(T, TenantId), Response> {
+    let Json(b) = body.map_err(|e| super::errors::json_rejection(&e).into_response())?;
+    Ok((b, tenant(state, path).await?))
+}
+
 /// The customer list's filters, sort and page.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -186,12 +192,8 @@ async fn set_override(
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<NewOverrideBody>, JsonRejection>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => return super::errors::json_rejection(&e).into_response(),
-    };
-    let id = match tenant(&state, path).await {
-        Ok(id) => id,
+    let (b, id) = match body_for_tenant(&state, path, body).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     let new = NewOverride { kind: b.kind, target: &b.target, value: b.value, reason: &b.reason, expires_at: b.expires_at };
@@ -236,12 +238,8 @@ async fn open_session(
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<NewSession>, JsonRejection>,
 ) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => return super::errors::json_rejection(&e).into_response(),
-    };
-    let id = match tenant(&state, path).await {
-        Ok(id) => id,
+    let (b, id) = match body_for_tenant(&state, path, body).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     let ttl = std::time::Duration::from_secs(b.ttl_secs.unwrap_or(1800));

@@ -111,13 +111,9 @@ async fn operated(state: &AppState, spec: &RouteSpec, needed: crate::auth::opera
         }
     };
     let limits = vec![Limit { policy: PolicyName::Key, subject: Subject::Key(operator.id), window: state.limiter.policies.key }];
-    let windows = match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
-        Ok(Verdict::Admit(windows)) => windows,
-        Ok(v) => {
-            state.limiter.count_route_block(spec.path).await;
-            return refused(v);
-        }
-        Err(e) => return fail_closed(state, spec.path, &e),
+    let windows = match admitted(state, spec, ip, limits).await {
+        Ok(w) => w,
+        Err(refusal) => return refusal,
     };
     if !operator.role.0.allows(needed) {
         let message = format!("operator {} is a {}; this route needs the {} role", operator.name, operator.role.0.as_str(), needed.as_str());
@@ -152,13 +148,9 @@ async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip
     if let (true, Some(tenant)) = (spec.write, candidate) {
         limits.push(Limit { policy: PolicyName::TenantWrites, subject: Subject::Tenant(tenant), window: state.limiter.policies.tenant_writes_for(tenant) });
     }
-    let windows = match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
-        Ok(Verdict::Admit(windows)) => windows,
-        Ok(v) => {
-            state.limiter.count_route_block(spec.path).await;
-            return refused(v);
-        }
-        Err(e) => return fail_closed(state, spec.path, &e),
+    let windows = match admitted(state, spec, ip, limits).await {
+        Ok(w) => w,
+        Err(refusal) => return refusal,
     };
     if !principal.scopes.iter().any(|held| held.grants(scope)) {
         return ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this route needs an API key with scope {scope}")).into_response();
@@ -200,6 +192,18 @@ async fn keyed(state: &AppState, spec: &RouteSpec, scope: crate::auth::Scope, ip
         response.extensions_mut().insert(t);
     }
     response
+}
+
+/// A credentialed request's ban and windows decided: the windows to report, or the refusal.
+async fn admitted(state: &AppState, spec: &RouteSpec, ip: IpAddr, limits: Vec<Limit>) -> Result<Vec<WindowState>, Response> {
+    match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
+        Ok(Verdict::Admit(windows)) => Ok(windows),
+        Ok(v) => {
+            state.limiter.count_route_block(spec.path).await;
+            Err(refused(v))
+        }
+        Err(e) => Err(fail_closed(state, spec.path, &e)),
+    }
 }
 
 /// The request's key, checked; otherwise the answer to give (401, 503, or the limiter's
