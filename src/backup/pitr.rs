@@ -1,6 +1,6 @@
 //! Physical backups with archived WAL, through pgBackRest (Debian's package): a backup of the
 //! stanza the database archives its WAL to, the list of backups, and a restore — to the
-//! newest archived WAL or to a chosen time — into a scratch instance on a free loopback port,
+//! newest archived WAL or to a chosen time — into a scratch instance listening on its own socket,
 //! started from this member and removed after. pgBackRest keeps what its own retention
 //! settings say (`repo1-retention-full` in its configuration file): Ballast does not expire.
 
@@ -39,7 +39,7 @@ pub struct PhysicalBackup {
 pub struct ScratchInstance {
     dir: PathBuf,
     bin: PathBuf,
-    /// Its port on 127.0.0.1 (and its socket's, in its directory).
+    /// Its port number (its socket's, in its directory; it listens on no TCP port).
     pub port: u16,
 }
 
@@ -130,7 +130,9 @@ async fn start(cfg: &Pgbackrest, instance: &ScratchInstance, target: Option<Date
         }
     }
     let pg_ctl = instance.bin.join("pg_ctl").display().to_string();
-    let mut options = format!("-p {} -k {dir} -c listen_addresses=127.0.0.1 -c archive_mode=off -c shared_buffers=128MB", instance.port);
+    // Its own socket only, no TCP: nothing else on the machine can reach the copy of
+    // production's data, and no port can be taken from under it.
+    let mut options = format!("-p {} -k {dir} -c listen_addresses='' -c archive_mode=off -c shared_buffers=128MB", instance.port);
     for (name, value) in limits.iter().filter(|(n, v)| HOT_STANDBY_LIMITS.contains(&n.as_str()) && v.chars().all(|c| c.is_ascii_digit())) {
         options.push_str(&format!(" -c {name}={value}"));
     }
