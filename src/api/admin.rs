@@ -55,6 +55,12 @@ async fn tenant(state: &AppState, path: Result<Path<String>, PathRejection>) -> 
     }
 }
 
+/// A read route's query and the tenant its path names.
+async fn query_for_tenant<T>(state: &AppState, path: Result<Path<String>, PathRejection>, query: Result<Query<T>, QueryRejection>) -> Result<(T, TenantId), Response> {
+    let Query(q) = query.map_err(|e| bad_query(&e))?;
+    Ok((q, tenant(state, path).await?))
+}
+
 /// A body route's JSON and the tenant its path names.
 async fn body_for_tenant<T>(state: &AppState, path: Result<Path<String>, PathRejection>, body: Result<Json<T>, JsonRejection>) -> Result<(T, TenantId), Response> {
     let Json(b) = body.map_err(|e| super::errors::json_rejection(&e).into_response())?;
@@ -109,12 +115,8 @@ pub(super) struct TimelineQuery {
 }
 
 async fn timeline(State(state): State<AppState>, path: Result<Path<String>, PathRejection>, query: Result<Query<TimelineQuery>, QueryRejection>) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return bad_query(&e),
-    };
-    let id = match tenant(&state, path).await {
-        Ok(id) => id,
+    let (q, id) = match query_for_tenant(&state, path, query).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     match crate::tenants::timeline::page(&state.system_pool, id, q.since, q.cursor.as_deref(), q.limit.unwrap_or(50)).await {
@@ -134,12 +136,8 @@ pub(super) struct UsageQuery {
 }
 
 async fn usage(State(state): State<AppState>, path: Result<Path<String>, PathRejection>, query: Result<Query<UsageQuery>, QueryRejection>) -> Response {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => return bad_query(&e),
-    };
-    let id = match tenant(&state, path).await {
-        Ok(id) => id,
+    let (q, id) = match query_for_tenant(&state, path, query).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     let limits = match crate::usage::limits_of(&state.usage_deps(), id).await {

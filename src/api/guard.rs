@@ -91,16 +91,8 @@ async fn operated(state: &AppState, spec: &RouteSpec, needed: crate::auth::opera
     let Some(presented) = presented else { return refused_credential(state, ip, &AuthError::Missing).await };
     // An API key is a credential of the other kind, not a guess: refused without counting
     // towards a ban (a random or stale operator token does count).
-    if !presented.starts_with("bo_") && (presented.starts_with("bk_") || presented.starts_with("bs_")) {
-        let window = state.limiter.policies.anonymous;
-        let limits = vec![Limit { policy: PolicyName::Anonymous, subject: Subject::Ip(ip), window }];
-        return match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: false, limits }).await {
-            Ok(Verdict::Admit(_)) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "operator_token_required", "the admin API takes an operator token (bo_…); API keys do not reach it").into_response()
-            }
-            Ok(v) => refused(v),
-            Err(e) => fail_closed(state, spec.path, &e),
-        };
+    if presented.starts_with("bk_") || presented.starts_with("bs_") {
+        return refused_credential(state, ip, &AuthError::WrongKind).await;
     }
     let operator = match crate::auth::operators::authenticate(&state.system_pool, &presented).await {
         Ok(Some(op)) => op,
@@ -226,7 +218,7 @@ async fn authenticated(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Res
 async fn refused_credential(state: &AppState, ip: IpAddr, why: &AuthError) -> Response {
     let window = state.limiter.policies.anonymous;
     let limits = vec![Limit { policy: PolicyName::Anonymous, subject: Subject::Ip(ip), window }];
-    let guessed = !matches!(why, AuthError::Missing);
+    let guessed = !matches!(why, AuthError::Missing | AuthError::WrongKind);
     match state.limiter.decide(&LimitRequest { ban_of: Some(ip), failed_credential: guessed, limits }).await {
         Ok(Verdict::Admit(_)) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string()).into_response(),
         Ok(v) => refused(v),

@@ -128,6 +128,9 @@ pub enum AuthError {
     /// The key is not one of ours (unknown, wrong secret, revoked or malformed: one answer).
     #[error("unknown or revoked API key")]
     Unknown,
+    /// A valid credential of another kind (an API key on the admin API): not a guess.
+    #[error("the admin API takes an operator token (bo_…); API keys do not reach it")]
+    WrongKind,
     /// The key store could not be read.
     #[error("the key store is unavailable")]
     Unavailable(#[from] sqlx::Error),

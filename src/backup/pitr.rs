@@ -53,9 +53,12 @@ pub async fn backup(cfg: &Pgbackrest, incremental: bool) -> Result<PhysicalBacku
 
 /// The stanza's backups, newest first.
 pub async fn list(cfg: &Pgbackrest) -> Result<Vec<PhysicalBackup>, BackupError> {
-    let out = run(cfg, "info", &["--output=json".to_owned()]).await?;
-    let (backups, _) = parse_info(&out)?;
-    Ok(backups)
+    Ok(info(cfg).await?.0)
+}
+
+/// The stanza's backups, newest first, and the database's major version.
+pub async fn info(cfg: &Pgbackrest) -> Result<(Vec<PhysicalBackup>, Option<String>), BackupError> {
+    parse_info(&run(cfg, "info", &["--output=json".to_owned()]).await?)
 }
 
 /// Reads `pgbackrest info --output=json`: the backups newest first, and the database version.
@@ -86,11 +89,10 @@ fn parse_info(json: &str) -> Result<(Vec<PhysicalBackup>, Option<String>), Backu
 /// Restores the stanza into a new scratch directory — to `target` when given, otherwise to
 /// the end of the archived WAL — and starts it on a free loopback port, promoted (writable,
 /// archiving off so it never writes into the repository). Waits up to `limit` for recovery.
-/// `limits` are the source's own settings that recovery holds the copy to (see
-/// [`HOT_STANDBY_LIMITS`]).
-pub async fn restore(cfg: &Pgbackrest, target: Option<DateTime<Utc>>, limits: &[(String, String)], limit: Duration) -> Result<ScratchInstance, BackupError> {
-    let (_, version) = parse_info(&run(cfg, "info", &["--output=json".to_owned()]).await?)?;
-    let bin = server_bin(version.as_deref())?;
+/// `version` is the database's major version (from [`info`]) and `limits` the source's own
+/// settings that recovery holds the copy to (see [`HOT_STANDBY_LIMITS`]).
+pub async fn restore(cfg: &Pgbackrest, version: Option<&str>, target: Option<DateTime<Utc>>, limits: &[(String, String)], limit: Duration) -> Result<ScratchInstance, BackupError> {
+    let bin = server_bin(version)?;
     let root = cfg.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = root.join(format!("ballast-restore-{}", uuid::Uuid::new_v4().simple()));
     let port = free_port()?;

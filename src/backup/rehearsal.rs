@@ -104,7 +104,7 @@ pub async fn run_pitr(
     limits: Thresholds,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Rehearsal, BackupError> {
-    let backups = super::pitr::list(cfg).await?;
+    let (backups, version) = super::pitr::info(cfg).await?;
     let newest = backups.first().cloned().ok_or_else(|| BackupError::Tool(format!("pgBackRest stanza {} holds no backup to restore", cfg.stanza)))?;
     // pgBackRest restores a time from the newest backup that stopped before it (its stop
     // times are whole seconds): before the oldest, there is nothing to start from.
@@ -121,7 +121,7 @@ pub async fn run_pitr(
         .bind(super::pitr::HOT_STANDBY_LIMITS)
         .fetch_all(&source.0)
         .await?;
-    let instance = super::pitr::restore(cfg, target, &settings, limits.max_restore).await?;
+    let instance = super::pitr::restore(cfg, version.as_deref(), target, &settings, limits.max_restore).await?;
     let checked = async {
         let options = instance.connect_options(source_url)?;
         let copy = PgPoolOptions::new().max_connections(1).connect_with(options).await?;

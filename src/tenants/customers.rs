@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use crate::db::SystemPool;
@@ -114,16 +113,14 @@ pub enum ListError {
 }
 
 fn encode(sort: Sort, key: i64, id: uuid::Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::json!([sort, key, id]).to_string())
+    super::cursor::encode(&(sort, key, id))
 }
 
 fn decode(sort: Sort, cursor: &str) -> Result<(i64, uuid::Uuid), ListError> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| ListError::BadCursor)?;
-    let (given, key, id): (Sort, i64, uuid::Uuid) = serde_json::from_slice(&bytes).map_err(|_| ListError::BadCursor)?;
-    if given != sort {
-        return Err(ListError::BadCursor);
+    match super::cursor::decode::<(Sort, i64, uuid::Uuid)>(cursor) {
+        Some((given, key, id)) if given == sort => Ok((key, id)),
+        _ => Err(ListError::BadCursor),
     }
-    Ok((key, id))
 }
 
 /// `%` and `_` taken literally in a LIKE pattern.

@@ -8,6 +8,7 @@
 //! before any tenant context exists.
 
 pub mod activity;
+pub mod cursor;
 pub mod customers;
 pub mod provision;
 pub mod timeline;

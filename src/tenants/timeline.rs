@@ -5,7 +5,6 @@
 //! changes — with who did it. A read model over the tables their owners write; paged by a
 //! cursor on (time, kind, key), never OFFSET.
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use crate::db::SystemPool;
@@ -86,12 +85,11 @@ ORDER BY at DESC, kind DESC, key DESC
 LIMIT $6";
 
 fn encode(e: &Entry) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::json!([e.at, e.kind, e.key]).to_string())
+    super::cursor::encode(&(e.at, &e.kind, &e.key))
 }
 
 fn decode(cursor: &str) -> Result<(DateTime<Utc>, String, String), TimelineError> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| TimelineError::BadCursor)?;
-    serde_json::from_slice(&bytes).map_err(|_| TimelineError::BadCursor)
+    super::cursor::decode(cursor).ok_or(TimelineError::BadCursor)
 }
 
 /// One page of `tenant`'s timeline: at most `limit` entries since `since`, after `cursor`.
