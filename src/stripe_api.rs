@@ -7,6 +7,9 @@ use secrecy::ExposeSecret;
 use stripe::StripeRequest;
 use tracing::Instrument;
 
+mod subscription_change;
+pub use subscription_change::{PauseBehavior, ProrationBehavior, SubscriptionChange};
+
 /// A failed Stripe call.
 #[derive(Debug, thiserror::Error)]
 pub enum StripeApiError {
@@ -338,14 +341,29 @@ impl StripeApi {
         self.send(client, &stripe_billing::subscription::CancelSubscription::new(id), idempotency_key).await
     }
 
+    /// Changes one subscription (a bulk operation's step). `idempotency_key` makes a repeat
+    /// after a crash the same call at Stripe: it answers the first call's result again.
+    pub async fn update_subscription(&self, id: &str, change: &SubscriptionChange, idempotency_key: &str) -> Result<serde_json::Value, StripeApiError> {
+        let client = self.client.as_ref().ok_or(StripeApiError::NotConfigured)?;
+        self.send_built(client, change.request(id), idempotency_key).await
+    }
+
     async fn send(
         &self,
         client: &stripe::Client,
         request: &impl StripeRequest,
         idempotency_key: &str,
     ) -> Result<serde_json::Value, StripeApiError> {
+        self.send_built(client, request.build(), idempotency_key).await
+    }
+
+    async fn send_built(
+        &self,
+        client: &stripe::Client,
+        built: stripe_client_core::RequestBuilder,
+        idempotency_key: &str,
+    ) -> Result<serde_json::Value, StripeApiError> {
         let key = stripe::IdempotencyKey::new(idempotency_key).map_err(|e| StripeApiError::Config(e.to_string()))?;
-        let built = request.build();
         let span = api_span(&built);
         let call = built.customize().request_strategy(stripe::RequestStrategy::Idempotent(key)).send(client).instrument(span);
         let raw: miniserde::json::Value = self.limited(async { call.await.map_err(StripeApiError::from_call) }).await?;

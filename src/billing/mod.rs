@@ -2,6 +2,8 @@
 
 pub mod effects;
 pub mod access;
+pub mod bulk;
+pub mod bulk_run;
 pub mod entitlements;
 pub mod grants;
 pub mod overrides;

@@ -150,6 +150,10 @@ pub(super) async fn runbook(settings: Settings, command: RunbookCommand, json: b
             }
         }
         RunbookCommand::Run { name, execute, params, enqueue, limit } => {
+            if execute {
+                // A dry run only reads; acting is an operator's.
+                super::args::require(ballast::auth::operators::Role::Operator)?;
+            }
             let page = ballast::runbook::page(&dir, &name)?;
             let state = AppState::build(settings)?;
             let policy = state

@@ -9,7 +9,7 @@
 //! steps every scenario shares), `handle` (the running simulator and what a caller does to
 //! it), `schedule` (the test clock), `lifecycle` (what Stripe does when things go wrong), `bank_debit` (payments that
 //! settle days later), `accounts` (Accounts v2 as customers, and thin events),
-//! `server` (the HTTP API), `dev` (the local Stripe: deliveries and the `/_dev/` commands).
+//! `server` (the HTTP API), `subscription_update` (changes to a subscription), `dev` (the local Stripe: deliveries and the `/_dev/` commands).
 
 mod accounts;
 mod bank_debit;
@@ -20,6 +20,7 @@ pub mod schedule;
 mod server;
 mod snapshot;
 mod state;
+mod subscription_update;
 mod terms;
 
 pub use dev::{DevOptions, DevStripeError};

@@ -103,6 +103,24 @@ impl Sim {
     }
 
     /// Runs the clock to `until`, doing what falls due on the way at its own time.
+    /// A price change now (the dashboard's, or `POST /v1/subscriptions/{id}`'s): the
+    /// prorated difference in cents, pending, invoiced now or dropped as `proration` says.
+    pub(super) fn reprice(&mut self, sub: &str, price: (&'static str, &'static str, i64), proration: Proration) -> i64 {
+        let now = self.clock;
+        let Some(x) = self.subs.get_mut(sub) else { return 0 };
+        let remaining = (x.period_end - now).clamp(0, PERIOD);
+        let prorated = ((price.2 - x.price.2) as f64 * remaining as f64 / PERIOD as f64).round() as i64;
+        x.price = price;
+        if proration == Proration::CreateProrations {
+            x.pending_proration += prorated;
+        }
+        self.emit_sub("customer.subscription.updated", sub);
+        if proration == Proration::AlwaysInvoice {
+            self.bill(sub, prorated, "subscription_update");
+        }
+        prorated
+    }
+
     pub(super) fn advance_to(&mut self, until: i64) {
         while let Some((at, due)) = self.next_due(until) {
             self.clock = self.clock.max(at);
@@ -262,21 +280,7 @@ impl StripeSim {
     /// Changes the price now with `proration`: the unused part of the old price is credited
     /// and the rest of the period charged at the new one, pro rata by the second.
     pub fn change_price(&self, sub: &str, price: (&'static str, &'static str, i64), proration: Proration) -> i64 {
-        self.with(|s| {
-            let now = s.clock;
-            let x = s.subs.get_mut(sub).expect("sub");
-            let remaining = (x.period_end - now).clamp(0, PERIOD);
-            let prorated = ((price.2 - x.price.2) as f64 * remaining as f64 / PERIOD as f64).round() as i64;
-            x.price = price;
-            if proration == Proration::CreateProrations {
-                x.pending_proration += prorated;
-            }
-            s.emit_sub("customer.subscription.updated", sub);
-            if proration == Proration::AlwaysInvoice {
-                s.bill(sub, prorated, "subscription_update");
-            }
-            prorated
-        })
+        self.with(|s| s.reprice(sub, price, proration))
     }
 
     /// The customer's balance in cents (negative: credit for the next invoice).

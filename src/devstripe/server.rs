@@ -10,8 +10,8 @@ use axum::Json;
 use crate::stripe::signature;
 use serde_json::{Value, json};
 
-use super::state::Sim;
-use super::terms::{PRO, PRO_EUR, STARTER, STARTER_YEARLY};
+use super::state::{Sim, idempotency_key};
+use super::terms::{EXTRA_SEATS, PRO, PRO_EUR, SSO_ADDON, STARTER, STARTER_YEARLY};
 
 /// The API endpoints Ballast calls, behind the version gate.
 pub(super) fn router(sim: Arc<Mutex<Sim>>) -> axum::Router {
@@ -20,7 +20,7 @@ pub(super) fn router(sim: Arc<Mutex<Sim>>) -> axum::Router {
         .route("/v1/customers", post(create_customer))
         .route("/v1/customers/{id}", get(|s, p| fetch(s, p, "customers")).post(update_customer))
         .route("/v1/subscriptions", get(list_subscriptions))
-        .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).delete(cancel_now))
+        .route("/v1/subscriptions/{id}", get(|s, p| fetch(s, p, "subscriptions")).post(super::subscription_update::update).delete(cancel_now))
         .route("/v1/invoices/{id}/pay", post(pay_now))
         .route("/v1/billing/meter_events", post(meter_event))
         .route("/v1/invoices/{id}", get(|s, p| fetch(s, p, "invoices")))
@@ -119,7 +119,7 @@ async fn price(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>) -> (S
     if s.prices_down {
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"type": "api_error", "message": "simulated outage", "request_log_url": format!("https://dashboard.stripe.com/test/logs/req_sim{}", s.price_reads)}})));
     }
-    match [STARTER, PRO, STARTER_YEARLY, PRO_EUR].into_iter().find(|p| p.0 == id) {
+    match [STARTER, PRO, STARTER_YEARLY, PRO_EUR, EXTRA_SEATS, SSO_ADDON].into_iter().find(|p| p.0 == id) {
         Some((price, product, amount)) => (
             StatusCode::OK,
             Json(json!({
@@ -142,9 +142,6 @@ pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", signature::sign(secret, timestamp, body))
 }
 
-fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
 
 /// `POST /v1/invoices/{id}/pay`: pays now, or answers 402 with the card's decline.
 async fn pay_now(State(sim): State<Arc<Mutex<Sim>>>, Path(id): Path<String>, headers: axum::http::HeaderMap) -> (StatusCode, Json<Value>) {

@@ -321,3 +321,7 @@ impl Sim {
     }
 }
 
+/// The request's `Idempotency-Key`: a repeat of a keyed request gets the first answer.
+pub(super) fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}

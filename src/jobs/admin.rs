@@ -66,6 +66,12 @@ pub trait AdminJob: Send + Sync + 'static {
     type Deps: Send + Sync + 'static;
     /// Reports (and with `execute`, acts). The report says what it touched or would touch.
     fn run(&self, params: &Self::Params, execute: bool, ctx: &JobContext<Self::Deps>) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
+    /// [`AdminJob::run`], told who asked: a job that audits each tenant it changes names the
+    /// operator on each row. Most jobs need only the run's own audit row.
+    fn run_as(&self, params: &Self::Params, execute: bool, actor: &str, ctx: &JobContext<Self::Deps>) -> impl Future<Output = Result<Self::Report, JobError>> + Send {
+        let _ = actor;
+        self.run(params, execute, ctx)
+    }
 }
 
 /// An admin job's handles, with what the wrapper records each run with.
@@ -95,8 +101,8 @@ impl<J: AdminJob> Job for Admin<J> {
     async fn run(&self, args: AdminArgs<J::Params>, ctx: JobContext<AdminDeps<J::Deps>>) -> Result<J::Report, JobError> {
         let JobContext { job_id, attempt, tenant, state: AdminDeps { records, job }, progress } = ctx;
         let ctx = JobContext { job_id, attempt, tenant, state: job, progress };
-        let outcome = self.0.run(&args.params, args.execute, &ctx).await;
         let actor = args.actor.clone().unwrap_or_else(|| "fleet".to_owned());
+        let outcome = self.0.run_as(&args.params, args.execute, &actor, &ctx).await;
         let (result, error) = match &outcome {
             Ok(_) => (crate::audit::Outcome::Ok, None),
             Err(e) => (crate::audit::Outcome::Failed, Some(e.to_string())),

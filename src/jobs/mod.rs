@@ -7,6 +7,10 @@
 
 pub mod admin;
 pub mod admin_runs;
+pub mod billing_bulk;
+pub mod billing_bulk_cancel;
+pub mod billing_bulk_collection;
+pub mod billing_bulk_move;
 pub mod billing_drift;
 pub mod billing_reconcile;
 pub mod cache_reshape;
@@ -86,6 +90,9 @@ impl<S: StandardDeps> crate::queue::job::Registry<S> {
             .with(admin::Admin(db_restore_rehearsal::DbRestoreRehearsalJob))
             .with(admin::Admin(billing_drift::BillingDriftJob))
             .with(admin::Admin(billing_reconcile::BillingReconcileJob))
+            .with(admin::Admin(billing_bulk::Bulk(billing_bulk_move::BillingBulkMove)))
+            .with(admin::Admin(billing_bulk::Bulk(billing_bulk_collection::BillingBulkCollection)))
+            .with(admin::Admin(billing_bulk::Bulk(billing_bulk_cancel::BillingBulkCancel)))
             .with(webhook_deliver::WebhookDeliverJob)
     }
 }

@@ -49,6 +49,7 @@ mod outbound_bounds;
 mod webhook_groups;
 mod webhooks;
 mod admin_api;
+mod bulk_operations;
 mod app_email;
 mod arbitrary_input;
 mod billing;

@@ -27,6 +27,7 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("maintenance_status", "last run of each fleet-wide maintenance service: counts and errors, no tenant named; the app role has no access"),
     ("operators", "the people who run Ballast and their hashed tokens; no tenant data; the app role has no access"),
     ("admin_runs", "operators' record of admin job runs; reports name many tenants' objects, so the app role has no access at all"),
+    ("bulk_operations", "an operator's change to a cohort across tenants (its targets, tenant data, are in bulk_targets); the app role has no access"),
 ];
 
 /// The column a table's policy keys on.
@@ -66,6 +67,8 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO tenant_activity (tenant_id, last_seen_at) VALUES ($1, now())",
         "INSERT INTO support_sessions (id, tenant_id, operator, reason, token_prefix, token_hash, expires_at) VALUES (gen_random_uuid(), $1, 'otto', 'seeded', 'p' || $2, '\\x00', now())",
         "INSERT INTO feature_checks (tenant_id, feature, day, checks) VALUES ($1, 'feature_' || $2, current_date, 1)",
+        "INSERT INTO bulk_operations (id, kind, params, actor) VALUES ($1, 'cancel_at_period_end', jsonb_build_object('seed', $2), 'test')",
+        "INSERT INTO bulk_targets (operation_id, subscription_id, tenant_id, before) VALUES ($1, 'sub_' || $2, $1, '{}')",
         "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms, status_code, response_body) VALUES ($1, $1, $1, 1, now(), 3, 500, 'no ' || $2)",
     ];
     for sql in sqls {
