@@ -31,12 +31,12 @@ pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     ]
 }
 
-fn bad_query(e: &QueryRejection) -> Response {
+pub(super) fn bad_query(e: &QueryRejection) -> Response {
     let message: String = e.body_text().chars().take(MAX_ECHO * 2).collect();
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message).into_response()
 }
 
-fn unavailable(e: &dyn std::fmt::Display) -> Response {
+pub(super) fn unavailable(e: &dyn std::fmt::Display) -> Response {
     tracing::error!(message = "Admin request failed.", error = %e);
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "cannot be read or stored now; retry later").into_response()
 }
@@ -46,7 +46,7 @@ fn not_found() -> Response {
 }
 
 /// The tenant a path names, if it exists.
-async fn tenant(state: &AppState, path: Result<Path<String>, PathRejection>) -> Result<TenantId, Response> {
+pub(super) async fn tenant(state: &AppState, path: Result<Path<String>, PathRejection>) -> Result<TenantId, Response> {
     let Some(id) = path.ok().and_then(|Path(raw)| raw.parse::<uuid::Uuid>().ok()).map(TenantId) else { return Err(not_found()) };
     match crate::tenants::get(&state.system_pool, id).await {
         Ok(Some(t)) => Ok(t.id),

@@ -82,6 +82,8 @@ pub async fn guard(State((state, spec)): State<(AppState, RouteSpec)>, req: Requ
 pub struct OperatorCaller {
     /// The operator's name.
     pub name: String,
+    /// Their role (a route that acts only for some requests checks it again).
+    pub role: crate::auth::operators::Role,
 }
 
 /// An admin route, in the order a key route takes: the token is checked (a wrong one counts
@@ -112,7 +114,7 @@ async fn operated(state: &AppState, spec: &RouteSpec, needed: crate::auth::opera
         return with_headers(ApiError::new(StatusCode::FORBIDDEN, "insufficient_role", message).into_response(), &windows);
     }
     let mut req = req;
-    req.extensions_mut().insert(OperatorCaller { name: operator.name });
+    req.extensions_mut().insert(OperatorCaller { name: operator.name, role: operator.role.0 });
     match super::limits::buffered(req, state.settings.http.api_max_body_bytes, state.settings.http.body_timeout).await {
         Ok(req) => with_headers(next.run(req).await, &windows),
         Err(e) => with_headers(e.into_response(), &windows),

@@ -12,6 +12,8 @@ use tower_http::trace::TraceLayer;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod admin_ops;
+pub mod admin_people;
 pub mod plans;
 pub mod client;
 pub mod entitlements;
@@ -47,6 +49,8 @@ fn routes_with_handlers(registry: &crate::state::Registry) -> Vec<(RouteSpec, Me
     all.extend(tenants::routes());
     all.extend(webhook_endpoints::routes());
     all.extend(admin::routes());
+    all.extend(admin_ops::routes());
+    all.extend(admin_people::routes());
     let served: Vec<RouteSpec> = all.iter().map(|(spec, _)| spec.clone()).collect();
     all.extend(openapi::routes(&served));
     all

@@ -77,6 +77,8 @@ fn query<T: IntoParams>() -> Vec<Parameter> {
 /// Every route's bodies, named by the handlers' types. `idempotency_key` fields repeat a
 /// request safely.
 fn operations() -> Vec<Operation> {
+    use super::admin_ops as ops;
+    use super::admin_people as people;
     use super::entitlements as ent;
     use super::health;
     use super::jobs;
@@ -123,6 +125,22 @@ fn operations() -> Vec<Operation> {
         op("GET", "/v1/admin/tenants/{id}/overrides", "A tenant's overrides, live ones first", None, (200, body::<super::admin::OverrideList>())),
         op("POST", "/v1/admin/tenants/{id}/overrides", "Grant or revoke a feature, or set a limit, with a reason and an expiry (audited)", Some(body::<super::admin::NewOverrideBody>()), (201, body::<crate::billing::overrides::Override>())),
         op("POST", "/v1/admin/tenants/{id}/support-sessions", "Open a read-only support session as the tenant; its token is in this answer only", Some(body::<super::admin::NewSession>()), (201, body::<super::admin::OpenedSession>())),
+        op("GET", "/v1/admin/queues", "Per job kind: ready, scheduled, running, dead, the oldest ready job's age", None, (200, body::<ops::Queues>())),
+        op("GET", "/v1/admin/jobs/{id}", "A job, queued or dead, its payload's secrets redacted", None, (200, body::<ops::JobView>())),
+        Operation { query: query::<ops::DeadQuery>, ..op("GET", "/v1/admin/dead-letters", "Open dead letters, newest first, by kind and error text", None, (200, body::<ops::DeadList>())) },
+        op("POST", "/v1/admin/dead-letters/retry", "Retry dead letters (named, or all matching); a dry run unless execute (audited)", Some(body::<ops::DeadSelection>()), (200, body::<ops::DeadActed>())),
+        op("POST", "/v1/admin/dead-letters/discard", "Discard dead letters (named, or all matching); a dry run unless execute (audited)", Some(body::<ops::DeadSelection>()), (200, body::<ops::DeadActed>())),
+        op("GET", "/v1/admin/runbooks", "The runbook pages and their admin jobs", None, (200, body::<ops::RunbookList>())),
+        op("POST", "/v1/admin/runbooks/{name}/runs", "Queue a run of the page's admin job on the fleet: a dry run, or (operators) execute", Some(body::<ops::NewRun>()), (202, body::<ops::QueuedRun>())),
+        Operation { query: query::<ops::RunsQuery>, ..op("GET", "/v1/admin/runs", "Admin job runs, newest first, with their reports", None, (200, body::<ops::RunList>())) },
+        op("GET", "/v1/admin/runs/{id}", "One admin job run and its report", None, (200, body::<crate::jobs::admin_runs::AdminRun>())),
+        op("GET", "/v1/admin/operators", "Every operator (admins)", None, (200, body::<people::OperatorList>())),
+        op("POST", "/v1/admin/operators", "Add an operator (admins); its token is in this answer only", Some(body::<people::NewOperator>()), (201, body::<people::OperatorWithToken>())),
+        op("POST", "/v1/admin/operators/{name}/disable", "Disable an operator: its token stops working (admins)", None, (200, body::<crate::auth::operators::Operator>())),
+        op("POST", "/v1/admin/operators/{name}/rotate", "A new token for an operator, the old one refused (admins)", None, (200, body::<people::OperatorWithToken>())),
+        op("DELETE", "/v1/admin/tenants/{id}/overrides/{override}", "End a tenant's live override (audited)", None, (200, body::<crate::billing::overrides::Override>())),
+        Operation { query: query::<people::SessionsQuery>, ..op("GET", "/v1/admin/support-sessions", "Support sessions, newest first", None, (200, body::<people::SessionList>())) },
+        op("DELETE", "/v1/admin/support-sessions/{id}", "End a support session now (audited)", None, (200, body::<crate::auth::support::Session>())),
     ]
 }
 

@@ -151,14 +151,8 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
             if all && !execute {
                 return would_touch("retry", &ids, json);
             }
-            let mut jobs = Vec::with_capacity(ids.len());
-            for (i, d) in ids.iter().enumerate() {
-                jobs.push(dead::retry(&state.system_pool, &state.queue, *d).await?);
-                Progress::terminal().report("retry dead letters", i as u64 + 1, Some(ids.len() as u64));
-            }
-            let mut conn = state.system_pool.0.acquire().await?;
-            let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error});
-            ballast::audit::record(&mut conn, None, &actor(), "jobs.retry", params, ballast::audit::Outcome::Ok).await?;
+            let filter = serde_json::json!({"kind": kind, "error": error});
+            let jobs = dead::retry_audited(&state.system_pool, &state.queue, &ids, &actor(), filter, &Progress::terminal()).await?;
             if json {
                 println!("{}", serde_json::json!({"executed": true, "retried": ids, "job_ids": jobs}));
             } else {
@@ -170,10 +164,7 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
             if all && !execute {
                 return would_touch("discard", &ids, json);
             }
-            let n = dead::discard(&state.system_pool, &ids, &actor()).await?;
-            let mut conn = state.system_pool.0.acquire().await?;
-            let params = serde_json::json!({"dead_letters": ids, "kind": kind, "error": error, "discarded": n});
-            ballast::audit::record(&mut conn, None, &actor(), "jobs.discard", params, ballast::audit::Outcome::Ok).await?;
+            let n = dead::discard_audited(&state.system_pool, &ids, &actor(), serde_json::json!({"kind": kind, "error": error})).await?;
             if json {
                 println!("{}", serde_json::json!({"executed": true, "discarded": n}));
             } else {

@@ -156,26 +156,18 @@ pub(super) async fn runbook(settings: Settings, command: RunbookCommand, json: b
             }
             let page = ballast::runbook::page(&dir, &name)?;
             let state = AppState::build(settings)?;
-            let policy = state
-                .queue
-                .catalogue()
-                .iter()
-                .find(|p| p.kind.as_str() == page.admin_job)
-                .ok_or_else(|| anyhow::anyhow!("{name}: its admin job {} is not in the catalogue (jobs/)", page.admin_job))?;
-            if policy.runbook.as_deref() != Some(name.as_str()) {
-                bail!("{name}: jobs/{}.toml does not name this runbook", page.admin_job);
-            }
             let params = runbook_params(&params)?;
             if enqueue {
-                let payload = ballast::jobs::admin::AdminArgs::payload(execute, &actor(), params);
-                let done = state.queue.enqueue(ballast::queue::EnqueueRequest::new(page.admin_job.as_str(), payload)).await?;
-                runs::queued(&state.system_pool, &done.id.0, &page.admin_job, &actor(), execute).await?;
+                let id = ballast::runbook::enqueue(&state.queue, &state.system_pool, &page, execute, &actor(), params).await?;
                 if json {
-                    println!("{}", serde_json::json!({"queued": done.id, "kind": page.admin_job, "executed": false, "will_execute": execute}));
+                    println!("{}", serde_json::json!({"queued": id, "kind": page.admin_job, "executed": false, "will_execute": execute}));
                 } else {
-                    println!("queued {} job {} on the fleet; its report: ballast runbook runs show {}", page.admin_job, done.id, done.id);
+                    println!("queued {} job {id} on the fleet; its report: ballast runbook runs show {id}", page.admin_job);
                 }
                 return Ok(ExitCode::SUCCESS);
+            }
+            if !state.queue.catalogue().iter().any(|p| p.kind.as_str() == page.admin_job && p.runbook.as_deref() == Some(name.as_str())) {
+                bail!("{name}: its admin job {} is not in the catalogue (jobs/) naming this runbook", page.admin_job);
             }
             let registry = Registry::standard();
             if execute && !json {

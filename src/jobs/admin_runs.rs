@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::db::SystemPool;
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// On the fleet's queue, not finished.
@@ -37,7 +37,7 @@ impl RunState {
 }
 
 /// One run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdminRun {
     /// The job's id.
     pub id: String,
@@ -52,6 +52,7 @@ pub struct AdminRun {
     /// How many things its report found failing.
     pub failing: i32,
     /// The report (done runs).
+    #[schema(value_type = Option<Object>)]
     pub report: Option<serde_json::Value>,
     /// The last error (failed runs).
     pub error: Option<String>,

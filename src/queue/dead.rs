@@ -10,7 +10,7 @@ use crate::db::SystemPool;
 use crate::newtypes::JobId;
 
 /// One dead-lettered job.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The dead letter's id (what `ballast jobs retry` takes).
     pub id: Uuid,
@@ -21,6 +21,7 @@ pub struct DeadLetter {
     /// The tenant, when the job named an existing one.
     pub tenant_id: Option<Uuid>,
     /// The run as it was queued (or the raw bytes' JSON when malformed).
+    #[schema(value_type = Object)]
     pub envelope: serde_json::Value,
     /// Attempts spent.
     pub attempts: i32,
@@ -165,6 +166,30 @@ pub async fn retry(pool: &SystemPool, queue: &JobQueue, id: Uuid) -> Result<JobI
     sqlx::query("UPDATE job_dead_letters SET retried_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(envelope.id)
+}
+
+/// Queues every dead letter of `ids` again ([`retry`] each) and writes one audit row for the
+/// whole act (`jobs.retry`, with `filter`: the search that chose them): what the CLI, the
+/// admin API and the console do.
+pub async fn retry_audited(pool: &SystemPool, queue: &JobQueue, ids: &[Uuid], actor: &str, filter: serde_json::Value, progress: &super::job::Progress) -> Result<Vec<JobId>, QueueError> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        jobs.push(retry(pool, queue, *id).await?);
+        progress.report("retry dead letters", i as u64 + 1, Some(ids.len() as u64));
+    }
+    let mut conn = pool.0.acquire().await?;
+    let params = serde_json::json!({"dead_letters": ids, "filter": filter, "job_ids": jobs});
+    crate::audit::record(&mut conn, None, actor, "jobs.retry", params, crate::audit::Outcome::Ok).await?;
+    Ok(jobs)
+}
+
+/// Discards every open dead letter of `ids` ([`discard`]) with one audit row (`jobs.discard`).
+pub async fn discard_audited(pool: &SystemPool, ids: &[Uuid], actor: &str, filter: serde_json::Value) -> Result<u64, sqlx::Error> {
+    let n = discard(pool, ids, actor).await?;
+    let mut conn = pool.0.acquire().await?;
+    let params = serde_json::json!({"dead_letters": ids, "filter": filter, "discarded": n});
+    crate::audit::record(&mut conn, None, actor, "jobs.discard", params, crate::audit::Outcome::Ok).await?;
+    Ok(n)
 }
 
 /// Dead letters not retried that failed within `window` (the dead-letter alert).

@@ -154,7 +154,7 @@ async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: 
 }
 
 /// Queue depth figures for one kind.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     /// The job kind.
     pub kind: String,

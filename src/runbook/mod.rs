@@ -29,10 +29,19 @@ pub enum RunbookError {
     /// A page without its admin-job line.
     #[error("{0}: no \"**Admin job:** `kind`\" line")]
     NoAdminJob(String),
+    /// A page whose admin job's catalogue entry does not name the page back.
+    #[error("{0}")]
+    NotInCatalogue(String),
+    /// The queue refused the run.
+    #[error("queue: {0}")]
+    Queue(#[from] crate::queue::QueueError),
+    /// The run could not be kept.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
 }
 
 /// One page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page {
     /// File name without `.md`: what `ballast runbook run` takes.
     pub name: String,
@@ -73,6 +82,30 @@ pub fn pages(dir: &ConfigDir) -> Result<Vec<Page>, RunbookError> {
 /// The page named `name`.
 pub fn page(dir: &ConfigDir, name: &str) -> Result<Page, RunbookError> {
     pages(dir)?.into_iter().find(|p| p.name == name).ok_or_else(|| RunbookError::Unknown(name.to_owned()))
+}
+
+/// Queues a run of `page`'s admin job on the fleet, kept in `admin_runs` as queued so its
+/// report can be read once it ran (`ballast runbook runs show ID`, the admin API, the console).
+pub async fn enqueue(
+    queue: &crate::queue::JobQueue,
+    pool: &crate::db::SystemPool,
+    page: &Page,
+    execute: bool,
+    actor: &str,
+    params: serde_json::Value,
+) -> Result<crate::newtypes::JobId, RunbookError> {
+    let entry = queue.catalogue().iter().find(|p| p.kind.as_str() == page.admin_job).map(|p| p.runbook.clone());
+    match entry {
+        None => return Err(RunbookError::NotInCatalogue(format!("{}: its admin job {} is not in the catalogue (jobs/)", page.name, page.admin_job))),
+        Some(named) if named.as_deref() != Some(page.name.as_str()) => {
+            return Err(RunbookError::NotInCatalogue(format!("{}: jobs/{}.toml does not name this runbook", page.name, page.admin_job)));
+        }
+        Some(_) => {}
+    }
+    let payload = AdminArgs::payload(execute, actor, params);
+    let done = queue.enqueue(crate::queue::EnqueueRequest::new(page.admin_job.as_str(), payload)).await?;
+    crate::jobs::admin_runs::queued(pool, &done.id.0, &page.admin_job, actor, execute).await?;
+    Ok(done.id)
 }
 
 /// Runs admin job `kind` here (the on-call shell), as the fleet would, audited the same way.

@@ -150,6 +150,16 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
             Some((spec.path.replace("{id}", "%B%"), Some(serde_json::json!({"kind": "grant", "target": "sso", "reason": "iso probe"}))))
         }
         ("POST", "/v1/admin/tenants/{id}/support-sessions") => Some((spec.path.replace("{id}", "%B%"), Some(serde_json::json!({"reason": "iso probe"})))),
+        ("GET", "/v1/admin/queues") | ("GET", "/v1/admin/dead-letters") | ("GET", "/v1/admin/runbooks") | ("GET", "/v1/admin/runs") | ("GET", "/v1/admin/operators") | ("GET", "/v1/admin/support-sessions") => {
+            Some((spec.path.to_owned(), None))
+        }
+        ("GET", "/v1/admin/jobs/{id}") | ("GET", "/v1/admin/runs/{id}") => Some((spec.path.replace("{id}", "job_b"), None)),
+        ("POST", "/v1/admin/dead-letters/retry") | ("POST", "/v1/admin/dead-letters/discard") => Some((spec.path.to_owned(), Some(serde_json::json!({"all": true, "execute": true})))),
+        ("POST", "/v1/admin/runbooks/{name}/runs") => Some((spec.path.replace("{name}", "site-down"), Some(serde_json::json!({"execute": true})))),
+        ("POST", "/v1/admin/operators") => Some((spec.path.to_owned(), Some(serde_json::json!({"name": "iso", "role": "admin"})))),
+        ("POST", "/v1/admin/operators/{name}/disable") | ("POST", "/v1/admin/operators/{name}/rotate") => Some((spec.path.replace("{name}", "iso"), None)),
+        ("DELETE", "/v1/admin/tenants/{id}/overrides/{override}") => Some((spec.path.replace("{id}", "%B%").replace("{override}", "%B%"), None)),
+        ("DELETE", "/v1/admin/support-sessions/{id}") => Some((spec.path.replace("{id}", "%B%"), None)),
         _ => None,
     }
 }
