@@ -96,9 +96,9 @@ pub async fn enqueue(
 ) -> Result<crate::newtypes::JobId, RunbookError> {
     let entry = queue.catalogue().iter().find(|p| p.kind.as_str() == page.admin_job).map(|p| p.runbook.clone());
     match entry {
-        None => return Err(RunbookError::NotInCatalogue(format!("{}: its admin job {} is not in the catalogue (jobs/)", page.name, page.admin_job))),
+        None => return Err(RunbookError::NotInCatalogue(format!("{name}: its admin job {job} is not in the catalogue (jobs/)", name = page.name, job = page.admin_job))),
         Some(named) if named.as_deref() != Some(page.name.as_str()) => {
-            return Err(RunbookError::NotInCatalogue(format!("{}: jobs/{}.toml does not name this runbook", page.name, page.admin_job)));
+            return Err(RunbookError::NotInCatalogue(format!("{name}: jobs/{job}.toml does not name this runbook", name = page.name, job = page.admin_job)));
         }
         Some(_) => {}
     }
