@@ -111,6 +111,16 @@ install_packages() {
   apt-get install -y -qq "${need[@]}" >/dev/null
 }
 
+# The console's tests drive a real browser: Debian's chromium and its WebDriver.
+install_browser() {
+  command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 && return 0
+  [ "$(id -u)" = 0 ] || die "missing chromium and chromium-driver (the console's browser tests): apt-get install chromium chromium-driver, or run as root"
+  log "installing chromium and chromium-driver from Debian packages (the console's browser tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 pg_bin() {
   local v
   v=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
@@ -436,6 +446,7 @@ case "$cmd" in
   test)
     trap stop_started EXIT
     services
+    install_browser
     eval "$(print_env)"
     cd "$ROOT"
     shift

@@ -58,6 +58,8 @@ pub struct Member {
     pub api_addr: Option<SocketAddr>,
     /// Where a member without the api role serves /healthz, /readyz and /metrics.
     pub ops_addr: Option<SocketAddr>,
+    /// Where the operator console listens (api members, unless `BALLAST_CONSOLE_LISTEN=off`).
+    pub console_addr: Option<SocketAddr>,
     stop: CancellationToken,
     api_stop: CancellationToken,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
@@ -79,7 +81,7 @@ impl Member {
         let api_stop = CancellationToken::new();
         let member_id = member_id();
         let mut tasks = Vec::new();
-        let (mut api_addr, mut ops_addr) = (None, None);
+        let (mut api_addr, mut ops_addr, mut console_addr) = (None, None, None);
         // The api role serves the intake; a member without it still serves /healthz, /readyz
         // and /metrics on the same address, so every role has probes and is scraped.
         let router = if roles.contains(&Role::Api) {
@@ -121,6 +123,15 @@ impl Member {
             let serve = crate::api::server::serve(listener, router, limits, state.metrics.connections(), api_stop.clone());
             tasks.push(("api", tokio::spawn(serve)));
         }
+        // The console on its own listener, never the intake's: loopback unless told otherwise.
+        if let (true, Some(listen)) = (roles.contains(&Role::Api), state.settings.console.listen) {
+            let limits = connection_limits(&state.settings);
+            let listener = crate::api::server::bind(listen, limits.max_connections).map_err(|e| StartError::Listen(listen, e))?;
+            console_addr = listener.local_addr().ok();
+            // Its connections are counted apart from the intake's (whose saturation they would blur).
+            let serve = crate::api::server::serve(listener, crate::console::router(state.clone()), limits, Default::default(), api_stop.clone());
+            tasks.push(("api", tokio::spawn(serve)));
+        }
         if roles.contains(&Role::Worker) {
             let deps = worker::WorkerDeps {
                 queue: state.queue.clone(),
@@ -142,7 +153,7 @@ impl Member {
         if roles.contains(&Role::Scheduler) {
             tasks.push(("scheduler", tokio::spawn(crate::scheduler::run(crate::jobs::Provides::provide(&state), member_id.clone(), stop.clone()))));
         }
-        Ok(Self { api_addr, ops_addr, stop, api_stop, tasks, grace: state.settings.shutdown_grace })
+        Ok(Self { api_addr, ops_addr, console_addr, stop, api_stop, tasks, grace: state.settings.shutdown_grace })
     }
 
     /// Stops fetching new jobs, lets in-flight jobs finish within the grace period, releases

@@ -11,6 +11,8 @@ pub const RELEASE: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("RELEASE_
 
 /// The intake API (axum).
 pub mod api;
+/// The operator console: server-rendered pages on their own listener.
+pub mod console;
 /// The audit log.
 pub mod audit;
 /// The fleet member that runs the roles.

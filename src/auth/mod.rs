@@ -5,6 +5,7 @@
 //! A key reads `bk_{prefix}_{secret}`: the prefix finds the row (it is stored in clear and
 //! shown by `ballast keys list`), the whole key is what is hashed.
 
+pub mod console_sessions;
 pub mod operators;
 pub mod store;
 pub mod support;

@@ -96,6 +96,8 @@ pub struct Settings {
     pub admin_run_retention: Duration,
     /// Backups and their rehearsals: dumps, pgBackRest, the scratch database.
     pub backups: backups::Backups,
+    /// The operator console.
+    pub console: console::Console,
     /// The public base URLs `probe.uptime` checks every minute (`BALLAST_PROBE_URLS`,
     /// comma-separated: the load balancer, or each member); none: no uptime checks.
     pub probe_urls: Vec<String>,
@@ -431,6 +433,7 @@ impl Settings {
             db_pool_size,
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
             backups: backups::Backups::parse(&src)?,
+            console: console::Console::parse(&src)?,
             sentry_dsn: optional_url(&src, "SENTRY_DSN", &["http", "https"])?,
             environment: src.get("BALLAST_ENVIRONMENT").unwrap_or("production").to_owned(),
             probe_urls: match src.get("BALLAST_PROBE_URLS") {
@@ -484,6 +487,7 @@ fn read_file(path: &str) -> Result<HashMap<String, String>, ConfigError> {
 mod tests;
 
 pub mod backups;
+pub mod console;
 pub mod duration_text;
 pub mod outbound;
 pub mod names;

@@ -214,7 +214,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The state is assembled at the edges: no job, runbook or scheduler file sees it whole.
     // perf/ (benchmarks and the load test) builds on whole members; the scheduled load test's
     // job gets it from the state as a `CapacityTest`, so jobs import nothing of perf/.
-    ("edges", &["api", "cli", "perf", "app", "devstripe", "devmail", "state"]),
+    ("edges", &["api", "console", "cli", "perf", "app", "devstripe", "devmail", "state"]),
 ];
 
 /// The layer of a module: its longest matching prefix (`perf::loadtest` before `perf`).

@@ -50,6 +50,7 @@ mod webhook_groups;
 mod webhooks;
 mod admin_api;
 mod bulk_operations;
+mod console;
 mod app_email;
 mod arbitrary_input;
 mod billing;

@@ -27,6 +27,7 @@ pub(crate) const GLOBAL_TABLES: &[(&str, &str)] = &[
     ("maintenance_status", "last run of each fleet-wide maintenance service: counts and errors, no tenant named; the app role has no access"),
     ("operators", "the people who run Ballast and their hashed tokens; no tenant data; the app role has no access"),
     ("admin_runs", "operators' record of admin job runs; reports name many tenants' objects, so the app role has no access at all"),
+    ("console_sessions", "operators' signed-in console sessions (hashed cookies, CSRF tokens); no tenant data; the app role has no access"),
     ("bulk_operations", "an operator's change to a cohort across tenants (its targets, tenant data, are in bulk_targets); the app role has no access"),
 ];
 

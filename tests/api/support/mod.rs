@@ -1,6 +1,7 @@
 //! The test harness: databases, app instances, test job kinds, and queue draining.
 
 pub mod openapi_check;
+pub mod browser;
 pub mod checked_http;
 pub mod db;
 pub mod fleet;
@@ -63,6 +64,8 @@ impl Events {
 pub struct TestApp {
     pub state: AppState,
     pub addr: Option<SocketAddr>,
+    /// Where the operator console listens.
+    pub console: Option<SocketAddr>,
     pub events: Arc<Events>,
     pub env: HashMap<String, String>,
     pub http: checked_http::CheckedClient,
@@ -137,6 +140,7 @@ impl TestAppBuilder {
         }
         env.insert("BALLAST_REDIS_NAMESPACE".into(), format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
         env.insert("BALLAST_LISTEN".into(), "127.0.0.1:0".into());
+        env.insert("BALLAST_CONSOLE_LISTEN".into(), "127.0.0.1:0".into());
         env.insert("BALLAST_JOBS_DIR".into(), jobs_dir.path().display().to_string());
         env.insert("BALLAST_SHUTDOWN_GRACE_SECS".into(), "10".into());
         env.insert("BALLAST_LOG".into(), "warn".into());
@@ -178,6 +182,7 @@ impl TestAppBuilder {
         let member = Member::start(state.clone(), &self.roles, options).await.expect("member starts");
         TestApp {
             addr: member.api_addr,
+            console: member.console_addr,
             state,
             events,
             env,

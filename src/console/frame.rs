@@ -1,0 +1,87 @@
+//! What every console page shares: the frame (who is signed in, what they may do, the form
+//! token), rendering, refusals, and the checks an action passes (CSRF, role, read-only).
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use crate::auth::console_sessions::SignedIn;
+use crate::auth::operators::Role;
+
+/// What every signed-in page's frame shows: who, what they may do, the form token.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    /// The operator.
+    pub operator: String,
+    /// Their role, as a word.
+    pub role: &'static str,
+    /// The CSRF token the page's forms carry.
+    pub csrf: String,
+    /// Whether action controls are shown (an operator or admin, and the console not read-only).
+    pub can_act: bool,
+    /// Seconds between the page's own refreshes (0: none).
+    pub refresh_secs: u32,
+}
+
+impl Frame {
+    pub(super) fn of(session: &SignedIn, read_only: bool) -> Self {
+        Frame {
+            operator: session.operator.clone(),
+            role: session.role.as_str(),
+            csrf: session.csrf.clone(),
+            can_act: session.role.allows(Role::Operator) && !read_only,
+            refresh_secs: 0,
+        }
+    }
+}
+
+/// A page, or a plain error page when it cannot render.
+pub(super) fn page(rendered: Result<String, askama::Error>) -> Response {
+    match rendered {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(message = "Console page did not render.", error = %e);
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+/// A short page saying why something was refused or failed.
+pub(super) fn refusal(status: StatusCode, why: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Ballast console</title><link rel=\"stylesheet\" href=\"/console.css\"></head>\
+         <body><main><h1>{}</h1><p role=\"alert\">{}</p><p><a href=\"/\">Back to the overview</a></p></main></body></html>",
+        status.canonical_reason().unwrap_or("Refused"),
+        html_escape(why)
+    );
+    (status, Html(body)).into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// An action the session may take: its form's CSRF token is the session's, its operator acts
+/// (not a viewer), and the console is not read-only. The refusal is the page to answer.
+pub(super) fn may_act(session: &SignedIn, csrf: Option<&str>, read_only: bool) -> Result<(), Response> {
+    csrf_only(session, csrf.unwrap_or_default())?;
+    if !session.role.allows(Role::Operator) {
+        return Err(refusal(StatusCode::FORBIDDEN, &format!("{} is a {}: viewers read, operators act.", session.operator, session.role.as_str())));
+    }
+    if read_only {
+        return Err(refusal(StatusCode::FORBIDDEN, "The console is read-only (BALLAST_CONSOLE_READ_ONLY): act from the CLI or the admin API."));
+    }
+    Ok(())
+}
+
+/// A form that only reads (a dry run): its CSRF token must still be the session's.
+pub(super) fn csrf_only(session: &SignedIn, csrf: &str) -> Result<(), Response> {
+    if csrf.is_empty() || !bool::from(subtle::ConstantTimeEq::ct_eq(csrf.as_bytes(), session.csrf.as_bytes())) {
+        return Err(refusal(StatusCode::FORBIDDEN, "This form's CSRF token is missing or is not this session's. Reload the page and try again."));
+    }
+    Ok(())
+}
+
+/// After an action: back to a page (303, so a reload does not post again).
+pub(super) fn back_to(path: &str) -> Response {
+    Redirect::to(path).into_response()
+}

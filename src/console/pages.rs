@@ -1,0 +1,303 @@
+//! The fleet's pages: the overview (queues, dead letters, SLOs, alerts, the scheduler leader),
+//! dead letters with retry and discard (one, or every match after a confirmation naming the
+//! count), a job with its payload's secrets redacted, the runbooks with a dry run or an
+//! execute queued on the fleet, and a run's report.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::frame::{Frame, back_to, may_act, page, refusal};
+use crate::auth::console_sessions::SignedIn;
+use crate::queue::dead::{self, DeadLetter};
+use crate::state::AppState;
+
+/// One kind's queue figures.
+pub(super) struct KindRow {
+    pub kind: String,
+    pub ready: u64,
+    pub scheduled: u64,
+    pub running: u64,
+    pub dead: i64,
+    pub oldest: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/overview.html")]
+struct Overview {
+    frame: Frame,
+    kinds: Vec<KindRow>,
+    dead: Vec<DeadLetter>,
+    slos: Vec<(String, String, String)>,
+    alerts: Vec<(String, String)>,
+    leader: String,
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(message = "Console page: a source is unavailable.", error = %e);
+    refusal(StatusCode::SERVICE_UNAVAILABLE, "The figures cannot be read now (PostgreSQL or Redis); this page retries by itself.")
+}
+
+pub(super) async fn overview(State(state): State<AppState>, Extension(session): Extension<SignedIn>) -> Response {
+    let (stats, dead_counts, newest) = match (state.queue.stats().await, dead::open_counts(&state.system_pool).await, dead::list(&state.system_pool, None, 10).await) {
+        (Ok(s), Ok(d), Ok(n)) => (s, d, n),
+        (Err(e), _, _) => return unavailable(&e),
+        (_, Err(e), _) | (_, _, Err(e)) => return unavailable(&e),
+    };
+    // Kinds with work or dead letters first, then the quiet ones, each group by name.
+    let mut stats = stats;
+    stats.sort_by_key(|s| (s.ready + s.scheduled + s.running == 0 && dead_counts.get(&s.kind).copied().unwrap_or(0) == 0, s.kind.clone()));
+    let kinds = stats
+        .into_iter()
+        .map(|s| KindRow {
+            dead: dead_counts.get(&s.kind).copied().unwrap_or(0),
+            oldest: s.oldest_ready_age_secs.map_or_else(|| "-".to_owned(), |a| format!("{a:.1} s")),
+            kind: s.kind,
+            ready: s.ready,
+            scheduled: s.scheduled,
+            running: s.running,
+        })
+        .collect();
+    let slos = crate::slo::evaluate::latest(&state.system_pool.0).await.unwrap_or_default();
+    let slos = slos.into_iter().map(|(name, sli, budget)| (name, format!("{:.4}", sli), format!("{:.1} %", budget * 100.0))).collect();
+    let alerts = crate::health::alerts::firing(&state.system_pool).await.unwrap_or_default();
+    let alerts = alerts.into_iter().filter(|a| a.2).map(|a| (a.0, a.1)).collect();
+    let leader = crate::scheduler::current_leader(&state.redis, &state.keys).await.ok().flatten().unwrap_or_else(|| "none".into());
+    let mut frame = Frame::of(&session, state.settings.console.read_only);
+    frame.refresh_secs = 5;
+    page(Overview { frame, kinds, dead: newest, slos, alerts, leader }.render())
+}
+
+/// A dead-letter search.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct DeadSearch {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    error: String,
+    /// `retry` or `discard`: show the confirmation for every match.
+    #[serde(default)]
+    confirm: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/dead.html")]
+struct DeadPage {
+    frame: Frame,
+    kind: String,
+    error: String,
+    rows: Vec<DeadLetter>,
+    total: i64,
+    confirm: String,
+}
+
+fn some(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty()).then_some(s)
+}
+
+pub(super) async fn dead_letters(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Query(q): Query<DeadSearch>) -> Response {
+    let (kind, error) = (some(&q.kind), some(&q.error));
+    let (rows, total) = match (dead::matching(&state.system_pool, kind, error, 100).await, dead::count_matching(&state.system_pool, kind, error).await) {
+        (Ok(r), Ok(t)) => (r, t),
+        (Err(e), _) | (_, Err(e)) => return unavailable(&e),
+    };
+    let confirm = if matches!(q.confirm.as_str(), "retry" | "discard") { q.confirm.clone() } else { String::new() };
+    let frame = Frame::of(&session, state.settings.console.read_only);
+    page(DeadPage { frame, kind: q.kind, error: q.error, rows, total, confirm }.render())
+}
+
+/// Retry or discard: one dead letter (`id`), or every match of the search (`all`, with the
+/// count the confirmation showed: if more match now, the operator confirms again).
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct DeadAct {
+    #[serde(default)]
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    id: Option<uuid::Uuid>,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    expected: Option<usize>,
+}
+
+pub(super) async fn act_on_dead(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Form(f): Form<DeadAct>) -> Response {
+    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+        return refused;
+    }
+    let (kind, error) = (some(&f.kind), some(&f.error));
+    let ids: Vec<uuid::Uuid> = match f.id {
+        Some(id) => vec![id],
+        None => match dead::matching(&state.system_pool, kind, error, i64::MAX).await {
+            Ok(rows) => rows.into_iter().map(|d| d.id).collect(),
+            Err(e) => return unavailable(&e),
+        },
+    };
+    if f.id.is_none() && f.expected != Some(ids.len()) {
+        return refusal(StatusCode::CONFLICT, &format!("{} dead letters match now, not the {} you confirmed: look again before acting on all of them.", ids.len(), f.expected.unwrap_or(0)));
+    }
+    let filter = serde_json::json!({"kind": kind, "error": error, "via": "console"});
+    let done = match f.action.as_str() {
+        "retry" => dead::retry_audited(&state.system_pool, &state.queue, &ids, &session.operator, filter, &Default::default()).await.map(|_| ()),
+        "discard" => dead::discard_audited(&state.system_pool, &ids, &session.operator, filter).await.map(|_| ()).map_err(Into::into),
+        _ => return refusal(StatusCode::BAD_REQUEST, "the action is retry or discard"),
+    };
+    match done {
+        Ok(()) => back_to("/dead"),
+        Err(crate::queue::QueueError::NoDeadLetter(which)) => refusal(StatusCode::NOT_FOUND, &format!("no open dead letter {which} (retried or discarded meanwhile?)")),
+        Err(e) => unavailable(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/job.html")]
+struct JobPage {
+    frame: Frame,
+    job_id: String,
+    place: &'static str,
+    kind: String,
+    tenant: String,
+    attempt: String,
+    error: String,
+    payload: String,
+    dead_letter: Option<uuid::Uuid>,
+}
+
+pub(super) async fn job(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(id): Path<String>) -> Response {
+    let frame = Frame::of(&session, state.settings.console.read_only);
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(&crate::api::admin_ops::redacted(v)).unwrap_or_default();
+    let shown = match state.queue.find(&id).await {
+        Ok(Some(q)) => JobPage {
+            frame,
+            job_id: q.id.0.clone(),
+            place: "queued",
+            kind: q.kind.to_string(),
+            tenant: q.tenant.map(|t| t.0.to_string()).unwrap_or_default(),
+            attempt: q.attempt.to_string(),
+            error: q.last_error.clone().unwrap_or_default(),
+            payload: pretty(&q.payload),
+            dead_letter: None,
+        },
+        Ok(None) => match dead::find(&state.system_pool, &id).await {
+            Ok(Some(d)) => JobPage {
+                frame,
+                job_id: d.job_id.clone(),
+                place: "dead",
+                kind: d.kind.clone(),
+                tenant: d.tenant_id.map(|t| t.to_string()).unwrap_or_default(),
+                attempt: d.attempts.to_string(),
+                error: d.error.clone(),
+                payload: pretty(d.envelope.get("payload").unwrap_or(&d.envelope)),
+                dead_letter: Some(d.id),
+            },
+            Ok(None) => return refusal(StatusCode::NOT_FOUND, "no such job: not queued and not a dead letter"),
+            Err(e) => return unavailable(&e),
+        },
+        Err(e) => return unavailable(&e),
+    };
+    page(shown.render())
+}
+
+/// A recent run, as its row shows it.
+pub(super) struct RunRow {
+    pub id: String,
+    pub kind: String,
+    pub state: &'static str,
+    pub executed: bool,
+    pub actor: String,
+    pub queued: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/runbooks.html")]
+struct RunbooksPage {
+    frame: Frame,
+    pages: Vec<crate::runbook::Page>,
+    runs: Vec<RunRow>,
+}
+
+pub(super) async fn runbooks(State(state): State<AppState>, Extension(session): Extension<SignedIn>) -> Response {
+    let pages = match crate::runbook::pages(&state.settings.runbooks_dir) {
+        Ok(p) => p,
+        Err(e) => return unavailable(&e),
+    };
+    use crate::jobs::admin_runs::RunState;
+    let runs = crate::jobs::admin_runs::list(&state.system_pool, None, 20).await.unwrap_or_default();
+    let runs = runs
+        .into_iter()
+        .map(|r| RunRow {
+            state: match r.state {
+                RunState::Queued => "queued",
+                RunState::Done => "done",
+                RunState::Failed => "failed",
+            },
+            queued: r.queued_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            id: r.id,
+            kind: r.kind,
+            executed: r.executed,
+            actor: r.actor,
+        })
+        .collect();
+    page(RunbooksPage { frame: Frame::of(&session, state.settings.console.read_only), pages, runs }.render())
+}
+
+/// A run: its parameters as `k=v` lines, a dry run or (operators) execute.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct RunForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    params: String,
+    #[serde(default)]
+    execute: Option<String>,
+}
+
+pub(super) async fn run_runbook(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(name): Path<String>, Form(f): Form<RunForm>) -> Response {
+    let execute = f.execute.is_some();
+    // A dry run only reads: a viewer may ask for one (with the session's form token).
+    let checked = if execute { may_act(&session, Some(&f.csrf), state.settings.console.read_only) } else { super::frame::csrf_only(&session, &f.csrf) };
+    if let Err(refused) = checked {
+        return refused;
+    }
+    let page_of = match crate::runbook::page(&state.settings.runbooks_dir, &name) {
+        Ok(p) => p,
+        Err(e) => return refusal(StatusCode::NOT_FOUND, &e.to_string()),
+    };
+    let mut params = serde_json::Map::new();
+    for line in f.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((k, v)) = line.split_once('=') else { return refusal(StatusCode::BAD_REQUEST, &format!("parameter line {line:?}: expected KEY=VALUE")) };
+        params.insert(k.trim().to_owned(), serde_json::from_str(v.trim()).unwrap_or_else(|_| serde_json::Value::String(v.trim().to_owned())));
+    }
+    match crate::runbook::enqueue(&state.queue, &state.system_pool, &page_of, execute, &session.operator, serde_json::Value::Object(params)).await {
+        Ok(id) => back_to(&format!("/runs/{id}")),
+        Err(e) => unavailable(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/run.html")]
+struct RunPage {
+    frame: Frame,
+    run: crate::jobs::admin_runs::AdminRun,
+    report: String,
+    finished: bool,
+}
+
+pub(super) async fn run(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(id): Path<String>) -> Response {
+    match crate::jobs::admin_runs::find(&state.system_pool, &id).await {
+        Ok(Some(run)) => {
+            let report = run.report.as_ref().map(|r| serde_json::to_string_pretty(r).unwrap_or_default()).unwrap_or_default();
+            let finished = run.finished_at.is_some();
+            let mut frame = Frame::of(&session, state.settings.console.read_only);
+            frame.refresh_secs = if finished { 0 } else { 2 };
+            page(RunPage { frame, run, report, finished }.render())
+        }
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "no such run"),
+        Err(e) => unavailable(&e),
+    }
+}

@@ -1,0 +1,238 @@
+//! The operator console (issue 40) driven in a real browser: Debian's chromium through its
+//! WebDriver (chromedriver), both installed by the README's test command. Signed in with an
+//! operator token, the overview's queue figures are the queue's; a dead job retried from the
+//! console runs; a runbook's dry run and then its execute; every dead letter of a search
+//! discarded after a confirmation naming the count; an override granted on a customer's page
+//! and seen by the tenant's app at `GET /v1/entitlements`; a viewer has no controls and a
+//! forged POST of theirs is refused; a form without its CSRF token is refused; an expired
+//! session returns to sign-in. A failure keeps a screenshot (target/console-failures/).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use ballast::auth::Scope;
+use ballast::auth::operators::{self, Role};
+use fantoccini::{Client, Locator};
+use futures::FutureExt;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::TestApp;
+use crate::support::browser::Browser;
+
+/// Runs `steps`; on a failure, keeps the page's screenshot and HTML before failing.
+async fn with_screenshot_on_failure<F: Future<Output = ()>>(browser: &Browser, name: &str, steps: F) {
+    if let Err(panic) = AssertUnwindSafe(steps).catch_unwind().await {
+        browser.keep_evidence(name).await;
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The text of the element `css` names, once the page shows it.
+async fn text(c: &Client, css: &str) -> String {
+    let found = c.wait().at_most(std::time::Duration::from_secs(15)).for_element(Locator::Css(css)).await;
+    found.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.expect("text")
+}
+
+/// Waits (as WebDriver waits: the page is polled) until the browser is at `path` (and `query`).
+async fn at(c: &Client, path: &str, query: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.expect("url");
+        if url.path() == path && url.query() == query {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the browser stayed at {url}, not {path}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the element `css` reads `expected`.
+async fn reads(c: &Client, css: &str, expected: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let now = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if now == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{css} reads {now:?}, not {expected:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/sign-in")).await.expect("sign-in page");
+    c.find(Locator::Id("token")).await.expect("token field").send_keys(token).await.expect("type");
+    c.find(Locator::Id("sign-in")).await.expect("button").click().await.expect("click");
+}
+
+/// With BALLAST_CONSOLE_SCREENSHOTS=DIR, the page as README shows it (docs/console-*.png).
+async fn screenshot_for_readme(browser: &Browser, name: &str) {
+    if let Ok(dir) = std::env::var("BALLAST_CONSOLE_SCREENSHOTS") {
+        browser.screenshot(&std::path::Path::new(&dir).join(name)).await;
+    }
+}
+
+/// The session cookie and the page's form token, to forge requests as the signed-in operator.
+async fn session_of(c: &Client) -> (String, String) {
+    let cookie = c.get_named_cookie(ballast::console::COOKIE).await.expect("session cookie").value().to_owned();
+    let csrf = c.find(Locator::Css("input[name=csrf]")).await.expect("a form").attr("value").await.expect("attr").unwrap_or_default();
+    (cookie, csrf)
+}
+
+async fn forged(base: &str, path: &str, cookie: &str, form: &[(&str, &str)]) -> StatusCode {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let body = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+    let res = http
+        .post(format!("{base}{path}"))
+        .header("cookie", format!("{}={cookie}", ballast::console::COOKIE))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    res.status()
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+async fn dead_noop(app: &TestApp, payload: serde_json::Value) -> String {
+    let id = app.state.queue.enqueue(ballast::queue::EnqueueRequest::new("noop", payload)).await.expect("enqueue").id;
+    app.drain().await;
+    id.0
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_viewer_cannot_act() {
+    let sim = crate::support::stripe_sim::StripeSim::start().await;
+    let app = TestApp::builder().env("STRIPE_API_BASE", &sim.base_url).spawn().await;
+    let base = format!("http://{}", app.console.expect("the console listens"));
+    let pool = &app.state.system_pool;
+    let (_, otto) = operators::add(pool, "otto", Role::Operator, "test").await.expect("operator");
+    let (_, vic) = operators::add(pool, "vic", Role::Viewer, "test").await.expect("viewer");
+    let tenant = app.tenant("Acme").await;
+    let (_, tenant_key) = app.key(Some(tenant), &[Scope::EntitlementsRead]).await;
+    // A job that died on a transient failure (recorded as the worker records one), and two that can never run.
+    let retryable = ballast::queue::JobEnvelope {
+        id: ballast::newtypes::JobId::new(),
+        kind: "noop".into(),
+        tenant: None,
+        payload: json!({"sleep_ms": 0}),
+        attempt: 5,
+        enqueued_at_us: chrono::Utc::now().timestamp_micros(),
+        traceparent: None,
+        last_error: Some("upstream timed out".into()),
+        tracked: false,
+    };
+    let envelope = serde_json::to_value(&retryable).expect("envelope");
+    ballast::queue::dead::record(pool, &retryable.id.0, "noop", None, &envelope, 5, "upstream timed out").await.expect("dead letter");
+    dead_noop(&app, json!({"sleep_ms": "never"})).await;
+    dead_noop(&app, json!({"sleep_ms": "never again"})).await;
+
+    let browser = Browser::start().await;
+    let c = browser.client.clone();
+    with_screenshot_on_failure(&browser, "operator", async {
+        // Not signed in: the console sends you to sign in; a wrong token is refused.
+        c.goto(&base).await.expect("open");
+        at(&c, "/sign-in", None).await;
+        sign_in(&c, &base, "bo_notatoken_x").await;
+        assert!(text(&c, "#sign-in-error").await.contains("not an operator token"));
+        sign_in(&c, &base, &otto).await;
+        assert_eq!(text(&c, "#operator").await, "otto");
+
+        // The overview's figures are the queue's.
+        let stats = app.state.queue.stats().await.expect("stats");
+        let dead = ballast::queue::dead::open_counts(pool).await.expect("dead");
+        let noop = stats.iter().find(|s| s.kind == "noop").expect("noop kind");
+        assert_eq!(text(&c, "tr[data-kind=noop] .ready").await, noop.ready.to_string());
+        assert_eq!(text(&c, "tr[data-kind=noop] .dead").await, dead["noop"].to_string());
+        assert_eq!(dead["noop"], 3);
+        screenshot_for_readme(&browser, "console-overview.png").await;
+
+        // The oldest stuck job: why it failed, retried, and it runs.
+        c.goto(&format!("{base}/jobs/{}", retryable.id.0)).await.expect("job page");
+        assert_eq!(text(&c, "#last-error").await, "upstream timed out");
+        c.find(Locator::Id("retry")).await.expect("retry").click().await.expect("click");
+        at(&c, "/dead", None).await;
+        app.drain().await;
+        let still: i64 = sqlx::query_scalar("SELECT count(*) FROM job_dead_letters WHERE job_id = $1 AND retried_at IS NULL").bind(&retryable.id.0).fetch_one(&pool.0).await.expect("count");
+        assert_eq!(still, 0, "retried, and it ran without dying again");
+
+        // Every dead letter of a search discarded, after a confirmation naming the count.
+        c.goto(&format!("{base}/dead?kind=noop")).await.expect("dead");
+        assert!(text(&c, "#match-count").await.starts_with("2 "));
+        c.find(Locator::Id("discard-all")).await.expect("discard all").click().await.expect("click");
+        assert!(text(&c, "#confirm-text").await.contains("discard all 2"));
+        c.find(Locator::Id("confirm")).await.expect("confirm").click().await.expect("click");
+        at(&c, "/dead", None).await;
+        assert!(text(&c, "#match-count").await.starts_with("0 "));
+
+        // A runbook: its dry run, then executed; the run's page shows the report.
+        c.goto(&format!("{base}/runbooks")).await.expect("runbooks");
+        c.find(Locator::Css("#runbook-scheduler-no-leader summary")).await.expect("page").click().await.expect("open");
+        c.find(Locator::Css("#runbook-scheduler-no-leader .dry-run")).await.expect("dry run").click().await.expect("click");
+        text(&c, "#run-state").await;
+        app.drain().await;
+        c.refresh().await.expect("reload");
+        assert_eq!(text(&c, "#run-state").await, "done");
+        assert!(text(&c, "h1").await.contains("dry run"));
+        c.goto(&format!("{base}/runbooks")).await.expect("runbooks");
+        c.find(Locator::Css("#runbook-scheduler-no-leader summary")).await.expect("page").click().await.expect("open");
+        c.find(Locator::Css("#runbook-scheduler-no-leader .execute")).await.expect("execute").click().await.expect("click");
+        text(&c, "#run-state").await;
+        app.drain().await;
+        c.refresh().await.expect("reload");
+        assert_eq!(text(&c, "#run-state").await, "done");
+        assert!(text(&c, "h1").await.contains("executed"));
+
+        // A customer's override, granted on its page, seen by the tenant's app.
+        c.goto(&format!("{base}/customers/{tenant}")).await.expect("customer");
+        c.find(Locator::Css("#override-target option[value=sso]")).await.expect("sso").click().await.expect("choose");
+        c.find(Locator::Id("override-reason")).await.expect("reason").send_keys("sales-assist pilot").await.expect("type");
+        c.find(Locator::Id("override-submit")).await.expect("submit").click().await.expect("click");
+        reads(&c, "tr[data-feature=sso] .source", "override").await;
+        screenshot_for_readme(&browser, "console-customer.png").await;
+        let (status, sso) = app.call(Method::GET, "/v1/entitlements/sso", &tenant_key, None).await;
+        assert_eq!((status, sso["entitlement"]["enabled"].as_bool(), sso["entitlement"]["source"].as_str()), (StatusCode::OK, Some(true), Some("override")));
+
+        // A form without its CSRF token is refused, even with the operator's session.
+        let (cookie, csrf) = session_of(&c).await;
+        assert_eq!(forged(&base, "/dead/act", &cookie, &[("action", "discard"), ("kind", "noop"), ("expected", "0")]).await, StatusCode::FORBIDDEN);
+        assert_eq!(forged(&base, "/dead/act", &cookie, &[("csrf", "not-the-token"), ("action", "discard"), ("expected", "0")]).await, StatusCode::FORBIDDEN);
+        assert!(!csrf.is_empty());
+
+        // Every action is audited with the operator's name.
+        let actions: Vec<String> = sqlx::query_scalar("SELECT DISTINCT action FROM audit_log WHERE actor = 'otto' ORDER BY 1").fetch_all(&pool.0).await.expect("audit");
+        for expected in ["console.sign_in", "jobs.discard", "jobs.retry", "overrides.set", "runbook.scheduler.inspect"] {
+            assert!(actions.iter().any(|a| a == expected), "{expected} not in {actions:?}");
+        }
+
+        // Signed out: back to sign-in. A viewer has no controls and a forged action is refused.
+        c.find(Locator::Id("sign-out")).await.expect("sign out").click().await.expect("click");
+        at(&c, "/sign-in", None).await;
+        sign_in(&c, &base, &vic).await;
+        reads(&c, "#operator", "vic").await;
+        let letter = dead_noop(&app, json!({"sleep_ms": "still never"})).await;
+        c.goto(&format!("{base}/dead")).await.expect("dead");
+        assert!(c.find(Locator::Css("button.retry")).await.is_err(), "a viewer sees no retry control");
+        assert!(c.find(Locator::Id("discard-all")).await.is_err());
+        c.goto(&format!("{base}/customers/{tenant}")).await.expect("customer");
+        assert!(c.find(Locator::Id("override-form")).await.is_err(), "a viewer sees no override form");
+        let (cookie, csrf) = session_of(&c).await;
+        let dead_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM job_dead_letters WHERE job_id = $1").bind(&letter).fetch_one(&pool.0).await.expect("id");
+        let status = forged(&base, "/dead/act", &cookie, &[("csrf", &csrf), ("action", "discard"), ("id", &dead_id.to_string())]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a viewer's forged POST");
+
+        // An expired session returns to sign-in.
+        sqlx::query("UPDATE console_sessions SET expires_at = now() - interval '1 second'").execute(&pool.0).await.expect("expire");
+        c.goto(&base).await.expect("open");
+        at(&c, "/sign-in", None).await;
+    })
+    .await;
+    browser.close().await;
+}
