@@ -7,6 +7,7 @@
 //! operator's name. Templates (askama) and the stylesheet are compiled into the binary.
 
 mod customers;
+mod fleet;
 mod frame;
 mod pages;
 mod session;
@@ -33,6 +34,10 @@ pub fn router(state: AppState) -> Router {
         .route("/runbooks", get(pages::runbooks))
         .route("/runbooks/{name}/run", post(pages::run_runbook))
         .route("/runs/{id}", get(pages::run))
+        .route("/schedules", get(fleet::schedules))
+        .route("/schedules/{kind}/run", post(fleet::run_now))
+        .route("/slos", get(fleet::slos))
+        .route("/maintenance", get(fleet::maintenance))
         .route("/customers", get(customers::list))
         .route("/customers/{id}", get(customers::show))
         .route("/customers/{id}/overrides", post(customers::grant))

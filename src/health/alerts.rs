@@ -59,6 +59,37 @@ pub struct AlertState {
     pub runbook: String,
 }
 
+/// One alert as the operators' pages list it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AlertRow {
+    /// `queue_age:stripe.event`.
+    pub alert_key: String,
+    /// The rule.
+    pub rule: String,
+    /// `ok` (resolved), `pending` or `firing`.
+    pub state: String,
+    /// Since when it is in that state.
+    pub since: DateTime<Utc>,
+    /// What was measured.
+    pub value: f64,
+    /// Against what.
+    pub threshold: f64,
+    /// For people.
+    pub summary: String,
+    /// When it was last evaluated.
+    pub evaluated_at: DateTime<Utc>,
+}
+
+/// Every alert, firing first, then pending, then the resolved ones, newest change first.
+pub async fn all(pool: &SystemPool) -> Result<Vec<AlertRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT alert_key, rule, state, since, value, threshold, summary, evaluated_at FROM fleet_alerts
+         ORDER BY CASE state WHEN 'firing' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, since DESC",
+    )
+    .fetch_all(&pool.0)
+    .await
+}
+
 /// Every alert key with its rule and whether it fires, as last evaluated (for `/metrics`).
 pub async fn firing(pool: &SystemPool) -> Result<Vec<(String, String, bool)>, sqlx::Error> {
     sqlx::query_as("SELECT alert_key, rule, state = 'firing' FROM fleet_alerts ORDER BY alert_key").fetch_all(&pool.0).await

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::job_catalogue::JobPolicy;
 use crate::queue::EnqueueRequest;
 
+pub mod entries;
+
 /// What the scheduler uses: the lease and the last ticks in Redis, the queues it ticks and
 /// sweeps into, the rows the sweeps and prunes read, and its settings.
 #[derive(Clone)]
@@ -172,7 +174,7 @@ async fn tick(state: &SchedulerDeps, policy: &JobPolicy, now: DateTime<Utc>) -> 
     if skipped > 0 {
         tracing::warn!(message = "Missed scheduled ticks skipped; running the latest once.", kind = %policy.kind, skipped, running = %instant);
     }
-    let key = format!("{}@{}", policy.kind, instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let key = entries::tick_job_id(policy.kind.as_str(), instant);
     let mut req = EnqueueRequest::new(policy.kind.clone(), policy.schedule_payload.clone());
     req.id = Some(crate::newtypes::JobId(key.clone()));
     req.idempotency_key = Some(key);

@@ -10,6 +10,7 @@
 //! spent whatever the window.
 
 pub mod evaluate;
+pub mod history;
 pub mod notify;
 pub mod record;
 pub mod report;

@@ -236,3 +236,62 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
     .await;
     browser.close().await;
 }
+
+/// The fleet's pages in the browser: a cron entry run now (queued, then run, audited); an
+/// SLO's seven days charted against its budget; the maintenance services and the fleet's
+/// alerts, open and resolved; a viewer sees no "run now".
+#[tokio::test]
+async fn schedules_run_now_slos_chart_their_week_and_maintenance_lists_services_and_alerts() {
+    let app = TestApp::builder().spawn().await;
+    let base = format!("http://{}", app.console.expect("the console listens"));
+    let pool = &app.state.system_pool;
+    let (_, otto) = operators::add(pool, "otto", Role::Operator, "test").await.expect("operator");
+    let (_, vic) = operators::add(pool, "vic", Role::Viewer, "test").await.expect("viewer");
+    // Yesterday's intake: one bad request in a hundred (SLO counts as the api role writes them).
+    sqlx::query("INSERT INTO slo_minutes (slo, minute, source, good, valid) VALUES ('intake-availability', date_trunc('minute', now() - interval '1 day'), 'api', 99, 100)")
+        .execute(&pool.0)
+        .await
+        .expect("slo minute");
+    sqlx::query(
+        "INSERT INTO fleet_alerts (alert_key, rule, state, since, value, threshold, summary, evaluated_at) VALUES
+         ('queue_age:email.send', 'queue_age', 'firing', now(), 900, 300, 'email.send waits 900 s', now()),
+         ('dead_letters', 'dead_letters', 'ok', now() - interval '1 hour', 0, 1, 'no dead letters', now())",
+    )
+    .execute(&pool.0)
+    .await
+    .expect("alerts");
+
+    let browser = Browser::start().await;
+    let c = browser.client.clone();
+    with_screenshot_on_failure(&browser, "fleet", async {
+        sign_in(&c, &base, &otto).await;
+        reads(&c, "#operator", "otto").await;
+        c.goto(&format!("{base}/schedules")).await.expect("schedules");
+        c.find(Locator::Css("tr[data-kind='cache.warm'] .run-now")).await.expect("run now").click().await.expect("click");
+        reads(&c, "#where", "queued").await;
+        app.drain().await;
+        let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'schedules.run_now' AND actor = 'otto'").fetch_one(&pool.0).await.expect("audit");
+        assert_eq!(audited, 1);
+
+        c.goto(&format!("{base}/slos")).await.expect("slos");
+        assert!(text(&c, "#slo-intake-availability").await.contains("intake-availability"));
+        let bar = c.find(Locator::Css("section[aria-labelledby=slo-intake-availability] rect title")).await.expect("a day's bar");
+        assert!(bar.html(true).await.expect("title").contains("99 of 100 good"));
+
+        c.goto(&format!("{base}/maintenance")).await.expect("maintenance");
+        assert_eq!(text(&c, "tr[data-alert='queue_age:email.send'] .state").await, "firing");
+        assert_eq!(text(&c, "tr[data-alert=dead_letters] .state").await, "resolved");
+        let rows = c.find_all(Locator::Css("#services tbody tr")).await.expect("services");
+        assert_eq!(rows.len(), ballast::maintenance::services().len());
+
+        c.find(Locator::Id("sign-out")).await.expect("sign out").click().await.expect("click");
+        at(&c, "/sign-in", None).await;
+        sign_in(&c, &base, &vic).await;
+        reads(&c, "#operator", "vic").await;
+        c.goto(&format!("{base}/schedules")).await.expect("schedules");
+        text(&c, "#schedules").await;
+        assert!(c.find(Locator::Css(".run-now")).await.is_err(), "a viewer sees no run-now control");
+    })
+    .await;
+    browser.close().await;
+}

@@ -1,0 +1,157 @@
+//! The fleet's own pages: the cron entries (last run, its outcome, the next; run now), the
+//! SLOs (budget over the window, burn rate per alert window, the last seven days against the
+//! target), and the maintenance services with the fleet's alerts, open and resolved.
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::frame::{Frame, back_to, may_act, page, refusal};
+use crate::auth::console_sessions::SignedIn;
+use crate::scheduler::entries::{self, ScheduleEntry};
+use crate::state::AppState;
+
+fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(message = "Console fleet page: a source is unavailable.", error = %e);
+    refusal(StatusCode::SERVICE_UNAVAILABLE, "The figures cannot be read now (PostgreSQL or Redis); try again shortly.")
+}
+
+#[derive(Template)]
+#[template(path = "console/schedules.html")]
+struct SchedulesPage {
+    frame: Frame,
+    entries: Vec<ScheduleEntry>,
+}
+
+pub(super) async fn schedules(State(state): State<AppState>, Extension(session): Extension<SignedIn>) -> Response {
+    match entries::entries(&state.queue, &state.system_pool, &state.redis, &state.keys, chrono::Utc::now()).await {
+        Ok(entries) => page(SchedulesPage { frame: Frame::of(&session, state.settings.console.read_only), entries }.render()),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Run now.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct RunNow {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub(super) async fn run_now(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(kind): Path<String>, Form(f): Form<RunNow>) -> Response {
+    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+        return refused;
+    }
+    match entries::run_now(&state.queue, &state.system_pool, &kind, &session.operator).await {
+        Ok(id) => back_to(&format!("/jobs/{id}")),
+        Err(e @ entries::RunNowError::NotScheduled(_)) => refusal(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// One bar of a chart: a day's error rate.
+pub(super) struct Bar {
+    pub x: u32,
+    pub y: u32,
+    pub height: u32,
+    pub label: String,
+    pub title: String,
+}
+
+/// One SLO as its section shows it.
+pub(super) struct SloView {
+    pub name: String,
+    pub target: String,
+    pub window_days: i64,
+    pub sli: String,
+    pub budget: String,
+    pub rules: Vec<(String, String, String, String, bool)>,
+    pub bars: Vec<Bar>,
+    /// The y of the error budget's rate (1 − target) on the chart.
+    pub budget_y: u32,
+}
+
+#[derive(Template)]
+#[template(path = "console/slos.html")]
+struct SlosPage {
+    frame: Frame,
+    slos: Vec<SloView>,
+}
+
+/// Chart height in pixels; bars grow up from the bottom.
+const CHART_H: u32 = 120;
+
+/// Seven days of error rates as bars, scaled so the budget's rate sits at a third of the way up.
+fn bars(days: &[crate::slo::history::Day], target: f64) -> (Vec<Bar>, u32) {
+    let allowed = (1.0 - target).max(1e-9);
+    let worst = days.iter().map(|d| if d.valid > 0 { 1.0 - d.good as f64 / d.valid as f64 } else { 0.0 }).fold(allowed * 3.0, f64::max);
+    let scale = f64::from(CHART_H) / worst;
+    let bars = days
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let rate = if d.valid > 0 { 1.0 - d.good as f64 / d.valid as f64 } else { 0.0 };
+            let height = ((rate * scale).round() as u32).min(CHART_H);
+            Bar {
+                x: 10 + 50 * i as u32,
+                y: CHART_H - height,
+                height,
+                label: d.day.format("%d %b").to_string(),
+                title: format!("{}: {} of {} good ({:.3} % bad)", d.day, d.good, d.valid, rate * 100.0),
+            }
+        })
+        .collect();
+    (bars, CHART_H - ((allowed * scale).round() as u32).min(CHART_H))
+}
+
+pub(super) async fn slos(State(state): State<AppState>, Extension(session): Extension<SignedIn>) -> Response {
+    let now = chrono::Utc::now();
+    let statuses = match crate::slo::evaluate::run(&state.slo_deps(), now, false).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    let mut slos = Vec::new();
+    for s in statuses {
+        let days = match crate::slo::history::daily(&state.system_pool.0, &s.name, 7, now).await {
+            Ok(d) => d,
+            Err(e) => return unavailable(&e),
+        };
+        let (bars, budget_y) = bars(&days, s.target);
+        let rules = s
+            .rules
+            .iter()
+            .map(|r| (format!("{:?}", r.rule.severity).to_lowercase(), format!("{} min / {} min", r.rule.long_minutes, r.rule.short_minutes), format!("{:.2} / {:.2}", r.long_burn, r.short_burn), format!("{:.1}", r.rule.factor), r.firing))
+            .collect();
+        slos.push(SloView {
+            window_days: s.window_minutes / 1440,
+            target: format!("{:.3} %", s.target * 100.0),
+            sli: format!("{:.4} %", s.sli * 100.0),
+            budget: format!("{:.1} %", s.budget_remaining * 100.0),
+            name: s.name,
+            rules,
+            bars,
+            budget_y,
+        });
+    }
+    page(SlosPage { frame: Frame::of(&session, state.settings.console.read_only), slos }.render())
+}
+
+#[derive(Template)]
+#[template(path = "console/maintenance.html")]
+struct MaintenancePage {
+    frame: Frame,
+    services: Vec<crate::maintenance::status::ServiceStatus>,
+    alerts: Vec<crate::health::alerts::AlertRow>,
+}
+
+pub(super) async fn maintenance(State(state): State<AppState>, Extension(session): Extension<SignedIn>) -> Response {
+    let services = crate::maintenance::services();
+    let (statuses, alerts) = match (crate::maintenance::status::all(&state.system_pool, &services, chrono::Utc::now()).await, crate::health::alerts::all(&state.system_pool).await) {
+        (Ok(s), Ok(a)) => (s, a),
+        (Err(e), _) | (_, Err(e)) => return unavailable(&e),
+    };
+    let mut frame = Frame::of(&session, state.settings.console.read_only);
+    frame.refresh_secs = 15;
+    page(MaintenancePage { frame, services: statuses, alerts }.render())
+}
