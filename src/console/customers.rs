@@ -93,6 +93,7 @@ struct CustomerPage {
     timeline: Vec<crate::tenants::timeline::Entry>,
     features: Vec<String>,
     metrics: Vec<String>,
+    more: super::customer_sections::Sections,
 }
 
 pub(super) async fn show(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(id): Path<String>) -> Response {
@@ -113,10 +114,14 @@ pub(super) async fn show(State(state): State<AppState>, Extension(session): Exte
         (Err(e), _, _) | (_, Err(e), _) => return unavailable(&e),
         (_, _, Err(e)) => return unavailable(&e),
     };
+    let more = match super::customer_sections::load(&state, id).await {
+        Ok(m) => m,
+        Err(e) => return unavailable(&e),
+    };
     let mrr = mrr_text(&customer);
     let features = state.plans.features.keys().cloned().collect();
     let metrics = state.plans.metrics.keys().cloned().collect();
-    page(CustomerPage { frame: Frame::of(&session, state.settings.console.read_only), customer, mrr, entitlements, overrides, timeline, features, metrics }.render())
+    page(CustomerPage { frame: Frame::of(&session, state.settings.console.read_only), customer, mrr, entitlements, overrides, timeline, features, metrics, more }.render())
 }
 
 /// An override from the customer's page: grant, revoke, a feature's limit or a metric's

@@ -8,7 +8,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::frame::{Frame, back_to, may_act, page, refusal};
+use super::frame::{Bar, CHART_H, Frame, back_to, may_act, page, refusal};
 use crate::auth::console_sessions::SignedIn;
 use crate::scheduler::entries::{self, ScheduleEntry};
 use crate::state::AppState;
@@ -50,15 +50,6 @@ pub(super) async fn run_now(State(state): State<AppState>, Extension(session): E
     }
 }
 
-/// One bar of a chart: a day's error rate.
-pub(super) struct Bar {
-    pub x: u32,
-    pub y: u32,
-    pub height: u32,
-    pub label: String,
-    pub title: String,
-}
-
 /// One SLO as its section shows it.
 pub(super) struct SloView {
     pub name: String,
@@ -79,9 +70,6 @@ struct SlosPage {
     slos: Vec<SloView>,
 }
 
-/// Chart height in pixels; bars grow up from the bottom.
-const CHART_H: u32 = 120;
-
 /// Seven days of error rates as bars, scaled so the budget's rate sits at a third of the way up.
 fn bars(days: &[crate::slo::history::Day], target: f64) -> (Vec<Bar>, u32) {
     let allowed = (1.0 - target).max(1e-9);
@@ -92,14 +80,8 @@ fn bars(days: &[crate::slo::history::Day], target: f64) -> (Vec<Bar>, u32) {
         .enumerate()
         .map(|(i, d)| {
             let rate = if d.valid > 0 { 1.0 - d.good as f64 / d.valid as f64 } else { 0.0 };
-            let height = ((rate * scale).round() as u32).min(CHART_H);
-            Bar {
-                x: 10 + 50 * i as u32,
-                y: CHART_H - height,
-                height,
-                label: d.day.format("%d %b").to_string(),
-                title: format!("{}: {} of {} good ({:.3} % bad)", d.day, d.good, d.valid, rate * 100.0),
-            }
+            let title = format!("{}: {} of {} good ({:.3} % bad)", d.day, d.good, d.valid, rate * 100.0);
+            Bar::at(i, 50, rate, worst, d.day.format("%d %b").to_string(), title)
         })
         .collect();
     (bars, CHART_H - ((allowed * scale).round() as u32).min(CHART_H))

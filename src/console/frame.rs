@@ -85,3 +85,28 @@ pub(super) fn csrf_only(session: &SignedIn, csrf: &str) -> Result<(), Response> 
 pub(super) fn back_to(path: &str) -> Response {
     Redirect::to(path).into_response()
 }
+
+/// Chart height in pixels; bars grow up from the bottom.
+pub(super) const CHART_H: u32 = 120;
+
+/// One bar of a server-drawn chart (SVG, no script).
+pub(crate) struct Bar {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Height.
+    pub height: u32,
+    /// Under the bar.
+    pub label: String,
+    /// Its tooltip (the exact figures).
+    pub title: String,
+}
+
+impl Bar {
+    /// Bar `i` of a chart of `value` out of `max`, `width` pixels apart.
+    pub(super) fn at(i: usize, width: u32, value: f64, max: f64, label: String, title: String) -> Self {
+        let height = if max > 0.0 { ((value / max) * f64::from(CHART_H)).round() as u32 } else { 0 }.min(CHART_H);
+        Bar { x: 10 + width * i as u32, y: CHART_H - height, height, label, title }
+    }
+}

@@ -6,6 +6,7 @@
 //! action goes through the same operations as the CLI and the admin API, audited with the
 //! operator's name. Templates (askama) and the stylesheet are compiled into the binary.
 
+mod customer_sections;
 mod customers;
 mod fleet;
 mod frame;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/customers", get(customers::list))
         .route("/customers/{id}", get(customers::show))
         .route("/customers/{id}/overrides", post(customers::grant))
+        .route("/customers/{id}/support", post(customer_sections::open_support))
         .route("/sign-out", post(session::sign_out))
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::required));
     Router::new()

@@ -133,6 +133,14 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
     ballast::queue::dead::record(pool, &retryable.id.0, "noop", None, &envelope, 5, "upstream timed out").await.expect("dead letter");
     dead_noop(&app, json!({"sleep_ms": "never"})).await;
     dead_noop(&app, json!({"sleep_ms": "never again"})).await;
+    // A paying customer, its events through the inbox.
+    let paying = app.tenant("Paying").await;
+    let customer = sim.customer(paying, true);
+    sim.checkout(paying, &customer, crate::support::stripe_sim::STARTER, None);
+    for e in sim.take_events() {
+        assert_eq!(app.deliver(&e).await, 200);
+    }
+    app.drain().await;
 
     let browser = Browser::start().await;
     let c = browser.client.clone();
@@ -196,6 +204,19 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
         c.find(Locator::Id("override-reason")).await.expect("reason").send_keys("sales-assist pilot").await.expect("type");
         c.find(Locator::Id("override-submit")).await.expect("submit").click().await.expect("click");
         reads(&c, "tr[data-feature=sso] .source", "override").await;
+
+        // Support access: a read-only session opened with a reason, its token shown once.
+        c.find(Locator::Id("support-reason")).await.expect("reason").send_keys("ticket 4711").await.expect("type");
+        c.find(Locator::Id("support-open")).await.expect("open").click().await.expect("click");
+        let token = text(&c, "#support-token").await;
+        assert!(token.starts_with("bs_"), "{token}");
+        let (status, _) = app.call(Method::GET, "/v1/entitlements", &token, None).await;
+        assert_eq!(status, StatusCode::OK, "the session reads as the tenant");
+
+        // A paying customer's page: its plan, MRR and the Stripe events the inbox applied.
+        c.goto(&format!("{base}/customers/{paying}")).await.expect("customer");
+        assert_eq!(text(&c, "#plan").await, "starter");
+        assert!(text(&c, "#inbox").await.contains("customer.subscription.created"));
         screenshot_for_readme(&browser, "console-customer.png").await;
         let (status, sso) = app.call(Method::GET, "/v1/entitlements/sso", &tenant_key, None).await;
         assert_eq!((status, sso["entitlement"]["enabled"].as_bool(), sso["entitlement"]["source"].as_str()), (StatusCode::OK, Some(true), Some("override")));
