@@ -439,6 +439,7 @@ case "$cmd" in
       echo $! >"$DATA/up/dev-mail.pid"
       log "no BALLAST_SMTP_HOST: email is caught into $DATA/mail (log: $DATA/dev-mail.log)"
     fi
+    log "the operator console: http://${BALLAST_CONSOLE_LISTEN:-127.0.0.1:8081} (sign in with a token from: ballast operators add NAME --role admin)"
     ./target/release/ballast serve --roles api,worker,scheduler &
     echo $! >"$DATA/up/serve.pid"
     wait "$(cat "$DATA/up/serve.pid")" || true
