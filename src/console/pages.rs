@@ -195,7 +195,21 @@ pub(super) async fn job(State(state): State<AppState>, Extension(session): Exten
                 payload: pretty(d.envelope.get("payload").unwrap_or(&d.envelope)),
                 dead_letter: Some(d.id),
             },
-            Ok(None) => return refusal(StatusCode::NOT_FOUND, "no such job: not queued and not a dead letter"),
+            Ok(None) => match tracked(&state, &id).await {
+                Ok(Some(s)) => JobPage {
+                    frame,
+                    job_id: s.id.clone(),
+                    place: s.state.word(),
+                    kind: s.kind.clone(),
+                    tenant: String::new(),
+                    attempt: s.attempts.to_string(),
+                    error: s.last_error.clone().unwrap_or_default(),
+                    payload: "(not kept once a tracked job has left the queue)".into(),
+                    dead_letter: None,
+                },
+                Ok(None) => return refusal(StatusCode::NOT_FOUND, "no such job: not queued, not a dead letter, no tracked status"),
+                Err(e) => return unavailable(&e),
+            },
             Err(e) => return unavailable(&e),
         },
         Err(e) => return unavailable(&e),
@@ -211,6 +225,12 @@ pub(super) struct RunRow {
     pub executed: bool,
     pub actor: String,
     pub queued: String,
+}
+
+/// A tracked job's status (any state, done included), found across tenants by its owner.
+async fn tracked(state: &AppState, id: &str) -> Result<Option<crate::queue::status::JobStatus>, String> {
+    let Some(tenant) = crate::queue::status::owner(&state.system_pool, id).await.map_err(|e| e.to_string())? else { return Ok(None) };
+    crate::queue::status::get(&state.tenant_pool, tenant, id).await.map_err(|e| e.to_string())
 }
 
 #[derive(Template)]
@@ -298,6 +318,63 @@ pub(super) async fn run(State(state): State<AppState>, Extension(session): Exten
             page(RunPage { frame, run, report, finished }.render())
         }
         Ok(None) => refusal(StatusCode::NOT_FOUND, "no such run"),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// The jobs page's search, as the form sends it (empty fields: any).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct JobsQuery {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    error: String,
+    /// `YYYY-MM-DDTHH:MM` (UTC), as a datetime-local field sends it.
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/jobs.html")]
+struct JobsPage {
+    frame: Frame,
+    q: JobsQuery,
+    jobs: Vec<crate::jobs::search::FoundJob>,
+    next: Option<String>,
+}
+
+fn instant(raw: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S"))
+        .map(|t| Some(t.and_utc()))
+        .map_err(|_| format!("{raw:?} is not a time like 2026-12-05T09:30 (UTC)"))
+}
+
+pub(super) async fn jobs(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Query(q): Query<JobsQuery>) -> Response {
+    let (from, to) = match (instant(&q.from), instant(&q.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return refusal(StatusCode::BAD_REQUEST, &e),
+    };
+    let tenant = match some(&q.tenant).map(str::parse::<uuid::Uuid>).transpose() {
+        Ok(t) => t,
+        Err(_) => return refusal(StatusCode::BAD_REQUEST, "tenant is a tenant id (UUID)"),
+    };
+    let search = crate::jobs::search::JobSearch { kind: some(&q.kind).map(str::to_owned), state: some(&q.state).map(str::to_owned), tenant, error: some(&q.error).map(str::to_owned), from, to };
+    match crate::jobs::search::search(&state.system_pool, &search, some(&q.cursor), 50).await {
+        Ok(found) => page(JobsPage { frame: Frame::of(&session, state.settings.console.read_only), q, jobs: found.jobs, next: found.next_cursor }.render()),
+        Err(e @ (crate::jobs::search::SearchError::BadCursor | crate::jobs::search::SearchError::BadState)) => refusal(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => unavailable(&e),
     }
 }

@@ -26,6 +26,11 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The state as people read it (and as stored).
+    pub fn word(self) -> &'static str {
+        self.as_str()
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",

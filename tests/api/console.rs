@@ -180,6 +180,11 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
         at(&c, "/dead", None).await;
         assert!(text(&c, "#match-count").await.starts_with("0 "));
 
+        // The jobs page finds jobs by state and kind, newest first (no dead noop is open now).
+        c.goto(&format!("{base}/jobs?kind=noop&state=dead")).await.expect("jobs");
+        text(&c, "#jobs").await;
+        assert!(c.find_all(Locator::Css("#jobs tbody tr")).await.expect("rows").is_empty());
+
         // A runbook: its dry run, then executed; the run's page shows the report.
         c.goto(&format!("{base}/runbooks")).await.expect("runbooks");
         c.find(Locator::Css("#runbook-scheduler-no-leader summary")).await.expect("page").click().await.expect("open");
@@ -315,4 +320,53 @@ async fn schedules_run_now_slos_chart_their_week_and_maintenance_lists_services_
     })
     .await;
     browser.close().await;
+}
+
+/// The jobs page's search: tracked jobs in any state and open dead letters, filtered by kind,
+/// state, tenant, error text and time, newest first, paged by a cursor that reads back.
+#[tokio::test]
+async fn job_search_filters_and_pages_by_cursor_over_statuses_and_dead_letters() {
+    use ballast::jobs::search::{JobSearch, SearchError, search};
+    let app = TestApp::builder().spawn().await;
+    let pool = &app.state.system_pool;
+    let tenant = app.tenant("Searched").await;
+    for (i, (kind, state, error)) in [("email.send", "done", None), ("email.send", "retrying", Some("smtp 451")), ("webhook.deliver", "queued", None), ("email.send", "dead", Some("smtp 550 no such user"))].iter().enumerate() {
+        sqlx::query("INSERT INTO job_status (id, tenant_id, kind, state, last_error, created_at) VALUES ($1, $2, $3, $4, $5, now() - make_interval(mins => $6))")
+            .bind(format!("job_{i}"))
+            .bind(tenant)
+            .bind(kind)
+            .bind(state)
+            .bind(error)
+            .bind(10 - i as i32)
+            .execute(&pool.0)
+            .await
+            .expect("status");
+    }
+    dead_noop(&app, json!({"sleep_ms": "never"})).await;
+
+    let all = search(pool, &JobSearch::default(), None, 50).await.expect("all");
+    let ids: Vec<&str> = all.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    assert_eq!(&ids[1..], ["job_3", "job_2", "job_1", "job_0"], "newest first, the dead noop newest of all");
+    let smtp = search(pool, &JobSearch { error: Some("SMTP".into()), kind: Some("email.send".into()), ..Default::default() }, None, 50).await.expect("smtp");
+    assert_eq!(smtp.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["job_3", "job_1"]);
+    let dead = search(pool, &JobSearch { state: Some("dead".into()), ..Default::default() }, None, 50).await.expect("dead");
+    assert_eq!(dead.jobs.len(), 2, "the dead status and the dead noop");
+    let theirs = search(pool, &JobSearch { tenant: Some(tenant), ..Default::default() }, None, 50).await.expect("tenant");
+    assert_eq!(theirs.jobs.len(), 4);
+
+    // Pages of two add up to the whole, in order.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = search(pool, &JobSearch::default(), cursor.as_deref(), 2).await.expect("page");
+        paged.extend(page.jobs.into_iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids);
+    assert!(matches!(search(pool, &JobSearch::default(), Some("not-a-cursor"), 2).await, Err(SearchError::BadCursor)));
+    assert!(matches!(search(pool, &JobSearch { state: Some("lost".into()), ..Default::default() }, None, 2).await, Err(SearchError::BadState)));
 }
