@@ -143,6 +143,8 @@ impl Member {
                 metrics: Arc::new(state.metrics.clone()),
             };
             tasks.push(("worker", tokio::spawn(worker::run(deps, state.clone(), options, member_id.clone(), stop.clone()))));
+            // Runs per kind per minute, added to the fleet's counts every few seconds.
+            tasks.push(("worker", tokio::spawn(state.metrics.job_minutes().run(state.redis.clone(), state.keys.clone(), stop.clone()))));
         }
         // Every worker and scheduler member takes part in the fleet's health rounds (one
         // evaluates each round), so a missing leader is noticed by the others.

@@ -117,6 +117,7 @@ pub struct Metrics {
     slo_budget: GaugeVec,
     maintenance_ok: GaugeVec,
     stripe_calls: IntCounterVec,
+    job_minutes: crate::queue::minutes::JobMinutes,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +132,11 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
+    /// The runs per kind per minute this member counted and has not yet added to Redis.
+    pub fn job_minutes(&self) -> crate::queue::minutes::JobMinutes {
+        self.job_minutes.clone()
+    }
+
     /// Every metric, registered.
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new_custom(Some("ballast".into()), None)?;
@@ -159,6 +165,7 @@ impl Metrics {
             slo_budget: register(&r, GaugeVec::new(Opts::new("slo_budget_remaining_ratio", "Each SLO's error budget left over its window (1 = untouched, below 0 = spent), as last evaluated."), &["slo"])?)?,
             maintenance_ok: register(&r, GaugeVec::new(Opts::new("maintenance_last_ok_timestamp_seconds", "When each maintenance service last completed (unix seconds)."), &["service"])?)?,
             stripe_calls: register(&r, IntCounterVec::new(Opts::new("stripe_api_calls_total", "Stripe API calls by outcome: answered (2xx, or a refusal such as a declined card), failed (no answer, 429, 5xx, 401/403)."), &["outcome"])?)?,
+            job_minutes: Default::default(),
             registry: r,
         })
         .inspect(|m: &Self| {
@@ -280,6 +287,11 @@ fn load_usize(a: &std::sync::atomic::AtomicUsize) -> usize {
 impl JobObserver for Metrics {
     fn finished(&self, envelope: &JobEnvelope, outcome: RunOutcome, took: Duration) {
         self.job(envelope.kind.as_str(), outcome, took);
+        match outcome {
+            RunOutcome::Completed => self.job_minutes.count(envelope.kind.as_str(), true),
+            RunOutcome::Retried | RunOutcome::Dead => self.job_minutes.count(envelope.kind.as_str(), false),
+            RunOutcome::Snoozed => {}
+        }
     }
 }
 

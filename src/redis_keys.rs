@@ -108,6 +108,7 @@ impl CachedFamily {
 pub const REGISTRY: &[KeySpec] = &[
     spec("queue", "{ns}.{queue} ({ns}.{{queue}} on a cluster)", None, "apalis-redis queue name; its keys hang from it"),
     spec("queue_inflight", "{ns}.{queue}:inflight:{worker}", None, "set: a worker's runs in flight (apalis-redis)"),
+    spec("queue_paused", "{ns}.{queue}:paused", None, "string: present while the kind is paused; its workers fetch none of its jobs"),
     spec("queue_available_pattern", "tasks:{ns}.*:available", None, "pub/sub pattern announcing new work"),
     spec("queue_available_channel", "tasks:{ns}.{queue}:active:available", None, "pub/sub channel of one queue"),
     spec("queue_epoch", "{ns}.{queue}:epoch", None, "string: set once the queue's shard holds every queued job; missing = it lost its data"),
@@ -128,6 +129,7 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("usage_period", "{ns}:usage:{{tenant}}:period:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
     spec("usage_warned", "{ns}:usage:{{tenant}}:warned:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
     spec("route_stats", "{ns}:routes:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: {route}|n, |us, |slow: requests, total µs, slow ones in a minute"),
+    spec("job_minutes", "{ns}:jobs:minute:{minute}", Some(Duration::from_secs(2 * 3600)), "hash: {kind}|processed, {kind}|failed: the fleet's finished runs in a minute"),
     spec("stripe_api_calls", "{ns}:stripe:calls:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: answered, failed: the fleet's Stripe API calls in a minute"),
     spec("member_cache_stats", "{ns}:stats:cache:{member}", Some(Duration::from_secs(600)), "hash: one member's cache counters since it started"),
     spec("member_cache_stats_pattern", "{ns}:stats:cache:*", None, "SCAN pattern of every member's cache counters"),
@@ -184,6 +186,12 @@ impl RedisKeys {
     /// inflight prefix.
     pub fn queue_inflight(inflight_prefix: &str, worker: &str) -> String {
         format!("{inflight_prefix}:{worker}")
+    }
+
+    /// String: present while a queue is paused (its workers fetch nothing), from the queue's
+    /// apalis name: it hashes with the queue's other keys, so the fetch script can read it.
+    pub fn queue_paused(apalis_queue: &str) -> String {
+        format!("{apalis_queue}:paused")
     }
 
     /// SCAN patterns covering every key of this deployment.
@@ -318,6 +326,12 @@ impl RedisKeys {
         format!("{}:stripe:calls:{}", self.ns, minute)
     }
 
+    /// Hash `{kind}|processed`, `{kind}|failed`: the fleet's finished runs in one unix minute
+    /// (the console's queue chart). TTL: [`RedisKeys::JOB_MINUTES_TTL`].
+    pub fn job_minutes(&self, minute: i64) -> String {
+        format!("{}:jobs:minute:{}", self.ns, minute)
+    }
+
     /// Hash: one member's cache counters (totals since it started). TTL: 10 minutes, refreshed
     /// every few seconds while it runs.
     pub fn member_cache_stats(&self, member: &str) -> String {
@@ -334,6 +348,9 @@ impl RedisKeys {
 
     /// TTL of [`RedisKeys::stripe_api_calls`].
     pub const STRIPE_CALLS_TTL: Duration = Duration::from_secs(2 * 24 * 3600);
+
+    /// TTL of [`RedisKeys::job_minutes`]: the last hour is charted.
+    pub const JOB_MINUTES_TTL: Duration = Duration::from_secs(2 * 3600);
 
     /// TTL of [`RedisKeys::member_cache_stats`].
     pub const MEMBER_STATS_TTL: Duration = Duration::from_secs(600);

@@ -24,6 +24,8 @@ use crate::state::AppState;
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![
         (RouteSpec::new(Method::GET, "/v1/admin/queues", Auth::Operator(Role::Viewer)), get(queues)),
+        (RouteSpec::new(Method::POST, "/v1/admin/queues/{kind}/pause", Auth::Operator(Role::Operator)).write(), post(|s, c, p| pause(s, c, p, true))),
+        (RouteSpec::new(Method::POST, "/v1/admin/queues/{kind}/resume", Auth::Operator(Role::Operator)).write(), post(|s, c, p| pause(s, c, p, false))),
         (RouteSpec::new(Method::GET, "/v1/admin/jobs/{id}", Auth::Operator(Role::Viewer)), get(job)),
         (RouteSpec::new(Method::GET, "/v1/admin/dead-letters", Auth::Operator(Role::Viewer)), get(dead_letters)),
         (RouteSpec::new(Method::POST, "/v1/admin/dead-letters/retry", Auth::Operator(Role::Operator)).write(), post(|s, c, b| act_on_dead(s, c, b, DeadAct::Retry))),
@@ -80,6 +82,26 @@ async fn queues(State(state): State<AppState>) -> Response {
     };
     let kinds = stats.into_iter().map(|queue| KindFigures { dead: dead.get(&queue.kind).copied().unwrap_or(0), queue }).collect();
     Json(Queues { kinds }).into_response()
+}
+
+/// A kind paused or resumed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Paused {
+    /// The kind.
+    kind: String,
+    /// Whether its workers now fetch none of its jobs.
+    paused: bool,
+}
+
+async fn pause(State(state): State<AppState>, Extension(caller): Extension<OperatorCaller>, path: Result<Path<String>, PathRejection>, paused: bool) -> Response {
+    let Ok(Path(kind)) = path else { return not_found("job kind") };
+    if !state.queue.catalogue().iter().any(|p| p.kind.as_str() == kind) {
+        return not_found("job kind");
+    }
+    match crate::jobs::queue_control::set_paused(&state.queue, &state.system_pool, &kind, paused, &caller.name).await {
+        Ok(()) => Json(Paused { kind, paused }).into_response(),
+        Err(e) => unavailable(&e),
+    }
 }
 
 /// A job as an operator sees it: queued on Redis, or dead in PostgreSQL.

@@ -126,6 +126,8 @@ fn operations() -> Vec<Operation> {
         op("POST", "/v1/admin/tenants/{id}/overrides", "Grant or revoke a feature, or set a limit, with a reason and an expiry (audited)", Some(body::<super::admin::NewOverrideBody>()), (201, body::<crate::billing::overrides::Override>())),
         op("POST", "/v1/admin/tenants/{id}/support-sessions", "Open a read-only support session as the tenant; its token is in this answer only", Some(body::<super::admin::NewSession>()), (201, body::<super::admin::OpenedSession>())),
         op("GET", "/v1/admin/queues", "Per job kind: ready, scheduled, running, dead, the oldest ready job's age", None, (200, body::<ops::Queues>())),
+        op("POST", "/v1/admin/queues/{kind}/pause", "Pause a job kind fleet-wide: its jobs stay queued, none is fetched (audited)", None, (200, body::<ops::Paused>())),
+        op("POST", "/v1/admin/queues/{kind}/resume", "Resume a paused job kind (audited)", None, (200, body::<ops::Paused>())),
         op("GET", "/v1/admin/jobs/{id}", "A job, queued or dead, its payload's secrets redacted", None, (200, body::<ops::JobView>())),
         Operation { query: query::<ops::DeadQuery>, ..op("GET", "/v1/admin/dead-letters", "Open dead letters, newest first, by kind and error text", None, (200, body::<ops::DeadList>())) },
         op("POST", "/v1/admin/dead-letters/retry", "Retry dead letters (named, or all matching); a dry run unless execute (audited)", Some(body::<ops::DeadSelection>()), (200, body::<ops::DeadActed>())),

@@ -58,6 +58,17 @@ pub(super) enum JobsCommand {
     /// Close dead letters without running them (kept for the record): one by id, or every open
     /// one matching --kind/--error with --all. Audited.
     Discard(DeadLetters),
+    /// Pause a job kind for the whole fleet: its jobs stay queued and no worker fetches them
+    /// (runs already fetched finish) until it is resumed. Audited.
+    Pause {
+        /// The job kind (`ballast jobs` lists them).
+        kind: String,
+    },
+    /// Resume a paused job kind: its workers fetch again at once. Audited.
+    Resume {
+        /// The job kind.
+        kind: String,
+    },
 }
 
 /// The dead letters a retry or discard acts on: the one named, or (with --all) every open one
@@ -157,6 +168,27 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
                 println!("{}", serde_json::json!({"executed": true, "retried": ids, "job_ids": jobs}));
             } else {
                 println!("re-queued {} dead letters", ids.len());
+            }
+        }
+        JobsCommand::Pause { kind } | JobsCommand::Resume { kind } if !state.queue.catalogue().iter().any(|p| p.kind.as_str() == kind) => {
+            bail!("no job kind {kind:?}: `ballast jobs` lists them");
+        }
+        JobsCommand::Pause { kind } => {
+            super::args::require(ballast::auth::operators::Role::Operator)?;
+            ballast::jobs::queue_control::set_paused(&state.queue, &state.system_pool, &kind, true, &actor()).await?;
+            if json {
+                println!("{}", serde_json::json!({"kind": kind, "paused": true}));
+            } else {
+                println!("{kind} paused: its jobs stay queued until `ballast jobs resume {kind}`");
+            }
+        }
+        JobsCommand::Resume { kind } => {
+            super::args::require(ballast::auth::operators::Role::Operator)?;
+            ballast::jobs::queue_control::set_paused(&state.queue, &state.system_pool, &kind, false, &actor()).await?;
+            if json {
+                println!("{}", serde_json::json!({"kind": kind, "paused": false}));
+            } else {
+                println!("{kind} resumed");
             }
         }
         JobsCommand::Discard(DeadLetters { id, kind, error, all, execute }) => {

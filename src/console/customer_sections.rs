@@ -57,7 +57,7 @@ pub(super) async fn load(state: &AppState, tenant: TenantId) -> Result<Sections,
             let bars = days
                 .iter()
                 .enumerate()
-                .map(|(i, d)| Bar::at(i, 12, d.quantity as f64, max, d.day.format("%d").to_string(), format!("{}: {} (month to date {})", d.day, d.quantity, d.month_to_date)))
+                .map(|(i, d)| Bar::at(i, 12, d.quantity as f64, max, d.day.format("%d").to_string(), format!("{day}: {q} (month to date {mtd})", day = d.day, q = d.quantity, mtd = d.month_to_date)))
                 .collect();
             let limit = report.limits.get(&metric).map_or_else(|| "no limit".to_owned(), |l| format!("{} a month{}", l.limit, if l.overage { ", overage billed" } else { "" }));
             UsageChart { month_to_date: days.last().map_or(0, |d| d.month_to_date), metric, limit, bars }

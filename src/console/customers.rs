@@ -47,7 +47,7 @@ fn mrr_text(c: &Customer) -> String {
     if c.mrr.is_empty() {
         return "-".into();
     }
-    c.mrr.iter().map(|(cur, m)| format!("{}.{:02} {}", m / 100, m % 100, cur.to_uppercase())).collect::<Vec<_>>().join(", ")
+    c.mrr.iter().map(|(cur, m)| format!("{units}.{cents:02} {code}", units = m / 100, cents = m % 100, code = cur.to_uppercase())).collect::<Vec<_>>().join(", ")
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response {

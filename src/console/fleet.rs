@@ -80,7 +80,7 @@ fn bars(days: &[crate::slo::history::Day], target: f64) -> (Vec<Bar>, u32) {
         .enumerate()
         .map(|(i, d)| {
             let rate = if d.valid > 0 { 1.0 - d.good as f64 / d.valid as f64 } else { 0.0 };
-            let title = format!("{}: {} of {} good ({:.3} % bad)", d.day, d.good, d.valid, rate * 100.0);
+            let title = format!("{day}: {good} of {valid} good ({bad:.3} % bad)", day = d.day, good = d.good, valid = d.valid, bad = rate * 100.0);
             Bar::at(i, 50, rate, worst, d.day.format("%d %b").to_string(), title)
         })
         .collect();
@@ -136,4 +136,76 @@ pub(super) async fn maintenance(State(state): State<AppState>, Extension(session
     let mut frame = Frame::of(&session, state.settings.console.read_only);
     frame.refresh_secs = 15;
     page(MaintenancePage { frame, services: statuses, alerts }.render())
+}
+
+/// One kind on the queues page.
+pub(super) struct QueueRow {
+    pub kind: String,
+    pub ready: u64,
+    pub scheduled: u64,
+    pub running: u64,
+    pub paused: bool,
+    pub processed: u64,
+    pub failed: u64,
+    /// Processed (blue) and failed (red) per minute over the last hour.
+    pub processed_bars: Vec<Bar>,
+    pub failed_bars: Vec<Bar>,
+}
+
+#[derive(Template)]
+#[template(path = "console/queues.html")]
+struct QueuesPage {
+    frame: Frame,
+    rows: Vec<QueueRow>,
+}
+
+pub(super) async fn queues(State(state): State<AppState>, Extension(session): Extension<SignedIn>) -> Response {
+    let stats = match state.queue.stats().await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+    let mut rows = Vec::new();
+    for s in stats {
+        let minutes = match crate::queue::minutes::recent(&state.redis, &state.keys, &s.kind, now_minute, 60).await {
+            Ok(m) => m,
+            Err(e) => return unavailable(&e),
+        };
+        let max = minutes.iter().map(|(_, p, f)| p.max(f)).copied().max().unwrap_or(0) as f64;
+        let label = |m: i64| chrono::DateTime::from_timestamp(m * 60, 0).map(|t| t.format("%H:%M").to_string()).unwrap_or_default();
+        let processed_bars = minutes.iter().enumerate().map(|(i, (m, p, _))| Bar::at(i, 6, *p as f64, max, String::new(), format!("{at}: {p} processed", at = label(*m)))).collect();
+        let failed_bars = minutes.iter().enumerate().map(|(i, (m, _, f))| Bar::at(i, 6, *f as f64, max, String::new(), format!("{at}: {f} failed", at = label(*m)))).collect();
+        rows.push(QueueRow {
+            processed: minutes.iter().map(|(_, p, _)| p).sum(),
+            failed: minutes.iter().map(|(_, _, f)| f).sum(),
+            kind: s.kind,
+            ready: s.ready,
+            scheduled: s.scheduled,
+            running: s.running,
+            paused: s.paused,
+            processed_bars,
+            failed_bars,
+        });
+    }
+    let mut frame = Frame::of(&session, state.settings.console.read_only);
+    frame.refresh_secs = 10;
+    page(QueuesPage { frame, rows }.render())
+}
+
+pub(super) async fn pause(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path((kind, action)): Path<(String, String)>, Form(f): Form<RunNow>) -> Response {
+    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+        return refused;
+    }
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => return refusal(StatusCode::NOT_FOUND, "pause or resume"),
+    };
+    if !state.queue.catalogue().iter().any(|p| p.kind.as_str() == kind) {
+        return refusal(StatusCode::NOT_FOUND, "no such job kind");
+    }
+    match crate::jobs::queue_control::set_paused(&state.queue, &state.system_pool, &kind, paused, &session.operator).await {
+        Ok(()) => back_to("/queues"),
+        Err(e) => unavailable(&e),
+    }
 }

@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::overview))
         .route("/dead", get(pages::dead_letters))
         .route("/dead/act", post(pages::act_on_dead))
+        .route("/queues", get(fleet::queues))
+        .route("/queues/{kind}/{action}", post(fleet::pause))
         .route("/jobs", get(pages::jobs))
         .route("/jobs/{id}", get(pages::job))
         .route("/runbooks", get(pages::runbooks))

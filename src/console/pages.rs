@@ -22,6 +22,7 @@ pub(super) struct KindRow {
     pub running: u64,
     pub dead: i64,
     pub oldest: String,
+    pub paused: bool,
 }
 
 #[derive(Template)]
@@ -58,6 +59,7 @@ pub(super) async fn overview(State(state): State<AppState>, Extension(session): 
             ready: s.ready,
             scheduled: s.scheduled,
             running: s.running,
+            paused: s.paused,
         })
         .collect();
     let slos = crate::slo::evaluate::latest(&state.system_pool.0).await.unwrap_or_default();

@@ -24,6 +24,7 @@ pub mod kind;
 pub mod limits_spike;
 pub mod loadtest_run;
 pub mod noop;
+pub mod queue_control;
 pub mod db_backup;
 pub mod db_restore_rehearsal;
 pub mod probe_uptime;

@@ -54,6 +54,7 @@ struct Names {
     inflight_prefix: String,
     inflight: String,
     channel: String,
+    paused: String,
     worker: String,
 }
 
@@ -68,6 +69,7 @@ impl Names {
             inflight: RedisKeys::queue_inflight(&inflight_prefix, worker),
             inflight_prefix,
             channel: RedisKeys::queue_available_channel(config.queue.as_ref()),
+            paused: RedisKeys::queue_paused(config.queue.as_ref()),
             worker: worker.to_owned(),
         }
     }
@@ -121,6 +123,7 @@ impl<E: Execute> Consumer<E> {
                 .key(&names.inflight)
                 .key(&names.data)
                 .key(&names.workers)
+                .key(&names.paused)
                 .arg(room)
                 .arg(&names.worker)
                 .invoke_async(&mut conn)

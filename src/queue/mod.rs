@@ -1,17 +1,16 @@
 //! The job runtime on apalis + apalis-redis. This module is the only place that touches
 //! apalis, so a version change stays here. Ballast enforces its own policy on top: the
 //! catalogue's attempts, backoff with jitter and timeouts (apalis-redis would retry 25 times
-//! with a linear delay), dead letters in PostgreSQL, and trimming of completed records
-//! (apalis-redis never trims its done set).
+//! with a linear delay), dead letters in PostgreSQL, and trimming of completed records.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
-use crate::redis_conn::RedisConn;
 use tracing::Instrument;
 
+use crate::redis_conn::RedisConn;
 use crate::job_catalogue::{JobCatalogue, JobPolicy};
 use crate::newtypes::{JobId, JobKind, TenantId};
 use crate::redis_keys::RedisKeys;
@@ -20,6 +19,7 @@ mod consumer;
 pub mod dead;
 pub mod envelope;
 pub mod job;
+pub mod minutes;
 pub mod status;
 pub mod wake;
 pub mod worker;
@@ -166,6 +166,8 @@ pub struct QueueStats {
     pub running: u64,
     /// Age of the oldest ready job, in seconds.
     pub oldest_ready_age_secs: Option<f64>,
+    /// An operator paused the kind: its workers fetch none of its jobs.
+    pub paused: bool,
 }
 
 /// The producer side of the runtime: enqueue, inspect.
@@ -320,6 +322,22 @@ impl JobQueue {
         Ok(out)
     }
 
+    /// Pauses (`true`) or resumes a kind fleet-wide: its jobs stay queued, none is fetched (runs
+    /// already fetched finish); a resume wakes its workers at once.
+    pub async fn set_paused(&self, kind: &str, paused: bool) -> Result<(), QueueError> {
+        let policy = self.policy(&JobKind(kind.to_owned()))?;
+        let config = self.apalis_config(policy);
+        let key = RedisKeys::queue_paused(config.queue.as_ref());
+        let mut conn = self.conn.clone();
+        if paused {
+            let _: () = conn.set(&key, 1).await?;
+        } else {
+            let _: () = conn.del(&key).await?;
+            let _: () = conn.publish(RedisKeys::queue_available_channel(config.queue.as_ref()), "resumed").await?;
+        }
+        Ok(())
+    }
+
     /// Every worker member of the fleet with the age of its latest heartbeat (seconds), read
     /// from apalis-redis's workers sets (worker names are `{member}-{kind}`), freshest first.
     pub async fn member_heartbeats(&self) -> Result<Vec<(String, f64)>, QueueError> {
@@ -372,7 +390,8 @@ impl JobQueue {
                 oldest_ready_age_secs = Some(env.waited(envelope::now_us()).as_secs_f64());
             }
         }
-        Ok(QueueStats { kind: policy.kind.0.clone(), ready, scheduled, running, oldest_ready_age_secs })
+        let paused: bool = conn.exists(RedisKeys::queue_paused(config.queue.as_ref())).await?;
+        Ok(QueueStats { kind: policy.kind.0.clone(), ready, scheduled, running, oldest_ready_age_secs, paused })
     }
 
     /// Moves scheduled runs due by `horizon` to the ready list now: the queue's controllable

@@ -16,7 +16,7 @@ const BULK: &[&str] = &["runbook run", "dunning run", "emails redrive", "cache r
 /// Every other leaf command: reads, one explicit change, serving, or routine work the scheduler
 /// also does (flush, warm). A new command must be added to one of the two lists.
 const OTHER: &[&str] = &[
-    "serve", "probe", "migrate", "enqueue", "jobs list", "jobs show", "jobs dead", "keys create", "keys list", "keys revoke",
+    "serve", "probe", "migrate", "enqueue", "jobs list", "jobs show", "jobs pause", "jobs resume", "jobs dead", "keys create", "keys list", "keys revoke",
     "tenants create", "tenants list", "tenants show", "stripe-events list", "stripe-events show", "limits override", "limits revert",
     "limits blocks", "emails list", "usage flush", "usage ledger", "endpoints list", "endpoints show", "deliveries list", "deliveries show", "deliveries resend", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
     "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",

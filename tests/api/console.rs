@@ -299,6 +299,28 @@ async fn schedules_run_now_slos_chart_their_week_and_maintenance_lists_services_
         let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'schedules.run_now' AND actor = 'otto'").fetch_one(&pool.0).await.expect("audit");
         assert_eq!(audited, 1);
 
+        // A kind paused from the queues page: its job waits while another kind's runs; resumed,
+        // it runs, and the page counts it in the last hour.
+        c.goto(&format!("{base}/queues")).await.expect("queues");
+        c.find(Locator::Css("tr[data-kind=noop] .toggle")).await.expect("pause").click().await.expect("click");
+        reads(&c, "tr[data-kind=noop] .state", "paused Resume").await;
+        let waiting = app.state.queue.enqueue(ballast::queue::EnqueueRequest::new("noop", json!({"sleep_ms": 0}))).await.expect("enqueue").id;
+        let other = app.state.queue.enqueue(ballast::queue::EnqueueRequest::new("test.flaky", json!({"fail_while_key": "console:never-set"}))).await.expect("enqueue").id;
+        let done = |events: &crate::support::Events, id: &ballast::newtypes::JobId| events.finished.lock().expect("lock").iter().any(|(e, _)| e.id == *id);
+        app.events.wait_until("the other kind's job", std::time::Duration::from_secs(30), |e| done(e, &other)).await;
+        assert!(!app.events.started.lock().expect("lock").iter().any(|e| e.id == waiting), "a paused kind's job is not fetched");
+        let noop = app.state.queue.stats().await.expect("stats").into_iter().find(|s| s.kind == "noop").expect("noop");
+        assert_eq!((noop.ready, noop.paused), (1, true));
+        c.find(Locator::Css("tr[data-kind=noop] .toggle")).await.expect("resume").click().await.expect("click");
+        reads(&c, "tr[data-kind=noop] .state", "running Pause").await;
+        app.drain().await;
+        assert!(done(&app.events, &waiting), "resumed, it runs");
+        app.state.metrics.job_minutes().flush(&app.state.redis, &app.state.keys).await.expect("flush");
+        c.refresh().await.expect("reload");
+        assert_eq!(text(&c, "tr[data-kind=noop] .processed").await, "1");
+        let audited: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE action IN ('jobs.pause', 'jobs.resume') AND actor = 'otto' ORDER BY id").fetch_all(&pool.0).await.expect("audit");
+        assert_eq!(audited, ["jobs.pause", "jobs.resume"]);
+
         c.goto(&format!("{base}/slos")).await.expect("slos");
         assert!(text(&c, "#slo-intake-availability").await.contains("intake-availability"));
         let bar = c.find(Locator::Css("section[aria-labelledby=slo-intake-availability] rect title")).await.expect("a day's bar");

@@ -153,6 +153,7 @@ fn probe(spec: &RouteSpec) -> Option<(String, Option<serde_json::Value>)> {
         ("GET", "/v1/admin/queues") | ("GET", "/v1/admin/dead-letters") | ("GET", "/v1/admin/runbooks") | ("GET", "/v1/admin/runs") | ("GET", "/v1/admin/operators") | ("GET", "/v1/admin/support-sessions") => {
             Some((spec.path.to_owned(), None))
         }
+        ("POST", "/v1/admin/queues/{kind}/pause") | ("POST", "/v1/admin/queues/{kind}/resume") => Some((spec.path.replace("{kind}", "noop"), None)),
         ("GET", "/v1/admin/jobs/{id}") | ("GET", "/v1/admin/runs/{id}") => Some((spec.path.replace("{id}", "job_b"), None)),
         ("POST", "/v1/admin/dead-letters/retry") | ("POST", "/v1/admin/dead-letters/discard") => Some((spec.path.to_owned(), Some(serde_json::json!({"all": true, "execute": true})))),
         ("POST", "/v1/admin/runbooks/{name}/runs") => Some((spec.path.replace("{name}", "site-down"), Some(serde_json::json!({"execute": true})))),

@@ -4,10 +4,17 @@
 -- dead) gets an error and registers again: runs in flight must always belong to a worker that
 -- others can see, or nobody would recover them.
 --
--- KEYS[1] active list, KEYS[2] this worker's in-flight set, KEYS[3] data hash, KEYS[4] workers set
+-- A paused queue (KEYS[5] present: an operator paused the kind) hands out nothing; its jobs
+-- wait in the list until it is resumed.
+--
+-- KEYS[1] active list, KEYS[2] this worker's in-flight set, KEYS[3] data hash, KEYS[4] workers set,
+-- KEYS[5] the queue's paused flag
 -- ARGV[1] max runs, ARGV[2] worker name
 if not redis.call('ZSCORE', KEYS[4], ARGV[2]) then
     return redis.error_reply('NOREG worker not registered')
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+    return {}
 end
 local ids = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 if #ids == 0 then
