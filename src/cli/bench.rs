@@ -65,6 +65,25 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         n: u64,
     },
+    /// The operator console's pages at a large SaaS's volume: p50 and p99 of each page's
+    /// render (overview, queues, jobs, dead letters, schedules, runbooks, SLOs, maintenance,
+    /// the customer list and a customer's page) through the console's own router. Seeds its
+    /// own tenants and inbox rows in the configured PostgreSQL and queues runs of a paused
+    /// `noop` in the configured Redis; removes the rows and resumes `noop` afterwards.
+    Console {
+        /// Tenants to seed.
+        #[arg(long, default_value_t = 10_000)]
+        tenants: usize,
+        /// Stripe events to seed in the inbox.
+        #[arg(long, default_value_t = 1_000_000)]
+        inbox: usize,
+        /// Runs of `noop` to queue.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        /// Renders per page.
+        #[arg(long, default_value_t = 50)]
+        n: u64,
+    },
     /// Entitlement reads (GET /v1/entitlements/{feature}) on a cache hit and on a miss, the
     /// cache reader alone, and reads per second of one process. Uses the configured PostgreSQL
     /// (its own tenants, deleted afterwards) and a private Redis namespace.
@@ -178,6 +197,17 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                     "usage: {} batches of 100 from {clients} senders: {:.0} events/s, POST p50 {:.2} ms / p99 {:.2} ms; flush of {} counters into the ledger: {:.2} s",
                     r.batches, r.events_per_sec, r.post_p50_ms, r.post_p99_ms, r.counters, r.flush_secs
                 );
+            }
+        }
+        BenchCommand::Console { tenants, inbox, jobs, n } => {
+            let r = ballast::perf::bench::console::run(settings, tenants, inbox, jobs, n).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for p in &r.pages {
+                    println!("{}: p50 {:.2} ms / p99 {:.2} ms", p.page, p.p50_ms, p.p99_ms);
+                }
+                println!("({} renders a page; {} tenants, {} inbox rows, {} queued jobs seeded)", r.reads, r.tenants, r.inbox, r.jobs);
             }
         }
         BenchCommand::Customers { tenants, n } => {

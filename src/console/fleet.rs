@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::frame::{Bar, CHART_H, Frame, back_to, may_act, page, refusal};
 use crate::auth::console_sessions::SignedIn;
-use crate::scheduler::entries::{self, ScheduleEntry};
+use crate::jobs::schedules::{self as entries, ScheduleEntry};
 use crate::state::AppState;
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response {
@@ -165,12 +165,14 @@ pub(super) async fn queues(State(state): State<AppState>, Extension(session): Ex
         Err(e) => return unavailable(&e),
     };
     let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+    let kinds: Vec<String> = stats.iter().map(|s| s.kind.clone()).collect();
+    let mut series = match crate::queue::minutes::recent_all(&state.redis, &state.keys, &kinds, now_minute, 60).await {
+        Ok(m) => m,
+        Err(e) => return unavailable(&e),
+    };
     let mut rows = Vec::new();
     for s in stats {
-        let minutes = match crate::queue::minutes::recent(&state.redis, &state.keys, &s.kind, now_minute, 60).await {
-            Ok(m) => m,
-            Err(e) => return unavailable(&e),
-        };
+        let minutes = series.remove(&s.kind).unwrap_or_default();
         let max = minutes.iter().map(|(_, p, f)| p.max(f)).copied().max().unwrap_or(0) as f64;
         let label = |m: i64| chrono::DateTime::from_timestamp(m * 60, 0).map(|t| t.format("%H:%M").to_string()).unwrap_or_default();
         let processed_bars = minutes.iter().enumerate().map(|(i, (m, p, _))| Bar::at(i, 6, *p as f64, max, String::new(), format!("{at}: {p} processed", at = label(*m)))).collect();

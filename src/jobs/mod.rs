@@ -30,6 +30,7 @@ pub mod db_restore_rehearsal;
 pub mod probe_uptime;
 pub mod release_inspect;
 pub mod scheduler_inspect;
+pub mod schedules;
 pub mod search;
 pub mod site_down;
 pub mod site_slow;

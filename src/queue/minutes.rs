@@ -91,15 +91,22 @@ impl JobMinutes {
     }
 }
 
-/// The fleet's counts of `kind` for the `minutes` unix minutes up to `now_minute`, oldest
-/// first: (minute, processed, failed).
-pub async fn recent(redis: &RedisConn, keys: &RedisKeys, kind: &str, now_minute: i64, minutes: i64) -> Result<Vec<(i64, u64, u64)>, redis::RedisError> {
+/// The fleet's counts of every kind for the `minutes` unix minutes up to `now_minute` (one
+/// pipelined round trip): kind → (minute, processed, failed), oldest first, every minute.
+pub async fn recent_all(redis: &RedisConn, keys: &RedisKeys, kinds: &[String], now_minute: i64, minutes: i64) -> Result<BTreeMap<String, Vec<(i64, u64, u64)>>, redis::RedisError> {
     let range: Vec<i64> = ((now_minute - minutes + 1)..=now_minute).collect();
     let mut pipe = redis::pipe();
     for m in &range {
-        pipe.cmd("HMGET").arg(keys.job_minutes(*m)).arg(field(kind, "processed")).arg(field(kind, "failed"));
+        pipe.hgetall(keys.job_minutes(*m));
     }
     let mut conn = redis.clone();
-    let rows: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut conn).await?;
-    Ok(range.into_iter().zip(rows).map(|(m, (p, f))| (m, p.unwrap_or(0), f.unwrap_or(0))).collect())
+    let hashes: Vec<std::collections::HashMap<String, u64>> = pipe.query_async(&mut conn).await?;
+    Ok(kinds
+        .iter()
+        .map(|kind| {
+            let (p, f) = (field(kind, "processed"), field(kind, "failed"));
+            let series = range.iter().zip(&hashes).map(|(m, h)| (*m, h.get(&p).copied().unwrap_or(0), h.get(&f).copied().unwrap_or(0))).collect();
+            (kind.clone(), series)
+        })
+        .collect())
 }

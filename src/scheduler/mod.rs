@@ -16,8 +16,6 @@ use tokio_util::sync::CancellationToken;
 use crate::job_catalogue::JobPolicy;
 use crate::queue::EnqueueRequest;
 
-pub mod entries;
-
 /// What the scheduler uses: the lease and the last ticks in Redis, the queues it ticks and
 /// sweeps into, the rows the sweeps and prunes read, and its settings.
 #[derive(Clone)]
@@ -142,6 +140,11 @@ pub async fn current_leader(redis: &crate::redis_conn::RedisConn, keys: &crate::
     conn.get(keys.scheduler_leader()).await
 }
 
+/// The id (and idempotency key) of the job a tick of `kind` at `instant` queues.
+pub fn tick_job_id(kind: &str, instant: DateTime<Utc>) -> String {
+    format!("{kind}@{}", instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 /// Which scheduled instants are due at `now` after `last`: the one to run (the latest due)
 /// and how many older ones are skipped. A schedule far behind is counted from a day back:
 /// the count only feeds a log line, and the latest instant is what runs.
@@ -174,7 +177,7 @@ async fn tick(state: &SchedulerDeps, policy: &JobPolicy, now: DateTime<Utc>) -> 
     if skipped > 0 {
         tracing::warn!(message = "Missed scheduled ticks skipped; running the latest once.", kind = %policy.kind, skipped, running = %instant);
     }
-    let key = entries::tick_job_id(policy.kind.as_str(), instant);
+    let key = tick_job_id(policy.kind.as_str(), instant);
     let mut req = EnqueueRequest::new(policy.kind.clone(), policy.schedule_payload.clone());
     req.id = Some(crate::newtypes::JobId(key.clone()));
     req.idempotency_key = Some(key);

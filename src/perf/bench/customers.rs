@@ -47,7 +47,7 @@ pub async fn run(settings: Settings, tenants: usize, n: u64) -> Result<Customers
     Ok(CustomersBenchReport { tenants, reads: n, pages: result? })
 }
 
-async fn seed(pool: &crate::db::SystemPool, prefix: &str, tenants: usize) -> Result<(), sqlx::Error> {
+pub(super) async fn seed(pool: &crate::db::SystemPool, prefix: &str, tenants: usize) -> Result<(), sqlx::Error> {
     let n = i64::try_from(tenants).unwrap_or(i64::MAX);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "BEGIN;
@@ -110,7 +110,7 @@ fn list_error(e: customers::ListError) -> BenchError {
     }
 }
 
-async fn remove(pool: &crate::db::SystemPool, prefix: &str) -> Result<(), sqlx::Error> {
+pub(super) async fn remove(pool: &crate::db::SystemPool, prefix: &str) -> Result<(), sqlx::Error> {
     let like = format!("{prefix}%");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "BEGIN;

@@ -7,6 +7,7 @@
 //! a whole member, sampling memory and table sizes).
 //! Each runs in a private Redis namespace and removes what it wrote.
 
+pub mod console;
 pub mod customers;
 pub mod deliveries;
 pub mod entitlements;

@@ -1,4 +1,4 @@
-//! The cron entries as operators see them (`ballast`'s console): each scheduled kind with its
+//! The cron entries as operators see them (the console): each scheduled kind with its
 //! expression, its last tick and the job it queued, where that job is now, and the next tick;
 //! and "run now", which queues the kind's scheduled payload at once, audited.
 
@@ -8,11 +8,6 @@ use redis::AsyncCommands;
 use crate::db::SystemPool;
 use crate::newtypes::JobId;
 use crate::queue::{EnqueueRequest, JobQueue, QueueError};
-
-/// The id (and idempotency key) of the job a tick of `kind` at `instant` queues.
-pub fn tick_job_id(kind: &str, instant: DateTime<Utc>) -> String {
-    format!("{kind}@{}", instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
 
 /// One cron entry.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -25,7 +20,8 @@ pub struct ScheduleEntry {
     pub last_tick: Option<DateTime<Utc>>,
     /// The job that tick queued (`kind@instant`).
     pub last_job: Option<String>,
-    /// Where that job is: `queued`, `dead`, or `ran` (neither queued nor dead).
+    /// Where that job is: `dead`; `done` or `failed` (an admin job's run); `queued` (its kind
+    /// has work waiting or running); or `ran`.
     pub last_outcome: Option<&'static str>,
     /// The next tick.
     pub next_tick: Option<DateTime<Utc>>,
@@ -33,28 +29,30 @@ pub struct ScheduleEntry {
 
 /// Every scheduled kind of the catalogue, by kind.
 pub async fn entries(queue: &JobQueue, pool: &SystemPool, redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, now: DateTime<Utc>) -> Result<Vec<ScheduleEntry>, QueueError> {
-    let mut out = Vec::new();
-    let mut conn = redis.clone();
-    for policy in queue.catalogue().iter().filter(|p| p.schedule.is_some()) {
-        let Some(schedule) = &policy.schedule else { continue };
-        let last_ms: Option<i64> = conn.get(keys.scheduler_last_tick(policy.kind.as_str())).await?;
+    let scheduled = queue.catalogue().iter().filter_map(|p| p.schedule.as_ref().map(|s| (p.kind.to_string(), s.clone())));
+    // Where the last tick's job is, without reading the queue's job data (a large queue would
+    // make that slow): a dead letter says dead; an admin job's run says how it ended; else the
+    // kind's queue with work in it says queued, an empty one that it ran.
+    let stats = queue.stats().await?;
+    let busy = |kind: &str| stats.iter().any(|s| s.kind == kind && s.ready + s.scheduled + s.running > 0);
+    // Each entry's reads (Redis, then PostgreSQL) run concurrently with the others'.
+    let mut out = futures::future::try_join_all(scheduled.map(|(kind, schedule)| async move {
+        let mut conn = redis.clone();
+        let last_ms: Option<i64> = conn.get(keys.scheduler_last_tick(&kind)).await?;
         let last_tick = last_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-        let last_job = last_tick.map(|t| tick_job_id(policy.kind.as_str(), t));
+        let last_job = last_tick.map(|t| crate::scheduler::tick_job_id(&kind, t));
         let last_outcome = match &last_job {
             None => None,
-            Some(id) if queue.find(id).await?.is_some() => Some("queued"),
             Some(id) if crate::queue::dead::find(pool, id).await?.is_some() => Some("dead"),
-            Some(_) => Some("ran"),
+            Some(id) => match super::admin_runs::find(pool, id).await? {
+                Some(run) if run.finished_at.is_some() => Some(if run.error.is_some() { "failed" } else { "done" }),
+                _ if busy(&kind) => Some("queued"),
+                _ => Some("ran"),
+            },
         };
-        out.push(ScheduleEntry {
-            kind: policy.kind.to_string(),
-            cron: schedule.to_string(),
-            last_tick,
-            last_job,
-            last_outcome,
-            next_tick: schedule.after(&now).next(),
-        });
-    }
+        Ok::<_, QueueError>(ScheduleEntry { cron: schedule.to_string(), next_tick: schedule.after(&now).next(), kind, last_tick, last_job, last_outcome })
+    }))
+    .await?;
     out.sort_by(|a, b| a.kind.cmp(&b.kind));
     Ok(out)
 }
