@@ -36,7 +36,17 @@ pub mod stripe_webhooks;
 pub use errors::ApiError;
 pub use route::{Auth, RouteSpec};
 
-/// Every route with its handler, module by module; `registry` checks job payloads at intake.
+/// The admin API's routes with their handlers: served on the console's listener, never the
+/// public intake's.
+fn admin_routes_with_handlers() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
+    let mut all = admin::routes();
+    all.extend(admin_ops::routes());
+    all.extend(admin_people::routes());
+    all
+}
+
+/// The intake's routes with their handlers, module by module (`/openapi.json` describing them
+/// and the admin API's); `registry` checks job payloads at intake.
 fn routes_with_handlers(registry: &crate::state::Registry) -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     let mut all = Vec::new();
     all.extend(health::routes());
@@ -48,17 +58,26 @@ fn routes_with_handlers(registry: &crate::state::Registry) -> Vec<(RouteSpec, Me
     all.extend(slo::routes());
     all.extend(tenants::routes());
     all.extend(webhook_endpoints::routes());
-    all.extend(admin::routes());
-    all.extend(admin_ops::routes());
-    all.extend(admin_people::routes());
-    let served: Vec<RouteSpec> = all.iter().map(|(spec, _)| spec.clone()).collect();
-    all.extend(openapi::routes(&served));
+    let described: Vec<RouteSpec> = all.iter().chain(admin_routes_with_handlers().iter()).map(|(spec, _)| spec.clone()).collect();
+    all.extend(openapi::routes(&described));
     all
 }
 
-/// Every route of the API: the list the router is built from.
+/// Every route of the API, the intake's and the admin API's (`RouteSpec::is_admin`).
 pub fn routes() -> Vec<RouteSpec> {
-    routes_with_handlers(&crate::state::Registry::default()).into_iter().map(|(spec, _)| spec).collect()
+    let intake = routes_with_handlers(&crate::state::Registry::default()).into_iter().map(|(spec, _)| spec);
+    intake.chain(admin_routes_with_handlers().into_iter().map(|(spec, _)| spec)).collect()
+}
+
+/// The admin API (`/v1/admin/…`), guarded as every route is (operator tokens, the limiter's
+/// windows and bans): the console's listener serves it beside the console's pages.
+pub fn admin_router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (spec, handler) in admin_routes_with_handlers() {
+        let path = spec.path;
+        router = router.route(path, handler.route_layer(axum::middleware::from_fn_with_state((state.clone(), spec), guard::guard)));
+    }
+    router.with_state(state).layer(axum::middleware::from_fn(limits::request_shape))
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

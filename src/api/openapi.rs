@@ -160,7 +160,10 @@ fn security(auth: &Auth) -> (Value, String) {
         Auth::StripeSignature => (json!([]), "Signed by Stripe (Stripe-Signature header).".into()),
         Auth::Key(scope) => (json!([{"apiKey": []}]), format!("API key with scope `{scope}`, acting for its tenant (a service-wide key names it in Ballast-Tenant).")),
         Auth::ServiceKey(scope) => (json!([{"apiKey": []}]), format!("Service-wide API key with scope `{scope}`.")),
-        Auth::Operator(role) => (json!([{"operatorToken": []}]), format!("An operator's token (`bo_…`) of role `{}` or above; no API key.", role.as_str())),
+        Auth::Operator(role) => (
+            json!([{"operatorToken": []}]),
+            format!("Served on the admin listener (BALLAST_CONSOLE_LISTEN, beside the console), never the public port. An operator's token (`bo_…`) of role `{}` or above; no API key.", role.as_str()),
+        ),
     }
 }
 

@@ -46,6 +46,12 @@ impl RouteSpec {
         self
     }
 
+    /// An admin API route: served on the console's listener (operator tokens), never the
+    /// public intake's.
+    pub fn is_admin(&self) -> bool {
+        matches!(self.auth, Auth::Operator(_))
+    }
+
     /// Marks an anonymous route limited per client IP.
     pub fn limited(mut self) -> Self {
         self.limited = true;

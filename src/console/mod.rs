@@ -52,8 +52,21 @@ pub fn router(state: AppState) -> Router {
         .route("/sign-in", get(session::sign_in_page).post(session::sign_in))
         .route("/console.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET) }))
         .merge(signed_in)
+        .with_state(state.clone())
+        // The admin API shares the console's listener: operators' surfaces, never the public port.
+        .merge(crate::api::admin_router(state))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async { crate::api::ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method") })
         .layer(axum::middleware::from_fn(security_headers))
-        .with_state(state)
+}
+
+/// An unknown path: the admin API's JSON error under `/v1/`, a page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/v1/") {
+        return crate::api::ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route").into_response();
+    }
+    frame::refusal(axum::http::StatusCode::NOT_FOUND, "No such page.")
 }
 
 /// No framing, no sniffing, no caching of pages that show customers, no referrer leaving.

@@ -64,6 +64,9 @@ async fn an_operator_finds_reads_supports_and_grants_through_the_admin_api_audit
     assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("insufficient_role")), "{refused}");
     let (status, _) = app.call(Method::GET, "/v1/admin/tenants", &tenant_key, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The admin API is the console's listener's, never the public intake's.
+    let on_intake = app.http.get(app.intake_url("/v1/admin/tenants")).bearer_auth(&vic).send().await.expect("send");
+    assert_eq!(on_intake.status(), StatusCode::NOT_FOUND, "the public port does not serve the admin API");
 
     // A read-only support session as the tenant.
     let (status, opened) = app.call(Method::POST, &format!("/v1/admin/tenants/{pro}/support-sessions"), &otto, Some(json!({"reason": "ticket 4711", "ttl_secs": 600}))).await;

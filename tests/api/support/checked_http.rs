@@ -10,19 +10,26 @@ use reqwest::{Method, StatusCode};
 #[derive(Clone)]
 pub struct CheckedClient {
     inner: reqwest::Client,
-    /// `http://host:port` of the API; other URLs are not checked.
-    api: String,
+    /// `http://host:port` of the API's listeners (the intake's, the admin API's); other URLs
+    /// are not checked.
+    api: Vec<String>,
 }
 
 impl CheckedClient {
     /// Checks answers from `api` (`http://127.0.0.1:port`).
     pub fn new(inner: reqwest::Client, api: String) -> Self {
-        Self { inner, api }
+        Self { inner, api: vec![api] }
+    }
+
+    /// Checks answers from `other` too (the admin API's listener).
+    pub fn also(mut self, other: Option<String>) -> Self {
+        self.api.extend(other);
+        self
     }
 
     pub fn request(&self, method: Method, url: impl AsRef<str>) -> CheckedRequest {
         let url = url.as_ref().to_owned();
-        let path = url.strip_prefix(&self.api).filter(|p| p.starts_with('/')).map(str::to_owned);
+        let path = self.api.iter().filter(|a| !a.is_empty()).find_map(|a| url.strip_prefix(a.as_str()).filter(|p| p.starts_with('/')).map(str::to_owned));
         CheckedRequest { inner: self.inner.request(method.clone(), &url), method, path }
     }
 

@@ -192,7 +192,8 @@ impl TestAppBuilder {
             http: checked_http::CheckedClient::new(
                 reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5)).build().expect("http client"),
                 member.api_addr.map(|a| format!("http://{a}")).unwrap_or_default(),
-            ),
+            )
+            .also(member.console_addr.map(|a| format!("http://{a}"))),
             member: Some(member),
             _db: db,
             _jobs_dir: jobs_dir,
@@ -252,7 +253,16 @@ impl TestApp {
         (code, answer)
     }
 
+    /// The URL of `path`: the admin API's on the console's listener, the rest on the intake's.
     pub fn url(&self, path: &str) -> String {
+        if path.starts_with("/v1/admin") {
+            return format!("http://{}{}", self.console.expect("the console's listener (api role)"), path);
+        }
+        format!("http://{}{}", self.addr.expect("api role"), path)
+    }
+
+    /// `path` on the public intake's listener, whatever it is (an admin path is not served there).
+    pub fn intake_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr.expect("api role"), path)
     }
 
