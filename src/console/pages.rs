@@ -25,10 +25,44 @@ pub(super) struct KindRow {
     pub paused: bool,
 }
 
+/// The golden signals over the last five minutes, as words.
+pub(super) struct Signals {
+    pub requests_per_min: String,
+    pub mean_latency: String,
+    pub slow_share: String,
+    pub error_rate: String,
+    pub pool_use: String,
+    /// Worker members and the age of their last heartbeat.
+    pub members: Vec<(String, String)>,
+}
+
+/// Minutes the golden signals look back.
+const SIGNAL_MINUTES: i64 = 5;
+
+async fn signals(state: &AppState) -> Signals {
+    let now = chrono::Utc::now();
+    let routes = crate::slo::record::route_totals(&state.redis, &state.keys, now.timestamp().div_euclid(60), SIGNAL_MINUTES).await.unwrap_or_default();
+    let (n, us, slow) = routes.values().fold((0i64, 0i64, 0i64), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+    let (good, valid) = crate::slo::history::window(&state.system_pool.0, "intake-availability", SIGNAL_MINUTES, now).await.unwrap_or((0, 0));
+    let share = |part: i64, whole: i64| if whole > 0 { format!("{:.2} %", part as f64 * 100.0 / whole as f64) } else { "-".to_owned() };
+    let pools = [("app", state.tenant_pool.raw()), ("system", &state.system_pool.0)];
+    let pool_use = pools.iter().map(|(name, p)| format!("{name} {}/{} in use", p.size().saturating_sub(u32::try_from(p.num_idle()).unwrap_or(0)), state.settings.db_pool_size)).collect::<Vec<_>>().join(", ");
+    let members = state.queue.member_heartbeats().await.unwrap_or_default().into_iter().map(|(m, age)| (m, format!("{age:.0} s ago"))).collect();
+    Signals {
+        requests_per_min: format!("{:.1}", n as f64 / SIGNAL_MINUTES as f64),
+        mean_latency: if n > 0 { format!("{:.1} ms", us as f64 / n as f64 / 1000.0) } else { "-".into() },
+        slow_share: share(slow, n),
+        error_rate: share(valid - good, valid),
+        pool_use,
+        members,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/overview.html")]
 struct Overview {
     frame: Frame,
+    signals: Signals,
     kinds: Vec<KindRow>,
     dead: Vec<DeadLetter>,
     slos: Vec<(String, String, String)>,
@@ -69,7 +103,8 @@ pub(super) async fn overview(State(state): State<AppState>, Extension(session): 
     let leader = crate::scheduler::current_leader(&state.redis, &state.keys).await.ok().flatten().unwrap_or_else(|| "none".into());
     let mut frame = Frame::of(&session, state.settings.console.read_only);
     frame.refresh_secs = 5;
-    page(Overview { frame, kinds, dead: newest, slos, alerts, leader }.render())
+    let signals = signals(&state).await;
+    page(Overview { frame, signals, kinds, dead: newest, slos, alerts, leader }.render())
 }
 
 /// A dead-letter search.

@@ -33,27 +33,7 @@ impl From<crate::slo::evaluate::SloError> for JobError {
 
 /// Route → (requests, total µs, slow) over the last `minutes`, from the per-minute hashes.
 async fn routes(ctx: &JobContext<super::deps::Fleet>, minutes: i64) -> Result<BTreeMap<String, (i64, i64, i64)>, redis::RedisError> {
-    let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
-    let mut pipe = redis::pipe();
-    for m in (now_minute - minutes + 1)..=now_minute {
-        pipe.cmd("HGETALL").arg(ctx.state.keys.route_stats(m));
-    }
-    let mut conn = ctx.state.redis.clone();
-    let hashes: Vec<BTreeMap<String, i64>> = pipe.query_async(&mut conn).await?;
-    let mut out: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
-    for hash in hashes {
-        for (field, v) in hash {
-            let Some((route, what)) = field.rsplit_once('|') else { continue };
-            let entry = out.entry(route.to_owned()).or_default();
-            match what {
-                "n" => entry.0 += v,
-                "us" => entry.1 += v,
-                "slow" => entry.2 += v,
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
+    crate::slo::record::route_totals(&ctx.state.redis, &ctx.state.keys, chrono::Utc::now().timestamp().div_euclid(60), minutes).await
 }
 
 /// The fleet's cache counters, summed over every member that published in the last minutes.

@@ -28,3 +28,13 @@ pub async fn daily(pool: &sqlx::PgPool, slo: &str, days: i64, now: DateTime<Utc>
     .await?;
     Ok(rows.into_iter().map(|(day, good, valid)| Day { day, good, valid }).collect())
 }
+
+/// Good and valid events of `slo` over the last `minutes` minutes up to `now`.
+pub async fn window(pool: &sqlx::PgPool, slo: &str, minutes: i64, now: DateTime<Utc>) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as("SELECT coalesce(sum(good), 0)::bigint, coalesce(sum(valid), 0)::bigint FROM slo_minutes WHERE slo = $1 AND minute > $2 - make_interval(mins => $3::int) AND minute <= $2")
+        .bind(slo)
+        .bind(now)
+        .bind(i32::try_from(minutes).unwrap_or(5))
+        .fetch_one(pool)
+        .await
+}

@@ -178,3 +178,28 @@ impl Recorder {
         }
     }
 }
+
+/// Route → (requests, total µs, slow) over the last `minutes` unix minutes up to
+/// `now_minute`, summed from the fleet's per-minute hashes (what [`Recorder::publish`] adds).
+pub async fn route_totals(redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, now_minute: i64, minutes: i64) -> Result<std::collections::BTreeMap<String, (i64, i64, i64)>, redis::RedisError> {
+    let mut pipe = redis::pipe();
+    for m in (now_minute - minutes + 1)..=now_minute {
+        pipe.cmd("HGETALL").arg(keys.route_stats(m));
+    }
+    let mut conn = redis.clone();
+    let hashes: Vec<std::collections::BTreeMap<String, i64>> = pipe.query_async(&mut conn).await?;
+    let mut out: std::collections::BTreeMap<String, (i64, i64, i64)> = std::collections::BTreeMap::new();
+    for hash in hashes {
+        for (field, v) in hash {
+            let Some((route, what)) = field.rsplit_once('|') else { continue };
+            let entry = out.entry(route.to_owned()).or_default();
+            match what {
+                "n" => entry.0 += v,
+                "us" => entry.1 += v,
+                "slow" => entry.2 += v,
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}

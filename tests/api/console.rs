@@ -160,6 +160,9 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
         assert_eq!(text(&c, "tr[data-kind=noop] .ready").await, noop.ready.to_string());
         assert_eq!(text(&c, "tr[data-kind=noop] .dead").await, dead["noop"].to_string());
         assert_eq!(dead["noop"], 3);
+        // The golden signals: this fleet's worker member, heard from.
+        assert!(text(&c, "#members").await.contains("s ago"), "the worker member and its heartbeat");
+        assert!(text(&c, "#pools").await.contains("in use"));
         screenshot_for_readme(&browser, "console-overview.png").await;
 
         // The oldest stuck job: why it failed, retried, and it runs.
