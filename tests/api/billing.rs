@@ -304,8 +304,14 @@ async fn converges(name: &str, scenario: Scenario) {
                     let dead = ballast::queue::dead::list(&app.state.system_pool, None, 5).await.expect("dead");
                     let statuses: Vec<(String, String, Option<String>)> = sqlx::query_as("SELECT type, status, last_error FROM stripe_events WHERE customer_id = $1")
                         .bind(&c).fetch_all(&app.state.system_pool.0).await.expect("statuses");
-                    prop_assert_eq!(mirror(&app, &c).await, sim.truth(&c), "{} retries {:?} dead {:?} inbox {:?}", name,
-                        scheduled.iter().map(|s| s.0.payload.clone()).collect::<Vec<_>>(), dead.iter().map(|d| d.error.clone()).collect::<Vec<_>>(), statuses);
+                    // Where the tenant's customers stand, for a failure's message.
+                    let bindings: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+                        "SELECT coalesce(tc.customer_id, t.stripe_customer_id, '-'), t.stripe_customer_id, tc.unbound_at IS NOT NULL
+                         FROM tenants t LEFT JOIN tenant_customers tc ON tc.tenant_id = t.id WHERE t.id = $1",
+                    )
+                    .bind(t).fetch_all(&app.state.system_pool.0).await.expect("bindings");
+                    prop_assert_eq!(mirror(&app, &c).await, sim.truth(&c), "{} retries {:?} dead {:?} inbox {:?} bindings {:?}", name,
+                        scheduled.iter().map(|s| s.0.payload.clone()).collect::<Vec<_>>(), dead.iter().map(|d| d.error.clone()).collect::<Vec<_>>(), statuses, bindings);
                     prop_assert_eq!(&entitlements(&app, t).await, &want_entitlements, "{}", name);
                     let got: Vec<String> = effects(&app, t).await.iter().map(|k| strip_ids(k)).collect();
                     prop_assert_eq!(&got, &want_effects, "{}: every effect once", name);
