@@ -49,6 +49,26 @@ pub(super) async fn mirror(ctx: &mut EventCtx<'_>, c: &CustomerObject, deleted: 
 pub(super) async fn deleted(ctx: &mut EventCtx<'_>, id: String) -> Result<Applied, HandlerError> {
     sqlx::query("UPDATE customers SET deleted = true WHERE id = $1").bind(&id).execute(&mut *ctx.tx).await?;
     ctx.effect(format!("customer.deleted:{id}"), EffectKind::CustomerDeleted, &id, serde_json::json!({})).await?;
-    ctx.unbind_deleted_customer(&id).await?;
-    Ok(Applied { unbound_customer: Some(id), ..Applied::default() })
+    let unbound = ctx.unbind_deleted_customer(&id).await?;
+    // A later customer of the tenant whose events were applied while this one was still bound
+    // could not bind then (routed while the tenant had no customer, applied after this one
+    // bound): it binds now, and its parked events are released after the commit.
+    let next = if unbound { next_customer(ctx, &id).await? } else { None };
+    Ok(Applied { unbound_customer: Some(id), mapped_customer: next, ..Applied::default() })
+}
+
+/// Binds the tenant's most recent other live customer in the mirror (its events named the
+/// tenant or were routed to it), if there is one and it was never unbound; its id when bound.
+async fn next_customer(ctx: &mut EventCtx<'_>, gone: &str) -> Result<Option<String>, HandlerError> {
+    let candidate: Option<String> = sqlx::query_scalar(
+        "SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.id <> $2 AND NOT c.deleted
+           AND NOT EXISTS (SELECT 1 FROM tenant_customers tc WHERE tc.customer_id = c.id AND tc.unbound_at IS NOT NULL)
+         ORDER BY c.stripe_updated_at DESC, c.id DESC LIMIT 1",
+    )
+    .bind(ctx.tenant.0)
+    .bind(gone)
+    .fetch_optional(&mut *ctx.tx)
+    .await?;
+    let Some(candidate) = candidate else { return Ok(None) };
+    Ok(ctx.map_customer(&candidate).await?.then_some(candidate))
 }
