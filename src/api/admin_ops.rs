@@ -95,11 +95,9 @@ pub(super) struct Paused {
 
 async fn pause(State(state): State<AppState>, Extension(caller): Extension<OperatorCaller>, path: Result<Path<String>, PathRejection>, paused: bool) -> Response {
     let Ok(Path(kind)) = path else { return not_found("job kind") };
-    if !state.queue.catalogue().iter().any(|p| p.kind.as_str() == kind) {
-        return not_found("job kind");
-    }
     match crate::jobs::queue_control::set_paused(&state.queue, &state.system_pool, &kind, paused, &caller.name).await {
         Ok(()) => Json(Paused { kind, paused }).into_response(),
+        Err(crate::queue::QueueError::UnknownKind(_)) => not_found("job kind"),
         Err(e) => unavailable(&e),
     }
 }

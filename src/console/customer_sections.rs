@@ -10,7 +10,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::frame::{Bar, Frame, may_act, page, refusal};
+use super::frame::{Bar, Frame, may_act, page, refusal, unavailable};
 use crate::auth::console_sessions::SignedIn;
 use crate::newtypes::TenantId;
 use crate::state::AppState;
@@ -117,7 +117,7 @@ struct Opened {
 }
 
 pub(super) async fn open_support(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(id): Path<String>, Form(f): Form<SupportForm>) -> Response {
-    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+    if let Err(refused) = may_act(&session, &f.csrf, state.settings.console.read_only) {
         return refused;
     }
     let Ok(tenant) = id.parse::<uuid::Uuid>().map(TenantId) else { return refusal(StatusCode::NOT_FOUND, "no such customer") };
@@ -134,9 +134,6 @@ pub(super) async fn open_support(State(state): State<AppState>, Extension(sessio
             page(Opened { frame: Frame::of(&session, state.settings.console.read_only), tenant: tenant.0, token, expires_at }.render())
         }
         Err(e @ (crate::auth::support::SupportError::Invalid(_) | crate::auth::support::SupportError::NoTenant(_))) => refusal(StatusCode::BAD_REQUEST, &e.to_string()),
-        Err(e) => {
-            tracing::error!(message = "Console support session not opened.", error = %e);
-            refusal(StatusCode::SERVICE_UNAVAILABLE, "The session cannot be opened now; try again shortly.")
-        }
+        Err(e) => unavailable(&e),
     }
 }

@@ -9,7 +9,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::frame::{Frame, back_to, may_act, page, refusal};
+use super::frame::{unavailable, Frame, back_to, may_act, page, refusal};
 use crate::auth::console_sessions::SignedIn;
 use crate::billing::overrides::{self, NewOverride, OverrideKind};
 use crate::newtypes::TenantId;
@@ -48,11 +48,6 @@ fn mrr_text(c: &Customer) -> String {
         return "-".into();
     }
     c.mrr.iter().map(|(cur, m)| format!("{units}.{cents:02} {code}", units = m / 100, cents = m % 100, code = cur.to_uppercase())).collect::<Vec<_>>().join(", ")
-}
-
-fn unavailable(e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(message = "Console customer page: unavailable.", error = %e);
-    refusal(StatusCode::SERVICE_UNAVAILABLE, "The customers cannot be read now; try again shortly.")
 }
 
 fn some(s: &str) -> Option<String> {
@@ -146,7 +141,7 @@ pub(super) struct OverrideForm {
 }
 
 pub(super) async fn grant(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(id): Path<String>, Form(f): Form<OverrideForm>) -> Response {
-    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+    if let Err(refused) = may_act(&session, &f.csrf, state.settings.console.read_only) {
         return refused;
     }
     let Ok(tenant) = id.parse::<uuid::Uuid>().map(TenantId) else { return refusal(StatusCode::NOT_FOUND, "no such customer") };

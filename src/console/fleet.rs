@@ -8,15 +8,10 @@ use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::frame::{Bar, CHART_H, Frame, back_to, may_act, page, refusal};
+use super::frame::{unavailable, Bar, CHART_H, Frame, back_to, may_act, page, refusal};
 use crate::auth::console_sessions::SignedIn;
 use crate::jobs::schedules::{self as entries, ScheduleEntry};
 use crate::state::AppState;
-
-fn unavailable(e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(message = "Console fleet page: a source is unavailable.", error = %e);
-    refusal(StatusCode::SERVICE_UNAVAILABLE, "The figures cannot be read now (PostgreSQL or Redis); try again shortly.")
-}
 
 #[derive(Template)]
 #[template(path = "console/schedules.html")]
@@ -40,7 +35,7 @@ pub(super) struct RunNow {
 }
 
 pub(super) async fn run_now(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(kind): Path<String>, Form(f): Form<RunNow>) -> Response {
-    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+    if let Err(refused) = may_act(&session, &f.csrf, state.settings.console.read_only) {
         return refused;
     }
     match entries::run_now(&state.queue, &state.system_pool, &kind, &session.operator).await {
@@ -195,7 +190,7 @@ pub(super) async fn queues(State(state): State<AppState>, Extension(session): Ex
 }
 
 pub(super) async fn pause(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path((kind, action)): Path<(String, String)>, Form(f): Form<RunNow>) -> Response {
-    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+    if let Err(refused) = may_act(&session, &f.csrf, state.settings.console.read_only) {
         return refused;
     }
     let paused = match action.as_str() {
@@ -203,11 +198,9 @@ pub(super) async fn pause(State(state): State<AppState>, Extension(session): Ext
         "resume" => false,
         _ => return refusal(StatusCode::NOT_FOUND, "pause or resume"),
     };
-    if !state.queue.catalogue().iter().any(|p| p.kind.as_str() == kind) {
-        return refusal(StatusCode::NOT_FOUND, "no such job kind");
-    }
     match crate::jobs::queue_control::set_paused(&state.queue, &state.system_pool, &kind, paused, &session.operator).await {
         Ok(()) => back_to("/queues"),
+        Err(crate::queue::QueueError::UnknownKind(_)) => refusal(StatusCode::NOT_FOUND, "no such job kind"),
         Err(e) => unavailable(&e),
     }
 }

@@ -2,6 +2,7 @@
 //! token), rendering, refusals, and the checks an action passes (CSRF, role, read-only).
 
 use axum::http::StatusCode;
+use askama::Template;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use crate::auth::console_sessions::SignedIn;
@@ -46,24 +47,29 @@ pub(super) fn page(rendered: Result<String, askama::Error>) -> Response {
 }
 
 /// A short page saying why something was refused or failed.
-pub(super) fn refusal(status: StatusCode, why: &str) -> Response {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Ballast console</title><link rel=\"stylesheet\" href=\"/console.css\"></head>\
-         <body><main><h1>{}</h1><p role=\"alert\">{}</p><p><a href=\"/\">Back to the overview</a></p></main></body></html>",
-        status.canonical_reason().unwrap_or("Refused"),
-        html_escape(why)
-    );
-    (status, Html(body)).into_response()
+#[derive(Template)]
+#[template(path = "console/refusal.html")]
+struct Refusal<'a> {
+    heading: &'a str,
+    why: &'a str,
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+pub(super) fn refusal(status: StatusCode, why: &str) -> Response {
+    let mut response = page(Refusal { heading: status.canonical_reason().unwrap_or("Refused"), why }.render());
+    *response.status_mut() = status;
+    response
+}
+
+/// A source (PostgreSQL, Redis) failed: logged, and said to the operator without its detail.
+pub(super) fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(message = "Console page: a source is unavailable.", error = %e);
+    refusal(StatusCode::SERVICE_UNAVAILABLE, "The figures cannot be read now (PostgreSQL or Redis); try again shortly.")
 }
 
 /// An action the session may take: its form's CSRF token is the session's, its operator acts
 /// (not a viewer), and the console is not read-only. The refusal is the page to answer.
-pub(super) fn may_act(session: &SignedIn, csrf: Option<&str>, read_only: bool) -> Result<(), Response> {
-    csrf_only(session, csrf.unwrap_or_default())?;
+pub(super) fn may_act(session: &SignedIn, csrf: &str, read_only: bool) -> Result<(), Response> {
+    csrf_only(session, csrf)?;
     if !session.role.allows(Role::Operator) {
         return Err(refusal(StatusCode::FORBIDDEN, &format!("{} is a {}: viewers read, operators act.", session.operator, session.role.as_str())));
     }

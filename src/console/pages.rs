@@ -9,7 +9,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::frame::{Frame, back_to, may_act, page, refusal};
+use super::frame::{unavailable, Frame, back_to, may_act, page, refusal};
 use crate::auth::console_sessions::SignedIn;
 use crate::queue::dead::{self, DeadLetter};
 use crate::state::AppState;
@@ -68,11 +68,6 @@ struct Overview {
     slos: Vec<(String, String, String)>,
     alerts: Vec<(String, String)>,
     leader: String,
-}
-
-fn unavailable(e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(message = "Console page: a source is unavailable.", error = %e);
-    refusal(StatusCode::SERVICE_UNAVAILABLE, "The figures cannot be read now (PostgreSQL or Redis); this page retries by itself.")
 }
 
 pub(super) async fn overview(State(state): State<AppState>, Extension(session): Extension<SignedIn>) -> Response {
@@ -164,7 +159,7 @@ pub(super) struct DeadAct {
 }
 
 pub(super) async fn act_on_dead(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Form(f): Form<DeadAct>) -> Response {
-    if let Err(refused) = may_act(&session, Some(&f.csrf), state.settings.console.read_only) {
+    if let Err(refused) = may_act(&session, &f.csrf, state.settings.console.read_only) {
         return refused;
     }
     let (kind, error) = (some(&f.kind), some(&f.error));
@@ -317,7 +312,7 @@ pub(super) struct RunForm {
 pub(super) async fn run_runbook(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(name): Path<String>, Form(f): Form<RunForm>) -> Response {
     let execute = f.execute.is_some();
     // A dry run only reads: a viewer may ask for one (with the session's form token).
-    let checked = if execute { may_act(&session, Some(&f.csrf), state.settings.console.read_only) } else { super::frame::csrf_only(&session, &f.csrf) };
+    let checked = if execute { may_act(&session, &f.csrf, state.settings.console.read_only) } else { super::frame::csrf_only(&session, &f.csrf) };
     if let Err(refused) = checked {
         return refused;
     }

@@ -10,6 +10,7 @@ mod delivery_prune;
 mod delivery_sweep;
 mod inbox_prune;
 mod inbox_sweep;
+mod console_session_prune;
 mod job_status_prune;
 mod outbox_sweep;
 mod override_expiry;
@@ -33,6 +34,7 @@ pub fn services() -> Vec<Box<dyn Service>> {
         Box::new(delivery_sweep::DeliverySweep),
         Box::new(inbox_prune::InboxPrune),
         Box::new(job_status_prune::JobStatusPrune),
+        Box::new(console_session_prune::ConsoleSessionPrune),
         Box::new(delivery_prune::DeliveryPrune),
         Box::new(override_expiry::OverrideExpiry),
     ]

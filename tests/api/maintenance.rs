@@ -79,6 +79,22 @@ async fn the_job_status_prune_deletes_statuses_past_retention() {
 }
 
 #[tokio::test]
+async fn the_console_session_prune_deletes_sessions_ended_over_a_day_ago() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let (op, _) = ballast::auth::operators::add(&app.state.system_pool, "otto", ballast::auth::operators::Role::Viewer, "test").await.expect("operator");
+    let (_, live) = ballast::auth::console_sessions::open(&app.state.system_pool, &op, std::time::Duration::from_secs(3600)).await.expect("session");
+    sqlx::query("INSERT INTO console_sessions (id, operator_id, token_prefix, token_hash, csrf, expires_at) VALUES ($1, $2, 'old', '\\x00', 'x', now() - interval '2 days')")
+        .bind(Uuid::new_v4())
+        .bind(op.id)
+        .execute(&app.state.system_pool.0)
+        .await
+        .expect("old session");
+    assert_eq!(count(&run(&app, "console_sessions.prune").await, "pruned"), 1);
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM console_sessions").fetch_all(&app.state.system_pool.0).await.expect("left");
+    assert_eq!(left, [live.id], "the live session stays");
+}
+
+#[tokio::test]
 async fn the_queue_recovery_refills_a_queue_whose_redis_data_was_lost() {
     let app = TestApp::builder().roles(&[]).spawn().await;
     // The first run sets the epochs (a fresh Redis looks like one that lost its data).
