@@ -103,6 +103,14 @@ pub fn current_traceparent() -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// The trace id of `span` (32 hex digits) when it is being traced.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
 /// Makes `span` a child of the trace `traceparent` names (a job continuing its enqueuer's trace).
 pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     let carrier: HashMap<String, String> = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);

@@ -102,10 +102,11 @@ async fn pause(State(state): State<AppState>, Extension(caller): Extension<Opera
     }
 }
 
-/// A job as an operator sees it: queued on Redis, or dead in PostgreSQL.
+/// A job as an operator sees it: queued on Redis, dead in PostgreSQL, or finished with a
+/// tracked status.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(super) struct JobView {
-    /// `queued` or `dead`.
+    /// `queued`, `dead`, or a tracked job's state (`done`, `retrying`, …).
     r#where: &'static str,
     /// The job's id.
     job_id: String,
@@ -119,9 +120,11 @@ pub(super) struct JobView {
     attempt: i64,
     /// The last attempt's error.
     last_error: Option<String>,
-    /// The payload, secrets redacted.
+    /// Each attempt that ended, oldest first: start, duration, error, trace id.
+    history: Vec<crate::queue::attempts::Attempt>,
+    /// The payload, secrets redacted (absent once a tracked job has left the queue).
     #[schema(value_type = Object)]
-    payload: Value,
+    payload: Option<Value>,
 }
 
 fn not_found(what: &str) -> Response {
@@ -130,34 +133,26 @@ fn not_found(what: &str) -> Response {
 
 async fn job(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> Response {
     let Ok(Path(id)) = path else { return not_found("job") };
-    let view = match state.queue.find(&id).await {
-        Ok(Some(q)) => JobView {
-            r#where: "queued",
-            job_id: q.id.0.clone(),
-            dead_letter: None,
-            kind: q.kind.to_string(),
-            tenant: q.tenant.map(|t| t.0.to_string()),
-            attempt: i64::from(q.attempt),
-            last_error: q.last_error.clone(),
-            payload: redacted(&q.payload),
-        },
-        Ok(None) => match dead::find(&state.system_pool, &id).await {
-            Ok(Some(d)) => JobView {
-                r#where: "dead",
-                job_id: d.job_id.clone(),
-                dead_letter: Some(d.id),
-                kind: d.kind.clone(),
-                tenant: d.tenant_id.map(|t| t.to_string()),
-                attempt: i64::from(d.attempts),
-                last_error: Some(d.error.clone()),
-                payload: redacted(d.envelope.get("payload").unwrap_or(&d.envelope)),
+    let intakes = crate::jobs::intake::Intakes::<AppState>::standard();
+    match crate::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (&intakes, &state), &id).await {
+        Ok(Some(found)) => Json(JobView {
+            r#where: found.place.word(),
+            dead_letter: match found.place {
+                crate::jobs::lookup::Place::Dead { dead_letter } => Some(dead_letter),
+                _ => None,
             },
-            Ok(None) => return not_found("job (queued or dead)"),
-            Err(e) => return unavailable(&e),
-        },
-        Err(e) => return unavailable(&e),
-    };
-    Json(view).into_response()
+            job_id: found.job_id,
+            kind: found.kind,
+            tenant: found.tenant.map(|t| t.to_string()),
+            attempt: found.attempt,
+            last_error: found.last_error,
+            history: found.history,
+            payload: found.payload.as_ref().map(redacted),
+        })
+        .into_response(),
+        Ok(None) => not_found("job (queued, dead or tracked)"),
+        Err(e) => unavailable(&e),
+    }
 }
 
 /// A dead-letter search.

@@ -122,21 +122,28 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
             }
         }
         JobsCommand::Show { id } => {
-            let shown = if let Some(queued) = state.queue.find(&id).await? {
-                serde_json::json!({"where": "queued", "job_id": queued.id, "kind": queued.kind, "tenant": queued.tenant, "attempt": queued.attempt,
-                    "last_error": queued.last_error, "payload": queued.payload, "enqueued_at_us": queued.enqueued_at_us})
-            } else if let Some(d) = dead::find(&state.system_pool, &id).await? {
-                serde_json::json!({"where": "dead", "dead_letter": d.id, "job_id": d.job_id, "kind": d.kind, "tenant": d.tenant_id, "attempt": d.attempts,
-                    "last_error": d.error, "payload": d.envelope.get("payload").cloned().unwrap_or(d.envelope.clone()), "failed_at": d.failed_at})
-            } else if let Some((tenant, status)) = tracked(&state, &id).await? {
-                // What the app reads at GET /v1/jobs/{id}, in every state, done included.
-                let mut shown = serde_json::to_value(&status)?;
-                shown["where"] = "tracked".into();
-                shown["tenant"] = tenant.0.to_string().into();
-                shown
-            } else {
+            let intakes = ballast::jobs::intake::Intakes::<AppState>::standard();
+            let found = ballast::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (&intakes, &state), &id).await?;
+            let Some(found) = found else {
                 bail!("no job {id}: not queued, not a dead letter, and no tracked status (statuses are kept 7 days after a job finishes; `ballast jobs dead` lists dead letters)");
             };
+            use ballast::jobs::lookup::Place;
+            // A tracked job shows what the app reads at GET /v1/jobs/{id}, in every state.
+            let mut shown = match &found.place {
+                Place::Tracked(status) => serde_json::to_value(status)?,
+                _ => serde_json::json!({}),
+            };
+            let place = if matches!(found.place, Place::Tracked(_)) { "tracked" } else { found.place.word() };
+            for (k, v) in [("where", place.into()), ("job_id", found.job_id.into()), ("kind", found.kind.into()), ("tenant", serde_json::to_value(found.tenant)?),
+                ("attempt", found.attempt.into()), ("last_error", serde_json::to_value(found.last_error)?), ("history", serde_json::to_value(&found.history)?)] {
+                shown[k] = v;
+            }
+            if let Place::Dead { dead_letter } = &found.place {
+                shown["dead_letter"] = dead_letter.to_string().into();
+            }
+            if let Some(payload) = found.payload {
+                shown["payload"] = payload;
+            }
             if json {
                 println!("{}", serde_json::to_string(&shown)?);
             } else {
@@ -204,19 +211,3 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
     Ok(())
 }
 
-/// A job's status as its tenant reads it at `GET /v1/jobs/{id}`, found across tenants: the
-/// tenant from the job's own record, then the same reads the API makes for that tenant.
-async fn tracked(state: &AppState, id: &str) -> anyhow::Result<Option<(ballast::newtypes::TenantId, ballast::queue::status::JobStatus)>> {
-    use ballast::queue::status;
-    let tenant = match status::owner(&state.system_pool, id).await? {
-        Some(t) => Some(t),
-        None => ballast::webhooks_out::job_status::owner(&state.system_pool, id).await?,
-    };
-    let Some(tenant) = tenant else { return Ok(None) };
-    let intakes = ballast::jobs::intake::Intakes::<AppState>::standard();
-    let found = match intakes.status(state, tenant, id).await {
-        Some(kept_by_kind) => kept_by_kind,
-        None => status::get(&state.tenant_pool, tenant, id).await,
-    }?;
-    Ok(found.map(|s| (tenant, s)))
-}

@@ -198,53 +198,56 @@ struct JobPage {
     error: String,
     payload: String,
     dead_letter: Option<uuid::Uuid>,
+    attempts: Vec<AttemptRow>,
+}
+
+/// One attempt of a job, as its row shows it.
+struct AttemptRow {
+    attempt: u32,
+    started: String,
+    took: String,
+    outcome: &'static str,
+    error: String,
+    trace_id: String,
 }
 
 pub(super) async fn job(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(id): Path<String>) -> Response {
-    let frame = Frame::of(&session, state.settings.console.read_only);
-    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(&crate::api::admin_ops::redacted(v)).unwrap_or_default();
-    let shown = match state.queue.find(&id).await {
-        Ok(Some(q)) => JobPage {
-            frame,
-            job_id: q.id.0.clone(),
-            place: "queued",
-            kind: q.kind.to_string(),
-            tenant: q.tenant.map(|t| t.0.to_string()).unwrap_or_default(),
-            attempt: q.attempt.to_string(),
-            error: q.last_error.clone().unwrap_or_default(),
-            payload: pretty(&q.payload),
-            dead_letter: None,
-        },
-        Ok(None) => match dead::find(&state.system_pool, &id).await {
-            Ok(Some(d)) => JobPage {
-                frame,
-                job_id: d.job_id.clone(),
-                place: "dead",
-                kind: d.kind.clone(),
-                tenant: d.tenant_id.map(|t| t.to_string()).unwrap_or_default(),
-                attempt: d.attempts.to_string(),
-                error: d.error.clone(),
-                payload: pretty(d.envelope.get("payload").unwrap_or(&d.envelope)),
-                dead_letter: Some(d.id),
-            },
-            Ok(None) => match tracked(&state, &id).await {
-                Ok(Some(s)) => JobPage {
-                    frame,
-                    job_id: s.id.clone(),
-                    place: s.state.word(),
-                    kind: s.kind.clone(),
-                    tenant: String::new(),
-                    attempt: s.attempts.to_string(),
-                    error: s.last_error.clone().unwrap_or_default(),
-                    payload: "(not kept once a tracked job has left the queue)".into(),
-                    dead_letter: None,
-                },
-                Ok(None) => return refusal(StatusCode::NOT_FOUND, "no such job: not queued, not a dead letter, no tracked status"),
-                Err(e) => return unavailable(&e),
-            },
-            Err(e) => return unavailable(&e),
-        },
+    let intakes = crate::jobs::intake::Intakes::<AppState>::standard();
+    let found = match crate::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (&intakes, &state), &id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return refusal(StatusCode::NOT_FOUND, "no such job: not queued, not a dead letter, no tracked status"),
         Err(e) => return unavailable(&e),
+    };
+    let attempts = found
+        .history
+        .iter()
+        .rev()
+        .map(|a| AttemptRow {
+            attempt: a.attempt,
+            started: a.started_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            took: format!("{} ms", a.took_ms),
+            outcome: if a.error.is_some() { "failed" } else { "succeeded" },
+            error: a.error.clone().unwrap_or_default(),
+            trace_id: a.trace_id.clone().unwrap_or_default(),
+        })
+        .collect();
+    let shown = JobPage {
+        frame: Frame::of(&session, state.settings.console.read_only),
+        place: found.place.word(),
+        dead_letter: match found.place {
+            crate::jobs::lookup::Place::Dead { dead_letter } => Some(dead_letter),
+            _ => None,
+        },
+        job_id: found.job_id,
+        kind: found.kind,
+        tenant: found.tenant.map(|t| t.to_string()).unwrap_or_default(),
+        attempt: found.attempt.to_string(),
+        error: found.last_error.unwrap_or_default(),
+        payload: match &found.payload {
+            Some(p) => serde_json::to_string_pretty(&crate::api::admin_ops::redacted(p)).unwrap_or_default(),
+            None => "(not kept once a tracked job has left the queue)".into(),
+        },
+        attempts,
     };
     page(shown.render())
 }
@@ -257,12 +260,6 @@ pub(super) struct RunRow {
     pub executed: bool,
     pub actor: String,
     pub queued: String,
-}
-
-/// A tracked job's status (any state, done included), found across tenants by its owner.
-async fn tracked(state: &AppState, id: &str) -> Result<Option<crate::queue::status::JobStatus>, String> {
-    let Some(tenant) = crate::queue::status::owner(&state.system_pool, id).await.map_err(|e| e.to_string())? else { return Ok(None) };
-    crate::queue::status::get(&state.tenant_pool, tenant, id).await.map_err(|e| e.to_string())
 }
 
 #[derive(Template)]

@@ -23,6 +23,7 @@ pub mod intake;
 pub mod kind;
 pub mod limits_spike;
 pub mod loadtest_run;
+pub mod lookup;
 pub mod noop;
 pub mod queue_control;
 pub mod db_backup;

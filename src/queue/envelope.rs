@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::newtypes::{JobId, JobKind, TenantId};
 
 /// One queued run of a job.
+// Unknown fields are ignored, not refused: during a rolling upgrade an older member fetches
+// envelopes a newer one wrote (a retry's `history`), and refusing them would dead-letter jobs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct JobEnvelope {
     /// Stable across retries.
     pub id: JobId,
@@ -32,6 +33,10 @@ pub struct JobEnvelope {
     /// Its progress is written to `job_status` for the tenant that queued it (intake jobs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tracked: bool,
+    /// The attempts that failed before this run (newest last, at most
+    /// [`super::attempts::KEPT`]): a dead letter keeps them as the job's timeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<super::attempts::Attempt>,
 }
 
 impl JobEnvelope {

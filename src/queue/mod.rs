@@ -15,6 +15,7 @@ use crate::job_catalogue::{JobCatalogue, JobPolicy};
 use crate::newtypes::{JobId, JobKind, TenantId};
 use crate::redis_keys::RedisKeys;
 
+pub mod attempts;
 mod consumer;
 pub mod dead;
 pub mod envelope;
@@ -249,6 +250,7 @@ impl JobQueue {
             traceparent,
             last_error: None,
             tracked: req.tracked,
+            history: Vec::new(),
         };
         let key = req.idempotency_key.map(|k| (k, req.idempotency_ttl.unwrap_or(RedisKeys::ENQUEUE_IDEMPOTENCY_TTL)));
         // A repeated idempotency key answers the job it first queued.
@@ -276,7 +278,7 @@ impl JobQueue {
             let id = req.id.unwrap_or_default();
             let envelope = JobEnvelope {
                 id: id.clone(), kind: req.kind, tenant: req.tenant, payload: req.payload, attempt: 1,
-                enqueued_at_us: envelope::now_us(), traceparent: None, last_error: None, tracked: req.tracked,
+                enqueued_at_us: envelope::now_us(), traceparent: None, last_error: None, tracked: req.tracked, history: Vec::new(),
             };
             batch.push(PushItem { job_id: id.0.clone(), data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
             ids.push(id);

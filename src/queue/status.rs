@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::attempts::Attempt;
 use crate::db::{SystemPool, TenantPool};
 use crate::newtypes::TenantId;
 
@@ -72,6 +73,9 @@ pub struct JobStatus {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(no_recursion)]
     pub jobs: Vec<JobStatus>,
+    /// Each attempt that ended: when it started, how long it ran, its error and its trace id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
 }
 
 /// The row of a job about to be queued for `tenant`, in the caller's tenant transaction
@@ -94,28 +98,32 @@ pub async fn forget(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<(),
     Ok(())
 }
 
-/// A worker's progress on a tracked job. System pool: the worker holds no tenant context (as
-/// for dead letters); the row is found by the job's id.
+/// A worker's progress on a tracked job, with the attempt that just ended (retrying, done,
+/// dead) added to its timeline. System pool: the worker holds no tenant context (as for dead
+/// letters); the row is found by the job's id. The timeline needs no trimming: a kind's
+/// attempts are bounded by its catalogue entry.
 pub async fn record(
     pool: &SystemPool,
     id: &str,
     state: JobState,
     attempt: u32,
-    error: Option<&str>,
+    ended: Option<&Attempt>,
     next_attempt_at: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
     let finished = matches!(state, JobState::Done | JobState::Dead);
+    let entry = ended.map(|a| serde_json::to_value([a])).transpose().map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "UPDATE job_status SET state = $2, attempts = GREATEST(attempts, $3), last_error = COALESCE($4, last_error), \
          next_attempt_at = $5, started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END, \
-         finished_at = CASE WHEN $6 THEN now() ELSE NULL END WHERE id = $1",
+         finished_at = CASE WHEN $6 THEN now() ELSE NULL END, attempt_log = attempt_log || COALESCE($7, '[]'::jsonb) WHERE id = $1",
     )
     .bind(id)
     .bind(state.as_str())
     .bind(attempt as i32)
-    .bind(error.map(|e| crate::newtypes::truncated(e, super::dead::MAX_ERROR_TEXT).into_owned()))
+    .bind(ended.and_then(|a| a.error.clone()))
     .bind(next_attempt_at)
     .bind(finished)
+    .bind(entry)
     .execute(&pool.0)
     .await?;
     Ok(())
@@ -123,10 +131,10 @@ pub async fn record(
 
 /// A job of `tenant`'s, or None (also for another tenant's: RLS hides it).
 pub async fn get(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<Option<JobStatus>, crate::db::DbError> {
-    type Row = (String, String, String, i32, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    type Row = (String, String, String, i32, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, sqlx::types::Json<Vec<Attempt>>);
     let mut tx = pool.begin(tenant).await?;
     let row: Option<Row> = sqlx::query_as(
-        "SELECT id, kind, state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at FROM job_status WHERE id = $1",
+        "SELECT id, kind, state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at, attempt_log FROM job_status WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
@@ -143,6 +151,7 @@ pub async fn get(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<Option
         started_at: r.7,
         finished_at: r.8,
         jobs: Vec::new(),
+        history: r.9.0,
     }))
 }
 

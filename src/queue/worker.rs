@@ -14,6 +14,7 @@ use super::consumer::{Consumer, Execute, RunResult};
 use super::envelope::now_us;
 use super::job::{JobContext, JobError, JobReport, Progress, Registry};
 use super::wake::Wakeups;
+use super::attempts::Attempt;
 use super::{JobEnvelope, JobQueue, dead};
 use crate::job_catalogue::JobPolicy;
 use crate::db::SystemPool;
@@ -228,7 +229,10 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
             crate::telemetry::continue_trace(&span, parent);
         }
         self.track(&envelope, super::status::JobState::Running, None, None).await;
+        let started_at = chrono::Utc::now();
+        let trace_id = envelope.traceparent.as_deref().and_then(super::attempts::trace_id_of).or_else(|| crate::telemetry::trace_id(&span));
         let result = self.run_handler(&envelope).instrument(span.clone()).await;
+        let attempt = |error: Option<&str>| super::attempts::Attempt::new(envelope.attempt, started_at, started.elapsed(), error, trace_id.clone());
         // The outcome is settled inside the job's span as a future of its own: an entered
         // guard held across these awaits could resume on another thread and leave that
         // thread's span stack wrong (tracing-subscriber then panicked with "tried to clone a
@@ -238,11 +242,13 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
             Ok(report) => {
                 let took_ms = started.elapsed().as_millis() as u64;
                 span.in_scope(|| tracing::debug!(message = "Job completed.", report = %report, took_ms));
-                self.track(&envelope, super::status::JobState::Done, None, None).await;
+                if envelope.tracked {
+                    self.track(&envelope, super::status::JobState::Done, Some(&attempt(None)), None).await;
+                }
                 self.options.observer.completed(&envelope, &report);
                 RunOutcome::Completed
             }
-            Err(e) => self.settle(&envelope, e).instrument(span).await?,
+            Err(e) => self.settle(&envelope, e, attempt).instrument(span).await?,
         };
         self.deps.metrics.finished(&envelope, outcome, started.elapsed());
         self.options.observer.finished(&envelope, outcome, started.elapsed());
@@ -251,33 +257,35 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
 
     /// Writes a tracked job's progress for its tenant (`GET /v1/jobs/{id}`). A failure is
     /// logged, never the job's: the status is a report, the queue is the truth.
-    async fn track(&self, envelope: &JobEnvelope, state: super::status::JobState, error: Option<&str>, next: Option<chrono::DateTime<chrono::Utc>>) {
+    async fn track(&self, envelope: &JobEnvelope, state: super::status::JobState, ended: Option<&Attempt>, next: Option<chrono::DateTime<chrono::Utc>>) {
         if !envelope.tracked {
             return;
         }
-        if let Err(e) = super::status::record(&self.deps.system_pool, &envelope.id.0, state, envelope.attempt, error, next).await {
+        if let Err(e) = super::status::record(&self.deps.system_pool, &envelope.id.0, state, envelope.attempt, ended, next).await {
             tracing::warn!(message = "Job status not written.", job_id = %envelope.id, error = %e);
         }
     }
 
     /// Acts on a failed run: requeue (snooze, retry) or dead-letter, and says which.
-    async fn settle(&self, envelope: &JobEnvelope, error: JobError) -> Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>> {
+    /// `attempt` makes this attempt's timeline entry from its error (a snooze is no attempt).
+    async fn settle(&self, envelope: &JobEnvelope, error: JobError, attempt: impl Fn(Option<&str>) -> Attempt) -> Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>> {
         let chosen_delay = match &error {
             JobError::RetryIn(_, d) => Some(*d),
             _ => None,
         };
         let outcome = match error {
             JobError::Snooze(delay) => {
-                self.requeue(envelope, envelope.attempt, delay, None).await?;
+                self.requeue(envelope, envelope.attempt, delay, None, None).await?;
                 RunOutcome::Snoozed
             }
             JobError::Retry(error) | JobError::RetryIn(error, _) if envelope.attempt < self.policy.max_attempts => {
                 let next = envelope.attempt + 1;
                 let delay = match &chosen_delay { Some(d) => *d, None => self.policy.backoff.delay(next) };
                 tracing::warn!(message = "Job failed; retrying.", error = %crate::newtypes::truncated(&error, dead::MAX_ERROR_TEXT), next_attempt = next, retry_in_ms = delay.as_millis() as u64);
-                self.requeue(envelope, next, delay, Some(&error)).await?;
+                let failed = attempt(Some(&error));
+                self.requeue(envelope, next, delay, Some(&error), Some(&failed)).await?;
                 let at = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                self.track(envelope, super::status::JobState::Retrying, Some(&error), Some(at)).await;
+                self.track(envelope, super::status::JobState::Retrying, Some(&failed), Some(at)).await;
                 RunOutcome::Retried
             }
             e => {
@@ -288,7 +296,10 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                 tracing::error!(message = "Job dead-lettered.", error = %crate::newtypes::truncated(&error, dead::MAX_ERROR_TEXT));
                 let source = crate::error_reports::Source::Job { kind: envelope.kind.as_str(), what: "dead-lettered" };
                 crate::error_reports::report(source, envelope.tenant.map(|t| t.0), &error);
-                let as_json = serde_json::to_value(envelope)?;
+                let failed = attempt(Some(&error));
+                let mut kept = envelope.clone();
+                kept.history = super::attempts::appended(&envelope.history, failed.clone());
+                let as_json = serde_json::to_value(&kept)?;
                 dead::record(
                     &self.deps.system_pool,
                     &envelope.id.0,
@@ -299,7 +310,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                     &error,
                 )
                 .await?;
-                self.track(envelope, super::status::JobState::Dead, Some(&error), None).await;
+                self.track(envelope, super::status::JobState::Dead, Some(&failed), None).await;
                 RunOutcome::Dead
             }
         };
@@ -346,9 +357,12 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
         }
     }
 
-    async fn requeue(&self, envelope: &JobEnvelope, attempt: u32, delay: Duration, error: Option<&str>) -> Result<(), super::QueueError> {
+    async fn requeue(&self, envelope: &JobEnvelope, attempt: u32, delay: Duration, error: Option<&str>, failed: Option<&Attempt>) -> Result<(), super::QueueError> {
         let mut next = envelope.clone();
         next.attempt = attempt;
+        if let Some(failed) = failed {
+            next.history = super::attempts::appended(&envelope.history, failed.clone());
+        }
         if let Some(e) = error {
             next.last_error = Some(crate::newtypes::truncated(e, dead::MAX_ERROR_TEXT).into_owned());
         }

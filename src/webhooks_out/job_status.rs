@@ -29,7 +29,7 @@ pub async fn job_status(pool: &TenantPool, tenant: TenantId, delivery: uuid::Uui
             DeliveryStatus::Failed | DeliveryStatus::Skipped => JobState::Dead,
         };
         let next_attempt_at = if state == JobState::Retrying { next_attempt_at } else { None };
-        JobStatus { id: super::messages::job_id(delivery).0, kind: super::messages::JOB_KIND.into(), state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at, jobs: Vec::new() }
+        JobStatus { id: super::messages::job_id(delivery).0, kind: super::messages::JOB_KIND.into(), state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at, jobs: Vec::new(), history: Vec::new() }
     }))
 }
 
@@ -70,6 +70,7 @@ pub async fn message_status(pool: &TenantPool, tenant: TenantId, message: uuid::
         started_at: jobs.iter().filter_map(|j| j.started_at).min(),
         finished_at: if finished { jobs.iter().filter_map(|j| j.finished_at).max().or(Some(created_at)) } else { None },
         jobs,
+        history: Vec::new(),
     }))
 }
 

@@ -153,6 +153,10 @@ async fn runbooks_jobs_dead_letters_and_operators_through_the_admin_api_held_to_
     assert_eq!(noop["dead"], 1, "{kinds}");
     let (status, shown) = app.call(Method::GET, &format!("/v1/admin/jobs/{}", dead_job.0), &vic, None).await;
     assert_eq!((status, shown["where"].as_str()), (StatusCode::OK, Some("dead")), "{shown}");
+    // Its one attempt: when, how long, why.
+    let attempt = &shown["history"][0];
+    assert_eq!((shown["history"].as_array().map(Vec::len), attempt["attempt"].as_u64()), (Some(1), Some(1)), "{shown}");
+    assert!(attempt["took_ms"].is_u64() && attempt["started_at"].is_string() && attempt["error"] == shown["last_error"], "{shown}");
     assert_eq!((shown["payload"]["api_token"].as_str(), shown["payload"]["nested"]["password"].as_str()), (Some("[redacted]"), Some("[redacted]")));
     let (_, listed) = app.call(Method::GET, "/v1/admin/dead-letters?kind=noop", &vic, None).await;
     assert!(!listed.to_string().contains("s3cret-value") && !listed.to_string().contains("hunter2"), "{listed}");

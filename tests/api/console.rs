@@ -128,10 +128,11 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
         traceparent: None,
         last_error: Some("upstream timed out".into()),
         tracked: false,
+        history: Vec::new(),
     };
     let envelope = serde_json::to_value(&retryable).expect("envelope");
     ballast::queue::dead::record(pool, &retryable.id.0, "noop", None, &envelope, 5, "upstream timed out").await.expect("dead letter");
-    dead_noop(&app, json!({"sleep_ms": "never"})).await;
+    let never = dead_noop(&app, json!({"sleep_ms": "never"})).await;
     dead_noop(&app, json!({"sleep_ms": "never again"})).await;
     // A paying customer, its events through the inbox.
     let paying = app.tenant("Paying").await;
@@ -173,6 +174,13 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
         app.drain().await;
         let still: i64 = sqlx::query_scalar("SELECT count(*) FROM job_dead_letters WHERE job_id = $1 AND retried_at IS NULL").bind(&retryable.id.0).fetch_one(&pool.0).await.expect("count");
         assert_eq!(still, 0, "retried, and it ran without dying again");
+        // A job that died in the worker: its attempt, how long it ran and why it failed.
+        c.goto(&format!("{base}/jobs/{never}")).await.expect("job page");
+        let attempts = c.find_all(Locator::Css("#attempts tr.attempt")).await.expect("attempts");
+        assert_eq!(attempts.len(), 1, "one attempt, and it failed");
+        let row = attempts[0].text().await.expect("row");
+        let error = text(&c, "#last-error").await;
+        assert!(row.starts_with("1 ") && row.contains(" ms failed") && !error.is_empty() && error.contains(row.split(" failed ").nth(1).unwrap_or("?").trim()), "{row} / {error}");
 
         // Every dead letter of a search discarded, after a confirmation naming the count.
         c.goto(&format!("{base}/dead?kind=noop")).await.expect("dead");

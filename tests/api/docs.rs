@@ -124,6 +124,7 @@ fn every_json_body_is_described_by_the_handlers_own_type() {
     let status = ballast::queue::status::JobStatus {
         id: "j1".into(), kind: "noop".into(), state: ballast::queue::status::JobState::Done, attempts: 1, last_error: None, next_attempt_at: None,
         created_at: chrono::Utc::now(), started_at: None, finished_at: None, jobs: vec![],
+        history: vec![ballast::queue::attempts::Attempt::new(1, chrono::Utc::now(), std::time::Duration::from_millis(3), None, None)],
     };
     let written: BTreeSet<String> = serde_json::to_value(&status).expect("json").as_object().expect("object").keys().cloned().collect();
     let described: BTreeSet<String> = doc["components"]["schemas"]["JobStatus"]["properties"].as_object().expect("properties").keys().cloned().collect();

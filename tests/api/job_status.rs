@@ -60,6 +60,9 @@ async fn a_tenant_follows_its_job_from_queued_to_done_retrying_or_dead_and_no_ot
     let done = until_state(&app, &key_a, &id, "done").await;
     assert_eq!((done["kind"].as_str(), done["attempts"].as_i64()), (Some("noop"), Some(1)), "{done}");
     assert!(done["finished_at"].is_string() && done["created_at"].is_string(), "{done}");
+    // Its one attempt succeeded: a duration and no error.
+    assert_eq!(done["history"].as_array().map(Vec::len), Some(1), "{done}");
+    assert!(done["history"][0]["took_ms"].is_u64() && done["history"][0].get("error").is_none(), "{done}");
     // The same idempotency key answers the same job.
     assert_eq!(queue(&app, &key_a, json!({"kind": "noop", "idempotency_key": "once"})).await, id);
 
@@ -75,6 +78,7 @@ async fn a_tenant_follows_its_job_from_queued_to_done_retrying_or_dead_and_no_ot
     let id = queue(&app, &key_a, json!({"kind": "test.flaky", "payload": {"fail_while_key": fail_key}})).await;
     let retrying = until_state(&app, &key_a, &id, "retrying").await;
     assert!(retrying["last_error"].as_str().is_some_and(|e| e.contains("asked to fail")), "{retrying}");
+    assert!(retrying["history"][0]["error"].as_str().is_some_and(|e| e.contains("asked to fail")), "{retrying}");
     let next: chrono::DateTime<chrono::Utc> = retrying["next_attempt_at"].as_str().and_then(|t| t.parse().ok()).expect("next attempt time");
     assert!(next > chrono::Utc::now() + chrono::Duration::seconds(30), "the backoff's time: {next}");
 
@@ -82,6 +86,8 @@ async fn a_tenant_follows_its_job_from_queued_to_done_retrying_or_dead_and_no_ot
     let id = queue(&app, &key_a, json!({"kind": "test.hang"})).await;
     let dead = until_state(&app, &key_a, &id, "dead").await;
     assert!(dead["last_error"].as_str().is_some_and(|e| e.contains("timed out")), "{dead}");
+    let last = dead["history"].as_array().and_then(|h| h.last()).cloned().unwrap_or_default();
+    assert!(last["error"].as_str().is_some_and(|e| e.contains("timed out")) && last["took_ms"].as_u64() >= Some(200), "{dead}");
     assert_eq!(status(&app, &key_b, &id).await.0, StatusCode::NOT_FOUND);
 }
 

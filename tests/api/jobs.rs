@@ -189,6 +189,9 @@ async fn queue_inspection_shows_one_job_and_retries_or_discards_dead_letters_in_
     assert_eq!((shown["where"].as_str(), shown["attempt"].as_u64()), (Some("queued"), Some(2)), "{shown}");
     assert!(shown["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{shown}");
     assert_eq!(shown["payload"]["fail_while_key"], fail_key.as_str());
+    // The failed first attempt travels with the retry: its error and how long it ran.
+    assert_eq!(shown["history"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!((shown["history"][0]["attempt"].as_u64(), &shown["history"][0]["error"]), (Some(1), &shown["last_error"]), "{shown}");
 
     // Dead letters of two kinds and two causes.
     let pool = &app.state.system_pool;
