@@ -17,6 +17,7 @@ use crate::redis_keys::RedisKeys;
 
 pub mod attempts;
 mod consumer;
+mod inspect;
 pub mod dead;
 pub mod envelope;
 pub mod job;
@@ -128,12 +129,13 @@ async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: 
         .key(config.job_data_hash())
         .key(config.active_jobs_list())
         .key(config.scheduled_jobs_set())
+        .key(RedisKeys::queue_job_index(config.queue.as_ref()))
         .arg(Utc::now().timestamp())
         .arg(RedisKeys::queue_available_channel(config.queue.as_ref()));
     // Each idempotency key is passed as a key (a script touches only what it is given): it
     // hangs from the queue's name, so it shares the queue's hash slot on a cluster.
     let prefix = config.idempotency_key_set();
-    let mut next_key = 4;
+    let mut next_key = 5;
     for item in items {
         let key_index = match &item.idempotency_key {
             Some((key, _)) => {
@@ -336,27 +338,6 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Every worker member of the fleet with the age of its latest heartbeat (seconds), read
-    /// from apalis-redis's workers sets (worker names are `{member}-{kind}`), freshest first.
-    pub async fn member_heartbeats(&self) -> Result<Vec<(String, f64)>, QueueError> {
-        let mut conn = self.conn.clone();
-        let now = Utc::now().timestamp() as f64;
-        let mut newest: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
-        for policy in self.catalogue.iter() {
-            let config = self.apalis_config(policy);
-            let workers: Vec<(String, f64)> = conn.zrange_withscores(config.workers_set(), 0, -1).await?;
-            let suffix = format!("-{}", policy.kind);
-            for (worker, seen) in workers {
-                let member = worker.strip_suffix(&suffix).unwrap_or(&worker).to_owned();
-                let age = (now - seen).max(0.0);
-                newest.entry(member).and_modify(|a| *a = a.min(age)).or_insert(age);
-            }
-        }
-        let mut out: Vec<(String, f64)> = newest.into_iter().collect();
-        out.sort_by(|a, b| a.1.total_cmp(&b.1));
-        Ok(out)
-    }
-
     async fn stats_of(&self, policy: &JobPolicy) -> Result<QueueStats, QueueError> {
         let config = self.apalis_config(policy);
         let mut conn = self.conn.clone();
@@ -421,41 +402,6 @@ impl JobQueue {
                 return Ok(moved);
             }
         }
-    }
-
-    /// Runs waiting for their time (retries, delayed jobs) with the time each becomes due.
-    pub async fn scheduled(&self, kind: &JobKind) -> Result<Vec<(JobEnvelope, DateTime<Utc>)>, QueueError> {
-        let config = self.apalis_config(self.policy(kind)?);
-        let mut conn = self.conn.clone();
-        let entries: Vec<(String, i64)> = conn.zrange_withscores(config.scheduled_jobs_set(), 0, -1).await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (task_id, due) in entries {
-            let data: Option<Vec<u8>> = conn.hget(config.job_data_hash(), &task_id).await?;
-            if let Some(env) = data.and_then(|d| serde_json::from_slice::<JobEnvelope>(&d).ok()) {
-                out.push((env, DateTime::from_timestamp(due, 0).unwrap_or_default()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every ready, scheduled and running envelope of `kind` (operators and tests; O(queue)).
-    pub async fn envelopes(&self, kind: &JobKind) -> Result<Vec<JobEnvelope>, QueueError> {
-        let config = self.apalis_config(self.policy(kind)?);
-        let mut conn = self.conn.clone();
-        // Acknowledged runs are deleted at once, so the data hash holds only unfinished ones.
-        let data: Vec<(String, Vec<u8>)> = conn.hgetall(config.job_data_hash()).await?;
-        Ok(data.into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect())
-    }
-
-    /// The queued (ready, scheduled or running) run of job `id`, looked up in every kind's
-    /// task data. An operator's lookup: it reads each queue's data hash.
-    pub async fn find(&self, id: &str) -> Result<Option<JobEnvelope>, QueueError> {
-        for policy in self.catalogue.iter() {
-            if let Some(found) = self.envelopes(&policy.kind).await?.into_iter().filter(|e| e.id.0 == id).max_by_key(|e| e.attempt) {
-                return Ok(Some(found));
-            }
-        }
-        Ok(None)
     }
 }
 

@@ -154,10 +154,19 @@ async fn idle_workers_are_woken_by_each_enqueue_not_by_their_poll() {
 async fn finished_runs_leave_no_record_in_redis() {
     let app = TestApp::spawn().await;
     let kind = JobKind::from("noop");
-    app.state.queue.enqueue_many(&kind, vec![json!({}); 200]).await.expect("enqueue");
+    let ids = app.state.queue.enqueue_many(&kind, vec![json!({}); 200]).await.expect("enqueue");
+    // Queued, each is found by its id through the job index.
+    let found = app.state.queue.find(&ids[150].0).await.expect("find").expect("queued");
+    assert_eq!(found.id, ids[150]);
     app.drain().await;
-    // Drained means acknowledged, and an acknowledgement deletes the run's data.
+    // Drained means acknowledged, and an acknowledgement deletes the run's data and its index entry.
     assert_eq!(app.state.queue.envelopes(&kind).await.expect("envelopes").len(), 0);
+    let queue = &app.state.queue.catalogue().get("noop").expect("noop").queue;
+    let config = apalis_redis::Config::default().queue(app.state.keys.queue(queue));
+    let mut redis = app.state.redis.clone();
+    let indexed: u64 = redis.hlen(ballast::redis_keys::RedisKeys::queue_job_index(config.queue.as_ref())).await.expect("hlen");
+    assert_eq!(indexed, 0, "every index entry left with its run");
+    assert!(app.state.queue.find(&ids[150].0).await.expect("find").is_none());
 }
 
 #[tokio::test]

@@ -4,7 +4,11 @@
 -- `unpack`, which fails beyond ~8,000 entries. No per-run meta hash and no signal list: only
 -- apalis-redis's own fetch read them, and Ballast's consumer (consumer.rs) does not.
 --
--- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4..] idempotency keys
+-- Each pushed run is entered in the job index (job id -> its newest run), so one job is found
+-- by id without reading the queue; ack.lua removes the entry with the run.
+--
+-- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4] job index,
+-- KEYS[5..] idempotency keys
 -- ARGV[1] now (unix s), ARGV[2] wake-up channel
 -- ARGV[3..] per task: id, data, run_at (unix s, 0 = now), index of its idempotency key in KEYS
 -- (0 = none), its TTL (s), the job id the key remembers
@@ -21,6 +25,7 @@ for i = 3, #ARGV, 6 do
         end
     end
     if allowed and redis.call('HSETNX', KEYS[1], id, data) == 1 then
+        redis.call('HSET', KEYS[4], job, id)
         if run_at > now then
             redis.call('ZADD', KEYS[3], run_at, id)
             scheduled = scheduled + 1
