@@ -231,8 +231,6 @@ mod tests {
                 RedisKeys::queue_inflight(&config.inflight_jobs_set(), "worker-1"),
                 config.idempotency_key_set() + ":some-key",
                 keys.queue_epoch(queue),
-                RedisKeys::queue_job_index(config.queue.as_ref()),
-                RedisKeys::queue_paused(config.queue.as_ref()),
             ]
         };
         let kinds = ["stripe.event", "stripe.refetch", "email.send", "usage.flush", "cache.warm", "noop", "dunning.run", "slo.evaluate"];

@@ -109,7 +109,6 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("queue", "{ns}.{queue} ({ns}.{{queue}} on a cluster)", None, "apalis-redis queue name; its keys hang from it"),
     spec("queue_inflight", "{ns}.{queue}:inflight:{worker}", None, "set: a worker's runs in flight (apalis-redis)"),
     spec("queue_paused", "{ns}.{queue}:paused", None, "string: present while the kind is paused; its workers fetch none of its jobs"),
-    spec("queue_job_index", "{ns}.{queue}:jobs", None, "hash: job id -> the task id of its newest queued run (push writes, ack removes); finds one job without reading the queue"),
     spec("queue_available_pattern", "tasks:{ns}.*:available", None, "pub/sub pattern announcing new work"),
     spec("queue_available_channel", "tasks:{ns}.{queue}:active:available", None, "pub/sub channel of one queue"),
     spec("queue_epoch", "{ns}.{queue}:epoch", None, "string: set once the queue's shard holds every queued job; missing = it lost its data"),
@@ -193,12 +192,6 @@ impl RedisKeys {
     /// apalis name: it hashes with the queue's other keys, so the fetch script can read it.
     pub fn queue_paused(apalis_queue: &str) -> String {
         format!("{apalis_queue}:paused")
-    }
-
-    /// Hash: job id → the task id of its newest queued run, from the queue's apalis name (same
-    /// slot as the queue's other keys): finds one job by id without reading every run's data.
-    pub fn queue_job_index(apalis_queue: &str) -> String {
-        format!("{apalis_queue}:jobs")
     }
 
     /// SCAN patterns covering every key of this deployment.

@@ -55,7 +55,6 @@ struct Names {
     inflight: String,
     channel: String,
     paused: String,
-    job_index: String,
     worker: String,
 }
 
@@ -71,7 +70,6 @@ impl Names {
             inflight_prefix,
             channel: RedisKeys::queue_available_channel(config.queue.as_ref()),
             paused: RedisKeys::queue_paused(config.queue.as_ref()),
-            job_index: RedisKeys::queue_job_index(config.queue.as_ref()),
             worker: worker.to_owned(),
         }
     }
@@ -79,9 +77,8 @@ impl Names {
 
 /// How a run's delivery ended, for the acknowledger.
 enum Settled {
-    /// Dealt with (done, retry queued, dead-lettered): forget it (its run id, and its job id
-    /// for the job index).
-    Done(String, String),
+    /// Dealt with (done, retry queued, dead-lettered): forget it.
+    Done(String),
     /// Its outcome could not be recorded: run it again later.
     Later(String),
 }
@@ -96,16 +93,6 @@ pub(super) struct Consumer<E> {
     pub(super) poll: Duration,
     pub(super) heartbeat: Duration,
     pub(super) concurrency: usize,
-}
-
-/// The job id at the head of a stored envelope (`{"id":"…"`, serde's field order), without
-/// decoding it: the acknowledger needs it for the job index. Empty when it is not there plainly
-/// (an escaped id, a malformed run): the index entry then stays until a lookup finds it stale.
-fn job_id_of(data: &[u8]) -> &str {
-    data.strip_prefix(br#"{"id":""#)
-        .and_then(|rest| rest.iter().position(|b| *b == b'"' || *b == b'\\').filter(|end| rest[*end] == b'"').map(|end| &rest[..end]))
-        .and_then(|id| std::str::from_utf8(id).ok())
-        .unwrap_or("")
 }
 
 fn unix_now() -> i64 {
@@ -190,13 +177,12 @@ impl<E: Execute> Consumer<E> {
                     },
                 };
                 let id = String::from_utf8_lossy(&id).into_owned();
-                let job = job_id_of(&data).to_owned();
                 let exec = self.exec.clone();
                 let settled = settled_tx.clone();
                 tokio::spawn(async move {
                     let outcome = exec.execute(&data).await;
                     let _ = settled.send(match outcome {
-                        Ok(()) => Settled::Done(id, job),
+                        Ok(()) => Settled::Done(id),
                         Err(e) => {
                             tracing::error!(message = "Job outcome not recorded; it runs again later.", job_id = %id, error = %e);
                             Settled::Later(id)
@@ -258,7 +244,7 @@ async fn heartbeat(mut conn: RedisConn, names: Names, every: Duration, dead_afte
 /// Acknowledges settled runs in batches until the channel closes and everything is written.
 /// A failed write keeps its runs and tries again: they stay in flight meanwhile, never lost.
 async fn acknowledge(mut conn: RedisConn, names: Names, mut settled: mpsc::UnboundedReceiver<Settled>) {
-    let mut done: Vec<(String, String)> = Vec::new();
+    let mut done: Vec<String> = Vec::new();
     let mut later: Vec<String> = Vec::new();
     let mut open = true;
     let mut failures = 0u32;
@@ -283,12 +269,9 @@ async fn acknowledge(mut conn: RedisConn, names: Names, mut settled: mpsc::Unbou
         if !done.is_empty() {
             let n = done.len().min(ACK_BATCH);
             let mut call = ACK.key(&names.inflight);
-            call.key(&names.data).key(&names.job_index).arg(n);
-            for (run, _) in &done[..n] {
-                call.arg(run);
-            }
-            for (_, job) in &done[..n] {
-                call.arg(job);
+            call.key(&names.data);
+            for id in &done[..n] {
+                call.arg(id);
             }
             match call.invoke_async::<i64>(&mut conn).await {
                 Ok(_) => {
@@ -328,22 +311,9 @@ async fn acknowledge(mut conn: RedisConn, names: Names, mut settled: mpsc::Unbou
     }
 }
 
-fn push(s: Settled, done: &mut Vec<(String, String)>, later: &mut Vec<String>) {
+fn push(s: Settled, done: &mut Vec<String>, later: &mut Vec<String>) {
     match s {
-        Settled::Done(run, job) => done.push((run, job)),
+        Settled::Done(id) => done.push(id),
         Settled::Later(id) => later.push(id),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_job_id_is_read_from_the_envelopes_head_or_left_empty() {
-        assert_eq!(job_id_of(br#"{"id":"01JOB","kind":"noop","attempt":1}"#), "01JOB");
-        assert_eq!(job_id_of(br#"{"id":"a\"b","kind":"noop"}"#), "", "an escaped id is not guessed");
-        assert_eq!(job_id_of(b"not json"), "");
-        assert_eq!(job_id_of(br#"{"id":"unterminated"#), "");
     }
 }

@@ -1,15 +1,11 @@
 //! Operators' reads of the queue: the fleet's members by heartbeat, one kind's scheduled runs
-//! and envelopes, and one job found by id through the job index.
+//! and envelopes, and one job found by id from the ids its runs are stored under.
 
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 
 use super::{JobEnvelope, JobQueue, QueueError};
 use crate::newtypes::JobKind;
-use crate::redis_keys::RedisKeys;
-
-/// One job's newest run through the job index (see lua/find.lua).
-static FIND_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/find.lua")));
 
 impl JobQueue {
     /// Every worker member of the fleet with the age of its latest heartbeat (seconds), read
@@ -57,20 +53,17 @@ impl JobQueue {
         Ok(data.into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect())
     }
 
-    /// The queued (ready, scheduled or running) run of job `id`: each kind's job index is
-    /// asked at once (one small script per kind, no run's data read but the one found).
+    /// The queued (ready, scheduled or running) run of job `id`: the ids its runs may have
+    /// are derived from it ([`super::run_id`]), so each kind answers one HMGET, all at once.
     pub async fn find(&self, id: &str) -> Result<Option<JobEnvelope>, QueueError> {
         let asks = self.catalogue.iter().map(|policy| {
             let config = self.apalis_config(policy);
             let mut conn = self.conn.clone();
+            // A snooze may run an attempt past the kind's count; one more covers it.
+            let runs = super::run_ids(id, policy.max_attempts.saturating_add(1));
             async move {
-                let data: Option<Vec<u8>> = FIND_SCRIPT
-                    .key(RedisKeys::queue_job_index(config.queue.as_ref()))
-                    .key(config.job_data_hash())
-                    .arg(id)
-                    .invoke_async(&mut conn)
-                    .await?;
-                Ok::<_, QueueError>(data.and_then(|d| JobEnvelope::decode(&d).ok()))
+                let found: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(config.job_data_hash()).arg(&runs).query_async(&mut conn).await?;
+                Ok::<_, QueueError>(found.into_iter().flatten().filter_map(|d| JobEnvelope::decode(&d).ok()).filter(|e| e.id.0 == id).max_by_key(|e| e.attempt))
             }
         });
         Ok(futures::future::try_join_all(asks).await?.into_iter().flatten().max_by_key(|e| e.attempt))

@@ -115,6 +115,8 @@ static PUSH_SCRIPT: std::sync::LazyLock<redis::Script> =
 struct PushItem {
     /// The job id an idempotency key remembers (answered to a repeat).
     job_id: String,
+    /// Which attempt the run is ([`run_id`]).
+    attempt: u32,
     data: Vec<u8>,
     run_at: Option<i64>,
     idempotency_key: Option<(String, Duration)>,
@@ -129,13 +131,12 @@ async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: 
         .key(config.job_data_hash())
         .key(config.active_jobs_list())
         .key(config.scheduled_jobs_set())
-        .key(RedisKeys::queue_job_index(config.queue.as_ref()))
         .arg(Utc::now().timestamp())
         .arg(RedisKeys::queue_available_channel(config.queue.as_ref()));
     // Each idempotency key is passed as a key (a script touches only what it is given): it
     // hangs from the queue's name, so it shares the queue's hash slot on a cluster.
     let prefix = config.idempotency_key_set();
-    let mut next_key = 5;
+    let mut next_key = 4;
     for item in items {
         let key_index = match &item.idempotency_key {
             Some((key, _)) => {
@@ -146,12 +147,13 @@ async fn push_batch(conn: &mut RedisConn, config: &apalis_redis::Config, items: 
             None => 0,
         };
         invocation
-            .arg(ulid::Ulid::new().to_string())
+            .arg(run_id(&item.job_id, item.attempt))
             .arg(item.data.as_slice())
             .arg(item.run_at.unwrap_or(0).max(0))
             .arg(key_index)
             .arg(item.idempotency_key.as_ref().map(|(_, ttl)| ttl.as_secs().max(1)).unwrap_or(1))
-            .arg(item.job_id.as_str());
+            .arg(item.job_id.as_str())
+            .arg(ulid::Ulid::new().to_string());
     }
     Ok(invocation.invoke_async(conn).await?)
 }
@@ -282,7 +284,7 @@ impl JobQueue {
                 id: id.clone(), kind: req.kind, tenant: req.tenant, payload: req.payload, attempt: 1,
                 enqueued_at_us: envelope::now_us(), traceparent: None, last_error: None, tracked: req.tracked, history: Vec::new(),
             };
-            batch.push(PushItem { job_id: id.0.clone(), data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
+            batch.push(PushItem { job_id: id.0.clone(), attempt: 1, data: serde_json::to_vec(&envelope)?, run_at: None, idempotency_key: None });
             ids.push(id);
             if batch.len() == 1000 {
                 push_batch(&mut conn, &config, &batch).await?;
@@ -308,6 +310,7 @@ impl JobQueue {
         let config = self.apalis_config(self.policy(&envelope.kind)?);
         let item = PushItem {
             job_id: envelope.id.0.clone(),
+            attempt: envelope.attempt,
             data: serde_json::to_vec(envelope)?,
             run_at: run_at.map(run_at_secs),
             idempotency_key,
@@ -403,6 +406,22 @@ impl JobQueue {
             }
         }
     }
+}
+
+/// The id a run of `job` at `attempt` is stored under: the job id for the first attempt, then
+/// `{job}#{attempt}`. Derived, not random, so one job is found by id with one HMGET of a few
+/// fields ([`JobQueue::find`]); push.lua adds `*` when the run this one requeues is still there.
+pub(crate) fn run_id(job: &str, attempt: u32) -> String {
+    if attempt <= 1 { job.to_owned() } else { format!("{job}#{attempt}") }
+}
+
+/// The ids a queued run of `job` may have, up to `max_attempts` (see [`run_id`]).
+pub(crate) fn run_ids(job: &str, max_attempts: u32) -> Vec<String> {
+    (1..=max_attempts.max(1)).flat_map(|a| {
+        let id = run_id(job, a);
+        let requeued = format!("{id}*");
+        [id, requeued]
+    }).collect()
 }
 
 /// A run time in the queue's whole seconds, rounded up so it never moves earlier.

@@ -230,9 +230,12 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
         }
         self.track(&envelope, super::status::JobState::Running, None, None).await;
         let started_at = chrono::Utc::now();
-        let trace_id = envelope.traceparent.as_deref().and_then(super::attempts::trace_id_of).or_else(|| crate::telemetry::trace_id(&span));
         let result = self.run_handler(&envelope).instrument(span.clone()).await;
-        let attempt = |error: Option<&str>| super::attempts::Attempt::new(envelope.attempt, started_at, started.elapsed(), error, trace_id.clone());
+        // Built only for a failed or tracked run: a plain success records no attempt.
+        let attempt = |error: Option<&str>| {
+            let trace_id = envelope.traceparent.as_deref().and_then(super::attempts::trace_id_of).or_else(|| crate::telemetry::trace_id(&span));
+            super::attempts::Attempt::new(envelope.attempt, started_at, started.elapsed(), error, trace_id)
+        };
         // The outcome is settled inside the job's span as a future of its own: an entered
         // guard held across these awaits could resume on another thread and leave that
         // thread's span stack wrong (tracing-subscriber then panicked with "tried to clone a
@@ -248,7 +251,7 @@ impl<D: Clone + Send + Sync + 'static> Executor<D> {
                 self.options.observer.completed(&envelope, &report);
                 RunOutcome::Completed
             }
-            Err(e) => self.settle(&envelope, e, attempt).instrument(span).await?,
+            Err(e) => self.settle(&envelope, e, attempt).instrument(span.clone()).await?,
         };
         self.deps.metrics.finished(&envelope, outcome, started.elapsed());
         self.options.observer.finished(&envelope, outcome, started.elapsed());

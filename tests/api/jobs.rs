@@ -154,19 +154,35 @@ async fn idle_workers_are_woken_by_each_enqueue_not_by_their_poll() {
 async fn finished_runs_leave_no_record_in_redis() {
     let app = TestApp::spawn().await;
     let kind = JobKind::from("noop");
+    app.state.queue.set_paused("noop", true).await.expect("pause");
     let ids = app.state.queue.enqueue_many(&kind, vec![json!({}); 200]).await.expect("enqueue");
-    // Queued, each is found by its id through the job index.
+    // Queued, each is found by its id (its run is stored under an id derived from it).
     let found = app.state.queue.find(&ids[150].0).await.expect("find").expect("queued");
     assert_eq!(found.id, ids[150]);
+    app.state.queue.set_paused("noop", false).await.expect("resume");
     app.drain().await;
-    // Drained means acknowledged, and an acknowledgement deletes the run's data and its index entry.
+    // Drained means acknowledged, and an acknowledgement deletes the run's data.
     assert_eq!(app.state.queue.envelopes(&kind).await.expect("envelopes").len(), 0);
-    let queue = &app.state.queue.catalogue().get("noop").expect("noop").queue;
-    let config = apalis_redis::Config::default().queue(app.state.keys.queue(queue));
-    let mut redis = app.state.redis.clone();
-    let indexed: u64 = redis.hlen(ballast::redis_keys::RedisKeys::queue_job_index(config.queue.as_ref())).await.expect("hlen");
-    assert_eq!(indexed, 0, "every index entry left with its run");
     assert!(app.state.queue.find(&ids[150].0).await.expect("find").is_none());
+}
+
+#[tokio::test]
+async fn jobs_given_the_same_id_all_run_though_run_ids_derive_from_job_ids() {
+    let app = TestApp::spawn().await;
+    let same = ballast::newtypes::JobId("chosen-by-the-caller".into());
+    // Paused, so all three are still queued when counted.
+    app.state.queue.set_paused("noop", true).await.expect("pause");
+    for n in 0..3 {
+        let req = EnqueueRequest { id: Some(same.clone()), ..EnqueueRequest::new("noop", json!({"sleep_ms": n})) };
+        app.state.queue.enqueue(req).await.expect("enqueue");
+    }
+    // The first under the job id, the second with '*', the third under a fresh id: none lost.
+    assert_eq!(app.state.queue.envelopes(&JobKind::from("noop")).await.expect("envelopes").len(), 3);
+    assert!(app.state.queue.find(&same.0).await.expect("find").is_some());
+    app.state.queue.set_paused("noop", false).await.expect("resume");
+    app.drain().await;
+    let ran = app.events.finished.lock().expect("lock").iter().filter(|(e, _)| e.id == same).count();
+    assert_eq!(ran, 3);
 }
 
 #[tokio::test]
