@@ -141,11 +141,12 @@ impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new_custom(Some("ballast".into()), None)?;
         let hist = |name: &str, help: &str, buckets: &[f64]| HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        let jobs = register(&r, IntCounterVec::new(Opts::new("jobs_total", "Job runs by outcome: processed, failed (retried or dead), retried, dead, snoozed."), &["kind", "outcome"])?)?;
         Ok(Self {
             http_duration: register(&r, HistogramVec::new(hist("http_request_duration_seconds", "Intake request duration.", HTTP_BUCKETS), &["route", "method", "status"])?)?,
             http_requests: register(&r, IntCounterVec::new(Opts::new("http_requests_total", "Intake requests answered."), &["route", "method", "status"])?)?,
             http_errors: register(&r, IntCounterVec::new(Opts::new("http_errors_total", "Intake requests answered with a 5xx."), &["route", "method"])?)?,
-            jobs: register(&r, IntCounterVec::new(Opts::new("jobs_total", "Job runs by outcome: processed, failed (retried or dead), retried, dead, snoozed."), &["kind", "outcome"])?)?,
+            jobs: jobs.clone(),
             job_run: register(&r, HistogramVec::new(hist("job_run_seconds", "Job run time.", JOB_BUCKETS), &["kind"])?)?,
             webhook_lag: register(&r, Histogram::with_opts(hist("webhook_lag_seconds", "Stripe event created → processed.", LAG_BUCKETS))?)?,
             queue_depth: register(&r, IntGaugeVec::new(Opts::new("queue_jobs", "Jobs per kind and state (ready, scheduled, running)."), &["kind", "state"])?)?,
@@ -165,7 +166,7 @@ impl Metrics {
             slo_budget: register(&r, GaugeVec::new(Opts::new("slo_budget_remaining_ratio", "Each SLO's error budget left over its window (1 = untouched, below 0 = spent), as last evaluated."), &["slo"])?)?,
             maintenance_ok: register(&r, GaugeVec::new(Opts::new("maintenance_last_ok_timestamp_seconds", "When each maintenance service last completed (unix seconds)."), &["service"])?)?,
             stripe_calls: register(&r, IntCounterVec::new(Opts::new("stripe_api_calls_total", "Stripe API calls by outcome: answered (2xx, or a refusal such as a declined card), failed (no answer, 429, 5xx, 401/403)."), &["outcome"])?)?,
-            job_minutes: Default::default(),
+            job_minutes: crate::queue::minutes::JobMinutes::new(jobs),
             registry: r,
         })
         .inspect(|m: &Self| {
@@ -287,11 +288,6 @@ fn load_usize(a: &std::sync::atomic::AtomicUsize) -> usize {
 impl JobObserver for Metrics {
     fn finished(&self, envelope: &JobEnvelope, outcome: RunOutcome, took: Duration) {
         self.job(envelope.kind.as_str(), outcome, took);
-        match outcome {
-            RunOutcome::Completed => self.job_minutes.count(envelope.kind.as_str(), true),
-            RunOutcome::Retried | RunOutcome::Dead => self.job_minutes.count(envelope.kind.as_str(), false),
-            RunOutcome::Snoozed => {}
-        }
     }
 }
 

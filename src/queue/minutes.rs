@@ -1,12 +1,14 @@
-//! Jobs processed and failed per kind per minute, for the whole fleet: each worker member
-//! counts in memory and adds its counts to one Redis hash per minute every few seconds (one
-//! pipelined round trip, never a write per job), kept two hours. The console's queues page
-//! charts the last hour from them; `/metrics` keeps the counters since start.
+//! Jobs processed and failed per kind per minute, for the whole fleet: every few seconds each
+//! worker member adds what its `ballast_jobs_total` counters gained since the last time to one
+//! Redis hash per minute (one pipelined round trip), kept two hours. Nothing is counted per job
+//! beyond the counters `/metrics` keeps anyway; a run is charted in the minute of the flush
+//! after it (at most a few seconds late). The console's queues page charts the last hour.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
 use crate::redis_conn::RedisConn;
@@ -20,9 +22,14 @@ fn field(kind: &str, what: &str) -> String {
     format!("{kind}|{what}")
 }
 
-/// A member's counts not yet added: (unix minute, kind) → (processed, failed).
-#[derive(Clone, Default)]
-pub struct JobMinutes(Arc<Mutex<BTreeMap<(i64, String), (u64, u64)>>>);
+/// A member's job counters, and what of them Redis has already been given.
+#[derive(Clone)]
+pub struct JobMinutes {
+    /// `ballast_jobs_total` by kind and outcome.
+    counters: IntCounterVec,
+    /// (kind, outcome) → the counter's value at the last flush that Redis took.
+    added: Arc<Mutex<HashMap<(String, String), u64>>>,
+}
 
 impl std::fmt::Debug for JobMinutes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,45 +38,52 @@ impl std::fmt::Debug for JobMinutes {
 }
 
 impl JobMinutes {
-    /// Counts one run of `kind` that ended now: processed, or failed (retried or dead).
-    pub fn count(&self, kind: &str, processed: bool) {
-        let minute = chrono::Utc::now().timestamp().div_euclid(60);
-        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = counts.entry((minute, kind.to_owned())).or_default();
-        if processed {
-            entry.0 += 1;
-        } else {
-            entry.1 += 1;
-        }
+    /// Charts what `counters` (labels `kind`, `outcome`) count as `processed` and `failed`.
+    pub fn new(counters: IntCounterVec) -> Self {
+        Self { counters, added: Arc::default() }
     }
 
-    /// Adds the counts to Redis; on failure they are kept for the next flush.
+    /// What each (kind, outcome) counter gained since Redis last took it.
+    fn gains(&self) -> Vec<((String, String), u64, u64)> {
+        let added = self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::new();
+        for family in prometheus::core::Collector::collect(&self.counters) {
+            for metric in family.get_metric() {
+                let label = |name: &str| metric.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned()).unwrap_or_default();
+                let (kind, outcome) = (label("kind"), label("outcome"));
+                if outcome != "processed" && outcome != "failed" {
+                    continue;
+                }
+                let now = metric.get_counter().get_value() as u64;
+                let key = (kind, outcome);
+                let before = added.get(&key).copied().unwrap_or(0);
+                if now > before {
+                    out.push((key, now, now - before));
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds what the counters gained to this minute's hash; on failure the gain stays for the
+    /// next flush.
     pub async fn flush(&self, redis: &RedisConn, keys: &RedisKeys) -> Result<(), redis::RedisError> {
-        let taken = std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if taken.is_empty() {
+        let gains = self.gains();
+        if gains.is_empty() {
             return Ok(());
         }
+        let key = keys.job_minutes(chrono::Utc::now().timestamp().div_euclid(60));
         let ttl = i64::try_from(RedisKeys::JOB_MINUTES_TTL.as_secs()).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
-        for ((minute, kind), (processed, failed)) in &taken {
-            let key = keys.job_minutes(*minute);
-            if *processed > 0 {
-                pipe.hincr(&key, field(kind, "processed"), *processed).ignore();
-            }
-            if *failed > 0 {
-                pipe.hincr(&key, field(kind, "failed"), *failed).ignore();
-            }
-            pipe.expire(&key, ttl).ignore();
+        for ((kind, outcome), _, gain) in &gains {
+            pipe.hincr(&key, field(kind, outcome), *gain).ignore();
         }
+        pipe.expire(&key, ttl).ignore();
         let mut conn = redis.clone();
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (k, (p, f)) in taken {
-                let entry = counts.entry(k).or_default();
-                entry.0 += p;
-                entry.1 += f;
-            }
-            return Err(e);
+        pipe.query_async::<()>(&mut conn).await?;
+        let mut added = self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, now, _) in gains {
+            added.insert(key, now);
         }
         Ok(())
     }
