@@ -408,11 +408,17 @@ impl JobQueue {
     }
 }
 
-/// The id a run of `job` at `attempt` is stored under: the job id for the first attempt, then
-/// `{job}#{attempt}`. Derived, not random, so one job is found by id with one HMGET of a few
-/// fields ([`JobQueue::find`]); push.lua adds `*` when the run this one requeues is still there.
+/// The id a run of `job` at `attempt` is stored under: 16 characters derived from the job id
+/// (the first 96 bits of its SHA-256, base64url), then `#{attempt}` after the first attempt.
+/// Derived, not random, so one job is found by id with one HMGET of a few fields
+/// ([`JobQueue::find`]), and shorter than the job id: Redis stores and hashes it per run.
+/// Two job ids with one digest prefix are told apart by push.lua's fallbacks.
 pub(crate) fn run_id(job: &str, attempt: u32) -> String {
-    if attempt <= 1 { job.to_owned() } else { format!("{job}#{attempt}") }
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(job.as_bytes());
+    let short = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]);
+    if attempt <= 1 { short } else { format!("{short}#{attempt}") }
 }
 
 /// The ids a queued run of `job` may have, up to `max_attempts` (see [`run_id`]).

@@ -6,8 +6,9 @@
 --
 -- A run's id is derived from its job's (see `run_id` in mod.rs), so one job is found by id
 -- with one HMGET and no index to keep: the id as given, else the same with '*' (the run this
--- one requeues is not acknowledged yet), else a fresh ULID (a third run of one job id at once:
--- two callers chose the same id; it runs, but only a scan finds it).
+-- one requeues is not acknowledged yet), else a fresh ULID (a third run of one id at once: two
+-- callers chose the same job id, or two ids share a digest prefix; it runs, but only a scan
+-- finds it).
 --
 -- KEYS[1] data hash, KEYS[2] active list, KEYS[3] scheduled set, KEYS[4..] idempotency keys
 -- ARGV[1] now (unix s), ARGV[2] wake-up channel
