@@ -11,6 +11,7 @@ mod customers;
 mod fleet;
 mod frame;
 mod pages;
+mod runbook_page;
 mod session;
 
 use axum::Router;
@@ -36,7 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", get(pages::jobs))
         .route("/jobs/{id}", get(pages::job))
         .route("/runbooks", get(pages::runbooks))
-        .route("/runbooks/{name}/run", post(pages::run_runbook))
+        .route("/runbooks/{name}", get(runbook_page::runbook))
+        .route("/runbooks/{name}/run", post(runbook_page::run_runbook))
         .route("/runs/{id}", get(pages::run))
         .route("/schedules", get(fleet::schedules))
         .route("/schedules/{kind}/run", post(fleet::run_now))

@@ -295,39 +295,6 @@ pub(super) async fn runbooks(State(state): State<AppState>, Extension(session): 
     page(RunbooksPage { frame: Frame::of(&session, state.settings.console.read_only), pages, runs }.render())
 }
 
-/// A run: its parameters as `k=v` lines, a dry run or (operators) execute.
-#[derive(Debug, serde::Deserialize)]
-pub(super) struct RunForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    params: String,
-    #[serde(default)]
-    execute: Option<String>,
-}
-
-pub(super) async fn run_runbook(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(name): Path<String>, Form(f): Form<RunForm>) -> Response {
-    let execute = f.execute.is_some();
-    // A dry run only reads: a viewer may ask for one (with the session's form token).
-    let checked = if execute { may_act(&session, &f.csrf, state.settings.console.read_only) } else { super::frame::csrf_only(&session, &f.csrf) };
-    if let Err(refused) = checked {
-        return refused;
-    }
-    let page_of = match crate::runbook::page(&state.settings.runbooks_dir, &name) {
-        Ok(p) => p,
-        Err(e) => return refusal(StatusCode::NOT_FOUND, &e.to_string()),
-    };
-    let mut params = serde_json::Map::new();
-    for line in f.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let Some((k, v)) = line.split_once('=') else { return refusal(StatusCode::BAD_REQUEST, &format!("parameter line {line:?}: expected KEY=VALUE")) };
-        params.insert(k.trim().to_owned(), serde_json::from_str(v.trim()).unwrap_or_else(|_| serde_json::Value::String(v.trim().to_owned())));
-    }
-    match crate::runbook::enqueue(&state.queue, &state.system_pool, &page_of, execute, &session.operator, serde_json::Value::Object(params)).await {
-        Ok(id) => back_to(&format!("/runs/{id}")),
-        Err(e) => unavailable(&e),
-    }
-}
-
 #[derive(Template)]
 #[template(path = "console/run.html")]
 struct RunPage {

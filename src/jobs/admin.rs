@@ -13,7 +13,7 @@ use crate::stripe::event::StripeEvent;
 use crate::stripe::inbox;
 
 /// Parameters of an admin job that takes none.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
@@ -59,7 +59,8 @@ pub trait AdminJob: Send + Sync + 'static {
     /// The kind's name in jobs/.
     const KIND: &'static str;
     /// Its parameters.
-    type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
+    /// Its parameters; their schema (field docs included) is the console's form.
+    type Params: DeserializeOwned + Serialize + Default + utoipa::ToSchema + Send + Sync + 'static;
     /// What a run reports, a type of the job's own (its top level; nested rows may be JSON).
     type Report: Serialize + Send + 'static;
     /// The handles the job uses.
@@ -127,6 +128,13 @@ impl<J: AdminJob> Job for Admin<J> {
             tracing::error!(message = "Admin job ran but its run was not kept.", job = J::KIND, error = %e);
         }
         outcome
+    }
+
+    fn args_schema() -> Option<serde_json::Value> {
+        // The parameters only: `execute` and the actor are the console's buttons and session.
+        let mut schema = serde_json::to_value(<J::Params as utoipa::PartialSchema>::schema()).ok()?;
+        schema["default"] = serde_json::to_value(J::Params::default()).ok()?;
+        Some(schema)
     }
 }
 

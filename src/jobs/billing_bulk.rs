@@ -45,7 +45,7 @@ pub trait BulkKind: Send + Sync + 'static {
     /// The kind's name in jobs/.
     const KIND: &'static str;
     /// Its parameters (`--param`).
-    type Params: DeserializeOwned + Serialize + Default + Send + Sync + 'static;
+    type Params: DeserializeOwned + Serialize + Default + utoipa::ToSchema + Send + Sync + 'static;
     /// The cohort, the change and the limit the parameters ask for (or why they ask nothing).
     fn asked(p: &Self::Params) -> Result<(Cohort, Change, Option<i64>), JobError>;
 }

@@ -16,7 +16,7 @@ use crate::billing::bulk_run::Change;
 pub struct BillingBulkCancel;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingBulkCancelParams {
     /// Take a cancel at period end back instead.
@@ -30,6 +30,7 @@ pub struct BillingBulkCancelParams {
     pub price: Option<String>,
     /// These tenants (ids or external ids, comma-separated).
     #[serde(default)]
+    #[schema(value_type = String)]
     pub tenants: TenantList,
     /// At most this many subscriptions (default 10,000).
     #[serde(default)]

@@ -17,7 +17,7 @@ use crate::stripe_api::PauseBehavior;
 pub struct BillingBulkCollection;
 
 /// Pause or resume.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CollectionAction {
     /// Stop collecting payment.
@@ -28,14 +28,16 @@ pub enum CollectionAction {
 }
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingBulkCollectionParams {
     /// `pause` (default) or `resume`.
     #[serde(default)]
+    #[schema(inline)]
     pub action: CollectionAction,
     /// While paused: `keep_as_draft` (default), `mark_uncollectible` or `void`.
     #[serde(default)]
+    #[schema(inline)]
     pub behavior: Option<PauseBehavior>,
     /// Subscriptions on this plan.
     #[serde(default)]
@@ -45,6 +47,7 @@ pub struct BillingBulkCollectionParams {
     pub price: Option<String>,
     /// These tenants (ids or external ids, comma-separated).
     #[serde(default)]
+    #[schema(value_type = String)]
     pub tenants: TenantList,
     /// At most this many subscriptions (default 10,000).
     #[serde(default)]

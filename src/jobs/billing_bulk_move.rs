@@ -16,7 +16,7 @@ use crate::stripe_api::ProrationBehavior;
 pub struct BillingBulkMove;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingBulkMoveParams {
     /// Subscriptions on this plan (policy/plans.toml: `starter`).
@@ -27,12 +27,14 @@ pub struct BillingBulkMoveParams {
     pub price: Option<String>,
     /// These tenants (ids or external ids, comma-separated).
     #[serde(default)]
+    #[schema(value_type = String)]
     pub tenants: TenantList,
     /// The price to move to: a plan's price.
     #[serde(default)]
     pub to_price: Option<String>,
     /// `create_prorations` (default: billed on the next invoice), `always_invoice` (now) or `none`.
     #[serde(default)]
+    #[schema(inline)]
     pub proration: Option<ProrationBehavior>,
     /// At most this many subscriptions (default 10,000).
     #[serde(default)]

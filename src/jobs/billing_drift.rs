@@ -18,7 +18,7 @@ use crate::stripe_api::ObjectKind;
 pub struct BillingDriftJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingDriftParams {
     /// Only this tenant (default: every tenant).

@@ -17,7 +17,7 @@ use super::kind::{JobContext, JobError};
 pub struct BillingReconcileJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BillingReconcileParams {
     /// Only this tenant (default: every tenant with a Stripe customer).

@@ -17,11 +17,12 @@ use crate::backup::{self, BackupError};
 pub struct DbBackupJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbBackupParams {
     /// `dump` or `pgbackrest`; none: every source that is configured.
     #[serde(default)]
+    #[schema(inline)]
     pub source: Option<Source>,
     /// pgBackRest: a full backup instead of an incremental one after the newest.
     #[serde(default)]

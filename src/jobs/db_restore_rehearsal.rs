@@ -17,12 +17,13 @@ use crate::backup::{self, BackupError};
 pub struct DbRestoreRehearsalJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RehearsalParams {
     /// `dump` or `pgbackrest`; none: every source that is configured (only pgBackRest with a
     /// `target_time`).
     #[serde(default)]
+    #[schema(inline)]
     pub source: Option<Source>,
     /// pgBackRest: the time to restore to (RFC 3339), such as just before a bad migration;
     /// none: the newest archived WAL.

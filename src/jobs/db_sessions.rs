@@ -16,7 +16,7 @@ use super::admin::AdminJob;
 pub struct DbSessionsJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbSessionsParams {
     /// Idle-in-transaction sessions older than this are listed (and terminated with

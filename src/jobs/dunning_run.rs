@@ -13,7 +13,7 @@ use super::admin::AdminJob;
 pub struct DunningRunJob;
 
 /// Parameters, all optional.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DunningRunParams {
     /// Act as of this time instead of now.

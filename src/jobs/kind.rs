@@ -27,6 +27,11 @@ pub trait Job: Send + Sync + 'static {
     type Deps: Send + Sync + 'static;
     /// Does the work once. Must be safe to run again with the same arguments.
     fn run(&self, args: Self::Args, ctx: JobContext<Self::Deps>) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
+    /// The arguments people fill in, as a JSON Schema with their `default` values (admin
+    /// jobs publish their parameters; other kinds none).
+    fn args_schema() -> Option<serde_json::Value> {
+        None
+    }
 }
 
 impl<S, J> crate::queue::job::Job<S> for J
@@ -42,5 +47,9 @@ where
         let crate::queue::job::JobContext { job_id, attempt, tenant, state, progress } = ctx;
         let ctx = JobContext { job_id, attempt, tenant, state: state.provide(), progress };
         <J as Job>::run(self, args, ctx)
+    }
+
+    fn args_schema() -> Option<serde_json::Value> {
+        <J as Job>::args_schema()
     }
 }

@@ -15,7 +15,7 @@ use super::admin::AdminJob;
 pub struct LimitsSpikeJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpikeParams {
     /// Minutes to look back (default 15).

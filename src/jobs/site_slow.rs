@@ -17,7 +17,7 @@ use super::admin::AdminJob;
 pub struct SiteSlowJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiteSlowParams {
     /// Minutes of route statistics to read (default 15).

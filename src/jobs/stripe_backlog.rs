@@ -21,7 +21,7 @@ use crate::stripe::inbox;
 pub struct StripeBacklogJob;
 
 /// Parameters.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StripeBacklogParams {
     /// Replay `stripe.event` dead letters: `all`, or one event type (`invoice.paid`).

@@ -125,6 +125,11 @@ pub trait Job<D>: Send + Sync + 'static {
     type Report: serde::Serialize + Send + 'static;
     /// Does the work once. Must be safe to run again with the same arguments.
     fn run(&self, args: Self::Args, ctx: JobContext<D>) -> impl Future<Output = Result<Self::Report, JobError>> + Send;
+    /// The arguments people fill in, as a JSON Schema with their `default` values, for kinds
+    /// that publish one (admin jobs: the console's runbook form).
+    fn args_schema() -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// The boxed future a type-erased handler returns.
@@ -137,6 +142,8 @@ pub trait ErasedJob<D>: Send + Sync {
     /// Whether `payload` parses into the kind's arguments (checked at intake, so a malformed
     /// payload is a 400 to its sender, not a dead letter later); the error says why not.
     fn check(&self, payload: &serde_json::Value) -> Result<(), serde_json::Error>;
+    /// The kind's published argument schema ([`Job::args_schema`]).
+    fn args_schema(&self) -> Option<serde_json::Value>;
 }
 
 struct Typed<J>(J);
@@ -153,6 +160,10 @@ impl<D: Send + 'static, J: Job<D>> ErasedJob<D> for Typed<J> {
 
     fn check(&self, payload: &serde_json::Value) -> Result<(), serde_json::Error> {
         <J::Args as serde::Deserialize>::deserialize(payload).map(drop)
+    }
+
+    fn args_schema(&self) -> Option<serde_json::Value> {
+        J::args_schema()
     }
 }
 

@@ -6,7 +6,7 @@
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 /// `proration_behavior`: what Stripe bills for a price changed mid-period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProrationBehavior {
     /// Stripe's default: proration items wait for the next invoice.
@@ -29,7 +29,7 @@ impl ProrationBehavior {
 }
 
 /// `pause_collection[behavior]`: what happens to invoices while collection is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PauseBehavior {
     /// Invoices stay drafts until collection resumes.

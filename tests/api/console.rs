@@ -198,21 +198,44 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
 
         // A runbook: its dry run, then executed; the run's page shows the report.
         c.goto(&format!("{base}/runbooks")).await.expect("runbooks");
-        c.find(Locator::Css("#runbook-scheduler-no-leader summary")).await.expect("page").click().await.expect("open");
-        c.find(Locator::Css("#runbook-scheduler-no-leader .dry-run")).await.expect("dry run").click().await.expect("click");
+        c.find(Locator::Css("#runbook-scheduler-no-leader a")).await.expect("page").click().await.expect("open");
+        // The page itself, rendered: its title a heading, its sections headings, its commands code.
+        assert!(text(&c, "article.runbook h1").await.to_lowercase().contains("scheduler"));
+        assert!(c.find_all(Locator::Css("article.runbook h2")).await.expect("sections").len() >= 5);
+        assert!(c.find(Locator::Css("article.runbook pre code")).await.is_ok(), "the command as code");
+        c.find(Locator::Id("dry-run")).await.expect("dry run").click().await.expect("click");
         text(&c, "#run-state").await;
         app.drain().await;
         c.refresh().await.expect("reload");
         assert_eq!(text(&c, "#run-state").await, "done");
         assert!(text(&c, "h1").await.contains("dry run"));
-        c.goto(&format!("{base}/runbooks")).await.expect("runbooks");
-        c.find(Locator::Css("#runbook-scheduler-no-leader summary")).await.expect("page").click().await.expect("open");
-        c.find(Locator::Css("#runbook-scheduler-no-leader .execute")).await.expect("execute").click().await.expect("click");
+        c.goto(&format!("{base}/runbooks/scheduler-no-leader")).await.expect("runbook");
+        c.find(Locator::Id("execute")).await.expect("execute").click().await.expect("click");
         text(&c, "#run-state").await;
         app.drain().await;
         c.refresh().await.expect("reload");
         assert_eq!(text(&c, "#run-state").await, "done");
         assert!(text(&c, "h1").await.contains("executed"));
+        // A runbook with parameters: a typed, labelled field each, with its description; a value
+        // the job cannot take is refused before anything is queued, a good one reaches the job.
+        c.goto(&format!("{base}/runbooks/db-pool-exhaustion")).await.expect("runbook");
+        let field = c.find(Locator::Id("param-idle_in_transaction_secs")).await.expect("a field per parameter");
+        assert_eq!(field.attr("type").await.expect("type").as_deref(), Some("number"));
+        assert!(text(&c, "#help-idle_in_transaction_secs").await.contains("Idle-in-transaction sessions older than this"));
+        assert!(text(&c, "label[for=param-idle_in_transaction_secs]").await.contains("idle_in_transaction_secs"));
+        screenshot_for_readme(&browser, "console-runbook.png").await;
+        field.send_keys("-5").await.expect("type");
+        c.find(Locator::Id("dry-run")).await.expect("dry run").click().await.expect("click");
+        assert!(text(&c, "[role=alert]").await.contains("idle_in_transaction_secs"), "the refusal names the parameter");
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_runs WHERE kind = 'db.sessions'").fetch_one(&pool.0).await.expect("runs");
+        assert_eq!(queued, 0, "nothing queued for a bad value");
+        c.goto(&format!("{base}/runbooks/db-pool-exhaustion")).await.expect("runbook");
+        c.find(Locator::Id("param-idle_in_transaction_secs")).await.expect("field").send_keys("45").await.expect("type");
+        c.find(Locator::Id("dry-run")).await.expect("dry run").click().await.expect("click");
+        text(&c, "#run-state").await;
+        app.drain().await;
+        let asked: Option<i64> = sqlx::query_scalar("SELECT (params->'params'->>'idle_in_transaction_secs')::bigint FROM audit_log WHERE action = 'runbook.db.sessions'").fetch_one(&pool.0).await.expect("audited");
+        assert_eq!(asked, Some(45), "the form's number reached the job as a number");
 
         // A customer's override, granted on its page, seen by the tenant's app.
         c.goto(&format!("{base}/customers/{tenant}")).await.expect("customer");
