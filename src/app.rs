@@ -152,6 +152,11 @@ impl Member {
             let role = if roles.contains(&Role::Worker) { "worker" } else { "scheduler" };
             tasks.push((role, tokio::spawn(crate::health::watch::run(state.health_deps(), member_id.clone(), stop.clone()))));
         }
+        // Every member, whatever its roles, says what it is (the console's fleet list).
+        if !roles.is_empty() {
+            let announced: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
+            tasks.push(("roster", tokio::spawn(crate::health::roster::run(state.redis.clone(), state.keys.clone(), member_id.clone(), announced, stop.clone()))));
+        }
         if roles.contains(&Role::Scheduler) {
             tasks.push(("scheduler", tokio::spawn(crate::scheduler::run(crate::jobs::Provides::provide(&state), member_id.clone(), stop.clone()))));
         }

@@ -128,9 +128,10 @@ pub const REGISTRY: &[KeySpec] = &[
     spec("usage_dedup", "{ns}:usage:{{tenant}}:dedup:{key}", Some(Duration::from_secs(DAY)), "string: a usage idempotency key was counted"),
     spec("usage_period", "{ns}:usage:{{tenant}}:period:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: a month's units"),
     spec("usage_warned", "{ns}:usage:{{tenant}}:warned:{metric}:{yyyymm}", Some(Duration::from_secs(40 * DAY)), "string: 80 % warning sent"),
-    spec("route_stats", "{ns}:routes:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: {route}|n, |us, |slow: requests, total µs, slow ones in a minute"),
+    spec("route_stats", "{ns}:routes:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: {route}|n, |us, |slow: requests, total µs, slow ones in a minute; latency:{bucket}: every route's requests per latency bucket"),
     spec("job_minutes", "{ns}:jobs:minute:{minute}", Some(Duration::from_secs(2 * 3600)), "hash: {kind}|processed, {kind}|failed: the fleet's finished runs in a minute"),
     spec("stripe_api_calls", "{ns}:stripe:calls:{minute}", Some(Duration::from_secs(2 * DAY)), "hash: answered, failed: the fleet's Stripe API calls in a minute"),
+    spec("fleet_members", "{ns}:fleet:members", None, "hash: member -> its roles, release, start and last announcement (JSON); entries a day silent are pruned"),
     spec("member_cache_stats", "{ns}:stats:cache:{member}", Some(Duration::from_secs(600)), "hash: one member's cache counters since it started"),
     spec("member_cache_stats_pattern", "{ns}:stats:cache:*", None, "SCAN pattern of every member's cache counters"),
     spec("deployment_patterns", "{ns}.* and {ns}:*", None, "SCAN patterns of every key of a deployment (bench and test cleanup)"),
@@ -330,6 +331,12 @@ impl RedisKeys {
     /// (the console's queue chart). TTL: [`RedisKeys::JOB_MINUTES_TTL`].
     pub fn job_minutes(&self, minute: i64) -> String {
         format!("{}:jobs:minute:{}", self.ns, minute)
+    }
+
+    /// Hash: member id → its roles, release, start and last announcement (JSON), each member
+    /// announcing itself every few seconds (the console's fleet list).
+    pub fn fleet_members(&self) -> String {
+        format!("{}:fleet:members", self.ns)
     }
 
     /// Hash: one member's cache counters (totals since it started). TTL: 10 minutes, refreshed

@@ -29,11 +29,20 @@ pub(super) struct KindRow {
 pub(super) struct Signals {
     pub requests_per_min: String,
     pub mean_latency: String,
+    pub p95_latency: String,
     pub slow_share: String,
     pub error_rate: String,
     pub pool_use: String,
-    /// Worker members and the age of their last heartbeat.
-    pub members: Vec<(String, String)>,
+    /// Live members: id, roles, release, and the age of their last announcement.
+    pub members: Vec<MemberRow>,
+}
+
+/// A live fleet member, as the overview lists it.
+pub(super) struct MemberRow {
+    pub id: String,
+    pub roles: String,
+    pub version: String,
+    pub seen: String,
 }
 
 /// Minutes the golden signals look back.
@@ -47,10 +56,14 @@ async fn signals(state: &AppState) -> Signals {
     let share = |part: i64, whole: i64| if whole > 0 { format!("{:.2} %", part as f64 * 100.0 / whole as f64) } else { "-".to_owned() };
     let pools = [("app", state.tenant_pool.raw()), ("system", &state.system_pool.0)];
     let pool_use = pools.iter().map(|(name, p)| format!("{name} {}/{} in use", p.size().saturating_sub(u32::try_from(p.num_idle()).unwrap_or(0)), state.settings.db_pool_size)).collect::<Vec<_>>().join(", ");
-    let members = state.queue.member_heartbeats().await.unwrap_or_default().into_iter().map(|(m, age)| (m, format!("{age:.0} s ago"))).collect();
+    let members = crate::health::roster::members(&state.redis, &state.keys).await.unwrap_or_default();
+    let members = members.into_iter().map(|m| MemberRow { roles: m.roles.join(", "), version: m.version, seen: format!("{} s ago", m.seen_secs_ago), id: m.id }).collect();
+    let histogram = crate::slo::record::latency(&state.redis, &state.keys, now.timestamp().div_euclid(60), SIGNAL_MINUTES).await.unwrap_or([0; crate::slo::latency::BUCKETS]);
+    let p95 = crate::slo::latency::quantile(&histogram, 0.95);
     Signals {
         requests_per_min: format!("{:.1}", n as f64 / SIGNAL_MINUTES as f64),
         mean_latency: if n > 0 { format!("{:.1} ms", us as f64 / n as f64 / 1000.0) } else { "-".into() },
+        p95_latency: p95.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into()),
         slow_share: share(slow, n),
         error_rate: share(valid - good, valid),
         pool_use,

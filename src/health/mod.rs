@@ -6,13 +6,14 @@
 //!
 //! Files: `rules` (the file), `deps` (what evaluation uses), `measure` (what each rule sees
 //! now), `alerts` (the state table and its transitions), `evaluate` (one round), `watch` (the loop every worker and scheduler member runs; one member
-//! evaluates each round).
+//! evaluates each round), `roster` (the members as they announce themselves).
 
 pub mod alerts;
 mod deps;
 mod evaluate;
 pub mod measure;
 pub mod probe;
+pub mod roster;
 pub mod rules;
 pub mod watch;
 

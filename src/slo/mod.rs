@@ -11,6 +11,7 @@
 
 pub mod evaluate;
 pub mod history;
+pub mod latency;
 pub mod notify;
 pub mod record;
 pub mod report;

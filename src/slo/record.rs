@@ -30,6 +30,8 @@ pub struct Recorder {
     counts: Mutex<BTreeMap<(usize, i64), (i64, i64)>>,
     /// (route, unix minute) → (requests, total µs, slow ones) since the last write to Redis.
     routes: Mutex<BTreeMap<(String, i64), RouteCounts>>,
+    /// Unix minute → every route's latency histogram since the last write to Redis.
+    latency: Mutex<BTreeMap<i64, super::latency::Histogram>>,
     /// A request slower than this is "slow" in the route statistics (the first latency SLO's
     /// threshold, else 300 ms).
     slow_after: Duration,
@@ -54,7 +56,7 @@ impl Recorder {
                 _ => None,
             })
             .unwrap_or(Duration::from_millis(300));
-        Self { slos, counts: Mutex::default(), routes: Mutex::default(), slow_after, source, clock }
+        Self { slos, counts: Mutex::default(), routes: Mutex::default(), latency: Mutex::default(), slow_after, source, clock }
     }
 
     /// Counts one request of `route` (its path template) for the route statistics.
@@ -65,6 +67,10 @@ impl Recorder {
         entry.0 += 1;
         entry.1 += i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
         entry.2 += i64::from(elapsed > self.slow_after);
+        drop(routes);
+        if let Ok(mut latency) = self.latency.lock() {
+            latency.entry(minute).or_insert([0; super::latency::BUCKETS])[super::latency::bucket(elapsed)] += 1;
+        }
     }
 
     /// Adds the route counts gathered since the last call to the fleet's per-minute hashes,
@@ -81,6 +87,14 @@ impl Recorder {
             pipe.hincr(&key, format!("{route}|n"), *n).ignore();
             pipe.hincr(&key, format!("{route}|us"), *us).ignore();
             pipe.hincr(&key, format!("{route}|slow"), *slow).ignore();
+            pipe.expire(&key, ttl).ignore();
+        }
+        let latency = self.latency.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+        for (minute, histogram) in &latency {
+            let key = keys.route_stats(*minute);
+            for (k, n) in histogram.iter().enumerate().filter(|(_, n)| **n > 0) {
+                pipe.hincr(&key, super::latency::field(k), *n).ignore();
+            }
             pipe.expire(&key, ttl).ignore();
         }
         let member = keys.member_cache_stats(&self.source);
@@ -179,17 +193,21 @@ impl Recorder {
     }
 }
 
-/// Route → (requests, total µs, slow) over the last `minutes` unix minutes up to
-/// `now_minute`, summed from the fleet's per-minute hashes (what [`Recorder::publish`] adds).
-pub async fn route_totals(redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, now_minute: i64, minutes: i64) -> Result<std::collections::BTreeMap<String, (i64, i64, i64)>, redis::RedisError> {
+/// The fleet's per-minute route hashes for the `minutes` unix minutes up to `now_minute`.
+async fn minute_hashes(redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, now_minute: i64, minutes: i64) -> Result<Vec<BTreeMap<String, i64>>, redis::RedisError> {
     let mut pipe = redis::pipe();
     for m in (now_minute - minutes + 1)..=now_minute {
         pipe.cmd("HGETALL").arg(keys.route_stats(m));
     }
     let mut conn = redis.clone();
-    let hashes: Vec<std::collections::BTreeMap<String, i64>> = pipe.query_async(&mut conn).await?;
-    let mut out: std::collections::BTreeMap<String, (i64, i64, i64)> = std::collections::BTreeMap::new();
-    for hash in hashes {
+    pipe.query_async(&mut conn).await
+}
+
+/// Route → (requests, total µs, slow) over the last `minutes` unix minutes up to
+/// `now_minute`, summed from the fleet's per-minute hashes (what [`Recorder::publish`] adds).
+pub async fn route_totals(redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, now_minute: i64, minutes: i64) -> Result<BTreeMap<String, (i64, i64, i64)>, redis::RedisError> {
+    let mut out: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for hash in minute_hashes(redis, keys, now_minute, minutes).await? {
         for (field, v) in hash {
             let Some((route, what)) = field.rsplit_once('|') else { continue };
             let entry = out.entry(route.to_owned()).or_default();
@@ -198,6 +216,20 @@ pub async fn route_totals(redis: &crate::redis_conn::RedisConn, keys: &crate::re
                 "us" => entry.1 += v,
                 "slow" => entry.2 += v,
                 _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every route's latency histogram over the same minutes, for quantiles
+/// ([`super::latency::quantile`]).
+pub async fn latency(redis: &crate::redis_conn::RedisConn, keys: &crate::redis_keys::RedisKeys, now_minute: i64, minutes: i64) -> Result<super::latency::Histogram, redis::RedisError> {
+    let mut out = [0; super::latency::BUCKETS];
+    for hash in minute_hashes(redis, keys, now_minute, minutes).await? {
+        for (field, v) in hash {
+            if let Some(k) = super::latency::parse_field(&field) {
+                out[k] += v;
             }
         }
     }

@@ -151,6 +151,12 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
         at(&c, "/sign-in", None).await;
         sign_in(&c, &base, "bo_notatoken_x").await;
         assert!(text(&c, "#sign-in-error").await.contains("not an operator token"));
+        // Intake requests, their counts added to the fleet's minute as the api role does.
+        for _ in 0..20 {
+            let res = app.http.get(app.url("/v1/entitlements")).bearer_auth(&tenant_key).send().await.expect("read");
+            assert!(res.status().is_success());
+        }
+        app.state.slo_recorder.publish(&app.state.redis, &app.state.keys, &app.state.cache.stats()).await.expect("publish");
         sign_in(&c, &base, &otto).await;
         assert_eq!(text(&c, "#operator").await, "otto");
 
@@ -162,7 +168,12 @@ async fn an_operator_signs_in_retries_runs_a_runbook_discards_and_grants_and_a_v
         assert_eq!(text(&c, "tr[data-kind=noop] .dead").await, dead["noop"].to_string());
         assert_eq!(dead["noop"], 3);
         // The golden signals: this fleet's worker member, heard from.
-        assert!(text(&c, "#members").await.contains("s ago"), "the worker member and its heartbeat");
+        // The golden signals: latency at p95 from the fleet's histogram; this member, its roles
+        // and release, heard from.
+        let p95 = text(&c, "#p95").await;
+        assert!(p95.ends_with(" ms") && p95 != "-", "{p95}");
+        assert!(text(&c, "#members .roles").await.contains("api"), "the member's roles");
+        assert_eq!(text(&c, "#members .version").await, ballast::RELEASE);
         assert!(text(&c, "#pools").await.contains("in use"));
         screenshot_for_readme(&browser, "console-overview.png").await;
 
@@ -373,6 +384,17 @@ async fn schedules_run_now_slos_chart_their_week_and_maintenance_lists_services_
         c.goto(&format!("{base}/schedules")).await.expect("schedules");
         text(&c, "#schedules").await;
         assert!(c.find(Locator::Css(".run-now")).await.is_err(), "a viewer sees no run-now control");
+
+        // At a phone's width every page fits: nothing wider than the screen but a table's own
+        // scroll box, and the navigation wraps.
+        c.set_window_size(390, 844).await.expect("phone width");
+        for path in ["/", "/queues", "/jobs", "/dead", "/schedules", "/runbooks", "/runbooks/db-pool-exhaustion", "/slos", "/maintenance", "/customers"] {
+            c.goto(&format!("{base}{path}")).await.expect("page");
+            let widths = c.execute("return [document.documentElement.scrollWidth, window.innerWidth];", vec![]).await.expect("widths");
+            let (page, screen) = (widths[0].as_i64().unwrap_or(i64::MAX), widths[1].as_i64().unwrap_or(0));
+            assert!(page <= screen, "{path}: {page} px wide on a {screen} px screen");
+        }
+        screenshot_for_readme(&browser, "console-phone.png").await;
     })
     .await;
     browser.close().await;

@@ -351,3 +351,26 @@ async fn failing_stripe_api_calls_open_an_alert_that_answered_calls_resolve() {
     let firing = &notified(&receiver, "stripe_api")[0].1;
     assert!(firing.contains("5 of the fleet's 5 Stripe API calls failed"), "{firing}");
 }
+
+#[tokio::test]
+async fn the_fleet_roster_lists_live_members_with_roles_and_release_and_forgets_the_silent() {
+    let app = TestApp::spawn().await;
+    let mut redis = app.state.redis.clone();
+    let key = app.state.keys.fleet_members();
+    let now = chrono::Utc::now().timestamp();
+    let entry = |roles: &[&str], seen: i64| serde_json::json!({"roles": roles, "version": "old", "started_at": seen, "seen": seen}).to_string();
+    // A member that crashed two minutes ago, and one silent for two days.
+    let _: () = redis::AsyncCommands::hset(&mut redis, &key, "crashed", entry(&["worker"], now - 120)).await.expect("hset");
+    let _: () = redis::AsyncCommands::hset(&mut redis, &key, "long-gone", entry(&["api"], now - 2 * 86_400)).await.expect("hset");
+    let listed = || async { ballast::health::roster::members(&app.state.redis, &app.state.keys).await.expect("members") };
+    // The member announces itself as its roster task starts.
+    crate::support::procs::until("this member announced", std::time::Duration::from_secs(10), || async { !listed().await.is_empty() }).await;
+    let members = listed().await;
+    let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+    assert!(!ids.contains(&"crashed") && !ids.contains(&"long-gone"), "{ids:?}");
+    let this = members.first().expect("this test's member announced itself");
+    assert_eq!(this.version, ballast::RELEASE);
+    assert!(!this.roles.is_empty() && this.seen_secs_ago < 60, "{this:?}");
+    let kept: Vec<String> = redis::AsyncCommands::hkeys(&mut redis, &key).await.expect("hkeys");
+    assert!(kept.contains(&"crashed".to_owned()) && !kept.contains(&"long-gone".to_owned()), "a minute's silence hides, a day's prunes: {kept:?}");
+}
