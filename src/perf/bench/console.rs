@@ -75,9 +75,12 @@ async fn measure(state: &crate::app::AppState, prefix: &str, jobs: usize, n: u64
     // The queued runs wait (paused) so the queue figures read a full queue.
     state.queue.set_paused("noop", true).await?;
     let kind = crate::newtypes::JobKind("noop".into());
+    let mut queued = Vec::with_capacity(jobs);
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(5_000) {
-        state.queue.enqueue_many(&kind, chunk.iter().map(|_| serde_json::json!({"sleep_ms": 0})).collect()).await?;
+        queued.extend(state.queue.enqueue_many(&kind, chunk.iter().map(|_| serde_json::json!({"sleep_ms": 0})).collect()).await?);
     }
+    // A job in the middle of the queue: found by its id among all the others.
+    let middle = queued.get(jobs / 2).map(|j| j.0.clone()).unwrap_or_default();
     let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1").bind(format!("{prefix}42")).fetch_optional(&state.system_pool.0).await?;
     let tenant = tenant.map(|t| t.to_string()).unwrap_or_default();
     let pages = [
@@ -87,6 +90,8 @@ async fn measure(state: &crate::app::AppState, prefix: &str, jobs: usize, n: u64
         ("dead letters", "/dead".into()),
         ("schedules", "/schedules".into()),
         ("runbooks", "/runbooks".into()),
+        ("a runbook with its form", "/runbooks/db-pool-exhaustion".into()),
+        ("a queued job, by id", format!("/jobs/{middle}")),
         ("SLOs", "/slos".into()),
         ("maintenance and alerts", "/maintenance".into()),
         ("customers, first page by MRR", "/customers".into()),
