@@ -21,3 +21,8 @@ END $$;
 -- The operators' admin jobs (runbook db-pool-exhaustion) read every session's state and may
 -- end sessions stuck idle in a transaction; neither makes the role a superuser.
 GRANT pg_read_all_stats, pg_signal_backend TO ballast_system;
+-- No JIT for the fleet's roles: their statements are short and compiling one costs more than it
+-- saves. Direct connections also ask for it at startup; through PgBouncer, which does not pass
+-- startup options on, the role's setting is what holds.
+ALTER ROLE ballast_app SET jit = off;
+ALTER ROLE ballast_system SET jit = off;
