@@ -7,6 +7,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Longest error text stored with a dead letter (and logged with it): an error may quote its
+/// input, and the input is the sender's to choose.
+pub const MAX_ERROR_TEXT: usize = 2048;
+
 /// Attempts kept per job: the oldest go first (a job retried 50 times needs its latest errors).
 pub const KEPT: usize = 20;
 
@@ -34,7 +38,7 @@ impl Attempt {
             attempt,
             started_at,
             took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-            error: error.map(|e| crate::newtypes::truncated(e, super::dead::MAX_ERROR_TEXT).into_owned()),
+            error: error.map(|e| crate::newtypes::truncated(e, MAX_ERROR_TEXT).into_owned()),
             trace_id,
         }
     }

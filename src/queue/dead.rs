@@ -31,9 +31,7 @@ pub struct DeadLetter {
     pub failed_at: DateTime<Utc>,
 }
 
-/// Longest error text stored with a dead letter (and logged with it): an error may quote its
-/// input, and the input is the sender's to choose.
-pub const MAX_ERROR_TEXT: usize = 2048;
+pub use super::attempts::MAX_ERROR_TEXT;
 
 /// Records a dead letter. System pool: a dead letter may belong to any tenant or to none,
 /// and the worker that writes it holds no tenant context.
