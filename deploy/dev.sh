@@ -10,6 +10,8 @@
 #                           (BALLAST_KEEP_SERVICES=1 keeps them for the next run)
 #   deploy/dev.sh services  start services only and print the environment to use them
 #   deploy/dev.sh cluster   start a local three-master Redis Cluster and print its environment
+#   deploy/dev.sh replica   start a streaming replica of the PostgreSQL (pg_basebackup) and
+#                           print the environment that sends reads that can lag to it
 #   deploy/dev.sh stop      stop what `up` started (by pid file), then the PostgreSQL and Redis
 #                           (cluster too) this checkout started
 #   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)"): the settings,
@@ -22,7 +24,8 @@
 # A cluster already running without archiving is left alone: `deploy/dev.sh stop` first.
 #
 # Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
-# (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the cluster's masters 17001-17003
+# (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the replica 55433
+# (BALLAST_PG_REPLICA_PORT); the cluster's masters 17001-17003
 # (BALLAST_REDIS_CLUSTER_PORT, the first of three; their bus ports are 10000 higher). A port
 # another process holds is refused with that process named. Data: .ballast/ (BALLAST_DATA).
 set -euo pipefail
@@ -31,6 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${BALLAST_DATA:-$ROOT/.ballast}
 PG_PORT=${BALLAST_PG_PORT:-55432}
 REDIS_PORT=${BALLAST_REDIS_PORT:-56379}
+REPLICA_PORT=${BALLAST_PG_REPLICA_PORT:-55433}
 # The local Stripe `up` starts when no STRIPE_SECRET_KEY is set, and the mail catcher when no
 # BALLAST_SMTP_HOST is.
 DEV_STRIPE=${BALLAST_DEV_STRIPE_LISTEN:-127.0.0.1:12111}
@@ -361,9 +365,46 @@ stop_up() {
 # checkout started stays.
 stop() {
   stop_up
+  stop_replica
   stop_postgres
   stop_redis_at "$REDIS_PORT" "$DATA" Redis
   stop_redis_cluster
+}
+
+# A streaming replica of the local PostgreSQL (reads that can lag: BALLAST_REPLICA_DATABASE_URL):
+# copied with pg_basebackup and kept following the primary. A replica that is not running is
+# copied afresh (a test stops it on purpose).
+start_replica() {
+  local bin; bin=$(pg_bin)
+  if as_pg "$bin/pg_ctl" -D "$DATA/replica" status >/dev/null 2>&1; then
+    # A test that paused its replay and failed before resuming leaves it paused.
+    psql "postgres://postgres@127.0.0.1:$REPLICA_PORT/postgres" -Atc 'SELECT pg_wal_replay_resume()' >/dev/null 2>&1 || true
+    return 0
+  fi
+  port_free_or_die "$REPLICA_PORT" "the PostgreSQL replica" BALLAST_PG_REPLICA_PORT
+  log "copying PostgreSQL into a streaming replica on 127.0.0.1:$REPLICA_PORT (pg_basebackup)"
+  rm -rf "$DATA/replica"
+  # (A standby needs max_connections at least the primary's.)
+  if [ "$(id -u)" = 0 ]; then install -d -m 0700 -o postgres -g postgres "$DATA/replica"; else mkdir -p -m 0700 "$DATA/replica"; fi
+  as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$DATA/replica" -R --checkpoint=fast -X stream >/dev/null \
+    || die "pg_basebackup from 127.0.0.1:$PG_PORT failed"
+  as_pg "$bin/pg_ctl" -D "$DATA/replica" -l "$DATA/replica/server.log" -w -t 60 \
+    -o "-p $REPLICA_PORT -k $DATA/pgsock -c listen_addresses=127.0.0.1 -c max_connections=500 -c shared_buffers=64MB -c hot_standby_feedback=on" \
+    start >/dev/null || { tail -20 "$DATA/replica/server.log" >&2; die "the replica did not start on port $REPLICA_PORT"; }
+  STARTED+=(replica)
+}
+
+stop_replica() {
+  local bin; bin=$(pg_bin 2>/dev/null || true)
+  if [ -n "$bin" ] && [ -s "$DATA/replica/PG_VERSION" ]; then
+    as_pg "$bin/pg_ctl" -D "$DATA/replica" -m fast -w stop >/dev/null 2>&1 && log "PostgreSQL replica stopped" || true
+  fi
+}
+
+replica_env() {
+  cat <<ENV
+export BALLAST_REPLICA_DATABASE_URL='postgres://ballast_system:ballast_system@127.0.0.1:$REPLICA_PORT/$DB'
+ENV
 }
 
 # The end of `test`: what this run started, whatever the outcome.
@@ -373,6 +414,7 @@ stop_started() {
   for what in "${STARTED[@]}"; do
     case "$what" in
       postgres) stop_postgres ;;
+      replica) stop_replica ;;
       redis:*)
         rest=${what#redis:}; port=${rest%%:*}; dir=${rest#*:}
         stop_redis_at "$port" "$dir" Redis ;;
@@ -448,6 +490,11 @@ case "$cmd" in
     trap stop_started EXIT
     services
     install_browser
+    # The replica test reads from it and stops it at its end.
+    start_replica
+    export BALLAST_TEST_PG_REPLICA_URL="postgres://%ROLE%:%ROLE%@127.0.0.1:$REPLICA_PORT"
+    export BALLAST_TEST_PG_REPLICA_ADMIN_URL="postgres://postgres@127.0.0.1:$REPLICA_PORT/postgres"
+    export BALLAST_TEST_PG_REPLICA_DATA="$DATA/replica"
     eval "$(print_env)"
     cd "$ROOT"
     shift
@@ -472,6 +519,7 @@ case "$cmd" in
     fi
     ;;
   cluster) install_packages; start_redis_cluster; print_env; cluster_env ;;
+  replica) services; start_replica; print_env; replica_env ;;
   services) services; print_env ;;
   env)
     print_env
@@ -482,6 +530,6 @@ case "$cmd" in
     [ -n "${BALLAST_SMTP_HOST:-}" ] || echo "export BALLAST_SMTP_HOST=${DEV_MAIL%%:*} BALLAST_SMTP_PORT=${DEV_MAIL##*:} BALLAST_SMTP_SECURITY=none"
     ;;
   stop) stop ;;
-  -h|--help|help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  -h|--help|help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -113,6 +113,8 @@ pub struct AppState {
     pub applied_in_groups: Arc<crate::stripe::inbox::grouped::AppliedInGroups>,
     /// Outbound webhooks: accepts messages and makes deliveries (writes grouped into shared commits).
     pub webhooks_out: crate::webhooks_out::deliver::Outbound,
+    /// The streaming replica for reads that can lag, when one is set.
+    pub replica: Option<crate::db::replica::Replica>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -127,6 +129,10 @@ impl AppState {
     pub fn build(settings: Settings) -> Result<Self, StartError> {
         let catalogue = JobCatalogue::load(&settings.jobs_dir)?;
         let (tenant_pool, system_pool) = db::pools(&settings)?;
+        let replica = match &settings.replica.url {
+            Some(url) => Some(crate::db::replica::Replica::new(url.expose_secret(), settings.replica.max_lag, settings.db_pool_size.min(8))?),
+            None => None,
+        };
         let (redis, redis_client) = RedisConn::open(settings.redis_url.expose_secret(), settings.redis_cluster)?;
         let keys = RedisKeys::new(&settings.redis_namespace, settings.redis_cluster);
         let queue = JobQueue::new(keys.clone(), redis.clone(), Arc::new(catalogue), settings.worker_heartbeat);
@@ -157,6 +163,7 @@ impl AppState {
             inbox: crate::stripe::inbox::batch::InboxWriter::new(system_pool.clone()),
             applied_in_groups: Arc::default(),
             webhooks_out,
+            replica,
             settings: Arc::new(settings),
             tenant_pool,
             system_pool,
@@ -181,6 +188,15 @@ impl AppState {
 }
 
 impl AppState {
+    /// Where a read that can lag (the console's and the admin API's lists, timelines, reports)
+    /// goes now: the replica while it keeps up, else the primary.
+    pub async fn reads(&self) -> crate::db::replica::Reads {
+        match &self.replica {
+            Some(replica) => replica.reads(&self.system_pool).await,
+            None => crate::db::replica::Reads { pool: self.system_pool.clone(), source: crate::db::replica::ReadSource::Primary },
+        }
+    }
+
     /// What the fleet's health evaluation uses.
     pub fn health_deps(&self) -> crate::health::Deps {
         crate::health::Deps {

@@ -19,6 +19,18 @@ use crate::newtypes::TenantId;
 use crate::state::AppState;
 use crate::tenants::customers::{self, Dunning, Filter, Sort};
 
+/// Says where a read that can lag was served from (`X-Ballast-Read-From`: `replica (lag 0.2 s)`,
+/// or `primary: ` and why the replica was not used); nothing when no replica is set.
+fn read_from(mut response: Response, source: &crate::db::replica::ReadSource) -> Response {
+    if let Some(note) = source.note() {
+        let printable: String = note.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' }).take(300).collect();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&printable) {
+            response.headers_mut().insert("x-ballast-read-from", value);
+        }
+    }
+    response
+}
+
 /// Admin routes.
 pub fn routes() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
     vec![
@@ -94,8 +106,9 @@ async fn list(State(state): State<AppState>, query: Result<Query<ListQuery>, Que
         Err(e) => return bad_query(&e),
     };
     let filter = Filter { plan: q.plan, status: q.status, dunning: q.dunning, text: q.search };
-    match customers::page(&state.system_pool, &filter, q.sort.unwrap_or_default(), q.cursor.as_deref(), q.limit.unwrap_or(50)).await {
-        Ok(page) => Json(page).into_response(),
+    let reads = state.reads().await;
+    match customers::page(&reads.pool, &filter, q.sort.unwrap_or_default(), q.cursor.as_deref(), q.limit.unwrap_or(50)).await {
+        Ok(page) => read_from(Json(page).into_response(), &reads.source),
         Err(customers::ListError::BadCursor) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this list gave out for this sort").into_response(),
         Err(e) => unavailable(&e),
     }
@@ -119,8 +132,9 @@ async fn timeline(State(state): State<AppState>, path: Result<Path<String>, Path
         Ok(found) => found,
         Err(r) => return r,
     };
-    match crate::tenants::timeline::page(&state.system_pool, id, q.since, q.cursor.as_deref(), q.limit.unwrap_or(50)).await {
-        Ok(page) => Json(page).into_response(),
+    let reads = state.reads().await;
+    match crate::tenants::timeline::page(&reads.pool, id, q.since, q.cursor.as_deref(), q.limit.unwrap_or(50)).await {
+        Ok(page) => read_from(Json(page).into_response(), &reads.source),
         Err(crate::tenants::timeline::TimelineError::BadCursor) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not one this timeline gave out").into_response(),
         Err(e) => unavailable(&e),
     }
@@ -144,8 +158,9 @@ async fn usage(State(state): State<AppState>, path: Result<Path<String>, PathRej
         Ok(l) => l,
         Err(e) => return unavailable(&e),
     };
-    match crate::tenants::usage_report::report(&state.system_pool, id, q.days.unwrap_or(30), limits.as_ref()).await {
-        Ok(r) => Json(r).into_response(),
+    let reads = state.reads().await;
+    match crate::tenants::usage_report::report(&reads.pool, id, q.days.unwrap_or(30), limits.as_ref()).await {
+        Ok(r) => read_from(Json(r).into_response(), &reads.source),
         Err(e) => unavailable(&e),
     }
 }
@@ -162,6 +177,7 @@ async fn list_overrides(State(state): State<AppState>, path: Result<Path<String>
         Ok(id) => id,
         Err(r) => return r,
     };
+    // The primary: an operator reads the overrides they have just set.
     match overrides::list(&state.system_pool, id, true, 100).await {
         Ok(list) => Json(OverrideList { overrides: list }).into_response(),
         Err(e) => unavailable(&e),

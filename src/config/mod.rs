@@ -98,6 +98,8 @@ pub struct Settings {
     pub backups: backups::Backups,
     /// The operator console.
     pub console: console::Console,
+    /// The streaming replica for reads that can lag.
+    pub replica: replica::ReplicaSettings,
     /// The public base URLs `probe.uptime` checks every minute (`BALLAST_PROBE_URLS`,
     /// comma-separated: the load balancer, or each member); none: no uptime checks.
     pub probe_urls: Vec<String>,
@@ -434,6 +436,7 @@ impl Settings {
             inbox_retention: src.secs_or("BALLAST_INBOX_RETENTION_SECS", 30 * 86_400)?,
             backups: backups::Backups::parse(&src)?,
             console: console::Console::parse(&src)?,
+            replica: replica::ReplicaSettings::parse(&src)?,
             sentry_dsn: optional_url(&src, "SENTRY_DSN", &["http", "https"])?,
             environment: src.get("BALLAST_ENVIRONMENT").unwrap_or("production").to_owned(),
             probe_urls: match src.get("BALLAST_PROBE_URLS") {
@@ -488,6 +491,7 @@ mod tests;
 
 pub mod backups;
 pub mod console;
+pub mod replica;
 pub mod duration_text;
 pub mod outbound;
 pub mod names;

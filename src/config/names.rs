@@ -28,6 +28,8 @@ pub const SETTINGS: &[(&str, Reader)] = &[
     ("BALLAST_REDIS_CLUSTER", Reader::Fleet),
     ("BALLAST_REDIS_NAMESPACE", Reader::Fleet),
     ("BALLAST_DB_POOL_SIZE", Reader::Fleet),
+    ("BALLAST_REPLICA_DATABASE_URL", Reader::FleetSecret),
+    ("BALLAST_REPLICA_MAX_LAG_SECS", Reader::Fleet),
     ("BALLAST_LISTEN", Reader::Fleet),
     ("BALLAST_TRUSTED_PROXIES", Reader::Fleet),
     ("BALLAST_API_MAX_BODY_BYTES", Reader::Fleet),

@@ -70,8 +70,9 @@ pub(super) async fn list(State(state): State<AppState>, Extension(session): Exte
         _ => return refusal(StatusCode::BAD_REQUEST, "sort is mrr, activity or created"),
     };
     let filter = Filter { plan: some(&q.plan), status: some(&q.status), dunning, text: some(&q.search) };
-    match customers::page(&state.system_pool, &filter, sort, some(&q.cursor).as_deref(), 50).await {
-        Ok(p) => page(ListPage { frame: Frame::of(&session, state.settings.console.read_only), q, rows: p.customers, next: p.next_cursor, more: p.more }.render()),
+    let reads = state.reads().await;
+    match customers::page(&reads.pool, &filter, sort, some(&q.cursor).as_deref(), 50).await {
+        Ok(p) => page(ListPage { frame: Frame::of(&session, state.settings.console.read_only).reading(&reads.source), q, rows: p.customers, next: p.next_cursor, more: p.more }.render()),
         Err(customers::ListError::BadCursor) => refusal(StatusCode::BAD_REQUEST, "that page link is stale: start from the first page"),
         Err(e) => unavailable(&e),
     }

@@ -88,9 +88,11 @@ pub(super) async fn slos(State(state): State<AppState>, Extension(session): Exte
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };
+    // Seven days of history: a report that can lag.
+    let reads = state.reads().await;
     let mut slos = Vec::new();
     for s in statuses {
-        let days = match crate::slo::history::daily(&state.system_pool.0, &s.name, 7, now).await {
+        let days = match crate::slo::history::daily(&reads.pool.0, &s.name, 7, now).await {
             Ok(d) => d,
             Err(e) => return unavailable(&e),
         };
@@ -111,7 +113,7 @@ pub(super) async fn slos(State(state): State<AppState>, Extension(session): Exte
             budget_y,
         });
     }
-    page(SlosPage { frame: Frame::of(&session, state.settings.console.read_only), slos }.render())
+    page(SlosPage { frame: Frame::of(&session, state.settings.console.read_only).reading(&reads.source), slos }.render())
 }
 
 #[derive(Template)]

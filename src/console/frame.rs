@@ -21,6 +21,9 @@ pub(crate) struct Frame {
     pub can_act: bool,
     /// Seconds between the page's own refreshes (0: none).
     pub refresh_secs: u32,
+    /// Where the page's figures were read from, when a replica is set (`replica (lag 0.2 s)`,
+    /// or `primary: ` and why not the replica).
+    pub read_from: Option<String>,
 }
 
 impl Frame {
@@ -31,7 +34,14 @@ impl Frame {
             csrf: session.csrf.clone(),
             can_act: session.role.allows(Role::Operator) && !read_only,
             refresh_secs: 0,
+            read_from: None,
         }
+    }
+
+    /// The frame of a page read through `source` (a list that may come from the replica).
+    pub(super) fn reading(mut self, source: &crate::db::replica::ReadSource) -> Self {
+        self.read_from = source.note();
+        self
     }
 }
 

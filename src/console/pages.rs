@@ -289,7 +289,8 @@ pub(super) async fn runbooks(State(state): State<AppState>, Extension(session): 
         Err(e) => return unavailable(&e),
     };
     use crate::jobs::admin_runs::RunState;
-    let runs = crate::jobs::admin_runs::list(&state.system_pool, None, 20).await.unwrap_or_default();
+    let reads = state.reads().await;
+    let runs = crate::jobs::admin_runs::list(&reads.pool, None, 20).await.unwrap_or_default();
     let runs = runs
         .into_iter()
         .map(|r| RunRow {
@@ -305,7 +306,7 @@ pub(super) async fn runbooks(State(state): State<AppState>, Extension(session): 
             actor: r.actor,
         })
         .collect();
-    page(RunbooksPage { frame: Frame::of(&session, state.settings.console.read_only), pages, runs }.render())
+    page(RunbooksPage { frame: Frame::of(&session, state.settings.console.read_only).reading(&reads.source), pages, runs }.render())
 }
 
 #[derive(Template)]
@@ -381,8 +382,9 @@ pub(super) async fn jobs(State(state): State<AppState>, Extension(session): Exte
         Err(_) => return refusal(StatusCode::BAD_REQUEST, "tenant is a tenant id (UUID)"),
     };
     let search = crate::jobs::search::JobSearch { kind: some(&q.kind).map(str::to_owned), state: some(&q.state).map(str::to_owned), tenant, error: some(&q.error).map(str::to_owned), from, to };
-    match crate::jobs::search::search(&state.system_pool, &search, some(&q.cursor), 50).await {
-        Ok(found) => page(JobsPage { frame: Frame::of(&session, state.settings.console.read_only), q, jobs: found.jobs, next: found.next_cursor }.render()),
+    let reads = state.reads().await;
+    match crate::jobs::search::search(&reads.pool, &search, some(&q.cursor), 50).await {
+        Ok(found) => page(JobsPage { frame: Frame::of(&session, state.settings.console.read_only).reading(&reads.source), q, jobs: found.jobs, next: found.next_cursor }.render()),
         Err(e @ (crate::jobs::search::SearchError::BadCursor | crate::jobs::search::SearchError::BadState)) => refusal(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => unavailable(&e),
     }

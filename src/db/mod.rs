@@ -2,6 +2,7 @@
 //! and the embedded migrations.
 
 pub mod batch;
+pub mod replica;
 
 use std::time::Duration;
 

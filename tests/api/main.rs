@@ -31,6 +31,7 @@ mod migrations;
 mod observability;
 mod outage_drills;
 mod quickstart;
+mod replica;
 mod rls;
 mod rolling_restart_drills;
 mod runbooks;

@@ -83,6 +83,7 @@ pub struct TestAppBuilder {
     extra_env: HashMap<String, String>,
     extra_jobs: Vec<(String, String)>,
     poll: Option<Duration>,
+    replica_max_lag_secs: Option<u64>,
 }
 
 impl TestAppBuilder {
@@ -98,6 +99,13 @@ impl TestAppBuilder {
     }
 
     /// The limiter's and the cache's clock moves only with `app.clock().advance(..)`.
+    /// Reads that can lag go to the streaming replica `dev.sh test` starts (this test's
+    /// database on it), trusted up to `max_lag_secs` behind.
+    pub fn replica(mut self, max_lag_secs: u64) -> Self {
+        self.replica_max_lag_secs = Some(max_lag_secs);
+        self
+    }
+
     pub fn manual_clock(mut self) -> Self {
         self.manual_clock = true;
         self
@@ -141,6 +149,11 @@ impl TestAppBuilder {
         env.insert("BALLAST_REDIS_NAMESPACE".into(), format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
         env.insert("BALLAST_LISTEN".into(), "127.0.0.1:0".into());
         env.insert("BALLAST_CONSOLE_LISTEN".into(), "127.0.0.1:0".into());
+        if let Some(lag) = self.replica_max_lag_secs {
+            let base = std::env::var("BALLAST_TEST_PG_REPLICA_URL").expect("BALLAST_TEST_PG_REPLICA_URL: run tests with deploy/dev.sh test (it starts the replica)");
+            env.insert("BALLAST_REPLICA_DATABASE_URL".into(), format!("{}/{}", base.replace("%ROLE%", "ballast_system"), db.name));
+            env.insert("BALLAST_REPLICA_MAX_LAG_SECS".into(), lag.to_string());
+        }
         env.insert("BALLAST_JOBS_DIR".into(), jobs_dir.path().display().to_string());
         env.insert("BALLAST_SHUTDOWN_GRACE_SECS".into(), "10".into());
         env.insert("BALLAST_LOG".into(), "warn".into());
@@ -210,6 +223,7 @@ impl TestApp {
             extra_env: HashMap::new(),
             extra_jobs: Vec::new(),
             poll: None,
+            replica_max_lag_secs: None,
         }
     }
 
