@@ -200,15 +200,18 @@ impl Entitlement {
 
 const ENTITLEMENT_COLUMNS: &str = "feature, enabled, limit_value, source, plan_id, expires_at, later";
 
+/// The entitlement read (the tenant's rows through row-level security, inside its transaction):
+/// what `tests/api/query_plans.rs` holds to an index-bound plan.
+pub fn read_statement() -> String {
+    format!("SELECT {ENTITLEMENT_COLUMNS} FROM entitlements ORDER BY feature")
+}
+
 /// A tenant's entitlements from PostgreSQL, inside its own transaction (row-level security
 /// has the last word on whose rows these are): what billing grants, with the operators' live
 /// overrides layered over it.
 pub async fn load(pool: &TenantPool, tenant: TenantId) -> Result<Vec<Entitlement>, DbError> {
     let mut tx = pool.begin(tenant).await?;
-    let mut rows: Vec<Entitlement> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ENTITLEMENT_COLUMNS} FROM entitlements ORDER BY feature")))
-            .fetch_all(&mut *tx)
-            .await?;
+    let mut rows: Vec<Entitlement> = sqlx::query_as(sqlx::AssertSqlSafe(read_statement())).fetch_all(&mut *tx).await?;
     let overrides = super::overrides::live(&mut tx).await?;
     tx.commit().await?;
     apply_overrides(&mut rows, &overrides);

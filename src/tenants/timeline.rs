@@ -48,7 +48,8 @@ pub enum TimelineError {
     Db(#[from] sqlx::Error),
 }
 
-const QUERY: &str = "
+/// One page of a tenant's timeline ($1 tenant, $2 since, $3–$5 the cursor, $6 the limit).
+pub const QUERY: &str = "
 SELECT at, kind, summary, actor, detail, key FROM (
     SELECT coalesce(e.processed_at, e.received_at) AS at, 'stripe_event' AS kind, e.id AS key,
            e.type || coalesce(' ' || e.object_id, '') || CASE WHEN e.status = 'processed' THEN '' ELSE ' (' || e.status || ')' END AS summary,

@@ -338,8 +338,11 @@ async fn schedules_run_now_slos_chart_their_week_and_maintenance_lists_services_
         sign_in(&c, &base, &otto).await;
         reads(&c, "#operator", "otto").await;
         c.goto(&format!("{base}/schedules")).await.expect("schedules");
+        // Held (the kind paused) so its page finds it queued, however fast the workers are.
+        app.state.queue.set_paused("cache.warm", true).await.expect("pause");
         c.find(Locator::Css("tr[data-kind='cache.warm'] .run-now")).await.expect("run now").click().await.expect("click");
         reads(&c, "#where", "queued").await;
+        app.state.queue.set_paused("cache.warm", false).await.expect("resume");
         app.drain().await;
         let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'schedules.run_now' AND actor = 'otto'").fetch_one(&pool.0).await.expect("audit");
         assert_eq!(audited, 1);

@@ -357,6 +357,12 @@ static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// The claim statement's text ($1 the event, $2 how many waiting events may join): what
+/// `tests/api/query_plans.rs` holds to index-bound plans.
+pub fn claim_statement() -> &'static str {
+    CLAIM.as_str()
+}
+
 /// Claims row `id` in the caller's tenant transaction (opened with [`TenantPool::begin`], not
 /// yet serialised: the claim takes the tenant's lock), with up to `join` of the tenant's other
 /// events waiting to be applied (received or queued, oldest event first; row-level security
