@@ -191,10 +191,7 @@ impl AppState {
     /// Where a read that can lag (the console's and the admin API's lists, timelines, reports)
     /// goes now: the replica while it keeps up, else the primary.
     pub async fn reads(&self) -> crate::db::replica::Reads {
-        match &self.replica {
-            Some(replica) => replica.reads(&self.system_pool).await,
-            None => crate::db::replica::Reads { pool: self.system_pool.clone(), source: crate::db::replica::ReadSource::Primary },
-        }
+        crate::db::replica::reads(self.replica.as_ref(), &self.system_pool).await
     }
 
     /// What the fleet's health evaluation uses.
@@ -367,7 +364,7 @@ impl Provides<deps::Outbound> for AppState {
 
 impl Provides<deps::Mirror> for AppState {
     fn provide(&self) -> deps::Mirror {
-        deps::Mirror { system_pool: self.system_pool.clone(), stripe: self.stripe.clone(), queue: self.queue.clone(), plans: self.plans.clone() }
+        deps::Mirror { system_pool: self.system_pool.clone(), replica: self.replica.clone(), stripe: self.stripe.clone(), queue: self.queue.clone(), plans: self.plans.clone() }
     }
 }
 

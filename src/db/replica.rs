@@ -95,6 +95,15 @@ impl Replica {
     }
 }
 
+/// Where a read that can lag goes now: `replica` while it keeps up, else `primary` (which is
+/// all there is when no replica is set).
+pub async fn reads(replica: Option<&Replica>, primary: &SystemPool) -> Reads {
+    match replica {
+        Some(r) => r.reads(primary).await,
+        None => Reads { pool: primary.clone(), source: ReadSource::Primary },
+    }
+}
+
 /// One line a minute while reads fall back, however many there are.
 static FALLBACK_LOG: crate::telemetry::Sampled = crate::telemetry::Sampled::new(Duration::from_secs(60));
 

@@ -87,6 +87,10 @@ fn resync_event(kind: &str, object: &Value, held_at: i64, now: DateTime<Utc>) ->
 /// Where the mirror and Stripe disagree (and what was re-synced).
 #[derive(Debug, serde::Serialize)]
 pub struct BillingDriftReport {
+    /// Where the listing was read from, when a replica is set (`replica (lag 0.2 s)`, or
+    /// `primary: ` and why not the replica).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
     /// Objects compared.
     pub compared: usize,
     /// Objects that differ, with the fields.
@@ -109,8 +113,10 @@ impl AdminJob for BillingDriftJob {
     type Deps = super::deps::Mirror;
 
     async fn run(&self, p: &BillingDriftParams, execute: bool, ctx: &JobContext<super::deps::Mirror>) -> Result<BillingDriftReport, JobError> {
-        // System pool: drift is checked across tenants (or for the one named).
-        let pool = &ctx.state.system_pool;
+        // System pool: drift is checked across tenants (or for the one named). The listing may lag: read from the replica while
+        // it keeps up; what is fixed goes through the inbox on the primary.
+        let reads = crate::db::replica::reads(ctx.state.replica.as_ref(), &ctx.state.system_pool).await;
+        let pool = &reads.pool;
         let mirrored: Vec<Mirrored> = sqlx::query_as(
             "SELECT * FROM (
                  SELECT 'subscription' AS kind, id, tenant_id, status, price_id, cancel_at_period_end,
@@ -157,6 +163,7 @@ impl AdminJob for BillingDriftJob {
             }));
         }
         Ok(BillingDriftReport {
+            read_from: reads.source.note(),
             failing,
             compared: mirrored.len(),
             drifted: drifted.iter().map(|(m, _, diff)| json!({

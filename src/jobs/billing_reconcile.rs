@@ -31,6 +31,10 @@ pub struct BillingReconcileParams {
 /// What the mirror lacks (and what was brought in).
 #[derive(Debug, Serialize)]
 pub struct BillingReconcileReport {
+    /// Where the listing was read from, when a replica is set (`replica (lag 0.2 s)`, or
+    /// `primary: ` and why not the replica).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
     /// Customers whose subscriptions were listed.
     pub customers: usize,
     /// Subscriptions Stripe listed.
@@ -64,8 +68,10 @@ impl AdminJob for BillingReconcileJob {
     type Deps = super::deps::Mirror;
 
     async fn run(&self, p: &BillingReconcileParams, execute: bool, ctx: &JobContext<super::deps::Mirror>) -> Result<BillingReconcileReport, JobError> {
-        // System pool: every tenant's customer, and the mirror across tenants.
-        let pool = &ctx.state.system_pool;
+        // System pool: every tenant's customer, and the mirror across tenants. The listing may lag: read from the replica while
+        // it keeps up; what is fixed goes through the inbox on the primary.
+        let reads = crate::db::replica::reads(ctx.state.replica.as_ref(), &ctx.state.system_pool).await;
+        let pool = &reads.pool;
         let customers: Vec<(uuid::Uuid, String)> = sqlx::query_as(
             "SELECT id, stripe_customer_id FROM tenants WHERE stripe_customer_id IS NOT NULL AND ($1::uuid IS NULL OR id = $1)
              ORDER BY id LIMIT $2",
@@ -99,6 +105,7 @@ impl AdminJob for BillingReconcileJob {
             }
         }
         Ok(BillingReconcileReport {
+            read_from: reads.source.note(),
             customers: customers.len(),
             listed,
             missing: missing

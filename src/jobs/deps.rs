@@ -61,6 +61,8 @@ pub struct Outbound {
 pub struct Mirror {
     /// The inbox and the mirror, across tenants.
     pub system_pool: SystemPool,
+    /// Where the reports' listings may be read instead, while it keeps up.
+    pub replica: Option<crate::db::replica::Replica>,
     /// Stripe's current objects.
     pub stripe: StripeApi,
     /// Where re-injected events are queued.
