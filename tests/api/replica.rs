@@ -31,11 +31,6 @@ async fn lists_read_from_the_replica_while_it_keeps_up_and_from_the_primary_past
     let replica_url = app.env.get("BALLAST_REPLICA_DATABASE_URL").expect("the replica's URL").clone();
     let (_, token) = operators::add(&app.state.system_pool, "vic", Role::Viewer, "test").await.expect("operator");
     app.tenant("Before").await;
-    // The reconcile report's listing, read from the replica (it says so).
-    let report = ballast::runbook::run_here(&app.state, &ballast::state::Registry::standard(), "billing.reconcile", false, serde_json::json!({}), "test", Default::default())
-        .await
-        .expect("billing.reconcile");
-    assert!(report["read_from"].as_str().is_some_and(|f| f.starts_with("replica")), "{report}");
     // Streaming: the replica has it shortly.
     until("the replica replays the tenant", Duration::from_secs(30), || {
         let url = replica_url.clone();
@@ -46,6 +41,12 @@ async fn lists_read_from_the_replica_while_it_keeps_up_and_from_the_primary_past
         }
     })
     .await;
+
+    // The reconcile report's listing, read from the replica once it has the database (it says so).
+    let report = ballast::runbook::run_here(&app.state, &ballast::state::Registry::standard(), "billing.reconcile", false, serde_json::json!({}), "test", Default::default())
+        .await
+        .expect("billing.reconcile");
+    assert!(report["read_from"].as_str().is_some_and(|f| f.starts_with("replica")), "{report}");
 
     // Replay paused: what the primary writes now is not on the replica, and the list (read from
     // the replica, within its bound) does not show it yet.
