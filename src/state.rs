@@ -292,6 +292,19 @@ impl AppState {
 /// Every job kind this binary can run, by name, for a member assembled with [`AppState`].
 pub type Registry = crate::queue::job::Registry<AppState>;
 
+/// The standard registry, built once per process: what the console and the admin API ask of
+/// a kind (its argument schema, whether a payload fits) without building it per request.
+pub fn standard_registry() -> &'static Registry {
+    static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::standard);
+    &REGISTRY
+}
+
+/// The standard intake hooks, built once per process (a job's status by its id).
+pub fn standard_intakes() -> &'static crate::jobs::intake::Intakes<AppState> {
+    static INTAKES: std::sync::LazyLock<crate::jobs::intake::Intakes<AppState>> = std::sync::LazyLock::new(crate::jobs::intake::Intakes::standard);
+    &INTAKES
+}
+
 /// Every standard job kind's dependencies come from the application state.
 impl crate::jobs::StandardDeps for AppState {}
 

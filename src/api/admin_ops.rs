@@ -133,8 +133,7 @@ fn not_found(what: &str) -> Response {
 
 async fn job(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> Response {
     let Ok(Path(id)) = path else { return not_found("job") };
-    let intakes = crate::jobs::intake::Intakes::<AppState>::standard();
-    match crate::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (&intakes, &state), &id).await {
+    match crate::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (crate::state::standard_intakes(), &state), &id).await {
         Ok(Some(found)) => Json(JobView {
             r#where: found.place.word(),
             dead_letter: match found.place {

@@ -122,8 +122,7 @@ pub(super) async fn jobs(state: AppState, command: JobsCommand, json: bool) -> a
             }
         }
         JobsCommand::Show { id } => {
-            let intakes = ballast::jobs::intake::Intakes::<AppState>::standard();
-            let found = ballast::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (&intakes, &state), &id).await?;
+            let found = ballast::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (ballast::state::standard_intakes(), &state), &id).await?;
             let Some(found) = found else {
                 bail!("no job {id}: not queued, not a dead letter, and no tracked status (statuses are kept 7 days after a job finishes; `ballast jobs dead` lists dead letters)");
             };

@@ -225,8 +225,7 @@ struct AttemptRow {
 }
 
 pub(super) async fn job(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(id): Path<String>) -> Response {
-    let intakes = crate::jobs::intake::Intakes::<AppState>::standard();
-    let found = match crate::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (&intakes, &state), &id).await {
+    let found = match crate::jobs::lookup::find(&state.queue, &state.system_pool, &state.tenant_pool, (crate::state::standard_intakes(), &state), &id).await {
         Ok(Some(found)) => found,
         Ok(None) => return refusal(StatusCode::NOT_FOUND, "no such job: not queued, not a dead letter, no tracked status"),
         Err(e) => return unavailable(&e),

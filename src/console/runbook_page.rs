@@ -118,7 +118,7 @@ struct RunbookPage {
 
 /// The admin job's parameter schema, from the registry the fleet runs.
 fn schema_of(kind: &str) -> Value {
-    crate::state::Registry::standard().get(kind).and_then(|h| h.args_schema()).unwrap_or(Value::Null)
+    crate::state::standard_registry().get(kind).and_then(|h| h.args_schema()).unwrap_or(Value::Null)
 }
 
 pub(super) async fn runbook(State(state): State<AppState>, Extension(session): Extension<SignedIn>, Path(name): Path<String>) -> Response {
@@ -156,7 +156,7 @@ pub(super) async fn run_runbook(State(state): State<AppState>, Extension(session
     };
     let params = params_of(&form);
     let asked = |params: Value| crate::jobs::admin::AdminArgs::payload(execute, &session.operator, params);
-    if let Some(handler) = crate::state::Registry::standard().get(&page_of.admin_job) {
+    if let Some(handler) = crate::state::standard_registry().get(&page_of.admin_job) {
         if let Err(e) = handler.check(&asked(Value::Object(params.clone()))) {
             // serde names no field: the first parameter refused on its own is the one to fix.
             let culprit = params.iter().find(|(k, v)| handler.check(&asked(serde_json::json!({ k.as_str(): v }))).is_err()).map(|(k, _)| k.as_str());

@@ -21,6 +21,15 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Requests, total µs and slow requests of one route in one minute.
 type RouteCounts = (i64, i64, i64);
 
+/// What the intake's requests add up to between two writes to Redis.
+#[derive(Debug, Default)]
+struct RouteMinutes {
+    /// (route, unix minute) → (requests, total µs, slow ones).
+    counts: BTreeMap<(String, i64), RouteCounts>,
+    /// Unix minute → every route's latency histogram.
+    latency: BTreeMap<i64, super::latency::Histogram>,
+}
+
 /// Per-minute counts of the intake's SLOs in this process.
 #[derive(Debug)]
 pub struct Recorder {
@@ -28,10 +37,8 @@ pub struct Recorder {
     slos: Vec<(String, Indicator)>,
     /// (index into `slos`, unix minute) → (good, valid), totals since this process started.
     counts: Mutex<BTreeMap<(usize, i64), (i64, i64)>>,
-    /// (route, unix minute) → (requests, total µs, slow ones) since the last write to Redis.
-    routes: Mutex<BTreeMap<(String, i64), RouteCounts>>,
-    /// Unix minute → every route's latency histogram since the last write to Redis.
-    latency: Mutex<BTreeMap<i64, super::latency::Histogram>>,
+    /// Route and latency counts since the last write to Redis (one lock per request).
+    routes: Mutex<RouteMinutes>,
     /// A request slower than this is "slow" in the route statistics (the first latency SLO's
     /// threshold, else 300 ms).
     slow_after: Duration,
@@ -56,21 +63,19 @@ impl Recorder {
                 _ => None,
             })
             .unwrap_or(Duration::from_millis(300));
-        Self { slos, counts: Mutex::default(), routes: Mutex::default(), latency: Mutex::default(), slow_after, source, clock }
+        Self { slos, counts: Mutex::default(), routes: Mutex::default(), slow_after, source, clock }
     }
 
     /// Counts one request of `route` (its path template) for the route statistics.
     pub fn observe_route(&self, route: &str, elapsed: Duration) {
         let minute = self.clock.now_ms().div_euclid(60_000);
+        let bucket = super::latency::bucket(elapsed);
         let Ok(mut routes) = self.routes.lock() else { return };
-        let entry = routes.entry((route.to_owned(), minute)).or_default();
+        let entry = routes.counts.entry((route.to_owned(), minute)).or_default();
         entry.0 += 1;
         entry.1 += i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
         entry.2 += i64::from(elapsed > self.slow_after);
-        drop(routes);
-        if let Ok(mut latency) = self.latency.lock() {
-            latency.entry(minute).or_insert([0; super::latency::BUCKETS])[super::latency::bucket(elapsed)] += 1;
-        }
+        routes.latency.entry(minute).or_insert([0; super::latency::BUCKETS])[bucket] += 1;
     }
 
     /// Adds the route counts gathered since the last call to the fleet's per-minute hashes,
@@ -82,15 +87,14 @@ impl Recorder {
         };
         let mut pipe = redis::pipe();
         let ttl = i64::try_from(crate::redis_keys::RedisKeys::ROUTE_STATS_TTL.as_secs()).unwrap_or(i64::MAX);
-        for ((route, minute), (n, us, slow)) in &routes {
+        for ((route, minute), (n, us, slow)) in &routes.counts {
             let key = keys.route_stats(*minute);
             pipe.hincr(&key, format!("{route}|n"), *n).ignore();
             pipe.hincr(&key, format!("{route}|us"), *us).ignore();
             pipe.hincr(&key, format!("{route}|slow"), *slow).ignore();
             pipe.expire(&key, ttl).ignore();
         }
-        let latency = self.latency.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
-        for (minute, histogram) in &latency {
+        for (minute, histogram) in &routes.latency {
             let key = keys.route_stats(*minute);
             for (k, n) in histogram.iter().enumerate().filter(|(_, n)| **n > 0) {
                 pipe.hincr(&key, super::latency::field(k), *n).ignore();
