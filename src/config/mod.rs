@@ -100,6 +100,8 @@ pub struct Settings {
     pub console: console::Console,
     /// The streaming replica for reads that can lag.
     pub replica: replica::ReplicaSettings,
+    /// Time partitions: retentions and the archive.
+    pub partitions: partitions::PartitionSettings,
     /// The public base URLs `probe.uptime` checks every minute (`BALLAST_PROBE_URLS`,
     /// comma-separated: the load balancer, or each member); none: no uptime checks.
     pub probe_urls: Vec<String>,
@@ -437,6 +439,7 @@ impl Settings {
             backups: backups::Backups::parse(&src)?,
             console: console::Console::parse(&src)?,
             replica: replica::ReplicaSettings::parse(&src)?,
+            partitions: partitions::PartitionSettings::parse(&src)?,
             sentry_dsn: optional_url(&src, "SENTRY_DSN", &["http", "https"])?,
             environment: src.get("BALLAST_ENVIRONMENT").unwrap_or("production").to_owned(),
             probe_urls: match src.get("BALLAST_PROBE_URLS") {
@@ -492,6 +495,7 @@ mod tests;
 pub mod backups;
 pub mod console;
 pub mod replica;
+pub mod partitions;
 pub mod duration_text;
 pub mod outbound;
 pub mod names;

@@ -2,6 +2,7 @@
 //! and the embedded migrations.
 
 pub mod batch;
+pub mod partitions;
 pub mod replica;
 
 use std::time::Duration;
@@ -25,6 +26,9 @@ pub enum DbError {
     /// Applying migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Creating the partitions ahead after migrating failed.
+    #[error("partitions: {0}")]
+    Partitions(String),
 }
 
 /// The embedded, forward-only migrations from migrations/.
@@ -136,6 +140,12 @@ pub async fn migrate(url: &str) -> Result<usize, DbError> {
     let pool = PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
     let before = applied_versions(&pool).await.unwrap_or_default();
     MIGRATOR.run(&pool).await?;
+    // A database restored, or a template cloned, long after its last migration has partitions
+    // only as far ahead as they were then: cover today before any member writes.
+    partitions::ensure_all_ahead(&pool, chrono::Utc::now()).await.map_err(|e| match e {
+        partitions::PartitionError::Db(e) => DbError::Sql(e),
+        other => DbError::Partitions(other.to_string()),
+    })?;
     let after = applied_versions(&pool).await?;
     pool.close().await;
     Ok(after.len().saturating_sub(before.len()))

@@ -14,6 +14,7 @@ mod console_session_prune;
 mod job_status_prune;
 mod outbox_sweep;
 mod override_expiry;
+mod partitions;
 mod queue_recovery;
 mod service;
 pub mod status;
@@ -37,6 +38,7 @@ pub fn services() -> Vec<Box<dyn Service>> {
         Box::new(console_session_prune::ConsoleSessionPrune),
         Box::new(delivery_prune::DeliveryPrune),
         Box::new(override_expiry::OverrideExpiry),
+        Box::new(partitions::Partitions),
     ]
 }
 

@@ -20,6 +20,8 @@ pub struct Deps {
     pub keys: crate::redis_keys::RedisKeys,
     /// How long processed Stripe events are kept.
     pub inbox_retention: Duration,
+    /// The partitioned tables' retentions and the archive.
+    pub partitions: crate::config::partitions::PartitionSettings,
     /// Cached entitlements (the override expiry drops a tenant's).
     pub cache: crate::cache::Cache,
 }
@@ -36,6 +38,9 @@ pub enum MaintenanceError {
     /// Redis, directly.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Creating or retiring partitions.
+    #[error(transparent)]
+    Partitions(#[from] crate::db::partitions::PartitionError),
 }
 
 /// What one run did: counts by what they count (`"requeued": 3`, `"pruned": 120`).

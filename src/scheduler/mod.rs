@@ -45,6 +45,7 @@ impl SchedulerDeps {
             redis: self.redis.clone(),
             keys: self.keys.clone(),
             inbox_retention: self.settings.inbox_retention,
+            partitions: self.settings.partitions.clone(),
             cache: self.cache.clone(),
         }
     }

@@ -30,6 +30,7 @@ mod maintenance;
 mod migrations;
 mod observability;
 mod outage_drills;
+mod partitions;
 mod query_plans;
 mod quickstart;
 mod replica;

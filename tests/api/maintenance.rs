@@ -42,6 +42,23 @@ async fn the_inbox_prune_deletes_settled_events_past_retention() {
 }
 
 #[tokio::test]
+async fn the_partitions_service_keeps_months_ahead_and_retires_nothing_within_retention() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let pool = &app.state.system_pool.0;
+    let before = ballast::db::partitions::list(pool, "audit_log").await.expect("list");
+    // The furthest month goes (as if the leader had been away for a month).
+    let last = before.last().expect("months ahead").name.clone();
+    let id: i64 = sqlx::query_scalar("SELECT ballast_partition_detach('audit_log', $1, 0)").bind(&last).fetch_one(pool).await.expect("detach");
+    sqlx::query("SELECT ballast_partition_drop($1)").bind(id).execute(pool).await.expect("drop");
+    let report = run(&app, "partitions").await;
+    assert!(count(&report, "created") >= 1, "{report:?}");
+    assert_eq!(count(&report, "audit_log.retired"), 0, "nothing is 400 days old");
+    let after = ballast::db::partitions::list(pool, "audit_log").await.expect("list");
+    assert!(after.iter().any(|p| p.name == last), "{last} is back: {after:?}");
+    assert_eq!(after[0], before[0]);
+}
+
+#[tokio::test]
 async fn the_outbox_sweep_queues_an_email_whose_job_was_lost() {
     let app = TestApp::builder().roles(&[]).spawn().await;
     let t = app.tenant("outbox").await;

@@ -25,7 +25,13 @@ fn nodes(plan: &Value, out: &mut Vec<(String, String)>) {
 fn whole_scans(plan: &Value) -> Vec<String> {
     let mut all = Vec::new();
     nodes(&plan[0]["Plan"], &mut all);
-    all.into_iter().filter(|(node, rel)| node == "Seq Scan" && GROWING.contains(&rel.as_str())).map(|(_, rel)| rel).collect()
+    all.into_iter().filter(|(node, rel)| node == "Seq Scan" && growing(rel)).map(|(_, rel)| rel).collect()
+}
+
+/// Whether `rel` is a growing table, or the filled partition of one (the audit log's: its first,
+/// converted partition holds every row seeded here; the months ahead are empty).
+fn growing(rel: &str) -> bool {
+    GROWING.iter().any(|g| rel == *g || rel == format!("{g}_legacy"))
 }
 
 #[tokio::test]

@@ -1,0 +1,42 @@
+//! Time partitions: how long each partitioned table keeps a month, and where retired months go.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ConfigError, Source};
+
+/// The partitions' settings.
+#[derive(Debug, Clone)]
+pub struct PartitionSettings {
+    /// How long the audit log keeps a month (`BALLAST_AUDIT_RETENTION_DAYS`, 400: a year's
+    /// audit plus its review): a month is retired whole once its last day is this old.
+    pub audit_retention: Duration,
+    /// Where a retired month is written before it is dropped (`BALLAST_PARTITION_ARCHIVE_DIR`:
+    /// CSV with a header and a `.sha256` beside it); unset: dropped without a copy.
+    pub archive_dir: Option<PathBuf>,
+}
+
+impl PartitionSettings {
+    pub(super) fn parse(src: &Source) -> Result<Self, ConfigError> {
+        let days: u64 = src.parse_or("BALLAST_AUDIT_RETENTION_DAYS", 400u64, "a number of days")?;
+        if days < 31 {
+            return Err(ConfigError::new("BALLAST_AUDIT_RETENTION_DAYS", format!("{days} would retire the month being written; use 31 or more")));
+        }
+        let archive_dir = src.get("BALLAST_PARTITION_ARCHIVE_DIR").map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from);
+        Ok(Self { audit_retention: Duration::from_secs(86_400 * days), archive_dir })
+    }
+
+    /// How long `table` keeps a month; `None` for a table that is not partitioned.
+    pub fn retention_of(&self, table: &str) -> Option<Duration> {
+        match table {
+            "audit_log" => Some(self.audit_retention),
+            _ => None,
+        }
+    }
+}
+
+impl Default for PartitionSettings {
+    fn default() -> Self {
+        Self { audit_retention: Duration::from_secs(86_400 * 400), archive_dir: None }
+    }
+}

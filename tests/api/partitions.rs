@@ -1,0 +1,213 @@
+//! Time partitions: the audit log is partitioned by month, a month past its retention is retired
+//! whole (detached, archived with a checksum, dropped), a retirement a crash interrupted is
+//! finished, and the conversion from the old heap runs while writers write, losing nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ballast::db::partitions::{self, Partition, RetirementState};
+use ballast::db::{SystemPool, TenantPool};
+use ballast::newtypes::TenantId;
+use chrono::{TimeDelta, Utc};
+use sha2::Digest;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::support::TestDb;
+
+async fn pool(url: &str) -> PgPool {
+    PgPoolOptions::new().max_connections(4).connect(url).await.expect("connect")
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.expect(sql)
+}
+
+/// Inserts `n` audit rows for `tenant` at `at`.
+async fn audit_at(pool: &PgPool, tenant: Uuid, at: chrono::DateTime<Utc>, n: i64) {
+    sqlx::query("INSERT INTO audit_log (tenant_id, actor, action, outcome, at) SELECT $1, 'test', 'seed', 'ok', $2 FROM generate_series(1, $3)")
+        .bind(tenant)
+        .bind(at)
+        .bind(n)
+        .execute(pool)
+        .await
+        .expect("audit rows");
+}
+
+#[tokio::test]
+async fn a_month_past_its_retention_is_retired_whole_archived_and_checksummed() {
+    let db = TestDb::create().await;
+    let system = pool(&db.url("ballast_system")).await;
+    let now = Utc::now();
+
+    // The converted heap is the first partition (no lower bound); months follow it, covering
+    // three months ahead.
+    let parts = partitions::list(&system, "audit_log").await.expect("partitions");
+    assert_eq!(parts[0].name, "audit_log_legacy");
+    assert_eq!(parts[0].range_from, None);
+    assert!(parts.last().expect("some").range_to >= now + partitions::AHEAD, "{parts:?}");
+    assert!(parts.windows(2).all(|w| w[0].range_to == w[1].range_from.expect("bounded")), "contiguous: {parts:?}");
+
+    // Half a year on: the months ahead are created, and each month holds its own rows.
+    let later = now + TimeDelta::days(200);
+    let created = partitions::ensure_ahead(&system, "audit_log", later).await.expect("ahead");
+    assert!(!created.is_empty());
+    let parts = partitions::list(&system, "audit_log").await.expect("partitions");
+    let tenant = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'partitioned')").bind(tenant).execute(&system).await.expect("tenant");
+    let mut rows_in: BTreeMap<String, i64> = BTreeMap::new();
+    for (i, p) in parts.iter().take(4).enumerate() {
+        let at = p.range_from.unwrap_or(p.range_to - TimeDelta::days(40)) + TimeDelta::hours(1);
+        let n = 100 * (i as i64 + 1);
+        audit_at(&system, tenant, at, n).await;
+        rows_in.insert(p.name.clone(), n);
+    }
+    // Rows are where their month is.
+    for (name, n) in &rows_in {
+        assert_eq!(count(&system, &format!("SELECT count(*) FROM {name} WHERE tenant_id = '{tenant}'")).await, *n, "{name}");
+    }
+
+    // Retire with a retention that ends exactly at the second partition's end.
+    let retention = Duration::from_secs(40 * 86_400);
+    let at = parts[1].range_to + TimeDelta::from_std(retention).expect("delta");
+    let archive = tempfile::tempdir().expect("dir");
+    let retired = partitions::retire(&system, "audit_log", at, retention, Some(archive.path())).await.expect("retire");
+    assert_eq!(retired.partitions, 2, "{retired:?}");
+    assert_eq!(retired.rows, (rows_in[&parts[0].name] + rows_in[&parts[1].name]) as u64);
+    assert_eq!(retired.archived, 2);
+
+    // Gone from the table, whole; the next months untouched.
+    let after = partitions::list(&system, "audit_log").await.expect("partitions");
+    assert_eq!(after.first().map(|p| p.name.clone()), Some(parts[2].name.clone()));
+    assert_eq!(count(&system, &format!("SELECT count(*) FROM audit_log WHERE tenant_id = '{tenant}'")).await, rows_in[&parts[2].name] + rows_in[&parts[3].name]);
+    for gone in [&parts[0].name, &parts[1].name] {
+        assert_eq!(count(&system, &format!("SELECT count(*) FROM pg_class WHERE relname = '{gone}'")).await, 0, "{gone} dropped");
+    }
+
+    // Each retirement is recorded, and its archive holds its rows under the recorded checksum.
+    let record = partitions::retirements(&system, "audit_log", 10).await.expect("retirements");
+    assert_eq!(record.len(), 2);
+    for r in &record {
+        assert_eq!(r.state(), RetirementState::Dropped);
+        let path = r.archive_path.as_deref().expect("archived");
+        let bytes = std::fs::read(path).expect("archive file");
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), r.archive_sha256.clone().expect("sha"));
+        let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as i64;
+        assert_eq!(lines, r.rows + 1, "{path}: a header and every row");
+        assert_eq!(r.rows, rows_in[&r.partition]);
+        let sums = std::fs::read_to_string(format!("{path}.sha256")).expect("sha256 file");
+        assert!(sums.starts_with(r.archive_sha256.as_deref().expect("sha")), "{sums}");
+    }
+}
+
+#[tokio::test]
+async fn a_retirement_a_crash_interrupted_is_finished_and_the_functions_refuse_anything_else() {
+    let db = TestDb::create().await;
+    let system = pool(&db.url("ballast_system")).await;
+    let app = pool(&db.url("ballast_app")).await;
+    let tenant = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'crash')").bind(tenant).execute(&system).await.expect("tenant");
+    let now = Utc::now();
+    audit_at(&system, tenant, now, 25).await;
+
+    // A member detached this month's partition and died before archiving and dropping it.
+    let parts = partitions::list(&system, "audit_log").await.expect("list");
+    let first: &Partition = parts.iter().find(|p| p.range_to > now && p.range_from.is_none_or(|f| f <= now)).expect("this month's");
+    let _: i64 = sqlx::query_scalar("SELECT ballast_partition_detach('audit_log', $1, 25)").bind(&first.name).fetch_one(&system).await.expect("detach");
+    let open = partitions::retirements(&system, "audit_log", 1).await.expect("record");
+    assert_eq!(open[0].state(), RetirementState::Detached);
+    assert_eq!(count(&system, &format!("SELECT count(*) FROM {}", first.name)).await, 25, "its rows wait in the detached table");
+
+    // The next run (nothing else due yet) archives and drops it.
+    let archive = tempfile::tempdir().expect("dir");
+    let retired = partitions::retire(&system, "audit_log", now, Duration::from_secs(400 * 86_400), Some(archive.path())).await.expect("retire");
+    assert_eq!((retired.partitions, retired.rows, retired.archived), (1, 25, 1));
+    let done = partitions::retirements(&system, "audit_log", 1).await.expect("record");
+    assert_eq!(done[0].state(), RetirementState::Dropped);
+
+    // The owner's functions touch partitions and nothing else, and only the system role has them.
+    for (sql, why) in [
+        ("SELECT ballast_partition_create('tenants', now(), now() + interval '1 day')", "not a partitioned table"),
+        ("SELECT ballast_partition_detach('audit_log', 'tenants', 0)", "is not a partition of"),
+        ("SELECT ballast_partition_drop(424242)", "is not open"),
+    ] {
+        let err = sqlx::query(sql).execute(&system).await.expect_err(sql).to_string();
+        assert!(err.contains(why), "{sql}: {err}");
+    }
+    let err = sqlx::query("SELECT ballast_partition_drop(1)").execute(&app).await.expect_err("app role").to_string();
+    assert!(err.contains("permission denied"), "{err}");
+    let err = sqlx::query("SELECT 1 FROM partition_retirements").execute(&app).await.expect_err("app role").to_string();
+    assert!(err.contains("permission denied"), "{err}");
+}
+
+/// The conversion (0045–0048) applied to a database of the previous release while writers of
+/// that release keep writing: no write fails or is lost, the old rows are the first partition,
+/// and its key is the index built concurrently before the swap (no index built, no row scanned
+/// under the swap's lock).
+#[tokio::test]
+async fn the_audit_log_conversion_runs_under_writers_and_loses_nothing() {
+    let db = TestDb::create_empty().await;
+    let owner = pool(&db.url("ballast_owner")).await;
+    ballast::db::MIGRATOR.run_to(44, &owner).await.expect("the previous release's schema");
+    let system = pool(&db.url("ballast_system")).await;
+    let tenant = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'writer')").bind(tenant).execute(&system).await.expect("tenant");
+    audit_at(&system, tenant, Utc::now() - TimeDelta::days(3), 20_000).await;
+
+    // Writers of the previous release: the audit module's own insert, in tenant transactions.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tenants = TenantPool::new(pool(&db.url("ballast_app")).await);
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (tenants, stop) = (tenants.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.is_cancelled() || ok < 20 {
+                let mut tx = tenants.begin(TenantId(tenant)).await.expect("begin");
+                let wrote = ballast::audit::record(&mut tx, Some(TenantId(tenant)), "writer", "write", serde_json::json!({"w": w}), ballast::audit::Outcome::Ok).await;
+                match wrote.and(Ok(())) {
+                    Ok(()) => match tx.commit().await {
+                        Ok(()) => ok += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    },
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+
+    // Each step as its own migration, as a deploy runs them; the concurrently built index is
+    // noted before the swap.
+    ballast::db::MIGRATOR.run_to(47, &owner).await.expect("expand steps");
+    let validated: bool = sqlx::query_scalar("SELECT convalidated FROM pg_constraint WHERE conname = 'audit_log_legacy_bound'").fetch_one(&owner).await.expect("bound");
+    assert!(validated, "the bound is validated before the swap");
+    let key_index: i64 = sqlx::query_scalar("SELECT 'audit_log_id_at_idx'::regclass::oid::bigint").fetch_one(&owner).await.expect("index");
+    let migrated = ballast::db::migrate(&db.url("ballast_owner")).await.expect("swap and the rest");
+    assert!(migrated >= 1);
+    stop.cancel();
+    let mut written = 0;
+    for w in writers {
+        let (ok, failed) = w.await.expect("writer");
+        assert!(failed.is_empty(), "writes failed during the conversion: {failed:?}");
+        written += ok;
+    }
+
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'audit_log'").fetch_one(&owner).await.expect("kind");
+    assert_eq!(kind, "p", "audit_log is partitioned");
+    let total = count(&system, "SELECT count(*) FROM audit_log").await;
+    assert_eq!(total, 20_000 + written as i64, "every row seeded and written is there");
+    assert_eq!(count(&system, "SELECT count(DISTINCT id) FROM audit_log").await, total, "ids stay unique");
+    assert!(count(&system, "SELECT count(*) FROM audit_log_legacy").await >= 20_000);
+    let legacy_key: i64 = sqlx::query_scalar("SELECT conindid::oid::bigint FROM pg_constraint WHERE conname = 'audit_log_legacy_pkey'").fetch_one(&owner).await.expect("key");
+    assert_eq!(legacy_key, key_index, "the first partition's key is the index built before the swap");
+
+    // The converted table takes the fleet's writes in its months and serves tenants as before.
+    let system_pool = SystemPool(system.clone());
+    let mut conn = system_pool.0.acquire().await.expect("conn");
+    ballast::audit::record(&mut conn, Some(TenantId(tenant)), "after", "write", serde_json::json!({}), ballast::audit::Outcome::Ok).await.expect("write after");
+    let mut tx = tenants.begin(TenantId(Uuid::new_v4())).await.expect("other tenant");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&mut *tx).await.expect("count");
+    assert_eq!(seen, 0, "another tenant sees none of these rows");
+}
