@@ -53,6 +53,36 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         counters: u64,
     },
+    /// The hot statements at a large SaaS's volume, in a scratch database of its own (created
+    /// by the owner role, `BALLAST_OWNER_DATABASE_URL`, and dropped afterwards) and a private
+    /// Redis namespace: p50 and p99 of the webhook claim, the entitlement read (hit and miss),
+    /// `GET /v1/tenants`, the admin list and a timeline, each plan checked for whole-table
+    /// reads; retiring one month of the audit log (time, the detach's lock, a writer's slowest
+    /// insert meanwhile); size on disk per million rows. The volume (100,000 tenants,
+    /// 10M events, 50M ledger rows, 1M jobs) needs about 25 GB of disk and hours to load here.
+    Scale {
+        /// Tenants.
+        #[arg(long, default_value_t = 100_000)]
+        tenants: usize,
+        /// Stripe events, over `months` months.
+        #[arg(long, default_value_t = 10_000_000)]
+        inbox: i64,
+        /// Usage ledger rows, over `months` months.
+        #[arg(long, default_value_t = 50_000_000)]
+        ledger: i64,
+        /// Audit rows in the month retired.
+        #[arg(long, default_value_t = 1_000_000)]
+        audit: i64,
+        /// Queued jobs (a paused `noop` in the private namespace).
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        /// Months the events and ledger rows span.
+        #[arg(long, default_value_t = 12)]
+        months: i64,
+        /// Timed runs of each statement.
+        #[arg(long, default_value_t = 500)]
+        samples: u64,
+    },
     /// The customer list (`ballast tenants list`) at a large SaaS's tenant count: p50 and p99 of
     /// the first page by MRR, the ten highest-MRR tenants in dunning, a text search, the list by
     /// last activity and a page deep in through the cursor. Seeds its own tenants in the
@@ -208,6 +238,28 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                     println!("{}: p50 {:.2} ms / p99 {:.2} ms", p.page, p.p50_ms, p.p99_ms);
                 }
                 println!("({} renders a page; {} tenants, {} inbox rows, {} queued jobs seeded)", r.reads, r.tenants, r.inbox, r.jobs);
+            }
+        }
+        BenchCommand::Scale { tenants, inbox, ledger, audit, jobs, months, samples } => {
+            let params = ballast::perf::bench::scale::ScaleParams { tenants, inbox, ledger, audit, jobs, months, samples };
+            let r = ballast::perf::bench::scale::run(settings, params).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("loaded in {:.0} s: {} tenants, {} events, {} ledger rows, {} audit rows, {} queued jobs", r.fill_secs, tenants, inbox, ledger, audit, jobs);
+                for s in &r.statements {
+                    let plan = match &s.whole_scans {
+                        None => String::new(),
+                        Some(scans) if scans.is_empty() => "; plan index-bound".to_owned(),
+                        Some(scans) => format!("; plan reads whole: {}", scans.join(", ")),
+                    };
+                    println!("{}: p50 {:.2} ms / p99 {:.2} ms{plan}", s.statement, s.p50_ms, s.p99_ms);
+                }
+                let t = &r.retention;
+                println!("one audit month retired ({} rows): {:.0} ms in all, detach {} ms; a writer wrote {} rows meanwhile, slowest {:.1} ms", t.rows, t.total_ms, t.detach_ms, t.writes_meanwhile, t.writer_max_ms);
+                for s in &r.sizes {
+                    println!("{}: {} rows, {:.1} MB, {:.0} MB per million rows", s.table, s.rows, s.bytes as f64 / 1e6, s.bytes_per_million as f64 / 1e6);
+                }
             }
         }
         BenchCommand::Customers { tenants, n } => {

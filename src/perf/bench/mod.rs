@@ -13,6 +13,8 @@ pub mod deliveries;
 pub mod entitlements;
 pub mod jobs;
 pub mod limiter;
+pub mod scale;
+mod scale_seed;
 pub mod soak;
 pub mod usage;
 pub mod webhooks;

@@ -1,0 +1,150 @@
+//! `bench scale`'s scratch database and its volume: a database of the run's own (created by
+//! the owner role, migrated, dropped afterwards: millions of rows leave no bloat behind in the
+//! configured one), filled server-side with `generate_series` in batches.
+
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Connection;
+
+use super::BenchError;
+use crate::config::Settings;
+use crate::db::SystemPool;
+
+/// Rows written per statement while filling (one transaction each, progress logged between).
+const BATCH: i64 = 500_000;
+
+/// A Stripe event as Stripe sends it (a subscription update, about 1.3 kB of JSON), with `__N__`
+/// for the row's number: the inbox's size per million events is measured on real-sized rows.
+const EVENT: &str = r#"{"id":"evt___N__","object":"event","type":"customer.subscription.updated","api_version":"2025-09-30.clover","created":1764900000,"livemode":false,"pending_webhooks":1,"request":{"id":null,"idempotency_key":null},"data":{"object":{"id":"sub___N__","object":"subscription","customer":"cus___N__","status":"active","created":1764800000,"start_date":1764800000,"billing_cycle_anchor":1764800000,"cancel_at":null,"cancel_at_period_end":false,"canceled_at":null,"ended_at":null,"trial_end":null,"trial_start":null,"default_payment_method":null,"currency":"usd","livemode":false,"metadata":{},"collection_method":"charge_automatically","latest_invoice":"in___N__","items":{"object":"list","has_more":false,"data":[{"id":"si___N__","object":"subscription_item","created":1764800000,"quantity":2,"subscription":"sub___N__","current_period_start":1764800000,"current_period_end":1767392000,"metadata":{},"price":{"id":"price_pro_monthly","object":"price","product":"prod_pro","unit_amount":5000,"currency":"usd","type":"recurring","active":true,"recurring":{"interval":"month","interval_count":1}}}]}},"previous_attributes":{"items":{"data":[{"quantity":1}]}}}}"#;
+
+/// The scratch database: its name and the settings that point at it.
+pub(super) struct Scratch {
+    pub(super) name: String,
+    owner_url: SecretString,
+    /// The owner's URL of the scratch database itself (ANALYZE is the owner's).
+    own_url: String,
+}
+
+/// `url` with its database (path) replaced by `database`.
+fn with_database(url: &str, database: &str) -> Result<String, BenchError> {
+    let mut parsed = reqwest::Url::parse(url).map_err(|_| BenchError::NotReady("a PostgreSQL URL could not be parsed".into()))?;
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}
+
+/// Creates and migrates the scratch database, and points `settings` at it.
+pub(super) async fn create(settings: &mut Settings, run_id: &str) -> Result<Scratch, BenchError> {
+    let Some(owner) = settings.owner_database_url.clone() else {
+        return Err(BenchError::NotReady("bench scale works in a database of its own: set BALLAST_OWNER_DATABASE_URL (the owner role creates and drops it)".into()));
+    };
+    let name = format!("ballast_scale_{run_id}");
+    let mut admin = sqlx::PgConnection::connect(owner.expose_secret()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+    admin.close().await?;
+    let own_url = with_database(owner.expose_secret(), &name)?;
+    let scratch = Scratch { name: name.clone(), owner_url: owner.clone(), own_url: own_url.clone() };
+    let migrated = crate::db::migrate(&own_url).await;
+    if let Err(e) = migrated {
+        scratch.drop_database().await;
+        return Err(BenchError::NotReady(format!("migrating the scratch database: {e}")));
+    }
+    settings.database_url = SecretString::from(with_database(settings.database_url.expose_secret(), &name)?);
+    settings.system_database_url = SecretString::from(with_database(settings.system_database_url.expose_secret(), &name)?);
+    settings.owner_database_url = Some(SecretString::from(own_url));
+    settings.replica.url = None;
+    Ok(scratch)
+}
+
+impl Scratch {
+    /// Statistics for the planner, as the owner (only a table's owner may ANALYZE it).
+    pub(super) async fn analyze(&self) -> Result<(), sqlx::Error> {
+        let mut owner = sqlx::PgConnection::connect(&self.own_url).await?;
+        sqlx::raw_sql("ANALYZE").execute(&mut owner).await?;
+        owner.close().await
+    }
+
+    /// Drops the database once the run's connections have ended (their server processes exit
+    /// a moment after the pools close, and only a superuser may end another role's); a failure
+    /// is logged, not returned: the figures are still worth printing.
+    pub(super) async fn drop_database(&self) {
+        let drop_once = || async {
+            let mut admin = sqlx::PgConnection::connect(self.owner_url.expose_secret()).await?;
+            let dropped = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {}", self.name))).execute(&mut admin).await;
+            admin.close().await?;
+            dropped.map(|_| ())
+        };
+        // 55006: object in use (a connection not gone yet).
+        let in_use = |e: &sqlx::Error| e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "55006");
+        let backoff = ExponentialBuilder::default().with_min_delay(Duration::from_millis(50)).with_max_delay(Duration::from_secs(1)).with_max_times(20);
+        if let Err(e) = drop_once.retry(backoff).when(in_use).await {
+            tracing::warn!(message = "The scratch database was not dropped; drop it by hand.", database = %self.name, error = %e);
+        }
+    }
+}
+
+/// Runs `sql` (with `{from}` and `{to}` filled in) over 1..=n in batches; returns the seconds.
+async fn in_batches(conn: &mut sqlx::PgConnection, what: &str, n: i64, sql: &str) -> Result<f64, sqlx::Error> {
+    let started = Instant::now();
+    let mut from = 1;
+    while from <= n {
+        let to = (from + BATCH - 1).min(n);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.replace("{from}", &from.to_string()).replace("{to}", &to.to_string()))).execute(&mut *conn).await?;
+        tracing::info!(message = "Filling.", what, rows = to, of = n);
+        from = to + 1;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Fills the scratch database: `tenants` tenants with a subscription, entitlements and a key
+/// each; `inbox` Stripe events over the last `months` months (one in a thousand still waiting);
+/// `ledger` usage ledger rows over the same months; `audit` audit rows in the audit log's
+/// oldest partition (the month the retention figure retires). Returns the seconds it took.
+pub(super) async fn fill(pool: &SystemPool, prefix: &str, tenants: usize, inbox: i64, ledger: i64, audit: i64, months: i64) -> Result<f64, sqlx::Error> {
+    let started = Instant::now();
+    super::customers::seed(pool, prefix, tenants).await?;
+    // One connection throughout: the tenants' numbering is a temporary table of its session.
+    let mut conn = pool.0.acquire().await?;
+    let conn = &mut *conn;
+    let span_secs = months * 30 * 86_400;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE bench_tenants AS SELECT id, row_number() OVER (ORDER BY id) - 1 AS i FROM tenants WHERE name LIKE '{prefix}%';
+         CREATE UNIQUE INDEX ON bench_tenants (i);
+         INSERT INTO entitlements (tenant_id, feature, enabled, limit_value, source, plan_id)
+           SELECT id, f, true, 10, 'plan', 'pro' FROM bench_tenants, unnest(ARRAY['projects', 'seats', 'sso', 'api_calls', 'exports']) f;"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let spread = i64::try_from(tenants.max(1)).unwrap_or(1);
+    let template = EVENT.replace('\'', "''");
+    in_batches(conn, "stripe_events", inbox, &format!(
+        "INSERT INTO stripe_events (id, type, tenant_id, stripe_created, payload, status, customer_id, object_id, received_at, queued_at, processed_at)
+         SELECT 'evt_' || g, 'customer.subscription.updated', t.id, now() - make_interval(secs => (g * {span_secs} / {inbox})::float8),
+                replace('{template}', '__N__', g::text)::jsonb,
+                CASE WHEN g % 1000 = 0 THEN 'received' ELSE 'processed' END, 'cus_' || (g % {spread}), 'sub_' || g,
+                now() - make_interval(secs => (g * {span_secs} / {inbox})::float8), NULL,
+                CASE WHEN g % 1000 = 0 THEN NULL ELSE now() - make_interval(secs => (g * {span_secs} / {inbox})::float8) END
+         FROM generate_series({{from}}::bigint, {{to}}::bigint) g JOIN bench_tenants t ON t.i = g % {spread}"
+    ))
+    .await?;
+    in_batches(conn, "usage_ledger", ledger, &format!(
+        "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity, report_status, reported_at)
+         SELECT gen_random_uuid(), t.id, (ARRAY['api_calls', 'storage_gb', 'seats'])[1 + g % 3],
+                date_trunc('minute', now() - make_interval(secs => (g * {span_secs} / {ledger})::float8)), 'bench', 1 + g % 50, 'reported', now()
+         FROM generate_series({{from}}::bigint, {{to}}::bigint) g JOIN bench_tenants t ON t.i = g % {spread}"
+    ))
+    .await?;
+    // The audit log's oldest partition (its first, converted one) ends at the start of a month
+    // ahead: its rows go in the month before that end.
+    in_batches(conn, "audit_log", audit, &format!(
+        "INSERT INTO audit_log (tenant_id, actor, action, params, outcome, at)
+         SELECT t.id, 'ops', 'overrides.set', jsonb_build_object('feature', 'seats', 'n', g), 'ok',
+                (SELECT range_to FROM ballast_partitions('audit_log') LIMIT 1) - make_interval(secs => (1 + g % 2500000)::float8)
+         FROM generate_series({{from}}::bigint, {{to}}::bigint) g JOIN bench_tenants t ON t.i = g % {spread}"
+    ))
+    .await?;
+    sqlx::raw_sql("DROP TABLE bench_tenants").execute(&mut *conn).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
