@@ -191,6 +191,17 @@ pub(super) enum BenchCommand {
         /// With --sender: the rates to run, in order (events/s).
         #[arg(long, value_delimiter = ',', default_value = "500,1000,1500,2000", requires = "sender")]
         rates: Vec<u32>,
+        /// With --sender: also drive a running peer (stripe-sync-engine's server.cjs) at this
+        /// URL with the same sender after each rate, and report its CPU per event beside
+        /// Ballast's (each from /proc: receiver, PostgreSQL and Redis processes together).
+        #[arg(long, requires = "sender")]
+        peer_url: Option<String>,
+        /// The peer's signing secret.
+        #[arg(long, requires = "peer_url", default_value = "whsec_peer")]
+        peer_secret: String,
+        /// Text of the peer's command line; its processes' CPU is the peer's.
+        #[arg(long, requires = "peer_url", default_value = "server.cjs")]
+        peer_matching: String,
     },
 }
 
@@ -307,8 +318,10 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                 println!("requests: {} sent, {} without a 2xx", last.sent, last.failed);
             }
         }
-        BenchCommand::Webhooks { sender: Some(sender), rates, secs, tenants, .. } => {
-            let params = ballast::perf::bench::webhooks_external::ExternalParams { sender, rates, secs, customers: tenants };
+        BenchCommand::Webhooks { sender: Some(sender), rates, secs, tenants, peer_url, peer_secret, peer_matching, .. } => {
+            use ballast::perf::bench::webhooks_external::{ExternalParams, PeerParams};
+            let peer = peer_url.map(|url| PeerParams { url, secret: peer_secret, matching: peer_matching });
+            let params = ExternalParams { sender, rates, secs, customers: tenants, peer };
             let r = ballast::perf::bench::webhooks_external::run(settings, params).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -319,6 +332,12 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                         rate.rate, rate.stored, rate.applied, rate.to_entitlements_p50_ms, rate.to_entitlements_p99_ms, rate.to_entitlements_max_ms,
                         if rate.kept_up { "kept up" } else { "fell behind" }, rate.sender_said
                     );
+                    let c = &rate.cpu;
+                    println!("  CPU per applied event: {:.3} ms (ballast {:.3}, postgres {:.3}, redis {:.3})", c.total_ms, c.receiver_ms, c.postgres_ms, c.redis_ms);
+                    if let Some(p) = &rate.peer {
+                        let c = &p.cpu;
+                        println!("  peer at {}/s: CPU per event {:.3} ms (peer {:.3}, postgres {:.3}); sender: {}", rate.rate, c.total_ms, c.receiver_ms, c.postgres_ms, p.sender_said);
+                    }
                 }
                 match r.highest_kept_up {
                     Some(rate) => println!("highest rate kept up with (p99 under 1 s, all applied): {rate}/s"),

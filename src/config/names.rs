@@ -52,6 +52,7 @@ pub const SETTINGS: &[(&str, Reader)] = &[
     ("BALLAST_WEBHOOK_APPLY_BATCH", Reader::Fleet),
     ("BALLAST_INBOX_RETENTION_SECS", Reader::Fleet),
     ("BALLAST_AUDIT_RETENTION_DAYS", Reader::Fleet),
+    ("BALLAST_LEDGER_RETENTION_DAYS", Reader::Fleet),
     ("BALLAST_PARTITION_ARCHIVE_DIR", Reader::Fleet),
     ("BALLAST_BACKUP_DIR", Reader::Fleet),
     ("BALLAST_CONSOLE_LISTEN", Reader::Fleet),

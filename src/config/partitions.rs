@@ -11,6 +11,9 @@ pub struct PartitionSettings {
     /// How long the audit log keeps a month (`BALLAST_AUDIT_RETENTION_DAYS`, 400: a year's
     /// audit plus its review): a month is retired whole once its last day is this old.
     pub audit_retention: Duration,
+    /// How long the usage ledger keeps a month once it is partitioned
+    /// (`BALLAST_LEDGER_RETENTION_DAYS`, 760: two years of invoices and the month being disputed).
+    pub ledger_retention: Duration,
     /// Where a retired month is written before it is dropped (`BALLAST_PARTITION_ARCHIVE_DIR`:
     /// CSV with a header and a `.sha256` beside it); unset: dropped without a copy.
     pub archive_dir: Option<PathBuf>,
@@ -22,14 +25,19 @@ impl PartitionSettings {
         if days < 31 {
             return Err(ConfigError::new("BALLAST_AUDIT_RETENTION_DAYS", format!("{days} would retire the month being written; use 31 or more")));
         }
+        let ledger_days: u64 = src.parse_or("BALLAST_LEDGER_RETENTION_DAYS", 760u64, "a number of days")?;
+        if ledger_days < 62 {
+            return Err(ConfigError::new("BALLAST_LEDGER_RETENTION_DAYS", format!("{ledger_days} would retire usage not yet invoiced; use 62 or more")));
+        }
         let archive_dir = src.get("BALLAST_PARTITION_ARCHIVE_DIR").map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from);
-        Ok(Self { audit_retention: Duration::from_secs(86_400 * days), archive_dir })
+        Ok(Self { audit_retention: Duration::from_secs(86_400 * days), ledger_retention: Duration::from_secs(86_400 * ledger_days), archive_dir })
     }
 
     /// How long `table` keeps a month; `None` for a table that is not partitioned.
     pub fn retention_of(&self, table: &str) -> Option<Duration> {
         match table {
             "audit_log" => Some(self.audit_retention),
+            "usage_ledger" => Some(self.ledger_retention),
             _ => None,
         }
     }
@@ -37,6 +45,6 @@ impl PartitionSettings {
 
 impl Default for PartitionSettings {
     fn default() -> Self {
-        Self { audit_retention: Duration::from_secs(86_400 * 400), archive_dir: None }
+        Self { audit_retention: Duration::from_secs(86_400 * 400), ledger_retention: Duration::from_secs(86_400 * 760), archive_dir: None }
     }
 }

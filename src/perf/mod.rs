@@ -8,3 +8,4 @@
 
 pub mod bench;
 pub mod loadtest;
+pub mod proc_cpu;

@@ -169,10 +169,12 @@ async fn report_pending(state: &Deps, report: &mut FlushReport) -> Result<(), Fl
             Ok(()) => (ReportStatus::Reported, None),
             Err(reason) => (ReportStatus::Dead, Some(reason.as_str())),
         };
-        sqlx::query("UPDATE usage_ledger SET report_status = $2, report_error = $3, reported_at = now() WHERE id = $1")
+        // With the minute, a partitioned ledger looks in one month's partition, not every one.
+        sqlx::query("UPDATE usage_ledger SET report_status = $2, report_error = $3, reported_at = now() WHERE id = $1 AND usage_minute = $4")
             .bind(row.id)
             .bind(status.as_str())
             .bind(error)
+            .bind(row.usage_minute)
             .execute(&state.system_pool.0)
             .await?;
         match outcome {

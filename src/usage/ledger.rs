@@ -7,16 +7,23 @@ use chrono::{DateTime, Utc};
 const LEDGER_NS: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_3c2e_9b7d_4e11_8f0a_5d2c_7b3e_9a41);
 
 /// One ledger row to write: a tenant's units of a metric in a minute.
-pub(super) struct LedgerRow {
+pub struct LedgerRow {
+    /// The tenant.
     pub tenant: uuid::Uuid,
+    /// The metric.
     pub metric: String,
+    /// The minute the units were used in.
     pub minute: DateTime<Utc>,
+    /// The units.
     pub quantity: i64,
 }
 
 /// Records a flush and its ledger rows in the caller's transaction; returns the rows written.
-/// A flush id seen before writes nothing (its rows are already there).
-pub(super) async fn write_ledger(tx: &mut sqlx::PgConnection, flush_id: &str, window: i64, rows: &[LedgerRow]) -> Result<usize, sqlx::Error> {
+/// A flush id seen before writes nothing (its rows are already there). The conflict is on
+/// `(id, usage_minute)`, as unique as the id (which derives from the minute), because that is
+/// the key the ledger keeps once it is partitioned by month of `usage_minute`
+/// (migrations/next/): it works on the table before and after.
+pub async fn write_ledger(tx: &mut sqlx::PgConnection, flush_id: &str, window: i64, rows: &[LedgerRow]) -> Result<usize, sqlx::Error> {
     let first: Option<String> = sqlx::query_scalar(
         "INSERT INTO usage_flushes (flush_id, arrival_window, rows) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING flush_id",
     )
@@ -37,7 +44,7 @@ pub(super) async fn write_ledger(tx: &mut sqlx::PgConnection, flush_id: &str, wi
     let written = sqlx::query(
         "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity)
          SELECT id, t, m, u, $6, q FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bigint[]) AS r (id, t, m, u, q)
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id, usage_minute) DO NOTHING",
     )
     .bind(&ids)
     .bind(&tenants)

@@ -211,3 +211,101 @@ async fn the_audit_log_conversion_runs_under_writers_and_loses_nothing() {
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&mut *tx).await.expect("count");
     assert_eq!(seen, 0, "another tenant sees none of these rows");
 }
+
+/// Applies the next release's migration files whose names start with `prefix`, in order, each
+/// as `ballast migrate` would: in a transaction of its own, unless it says `-- no-transaction`.
+async fn apply_next(owner: &PgPool, prefix: &str) -> Vec<String> {
+    let dir = crate::support::repo_path("migrations/next");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("migrations/next").flatten().map(|e| e.path()).filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(".sql"))).collect();
+    files.sort();
+    for file in &files {
+        let sql = std::fs::read_to_string(file).expect("migration");
+        if sql.starts_with("-- no-transaction") {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(owner).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        } else {
+            let mut tx = owner.begin().await.expect("begin");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            tx.commit().await.expect("commit");
+        }
+    }
+    files.iter().map(|f| f.display().to_string()).collect()
+}
+
+fn ledger_rows(tenant: Uuid, minutes: impl Iterator<Item = chrono::DateTime<Utc>>) -> Vec<ballast::usage::ledger::LedgerRow> {
+    minutes.map(|minute| ballast::usage::ledger::LedgerRow { tenant, metric: "api_calls".into(), minute, quantity: 3 }).collect()
+}
+
+/// The next release's conversion of the usage ledger (migrations/next/), applied while this
+/// release's flush writes: no write fails or is lost, the old rows are the first partition
+/// (its key the index 0049 built), a repeated flush still writes nothing twice, and the ledger
+/// then takes part in partition maintenance like the audit log.
+#[tokio::test]
+async fn the_next_releases_ledger_conversion_runs_under_this_releases_flush() {
+    let db = TestDb::create().await;
+    let owner = pool(&db.url("ballast_owner")).await;
+    let system = pool(&db.url("ballast_system")).await;
+    let tenant = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'metered')").bind(tenant).execute(&system).await.expect("tenant");
+    let now = Utc::now();
+    let earlier = ledger_rows(tenant, (0..1000).map(|i| now - TimeDelta::minutes(60 * 24 * 40) + TimeDelta::minutes(i)));
+    let mut tx = system.begin().await.expect("tx");
+    assert_eq!(ballast::usage::ledger::write_ledger(&mut tx, "flush-earlier", 1, &earlier).await.expect("earlier"), 1000);
+    tx.commit().await.expect("commit");
+    let key_index: i64 = sqlx::query_scalar("SELECT 'usage_ledger_id_minute_idx'::regclass::oid::bigint").fetch_one(&owner).await.expect("index of 0049");
+
+    // This release's flush, writing a flush after another while the conversion runs.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (system, stop) = (system.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut written, mut failed, mut flush) = (0usize, Vec::new(), 0);
+            while !stop.is_cancelled() || flush < 20 {
+                flush += 1;
+                let rows = ledger_rows(tenant, (0..10).map(|i| now - TimeDelta::minutes(i)));
+                let mut tx = system.begin().await.expect("tx");
+                match ballast::usage::ledger::write_ledger(&mut tx, &format!("flush-{w}-{flush}"), 2, &rows).await {
+                    Ok(n) => match tx.commit().await {
+                        Ok(()) => written += n,
+                        Err(e) => failed.push(e.to_string()),
+                    },
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (written, failed)
+        }));
+    }
+    let applied = apply_next(&owner, "usage_ledger_").await;
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    stop.cancel();
+    let mut written = 0;
+    for w in writers {
+        let (n, failed) = w.await.expect("writer");
+        assert!(failed.is_empty(), "flushes failed during the conversion: {failed:?}");
+        written += n;
+    }
+
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'usage_ledger'").fetch_one(&owner).await.expect("kind");
+    assert_eq!(kind, "p");
+    assert_eq!(count(&system, "SELECT count(*) FROM usage_ledger").await, 1000 + written as i64, "every row written is there once");
+    let legacy_key: i64 = sqlx::query_scalar("SELECT conindid::oid::bigint FROM pg_constraint WHERE conname = 'usage_ledger_legacy_pkey'").fetch_one(&owner).await.expect("key");
+    assert_eq!(legacy_key, key_index, "the first partition's key is the index built before");
+
+    // A flush repeated after a crash (its flush record lost with the transaction that did not
+    // commit elsewhere) conflicts on the partitioned key and writes nothing twice.
+    sqlx::query("DELETE FROM usage_flushes WHERE flush_id = 'flush-earlier'").execute(&system).await.expect("forget the flush");
+    let mut tx = system.begin().await.expect("tx");
+    assert_eq!(ballast::usage::ledger::write_ledger(&mut tx, "flush-earlier", 1, &earlier).await.expect("again"), 0);
+    tx.commit().await.expect("commit");
+
+    // Months ahead and retirement, as for the audit log.
+    partitions::ensure_all_ahead(&system, now).await.expect("ahead");
+    let parts = partitions::list(&system, "usage_ledger").await.expect("list");
+    assert!(parts.last().expect("some").range_to >= now + partitions::AHEAD, "{parts:?}");
+    let retention = Duration::from_secs(760 * 86_400);
+    let later = parts[0].range_to + TimeDelta::from_std(retention).expect("delta");
+    let retired = partitions::retire(&system, "usage_ledger", later, retention, None).await.expect("retire");
+    assert_eq!(retired.partitions, 1);
+    assert_eq!(retired.rows, 1000 + written as u64);
+    assert_eq!(count(&system, "SELECT count(*) FROM usage_ledger").await, 0);
+}

@@ -19,7 +19,10 @@ use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use secrecy::ExposeSecret;
+
 use super::BenchError;
+use crate::perf::proc_cpu::{self, Part};
 use crate::app::{AppState, Member, Role};
 use crate::config::Settings;
 use crate::state::Registry;
@@ -43,6 +46,52 @@ pub struct ExternalParams {
     pub secs: u32,
     /// Customers (one tenant each) the sender spreads its events over.
     pub customers: usize,
+    /// A peer driven by the same sender at each rate, right after Ballast.
+    pub peer: Option<PeerParams>,
+}
+
+/// A peer receiver (stripe-sync-engine) already running against the same PostgreSQL.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerParams {
+    /// Its webhook URL.
+    pub url: String,
+    /// Its signing secret.
+    #[serde(skip)]
+    pub secret: String,
+    /// Text of its processes' command line (`server.cjs`): their CPU is the peer's.
+    pub matching: String,
+}
+
+/// CPU per event (ms), by part and together.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuPerEvent {
+    /// The receiver's own processes (Ballast's member, or the peer's server).
+    pub receiver_ms: f64,
+    /// PostgreSQL (the postmaster and its children).
+    pub postgres_ms: f64,
+    /// Redis (none for the peer).
+    pub redis_ms: f64,
+    /// All three.
+    pub total_ms: f64,
+}
+
+impl CpuPerEvent {
+    fn of(used: &std::collections::BTreeMap<String, Duration>, events: u64) -> Self {
+        let per = |name: &str| used.get(name).map_or(0.0, |d| d.as_secs_f64() * 1000.0 / events.max(1) as f64);
+        let (receiver_ms, postgres_ms, redis_ms) = (per("receiver"), per("postgres"), per("redis"));
+        Self { receiver_ms, postgres_ms, redis_ms, total_ms: receiver_ms + postgres_ms + redis_ms }
+    }
+}
+
+/// The peer at one rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRate {
+    /// Events the sender sent.
+    pub events: u64,
+    /// Its CPU per event (each applied before its POST returned).
+    pub cpu: CpuPerEvent,
+    /// What the sender printed last.
+    pub sender_said: String,
 }
 
 /// The figures of one rate.
@@ -64,6 +113,10 @@ pub struct RateReport {
     pub kept_up: bool,
     /// What the sender printed last (its own POST latency figures).
     pub sender_said: String,
+    /// CPU per applied event from the sender's start until the last was applied.
+    pub cpu: CpuPerEvent,
+    /// The peer at the same rate, from the same sender.
+    pub peer: Option<PeerRate>,
 }
 
 /// The figures of every rate.
@@ -111,7 +164,47 @@ pub async fn run(settings: Settings, params: ExternalParams) -> Result<ExternalR
 async fn one_rate(settings: Settings, params: &ExternalParams, rate: u32) -> Result<RateReport, BenchError> {
     let run = super::webhooks::set_up(settings, params.customers).await?;
     let result = measure(&run.state, &run.run_id, &run.secret, &run.tenants, params, rate).await;
-    super::webhooks::tear_down(&run, result).await
+    let mut report = super::webhooks::tear_down(&run, result).await?;
+    if let Some(peer) = &params.peer {
+        report.peer = Some(peer_rate(&run.state, params, peer, rate, &run.run_id).await?);
+    }
+    Ok(report)
+}
+
+/// The parts whose CPU is counted: the receiver, PostgreSQL (the postmaster serving `state`'s
+/// database, and its children) and, for Ballast, the Redis it uses.
+async fn parts(state: &AppState, receiver: Part) -> Result<Vec<(String, Part)>, BenchError> {
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&state.system_pool.0).await?;
+    let postmaster = crate::perf::proc_cpu::parent_of(u32::try_from(backend).unwrap_or(0)).ok_or_else(|| BenchError::NotReady("PostgreSQL's processes are not on this machine".into()))?;
+    let mut parts = vec![("receiver".to_owned(), receiver), ("postgres".to_owned(), Part::Tree(postmaster))];
+    if matches!(parts[0].1, Part::Myself) {
+        let port = reqwest::Url::parse(state.settings.redis_url.expose_secret().split(',').next().unwrap_or_default()).ok().and_then(|u| u.port()).unwrap_or(6379);
+        parts.push(("redis".to_owned(), Part::RedisOnPort(port)));
+    }
+    Ok(parts)
+}
+
+/// The same sender against the peer at `rate`; its CPU per event sent.
+async fn peer_rate(state: &AppState, params: &ExternalParams, peer: &PeerParams, rate: u32, run_id: &str) -> Result<PeerRate, BenchError> {
+    let parts = parts(state, Part::CommandHolding(peer.matching.clone())).await?;
+    let command = params
+        .sender
+        .replace("{url}", &peer.url)
+        .replace("{secret}", &peer.secret)
+        .replace("{rate}", &rate.to_string())
+        .replace("{secs}", &params.secs.to_string())
+        .replace("{prefix}", &format!("cus_peer{run_id}r{rate}_"))
+        .replace("{customers}", &params.customers.to_string());
+    let before = proc_cpu::snapshot(&parts);
+    let sent = tokio::process::Command::new("sh").arg("-c").arg(&command).kill_on_drop(true).output().await;
+    let used = proc_cpu::since(&before, &proc_cpu::snapshot(&parts));
+    let events = u64::from(rate) * u64::from(params.secs);
+    let sender_said = match &sent {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_owned(),
+        Ok(out) => format!("the sender exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => format!("the sender did not start: {e}"),
+    };
+    Ok(PeerRate { events, cpu: CpuPerEvent::of(&used, events), sender_said })
 }
 
 async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::Uuid], params: &ExternalParams, rate: u32) -> Result<RateReport, BenchError> {
@@ -133,6 +226,8 @@ async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::
         .replace("{secs}", &params.secs.to_string())
         .replace("{prefix}", &prefix)
         .replace("{customers}", &tenants.len().to_string());
+    let parts = parts(state, Part::Myself).await?;
+    let cpu_before = proc_cpu::snapshot(&parts);
     let sent = tokio::process::Command::new("sh").arg("-c").arg(&command).kill_on_drop(true).output().await;
     let sender_said = match &sent {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_owned(),
@@ -155,6 +250,7 @@ async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let cpu_used = proc_cpu::since(&cpu_before, &proc_cpu::snapshot(&parts));
     member.shutdown().await;
 
     let received: Vec<(String, DateTime<Utc>)> = sqlx::query_as("SELECT id, received_at FROM stripe_events WHERE customer_id LIKE $1")
@@ -182,5 +278,7 @@ async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::
         to_entitlements_max_ms: max,
         kept_up: sent.is_ok_and(|o| o.status.success()) && stored > 0 && stored == applied && p99 < KEPT_UP_P99_MS,
         sender_said,
+        cpu: CpuPerEvent::of(&cpu_used, applied),
+        peer: None,
     })
 }
