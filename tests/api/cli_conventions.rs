@@ -20,7 +20,7 @@ const OTHER: &[&str] = &[
     "tenants create", "tenants list", "tenants show", "stripe-events list", "stripe-events show", "limits override", "limits revert",
     "limits blocks", "emails list", "usage flush", "usage ledger", "endpoints list", "endpoints show", "deliveries list", "deliveries show", "deliveries resend", "cache warm", "flags list", "flags set", "loadtest", "loadtest history",
     "runbook list", "runbook show", "runbook runs", "runbook runs show", "slo status", "bench jobs", "bench usage", "bench limiter",
-    "bench webhooks", "bench entitlements", "bench customers", "bench console", "bench deliveries", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
+    "bench webhooks", "bench entitlements", "bench customers", "bench console", "bench scale", "bench deliveries", "bench soak", "dev stripe serve", "dev stripe checkout", "dev stripe advance",
     "dev stripe card", "dev stripe meter-events", "dev mail serve", "dev mail list", "jobs",
     // Runs what the scheduler's leader runs every few seconds anyway: nothing to dry-run.
     "maintenance", "maintenance status", "maintenance run",
