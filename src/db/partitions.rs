@@ -133,7 +133,8 @@ pub async fn ensure_all_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<S
 /// Retirements a previous run began are finished first.
 pub async fn retire(pool: &PgPool, table: &str, now: DateTime<Utc>, retention: Duration, archive: Option<&Path>) -> Result<Retired, PartitionError> {
     let mut retired = finish_open(pool, table, archive).await?;
-    let cutoff = now - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+    // A retention too long to subtract retires nothing.
+    let cutoff = chrono::TimeDelta::from_std(retention).ok().and_then(|r| now.checked_sub_signed(r)).unwrap_or(DateTime::<Utc>::MIN_UTC);
     for partition in list(pool, table).await? {
         if partition.range_to > cutoff || partition.range_to > now {
             break;

@@ -19,7 +19,16 @@ impl Service for DeliveryPrune {
 
     fn run<'a>(&'a self, deps: &'a Deps) -> Running<'a> {
         Box::pin(async move {
-            let pruned = crate::webhooks_out::deliveries::prune(&deps.system_pool, crate::webhooks_out::deliveries::RETENTION).await?;
+            // Batch after batch (each its own transaction) while full, within the inbox prune's
+            // budget: one batch a minute kept up with 166 finished deliveries a second and no more.
+            let (started, mut pruned) = (std::time::Instant::now(), 0);
+            loop {
+                let batch = crate::webhooks_out::deliveries::prune(&deps.system_pool, crate::webhooks_out::deliveries::RETENTION).await?;
+                pruned += batch;
+                if batch < crate::webhooks_out::deliveries::PRUNE_BATCH || started.elapsed() >= crate::stripe::inbox::PRUNE_BUDGET {
+                    break;
+                }
+            }
             Ok::<_, MaintenanceError>(Report::of("pruned", pruned))
         })
     }

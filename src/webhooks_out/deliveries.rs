@@ -401,22 +401,27 @@ pub async fn resend(pool: &TenantPool, tenant: TenantId, endpoint: uuid::Uuid, d
 /// How long a finished delivery stays in its endpoint's log.
 pub const RETENTION: chrono::Duration = chrono::Duration::days(30);
 
+/// Deliveries (and messages) one [`prune`] deletes.
+pub const PRUNE_BATCH: u64 = 10_000;
+
 /// Deletes deliveries finished more than `retention` ago with their attempts, and messages left
-/// with no delivery, up to 10,000 of each per call (the scheduler's sweep calls it every few seconds).
-/// System pool: retention spans tenants.
+/// with no delivery, up to [`PRUNE_BATCH`] of each per call (the `deliveries.prune` service calls
+/// it again while batches come back full). System pool: retention spans tenants.
 pub async fn prune(pool: &SystemPool, retention: chrono::Duration) -> Result<u64, sqlx::Error> {
     let mut tx = pool.0.begin().await?;
-    let old: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE finished_at < now() - $1 LIMIT 10000")
+    let old: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE finished_at < now() - $1 LIMIT $2")
         .bind(retention)
+        .bind(PRUNE_BATCH as i64)
         .fetch_all(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id = ANY($1)").bind(&old).execute(&mut *tx).await?;
     let deleted = sqlx::query("DELETE FROM webhook_deliveries WHERE id = ANY($1)").bind(&old).execute(&mut *tx).await?.rows_affected();
     sqlx::query(
         "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m WHERE m.created_at < now() - $1 \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id) LIMIT 10000)",
+         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id) LIMIT $2)",
     )
     .bind(retention)
+    .bind(PRUNE_BATCH as i64)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -59,6 +59,21 @@ async fn the_partitions_service_keeps_months_ahead_and_retires_nothing_within_re
 }
 
 #[tokio::test]
+async fn one_inbox_prune_drains_more_than_a_batch_so_it_keeps_up_with_the_intake() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let due = ballast::stripe::inbox::PRUNE_BATCH * 2 + 500;
+    sqlx::query(
+        "INSERT INTO stripe_events (id, type, livemode, stripe_created, payload, status, received_at)
+         SELECT 'evt_due_' || g, 'invoice.paid', false, now(), '{}', 'processed', now() - interval '400 days' FROM generate_series(1, $1) g",
+    )
+    .bind(due)
+    .execute(&app.state.system_pool.0)
+    .await
+    .expect("due rows");
+    assert_eq!(count(&run(&app, "inbox.prune").await, "pruned"), due as u64, "every due row in one run");
+}
+
+#[tokio::test]
 async fn the_outbox_sweep_queues_an_email_whose_job_was_lost() {
     let app = TestApp::builder().roles(&[]).spawn().await;
     let t = app.tenant("outbox").await;
