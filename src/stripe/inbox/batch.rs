@@ -66,7 +66,9 @@ pub struct Stored {
 }
 
 /// Inserts rows; returns what each became, in order. A repeated id (also within the batch) is
-/// a duplicate of the first.
+/// a duplicate of the first. The conflict names no key: it holds on today's `(id)` and on the
+/// `(id, stripe_created)` a table partitioned by `stripe_created` keeps (an event's id fixes its
+/// created time), so this release runs beside the next one's conversion (migrations/next/).
 pub async fn insert_many(pool: &SystemPool, rows: &[Row]) -> Result<Vec<Stored>, sqlx::Error> {
     let status = |r: &Row| if r.handled { InboxStatus::Received } else { InboxStatus::Ignored }.as_str();
     let stored: Vec<(String, Option<uuid::Uuid>)> = sqlx::query_as(
@@ -76,7 +78,7 @@ pub async fn insert_many(pool: &SystemPool, rows: &[Row]) -> Result<Vec<Stored>,
                 CASE WHEN u.status = 'ignored' THEN now() END, (SELECT t.id FROM tenants t WHERE t.stripe_customer_id = u.customer)
          FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::float8[], $6::jsonb[], $7::text[], $8::text[], $9::text[])
               AS u(id, type, livemode, api_version, created, payload, status, customer, object)
-         ON CONFLICT (id) DO NOTHING RETURNING id, tenant_id",
+         ON CONFLICT DO NOTHING RETURNING id, tenant_id",
     )
     .bind(rows.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
