@@ -15,13 +15,7 @@ rate=${3:-1000}
 secs=${4:-10}
 peer=$(cd "$peer" && pwd)
 cd "$(dirname "$0")/.."
-: "${BALLAST_TEST_PG_ADMIN_URL:?run with the environment ./deploy/dev.sh services prints}"
-admin=$BALLAST_TEST_PG_ADMIN_URL
-peer_db=${admin%/*}/sse
-psql "$admin" -qc "DROP DATABASE IF EXISTS sse" -c "CREATE DATABASE sse" >/dev/null
-(cd "$peer" && PEER_DATABASE_URL=$peer_db node migrate.cjs >/dev/null)
-secret=whsec_peer_bench
-port=8090
+. benches/peer-database.sh
 (cd "$peer" && SECRET=$secret PROCS=1 PORT=$port PEER_DATABASE_URL=$peer_db node server.cjs) &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

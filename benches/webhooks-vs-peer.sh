@@ -19,13 +19,7 @@ rates=${3:-500,750,1000}
 secs=${4:-10}
 peer=$(cd "$peer" && pwd)
 cd "$(dirname "$0")/.."
-: "${BALLAST_TEST_PG_ADMIN_URL:?run with the environment ./deploy/dev.sh services prints}"
-admin=$BALLAST_TEST_PG_ADMIN_URL
-peer_db=${admin%/*}/sse
-psql "$admin" -qc "DROP DATABASE IF EXISTS sse" -c "CREATE DATABASE sse" >/dev/null
-(cd "$peer" && PEER_DATABASE_URL=$peer_db node migrate.cjs >/dev/null)
-secret=whsec_peer_bench
-port=8090
+. benches/peer-database.sh
 
 peer_run() {
   local rate=$1
