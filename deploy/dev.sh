@@ -262,7 +262,9 @@ start_redis_cluster() {
   done
   for _ in $(seq 1 100); do
     local up=0
-    for port in $(cluster_ports); do redis-cli -p "$port" ping >/dev/null 2>&1 && up=$((up + 1)); done
+    # PONG, not just an answer: a node still loading its append-only file answers LOADING, and
+    # its `cluster info` is empty until it has loaded (which read as "not yet a cluster").
+    for port in $(cluster_ports); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && up=$((up + 1)); done
     [ "$up" = 3 ] && break
     sleep 0.1
   done
