@@ -17,8 +17,9 @@ use sqlx::postgres::PgPoolCopyExt;
 use tokio::io::AsyncWriteExt;
 
 /// The tables partitioned by month of their time column, or to be once their conversion runs
-/// (the usage ledger's is in migrations/next/: until it moves up, the ledger is skipped).
-pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger"];
+/// (the usage ledger's and the Stripe inbox's are in migrations/next/: until they move up,
+/// those tables are skipped).
+pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger", "stripe_events"];
 
 /// How far ahead partitions exist: a maintenance leader that is gone for weeks still leaves
 /// every write a partition (and the overdue check says so long before).
@@ -79,6 +80,9 @@ pub struct Retired {
     pub archived: u64,
     /// The longest detach: how long the parent was locked, waiting included (ms).
     pub longest_detach_ms: u64,
+    /// Rows kept: moved back into the table (its DEFAULT partition) before their month was
+    /// dropped, because they were still to be handled.
+    pub kept: u64,
 }
 
 /// `table`'s partitions, oldest first.
@@ -128,11 +132,13 @@ pub async fn ensure_all_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<S
 }
 
 /// Retires `table`'s partitions that end `retention` or more before `now`: each is detached (a
-/// moment's lock on the parent), copied to `archive` when one is given (CSV with a header and
-/// a `.sha256` beside it), then dropped. The partition that holds `now` is never retired.
+/// moment's lock on the parent), its rows matching `keep` (an SQL condition from the table's
+/// owner: rows still to be handled) moved back into the table, where its DEFAULT partition
+/// takes them, the partition copied to `archive` when one is given (CSV with a header and a
+/// `.sha256` beside it), then dropped. The partition that holds `now` is never retired.
 /// Retirements a previous run began are finished first.
-pub async fn retire(pool: &PgPool, table: &str, now: DateTime<Utc>, retention: Duration, archive: Option<&Path>) -> Result<Retired, PartitionError> {
-    let mut retired = finish_open(pool, table, archive).await?;
+pub async fn retire(pool: &PgPool, table: &str, now: DateTime<Utc>, retention: Duration, archive: Option<&Path>, keep: Option<&str>) -> Result<Retired, PartitionError> {
+    let mut retired = finish_open(pool, table, archive, keep).await?;
     // A retention too long to subtract retires nothing.
     let cutoff = chrono::TimeDelta::from_std(retention).ok().and_then(|r| now.checked_sub_signed(r)).unwrap_or(DateTime::<Utc>::MIN_UTC);
     for partition in list(pool, table).await? {
@@ -148,8 +154,8 @@ pub async fn retire(pool: &PgPool, table: &str, now: DateTime<Utc>, retention: D
             .fetch_one(pool)
             .await?;
         retired.longest_detach_ms = retired.longest_detach_ms.max(u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX));
-        let open = Open { id: retirement, partition: partition.name, rows, archived: false };
-        finish(pool, &open, archive, &mut retired).await?;
+        let open = Open { id: retirement, partition: partition.name, parent: table.to_owned(), rows, archived: false };
+        finish(pool, &open, archive, keep, &mut retired).await?;
     }
     Ok(retired)
 }
@@ -159,13 +165,14 @@ pub async fn retire(pool: &PgPool, table: &str, now: DateTime<Utc>, retention: D
 struct Open {
     id: i64,
     partition: String,
+    parent: String,
     rows: i64,
     archived: bool,
 }
 
-async fn finish_open(pool: &PgPool, table: &str, archive: Option<&Path>) -> Result<Retired, PartitionError> {
+async fn finish_open(pool: &PgPool, table: &str, archive: Option<&Path>, keep: Option<&str>) -> Result<Retired, PartitionError> {
     let open: Vec<Open> = sqlx::query_as(
-        "SELECT id, partition, rows, archived_at IS NOT NULL AS archived FROM partition_retirements
+        "SELECT id, partition, parent, rows, archived_at IS NOT NULL AS archived FROM partition_retirements
          WHERE parent = $1 AND dropped_at IS NULL ORDER BY id",
     )
     .bind(table)
@@ -173,13 +180,25 @@ async fn finish_open(pool: &PgPool, table: &str, archive: Option<&Path>) -> Resu
     .await?;
     let mut retired = Retired::default();
     for one in &open {
-        finish(pool, one, archive, &mut retired).await?;
+        finish(pool, one, archive, keep, &mut retired).await?;
     }
     Ok(retired)
 }
 
-/// Archives (when asked and not done) and drops one detached partition.
-async fn finish(pool: &PgPool, open: &Open, archive: Option<&Path>, retired: &mut Retired) -> Result<(), PartitionError> {
+/// Moves the kept rows back (when asked), archives (when asked and not done) and drops one
+/// detached partition. Each step may be repeated after a crash: a row moved before conflicts
+/// on the table's key and stays as it is now.
+async fn finish(pool: &PgPool, open: &Open, archive: Option<&Path>, keep: Option<&str>, retired: &mut Retired) -> Result<(), PartitionError> {
+    if let Some(condition) = keep {
+        let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} SELECT * FROM {} WHERE {condition} ON CONFLICT DO NOTHING",
+            quoted(&open.parent),
+            quoted(&open.partition)
+        )))
+        .execute(pool)
+        .await?;
+        retired.kept += moved.rows_affected();
+    }
     if let (Some(dir), false) = (archive, open.archived) {
         let (path, sha256) = archive_to(pool, &open.partition, open.id, dir).await?;
         sqlx::query("UPDATE partition_retirements SET archive_path = $2, archive_sha256 = $3, archived_at = now() WHERE id = $1")

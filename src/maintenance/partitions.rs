@@ -1,6 +1,7 @@
 //! `partitions`: each partitioned table (`db::partitions::PARTITIONED`) gets its monthly
 //! partitions three months ahead, and its months past their retention retired whole
-//! (detached, archived when `BALLAST_PARTITION_ARCHIVE_DIR` is set, dropped).
+//! (detached, archived when `BALLAST_PARTITION_ARCHIVE_DIR` is set, dropped). The Stripe inbox
+//! keeps a retired month's events still to handle: they move to its DEFAULT partition.
 
 use std::time::Duration;
 
@@ -28,12 +29,18 @@ impl Service for Partitions {
             let created = partitions::ensure_all_ahead(pool, now).await?;
             let mut report = Report::of("created", created.len() as u64);
             for table in partitions::PARTITIONED {
-                let Some(retention) = deps.partitions.retention_of(table) else { continue };
-                let retired = partitions::retire(pool, table, now, retention, deps.partitions.archive_dir.as_deref()).await?;
+                // The inbox keeps its own retention, and the events still to handle.
+                let (retention, keep) = match *table {
+                    "stripe_events" => (Some(deps.inbox_retention), Some(crate::stripe::inbox::STILL_TO_HANDLE)),
+                    other => (deps.partitions.retention_of(other), None),
+                };
+                let Some(retention) = retention else { continue };
+                let retired = partitions::retire(pool, table, now, retention, deps.partitions.archive_dir.as_deref(), keep).await?;
                 report = report
                     .with(&format!("{table}.retired"), retired.partitions)
                     .with(&format!("{table}.rows_retired"), retired.rows)
-                    .with(&format!("{table}.archived"), retired.archived);
+                    .with(&format!("{table}.archived"), retired.archived)
+                    .with(&format!("{table}.kept"), retired.kept);
             }
             Ok::<_, MaintenanceError>(report)
         })

@@ -72,7 +72,7 @@ async fn a_month_past_its_retention_is_retired_whole_archived_and_checksummed() 
     let retention = Duration::from_secs(40 * 86_400);
     let at = parts[1].range_to + TimeDelta::from_std(retention).expect("delta");
     let archive = tempfile::tempdir().expect("dir");
-    let retired = partitions::retire(&system, "audit_log", at, retention, Some(archive.path())).await.expect("retire");
+    let retired = partitions::retire(&system, "audit_log", at, retention, Some(archive.path()), None).await.expect("retire");
     assert_eq!(retired.partitions, 2, "{retired:?}");
     assert_eq!(retired.rows, (rows_in[&parts[0].name] + rows_in[&parts[1].name]) as u64);
     assert_eq!(retired.archived, 2);
@@ -121,7 +121,7 @@ async fn a_retirement_a_crash_interrupted_is_finished_and_the_functions_refuse_a
 
     // The next run (nothing else due yet) archives and drops it.
     let archive = tempfile::tempdir().expect("dir");
-    let retired = partitions::retire(&system, "audit_log", now, Duration::from_secs(400 * 86_400), Some(archive.path())).await.expect("retire");
+    let retired = partitions::retire(&system, "audit_log", now, Duration::from_secs(400 * 86_400), Some(archive.path()), None).await.expect("retire");
     assert_eq!((retired.partitions, retired.rows, retired.archived), (1, 25, 1));
     let done = partitions::retirements(&system, "audit_log", 1).await.expect("record");
     assert_eq!(done[0].state(), RetirementState::Dropped);
@@ -304,8 +304,91 @@ async fn the_next_releases_ledger_conversion_runs_under_this_releases_flush() {
     assert!(parts.last().expect("some").range_to >= now + partitions::AHEAD, "{parts:?}");
     let retention = Duration::from_secs(760 * 86_400);
     let later = parts[0].range_to + TimeDelta::from_std(retention).expect("delta");
-    let retired = partitions::retire(&system, "usage_ledger", later, retention, None).await.expect("retire");
+    let retired = partitions::retire(&system, "usage_ledger", later, retention, None, None).await.expect("retire");
     assert_eq!(retired.partitions, 1);
     assert_eq!(retired.rows, 1000 + written as u64);
     assert_eq!(count(&system, "SELECT count(*) FROM usage_ledger").await, 0);
+}
+
+/// A signed-shape Stripe event created at `created` for `customer`, as the intake stores it.
+fn inbox_row(id: &str, created: i64, customer: &str) -> ballast::stripe::inbox::batch::Row {
+    let raw = serde_json::json!({"id": id, "object": "event", "type": "invoice.paid", "created": created, "livemode": false,
+        "api_version": "2025-09-30.clover", "data": {"object": {"id": format!("in_{id}"), "object": "invoice", "customer": customer}}});
+    let event = ballast::stripe::event::StripeEvent::from_value(&raw, created).expect("event");
+    ballast::stripe::inbox::batch::Row::of(&event, raw)
+}
+
+/// The next release's conversion of the Stripe inbox (migrations/next/), applied while this
+/// release's intake stores events: none fails or is lost and a redelivery is still a duplicate;
+/// then a month is retired and its events still to handle move to the DEFAULT partition,
+/// where the prune (and only there) deletes once they are settled.
+#[tokio::test]
+async fn the_next_releases_inbox_conversion_runs_under_this_releases_intake_and_keeps_what_is_still_to_handle() {
+    let db = TestDb::create().await;
+    let owner = pool(&db.url("ballast_owner")).await;
+    let system = pool(&db.url("ballast_system")).await;
+    let system_pool = SystemPool(system.clone());
+    let now = Utc::now();
+    let earlier = now.timestamp() - 10 * 86_400;
+    let stored = ballast::stripe::inbox::batch::insert_many(&system_pool, &(0..300).map(|i| inbox_row(&format!("evt_before_{i}"), earlier + i, "cus_nobody")).collect::<Vec<_>>())
+        .await
+        .expect("before");
+    assert_eq!(stored.len(), 300);
+    // Settled, most of them; a tenth still to handle (parked for a customer no tenant has).
+    sqlx::query("UPDATE stripe_events SET status = CASE WHEN right(id, 1) = '7' THEN 'unmatched' ELSE 'processed' END, received_at = now() - interval '10 days'")
+        .execute(&system)
+        .await
+        .expect("settle");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (system_pool, stop) = (system_pool.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut new, mut failed, mut n) = (0usize, Vec::new(), 0);
+            while !stop.is_cancelled() || n < 20 {
+                n += 1;
+                let rows: Vec<_> = (0..5).map(|i| inbox_row(&format!("evt_w{w}_{n}_{i}"), now.timestamp(), "cus_nobody")).collect();
+                match ballast::stripe::inbox::batch::insert_many(&system_pool, &rows).await {
+                    Ok(s) => new += s.iter().filter(|s| s.inserted == ballast::stripe::inbox::Inserted::New).count(),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (new, failed)
+        }));
+    }
+    let applied = apply_next(&owner, "stripe_events_").await;
+    assert_eq!(applied.len(), 4, "{applied:?}");
+    stop.cancel();
+    let mut written = 0;
+    for w in writers {
+        let (n, failed) = w.await.expect("writer");
+        assert!(failed.is_empty(), "stores failed during the conversion: {failed:?}");
+        written += n;
+    }
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'stripe_events'").fetch_one(&owner).await.expect("kind");
+    assert_eq!(kind, "p");
+    assert_eq!(count(&system, "SELECT count(*) FROM stripe_events").await, 300 + written as i64, "every event stored once");
+    // A redelivery after the conversion is a duplicate, not a second row.
+    let again = ballast::stripe::inbox::batch::insert_many(&system_pool, &[inbox_row("evt_before_7", earlier + 7, "cus_nobody")]).await.expect("again");
+    assert_eq!(again[0].inserted, ballast::stripe::inbox::Inserted::Duplicate);
+
+    // The first partition retired: its settled events go, the ones still to handle stay.
+    let parts = partitions::list(&system, "stripe_events").await.expect("list");
+    assert_eq!(parts[0].name, "stripe_events_legacy");
+    assert!(parts.iter().all(|p| p.name != "stripe_events_default"), "the DEFAULT partition is never listed for retirement");
+    let retention = Duration::from_secs(30 * 86_400);
+    let later = parts[0].range_to + TimeDelta::from_std(retention).expect("delta");
+    let retired = partitions::retire(&system, "stripe_events", later, retention, None, Some(ballast::stripe::inbox::STILL_TO_HANDLE)).await.expect("retire");
+    // Kept: the parked tenth, and every event the writers stored (received, not yet applied).
+    assert_eq!(retired.partitions, 1);
+    assert_eq!(retired.kept, 30 + written as u64, "{retired:?}");
+    assert_eq!(count(&system, "SELECT count(*) FROM stripe_events_default").await, 30 + written as i64);
+    assert_eq!(count(&system, "SELECT count(*) FROM stripe_events WHERE status = 'unmatched'").await, 30, "still to handle, still there");
+    assert_eq!(count(&system, "SELECT count(*) FROM stripe_events WHERE id LIKE 'evt_before_%' AND status = 'processed'").await, 0);
+
+    // Settled at last and past the retention: the prune takes them from the DEFAULT partition.
+    sqlx::query("UPDATE stripe_events SET status = 'processed' WHERE status = 'unmatched'").execute(&system).await.expect("settle");
+    assert_eq!(ballast::stripe::inbox::prune(&system_pool, Duration::from_secs(86_400)).await.expect("prune"), 30);
+    assert_eq!(count(&system, "SELECT count(*) FROM stripe_events_default").await, written as i64, "the received ones stay");
 }

@@ -306,7 +306,7 @@ async fn retire_one_month(state: &AppState) -> Result<RetentionFigure, BenchErro
     let retention = Duration::from_secs(400 * 86_400);
     let now = oldest.range_to + chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::zero());
     let started = Instant::now();
-    let retired = crate::db::partitions::retire(&pool, "audit_log", now, retention, None).await;
+    let retired = crate::db::partitions::retire(&pool, "audit_log", now, retention, None, None).await;
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     stop.store(true, Ordering::Release);
     let (writes_meanwhile, slowest) = writer.await.map_err(|e| BenchError::NotReady(e.to_string()))??;

@@ -187,19 +187,27 @@ pub const PRUNE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rows one prune statement deletes.
 pub const PRUNE_BATCH: i64 = 5_000;
 
+/// The rows of the inbox still to be handled, as an SQL condition: a retired month's rows that
+/// match it are moved to the inbox's DEFAULT partition before the month is dropped.
+pub const STILL_TO_HANDLE: &str = "status NOT IN ('processed', 'ignored')";
+
 /// Deletes processed or ignored rows received before `retention` ago, in batches, within
 /// [`PRUNE_BUDGET`]; returns how many. Rows still to be handled are never touched, and Stripe
 /// stops retrying an event after 3 days, so a retention of weeks keeps every id that could
-/// still arrive twice.
+/// still arrive twice. Once the inbox is partitioned by month (migrations/next/), whole months
+/// leave by partition and this deletes only from its DEFAULT partition (the rows a retirement
+/// kept, and events older than every month), where nothing else would.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
+    let partitioned: bool = sqlx::query_scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = 'stripe_events'::regclass").fetch_one(&pool.0).await?;
+    let table = if partitioned { "stripe_events_default" } else { "stripe_events" };
     let started = std::time::Instant::now();
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(
-            "DELETE FROM stripe_events WHERE id IN (
-                 SELECT id FROM stripe_events WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT $2)",
-        )
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id IN (
+                 SELECT id FROM {table} WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT $2)"
+        )))
         .bind(cutoff)
         .bind(PRUNE_BATCH)
         .execute(&pool.0)
