@@ -119,7 +119,7 @@ async fn measure(state: &AppState, scratch: &scale_seed::Scratch, params: &Scale
         queued.extend(state.queue.enqueue_many(&kind, chunk.iter().map(|_| serde_json::json!({"sleep_ms": 0})).collect()).await?);
     }
     scratch.analyze().await?;
-    let mut statements = vec![claim(state, params.samples).await?];
+    let mut statements = vec![claim(state, params.samples).await?, apply(state, params.samples).await?];
     statements.extend(entitlements(state, params.samples).await?);
     statements.extend(lists(state, params.samples).await?);
     let middle = queued.get(queued.len() / 2).map(|j| j.0.clone()).unwrap_or_default();
@@ -175,8 +175,12 @@ async fn filled_scans(pool: &sqlx::PgPool, plan: &Value) -> Result<Vec<String>, 
 /// The webhook claim with the grouped apply's waiting events, on events still waiting, each in
 /// its tenant's transaction, rolled back (the rows stay waiting for the next sample).
 async fn claim(state: &AppState, samples: u64) -> Result<StatementFigure, BenchError> {
-    let waiting: Vec<(uuid::Uuid, String)> =
-        sqlx::query_as("SELECT tenant_id, id FROM stripe_events WHERE status = 'received' LIMIT $1").bind(i64::try_from(samples).unwrap_or(i64::MAX)).fetch_all(&state.system_pool.0).await?;
+    let waiting: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT tenant_id, id FROM (SELECT DISTINCT ON (tenant_id) tenant_id, id FROM stripe_events WHERE status = 'received' ORDER BY tenant_id, id) w LIMIT $1",
+    )
+    .bind(i64::try_from(samples).unwrap_or(i64::MAX))
+    .fetch_all(&state.system_pool.0)
+    .await?;
     let Some(first) = waiting.first().cloned() else { return Err(BenchError::NotReady("no waiting events were loaded".into())) };
     let mut next = waiting.iter().cycle();
     let mut figure = timed("webhook claim with the tenant's waiting events (stripe::inbox::claim)", samples, || {
@@ -198,6 +202,30 @@ async fn claim(state: &AppState, samples: u64) -> Result<StatementFigure, BenchE
     tx.rollback().await?;
     figure.whole_scans = Some(filled_scans(&state.system_pool.0, &plan).await?);
     Ok(figure)
+}
+
+/// The grouped apply end to end on events still waiting, each for real (committed): the claim
+/// with the tenant's other waiting events, the mirror's writes, the entitlements recomputed,
+/// the commit and the cache key deleted (`stripe::apply::apply`, what a `stripe.event` job runs).
+async fn apply(state: &AppState, samples: u64) -> Result<StatementFigure, BenchError> {
+    let deps: crate::stripe::apply::ApplyDeps = crate::jobs::deps::Provides::provide(state);
+    // One event of each tenant: each apply is its own, not one found done by another's group.
+    let waiting: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT tenant_id, id FROM (SELECT DISTINCT ON (tenant_id) tenant_id, id FROM stripe_events WHERE status = 'received' ORDER BY tenant_id, id DESC) w LIMIT $1",
+    )
+    .bind(i64::try_from(samples).unwrap_or(i64::MAX))
+    .fetch_all(&state.system_pool.0)
+    .await?;
+    let mut next = waiting.into_iter();
+    timed("webhook apply end to end: claim, mirror, entitlements, commit (stripe::apply::apply)", samples, || {
+        let one = next.next();
+        let deps = &deps;
+        async move {
+            let Some((tenant, id)) = one else { return Err(BenchError::NotReady("fewer waiting events than samples".into())) };
+            crate::stripe::apply::apply(deps, &EventId(id), Some(TenantId(tenant))).await.map(|_| ()).map_err(|e| BenchError::NotReady(e.to_string()))
+        }
+    })
+    .await
 }
 
 /// The entitlement read through the cache: hits, then misses (the tenant's key dropped first).
