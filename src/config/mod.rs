@@ -279,7 +279,7 @@ impl Settings {
     pub fn from_map(env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut values = HashMap::new();
         if let Some(path) = env.get("BALLAST_CONFIG").filter(|p| !p.is_empty()) {
-            values = read_file(path)?;
+            values = file::read_file(path)?;
         }
         values.extend(env);
         let src = Source { values };
@@ -468,27 +468,6 @@ impl Settings {
     }
 }
 
-/// Reads `KEY = "value"` pairs from a TOML file; keys are the environment variable names.
-fn read_file(path: &str) -> Result<HashMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("BALLAST_CONFIG", format!("cannot read {path}: {e}")))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::new("BALLAST_CONFIG", format!("{path} is not valid TOML: {}", e.message())))?;
-    let mut out = HashMap::new();
-    for (key, value) in table {
-        let value = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            _ => return Err(ConfigError::new(&key, format!("in {path}: use a string, number or boolean"))),
-        };
-        out.insert(key.to_uppercase(), value);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests;
 
@@ -496,6 +475,7 @@ pub mod backups;
 pub mod console;
 pub mod replica;
 pub mod partitions;
+mod file;
 pub mod duration_text;
 pub mod outbound;
 pub mod names;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::service::{Deps, MaintenanceError, Report, Running, Service};
+use super::service::{Deps, MaintenanceError, Report, Running, Service, drain};
 
 /// The service.
 pub(super) struct InboxPrune;
@@ -19,7 +19,7 @@ impl Service for InboxPrune {
 
     fn run<'a>(&'a self, deps: &'a Deps) -> Running<'a> {
         Box::pin(async move {
-            let pruned = crate::stripe::inbox::prune(&deps.system_pool, deps.inbox_retention).await?;
+            let pruned = drain(crate::stripe::inbox::PRUNE_BATCH, || crate::stripe::inbox::prune(&deps.system_pool, deps.inbox_retention)).await?;
             Ok::<_, MaintenanceError>(Report::of("pruned", pruned))
         })
     }

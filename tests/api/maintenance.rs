@@ -61,7 +61,7 @@ async fn the_partitions_service_keeps_months_ahead_and_retires_nothing_within_re
 #[tokio::test]
 async fn one_inbox_prune_drains_more_than_a_batch_so_it_keeps_up_with_the_intake() {
     let app = TestApp::builder().roles(&[]).spawn().await;
-    let due = ballast::stripe::inbox::PRUNE_BATCH * 2 + 500;
+    let due = (ballast::stripe::inbox::PRUNE_BATCH * 2 + 500) as i64;
     sqlx::query(
         "INSERT INTO stripe_events (id, type, livemode, stripe_created, payload, status, received_at)
          SELECT 'evt_due_' || g, 'invoice.paid', false, now(), '{}', 'processed', now() - interval '400 days' FROM generate_series(1, $1) g",

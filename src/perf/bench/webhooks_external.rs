@@ -173,11 +173,11 @@ async fn one_rate(settings: Settings, params: &ExternalParams, rate: u32) -> Res
 
 /// The parts whose CPU is counted: the receiver, PostgreSQL (the postmaster serving `state`'s
 /// database, and its children) and, for Ballast, the Redis it uses.
-async fn parts(state: &AppState, receiver: Part) -> Result<Vec<(String, Part)>, BenchError> {
+async fn parts(state: &AppState, receiver: Part, uses_redis: bool) -> Result<Vec<(String, Part)>, BenchError> {
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&state.system_pool.0).await?;
     let postmaster = crate::perf::proc_cpu::parent_of(u32::try_from(backend).unwrap_or(0)).ok_or_else(|| BenchError::NotReady("PostgreSQL's processes are not on this machine".into()))?;
     let mut parts = vec![("receiver".to_owned(), receiver), ("postgres".to_owned(), Part::Tree(postmaster))];
-    if matches!(parts[0].1, Part::Myself) {
+    if uses_redis {
         let port = reqwest::Url::parse(state.settings.redis_url.expose_secret().split(',').next().unwrap_or_default()).ok().and_then(|u| u.port()).unwrap_or(6379);
         parts.push(("redis".to_owned(), Part::RedisOnPort(port)));
     }
@@ -186,7 +186,7 @@ async fn parts(state: &AppState, receiver: Part) -> Result<Vec<(String, Part)>, 
 
 /// The same sender against the peer at `rate`; its CPU per event sent.
 async fn peer_rate(state: &AppState, params: &ExternalParams, peer: &PeerParams, rate: u32, run_id: &str) -> Result<PeerRate, BenchError> {
-    let parts = parts(state, Part::CommandHolding(peer.matching.clone())).await?;
+    let parts = parts(state, Part::CommandHolding(peer.matching.clone()), false).await?;
     let command = params
         .sender
         .replace("{url}", &peer.url)
@@ -226,7 +226,7 @@ async fn measure(state: &AppState, run_id: &str, secret: &str, tenants: &[uuid::
         .replace("{secs}", &params.secs.to_string())
         .replace("{prefix}", &prefix)
         .replace("{customers}", &tenants.len().to_string());
-    let parts = parts(state, Part::Myself).await?;
+    let parts = parts(state, Part::Myself, true).await?;
     let cpu_before = proc_cpu::snapshot(&parts);
     let sent = tokio::process::Command::new("sh").arg("-c").arg(&command).kill_on_drop(true).output().await;
     let sender_said = match &sent {

@@ -178,46 +178,33 @@ pub async fn requeue_after_data_loss(pool: &SystemPool, queue: &JobQueue) -> Res
     }
 }
 
-/// How long one prune may keep deleting: a run drains what is due in batches of [`PRUNE_BATCH`]
-/// (each its own short transaction) until none is left or this has passed, so the prune keeps
-/// up with the intake (one batch a minute kept up with 83 events/s and no more; a batch takes
-/// tens of milliseconds, so this is thousands a second). Short, because the leader's other
-/// services (the lost-queue check every 5 s) wait while it runs.
-pub const PRUNE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
-/// Rows one prune statement deletes.
-pub const PRUNE_BATCH: i64 = 5_000;
+/// Rows one [`prune`] deletes (the `inbox.prune` service calls it again while batches come
+/// back full).
+pub const PRUNE_BATCH: u64 = 5_000;
 
 /// The rows of the inbox still to be handled, as an SQL condition: a retired month's rows that
 /// match it are moved to the inbox's DEFAULT partition before the month is dropped.
 pub const STILL_TO_HANDLE: &str = "status NOT IN ('processed', 'ignored')";
 
-/// Deletes processed or ignored rows received before `retention` ago, in batches, within
-/// [`PRUNE_BUDGET`]; returns how many. Rows still to be handled are never touched, and Stripe
-/// stops retrying an event after 3 days, so a retention of weeks keeps every id that could
-/// still arrive twice. Once the inbox is partitioned by month (migrations/next/), whole months
-/// leave by partition and this deletes only from its DEFAULT partition (the rows a retirement
-/// kept, and events older than every month), where nothing else would.
+/// Deletes up to [`PRUNE_BATCH`] processed or ignored rows received before `retention` ago;
+/// returns how many. Rows still to be handled are never touched, and Stripe stops retrying an
+/// event after 3 days, so a retention of weeks keeps every id that could still arrive twice.
+/// Once the inbox is partitioned by month (migrations/next/), whole months leave by partition
+/// and this deletes only from its DEFAULT partition (the rows a retirement kept, and events
+/// older than every month), where nothing else would.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
     let partitioned: bool = sqlx::query_scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = 'stripe_events'::regclass").fetch_one(&pool.0).await?;
     let table = if partitioned { "stripe_events_default" } else { "stripe_events" };
-    let started = std::time::Instant::now();
-    let mut total = 0;
-    loop {
-        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE id IN (
-                 SELECT id FROM {table} WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT $2)"
-        )))
-        .bind(cutoff)
-        .bind(PRUNE_BATCH)
-        .execute(&pool.0)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < PRUNE_BATCH as u64 || started.elapsed() >= PRUNE_BUDGET {
-            return Ok(total);
-        }
-    }
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE id IN (
+             SELECT id FROM {table} WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT $2)"
+    )))
+    .bind(cutoff)
+    .bind(PRUNE_BATCH as i64)
+    .execute(&pool.0)
+    .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// What one sweep did.
