@@ -66,9 +66,30 @@ pub enum StartError {
     Webhooks(#[from] crate::webhooks_out::client::ClientError),
 }
 
-/// Shared dependencies, cheap to clone.
+/// Shared dependencies behind one reference count: the API's middleware layers, its handlers
+/// and every job take a copy, and a field-by-field copy (two dozen handles, each its own count
+/// or more) was a sixth of the member's CPU per webhook event. Fields read through `Deref`; a
+/// benchmark or test adjusting a field before sharing writes through `DerefMut` (a copy of
+/// the fields only if the state is already shared).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Clone)]
+pub struct Shared {
     /// Settings the member started with.
     pub settings: Arc<Settings>,
     /// App-role pool (row-level security applies).
@@ -159,7 +180,7 @@ impl AppState {
         let email_templates = Arc::new(crate::email::compose::AppTemplates::load(&settings.email_templates_dir).map_err(|e| StartError::Smtp(e.to_string()))?);
         let slo_recorder = Arc::new(crate::slo::record::Recorder::new(&slos, format!("intake:{}", member_id()), crate::clock::Clock::System));
         let webhooks_out = crate::webhooks_out::deliver::Outbound::new(tenant_pool.clone(), system_pool.clone(), queue.clone(), &settings.outbound, &settings.secrets_keyring)?;
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             inbox: crate::stripe::inbox::batch::InboxWriter::new(system_pool.clone()),
             applied_in_groups: Arc::default(),
             webhooks_out,
@@ -183,7 +204,7 @@ impl AppState {
             slo_recorder,
             tenant_activity: Arc::default(),
             metrics,
-        })
+        })))
     }
 }
 

@@ -23,7 +23,10 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
     // Dunning restricts what the failing subscription grants (a case names its subscription;
     // a case without one restricts them all), until the invoice is paid; a dispute the policy
     // restricts for restricts the tenant, until it closes.
-    let subs: Vec<SubscriptionFacts> = sqlx::query_as(
+    // The tenant's stored grants and status come back with its subscriptions (computed once
+    // per statement), so an apply that leaves access as it was (most do) writes nothing and
+    // saves the write's round trip. A tenant with no subscription reads none of them: written.
+    let rows: Vec<FactsRow> = sqlx::query_as(
         "SELECT s.id, s.status, s.price_id, s.product_id, s.items, s.cancel_at_period_end, s.cancel_at, s.current_period_end,
                 s.past_due_since, s.stripe_updated_at,
                 EXISTS (SELECT 1 FROM dunning_cases d WHERE d.tenant_id = $1 AND d.status = 'open' AND d.restricted
@@ -31,12 +34,17 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
                 OR EXISTS (SELECT 1 FROM disputes p WHERE p.tenant_id = $1 AND p.restricts
                            AND p.status NOT IN ('won', 'lost', 'warning_closed', 'prevented')) AS restricted,
                 s.status = 'incomplete' AND EXISTS (SELECT 1 FROM payment_intents i WHERE i.customer_id = s.customer_id
-                                                    AND i.status = 'processing') AS payment_processing
+                                                    AND i.status = 'processing') AS payment_processing,
+                (SELECT COALESCE(jsonb_agg(jsonb_build_array(e.feature, e.enabled, e.limit_value, e.source, e.plan_id, e.expires_at, e.later)), '[]')
+                 FROM entitlements e WHERE e.tenant_id = $1) AS stored_grants,
+                (SELECT t.status FROM tenants t WHERE t.id = $1) AS tenant_status
          FROM subscriptions s WHERE s.tenant_id = $1 ORDER BY s.id",
     )
     .bind(tenant.0)
     .fetch_all(&mut *tx)
     .await?;
+    let stored = rows.first().map(|r| (r.stored_grants.0.clone(), r.tenant_status.clone()));
+    let subs: Vec<SubscriptionFacts> = rows.into_iter().map(|r| r.facts).collect();
     let as_of = subs.iter().map(|s| s.stripe_updated_at).max().unwrap_or_else(Utc::now);
     let parts: Vec<_> = subs.iter().filter_map(|s| contribution(s, plans, rules, as_of)).collect();
     // A restricted contribution names no plan, so the leading plan is a granting one's.
@@ -52,20 +60,28 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
         _ => None,
     };
     let schedule = grants::schedule(&parts, plans.features.keys());
-    let mut features = Vec::with_capacity(schedule.len());
-    let mut enabled = Vec::with_capacity(schedule.len());
-    let mut limits = Vec::with_capacity(schedule.len());
-    let mut ends = Vec::with_capacity(schedule.len());
-    let mut later = Vec::with_capacity(schedule.len());
-    for (feature, tiers) in &schedule {
-        let now = tiers.first().copied().unwrap_or(Tier { enabled: false, limit: None, until: None });
-        features.push(feature.as_str());
-        enabled.push(now.enabled);
-        limits.push(now.limit);
-        ends.push(now.until);
-        later.push(serde_json::to_value(tiers.get(1..).unwrap_or_default()).unwrap_or_default());
-    }
+    // Each catalogued feature's grant now, in the stored form.
+    let granted: Vec<StoredGrant> = schedule
+        .iter()
+        .map(|(feature, tiers)| {
+            let now = tiers.first().copied().unwrap_or(Tier { enabled: false, limit: None, until: None });
+            let later = tiers.get(1..).unwrap_or_default().to_vec();
+            (feature.clone(), now.enabled, now.limit, source.to_owned(), plan_id.map(str::to_owned), now.until, later)
+        })
+        .collect();
     let status = if source == "restricted" { "restricted" } else { "active" };
+    if let Some((mut stored, tenant_status)) = stored {
+        stored.sort_by(|a, b| a.0.cmp(&b.0));
+        let status_unchanged = tenant_status.as_deref().is_none_or(|t| t == "closed" || t == status);
+        if status_unchanged && stored == granted {
+            return Ok(best);
+        }
+    }
+    let features: Vec<&str> = granted.iter().map(|g| g.0.as_str()).collect();
+    let enabled: Vec<bool> = granted.iter().map(|g| g.1).collect();
+    let limits: Vec<Option<i64>> = granted.iter().map(|g| g.2).collect();
+    let ends: Vec<Option<DateTime<Utc>>> = granted.iter().map(|g| g.5).collect();
+    let later: Vec<serde_json::Value> = granted.iter().map(|g| serde_json::to_value(&g.6).unwrap_or_default()).collect();
     // One statement (one round trip): upsert every catalogued feature, drop features the
     // catalogue no longer has, set the tenant's status.
     sqlx::query(
@@ -97,6 +113,19 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
     .execute(&mut *tx)
     .await?;
     Ok(best)
+}
+
+/// A stored grant as the recompute's read returns it: feature, enabled, limit, source, plan,
+/// end, what follows.
+type StoredGrant = (String, bool, Option<i64>, String, Option<String>, Option<DateTime<Utc>>, Vec<Tier>);
+
+/// A subscription's facts, with the tenant's stored grants and status beside them.
+#[derive(sqlx::FromRow)]
+struct FactsRow {
+    #[sqlx(flatten)]
+    facts: SubscriptionFacts,
+    stored_grants: sqlx::types::Json<Vec<StoredGrant>>,
+    tenant_status: Option<String>,
 }
 
 /// Layers the live `overrides` over the billed `rows` (every catalogued `feature` gets a row

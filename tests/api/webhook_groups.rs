@@ -331,3 +331,35 @@ async fn a_group_skips_a_waiting_event_another_job_holds_instead_of_waiting_for_
     assert!(rows.iter().all(|(status, attempts, _, error)| status == "processed" && *attempts == 1 && error.is_none()), "each applied once: {rows:?}");
     assert_eq!(subscription(&app, &run).await.1, base + 4, "the mirror holds the last event");
 }
+
+/// Each of the tenant's grants with the row versions that last wrote and locked it.
+async fn grant_versions(app: &TestApp, tenant: uuid::Uuid) -> Vec<(String, bool, String, String)> {
+    sqlx::query_as("SELECT feature, enabled, xmin::text, xmax::text FROM entitlements WHERE tenant_id = $1 ORDER BY feature")
+        .bind(tenant)
+        .fetch_all(&app.state.system_pool.0)
+        .await
+        .expect("grants")
+}
+
+#[tokio::test]
+async fn an_event_that_leaves_access_as_it_was_writes_no_grant_and_one_that_changes_it_does() {
+    let (app, tenant, run, customer) = intake_with_tenant().await;
+    let base = chrono::Utc::now().timestamp() - 3_600;
+    // Events 1 and 3 are the same plan (Pro), a second apart; 4 is Starter.
+    assert_eq!(app.deliver(&subscription_event(&run, 1, base, &customer, false)).await, 200);
+    work_off(&app).await;
+    let before = grant_versions(&app, tenant).await;
+    assert!(before.iter().any(|(f, on, _, _)| f == "sso" && *on), "Pro grants SSO: {before:?}");
+
+    assert_eq!(app.deliver(&subscription_event(&run, 3, base, &customer, false)).await, 200);
+    work_off(&app).await;
+    assert_eq!(subscription(&app, &run).await.1, base + 3, "the newer event is mirrored");
+    // Not rewritten, and not locked either (an upsert whose update is skipped still locks the
+    // row it conflicts with, which sets its xmax): the recompute wrote nothing.
+    assert_eq!(grant_versions(&app, tenant).await, before, "access as it was: no grant written or locked");
+
+    assert_eq!(app.deliver(&subscription_event(&run, 4, base, &customer, false)).await, 200);
+    work_off(&app).await;
+    let after = grant_versions(&app, tenant).await;
+    assert!(after.iter().any(|(f, on, _, _)| f == "sso" && !*on), "Starter has no SSO: {after:?}");
+}

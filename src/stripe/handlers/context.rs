@@ -87,6 +87,32 @@ impl EventCtx<'_> {
         }
     }
 
+    /// The state of object `id` this event offers: Stripe's current object when it was
+    /// re-fetched for this event (its tie with the mirror then applies), else the event's own.
+    /// For a guarded upsert ([`newer_guard`]), which takes the row's lock and applies the state
+    /// only when newer in one statement; [`Self::held_newer`] tells what writing nothing meant.
+    pub(super) fn offered_state(&mut self, id: &str) -> Offered {
+        match self.fetched.take() {
+            Some((fetched_id, object)) if fetched_id == id => Offered { state: object, tie_applies: true },
+            other => {
+                self.fetched = other;
+                Offered { state: self.event.object.clone(), tie_applies: false }
+            }
+        }
+    }
+
+    /// After a guarded upsert of `id` wrote nothing (its conflict locked the row): the mirror
+    /// holds the object as of this event's time or later. Later: the event is older, nothing to
+    /// apply. The same second, undecided: Stripe's current object must decide
+    /// ([`HandlerError::NeedsFetch`]), as in [`Self::state_to_apply`].
+    pub(super) async fn held_newer(&mut self, table: Table, kind: ObjectKind, id: &str, offered: &Offered) -> Result<(), HandlerError> {
+        let held: Option<DateTime<Utc>> = sqlx::query_scalar(table.lock_sql()).bind(id).fetch_optional(&mut *self.tx).await?;
+        match held {
+            Some(h) if h == self.created() && !offered.tie_applies => Err(HandlerError::NeedsFetch(kind, id.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
     /// Records a side effect once per key.
     pub(super) async fn effect(&mut self, key: String, kind: EffectKind, subject: &str, payload: serde_json::Value) -> Result<(), HandlerError> {
         self.wrote_dunning_effect |= kind.is_for_dunning();
@@ -122,6 +148,27 @@ impl EventCtx<'_> {
         }
         Ok(unbound)
     }
+}
+
+/// An object state an event offers ([`EventCtx::offered_state`]).
+pub(super) struct Offered {
+    /// The object.
+    pub state: serde_json::Value,
+    /// Stripe's current object, re-fetched after a tie: applied on the same second too.
+    pub tie_applies: bool,
+}
+
+/// The end of a guarded upsert's `DO UPDATE` on `table` ($`tie` a bool parameter:
+/// [`Offered::tie_applies`]): the row is rewritten only by a newer state, or by Stripe's
+/// current object on a tie. A conflict locks the row whether or not it is rewritten, so the
+/// statement is the lock and the write in one round trip (a tenant's webhook events change
+/// existing rows far more often than they find them newer).
+pub(super) fn newer_guard(table: &str, tie: &str) -> String {
+    format!(
+        "WHERE {table}.stripe_updated_at < EXCLUDED.stripe_updated_at
+               OR ({tie} AND {table}.stripe_updated_at = EXCLUDED.stripe_updated_at)
+         RETURNING 1"
+    )
 }
 
 /// The statement writing customer `id`'s placeholder row for tenant `tenant` (SQL parameters):

@@ -3,44 +3,60 @@
 //! an upcoming renewal.
 
 use crate::billing::effects::EffectKind;
-use super::context::{EventCtx, HandlerError, Table, shape, ts};
+use super::context::{EventCtx, HandlerError, Table, customer_placeholder, newer_guard, shape, ts};
 use crate::stripe_api::ObjectKind;
 use crate::stripe::objects::{InvoiceObject, object};
 
+/// The invoice's guarded upsert (the lock and the write in one), with its customer's
+/// placeholder row in the same statement.
+static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH placeholder AS (
+             {placeholder}
+         )
+         INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, status, amount_due, amount_paid, currency,
+             attempt_count, next_payment_attempt, billing_reason, stripe_updated_at, collection_method, due_date, hosted_invoice_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         ON CONFLICT (id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id, status = EXCLUDED.status,
+             amount_due = EXCLUDED.amount_due, amount_paid = EXCLUDED.amount_paid, currency = EXCLUDED.currency,
+             attempt_count = EXCLUDED.attempt_count, next_payment_attempt = EXCLUDED.next_payment_attempt,
+             billing_reason = EXCLUDED.billing_reason, stripe_updated_at = EXCLUDED.stripe_updated_at,
+             collection_method = EXCLUDED.collection_method, due_date = EXCLUDED.due_date,
+             hosted_invoice_url = COALESCE(EXCLUDED.hosted_invoice_url, invoices.hosted_invoice_url), updated_at = now()
+         {guard}",
+        placeholder = customer_placeholder("$3", "$2"),
+        guard = newer_guard("invoices", "$16"),
+    )
+});
+
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
     let id = ctx.object_id()?;
-    if let Some(state) = ctx.state_to_apply(Table::Invoices, ObjectKind::Invoice, &id).await? {
-        let inv: InvoiceObject = shape(object(&state))?;
+    let offered = ctx.offered_state(&id);
+    {
+        let inv: InvoiceObject = shape(object(&offered.state))?;
         let customer = inv.customer.clone().ok_or_else(|| HandlerError::Shape("invoice without a customer".into()))?;
-        ctx.ensure_customer(&customer).await?;
-        sqlx::query(
-            "INSERT INTO invoices (id, tenant_id, customer_id, subscription_id, status, amount_due, amount_paid, currency,
-                 attempt_count, next_payment_attempt, billing_reason, stripe_updated_at, collection_method, due_date, hosted_invoice_url)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (id) DO UPDATE SET subscription_id = EXCLUDED.subscription_id, status = EXCLUDED.status,
-                 amount_due = EXCLUDED.amount_due, amount_paid = EXCLUDED.amount_paid, currency = EXCLUDED.currency,
-                 attempt_count = EXCLUDED.attempt_count, next_payment_attempt = EXCLUDED.next_payment_attempt,
-                 billing_reason = EXCLUDED.billing_reason, stripe_updated_at = EXCLUDED.stripe_updated_at,
-                 collection_method = EXCLUDED.collection_method, due_date = EXCLUDED.due_date,
-                 hosted_invoice_url = COALESCE(EXCLUDED.hosted_invoice_url, invoices.hosted_invoice_url), updated_at = now()",
-        )
-        .bind(&id)
-        .bind(ctx.tenant.0)
-        .bind(&customer)
-        .bind(inv.subscription_id())
-        .bind(inv.status.as_deref().unwrap_or("draft"))
-        .bind(inv.amount_due)
-        .bind(inv.amount_paid)
-        .bind(&inv.currency)
-        .bind(inv.attempt_count)
-        .bind(inv.next_payment_attempt.and_then(ts))
-        .bind(&inv.billing_reason)
-        .bind(ctx.created())
-        .bind(inv.collection_method.as_deref().unwrap_or("charge_automatically"))
-        .bind(inv.due_date.and_then(ts))
-        .bind(&inv.hosted_invoice_url)
-        .execute(&mut *ctx.tx)
-        .await?;
+        let wrote: Option<i32> = sqlx::query_scalar(UPSERT.as_str())
+            .bind(&id)
+            .bind(ctx.tenant.0)
+            .bind(&customer)
+            .bind(inv.subscription_id())
+            .bind(inv.status.as_deref().unwrap_or("draft"))
+            .bind(inv.amount_due)
+            .bind(inv.amount_paid)
+            .bind(&inv.currency)
+            .bind(inv.attempt_count)
+            .bind(inv.next_payment_attempt.and_then(ts))
+            .bind(&inv.billing_reason)
+            .bind(ctx.created())
+            .bind(inv.collection_method.as_deref().unwrap_or("charge_automatically"))
+            .bind(inv.due_date.and_then(ts))
+            .bind(&inv.hosted_invoice_url)
+            .bind(offered.tie_applies)
+            .fetch_optional(&mut *ctx.tx)
+            .await?;
+        if wrote.is_none() {
+            ctx.held_newer(Table::Invoices, ObjectKind::Invoice, &id, &offered).await?;
+        }
     }
     let announced: InvoiceObject = shape(object(&ctx.event.object))?;
     let payload = serde_json::json!({

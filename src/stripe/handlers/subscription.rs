@@ -2,7 +2,7 @@
 //! side effects.
 
 use crate::billing::effects::EffectKind;
-use super::context::{EventCtx, HandlerError, Table, customer_placeholder, shape, ts};
+use super::context::{EventCtx, HandlerError, Table, customer_placeholder, newer_guard, shape, ts};
 use crate::stripe_api::ObjectKind;
 use crate::stripe::objects::{SubscriptionObject, object};
 
@@ -24,15 +24,18 @@ static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                                        ELSE COALESCE(subscriptions.past_due_since, EXCLUDED.past_due_since) END,
                  stripe_updated_at = EXCLUDED.stripe_updated_at, cancel_at = EXCLUDED.cancel_at, items = EXCLUDED.items,
                  paused_reason = EXCLUDED.paused_reason, pause_collection = EXCLUDED.pause_collection,
-                 mrr_minor = EXCLUDED.mrr_minor, mrr_currency = EXCLUDED.mrr_currency, updated_at = now()",
+                 mrr_minor = EXCLUDED.mrr_minor, mrr_currency = EXCLUDED.mrr_currency, updated_at = now()
+             {guard}",
         placeholder = customer_placeholder("$3", "$2"),
+        guard = newer_guard("subscriptions", "$18"),
     )
 });
 
 pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> {
     let id = ctx.object_id()?;
-    if let Some(state) = ctx.state_to_apply(Table::Subscriptions, ObjectKind::Subscription, &id).await? {
-        let s: SubscriptionObject = shape(object(&state))?;
+    let offered = ctx.offered_state(&id);
+    {
+        let s: SubscriptionObject = shape(object(&offered.state))?;
         let customer = s.customer.clone().ok_or_else(|| HandlerError::Shape("subscription without a customer".into()))?;
         let price = s.plan_price(ctx.plans);
         let items = s.mirrored_items();
@@ -40,7 +43,7 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
         // The customer's placeholder row (as `ensure_customer` writes it) in the same statement:
         // one round trip fewer per event. The foreign key is checked at the statement's end,
         // after the placeholder is in.
-        sqlx::query(UPSERT.as_str())
+        let wrote: Option<i32> = sqlx::query_scalar(UPSERT.as_str())
             .bind(&s.id)
             .bind(ctx.tenant.0)
             .bind(&customer)
@@ -58,8 +61,12 @@ pub(super) async fn changed(ctx: &mut EventCtx<'_>) -> Result<(), HandlerError> 
             .bind(s.pause_collection_behavior())
             .bind(mrr.as_ref().map_or(0, |(_, m)| *m))
             .bind(mrr.as_ref().map(|(c, _)| c.as_str()))
-            .execute(&mut *ctx.tx)
+            .bind(offered.tie_applies)
+            .fetch_optional(&mut *ctx.tx)
             .await?;
+        if wrote.is_none() {
+            ctx.held_newer(Table::Subscriptions, ObjectKind::Subscription, &id, &offered).await?;
+        }
     }
     // Effects come from the event's own payload: what it announced happened, whatever we hold now.
     let announced: SubscriptionObject = shape(object(&ctx.event.object))?;
