@@ -191,7 +191,8 @@ impl Member {
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -67,6 +67,9 @@ pub enum BenchError {
     /// The in-process API did not report its address.
     #[error("the API role did not start listening")]
     NotListening,
+    /// Interrupted (Ctrl-C or SIGTERM); what it created was removed.
+    #[error("interrupted: the scratch database and the Redis namespace were removed")]
+    Interrupted,
     /// The work did not all finish in time.
     #[error("only {done} of {n} finished within {secs} s")]
     Stalled {

@@ -98,7 +98,12 @@ pub async fn run(mut settings: Settings, params: ScaleParams) -> Result<ScaleRep
     let scratch = scale_seed::create(&mut settings, &run_id).await?;
     let outcome = async {
         let state = AppState::build(settings)?;
-        let measured = measure(&state, &scratch, &params, &run_id).await;
+        // An interrupted load (it runs for half an hour at the volume) still drops
+        // its tens of gigabytes: the measurement stops, the cleanup below runs.
+        let measured = tokio::select! {
+            measured = measure(&state, &scratch, &params, &run_id) => measured,
+            () = crate::app::wait_for_signal() => Err(BenchError::Interrupted),
+        };
         super::delete_namespace(&state.redis, &state.keys).await?;
         state.system_pool.0.close().await;
         state.tenant_pool.raw().close().await;
