@@ -26,7 +26,7 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
     // The tenant's stored grants and status come back with its subscriptions (computed once
     // per statement), so an apply that leaves access as it was (most do) writes nothing and
     // saves the write's round trip. A tenant with no subscription reads none of them: written.
-    let rows: Vec<FactsRow> = sqlx::query_as(
+    let mut rows: Vec<FactsRow> = sqlx::query_as(
         "SELECT s.id, s.status, s.price_id, s.product_id, s.items, s.cancel_at_period_end, s.cancel_at, s.current_period_end,
                 s.past_due_since, s.stripe_updated_at,
                 EXISTS (SELECT 1 FROM dunning_cases d WHERE d.tenant_id = $1 AND d.status = 'open' AND d.restricted
@@ -43,7 +43,7 @@ pub async fn recompute(tx: &mut PgConnection, tenant: TenantId, plans: &Plans, r
     .bind(tenant.0)
     .fetch_all(&mut *tx)
     .await?;
-    let stored = rows.first().map(|r| (r.stored_grants.0.clone(), r.tenant_status.clone()));
+    let stored = rows.first_mut().map(|r| (std::mem::take(&mut r.stored_grants.0), r.tenant_status.take()));
     let subs: Vec<SubscriptionFacts> = rows.into_iter().map(|r| r.facts).collect();
     let as_of = subs.iter().map(|s| s.stripe_updated_at).max().unwrap_or_else(Utc::now);
     let parts: Vec<_> = subs.iter().filter_map(|s| contribution(s, plans, rules, as_of)).collect();
