@@ -185,7 +185,8 @@ pub(super) async fn tenants(state: AppState, command: TenantsCommand, json: bool
             } else {
                 print_customers(&page);
                 if let Some(next) = &page.next_cursor {
-                    println!("{} more not shown: --cursor {next}", page.more);
+                    let at_least = if page.more_counted_to_cap { "+" } else { "" };
+                    println!("{}{at_least} more not shown: --cursor {next}", page.more);
                 }
             }
         }

@@ -41,6 +41,8 @@ struct ListPage {
     rows: Vec<Customer>,
     next: Option<String>,
     more: i64,
+    /// `more` is where counting stopped: at least that many.
+    more_counted_to_cap: bool,
 }
 
 fn mrr_text(c: &Customer) -> String {
@@ -72,7 +74,7 @@ pub(super) async fn list(State(state): State<AppState>, Extension(session): Exte
     let filter = Filter { plan: some(&q.plan), status: some(&q.status), dunning, text: some(&q.search) };
     let reads = state.reads().await;
     match customers::page(&reads.pool, &filter, sort, some(&q.cursor).as_deref(), 50).await {
-        Ok(p) => page(ListPage { frame: Frame::of(&session, state.settings.console.read_only).reading(&reads.source), q, rows: p.customers, next: p.next_cursor, more: p.more }.render()),
+        Ok(p) => page(ListPage { frame: Frame::of(&session, state.settings.console.read_only).reading(&reads.source), q, rows: p.customers, next: p.next_cursor, more: p.more, more_counted_to_cap: p.more_counted_to_cap }.render()),
         Err(customers::ListError::BadCursor) => refusal(StatusCode::BAD_REQUEST, "that page link is stale: start from the first page"),
         Err(e) => unavailable(&e),
     }

@@ -184,3 +184,112 @@ async fn a_tenants_timeline_merges_events_usage_dunning_and_audited_actions_with
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     assert_eq!(timeline(&["--since", &later])["entries"], serde_json::json!([]));
 }
+
+/// Two writers of the same part of one tenant's row at once (a subscription each): the second
+/// waits for the first's list row and then reads what the first committed, so the row holds
+/// both. Refreshed from its own statement's earlier snapshot, it would drop the first's MRR.
+#[tokio::test]
+async fn two_writers_of_one_tenants_subscriptions_at_once_leave_its_list_row_holding_both() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let system = app.state.system_pool.0.clone();
+    let tenant = uuid::Uuid::new_v4();
+    for sql in [
+        "INSERT INTO tenants (id, name) VALUES ($1, 'Both')",
+        "INSERT INTO customers (id, tenant_id, stripe_updated_at) VALUES ('cus_both', $1, now())",
+    ] {
+        sqlx::query(sql).bind(tenant).execute(&system).await.expect("seed");
+    }
+    let subscribe = "INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at, mrr_minor, mrr_currency) VALUES ($2, $1, 'cus_both', 'active', now(), $3, $4)";
+    let mut first = system.begin().await.expect("first");
+    sqlx::query(subscribe).bind(tenant).bind("sub_usd").bind(2000i64).bind("usd").execute(&mut *first).await.expect("first subscription");
+    let mut second = system.acquire().await.expect("second");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *second).await.expect("pid");
+    let writer = tokio::spawn(async move { sqlx::query(subscribe).bind(tenant).bind("sub_eur").bind(500i64).bind("eur").execute(&mut *second).await });
+    // The second writer is waiting on the first (a condition, polled: not a timed guess).
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: bool = sqlx::query_scalar("SELECT cardinality(pg_blocking_pids($1)) > 0").bind(pid).fetch_one(&system).await.expect("blocking");
+        if waiting {
+            break;
+        }
+        assert!(!writer.is_finished(), "the second writer did not wait for the first: {:?}", writer.await);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the second writer never waited");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    first.commit().await.expect("commit");
+    writer.await.expect("join").expect("second subscription");
+    let row: (serde_json::Value, i64) = sqlx::query_as("SELECT mrr, mrr_top FROM customer_list WHERE tenant_id = $1").bind(tenant).fetch_one(&system).await.expect("row");
+    assert_eq!(row, (serde_json::json!({"usd": 2000, "eur": 500}), 2000));
+}
+
+/// Tenants from before the list had rows of its own get theirs from `customer_list.fill`;
+/// `more` counts to 1,000 past the page and says when it stopped there; each sort pages
+/// through every tenant once, in order, across ties and (by activity) from those that called
+/// the API to those that never did.
+#[tokio::test]
+async fn old_tenants_are_filled_more_stops_counting_at_its_cap_and_every_sort_pages_each_tenant_once() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let system = &app.state.system_pool.0;
+    // 1,200 tenants created in threes (ties); a fifth pay (MRR ties too), three in four called
+    // the API (ties again).
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE seed AS SELECT gen_random_uuid() AS id, g AS n FROM generate_series(1, 1200) g;
+         INSERT INTO tenants (id, name, created_at) SELECT id, 'paged-' || n, date_trunc('second', now()) - make_interval(mins => n / 3) FROM seed;
+         INSERT INTO customers (id, tenant_id, stripe_updated_at) SELECT 'cus_paged_' || n, id, now() FROM seed WHERE n % 5 = 0;
+         INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at, mrr_minor, mrr_currency)
+             SELECT 'sub_paged_' || n, id, 'cus_paged_' || n, 'active', now(), (n % 7) * 100, 'usd' FROM seed WHERE n % 5 = 0;
+         INSERT INTO tenant_activity (tenant_id, last_seen_at) SELECT id, date_trunc('second', now()) - make_interval(secs => n / 2) FROM seed WHERE n % 4 <> 0;
+         -- As if created before migration 0050: half have no row.
+         DELETE FROM customer_list WHERE tenant_id IN (SELECT id FROM seed WHERE n <= 600);",
+    )
+    .execute(system)
+    .await
+    .expect("seed");
+    let out = app.cli(&["--json", "maintenance", "run", "customer_list.fill"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"filled\":600"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    use ballast::tenants::customers::{Filter, Sort, page};
+    let pool = &app.state.system_pool;
+    let first = page(pool, &Filter::default(), Sort::Mrr, None, 50).await.expect("page");
+    assert_eq!((first.more, first.more_counted_to_cap), (1000, true));
+    let text = String::from_utf8_lossy(&app.cli(&["tenants", "list", "--limit", "50"]).stdout).into_owned();
+    assert!(text.contains("1000+ more not shown: --cursor"), "{text}");
+
+    for sort in [Sort::Mrr, Sort::Activity, Sort::Created] {
+        let (mut listed, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let p = page(pool, &Filter::default(), sort, cursor.as_deref(), 100).await.expect("page");
+            listed.extend(p.customers);
+            pages += 1;
+            assert_eq!(p.more_counted_to_cap, p.more == 1000 && 1200 - listed.len() as i64 >= 1000, "{sort:?} page {pages}");
+            if !p.more_counted_to_cap {
+                assert_eq!(p.more, 1200 - listed.len() as i64, "{sort:?}: an exact count below the cap");
+            }
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!((listed.len(), pages), (1200, 12), "{sort:?}");
+        let mut ids: Vec<_> = listed.iter().map(|c| c.tenant_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 1200, "{sort:?}: each tenant once");
+        // Each after the one before in the sort's order, ties by id.
+        let key = |c: &ballast::tenants::customers::Customer| match sort {
+            Sort::Mrr => c.mrr.values().copied().max().unwrap_or(0),
+            Sort::Activity => c.last_activity_at.map_or(-1, |t| t.timestamp_micros()),
+            Sort::Created => c.created_at.timestamp_micros(),
+        };
+        for pair in listed.windows(2) {
+            assert!((key(&pair[0]), pair[0].tenant_id) > (key(&pair[1]), pair[1].tenant_id), "{sort:?}: {} before {}", pair[0].name, pair[1].name);
+        }
+        // The filled rows hold their facts: every paying tenant's MRR.
+        for c in &listed {
+            let n: i64 = c.name.trim_start_matches("paged-").parse().expect("seeded name");
+            let mrr = if n % 5 == 0 { serde_json::json!({"usd": (n % 7) * 100}) } else { serde_json::json!({}) };
+            assert_eq!(serde_json::to_value(&c.mrr).expect("json"), mrr, "{}", c.name);
+        }
+    }
+}

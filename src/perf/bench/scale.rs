@@ -152,7 +152,7 @@ where
 }
 
 /// The growing tables (and their partitions) no hot statement may read whole.
-const GROWING: [&str; 6] = ["stripe_events", "usage_ledger", "audit_log", "entitlements", "tenants", "subscriptions"];
+const GROWING: [&str; 7] = ["stripe_events", "usage_ledger", "audit_log", "entitlements", "tenants", "subscriptions", "customer_list"];
 
 /// The growing tables a JSON plan reads with a sequential scan.
 fn whole_scans(plan: &Value) -> Vec<String> {
@@ -288,8 +288,18 @@ async fn lists(state: &AppState, samples: u64) -> Result<Vec<StatementFigure>, B
         cursor = page(pool, &Filter::default(), Sort::Mrr, cursor.as_deref(), 50).await.map_err(list_error)?.next_cursor;
     }
     let filter = Filter::default();
-    out.push(timed("admin customer list, first page by MRR (50)", samples, || async { page(pool, &filter, Sort::Mrr, None, 50).await.map(|_| ()).map_err(list_error) }).await?);
-    out.push(timed("admin customer list, page 51 through the cursor", samples, || async { page(pool, &filter, Sort::Mrr, cursor.as_deref(), 50).await.map(|_| ()).map_err(list_error) }).await?);
+    let in_dunning = Filter { dunning: Some(crate::tenants::customers::Dunning::Open), ..Filter::default() };
+    let pages = [
+        ("admin customer list, first page by MRR (50)", &filter, None, 50),
+        ("admin customer list, page 51 through the cursor", &filter, cursor.as_deref(), 50),
+        ("admin customer list, the ten highest-MRR tenants in dunning", &in_dunning, None, 10),
+    ];
+    for (name, filter, at, limit) in pages {
+        let mut figure = timed(name, samples, || async { page(pool, filter, Sort::Mrr, at, limit).await.map(|_| ()).map_err(list_error) }).await?;
+        let plan = crate::tenants::customers::explain(pool, filter, Sort::Mrr, at, limit).await.map_err(list_error)?;
+        figure.whole_scans = Some(filled_scans(&pool.0, &plan).await?);
+        out.push(figure);
+    }
     let busy: Option<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM audit_log LIMIT 1").fetch_optional(&pool.0).await?;
     if let Some(tenant) = busy {
         let timeline_error = |e: crate::tenants::timeline::TimelineError| BenchError::NotReady(e.to_string());
