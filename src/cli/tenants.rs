@@ -26,8 +26,9 @@ pub(super) enum TenantsCommand {
     },
     /// The customer list: every tenant with its plan, subscription status, monthly recurring
     /// revenue (per currency, minor units), dunning state, last API call and created date;
-    /// highest MRR first unless --sort says otherwise. Filters narrow it; a page ends with the
-    /// cursor of the next (`--cursor`).
+    /// highest MRR first unless --sort says otherwise. Filters narrow it; a page ends with how
+    /// many more match (counted up to 1,000: "1000+ more") and the next page's cursor
+    /// (`--cursor`).
     List {
         /// Only tenants on this plan (or price id).
         #[arg(long)]

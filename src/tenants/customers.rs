@@ -6,10 +6,11 @@
 //! This module owns `customer_list`, one row per tenant derived from the billing mirror
 //! (`subscriptions`, whose handler stores each one's MRR; `entitlements`, which names the
 //! granting plan), dunning's open cases and whether `tenant_activity` has the tenant. The
-//! database keeps it: triggers on those tables refresh the tenants a statement touched
-//! (migration 0050, `customer_list_refresh`), so every writer, including the release before
-//! this one, keeps it true. A page reads it in an index's order and stops after the page and
-//! the 1,000 rows that `more` counts, whatever the tenant count.
+//! database keeps it: a row trigger on each of those tables refreshes the part of the tenant's
+//! row the table decides, when a column the list shows changed (migration 0050,
+//! `customer_list_refresh_part`), so every writer, including the release before this one,
+//! keeps it true. A page reads it in an index's order and stops after the page and the 1,000
+//! rows that `more` counts, whatever the tenant count.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

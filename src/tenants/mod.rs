@@ -213,6 +213,24 @@ pub async fn bind_customer(conn: &mut sqlx::PgConnection, tenant: TenantId, cust
     Ok(bound.is_some())
 }
 
+/// Gives at most `batch` tenants whose current customer has no history row theirs, as of the
+/// tenant's creation; returns how many. Those are tenants bound before migration 0024, whose
+/// own backfill ran as the owner role, which row-level security (FORCE) shows no tenant: it
+/// copied none. Across tenants: the system pool.
+pub async fn fill_missing_bindings(system: &SystemPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let filled = sqlx::query(
+        "INSERT INTO tenant_customers (customer_id, tenant_id, bound_at)
+         SELECT t.stripe_customer_id, t.id, t.created_at FROM tenants t
+         WHERE t.stripe_customer_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenant_customers tc WHERE tc.customer_id = t.stripe_customer_id)
+         ORDER BY t.id LIMIT $1
+         ON CONFLICT (customer_id) DO NOTHING",
+    )
+    .bind(batch)
+    .execute(&system.0)
+    .await?;
+    Ok(filled.rows_affected())
+}
+
 /// Unbinds `customer`, which Stripe deleted, from the tenant it is current for; true when it
 /// was. Its history stays (a late event of it still routes here), and the next customer whose
 /// checkout or metadata names the tenant binds.

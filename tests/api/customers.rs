@@ -222,7 +222,8 @@ async fn two_writers_of_one_tenants_subscriptions_at_once_leave_its_list_row_hol
     assert_eq!(row, (serde_json::json!({"usd": 2000, "eur": 500}), 2000));
 }
 
-/// Tenants from before the list had rows of its own get theirs from `customer_list.fill`;
+/// Tenants from before the list had rows of its own get theirs from `customer_list.fill`, and
+/// those bound before the customer history its binding's row;
 /// `more` counts to 1,000 past the page and says when it stopped there; each sort pages
 /// through every tenant once, in order, across ties and (by activity) from those that called
 /// the API to those that never did.
@@ -240,14 +241,22 @@ async fn old_tenants_are_filled_more_stops_counting_at_its_cap_and_every_sort_pa
              SELECT 'sub_paged_' || n, id, 'cus_paged_' || n, 'active', now(), (n % 7) * 100, 'usd' FROM seed WHERE n % 5 = 0;
          INSERT INTO tenant_activity (tenant_id, last_seen_at) SELECT id, date_trunc('second', now()) - make_interval(secs => n / 2) FROM seed WHERE n % 4 <> 0;
          -- As if created before migration 0050: half have no row.
-         DELETE FROM customer_list WHERE tenant_id IN (SELECT id FROM seed WHERE n <= 600);",
+         DELETE FROM customer_list WHERE tenant_id IN (SELECT id FROM seed WHERE n <= 600);
+         -- As if bound before migration 0024: the paying ones' customers, with no history row.
+         UPDATE tenants SET stripe_customer_id = 'cus_paged_' || n FROM seed WHERE seed.id = tenants.id AND n % 5 = 0;",
     )
     .execute(system)
     .await
     .expect("seed");
     let out = app.cli(&["--json", "maintenance", "run", "customer_list.fill"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"filled\":600"), "{}", String::from_utf8_lossy(&out.stdout));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(report.contains("\"filled\":600") && report.contains("\"bindings\":240"), "{report}");
+    let bound: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_customers WHERE customer_id LIKE 'cus_paged_%' AND unbound_at IS NULL")
+        .fetch_one(system)
+        .await
+        .expect("bindings");
+    assert_eq!(bound, 240, "each bound tenant's current customer is in its history");
 
     use ballast::tenants::customers::{Filter, Sort, page};
     let pool = &app.state.system_pool;

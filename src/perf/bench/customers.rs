@@ -27,7 +27,7 @@ pub struct PageLatency {
 /// The figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct CustomersBenchReport {
-    /// Tenants seeded (the list reads every tenant in the database).
+    /// Tenants seeded (the list holds every tenant in the database, these and any others).
     pub tenants: usize,
     /// Reads per page.
     pub reads: u64,
