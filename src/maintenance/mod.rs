@@ -6,12 +6,12 @@
 //! within [`OVERDUE_AFTER`] of its periods is itself a problem (its leader is gone, or it fails
 //! every time).
 
+mod backfills;
 mod delivery_prune;
 mod delivery_sweep;
 mod inbox_prune;
 mod inbox_sweep;
 mod console_session_prune;
-mod customer_list_fill;
 mod job_status_prune;
 mod outbox_sweep;
 mod override_expiry;
@@ -40,7 +40,7 @@ pub fn services() -> Vec<Box<dyn Service>> {
         Box::new(delivery_prune::DeliveryPrune),
         Box::new(override_expiry::OverrideExpiry),
         Box::new(partitions::Partitions),
-        Box::new(customer_list_fill::CustomerListFill::default()),
+        Box::new(backfills::Backfills::default()),
     ]
 }
 

@@ -93,8 +93,8 @@ pub(super) const SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// leader's other services (the lost-queue check every 5 s) wait while it runs.
 pub(super) const PRUNE_BUDGET: Duration = Duration::from_secs(5);
 
-/// Runs `batch` (which deletes at most `size` rows and says how many) until one comes back
-/// short or [`PRUNE_BUDGET`] has passed; returns the total.
+/// Runs `batch` (which deletes, or fills, at most `size` rows and says how many) until one
+/// comes back short or [`PRUNE_BUDGET`] has passed; returns the total.
 pub(super) async fn drain<F, Fut, E>(size: u64, mut batch: F) -> Result<u64, E>
 where
     F: FnMut() -> Fut,

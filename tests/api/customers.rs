@@ -222,7 +222,7 @@ async fn two_writers_of_one_tenants_subscriptions_at_once_leave_its_list_row_hol
     assert_eq!(row, (serde_json::json!({"usd": 2000, "eur": 500}), 2000));
 }
 
-/// Tenants from before the list had rows of its own get theirs from `customer_list.fill`, and
+/// Tenants from before the list had rows of its own get theirs from the `backfills` service, and
 /// those bound before the customer history its binding's row;
 /// `more` counts to 1,000 past the page and says when it stopped there; each sort pages
 /// through every tenant once, in order, across ties and (by activity) from those that called
@@ -248,10 +248,10 @@ async fn old_tenants_are_filled_more_stops_counting_at_its_cap_and_every_sort_pa
     .execute(system)
     .await
     .expect("seed");
-    let out = app.cli(&["--json", "maintenance", "run", "customer_list.fill"]);
+    let out = app.cli(&["--json", "maintenance", "run", "backfills"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(report.contains("\"filled\":600") && report.contains("\"bindings\":240"), "{report}");
+    assert!(report.contains("\"customer_list\":600") && report.contains("\"tenant_customers\":240"), "{report}");
     let bound: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_customers WHERE customer_id LIKE 'cus_paged_%' AND unbound_at IS NULL")
         .fetch_one(system)
         .await
