@@ -53,11 +53,8 @@ pub async fn run(settings: Settings, tenants: usize, n: u64) -> Result<Customers
 /// heap) and statistics current. As the owner role, the only one that may; skipped without it.
 async fn settle(owner_url: Option<&secrecy::SecretString>) -> Result<(), sqlx::Error> {
     use secrecy::ExposeSecret;
-    use sqlx::Connection;
     let Some(url) = owner_url else { return Ok(()) };
-    let mut owner = sqlx::PgConnection::connect(url.expose_secret()).await?;
-    sqlx::query("VACUUM ANALYZE tenants, subscriptions, dunning_cases, tenant_activity, entitlements, customer_list").execute(&mut owner).await?;
-    owner.close().await
+    super::as_owner(url.expose_secret(), &["VACUUM ANALYZE tenants, subscriptions, dunning_cases, tenant_activity, entitlements, customer_list"]).await
 }
 
 pub(super) async fn seed(pool: &crate::db::SystemPool, prefix: &str, tenants: usize) -> Result<(), sqlx::Error> {

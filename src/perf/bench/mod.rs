@@ -134,6 +134,17 @@ pub(crate) fn p50_p99_ms(h: &Histogram<u64>) -> (f64, f64) {
 }
 
 /// Deletes every key under a namespace, in SCAN batches (never KEYS).
+/// Runs `statements` one at a time as the owner role at `owner_url`: what only a table's owner
+/// may do (ANALYZE, VACUUM), sent apart because VACUUM cannot run in a multi-statement string.
+pub(super) async fn as_owner(owner_url: &str, statements: &[&str]) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut owner = sqlx::PgConnection::connect(owner_url).await?;
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*statement)).execute(&mut owner).await?;
+    }
+    owner.close().await
+}
+
 pub async fn delete_namespace(conn: &crate::redis_conn::RedisConn, keys: &RedisKeys) -> Result<u64, redis::RedisError> {
     let mut deleted = 0u64;
     for pattern in keys.deployment_patterns() {

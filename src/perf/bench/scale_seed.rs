@@ -63,11 +63,7 @@ impl Scratch {
     /// customer list's tables as autovacuum leaves them (the row versions the seed's own list
     /// refreshes left behind gone, the visibility map set); the big tables are insert-only.
     pub(super) async fn analyze(&self) -> Result<(), sqlx::Error> {
-        let mut owner = sqlx::PgConnection::connect(&self.own_url).await?;
-        // Two statements sent apart: VACUUM cannot run in a multi-statement string's transaction.
-        sqlx::raw_sql("VACUUM customer_list, tenants, subscriptions, dunning_cases, tenant_activity").execute(&mut owner).await?;
-        sqlx::raw_sql("ANALYZE").execute(&mut owner).await?;
-        owner.close().await
+        super::as_owner(&self.own_url, &["VACUUM customer_list, tenants, subscriptions, dunning_cases, tenant_activity", "ANALYZE"]).await
     }
 
     /// Drops the database once the run's connections have ended (their server processes exit

@@ -301,12 +301,8 @@ async fn measure(
 /// ANALYZE of the tables the webhook path reads, as the owner role; false when not possible.
 async fn analyze(owner_url: Option<SecretString>) -> bool {
     use secrecy::ExposeSecret;
-    use sqlx::Connection;
     let Some(url) = owner_url else { return false };
-    let Ok(mut conn) = sqlx::PgConnection::connect(url.expose_secret()).await else { return false };
-    let done = sqlx::query("ANALYZE stripe_events, tenants, customers, subscriptions, entitlements").execute(&mut conn).await.is_ok();
-    let _ = conn.close().await;
-    done
+    super::as_owner(url.expose_secret(), &["ANALYZE stripe_events, tenants, customers, subscriptions, entitlements"]).await.is_ok()
 }
 
 /// Inbox rows of the run by status, and the stripe.event queue, for a stalled run.
