@@ -3,11 +3,18 @@
 //! declares and its body must fit that status's schema. A handler that drifts from the
 //! document fails whichever test called it.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
+use jsonschema::Validator;
 use serde_json::Value;
 
 static DOC: LazyLock<Value> = LazyLock::new(|| ballast::api::openapi::document(&ballast::api::routes()));
+
+/// Each schema's compiled validator, by where the schema sits in the document. Compiling one
+/// copies the document's components and walks them: per answer, that cost a burst drill's
+/// 51,000 answers a third of the test process's CPU, which the fleet under test then lacked.
+static VALIDATORS: LazyLock<Mutex<HashMap<String, Arc<Validator>>>> = LazyLock::new(Mutex::default);
 
 /// The document's path template for `path` (query left out): literal segments must match,
 /// `{…}` ones match anything.
@@ -41,7 +48,7 @@ pub fn check(method: &reqwest::Method, path: &str, status: u16, body: &Value) ->
         return Err(format!("{method} {tmpl} answered {status}, which /openapi.json does not declare: {body}"));
     }
     let Some(schema) = response["content"]["application/json"].get("schema") else { return Ok(()) };
-    validate(&inline(schema), body).map_err(|e| format!("{method} {tmpl} answered {status} that its schema refuses ({e}): {body}"))
+    validate(&format!("{method} {tmpl} {status}"), schema, body).map_err(|e| format!("{method} {tmpl} answered {status} that its schema refuses ({e}): {body}"))
 }
 
 /// Whether `method path` declares `status` (an answer that is not JSON: nothing to validate).
@@ -58,11 +65,20 @@ fn check_error(status: u16, body: &Value, what: &str) -> Result<(), String> {
     if status < 400 {
         return Err(format!("{what}: not in /openapi.json, yet answered {status}"));
     }
-    validate(&inline(&DOC["components"]["schemas"]["Error"]), body).map_err(|e| format!("{what} answered {status} outside the error shape ({e}): {body}"))
+    validate("Error", &DOC["components"]["schemas"]["Error"], body).map_err(|e| format!("{what} answered {status} outside the error shape ({e}): {body}"))
 }
 
-fn validate(schema: &Value, body: &Value) -> Result<(), String> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| format!("the document's schema does not compile: {e}"))?;
+/// Validates `body` against `schema`, found in the document at `place`.
+fn validate(place: &str, schema: &Value, body: &Value) -> Result<(), String> {
+    let cached = VALIDATORS.lock().map_err(|_| "a test panicked while compiling a schema".to_owned())?.get(place).cloned();
+    let validator = match cached {
+        Some(validator) => validator,
+        None => {
+            let compiled = Arc::new(jsonschema::validator_for(&inline(schema)).map_err(|e| format!("the document's schema does not compile: {e}"))?);
+            VALIDATORS.lock().map_err(|_| "a test panicked while compiling a schema".to_owned())?.insert(place.to_owned(), compiled.clone());
+            compiled
+        }
+    };
     let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
 }
