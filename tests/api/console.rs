@@ -28,10 +28,19 @@ async fn with_screenshot_on_failure<F: Future<Output = ()>>(browser: &Browser, n
     }
 }
 
-/// The text of the element `css` names, once the page shows it.
+/// The text of the element `css` names, once the page shows it. An element found on a page
+/// that a redirect then replaced is stale: it is looked up again on the new page (CI failed
+/// on such a read between a form's post and its redirect).
 async fn text(c: &Client, css: &str) -> String {
-    let found = c.wait().at_most(std::time::Duration::from_secs(15)).for_element(Locator::Css(css)).await;
-    found.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.expect("text")
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let found = c.wait().at_most(std::time::Duration::from_secs(15)).for_element(Locator::Css(css)).await;
+        match found.unwrap_or_else(|e| panic!("{css}: {e}")).text().await {
+            Ok(text) => return text,
+            Err(fantoccini::error::CmdError::Standard(e)) if e.error == fantoccini::error::ErrorStatus::StaleElementReference && tokio::time::Instant::now() < deadline => {}
+            Err(e) => panic!("{css}: text: {e}"),
+        }
+    }
 }
 
 /// Waits (as WebDriver waits: the page is polled) until the browser is at `path` (and `query`).
