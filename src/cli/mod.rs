@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use ballast::app::{self, AppState, Member};
 use ballast::config::Settings;
 use ballast::newtypes::TenantId;
@@ -25,6 +25,7 @@ mod api_keys;
 mod limits;
 mod loadtest;
 mod maintenance;
+mod migrate;
 mod operators;
 mod overrides;
 mod render;
@@ -98,7 +99,16 @@ enum Command {
         path: String,
     },
     /// Apply pending database migrations as the owner role (BALLAST_OWNER_DATABASE_URL).
-    Migrate,
+    ///
+    /// A migration that a member of an older release would break on is a required stop: it is
+    /// applied only while every live member (the roster in Redis) runs that release or later.
+    /// Upgrading from before it, deploy that release to every member first.
+    Migrate {
+        /// Apply a required stop without reading the fleet's roster: only when no member runs
+        /// at all (a cold upgrade, Redis not up yet).
+        #[arg(long)]
+        skip_fleet_check: bool,
+    },
     /// Put one job on its queue.
     Enqueue {
         /// Job kind, as named in jobs/ (e.g. noop).
@@ -254,7 +264,7 @@ impl Cli {
 
 pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<ExitCode> {
     let json = cli.json;
-    if !matches!(cli.command, Command::Serve { .. } | Command::Migrate | Command::Dev { .. }) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. } | Command::Dev { .. }) {
         args::sign_in(&settings).await?;
     }
     match cli.command {
@@ -278,17 +288,7 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
             member.run_until_signal().await;
         }
         Command::Probe { path } => return probe(&settings, &path, json).await,
-        Command::Migrate => {
-            if settings.owner_database_url.is_none() {
-                bail!("configuration error: BALLAST_OWNER_DATABASE_URL: missing (migrations run as the owner role)");
-            }
-            let applied = ballast::db::migrate(settings.migration_url()).await.context("migrate")?;
-            if json {
-                println!("{}", serde_json::json!({"applied": applied}));
-            } else {
-                println!("migrations: {applied} applied, schema current");
-            }
-        }
+        Command::Migrate { skip_fleet_check } => migrate::run(&settings, skip_fleet_check, json).await?,
         Command::Enqueue { kind, tenant, payload, idempotency_key } => {
             let payload: serde_json::Value =
                 serde_json::from_str(&payload).with_context(|| "--payload is not valid JSON")?;

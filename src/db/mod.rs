@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod partitions;
 pub mod replica;
+pub mod required_stop;
 
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub enum DbError {
     /// Creating the partitions ahead after migrating failed.
     #[error("partitions: {0}")]
     Partitions(String),
+    /// A migration's required-stop line is malformed.
+    #[error("{0}")]
+    RequiredStop(String),
 }
 
 /// The embedded, forward-only migrations from migrations/.
@@ -155,6 +159,19 @@ async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
         .fetch_all(pool)
         .await
+}
+
+/// The highest required stop ([`required_stop`]) among the migrations the database behind
+/// the owner `url` has not applied.
+pub async fn pending_required_stop(url: &str) -> Result<Option<required_stop::RequiredStop>, DbError> {
+    let opts = options(url, "BALLAST_OWNER_DATABASE_URL", "ballast-migrate")?;
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
+    let stop = required_stop::pending(&pool).await.map_err(|e| match e {
+        required_stop::PendingError::Sql(e) => DbError::Sql(e),
+        required_stop::PendingError::Bad(e) => DbError::RequiredStop(e.to_string()),
+    });
+    pool.close().await;
+    stop
 }
 
 /// Whether every embedded migration has been applied to the database behind `pool`.

@@ -16,9 +16,9 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolCopyExt;
 use tokio::io::AsyncWriteExt;
 
-/// The tables partitioned by month of their time column, or to be once their conversion runs
-/// (the usage ledger's and the Stripe inbox's are in migrations/next/: until they move up,
-/// those tables are skipped).
+/// The tables partitioned by month of their time column (the audit log since 0048, the usage
+/// ledger since 0053, the Stripe inbox since 0057); one whose conversion has not run yet on a
+/// database (a migration pending) is skipped.
 pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger", "stripe_events"];
 
 /// How far ahead partitions exist: a maintenance leader that is gone for weeks still leaves
@@ -125,7 +125,7 @@ pub async fn ensure_all_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<S
     for table in PARTITIONED {
         match ensure_ahead(pool, table, now).await {
             Ok(names) => created.extend(names),
-            // Its conversion has not run yet (migrations/next/).
+            // Its conversion has not run yet on this database.
             Err(PartitionError::NotPartitioned(_)) => {}
             Err(e) => return Err(e),
         }

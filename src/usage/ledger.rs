@@ -21,8 +21,8 @@ pub struct LedgerRow {
 /// Records a flush and its ledger rows in the caller's transaction; returns the rows written.
 /// A flush id seen before writes nothing (its rows are already there). The conflict is on
 /// `(id, usage_minute)`, as unique as the id (which derives from the minute), because that is
-/// the key the ledger keeps once it is partitioned by month of `usage_minute`
-/// (migrations/next/): it works on the table before and after.
+/// the key the ledger keeps partitioned by month of `usage_minute` (0053): it works on the
+/// table before and after the conversion (release 0.2.0 on).
 pub async fn write_ledger(tx: &mut sqlx::PgConnection, flush_id: &str, window: i64, rows: &[LedgerRow]) -> Result<usize, sqlx::Error> {
     let first: Option<String> = sqlx::query_scalar(
         "INSERT INTO usage_flushes (flush_id, arrival_window, rows) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING flush_id",

@@ -89,7 +89,7 @@ fn the_checker_refuses_what_breaks_the_running_release_and_lets_a_declared_contr
 
 #[test]
 fn no_migration_breaks_the_release_running_beside_it() {
-    // This release's, and the next release's written ahead (migrations/next/).
+    // Those applied, and the next release's written ahead (migrations/next/, when any).
     let mut files: Vec<_> = ["migrations", "migrations/next"]
         .into_iter()
         .flat_map(|dir| std::fs::read_dir(repo_path(dir)).expect("migrations").flatten().map(|e| e.path()))
@@ -103,4 +103,43 @@ fn no_migration_breaks_the_release_running_beside_it() {
             panic!("{}: {why}\n(split it: expand now, contract in a later release; see migrations/README.md)", file.display());
         }
     }
+}
+
+/// What a member writes to the fleet's roster (`health::roster`), announcing `release` now.
+fn announced(release: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    serde_json::json!({"roles": ["worker"], "version": release, "started_at": now, "seen": now}).to_string()
+}
+
+/// A required stop (0053 and 0057 need every member at 0.2.0 or later: members before it
+/// conflict on keys the partitioned ledger and inbox cannot have): `ballast migrate` applies
+/// nothing while a live member announces an older release, and names it; once that member
+/// runs the stop's release, the same command applies them.
+#[tokio::test]
+async fn migrate_applies_no_required_stop_while_a_member_of_an_older_release_runs() {
+    use redis::AsyncCommands;
+    let app = crate::support::TestApp::builder().roles(&[]).spawn().await;
+    let db = crate::support::TestDb::create_empty().await;
+    let owner = sqlx::PgPool::connect(&db.url("ballast_owner")).await.expect("owner");
+    ballast::db::MIGRATOR.run_to(50, &owner).await.expect("the schema of release 0.2.0");
+    let env: Vec<(String, String)> = db.env().into_iter().collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let latest = || async { sqlx::query_scalar::<_, i64>("SELECT max(version) FROM _sqlx_migrations").fetch_one(&owner).await.expect("latest") };
+    let mut redis = app.state.redis.clone();
+    let roster = app.state.keys.fleet_members();
+
+    let () = redis.hset(&roster, "worker-old:41", announced("0.1.0+5d1e2f0")).await.expect("announce");
+    let refused = app.cli_with(&["migrate"], &env);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "applied beside a 0.1.0 member: {said}");
+    assert!(said.contains("worker-old:41 (0.1.0+5d1e2f0)") && said.contains("release 0.2.0 or later"), "{said}");
+    assert_eq!(latest().await, 50, "nothing applied");
+
+    // The member went through the stop.
+    let () = redis.hset(&roster, "worker-old:41", announced("0.2.0+9a8b7c6")).await.expect("announce");
+    let applied = app.cli_with(&["migrate", "--json"], &env);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(latest().await >= 57);
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'stripe_events'").fetch_one(&owner).await.expect("kind");
+    assert_eq!(kind, "p", "the inbox is partitioned");
 }

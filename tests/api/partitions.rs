@@ -212,38 +212,41 @@ async fn the_audit_log_conversion_runs_under_writers_and_loses_nothing() {
     assert_eq!(seen, 0, "another tenant sees none of these rows");
 }
 
-/// Applies the next release's migration files whose names start with `prefix`, in order, each
-/// as `ballast migrate` would: in a transaction of its own, unless it says `-- no-transaction`.
-async fn apply_next(owner: &PgPool, prefix: &str) -> Vec<String> {
-    let dir = crate::support::repo_path("migrations/next");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("migrations/next").flatten().map(|e| e.path()).filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(".sql"))).collect();
-    files.sort();
-    for file in &files {
-        let sql = std::fs::read_to_string(file).expect("migration");
-        if sql.starts_with("-- no-transaction") {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(owner).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        } else {
-            let mut tx = owner.begin().await.expect("begin");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            tx.commit().await.expect("commit");
-        }
-    }
-    files.iter().map(|f| f.display().to_string()).collect()
+/// The last migration before the usage ledger's conversion (0051–0053), and before the
+/// inbox's (0054–0057).
+const BEFORE_LEDGER: i64 = 50;
+const BEFORE_INBOX: i64 = 53;
+
+/// A database migrated up to `version` only, and its owner and system pools.
+async fn migrated_to(version: i64) -> (TestDb, PgPool, PgPool) {
+    let db = TestDb::create_empty().await;
+    let owner = pool(&db.url("ballast_owner")).await;
+    ballast::db::MIGRATOR.run_to(version, &owner).await.expect("migrate to the release before");
+    let system = pool(&db.url("ballast_system")).await;
+    (db, owner, system)
+}
+
+/// Applies the embedded migrations after `after`, up to `to`, as `ballast migrate` does; their
+/// versions.
+async fn migrate(owner: &PgPool, after: i64, to: i64) -> Vec<i64> {
+    ballast::db::MIGRATOR.run_to(to, owner).await.expect("migrate");
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE version > $1 AND success ORDER BY version")
+        .bind(after)
+        .fetch_all(owner)
+        .await
+        .expect("applied")
 }
 
 fn ledger_rows(tenant: Uuid, minutes: impl Iterator<Item = chrono::DateTime<Utc>>) -> Vec<ballast::usage::ledger::LedgerRow> {
     minutes.map(|minute| ballast::usage::ledger::LedgerRow { tenant, metric: "api_calls".into(), minute, quantity: 3 }).collect()
 }
 
-/// The next release's conversion of the usage ledger (migrations/next/), applied while this
-/// release's flush writes: no write fails or is lost, the old rows are the first partition
+/// The usage ledger's conversion (0051–0053), applied while the flush writes: no write fails or is lost, the old rows are the first partition
 /// (its key the index 0049 built), a repeated flush still writes nothing twice, and the ledger
 /// then takes part in partition maintenance like the audit log.
 #[tokio::test]
-async fn the_next_releases_ledger_conversion_runs_under_this_releases_flush() {
-    let db = TestDb::create().await;
-    let owner = pool(&db.url("ballast_owner")).await;
-    let system = pool(&db.url("ballast_system")).await;
+async fn the_ledger_conversion_runs_under_the_flush() {
+    let (_db, owner, system) = migrated_to(BEFORE_LEDGER).await;
     let tenant = Uuid::new_v4();
     sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'metered')").bind(tenant).execute(&system).await.expect("tenant");
     let now = Utc::now();
@@ -275,8 +278,8 @@ async fn the_next_releases_ledger_conversion_runs_under_this_releases_flush() {
             (written, failed)
         }));
     }
-    let applied = apply_next(&owner, "usage_ledger_").await;
-    assert_eq!(applied.len(), 3, "{applied:?}");
+    let applied = migrate(&owner, BEFORE_LEDGER, BEFORE_INBOX).await;
+    assert_eq!(applied, [51, 52, 53]);
     stop.cancel();
     let mut written = 0;
     for w in writers {
@@ -318,15 +321,12 @@ fn inbox_row(id: &str, created: i64, customer: &str) -> ballast::stripe::inbox::
     ballast::stripe::inbox::batch::Row::of(&event, raw)
 }
 
-/// The next release's conversion of the Stripe inbox (migrations/next/), applied while this
-/// release's intake stores events: none fails or is lost and a redelivery is still a duplicate;
+/// The Stripe inbox's conversion (0054–0057), applied while the intake stores events: none fails or is lost and a redelivery is still a duplicate;
 /// then a month is retired and its events still to handle move to the DEFAULT partition,
 /// where the prune (and only there) deletes once they are settled.
 #[tokio::test]
-async fn the_next_releases_inbox_conversion_runs_under_this_releases_intake_and_keeps_what_is_still_to_handle() {
-    let db = TestDb::create().await;
-    let owner = pool(&db.url("ballast_owner")).await;
-    let system = pool(&db.url("ballast_system")).await;
+async fn the_inbox_conversion_runs_under_the_intake_and_keeps_what_is_still_to_handle() {
+    let (_db, owner, system) = migrated_to(BEFORE_INBOX).await;
     let system_pool = SystemPool(system.clone());
     let now = Utc::now();
     let earlier = now.timestamp() - 10 * 86_400;
@@ -357,8 +357,8 @@ async fn the_next_releases_inbox_conversion_runs_under_this_releases_intake_and_
             (new, failed)
         }));
     }
-    let applied = apply_next(&owner, "stripe_events_").await;
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    let applied = migrate(&owner, BEFORE_INBOX, 57).await;
+    assert_eq!(applied, [54, 55, 56, 57]);
     stop.cancel();
     let mut written = 0;
     for w in writers {

@@ -68,7 +68,7 @@ pub struct Stored {
 /// Inserts rows; returns what each became, in order. A repeated id (also within the batch) is
 /// a duplicate of the first. The conflict names no key: it holds on today's `(id)` and on the
 /// `(id, stripe_created)` a table partitioned by `stripe_created` keeps (an event's id fixes its
-/// created time), so this release runs beside the next one's conversion (migrations/next/).
+/// created time), so releases from 0.2.0 on store on either shape (0057 converts the table).
 pub async fn insert_many(pool: &SystemPool, rows: &[Row]) -> Result<Vec<Stored>, sqlx::Error> {
     let status = |r: &Row| if r.handled { InboxStatus::Received } else { InboxStatus::Ignored }.as_str();
     let stored: Vec<(String, Option<uuid::Uuid>)> = sqlx::query_as(

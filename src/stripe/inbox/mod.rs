@@ -189,22 +189,43 @@ pub const STILL_TO_HANDLE: &str = "status NOT IN ('processed', 'ignored')";
 /// Deletes up to [`PRUNE_BATCH`] processed or ignored rows received before `retention` ago;
 /// returns how many. Rows still to be handled are never touched, and Stripe stops retrying an
 /// event after 3 days, so a retention of weeks keeps every id that could still arrive twice.
-/// Once the inbox is partitioned by month (migrations/next/), whole months leave by partition
-/// and this deletes only from its DEFAULT partition (the rows a retirement kept, and events
-/// older than every month), where nothing else would.
+/// The inbox is partitioned by month (0057): whole months leave by partition, and this deletes
+/// only where nothing else would in time: the DEFAULT partition (the rows a retirement kept,
+/// and events older than every month), and the first partition, the heap from before 0057,
+/// which holds every event up to two months past the upgrade and would otherwise keep the
+/// first of them three months.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
     let partitioned: bool = sqlx::query_scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = 'stripe_events'::regclass").fetch_one(&pool.0).await?;
-    let table = if partitioned { "stripe_events_default" } else { "stripe_events" };
-    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM {table} WHERE id IN (
-             SELECT id FROM {table} WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT $2)"
-    )))
-    .bind(cutoff)
-    .bind(PRUNE_BATCH as i64)
-    .execute(&pool.0)
-    .await?;
-    Ok(deleted.rows_affected())
+    let tables: Vec<String> = if partitioned {
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'stripe_events'::regclass AND c.relname IN ('stripe_events_default', 'stripe_events_legacy')
+             ORDER BY c.relname",
+        )
+        .fetch_all(&pool.0)
+        .await?
+    } else {
+        vec!["stripe_events".to_owned()]
+    };
+    let mut deleted = 0;
+    for table in tables {
+        // The batch is shared, so a full batch still means more may be due.
+        let left = PRUNE_BATCH - deleted;
+        if left == 0 {
+            break;
+        }
+        let gone = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE id IN (
+                 SELECT id FROM {table} WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT $2)"
+        )))
+        .bind(cutoff)
+        .bind(left as i64)
+        .execute(&pool.0)
+        .await?;
+        deleted += gone.rows_affected();
+    }
+    Ok(deleted)
 }
 
 /// What one sweep did.

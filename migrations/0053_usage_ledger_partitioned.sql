@@ -1,4 +1,5 @@
--- swap step: usage_ledger keeps its name and columns (this release and the one before it write it with ON CONFLICT (id, usage_minute)); the old heap, renamed, becomes its first partition
+-- swap step: usage_ledger keeps its name and columns (releases from 0.2.0 on write it with ON CONFLICT (id, usage_minute), which the partitioned table's key serves); the old heap, renamed, becomes its first partition
+-- required stop: 0.2.0: a member before 0.2.0 flushes usage with ON CONFLICT (id), a key the partitioned ledger cannot have, and every flush of it would fail
 --
 -- Time partitions, the usage ledger, step 3: partitioned by month of usage_minute. Nothing here
 -- scans or copies a row: the old heap is attached below the bound steps 1 and 2 declared and

@@ -1,4 +1,5 @@
--- swap step: stripe_events keeps its name and columns (this release and the one before it store with ON CONFLICT DO NOTHING and read by id); the old heap, renamed, becomes its first partition
+-- swap step: stripe_events keeps its name and columns (releases from 0.2.0 on store with ON CONFLICT DO NOTHING and read by id); the old heap, renamed, becomes its first partition
+-- required stop: 0.2.0: a member before 0.2.0 stores Stripe events with ON CONFLICT (id), a key the partitioned inbox cannot have, and its intake would answer 5xx
 --
 -- Time partitions, the Stripe inbox, step 4: partitioned by month of `stripe_created`, which an
 -- event's id fixes, so the key (id, stripe_created) is as unique as the id. Nothing here scans

@@ -1,0 +1,116 @@
+//! Required stops, as GitLab has them: a migration that a member of a release older than some
+//! release would break on (a key it conflicts on goes away, a table it writes changes shape)
+//! declares that release in a line of its own,
+//!
+//! ```sql
+//! -- required stop: 0.2.0: <why a member before 0.2.0 breaks>
+//! ```
+//!
+//! and `ballast migrate` applies no pending migration while a live member announces an older
+//! release (`health::roster`). An upgrade from before the stop goes through it: that release
+//! deployed to every member, then this one. The check is the CLI's; this module only reads what
+//! the pending migrations require and compares releases.
+
+use semver::Version;
+use sqlx::PgPool;
+use sqlx::migrate::Migration;
+
+/// The line that declares a stop; the rest of the line is `<release>: <why>`.
+const MARKER: &str = "-- required stop:";
+
+/// What a pending migration requires of every running member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequiredStop {
+    /// The oldest release every live member must run.
+    pub release: Version,
+    /// The migration that requires it: `0054 stripe events partitioned`.
+    pub migration: String,
+    /// Why, as the migration says.
+    pub why: String,
+}
+
+/// A stop line that does not read `<release>: <why>`.
+#[derive(Debug, thiserror::Error)]
+#[error("migration {migration}: `{MARKER}` must be followed by `<release>: <why>` ({problem})")]
+pub struct BadStop {
+    migration: String,
+    problem: String,
+}
+
+/// The stop `migration` declares, if any.
+pub fn declared(migration: &Migration) -> Result<Option<RequiredStop>, BadStop> {
+    let name = format!("{:04} {}", migration.version, migration.description);
+    let Some(rest) = migration.sql.as_str().lines().find_map(|l| l.trim_start().strip_prefix(MARKER)) else { return Ok(None) };
+    let bad = |problem: String| BadStop { migration: name.clone(), problem };
+    let (release, why) = rest.split_once(':').ok_or_else(|| bad("no reason given".into()))?;
+    let release = Version::parse(release.trim()).map_err(|e| bad(format!("release {:?}: {e}", release.trim())))?;
+    let why = why.trim();
+    if why.is_empty() {
+        return Err(bad("no reason given".into()));
+    }
+    Ok(Some(RequiredStop { release, migration: name, why: why.to_owned() }))
+}
+
+/// The highest stop among the migrations `pool`'s database has not applied (the embedded
+/// ones, in order; the first of equal releases).
+pub async fn pending(pool: &PgPool) -> Result<Option<RequiredStop>, PendingError> {
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(pool).await?;
+    let applied: Vec<i64> = match table {
+        Some(_) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?,
+        None => Vec::new(),
+    };
+    let mut highest: Option<RequiredStop> = None;
+    for migration in super::MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)) {
+        if let Some(stop) = declared(migration)? {
+            if highest.as_ref().is_none_or(|h| stop.release > h.release) {
+                highest = Some(stop);
+            }
+        }
+    }
+    Ok(highest)
+}
+
+/// Why the pending stop could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    /// PostgreSQL could not be read.
+    #[error("postgres: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// An embedded migration's stop line is malformed.
+    #[error(transparent)]
+    Bad(#[from] BadStop),
+}
+
+/// Whether a member announcing `release` (`0.2.0+3f2a…`) runs a release older than `stop`. One
+/// whose release does not read as a version counts as older: nothing shows it is not.
+pub fn is_behind(stop: &Version, release: &str) -> bool {
+    match Version::parse(release) {
+        // Build metadata (the commit) does not order releases; a pre-release of the stop is
+        // before it, as semver has it.
+        Ok(v) => Version::new(v.major, v.minor, v.patch) < *stop || (Version::new(v.major, v.minor, v.patch) == *stop && !v.pre.is_empty()),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_before_the_stop_or_unreadable_is_behind_and_its_build_does_not_count() {
+        let stop = Version::new(0, 2, 0);
+        assert!(is_behind(&stop, "0.1.0+3f2a"));
+        assert!(is_behind(&stop, "0.2.0-rc.1+3f2a"));
+        assert!(is_behind(&stop, "dev"));
+        assert!(!is_behind(&stop, "0.2.0+3f2a"));
+        assert!(!is_behind(&stop, "0.2.1"));
+        assert!(!is_behind(&stop, "1.0.0+x"));
+    }
+
+    #[test]
+    fn every_embedded_stop_line_reads() {
+        for migration in super::super::MIGRATOR.iter() {
+            declared(migration).expect("stop line");
+        }
+    }
+}
