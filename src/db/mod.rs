@@ -166,7 +166,7 @@ async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
 pub async fn pending_required_stop(url: &str) -> Result<Option<required_stop::RequiredStop>, DbError> {
     let opts = options(url, "BALLAST_OWNER_DATABASE_URL", "ballast-migrate")?;
     let pool = PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
-    let stop = required_stop::pending(&pool).await.map_err(|e| match e {
+    let stop = required_stop::pending(&pool, &MIGRATOR).await.map_err(|e| match e {
         required_stop::PendingError::Sql(e) => DbError::Sql(e),
         required_stop::PendingError::Bad(e) => DbError::RequiredStop(e.to_string()),
     });

@@ -13,7 +13,7 @@
 
 use semver::Version;
 use sqlx::PgPool;
-use sqlx::migrate::Migration;
+use sqlx::migrate::{Migration, Migrator};
 
 /// The line that declares a stop; the rest of the line is `<release>: <why>`.
 const MARKER: &str = "-- required stop:";
@@ -51,16 +51,16 @@ pub fn declared(migration: &Migration) -> Result<Option<RequiredStop>, BadStop> 
     Ok(Some(RequiredStop { release, migration: name, why: why.to_owned() }))
 }
 
-/// The highest stop among the migrations `pool`'s database has not applied (the embedded
-/// ones, in order; the first of equal releases).
-pub async fn pending(pool: &PgPool) -> Result<Option<RequiredStop>, PendingError> {
+/// The highest stop among the migrations of `migrator` that `pool`'s database has not applied
+/// (in order; the first of equal releases).
+pub async fn pending(pool: &PgPool, migrator: &Migrator) -> Result<Option<RequiredStop>, PendingError> {
     let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(pool).await?;
     let applied: Vec<i64> = match table {
         Some(_) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?,
         None => Vec::new(),
     };
     let mut highest: Option<RequiredStop> = None;
-    for migration in super::MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)) {
+    for migration in migrator.iter().filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)) {
         if let Some(stop) = declared(migration)? {
             if highest.as_ref().is_none_or(|h| stop.release > h.release) {
                 highest = Some(stop);
@@ -105,12 +105,5 @@ mod tests {
         assert!(!is_behind(&stop, "0.2.0+3f2a"));
         assert!(!is_behind(&stop, "0.2.1"));
         assert!(!is_behind(&stop, "1.0.0+x"));
-    }
-
-    #[test]
-    fn every_embedded_stop_line_reads() {
-        for migration in super::super::MIGRATOR.iter() {
-            declared(migration).expect("stop line");
-        }
     }
 }

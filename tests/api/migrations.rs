@@ -105,6 +105,12 @@ fn no_migration_breaks_the_release_running_beside_it() {
     }
 }
 
+#[test]
+fn every_required_stop_line_reads() {
+    let stops: Vec<_> = ballast::db::MIGRATOR.iter().filter_map(|m| ballast::db::required_stop::declared(m).expect("stop line")).collect();
+    assert!(stops.iter().any(|s| s.migration.starts_with("0057") && s.release == semver::Version::new(0, 2, 0)), "{stops:?}");
+}
+
 /// What a member writes to the fleet's roster (`health::roster`), announcing `release` now.
 fn announced(release: &str) -> String {
     let now = chrono::Utc::now().timestamp();
