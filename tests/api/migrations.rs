@@ -59,6 +59,69 @@ fn without_function_bodies(code: &str) -> String {
     out
 }
 
+/// The tables that hold tenant data, as the migrations create them: `tenants`, and every table
+/// created with a `tenant_id` column. Each forces row-level security.
+fn tenant_tables(files: &[String]) -> std::collections::BTreeSet<String> {
+    let mut tables = std::collections::BTreeSet::from(["tenants".to_owned()]);
+    for text in files {
+        for created in text.split("CREATE TABLE ").skip(1) {
+            let name = created.trim_start_matches("IF NOT EXISTS ").split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or_default();
+            let columns = created.split("\n)").next().unwrap_or_default();
+            if columns.contains("tenant_id") {
+                tables.insert(name.to_lowercase());
+            }
+        }
+    }
+    tables
+}
+
+/// Why `text` is refused for reading or writing tenant rows, if it is: a statement run by the
+/// migration (a function's body runs when called, a DO block's now) that inserts, updates or
+/// deletes and names a tenant table. The owner role that runs migrations has no BYPASSRLS and
+/// every tenant table forces row-level security, so such a statement sees no tenant rows and
+/// silently does nothing (0024's backfill copied none); tenant data is backfilled as the system
+/// role by the `backfills` maintenance service (migrations/README.md).
+fn touches_tenant_rows(text: &str, tenants: &std::collections::BTreeSet<String>) -> Option<String> {
+    let code: String = text.lines().map(|l| l.split("--").next().unwrap_or_default()).collect::<Vec<_>>().join("\n");
+    without_function_bodies(&code).split(';').find_map(|statement| {
+        let words: Vec<String> = statement.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+        let schema_only = words.first().is_none_or(|w| ["create", "alter", "drop", "comment", "grant", "revoke", "set", "select"].contains(&w.as_str()));
+        let moves_rows = words.iter().any(|w| ["insert", "update", "delete", "merge", "copy", "truncate"].contains(&w.as_str()));
+        let table = words.iter().find(|w| tenants.contains(*w))?;
+        (!schema_only && moves_rows).then(|| format!("moves rows of the tenant table {table}, which the owner role cannot see: {}", statement.trim()))
+    })
+}
+
+/// The one migration that did (0024, applied long ago and never edited): what it meant to copy,
+/// the `backfills` maintenance service copies.
+const TENANT_ROWS_GRANDFATHERED: &[&str] = &["0024_tenant_customers.sql"];
+
+#[test]
+fn no_migration_moves_tenant_rows_the_owner_role_cannot_see() {
+    let files: Vec<std::path::PathBuf> = {
+        let mut f: Vec<_> = std::fs::read_dir(repo_path("migrations")).expect("migrations").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "sql")).collect();
+        f.sort();
+        f
+    };
+    let texts: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).expect("migration")).collect();
+    let tenants = tenant_tables(&texts);
+    assert!(tenants.contains("subscriptions") && tenants.contains("usage_ledger"), "{tenants:?}");
+    // The checker itself: a backfill and a DO block's update are refused; a trigger's function
+    // body and a schema change are not.
+    assert!(touches_tenant_rows("INSERT INTO customer_list (tenant_id) SELECT id FROM tenants;", &tenants).is_some());
+    assert!(touches_tenant_rows("DO $$ BEGIN UPDATE subscriptions SET mrr_minor = 0; END $$;", &tenants).is_some());
+    assert!(touches_tenant_rows("CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO customer_list SELECT * FROM tenants; RETURN NULL; END $$;", &tenants).is_none());
+    assert!(touches_tenant_rows("CREATE TRIGGER t AFTER INSERT OR DELETE ON subscriptions FOR EACH ROW EXECUTE FUNCTION f();", &tenants).is_none());
+    for (file, text) in files.iter().zip(&texts) {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        match touches_tenant_rows(text, &tenants) {
+            Some(_) if TENANT_ROWS_GRANDFATHERED.contains(&name) => {}
+            Some(why) => panic!("{name}: {why}\n(backfill it as the system role: an entry of src/maintenance/backfills.rs; see migrations/README.md)"),
+            None => assert!(!TENANT_ROWS_GRANDFATHERED.contains(&name), "{name} is grandfathered but moves no tenant rows"),
+        }
+    }
+}
+
 #[test]
 fn the_checker_refuses_what_breaks_the_running_release_and_lets_a_declared_contract_step_through() {
     for bad in [
