@@ -52,13 +52,18 @@ pub fn declared(migration: &Migration) -> Result<Option<RequiredStop>, BadStop> 
 }
 
 /// The highest stop among the migrations of `migrator` that `pool`'s database has not applied
-/// (in order; the first of equal releases).
+/// (in order; the first of equal releases); none on a database no migration has run on.
 pub async fn pending(pool: &PgPool, migrator: &Migrator) -> Result<Option<RequiredStop>, PendingError> {
     let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(pool).await?;
     let applied: Vec<i64> = match table {
         Some(_) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?,
         None => Vec::new(),
     };
+    // A database no migration has run on has no fleet to wait for: a member starts only on a
+    // migrated schema. (A first `docker compose up` migrates before Redis is up.)
+    if applied.is_empty() {
+        return Ok(None);
+    }
     let mut highest: Option<RequiredStop> = None;
     for migration in migrator.iter().filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)) {
         if let Some(stop) = declared(migration)? {

@@ -183,7 +183,8 @@ fn announced(release: &str) -> String {
 /// A required stop (0053 and 0057 need every member at 0.2.0 or later: members before it
 /// conflict on keys the partitioned ledger and inbox cannot have): `ballast migrate` applies
 /// nothing while a live member announces an older release, and names it; once that member
-/// runs the stop's release, the same command applies them.
+/// runs the stop's release, the same command applies them. A database no migration has run on
+/// is migrated without the check.
 #[tokio::test]
 async fn migrate_applies_no_required_stop_while_a_member_of_an_older_release_runs() {
     use redis::AsyncCommands;
@@ -198,6 +199,14 @@ async fn migrate_applies_no_required_stop_while_a_member_of_an_older_release_run
     let roster = app.state.keys.fleet_members();
 
     let () = redis.hset(&roster, "worker-old:41", announced("0.1.0+5d1e2f0")).await.expect("announce");
+    // A database no release has run on is migrated whatever the roster says: no member can be
+    // running on it (and a first `docker compose up` migrates before Redis is up).
+    let fresh = crate::support::TestDb::create_empty().await;
+    let fresh_env: Vec<(String, String)> = fresh.env().into_iter().chain([("REDIS_URL".to_owned(), "redis://127.0.0.1:1/0".to_owned())]).collect();
+    let fresh_env: Vec<(&str, &str)> = fresh_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let first = app.cli_with(&["migrate"], &fresh_env);
+    assert!(first.status.success(), "a fresh database, no Redis: {}", String::from_utf8_lossy(&first.stderr));
+
     let refused = app.cli_with(&["migrate"], &env);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "applied beside a 0.1.0 member: {said}");
