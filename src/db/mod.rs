@@ -31,8 +31,8 @@ pub enum DbError {
     #[error("partitions: {0}")]
     Partitions(String),
     /// A migration's required-stop line is malformed.
-    #[error("{0}")]
-    RequiredStop(String),
+    #[error(transparent)]
+    RequiredStop(#[from] required_stop::BadStop),
 }
 
 /// The embedded, forward-only migrations from migrations/.
@@ -142,7 +142,7 @@ pub fn pools(settings: &Settings) -> Result<(TenantPool, SystemPool), DbError> {
 pub async fn migrate(url: &str) -> Result<usize, DbError> {
     let opts = options(url, "BALLAST_OWNER_DATABASE_URL", "ballast-migrate")?;
     let pool = PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
-    let before = applied_versions(&pool).await.unwrap_or_default();
+    let before = applied_versions(&pool).await?;
     MIGRATOR.run(&pool).await?;
     // A database restored, or a template cloned, long after its last migration has partitions
     // only as far ahead as they were then: cover today before any member writes.
@@ -155,23 +155,30 @@ pub async fn migrate(url: &str) -> Result<usize, DbError> {
     Ok(after.len().saturating_sub(before.len()))
 }
 
+/// The migrations applied; none on a database no migration has run on (no table yet).
 async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(pool).await?;
+    if table.is_none() {
+        return Ok(Vec::new());
+    }
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
         .fetch_all(pool)
         .await
 }
 
 /// The highest required stop ([`required_stop`]) among the migrations the database behind
-/// the owner `url` has not applied.
+/// the owner `url` has not applied; none on a database no migration has run on (no member can
+/// run on it, and a first `docker compose up` migrates before Redis is up).
 pub async fn pending_required_stop(url: &str) -> Result<Option<required_stop::RequiredStop>, DbError> {
     let opts = options(url, "BALLAST_OWNER_DATABASE_URL", "ballast-migrate")?;
     let pool = PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
-    let stop = required_stop::pending(&pool, &MIGRATOR).await.map_err(|e| match e {
-        required_stop::PendingError::Sql(e) => DbError::Sql(e),
-        required_stop::PendingError::Bad(e) => DbError::RequiredStop(e.to_string()),
-    });
+    let applied = applied_versions(&pool).await;
     pool.close().await;
-    stop
+    let applied = applied?;
+    if applied.is_empty() {
+        return Ok(None);
+    }
+    Ok(required_stop::highest_pending(&MIGRATOR, &applied)?)
 }
 
 /// Whether every embedded migration has been applied to the database behind `pool`.

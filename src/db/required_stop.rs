@@ -12,7 +12,6 @@
 //! the pending migrations require and compares releases.
 
 use semver::Version;
-use sqlx::PgPool;
 use sqlx::migrate::{Migration, Migrator};
 
 /// The line that declares a stop; the rest of the line is `<release>: <why>`.
@@ -51,19 +50,9 @@ pub fn declared(migration: &Migration) -> Result<Option<RequiredStop>, BadStop> 
     Ok(Some(RequiredStop { release, migration: name, why: why.to_owned() }))
 }
 
-/// The highest stop among the migrations of `migrator` that `pool`'s database has not applied
-/// (in order; the first of equal releases); none on a database no migration has run on.
-pub async fn pending(pool: &PgPool, migrator: &Migrator) -> Result<Option<RequiredStop>, PendingError> {
-    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(pool).await?;
-    let applied: Vec<i64> = match table {
-        Some(_) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?,
-        None => Vec::new(),
-    };
-    // A database no migration has run on has no fleet to wait for: a member starts only on a
-    // migrated schema. (A first `docker compose up` migrates before Redis is up.)
-    if applied.is_empty() {
-        return Ok(None);
-    }
+/// The highest stop among the migrations of `migrator` not in `applied` (in order; the first
+/// of equal releases).
+pub fn highest_pending(migrator: &Migrator, applied: &[i64]) -> Result<Option<RequiredStop>, BadStop> {
     let mut highest: Option<RequiredStop> = None;
     for migration in migrator.iter().filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version)) {
         if let Some(stop) = declared(migration)? {
@@ -75,26 +64,12 @@ pub async fn pending(pool: &PgPool, migrator: &Migrator) -> Result<Option<Requir
     Ok(highest)
 }
 
-/// Why the pending stop could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum PendingError {
-    /// PostgreSQL could not be read.
-    #[error("postgres: {0}")]
-    Sql(#[from] sqlx::Error),
-    /// An embedded migration's stop line is malformed.
-    #[error(transparent)]
-    Bad(#[from] BadStop),
-}
-
 /// Whether a member announcing `release` (`0.2.0+3f2a…`) runs a release older than `stop`. One
 /// whose release does not read as a version counts as older: nothing shows it is not.
 pub fn is_behind(stop: &Version, release: &str) -> bool {
-    match Version::parse(release) {
-        // Build metadata (the commit) does not order releases; a pre-release of the stop is
-        // before it, as semver has it.
-        Ok(v) => Version::new(v.major, v.minor, v.patch) < *stop || (Version::new(v.major, v.minor, v.patch) == *stop && !v.pre.is_empty()),
-        Err(_) => true,
-    }
+    // semver's order puts a pre-release of the stop before it, and a build (the commit) after
+    // the bare version.
+    Version::parse(release).map_or(true, |v| v < *stop)
 }
 
 #[cfg(test)]

@@ -241,9 +241,10 @@ fn ledger_rows(tenant: Uuid, minutes: impl Iterator<Item = chrono::DateTime<Utc>
     minutes.map(|minute| ballast::usage::ledger::LedgerRow { tenant, metric: "api_calls".into(), minute, quantity: 3 }).collect()
 }
 
-/// The usage ledger's conversion (0051–0053), applied while the flush writes: no write fails or is lost, the old rows are the first partition
-/// (its key the index 0049 built), a repeated flush still writes nothing twice, and the ledger
-/// then takes part in partition maintenance like the audit log.
+/// The usage ledger's conversion (0051–0053), applied while the flush writes: no write fails or
+/// is lost, the old rows are the first partition (its key the index 0049 built), a repeated
+/// flush still writes nothing twice, and the ledger then takes part in partition maintenance
+/// like the audit log.
 #[tokio::test]
 async fn the_ledger_conversion_runs_under_the_flush() {
     let (_db, owner, system) = migrated_to(BEFORE_LEDGER).await;
@@ -321,8 +322,8 @@ fn inbox_row(id: &str, created: i64, customer: &str) -> ballast::stripe::inbox::
     ballast::stripe::inbox::batch::Row::of(&event, raw)
 }
 
-/// The Stripe inbox's conversion (0054–0057), applied while the intake stores events: none fails or is lost and a redelivery is still a duplicate;
-/// then a month is retired and its events still to handle move to the DEFAULT partition,
+/// The Stripe inbox's conversion (0054–0057), applied while the intake stores events: none
+/// fails or is lost and a redelivery is still a duplicate; then a month is retired and its events still to handle move to the DEFAULT partition,
 /// where the prune (and only there) deletes once they are settled.
 #[tokio::test]
 async fn the_inbox_conversion_runs_under_the_intake_and_keeps_what_is_still_to_handle() {

@@ -133,7 +133,6 @@ pub(crate) fn p50_p99_ms(h: &Histogram<u64>) -> (f64, f64) {
     (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0)
 }
 
-/// Deletes every key under a namespace, in SCAN batches (never KEYS).
 /// Runs `statements` one at a time as the owner role at `owner_url`: what only a table's owner
 /// may do (ANALYZE, VACUUM), sent apart because VACUUM cannot run in a multi-statement string.
 pub(super) async fn as_owner(owner_url: &str, statements: &[&str]) -> Result<(), sqlx::Error> {
@@ -145,6 +144,7 @@ pub(super) async fn as_owner(owner_url: &str, statements: &[&str]) -> Result<(),
     owner.close().await
 }
 
+/// Deletes every key under a namespace, in SCAN batches (never KEYS).
 pub async fn delete_namespace(conn: &crate::redis_conn::RedisConn, keys: &RedisKeys) -> Result<u64, redis::RedisError> {
     let mut deleted = 0u64;
     for pattern in keys.deployment_patterns() {

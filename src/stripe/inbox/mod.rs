@@ -196,18 +196,12 @@ pub const STILL_TO_HANDLE: &str = "status NOT IN ('processed', 'ignored')";
 /// first of them three months.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
-    let partitioned: bool = sqlx::query_scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = 'stripe_events'::regclass").fetch_one(&pool.0).await?;
-    let tables: Vec<String> = if partitioned {
-        sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'stripe_events'::regclass AND c.relname IN ('stripe_events_default', 'stripe_events_legacy')
-             ORDER BY c.relname",
-        )
-        .fetch_all(&pool.0)
-        .await?
-    } else {
-        vec!["stripe_events".to_owned()]
-    };
+    // The heap from before 0057 goes once retired; the DEFAULT partition stays.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname IN ('stripe_events_default', 'stripe_events_legacy') AND relispartition ORDER BY 1",
+    )
+    .fetch_all(&pool.0)
+    .await?;
     let mut deleted = 0;
     for table in tables {
         // The batch is shared, so a full batch still means more may be due.
