@@ -57,8 +57,9 @@ pub(super) enum BenchCommand {
     /// by the owner role, `BALLAST_OWNER_DATABASE_URL`, and dropped afterwards) and a private
     /// Redis namespace: p50 and p99 of the webhook claim, the entitlement read (hit and miss),
     /// `GET /v1/tenants`, the admin list and a timeline, each plan checked for whole-table
-    /// reads; retiring one month of the audit log (time, the detach's lock, a writer's slowest
-    /// insert meanwhile); size on disk per million rows. The volume (100,000 tenants,
+    /// reads; retiring one month of the audit log and of the inbox (time, the detach's lock, a
+    /// writer's slowest insert meanwhile); size on disk per million rows. The inbox and the
+    /// ledger get a partition per month loaded, as a database that old has. The volume (100,000 tenants,
     /// 10M events, 50M ledger rows, 1M jobs) needs about 33 GB of disk; on 2 cores, 10M events
     /// and 20M ledger rows loaded in 30 minutes, and the ledger slows as it grows.
     Scale {
@@ -267,8 +268,12 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                     };
                     println!("{}: p50 {:.2} ms / p99 {:.2} ms{plan}", s.statement, s.p50_ms, s.p99_ms);
                 }
-                let t = &r.retention;
-                println!("one audit month retired ({} rows): {:.0} ms in all, detach {} ms; a writer wrote {} rows meanwhile, slowest {:.1} ms", t.rows, t.total_ms, t.detach_ms, t.writes_meanwhile, t.writer_max_ms);
+                for t in &r.retentions {
+                    println!(
+                        "one month of {} retired ({} rows, {} kept): {:.0} ms in all, detach {} ms; a writer wrote {} rows meanwhile, slowest {:.1} ms",
+                        t.table, t.rows, t.kept, t.total_ms, t.detach_ms, t.writes_meanwhile, t.writer_max_ms
+                    );
+                }
                 for s in &r.sizes {
                     println!("{}: {} rows, {:.1} MB, {:.0} MB per million rows", s.table, s.rows, s.bytes as f64 / 1e6, s.bytes_per_million as f64 / 1e6);
                 }

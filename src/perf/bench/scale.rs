@@ -2,8 +2,8 @@
 //! its own (created, migrated, dropped; see `scale_seed`) it loads tenants, Stripe events over
 //! twelve months, usage ledger rows, an audit month and queued jobs, then reports each hot
 //! statement's p50 and p99 (and whether its plan reads a growing table whole), what retiring
-//! one month of the audit log costs while a writer writes, and the size on disk per million
-//! rows. Figures for README and docs/performance.md; never a timed test.
+//! one month of the audit log and of the inbox costs while a writer writes, and the size on
+//! disk per million rows. Figures for README and docs/performance.md; never a timed test.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,16 +49,20 @@ pub struct StatementFigure {
     pub whole_scans: Option<Vec<String>>,
 }
 
-/// Retiring one month of the audit log.
+/// Retiring one month of a partitioned table.
 #[derive(Debug, Clone, Serialize)]
 pub struct RetentionFigure {
+    /// The table.
+    pub table: String,
     /// Rows the month held.
     pub rows: u64,
+    /// Of them, moved to the DEFAULT partition because they were still to be handled.
+    pub kept: u64,
     /// The whole retirement: count, detach, drop (ms).
     pub total_ms: f64,
     /// How long the detach held (and waited for) the parent's lock (ms).
     pub detach_ms: u64,
-    /// Audit rows a writer wrote meanwhile, into the next month.
+    /// Rows a writer wrote meanwhile, into the next month.
     pub writes_meanwhile: u64,
     /// The writer's slowest insert meanwhile (ms).
     pub writer_max_ms: f64,
@@ -86,8 +90,8 @@ pub struct ScaleReport {
     pub fill_secs: f64,
     /// The hot statements.
     pub statements: Vec<StatementFigure>,
-    /// One month of the audit log retired.
-    pub retention: RetentionFigure,
+    /// One month of the audit log and of the inbox retired.
+    pub retentions: Vec<RetentionFigure>,
     /// Sizes on disk.
     pub sizes: Vec<SizeFigure>,
 }
@@ -95,7 +99,7 @@ pub struct ScaleReport {
 /// Runs the benchmark in a scratch database, dropped afterwards whatever happened.
 pub async fn run(mut settings: Settings, params: ScaleParams) -> Result<ScaleReport, BenchError> {
     let run_id = super::isolate(&mut settings);
-    let scratch = scale_seed::create(&mut settings, &run_id).await?;
+    let scratch = scale_seed::create(&mut settings, &run_id, params.months).await?;
     let outcome = async {
         let state = AppState::build(settings)?;
         // An interrupted load (it runs for half an hour at the volume) still drops
@@ -130,9 +134,12 @@ async fn measure(state: &AppState, scratch: &scale_seed::Scratch, params: &Scale
     let middle = queued.get(queued.len() / 2).map(|j| j.0.clone()).unwrap_or_default();
     statements.push(timed("a queued job found by id (queue.find)", params.samples, || async { state.queue.find(&middle).await.map(|_| ()).map_err(BenchError::from) }).await?);
     let sizes = sizes(state).await?;
-    let retention = retire_one_month(state).await?;
+    let mut retentions = Vec::new();
+    for r in &RETIREMENTS {
+        retentions.push(retire_one_month(state, r).await?);
+    }
     state.queue.set_paused("noop", false).await?;
-    Ok(ScaleReport { params: params.clone(), fill_secs, statements, retention, sizes })
+    Ok(ScaleReport { params: params.clone(), fill_secs, statements, retentions, sizes })
 }
 
 /// Times `samples` runs of `one`.
@@ -323,38 +330,68 @@ async fn lists(state: &AppState, samples: u64) -> Result<Vec<StatementFigure>, B
     Ok(out)
 }
 
-/// Retires the audit log's oldest month (where the load put its rows) as the maintenance
-/// service would once the month is past its retention, while a writer writes into the next.
-async fn retire_one_month(state: &AppState) -> Result<RetentionFigure, BenchError> {
+/// A table whose oldest month the bench retires: its retention, the rows its retirement keeps
+/// (as the maintenance service passes them) and a writer's insert into the next month (`$1`
+/// the time, `$2` the writer's count).
+struct Retirement {
+    table: &'static str,
+    retention_days: u64,
+    keep: Option<&'static str>,
+    insert: &'static str,
+}
+
+/// The audit log's oldest month (where the load put its audit rows) and the inbox's (a
+/// month of the load's events, one in a thousand still to handle and kept).
+const RETIREMENTS: [Retirement; 2] = [
+    Retirement { table: "audit_log", retention_days: 400, keep: None, insert: "INSERT INTO audit_log (actor, action, params, outcome, at) VALUES ('bench', 'write', jsonb_build_object('n', $2::bigint), 'ok', $1)" },
+    Retirement {
+        table: "stripe_events",
+        retention_days: 30,
+        keep: Some(crate::stripe::inbox::STILL_TO_HANDLE),
+        insert: "INSERT INTO stripe_events (id, type, stripe_created, payload, status) VALUES ('evt_bench_writer_' || $2, 'bench.write', $1, '{}', 'processed')",
+    },
+];
+
+/// Retires `r.table`'s oldest month as the maintenance service would once the month is past
+/// its retention, while a writer writes into the next.
+async fn retire_one_month(state: &AppState, r: &Retirement) -> Result<RetentionFigure, BenchError> {
     let pool = state.system_pool.0.clone();
-    let parts = crate::db::partitions::list(&pool, "audit_log").await?;
+    let parts = crate::db::partitions::list(&pool, r.table).await?;
     let (Some(oldest), Some(next)) = (parts.first().cloned(), parts.get(1).cloned()) else {
-        return Err(BenchError::NotReady("the audit log has fewer than two partitions".into()));
+        return Err(BenchError::NotReady(format!("{} has fewer than two partitions", r.table)));
     };
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (pool, stop) = (pool.clone(), stop.clone());
+        let (pool, stop, insert) = (pool.clone(), stop.clone(), r.insert);
         let at = next.range_from.unwrap_or(next.range_to) + chrono::TimeDelta::hours(1);
         tokio::spawn(async move {
             let (mut n, mut slowest) = (0u64, Duration::ZERO);
             while !stop.load(Ordering::Acquire) {
                 let started = Instant::now();
-                sqlx::query("INSERT INTO audit_log (actor, action, outcome, at) VALUES ('bench', 'write', 'ok', $1)").bind(at).execute(&pool).await?;
+                sqlx::query(insert).bind(at).bind(n as i64).execute(&pool).await?;
                 slowest = slowest.max(started.elapsed());
                 n += 1;
             }
             Ok::<_, sqlx::Error>((n, slowest))
         })
     };
-    let retention = Duration::from_secs(400 * 86_400);
+    let retention = Duration::from_secs(r.retention_days * 86_400);
     let now = oldest.range_to + chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::zero());
     let started = Instant::now();
-    let retired = crate::db::partitions::retire(&pool, "audit_log", now, retention, None, None).await;
+    let retired = crate::db::partitions::retire(&pool, r.table, now, retention, None, r.keep).await;
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     stop.store(true, Ordering::Release);
     let (writes_meanwhile, slowest) = writer.await.map_err(|e| BenchError::NotReady(e.to_string()))??;
     let retired = retired.map_err(|e| BenchError::NotReady(e.to_string()))?;
-    Ok(RetentionFigure { rows: retired.rows, total_ms, detach_ms: retired.longest_detach_ms, writes_meanwhile, writer_max_ms: slowest.as_secs_f64() * 1000.0 })
+    Ok(RetentionFigure {
+        table: r.table.to_owned(),
+        rows: retired.rows,
+        kept: retired.kept,
+        total_ms,
+        detach_ms: retired.longest_detach_ms,
+        writes_meanwhile,
+        writer_max_ms: slowest.as_secs_f64() * 1000.0,
+    })
 }
 
 /// Size on disk per table (partitions, indexes and TOAST included).

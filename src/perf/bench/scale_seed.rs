@@ -35,8 +35,9 @@ fn with_database(url: &str, database: &str) -> Result<String, BenchError> {
     Ok(parsed.to_string())
 }
 
-/// Creates and migrates the scratch database, and points `settings` at it.
-pub(super) async fn create(settings: &mut Settings, run_id: &str) -> Result<Scratch, BenchError> {
+/// Creates and migrates the scratch database, gives the inbox and the ledger a partition for
+/// each of the last `months` months ([`months_as_partitions`]), and points `settings` at it.
+pub(super) async fn create(settings: &mut Settings, run_id: &str, months: i64) -> Result<Scratch, BenchError> {
     let Some(owner) = settings.owner_database_url.clone() else {
         return Err(BenchError::NotReady("bench scale works in a database of its own: set BALLAST_OWNER_DATABASE_URL (the owner role creates and drops it)".into()));
     };
@@ -51,11 +52,45 @@ pub(super) async fn create(settings: &mut Settings, run_id: &str) -> Result<Scra
         scratch.drop_database().await;
         return Err(BenchError::NotReady(format!("migrating the scratch database: {e}")));
     }
+    if let Err(e) = super::as_owner(&own_url, &[&months_as_partitions(months)]).await {
+        scratch.drop_database().await;
+        return Err(BenchError::NotReady(format!("partitioning the scratch database by month: {e}")));
+    }
     settings.database_url = SecretString::from(with_database(settings.database_url.expose_secret(), &name)?);
     settings.system_database_url = SecretString::from(with_database(settings.system_database_url.expose_secret(), &name)?);
     settings.owner_database_url = Some(SecretString::from(own_url));
     settings.replica.url = None;
     Ok(scratch)
+}
+
+/// The owner's statement that replaces the inbox's and the ledger's first partition with one
+/// partition per month from `months` months ago. On a database migrated today that partition
+/// (the heap from before the conversion) is bound from MINVALUE to a month or two ahead, so
+/// a year of loaded rows would all land in it and the run would measure one big partition,
+/// not the twelve months a database a year old has. The scratch database is empty here, so
+/// the detach and the drop move nothing.
+fn months_as_partitions(months: i64) -> String {
+    format!(
+        "DO $$
+         DECLARE
+             t text; first text; upto timestamptz; m timestamptz;
+         BEGIN
+             PERFORM set_config('timezone', 'UTC', true);
+             FOREACH t IN ARRAY ARRAY['stripe_events', 'usage_ledger'] LOOP
+                 SELECT partition, range_to INTO first, upto FROM ballast_partitions(t) WHERE range_from IS NULL;
+                 CONTINUE WHEN first IS NULL;
+                 EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', t, first);
+                 EXECUTE format('DROP TABLE %I', first);
+                 -- The load spans `months` × 30 days back from now.
+                 m := date_trunc('month', now() - make_interval(days => {days}));
+                 WHILE m < upto LOOP
+                     PERFORM ballast_partition_create(t, m, least(m + interval '1 month', upto));
+                     m := m + interval '1 month';
+                 END LOOP;
+             END LOOP;
+         END $$",
+        days = months.saturating_mul(30)
+    )
 }
 
 impl Scratch {
