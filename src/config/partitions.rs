@@ -14,6 +14,9 @@ pub struct PartitionSettings {
     /// How long the usage ledger keeps a month once it is partitioned
     /// (`BALLAST_LEDGER_RETENTION_DAYS`, 760: two years of invoices and the month being disputed).
     pub ledger_retention: Duration,
+    /// How long outbound webhook deliveries and their attempts keep a month
+    /// (`BALLAST_DELIVERY_RETENTION_DAYS`, 30: the endpoint's delivery log a tenant reads).
+    pub delivery_retention: Duration,
     /// Where a retired month is written before it is dropped (`BALLAST_PARTITION_ARCHIVE_DIR`:
     /// CSV with a header and a `.sha256` beside it); unset: dropped without a copy.
     pub archive_dir: Option<PathBuf>,
@@ -29,8 +32,18 @@ impl PartitionSettings {
         if ledger_days < 62 {
             return Err(ConfigError::new("BALLAST_LEDGER_RETENTION_DAYS", format!("{ledger_days} would retire usage not yet invoiced; use 62 or more")));
         }
+        let delivery_days: u64 = src.parse_or("BALLAST_DELIVERY_RETENTION_DAYS", 30u64, "a number of days")?;
+        if delivery_days < 7 {
+            // Retries run about three days, and an endpoint is disabled after five days failing.
+            return Err(ConfigError::new("BALLAST_DELIVERY_RETENTION_DAYS", format!("{delivery_days} would retire deliveries still being retried; use 7 or more")));
+        }
         let archive_dir = src.get("BALLAST_PARTITION_ARCHIVE_DIR").map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from);
-        Ok(Self { audit_retention: Duration::from_secs(86_400 * days), ledger_retention: Duration::from_secs(86_400 * ledger_days), archive_dir })
+        Ok(Self {
+            audit_retention: Duration::from_secs(86_400 * days),
+            ledger_retention: Duration::from_secs(86_400 * ledger_days),
+            delivery_retention: Duration::from_secs(86_400 * delivery_days),
+            archive_dir,
+        })
     }
 
     /// How long `table` keeps a month; `None` for a table that is not partitioned.
@@ -38,6 +51,7 @@ impl PartitionSettings {
         match table {
             "audit_log" => Some(self.audit_retention),
             "usage_ledger" => Some(self.ledger_retention),
+            "webhook_deliveries" | "webhook_attempts" => Some(self.delivery_retention),
             _ => None,
         }
     }
@@ -45,6 +59,11 @@ impl PartitionSettings {
 
 impl Default for PartitionSettings {
     fn default() -> Self {
-        Self { audit_retention: Duration::from_secs(86_400 * 400), ledger_retention: Duration::from_secs(86_400 * 760), archive_dir: None }
+        Self {
+            audit_retention: Duration::from_secs(86_400 * 400),
+            ledger_retention: Duration::from_secs(86_400 * 760),
+            delivery_retention: Duration::from_secs(86_400 * 30),
+            archive_dir: None,
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `deliveries.prune`: finished outbound webhook deliveries (and their attempts) older than
-//! their retention are deleted.
+//! their retention (`BALLAST_DELIVERY_RETENTION_DAYS`) are deleted where no month retires
+//! them (the `partitions` service retires whole months).
 
 use std::time::Duration;
 
@@ -19,9 +20,9 @@ impl Service for DeliveryPrune {
 
     fn run<'a>(&'a self, deps: &'a Deps) -> Running<'a> {
         Box::pin(async move {
-            let pruned = drain(crate::webhooks_out::deliveries::PRUNE_BATCH, || {
-                crate::webhooks_out::deliveries::prune(&deps.system_pool, crate::webhooks_out::deliveries::RETENTION)
-            })
+            // A retention too long for chrono keeps everything.
+            let retention = chrono::Duration::from_std(deps.partitions.delivery_retention).unwrap_or(chrono::Duration::MAX);
+            let pruned = drain(crate::webhooks_out::deliveries::PRUNE_BATCH, || crate::webhooks_out::deliveries::prune(&deps.system_pool, retention))
             .await?;
             Ok::<_, MaintenanceError>(Report::of("pruned", pruned))
         })

@@ -29,9 +29,12 @@ impl Service for Partitions {
             let created = partitions::ensure_all_ahead(pool, now).await?;
             let mut report = Report::of("created", created.len() as u64);
             for table in partitions::PARTITIONED {
-                // The inbox keeps its own retention, and the events still to handle.
+                // The inbox keeps its own retention, and the events still to handle; a month of
+                // deliveries keeps the ones still pending, and their attempts.
                 let (retention, keep) = match *table {
                     "stripe_events" => (Some(deps.inbox_retention), Some(crate::stripe::inbox::STILL_TO_HANDLE)),
+                    "webhook_deliveries" => (deps.partitions.retention_of(table), Some(crate::webhooks_out::deliveries::STILL_PENDING)),
+                    "webhook_attempts" => (deps.partitions.retention_of(table), Some(crate::webhooks_out::deliveries::OF_STILL_PENDING)),
                     other => (deps.partitions.retention_of(other), None),
                 };
                 let Some(retention) = retention else { continue };

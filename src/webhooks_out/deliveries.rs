@@ -398,24 +398,48 @@ pub async fn resend(pool: &TenantPool, tenant: TenantId, endpoint: uuid::Uuid, d
     Ok(id)
 }
 
-/// How long a finished delivery stays in its endpoint's log.
-pub const RETENTION: chrono::Duration = chrono::Duration::days(30);
-
 /// Deliveries (and messages) one [`prune`] deletes.
 pub const PRUNE_BATCH: u64 = 10_000;
 
+/// Deliveries a month's retirement keeps (moved to the DEFAULT partition): ones still pending
+/// (a month leaves at least a week past its last day, and retries end after about three, so
+/// this is a guard, not a path).
+pub const STILL_PENDING: &str = "status = 'pending'";
+
+/// Attempts a month's retirement keeps: those of the deliveries [`STILL_PENDING`] kept (the
+/// deliveries retire first, so those are in the DEFAULT partition by then).
+pub const OF_STILL_PENDING: &str = "delivery_id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending')";
+
 /// Deletes deliveries finished more than `retention` ago with their attempts, and messages left
 /// with no delivery, up to [`PRUNE_BATCH`] of each per call (the `deliveries.prune` service calls
-/// it again while batches come back full). System pool: retention spans tenants.
+/// it again while batches come back full). System pool: retention spans tenants. Deliveries are
+/// partitioned by month (0062) and leave with their month; this deletes only where no month
+/// would in time: the DEFAULT partition (kept rows, ids no month holds) and the first
+/// partition, the heap from before 0062, which holds every delivery up to two months past the
+/// upgrade (or the whole table on a database 0062 has not reached yet).
 pub async fn prune(pool: &SystemPool, retention: chrono::Duration) -> Result<u64, sqlx::Error> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname IN ('webhook_deliveries_default', 'webhook_deliveries_legacy') AND relispartition
+         UNION ALL SELECT relname::text FROM pg_class WHERE relname = 'webhook_deliveries' AND relkind = 'r' ORDER BY 1",
+    )
+    .fetch_all(&pool.0)
+    .await?;
     let mut tx = pool.0.begin().await?;
-    let old: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE finished_at < now() - $1 LIMIT $2")
-        .bind(retention)
-        .bind(PRUNE_BATCH as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id = ANY($1)").bind(&old).execute(&mut *tx).await?;
-    let deleted = sqlx::query("DELETE FROM webhook_deliveries WHERE id = ANY($1)").bind(&old).execute(&mut *tx).await?.rows_affected();
+    let mut deleted = 0;
+    for table in tables {
+        // The batch is shared, so a full batch still means more may be due.
+        let left = PRUNE_BATCH - deleted;
+        if left == 0 {
+            break;
+        }
+        let old: Vec<uuid::Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} WHERE finished_at < now() - $1 LIMIT $2")))
+            .bind(retention)
+            .bind(left as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id = ANY($1)").bind(&old).execute(&mut *tx).await?;
+        deleted += sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE id = ANY($1)"))).bind(&old).execute(&mut *tx).await?.rows_affected();
+    }
     sqlx::query(
         "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m WHERE m.created_at < now() - $1 \
          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id) LIMIT $2)",

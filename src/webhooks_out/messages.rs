@@ -164,7 +164,7 @@ async fn accept_in(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: &[&I
     }
     let mut deliveries: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
         "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) \
-         SELECT gen_random_uuid(), $1, m.id, e.id FROM unnest($2::uuid[], $3::text[]) AS m(id, t) \
+         SELECT ballast_uuid_v7(), $1, m.id, e.id FROM unnest($2::uuid[], $3::text[]) AS m(id, t) \
          JOIN webhook_endpoints e ON e.deleted_at IS NULL AND e.disabled_at IS NULL AND e.event_types && ARRAY[m.t, '*'] \
          RETURNING id, message_id, endpoint_id",
     )
