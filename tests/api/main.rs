@@ -31,6 +31,7 @@ mod migrations;
 mod observability;
 mod outage_drills;
 mod partitions;
+mod partitions_deliveries;
 mod query_plans;
 mod quickstart;
 mod replica;
