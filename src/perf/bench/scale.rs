@@ -2,8 +2,8 @@
 //! its own (created, migrated, dropped; see `scale_seed`) it loads tenants, Stripe events over
 //! twelve months, usage ledger rows, an audit month and queued jobs, then reports each hot
 //! statement's p50 and p99 (and whether its plan reads a growing table whole), what retiring
-//! one month of the audit log and of the inbox costs while a writer writes, and the size on
-//! disk per million rows. Figures for README and docs/performance.md; never a timed test.
+//! one month of the audit log, the inbox and the outbound deliveries costs while a writer
+//! writes, and the size on disk per million rows. Figures for README and docs/performance.md; never a timed test.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,8 @@ pub struct ScaleParams {
     pub ledger: i64,
     /// Audit rows in the month that is retired.
     pub audit: i64,
+    /// Outbound webhook deliveries (two attempts each) in the month that is retired.
+    pub deliveries: i64,
     /// Queued jobs (a paused `noop`).
     pub jobs: usize,
     /// Months the inbox and ledger span.
@@ -90,7 +92,7 @@ pub struct ScaleReport {
     pub fill_secs: f64,
     /// The hot statements.
     pub statements: Vec<StatementFigure>,
-    /// One month of the audit log and of the inbox retired.
+    /// One month of the audit log, the inbox, the deliveries and their attempts retired.
     pub retentions: Vec<RetentionFigure>,
     /// Sizes on disk.
     pub sizes: Vec<SizeFigure>,
@@ -120,7 +122,8 @@ pub async fn run(mut settings: Settings, params: ScaleParams) -> Result<ScaleRep
 
 async fn measure(state: &AppState, scratch: &scale_seed::Scratch, params: &ScaleParams, run_id: &str) -> Result<ScaleReport, BenchError> {
     let prefix = format!("scale-{run_id}-");
-    let fill_secs = scale_seed::fill(&state.system_pool, &prefix, params.tenants, params.inbox, params.ledger, params.audit, params.months).await?;
+    let fill_secs = scale_seed::fill(&state.system_pool, &prefix, params.tenants, params.inbox, params.ledger, params.audit, params.months).await?
+        + scale_seed::fill_deliveries(&state.system_pool, &prefix, params.deliveries).await?;
     state.queue.set_paused("noop", true).await?;
     let kind = crate::newtypes::JobKind("noop".into());
     let mut queued = Vec::with_capacity(params.jobs);
@@ -340,15 +343,32 @@ struct Retirement {
     insert: &'static str,
 }
 
-/// The audit log's oldest month (where the load put its audit rows) and the inbox's (a
-/// month of the load's events, one in a thousand still to handle and kept).
-const RETIREMENTS: [Retirement; 2] = [
+/// The audit log's oldest month (where the load put its audit rows), the inbox's (a month of
+/// the load's events, one in a thousand still to handle and kept), and the deliveries' and
+/// their attempts' (the load's deliveries, all delivered).
+const RETIREMENTS: [Retirement; 4] = [
     Retirement { table: "audit_log", retention_days: 400, keep: None, insert: "INSERT INTO audit_log (actor, action, params, outcome, at) VALUES ('bench', 'write', jsonb_build_object('n', $2::bigint), 'ok', $1)" },
     Retirement {
         table: "stripe_events",
         retention_days: 30,
         keep: Some(crate::stripe::inbox::STILL_TO_HANDLE),
         insert: "INSERT INTO stripe_events (id, type, stripe_created, payload, status) VALUES ('evt_bench_writer_' || $2, 'bench.write', $1, '{}', 'processed')",
+    },
+    Retirement {
+        table: "webhook_deliveries",
+        retention_days: 30,
+        keep: Some(crate::webhooks_out::deliveries::STILL_PENDING),
+        insert: "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id)
+                 SELECT ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), e.tenant_id, m.id, e.id
+                 FROM webhook_endpoints e JOIN LATERAL (SELECT id FROM webhook_messages WHERE tenant_id = e.tenant_id LIMIT 1) m ON true LIMIT 1",
+    },
+    Retirement {
+        table: "webhook_attempts",
+        retention_days: 30,
+        keep: Some(crate::webhooks_out::deliveries::OF_STILL_PENDING),
+        insert: "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms)
+                 SELECT gen_random_uuid(), tenant_id, ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), 1, now(), 40
+                 FROM webhook_endpoints LIMIT 1",
     },
 ];
 
@@ -397,7 +417,7 @@ async fn retire_one_month(state: &AppState, r: &Retirement) -> Result<RetentionF
 /// Size on disk per table (partitions, indexes and TOAST included).
 async fn sizes(state: &AppState) -> Result<Vec<SizeFigure>, BenchError> {
     let mut out = Vec::new();
-    for table in ["stripe_events", "usage_ledger", "audit_log"] {
+    for table in ["stripe_events", "usage_ledger", "audit_log", "webhook_deliveries", "webhook_attempts"] {
         let (rows, bytes): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT (SELECT count(*) FROM {table}),
                     CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(c.oid))::bigint

@@ -185,3 +185,58 @@ pub(super) async fn fill(pool: &SystemPool, prefix: &str, tenants: usize, inbox:
     sqlx::raw_sql("DROP TABLE bench_tenants").execute(&mut *conn).await?;
     Ok(started.elapsed().as_secs_f64())
 }
+
+/// Fills outbound webhook deliveries in their first partition's last month (the month the
+/// retention figure retires): `deliveries` deliveries to one endpoint each of up to 1,000 of
+/// the run's tenants, a message for every four, and two attempts each. Their ids carry times in
+/// that month, as a UUIDv7 does (time first, random after). Returns the seconds it took.
+pub(super) async fn fill_deliveries(pool: &SystemPool, prefix: &str, deliveries: i64) -> Result<f64, sqlx::Error> {
+    let started = Instant::now();
+    let mut conn = pool.0.acquire().await?;
+    let conn = &mut *conn;
+    // An id of the millisecond `$ms` expression, time first as a UUIDv7, the rest random.
+    let id_at = |ms: &str| format!("(lpad(to_hex({ms}), 12, '0') || substr(md5(random()::text || g::text), 1, 20))::uuid");
+    // The first partition ends at a month's start: its last month is the 30 days before.
+    let month_end = "(SELECT (extract(epoch FROM range_to) * 1000)::bigint FROM ballast_partitions('webhook_deliveries') LIMIT 1)";
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE bench_endpoints AS
+           SELECT id AS tenant_id, gen_random_uuid() AS id, row_number() OVER (ORDER BY id) - 1 AS i
+           FROM (SELECT id FROM tenants WHERE name LIKE '{prefix}%' ORDER BY id LIMIT 1000) t;
+         CREATE UNIQUE INDEX ON bench_endpoints (i);
+         INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret)
+           SELECT id, tenant_id, 'https://hooks.example.com/in', ARRAY['*'], 'sealed' FROM bench_endpoints;"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let endpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_endpoints").fetch_one(&mut *conn).await?;
+    let endpoints = endpoints.max(1);
+    let at = format!("{month_end} - 1 - (g * 2592000000 / {deliveries})");
+    in_batches(conn, "webhook_messages", deliveries / 4 + 1, &format!(
+        "INSERT INTO webhook_messages (id, tenant_id, event_type, body, created_at)
+         SELECT {id}, e.tenant_id, 'invoice.paid', '{{\"type\":\"invoice.paid\"}}', now()
+         FROM generate_series({{from}}::bigint, {{to}}::bigint) g JOIN bench_endpoints e ON e.i = g % {endpoints}",
+        id = id_at(&format!("{month_end} - 1 - (g * 4 * 2592000000 / {deliveries})")),
+    ))
+    .await?;
+    sqlx::raw_sql("CREATE TEMP TABLE bench_messages AS SELECT id, tenant_id, row_number() OVER (ORDER BY id) - 1 AS i FROM webhook_messages; CREATE UNIQUE INDEX ON bench_messages (i);")
+        .execute(&mut *conn)
+        .await?;
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_messages").fetch_one(&mut *conn).await?;
+    in_batches(conn, "webhook_deliveries", deliveries, &format!(
+        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id, status, attempts, created_at, finished_at)
+         SELECT {id}, e.tenant_id, m.id, e.id, 'delivered', 2, now(), now()
+         FROM generate_series({{from}}::bigint, {{to}}::bigint) g JOIN bench_endpoints e ON e.i = g % {endpoints}
+              JOIN bench_messages m ON m.i = g % {messages}",
+        id = id_at(&at),
+    ))
+    .await?;
+    in_batches(conn, "webhook_attempts", deliveries, &format!(
+        "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms, status_code)
+         SELECT gen_random_uuid(), d.tenant_id, d.id, a, now(), 40, CASE WHEN a = 1 THEN 503 ELSE 200 END
+         FROM (SELECT id, tenant_id FROM webhook_deliveries ORDER BY id OFFSET {{from}} - 1 LIMIT {{to}} - {{from}} + 1) d, generate_series(1, 2) a"
+    ))
+    .await?;
+    sqlx::raw_sql("DROP TABLE bench_endpoints; DROP TABLE bench_messages").execute(&mut *conn).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
