@@ -36,10 +36,8 @@ pub enum JobCatalogueError {
 
 /// Job kinds renamed, old name first. For one release the old name still runs (a job queued
 /// before an upgrade, a script naming it) with a deprecation warning; then the entry goes.
-pub const RENAMED_KINDS: &[(&str, &str)] = &[
-    // Issue 34: "webhooks" named both directions; Stripe's incoming events are `stripe.*`.
-    ("webhooks.backlog", "stripe.backlog"),
-];
+/// (`webhooks.backlog`, renamed `stripe.backlog` in 0.2.0, ran under its old name until 0.5.0.)
+pub const RENAMED_KINDS: &[(&str, &str)] = &[];
 
 /// The name `kind` has now: itself, or the new name of a renamed kind (logged as deprecated).
 pub fn current_kind(kind: &str) -> &str {

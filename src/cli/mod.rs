@@ -158,11 +158,12 @@ enum Command {
         #[command(subcommand)]
         command: StripeEventsCommand,
     },
-    /// The former name of `stripe-events`, kept for one release; it warns.
+    /// The former name of `stripe-events` (until 0.5.0): refused, naming the new one.
     #[command(hide = true)]
     Webhooks {
-        #[command(subcommand)]
-        command: StripeEventsCommand,
+        /// Whatever followed it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
     },
     /// Rate limits: temporary overrides (audited, expiring by themselves) and recent blocks.
     Limits {
@@ -343,9 +344,8 @@ pub(crate) async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<Exit
         Command::Tenants { command } => tenants::tenants(AppState::build(settings)?, command, json).await?,
         Command::Dev { command } => dev::dev(settings, command, json).await?,
         Command::StripeEvents { command } => stripe_events::stripe_events(AppState::build(settings)?, command, json).await?,
-        Command::Webhooks { command } => {
-            eprintln!("ballast: warning: `ballast webhooks` is now `ballast stripe-events`; the old name goes in the next release");
-            stripe_events::stripe_events(AppState::build(settings)?, command, json).await?
+        Command::Webhooks { rest } => {
+            anyhow::bail!("`ballast webhooks` was renamed `ballast stripe-events` in 0.2.0 and is gone: run `ballast stripe-events {}`", rest.join(" "))
         }
         Command::Limits { command } => limits::limits(AppState::build(settings)?, command, json).await?,
         Command::Endpoints { command } => endpoints::endpoints(AppState::build(settings)?, command, json).await?,

@@ -172,7 +172,7 @@ pub struct Settings {
     /// The fleet's health alerts (`BALLAST_ALERTS_FILE`).
     pub alerts_file: crate::assets::ConfigFile,
     /// The email templates app services send (`BALLAST_APP_EMAIL_TEMPLATES_DIR`; the old name
-    /// `BALLAST_EMAIL_TEMPLATES_DIR` still works this release, with a warning).
+    /// `BALLAST_EMAIL_TEMPLATES_DIR` is refused, naming this one).
     pub email_templates_dir: crate::assets::ConfigDir,
     /// The sender of email app services send (`BALLAST_APP_EMAIL_FROM`): another address than
     /// billing's, so an app's email never speaks in Ballast's billing voice. Its display name
@@ -368,14 +368,12 @@ impl Settings {
         if email_from.parse::<lettre::message::Mailbox>().is_ok_and(|billing| billing.email == app_sender.email) {
             return Err(ConfigError::new("BALLAST_APP_EMAIL_FROM", "must be another address than BALLAST_EMAIL_FROM: app email must not come from the billing sender"));
         }
-        let email_templates_setting = match (src.get("BALLAST_APP_EMAIL_TEMPLATES_DIR"), src.get("BALLAST_EMAIL_TEMPLATES_DIR")) {
-            (Some(dir), _) => Some(dir),
-            (None, Some(old)) => {
-                eprintln!("ballast: BALLAST_EMAIL_TEMPLATES_DIR is deprecated: name the app email templates with BALLAST_APP_EMAIL_TEMPLATES_DIR (the old name goes next release)");
-                Some(old)
-            }
-            (None, None) => None,
-        };
+        // Renamed in 0.2.0 and read, with a warning, until 0.5.0: refused now, not ignored, so a
+        // deployment that still sets it learns why its templates are not the ones it names.
+        if src.get("BALLAST_EMAIL_TEMPLATES_DIR").is_some() {
+            return Err(ConfigError::new("BALLAST_EMAIL_TEMPLATES_DIR", "was renamed BALLAST_APP_EMAIL_TEMPLATES_DIR in 0.2.0 and is no longer read: rename it"));
+        }
+        let email_templates_setting = src.get("BALLAST_APP_EMAIL_TEMPLATES_DIR");
         let stripe_api_base = src.get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com/").to_owned();
         check_url("STRIPE_API_BASE", &stripe_api_base, &["http", "https"])?;
         let stripe_webhook_secrets: Vec<SecretString> = src

@@ -14,8 +14,8 @@ pub enum Reader {
     Cli,
     /// Development tools and fault drills only; never set in production.
     Dev,
-    /// An old name that still works this release, with a warning.
-    Deprecated,
+    /// An old name no longer read: refused, naming the new one.
+    Removed,
 }
 
 /// Each setting and who reads it.
@@ -91,7 +91,7 @@ pub const SETTINGS: &[(&str, Reader)] = &[
     ("BALLAST_EMAIL_FROM", Reader::Fleet),
     ("BALLAST_APP_EMAIL_FROM", Reader::Fleet),
     ("BALLAST_APP_EMAIL_TEMPLATES_DIR", Reader::Fleet),
-    ("BALLAST_EMAIL_TEMPLATES_DIR", Reader::Deprecated),
+    ("BALLAST_EMAIL_TEMPLATES_DIR", Reader::Removed),
     ("BALLAST_SECRETS_KEYRING", Reader::FleetSecret),
     ("BALLAST_OUTBOUND_ALLOW_CIDRS", Reader::Fleet),
     ("BALLAST_OUTBOUND_TIMEOUT_SECS", Reader::Fleet),

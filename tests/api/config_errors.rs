@@ -43,6 +43,18 @@ fn malformed_setting_is_named_and_secret_not_echoed() {
     assert!(stderr.contains("DATABASE_URL") && !stderr.contains("hunter2"), "{stderr}");
 }
 
+/// A setting renamed and no longer read is refused, naming the new name (read until 0.5.0,
+/// with a warning), not silently ignored.
+#[test]
+fn a_removed_setting_is_refused_naming_its_new_name() {
+    let mut env = GOOD.to_vec();
+    env.push(("BALLAST_EMAIL_TEMPLATES_DIR", "templates/app_email"));
+    let out = ballast(&env, &["jobs", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("BALLAST_EMAIL_TEMPLATES_DIR") && stderr.contains("BALLAST_APP_EMAIL_TEMPLATES_DIR"), "{stderr}");
+}
+
 #[test]
 fn bad_catalogue_names_the_file() {
     let dir = tempfile::tempdir().expect("tmp");

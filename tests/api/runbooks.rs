@@ -59,8 +59,7 @@ async fn webhook_backlog_requeues_stuck_rows_replays_dead_letters_and_backfills_
 
     let since = Utc::now() - Duration::days(1);
     let params = json!({"replay_dead": "all", "backfill_since": since});
-    // Its name before issue 34 still runs, for one release (a script or a queued job may use it).
-    let dry = run(&app, "webhooks.backlog", false, params.clone()).await;
+    let dry = run(&app, "stripe.backlog", false, params.clone()).await;
     assert_eq!(dry["stuck_rows"], 1, "{dry}");
     assert_eq!(dry["dead_letters_matching"], 1, "{dry}");
     assert_eq!(dry["undelivered_missing_from_inbox"].as_u64(), Some((events.len() - 2) as u64), "{dry}");
