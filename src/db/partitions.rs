@@ -98,6 +98,26 @@ pub fn next_month_start(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().unwrap_or(t + chrono::TimeDelta::days(31))
 }
 
+/// The instant before which rows are `retention` old at `now`; a retention too long to
+/// subtract reaches back to the earliest time, so it retires nothing.
+pub fn cutoff(now: DateTime<Utc>, retention: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(retention).ok().and_then(|r| now.checked_sub_signed(r)).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The tables of `table` that no month's retirement empties in time, where its prune deletes
+/// row by row: the DEFAULT partition (rows a retirement kept, keys no month holds) and the
+/// first partition, the heap from before its conversion, which holds everything up to two
+/// months past the upgrade; or `table` itself while its conversion has not run.
+pub async fn outside_months(pool: &PgPool, table: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname IN ($1 || '_default', $1 || '_legacy') AND relispartition
+         UNION ALL SELECT relname::text FROM pg_class WHERE relname = $1 AND relkind = 'r' ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+}
+
 /// Creates `table`'s monthly partitions until they cover [`AHEAD`] past `now`; returns the new
 /// ones' names.
 pub async fn ensure_ahead(pool: &PgPool, table: &str, now: DateTime<Utc>) -> Result<Vec<String>, PartitionError> {
@@ -144,7 +164,7 @@ pub async fn ensure_all_ahead(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<S
 pub async fn retire(pool: &PgPool, table: &str, now: DateTime<Utc>, retention: Duration, archive: Option<&Path>, keep: Option<&str>) -> Result<Retired, PartitionError> {
     let mut retired = finish_open(pool, table, archive, keep).await?;
     // A retention too long to subtract retires nothing.
-    let cutoff = chrono::TimeDelta::from_std(retention).ok().and_then(|r| now.checked_sub_signed(r)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let cutoff = cutoff(now, retention);
     for partition in list(pool, table).await? {
         if partition.range_to > cutoff || partition.range_to > now {
             break;

@@ -20,8 +20,7 @@ impl Service for DeliveryPrune {
 
     fn run<'a>(&'a self, deps: &'a Deps) -> Running<'a> {
         Box::pin(async move {
-            // A retention too long for chrono keeps everything.
-            let retention = chrono::Duration::from_std(deps.partitions.delivery_retention).unwrap_or(chrono::Duration::MAX);
+            let retention = deps.partitions.delivery_retention;
             let pruned = drain(crate::webhooks_out::deliveries::PRUNE_BATCH, || crate::webhooks_out::deliveries::prune(&deps.system_pool, retention))
             .await?;
             Ok::<_, MaintenanceError>(Report::of("pruned", pruned))

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
+pub use partitions::kept_on_retirement;
 pub use service::{Deps, MaintenanceError, OVERDUE_AFTER, Report, Running, Service};
 
 /// Every service, in the order a round runs them: the lost-queue check first (a Redis that

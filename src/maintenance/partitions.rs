@@ -10,6 +10,18 @@ use chrono::Utc;
 use super::service::{Deps, MaintenanceError, Report, Running, Service};
 use crate::db::partitions;
 
+/// The rows of `table` a month's retirement keeps, moved to its DEFAULT partition before the
+/// month is dropped: the inbox's events still to handle, the deliveries still pending and
+/// their attempts (deliveries retire first, see `PARTITIONED`).
+pub fn kept_on_retirement(table: &str) -> Option<&'static str> {
+    match table {
+        "stripe_events" => Some(crate::stripe::inbox::STILL_TO_HANDLE),
+        "webhook_deliveries" => Some(crate::webhooks_out::deliveries::STILL_PENDING),
+        "webhook_attempts" => Some(crate::webhooks_out::deliveries::OF_STILL_PENDING),
+        _ => None,
+    }
+}
+
 /// The service.
 pub(super) struct Partitions;
 
@@ -29,16 +41,10 @@ impl Service for Partitions {
             let created = partitions::ensure_all_ahead(pool, now).await?;
             let mut report = Report::of("created", created.len() as u64);
             for table in partitions::PARTITIONED {
-                // The inbox keeps its own retention, and the events still to handle; a month of
-                // deliveries keeps the ones still pending, and their attempts.
-                let (retention, keep) = match *table {
-                    "stripe_events" => (Some(deps.inbox_retention), Some(crate::stripe::inbox::STILL_TO_HANDLE)),
-                    "webhook_deliveries" => (deps.partitions.retention_of(table), Some(crate::webhooks_out::deliveries::STILL_PENDING)),
-                    "webhook_attempts" => (deps.partitions.retention_of(table), Some(crate::webhooks_out::deliveries::OF_STILL_PENDING)),
-                    other => (deps.partitions.retention_of(other), None),
-                };
+                // The inbox keeps its own retention setting.
+                let retention = if *table == "stripe_events" { Some(deps.inbox_retention) } else { deps.partitions.retention_of(table) };
                 let Some(retention) = retention else { continue };
-                let retired = partitions::retire(pool, table, now, retention, deps.partitions.archive_dir.as_deref(), keep).await?;
+                let retired = partitions::retire(pool, table, now, retention, deps.partitions.archive_dir.as_deref(), kept_on_retirement(table)).await?;
                 report = report
                     .with(&format!("{table}.retired"), retired.partitions)
                     .with(&format!("{table}.rows_retired"), retired.rows)

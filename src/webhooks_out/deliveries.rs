@@ -417,13 +417,9 @@ pub const OF_STILL_PENDING: &str = "delivery_id IN (SELECT id FROM webhook_deliv
 /// would in time: the DEFAULT partition (kept rows, ids no month holds) and the first
 /// partition, the heap from before 0062, which holds every delivery up to two months past the
 /// upgrade (or the whole table on a database 0062 has not reached yet).
-pub async fn prune(pool: &SystemPool, retention: chrono::Duration) -> Result<u64, sqlx::Error> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_class WHERE relname IN ('webhook_deliveries_default', 'webhook_deliveries_legacy') AND relispartition
-         UNION ALL SELECT relname::text FROM pg_class WHERE relname = 'webhook_deliveries' AND relkind = 'r' ORDER BY 1",
-    )
-    .fetch_all(&pool.0)
-    .await?;
+pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = crate::db::partitions::cutoff(Utc::now(), retention);
+    let tables = crate::db::partitions::outside_months(&pool.0, "webhook_deliveries").await?;
     let mut tx = pool.0.begin().await?;
     let mut deleted = 0;
     for table in tables {
@@ -432,8 +428,8 @@ pub async fn prune(pool: &SystemPool, retention: chrono::Duration) -> Result<u64
         if left == 0 {
             break;
         }
-        let old: Vec<uuid::Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} WHERE finished_at < now() - $1 LIMIT $2")))
-            .bind(retention)
+        let old: Vec<uuid::Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM {table} WHERE finished_at < $1 LIMIT $2")))
+            .bind(cutoff)
             .bind(left as i64)
             .fetch_all(&mut *tx)
             .await?;
@@ -441,10 +437,10 @@ pub async fn prune(pool: &SystemPool, retention: chrono::Duration) -> Result<u64
         deleted += sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE id = ANY($1)"))).bind(&old).execute(&mut *tx).await?.rows_affected();
     }
     sqlx::query(
-        "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m WHERE m.created_at < now() - $1 \
+        "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m WHERE m.created_at < $1 \
          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id) LIMIT $2)",
     )
-    .bind(retention)
+    .bind(cutoff)
     .bind(PRUNE_BATCH as i64)
     .execute(&mut *tx)
     .await?;

@@ -16,11 +16,11 @@ use uuid::Uuid;
 
 use crate::support::TestDb;
 
-async fn pool(url: &str) -> PgPool {
+pub(crate) async fn pool(url: &str) -> PgPool {
     PgPoolOptions::new().max_connections(4).connect(url).await.expect("connect")
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
+pub(crate) async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.expect(sql)
 }
 

@@ -13,23 +13,15 @@ use ballast::newtypes::TenantId;
 use ballast::webhooks_out::deliveries::{self, Attempt, DeliveryStatus, Outcome};
 use ballast::webhooks_out::messages::{self, Incoming, NewMessage};
 use chrono::{TimeDelta, Utc};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::partitions::{count, pool};
 use crate::support::TestDb;
 
 /// Release 0.4.0's schema (delivery ids made as UUIDv7s), and the conversion's last step.
 const BEFORE_CONVERSION: i64 = 58;
 const CONVERTED: i64 = 62;
-
-async fn pool(url: &str) -> PgPool {
-    PgPoolOptions::new().max_connections(4).connect(url).await.expect("connect")
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.expect(sql)
-}
 
 /// A database at `version`, its owner, system and app pools, and a tenant with one endpoint
 /// subscribed to every type.
@@ -147,8 +139,10 @@ async fn the_deliveries_conversion_runs_under_the_intake_and_a_month_leaves_with
     // The first month retired, deliveries first: the pending ones and their attempts are kept.
     let retention = Duration::from_secs(30 * 86_400);
     let later = parts[0].range_to + TimeDelta::from_std(retention).expect("delta");
-    let gone = partitions::retire(&system, "webhook_deliveries", later, retention, None, Some(deliveries::STILL_PENDING)).await.expect("retire deliveries");
-    let gone_attempts = partitions::retire(&system, "webhook_attempts", later, retention, None, Some(deliveries::OF_STILL_PENDING)).await.expect("retire attempts");
+    // What the `partitions` service keeps.
+    let keep = ballast::maintenance::kept_on_retirement;
+    let gone = partitions::retire(&system, "webhook_deliveries", later, retention, None, keep("webhook_deliveries")).await.expect("retire deliveries");
+    let gone_attempts = partitions::retire(&system, "webhook_attempts", later, retention, None, keep("webhook_attempts")).await.expect("retire attempts");
     assert_eq!((gone.partitions, gone.rows, gone.kept), (1, all as u64, 20), "{gone:?}");
     assert_eq!((gone_attempts.partitions, gone_attempts.rows, gone_attempts.kept), (1, all as u64, 20), "{gone_attempts:?}");
     assert_eq!(count(&system, "SELECT count(*) FROM webhook_deliveries_default WHERE status = 'pending'").await, 20);
@@ -157,7 +151,7 @@ async fn the_deliveries_conversion_runs_under_the_intake_and_a_month_leaves_with
     // A kept delivery goes on: delivered, then pruned with its attempt past the retention.
     attempt(&system, tenant, endpoint, pending, DeliveryStatus::Delivered).await.expect("delivered at last");
     let pool = ballast::db::SystemPool(system.clone());
-    assert_eq!(deliveries::prune(&pool, TimeDelta::zero()).await.expect("prune"), 20);
+    assert_eq!(deliveries::prune(&pool, Duration::ZERO).await.expect("prune"), 20);
     assert_eq!(count(&system, "SELECT (SELECT count(*) FROM webhook_deliveries) + (SELECT count(*) FROM webhook_attempts)").await, 0);
 }
 

@@ -175,7 +175,7 @@ async fn a_signed_message_outlasts_an_hour_of_receiver_failures_and_arrives_once
     let pool = &app.state.system_pool;
     sqlx::query("UPDATE webhook_deliveries SET finished_at = now() - interval '31 days'").execute(&pool.0).await.expect("age");
     sqlx::query("UPDATE webhook_messages SET created_at = now() - interval '31 days'").execute(&pool.0).await.expect("age");
-    assert_eq!(ballast::webhooks_out::deliveries::prune(pool, chrono::Duration::days(30)).await.expect("prune"), 2);
+    assert_eq!(ballast::webhooks_out::deliveries::prune(pool, std::time::Duration::from_secs(30 * 86_400)).await.expect("prune"), 2);
     let left: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM webhook_attempts) + (SELECT count(*) FROM webhook_messages)").fetch_one(&pool.0).await.expect("count");
     assert_eq!(left, 0);
 }

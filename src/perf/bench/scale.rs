@@ -333,13 +333,12 @@ async fn lists(state: &AppState, samples: u64) -> Result<Vec<StatementFigure>, B
     Ok(out)
 }
 
-/// A table whose oldest month the bench retires: its retention, the rows its retirement keeps
-/// (as the maintenance service passes them) and a writer's insert into the next month (`$1`
-/// the time, `$2` the writer's count).
+/// A table whose oldest month the bench retires, keeping what the `partitions` service keeps:
+/// its retention, and a writer's insert into the next month (`$1` the time, `$2` the writer's
+/// count).
 struct Retirement {
     table: &'static str,
     retention_days: u64,
-    keep: Option<&'static str>,
     insert: &'static str,
 }
 
@@ -347,17 +346,15 @@ struct Retirement {
 /// the load's events, one in a thousand still to handle and kept), and the deliveries' and
 /// their attempts' (the load's deliveries, all delivered).
 const RETIREMENTS: [Retirement; 4] = [
-    Retirement { table: "audit_log", retention_days: 400, keep: None, insert: "INSERT INTO audit_log (actor, action, params, outcome, at) VALUES ('bench', 'write', jsonb_build_object('n', $2::bigint), 'ok', $1)" },
+    Retirement { table: "audit_log", retention_days: 400, insert: "INSERT INTO audit_log (actor, action, params, outcome, at) VALUES ('bench', 'write', jsonb_build_object('n', $2::bigint), 'ok', $1)" },
     Retirement {
         table: "stripe_events",
         retention_days: 30,
-        keep: Some(crate::stripe::inbox::STILL_TO_HANDLE),
         insert: "INSERT INTO stripe_events (id, type, stripe_created, payload, status) VALUES ('evt_bench_writer_' || $2, 'bench.write', $1, '{}', 'processed')",
     },
     Retirement {
         table: "webhook_deliveries",
         retention_days: 30,
-        keep: Some(crate::webhooks_out::deliveries::STILL_PENDING),
         insert: "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id)
                  SELECT ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), e.tenant_id, m.id, e.id
                  FROM webhook_endpoints e JOIN LATERAL (SELECT id FROM webhook_messages WHERE tenant_id = e.tenant_id LIMIT 1) m ON true LIMIT 1",
@@ -365,7 +362,6 @@ const RETIREMENTS: [Retirement; 4] = [
     Retirement {
         table: "webhook_attempts",
         retention_days: 30,
-        keep: Some(crate::webhooks_out::deliveries::OF_STILL_PENDING),
         insert: "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms)
                  SELECT gen_random_uuid(), tenant_id, ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), 1, now(), 40
                  FROM webhook_endpoints LIMIT 1",
@@ -398,7 +394,7 @@ async fn retire_one_month(state: &AppState, r: &Retirement) -> Result<RetentionF
     let retention = Duration::from_secs(r.retention_days * 86_400);
     let now = oldest.range_to + chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::zero());
     let started = Instant::now();
-    let retired = crate::db::partitions::retire(&pool, r.table, now, retention, None, r.keep).await;
+    let retired = crate::db::partitions::retire(&pool, r.table, now, retention, None, crate::maintenance::kept_on_retirement(r.table)).await;
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     stop.store(true, Ordering::Release);
     let (writes_meanwhile, slowest) = writer.await.map_err(|e| BenchError::NotReady(e.to_string()))??;

@@ -195,13 +195,8 @@ pub const STILL_TO_HANDLE: &str = "status NOT IN ('processed', 'ignored')";
 /// which holds every event up to two months past the upgrade and would otherwise keep the
 /// first of them three months.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
-    // The heap from before 0057 goes once retired; the DEFAULT partition stays.
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_class WHERE relname IN ('stripe_events_default', 'stripe_events_legacy') AND relispartition ORDER BY 1",
-    )
-    .fetch_all(&pool.0)
-    .await?;
+    let cutoff = crate::db::partitions::cutoff(Utc::now(), retention);
+    let tables = crate::db::partitions::outside_months(&pool.0, "stripe_events").await?;
     let mut deleted = 0;
     for table in tables {
         // The batch is shared, so a full batch still means more may be due.
