@@ -3,7 +3,8 @@
 //! twelve months, usage ledger rows, an audit month and queued jobs, then reports each hot
 //! statement's p50 and p99 (and whether its plan reads a growing table whole), what retiring
 //! one month of the audit log, the inbox and the outbound deliveries costs while a writer
-//! writes, and the size on disk per million rows. Figures for README and docs/performance.md; never a timed test.
+//! writes, and the size on disk per million rows. Figures for README and
+//! docs/performance.md; never a timed test.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
