@@ -138,6 +138,11 @@ async fn measure(state: &AppState, scratch: &scale_seed::Scratch, params: &Scale
     let middle = queued.get(queued.len() / 2).map(|j| j.0.clone()).unwrap_or_default();
     statements.push(timed("a queued job found by id (queue.find)", params.samples, || async { state.queue.find(&middle).await.map(|_| ()).map_err(BenchError::from) }).await?);
     let sizes = sizes(state).await?;
+    let mut oldest = Vec::new();
+    for r in &RETIREMENTS {
+        oldest.extend(crate::db::partitions::list(&state.system_pool.0, r.table).await?.into_iter().next().map(|p| p.name));
+    }
+    scratch.vacuum(&oldest).await?;
     let mut retentions = Vec::new();
     for r in &RETIREMENTS {
         retentions.push(retire_one_month(state, r).await?);

@@ -53,3 +53,16 @@ pub enum Inserted {
     /// The event id was already in the inbox.
     Duplicate,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::InboxStatus;
+
+    #[test]
+    fn what_a_retirement_keeps_is_every_status_not_done() {
+        for status in InboxStatus::ALL {
+            let named = crate::stripe::inbox::STILL_TO_HANDLE.contains(&format!("'{}'", status.as_str()));
+            assert_eq!(named, !status.is_done(), "{status:?}");
+        }
+    }
+}
