@@ -54,6 +54,7 @@ pub const SETTINGS: &[(&str, Reader)] = &[
     ("BALLAST_AUDIT_RETENTION_DAYS", Reader::Fleet),
     ("BALLAST_LEDGER_RETENTION_DAYS", Reader::Fleet),
     ("BALLAST_DELIVERY_RETENTION_DAYS", Reader::Fleet),
+    ("BALLAST_EMAIL_RETENTION_DAYS", Reader::Fleet),
     ("BALLAST_PARTITION_ARCHIVE_DIR", Reader::Fleet),
     ("BALLAST_BACKUP_DIR", Reader::Fleet),
     ("BALLAST_CONSOLE_LISTEN", Reader::Fleet),

@@ -17,6 +17,10 @@ pub struct PartitionSettings {
     /// How long outbound webhook deliveries and their attempts keep a month
     /// (`BALLAST_DELIVERY_RETENTION_DAYS`, 30: the endpoint's delivery log a tenant reads).
     pub delivery_retention: Duration,
+    /// How long the email outbox keeps a month (`BALLAST_EMAIL_RETENTION_DAYS`, 30): an email
+    /// not yet sent is kept until it is; a sent or dead one leaves, and with it its dedup key,
+    /// so a request repeated with the same idempotency key after this sends again.
+    pub email_retention: Duration,
     /// Where a retired month is written before it is dropped (`BALLAST_PARTITION_ARCHIVE_DIR`:
     /// CSV with a header and a `.sha256` beside it); unset: dropped without a copy.
     pub archive_dir: Option<PathBuf>,
@@ -37,11 +41,18 @@ impl PartitionSettings {
             // Retries run about three days, and an endpoint is disabled after five days failing.
             return Err(ConfigError::new("BALLAST_DELIVERY_RETENTION_DAYS", format!("{delivery_days} would retire deliveries still being retried; use 7 or more")));
         }
+        let email_days: u64 = src.parse_or("BALLAST_EMAIL_RETENTION_DAYS", 30u64, "a number of days")?;
+        if email_days < 7 {
+            // An app's retry with its idempotency key, and Stripe's redelivery of an event that
+            // sends one (three days), must find the email they repeat.
+            return Err(ConfigError::new("BALLAST_EMAIL_RETENTION_DAYS", format!("{email_days} would forget emails a retry may still repeat; use 7 or more")));
+        }
         let archive_dir = src.get("BALLAST_PARTITION_ARCHIVE_DIR").map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from);
         Ok(Self {
             audit_retention: Duration::from_secs(86_400 * days),
             ledger_retention: Duration::from_secs(86_400 * ledger_days),
             delivery_retention: Duration::from_secs(86_400 * delivery_days),
+            email_retention: Duration::from_secs(86_400 * email_days),
             archive_dir,
         })
     }
@@ -52,6 +63,7 @@ impl PartitionSettings {
             "audit_log" => Some(self.audit_retention),
             "usage_ledger" => Some(self.ledger_retention),
             "webhook_deliveries" | "webhook_attempts" => Some(self.delivery_retention),
+            "email_outbox" => Some(self.email_retention),
             _ => None,
         }
     }
@@ -63,6 +75,7 @@ impl Default for PartitionSettings {
             audit_retention: Duration::from_secs(86_400 * 400),
             ledger_retention: Duration::from_secs(86_400 * 760),
             delivery_retention: Duration::from_secs(86_400 * 30),
+            email_retention: Duration::from_secs(86_400 * 30),
             archive_dir: None,
         }
     }

@@ -170,7 +170,12 @@ pub async fn queue(conn: &mut PgConnection, tenant: TenantId, email: &NewEmail) 
 }
 
 /// The outbox row of a rendered email (subject, text, HTML); `None` when `dedup_key` exists.
-/// `from` is an app email's sender; Ballast's own go from the billing sender (`None`).
+/// `from` is an app email's sender; Ballast's own go from the billing sender (`None`). `conn`
+/// is in a transaction: two writers of one key wait for each other on its advisory lock until
+/// the first commits, and the second then finds its row. The key is not left to a unique index:
+/// the outbox is partitioned by month (0.7.0), and no unique index spans months. `ON CONFLICT
+/// DO NOTHING` still yields to the unique index a table not yet partitioned has, which members
+/// before 0.6.0 insert under without the lock.
 async fn insert(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -180,9 +185,11 @@ async fn insert(
     [subject, text, html]: [&str; 3],
     from: Option<&str>,
 ) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('email_outbox:' || $1, 0))").bind(dedup_key).execute(&mut *conn).await?;
     sqlx::query_scalar(
         "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id, from_address)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE NOT EXISTS (SELECT 1 FROM email_outbox WHERE dedup_key = $3)
+         ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(tenant.0)

@@ -40,6 +40,38 @@ impl OutboxStatus {
     }
 }
 
+/// The rows a month's retirement keeps, as an SQL condition (the pending index's predicate):
+/// emails not sent yet, moved to the outbox's DEFAULT partition before their month is dropped.
+pub const STILL_TO_SEND: &str = "status = 'pending'";
+
+/// Rows one [`prune`] deletes (the `email.prune` service calls it again while batches come
+/// back full).
+pub const PRUNE_BATCH: u64 = 5_000;
+
+/// Deletes up to [`PRUNE_BATCH`] sent or dead emails written before `retention` ago where no
+/// month's retirement takes them ([`crate::db::partitions::outside_months`]: the DEFAULT
+/// partition and the heap from before the outbox was partitioned, or the whole outbox before
+/// that); returns how many. Ids are UUIDv7s, so "written before" is a range of the key.
+pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = crate::db::partitions::cutoff(chrono::Utc::now(), retention);
+    if cutoff <= chrono::DateTime::UNIX_EPOCH {
+        return Ok(0);
+    }
+    let mut deleted = 0;
+    for table in crate::db::partitions::outside_months(&pool.0, "email_outbox").await? {
+        // The batch is shared, so a full batch still means more may be due.
+        let left = PRUNE_BATCH - deleted;
+        if left == 0 {
+            break;
+        }
+        let sql = format!(
+            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE id < ballast_uuid_v7_floor($1) AND status <> 'pending' ORDER BY id LIMIT $2)"
+        );
+        deleted += sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).bind(left as i64).execute(&pool.0).await?.rows_affected();
+    }
+    Ok(deleted)
+}
+
 /// A row as the send job reads it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Message {

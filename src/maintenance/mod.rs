@@ -9,6 +9,7 @@
 mod backfills;
 mod delivery_prune;
 mod delivery_sweep;
+mod email_prune;
 mod inbox_prune;
 mod inbox_sweep;
 mod console_session_prune;
@@ -39,6 +40,7 @@ pub fn services() -> Vec<Box<dyn Service>> {
         Box::new(job_status_prune::JobStatusPrune),
         Box::new(console_session_prune::ConsoleSessionPrune),
         Box::new(delivery_prune::DeliveryPrune),
+        Box::new(email_prune::EmailPrune),
         Box::new(override_expiry::OverrideExpiry),
         Box::new(partitions::Partitions),
         Box::new(backfills::Backfills::default()),

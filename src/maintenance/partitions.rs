@@ -18,6 +18,7 @@ pub fn kept_on_retirement(table: &str) -> Option<&'static str> {
         "stripe_events" => Some(crate::stripe::inbox::STILL_TO_HANDLE),
         "webhook_deliveries" => Some(crate::webhooks_out::deliveries::STILL_PENDING),
         "webhook_attempts" => Some(crate::webhooks_out::deliveries::OF_STILL_PENDING),
+        "email_outbox" => Some(crate::email::outbox::STILL_TO_SEND),
         _ => None,
     }
 }

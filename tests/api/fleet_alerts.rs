@@ -104,7 +104,7 @@ async fn dead_emails_and_deliveries_open_alerts_that_resolve_when_they_age_out_o
     let now = Utc::now();
     sql(&app, "INSERT INTO tenants (id, name) VALUES ('00000000-0000-0000-0000-0000000000e1', 'dead mail')").await;
     sql(&app, "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id, status)
-               VALUES (gen_random_uuid(), '00000000-0000-0000-0000-0000000000e1', 'k', 'welcome', 'a@example.com', 's', 'x', 'x', '<k@x>', 'dead')").await;
+               VALUES (ballast_uuid_v7(), '00000000-0000-0000-0000-0000000000e1', 'k', 'welcome', 'a@example.com', 's', 'x', 'x', '<k@x>', 'dead')").await;
     let t = "'00000000-0000-0000-0000-0000000000e1'";
     sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) VALUES ({t}, {t}, 'https://example.com/in', ARRAY['x'], 'whsec_x')")))
         .execute(&app.state.system_pool.0).await.expect("endpoint");

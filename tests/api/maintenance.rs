@@ -78,7 +78,7 @@ async fn the_outbox_sweep_queues_an_email_whose_job_was_lost() {
     let app = TestApp::builder().roles(&[]).spawn().await;
     let t = app.tenant("outbox").await;
     exec(&app, "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id, created_at)
-                VALUES (gen_random_uuid(), $1, 'lost_' || $1::text, 'welcome', 'a@example.com', 's', 'x', 'x', '<lost_' || $1::text || '@x>', now() - interval '1 minute')", t).await;
+                VALUES (ballast_uuid_v7(), $1, 'lost_' || $1::text, 'welcome', 'a@example.com', 's', 'x', 'x', '<lost_' || $1::text || '@x>', now() - interval '1 minute')", t).await;
     assert!(count(&run(&app, "outbox.sweep").await, "queued") >= 1);
 }
 
@@ -90,6 +90,22 @@ async fn delivery(app: &TestApp, t: Uuid, status: &str, age: &str) {
          VALUES (gen_random_uuid(), $1, $1, $1, '{status}', now() - interval '{age}', CASE WHEN '{status}' = 'pending' THEN NULL ELSE now() - interval '{age}' END)"
     );
     exec(app, &sql, t).await;
+}
+
+#[tokio::test]
+async fn the_email_prune_deletes_sent_emails_past_the_retention_and_keeps_unsent_ones() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let t = app.tenant("old mail").await;
+    for (status, days) in [("sent", 40), ("dead", 41), ("pending", 42), ("sent", 1)] {
+        let sql = format!(
+            "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id, status)
+             VALUES (ballast_uuid_v7_floor(now() - interval '{days} days'), $1, 'old_{days}', 'welcome', 'a@example.com', 's', 'x', 'x', '<old_{days}@x>', '{status}')"
+        );
+        exec(&app, &sql, t).await;
+    }
+    assert_eq!(count(&run(&app, "email.prune").await, "pruned"), 2);
+    let left: Vec<String> = sqlx::query_scalar("SELECT dedup_key FROM email_outbox WHERE tenant_id = $1 ORDER BY 1").bind(t).fetch_all(&app.state.system_pool.0).await.expect("left");
+    assert_eq!(left, ["old_1", "old_42"], "the recent one, and the one not sent yet");
 }
 
 #[tokio::test]

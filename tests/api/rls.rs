@@ -57,7 +57,7 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO billing_effects (tenant_id, effect_key, kind, subject_id, event_id) VALUES ($1, 'k_' || $2, 'email', 'x', 'evt_' || $2)",
         "INSERT INTO dunning_cases (id, tenant_id, invoice_id, customer_id, opened_at) VALUES (gen_random_uuid(), $1, 'in_' || $2, 'cus_' || $2, now())",
         "INSERT INTO dunning_actions (tenant_id, case_id, stage, action, outcome) SELECT $1, id, 'email@0', 'email', 'queued' FROM dunning_cases WHERE invoice_id = 'in_' || $2",
-        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id) VALUES (gen_random_uuid(), $1, 'mail_' || $2, 't', $2 || '@example.com', 's', 'x', 'x', '<m_' || $2 || '@x>')",
+        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id) VALUES (ballast_uuid_v7(), $1, 'mail_' || $2, 't', $2 || '@example.com', 's', 'x', 'x', '<m_' || $2 || '@x>')",
         "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity) VALUES (gen_random_uuid(), $1, 'metric_' || $2, now(), 'f', 1)",
         "INSERT INTO usage_items (tenant_id, idempotency_key, metric, quantity, usage_minute, received_at) VALUES ($1, 'k_' || $2, 'metric_' || $2, 1, now(), now())",
         "INSERT INTO job_dead_letters (id, job_id, kind, tenant_id, envelope, attempts, error) VALUES (gen_random_uuid(), 'job_' || $2, 'noop', $1, '{}', 1, 'x')",
