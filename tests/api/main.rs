@@ -32,6 +32,7 @@ mod observability;
 mod outage_drills;
 mod partitions;
 mod partitions_deliveries;
+mod partitions_email;
 mod query_plans;
 mod quickstart;
 mod replica;
