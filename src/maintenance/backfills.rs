@@ -19,11 +19,13 @@ const BATCH: i64 = 1000;
 type Batch<'a> = Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'a>>;
 
 /// Each backfill: its name in the report, and one batch of it.
-const BACKFILLS: [(&str, for<'a> fn(&'a SystemPool) -> Batch<'a>); 2] = [
+const BACKFILLS: [(&str, for<'a> fn(&'a SystemPool) -> Batch<'a>); 3] = [
     // 0050: the customer list's rows of tenants created before it.
     ("customer_list", |pool| Box::pin(crate::tenants::customers::fill_missing(pool, BATCH))),
     // 0024: the history row of each tenant's customer bound before it.
     ("tenant_customers", |pool| Box::pin(crate::tenants::fill_missing_bindings(pool, BATCH))),
+    // 0067: the time in the id of each job status written before it (the partition key, 0.9.0).
+    ("job_status_times", |pool| Box::pin(crate::queue::status::fill_missing_times(pool, BATCH))),
 ];
 
 /// The service.

@@ -79,9 +79,12 @@ pub struct JobStatus {
 }
 
 /// The row of a job about to be queued for `tenant`, in the caller's tenant transaction
-/// (committed before the push, so the worker always finds it).
+/// (committed before the push, so the worker always finds it). `id_at` is the time the id
+/// carries (`ballast_job_id_time`, 0067), the key job statuses are partitioned by (0.9.0); it
+/// is a function of the id, so the table's key, `id` now and `(id, id_at)` once partitioned,
+/// refuses a second row for a job either way (`ON CONFLICT` names no key for that reason).
 pub async fn queued(tx: &mut sqlx::PgConnection, tenant: TenantId, id: &str, kind: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO job_status (id, tenant_id, kind, state) VALUES ($1, $2, $3, 'queued') ON CONFLICT (id) DO NOTHING")
+    sqlx::query("INSERT INTO job_status (id, tenant_id, kind, state, id_at) VALUES ($1, $2, $3, 'queued', ballast_job_id_time($1)) ON CONFLICT DO NOTHING")
         .bind(id)
         .bind(tenant.0)
         .bind(kind)
@@ -160,6 +163,16 @@ pub async fn get(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<Option
 pub async fn owner(pool: &crate::db::SystemPool, id: &str) -> Result<Option<TenantId>, sqlx::Error> {
     let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM job_status WHERE id = $1").bind(id).fetch_optional(&pool.0).await?;
     Ok(tenant.map(TenantId))
+}
+
+/// Fills `id_at` of up to `batch` rows written before 0.8.0 (the backfills service); returns
+/// how many.
+pub async fn fill_missing_times(pool: &SystemPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let filled = sqlx::query("UPDATE job_status SET id_at = ballast_job_id_time(id) WHERE id IN (SELECT id FROM job_status WHERE id_at IS NULL LIMIT $1)")
+        .bind(batch)
+        .execute(&pool.0)
+        .await?;
+    Ok(filled.rows_affected())
 }
 
 /// How long a finished job's status stays readable.

@@ -33,6 +33,7 @@ mod outage_drills;
 mod partitions;
 mod partitions_deliveries;
 mod partitions_email;
+mod partitions_job_status;
 mod query_plans;
 mod quickstart;
 mod replica;
