@@ -19,10 +19,11 @@ use tokio::io::AsyncWriteExt;
 /// The tables partitioned by month of their time column (the audit log since 0048, the usage
 /// ledger since 0053, the Stripe inbox since 0057), or of their UUIDv7 id (outbound webhook
 /// deliveries since 0062, and their attempts by their delivery's id; the email outbox since
-/// 0066); one whose conversion has not run yet on a database (a migration pending) is skipped.
+/// 0066), or of the time their id carries (job statuses since 0072); one whose conversion has
+/// not run yet on a database (a migration pending) is skipped.
 /// Deliveries come before their attempts: a retirement keeps the attempts of the deliveries it
 /// keeps, and finds them kept.
-pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger", "stripe_events", "webhook_deliveries", "webhook_attempts", "email_outbox"];
+pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger", "stripe_events", "webhook_deliveries", "webhook_attempts", "email_outbox", "job_status"];
 
 /// How far ahead partitions exist: a maintenance leader that is gone for weeks still leaves
 /// every write a partition (and the overdue check says so long before).

@@ -1,8 +1,9 @@
-//! `job_status.prune`: statuses of jobs finished longer ago than their retention are deleted.
+//! `job_status.prune`: statuses of jobs finished longer ago than their retention are deleted
+//! where no month retires them (the `partitions` service retires whole months).
 
 use std::time::Duration;
 
-use super::service::{Deps, MaintenanceError, Report, Running, Service};
+use super::service::{Deps, MaintenanceError, Report, Running, Service, drain};
 
 /// The service.
 pub(super) struct JobStatusPrune;
@@ -18,7 +19,8 @@ impl Service for JobStatusPrune {
 
     fn run<'a>(&'a self, deps: &'a Deps) -> Running<'a> {
         Box::pin(async move {
-            let pruned = crate::queue::status::prune(&deps.system_pool, crate::queue::status::RETENTION).await?;
+            let status = |pool| crate::queue::status::prune(pool, crate::queue::status::RETENTION);
+            let pruned = drain(crate::queue::status::PRUNE_BATCH, || status(&deps.system_pool)).await?;
             Ok::<_, MaintenanceError>(Report::of("pruned", pruned))
         })
     }

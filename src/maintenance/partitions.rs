@@ -1,7 +1,7 @@
 //! `partitions`: each partitioned table (`db::partitions::PARTITIONED`) gets its monthly
 //! partitions three months ahead, and its months past their retention retired whole
-//! (detached, archived when `BALLAST_PARTITION_ARCHIVE_DIR` is set, dropped). The Stripe inbox
-//! keeps a retired month's events still to handle: they move to its DEFAULT partition.
+//! (detached, archived when `BALLAST_PARTITION_ARCHIVE_DIR` is set, dropped), keeping the rows
+//! still to be acted on ([`kept_on_retirement`]) in the table's DEFAULT partition.
 
 use std::time::Duration;
 
@@ -12,13 +12,15 @@ use crate::db::partitions;
 
 /// The rows of `table` a month's retirement keeps, moved to its DEFAULT partition before the
 /// month is dropped: the inbox's events still to handle, the deliveries still pending and
-/// their attempts (deliveries retire first, see `PARTITIONED`).
+/// their attempts (deliveries retire first, see `PARTITIONED`), the emails not sent yet and
+/// the statuses of jobs not finished.
 pub fn kept_on_retirement(table: &str) -> Option<&'static str> {
     match table {
         "stripe_events" => Some(crate::stripe::inbox::STILL_TO_HANDLE),
         "webhook_deliveries" => Some(crate::webhooks_out::deliveries::STILL_PENDING),
         "webhook_attempts" => Some(crate::webhooks_out::deliveries::OF_STILL_PENDING),
         "email_outbox" => Some(crate::email::outbox::STILL_TO_SEND),
+        "job_status" => Some(crate::queue::status::UNFINISHED),
         _ => None,
     }
 }
@@ -42,8 +44,12 @@ impl Service for Partitions {
             let created = partitions::ensure_all_ahead(pool, now).await?;
             let mut report = Report::of("created", created.len() as u64);
             for table in partitions::PARTITIONED {
-                // The inbox keeps its own retention setting.
-                let retention = if *table == "stripe_events" { Some(deps.inbox_retention) } else { deps.partitions.retention_of(table) };
+                // The inbox keeps its own retention setting; job statuses have a fixed one.
+                let retention = match *table {
+                    "stripe_events" => Some(deps.inbox_retention),
+                    "job_status" => Some(crate::queue::status::RETENTION),
+                    _ => deps.partitions.retention_of(table),
+                };
                 let Some(retention) = retention else { continue };
                 let retired = partitions::retire(pool, table, now, retention, deps.partitions.archive_dir.as_deref(), kept_on_retirement(table)).await?;
                 report = report

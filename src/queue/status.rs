@@ -96,7 +96,7 @@ pub async fn queued(tx: &mut sqlx::PgConnection, tenant: TenantId, id: &str, kin
 /// Forgets the row of a job that could not be queued after all.
 pub async fn forget(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<(), crate::db::DbError> {
     let mut tx = pool.begin(tenant).await?;
-    sqlx::query("DELETE FROM job_status WHERE id = $1 AND state = 'queued' AND attempts = 0").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM job_status WHERE id = $1 AND id_at = ballast_job_id_time($1) AND state = 'queued' AND attempts = 0").bind(id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -118,7 +118,7 @@ pub async fn record(
     sqlx::query(
         "UPDATE job_status SET state = $2, attempts = GREATEST(attempts, $3), last_error = COALESCE($4, last_error), \
          next_attempt_at = $5, started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END, \
-         finished_at = CASE WHEN $6 THEN now() ELSE NULL END, attempt_log = attempt_log || COALESCE($7, '[]'::jsonb) WHERE id = $1",
+         finished_at = CASE WHEN $6 THEN now() ELSE NULL END, attempt_log = attempt_log || COALESCE($7, '[]'::jsonb) WHERE id = $1 AND id_at = ballast_job_id_time($1)",
     )
     .bind(id)
     .bind(state.as_str())
@@ -137,7 +137,7 @@ pub async fn get(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<Option
     type Row = (String, String, String, i32, Option<String>, Option<DateTime<Utc>>, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, sqlx::types::Json<Vec<Attempt>>);
     let mut tx = pool.begin(tenant).await?;
     let row: Option<Row> = sqlx::query_as(
-        "SELECT id, kind, state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at, attempt_log FROM job_status WHERE id = $1",
+        "SELECT id, kind, state, attempts, last_error, next_attempt_at, created_at, started_at, finished_at, attempt_log FROM job_status WHERE id = $1 AND id_at = ballast_job_id_time($1)",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
@@ -161,7 +161,7 @@ pub async fn get(pool: &TenantPool, tenant: TenantId, id: &str) -> Result<Option
 /// The tenant a tracked job belongs to, across tenants (the operator's `ballast jobs show`).
 /// System pool: the caller is on-call, not a tenant.
 pub async fn owner(pool: &crate::db::SystemPool, id: &str) -> Result<Option<TenantId>, sqlx::Error> {
-    let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM job_status WHERE id = $1").bind(id).fetch_optional(&pool.0).await?;
+    let tenant: Option<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM job_status WHERE id = $1 AND id_at = ballast_job_id_time($1)").bind(id).fetch_optional(&pool.0).await?;
     Ok(tenant.map(TenantId))
 }
 
@@ -175,14 +175,33 @@ pub async fn fill_missing_times(pool: &SystemPool, batch: i64) -> Result<u64, sq
     Ok(filled.rows_affected())
 }
 
-/// How long a finished job's status stays readable.
+/// How long a finished job's status stays readable, at least: statuses are partitioned by
+/// month of the time their id carries (0072), and a month leaves whole once its last day is
+/// this old, so a status is readable for up to a month more.
 pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
-/// Deletes finished rows older than `retention`.
+/// The statuses a month's retirement keeps, as an SQL condition (the unfinished index's
+/// predicate): jobs not finished, moved to the DEFAULT partition before their month is dropped.
+pub const UNFINISHED: &str = "finished_at IS NULL";
+
+/// Rows one [`prune`] deletes (the `job_status.prune` service calls it again while batches
+/// come back full).
+pub const PRUNE_BATCH: u64 = 5_000;
+
+/// Deletes up to [`PRUNE_BATCH`] statuses finished before `retention` ago where no month's
+/// retirement takes them ([`crate::db::partitions::outside_months`]: the DEFAULT partition
+/// and the heap from before the conversion, or the whole table before it); returns how many.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM job_status WHERE finished_at < now() - make_interval(secs => $1)")
-        .bind(retention.as_secs() as f64)
-        .execute(&pool.0)
-        .await?;
-    Ok(done.rows_affected())
+    let cutoff = crate::db::partitions::cutoff(Utc::now(), retention);
+    let mut deleted = 0;
+    for table in crate::db::partitions::outside_months(&pool.0, "job_status").await? {
+        // The batch is shared, so a full batch still means more may be due.
+        let left = PRUNE_BATCH - deleted;
+        if left == 0 {
+            break;
+        }
+        let sql = format!("DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE finished_at < $1 LIMIT $2)");
+        deleted += sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).bind(left as i64).execute(&pool.0).await?.rows_affected();
+    }
+    Ok(deleted)
 }

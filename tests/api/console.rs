@@ -421,7 +421,7 @@ async fn job_search_filters_and_pages_by_cursor_over_statuses_and_dead_letters()
     let pool = &app.state.system_pool;
     let tenant = app.tenant("Searched").await;
     for (i, (kind, state, error)) in [("email.send", "done", None), ("email.send", "retrying", Some("smtp 451")), ("webhook.deliver", "queued", None), ("email.send", "dead", Some("smtp 550 no such user"))].iter().enumerate() {
-        sqlx::query("INSERT INTO job_status (id, tenant_id, kind, state, last_error, created_at) VALUES ($1, $2, $3, $4, $5, now() - make_interval(mins => $6))")
+        sqlx::query("INSERT INTO job_status (id, tenant_id, kind, state, last_error, created_at, id_at) VALUES ($1, $2, $3, $4, $5, now() - make_interval(mins => $6), ballast_job_id_time($1))")
             .bind(format!("job_{i}"))
             .bind(tenant)
             .bind(kind)

@@ -122,7 +122,7 @@ async fn the_delivery_sweep_queues_a_lost_delivery_and_the_prune_deletes_old_fin
 async fn the_job_status_prune_deletes_statuses_past_retention() {
     let app = TestApp::builder().roles(&[]).spawn().await;
     let t = app.tenant("statuses").await;
-    exec(&app, "INSERT INTO job_status (id, tenant_id, kind, state, finished_at) VALUES ('job_old_' || $1::text, $1, 'noop', 'done', now() - interval '8 days')", t).await;
+    exec(&app, "INSERT INTO job_status (id, tenant_id, kind, state, finished_at, id_at) VALUES ('job_old_' || $1::text, $1, 'noop', 'done', now() - interval '8 days', ballast_job_id_time('job_old_' || $1::text))", t).await;
     assert!(count(&run(&app, "job_status.prune").await, "pruned") >= 1);
 }
 

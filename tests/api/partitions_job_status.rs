@@ -85,3 +85,99 @@ async fn each_status_carries_the_time_of_its_id_and_the_backfill_fills_older_one
     status::record(&pool, &made[1], JobState::Done, 1, None, None).await.expect("record");
     assert_eq!(count(&system, "SELECT count(*) FROM job_status WHERE state = 'done'").await, 1);
 }
+
+/// The conversion's last step (release 0.9.0).
+const CONVERTED: i64 = 72;
+
+#[tokio::test]
+async fn the_conversion_waits_for_the_backfill_then_runs_under_writers_and_a_month_leaves_keeping_unfinished_jobs() {
+    let (db, owner, system, tenant) = at(TIMES_WRITTEN).await;
+    let jobs = SystemPool(system.clone());
+    let made = ids(60);
+    for id in &made {
+        queue(&system, tenant, id.clone()).await.expect("queue");
+    }
+    // Forty finished; twenty not.
+    for id in &made[20..] {
+        status::record(&jobs, id, JobState::Done, 1, None, None).await.expect("done");
+    }
+    // A status from before 0.8.0 whose time the backfill has not filled yet: refused, changing
+    // nothing. (A pool of its own: sqlx's migrator keeps its lock after a failed migration.)
+    sqlx::query("UPDATE job_status SET id_at = NULL WHERE id = $1").bind(&made[0]).execute(&system).await.expect("as before 0.8.0");
+    let refusing = pool(&db.url("ballast_owner")).await;
+    let refused = ballast::db::MIGRATOR.run_to(CONVERTED, &refusing).await.expect_err("refused while a time is missing");
+    assert!(refused.to_string().contains("without the time their id carries"), "{refused}");
+    refusing.close().await;
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'job_status'").fetch_one(&owner).await.expect("kind");
+    assert_eq!(kind, "r", "nothing converted");
+    assert_eq!(status::fill_missing_times(&jobs, 1000).await.expect("backfill"), 1);
+
+    // Writers queue jobs and record their progress while the conversion runs.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for _ in 0..3 {
+        let (system, stop) = (system.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let jobs = SystemPool(system.clone());
+            let (mut written, mut failed, mut rounds) = (0i64, Vec::new(), 0);
+            while !stop.is_cancelled() || rounds < 20 {
+                rounds += 1;
+                for id in ids(3) {
+                    let run = async {
+                        let id = queue(&system, tenant, id).await?;
+                        status::record(&jobs, &id, JobState::Running, 1, None, None).await.map_err(|e| e.to_string())?;
+                        status::record(&jobs, &id, JobState::Done, 1, None, None).await.map_err(|e| e.to_string())
+                    };
+                    match run.await {
+                        Ok(()) => written += 1,
+                        Err(e) => failed.push(e),
+                    }
+                }
+            }
+            (written, failed)
+        }));
+    }
+    ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert");
+    stop.cancel();
+    let mut written = 0;
+    for w in writers {
+        let (n, failed) = w.await.expect("writer");
+        assert!(failed.is_empty(), "statuses failed during the conversion: {failed:?}");
+        written += n;
+    }
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'job_status'").fetch_one(&owner).await.expect("kind");
+    assert_eq!(kind, "p");
+    let all = 60 + written;
+    assert_eq!(count(&system, "SELECT count(*) FROM job_status").await, all, "every status there once");
+    assert_eq!(count(&system, "SELECT count(*) FROM job_status WHERE state = 'done'").await, 40 + written, "every progress recorded");
+    assert_eq!(count(&system, "SELECT count(*) FROM job_status_legacy").await, all, "written before the first month: in the old heap");
+
+    // A worker's update by id reaches one partition; the operator's lookup finds the tenant.
+    let id = &made[0];
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN UPDATE job_status SET state = 'running' WHERE id = '{id}' AND id_at = ballast_job_id_time('{id}')")))
+        .fetch_all(&system)
+        .await
+        .expect("explain");
+    let plan = plan.join("\n");
+    assert_eq!(plan.matches("Index Scan using job_status_").count(), 1, "{plan}");
+    assert!(!plan.contains("Append"), "{plan}");
+    assert_eq!(status::owner(&jobs, id).await.expect("owner"), Some(tenant));
+
+    // The first partition retired: the unfinished statuses are kept, in the DEFAULT partition.
+    ballast::db::partitions::ensure_all_ahead(&system, Utc::now()).await.expect("ahead");
+    let parts = ballast::db::partitions::list(&system, "job_status").await.expect("list");
+    assert_eq!(parts[0].name, "job_status_legacy");
+    let later = parts[0].range_to + chrono::TimeDelta::from_std(status::RETENTION).expect("delta");
+    let keep = ballast::maintenance::kept_on_retirement("job_status");
+    let gone = ballast::db::partitions::retire(&system, "job_status", later, status::RETENTION, None, keep).await.expect("retire");
+    assert_eq!((gone.partitions, gone.rows, gone.kept), (1, all as u64, 20), "{gone:?}");
+    assert_eq!(count(&system, "SELECT count(*) FROM job_status_default").await, 20);
+
+    // A kept job goes on: finished, then pruned past the retention.
+    for id in &made[..20] {
+        status::record(&jobs, id, JobState::Done, 2, None, None).await.expect("done at last");
+    }
+    assert_eq!(count(&system, "SELECT count(*) FROM job_status WHERE state = 'done' AND attempts = 2").await, 20, "found where they were kept");
+    assert_eq!(status::prune(&jobs, std::time::Duration::ZERO).await.expect("prune"), 20);
+    assert_eq!(count(&system, "SELECT count(*) FROM job_status").await, 0);
+}

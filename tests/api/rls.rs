@@ -61,7 +61,7 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO usage_ledger (id, tenant_id, metric, usage_minute, flush_id, quantity) VALUES (gen_random_uuid(), $1, 'metric_' || $2, now(), 'f', 1)",
         "INSERT INTO usage_items (tenant_id, idempotency_key, metric, quantity, usage_minute, received_at) VALUES ($1, 'k_' || $2, 'metric_' || $2, 1, now(), now())",
         "INSERT INTO job_dead_letters (id, job_id, kind, tenant_id, envelope, attempts, error) VALUES (gen_random_uuid(), 'job_' || $2, 'noop', $1, '{}', 1, 'x')",
-        "INSERT INTO job_status (id, tenant_id, kind, state) VALUES ('job_' || $2, $1, 'noop', 'queued')",
+        "INSERT INTO job_status (id, tenant_id, kind, state, id_at) VALUES ('job_' || $2, $1, 'noop', 'queued', ballast_job_id_time('job_' || $2))",
         "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) VALUES ($1, $1, 'https://' || $2 || '.example/in', ARRAY['x'], 'whsec_' || $2)",
         "INSERT INTO webhook_messages (id, tenant_id, event_type, body) VALUES ($1, $1, 'x', '{}')",
         "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) VALUES ($1, $1, $1, $1)",
