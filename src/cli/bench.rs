@@ -57,8 +57,9 @@ pub(super) enum BenchCommand {
     /// by the owner role, `BALLAST_OWNER_DATABASE_URL`, and dropped afterwards) and a private
     /// Redis namespace: p50 and p99 of the webhook claim, the entitlement read (hit and miss),
     /// `GET /v1/tenants`, the admin list and a timeline, each plan checked for whole-table
-    /// reads; retiring one month of the audit log, the inbox and the outbound deliveries and
-    /// their attempts (time, the detach's lock, a writer's slowest insert meanwhile); size on
+    /// reads; retiring one month of the audit log, the inbox, the outbound deliveries and
+    /// their attempts, the email outbox and job statuses (time, the detach's lock, a writer's
+    /// slowest insert meanwhile); size on
     /// disk per million rows. The inbox and the ledger get a partition per month loaded, as a
     /// database that old has. The volume (100,000 tenants, 10M events, 50M ledger rows,
     /// 1M jobs) needs about 31 GB of disk, and loaded in 23 minutes on 2 cores; a streaming
@@ -79,6 +80,9 @@ pub(super) enum BenchCommand {
         /// Outbound webhook deliveries (two attempts each) in the month retired.
         #[arg(long, default_value_t = 1_000_000)]
         deliveries: i64,
+        /// Emails in the outbox, and their send jobs' statuses, in the month retired.
+        #[arg(long, default_value_t = 1_000_000)]
+        emails: i64,
         /// Queued jobs (a paused `noop` in the private namespace).
         #[arg(long, default_value_t = 1_000_000)]
         jobs: usize,
@@ -257,15 +261,15 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                 println!("({} renders a page; {} tenants, {} inbox rows, {} queued jobs seeded)", r.reads, r.tenants, r.inbox, r.jobs);
             }
         }
-        BenchCommand::Scale { tenants, inbox, ledger, audit, deliveries, jobs, months, samples } => {
-            let params = ballast::perf::bench::scale::ScaleParams { tenants, inbox, ledger, audit, deliveries, jobs, months, samples };
+        BenchCommand::Scale { tenants, inbox, ledger, audit, deliveries, emails, jobs, months, samples } => {
+            let params = ballast::perf::bench::scale::ScaleParams { tenants, inbox, ledger, audit, deliveries, emails, jobs, months, samples };
             let r = ballast::perf::bench::scale::run(settings, params).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "loaded in {:.0} s: {} tenants, {} events, {} ledger rows, {} audit rows, {} deliveries, {} queued jobs",
-                    r.fill_secs, tenants, inbox, ledger, audit, deliveries, jobs
+                    "loaded in {:.0} s: {} tenants, {} events, {} ledger rows, {} audit rows, {} deliveries, {} emails and their job statuses, {} queued jobs",
+                    r.fill_secs, tenants, inbox, ledger, audit, deliveries, emails, jobs
                 );
                 for s in &r.statements {
                     let plan = match &s.whole_scans {

@@ -64,14 +64,16 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO job_status (id, tenant_id, kind, state, id_at) VALUES ('job_' || $2, $1, 'noop', 'queued', ballast_job_id_time('job_' || $2))",
         "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) VALUES ($1, $1, 'https://' || $2 || '.example/in', ARRAY['x'], 'whsec_' || $2)",
         "INSERT INTO webhook_messages (id, tenant_id, event_type, body) VALUES ($1, $1, 'x', '{}')",
-        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) VALUES ($1, $1, $1, $1)",
+        // Deliveries and attempts are partitioned by a UUIDv7 (theirs, and their delivery's):
+        // both tenants' rows in this month's partition, not wherever a random id would fall.
+        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) VALUES (ballast_uuid_v7(), $1, $1, $1)",
         "INSERT INTO entitlement_overrides (id, tenant_id, kind, target, reason, created_by) VALUES (gen_random_uuid(), $1, 'grant', 'feature_' || $2, 'seeded', 'test')",
         "INSERT INTO tenant_activity (tenant_id, last_seen_at) VALUES ($1, now())",
         "INSERT INTO support_sessions (id, tenant_id, operator, reason, token_prefix, token_hash, expires_at) VALUES (gen_random_uuid(), $1, 'otto', 'seeded', 'p' || $2, '\\x00', now())",
         "INSERT INTO feature_checks (tenant_id, feature, day, checks) VALUES ($1, 'feature_' || $2, current_date, 1)",
         "INSERT INTO bulk_operations (id, kind, params, actor) VALUES ($1, 'cancel_at_period_end', jsonb_build_object('seed', $2), 'test')",
         "INSERT INTO bulk_targets (operation_id, subscription_id, tenant_id, before) VALUES ($1, 'sub_' || $2, $1, '{}')",
-        "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms, status_code, response_body) VALUES ($1, $1, $1, 1, now(), 3, 500, 'no ' || $2)",
+        "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms, status_code, response_body) VALUES ($1, $1, ballast_uuid_v7(), 1, now(), 3, 500, 'no ' || $2)",
     ];
     for sql in sqls {
         sqlx::query(sql).bind(tenant).bind(tag).execute(system).await.unwrap_or_else(|e| panic!("seed {sql}: {e}"));

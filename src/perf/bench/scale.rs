@@ -2,7 +2,8 @@
 //! its own (created, migrated, dropped; see `scale_seed`) it loads tenants, Stripe events over
 //! twelve months, usage ledger rows, an audit month and queued jobs, then reports each hot
 //! statement's p50 and p99 (and whether its plan reads a growing table whole), what retiring
-//! one month of the audit log, the inbox and the outbound deliveries costs while a writer
+//! one month of each partitioned table (the audit log, the inbox, the outbound deliveries and
+//! their attempts, the email outbox and job statuses) costs while a writer
 //! writes, and the size on disk per million rows. Figures for README and
 //! docs/performance.md; never a timed test.
 
@@ -31,6 +32,8 @@ pub struct ScaleParams {
     pub audit: i64,
     /// Outbound webhook deliveries (two attempts each) in the month that is retired.
     pub deliveries: i64,
+    /// Emails in the outbox, and their send jobs' statuses, in the month that is retired.
+    pub emails: i64,
     /// Queued jobs (a paused `noop`).
     pub jobs: usize,
     /// Months the inbox and ledger span.
@@ -124,7 +127,8 @@ pub async fn run(mut settings: Settings, params: ScaleParams) -> Result<ScaleRep
 async fn measure(state: &AppState, scratch: &scale_seed::Scratch, params: &ScaleParams, run_id: &str) -> Result<ScaleReport, BenchError> {
     let prefix = format!("scale-{run_id}-");
     let fill_secs = scale_seed::fill(&state.system_pool, &prefix, params.tenants, params.inbox, params.ledger, params.audit, params.months).await?
-        + scale_seed::fill_deliveries(&state.system_pool, &prefix, params.deliveries).await?;
+        + scale_seed::fill_deliveries(&state.system_pool, &prefix, params.deliveries).await?
+        + scale_seed::fill_outbox(&state.system_pool, &prefix, params.emails).await?;
     state.queue.set_paused("noop", true).await?;
     let kind = crate::newtypes::JobKind("noop".into());
     let mut queued = Vec::with_capacity(params.jobs);
@@ -350,8 +354,9 @@ struct Retirement {
 
 /// The audit log's oldest month (where the load put its audit rows), the inbox's (a month of
 /// the load's events, one in a thousand still to handle and kept), and the deliveries' and
-/// their attempts' (the load's deliveries, all delivered).
-const RETIREMENTS: [Retirement; 4] = [
+/// their attempts' (the load's deliveries, all delivered), the email outbox's and its send
+/// jobs' statuses (one in a thousand not sent or finished, kept).
+const RETIREMENTS: [Retirement; 6] = [
     Retirement { table: "audit_log", retention_days: 400, insert: "INSERT INTO audit_log (actor, action, params, outcome, at) VALUES ('bench', 'write', jsonb_build_object('n', $2::bigint), 'ok', $1)" },
     Retirement {
         table: "stripe_events",
@@ -371,6 +376,21 @@ const RETIREMENTS: [Retirement; 4] = [
         insert: "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms)
                  SELECT gen_random_uuid(), tenant_id, ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), 1, now(), 40
                  FROM webhook_endpoints LIMIT 1",
+    },
+    Retirement {
+        table: "email_outbox",
+        retention_days: 30,
+        insert: "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id)
+                 SELECT ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), id, 'bench:writer:' || $2, 'welcome', 'a@example.com', 's', 'x', 'x', '<w@x>'
+                 FROM tenants LIMIT 1",
+    },
+    Retirement {
+        table: "job_status",
+        retention_days: 7,
+        insert: "INSERT INTO job_status (id, tenant_id, kind, state, id_at)
+                 SELECT s.id, t.id, 'email.send', 'queued', ballast_job_id_time(s.id)
+                 FROM (SELECT 'email_' || overlay(ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000))::text PLACING '7' FROM 15 FOR 1) AS id) s,
+                      (SELECT id FROM tenants LIMIT 1) t",
     },
 ];
 
@@ -419,7 +439,7 @@ async fn retire_one_month(state: &AppState, r: &Retirement) -> Result<RetentionF
 /// Size on disk per table (partitions, indexes and TOAST included).
 async fn sizes(state: &AppState) -> Result<Vec<SizeFigure>, BenchError> {
     let mut out = Vec::new();
-    for table in ["stripe_events", "usage_ledger", "audit_log", "webhook_deliveries", "webhook_attempts"] {
+    for table in ["stripe_events", "usage_ledger", "audit_log", "webhook_deliveries", "webhook_attempts", "email_outbox", "job_status"] {
         let (rows, bytes): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT (SELECT count(*) FROM {table}),
                     CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(c.oid))::bigint

@@ -249,3 +249,49 @@ pub(super) async fn fill_deliveries(pool: &SystemPool, prefix: &str, deliveries:
     Ok(started.elapsed().as_secs_f64())
 }
 
+
+/// `emails` outbox rows of the load's tenants (one in a thousand not sent yet, an email's usual
+/// size) and their send jobs' statuses (one in a thousand not finished), each spread over the
+/// last 30 days of its table's first partition, the month a retirement takes. Returns the
+/// seconds it took.
+pub(super) async fn fill_outbox(pool: &SystemPool, prefix: &str, emails: i64) -> Result<f64, sqlx::Error> {
+    let started = Instant::now();
+    let mut conn = pool.0.acquire().await?;
+    let conn = &mut *conn;
+    // A UUIDv7 of the millisecond `$ms` expression in the last 30 days of `table`'s first
+    // partition, the rest random.
+    let id_in = |table: &str| {
+        format!(
+            "(lpad(to_hex((SELECT (extract(epoch FROM range_to) * 1000)::bigint FROM ballast_partitions('{table}') LIMIT 1) - 1 - (g * 2592000000 / {emails})), 12, '0')
+              || '7' || substr(md5(random()::text || g::text), 1, 19))::uuid"
+        )
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE bench_senders AS SELECT id, row_number() OVER (ORDER BY id) - 1 AS i FROM tenants WHERE name LIKE '{prefix}%';
+         CREATE UNIQUE INDEX ON bench_senders (i);"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let senders: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_senders").fetch_one(&mut *conn).await?;
+    let senders = senders.max(1);
+    in_batches(conn, "email_outbox", emails, &format!(
+        "INSERT INTO email_outbox (id, tenant_id, dedup_key, template, to_address, subject, body_text, body_html, message_id, status, attempts, sent_at)
+         SELECT {id}, t.id, 'bench:' || g, 'usage_warning', 'user' || g || '@example.com', 'You have used 80% of your api_calls this month',
+                repeat('Your usage this month, and what it costs. ', 20), '<html><body>' || repeat('<p>Your usage this month, and what it costs.</p>', 30) || '</body></html>',
+                '<bench' || g || '@ballast>', CASE WHEN g % 1000 = 0 THEN 'pending' ELSE 'sent' END, 1, CASE WHEN g % 1000 = 0 THEN NULL ELSE now() END
+         FROM generate_series({{from}}::bigint, {{to}}::bigint) g JOIN bench_senders t ON t.i = g % {senders}",
+        id = id_in("email_outbox"),
+    ))
+    .await?;
+    in_batches(conn, "job_status", emails, &format!(
+        "INSERT INTO job_status (id, tenant_id, kind, state, attempts, started_at, finished_at, id_at)
+         SELECT s.id, s.tenant_id, 'email.send', CASE WHEN s.g % 1000 = 0 THEN 'queued' ELSE 'done' END, 1, now(),
+                CASE WHEN s.g % 1000 = 0 THEN NULL ELSE now() END, ballast_job_id_time(s.id)
+         FROM (SELECT 'email_' || {id} AS id, t.id AS tenant_id, g
+               FROM generate_series({{from}}::bigint, {{to}}::bigint) g JOIN bench_senders t ON t.i = g % {senders}) s",
+        id = id_in("job_status"),
+    ))
+    .await?;
+    sqlx::raw_sql("DROP TABLE bench_senders").execute(&mut *conn).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
