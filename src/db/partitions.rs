@@ -120,6 +120,24 @@ pub async fn outside_months(pool: &PgPool, table: &str) -> Result<Vec<String>, s
     .await
 }
 
+/// Deletes up to `batch` rows matching `condition` (SQL in which `$1` is `cutoff`) from the
+/// tables of `table` no month's retirement empties ([`outside_months`]), the batch shared
+/// between them; returns how many. For a prune that needs nothing but the condition.
+pub async fn delete_outside_months(pool: &PgPool, table: &str, condition: &str, cutoff: DateTime<Utc>, batch: u64) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    for outside in outside_months(pool, table).await? {
+        // The batch is shared, so a full batch still means more may be due.
+        let left = batch.saturating_sub(deleted);
+        if left == 0 {
+            break;
+        }
+        let outside = quoted(&outside);
+        let sql = format!("DELETE FROM {outside} WHERE ctid IN (SELECT ctid FROM {outside} WHERE {condition} LIMIT $2)");
+        deleted += sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).bind(i64::try_from(left).unwrap_or(i64::MAX)).execute(pool).await?.rows_affected();
+    }
+    Ok(deleted)
+}
+
 /// Creates `table`'s monthly partitions until they cover [`AHEAD`] past `now`; returns the new
 /// ones' names.
 pub async fn ensure_ahead(pool: &PgPool, table: &str, now: DateTime<Utc>) -> Result<Vec<String>, PartitionError> {

@@ -57,19 +57,8 @@ pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<
     if cutoff <= chrono::DateTime::UNIX_EPOCH {
         return Ok(0);
     }
-    let mut deleted = 0;
-    for table in crate::db::partitions::outside_months(&pool.0, "email_outbox").await? {
-        // The batch is shared, so a full batch still means more may be due.
-        let left = PRUNE_BATCH - deleted;
-        if left == 0 {
-            break;
-        }
-        let sql = format!(
-            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE id < ballast_uuid_v7_floor($1) AND status <> 'pending' ORDER BY id LIMIT $2)"
-        );
-        deleted += sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).bind(left as i64).execute(&pool.0).await?.rows_affected();
-    }
-    Ok(deleted)
+    let sent_before = "id < ballast_uuid_v7_floor($1) AND status <> 'pending'";
+    crate::db::partitions::delete_outside_months(&pool.0, "email_outbox", sent_before, cutoff, PRUNE_BATCH).await
 }
 
 /// A row as the send job reads it.

@@ -193,15 +193,5 @@ pub const PRUNE_BATCH: u64 = 5_000;
 /// and the heap from before the conversion, or the whole table before it); returns how many.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = crate::db::partitions::cutoff(Utc::now(), retention);
-    let mut deleted = 0;
-    for table in crate::db::partitions::outside_months(&pool.0, "job_status").await? {
-        // The batch is shared, so a full batch still means more may be due.
-        let left = PRUNE_BATCH - deleted;
-        if left == 0 {
-            break;
-        }
-        let sql = format!("DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE finished_at < $1 LIMIT $2)");
-        deleted += sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).bind(left as i64).execute(&pool.0).await?.rows_affected();
-    }
-    Ok(deleted)
+    crate::db::partitions::delete_outside_months(&pool.0, "job_status", "finished_at < $1", cutoff, PRUNE_BATCH).await
 }
