@@ -59,11 +59,11 @@ pub(super) enum BenchCommand {
     /// `GET /v1/tenants`, the admin list and a timeline, each plan checked for whole-table
     /// reads; retiring one month of the audit log, the inbox, the outbound deliveries and
     /// their attempts, the email outbox and job statuses (time, the detach's lock, a writer's
-    /// slowest insert meanwhile); size on
-    /// disk per million rows. The inbox and the ledger get a partition per month loaded, as a
-    /// database that old has. The volume (100,000 tenants, 10M events, 50M ledger rows,
-    /// 1M jobs) needs about 31 GB of disk, and loaded in 23 minutes on 2 cores; a streaming
-    /// replica beside it doubles the disk it needs.
+    /// slowest insert meanwhile); size on disk per million rows. The inbox and the ledger get a
+    /// partition per month loaded, as a database that old has. The volume (100,000
+    /// tenants, 10M events, 50M ledger rows, 1M each of deliveries, emails and jobs) needs
+    /// about 35 GB of disk, and loaded in 27 minutes on 2 cores; a streaming replica beside it
+    /// doubles the disk it needs.
     Scale {
         /// Tenants.
         #[arg(long, default_value_t = 100_000)]

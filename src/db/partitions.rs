@@ -20,9 +20,8 @@ use tokio::io::AsyncWriteExt;
 /// ledger since 0053, the Stripe inbox since 0057), or of their UUIDv7 id (outbound webhook
 /// deliveries since 0062, and their attempts by their delivery's id; the email outbox since
 /// 0066), or of the time their id carries (job statuses since 0072); one whose conversion has
-/// not run yet on a database (a migration pending) is skipped.
-/// Deliveries come before their attempts: a retirement keeps the attempts of the deliveries it
-/// keeps, and finds them kept.
+/// not run yet on a database (a migration pending) is skipped. Deliveries come before their
+/// attempts: a retirement keeps the attempts of the deliveries it keeps, and finds them kept.
 pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger", "stripe_events", "webhook_deliveries", "webhook_attempts", "email_outbox", "job_status"];
 
 /// How far ahead partitions exist: a maintenance leader that is gone for weeks still leaves
@@ -122,7 +121,7 @@ pub async fn outside_months(pool: &PgPool, table: &str) -> Result<Vec<String>, s
 
 /// Deletes up to `batch` rows matching `condition` (SQL in which `$1` is `cutoff`) from the
 /// tables of `table` no month's retirement empties ([`outside_months`]), the batch shared
-/// between them; returns how many. For a prune that needs nothing but the condition.
+/// between them; returns how many: the inbox's, the email outbox's and job statuses' prunes.
 pub async fn delete_outside_months(pool: &PgPool, table: &str, condition: &str, cutoff: DateTime<Utc>, batch: u64) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     for outside in outside_months(pool, table).await? {

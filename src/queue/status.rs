@@ -166,8 +166,13 @@ pub async fn owner(pool: &crate::db::SystemPool, id: &str) -> Result<Option<Tena
 }
 
 /// Fills `id_at` of up to `batch` rows written before 0.8.0 (the backfills service); returns
-/// how many.
+/// how many. Once statuses are partitioned (0072) every row has it: nothing is read then, not
+/// the whole table at each new leader's first round.
 pub async fn fill_missing_times(pool: &SystemPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let heap: bool = sqlx::query_scalar("SELECT relkind = 'r' FROM pg_class WHERE oid = 'job_status'::regclass").fetch_one(&pool.0).await?;
+    if !heap {
+        return Ok(0);
+    }
     let filled = sqlx::query("UPDATE job_status SET id_at = ballast_job_id_time(id) WHERE id IN (SELECT id FROM job_status WHERE id_at IS NULL LIMIT $1)")
         .bind(batch)
         .execute(&pool.0)

@@ -200,25 +200,8 @@ pub const STILL_TO_HANDLE: &str = "(status IN ('received', 'queued') OR status =
 /// first of them three months.
 pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = crate::db::partitions::cutoff(Utc::now(), retention);
-    let tables = crate::db::partitions::outside_months(&pool.0, "stripe_events").await?;
-    let mut deleted = 0;
-    for table in tables {
-        // The batch is shared, so a full batch still means more may be due.
-        let left = PRUNE_BATCH - deleted;
-        if left == 0 {
-            break;
-        }
-        let gone = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE id IN (
-                 SELECT id FROM {table} WHERE status IN ('processed', 'ignored') AND received_at < $1 LIMIT $2)"
-        )))
-        .bind(cutoff)
-        .bind(left as i64)
-        .execute(&pool.0)
-        .await?;
-        deleted += gone.rows_affected();
-    }
-    Ok(deleted)
+    let settled_before = "status IN ('processed', 'ignored') AND received_at < $1";
+    crate::db::partitions::delete_outside_months(&pool.0, "stripe_events", settled_before, cutoff, PRUNE_BATCH).await
 }
 
 /// What one sweep did.
