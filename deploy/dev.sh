@@ -4,14 +4,18 @@
 #   deploy/dev.sh up        install what is missing, start services, migrate, run `ballast serve`
 #                           (and, with no STRIPE_SECRET_KEY, a local Stripe on 127.0.0.1:12111;
 #                           with no BALLAST_SMTP_HOST, a mail catcher on 127.0.0.1:2525)
-#   deploy/dev.sh test      the same services, then the whole test suite (then the Redis
-#                           suites again on a local Redis Cluster; BALLAST_TEST_CLUSTER=0 skips),
-#                           then its slowest tests; stops what it started, leaves what it found
+#   deploy/dev.sh test      the same services, then the whole test suite (then the fleet
+#                           drills again through PgBouncer, BALLAST_TEST_PGBOUNCER=0 skips; and
+#                           the Redis suites on a local Redis Cluster, BALLAST_TEST_CLUSTER=0
+#                           skips), then its slowest tests; stops what it started, leaves what it found
 #                           (BALLAST_KEEP_SERVICES=1 keeps them for the next run)
 #   deploy/dev.sh services  start services only and print the environment to use them
 #   deploy/dev.sh cluster   start a local three-master Redis Cluster and print its environment
 #   deploy/dev.sh replica   start a streaming replica of the PostgreSQL (pg_basebackup) and
 #                           print the environment that sends reads that can lag to it
+#   deploy/dev.sh pgbouncer start PgBouncer in transaction pooling before the PostgreSQL and
+#                           print the environment that sends the fleet's pools through it
+#                           (BALLAST_PGBOUNCER=1 makes `up` run the fleet through it)
 #   deploy/dev.sh stop      stop what `up` started (by pid file), then the PostgreSQL and Redis
 #                           (cluster too) this checkout started
 #   deploy/dev.sh env       print the environment (eval "$(deploy/dev.sh env)"): the settings,
@@ -25,7 +29,7 @@
 #
 # Idempotent: a second run reuses what is there. Ports: PostgreSQL 55432, Redis 56379
 # (override with BALLAST_PG_PORT / BALLAST_REDIS_PORT); the replica 55433
-# (BALLAST_PG_REPLICA_PORT); the cluster's masters 17001-17003
+# (BALLAST_PG_REPLICA_PORT); PgBouncer 56432 (BALLAST_PGBOUNCER_PORT); the cluster's masters 17001-17003
 # (BALLAST_REDIS_CLUSTER_PORT, the first of three; their bus ports are 10000 higher). A port
 # another process holds is refused with that process named. Data: .ballast/ (BALLAST_DATA).
 set -euo pipefail
@@ -47,6 +51,9 @@ DB=${BALLAST_DB:-ballast}
 # Where `up` serves, and the binary `env` puts on PATH (what `up` built).
 LISTEN=${BALLAST_LISTEN:-127.0.0.1:8080}
 BIN_DIR=${BALLAST_BIN_DIR:-$ROOT/target/release}
+
+# shellcheck source=deploy/dev-pgbouncer.sh
+. "$ROOT/deploy/dev-pgbouncer.sh"
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -295,6 +302,12 @@ stop_redis_cluster() {
 
 # The test modules that exercise Redis (queue, limiter, usage, cache, scheduler, drills), run
 # a second time against the cluster.
+# What the PgBouncer pass runs again: the drills that kill, restart and outage a fleet of real
+# members, the webhook path, the customer list, and tenant isolation (RLS) with the tenant set
+# per transaction. (Filters match within names: the skips drop the timed intake drills and the
+# outage drills that bring a private PostgreSQL of their own.)
+PGBOUNCER_SUITES=(drills:: rolling_restart_drills:: outage_drills::redis_ webhooks:: customers:: rls:: --skip outage_drills::postgres_ --skip intake_drills::)
+
 CLUSTER_SUITES=(jobs:: intake_hardening:: intake_security:: cache:: usage:: scheduler:: drills:: intake_drills:: webhooks::)
 
 # The fleet reaches its co-located PostgreSQL through the Unix socket: per round trip it costs
@@ -367,6 +380,7 @@ stop_up() {
 # checkout started stays.
 stop() {
   stop_up
+  stop_pgbouncer
   stop_replica
   stop_postgres
   stop_redis_at "$REDIS_PORT" "$DATA" Redis
@@ -417,6 +431,7 @@ stop_started() {
     case "$what" in
       postgres) stop_postgres ;;
       replica) stop_replica ;;
+      pgbouncer) stop_pgbouncer ;;
       redis:*)
         rest=${what#redis:}; port=${rest%%:*}; dir=${rest#*:}
         stop_redis_at "$port" "$dir" Redis ;;
@@ -461,6 +476,11 @@ case "$cmd" in
     log "building the release binary (cargo build --release)"
     cargo build --release
     ./target/release/ballast migrate
+    if [ "${BALLAST_PGBOUNCER:-0}" = 1 ]; then
+      start_pgbouncer
+      eval "$(pgbouncer_env)"
+      log "the fleet's pools go through PgBouncer on 127.0.0.1:$PGBOUNCER_PORT (transaction pooling)"
+    fi
     export BALLAST_LISTEN=$LISTEN
     mkdir -p "$DATA/up"
     # Every process `up` starts has a pid file in $DATA/up: a signal to `up` (Ctrl-C, TERM) is
@@ -497,6 +517,9 @@ case "$cmd" in
     export BALLAST_TEST_PG_REPLICA_URL="postgres://%ROLE%:%ROLE%@127.0.0.1:$REPLICA_PORT"
     export BALLAST_TEST_PG_REPLICA_ADMIN_URL="postgres://postgres@127.0.0.1:$REPLICA_PORT/postgres"
     export BALLAST_TEST_PG_REPLICA_DATA="$DATA/replica"
+    # The pooler's own tests use it on every pass; the second pass runs the fleets through it.
+    start_pgbouncer
+    export BALLAST_TEST_PGBOUNCER_URL="postgres://%ROLE%:%ROLE%@127.0.0.1:$PGBOUNCER_PORT"
     eval "$(print_env)"
     cd "$ROOT"
     shift
@@ -509,6 +532,14 @@ case "$cmd" in
     # The quickstart test runs `dev.sh env` with a cleared environment: it passes this on.
     export BALLAST_DATA=$DATA
     run_tests "$@"
+    # The fleet drills and the tenant-isolation suite again, every fleet's pools through
+    # PgBouncer in transaction pooling (migrations stay direct).
+    if [ $# = 0 ] && [ "${BALLAST_TEST_PGBOUNCER:-1}" != 0 ]; then
+      log "the fleet drills again, each fleet's pools through PgBouncer on 127.0.0.1:$PGBOUNCER_PORT"
+      export BALLAST_TEST_FLEET_THROUGH_PGBOUNCER=1
+      run_tests --test api -- "${PGBOUNCER_SUITES[@]}"
+      unset BALLAST_TEST_FLEET_THROUGH_PGBOUNCER
+    fi
     # The whole suite ran on one Redis; with no filter given, the Redis suites run again on a
     # Redis Cluster (every key a command or script touches together in one slot).
     if [ $# = 0 ] && [ "${BALLAST_TEST_CLUSTER:-1}" != 0 ]; then
@@ -522,6 +553,7 @@ case "$cmd" in
     ;;
   cluster) install_packages; start_redis_cluster; print_env; cluster_env ;;
   replica) services; start_replica; print_env; replica_env ;;
+  pgbouncer) services; start_pgbouncer; print_env; pgbouncer_env ;;
   services) services; print_env ;;
   env)
     print_env
@@ -532,6 +564,6 @@ case "$cmd" in
     [ -n "${BALLAST_SMTP_HOST:-}" ] || echo "export BALLAST_SMTP_HOST=${DEV_MAIL%%:*} BALLAST_SMTP_PORT=${DEV_MAIL##*:} BALLAST_SMTP_SECURITY=none"
     ;;
   stop) stop ;;
-  -h|--help|help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  -h|--help|help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -142,6 +142,7 @@ pub async fn choose(pool: &SystemPool, plans: &Plans, cohort: &Cohort, limit: i6
     let tenants = (!cohort.tenants.is_empty()).then_some(&cohort.tenants);
     // The plan's prices and products narrow the scan; which plan an item is in is then decided
     // by the catalogue itself (a price names the more specific entry than its product).
+    let mut tx = pool.begin_planned_per_call().await?;
     let rows: Vec<Subscription> = sqlx::query_as(
         "SELECT s.id, s.tenant_id, t.name AS tenant_name, s.status, s.price_id, s.product_id, s.mrr_minor, s.mrr_currency,
                 s.pause_collection, s.cancel_at_period_end, s.items
@@ -158,8 +159,9 @@ pub async fn choose(pool: &SystemPool, plans: &Plans, cohort: &Cohort, limit: i6
     .bind(tenants)
     .bind(limit.saturating_add(1))
     .persistent(false)
-    .fetch_all(&pool.0)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .filter(|s| cohort.plan.as_deref().is_none_or(|key| plans.plan_for(s.price_id.as_deref(), s.product_id.as_deref()).is_some_and(|(k, _)| k == key)))

@@ -94,6 +94,18 @@ impl TenantPool {
     }
 }
 
+impl SystemPool {
+    /// A read-only transaction for statements planned for each call's own values (sqlx's
+    /// `persistent(false)`: an unnamed statement). sqlx parses an unnamed statement and binds
+    /// it in two exchanges; between them PgBouncer in transaction pooling hands the server
+    /// connection to whichever client asks next, and the bind would run on a connection that
+    /// parsed another client's statement, or none. A transaction keeps one server connection
+    /// for both (two round trips more, on lists that are not on the webhook path).
+    pub async fn begin_planned_per_call(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.0.begin_with("BEGIN READ ONLY").await
+    }
+}
+
 fn options(url: &str, which: &'static str, app_name: &str) -> Result<PgConnectOptions, DbError> {
     let opts: PgConnectOptions = url.parse().map_err(|_| DbError::BadUrl(which))?;
     // No JIT: Ballast's statements are short, and compiling one costs more than it saves (the

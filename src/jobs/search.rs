@@ -81,6 +81,7 @@ pub async fn search(pool: &SystemPool, q: &JobSearch, cursor: Option<&str>, limi
     };
     let limit = limit.clamp(1, 200);
     // Each side is bounded and ordered by its own index; the merge takes the newest.
+    let mut tx = pool.begin_planned_per_call().await?;
     let rows: Vec<FoundJob> = sqlx::query_as(
         "(SELECT s.id, s.kind, s.state, s.tenant_id, s.attempts, s.last_error, s.created_at AS at FROM job_status s
           WHERE ($1::text IS NULL OR s.kind = $1) AND ($2::text IS NULL OR s.state = $2) AND ($3::uuid IS NULL OR s.tenant_id = $3)
@@ -106,8 +107,9 @@ pub async fn search(pool: &SystemPool, q: &JobSearch, cursor: Option<&str>, limi
     .bind(after.as_ref().map(|a| a.1.clone()))
     .bind(limit + 1)
     .persistent(false)
-    .fetch_all(&pool.0)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let more = rows.len() as i64 > limit;
     let jobs: Vec<FoundJob> = rows.into_iter().take(limit as usize).collect();
     let next_cursor = if more { jobs.last().map(|j| crate::tenants::cursor::encode(&(j.at, j.id.clone()))) } else { None };

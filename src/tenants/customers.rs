@@ -272,7 +272,9 @@ impl<'a> Params<'a> {
 /// One page of the list: at most `limit` tenants after `cursor`.
 pub async fn page(pool: &SystemPool, filter: &Filter, sort: Sort, cursor: Option<&str>, limit: i64) -> Result<Page, ListError> {
     let params = Params::new(filter, sort, cursor, limit)?;
-    let rows: Vec<Customer> = params.bind(sqlx::query_as(statement(sort))).fetch_all(&pool.0).await?;
+    let mut tx = pool.begin_planned_per_call().await?;
+    let rows: Vec<Customer> = params.bind(sqlx::query_as(statement(sort))).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
     let matching = rows.first().map_or(0, |r| r.matching);
     let more = matching - rows.len() as i64;
     let next_cursor = if more > 0 { rows.last().map(|r| encode(sort, r.sort_key, r.tenant_id)) } else { None };
@@ -284,7 +286,9 @@ pub async fn page(pool: &SystemPool, filter: &Filter, sort: Sort, cursor: Option
 pub async fn explain(pool: &SystemPool, filter: &Filter, sort: Sort, cursor: Option<&str>, limit: i64) -> Result<serde_json::Value, ListError> {
     let params = Params::new(filter, sort, cursor, limit)?;
     let sql = sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {}", statement(sort)));
-    let (plan,): (serde_json::Value,) = params.bind(sqlx::query_as(sql)).fetch_one(&pool.0).await?;
+    let mut tx = pool.begin_planned_per_call().await?;
+    let (plan,): (serde_json::Value,) = params.bind(sqlx::query_as(sql)).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
     Ok(plan)
 }
 

@@ -101,6 +101,7 @@ pub async fn page(pool: &SystemPool, tenant: TenantId, since: Option<DateTime<Ut
         Some((a, k, y)) => (Some(a), Some(k), Some(y)),
         None => (None, None, None),
     };
+    let mut tx = pool.begin_planned_per_call().await?;
     let mut entries: Vec<Entry> = sqlx::query_as(QUERY)
         .persistent(false)
         .bind(tenant.0)
@@ -109,8 +110,9 @@ pub async fn page(pool: &SystemPool, tenant: TenantId, since: Option<DateTime<Ut
         .bind(kind)
         .bind(key)
         .bind(limit + 1)
-        .fetch_all(&pool.0)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     let more = entries.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     entries.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { entries.last().map(encode) } else { None };

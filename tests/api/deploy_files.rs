@@ -179,10 +179,15 @@ fn the_kubernetes_manifests_match_the_binary() {
     let mut config_namespace = None;
     let mut pdb_components = BTreeSet::new();
     let mut migrate_args = None;
+    let mut pgbouncer = Vec::new();
     for entry in std::fs::read_dir(repo_path("deploy/k8s")).expect("deploy/k8s") {
         let path = entry.expect("entry").path();
         for doc in yaml_docs(&path) {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            if doc["metadata"]["labels"]["app.kubernetes.io/name"].as_str() == Some("pgbouncer") {
+                pgbouncer.push(doc);
+                continue;
+            }
             match kind.as_str() {
                 "ConfigMap" => {
                     for (k, _) in doc["data"].as_mapping().expect("data") {
@@ -237,12 +242,35 @@ fn the_kubernetes_manifests_match_the_binary() {
     assert!(pdb_components.contains("api"));
     assert_eq!(migrate_args, Some(vec!["migrate".to_owned()]));
     // KEDA scales the worker Deployment on the ready list the binary really uses.
+    pgbouncer_in_front_of_the_fleet(&pgbouncer);
     let scaled = scaled.expect("a KEDA ScaledObject");
     assert!(deployments.iter().any(|(name, role)| role == "worker" && scaled["spec"]["scaleTargetRef"]["name"].as_str() == Some(name.as_str())));
     let trigger = &scaled["spec"]["triggers"][0];
     assert_eq!(trigger["type"].as_str(), Some("redis"));
     let keys = ballast::redis_keys::RedisKeys::new(config_namespace.as_deref().expect("namespace in the ConfigMap"), false);
     assert_eq!(trigger["metadata"]["listName"].as_str(), Some(ballast::queue::JobQueue::active_list_name(&keys, "stripe.event").as_str()));
+}
+
+/// The PgBouncer of the Kubernetes example pools in transaction mode with prepared statements
+/// kept, the fleet's two pools reach PostgreSQL through its Service, and migrations do not.
+fn pgbouncer_in_front_of_the_fleet(docs: &[Value]) {
+    let of = |kind: &'static str| docs.iter().filter(move |d| d["kind"].as_str() == Some(kind));
+    let ini = of("ConfigMap").find_map(|d| d["data"]["pgbouncer.ini"].as_str()).expect("pgbouncer.ini in a ConfigMap");
+    let setting = |name: &str| ini.lines().find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().to_owned()));
+    assert_eq!(setting("pool_mode").as_deref(), Some("transaction"));
+    assert!(setting("max_prepared_statements").and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 0), "prepared statements kept");
+    assert!(setting("ignore_startup_parameters").is_some_and(|v| v.contains("extra_float_digits") && v.contains("options")));
+    let deployment = of("Deployment").next().expect("a PgBouncer Deployment");
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image");
+    let version = image.strip_prefix("ballast-pgbouncer:").expect("the image deploy/pgbouncer.Dockerfile builds");
+    let (major, minor) = version.split_once('.').map(|(a, b)| (a.parse::<u32>().unwrap_or(0), b.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(0))).expect("a version tag");
+    assert!((major, minor) >= (1, 21), "PgBouncer {version} cannot keep prepared statements in transaction pooling");
+    let service = of("Service").next().expect("a PgBouncer Service");
+    let host = format!("@{}:{}/", service["metadata"]["name"].as_str().expect("name"), service["spec"]["ports"][0]["port"].as_u64().expect("port"));
+    let secrets = std::fs::read_to_string(repo_path("deploy/k8s/secret.example.yaml")).expect("secret.example.yaml");
+    let url = |name: &str| secrets.lines().find_map(|l| l.trim().strip_prefix(&format!("{name}: ")).map(str::to_owned)).expect(name);
+    assert!(url("DATABASE_URL").contains(&host) && url("BALLAST_SYSTEM_DATABASE_URL").contains(&host), "the fleet's pools go through {host}");
+    assert!(!url("BALLAST_OWNER_DATABASE_URL").contains(&host), "migrations hold a session lock: straight to PostgreSQL");
 }
 
 /// Setting-shaped string literals anywhere in src/ (`BALLAST_…`, `STRIPE_…`, `OTEL_…`,

@@ -31,6 +31,7 @@ mod migrations;
 mod observability;
 mod outage_drills;
 mod partitions;
+mod pgbouncer;
 mod partitions_deliveries;
 mod partitions_email;
 mod partitions_job_status;

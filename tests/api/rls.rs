@@ -88,7 +88,8 @@ async fn pool(url: &str) -> PgPool {
 async fn every_table_isolates_tenants() {
     let db = TestDb::create().await;
     let system = pool(&db.url("ballast_system")).await;
-    let app_pool = pool(&db.url("ballast_app")).await;
+    // The app role as the fleet reaches it (through PgBouncer on that pass of the suite).
+    let app_pool = pool(&crate::support::db::fleet_url("ballast_app", &db.name)).await;
     let tenant_pool = TenantPool::new(app_pool.clone());
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     seed(&system, a, "a").await;

@@ -18,6 +18,25 @@ pub fn role_url(role: &str, db: &str) -> String {
     format!("{}/{}", base.replace("%ROLE%", role), db)
 }
 
+/// URL of `role` on `db` through the local PgBouncer in transaction pooling that
+/// `deploy/dev.sh test` starts (`BALLAST_TEST_PGBOUNCER_URL`, shaped like
+/// `BALLAST_TEST_PG_BASE_URL`).
+pub fn pgbouncer_url(role: &str, db: &str) -> String {
+    let base = std::env::var("BALLAST_TEST_PGBOUNCER_URL").expect("BALLAST_TEST_PGBOUNCER_URL: run tests with deploy/dev.sh test (it starts PgBouncer)");
+    format!("{}/{}", base.replace("%ROLE%", role), db)
+}
+
+/// Whether this pass of the suite runs its fleets through PgBouncer (`dev.sh test`'s second
+/// pass sets `BALLAST_TEST_FLEET_THROUGH_PGBOUNCER=1`).
+pub fn fleet_through_pgbouncer() -> bool {
+    std::env::var("BALLAST_TEST_FLEET_THROUGH_PGBOUNCER").is_ok_and(|v| v == "1")
+}
+
+/// URL of `role` on `db` as the fleet reaches it: through PgBouncer on that pass.
+pub fn fleet_url(role: &str, db: &str) -> String {
+    if fleet_through_pgbouncer() { pgbouncer_url(role, db) } else { role_url(role, db) }
+}
+
 /// A database that exists for one test and is dropped after it.
 pub struct TestDb {
     pub name: String,
@@ -46,11 +65,13 @@ impl TestDb {
         Self { name }
     }
 
-    /// The environment a Ballast process needs for this database.
+    /// The environment a Ballast process needs for this database. Under `deploy/dev.sh test`'s
+    /// PgBouncer pass the app and system roles connect through the pooler in transaction mode,
+    /// as a fleet behind one does; migrations (the owner) always go straight to PostgreSQL.
     pub fn env(&self) -> HashMap<String, String> {
         HashMap::from([
-            ("DATABASE_URL".to_owned(), role_url("ballast_app", &self.name)),
-            ("BALLAST_SYSTEM_DATABASE_URL".to_owned(), role_url("ballast_system", &self.name)),
+            ("DATABASE_URL".to_owned(), fleet_url("ballast_app", &self.name)),
+            ("BALLAST_SYSTEM_DATABASE_URL".to_owned(), fleet_url("ballast_system", &self.name)),
             ("BALLAST_OWNER_DATABASE_URL".to_owned(), role_url("ballast_owner", &self.name)),
         ])
     }
