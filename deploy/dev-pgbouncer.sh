@@ -82,7 +82,9 @@ start_pgbouncer() {
   if [ "$(id -u)" = 0 ]; then install -d -o postgres -g postgres "$dir"; else mkdir -p "$dir"; fi
   cat >"$dir/pgbouncer.ini" <<INI
 [databases]
-* = host=127.0.0.1 port=$PG_PORT
+; To PostgreSQL through its Unix socket (cheaper per round trip than loopback TCP, as dev.sh's
+; own URLs); the fleet reaches PgBouncer over TCP, as it would across a network.
+* = host=$DATA/pgsock port=$PG_PORT
 
 [pgbouncer]
 listen_addr = 127.0.0.1

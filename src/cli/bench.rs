@@ -350,7 +350,8 @@ pub(super) async fn bench(settings: Settings, command: BenchCommand, json: bool)
                         if rate.kept_up { "kept up" } else { "fell behind" }, rate.sender_said
                     );
                     let c = &rate.cpu;
-                    println!("  CPU per applied event: {:.3} ms (ballast {:.3}, postgres {:.3}, redis {:.3})", c.total_ms, c.receiver_ms, c.postgres_ms, c.redis_ms);
+                    let pooler = if c.pooler_ms > 0.0 { format!(", pgbouncer {:.3}", c.pooler_ms) } else { String::new() };
+                    println!("  CPU per applied event: {:.3} ms (ballast {:.3}, postgres {:.3}, redis {:.3}{pooler})", c.total_ms, c.receiver_ms, c.postgres_ms, c.redis_ms);
                     if let Some(p) = &rate.peer {
                         let c = &p.cpu;
                         println!("  peer at {}/s: CPU per event {:.3} ms (peer {:.3}, postgres {:.3}); sender: {}", rate.rate, c.total_ms, c.receiver_ms, c.postgres_ms, p.sender_said);
