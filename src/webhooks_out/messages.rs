@@ -123,7 +123,13 @@ pub async fn accept_many(pool: &TenantPool, incoming: &[Incoming]) -> Result<Vec
     answers.into_iter().map(|a| a.ok_or(MessageError::Db(DbError::Sql(sqlx::Error::RowNotFound)))).collect()
 }
 
-/// One tenant's messages, in a transaction bound to it: three statements whatever their number.
+/// Waits for the transaction locks of a tenant's (`$1`) idempotency keys (`$2`, NULLs skipped),
+/// each once, in one order.
+const MESSAGE_KEY_LOCKS: &str = "SELECT count(pg_advisory_xact_lock(h)) FROM \
+     (SELECT DISTINCT hashtextextended('webhook_messages:' || $1::text || ':' || k, 0) AS h FROM unnest($2::text[]) AS k WHERE k IS NOT NULL ORDER BY h) AS keys";
+
+/// One tenant's messages, in a transaction bound to it: three statements whatever their number
+/// (four when some carry an idempotency key).
 async fn accept_in(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: &[&Incoming]) -> Result<Vec<Accepted>, sqlx::Error> {
     let ids: Vec<uuid::Uuid> = incoming.iter().map(|_| uuid::Uuid::now_v7()).collect();
     let types: Vec<&str> = incoming.iter().map(|i| i.message.event_type.as_str()).collect();
@@ -134,10 +140,22 @@ async fn accept_in(tx: &mut sqlx::PgConnection, tenant: TenantId, incoming: &[&I
     let keys: Vec<Option<&str>> = incoming.iter().map(|i| i.idempotency_key.as_deref()).collect();
     let times: Vec<DateTime<Utc>> = incoming.iter().map(|i| i.at).collect();
     // A key already used (or used twice in this batch) inserts nothing: that item is a duplicate.
+    // The keys' locks first, in a statement of their own (the insert's snapshot must be taken
+    // after them): a month-partitioned table cannot keep `UNIQUE (tenant_id, idempotency_key)`
+    // (0.11.0 drops it), so two writers of one key take turns here and the second sees the
+    // first's row. In hash order, tenants in the order `accept_many` takes them: two batches
+    // lock their shared keys in the same order. `ON CONFLICT DO NOTHING` still yields to the
+    // unique index while a member before 0.10.0 writes without the lock.
+    if keys.iter().any(Option::is_some) {
+        sqlx::query(MESSAGE_KEY_LOCKS).bind(tenant.0).bind(&keys).execute(&mut *tx).await?;
+    }
     let inserted: Vec<uuid::Uuid> = sqlx::query_scalar(
         "INSERT INTO webhook_messages (id, tenant_id, event_type, body, idempotency_key, created_at) \
-         SELECT u.id, $2, u.t, u.b, u.k, u.c FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS u(id, t, b, k, c) \
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+         SELECT u.id, $2, u.t, u.b, u.k, u.c FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) WITH ORDINALITY AS u(id, t, b, k, c, n) \
+         WHERE u.k IS NULL \
+            OR (NOT EXISTS (SELECT 1 FROM webhook_messages m WHERE m.tenant_id = $2 AND m.idempotency_key = u.k) \
+                AND u.n = (SELECT min(v.n) FROM unnest($5::text[]) WITH ORDINALITY AS v(k, n) WHERE v.k = u.k)) \
+         ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(&ids)
     .bind(tenant.0)
