@@ -62,7 +62,9 @@ impl PartitionSettings {
         match table {
             "audit_log" => Some(self.audit_retention),
             "usage_ledger" => Some(self.ledger_retention),
-            "webhook_deliveries" | "webhook_attempts" => Some(self.delivery_retention),
+            // A message month leaves with its deliveries' month (after it, in the partitions
+            // service's order), keeping the messages a delivery still names.
+            "webhook_deliveries" | "webhook_attempts" | "webhook_messages" => Some(self.delivery_retention),
             "email_outbox" => Some(self.email_retention),
             _ => None,
         }

@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 /// 0066), or of the time their id carries (job statuses since 0072); one whose conversion has
 /// not run yet on a database (a migration pending) is skipped. Deliveries come before their
 /// attempts: a retirement keeps the attempts of the deliveries it keeps, and finds them kept.
-pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger", "stripe_events", "webhook_deliveries", "webhook_attempts", "email_outbox", "job_status"];
+pub const PARTITIONED: &[&str] = &["audit_log", "usage_ledger", "stripe_events", "webhook_deliveries", "webhook_attempts", "webhook_messages", "email_outbox", "job_status"];
 
 /// How far ahead partitions exist: a maintenance leader that is gone for weeks still leaves
 /// every write a partition (and the overdue check says so long before).
@@ -131,7 +131,8 @@ pub async fn delete_outside_months(pool: &PgPool, table: &str, condition: &str, 
             break;
         }
         let outside = quoted(&outside);
-        let sql = format!("DELETE FROM {outside} WHERE ctid IN (SELECT ctid FROM {outside} WHERE {condition} LIMIT $2)");
+        // (`candidate`: the row, for a condition that names it in a subquery of its own.)
+        let sql = format!("DELETE FROM {outside} WHERE ctid IN (SELECT ctid FROM {outside} AS candidate WHERE {condition} LIMIT $2)");
         deleted += sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).bind(i64::try_from(left).unwrap_or(i64::MAX)).execute(pool).await?.rows_affected();
     }
     Ok(deleted)
@@ -233,6 +234,9 @@ async fn finish_open(pool: &PgPool, table: &str, archive: Option<&Path>, keep: O
 /// on the table's key and stays as it is now.
 async fn finish(pool: &PgPool, open: &Open, archive: Option<&Path>, keep: Option<&str>, retired: &mut Retired) -> Result<(), PartitionError> {
     if let Some(condition) = keep {
+        // A condition may name the detached month itself (`{partition}`): the messages' does, to
+        // bound its read of the deliveries by the month's highest id.
+        let condition = condition.replace("{partition}", &quoted(&open.partition));
         let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {} SELECT * FROM {} WHERE {condition} ON CONFLICT DO NOTHING",
             quoted(&open.parent),

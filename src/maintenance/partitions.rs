@@ -12,13 +12,15 @@ use crate::db::partitions;
 
 /// The rows of `table` a month's retirement keeps, moved to its DEFAULT partition before the
 /// month is dropped: the inbox's events still to handle, the deliveries still pending and
-/// their attempts (deliveries retire first, see `PARTITIONED`), the emails not sent yet and
+/// their attempts (deliveries retire first, see `PARTITIONED`), the messages a delivery still
+/// names (they retire after their deliveries), the emails not sent yet and
 /// the statuses of jobs not finished.
 pub fn kept_on_retirement(table: &str) -> Option<&'static str> {
     match table {
         "stripe_events" => Some(crate::stripe::inbox::STILL_TO_HANDLE),
         "webhook_deliveries" => Some(crate::webhooks_out::deliveries::STILL_PENDING),
         "webhook_attempts" => Some(crate::webhooks_out::deliveries::OF_STILL_PENDING),
+        "webhook_messages" => Some(crate::webhooks_out::messages::STILL_NAMED),
         "email_outbox" => Some(crate::email::outbox::STILL_TO_SEND),
         "job_status" => Some(crate::queue::status::UNFINISHED),
         _ => None,

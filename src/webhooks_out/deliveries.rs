@@ -436,15 +436,17 @@ pub async fn prune(pool: &SystemPool, retention: std::time::Duration) -> Result<
         sqlx::query("DELETE FROM webhook_attempts WHERE delivery_id = ANY($1)").bind(&old).execute(&mut *tx).await?;
         deleted += sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE id = ANY($1)"))).bind(&old).execute(&mut *tx).await?.rows_affected();
     }
-    sqlx::query(
-        "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m WHERE m.created_at < $1 \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id) LIMIT $2)",
-    )
-    .bind(cutoff)
-    .bind(PRUNE_BATCH as i64)
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
+    // Messages no delivery names any more, where no month retires them (since 0076 messages
+    // are partitioned by month of their id, as deliveries are).
+    crate::db::partitions::delete_outside_months(
+        &pool.0,
+        "webhook_messages",
+        "created_at < $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = candidate.id)",
+        cutoff,
+        PRUNE_BATCH,
+    )
+    .await?;
     Ok(deleted)
 }
 

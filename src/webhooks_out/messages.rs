@@ -123,6 +123,16 @@ pub async fn accept_many(pool: &TenantPool, incoming: &[Incoming]) -> Result<Vec
     answers.into_iter().map(|a| a.ok_or(MessageError::Db(DbError::Sql(sqlx::Error::RowNotFound)))).collect()
 }
 
+/// Messages a month's retirement keeps (moved to the DEFAULT partition; `{partition}` is the
+/// detached month): those a delivery still names. The deliveries' month retired just before
+/// (the same retention, earlier in `PARTITIONED`), so what is left naming a message this old
+/// is a pending delivery the retirement kept, a re-send of an old message, or a delivery made
+/// a moment after its message across a month's edge. Both reads are index range scans that
+/// find only those: the pending deliveries' partial index, and each delivery month's
+/// `message_id` index up to the month's highest id (not one probe per message).
+pub const STILL_NAMED: &str = "id IN (SELECT message_id FROM webhook_deliveries WHERE status = 'pending') \
+     OR id IN (SELECT message_id FROM webhook_deliveries WHERE message_id <= (SELECT id FROM {partition} ORDER BY id DESC LIMIT 1))";
+
 /// Waits for the transaction locks of a tenant's (`$1`) idempotency keys (`$2`, NULLs skipped),
 /// each once, in one order.
 const MESSAGE_KEY_LOCKS: &str = "SELECT count(pg_advisory_xact_lock(h)) FROM \

@@ -35,6 +35,7 @@ mod pgbouncer;
 mod partitions_deliveries;
 mod partitions_email;
 mod partitions_job_status;
+mod partitions_messages;
 mod query_plans;
 mod quickstart;
 mod replica;

@@ -183,7 +183,8 @@ fn announced(release: &str) -> String {
 /// Required stops (0053 and 0057 need every member at 0.2.0 or later: members before it
 /// conflict on keys the partitioned ledger and inbox cannot have; 0059 needs 0.4.0, whose
 /// deliveries have time-ordered ids; 0063 needs 0.6.0, which keeps an email's dedup key without
-/// a unique index; 0068 needs 0.8.0, which writes the time a job's id carries): `ballast migrate` applies nothing while a live member
+/// a unique index; 0068 needs 0.8.0, which writes the time a job's id carries; 0073 needs 0.10.0,
+/// which keeps a message's idempotency key without a unique index): `ballast migrate` applies nothing while a live member
 /// announces a release older than the pending migrations' highest stop, and names it; once
 /// that member runs it, the same command applies them. A database no migration has run on
 /// is migrated without the check.
@@ -212,9 +213,9 @@ async fn migrate_applies_no_required_stop_while_a_member_of_an_older_release_run
     let refused = app.cli_with(&["migrate"], &env);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "applied beside a 0.1.0 member: {said}");
-    // The pending migrations' highest stop is named: 0068's, 0.8.0 (0053 and 0057 need 0.2.0,
-    // 0059 needs 0.4.0, 0063 needs 0.6.0).
-    assert!(said.contains("worker-old:41 (0.1.0+5d1e2f0)") && said.contains("release 0.8.0 or later"), "{said}");
+    // The pending migrations' highest stop is named: 0073's, 0.10.0 (0053 and 0057 need 0.2.0,
+    // 0059 needs 0.4.0, 0063 needs 0.6.0, 0068 needs 0.8.0).
+    assert!(said.contains("worker-old:41 (0.1.0+5d1e2f0)") && said.contains("release 0.10.0 or later"), "{said}");
     assert_eq!(latest().await, 50, "nothing applied");
     // Through the first stop only: still behind the second.
     let () = redis.hset(&roster, "worker-old:41", announced("0.3.0+2c4d6e8")).await.expect("announce");
@@ -224,11 +225,11 @@ async fn migrate_applies_no_required_stop_while_a_member_of_an_older_release_run
 
     let () = redis.hset(&roster, "worker-old:41", announced("0.4.0+9a8b7c6")).await.expect("announce");
     let still = app.cli_with(&["migrate"], &env);
-    assert!(!still.status.success() && String::from_utf8_lossy(&still.stderr).contains("release 0.8.0 or later"), "{}", String::from_utf8_lossy(&still.stderr));
+    assert!(!still.status.success() && String::from_utf8_lossy(&still.stderr).contains("release 0.10.0 or later"), "{}", String::from_utf8_lossy(&still.stderr));
     assert_eq!(latest().await, 50, "nothing applied");
 
     // The member went through the stops.
-    let () = redis.hset(&roster, "worker-old:41", announced("0.8.0+9a8b7c6")).await.expect("announce");
+    let () = redis.hset(&roster, "worker-old:41", announced("0.10.0+9a8b7c6")).await.expect("announce");
     let applied = app.cli_with(&["migrate", "--json"], &env);
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     assert!(latest().await >= 57);
@@ -240,4 +241,6 @@ async fn migrate_applies_no_required_stop_while_a_member_of_an_older_release_run
     assert_eq!(kind, "p", "the email outbox is partitioned");
     let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'job_status'").fetch_one(&owner).await.expect("kind");
     assert_eq!(kind, "p", "job statuses are partitioned");
+    let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'webhook_messages'").fetch_one(&owner).await.expect("kind");
+    assert_eq!(kind, "p", "outbound messages are partitioned");
 }

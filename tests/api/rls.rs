@@ -63,10 +63,11 @@ pub(crate) async fn seed(system: &PgPool, tenant: Uuid, tag: &str) {
         "INSERT INTO job_dead_letters (id, job_id, kind, tenant_id, envelope, attempts, error) VALUES (gen_random_uuid(), 'job_' || $2, 'noop', $1, '{}', 1, 'x')",
         "INSERT INTO job_status (id, tenant_id, kind, state, id_at) VALUES ('job_' || $2, $1, 'noop', 'queued', ballast_job_id_time('job_' || $2))",
         "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, secret) VALUES ($1, $1, 'https://' || $2 || '.example/in', ARRAY['x'], 'whsec_' || $2)",
-        "INSERT INTO webhook_messages (id, tenant_id, event_type, body) VALUES ($1, $1, 'x', '{}')",
-        // Deliveries and attempts are partitioned by a UUIDv7 (theirs, and their delivery's):
-        // both tenants' rows in this month's partition, not wherever a random id would fall.
-        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) VALUES (ballast_uuid_v7(), $1, $1, $1)",
+        // Messages, deliveries and attempts are partitioned by a UUIDv7 (theirs, and their
+        // delivery's): both tenants' rows in this month's partition, not wherever a random id
+        // would fall.
+        "INSERT INTO webhook_messages (id, tenant_id, event_type, body) VALUES (ballast_uuid_v7(), $1, 'x', '{}')",
+        "INSERT INTO webhook_deliveries (id, tenant_id, message_id, endpoint_id) SELECT ballast_uuid_v7(), $1, id, $1 FROM webhook_messages WHERE tenant_id = $1",
         "INSERT INTO entitlement_overrides (id, tenant_id, kind, target, reason, created_by) VALUES (gen_random_uuid(), $1, 'grant', 'feature_' || $2, 'seeded', 'test')",
         "INSERT INTO tenant_activity (tenant_id, last_seen_at) VALUES ($1, now())",
         "INSERT INTO support_sessions (id, tenant_id, operator, reason, token_prefix, token_hash, expires_at) VALUES (gen_random_uuid(), $1, 'otto', 'seeded', 'p' || $2, '\\x00', now())",

@@ -354,9 +354,9 @@ struct Retirement {
 
 /// The audit log's oldest month (where the load put its audit rows), the inbox's (a month of
 /// the load's events, one in a thousand still to handle and kept), and the deliveries' and
-/// their attempts' (the load's deliveries, all delivered), the email outbox's and its send
-/// jobs' statuses (one in a thousand not sent or finished, kept).
-const RETIREMENTS: [Retirement; 6] = [
+/// their attempts' (the load's deliveries, all delivered) and their messages', the email
+/// outbox's and its send jobs' statuses (one in a thousand not sent or finished, kept).
+const RETIREMENTS: [Retirement; 7] = [
     Retirement { table: "audit_log", retention_days: 400, insert: "INSERT INTO audit_log (actor, action, params, outcome, at) VALUES ('bench', 'write', jsonb_build_object('n', $2::bigint), 'ok', $1)" },
     Retirement {
         table: "stripe_events",
@@ -375,6 +375,13 @@ const RETIREMENTS: [Retirement; 6] = [
         retention_days: 30,
         insert: "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, attempted_at, duration_ms)
                  SELECT gen_random_uuid(), tenant_id, ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), 1, now(), 40
+                 FROM webhook_endpoints LIMIT 1",
+    },
+    Retirement {
+        table: "webhook_messages",
+        retention_days: 30,
+        insert: "INSERT INTO webhook_messages (id, tenant_id, event_type, body)
+                 SELECT ballast_uuid_v7_floor($1 + make_interval(secs => $2::float8 / 1000)), tenant_id, 'bench.write', '{}'
                  FROM webhook_endpoints LIMIT 1",
     },
     Retirement {
@@ -439,7 +446,7 @@ async fn retire_one_month(state: &AppState, r: &Retirement) -> Result<RetentionF
 /// Size on disk per table (partitions, indexes and TOAST included).
 async fn sizes(state: &AppState) -> Result<Vec<SizeFigure>, BenchError> {
     let mut out = Vec::new();
-    for table in ["stripe_events", "usage_ledger", "audit_log", "webhook_deliveries", "webhook_attempts", "email_outbox", "job_status"] {
+    for table in ["stripe_events", "usage_ledger", "audit_log", "webhook_deliveries", "webhook_attempts", "webhook_messages", "email_outbox", "job_status"] {
         let (rows, bytes): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT (SELECT count(*) FROM {table}),
                     CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(c.oid))::bigint
