@@ -57,8 +57,8 @@ pub(super) enum BenchCommand {
     /// by the owner role, `BALLAST_OWNER_DATABASE_URL`, and dropped afterwards) and a private
     /// Redis namespace: p50 and p99 of the webhook claim, the entitlement read (hit and miss),
     /// `GET /v1/tenants`, the admin list and a timeline, each plan checked for whole-table
-    /// reads; retiring one month of the audit log, the inbox, the outbound deliveries and
-    /// their attempts, the email outbox and job statuses (time, the detach's lock, a writer's
+    /// reads; retiring one month of the audit log, the inbox, the outbound deliveries, their
+    /// attempts and messages, the email outbox and job statuses (time, the detach's lock, a writer's
     /// slowest insert meanwhile); size on disk per million rows. The inbox and the ledger get a
     /// partition per month loaded, as a database that old has. The volume (100,000
     /// tenants, 10M events, 50M ledger rows, 1M each of deliveries, emails and jobs) needs
@@ -77,7 +77,8 @@ pub(super) enum BenchCommand {
         /// Audit rows in the month retired.
         #[arg(long, default_value_t = 1_000_000)]
         audit: i64,
-        /// Outbound webhook deliveries (two attempts each) in the month retired.
+        /// Outbound webhook deliveries (two attempts each; a message for every four) in the
+        /// month retired.
         #[arg(long, default_value_t = 1_000_000)]
         deliveries: i64,
         /// Emails in the outbox, and their send jobs' statuses, in the month retired.

@@ -24,6 +24,44 @@ pub(crate) async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.expect(sql)
 }
 
+/// Runs `writers` writers while `convert` runs: each writes a round at a time (`write(writer,
+/// round)` answers how many of the round's rows were new), at least 20 rounds and on until the
+/// conversion is done. Fails on any write that failed; answers the new rows and the most rounds
+/// a writer ran (the rounds of a key the writers share).
+pub(crate) async fn write_while<W, F>(writers: usize, convert: impl std::future::Future<Output = ()>, write: W) -> (i64, i64)
+where
+    W: Fn(usize, i64) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = Result<i64, String>> + Send + 'static,
+{
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running: Vec<_> = (0..writers)
+        .map(|w| {
+            let (write, stop) = (write.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut new, mut failed, mut round) = (0, Vec::new(), 0);
+                while !stop.is_cancelled() || round < 20 {
+                    round += 1;
+                    match write(w, round).await {
+                        Ok(n) => new += n,
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (new, round, failed)
+            })
+        })
+        .collect();
+    convert.await;
+    stop.cancel();
+    let (mut written, mut rounds) = (0, 0);
+    for writer in running {
+        let (n, r, failed) = writer.await.expect("writer");
+        assert!(failed.is_empty(), "writes failed during the conversion: {failed:?}");
+        written += n;
+        rounds = rounds.max(r);
+    }
+    (written, rounds)
+}
+
 /// Inserts `n` audit rows for `tenant` at `at`.
 async fn audit_at(pool: &PgPool, tenant: Uuid, at: chrono::DateTime<Utc>, n: i64) {
     sqlx::query("INSERT INTO audit_log (tenant_id, actor, action, outcome, at) SELECT $1, 'test', 'seed', 'ok', $2 FROM generate_series(1, $3)")

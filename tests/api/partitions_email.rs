@@ -14,7 +14,7 @@ use chrono::{TimeDelta, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::partitions::{count, pool};
+use crate::partitions::{count, pool, write_while};
 use crate::support::TestDb;
 
 /// Release 0.6.0's schema, and the conversion's last step.
@@ -74,33 +74,19 @@ async fn the_outbox_conversion_runs_under_writers_keeps_each_dedup_key_once_and_
     sqlx::query("UPDATE email_outbox SET status = 'sent', sent_at = now() WHERE NOT (id = ANY($1))").bind(&made[..20]).execute(&system).await.expect("sent");
 
     // Writers queue emails while the conversion runs, three of them racing for one key a round.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for w in 0..3 {
-        let (app, stop) = (app.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let (mut new, mut failed, mut round) = (0i64, Vec::new(), 0);
-            while !stop.is_cancelled() || round < 20 {
-                round += 1;
-                for key in [format!("w{w}-{round}"), format!("shared-{round}")] {
-                    match queue(&app, tenant, &key).await {
-                        Ok(id) => new += i64::from(id.is_some()),
-                        Err(e) => failed.push(e),
-                    }
-                }
+    let convert = async { ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert") };
+    let writer = app.clone();
+    let (written, rounds) = write_while(3, convert, move |w, round| {
+        let app = writer.clone();
+        async move {
+            let mut new = 0;
+            for key in [format!("w{w}-{round}"), format!("shared-{round}")] {
+                new += i64::from(queue(&app, tenant, &key).await?.is_some());
             }
-            (new, round, failed)
-        }));
-    }
-    ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert");
-    stop.cancel();
-    let (mut written, mut rounds) = (0, 0);
-    for w in writers {
-        let (n, r, failed) = w.await.expect("writer");
-        assert!(failed.is_empty(), "emails failed during the conversion: {failed:?}");
-        written += n;
-        rounds = rounds.max(r);
-    }
+            Ok(new)
+        }
+    })
+    .await;
     let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'email_outbox'").fetch_one(&owner).await.expect("kind");
     assert_eq!(kind, "p");
     let all = 200 + written;

@@ -13,7 +13,7 @@ use ballast::webhooks_out::messages::{Incoming, NewMessage, accept_many};
 use chrono::{TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::partitions::{count, pool};
+use crate::partitions::{count, pool, write_while};
 use crate::support::TestDb;
 
 /// Release 0.10.0's schema, and the conversion's last step.
@@ -50,33 +50,19 @@ async fn the_message_conversion_runs_under_writers_keeps_each_key_once_and_a_mon
     }
 
     // Writers send while the conversion runs, three of them racing for one key a round.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for w in 0..3 {
-        let (app, stop) = (app.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let (mut new, mut failed, mut round) = (0i64, Vec::new(), 0);
-            while !stop.is_cancelled() || round < 20 {
-                round += 1;
-                for key in [Some(format!("w{w}-{round}")), Some(format!("shared-{round}")), None] {
-                    match send(&app, tenant, key.as_deref()).await {
-                        Ok((_, duplicate)) => new += i64::from(!duplicate),
-                        Err(e) => failed.push(e),
-                    }
-                }
+    let convert = async { ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert") };
+    let writer = app.clone();
+    let (written, rounds) = write_while(3, convert, move |w, round| {
+        let app = writer.clone();
+        async move {
+            let mut new = 0;
+            for key in [Some(format!("w{w}-{round}")), Some(format!("shared-{round}")), None] {
+                new += i64::from(!send(&app, tenant, key.as_deref()).await?.1);
             }
-            (new, round, failed)
-        }));
-    }
-    ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert");
-    stop.cancel();
-    let (mut written, mut rounds) = (0, 0);
-    for w in writers {
-        let (n, r, failed) = w.await.expect("writer");
-        assert!(failed.is_empty(), "messages failed during the conversion: {failed:?}");
-        written += n;
-        rounds = rounds.max(r);
-    }
+            Ok(new)
+        }
+    })
+    .await;
     let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'webhook_messages'").fetch_one(&owner).await.expect("kind");
     assert_eq!(kind, "p");
     let all = 100 + written;
