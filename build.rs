@@ -1,9 +1,12 @@
-//! The job catalogue, the runbooks and the default configuration files are compiled into the
-//! binary (src/assets.rs); a change to any of them must rebuild it. And the release: the git
-//! commit the binary is built from (`BALLAST_GIT_COMMIT` when the build has no repository, as
-//! an image build has not), shown by `ballast --version`, `/metrics` and every trace.
+//! The migrations, the job catalogue, the runbooks and the default configuration files are
+//! compiled into the binary (src/db/mod.rs, src/assets.rs); a change to any of them must
+//! rebuild it. And the release: the git commit the binary is built from (`BALLAST_GIT_COMMIT`
+//! when the build has no repository, as an image build has not), shown by `ballast --version`,
+//! `/metrics` and every trace.
 fn main() {
-    for path in ["jobs", "runbooks", "policy/plans.toml", "policy/dunning.toml", "policy/slos.toml", "policy/limits.toml", "deploy/loadtest.toml", "deploy/alerts.toml", "templates"] {
+    // (migrations/: sqlx's `migrate!` embeds the files, but a new one alone does not rebuild
+    // the crate that embeds them.)
+    for path in ["migrations", "jobs", "runbooks", "policy/plans.toml", "policy/dunning.toml", "policy/slos.toml", "policy/limits.toml", "deploy/loadtest.toml", "deploy/alerts.toml", "templates"] {
         println!("cargo:rerun-if-changed={path}");
     }
     println!("cargo:rerun-if-env-changed=BALLAST_GIT_COMMIT");

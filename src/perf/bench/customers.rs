@@ -2,7 +2,8 @@
 //! Seeds `tenants` tenants of the run's own (a subscription each with its MRR in one of two
 //! currencies for most, an open dunning case for a tenth, a last API call for most), then times
 //! `n` reads of each page an operator asks for: the first page by MRR, the ten highest-MRR
-//! tenants in dunning, a text search, and a page deep in the list through the cursor. The
+//! tenants in dunning, a text search, a page deep in the list through the cursor, and the
+//! list filtered by a common status, a rare one and a rare price. The
 //! seeded rows are removed afterwards.
 
 use std::time::Instant;
@@ -66,9 +67,13 @@ pub(super) async fn seed(pool: &crate::db::SystemPool, prefix: &str, tenants: us
          INSERT INTO tenants (id, name, external_id, created_at)
              SELECT id, '{prefix}' || n, '{prefix}' || n, now() - make_interval(mins => n::int) FROM bench_seed;
          INSERT INTO customers (id, tenant_id, stripe_updated_at) SELECT 'cus_{prefix}' || n, id, now() FROM bench_seed WHERE n % 10 <> 0;
-         INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at, mrr_minor, mrr_currency)
-             SELECT 'sub_{prefix}' || n, id, 'cus_{prefix}' || n, CASE WHEN n % 10 = 1 THEN 'past_due' ELSE 'active' END, now(),
-                    (n % 97) * 500, CASE WHEN n % 7 = 0 THEN 'eur' ELSE 'usd' END
+         -- One tenant in a thousand trialing, and one in a thousand on a price of its own: the
+         -- rare filters an operator looks for.
+         INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at, mrr_minor, mrr_currency, price_id)
+             SELECT 'sub_{prefix}' || n, id, 'cus_{prefix}' || n,
+                    CASE WHEN n % 10 = 1 THEN 'past_due' WHEN n % 1000 = 2 THEN 'trialing' ELSE 'active' END, now(),
+                    (n % 97) * 500, CASE WHEN n % 7 = 0 THEN 'eur' ELSE 'usd' END,
+                    CASE WHEN n % 1000 = 3 THEN 'price_{prefix}rare' END
              FROM bench_seed WHERE n % 10 <> 0;
          INSERT INTO dunning_cases (tenant_id, invoice_id, customer_id, opened_at, restricted)
              SELECT id, 'in_{prefix}' || n, 'cus_{prefix}' || n, now() - interval '3 days', n % 20 = 1 FROM bench_seed WHERE n % 10 = 1;
@@ -92,12 +97,18 @@ async fn measure(pool: &crate::db::SystemPool, prefix: &str, n: u64) -> Result<V
     };
     let in_dunning = Filter { dunning: Some(Dunning::Open), ..Filter::default() };
     let search = Filter { text: Some(format!("{prefix}77")), ..Filter::default() };
+    let past_due = Filter { status: Some("past_due".into()), ..Filter::default() };
+    let trialing = Filter { status: Some("trialing".into()), ..Filter::default() };
+    let rare_price = Filter { plan: Some(format!("price_{prefix}rare")), ..Filter::default() };
     let pages: Vec<(&str, Filter, Sort, Option<String>, i64)> = vec![
         ("first page by MRR (50)", Filter::default(), Sort::Mrr, None, 50),
         ("ten highest-MRR tenants in dunning", in_dunning, Sort::Mrr, None, 10),
         ("search by name (50)", search, Sort::Mrr, None, 50),
         ("by last activity (50)", Filter::default(), Sort::Activity, None, 50),
         ("page 51 by MRR through the cursor (50)", Filter::default(), Sort::Mrr, deep, 50),
+        ("past_due (a tenth) by MRR (50)", past_due, Sort::Mrr, None, 50),
+        ("trialing (one in a thousand) by MRR (50)", trialing, Sort::Mrr, None, 50),
+        ("a price one in a thousand pays, by MRR (50)", rare_price, Sort::Mrr, None, 50),
     ];
     let mut out = Vec::new();
     for (name, filter, sort, cursor, limit) in pages {
