@@ -16,7 +16,7 @@ use chrono::{TimeDelta, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::partitions::{count, pool};
+use crate::partitions::{count, pool, write_while};
 use crate::support::TestDb;
 
 /// Release 0.4.0's schema (delivery ids made as UUIDv7s), and the conversion's last step.
@@ -86,36 +86,20 @@ async fn the_deliveries_conversion_runs_under_the_intake_and_a_month_leaves_with
     attempt(&system, tenant, endpoint, finished, DeliveryStatus::Delivered).await.expect("delivered");
 
     // This release's intake and workers, accepting and delivering while the conversion runs.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for _ in 0..3 {
-        let (system, app, stop) = (system.clone(), app.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let (mut written, mut failed, mut rounds) = (0usize, Vec::new(), 0);
-            while !stop.is_cancelled() || rounds < 20 {
-                rounds += 1;
-                match accept(&app, tenant, 5).await {
-                    Ok(ids) => match attempt(&system, tenant, endpoint, &ids, DeliveryStatus::Delivered).await {
-                        Ok(()) => written += ids.len(),
-                        Err(e) => failed.push(e),
-                    },
-                    Err(e) => failed.push(e),
-                }
-            }
-            (written, failed)
-        }));
-    }
-    ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert");
-    stop.cancel();
-    let mut written = 0;
-    for w in writers {
-        let (n, failed) = w.await.expect("writer");
-        assert!(failed.is_empty(), "deliveries failed during the conversion: {failed:?}");
-        written += n;
-    }
+    let convert = async { ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert") };
+    let (writer_system, writer_app) = (system.clone(), app.clone());
+    let (written, _) = write_while(3, convert, move |_, _| {
+        let (system, app) = (writer_system.clone(), writer_app.clone());
+        async move {
+            let ids = accept(&app, tenant, 5).await?;
+            attempt(&system, tenant, endpoint, &ids, DeliveryStatus::Delivered).await?;
+            Ok(ids.len() as i64)
+        }
+    })
+    .await;
     let kinds: Vec<String> = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname IN ('webhook_deliveries', 'webhook_attempts')").fetch_all(&owner).await.expect("kinds");
     assert_eq!(kinds, ["p", "p"]);
-    let all = 200 + written as i64;
+    let all = 200 + written;
     assert_eq!(count(&system, "SELECT count(*) FROM webhook_deliveries").await, all, "every delivery there once");
     assert_eq!(count(&system, "SELECT count(*) FROM webhook_attempts").await, all, "every attempt there once");
     assert_eq!(count(&system, "SELECT count(*) FROM webhook_deliveries_legacy").await, all, "made before the first month: in the old heap");

@@ -10,7 +10,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::partitions::{count, pool};
+use crate::partitions::{count, pool, write_while};
 use crate::support::TestDb;
 
 /// Release 0.8.0's schema.
@@ -113,38 +113,21 @@ async fn the_conversion_waits_for_the_backfill_then_runs_under_writers_and_a_mon
     assert_eq!(status::fill_missing_times(&jobs, 1000).await.expect("backfill"), 1);
 
     // Writers queue jobs and record their progress while the conversion runs.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut writers = Vec::new();
-    for _ in 0..3 {
-        let (system, stop) = (system.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
+    let convert = async { ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert") };
+    let writer = system.clone();
+    let (written, _) = write_while(3, convert, move |_, _| {
+        let system = writer.clone();
+        async move {
             let jobs = SystemPool(system.clone());
-            let (mut written, mut failed, mut rounds) = (0i64, Vec::new(), 0);
-            while !stop.is_cancelled() || rounds < 20 {
-                rounds += 1;
-                for id in ids(3) {
-                    let run = async {
-                        let id = queue(&system, tenant, id).await?;
-                        status::record(&jobs, &id, JobState::Running, 1, None, None).await.map_err(|e| e.to_string())?;
-                        status::record(&jobs, &id, JobState::Done, 1, None, None).await.map_err(|e| e.to_string())
-                    };
-                    match run.await {
-                        Ok(()) => written += 1,
-                        Err(e) => failed.push(e),
-                    }
-                }
+            for id in ids(3) {
+                let id = queue(&system, tenant, id).await?;
+                status::record(&jobs, &id, JobState::Running, 1, None, None).await.map_err(|e| e.to_string())?;
+                status::record(&jobs, &id, JobState::Done, 1, None, None).await.map_err(|e| e.to_string())?;
             }
-            (written, failed)
-        }));
-    }
-    ballast::db::MIGRATOR.run_to(CONVERTED, &owner).await.expect("convert");
-    stop.cancel();
-    let mut written = 0;
-    for w in writers {
-        let (n, failed) = w.await.expect("writer");
-        assert!(failed.is_empty(), "statuses failed during the conversion: {failed:?}");
-        written += n;
-    }
+            Ok(3)
+        }
+    })
+    .await;
     let kind: String = sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'job_status'").fetch_one(&owner).await.expect("kind");
     assert_eq!(kind, "p");
     let all = 60 + written;

@@ -176,16 +176,16 @@ async fn one_rate(settings: Settings, params: &ExternalParams, rate: u32) -> Res
 /// The parts whose CPU is counted: the receiver, PostgreSQL (the postmaster serving `state`'s
 /// database, and its children) and, for Ballast, the Redis it uses and the PgBouncer its pools
 /// go through (when the pool's port is not PostgreSQL's own, the `pgbouncer` processes here).
-async fn parts(state: &AppState, receiver: Part, uses_redis: bool) -> Result<Vec<(String, Part)>, BenchError> {
+async fn parts(state: &AppState, receiver: Part, ballast: bool) -> Result<Vec<(String, Part)>, BenchError> {
     // (`port` is PostgreSQL's own, whether the pool came by TCP or by the Unix socket.)
     let (backend, server_port): (i32, Option<i32>) = sqlx::query_as("SELECT pg_backend_pid(), current_setting('port')::int").fetch_one(&state.system_pool.0).await?;
     let postmaster = crate::perf::proc_cpu::parent_of(u32::try_from(backend).unwrap_or(0)).ok_or_else(|| BenchError::NotReady("PostgreSQL's processes are not on this machine".into()))?;
     let mut parts = vec![("receiver".to_owned(), receiver), ("postgres".to_owned(), Part::Tree(postmaster))];
     let pool_port = state.settings.system_database_url.expose_secret().parse::<sqlx::postgres::PgConnectOptions>().ok().map(|o| i32::from(o.get_port()));
-    if uses_redis && server_port.is_some() && pool_port != server_port {
+    if ballast && server_port.is_some() && pool_port != server_port {
         parts.push(("pooler".to_owned(), Part::CommandHolding("pgbouncer".into())));
     }
-    if uses_redis {
+    if ballast {
         let port = reqwest::Url::parse(state.settings.redis_url.expose_secret().split(',').next().unwrap_or_default()).ok().and_then(|u| u.port()).unwrap_or(6379);
         parts.push(("redis".to_owned(), Part::RedisOnPort(port)));
     }
