@@ -202,9 +202,14 @@ async fn two_writers_of_one_tenants_subscriptions_at_once_leave_its_list_row_hol
     let subscribe = "INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at, mrr_minor, mrr_currency) VALUES ($2, $1, 'cus_both', 'active', now(), $3, $4)";
     let mut first = system.begin().await.expect("first");
     sqlx::query(subscribe).bind(tenant).bind("sub_usd").bind(2000i64).bind("usd").execute(&mut *first).await.expect("first subscription");
-    let mut second = system.acquire().await.expect("second");
+    // The second writer's backend is read inside its own transaction: behind PgBouncer in
+    // transaction pooling, a statement outside one may run on another server connection.
+    let mut second = system.begin().await.expect("second");
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *second).await.expect("pid");
-    let writer = tokio::spawn(async move { sqlx::query(subscribe).bind(tenant).bind("sub_eur").bind(500i64).bind("eur").execute(&mut *second).await });
+    let writer = tokio::spawn(async move {
+        sqlx::query(subscribe).bind(tenant).bind("sub_eur").bind(500i64).bind("eur").execute(&mut *second).await?;
+        second.commit().await
+    });
     // The second writer is waiting on the first (a condition, polled: not a timed guess).
     let started = std::time::Instant::now();
     loop {
@@ -234,7 +239,7 @@ async fn old_tenants_are_filled_more_stops_counting_at_its_cap_and_every_sort_pa
     // 1,200 tenants created in threes (ties); a fifth pay (MRR ties too), three in four called
     // the API (ties again).
     sqlx::raw_sql(
-        "CREATE TEMP TABLE seed AS SELECT gen_random_uuid() AS id, g AS n FROM generate_series(1, 1200) g;
+        "CREATE TEMP TABLE seed ON COMMIT DROP AS SELECT gen_random_uuid() AS id, g AS n FROM generate_series(1, 1200) g;
          INSERT INTO tenants (id, name, created_at) SELECT id, 'paged-' || n, date_trunc('second', now()) - make_interval(mins => n / 3) FROM seed;
          INSERT INTO customers (id, tenant_id, stripe_updated_at) SELECT 'cus_paged_' || n, id, now() FROM seed WHERE n % 5 = 0;
          INSERT INTO subscriptions (id, tenant_id, customer_id, status, stripe_updated_at, mrr_minor, mrr_currency)
