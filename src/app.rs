@@ -155,7 +155,7 @@ impl Member {
         // Every member, whatever its roles, says what it is (the console's fleet list).
         if !roles.is_empty() {
             let announced: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
-            tasks.push(("roster", tokio::spawn(crate::health::roster::run(state.redis.clone(), state.keys.clone(), member_id.clone(), announced, stop.clone()))));
+            tasks.push(("roster", tokio::spawn(crate::health::roster::run(state.redis.clone(), state.keys.clone(), member_id.clone(), announced, state.fleet_releases.clone(), stop.clone()))));
         }
         if roles.contains(&Role::Scheduler) {
             tasks.push(("scheduler", tokio::spawn(crate::scheduler::run(crate::jobs::Provides::provide(&state), member_id.clone(), stop.clone()))));

@@ -136,6 +136,8 @@ pub struct Shared {
     pub webhooks_out: crate::webhooks_out::deliver::Outbound,
     /// The streaming replica for reads that can lag, when one is set.
     pub replica: Option<crate::db::replica::Replica>,
+    /// The releases the fleet's live members run (read by this member's roster task).
+    pub fleet_releases: crate::health::roster::FleetReleases,
 }
 
 impl std::fmt::Debug for AppState {
@@ -183,6 +185,7 @@ impl AppState {
         Ok(Self(Arc::new(Shared {
             inbox: crate::stripe::inbox::batch::InboxWriter::new(system_pool.clone()),
             applied_in_groups: Arc::default(),
+            fleet_releases: Default::default(),
             webhooks_out,
             replica,
             settings: Arc::new(settings),

@@ -93,7 +93,10 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes
         // The row stays `received` (no second write per event): the scheduler's sweep pushes
         // a row still unprocessed 30 s on again, which the job's idempotency key turns into a
         // no-op while the job waits in Redis, and marks it `queued`.
-        if let Err(e) = inbox::push(&state.queue, &event.id, stored.tenant, None).await {
+        // The event's month rides with the job once no member of a release that would refuse
+        // it is left (a rolling upgrade from 0.11).
+        let created = state.fleet_releases.all_at_least(&inbox::JOBS_CARRY_CREATED_SINCE).then_some(event.created);
+        if let Err(e) = inbox::push(&state.queue, &event.id, stored.tenant, created, None).await {
             // Durable already: the scheduler's inbox sweep queues it when Redis is back.
             tracing::warn!(message = "Webhook stored but not queued; the inbox sweep will queue it.", event_id = %event.id, error = %e)
         }

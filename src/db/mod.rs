@@ -82,6 +82,17 @@ impl TenantPool {
         Ok(self.0.begin_with(sqlx::AssertSqlSafe(begin)).await?)
     }
 
+    /// [`begin`](Self::begin), with every statement of the transaction run on its generic plan
+    /// (still one round trip). For the webhook apply, whose statements are all index lookups
+    /// by key: the inbox claim names the row's month by a parameter, and PostgreSQL would
+    /// otherwise plan it afresh on every call (a plan for the one month costs less than one for
+    /// all, so the generic plan never wins its comparison), which costs more than the pruning
+    /// saves; the generic plan prunes to that month when it starts.
+    pub async fn begin_planned_once(&self, tenant: TenantId) -> Result<Transaction<'static, Postgres>, DbError> {
+        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true); SET LOCAL plan_cache_mode = force_generic_plan", tenant.0.hyphenated());
+        Ok(self.0.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+    }
+
     /// A transaction that serves several tenants in turn (group commit): each tenant's part
     /// starts with [`switch_tenant`]; before the first, RLS shows no rows at all.
     pub async fn begin_shared(&self) -> Result<Transaction<'static, Postgres>, DbError> {

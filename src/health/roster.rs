@@ -4,6 +4,7 @@
 //! The console's overview lists them. (Worker heartbeats say which workers hold runs; this says
 //! what the fleet is made of, api-only members included.)
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -50,12 +51,39 @@ async fn announce(redis: &RedisConn, keys: &RedisKeys, member: &str, said: &mut 
     conn.hset(keys.fleet_members(), member, json).await
 }
 
-/// Announces `member` with `roles` every few seconds until `stop`, then withdraws it.
-pub async fn run(redis: RedisConn, keys: RedisKeys, member: String, roles: Vec<String>, stop: CancellationToken) {
+/// The releases the fleet's live members run, as this member last read them (after each of its
+/// announcements): what lets a release send a job a shape the release before would refuse
+/// only once no member of that release is left. Unknown until the first read, and then
+/// nothing is assumed.
+#[derive(Debug, Clone, Default)]
+pub struct FleetReleases(Arc<Mutex<Option<Vec<String>>>>);
+
+impl FleetReleases {
+    /// Whether every live member runs `release` or later (false while unknown, or when one's
+    /// release does not read as a version).
+    pub fn all_at_least(&self, release: &semver::Version) -> bool {
+        let seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.as_ref().is_some_and(|all| all.iter().all(|r| !crate::db::required_stop::is_behind(release, r)))
+    }
+
+    /// Records the live members' releases.
+    pub fn record(&self, members: &[Member]) {
+        let releases = members.iter().map(|m| m.version.clone()).collect();
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(releases);
+    }
+}
+
+/// Announces `member` with `roles` every few seconds until `stop`, then withdraws it; after
+/// each announcement, reads the fleet's releases into `releases`.
+pub async fn run(redis: RedisConn, keys: RedisKeys, member: String, roles: Vec<String>, releases: FleetReleases, stop: CancellationToken) {
     let mut said = Announced { roles, version: crate::RELEASE.to_owned(), started_at: chrono::Utc::now().timestamp(), seen: 0 };
     loop {
         if let Err(e) = announce(&redis, &keys, &member, &mut said).await {
             tracing::debug!(message = "Fleet roster not written; retrying.", error = %e);
+        }
+        match members(&redis, &keys).await {
+            Ok(live) => releases.record(&live),
+            Err(e) => tracing::debug!(message = "Fleet roster not read; the releases last read stand.", error = %e),
         }
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -26,6 +26,6 @@ impl Job for StripeEventJob {
     type Deps = ApplyDeps;
 
     async fn run(&self, args: inbox::ApplyEvent, ctx: JobContext<ApplyDeps>) -> Result<ApplyReport, JobError> {
-        Ok(apply::apply(&ctx.state, &args.event_id, args.tenant).await?)
+        Ok(apply::apply(&ctx.state, &args.event_id, args.tenant, args.created).await?)
     }
 }

@@ -97,13 +97,18 @@ pub enum ApplyReport {
 pub const APPLIED_IN_A_GROUP: &str = "applied with another event of its tenant";
 
 /// Applies inbox row `event_id`, of `tenant` when the intake knew it (the tenant's other
-/// waiting events then join the transaction). A failure is kept on the row for operators.
-pub async fn apply(deps: &ApplyDeps, event_id: &EventId, tenant: Option<TenantId>) -> Result<ApplyReport, ApplyError> {
+/// waiting events then join the transaction), created at `created` (unix s) by Stripe when the
+/// job says (the claim then reads the row's month alone). A failure is kept on the row for
+/// operators.
+pub async fn apply(deps: &ApplyDeps, event_id: &EventId, tenant: Option<TenantId>, created: Option<i64>) -> Result<ApplyReport, ApplyError> {
     if deps.applied_in_groups.contains(event_id) {
         return Ok(ApplyReport::Skipped { event: event_id.clone(), outcome: APPLIED_IN_A_GROUP });
     }
     let result = match tenant {
-        Some(tenant) => apply_for_tenant(deps, event_id, tenant, Attempt { join_waiting: true, ..Attempt::default() }).await,
+        Some(tenant) => {
+            let created = created.and_then(|at| chrono::DateTime::from_timestamp(at, 0));
+            apply_for_tenant(deps, event_id, tenant, Attempt { join_waiting: true, created, ..Attempt::default() }).await
+        }
         None => apply_routed(deps, event_id, None).await,
     };
     record_failure(deps, event_id, &result).await;
@@ -134,6 +139,8 @@ struct Attempt {
     fetched: Option<(String, serde_json::Value)>,
     /// The routing path bound the row to this tenant just before.
     routed: bool,
+    /// The event's Stripe creation time, when the job carried it: the row's month.
+    created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Applies inbox row `event_id` whose tenant is not known yet (the intake could not tell, or
@@ -188,9 +195,9 @@ async fn apply_for_tenant(deps: &ApplyDeps, event_id: &EventId, tenant: TenantId
     // The job span learns its tenant here (a routed webhook's tenant is known only now).
     tracing::Span::current().record("tenant.id", tenant.to_string());
     // Not serialised yet: the claim takes the tenant's lock once the row is locked.
-    let mut tx = deps.billing.tenant_pool.begin(tenant).await.map_err(HandlerError::from)?;
+    let mut tx = deps.billing.tenant_pool.begin_planned_once(tenant).await.map_err(HandlerError::from)?;
     let join = if attempt.join_waiting { deps.apply_batch.saturating_sub(1) } else { 0 };
-    let (payload, waiting) = match inbox::claim(&mut tx, event_id, join).await? {
+    let (payload, waiting) = match inbox::claim(&mut tx, event_id, attempt.created, join).await? {
         Some(Claim::Claimed { own, waiting }) => (own, waiting),
         Some(Claim::Done(before, payload)) => {
             drop(tx);

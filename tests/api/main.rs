@@ -55,6 +55,7 @@ mod webhook_endpoints;
 mod operators;
 mod outbound_bounds;
 mod webhook_groups;
+mod webhook_months;
 mod webhooks;
 mod admin_api;
 mod bulk_operations;

@@ -62,7 +62,7 @@ async fn the_hot_statements_read_growing_tables_through_indexes_at_volume() {
 
     // The webhook claim (and the grouped apply's waiting events), in the tenant's transaction.
     let mut tx = app.state.tenant_pool.begin(tenant).await.expect("tenant tx");
-    let sql = format!("EXPLAIN (FORMAT JSON) {}", ballast::stripe::inbox::claim_statement());
+    let sql = format!("EXPLAIN (FORMAT JSON) {}", ballast::stripe::inbox::claim_statement(false));
     let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind("evt_plans_4242").bind(100i64).fetch_one(&mut *tx).await.expect("explain claim");
     checked.push(("webhook claim and grouped apply", whole_scans(&plan)));
     // The entitlement read on a cache miss.

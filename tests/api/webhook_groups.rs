@@ -13,7 +13,7 @@ use crate::support::stripe_sim;
 
 /// The tenant's `k`-th subscription event: a plan change one second after the last, or with
 /// `broken`, a subscription Ballast cannot apply (it has no status).
-fn subscription_event(run: &str, k: i64, base: i64, customer: &str, broken: bool) -> serde_json::Value {
+pub(crate) fn subscription_event(run: &str, k: i64, base: i64, customer: &str, broken: bool) -> serde_json::Value {
     let (price, product, _) = if k % 2 == 0 { stripe_sim::STARTER } else { stripe_sim::PRO };
     let sub = format!("sub_group{run}");
     let mut event = json!({
@@ -44,7 +44,7 @@ fn one_slot_entry() -> String {
 }
 
 /// An intake-only app and a tenant mapped to a customer; the run's tag.
-async fn intake_with_tenant() -> (TestApp, uuid::Uuid, String, String) {
+pub(crate) async fn intake_with_tenant() -> (TestApp, uuid::Uuid, String, String) {
     let app = TestApp::builder().roles(&[Role::Api]).job_entry("stripe.event", &one_slot_entry()).spawn().await;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let customer = format!("cus_group{run}");
@@ -59,7 +59,7 @@ async fn intake_with_tenant() -> (TestApp, uuid::Uuid, String, String) {
 }
 
 /// Starts a worker on the app's state once the events wait, drains the queue and stops it.
-async fn work_off(app: &TestApp) {
+pub(crate) async fn work_off(app: &TestApp) {
     let worker = Member::start(app.state.clone(), &BTreeSet::from([Role::Worker]), WorkerOptions::new(crate::support::test_jobs::registry()))
         .await
         .expect("worker starts");
@@ -68,7 +68,7 @@ async fn work_off(app: &TestApp) {
 }
 
 /// (status, attempts, processed_at, last_error) of the run's events, in event order.
-async fn rows(app: &TestApp, run: &str) -> Vec<(String, i32, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> {
+pub(crate) async fn rows(app: &TestApp, run: &str) -> Vec<(String, i32, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> {
     sqlx::query_as("SELECT status, attempts, processed_at, last_error FROM stripe_events WHERE id LIKE $1 ORDER BY stripe_created")
         .bind(format!("evt_group{run}_%"))
         .fetch_all(&app.state.system_pool.0)
@@ -76,7 +76,7 @@ async fn rows(app: &TestApp, run: &str) -> Vec<(String, i32, Option<chrono::Date
         .expect("inbox rows")
 }
 
-async fn subscription(app: &TestApp, run: &str) -> (String, i64) {
+pub(crate) async fn subscription(app: &TestApp, run: &str) -> (String, i64) {
     let (price, at): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as("SELECT price_id, stripe_updated_at FROM subscriptions WHERE id = $1")
         .bind(format!("sub_group{run}"))
         .fetch_one(&app.state.system_pool.0)
@@ -149,7 +149,7 @@ async fn a_job_whose_event_is_already_applied_ends_without_waiting_for_the_tenan
     // event's job runs again, as the job of an event another's group applied does.
     let held = app.state.tenant_pool.begin_serialised(ballast::newtypes::TenantId(tenant)).await.expect("the tenant's lock");
     let event = ballast::newtypes::EventId(format!("evt_group{run}_0"));
-    let job = ballast::stripe::inbox::ApplyEvent { event_id: event, tenant: Some(ballast::newtypes::TenantId(tenant)) };
+    let job = ballast::stripe::inbox::ApplyEvent { event_id: event, tenant: Some(ballast::newtypes::TenantId(tenant)), created: None };
     app.state.queue.enqueue(ballast::queue::EnqueueRequest::typed(&job)).await.expect("queue the job");
     let ready: u64 = app.state.queue.stats().await.expect("stats").iter().map(|s| s.ready).sum();
     assert_eq!(ready, 1, "the job waits to run");
@@ -186,7 +186,7 @@ async fn the_own_jobs_of_events_applied_in_a_group_end_without_opening_a_tenant_
     // claim finds the row done ("already done").
     for k in 0..EVENTS {
         let event_id = ballast::newtypes::EventId(format!("evt_group{run}_{k}"));
-        let job = ballast::stripe::inbox::ApplyEvent { event_id, tenant: Some(ballast::newtypes::TenantId(tenant)) };
+        let job = ballast::stripe::inbox::ApplyEvent { event_id, tenant: Some(ballast::newtypes::TenantId(tenant)), created: None };
         app.state.queue.enqueue(ballast::queue::EnqueueRequest::typed(&job)).await.expect("queue the job");
     }
     let reports = std::sync::Arc::new(Reports::default());

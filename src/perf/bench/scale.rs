@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -200,8 +201,8 @@ async fn filled_scans(pool: &sqlx::PgPool, plan: &Value) -> Result<Vec<String>, 
 /// The webhook claim with the grouped apply's waiting events, on events still waiting, each in
 /// its tenant's transaction, rolled back (the rows stay waiting for the next sample).
 async fn claim(state: &AppState, samples: u64) -> Result<StatementFigure, BenchError> {
-    let waiting: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-        "SELECT tenant_id, id FROM (SELECT DISTINCT ON (tenant_id) tenant_id, id FROM stripe_events WHERE status = 'received' ORDER BY tenant_id, id) w LIMIT $1",
+    let waiting: Vec<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT tenant_id, id, stripe_created FROM (SELECT DISTINCT ON (tenant_id) tenant_id, id, stripe_created FROM stripe_events WHERE status = 'received' ORDER BY tenant_id, id) w LIMIT $1",
     )
     .bind(i64::try_from(samples).unwrap_or(i64::MAX))
     .fetch_all(&state.system_pool.0)
@@ -209,19 +210,21 @@ async fn claim(state: &AppState, samples: u64) -> Result<StatementFigure, BenchE
     let Some(first) = waiting.first().cloned() else { return Err(BenchError::NotReady("no waiting events were loaded".into())) };
     let mut next = waiting.iter().cycle();
     let mut figure = timed("webhook claim with the tenant's waiting events (stripe::inbox::claim)", samples, || {
-        let (tenant, id) = next.next().cloned().unwrap_or_else(|| first.clone());
+        let (tenant, id, created) = next.next().cloned().unwrap_or_else(|| first.clone());
         async move {
-            let mut tx = state.tenant_pool.begin(TenantId(tenant)).await.map_err(|e| BenchError::NotReady(e.to_string()))?;
-            crate::stripe::inbox::claim(&mut tx, &EventId(id), 100).await?;
+            // As a `stripe.event` job claims: its transaction's plans generic, its row's month known.
+            let mut tx = state.tenant_pool.begin_planned_once(TenantId(tenant)).await.map_err(|e| BenchError::NotReady(e.to_string()))?;
+            crate::stripe::inbox::claim(&mut tx, &EventId(id), Some(created), 100).await?;
             tx.rollback().await?;
             Ok(())
         }
     })
     .await?;
     let mut tx = state.tenant_pool.begin(TenantId(first.0)).await.map_err(|e| BenchError::NotReady(e.to_string()))?;
-    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {}", crate::stripe::inbox::claim_statement())))
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {}", crate::stripe::inbox::claim_statement(true))))
         .bind(&first.1)
         .bind(100i64)
+        .bind(first.2)
         .fetch_one(&mut *tx)
         .await?;
     tx.rollback().await?;
@@ -235,8 +238,8 @@ async fn claim(state: &AppState, samples: u64) -> Result<StatementFigure, BenchE
 async fn apply(state: &AppState, samples: u64) -> Result<StatementFigure, BenchError> {
     let deps: crate::stripe::apply::ApplyDeps = crate::jobs::deps::Provides::provide(state);
     // One event of each tenant: each apply is its own, not one found done by another's group.
-    let waiting: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-        "SELECT tenant_id, id FROM (SELECT DISTINCT ON (tenant_id) tenant_id, id FROM stripe_events WHERE status = 'received' ORDER BY tenant_id, id DESC) w LIMIT $1",
+    let waiting: Vec<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT tenant_id, id, stripe_created FROM (SELECT DISTINCT ON (tenant_id) tenant_id, id, stripe_created FROM stripe_events WHERE status = 'received' ORDER BY tenant_id, id DESC) w LIMIT $1",
     )
     .bind(i64::try_from(samples).unwrap_or(i64::MAX))
     .fetch_all(&state.system_pool.0)
@@ -246,8 +249,8 @@ async fn apply(state: &AppState, samples: u64) -> Result<StatementFigure, BenchE
         let one = next.next();
         let deps = &deps;
         async move {
-            let Some((tenant, id)) = one else { return Err(BenchError::NotReady("fewer waiting events than samples".into())) };
-            crate::stripe::apply::apply(deps, &EventId(id), Some(TenantId(tenant))).await.map(|_| ()).map_err(|e| BenchError::NotReady(e.to_string()))
+            let Some((tenant, id, created)) = one else { return Err(BenchError::NotReady("fewer waiting events than samples".into())) };
+            crate::stripe::apply::apply(deps, &EventId(id), Some(TenantId(tenant)), Some(created.timestamp())).await.map(|_| ()).map_err(|e| BenchError::NotReady(e.to_string()))
         }
     })
     .await

@@ -4,10 +4,12 @@
 //! an event's tenant is not known until it is routed.
 
 pub mod batch;
+mod claim;
 pub mod grouped;
 mod status;
 pub mod view;
 
+pub use claim::{Claim, claim, claim_statement};
 pub use status::{InboxStatus, Inserted};
 
 use chrono::Utc;
@@ -38,7 +40,7 @@ pub async fn enqueue(pool: &SystemPool, queue: &JobQueue, event_id: &EventId) ->
 /// Queues the jobs of `ids` one by one, then marks the rows queued in one statement.
 async fn enqueue_all(pool: &SystemPool, queue: &JobQueue, ids: &[EventId]) -> Result<(), QueueError> {
     for id in ids {
-        push(queue, id, None, None).await?;
+        push(queue, id, None, None, None).await?;
     }
     mark_queued(pool, ids).await?;
     Ok(())
@@ -55,7 +57,15 @@ pub struct ApplyEvent {
     /// it (the sweep, a release, jobs from before it existed) route on the system pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<TenantId>,
+    /// The event's Stripe creation time (unix s), the inbox's partition key: the claim then
+    /// reaches the row's month alone. Sent only once every live member reads it (0.12.0 and
+    /// later; the release before refuses an argument it does not know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
+
+/// The first release whose `stripe.event` jobs read [`ApplyEvent::created`].
+pub const JOBS_CARRY_CREATED_SINCE: semver::Version = semver::Version::new(0, 12, 0);
 
 impl crate::queue::job::JobArgs for ApplyEvent {
     const KIND: &'static str = JOB_KIND;
@@ -88,10 +98,10 @@ pub async fn push_refetch(queue: &JobQueue, args: &RefetchEvent) -> Result<(), Q
     Ok(())
 }
 
-/// Queues the job for one event (with its tenant, when known); idempotent per event id while
-/// Redis keeps the key.
-pub async fn push(queue: &JobQueue, event_id: &EventId, tenant: Option<TenantId>, traceparent: Option<String>) -> Result<(), QueueError> {
-    let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.clone(), tenant });
+/// Queues the job for one event (with its tenant and its creation time, when known and
+/// readable by every member); idempotent per event id while Redis keeps the key.
+pub async fn push(queue: &JobQueue, event_id: &EventId, tenant: Option<TenantId>, created: Option<i64>, traceparent: Option<String>) -> Result<(), QueueError> {
+    let mut req = EnqueueRequest::typed(&ApplyEvent { event_id: event_id.clone(), tenant, created });
     req.id = Some(JobId(format!("stripe.event:{event_id}")));
     req.idempotency_key = Some(format!("stripe.event:{event_id}"));
     // Ten minutes covers every re-push (the sweep's at 30 s; after a Redis data loss the keys
@@ -321,96 +331,6 @@ pub async fn set_tenant(pool: &SystemPool, id: &EventId, tenant: TenantId) -> Re
 pub async fn set_customer(pool: &SystemPool, id: &EventId, customer: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stripe_events SET customer_id = $2 WHERE id = $1").bind(id).bind(customer).execute(&pool.0).await?;
     Ok(())
-}
-
-/// What [`claim`] found.
-#[derive(Debug)]
-pub enum Claim {
-    /// Not done before: now marked processed in the caller's transaction, which now holds the
-    /// tenant's lock. The event as stored, and the tenant's other waiting events claimed with it.
-    Claimed {
-        /// The event claimed.
-        own: serde_json::Value,
-        /// The tenant's other waiting events claimed with it, in no particular order.
-        waiting: Vec<serde_json::Value>,
-    },
-    /// Already done (processed or ignored), left as it was; its status and event.
-    Done(InboxStatus, serde_json::Value),
-}
-
-/// The claim, one statement: the row (locked, marked processed; a row already done is left as
-/// it was), then the tenant's transaction lock, then up to `$2` of the tenant's other waiting
-/// events. The row comes before the lock: every claimer takes them in that order and the
-/// lock's holder takes other rows with `SKIP LOCKED`, so a claimer waiting for the lock holds
-/// nothing the holder waits for. A row already done takes no lock at all (the job that finds
-/// its event applied by another's group does not queue behind the tenant's later groups), and
-/// is read back by the same statement: its status as of the statement's start, which is the
-/// row's now unless the update waited for another claim of it (then a second read is needed).
-static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH own AS (
-           UPDATE stripe_events SET {mark} WHERE id = $1 AND status NOT IN ('processed', 'ignored') RETURNING payload
-         ), serialised AS (SELECT payload, {lock} FROM own),
-         waiting AS (
-           UPDATE stripe_events e SET {mark} FROM (SELECT id FROM stripe_events
-                 WHERE tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid
-                   AND status IN ('received', 'queued') AND last_error IS NULL AND id <> $1
-                 ORDER BY tenant_id, stripe_created, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS w
-           WHERE e.id = w.id AND EXISTS (SELECT 1 FROM serialised)
-           RETURNING e.payload
-         )
-         SELECT 'own', NULL, payload FROM serialised
-         UNION ALL SELECT 'waiting', NULL, payload FROM waiting
-         UNION ALL SELECT 'unclaimed', status, payload FROM stripe_events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM own)",
-        lock = crate::db::TENANT_LOCK,
-        // `w` has only `id`, so `attempts` is the updated row's in both updates.
-        mark = "status = 'processed', processed_at = now(), attempts = attempts + 1, last_error = NULL",
-    )
-});
-
-/// The claim statement's text ($1 the event, $2 how many waiting events may join): what
-/// `tests/api/query_plans.rs` holds to index-bound plans.
-pub fn claim_statement() -> &'static str {
-    CLAIM.as_str()
-}
-
-/// Claims row `id` in the caller's tenant transaction (opened with [`TenantPool::begin`], not
-/// yet serialised: the claim takes the tenant's lock), with up to `join` of the tenant's other
-/// events waiting to be applied (received or queued, oldest event first; row-level security
-/// keeps them to the tenant). Those are claimed only once the lock is held, and rows another
-/// transaction holds are skipped, not waited for, and so are rows that failed before (one that
-/// cannot be applied would roll back every group it joined); their own jobs find them done.
-/// One round trip, the marks committing with the apply or rolling back with it (a row found
-/// done is read back in it too). `None` when the tenant cannot see the row.
-///
-/// [`TenantPool::begin`]: crate::db::TenantPool::begin
-pub async fn claim(tx: &mut sqlx::PgConnection, id: &EventId, join: u32) -> Result<Option<Claim>, sqlx::Error> {
-    // A concurrent claim of the row waits on its lock, then finds it done when the first
-    // commits (and claims it when the first rolls back).
-    let rows: Vec<(String, Option<String>, serde_json::Value)> =
-        sqlx::query_as(CLAIM.as_str()).bind(id).bind(i64::from(join)).fetch_all(&mut *tx).await?;
-    let (mut own, mut waiting, mut unclaimed) = (None, Vec::new(), None);
-    for (part, status, payload) in rows {
-        match part.as_str() {
-            "own" => own = Some(payload),
-            "waiting" => waiting.push(payload),
-            _ => unclaimed = Some((status.and_then(|s| InboxStatus::parse(&s)), payload)),
-        }
-    }
-    if let Some(own) = own {
-        return Ok(Some(Claim::Claimed { own, waiting }));
-    }
-    match unclaimed {
-        None => Ok(None),
-        Some((Some(status), payload)) if status.is_done() => Ok(Some(Claim::Done(status, payload))),
-        // Not done as of the statement's start, yet not claimed: the update waited for a claim
-        // that committed meanwhile. Read the row as it is now.
-        Some(_) => {
-            let now: Option<(String, serde_json::Value)> =
-                sqlx::query_as("SELECT status, payload FROM stripe_events WHERE id = $1").bind(id).fetch_optional(tx).await?;
-            Ok(now.map(|(s, payload)| Claim::Done(InboxStatus::parse(&s).unwrap_or(InboxStatus::Processed), payload)))
-        }
-    }
 }
 
 /// The most common errors of events not yet applied (their rows keep the last error while
