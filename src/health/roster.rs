@@ -51,25 +51,43 @@ async fn announce(redis: &RedisConn, keys: &RedisKeys, member: &str, said: &mut 
     conn.hset(keys.fleet_members(), member, json).await
 }
 
-/// The releases the fleet's live members run, as this member last read them (after each of its
-/// announcements): what lets a release send a job a shape the release before would refuse
-/// only once no member of that release is left. Unknown until the first read, and then
-/// nothing is assumed.
+/// The oldest release among the fleet's live members, as this member last read them (after each
+/// of its announcements): what lets a release send a job a shape the release before would
+/// refuse only once no member of that release is left. Unknown until the first read, and then
+/// nothing is assumed; a member whose release does not read as a version counts as older than
+/// any.
 #[derive(Debug, Clone, Default)]
-pub struct FleetReleases(Arc<Mutex<Option<Vec<String>>>>);
+pub struct FleetReleases(Arc<Mutex<Oldest>>);
+
+/// What the last read of the roster found.
+#[derive(Debug, Default)]
+enum Oldest {
+    /// Not read yet.
+    #[default]
+    Unknown,
+    /// A live member's release does not read as a version.
+    Unreadable,
+    /// The oldest live member's release.
+    Release(semver::Version),
+}
 
 impl FleetReleases {
-    /// Whether every live member runs `release` or later (false while unknown, or when one's
-    /// release does not read as a version).
+    /// Whether every live member runs `release` or later (false while unknown).
     pub fn all_at_least(&self, release: &semver::Version) -> bool {
-        let seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.as_ref().is_some_and(|all| all.iter().all(|r| !crate::db::required_stop::is_behind(release, r)))
+        matches!(&*self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner), Oldest::Release(oldest) if oldest >= release)
     }
 
-    /// Records the live members' releases.
+    /// Records the live members' releases (semver's order: a pre-release before its release, a
+    /// build, the commit, after the bare version).
     pub fn record(&self, members: &[Member]) {
-        let releases = members.iter().map(|m| m.version.clone()).collect();
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(releases);
+        let parsed: Option<Vec<semver::Version>> = members.iter().map(|m| semver::Version::parse(&m.version).ok()).collect();
+        let oldest = match parsed.map(|all| all.into_iter().min()) {
+            None => Oldest::Unreadable,
+            Some(Some(oldest)) => Oldest::Release(oldest),
+            // No live member at all (this one's announcement not written): nothing is known.
+            Some(None) => Oldest::Unknown,
+        };
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = oldest;
     }
 }
 
@@ -120,4 +138,30 @@ pub async fn members(redis: &RedisConn, keys: &RedisKeys) -> Result<Vec<Member>,
     }
     live.sort_by(|a, b| a.seen_secs_ago.cmp(&b.seen_secs_ago).then_with(|| a.id.cmp(&b.id)));
     Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(version: &str) -> Member {
+        Member { id: format!("m:{version}"), roles: vec!["api".into()], version: version.into(), started_at: 0, seen_secs_ago: 0 }
+    }
+
+    #[test]
+    fn the_fleet_is_at_a_release_only_once_read_and_only_when_its_oldest_member_is() {
+        let since = semver::Version::new(0, 12, 0);
+        let releases = FleetReleases::default();
+        assert!(!releases.all_at_least(&since), "unknown before the first read");
+        releases.record(&[member("0.12.0+3f2a"), member("0.13.1")]);
+        assert!(releases.all_at_least(&since));
+        releases.record(&[member("0.12.0+3f2a"), member("0.11.0+5d1e")]);
+        assert!(!releases.all_at_least(&since), "a member of the release before");
+        releases.record(&[member("0.12.0-rc.1+3f2a")]);
+        assert!(!releases.all_at_least(&since), "a pre-release comes before its release");
+        releases.record(&[member("0.12.0"), member("dev")]);
+        assert!(!releases.all_at_least(&since), "an unreadable release counts as older");
+        releases.record(&[]);
+        assert!(!releases.all_at_least(&since), "no member read: nothing known");
+    }
 }
