@@ -195,7 +195,12 @@ async fn apply_for_tenant(deps: &ApplyDeps, event_id: &EventId, tenant: TenantId
     // The job span learns its tenant here (a routed webhook's tenant is known only now).
     tracing::Span::current().record("tenant.id", tenant.to_string());
     // Not serialised yet: the claim takes the tenant's lock once the row is locked.
-    let mut tx = deps.billing.tenant_pool.begin_planned_once(tenant).await.map_err(HandlerError::from)?;
+    // A claim named by its month runs on the generic plan (see `begin_planned_once`).
+    let mut tx = match attempt.created {
+        Some(_) => deps.billing.tenant_pool.begin_planned_once(tenant).await,
+        None => deps.billing.tenant_pool.begin(tenant).await,
+    }
+    .map_err(HandlerError::from)?;
     let join = if attempt.join_waiting { deps.apply_batch.saturating_sub(1) } else { 0 };
     let (payload, waiting) = match inbox::claim(&mut tx, event_id, attempt.created, join).await? {
         Some(Claim::Claimed { own, waiting }) => (own, waiting),

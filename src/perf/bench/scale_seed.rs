@@ -165,9 +165,11 @@ pub(super) async fn fill(pool: &SystemPool, prefix: &str, tenants: usize, inbox:
     .await?;
     let spread = i64::try_from(tenants.max(1)).unwrap_or(1);
     let template = EVENT.replace('\'', "''");
+    // Stripe's creation times are whole seconds, as the intake stores them: a job's month names
+    // its row exactly (a fractional one would miss, and the claim fall back to the id).
     in_batches(conn, "stripe_events", inbox, &format!(
         "INSERT INTO stripe_events (id, type, tenant_id, stripe_created, payload, status, customer_id, object_id, received_at, queued_at, processed_at)
-         SELECT 'evt_' || g, 'customer.subscription.updated', t.id, now() - make_interval(secs => (g * {span_secs} / {inbox})::float8),
+         SELECT 'evt_' || g, 'customer.subscription.updated', t.id, date_trunc('second', now() - make_interval(secs => (g * {span_secs} / {inbox})::float8)),
                 replace('{template}', '__N__', g::text)::jsonb,
                 CASE WHEN abs(hashtext(g::text)) % 1000 = 0 THEN 'received' ELSE 'processed' END, 'cus_' || (g % {spread}), 'sub_' || g,
                 now() - make_interval(secs => (g * {span_secs} / {inbox})::float8), NULL,
