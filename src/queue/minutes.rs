@@ -43,9 +43,11 @@ impl JobMinutes {
         Self { counters, added: Arc::default() }
     }
 
-    /// What each (kind, outcome) counter gained since Redis last took it.
-    fn gains(&self) -> Vec<((String, String), u64, u64)> {
-        let added = self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// What each (kind, outcome) counter gained since the last flush took it, taken now: a
+    /// flush that runs meanwhile (the member's own every few seconds, and one a caller asks
+    /// for) finds only what was counted after, so no gain is added twice.
+    fn take_gains(&self) -> Vec<((String, String), u64)> {
+        let mut added = self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Vec::new();
         for family in prometheus::core::Collector::collect(&self.counters) {
             for metric in family.get_metric() {
@@ -58,7 +60,8 @@ impl JobMinutes {
                 let key = (kind, outcome);
                 let before = added.get(&key).copied().unwrap_or(0);
                 if now > before {
-                    out.push((key, now, now - before));
+                    added.insert(key.clone(), now);
+                    out.push((key, now - before));
                 }
             }
         }
@@ -68,22 +71,27 @@ impl JobMinutes {
     /// Adds what the counters gained to this minute's hash; on failure the gain stays for the
     /// next flush.
     pub async fn flush(&self, redis: &RedisConn, keys: &RedisKeys) -> Result<(), redis::RedisError> {
-        let gains = self.gains();
+        let gains = self.take_gains();
         if gains.is_empty() {
             return Ok(());
         }
         let key = keys.job_minutes(chrono::Utc::now().timestamp().div_euclid(60));
         let ttl = i64::try_from(RedisKeys::JOB_MINUTES_TTL.as_secs()).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
-        for ((kind, outcome), _, gain) in &gains {
+        for ((kind, outcome), gain) in &gains {
             pipe.hincr(&key, field(kind, outcome), *gain).ignore();
         }
         pipe.expire(&key, ttl).ignore();
         let mut conn = redis.clone();
-        pipe.query_async::<()>(&mut conn).await?;
-        let mut added = self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (key, now, _) in gains {
-            added.insert(key, now);
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            // Not added: given back for the next flush.
+            let mut added = self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (key, gain) in gains {
+                if let Some(at) = added.get_mut(&key) {
+                    *at = at.saturating_sub(gain);
+                }
+            }
+            return Err(e);
         }
         Ok(())
     }

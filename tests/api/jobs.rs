@@ -251,3 +251,24 @@ async fn queue_inspection_shows_one_job_and_retries_or_discards_dead_letters_in_
     let audited: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE action LIKE 'jobs.%' ORDER BY id").fetch_all(&pool.0).await.expect("audit");
     assert_eq!(audited, vec!["jobs.discard", "jobs.retry"]);
 }
+
+/// A member's job counts per minute flushed twice at once (its own flush every few seconds,
+/// and one a caller asks for, as the console's tests do) add each run once: the second finds
+/// only what was counted after the first took its gain.
+#[tokio::test]
+async fn job_counts_flushed_twice_at_once_are_added_once() {
+    let app = TestApp::builder().roles(&[]).spawn().await;
+    let counters = prometheus::IntCounterVec::new(prometheus::Opts::new("jobs_total", "runs"), &["kind", "outcome"]).expect("counters");
+    let minutes = ballast::queue::minutes::JobMinutes::new(counters.clone());
+    let (redis, keys) = (&app.state.redis, &app.state.keys);
+    counters.with_label_values(&["noop", "processed"]).inc_by(3);
+    // Joined: the first flush runs up to its Redis call, then the second starts.
+    let (first, second) = tokio::join!(minutes.flush(redis, keys), minutes.flush(redis, keys));
+    first.and(second).expect("flushes");
+    counters.with_label_values(&["noop", "processed"]).inc_by(2);
+    minutes.flush(redis, keys).await.expect("flush");
+    let now = chrono::Utc::now().timestamp().div_euclid(60);
+    let counts = ballast::queue::minutes::recent_all(redis, keys, &["noop".to_owned()], now, 3).await.expect("counts");
+    let processed: u64 = counts["noop"].iter().map(|(_, p, _)| p).sum();
+    assert_eq!(processed, 5);
+}
