@@ -71,15 +71,21 @@ impl TenantPool {
     /// `BEGIN` and the setting travel in one round trip. The tenant id is a UUID, whose text
     /// form is hex and hyphens only, so putting it in the statement text is safe.
     pub async fn begin(&self, tenant: TenantId) -> Result<Transaction<'static, Postgres>, DbError> {
-        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true)", tenant.0.hyphenated());
+        self.begin_then(tenant, "").await
+    }
+
+    /// [`begin`](Self::begin) followed, in the same round trip, by `then` (constant SQL
+    /// statements, each starting with `; `).
+    async fn begin_then(&self, tenant: TenantId, then: &'static str) -> Result<Transaction<'static, Postgres>, DbError> {
+        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true){then}", tenant.0.hyphenated());
         Ok(self.0.begin_with(sqlx::AssertSqlSafe(begin)).await?)
     }
 
     /// [`begin`](Self::begin), then waits for the tenant's transaction lock, so the tenant's
     /// writers that use it run one at a time (still one round trip).
     pub async fn begin_serialised(&self, tenant: TenantId) -> Result<Transaction<'static, Postgres>, DbError> {
-        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true); SELECT {TENANT_LOCK}", tenant.0.hyphenated());
-        Ok(self.0.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+        static THEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("; SELECT {TENANT_LOCK}"));
+        self.begin_then(tenant, THEN.as_str()).await
     }
 
     /// [`begin`](Self::begin), with every statement of the transaction run on its generic plan
@@ -89,8 +95,7 @@ impl TenantPool {
     /// all, so the generic plan never wins its comparison), which costs more than the pruning
     /// saves; the generic plan prunes to that month when it starts.
     pub async fn begin_planned_once(&self, tenant: TenantId) -> Result<Transaction<'static, Postgres>, DbError> {
-        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true); SET LOCAL plan_cache_mode = force_generic_plan", tenant.0.hyphenated());
-        Ok(self.0.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+        self.begin_then(tenant, "; SET LOCAL plan_cache_mode = force_generic_plan").await
     }
 
     /// A transaction that serves several tenants in turn (group commit): each tenant's part
